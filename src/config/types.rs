@@ -1,0 +1,282 @@
+//! The typed configuration document: every key a user can write, with its default.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub listen: ListenConfig,
+    /// The default mode for intents that set none.
+    pub mode: Mode,
+    /// The default intent when the agent declares none (the weakest way to declare one).
+    pub intent: Option<String>,
+    /// The default task reference that goes with `intent`.
+    pub task: Option<String>,
+    pub intents: BTreeMap<String, IntentSpec>,
+    pub policy: PolicyConfig,
+    pub tls: TlsConfig,
+    pub audit: AuditConfig,
+    pub egress: EgressConfig,
+    pub dns: DnsConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+    pub headers: HeaderNames,
+}
+
+/// Who the agent is.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    pub id: Option<String>,
+    pub namespace: Option<String>,
+    pub service_account: Option<String>,
+    /// Who answers for this agent. Defaults to `$USER` outside Kubernetes.
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// After this instant (RFC 3339) the agent is refused all egress.
+    pub expires: Option<String>,
+    /// The SPIFFE trust domain used to derive `spiffe://TD/ns/NS/sa/SA`.
+    pub trust_domain: String,
+    /// Refuse all egress for agents without an owner or past `expires`.
+    pub enforce_lifecycle: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            namespace: None,
+            service_account: None,
+            owner: None,
+            labels: BTreeMap::new(),
+            expires: None,
+            trust_domain: "cluster.local".into(),
+            enforce_lifecycle: true,
+        }
+    }
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    pub proxy: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub transparent: Option<SocketAddr>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            proxy: SocketAddr::from(([127, 0, 0, 1], 15700)),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 15701))),
+            transparent: None,
+        }
+    }
+}
+
+/// `enforce` blocks what policy denies; `monitor` forwards it and records a would-deny.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
+/// One entry of the intent catalog.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntentSpec {
+    pub description: String,
+    pub claimable_by: ClaimableBy,
+    /// Overrides the top-level `mode` for this intent.
+    pub mode: Option<Mode>,
+    pub allow: Vec<ScopeRule>,
+}
+
+/// Who may claim an intent: each list present must contain the agent's id / namespace.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimableBy {
+    pub agents: Option<Vec<String>>,
+    pub namespaces: Option<Vec<String>>,
+}
+
+/// One scope rule: destination hosts, ports, methods and paths an intent permits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScopeRule {
+    /// Exact host names or a leading `*.` wildcard.
+    pub hosts: Vec<String>,
+    /// Absent means 80 and 443.
+    pub ports: Option<Vec<u16>>,
+    /// Absent means any method.
+    pub methods: Option<Vec<String>>,
+    /// `*` matches one segment, `**` any number. Absent means any path.
+    pub paths: Option<Vec<String>>,
+}
+
+/// What to do when policy evaluation fails.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// Where Rego modules come from and how they are queried.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Extra policy directories or files (global modules; `namespaces/NS/` subfolders apply per namespace).
+    pub paths: Vec<PathBuf>,
+    pub query: String,
+    pub on_error: OnError,
+    /// Use the embedded default policy (`config/policy/`) in addition to `paths`.
+    pub builtin: bool,
+    pub bundle_url: Option<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            query: "data.intentgate.decision".into(),
+            on_error: OnError::Deny,
+            builtin: true,
+            bundle_url: None,
+        }
+    }
+}
+
+/// TLS interception settings (used from issue 4 on; accepted now).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub intercept: Option<serde_yaml::Value>,
+    pub upstream_ca: Option<PathBuf>,
+    pub upstream_roots: Option<String>,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout`, `stderr`, `off`, or a file path.
+    pub path: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: "stdout".into(),
+        }
+    }
+}
+
+/// Destination address exceptions.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    pub allow_cidrs: Vec<String>,
+    pub deny_cidrs: Vec<String>,
+}
+
+/// Resolver selection; empty means the system resolver.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+}
+
+/// A parent proxy that all egress goes through.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// e.g. `http://proxy.corp:3128`.
+    pub proxy: Option<String>,
+}
+
+/// Sizes, counts and timeouts. Durations are in milliseconds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub connect_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub tunnel_idle_timeout_ms: u64,
+    /// Time allowed for the upstream to send its response head.
+    pub upstream_response_timeout_ms: u64,
+    /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
+    pub shutdown_grace_ms: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_connections: usize,
+    pub max_tunnels: usize,
+    pub pool_idle_timeout_ms: u64,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            tunnel_idle_timeout_ms: 300_000,
+            upstream_response_timeout_ms: 60_000,
+            shutdown_grace_ms: 15_000,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 4096,
+            max_tunnels: 1024,
+            pool_idle_timeout_ms: 90_000,
+            pool_max_idle_per_host: 32,
+        }
+    }
+}
+
+/// Names of the headers intentgate reads from the agent and writes upstream.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderNames {
+    pub intent: String,
+    pub task: String,
+    pub agent: String,
+    pub decision_id: String,
+    /// Extra identity header names the agent must never send upstream (stripped, never trusted).
+    pub strip: Vec<String>,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        Self {
+            intent: "intentgate-intent".into(),
+            task: "intentgate-task".into(),
+            agent: "intentgate-agent".into(),
+            decision_id: "intentgate-decision-id".into(),
+            strip: Vec::new(),
+        }
+    }
+}
