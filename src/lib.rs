@@ -1,4 +1,18 @@
 //! intentgate: a sidecar forward proxy that enforces declared intent for AI agents.
+//!
+//! Request flow: a client connection is accepted by `listen` (limits, timeouts, JSON answers for
+//! unparseable input), each request goes through `proxy::Proxy::handle` — the pipeline, in order,
+//! in one place — and is forwarded over the pooled client in `proxy::upstream` or tunnelled by
+//! `proxy::tunnel`. Every error becomes a JSON response in `error`. `config` holds the typed
+//! configuration, `app` wires the parts together and `cli` is the command line.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod error;
+pub mod ids;
+pub mod listen;
+pub mod proxy;
+pub mod telemetry;

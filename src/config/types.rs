@@ -223,8 +223,9 @@ pub struct UpstreamConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub connect_timeout_ms: u64,
+    /// Time a client has to send a complete request head, counted from when the connection is
+    /// ready for one: so it also closes keep-alive connections that sit idle that long.
     pub header_read_timeout_ms: u64,
-    pub idle_timeout_ms: u64,
     pub tunnel_idle_timeout_ms: u64,
     /// Time allowed for the upstream to send its response head.
     pub upstream_response_timeout_ms: u64,
@@ -234,6 +235,7 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_connections: usize,
     pub max_tunnels: usize,
+    /// Idle keep-alive connections to upstreams are closed after this long.
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
 }
@@ -243,7 +245,6 @@ impl Default for Limits {
         Self {
             connect_timeout_ms: 10_000,
             header_read_timeout_ms: 30_000,
-            idle_timeout_ms: 90_000,
             tunnel_idle_timeout_ms: 300_000,
             upstream_response_timeout_ms: 60_000,
             shutdown_grace_ms: 15_000,

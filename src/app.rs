@@ -1,0 +1,137 @@
+//! Wiring: builds the components from a loaded config, binds the listeners, and runs until a
+//! shutdown signal, then drains in-flight requests up to the grace deadline.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, Loaded};
+use crate::listen::{self, Tracker};
+use crate::proxy::Proxy;
+
+/// A started proxy: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tracker: Arc<Tracker>,
+    grace: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
+    let cfg = Arc::new(loaded.config.clone());
+    let parent = match &cfg.upstream.proxy {
+        Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let proxy_listener = TcpListener::bind(cfg.listen.proxy)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen.proxy)", cfg.listen.proxy))?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_listener = match cfg.listen.admin {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (listen.admin)"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let tracker = Arc::new(Tracker::default());
+    let proxy = Arc::new(Proxy::new(cfg.clone(), parent));
+    let mut tasks = vec![tokio::spawn(listen::serve_proxy(
+        proxy_listener,
+        proxy,
+        cfg.limits.clone(),
+        tracker.clone(),
+        rx.clone(),
+    ))];
+    let admin_state = Arc::new(AdminState {
+        ready: Default::default(),
+    });
+    if let Some(l) = admin_listener {
+        tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
+    }
+    admin_state.ready.store(true, Ordering::Release);
+    info!(proxy = %proxy_addr, admin = ?admin_addr, config = %loaded.source, "intentgate listening");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        shutdown,
+        tracker,
+        grace: Duration::from_millis(cfg.limits.shutdown_grace_ms),
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, asks every connection to finish its current request, and waits for them
+    /// up to the grace deadline.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let left = self.tracker.drain(self.grace).await;
+        if left > 0 {
+            warn!(
+                connections = left,
+                "grace period over; closing remaining connections"
+            );
+        } else {
+            info!("drained; bye");
+        }
+    }
+}
+
+/// Writes the bound addresses as JSON, atomically (write then rename), for tests and wrappers.
+pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "proxy": running.proxy_addr.to_string(),
+        "admin": running.admin_addr.map(|a| a.to_string()),
+        "pid": std::process::id(),
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

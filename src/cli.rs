@@ -1,0 +1,177 @@
+//! The command line: `serve`, `check` (and more as they land). Exit codes: 0 ok, 1 denied or a
+//! failed check, 2 invalid configuration or policy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Loaded, Mode};
+use crate::telemetry::{self, LogFormat};
+
+/// intentgate: a sidecar forward proxy that enforces declared intent for AI agents.
+///
+/// Every outbound call of the agent passes through intentgate, is tagged with the agent's
+/// identity and declared intent, and is checked against Rego policy.
+#[derive(Parser, Debug)]
+#[command(name = "intentgate", version, about, long_about)]
+pub struct Cli {
+    /// Diagnostic log format (the filter comes from INTENTGATE_LOG, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy (with the embedded default config unless --config is given).
+    Serve(ServeArgs),
+    /// Validate a configuration (and its policies) without starting; exit 0 ok, 2 invalid.
+    Check(CheckArgs),
+}
+
+/// Where the configuration comes from, and the flags that override it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Configuration file (YAML). Without it the embedded default is used.
+    #[arg(long, short = 'c', env = "INTENTGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Proxy listen address (overrides listen.proxy).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address (overrides listen.admin).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Agent id (overrides agent.id).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Agent namespace (overrides agent.namespace).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Agent owner (overrides agent.owner).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Default intent when the agent declares none (overrides `intent`).
+    #[arg(long)]
+    pub intent: Option<String>,
+    /// Mode for every intent: enforce or monitor (overrides the intents' and the top-level mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<CliMode>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CliMode {
+    Enforce,
+    Monitor,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Once listening, write the bound addresses as JSON to this file (for wrappers and tests).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+impl ConfigArgs {
+    /// Loads the file (or the embedded default) and applies the flags on top.
+    pub fn load(&self) -> Result<Loaded, config::ConfigError> {
+        let mut loaded = config::load(self.config.as_deref())?;
+        let c = &mut loaded.config;
+        if let Some(a) = self.listen {
+            c.listen.proxy = a;
+        }
+        if let Some(a) = self.admin {
+            c.listen.admin = Some(a);
+        }
+        if let Some(v) = &self.agent {
+            c.agent.id = Some(v.clone());
+        }
+        if let Some(v) = &self.namespace {
+            c.agent.namespace = Some(v.clone());
+        }
+        if let Some(v) = &self.owner {
+            c.agent.owner = Some(v.clone());
+        }
+        if let Some(v) = &self.intent {
+            c.intent = Some(v.clone());
+        }
+        if let Some(m) = self.mode {
+            c.mode = match m {
+                CliMode::Enforce => Mode::Enforce,
+                CliMode::Monitor => Mode::Monitor,
+            };
+        }
+        Ok(loaded)
+    }
+}
+
+/// Parses the command line and runs the command; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn load_or_exit(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
+    args.load().map_err(|e| {
+        eprintln!("intentgate: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let loaded = match load_or_exit(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("intentgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match crate::app::start(&loaded).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("intentgate: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(path) = &args.ready_file {
+            if let Err(e) = crate::app::write_ready_file(path, &running) {
+                eprintln!("intentgate: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        crate::app::shutdown_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let loaded = match load_or_exit(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    println!("{}: configuration ok", loaded.source);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,212 @@
+//! The proxy's error type and the ONE place where errors become HTTP responses.
+//!
+//! Every response intentgate writes itself is JSON with a stable `error` code, a human `reason`,
+//! the request's `decision_id`, and a `hint` saying what to do next: an agent (often an LLM) reads
+//! it and must understand it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use serde::Serialize;
+
+/// The body type of every response the proxy returns.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Who caused an error: becomes an audit field and a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Client,
+    Upstream,
+    Proxy,
+    Policy,
+}
+
+/// Everything that can stop a request before (or instead of) an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{reason}")]
+    BadRequest { reason: String, hint: &'static str },
+    #[error(
+        "this is a forward proxy: the request target must be absolute (http://host/path) or CONNECT host:port"
+    )]
+    NotAProxyRequest,
+    #[error("request headers exceed the limit ({0})")]
+    HeadersTooLarge(String),
+    #[error("cannot resolve upstream host {host}: {detail}")]
+    UpstreamResolve { host: String, detail: String },
+    #[error("cannot connect to upstream {target}: {detail}")]
+    UpstreamConnect { target: String, detail: String },
+    #[error("upstream {target} did not answer within {after_ms} ms ({stage})")]
+    UpstreamTimeout {
+        target: String,
+        stage: &'static str,
+        after_ms: u64,
+    },
+    #[error("upstream {target} failed: {detail}")]
+    UpstreamProtocol { target: String, detail: String },
+    #[error("parent proxy refused the tunnel to {target}: {detail}")]
+    ParentProxy { target: String, detail: String },
+    #[error("{reason}")]
+    Denied {
+        code: &'static str,
+        reason: String,
+        hint: String,
+        agent: String,
+        intent: Option<String>,
+    },
+    #[error("too many {what}; limit is {limit}")]
+    Overloaded { what: &'static str, limit: usize },
+}
+
+impl ProxyError {
+    pub fn bad_request(reason: impl Into<String>, hint: &'static str) -> Self {
+        ProxyError::BadRequest {
+            reason: reason.into(),
+            hint,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest { .. } | ProxyError::NotAProxyRequest => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UpstreamResolve { .. }
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamProtocol { .. }
+            | ProxyError::ParentProxy { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::NotAProxyRequest => "not_a_proxy_request",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::UpstreamResolve { .. } => "upstream_unresolvable",
+            ProxyError::UpstreamConnect { .. } => "upstream_unreachable",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamProtocol { .. } => "upstream_error",
+            ProxyError::ParentProxy { .. } => "parent_proxy_error",
+            ProxyError::Denied { code, .. } => code,
+            ProxyError::Overloaded { .. } => "overloaded",
+        }
+    }
+
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::BadRequest { .. }
+            | ProxyError::NotAProxyRequest
+            | ProxyError::HeadersTooLarge(_) => Blame::Client,
+            ProxyError::UpstreamResolve { .. }
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamProtocol { .. }
+            | ProxyError::ParentProxy { .. } => Blame::Upstream,
+            ProxyError::Denied { .. } => Blame::Policy,
+            ProxyError::Overloaded { .. } => Blame::Proxy,
+        }
+    }
+
+    fn hint(&self) -> String {
+        match self {
+            ProxyError::BadRequest { hint, .. } => (*hint).to_string(),
+            ProxyError::NotAProxyRequest => {
+                "configure this address as your HTTP(S) proxy (HTTP_PROXY / HTTPS_PROXY) instead of calling it directly".into()
+            }
+            ProxyError::HeadersTooLarge(_) => "send fewer or smaller headers".into(),
+            ProxyError::UpstreamResolve { .. } => "check the host name; the proxy could not resolve it".into(),
+            ProxyError::UpstreamConnect { .. } => "the destination refused or is unreachable; retry later or check the address".into(),
+            ProxyError::UpstreamTimeout { .. } => "the destination is slow or unreachable; retry later".into(),
+            ProxyError::UpstreamProtocol { .. } => "the destination answered with something that is not valid HTTP; retry later".into(),
+            ProxyError::ParentProxy { .. } => "the parent proxy refused the destination; ask its operators".into(),
+            ProxyError::Denied { hint, .. } => hint.clone(),
+            ProxyError::Overloaded { .. } => "retry after a short wait".into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intent: Option<&'a str>,
+    decision_id: &'a str,
+    hint: String,
+}
+
+/// Turns an error into the JSON response the client receives. The only such place.
+pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
+    let (agent, intent) = match err {
+        ProxyError::Denied { agent, intent, .. } => (Some(agent.as_str()), intent.as_deref()),
+        _ => (None, None),
+    };
+    let body = ErrorBody {
+        error: err.code(),
+        reason: err.to_string(),
+        agent,
+        intent,
+        decision_id,
+        hint: err.hint(),
+    };
+    let mut resp = json_response(err.status(), &body);
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(decision_id) {
+        headers.insert("intentgate-decision-id", v);
+    }
+    if matches!(err, ProxyError::Denied { .. }) {
+        headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
+    }
+    if matches!(err, ProxyError::Overloaded { .. }) {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// A response with a JSON body (also used by the admin API).
+pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(full(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A complete in-memory body.
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// The raw bytes of a JSON error response, for errors found before hyper parsed a request
+/// (malformed request lines, oversized heads). Closes the connection.
+pub fn raw_error_response(
+    status: StatusCode,
+    code: &str,
+    reason: &str,
+    hint: &str,
+    decision_id: &str,
+) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": code, "reason": reason, "decision_id": decision_id, "hint": hint,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nintentgate-decision-id: {}\r\nconnection: close\r\n\r\n{}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        decision_id,
+        body
+    )
+    .into_bytes()
+}

@@ -1,0 +1,29 @@
+//! Decision ids: unique per process run (a random boot id) and cheap (an atomic counter).
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static BOOT: OnceLock<u64> = OnceLock::new();
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The random id of this process run, as 16 hex digits.
+pub fn boot_id() -> u64 {
+    *BOOT.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // A failure here only makes ids less unique across restarts: fall back to the clock.
+        if getrandom::fill(&mut b).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            b = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        u64::from_le_bytes(b)
+    })
+}
+
+/// A new decision id: 24 lowercase hex digits, the boot id's low 32 bits then a sequence number.
+pub fn decision_id() -> String {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}{:016x}", boot_id() as u32, seq)
+}

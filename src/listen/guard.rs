@@ -1,0 +1,230 @@
+//! A client-connection wrapper that makes hyper's automatic error answers speak our JSON.
+//!
+//! hyper answers a request head it cannot parse (bad request line, oversized head, URI too long)
+//! itself, with an empty body, before our service ever runs. The guard recognises such an answer —
+//! a whole write that is exactly a 400/414/431 head carrying nothing but `content-length: 0`,
+//! `date` and `connection`, which no response of ours looks like (ours always carry `via` or
+//! `intentgate-*`) — and writes our JSON refusal in its place, so every answer a client gets from
+//! intentgate has `error`, `reason`, `decision_id` and `hint`. While a tunnel is open the guard is
+//! off: tunnelled bytes are never inspected.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::raw_error_response;
+
+/// Counts the open tunnels of one connection (the guard stays out of their bytes).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Marks a tunnel as open; the returned token closes it when dropped.
+    pub fn start(&self) -> InFlightToken {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightToken(self.0.clone())
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Held by a tunnel task for the tunnel's lifetime.
+pub struct InFlightToken(Arc<AtomicUsize>);
+
+impl Drop for InFlightToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum State {
+    Normal,
+    /// Writing our replacement for hyper's answer; everything hyper writes afterwards is dropped.
+    Replacing {
+        bytes: Vec<u8>,
+        written: usize,
+    },
+    Swallowing,
+}
+
+/// The wrapped client connection.
+pub struct Guard<S> {
+    inner: S,
+    in_flight: InFlight,
+    state: State,
+}
+
+impl<S> Guard<S> {
+    pub fn new(inner: S, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight,
+            state: State::Normal,
+        }
+    }
+}
+
+/// If `buf` is hyper's own error head, the JSON answer that replaces it.
+fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
+    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let head = std::str::from_utf8(&buf[..buf.len() - 4]).ok()?;
+    let mut lines = head.split("\r\n").skip(1);
+    let only_bare = lines.all(|l| {
+        let l = l.to_ascii_lowercase();
+        l == "content-length: 0" || l.starts_with("date: ") || l.starts_with("connection: ")
+    });
+    if !only_bare {
+        return None;
+    }
+    let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
+    let (code, reason, hint) = match status {
+        StatusCode::BAD_REQUEST => (
+            "malformed_request",
+            "the request line or headers could not be parsed as HTTP/1.1",
+            "send a well-formed HTTP/1.1 request with an absolute URL (http://host/path) or CONNECT host:port",
+        ),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "headers_too_large",
+            "the request head exceeds the proxy's size or count limit",
+            "send fewer or smaller headers",
+        ),
+        StatusCode::URI_TOO_LONG => (
+            "uri_too_long",
+            "the request target is too long",
+            "shorten the URL",
+        ),
+        _ => return None,
+    };
+    Some(raw_error_response(
+        status,
+        code,
+        reason,
+        hint,
+        &crate::ids::decision_id(),
+    ))
+}
+
+impl<S: AsyncWrite + Unpin> Guard<S> {
+    /// Writes what is left of the replacement; Ready once it is all out.
+    fn drive_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let State::Replacing { bytes, written } = &mut self.state {
+            if *written == bytes.len() {
+                self.state = State::Swallowing;
+                break;
+            }
+            let n =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn write_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        total: usize,
+    ) -> Poll<io::Result<usize>> {
+        if matches!(self.state, State::Normal) && self.in_flight.idle() {
+            if let Some(bytes) = replacement(buf) {
+                self.state = State::Replacing { bytes, written: 0 };
+            }
+        }
+        match self.state {
+            State::Normal => Pin::new(&mut self.inner).poll_write(cx, buf),
+            _ => {
+                std::task::ready!(self.drive_replacement(cx))?;
+                Poll::Ready(Ok(total))
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().write_inner(cx, buf, buf.len())
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if matches!(this.state, State::Normal)
+            && !(this.in_flight.idle() && first.starts_with(b"HTTP/1.1 "))
+        {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        this.write_inner(cx, first, total)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drive_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.drive_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_error_heads_are_replaced() {
+        let r = replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").unwrap();
+        let text = String::from_utf8(r).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(text.contains("\"error\":\"malformed_request\""));
+        assert!(replacement(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n").is_some());
+        // Ours always carry via or intentgate-* headers, and bodies never end a head exactly.
+        assert!(replacement(b"HTTP/1.1 400 Bad Request\r\nvia: 1.1 intentgate\r\n\r\n").is_none());
+        assert!(
+            replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore").is_none()
+        );
+        assert!(replacement(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
+        assert!(replacement(b"hello").is_none());
+    }
+}

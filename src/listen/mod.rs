@@ -1,0 +1,142 @@
+//! Listeners: accept client connections, serve HTTP/1.1 on them with our limits and timeouts,
+//! and drain them gracefully on shutdown.
+
+pub mod guard;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::config::Limits;
+use crate::error::raw_error_response;
+use crate::proxy::Proxy;
+use guard::{Guard, InFlight};
+
+/// Counts live connections and wakes the drain when the last one ends.
+#[derive(Default)]
+pub struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+impl Tracker {
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Waits until every connection has ended or the deadline passes; returns those still open.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.live() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.live()
+    }
+}
+
+/// Decrements the live count on drop, however the connection task ends.
+struct Live(Arc<Tracker>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The HTTP/1 server settings every client connection gets: limits and timeouts set explicitly,
+/// hyper's own head limits slightly above ours so our JSON answers come first.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_buf_size((limits.max_header_bytes + 8192).max(8192))
+        .max_headers(limits.max_headers + 16)
+        .keep_alive(true)
+        .half_close(false);
+    b
+}
+
+/// Accepts connections until `shutdown` flips, serving each with the proxy.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    tracker: Arc<Tracker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(http1_builder(&limits));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            let live = Live(tracker.clone());
+            tokio::spawn(async move {
+                let _live = live;
+                let mut stream = stream;
+                let body = raw_error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many client connections",
+                    "retry after a short wait",
+                    &crate::ids::decision_id(),
+                );
+                let _ = stream.write_all(&body).await;
+            });
+            continue;
+        }
+        let live = Live(tracker.clone());
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let mut shutdown = shutdown.clone();
+        let span = info_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                let _live = live;
+                let in_flight = InFlight::default();
+                let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
+                let service = service_fn(move |req| proxy.clone().handle(req, in_flight.clone()));
+                let conn = builder.serve_connection(io, service).with_upgrades();
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = shutdown.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}

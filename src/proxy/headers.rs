@@ -1,0 +1,162 @@
+//! Header rewriting: hop-by-hop removal (RFC 9110 §7.6.1), `Via`, the agent's own intentgate and
+//! identity headers stripped, and intentgate's tags added.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::ProxyError;
+
+/// Headers that describe one hop and never travel further.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// The prefix of every header that speaks for intentgate; agents may not send them upstream.
+pub const OWN_PREFIX: &str = "intentgate-";
+
+/// The value added to `Via` by this proxy.
+pub const VIA: &str = "1.1 intentgate";
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends this hop to `Via`.
+pub fn add_via(headers: &mut HeaderMap) {
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA}")).ok(),
+        None => Some(HeaderValue::from_static(VIA)),
+    };
+    if let Some(v) = value {
+        headers.insert(header::VIA, v);
+    }
+}
+
+/// Removes every `intentgate-*` header and every configured identity header the agent sent:
+/// they are never trusted and never forwarded.
+pub fn strip_agent_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let own: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(OWN_PREFIX))
+        .cloned()
+        .collect();
+    for name in own.iter().chain(extra) {
+        headers.remove(name);
+    }
+}
+
+/// Enforces our header limits before anything else reads the headers, so an oversized head gets
+/// our JSON 431 rather than hyper's bare one (hyper's own limit sits above ours as a backstop).
+pub fn check_limits(
+    headers: &HeaderMap,
+    max_bytes: usize,
+    max_count: usize,
+) -> Result<(), ProxyError> {
+    if headers.len() > max_count {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{} headers, at most {max_count} allowed",
+            headers.len()
+        )));
+    }
+    let total: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if total > max_bytes {
+        return Err(ProxyError::HeadersTooLarge(format!(
+            "{total} bytes of headers, at most {max_bytes} allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a single-valued header; two different values are refused (an agent must not be able to
+/// smuggle a second intent past the first).
+pub fn single_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.any(|v| v != first) {
+        return Err(ProxyError::bad_request(
+            format!("two different '{name}' headers on one request"),
+            "send exactly one intent header per request",
+        ));
+    }
+    let s = first.to_str().map_err(|_| {
+        ProxyError::bad_request(
+            format!("header '{name}' is not valid text"),
+            "use plain ASCII names",
+        )
+    })?;
+    let s = s.trim();
+    Ok(if s.is_empty() { None } else { Some(s) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        add_via(&mut h);
+        add_via(&mut h);
+        assert_eq!(h[header::VIA], "1.1 intentgate, 1.1 intentgate");
+    }
+
+    #[test]
+    fn agent_claims_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("intentgate-agent", HeaderValue::from_static("root"));
+        h.insert("intentgate-decision-id", HeaderValue::from_static("forged"));
+        h.insert("x-agent-id", HeaderValue::from_static("admin"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_agent_claims(&mut h, &[HeaderName::from_static("x-agent-id")]);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_intent_headers() {
+        let mut h = HeaderMap::new();
+        h.append("intentgate-intent", HeaderValue::from_static("a"));
+        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        h.append("intentgate-intent", HeaderValue::from_static("a"));
+        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        h.append("intentgate-intent", HeaderValue::from_static("b"));
+        assert!(single_value(&h, "intentgate-intent").is_err());
+    }
+}

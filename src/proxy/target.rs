@@ -1,0 +1,304 @@
+//! The canonical request target: one parser for the authority and one for the path, used for
+//! BOTH the policy decision and the forwarded request, so what is decided is what is sent.
+
+use crate::error::ProxyError;
+
+/// A canonical destination: lowercase ASCII host (IDNA → punycode, no trailing dot) and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Authority {
+    /// `host:port`, with IPv6 literals in brackets.
+    pub fn to_host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The value of a `Host` header for this authority (port omitted when it is the default).
+    pub fn host_header(&self, default_port: u16) -> String {
+        if self.port == default_port {
+            if self.host.contains(':') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            }
+        } else {
+            self.to_host_port()
+        }
+    }
+}
+
+const HINT_TARGET: &str =
+    "send an absolute URL such as http://api.example.com/path, or CONNECT host:port";
+
+/// Parses `host[:port]` (as in an absolute URI or a CONNECT target).
+pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority, ProxyError> {
+    if raw.is_empty() {
+        return Err(ProxyError::bad_request(
+            "the request target has no host",
+            HINT_TARGET,
+        ));
+    }
+    if raw.contains('@') {
+        return Err(ProxyError::bad_request(
+            "credentials (userinfo) in the request target are refused",
+            "remove 'user@' from the URL; send credentials in headers",
+        ));
+    }
+    let (host_raw, port_raw) = if let Some(rest) = raw.strip_prefix('[') {
+        let end = rest.find(']').ok_or_else(|| {
+            ProxyError::bad_request(
+                "unterminated IPv6 literal in the request target",
+                HINT_TARGET,
+            )
+        })?;
+        let after = &rest[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => {
+                return Err(ProxyError::bad_request(
+                    "malformed authority in the request target",
+                    HINT_TARGET,
+                ));
+            }
+        };
+        let ip: std::net::Ipv6Addr = rest[..end].parse().map_err(|_| {
+            ProxyError::bad_request("invalid IPv6 literal in the request target", HINT_TARGET)
+        })?;
+        (ip.to_string(), port)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (raw.to_string(), None),
+        }
+    };
+    let port = match port_raw {
+        Some(p) => parse_port(p)?,
+        None => default_port.ok_or_else(|| {
+            ProxyError::bad_request("the target needs an explicit port (host:port)", HINT_TARGET)
+        })?,
+    };
+    let host = if host_raw.contains(':') {
+        host_raw // already a canonical IPv6 literal
+    } else {
+        canonical_host(&host_raw)?
+    };
+    Ok(Authority { host, port })
+}
+
+fn parse_port(p: &str) -> Result<u16, ProxyError> {
+    let bad = || {
+        ProxyError::bad_request(
+            format!("invalid port '{p}' in the request target"),
+            HINT_TARGET,
+        )
+    };
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(bad()),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Lowercases, removes one trailing dot, converts IDNA to punycode and refuses anything that is not
+/// a plain DNS name or a canonical dotted-quad IPv4 literal.
+pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
+    let trimmed = raw.strip_suffix('.').unwrap_or(raw);
+    if trimmed.is_empty() || trimmed.len() > 253 {
+        return Err(ProxyError::bad_request(
+            "invalid host name in the request target",
+            HINT_TARGET,
+        ));
+    }
+    let ascii = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(trimmed)
+            .map_err(|_| ProxyError::bad_request("host name is not valid IDNA", HINT_TARGET))?
+    };
+    let valid = ascii.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !label.starts_with('-')
+    });
+    if !valid {
+        return Err(ProxyError::bad_request(
+            format!("invalid host name '{raw}' in the request target"),
+            HINT_TARGET,
+        ));
+    }
+    // Anything that looks numeric must be a canonical dotted quad: `2130706433`, `0x7f.1`,
+    // `0177.0.0.1` and `127.1` are all ways to hide an address from a name-based rule.
+    let last = ascii.rsplit('.').next().unwrap_or("");
+    let numeric_like = last.bytes().all(|b| b.is_ascii_digit())
+        || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+    if numeric_like && ascii.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(ProxyError::bad_request(
+            format!("non-canonical IP address literal '{raw}' is refused"),
+            "write IPv4 addresses as four decimal numbers, e.g. 192.0.2.1",
+        ));
+    }
+    Ok(ascii)
+}
+
+const HINT_PATH: &str = "send a plain path without encoded slashes, backslashes or NUL bytes";
+
+/// Canonicalises a request path: percent-encoded unreserved characters are decoded once (`%25`
+/// stays encoded), dot segments are resolved, and ambiguous forms (`%2F`, `%5C`, `%00`, raw
+/// backslashes, control characters) are refused.
+pub fn canonical_path(raw: &str) -> Result<String, ProxyError> {
+    if !raw.starts_with('/') {
+        return Err(ProxyError::bad_request(
+            "the path must start with '/'",
+            HINT_PATH,
+        ));
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = raw
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        ProxyError::bad_request("malformed percent-encoding in the path", HINT_PATH)
+                    })?;
+                match hex {
+                    b'/' | b'\\' | 0 => {
+                        return Err(ProxyError::bad_request(
+                            "encoded '/', '\\' or NUL in the path is ambiguous and refused",
+                            HINT_PATH,
+                        ));
+                    }
+                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                        decoded.push(c as char)
+                    }
+                    _ => decoded.push_str(&raw[i..i + 3].to_ascii_uppercase()),
+                }
+                i += 3;
+            }
+            b'\\' => {
+                return Err(ProxyError::bad_request(
+                    "backslash in the path is refused",
+                    HINT_PATH,
+                ));
+            }
+            c if c < 0x21 || c == 0x7f => {
+                return Err(ProxyError::bad_request(
+                    "control character in the path",
+                    HINT_PATH,
+                ));
+            }
+            _ => {
+                decoded.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(remove_dot_segments(&decoded))
+}
+
+/// RFC 3986 §5.2.4 on an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_forms() {
+        let a = parse_authority("API.Example.COM.", Some(80)).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("api.example.com", 80));
+        let a = parse_authority("[::1]:8443", None).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", 8443));
+        assert_eq!(a.to_host_port(), "[::1]:8443");
+        assert_eq!(
+            parse_authority("bücher.example", Some(443)).unwrap().host,
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "a@b.com",
+            "h:0",
+            "h:65536",
+            "h:-1",
+            "h:8o",
+            "2130706433",
+            "0x7f.1",
+            "127.1",
+            "0177.0.0.1",
+            "a b",
+            "[::1",
+        ] {
+            assert!(
+                parse_authority(bad, Some(80)).is_err(),
+                "{bad} should be refused"
+            );
+        }
+        assert!(parse_authority("example.com", None).is_err());
+        assert_eq!(
+            parse_authority("127.0.0.1:99", None).unwrap().host,
+            "127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn path_canonicalisation() {
+        assert_eq!(canonical_path("/a/./b/../c").unwrap(), "/a/c");
+        assert_eq!(canonical_path("/a/%2e%2e/b").unwrap(), "/b");
+        assert_eq!(canonical_path("/%61pi/%7e").unwrap(), "/api/~");
+        assert_eq!(canonical_path("/a%25b").unwrap(), "/a%25b");
+        assert_eq!(canonical_path("/a%3ab").unwrap(), "/a%3Ab");
+        assert_eq!(canonical_path("/../..").unwrap(), "/");
+        assert_eq!(canonical_path("/a/b/..").unwrap(), "/a/");
+        for bad in [
+            "/a%2fb", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%2", "relative",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! CONNECT tunnels: bytes copied both ways after the 200, closed when idle too long.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Milliseconds since the first call: a cheap monotonic clock for activity stamps.
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Stamps the time of the last byte moved in either direction.
+struct Stamped<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Stamped<S> {
+    fn touch(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// How a tunnel ended.
+#[derive(Debug)]
+pub enum TunnelEnd {
+    Closed {
+        client_to_upstream: u64,
+        upstream_to_client: u64,
+    },
+    Idle,
+    Error(io::Error),
+}
+
+/// Copies bytes both ways until either side closes or nothing moves for `idle`.
+pub async fn splice<A, B>(client: A, upstream: B, idle: Duration) -> TunnelEnd
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let mut a = Stamped {
+        inner: client,
+        last: last.clone(),
+    };
+    let mut b = Stamped {
+        inner: upstream,
+        last: last.clone(),
+    };
+    let idle_ms = idle.as_millis() as u64;
+    let watchdog = async {
+        loop {
+            let since = now_ms().saturating_sub(last.load(Ordering::Relaxed));
+            if since >= idle_ms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(idle_ms - since)).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
+            Ok((up, down)) => TunnelEnd::Closed { client_to_upstream: up, upstream_to_client: down },
+            Err(e) => TunnelEnd::Error(e),
+        },
+        () = watchdog => TunnelEnd::Idle,
+    }
+}

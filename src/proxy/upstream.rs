@@ -1,0 +1,282 @@
+//! Reaching the upstream: dialing (with timeouts, directly or through a parent proxy) and the
+//! pooled keep-alive HTTP client built on it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::body::Incoming;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::target::Authority;
+use crate::config::Limits;
+use crate::error::ProxyError;
+
+/// Why a connection to the upstream could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot resolve {host}: {detail}")]
+    Resolve { host: String, detail: String },
+    #[error("cannot connect to {target}: {detail}")]
+    Connect { target: String, detail: String },
+    #[error("connecting to {target} timed out after {ms} ms")]
+    Timeout { target: String, ms: u64 },
+    #[error("parent proxy refused {target}: {detail}")]
+    Parent { target: String, detail: String },
+}
+
+impl From<DialError> for ProxyError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::Resolve { host, detail } => ProxyError::UpstreamResolve { host, detail },
+            DialError::Connect { target, detail } => ProxyError::UpstreamConnect { target, detail },
+            DialError::Timeout { target, ms } => ProxyError::UpstreamTimeout {
+                target,
+                stage: "connect",
+                after_ms: ms,
+            },
+            DialError::Parent { target, detail } => ProxyError::ParentProxy { target, detail },
+        }
+    }
+}
+
+/// Opens TCP connections to upstreams, or to the parent proxy when one is configured.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    connect_timeout: Duration,
+    parent: Option<Arc<Authority>>,
+}
+
+impl Dialer {
+    pub fn new(connect_timeout: Duration, parent: Option<Authority>) -> Self {
+        Self {
+            connect_timeout,
+            parent: parent.map(Arc::new),
+        }
+    }
+
+    /// Resolves `host` and connects to the first address that answers, within the connect timeout.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        let target = format!("{host}:{port}");
+        let work = async {
+            let addrs =
+                tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|e| DialError::Resolve {
+                        host: host.to_string(),
+                        detail: e.to_string(),
+                    })?;
+            let mut last = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(s);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(DialError::Connect {
+                target: target.clone(),
+                detail: last.map_or_else(|| "no addresses".to_string(), |e| e.to_string()),
+            })
+        };
+        match tokio::time::timeout(self.connect_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(DialError::Timeout {
+                target,
+                ms: self.connect_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// A raw byte stream to `dest`: direct, or through the parent proxy with CONNECT.
+    pub async fn tunnel(&self, dest: &Authority) -> Result<TcpStream, DialError> {
+        let Some(parent) = &self.parent else {
+            return self.dial(&dest.host, dest.port).await;
+        };
+        let mut stream = self.dial(&parent.host, parent.port).await?;
+        let target = dest.to_host_port();
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        let handshake = async {
+            stream.write_all(request.as_bytes()).await?;
+            read_connect_reply(&stream).await
+        };
+        let status = tokio::time::timeout(self.connect_timeout, handshake)
+            .await
+            .map_err(|_| DialError::Timeout {
+                target: format!("parent proxy for {target}"),
+                ms: self.connect_timeout.as_millis() as u64,
+            })?
+            .map_err(|e| DialError::Parent {
+                target: target.clone(),
+                detail: e.to_string(),
+            })?;
+        if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+            return Err(DialError::Parent {
+                target,
+                detail: format!("answered '{status}'"),
+            });
+        }
+        Ok(stream)
+    }
+}
+
+/// Reads the parent's reply head (and nothing after it, so no tunnel bytes are consumed);
+/// returns its status line.
+async fn read_connect_reply(stream: &TcpStream) -> std::io::Result<String> {
+    let mut buf = [0u8; 8192];
+    loop {
+        stream.readable().await?;
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed during CONNECT",
+            ));
+        }
+        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            let mut head = vec![0u8; end + 4];
+            let mut read = 0;
+            while read < head.len() {
+                stream.readable().await?;
+                match stream.try_read(&mut head[read..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(k) => read += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Ok(String::from_utf8_lossy(line).into_owned());
+        }
+        if n == buf.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reply head too large",
+            ));
+        }
+    }
+}
+
+/// A connection handed to the pooled client; `proxied` makes hyper send absolute-form targets.
+pub struct Conn {
+    io: TokioIo<TcpStream>,
+    proxied: bool,
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new().proxy(self.proxied)
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl tower_service::Service<Uri> for Dialer {
+    type Response = Conn;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (host, port, proxied) = match &this.parent {
+                Some(p) => (p.host.clone(), p.port, true),
+                None => {
+                    let host = uri
+                        .host()
+                        .unwrap_or_default()
+                        .trim_matches(['[', ']'])
+                        .to_string();
+                    (host, uri.port_u16().unwrap_or(80), false)
+                }
+            };
+            let stream = this.dial(&host, port).await?;
+            Ok(Conn {
+                io: TokioIo::new(stream),
+                proxied,
+            })
+        })
+    }
+}
+
+/// The pooled keep-alive client every forwarded plain-HTTP request goes through.
+pub type HttpClient = Client<Dialer, Incoming>;
+
+pub fn http_client(dialer: Dialer, limits: &Limits) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(limits.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(limits.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(dialer)
+}
+
+/// Maps a client error to the proxy error it means, finding our dial error inside it if any.
+pub fn classify_client_error(err: &hyper_util::client::legacy::Error, target: &str) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<DialError>() {
+            return ProxyError::from(d.clone());
+        }
+        source = s.source();
+    }
+    if err.is_connect() {
+        return ProxyError::UpstreamConnect {
+            target: target.to_string(),
+            detail: err.to_string(),
+        };
+    }
+    let detail = std::error::Error::source(err).map_or_else(|| err.to_string(), |s| s.to_string());
+    ProxyError::UpstreamProtocol {
+        target: target.to_string(),
+        detail,
+    }
+}

@@ -1,0 +1,25 @@
+//! Logging: tracing with an env filter (`INTENTGATE_LOG`, default `info`), plain or JSON, on stderr
+//! (stdout belongs to the audit log).
+
+use tracing_subscriber::EnvFilter;
+
+/// Output format of the diagnostic log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+/// Installs the global subscriber; a second call (tests) is a no-op.
+pub fn init(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_env("INTENTGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
