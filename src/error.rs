@@ -164,6 +164,10 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     if matches!(err, ProxyError::Denied { .. }) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }
+    if err.blame() == Blame::Client {
+        // After a malformed request the framing of the rest of the stream is not to be trusted.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if matches!(err, ProxyError::Overloaded { .. }) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

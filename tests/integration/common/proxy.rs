@@ -1,0 +1,160 @@
+//! Starts the real `intentgate` binary with a config written by the test, on ephemeral ports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::eventually;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_intentgate");
+
+/// A running intentgate process; killed when dropped.
+pub struct ProxyProc {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+impl ProxyProc {
+    /// Starts `serve` with `yaml` (listeners on 127.0.0.1:0 unless the YAML sets `listen`).
+    pub fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, &[], &[])
+    }
+
+    /// Starts `serve` with extra CLI arguments and environment variables.
+    pub fn start_with(yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::new();
+        if !yaml.contains("listen:") {
+            text.push_str("listen: {proxy: 127.0.0.1:0, admin: 127.0.0.1:0}\n");
+        }
+        text.push_str(yaml);
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, text).expect("write config");
+        let ready = dir.path().join("ready.json");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(args)
+            .env("INTENTGATE_LOG", "info,intentgate=debug")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .stdout(file(dir.path(), "stdout"))
+            .stderr(file(dir.path(), "stderr"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn intentgate");
+        let info: serde_json::Value = eventually(
+            "intentgate to write its ready file",
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "intentgate exited early with {status}: {}",
+                        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+                    );
+                }
+                std::fs::read_to_string(&ready)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+            },
+        );
+        let addr = info["proxy"]
+            .as_str()
+            .expect("proxy addr")
+            .parse()
+            .expect("addr");
+        let admin = info["admin"]
+            .as_str()
+            .map(|a| a.parse().expect("admin addr"));
+        Self {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `curl -x`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("intentgate to exit", timeout, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for ProxyProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).expect("create log file"))
+}
+
+/// Runs the binary to completion (for `check`, `explain`, …): (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run intentgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,11 @@
+//! intentgate's integration tests: ONE test binary, a shared harness (`common`) and suites that
+//! drive the real binary with real clients against real upstreams.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod cli;
+mod connect;
+mod errors;
+mod forward;
+mod lifecycle;
