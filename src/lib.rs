@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod listen;
+pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
