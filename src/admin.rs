@@ -1,4 +1,4 @@
-//! The admin listener: health and readiness for the kubelet (more endpoints land with issue 3).
+//! The admin listener: health, readiness and metrics (more endpoints land with issue 3).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,11 +13,36 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::error::{Body, json_response};
+use crate::error::{Body, full, json_response};
+use crate::listen::Tracker;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use bytes::Bytes;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     pub ready: std::sync::atomic::AtomicBool,
+    pub metrics: Arc<Metrics>,
+    pub tracker: Arc<Tracker>,
+    pub proxy: Arc<Proxy>,
+}
+
+fn metrics(state: &AdminState) -> Response<Body> {
+    // Gauges that are cheapest to read at scrape time rather than to keep up to date per request.
+    state
+        .metrics
+        .active_connections
+        .set(state.tracker.live() as i64);
+    state
+        .metrics
+        .tunnels_active
+        .set(state.proxy.tunnels_active() as i64);
+    let mut resp = Response::new(full(Bytes::from(state.metrics.render())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 async fn route(
@@ -26,6 +51,7 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let ready = state.ready.load(std::sync::atomic::Ordering::Acquire);
     Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&state),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") if ready => {
             json_response(StatusCode::OK, &json!({"status": "ready"}))

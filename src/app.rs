@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::{self, Loaded};
 use crate::listen::{self, Tracker};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -53,16 +54,20 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
 
     let (shutdown, rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
-    let proxy = Arc::new(Proxy::new(cfg.clone(), parent));
+    let metrics = Arc::new(Metrics::new()?);
+    let proxy = Arc::new(Proxy::new(cfg.clone(), parent, metrics.clone()));
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,
-        proxy,
+        proxy.clone(),
         cfg.limits.clone(),
         tracker.clone(),
         rx.clone(),
     ))];
     let admin_state = Arc::new(AdminState {
         ready: Default::default(),
+        metrics,
+        tracker: tracker.clone(),
+        proxy: proxy.clone(),
     });
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));

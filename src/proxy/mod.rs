@@ -19,8 +19,9 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Config;
-use crate::error::{self, Body, ProxyError};
+use crate::error::{self, Blame, Body, ProxyError};
 use crate::listen::guard::{InFlight, InFlightToken};
+use crate::metrics::Metrics;
 use target::Authority;
 use upstream::{Dialer, HttpClient};
 
@@ -33,10 +34,11 @@ pub struct Proxy {
     dialer: Dialer,
     strip: Vec<HeaderName>,
     tunnels: AtomicUsize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(cfg: Arc<Config>, parent: Option<Authority>) -> Self {
+    pub fn new(cfg: Arc<Config>, parent: Option<Authority>, metrics: Arc<Metrics>) -> Self {
         let dialer = Dialer::new(Duration::from_millis(cfg.limits.connect_timeout_ms), parent);
         let client = upstream::http_client(dialer.clone(), &cfg.limits);
         let strip = cfg
@@ -51,6 +53,7 @@ impl Proxy {
             dialer,
             strip,
             tunnels: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -78,10 +81,25 @@ impl Proxy {
                 span.in_scope(
                     || debug!(error = %err, code = err.code(), blame = ?err.blame(), "refused"),
                 );
+                self.count_error(&err);
                 error::into_response(&err, &id)
             }
         };
         Ok(resp)
+    }
+
+    fn count_error(&self, err: &ProxyError) {
+        match err.blame() {
+            Blame::Upstream => self
+                .metrics
+                .upstream_errors
+                .with_label_values(&[err.code()])
+                .inc(),
+            Blame::Client | Blame::Proxy => {
+                self.metrics.refusals.with_label_values(&[err.code()]).inc()
+            }
+            Blame::Policy => {}
+        }
     }
 
     async fn pipeline(
@@ -134,8 +152,14 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         let target = authority.to_host_port();
         let timeout = Duration::from_millis(limits.upstream_response_timeout_ms);
+        let sent = std::time::Instant::now();
         let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(resp)) => {
+                self.metrics
+                    .upstream_seconds
+                    .observe(sent.elapsed().as_secs_f64());
+                resp
+            }
             Ok(Err(e)) => return Err(upstream::classify_client_error(&e, &target)),
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {
