@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Loaded};
+use crate::egress::EgressPolicy;
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -55,7 +56,10 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
     let (shutdown, rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
     let metrics = Arc::new(Metrics::new()?);
-    let proxy = Arc::new(Proxy::new(cfg.clone(), parent, metrics.clone()));
+    let mut egress = EgressPolicy::new(&cfg.egress.allow_cidrs, &cfg.egress.deny_cidrs)
+        .map_err(anyhow::Error::msg)?;
+    egress.own = std::iter::once(proxy_addr).chain(admin_addr).collect();
+    let proxy = Arc::new(Proxy::new(cfg.clone(), parent, egress, metrics.clone()));
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,
         proxy.clone(),

@@ -54,6 +54,8 @@ pub enum ProxyError {
         agent: String,
         intent: Option<String>,
     },
+    #[error("{0}")]
+    DestinationForbidden(String),
     #[error("too many {what}; limit is {limit}")]
     Overloaded { what: &'static str, limit: usize },
 }
@@ -76,7 +78,9 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::ParentProxy { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -93,6 +97,7 @@ impl ProxyError {
             ProxyError::UpstreamProtocol { .. } => "upstream_error",
             ProxyError::ParentProxy { .. } => "parent_proxy_error",
             ProxyError::Denied { code, .. } => code,
+            ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
         }
     }
@@ -107,7 +112,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::ParentProxy { .. } => Blame::Upstream,
-            ProxyError::Denied { .. } => Blame::Policy,
+            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
             ProxyError::Overloaded { .. } => Blame::Proxy,
         }
     }
@@ -125,6 +130,9 @@ impl ProxyError {
             ProxyError::UpstreamProtocol { .. } => "the destination answered with something that is not valid HTTP; retry later".into(),
             ProxyError::ParentProxy { .. } => "the parent proxy refused the destination; ask its operators".into(),
             ProxyError::Denied { hint, .. } => hint.clone(),
+            ProxyError::DestinationForbidden(_) => {
+                "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()
+            }
             ProxyError::Overloaded { .. } => "retry after a short wait".into(),
         }
     }
@@ -161,7 +169,10 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(decision_id) {
         headers.insert("intentgate-decision-id", v);
     }
-    if matches!(err, ProxyError::Denied { .. }) {
+    if matches!(
+        err,
+        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_)
+    ) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }
     if err.blame() == Blame::Client {

@@ -12,6 +12,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod listen;

@@ -158,6 +158,10 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
             "must be stdout, stderr, off or a file path".into(),
         ));
     }
+    crate::egress::EgressPolicy::new(&c.egress.allow_cidrs, &[])
+        .map_err(|m| invalid("egress.allow_cidrs", m))?;
+    crate::egress::EgressPolicy::new(&[], &c.egress.deny_cidrs)
+        .map_err(|m| invalid("egress.deny_cidrs", m))?;
     if let Some(exp) = &c.agent.expires {
         humantime::parse_rfc3339_weak(exp).map_err(|e| {
             invalid(

@@ -204,10 +204,21 @@ pub struct EgressConfig {
 }
 
 /// Resolver selection; empty means the system resolver.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     pub servers: Vec<String>,
+    /// How long a resolution is reused (the decision and the connection see the same answer).
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            cache_ttl_ms: 5_000,
+        }
+    }
 }
 
 /// A parent proxy that all egress goes through.

@@ -1,6 +1,7 @@
 //! The request pipeline: every request the agent sends passes through `Proxy::handle`, in the
 //! order written down in `pipeline` (one comment per step, so a reader finds the path in one place).
 
+mod dns;
 mod headers;
 pub mod target;
 pub mod tunnel;
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Config;
+use crate::egress::EgressPolicy;
 use crate::error::{self, Blame, Body, ProxyError};
 use crate::listen::guard::{InFlight, InFlightToken};
 use crate::metrics::Metrics;
@@ -38,8 +40,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(cfg: Arc<Config>, parent: Option<Authority>, metrics: Arc<Metrics>) -> Self {
-        let dialer = Dialer::new(Duration::from_millis(cfg.limits.connect_timeout_ms), parent);
+    pub fn new(
+        cfg: Arc<Config>,
+        parent: Option<Authority>,
+        egress: EgressPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let resolver = Arc::new(dns::Resolver::new(
+            Duration::from_millis(cfg.dns.cache_ttl_ms),
+            4096,
+        ));
+        let dialer = Dialer::new(
+            Duration::from_millis(cfg.limits.connect_timeout_ms),
+            parent,
+            resolver,
+            Arc::new(egress),
+        );
         let client = upstream::http_client(dialer.clone(), &cfg.limits);
         let strip = cfg
             .headers
@@ -122,15 +138,19 @@ impl Proxy {
         let (authority, path_and_query) = absolute_target(req.uri())?;
         check_host_header(&req, &authority)?;
 
-        // 4. Intent headers read before stripping (two different values are refused).
+        // 4. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
+        //    connection later dials only vetted addresses of the same resolution.
+        let _destination = self.dialer.vet(&authority.host, authority.port).await?;
+
+        // 5. Intent headers read before stripping (two different values are refused).
         let _intent = headers::single_value(req.headers(), &self.cfg.headers.intent)?;
 
-        // 5. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
+        // 6. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
         headers::strip_agent_claims(h, &self.strip);
 
-        // 6. Tags and Via for the upstream; Host from the canonical authority.
+        // 7. Tags and Via for the upstream; Host from the canonical authority.
         headers::add_via(h);
         let tag = HeaderValue::from_str(id).map_err(|_| ProxyError::bad_request("bad id", ""))?;
         h.insert(
@@ -142,7 +162,7 @@ impl Proxy {
             h.insert(HOST, host);
         }
 
-        // 7. Forward in origin-form (absolute-form to a parent proxy) over the pooled client.
+        // 8. Forward in origin-form (absolute-form to a parent proxy) over the pooled client.
         let uri: Uri = format!("http://{}{}", authority.to_host_port(), path_and_query)
             .parse()
             .map_err(|_| {
@@ -170,7 +190,7 @@ impl Proxy {
             }
         };
 
-        // 8. The response: hop-by-hop removed, Via added, body streamed as it arrives.
+        // 9. The response: hop-by-hop removed, Via added, body streamed as it arrives.
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);
@@ -189,6 +209,7 @@ impl Proxy {
             .map(|a| a.as_str())
             .unwrap_or_default();
         let authority = target::parse_authority(raw, None)?;
+        let _destination = self.dialer.vet(&authority.host, authority.port).await?;
         let _intent = headers::single_value(req.headers(), &self.cfg.headers.intent)?;
 
         let limit = self.cfg.limits.max_tunnels;

@@ -30,6 +30,10 @@ impl ProxyProc {
         if !yaml.contains("listen:") {
             text.push_str("listen: {proxy: 127.0.0.1:0, admin: 127.0.0.1:0}\n");
         }
+        // Test upstreams live on loopback, which is forbidden by default.
+        if !yaml.contains("egress:") {
+            text.push_str("egress: {allow_cidrs: [127.0.0.0/8, \"::1/128\"]}\n");
+        }
         text.push_str(yaml);
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, text).expect("write config");
