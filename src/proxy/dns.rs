@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::upstream::DialError;
 
+/// When a host was resolved, and to what.
+type Entry = (Instant, Arc<[IpAddr]>);
+
 /// Cached resolutions; bounded in size, each entry trusted for `ttl`.
 pub struct Resolver {
     ttl: Duration,
     max_entries: usize,
-    cache: Mutex<HashMap<String, (Instant, Arc<[IpAddr]>)>>,
+    cache: Mutex<HashMap<String, Entry>>,
 }
 
 impl Resolver {
