@@ -29,6 +29,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub headers: HeaderNames,
+    /// The `--mode` flag: overrides every intent's mode and the top-level one.
+    #[serde(skip)]
+    pub mode_override: Option<Mode>,
 }
 
 /// Who the agent is.
