@@ -13,11 +13,30 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{self, Loaded};
+use crate::audit::Audit;
+use crate::config::{self, Config, Loaded};
 use crate::egress::EgressPolicy;
+use crate::identity::Agent;
+use crate::intent::SessionStore;
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::policy::PolicySet;
+use crate::proxy::decide::Live;
+use crate::proxy::{Parts, Proxy};
+
+/// The identity and compiled policy for a configuration (what a reload rebuilds).
+pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
+    let agent =
+        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let policy =
+        PolicySet::load(cfg, &agent).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    Ok(Live {
+        policy,
+        agent,
+        default_intent: cfg.intent.clone().map(|i| (i, cfg.task.clone())),
+        enforce_lifecycle: cfg.agent.enforce_lifecycle,
+    })
+}
 
 /// A started proxy: its bound addresses and the handle to stop it.
 pub struct Running {
@@ -25,6 +44,7 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tracker: Arc<Tracker>,
+    pub proxy: Arc<Proxy>,
     grace: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -59,7 +79,19 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
     let mut egress = EgressPolicy::new(&cfg.egress.allow_cidrs, &cfg.egress.deny_cidrs)
         .map_err(anyhow::Error::msg)?;
     egress.own = std::iter::once(proxy_addr).chain(admin_addr).collect();
-    let proxy = Arc::new(Proxy::new(cfg.clone(), parent, egress, metrics.clone()));
+    let live = build_live(&cfg)?;
+    metrics.set_policy_revision(live.policy.revision());
+    let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
+        .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
+    let proxy = Arc::new(Proxy::new(Parts {
+        cfg: cfg.clone(),
+        parent,
+        egress,
+        live,
+        session: Arc::new(SessionStore::default()),
+        metrics: metrics.clone(),
+        audit,
+    }));
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,
         proxy.clone(),
@@ -83,6 +115,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         admin_addr,
         shutdown,
         tracker,
+        proxy,
         grace: Duration::from_millis(cfg.limits.shutdown_grace_ms),
         tasks,
     })

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod intent;
 pub mod listen;
 pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod proxy;
 pub mod telemetry;

@@ -188,12 +188,15 @@ pub struct TlsConfig {
 pub struct AuditConfig {
     /// `stdout`, `stderr`, `off`, or a file path.
     pub path: String,
+    /// Records waiting to be written; when full, requests wait (nothing is dropped).
+    pub queue: usize,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             path: "stdout".into(),
+            queue: 4096,
         }
     }
 }

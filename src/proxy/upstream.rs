@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::audited::Counted;
 use super::dns::Resolver;
 use super::target::Authority;
 use crate::config::Limits;
@@ -323,7 +324,7 @@ impl tower_service::Service<Uri> for Dialer {
 }
 
 /// The pooled keep-alive client every forwarded plain-HTTP request goes through.
-pub type HttpClient = Client<Dialer, Incoming>;
+pub type HttpClient = Client<Dialer, Counted<Incoming>>;
 
 pub fn http_client(dialer: Dialer, limits: &Limits) -> HttpClient {
     Client::builder(TokioExecutor::new())

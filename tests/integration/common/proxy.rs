@@ -30,6 +30,14 @@ impl ProxyProc {
         if !yaml.contains("listen:") {
             text.push_str("listen: {proxy: 127.0.0.1:0, admin: 127.0.0.1:0}\n");
         }
+        // An owner, so the lifecycle check passes (tests of that check set their own agent).
+        if !yaml.contains("agent:") {
+            text.push_str("agent: {id: test-agent, owner: test-owner}\n");
+        }
+        // Proxy-core tests run without a catalog: monitor mode forwards and records would-deny.
+        if !yaml.contains("mode:") && !yaml.contains("intents:") {
+            text.push_str("mode: monitor\n");
+        }
         // Test upstreams live on loopback, which is forbidden by default.
         if !yaml.contains("egress:") {
             text.push_str("egress: {allow_cidrs: [127.0.0.0/8, \"::1/128\"]}\n");
