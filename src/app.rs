@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::policy::PolicySet;
 use crate::proxy::decide::Live;
 use crate::proxy::{Parts, Proxy};
+use crate::reload::{LoadFn, Reloader};
 
 /// The identity and compiled policy for a configuration (what a reload rebuilds).
 pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
@@ -50,7 +51,7 @@ pub struct Running {
 }
 
 /// Binds the listeners and starts serving.
-pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
+pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
     let cfg = Arc::new(loaded.config.clone());
     let parent = match &cfg.upstream.proxy {
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
@@ -99,11 +100,28 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         tracker.clone(),
         rx.clone(),
     ))];
+    let reloader = Arc::new(Reloader::new(reload, proxy.clone(), loaded.config.clone()));
+    if cfg.policy.watch_interval_ms > 0 {
+        let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
+        tasks.push(tokio::spawn(reloader.clone().watch_loop(interval, rx.clone())));
+    }
+    tasks.push(tokio::spawn(on_sighup(proxy.clone(), reloader.clone(), rx.clone())));
+    let token = match &cfg.admin.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read admin.token_file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let admin_state = Arc::new(AdminState {
         ready: Default::default(),
         metrics,
         tracker: tracker.clone(),
         proxy: proxy.clone(),
+        reloader,
+        token,
     });
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
@@ -153,6 +171,30 @@ pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// SIGHUP: reopen the audit file (logrotate) and reload the policy.
+async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reopening the audit log and reloading");
+                    proxy.audit.reopen();
+                    reloader.reload("SIGHUP").await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (proxy, reloader);
+        let _ = shutdown.changed().await;
+    }
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod offline;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod telemetry;
 pub mod watch;

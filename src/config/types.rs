@@ -29,6 +29,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub headers: HeaderNames,
+    pub admin: AdminConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -157,6 +158,8 @@ pub struct PolicyConfig {
     /// Use the embedded default policy (`config/policy/`) in addition to `paths`.
     pub builtin: bool,
     pub bundle_url: Option<String>,
+    /// How often the config file and policy paths are checked for changes; 0 disables watching.
+    pub watch_interval_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -167,8 +170,17 @@ impl Default for PolicyConfig {
             on_error: OnError::Deny,
             builtin: true,
             bundle_url: None,
+            watch_interval_ms: 1000,
         }
     }
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A file holding a bearer token that mutating admin endpoints require (besides loopback).
+    pub token_file: Option<PathBuf>,
 }
 
 /// TLS interception settings (used from issue 4 on; accepted now).

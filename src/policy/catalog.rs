@@ -88,6 +88,13 @@ impl Catalog {
         self.intents.get(intent).and_then(|c| c.mode)
     }
 
+    /// The intent names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.intents.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
     pub fn contains(&self, intent: &str) -> bool {
         self.intents.contains_key(intent)
     }
