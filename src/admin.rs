@@ -40,27 +40,53 @@ pub struct AdminState {
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
-    json_response(status, &json!({"error": code, "reason": reason.into(), "hint": hint}))
+    json_response(
+        status,
+        &json!({"error": code, "reason": reason.into(), "hint": hint}),
+    )
 }
 
 fn metrics(state: &AdminState) -> Response<Body> {
     // Gauges that are cheapest to read at scrape time rather than to keep up to date per request.
-    state.metrics.active_connections.set(state.tracker.live() as i64);
-    state.metrics.tunnels_active.set(state.proxy.tunnels_active() as i64);
+    state
+        .metrics
+        .active_connections
+        .set(state.tracker.live() as i64);
+    state
+        .metrics
+        .tunnels_active
+        .set(state.proxy.tunnels_active() as i64);
     let mut resp = Response::new(full(Bytes::from(state.metrics.render())));
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     resp
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
     let bytes = Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the body: {e}"), "send a JSON body under 64 KiB"))?
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the body: {e}"),
+                "send a JSON body under 64 KiB",
+            )
+        })?
         .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", format!("invalid JSON: {e}"), "see docs/operations.md for the request format"))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON: {e}"),
+            "see docs/operations.md for the request format",
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -89,10 +115,17 @@ fn intent_view(state: &AdminState) -> serde_json::Value {
     }
 }
 
-async fn route(state: Arc<AdminState>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    state: Arc<AdminState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let mutating = matches!((&method, path.as_str()), (&Method::PUT | &Method::DELETE, "/v1/intent") | (&Method::POST, "/v1/reload"));
+    let mutating = matches!(
+        (&method, path.as_str()),
+        (&Method::PUT | &Method::DELETE, "/v1/intent") | (&Method::POST, "/v1/reload")
+    );
     if mutating {
         if let Some(refusal) = authorize(&state, peer, &req) {
             return Ok(refusal);
@@ -102,15 +135,29 @@ async fn route(state: Arc<AdminState>, peer: SocketAddr, req: Request<Incoming>)
     Ok(match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => metrics(&state),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/readyz") if ready => json_response(StatusCode::OK, &json!({"status": "ready"})),
-        (&Method::GET, "/readyz") => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"})),
+        (&Method::GET, "/readyz") if ready => {
+            json_response(StatusCode::OK, &json!({"status": "ready"}))
+        }
+        (&Method::GET, "/readyz") => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "starting"}),
+        ),
         (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(&state)),
         (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req).await {
             Ok(b) if !b.name.trim().is_empty() => {
-                let s = state.proxy.session.set(b.name.trim(), b.task.as_deref(), b.ttl_seconds.map(Duration::from_secs));
+                let s = state.proxy.session.set(
+                    b.name.trim(),
+                    b.task.as_deref(),
+                    b.ttl_seconds.map(Duration::from_secs),
+                );
                 json_response(StatusCode::OK, &json!({"session": s}))
             }
-            Ok(_) => error(StatusCode::BAD_REQUEST, "bad_request", "the intent name is empty", "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}"),
+            Ok(_) => error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the intent name is empty",
+                "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
+            ),
             Err(resp) => resp,
         },
         (&Method::DELETE, "/v1/intent") => {
@@ -124,24 +171,42 @@ async fn route(state: Arc<AdminState>, peer: SocketAddr, req: Request<Incoming>)
         (&Method::GET, "/v1/policy") => policy(&state),
         (&Method::POST, "/v1/reload") => {
             let status = state.reloader.reload("admin api").await;
-            let code = if status.result == "success" { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+            let code = if status.result == "success" {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
             json_response(code, &status)
         }
-        (_, p) => error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {method} {p}"), "see docs/operations.md for the admin API"),
+        (_, p) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {method} {p}"),
+            "see docs/operations.md for the admin API",
+        ),
     })
 }
 
 /// Loopback peers only (also through IPv4-mapped IPv6), then the bearer token if one is set.
-fn authorize(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> Option<Response<Body>> {
+fn authorize(
+    state: &AdminState,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
     let loopback = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
         ip => ip.is_loopback(),
     };
     if !loopback {
         return Some(error(
             StatusCode::FORBIDDEN,
             "admin_loopback_only",
-            format!("mutating admin endpoints accept loopback peers only; {} is not", peer.ip()),
+            format!(
+                "mutating admin endpoints accept loopback peers only; {} is not",
+                peer.ip()
+            ),
             "call the admin API from inside the pod or host (127.0.0.1)",
         ));
     }
@@ -154,7 +219,12 @@ fn authorize(state: &AdminState, peer: SocketAddr, req: &Request<Incoming>) -> O
     if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
         None
     } else {
-        Some(error(StatusCode::UNAUTHORIZED, "admin_unauthorized", "a valid bearer token is required", "send Authorization: Bearer TOKEN (admin.token_file)"))
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            "a valid bearer token is required",
+            "send Authorization: Bearer TOKEN (admin.token_file)",
+        ))
     }
 }
 
@@ -175,7 +245,12 @@ fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
     };
     match explain_json(&cfg, &live.agent, &live.policy, &req) {
         Ok((_, out)) => json_response(StatusCode::OK, &out),
-        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", e, "send {\"method\": \"GET\", \"url\": \"https://host/path\", \"intent\": \"NAME\"}"),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e,
+            "send {\"method\": \"GET\", \"url\": \"https://host/path\", \"intent\": \"NAME\"}",
+        ),
     }
 }
 
@@ -196,7 +271,11 @@ fn policy(state: &AdminState) -> Response<Body> {
 }
 
 /// Serves the admin API until `shutdown` flips.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
@@ -205,7 +284,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| route(state.clone(), peer, req));
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 debug!(error = %e, "admin connection error");
             }
         });

@@ -103,9 +103,15 @@ pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
     let reloader = Arc::new(Reloader::new(reload, proxy.clone(), loaded.config.clone()));
     if cfg.policy.watch_interval_ms > 0 {
         let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
-        tasks.push(tokio::spawn(reloader.clone().watch_loop(interval, rx.clone())));
+        tasks.push(tokio::spawn(
+            reloader.clone().watch_loop(interval, rx.clone()),
+        ));
     }
-    tasks.push(tokio::spawn(on_sighup(proxy.clone(), reloader.clone(), rx.clone())));
+    tasks.push(tokio::spawn(on_sighup(
+        proxy.clone(),
+        reloader.clone(),
+        rx.clone(),
+    )));
     let token = match &cfg.admin.token_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -174,11 +180,17 @@ pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {
 }
 
 /// SIGHUP: reopen the audit file (logrotate) and reload the policy.
-async fn on_sighup(proxy: Arc<Proxy>, reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
+async fn on_sighup(
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = hup.recv() => {

@@ -185,7 +185,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async {
         let config_args = args.config.clone();
-        let reload: crate::reload::LoadFn = Box::new(move || config_args.load().map_err(|e| e.to_string()));
+        let reload: crate::reload::LoadFn =
+            Box::new(move || config_args.load().map_err(|e| e.to_string()));
         let running = match crate::app::start(&loaded, reload).await {
             Ok(r) => r,
             Err(e) => {

@@ -68,7 +68,13 @@ impl Reloader {
     pub fn watched(&self) -> Watched {
         let (config_path, paths) = match (self.load)() {
             Ok(l) => (Some(l.source), l.config.policy.paths),
-            Err(_) => (None, self.current.lock().map(|c| c.policy.paths.clone()).unwrap_or_default()),
+            Err(_) => (
+                None,
+                self.current
+                    .lock()
+                    .map(|c| c.policy.paths.clone())
+                    .unwrap_or_default(),
+            ),
         };
         let mut w = Watched { paths };
         if let Some(p) = config_path.filter(|p| !p.starts_with('<')) {
@@ -105,20 +111,39 @@ impl Reloader {
                 let message = if restart.is_empty() {
                     "policy, catalog and identity reloaded".to_string()
                 } else {
-                    let m = format!("policy reloaded; changes to {} take effect after a restart", restart.join(", "));
+                    let m = format!(
+                        "policy reloaded; changes to {} take effect after a restart",
+                        restart.join(", ")
+                    );
                     warn!("{m}");
                     m
                 };
                 info!(%revision, %trigger, "policy reloaded");
-                ReloadStatus { result: "success", trigger: trigger.into(), at: now(), message, revision }
+                ReloadStatus {
+                    result: "success",
+                    trigger: trigger.into(),
+                    at: now(),
+                    message,
+                    revision,
+                }
             }
             Err(message) => {
                 error!(%trigger, error = %message, "reload refused; the last good policy stays in force");
                 let revision = self.proxy.live.load().policy.revision().to_string();
-                ReloadStatus { result: "failure", trigger: trigger.into(), at: now(), message, revision }
+                ReloadStatus {
+                    result: "failure",
+                    trigger: trigger.into(),
+                    at: now(),
+                    message,
+                    revision,
+                }
             }
         };
-        self.proxy.metrics.policy_reloads.with_label_values(&[status.result]).inc();
+        self.proxy
+            .metrics
+            .policy_reloads
+            .with_label_values(&[status.result])
+            .inc();
         if let Ok(mut last) = self.last.lock() {
             *last = status.clone();
         }
@@ -126,7 +151,11 @@ impl Reloader {
     }
 
     /// Polls the watched files every `interval`; reloads when their fingerprint changes.
-    pub async fn watch_loop(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn watch_loop(
+        self: Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut watched = self.watched();
         let mut seen = fingerprint(watched.clone()).await;
         loop {
@@ -144,7 +173,9 @@ impl Reloader {
 }
 
 async fn fingerprint(w: Watched) -> u64 {
-    tokio::task::spawn_blocking(move || w.fingerprint()).await.unwrap_or(0)
+    tokio::task::spawn_blocking(move || w.fingerprint())
+        .await
+        .unwrap_or(0)
 }
 
 /// Config sections a running proxy cannot change (listeners, limits, transport settings).

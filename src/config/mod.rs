@@ -82,7 +82,12 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
             msg: e.to_string(),
         })?
     };
-    for p in config.policy.paths.iter_mut().chain(config.admin.token_file.as_mut()) {
+    for p in config
+        .policy
+        .paths
+        .iter_mut()
+        .chain(config.admin.token_file.as_mut())
+    {
         if p.is_relative() {
             *p = base.join(&*p);
         }

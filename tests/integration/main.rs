@@ -9,3 +9,4 @@ mod connect;
 mod errors;
 mod forward;
 mod lifecycle;
+mod policy;
