@@ -160,6 +160,8 @@ pub struct PolicyConfig {
     pub bundle_url: Option<String>,
     /// How often the config file and policy paths are checked for changes; 0 disables watching.
     pub watch_interval_ms: u64,
+    /// Cache decisions when the loaded modules make that provably safe (see docs/policy.md).
+    pub decision_cache: bool,
 }
 
 impl Default for PolicyConfig {
@@ -171,6 +173,7 @@ impl Default for PolicyConfig {
             builtin: true,
             bundle_url: None,
             watch_interval_ms: 1000,
+            decision_cache: true,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The policy: the intent catalog (matched natively) and Rego modules (regorus), compiled once at
 //! load into a `PolicySet`; one query answers every request with the decision document.
 
+mod cache;
 pub mod catalog;
 pub mod input;
 pub mod load;
@@ -46,6 +47,8 @@ pub struct Decision {
     pub headers: Vec<(String, String)>,
     pub scope: ScopeVerdict,
     pub policy_micros: u64,
+    /// Answered from the decision cache.
+    pub cached: bool,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -71,6 +74,8 @@ pub struct PolicySet {
     mode_override: Option<Mode>,
     agent: Value,
     strip: Vec<String>,
+    /// Why decisions are not cached, or `None` when they are.
+    uncacheable: Option<String>,
 }
 
 impl PolicySet {
@@ -152,6 +157,17 @@ impl PolicySet {
             mode_override: cfg.mode_override,
             agent: input::agent_value(agent),
             strip: cfg.headers.strip.clone(),
+            uncacheable: if !cfg.policy.decision_cache {
+                Some("policy.decision_cache is off".into())
+            } else {
+                cache::plan(
+                    src.modules
+                        .iter()
+                        .filter(|(f, _)| !f.ends_with("_test.rego"))
+                        .map(|(f, t)| (f.as_str(), t.as_str())),
+                )
+                .err()
+            },
         };
         set.data_sources.dedup();
         // Warm up once: the first evaluation does the analysis that clones then share.
@@ -196,6 +212,11 @@ impl PolicySet {
         &self.modules
     }
 
+    /// Why decisions are not cached (`None`: they are).
+    pub fn uncacheable(&self) -> Option<&str> {
+        self.uncacheable.as_deref()
+    }
+
     pub fn data_sources(&self) -> &[String] {
         &self.data_sources
     }
@@ -235,6 +256,12 @@ impl PolicySet {
         want_input: bool,
     ) -> (Decision, Option<serde_json::Value>) {
         let start = Instant::now();
+        let key = (self.uncacheable.is_none() && !want_input).then(|| cache::key(intent, req));
+        if let Some(mut d) = key.as_deref().and_then(|k| cache::get(self.generation, k)) {
+            d.cached = true;
+            d.policy_micros = start.elapsed().as_micros() as u64;
+            return (d, None);
+        }
         let scope = self.catalog.check(
             agent,
             intent.name.as_deref(),
@@ -263,6 +290,9 @@ impl PolicySet {
             }
         });
         let mut d = self.interpret(result, scope, mode, intent);
+        if let Some(k) = key.filter(|_| d.code != "policy_error") {
+            cache::put(self.generation, k, &d);
+        }
         d.policy_micros = start.elapsed().as_micros() as u64;
         (d, shown)
     }
@@ -330,6 +360,7 @@ impl PolicySet {
                 headers,
                 scope,
                 policy_micros: 0,
+                cached: false,
             },
             Ok((false, reasons, headers, mode)) => {
                 let mut reasons: Vec<String> = reasons
@@ -348,6 +379,7 @@ impl PolicySet {
                     headers,
                     scope,
                     policy_micros: 0,
+                    cached: false,
                 }
             }
             Err(e) => {
@@ -362,6 +394,7 @@ impl PolicySet {
                     headers: Vec::new(),
                     scope,
                     policy_micros: 0,
+                    cached: false,
                 }
             }
         }

@@ -288,3 +288,38 @@ fn builtin_rego_tests_pass() {
     assert!(results.len() >= 4, "{results:?}");
     assert!(results.iter().all(|r| r.passed), "{results:?}");
 }
+
+#[test]
+fn decisions_are_cached_only_when_safe() {
+    let a = agent(None);
+    let p = PolicySet::load(&config(CATALOG, None), &a).unwrap();
+    assert_eq!(p.uncacheable(), None);
+    let f = facts("GET", "api.zendesk.com", "/api/v2/tickets/77", None);
+    let first = p.decide(&a, &intent("triage"), &f);
+    let second = p.decide(&a, &intent("triage"), &f);
+    assert!(!first.cached && second.cached);
+    assert_eq!(
+        (first.allow, &first.reasons, &first.scope),
+        (second.allow, &second.reasons, &second.scope)
+    );
+    // A different path is a different key.
+    assert!(
+        !p.decide(
+            &a,
+            &intent("triage"),
+            &facts("GET", "api.zendesk.com", "/api/v2/tickets/78", None)
+        )
+        .cached
+    );
+    // A module that reads headers makes caching unsafe.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("h.rego"),
+        "package intentgate\nimport rego.v1\ndeny contains \"no json\" if input.request.headers[\"content-type\"] == \"application/json\"\n",
+    )
+    .unwrap();
+    let p = PolicySet::load(&config(CATALOG, Some(dir.path())), &a).unwrap();
+    assert!(p.uncacheable().unwrap().contains("input.request.headers"));
+    p.decide(&a, &intent("triage"), &f);
+    assert!(!p.decide(&a, &intent("triage"), &f).cached);
+}
