@@ -18,3 +18,4 @@ pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod telemetry;
+pub mod tls;
