@@ -395,3 +395,7 @@ pub(crate) fn unix_now() -> i64 {
 pub(crate) fn datetime(unix: i64) -> Result<time::OffsetDateTime, CaError> {
     time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| CaError::Generate(e.to_string()))
 }
+
+#[cfg(test)]
+#[path = "ca_tests.rs"]
+mod tests;

@@ -311,3 +311,7 @@ pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
     b[0] |= 0x01;
     Ok(SerialNumber::from_slice(&b))
 }
+
+#[cfg(test)]
+#[path = "leaf_tests.rs"]
+mod tests;

@@ -13,6 +13,8 @@ pub mod client;
 pub mod leaf;
 pub mod server;
 pub mod sni;
+#[cfg(test)]
+mod test_support;
 
 /// The crypto provider every intentgate TLS config is built with (aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {
