@@ -81,6 +81,15 @@ pub struct UpstreamTlsError {
     pub reason: String,
 }
 
+impl From<UpstreamTlsError> for crate::error::ProxyError {
+    fn from(e: UpstreamTlsError) -> Self {
+        crate::error::ProxyError::UpstreamTls {
+            target: e.server,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Which ALPN protocols to offer the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamAlpn {
