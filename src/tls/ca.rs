@@ -258,7 +258,9 @@ impl CertificateAuthority {
     /// Writes the certificate (mode 0644), replacing any file there atomically; for handing
     /// an ephemeral CA to clients.
     pub fn write_cert(&self, path: &Path) -> Result<(), CaError> {
-        let tmp = path.with_extension("pem.tmp");
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let _ = std::fs::remove_file(&tmp);
         write_new(&tmp, self.cert_pem.as_bytes(), 0o644)?;
         std::fs::rename(&tmp, path).map_err(|source| CaError::Write {

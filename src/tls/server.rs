@@ -77,6 +77,13 @@ impl fmt::Debug for TunnelResolver {
     }
 }
 
+impl TunnelResolver {
+    /// A resolver for a tunnel to `tunnel` (for callers building their own `ServerConfig`).
+    pub fn new(minter: Arc<LeafMinter>, tunnel: LeafName) -> Self {
+        Self { minter, tunnel }
+    }
+}
+
 impl ResolvesServerCert for TunnelResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = match check_sni(&self.tunnel, hello.server_name()) {
@@ -140,10 +147,11 @@ impl Interceptor {
     /// TLS 1.2 and 1.3 on aws-lc-rs; ALPN `h2` then `http/1.1`; session resumption shared by
     /// all tunnels (rustls only resumes a session for the server name it was made for).
     pub fn new(minter: Arc<LeafMinter>) -> Result<Self, rustls::Error> {
-        let resolver = Arc::new(TunnelResolver {
-            minter: minter.clone(),
-            tunnel: LeafName::Dns("invalid".into()),
-        });
+        // Every tunnel gets its own resolver (`config_for`); this one is never asked.
+        let resolver = Arc::new(TunnelResolver::new(
+            minter.clone(),
+            LeafName::Dns("invalid".into()),
+        ));
         let mut base = ServerConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -168,10 +176,7 @@ impl Interceptor {
     /// The server config for one tunnel to `tunnel` (the CONNECT authority's host).
     pub fn config_for(&self, tunnel: &LeafName) -> Arc<ServerConfig> {
         let mut cfg = self.base.clone();
-        cfg.cert_resolver = Arc::new(TunnelResolver {
-            minter: self.minter.clone(),
-            tunnel: tunnel.clone(),
-        });
+        cfg.cert_resolver = Arc::new(TunnelResolver::new(self.minter.clone(), tunnel.clone()));
         Arc::new(cfg)
     }
 
