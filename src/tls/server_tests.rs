@@ -160,3 +160,98 @@ fn check_sni_rules() {
         "sni_mismatch"
     );
 }
+
+/// Serves HTTP/1.1 or HTTP/2 (by ALPN) behind `accept` on 127.0.0.1, answering with the
+/// protocol version, for real clients (curl and Python, both on OpenSSL).
+async fn serve_intercepted(ic: Arc<Interceptor>, tunnel: &str) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tunnel = LeafName::parse(tunnel).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (ic, tunnel) = (ic.clone(), tunnel.clone());
+            tokio::spawn(async move {
+                let Ok(conn) = ic.accept(tcp, &tunnel).await else {
+                    return;
+                };
+                let h2 = conn.is_h2();
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let body = format!("{:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(body)),
+                    ))
+                });
+                let io = TokioIo::new(conn.stream);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
+            });
+        }
+    });
+    addr
+}
+
+async fn run(cmd: &'static str, args: Vec<String>) -> Option<std::process::Output> {
+    tokio::task::spawn_blocking(move || std::process::Command::new(cmd).args(args).output().ok())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_python_trust_minted_leaves() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    ca.write_cert(&ca_pem).unwrap();
+    let ca_pem = ca_pem.display().to_string();
+    let ic = Arc::new(Interceptor::new(minter(&ca)).unwrap());
+
+    let addr = serve_intercepted(ic.clone(), "api.example.com").await;
+    let url = format!("https://api.example.com:{}/x", addr.port());
+    let resolve = format!("api.example.com:{}:127.0.0.1", addr.port());
+    for (flag, want) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2.0")] {
+        let args = [
+            "-sS",
+            "--cacert",
+            &ca_pem,
+            "--resolve",
+            &resolve,
+            flag,
+            &url,
+        ];
+        let Some(out) = run("curl", args.iter().map(|s| s.to_string()).collect()).await else {
+            eprintln!("curl not found; skipping");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "curl {flag}: {text}");
+        assert_eq!(text, want);
+    }
+    assert_eq!(ic.minter().stats().mints, 1, "one mint per host");
+
+    // Python's ssl module (OpenSSL) verifies an IP leaf.
+    let addr = serve_intercepted(ic.clone(), "127.0.0.1").await;
+    let script = format!(
+        "import ssl, urllib.request\n\
+         ctx = ssl.create_default_context(cafile={ca_pem:?})\n\
+         print(urllib.request.urlopen('https://127.0.0.1:{}/y', context=ctx).read().decode(), end='')",
+        addr.port()
+    );
+    let Some(out) = run("python3", vec!["-c".into(), script]).await else {
+        eprintln!("python3 not found; skipping");
+        return;
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python: {text}");
+    assert_eq!(text, "HTTP/1.1");
+}
