@@ -118,6 +118,17 @@ fn gather(buf: &[u8]) -> Result<Gathered<'_>, &'static str> {
         if records > MAX_RECORDS {
             return Err("ClientHello split across too many records");
         }
+        if let Some(n) = msg_len {
+            // Known length: never wait for bytes the ClientHello cannot contain.
+            let have = if joined.is_empty() {
+                first.map_or(0, <[u8]>::len)
+            } else {
+                joined.len()
+            };
+            if have + rlen > 4 + n {
+                return Err("unexpected data after the ClientHello in its record");
+            }
+        }
         let start = pos + 5;
         let Some(fragment) = buf.get(start..start + rlen) else {
             return Ok(Gathered::Need(start + rlen));

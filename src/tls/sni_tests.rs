@@ -272,6 +272,16 @@ fn refuses_malformed_hellos() {
     }
 }
 
+#[test]
+fn never_waits_for_more_than_max_peek() {
+    // The message is complete after the first record's 200 bytes but the next record claims
+    // 16 KiB: refused at once rather than waiting for it.
+    let msg = handshake(1, &body(Some(&[sni_ext(&[(0, b"a.example")])])));
+    let mut buf = records(&msg[..msg.len() - 1], 512);
+    buf.extend([RECORD_HANDSHAKE, 3, 1, 0x40, 0x00]);
+    assert!(malformed(&buf).contains("unexpected data"));
+}
+
 /// A small deterministic fuzzer: mutated and truncated real hellos and random bytes never
 /// panic, and a parsed hello never claims more bytes than it was given.
 #[test]
@@ -297,9 +307,13 @@ fn survives_mutations() {
         if next() % 4 == 0 {
             buf.truncate((next() as usize) % buf.len());
         }
-        if let Peek::Hello(h) = parse(&buf) {
-            assert!(h.len <= buf.len());
-            parsed += 1;
+        match parse(&buf) {
+            Peek::Hello(h) => {
+                assert!(h.len <= buf.len());
+                parsed += 1;
+            }
+            Peek::NeedMore { at_least } => assert!(at_least > buf.len() && at_least <= MAX_PEEK),
+            Peek::NotTls | Peek::Malformed(_) => {}
         }
     }
     assert!(parsed > 0, "some mutations only touch opaque bytes");
@@ -309,6 +323,8 @@ fn survives_mutations() {
         if buf.len() > 3 {
             buf[..3].copy_from_slice(&[0x16, 3, 1]);
         }
-        let _ = parse(&buf);
+        if let Peek::NeedMore { at_least } = parse(&buf) {
+            assert!(at_least > buf.len() && at_least <= MAX_PEEK);
+        }
     }
 }
