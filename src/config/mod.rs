@@ -189,7 +189,14 @@ fn validate_tls(t: &TlsConfig) -> Result<(), (&'static str, String)> {
     if t.leaf_cache_entries == 0 {
         return Err(("tls.leaf_cache_entries", "must be greater than 0".into()));
     }
-    if let Intercept::Hosts(hosts) = &t.intercept {
+    let intercept_hosts = match &t.intercept {
+        Intercept::Hosts(hosts) => hosts.as_slice(),
+        _ => &[],
+    };
+    for (field, hosts) in [
+        ("tls.intercept", intercept_hosts),
+        ("tls.splice", &t.splice),
+    ] {
         for h in hosts {
             let name = h.strip_prefix("*.").unwrap_or(h);
             let ok = !name.is_empty()
@@ -201,7 +208,7 @@ fn validate_tls(t: &TlsConfig) -> Result<(), (&'static str, String)> {
                 });
             if !ok {
                 return Err((
-                    "tls.intercept",
+                    field,
                     format!(
                         "'{h}' is not a host name or a `*.` pattern (e.g. api.example.com, *.example.com)"
                     ),
@@ -341,6 +348,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("webpki"), "{msg}");
+        let l = parse(
+            "c.yaml",
+            "tls:\n  intercept: all\n  splice: ['*.pinned.example']\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(l.config.tls.intercepts("api.example.com", false));
+        assert!(!l.config.tls.intercepts("app.pinned.example", true));
+        let msg = parse("c.yaml", "tls:\n  splice: ['a b']\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("field `tls.splice`"), "{msg}");
     }
 
     #[test]

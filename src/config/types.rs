@@ -184,6 +184,18 @@ pub struct TlsConfig {
     pub upstream_roots: UpstreamRoots,
     /// How many minted leaf certificates are kept (LRU).
     pub leaf_cache_entries: usize,
+    /// Hosts always spliced whatever `intercept` says (clients that pin certificates);
+    /// exact names or `*.` patterns.
+    pub splice: Vec<String>,
+}
+
+impl TlsConfig {
+    /// Whether a tunnel to `host` is intercepted: never when listed in `splice`, else as
+    /// `intercept` says (`client_has_ca` decides `auto`).
+    pub fn intercepts(&self, host: &str, client_has_ca: bool) -> bool {
+        !self.splice.iter().any(|p| host_matches(p, host))
+            && self.intercept.intercepts(host, client_has_ca)
+    }
 }
 
 impl Default for TlsConfig {
@@ -195,6 +207,7 @@ impl Default for TlsConfig {
             upstream_ca: None,
             upstream_roots: UpstreamRoots::Webpki,
             leaf_cache_entries: 1000,
+            splice: Vec::new(),
         }
     }
 }
