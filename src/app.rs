@@ -13,9 +13,31 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{self, Loaded};
+use crate::audit::Audit;
+use crate::config::{self, Config, Loaded};
+use crate::egress::EgressPolicy;
+use crate::identity::Agent;
+use crate::intent::SessionStore;
 use crate::listen::{self, Tracker};
-use crate::proxy::Proxy;
+use crate::metrics::Metrics;
+use crate::policy::PolicySet;
+use crate::proxy::decide::Live;
+use crate::proxy::{Parts, Proxy};
+use crate::reload::{LoadFn, Reloader};
+
+/// The identity and compiled policy for a configuration (what a reload rebuilds).
+pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
+    let agent =
+        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let policy =
+        PolicySet::load(cfg, &agent).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    Ok(Live {
+        policy,
+        agent,
+        default_intent: cfg.intent.clone().map(|i| (i, cfg.task.clone())),
+        enforce_lifecycle: cfg.agent.enforce_lifecycle,
+    })
+}
 
 /// A started proxy: its bound addresses and the handle to stop it.
 pub struct Running {
@@ -23,12 +45,13 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tracker: Arc<Tracker>,
+    pub proxy: Arc<Proxy>,
     grace: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts serving.
-pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
+pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
     let cfg = Arc::new(loaded.config.clone());
     let parent = match &cfg.upstream.proxy {
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
@@ -53,16 +76,58 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
 
     let (shutdown, rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
-    let proxy = Arc::new(Proxy::new(cfg.clone(), parent));
+    let metrics = Arc::new(Metrics::new()?);
+    let mut egress = EgressPolicy::new(&cfg.egress.allow_cidrs, &cfg.egress.deny_cidrs)
+        .map_err(anyhow::Error::msg)?;
+    egress.own = std::iter::once(proxy_addr).chain(admin_addr).collect();
+    let live = build_live(&cfg)?;
+    metrics.set_policy_revision(live.policy.revision());
+    let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
+        .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
+    let proxy = Arc::new(Proxy::new(Parts {
+        cfg: cfg.clone(),
+        parent,
+        egress,
+        live,
+        session: Arc::new(SessionStore::default()),
+        metrics: metrics.clone(),
+        audit,
+    }));
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,
-        proxy,
+        proxy.clone(),
         cfg.limits.clone(),
         tracker.clone(),
         rx.clone(),
     ))];
+    let reloader = Arc::new(Reloader::new(reload, proxy.clone(), loaded.config.clone()));
+    if cfg.policy.watch_interval_ms > 0 {
+        let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
+        tasks.push(tokio::spawn(
+            reloader.clone().watch_loop(interval, rx.clone()),
+        ));
+    }
+    tasks.push(tokio::spawn(on_sighup(
+        proxy.clone(),
+        reloader.clone(),
+        rx.clone(),
+    )));
+    let token = match &cfg.admin.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read admin.token_file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let admin_state = Arc::new(AdminState {
         ready: Default::default(),
+        metrics,
+        tracker: tracker.clone(),
+        proxy: proxy.clone(),
+        reloader,
+        token,
     });
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
@@ -74,6 +139,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         admin_addr,
         shutdown,
         tracker,
+        proxy,
         grace: Duration::from_millis(cfg.limits.shutdown_grace_ms),
         tasks,
     })
@@ -111,6 +177,36 @@ pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// SIGHUP: reopen the audit file (logrotate) and reload the policy.
+async fn on_sighup(
+    proxy: Arc<Proxy>,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reopening the audit log and reloading");
+                    proxy.audit.reopen();
+                    reloader.reload("SIGHUP").await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (proxy, reloader);
+        let _ = shutdown.changed().await;
+    }
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

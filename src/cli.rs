@@ -28,8 +28,28 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (with the embedded default config unless --config is given).
     Serve(ServeArgs),
-    /// Validate a configuration (and its policies) without starting; exit 0 ok, 2 invalid.
+    /// Validate a configuration and its policies, and run the Rego unit tests (`test_*` rules)
+    /// found in them; exit 0 ok, 1 a test failed, 2 invalid.
     Check(CheckArgs),
+    /// Would this request be allowed, and why? Prints the decision and the policy input;
+    /// exit 0 allow, 1 deny, 2 invalid.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Task reference that goes with --intent.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// A request header, `NAME: VALUE` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// HTTP method, e.g. GET.
+    pub method: String,
+    /// Full URL, e.g. https://api.zendesk.com/api/v2/tickets.
+    pub url: String,
 }
 
 /// Where the configuration comes from, and the flags that override it.
@@ -106,10 +126,10 @@ impl ConfigArgs {
             c.intent = Some(v.clone());
         }
         if let Some(m) = self.mode {
-            c.mode = match m {
+            c.mode_override = Some(match m {
                 CliMode::Enforce => Mode::Enforce,
                 CliMode::Monitor => Mode::Monitor,
-            };
+            });
         }
         Ok(loaded)
     }
@@ -121,7 +141,23 @@ pub fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Check(args) => check(args),
+        Command::Check(args) => match load_or_exit(&args.config) {
+            Ok(loaded) => crate::offline::check(&loaded),
+            Err(code) => code,
+        },
+        Command::Explain(args) => match load_or_exit(&args.config) {
+            Ok(loaded) => crate::offline::explain(
+                &loaded,
+                &crate::offline::ExplainRequest {
+                    method: &args.method,
+                    url: &args.url,
+                    intent: args.config.intent.as_deref(),
+                    task: args.task.as_deref(),
+                    headers: &args.headers,
+                },
+            ),
+            Err(code) => code,
+        },
     }
 }
 
@@ -148,7 +184,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let running = match crate::app::start(&loaded).await {
+        let config_args = args.config.clone();
+        let reload: crate::reload::LoadFn =
+            Box::new(move || config_args.load().map_err(|e| e.to_string()));
+        let running = match crate::app::start(&loaded, reload).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("intentgate: {e:#}");
@@ -165,13 +204,4 @@ fn serve(args: ServeArgs) -> ExitCode {
         running.shutdown().await;
         ExitCode::SUCCESS
     })
-}
-
-fn check(args: CheckArgs) -> ExitCode {
-    let loaded = match load_or_exit(&args.config) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    println!("{}: configuration ok", loaded.source);
-    ExitCode::SUCCESS
 }

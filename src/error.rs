@@ -57,6 +57,8 @@ pub enum ProxyError {
         agent: String,
         intent: Option<String>,
     },
+    #[error("{0}")]
+    DestinationForbidden(String),
     #[error("too many {what}; limit is {limit}")]
     Overloaded { what: &'static str, limit: usize },
 }
@@ -80,7 +82,9 @@ impl ProxyError {
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -98,6 +102,7 @@ impl ProxyError {
             ProxyError::ParentProxy { .. } => "parent_proxy_error",
             ProxyError::UpstreamTls { .. } => "upstream_tls",
             ProxyError::Denied { code, .. } => code,
+            ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
         }
     }
@@ -113,7 +118,7 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => Blame::Upstream,
-            ProxyError::Denied { .. } => Blame::Policy,
+            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
             ProxyError::Overloaded { .. } => Blame::Proxy,
         }
     }
@@ -132,6 +137,9 @@ impl ProxyError {
             ProxyError::ParentProxy { .. } => "the parent proxy refused the destination; ask its operators".into(),
             ProxyError::UpstreamTls { .. } => "the destination's TLS certificate could not be verified and intentgate never skips verification; if the server is yours, add its CA to tls.upstream_ca".into(),
             ProxyError::Denied { hint, .. } => hint.clone(),
+            ProxyError::DestinationForbidden(_) => {
+                "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()
+            }
             ProxyError::Overloaded { .. } => "retry after a short wait".into(),
         }
     }
@@ -168,7 +176,10 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(decision_id) {
         headers.insert("intentgate-decision-id", v);
     }
-    if matches!(err, ProxyError::Denied { .. }) {
+    if matches!(
+        err,
+        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_)
+    ) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }
     if err.blame() == Blame::Client {

@@ -83,11 +83,17 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
         })?
     };
     let tls = &mut config.tls;
-    for p in config.policy.paths.iter_mut().chain(
-        [&mut tls.ca_cert, &mut tls.ca_key, &mut tls.upstream_ca]
-            .into_iter()
-            .flatten(),
-    ) {
+    for p in config
+        .policy
+        .paths
+        .iter_mut()
+        .chain(config.admin.token_file.as_mut())
+        .chain(
+            [&mut tls.ca_cert, &mut tls.ca_key, &mut tls.upstream_ca]
+                .into_iter()
+                .flatten(),
+        )
+    {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -164,6 +170,10 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
             "must be stdout, stderr, off or a file path".into(),
         ));
     }
+    crate::egress::EgressPolicy::new(&c.egress.allow_cidrs, &[])
+        .map_err(|m| invalid("egress.allow_cidrs", m))?;
+    crate::egress::EgressPolicy::new(&[], &c.egress.deny_cidrs)
+        .map_err(|m| invalid("egress.deny_cidrs", m))?;
     if let Some(exp) = &c.agent.expires {
         humantime::parse_rfc3339_weak(exp).map_err(|e| {
             invalid(

@@ -29,6 +29,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub headers: HeaderNames,
+    pub admin: AdminConfig,
+    /// The `--mode` flag: overrides every intent's mode and the top-level one.
+    #[serde(skip)]
+    pub mode_override: Option<Mode>,
 }
 
 /// Who the agent is.
@@ -154,6 +158,10 @@ pub struct PolicyConfig {
     /// Use the embedded default policy (`config/policy/`) in addition to `paths`.
     pub builtin: bool,
     pub bundle_url: Option<String>,
+    /// How often the config file and policy paths are checked for changes; 0 disables watching.
+    pub watch_interval_ms: u64,
+    /// Cache decisions when the loaded modules make that provably safe (see docs/policy.md).
+    pub decision_cache: bool,
 }
 
 impl Default for PolicyConfig {
@@ -164,8 +172,18 @@ impl Default for PolicyConfig {
             on_error: OnError::Deny,
             builtin: true,
             bundle_url: None,
+            watch_interval_ms: 1000,
+            decision_cache: true,
         }
     }
+}
+
+/// Admin API settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// A file holding a bearer token that mutating admin endpoints require (besides loopback).
+    pub token_file: Option<PathBuf>,
 }
 
 /// TLS: interception with a local CA, and how upstream servers are verified.
@@ -312,12 +330,15 @@ pub enum UpstreamRoots {
 pub struct AuditConfig {
     /// `stdout`, `stderr`, `off`, or a file path.
     pub path: String,
+    /// Records waiting to be written; when full, requests wait (nothing is dropped).
+    pub queue: usize,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             path: "stdout".into(),
+            queue: 4096,
         }
     }
 }
@@ -331,10 +352,21 @@ pub struct EgressConfig {
 }
 
 /// Resolver selection; empty means the system resolver.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     pub servers: Vec<String>,
+    /// How long a resolution is reused (the decision and the connection see the same answer).
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            cache_ttl_ms: 5_000,
+        }
+    }
 }
 
 /// A parent proxy that all egress goes through.

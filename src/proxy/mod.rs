@@ -1,6 +1,10 @@
 //! The request pipeline: every request the agent sends passes through `Proxy::handle`, in the
-//! order written down in `pipeline` (one comment per step, so a reader finds the path in one place).
+//! order written down in `forward` (one comment per step, so a reader finds the path in one place).
 
+mod audited;
+mod connect;
+pub mod decide;
+mod dns;
 mod headers;
 pub mod target;
 pub mod tunnel;
@@ -8,19 +12,26 @@ pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
+use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
-use crate::error::{self, Body, ProxyError};
-use crate::listen::guard::{InFlight, InFlightToken};
+use crate::egress::EgressPolicy;
+use crate::error::{self, Blame, Body, ProxyError};
+use crate::intent::SessionStore;
+use crate::listen::guard::InFlight;
+use crate::metrics::Metrics;
+use crate::policy::{ConnectionFacts, RequestFacts};
+use audited::{Audited, Counted};
+use decide::Live;
 use target::Authority;
 use upstream::{Dialer, HttpClient};
 
@@ -32,25 +43,68 @@ pub struct Proxy {
     client: HttpClient,
     dialer: Dialer,
     strip: Vec<HeaderName>,
+    tag_agent: HeaderName,
+    tag_intent: HeaderName,
+    tag_decision: HeaderName,
     tunnels: AtomicUsize,
+    /// The policy and identity in force; swapped whole on reload. A request keeps the one it
+    /// started with until it ends.
+    pub live: ArcSwap<Live>,
+    pub session: Arc<SessionStore>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Audit,
+}
+
+/// What the pipeline produced: an upstream response to stream back, or a finished response.
+enum Outcome {
+    Forwarded(Response<Incoming>, Arc<AtomicU64>),
+    Done(Response<Body>),
+}
+
+/// The shared parts a `Proxy` is built from.
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub parent: Option<Authority>,
+    pub egress: EgressPolicy,
+    pub live: Live,
+    pub session: Arc<SessionStore>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Audit,
+}
+
+fn header_name(name: &str) -> HeaderName {
+    // Names are validated at config load; fall back to the default spelling if one slipped by.
+    HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("intentgate-unnamed"))
 }
 
 impl Proxy {
-    pub fn new(cfg: Arc<Config>, parent: Option<Authority>) -> Self {
-        let dialer = Dialer::new(Duration::from_millis(cfg.limits.connect_timeout_ms), parent);
+    pub fn new(p: Parts) -> Self {
+        let cfg = p.cfg;
+        let resolver = Arc::new(dns::Resolver::new(
+            Duration::from_millis(cfg.dns.cache_ttl_ms),
+            4096,
+        ));
+        let dialer = Dialer::new(
+            Duration::from_millis(cfg.limits.connect_timeout_ms),
+            p.parent,
+            resolver,
+            Arc::new(p.egress),
+        );
         let client = upstream::http_client(dialer.clone(), &cfg.limits);
-        let strip = cfg
-            .headers
-            .strip
-            .iter()
-            .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
-            .collect();
+        let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
         Self {
-            cfg,
             client,
             dialer,
             strip,
+            tag_agent: header_name(&cfg.headers.agent),
+            tag_intent: header_name(&cfg.headers.intent),
+            tag_decision: header_name(&cfg.headers.decision_id),
             tunnels: AtomicUsize::new(0),
+            live: ArcSwap::from_pointee(p.live),
+            session: p.session,
+            metrics: p.metrics,
+            audit: p.audit,
+            cfg,
         }
     }
 
@@ -59,81 +113,187 @@ impl Proxy {
         self.tunnels.load(Ordering::Relaxed)
     }
 
-    /// The service entry point: never fails; errors become JSON responses here.
+    /// The service entry point: never fails; errors become JSON responses (in `error`), and every
+    /// request leaves exactly one audit record.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         in_flight: InFlight,
     ) -> Result<Response<Body>, Infallible> {
-        let id = crate::ids::decision_id();
-        let span =
-            info_span!("request", decision_id = %id, method = %req.method(), target = %req.uri());
-        let resp = match self
-            .pipeline(req, &id, &in_flight)
+        let started = Instant::now();
+        // Back-pressure: the audit record's place is reserved before any work is done.
+        let slot = self.audit.reserve().await;
+        let mut rec = AuditRecord {
+            decision_id: crate::ids::decision_id(),
+            at: Some(SystemTime::now()),
+            method: req.method().to_string(),
+            ..AuditRecord::default()
+        };
+        let live = self.live.load_full();
+        let span = info_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
+        let outcome = self
+            .pipeline(req, &live, &mut rec, &in_flight)
             .instrument(span.clone())
-            .await
-        {
-            Ok(resp) => resp,
+            .await;
+        let resp = match outcome {
+            Ok(Outcome::Forwarded(resp, bytes_in)) => {
+                rec.status = resp.status().as_u16();
+                let id = rec.decision_id.clone();
+                span.in_scope(|| debug!(status = rec.status, "forwarded"));
+                let mut resp = resp.map(|b| Audited::new(b, rec, slot, bytes_in, started).boxed());
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert("intentgate-decision-id", v);
+                }
+                return Ok(resp);
+            }
+            Ok(Outcome::Done(resp)) => {
+                rec.status = resp.status().as_u16();
+                resp
+            }
             Err(err) => {
                 span.in_scope(
                     || debug!(error = %err, code = err.code(), blame = ?err.blame(), "refused"),
                 );
-                error::into_response(&err, &id)
+                self.count_error(&err);
+                rec.status = err.status().as_u16();
+                if rec.decision.is_empty() {
+                    rec.decision = "error";
+                    rec.error = Some(err.code());
+                }
+                error::into_response(&err, &rec.decision_id)
             }
         };
+        rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Some(slot) = slot {
+            slot.send(rec);
+        }
         Ok(resp)
+    }
+
+    fn count_error(&self, err: &ProxyError) {
+        match err.blame() {
+            Blame::Upstream => self
+                .metrics
+                .upstream_errors
+                .with_label_values(&[err.code()])
+                .inc(),
+            Blame::Client | Blame::Proxy => {
+                self.metrics.refusals.with_label_values(&[err.code()]).inc()
+            }
+            Blame::Policy => {}
+        }
     }
 
     async fn pipeline(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
-        id: &str,
+        req: Request<Incoming>,
+        live: &Live,
+        rec: &mut AuditRecord,
         in_flight: &InFlight,
-    ) -> Result<Response<Body>, ProxyError> {
-        let limits = &self.cfg.limits;
+    ) -> Result<Outcome, ProxyError> {
         // 1. Limits first: nothing else reads a head that is over our size or count limit.
+        let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
-
-        // 2. CONNECT: the tunnel path (decided on host and port alone; bytes copied after the 200).
+        // 2. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
         if req.method() == Method::CONNECT {
-            return self.connect(req, in_flight.start()).await;
+            return self
+                .connect(req, live, rec, in_flight.start())
+                .await
+                .map(Outcome::Done);
         }
+        self.forward(req, live, rec).await
+    }
 
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        live: &Live,
+        rec: &mut AuditRecord,
+    ) -> Result<Outcome, ProxyError> {
         // 3. The canonical target: absolute-form only (origin-form means someone mistook us for the
         //    origin), host and path canonicalised ONCE and used for both the decision and forwarding.
-        let (authority, path_and_query) = absolute_target(req.uri())?;
-        check_host_header(&req, &authority)?;
+        let (authority, path, query) = target::absolute_target(req.uri())?;
+        target::check_host_header(req.headers(), &authority)?;
+        rec.connection = "forward";
+        rec.scheme = "http";
+        rec.host.clone_from(&authority.host);
+        rec.port = authority.port;
+        rec.path.clone_from(&path);
 
-        // 4. Intent headers read before stripping (two different values are refused).
-        let _intent = headers::single_value(req.headers(), &self.cfg.headers.intent)?;
+        // 4. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
+        //    connection later dials only vetted addresses of that same resolution.
+        let destination = self.dialer.vet(&authority.host, authority.port).await?;
 
-        // 5. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
+        // 5. The decision: identity from config (never from the request), intent from the headers
+        //    (two different values refused) > session > default, then the policy; enforce blocks.
+        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let id = rec.decision_id.clone();
+        let facts = RequestFacts {
+            id: &id,
+            protocol: "HTTP/1.1",
+            method: req.method().as_str(),
+            scheme: "http",
+            host: &authority.host,
+            port: authority.port,
+            path: Some(&path),
+            query: query.as_deref(),
+            headers: Some(req.headers()),
+            connection: ConnectionFacts {
+                mode: "forward",
+                sni: None,
+                intercepted: false,
+            },
+            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+        };
+        let (decision, intent) =
+            decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
+
+        // 6. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
         headers::strip_agent_claims(h, &self.strip);
 
-        // 6. Tags and Via for the upstream; Host from the canonical authority.
+        // 7. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
+        //    and Host from the canonical authority.
         headers::add_via(h);
-        let tag = HeaderValue::from_str(id).map_err(|_| ProxyError::bad_request("bad id", ""))?;
-        h.insert(
-            HeaderName::from_bytes(self.cfg.headers.decision_id.as_bytes())
-                .map_err(|_| ProxyError::bad_request("bad header name", ""))?,
-            tag,
-        );
-        if let Ok(host) = HeaderValue::from_str(&authority.host_header(80)) {
+        let tag = |v: &str| HeaderValue::from_str(v).ok();
+        if let Some(v) = tag(&live.agent.id) {
+            h.insert(self.tag_agent.clone(), v);
+        }
+        if let Some(v) = intent.name.as_deref().and_then(tag) {
+            h.insert(self.tag_intent.clone(), v);
+        }
+        if let Some(v) = tag(&id) {
+            h.insert(self.tag_decision.clone(), v);
+        }
+        for (k, v) in &decision.headers {
+            if let (Ok(k), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), tag(v)) {
+                h.insert(k, v);
+            }
+        }
+        if let Some(host) = tag(&authority.host_header(80)) {
             h.insert(HOST, host);
         }
 
-        // 7. Forward in origin-form (absolute-form to a parent proxy) over the pooled client.
-        let uri: Uri = format!("http://{}{}", authority.to_host_port(), path_and_query)
+        // 8. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
+        //    body streamed and counted; bounded by the upstream response timeout.
+        let pq = match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let uri: Uri = format!("http://{}{}", authority.to_host_port(), pq)
             .parse()
             .map_err(|_| {
                 ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
             })?;
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
         let target = authority.to_host_port();
-        let timeout = Duration::from_millis(limits.upstream_response_timeout_ms);
+        let timeout = Duration::from_millis(self.cfg.limits.upstream_response_timeout_ms);
+        let sent = Instant::now();
         let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => return Err(upstream::classify_client_error(&e, &target)),
@@ -141,120 +301,21 @@ impl Proxy {
                 return Err(ProxyError::UpstreamTimeout {
                     target,
                     stage: "response headers",
-                    after_ms: limits.upstream_response_timeout_ms,
+                    after_ms: self.cfg.limits.upstream_response_timeout_ms,
                 });
             }
         };
+        let upstream_s = sent.elapsed().as_secs_f64();
+        self.metrics.upstream_seconds.observe(upstream_s);
+        rec.durations.upstream_ms = upstream_s * 1e3;
 
-        // 8. The response: hop-by-hop removed, Via added, body streamed as it arrives.
+        // 9. The response: hop-by-hop removed, Via added, the body streamed as it arrives.
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);
-        Ok(Response::from_parts(parts, body.boxed()))
+        Ok(Outcome::Forwarded(
+            Response::from_parts(parts, body),
+            bytes_in,
+        ))
     }
-
-    /// CONNECT host:port → dial, answer 200, then splice bytes until either side closes.
-    async fn connect(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        token: InFlightToken,
-    ) -> Result<Response<Body>, ProxyError> {
-        let raw = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or_default();
-        let authority = target::parse_authority(raw, None)?;
-        let _intent = headers::single_value(req.headers(), &self.cfg.headers.intent)?;
-
-        let limit = self.cfg.limits.max_tunnels;
-        if self.tunnels.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.tunnels.fetch_sub(1, Ordering::AcqRel);
-            return Err(ProxyError::Overloaded {
-                what: "tunnels",
-                limit,
-            });
-        }
-        let guard = TunnelCount(self.clone());
-        let upstream = self.dialer.tunnel(&authority).await?;
-
-        let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
-        let span = info_span!("tunnel", target = %authority.to_host_port());
-        tokio::spawn(
-            async move {
-                // The token lives as long as the tunnel: the connection guard stays out of its bytes.
-                let _token = token;
-                let _count = guard;
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => {
-                        let end = tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
-                        debug!(?end, "tunnel ended");
-                    }
-                    Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
-                }
-            }
-            .instrument(span),
-        );
-        let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
-        *resp.status_mut() = StatusCode::OK;
-        resp.headers_mut()
-            .insert(http::header::VIA, HeaderValue::from_static(VIA));
-        Ok(resp)
-    }
-}
-
-/// Decrements the tunnel count when a tunnel ends.
-struct TunnelCount(Arc<Proxy>);
-
-impl Drop for TunnelCount {
-    fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The canonical authority and origin-form path (+ query) of an absolute-form request target.
-fn absolute_target(uri: &Uri) -> Result<(Authority, String), ProxyError> {
-    match uri.scheme_str() {
-        None => return Err(ProxyError::NotAProxyRequest),
-        Some("http") => {}
-        Some("https") => {
-            return Err(ProxyError::bad_request(
-                "https:// targets must be tunnelled with CONNECT",
-                "set HTTPS_PROXY so your client sends CONNECT host:443 for https URLs",
-            ));
-        }
-        Some(other) => {
-            return Err(ProxyError::bad_request(
-                format!("unsupported scheme '{other}'"),
-                "only http:// (forwarded) and CONNECT (tunnelled) are supported",
-            ));
-        }
-    }
-    let raw = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    let authority = target::parse_authority(raw, Some(80))?;
-    let path = target::canonical_path(uri.path())?;
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    Ok((authority, pq))
-}
-
-/// A `Host` header that names another destination than the request target is refused: the
-/// decision and the upstream must see the same host.
-fn check_host_header(req: &Request<Incoming>, authority: &Authority) -> Result<(), ProxyError> {
-    let Some(value) = req.headers().get(HOST) else {
-        return Ok(());
-    };
-    let host = value
-        .to_str()
-        .ok()
-        .and_then(|v| target::parse_authority(v, Some(80)).ok());
-    if host.as_ref() != Some(authority) {
-        return Err(ProxyError::bad_request(
-            "the Host header does not match the request target",
-            "send the same host in the URL and the Host header (or omit Host)",
-        ));
-    }
-    Ok(())
 }

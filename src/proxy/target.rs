@@ -1,6 +1,8 @@
 //! The canonical request target: one parser for the authority and one for the path, used for
 //! BOTH the policy decision and the forwarded request, so what is decided is what is sent.
 
+use http::Uri;
+
 use crate::error::ProxyError;
 
 /// A canonical destination: lowercase ASCII host (IDNA → punycode, no trailing dot) and port.
@@ -243,6 +245,52 @@ fn remove_dot_segments(path: &str) -> String {
         s.push('/');
     }
     s
+}
+
+/// The canonical authority, path and raw query of an absolute-form request target.
+pub fn absolute_target(uri: &Uri) -> Result<(Authority, String, Option<String>), ProxyError> {
+    match uri.scheme_str() {
+        None => return Err(ProxyError::NotAProxyRequest),
+        Some("http") => {}
+        Some("https") => {
+            return Err(ProxyError::bad_request(
+                "https:// targets must be tunnelled with CONNECT",
+                "set HTTPS_PROXY so your client sends CONNECT host:443 for https URLs",
+            ));
+        }
+        Some(other) => {
+            return Err(ProxyError::bad_request(
+                format!("unsupported scheme '{other}'"),
+                "only http:// (forwarded) and CONNECT (tunnelled) are supported",
+            ));
+        }
+    }
+    let raw = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let authority = parse_authority(raw, Some(80))?;
+    let path = canonical_path(uri.path())?;
+    Ok((authority, path, uri.query().map(str::to_string)))
+}
+
+/// A `Host` header that names another destination than the request target is refused: the
+/// decision and the upstream must see the same host.
+pub fn check_host_header(
+    headers: &http::HeaderMap,
+    authority: &Authority,
+) -> Result<(), ProxyError> {
+    let Some(value) = headers.get(http::header::HOST) else {
+        return Ok(());
+    };
+    let host = value
+        .to_str()
+        .ok()
+        .and_then(|v| parse_authority(v, Some(80)).ok());
+    if host.as_ref() != Some(authority) {
+        return Err(ProxyError::bad_request(
+            "the Host header does not match the request target",
+            "send the same host in the URL and the Host header (or omit Host)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

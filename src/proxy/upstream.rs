@@ -2,6 +2,7 @@
 //! pooled keep-alive HTTP client built on it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,8 +17,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::audited::Counted;
+use super::dns::Resolver;
 use super::target::Authority;
 use crate::config::Limits;
+use crate::egress::{Class, EgressPolicy};
 use crate::error::ProxyError;
 
 /// Why a connection to the upstream could not be made.
@@ -31,6 +35,13 @@ pub enum DialError {
     Timeout { target: String, ms: u64 },
     #[error("parent proxy refused {target}: {detail}")]
     Parent { target: String, detail: String },
+    #[error("destination {host} ({ip}, {class}) is forbidden: {why}")]
+    Forbidden {
+        host: String,
+        ip: std::net::IpAddr,
+        class: &'static str,
+        why: &'static str,
+    },
 }
 
 impl From<DialError> for ProxyError {
@@ -44,36 +55,101 @@ impl From<DialError> for ProxyError {
                 after_ms: ms,
             },
             DialError::Parent { target, detail } => ProxyError::ParentProxy { target, detail },
+            e @ DialError::Forbidden { .. } => ProxyError::DestinationForbidden(e.to_string()),
         }
     }
 }
 
-/// Opens TCP connections to upstreams, or to the parent proxy when one is configured.
-#[derive(Clone, Debug)]
+/// Opens TCP connections to upstreams, or to the parent proxy when one is configured. Every
+/// address is vetted by the egress rules right before it is dialled.
+#[derive(Clone)]
 pub struct Dialer {
     connect_timeout: Duration,
     parent: Option<Arc<Authority>>,
+    resolver: Arc<Resolver>,
+    egress: Arc<EgressPolicy>,
 }
 
 impl Dialer {
-    pub fn new(connect_timeout: Duration, parent: Option<Authority>) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        parent: Option<Authority>,
+        resolver: Arc<Resolver>,
+        egress: Arc<EgressPolicy>,
+    ) -> Self {
         Self {
             connect_timeout,
             parent: parent.map(Arc::new),
+            resolver,
+            egress,
         }
     }
 
-    /// Resolves `host` and connects to the first address that answers, within the connect timeout.
+    /// The address a destination would be dialled at, and its class; refused when every address
+    /// it resolves to is forbidden. With a parent proxy only IP literals can be vetted here (the
+    /// parent resolves names), so names yield `None`.
+    pub async fn vet(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Option<(SocketAddr, Class)>, DialError> {
+        if self.parent.is_some() && host.parse::<std::net::IpAddr>().is_err() {
+            return Ok(None);
+        }
+        let addrs = self.resolver.resolve(host, port).await?;
+        Ok(self.allowed(host, &addrs)?.into_iter().next())
+    }
+
+    /// The vetted subset of `addrs`, in order; an error naming the first refusal if none is left.
+    fn allowed(
+        &self,
+        host: &str,
+        addrs: &[SocketAddr],
+    ) -> Result<Vec<(SocketAddr, Class)>, DialError> {
+        let mut ok = Vec::with_capacity(addrs.len());
+        let mut first_refusal = None;
+        for a in addrs {
+            match self.egress.check(*a) {
+                Ok(class) => ok.push((*a, class)),
+                Err(f) => {
+                    first_refusal.get_or_insert(f);
+                }
+            }
+        }
+        match first_refusal {
+            Some(f) if ok.is_empty() => Err(DialError::Forbidden {
+                host: host.to_string(),
+                ip: f.ip,
+                class: f.class.as_str(),
+                why: f.why,
+            }),
+            _ => Ok(ok),
+        }
+    }
+
+    /// Resolves `host`, vets every address, and connects to the first vetted one that answers,
+    /// within the connect timeout.
     pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        self.dial_checked(host, port, true).await
+    }
+
+    /// The parent proxy is the operator's own choice (often on a private network): not vetted.
+    async fn dial_parent(&self, parent: &Authority) -> Result<TcpStream, DialError> {
+        self.dial_checked(&parent.host, parent.port, false).await
+    }
+
+    async fn dial_checked(&self, host: &str, port: u16, vet: bool) -> Result<TcpStream, DialError> {
         let target = format!("{host}:{port}");
         let work = async {
-            let addrs =
-                tokio::net::lookup_host((host, port))
-                    .await
-                    .map_err(|e| DialError::Resolve {
-                        host: host.to_string(),
-                        detail: e.to_string(),
-                    })?;
+            let addrs = self.resolver.resolve(host, port).await?;
+            let addrs: Vec<SocketAddr> = if vet {
+                self.allowed(host, &addrs)?
+                    .into_iter()
+                    .map(|(a, _)| a)
+                    .collect()
+            } else {
+                addrs
+            };
             let mut last = None;
             for addr in addrs {
                 match TcpStream::connect(addr).await {
@@ -103,7 +179,7 @@ impl Dialer {
         let Some(parent) = &self.parent else {
             return self.dial(&dest.host, dest.port).await;
         };
-        let mut stream = self.dial(&parent.host, parent.port).await?;
+        let mut stream = self.dial_parent(parent).await?;
         let target = dest.to_host_port();
         let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
         let handshake = async {
@@ -248,7 +324,7 @@ impl tower_service::Service<Uri> for Dialer {
 }
 
 /// The pooled keep-alive client every forwarded plain-HTTP request goes through.
-pub type HttpClient = Client<Dialer, Incoming>;
+pub type HttpClient = Client<Dialer, Counted<Incoming>>;
 
 pub fn http_client(dialer: Dialer, limits: &Limits) -> HttpClient {
     Client::builder(TokioExecutor::new())

@@ -112,3 +112,125 @@ fn help_describes_the_commands() {
         assert!(stdout.contains(flag), "{flag}: {stdout}");
     }
 }
+
+#[test]
+fn check_runs_rego_tests_and_fails_on_a_failing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("policy");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(pol.join("rules.rego"), "package intentgate\nimport rego.v1\ndeny contains \"no\" if input.request.method == \"DELETE\"\n").unwrap();
+    std::fs::write(
+        pol.join("rules_test.rego"),
+        "package rules_test\nimport rego.v1\ntest_delete_denied if { not data.intentgate.decision.allow with input as {\"request\": {\"method\": \"DELETE\"}, \"scope\": {\"matched\": true}} }\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "policy: {paths: [policy]}\n").unwrap();
+    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("PASS rules_test.test_delete_denied"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+
+    std::fs::write(
+        pol.join("wrong_test.rego"),
+        "package wrong_test\nimport rego.v1\ntest_delete_allowed if { data.intentgate.decision.allow with input as {\"request\": {\"method\": \"DELETE\"}, \"scope\": {\"matched\": true}} }\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL wrong_test.test_delete_allowed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 failed"), "{stdout}");
+
+    // A policy that does not compile is invalid (exit 2) and the message names the file and line.
+    std::fs::write(
+        pol.join("broken.rego"),
+        "package intentgate\nimport rego.v1\n\ndeny contains if {\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("broken.rego"), "{stderr}");
+}
+
+#[test]
+fn explain_prints_the_decision_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "agent: {id: bot, owner: me}\nintents:\n  read:\n    allow:\n      - hosts: [api.example.com]\n        methods: [GET]\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, stdout, _) = run_cli(&[
+        "explain",
+        "--config",
+        c,
+        "--intent",
+        "read",
+        "GET",
+        "https://api.example.com/v1/things?page=2",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["decision"]["allow"], true);
+    assert_eq!(j["input"]["request"]["host"], "api.example.com");
+    assert_eq!(j["input"]["request"]["query"]["page"][0], "2");
+    assert_eq!(j["input"]["scope"]["rule"], 1);
+    let (code, stdout, _) = run_cli(&[
+        "explain",
+        "--config",
+        c,
+        "--intent",
+        "read",
+        "DELETE",
+        "https://api.example.com/v1/things",
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["decision"]["allow"], false);
+    assert!(
+        j["decision"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("method is not in scope")
+    );
+    let (code, _, stderr) = run_cli(&["explain", "--config", c, "GET", "ftp://x/"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn every_example_loads_and_its_policy_tests_pass() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let cfg = entry.unwrap().path().join("config.yaml");
+        if !cfg.exists() {
+            continue;
+        }
+        seen += 1;
+        let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {stdout}{stderr}", cfg.display());
+        assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    }
+    assert!(seen >= 3, "expected at least three examples, found {seen}");
+    // The platform example as seen from the billing namespace.
+    let cfg = root.join("platform/config.yaml");
+    let (code, stdout, _) = run_cli(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--namespace",
+        "billing",
+        "--agent",
+        "invoicer",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+}

@@ -152,3 +152,34 @@ fn oversized_heads_are_431_json() {
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert_eq!(up.requests(), 0);
 }
+
+#[test]
+fn non_public_destinations_are_forbidden_by_default() {
+    let up = Upstream::start();
+    // No egress exceptions: loopback is as forbidden as any internal address.
+    let proxy = ProxyProc::start("egress: {allow_cidrs: []}\n");
+    for url in [
+        up.url("/echo"),
+        format!("http://localhost:{}/echo", up.addr.port()),
+    ] {
+        let out = curl(&["-x", &proxy.url(), &url]);
+        assert_eq!(out.status, 403, "{url}: {out:?}");
+        assert_json_error(&out.json(), "destination_forbidden");
+        assert_eq!(
+            out.json()["reason"]
+                .as_str()
+                .map(|r| r.contains("loopback")),
+            Some(true)
+        );
+    }
+    let resp = raw(
+        proxy.addr,
+        format!("CONNECT {} HTTP/1.1\r\n\r\n", up.addr).as_bytes(),
+    );
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    // The proxy's own listener is never a destination, even when loopback is allowed.
+    let open = ProxyProc::start("");
+    let out = curl(&["-x", &open.url(), &format!("{}/echo", open.url())]);
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(up.requests(), 0, "nothing reached the upstream");
+}

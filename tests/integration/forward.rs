@@ -120,7 +120,7 @@ fn request_body_reaches_the_upstream_before_the_client_finishes() {
     let total = 1_000_000usize;
     write!(
         s,
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {total}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
         up.url("/upload-gate"),
         up.addr
     )
@@ -134,9 +134,9 @@ fn request_body_reaches_the_upstream_before_the_client_finishes() {
     );
     s.write_all(&vec![b'a'; total - 1000]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains(&format!("\"body_len\":{total}")), "{text}");
 }
@@ -244,12 +244,15 @@ fn hop_by_hop_headers_are_removed_both_ways_and_agent_claims_stripped() {
         "te",
         "trailer",
         "upgrade",
-        "intentgate-agent",
         "x-agent-identity",
     ] {
         assert!(!h.contains_key(gone), "{gone} was forwarded: {h:?}");
     }
     assert_ne!(h["intentgate-decision-id"], "forged");
+    assert_eq!(
+        h["intentgate-agent"], "test-agent",
+        "the agent's claim is replaced by the configured identity"
+    );
     assert_eq!(h["x-end-to-end"], "kept");
 
     let resp = send(

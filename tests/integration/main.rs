@@ -9,3 +9,5 @@ mod connect;
 mod errors;
 mod forward;
 mod lifecycle;
+mod ops;
+mod policy;

@@ -30,6 +30,25 @@ impl ProxyProc {
         if !yaml.contains("listen:") {
             text.push_str("listen: {proxy: 127.0.0.1:0, admin: 127.0.0.1:0}\n");
         }
+        // An owner, so the lifecycle check passes (tests of that check set their own agent).
+        if !yaml.contains("agent:") {
+            text.push_str("agent: {id: test-agent, owner: test-owner}\n");
+        }
+        // Proxy-core tests run without a catalog: monitor mode forwards and records would-deny.
+        if !yaml.contains("mode:") && !yaml.contains("intents:") {
+            text.push_str("mode: monitor\n");
+        }
+        // The audit log goes to a file the test can read.
+        if !yaml.contains("audit:") {
+            text.push_str(&format!(
+                "audit: {{path: \"{}\"}}\n",
+                dir.path().join("audit.log").display()
+            ));
+        }
+        // Test upstreams live on loopback, which is forbidden by default.
+        if !yaml.contains("egress:") {
+            text.push_str("egress: {allow_cidrs: [127.0.0.0/8, \"::1/128\"]}\n");
+        }
         text.push_str(yaml);
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, text).expect("write config");
@@ -127,6 +146,48 @@ impl ProxyProc {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// The audit records written so far (the default audit file of the harness).
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until `n` audit records are written, and returns them.
+    pub fn audit_n(&self, n: usize) -> Vec<serde_json::Value> {
+        eventually(
+            &format!("{n} audit records"),
+            Duration::from_secs(10),
+            || {
+                let a = self.audit();
+                (a.len() >= n).then_some(a)
+            },
+        )
+    }
+
+    /// `http://ADMIN{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.expect("admin listener"), path)
+    }
+
+    /// The value of one Prometheus sample (`name{labels}` exactly as exposed), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let out = super::curl(&[&self.admin_url("/metrics")]);
+        out.body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

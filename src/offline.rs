@@ -1,0 +1,185 @@
+//! The commands that answer without serving traffic: `check` (config, policy, Rego unit tests) and
+//! `explain` (would this request be allowed, and why).
+
+use std::process::ExitCode;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+
+use crate::config::{Config, Loaded};
+use crate::identity::Agent;
+use crate::intent::{self, Intent, IntentSource, SessionStore};
+use crate::policy::{ConnectionFacts, PolicySet, RequestFacts};
+use crate::proxy::target;
+
+fn agent_or_exit(cfg: &Config) -> Result<Agent, ExitCode> {
+    Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("intentgate: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Validates the configuration and policy, then runs the Rego unit tests (`test_*` rules).
+/// Exit 0 when all is well, 1 when a test fails, 2 when the config or policy is invalid.
+pub fn check(loaded: &Loaded) -> ExitCode {
+    let agent = match agent_or_exit(&loaded.config) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let mut policy = match PolicySet::load_with(&loaded.config, &agent, true) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("intentgate: invalid policy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: configuration ok", loaded.source);
+    println!(
+        "policy ok: revision {}, {} modules, {} intents",
+        policy.revision(),
+        policy.modules().len(),
+        policy.catalog().len()
+    );
+    let results = policy.run_tests();
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        let status = if r.passed { "PASS" } else { "FAIL" };
+        match &r.error {
+            Some(e) => println!("{status} {} ({}): {e}", r.name, r.file),
+            None => println!("{status} {} ({})", r.name, r.file),
+        }
+    }
+    println!(
+        "rego tests: {} passed, {failed} failed",
+        results.len() - failed
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What `explain` is asked about.
+pub struct ExplainRequest<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub intent: Option<&'a str>,
+    pub task: Option<&'a str>,
+    pub headers: &'a [String],
+}
+
+/// Decides one hypothetical request and prints the decision and the input it evaluated.
+/// Exit 0 allow, 1 deny, 2 invalid config, policy or request.
+pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>) -> ExitCode {
+    let agent = match agent_or_exit(&loaded.config) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let policy = match PolicySet::load(&loaded.config, &agent) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("intentgate: invalid policy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match explain_json(&loaded.config, &agent, &policy, req) {
+        Ok((allow, out)) => {
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            if allow {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("intentgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The decision and input for a hypothetical request (shared with the admin API's /v1/explain).
+pub fn explain_json(
+    cfg: &Config,
+    agent: &Agent,
+    policy: &PolicySet,
+    req: &ExplainRequest<'_>,
+) -> Result<(bool, serde_json::Value), String> {
+    let uri: http::Uri = req
+        .url
+        .parse()
+        .map_err(|e| format!("invalid URL '{}': {e}", req.url))?;
+    let (scheme, default_port, mode) = match uri.scheme_str() {
+        Some("http") => ("http", 80, "forward"),
+        Some("https") => ("https", 443, "intercepted"),
+        _ => return Err(format!("'{}' must be an http:// or https:// URL", req.url)),
+    };
+    let raw = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let authority = target::parse_authority(raw, Some(default_port)).map_err(|e| e.to_string())?;
+    let path = target::canonical_path(uri.path()).map_err(|e| e.to_string())?;
+    let mut headers = HeaderMap::new();
+    for h in req.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header '{h}' must be NAME: VALUE"))?;
+        let name = HeaderName::from_bytes(k.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let value = HeaderValue::from_str(v.trim()).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    let method = req.method.to_ascii_uppercase();
+    let intent = match req.intent {
+        Some(name) => Intent {
+            name: Some(name.to_string()),
+            task: req.task.map(str::to_string),
+            source: IntentSource::Header,
+            verified: false,
+            claims: Default::default(),
+        },
+        None => intent::resolve(
+            None,
+            &SessionStore::default(),
+            cfg.intent.as_deref().map(|i| (i, cfg.task.as_deref())),
+        ),
+    };
+    let facts = RequestFacts {
+        id: "explain",
+        protocol: "HTTP/1.1",
+        method: &method,
+        scheme,
+        host: &authority.host,
+        port: authority.port,
+        path: Some(&path),
+        query: uri.query(),
+        headers: Some(&headers),
+        connection: ConnectionFacts {
+            mode,
+            sni: None,
+            intercepted: mode == "intercepted",
+        },
+        destination: None,
+    };
+    let (d, input) = policy.explain(agent, &intent, &facts);
+    let lifecycle = if cfg.agent.enforce_lifecycle {
+        agent.lifecycle_violation(std::time::SystemTime::now())
+    } else {
+        None
+    };
+    let allow = d.allow && lifecycle.is_none();
+    let out = json!({
+        "decision": {
+            "allow": allow,
+            "would_block": !allow && d.mode == crate::config::Mode::Enforce,
+            "mode": d.mode.as_str(),
+            "code": if lifecycle.is_some() { "agent_refused" } else { d.code },
+            "reasons": lifecycle.map(|r| vec![r]).unwrap_or(d.reasons),
+            "hint": d.hint,
+            "headers": d.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "policy_revision": policy.revision(),
+            "policy_micros": d.policy_micros,
+        },
+        "input": input,
+    });
+    Ok((allow, out))
+}

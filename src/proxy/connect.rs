@@ -1,0 +1,111 @@
+//! CONNECT: decided on host and port (with the CONNECT's own intent headers, else session, else
+//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::decide::{self, Live};
+use super::{Proxy, VIA, target, tunnel};
+use crate::audit::AuditRecord;
+use crate::error::{Body, ProxyError};
+use crate::listen::guard::InFlightToken;
+use crate::policy::{ConnectionFacts, RequestFacts};
+
+/// Decrements the tunnel count when a tunnel ends.
+struct TunnelCount(Arc<Proxy>);
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Proxy {
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        live: &Live,
+        rec: &mut AuditRecord,
+        token: InFlightToken,
+    ) -> Result<Response<Body>, ProxyError> {
+        // The target: host:port, port required; canonicalised like any other.
+        let raw = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default();
+        let authority = target::parse_authority(raw, None)?;
+        rec.connection = "connect";
+        rec.scheme = "tcp";
+        rec.host.clone_from(&authority.host);
+        rec.port = authority.port;
+
+        // Destination safety first, then the decision on destination alone.
+        let destination = self.dialer.vet(&authority.host, authority.port).await?;
+        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let id = rec.decision_id.clone();
+        let facts = RequestFacts {
+            id: &id,
+            protocol: "HTTP/1.1",
+            method: "CONNECT",
+            scheme: "tcp",
+            host: &authority.host,
+            port: authority.port,
+            path: None,
+            query: None,
+            headers: Some(req.headers()),
+            connection: ConnectionFacts {
+                mode: "connect",
+                sni: None,
+                intercepted: false,
+            },
+            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+        };
+        decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
+
+        let limit = self.cfg.limits.max_tunnels;
+        if self.tunnels.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.tunnels.fetch_sub(1, Ordering::AcqRel);
+            return Err(ProxyError::Overloaded {
+                what: "tunnels",
+                limit,
+            });
+        }
+        let count = TunnelCount(self.clone());
+        let upstream = self.dialer.tunnel(&authority).await?;
+
+        let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let span = info_span!("tunnel", target = %authority.to_host_port(), decision_id = %id);
+        tokio::spawn(
+            async move {
+                // The token lives as long as the tunnel: the connection guard stays out of its bytes.
+                let _token = token;
+                let _count = count;
+                match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => {
+                        let end = tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
+                        debug!(?end, "tunnel ended");
+                    }
+                    Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
+                }
+            }
+            .instrument(span),
+        );
+        let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+        *resp.status_mut() = StatusCode::OK;
+        resp.headers_mut()
+            .insert(http::header::VIA, HeaderValue::from_static(VIA));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert("intentgate-decision-id", v);
+        }
+        Ok(resp)
+    }
+}

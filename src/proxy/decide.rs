@@ -1,0 +1,124 @@
+//! The decision step: who is calling (never from the request), which intent is in force (header >
+//! session > default), the policy's answer, and its enforcement (enforce blocks, monitor records).
+
+use std::time::SystemTime;
+
+use http::HeaderMap;
+
+use super::headers;
+use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
+use crate::config::{HeaderNames, Mode};
+use crate::error::ProxyError;
+use crate::identity::Agent;
+use crate::intent::{self, Intent, SessionStore};
+use crate::metrics::Metrics;
+use crate::policy::{Decision, PolicySet, RequestFacts};
+
+/// What a reload swaps: the compiled policy and the identity it was compiled for.
+pub struct Live {
+    pub policy: PolicySet,
+    pub agent: Agent,
+    /// The default intent and task (config / `--intent`).
+    pub default_intent: Option<(String, Option<String>)>,
+    pub enforce_lifecycle: bool,
+}
+
+/// The intent the agent declared in headers (both values checked for duplicates).
+pub fn header_intent<'a>(
+    h: &'a HeaderMap,
+    names: &HeaderNames,
+) -> Result<Option<(&'a str, Option<&'a str>)>, ProxyError> {
+    let name = headers::single_value(h, &names.intent)?;
+    let task = headers::single_value(h, &names.task)?;
+    Ok(name.map(|n| (n, task)))
+}
+
+/// Decides `facts`, records the outcome in `rec` and the metrics, and refuses (in enforce mode)
+/// what policy denies. Ok carries the decision and intent of a request that may proceed.
+pub fn decide(
+    live: &Live,
+    session: &SessionStore,
+    metrics: &Metrics,
+    declared: Option<(&str, Option<&str>)>,
+    facts: &RequestFacts<'_>,
+    rec: &mut AuditRecord,
+) -> Result<(Decision, Intent), ProxyError> {
+    let agent = &live.agent;
+    rec.agent = AuditAgent {
+        id: agent.id.clone(),
+        namespace: agent.namespace.clone(),
+        spiffe_id: agent.spiffe_id.clone(),
+    };
+    rec.policy_revision = live.policy.revision().to_string();
+    let default = live
+        .default_intent
+        .as_ref()
+        .map(|(n, t)| (n.as_str(), t.as_deref()));
+    let intent = intent::resolve(declared, session, default);
+    rec.intent = AuditIntent {
+        name: intent.name.clone(),
+        task: intent.task.clone(),
+        source: intent.source.as_str(),
+        verified: intent.verified,
+    };
+
+    // Lifecycle on the wire: an ownerless or expired agent gets no egress at all.
+    if live.enforce_lifecycle {
+        if let Some(reason) = agent.lifecycle_violation(SystemTime::now()) {
+            rec.decision = "deny";
+            rec.mode = Mode::Enforce.as_str();
+            rec.reasons = vec![reason.clone()];
+            count(metrics, live, "deny", Mode::Enforce, &intent);
+            return Err(ProxyError::Denied {
+                code: "agent_refused",
+                reason,
+                hint: "the agent's identity is not in good standing: set agent.owner, renew agent.expires, or ask the platform team".into(),
+                agent: agent.id.clone(),
+                intent: intent.name.clone(),
+            });
+        }
+    }
+
+    let d = live.policy.decide(agent, &intent, facts);
+    metrics.policy_seconds.observe(d.policy_micros as f64 / 1e6);
+    if live.policy.uncacheable().is_none() {
+        let result = if d.cached { "hit" } else { "miss" };
+        metrics.decision_cache.with_label_values(&[result]).inc();
+    }
+    rec.durations.policy_us = d.policy_micros;
+    rec.mode = d.mode.as_str();
+    rec.reasons.clone_from(&d.reasons);
+    if d.code == "policy_error" {
+        rec.error = Some("policy_error");
+    }
+    let label = match (d.allow, d.mode) {
+        (true, _) => "allow",
+        (false, Mode::Monitor) => "would_deny",
+        (false, Mode::Enforce) => "deny",
+    };
+    rec.decision = label;
+    count(metrics, live, label, d.mode, &intent);
+    if !d.allow && d.mode == Mode::Enforce {
+        return Err(ProxyError::Denied {
+            code: d.code,
+            reason: d.reasons.join("; "),
+            hint: d.hint.clone(),
+            agent: agent.id.clone(),
+            intent: intent.name.clone(),
+        });
+    }
+    Ok((d, intent))
+}
+
+/// `intentgate_requests_total`, with the intent label bounded to catalog names.
+fn count(metrics: &Metrics, live: &Live, decision: &str, mode: Mode, intent: &Intent) {
+    let label = match intent.name.as_deref() {
+        None => "none",
+        Some(n) if live.policy.catalog().contains(n) => n,
+        Some(_) => "unknown",
+    };
+    metrics
+        .requests
+        .with_label_values(&[decision, mode.as_str(), label])
+        .inc();
+}

@@ -1,0 +1,89 @@
+//! Name resolution with a short-lived shared cache, so the address the decision saw is the address
+//! the connection uses, and a request does not pay for a lookup when its host was resolved recently.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::upstream::DialError;
+
+/// When a host was resolved, and to what.
+type Entry = (Instant, Arc<[IpAddr]>);
+
+/// Cached resolutions; bounded in size, each entry trusted for `ttl`.
+pub struct Resolver {
+    ttl: Duration,
+    max_entries: usize,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+impl Resolver {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries: max_entries.max(1),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The addresses of `host` (an IP literal resolves to itself), with `port`.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let now = Instant::now();
+        if let Some(ips) = self.cached(host, now) {
+            return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+        }
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| DialError::Resolve {
+                host: host.to_string(),
+                detail: e.to_string(),
+            })?
+            .collect();
+        if found.is_empty() {
+            return Err(DialError::Resolve {
+                host: host.to_string(),
+                detail: "no addresses".into(),
+            });
+        }
+        let ips: Arc<[IpAddr]> = found.iter().map(SocketAddr::ip).collect();
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.max_entries {
+                cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+                if cache.len() >= self.max_entries {
+                    cache.clear();
+                }
+            }
+            cache.insert(host.to_string(), (now, ips));
+        }
+        Ok(found)
+    }
+
+    fn cached(&self, host: &str, now: Instant) -> Option<Arc<[IpAddr]>> {
+        let cache = self.cache.lock().ok()?;
+        let (at, ips) = cache.get(host)?;
+        (now.duration_since(*at) < self.ttl).then(|| ips.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn literals_and_localhost() {
+        let r = Resolver::new(Duration::from_secs(5), 2);
+        assert_eq!(
+            r.resolve("127.0.0.1", 80).await.unwrap(),
+            vec!["127.0.0.1:80".parse().unwrap()]
+        );
+        let a = r.resolve("localhost", 81).await.unwrap();
+        assert!(a.iter().all(|s| s.ip().is_loopback() && s.port() == 81));
+        // Served from the cache the second time, with the new port.
+        let b = r.resolve("localhost", 82).await.unwrap();
+        assert_eq!(a.len(), b.len());
+    }
+}

@@ -1,0 +1,210 @@
+//! Hot reload: the config file and policy directories are watched (polled), and on a change, on
+//! SIGHUP or on `POST /v1/reload` the policy is rebuilt off the request path and swapped in
+//! atomically. A broken one is refused and the last good one stays in force. Requests in flight
+//! finish on the policy they started with.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Loaded};
+use crate::proxy::Proxy;
+use crate::watch::Watched;
+
+/// Loads the configuration again (file + the same command-line overrides).
+pub type LoadFn = Box<dyn Fn() -> Result<Loaded, String> + Send + Sync>;
+
+/// The outcome of the last reload attempt, shown at `GET /v1/policy`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadStatus {
+    pub result: &'static str,
+    pub trigger: String,
+    pub at: String,
+    pub message: String,
+    pub revision: String,
+}
+
+pub struct Reloader {
+    load: LoadFn,
+    proxy: Arc<Proxy>,
+    /// The configuration in force (to tell which changes need a restart).
+    current: Mutex<Config>,
+    last: Mutex<ReloadStatus>,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(load: LoadFn, proxy: Arc<Proxy>, current: Config) -> Self {
+        let revision = proxy.live.load().policy.revision().to_string();
+        Self {
+            load,
+            proxy,
+            current: Mutex::new(current),
+            last: Mutex::new(ReloadStatus {
+                result: "initial",
+                trigger: "start".into(),
+                at: now(),
+                message: "loaded at start".into(),
+                revision,
+            }),
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.last.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// What to watch for changes: the config file and every policy path.
+    pub fn watched(&self) -> Watched {
+        let (config_path, paths) = match (self.load)() {
+            Ok(l) => (Some(l.source), l.config.policy.paths),
+            Err(_) => (
+                None,
+                self.current
+                    .lock()
+                    .map(|c| c.policy.paths.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        let mut w = Watched { paths };
+        if let Some(p) = config_path.filter(|p| !p.starts_with('<')) {
+            w.paths.push(p.into());
+        }
+        w
+    }
+
+    /// Rebuilds and swaps the policy; on any error keeps the one in force.
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadStatus {
+        let _one = self.busy.lock().await;
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let loaded = (this.load)()?;
+            let live = crate::app::build_live(&loaded.config).map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((loaded, live))
+        })
+        .await
+        .map_err(|e| format!("reload task failed: {e}"))
+        .and_then(|r| r);
+        let status = match built {
+            Ok((loaded, live)) => {
+                let revision = live.policy.revision().to_string();
+                self.proxy.live.store(Arc::new(live));
+                self.proxy.metrics.set_policy_revision(&revision);
+                let restart = match self.current.lock() {
+                    Ok(mut cur) => {
+                        let r = needs_restart(&cur, &loaded.config);
+                        *cur = loaded.config;
+                        r
+                    }
+                    Err(_) => Vec::new(),
+                };
+                let message = if restart.is_empty() {
+                    "policy, catalog and identity reloaded".to_string()
+                } else {
+                    let m = format!(
+                        "policy reloaded; changes to {} take effect after a restart",
+                        restart.join(", ")
+                    );
+                    warn!("{m}");
+                    m
+                };
+                info!(%revision, %trigger, "policy reloaded");
+                ReloadStatus {
+                    result: "success",
+                    trigger: trigger.into(),
+                    at: now(),
+                    message,
+                    revision,
+                }
+            }
+            Err(message) => {
+                error!(%trigger, error = %message, "reload refused; the last good policy stays in force");
+                let revision = self.proxy.live.load().policy.revision().to_string();
+                ReloadStatus {
+                    result: "failure",
+                    trigger: trigger.into(),
+                    at: now(),
+                    message,
+                    revision,
+                }
+            }
+        };
+        self.proxy
+            .metrics
+            .policy_reloads
+            .with_label_values(&[status.result])
+            .inc();
+        if let Ok(mut last) = self.last.lock() {
+            *last = status.clone();
+        }
+        status
+    }
+
+    /// Polls the watched files every `interval`; reloads when their fingerprint changes.
+    pub async fn watch_loop(
+        self: Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut watched = self.watched();
+        let mut seen = fingerprint(watched.clone()).await;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if fingerprint(watched.clone()).await != seen {
+                self.reload("file change").await;
+                watched = self.watched();
+                seen = fingerprint(watched.clone()).await;
+            }
+        }
+    }
+}
+
+async fn fingerprint(w: Watched) -> u64 {
+    tokio::task::spawn_blocking(move || w.fingerprint())
+        .await
+        .unwrap_or(0)
+}
+
+/// Config sections a running proxy cannot change (listeners, limits, transport settings).
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    if old.limits != new.limits {
+        out.push("limits");
+    }
+    if old.egress != new.egress {
+        out.push("egress");
+    }
+    if old.upstream != new.upstream {
+        out.push("upstream");
+    }
+    if old.tls != new.tls {
+        out.push("tls");
+    }
+    if old.audit != new.audit {
+        out.push("audit");
+    }
+    if old.headers != new.headers || old.dns != new.dns {
+        out.push("headers/dns");
+    }
+    out
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
