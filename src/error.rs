@@ -46,6 +46,9 @@ pub enum ProxyError {
     UpstreamProtocol { target: String, detail: String },
     #[error("parent proxy refused the tunnel to {target}: {detail}")]
     ParentProxy { target: String, detail: String },
+    /// The upstream's certificate failed verification, or its TLS handshake failed.
+    #[error("TLS with upstream {target} failed: {reason}")]
+    UpstreamTls { target: String, reason: String },
     #[error("{reason}")]
     Denied {
         code: &'static str,
@@ -76,7 +79,8 @@ impl ProxyError {
             ProxyError::UpstreamResolve { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
-            | ProxyError::ParentProxy { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::ParentProxy { .. }
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
                 StatusCode::FORBIDDEN
@@ -96,6 +100,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamProtocol { .. } => "upstream_error",
             ProxyError::ParentProxy { .. } => "parent_proxy_error",
+            ProxyError::UpstreamTls { .. } => "upstream_tls",
             ProxyError::Denied { code, .. } => code,
             ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
@@ -111,7 +116,8 @@ impl ProxyError {
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamProtocol { .. }
-            | ProxyError::ParentProxy { .. } => Blame::Upstream,
+            | ProxyError::ParentProxy { .. }
+            | ProxyError::UpstreamTls { .. } => Blame::Upstream,
             ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
             ProxyError::Overloaded { .. } => Blame::Proxy,
         }
@@ -129,6 +135,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "the destination is slow or unreachable; retry later".into(),
             ProxyError::UpstreamProtocol { .. } => "the destination answered with something that is not valid HTTP; retry later".into(),
             ProxyError::ParentProxy { .. } => "the parent proxy refused the destination; ask its operators".into(),
+            ProxyError::UpstreamTls { .. } => "the destination's TLS certificate could not be verified and intentgate never skips verification; if the server is yours, add its CA to tls.upstream_ca".into(),
             ProxyError::Denied { hint, .. } => hint.clone(),
             ProxyError::DestinationForbidden(_) => {
                 "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()

@@ -24,4 +24,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;

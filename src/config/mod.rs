@@ -82,11 +82,17 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
             msg: e.to_string(),
         })?
     };
+    let tls = &mut config.tls;
     for p in config
         .policy
         .paths
         .iter_mut()
         .chain(config.admin.token_file.as_mut())
+        .chain(
+            [&mut tls.ca_cert, &mut tls.ca_key, &mut tls.upstream_ca]
+                .into_iter()
+                .flatten(),
+        )
     {
         if p.is_relative() {
             *p = base.join(&*p);
@@ -157,6 +163,7 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    validate_tls(&c.tls).map_err(|(field, msg)| invalid(field, msg))?;
     if c.audit.path.is_empty() {
         return Err(invalid(
             "audit.path",
@@ -174,6 +181,50 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
                 format!("'{exp}' is not an RFC 3339 time: {e}"),
             )
         })?;
+    }
+    Ok(())
+}
+
+/// The `tls` section: a CA is given whole or not at all; host patterns are names or `*.name`.
+fn validate_tls(t: &TlsConfig) -> Result<(), (&'static str, String)> {
+    match (&t.ca_cert, &t.ca_key) {
+        (Some(_), None) => {
+            return Err(("tls.ca_key", "must be set together with tls.ca_cert".into()));
+        }
+        (None, Some(_)) => {
+            return Err(("tls.ca_cert", "must be set together with tls.ca_key".into()));
+        }
+        _ => {}
+    }
+    if t.leaf_cache_entries == 0 {
+        return Err(("tls.leaf_cache_entries", "must be greater than 0".into()));
+    }
+    let intercept_hosts = match &t.intercept {
+        Intercept::Hosts(hosts) => hosts.as_slice(),
+        _ => &[],
+    };
+    for (field, hosts) in [
+        ("tls.intercept", intercept_hosts),
+        ("tls.splice", &t.splice),
+    ] {
+        for h in hosts {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !ok {
+                return Err((
+                    field,
+                    format!(
+                        "'{h}' is not a host name or a `*.` pattern (e.g. api.example.com, *.example.com)"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -257,6 +308,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(msg.contains("limits.connect_timeout_ms"), "{msg}");
+    }
+
+    #[test]
+    fn tls_section_types_and_checks() {
+        let l = parse(
+            "c.yaml",
+            "tls:\n  ca_cert: ca.pem\n  ca_key: ca-key.pem\n  intercept: [api.example.com, '*.corp.example']\n  upstream_roots: system\n",
+            Path::new("/etc/ig"),
+        )
+        .unwrap();
+        let t = &l.config.tls;
+        assert_eq!(t.ca_cert.as_deref(), Some(Path::new("/etc/ig/ca.pem")));
+        assert_eq!(t.upstream_roots, UpstreamRoots::System);
+        assert!(t.intercept.intercepts("api.example.com", false));
+        assert!(t.intercept.intercepts("a.b.corp.example", false));
+        assert!(!t.intercept.intercepts("corp.example", true));
+        assert!(!t.intercept.intercepts("xcorp.example", true));
+        for (text, want) in [
+            ("auto", Intercept::Auto),
+            ("all", Intercept::All),
+            ("none", Intercept::None),
+        ] {
+            let l = parse(
+                "c.yaml",
+                &format!("tls: {{intercept: {text}}}\n"),
+                Path::new("."),
+            )
+            .unwrap();
+            assert_eq!(l.config.tls.intercept, want);
+        }
+        assert_eq!(Config::default().tls.intercept, Intercept::Auto);
+        let msg = parse("c.yaml", "tls:\n  intercept: sometimes\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("auto, all, none, or a list of host patterns"),
+            "{msg}"
+        );
+        let msg = parse("c.yaml", "tls:\n  ca_cert: x.pem\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("tls.ca_key"), "{msg}");
+        let msg = parse("c.yaml", "tls:\n  intercept: ['a.*.com']\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("c.yaml:2: field `tls.intercept`"), "{msg}");
+        let msg = parse("c.yaml", "tls:\n  upstream_roots: os\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("webpki"), "{msg}");
+        let l = parse(
+            "c.yaml",
+            "tls:\n  intercept: all\n  splice: ['*.pinned.example']\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(l.config.tls.intercepts("api.example.com", false));
+        assert!(!l.config.tls.intercepts("app.pinned.example", true));
+        let msg = parse("c.yaml", "tls:\n  splice: ['a b']\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("field `tls.splice`"), "{msg}");
     }
 
     #[test]

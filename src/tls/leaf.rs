@@ -1,0 +1,317 @@
+//! Leaf certificates for intercepted hosts: minted on demand for one DNS name or IP address,
+//! signed by the local CA with ONE key pair reused for every leaf (so a mint is a signature),
+//! and kept in a bounded LRU cache whose TTL is shorter than the certificates' lifetime.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::ca::{CaError, CertificateAuthority, datetime, unix_now};
+
+/// Why a leaf certificate could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeafError {
+    #[error("'{0}' is not a host name or IP address a certificate can be made for")]
+    InvalidName(String),
+    #[error("cannot mint a certificate for {name}: {detail}")]
+    Mint { name: String, detail: String },
+    #[error("invalid leaf settings: {0}")]
+    Settings(String),
+}
+
+/// The name a leaf certificate is for: a DNS name (lowercase ASCII, no trailing dot) or an IP.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum LeafName {
+    Dns(String),
+    Ip(IpAddr),
+}
+
+impl LeafName {
+    /// Normalizes a host as it appears in a CONNECT authority or SNI: IP literals (with or
+    /// without brackets) become `Ip`; names are lowercased, a trailing dot removed, and checked
+    /// as DNS names (no wildcards, no empty labels; IDNA must already be punycode).
+    pub fn parse(host: &str) -> Result<Self, LeafError> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(LeafName::Ip(ip));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        // An all-numeric dotted name would be read as an IPv4 address by some clients.
+        let numeric = name
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+        if !ok || numeric {
+            return Err(LeafError::InvalidName(host.to_string()));
+        }
+        Ok(LeafName::Dns(name))
+    }
+
+    pub fn is_ip(&self) -> bool {
+        matches!(self, LeafName::Ip(_))
+    }
+}
+
+impl fmt::Display for LeafName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeafName::Dns(n) => f.write_str(n),
+            LeafName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl fmt::Debug for LeafName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeafName({self})")
+    }
+}
+
+/// Lifetimes and cache size of leaf certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafSettings {
+    /// How long a minted certificate is valid (from `backdate` before minting).
+    pub lifetime: Duration,
+    /// How far `notBefore` is set in the past, for clients whose clocks run a little behind.
+    pub backdate: Duration,
+    /// How long a cached certificate is served; must be shorter than `lifetime`.
+    pub cache_ttl: Duration,
+    /// How many certificates the cache keeps (least recently used go first).
+    pub cache_entries: usize,
+}
+
+impl Default for LeafSettings {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(24 * 3600),
+            backdate: Duration::from_secs(60),
+            cache_ttl: Duration::from_secs(12 * 3600),
+            cache_entries: 1000,
+        }
+    }
+}
+
+/// Counters for tests, metrics and the benchmark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeafStats {
+    /// Certificates signed.
+    pub mints: u64,
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Entries dropped because the cache was full.
+    pub evictions: u64,
+    /// Entries dropped because they were older than the TTL.
+    pub expirations: u64,
+    /// Entries in the cache now.
+    pub entries: usize,
+}
+
+struct Entry {
+    key: Arc<CertifiedKey>,
+    minted: Instant,
+}
+
+/// Mints and caches leaf certificates; shared by every connection (`Send + Sync`).
+pub struct LeafMinter {
+    ca: Arc<CertificateAuthority>,
+    /// The one leaf key pair: rcgen signs certificates for its public key …
+    leaf_key: KeyPair,
+    /// … and rustls signs handshakes with it.
+    signing_key: Arc<dyn rustls::sign::SigningKey>,
+    settings: LeafSettings,
+    cache: Mutex<LruCache<LeafName, Entry>>,
+    mints: AtomicU64,
+    hits: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+impl fmt::Debug for LeafMinter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeafMinter")
+            .field("ca", &self.ca)
+            .field("settings", &self.settings)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeafMinter {
+    /// Generates the process's leaf key pair (ECDSA P-256).
+    pub fn new(ca: Arc<CertificateAuthority>, settings: LeafSettings) -> Result<Self, LeafError> {
+        if settings.cache_ttl >= settings.lifetime {
+            return Err(LeafError::Settings(
+                "the cache TTL must be shorter than the certificate lifetime".into(),
+            ));
+        }
+        let cap = NonZeroUsize::new(settings.cache_entries)
+            .ok_or_else(|| LeafError::Settings("the cache needs at least one entry".into()))?;
+        let settings_err = |e: String| LeafError::Settings(format!("leaf key: {e}"));
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| settings_err(e.to_string()))?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let signing_key = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&der)
+            .map_err(|e| settings_err(e.to_string()))?;
+        Ok(Self {
+            ca,
+            leaf_key,
+            signing_key,
+            settings,
+            cache: Mutex::new(LruCache::new(cap)),
+            mints: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+        })
+    }
+
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.ca
+    }
+
+    pub fn settings(&self) -> LeafSettings {
+        self.settings
+    }
+
+    /// The certificate and key for `name`: from the cache when fresh, else minted (the lock is
+    /// not held while signing; two first requests for one name may both mint, the last wins).
+    pub fn certified_key(&self, name: &LeafName) -> Result<Arc<CertifiedKey>, LeafError> {
+        self.certified_key_at(name, Instant::now())
+    }
+
+    /// `certified_key` as if the time were `now` (tests move the clock forward).
+    pub(crate) fn certified_key_at(
+        &self,
+        name: &LeafName,
+        now: Instant,
+    ) -> Result<Arc<CertifiedKey>, LeafError> {
+        if let Some(hit) = self.lookup(name, now) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let key = Arc::new(self.mint(name)?);
+        self.mints.fetch_add(1, Ordering::Relaxed);
+        let mut cache = self.lock();
+        let entry = Entry {
+            key: key.clone(),
+            minted: now,
+        };
+        if let Some((old, _)) = cache.push(name.clone(), entry) {
+            if &old != name {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(key)
+    }
+
+    fn lookup(&self, name: &LeafName, now: Instant) -> Option<Arc<CertifiedKey>> {
+        let mut cache = self.lock();
+        let fresh = cache.get(name).map(|e| {
+            (
+                now.saturating_duration_since(e.minted) < self.settings.cache_ttl,
+                e.key.clone(),
+            )
+        });
+        match fresh {
+            Some((true, key)) => Some(key),
+            Some((false, _)) => {
+                cache.pop(name);
+                self.expirations.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Signs a new certificate for `name` (no caching).
+    pub fn mint(&self, name: &LeafName) -> Result<CertifiedKey, LeafError> {
+        let mint_err = |detail: String| LeafError::Mint {
+            name: name.to_string(),
+            detail,
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let cn = name.to_string();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, cn.as_str());
+        params.subject_alt_names = vec![match name {
+            LeafName::Dns(d) => SanType::DnsName(
+                d.clone()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| mint_err(e.to_string()))?,
+            ),
+            LeafName::Ip(ip) => SanType::IpAddress(*ip),
+        }];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        // Unique serials: clients reject two certificates with the same issuer and serial.
+        params.serial_number = Some(random_serial().map_err(|e| mint_err(e.to_string()))?);
+        let now = unix_now();
+        let not_after =
+            (now + self.settings.lifetime.as_secs() as i64).min(self.ca.not_after_unix());
+        params.not_before = datetime(now - self.settings.backdate.as_secs() as i64)
+            .map_err(|e| mint_err(e.to_string()))?;
+        params.not_after = datetime(not_after).map_err(|e| mint_err(e.to_string()))?;
+        let cert = params
+            .signed_by(&self.leaf_key, self.ca.issuer())
+            .map_err(|e| mint_err(e.to_string()))?;
+        Ok(CertifiedKey::new(
+            vec![cert.der().clone(), self.ca.cert_der().clone()],
+            self.signing_key.clone(),
+        ))
+    }
+
+    pub fn stats(&self) -> LeafStats {
+        LeafStats {
+            mints: self.mints.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+            entries: self.lock().len(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<LeafName, Entry>> {
+        // A panic while holding the lock cannot leave the cache inconsistent: recover it.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A random positive 16-byte serial number.
+pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| CaError::Generate(format!("random serial: {e}")))?;
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&b))
+}
+
+#[cfg(test)]
+#[path = "leaf_tests.rs"]
+mod tests;

@@ -1,0 +1,272 @@
+use super::*;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::{ServerName, UnixTime};
+use x509_parser::extensions::GeneralName;
+
+use crate::tls::test_support::{aki, ca, minter, ski};
+
+fn settings(entries: usize) -> LeafSettings {
+    LeafSettings {
+        cache_entries: entries,
+        ..LeafSettings::default()
+    }
+}
+
+fn dns(s: &str) -> LeafName {
+    LeafName::parse(s).unwrap()
+}
+
+/// Verifies a minted chain for `name` the way a client trusting the CA would.
+fn verify(ca: &CertificateAuthority, key: &CertifiedKey, name: &str) -> Result<(), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
+        .build()
+        .unwrap();
+    v.verify_server_cert(
+        &key.cert[0],
+        &key.cert[1..],
+        &ServerName::try_from(name.to_string()).unwrap(),
+        &[],
+        UnixTime::now(),
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn names_are_normalized_and_checked() {
+    assert_eq!(
+        dns("API.Example.COM."),
+        LeafName::Dns("api.example.com".into())
+    );
+    assert_eq!(
+        dns("under_score.example"),
+        LeafName::Dns("under_score.example".into())
+    );
+    assert_eq!(
+        dns("10.1.2.3"),
+        LeafName::Ip(Ipv4Addr::new(10, 1, 2, 3).into())
+    );
+    assert_eq!(dns("[::1]"), LeafName::Ip(Ipv6Addr::LOCALHOST.into()));
+    assert_eq!(dns("::1"), LeafName::Ip(Ipv6Addr::LOCALHOST.into()));
+    for bad in [
+        "",
+        ".",
+        "a..b",
+        "*.example.com",
+        "-a.example",
+        "a-.example",
+        "a b",
+        "ex\u{e4}mple.com",
+        "1.2.3",
+        "[example.com]",
+        &"a".repeat(64),
+        &format!("{}com", "a.".repeat(126)),
+    ] {
+        assert!(LeafName::parse(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(dns("Example.com").to_string(), "example.com");
+}
+
+#[test]
+fn mints_a_dns_leaf_signed_by_the_ca() {
+    let ca = ca();
+    let m = minter(&ca);
+    let key = m.mint(&dns("api.example.com")).unwrap();
+    assert_eq!(key.cert.len(), 2, "leaf and CA");
+    assert_eq!(key.cert[1], *ca.cert_der());
+    let (_, x) = x509_parser::parse_x509_certificate(&key.cert[0]).unwrap();
+    let san = x.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(
+        san.general_names,
+        vec![GeneralName::DNSName("api.example.com")]
+    );
+    assert!(x.subject().to_string().contains("CN=api.example.com"));
+    assert!(!x.is_ca());
+    assert!(x.extended_key_usage().unwrap().unwrap().value.server_auth);
+    let now = crate::tls::ca::unix_now();
+    let v = x.validity();
+    assert!(
+        (v.not_before.timestamp() - (now - 60)).abs() <= 5,
+        "backdated 60 s"
+    );
+    assert!(
+        (v.not_after.timestamp() - (now + 24 * 3600)).abs() <= 5,
+        "24 h lifetime"
+    );
+    assert_eq!(
+        aki(&key.cert[0]),
+        ski(ca.cert_der()),
+        "AKI names the CA's key"
+    );
+    verify(&ca, &key, "api.example.com").unwrap();
+    assert!(verify(&ca, &key, "other.example.com").is_err());
+    // The one leaf key, but a fresh serial every time.
+    let again = m.mint(&dns("api.example.com")).unwrap();
+    let (_, y) = x509_parser::parse_x509_certificate(&again.cert[0]).unwrap();
+    assert_ne!(x.raw_serial(), y.raw_serial());
+    assert_eq!(x.public_key().raw, y.public_key().raw);
+    assert!(Arc::ptr_eq(&key.key, &again.key));
+}
+
+#[test]
+fn mints_ip_leaves() {
+    let ca = ca();
+    let m = minter(&ca);
+    for (host, ip) in [
+        ("127.0.0.1", vec![127u8, 0, 0, 1]),
+        ("[::1]", Ipv6Addr::LOCALHOST.octets().to_vec()),
+    ] {
+        let key = m.mint(&dns(host)).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&key.cert[0]).unwrap();
+        let san = x.subject_alternative_name().unwrap().unwrap().value;
+        assert_eq!(san.general_names, vec![GeneralName::IPAddress(&ip)]);
+        verify(&ca, &key, host.trim_matches(['[', ']'])).unwrap();
+    }
+}
+
+#[test]
+fn leaves_never_outlive_the_ca() {
+    let ca = Arc::new(CertificateAuthority::generate("short", Duration::from_secs(3600)).unwrap());
+    let key = minter(&ca).mint(&dns("a.example")).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&key.cert[0]).unwrap();
+    assert!(x.validity().not_after.timestamp() <= ca.not_after_unix());
+}
+
+#[test]
+fn cache_hits_misses_and_lru_eviction() {
+    let m = LeafMinter::new(ca(), settings(2)).unwrap();
+    let (a, b, c) = (dns("a.example"), dns("b.example"), dns("c.example"));
+    let first = m.certified_key(&a).unwrap();
+    let second = m.certified_key(&a).unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    assert_eq!(
+        (m.stats().mints, m.stats().hits),
+        (1, 1),
+        "one mint per host"
+    );
+    m.certified_key(&b).unwrap();
+    m.certified_key(&a).unwrap(); // a is now the most recently used
+    m.certified_key(&c).unwrap(); // evicts b
+    let s = m.stats();
+    assert_eq!((s.mints, s.hits, s.evictions, s.entries), (3, 2, 1, 2));
+    m.certified_key(&a).unwrap();
+    assert_eq!(m.stats().mints, 3, "a stayed");
+    m.certified_key(&b).unwrap();
+    assert_eq!(m.stats().mints, 4, "b was evicted");
+}
+
+#[test]
+fn cache_entries_expire_after_the_ttl() {
+    let m = LeafMinter::new(ca(), settings(10)).unwrap();
+    let a = dns("a.example");
+    let first = m.certified_key(&a).unwrap();
+    let ttl = m.settings().cache_ttl;
+    let later = Instant::now() + ttl - Duration::from_secs(5);
+    assert!(Arc::ptr_eq(&first, &m.certified_key_at(&a, later).unwrap()));
+    let expired = Instant::now() + ttl + Duration::from_secs(1);
+    let fresh = m.certified_key_at(&a, expired).unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    let s = m.stats();
+    assert_eq!((s.mints, s.hits, s.expirations, s.entries), (2, 1, 1, 1));
+}
+
+#[test]
+fn settings_are_checked() {
+    let bad_ttl = LeafSettings {
+        cache_ttl: Duration::from_secs(24 * 3600),
+        ..LeafSettings::default()
+    };
+    assert!(matches!(
+        LeafMinter::new(ca(), bad_ttl),
+        Err(LeafError::Settings(_))
+    ));
+    assert!(matches!(
+        LeafMinter::new(ca(), settings(0)),
+        Err(LeafError::Settings(_))
+    ));
+}
+
+#[test]
+fn concurrent_use_is_consistent() {
+    let m = Arc::new(LeafMinter::new(ca(), settings(1000)).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    m.certified_key(&dns(&format!("h{i}.example"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = m.stats();
+    assert_eq!(s.mints + s.hits, 100);
+    assert!(s.mints >= 25);
+    assert_eq!(s.entries, 25);
+}
+
+/// OpenSSL (which curl and Python use) builds the chain from the leaf to the CA, matching the
+/// authority key identifier, for our own CA and for a CA OpenSSL made itself.
+#[test]
+fn openssl_verifies_minted_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=Corp Root/O=Corp"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output();
+    let Ok(made) = made else {
+        eprintln!("openssl not found; skipping");
+        return;
+    };
+    assert!(made.status.success());
+    let foreign = Arc::new(CertificateAuthority::load(&c, &k).unwrap());
+    for ca in [ca(), foreign] {
+        let key = minter(&ca).mint(&dns("api.example.com")).unwrap();
+        assert_eq!(aki(&key.cert[0]), ski(ca.cert_der()));
+        let (cafile, leaf) = (dir.path().join("ca.pem"), dir.path().join("leaf.pem"));
+        std::fs::write(&cafile, ca.cert_pem()).unwrap();
+        std::fs::write(
+            &leaf,
+            pem::encode(&pem::Pem::new("CERTIFICATE", key.cert[0].to_vec())),
+        )
+        .unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "verify",
+                "-purpose",
+                "sslserver",
+                "-verify_hostname",
+                "api.example.com",
+                "-CAfile",
+            ])
+            .arg(&cafile)
+            .arg(&leaf)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+    }
+}

@@ -1,0 +1,113 @@
+//! TLS: the local CA (`ca`), leaf certificates minted per intercepted host (`leaf`), the
+//! client-facing interception config (`server`), the ClientHello peeker that tells TLS from
+//! plain HTTP and reads SNI/ALPN (`sni`) with its read-and-replay stream (`rewind`), and the
+//! verifying upstream client (`client`).
+//!
+//! Everything runs on rustls with the aws-lc-rs provider, passed explicitly to every config.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+
+pub mod ca;
+pub mod client;
+pub mod leaf;
+pub mod rewind;
+pub mod server;
+pub mod sni;
+#[cfg(test)]
+mod test_support;
+
+/// The crypto provider every intentgate TLS config is built with (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// Installs the provider as the process default, for code that builds rustls configs without
+/// naming one. Call once at start-up; later calls (or another default already set) are no-ops.
+pub fn install_default_provider() {
+    let _ = CryptoProvider::install_default((*provider()).clone());
+}
+
+/// Why the TLS parts could not be set up from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    Leaf(#[from] leaf::LeafError),
+    #[error(transparent)]
+    Upstream(#[from] client::UpstreamTlsConfigError),
+    #[error("cannot build the interception TLS config: {0}")]
+    Server(#[from] rustls::Error),
+}
+
+/// Everything TLS that `serve` needs, built once from the `tls` section.
+#[derive(Debug)]
+pub struct Tls {
+    pub ca: Arc<ca::CertificateAuthority>,
+    /// Whether the CA came from `tls.ca_cert`/`tls.ca_key` (`intercept: auto` then intercepts).
+    pub ca_configured: bool,
+    pub interceptor: Arc<server::Interceptor>,
+    pub upstream: client::UpstreamTls,
+}
+
+impl Tls {
+    /// Loads the configured CA (or makes an ephemeral one), the leaf minter and cache, the
+    /// interception config and the upstream trust roots. Errors name the file at fault.
+    pub fn from_config(cfg: &crate::config::TlsConfig) -> Result<Self, TlsSetupError> {
+        let (ca, ca_configured) = match (&cfg.ca_cert, &cfg.ca_key) {
+            (Some(cert), Some(key)) => (ca::CertificateAuthority::load(cert, key)?, true),
+            _ => (ca::CertificateAuthority::ephemeral()?, false),
+        };
+        let ca = Arc::new(ca);
+        let settings = leaf::LeafSettings {
+            cache_entries: cfg.leaf_cache_entries,
+            ..leaf::LeafSettings::default()
+        };
+        let minter = Arc::new(leaf::LeafMinter::new(ca.clone(), settings)?);
+        Ok(Self {
+            ca,
+            ca_configured,
+            interceptor: Arc::new(server::Interceptor::new(minter)?),
+            upstream: client::UpstreamTls::from_config(cfg)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsConfig;
+
+    #[test]
+    fn from_config_loads_or_makes_a_ca() {
+        let t = Tls::from_config(&TlsConfig::default()).unwrap();
+        assert!(!t.ca_configured);
+        assert!(t.upstream.root_count() > 100);
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = ca::init(dir.path()).unwrap();
+        let cfg = TlsConfig {
+            ca_cert: Some(files.cert.clone()),
+            ca_key: Some(files.key.clone()),
+            leaf_cache_entries: 5,
+            ..TlsConfig::default()
+        };
+        let t = Tls::from_config(&cfg).unwrap();
+        assert!(t.ca_configured);
+        assert_eq!(t.ca.fingerprint(), files.fingerprint);
+        assert_eq!(t.interceptor.minter().settings().cache_entries, 5);
+
+        let missing = dir.path().join("nope.pem");
+        let cfg = TlsConfig {
+            ca_key: Some(missing.clone()),
+            ..cfg
+        };
+        let err = Tls::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.starts_with(&missing.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,210 @@
+//! The client-facing side of interception: a rustls `ServerConfig` per tunnel whose certificate
+//! resolver mints (or takes from the cache) a leaf for the tunnel's host, after checking the
+//! client's SNI against the CONNECT authority; ALPN offers `h2` and `http/1.1`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, StoresServerSessions};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::leaf::{LeafMinter, LeafName};
+
+/// ALPN protocol ids.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Why a client's ClientHello does not fit its tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SniRefusal {
+    #[error("the TLS client sent no server name (SNI) for the tunnel to {tunnel}")]
+    Missing { tunnel: LeafName },
+    #[error("the TLS server name (SNI) '{sni}' does not match the tunnel's host {tunnel}")]
+    Mismatch { sni: String, tunnel: LeafName },
+    #[error("the TLS server name (SNI) '{sni}' is not a valid host name")]
+    Invalid { sni: String },
+}
+
+impl SniRefusal {
+    /// A stable code for the audit log and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SniRefusal::Missing { .. } => "sni_missing",
+            SniRefusal::Mismatch { .. } => "sni_mismatch",
+            SniRefusal::Invalid { .. } => "sni_invalid",
+        }
+    }
+}
+
+/// The name to mint a leaf for, given the tunnel's host and the client's SNI: the SNI must name
+/// the tunnel's host (case and a trailing dot aside); no SNI is accepted only for IP tunnels.
+pub fn check_sni(tunnel: &LeafName, sni: Option<&str>) -> Result<LeafName, SniRefusal> {
+    match sni {
+        None if tunnel.is_ip() => Ok(tunnel.clone()),
+        None => Err(SniRefusal::Missing {
+            tunnel: tunnel.clone(),
+        }),
+        Some(s) => {
+            let name = LeafName::parse(s).map_err(|_| SniRefusal::Invalid { sni: s.into() })?;
+            if &name == tunnel {
+                Ok(name)
+            } else {
+                Err(SniRefusal::Mismatch {
+                    sni: s.into(),
+                    tunnel: tunnel.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// Resolves the certificate for one tunnel. Refusing (`None`) makes rustls end the handshake
+/// with an `access_denied` alert.
+pub struct TunnelResolver {
+    minter: Arc<LeafMinter>,
+    tunnel: LeafName,
+}
+
+impl fmt::Debug for TunnelResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelResolver")
+            .field("tunnel", &self.tunnel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TunnelResolver {
+    /// A resolver for a tunnel to `tunnel` (for callers building their own `ServerConfig`).
+    pub fn new(minter: Arc<LeafMinter>, tunnel: LeafName) -> Self {
+        Self { minter, tunnel }
+    }
+}
+
+impl ResolvesServerCert for TunnelResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = match check_sni(&self.tunnel, hello.server_name()) {
+            Ok(n) => n,
+            Err(why) => {
+                tracing::debug!(reason = %why, "refusing TLS client");
+                return None;
+            }
+        };
+        match self.minter.certified_key(&name) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot mint leaf certificate");
+                None
+            }
+        }
+    }
+}
+
+/// A completed interception handshake.
+pub struct Intercepted<IO> {
+    pub stream: TlsStream<IO>,
+    /// The name the leaf was minted for.
+    pub name: LeafName,
+    /// The ALPN protocol agreed, if any.
+    pub alpn: Option<Vec<u8>>,
+}
+
+impl<IO> Intercepted<IO> {
+    /// Whether the client and proxy agreed on HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.alpn.as_deref() == Some(ALPN_H2)
+    }
+}
+
+/// Why an interception handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error(transparent)]
+    Sni(SniRefusal),
+    #[error("TLS handshake with the client failed: {0}")]
+    Handshake(std::io::Error),
+}
+
+/// Makes the per-tunnel server configs; one per process, shared.
+pub struct Interceptor {
+    minter: Arc<LeafMinter>,
+    base: ServerConfig,
+}
+
+impl fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interceptor")
+            .field("minter", &self.minter)
+            .field("alpn", &self.base.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interceptor {
+    /// TLS 1.2 and 1.3 on aws-lc-rs; ALPN `h2` then `http/1.1`; session resumption shared by
+    /// all tunnels (rustls only resumes a session for the server name it was made for).
+    pub fn new(minter: Arc<LeafMinter>) -> Result<Self, rustls::Error> {
+        // Every tunnel gets its own resolver (`config_for`); this one is never asked.
+        let resolver = Arc::new(TunnelResolver::new(
+            minter.clone(),
+            LeafName::Dns("invalid".into()),
+        ));
+        let mut base = ServerConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        base.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+        let sessions: Arc<dyn StoresServerSessions> =
+            rustls::server::ServerSessionMemoryCache::new(1024);
+        base.session_storage = sessions;
+        Ok(Self { minter, base })
+    }
+
+    /// Replaces the offered ALPN protocols (e.g. only `http/1.1`).
+    pub fn with_alpn(mut self, protocols: &[&[u8]]) -> Self {
+        self.base.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
+    pub fn minter(&self) -> &Arc<LeafMinter> {
+        &self.minter
+    }
+
+    /// The server config for one tunnel to `tunnel` (the CONNECT authority's host).
+    pub fn config_for(&self, tunnel: &LeafName) -> Arc<ServerConfig> {
+        let mut cfg = self.base.clone();
+        cfg.cert_resolver = Arc::new(TunnelResolver::new(self.minter.clone(), tunnel.clone()));
+        Arc::new(cfg)
+    }
+
+    /// Performs the handshake with a client inside a tunnel to `tunnel`. The SNI is checked
+    /// (and a refusal reported with its reason) before any certificate is minted; a refused
+    /// client gets an `access_denied` alert. The caller bounds this with a timeout.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        tunnel: &LeafName,
+    ) -> Result<Intercepted<IO>, InterceptError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io)
+            .await
+            .map_err(InterceptError::Handshake)?;
+        let verdict = check_sni(tunnel, start.client_hello().server_name());
+        // Refused or not, the handshake runs: the resolver refuses the same way and rustls
+        // sends the client an alert instead of a bare close.
+        let result = start.into_stream(self.config_for(tunnel)).await;
+        let name = verdict.map_err(InterceptError::Sni)?;
+        let stream = result.map_err(InterceptError::Handshake)?;
+        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        Ok(Intercepted { stream, name, alpn })
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
