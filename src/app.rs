@@ -84,6 +84,11 @@ pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
     metrics.set_policy_revision(live.policy.revision());
     let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
         .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
+    let tls = Arc::new(
+        crate::tls::Tls::from_config(&cfg.tls)
+            .map_err(|e| anyhow::anyhow!("invalid TLS settings: {e}"))?,
+    );
+    let clients_trust_ca = tls.ca_configured;
     let proxy = Arc::new(Proxy::new(Parts {
         cfg: cfg.clone(),
         parent,
@@ -92,6 +97,8 @@ pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
         session: Arc::new(SessionStore::default()),
         metrics: metrics.clone(),
         audit,
+        tls,
+        clients_trust_ca,
     }));
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,

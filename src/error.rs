@@ -59,6 +59,8 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     DestinationForbidden(String),
+    #[error("the request names {named} but its tunnel goes to {tunnel}")]
+    Misdirected { named: String, tunnel: String },
     #[error("too many {what}; limit is {limit}")]
     Overloaded { what: &'static str, limit: usize },
 }
@@ -76,6 +78,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. } | ProxyError::NotAProxyRequest => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamResolve { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamProtocol { .. }
@@ -95,6 +98,7 @@ impl ProxyError {
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::NotAProxyRequest => "not_a_proxy_request",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::Misdirected { .. } => "misdirected_request",
             ProxyError::UpstreamResolve { .. } => "upstream_unresolvable",
             ProxyError::UpstreamConnect { .. } => "upstream_unreachable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -111,7 +115,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest { .. }
             | ProxyError::NotAProxyRequest
-            | ProxyError::HeadersTooLarge(_) => Blame::Client,
+            | ProxyError::HeadersTooLarge(_)
+            | ProxyError::Misdirected { .. } => Blame::Client,
             ProxyError::UpstreamResolve { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -130,6 +135,7 @@ impl ProxyError {
                 "configure this address as your HTTP(S) proxy (HTTP_PROXY / HTTPS_PROXY) instead of calling it directly".into()
             }
             ProxyError::HeadersTooLarge(_) => "send fewer or smaller headers".into(),
+            ProxyError::Misdirected { .. } => "a tunnel carries requests for its own host only; open a new CONNECT for another host".into(),
             ProxyError::UpstreamResolve { .. } => "check the host name; the proxy could not resolve it".into(),
             ProxyError::UpstreamConnect { .. } => "the destination refused or is unreachable; retry later or check the address".into(),
             ProxyError::UpstreamTimeout { .. } => "the destination is slow or unreachable; retry later".into(),

@@ -48,8 +48,22 @@ impl Proxy {
         rec.host.clone_from(&authority.host);
         rec.port = authority.port;
 
-        // Destination safety first, then the decision on destination alone.
+        // Destination safety first.
         let destination = self.dialer.vet(&authority.host, authority.port).await?;
+        let intercept = self
+            .cfg
+            .tls
+            .intercepts(&authority.host, self.clients_trust_ca);
+        if intercept {
+            // Intercepted: the CONNECT carries no request headers worth deciding on; each inner
+            // request is decided on its own. The upstream is dialled per inner request.
+            rec.decision = "allow";
+            rec.connection = "intercepted";
+            rec.reasons =
+                vec!["tunnel intercepted: each inner request is decided on its own".into()];
+            return self.open_tunnel(req, authority, token, None, rec);
+        }
+        // Spliced: decided here, on destination alone.
         let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
@@ -71,6 +85,20 @@ impl Proxy {
         };
         decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
 
+        // Dialled before the 200, so a failure is a clear 502 rather than a dead tunnel.
+        self.tunnel_slot()?;
+        let upstream = match self.dialer.tunnel(&authority).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.tunnels.fetch_sub(1, Ordering::AcqRel);
+                return Err(e.into());
+            }
+        };
+        self.open_tunnel(req, authority, token, Some(upstream), rec)
+    }
+
+    /// Takes a place among the open tunnels, or refuses with 503.
+    fn tunnel_slot(&self) -> Result<(), ProxyError> {
         let limit = self.cfg.limits.max_tunnels;
         if self.tunnels.fetch_add(1, Ordering::AcqRel) >= limit {
             self.tunnels.fetch_sub(1, Ordering::AcqRel);
@@ -79,9 +107,25 @@ impl Proxy {
                 limit,
             });
         }
-        let count = TunnelCount(self.clone());
-        let upstream = self.dialer.tunnel(&authority).await?;
+        Ok(())
+    }
 
+    /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
+    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling).
+    fn open_tunnel(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        authority: target::Authority,
+        token: InFlightToken,
+        upstream: Option<tokio::net::TcpStream>,
+        rec: &AuditRecord,
+    ) -> Result<Response<Body>, ProxyError> {
+        if upstream.is_none() {
+            self.tunnel_slot()?;
+        }
+        let count = TunnelCount(self.clone());
+        let id = rec.decision_id.clone();
+        let proxy = self.clone();
         let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
         let span = info_span!("tunnel", target = %authority.to_host_port(), decision_id = %id);
         tokio::spawn(
@@ -89,12 +133,15 @@ impl Proxy {
                 // The token lives as long as the tunnel: the connection guard stays out of its bytes.
                 let _token = token;
                 let _count = count;
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => {
+                match (hyper::upgrade::on(req).await, upstream) {
+                    (Ok(upgraded), Some(upstream)) => {
                         let end = tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
                         debug!(?end, "tunnel ended");
                     }
-                    Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
+                    (Ok(upgraded), None) => {
+                        proxy.intercept(TokioIo::new(upgraded), authority).await
+                    }
+                    (Err(e), _) => warn!(error = %e, "CONNECT upgrade failed"),
                 }
             }
             .instrument(span),

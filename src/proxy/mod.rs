@@ -3,9 +3,11 @@
 
 mod audited;
 mod connect;
+pub mod connector;
 pub mod decide;
 mod dns;
 mod headers;
+mod intercept;
 pub mod target;
 pub mod tunnel;
 pub mod upstream;
@@ -30,10 +32,12 @@ use crate::intent::SessionStore;
 use crate::listen::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::tls::Tls;
 use audited::{Audited, Counted};
+use connector::{HttpClient, HttpsClient};
 use decide::Live;
 use target::Authority;
-use upstream::{Dialer, HttpClient};
+use upstream::Dialer;
 
 pub use headers::VIA;
 
@@ -41,7 +45,12 @@ pub use headers::VIA;
 pub struct Proxy {
     cfg: Arc<Config>,
     client: HttpClient,
+    https: HttpsClient,
     dialer: Dialer,
+    tls: Arc<Tls>,
+    /// Whether clients were given intentgate's CA (a configured CA, `run`, an injected pod):
+    /// `tls.intercept: auto` intercepts only then.
+    clients_trust_ca: bool,
     strip: Vec<HeaderName>,
     tag_agent: HeaderName,
     tag_intent: HeaderName,
@@ -53,6 +62,23 @@ pub struct Proxy {
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
+}
+
+/// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
+/// tunnel (origin-form, its destination fixed by the CONNECT).
+enum Entry<'a> {
+    Listener(&'a InFlight),
+    Tunnel(&'a intercept::TunnelInfo),
+}
+
+/// The canonical destination of a forwarded request, and how it arrived.
+struct Target {
+    authority: Authority,
+    path: String,
+    query: Option<String>,
+    scheme: &'static str,
+    mode: &'static str,
+    sni: Option<String>,
 }
 
 /// What the pipeline produced: an upstream response to stream back, or a finished response.
@@ -70,6 +96,16 @@ pub struct Parts {
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
+    pub tls: Arc<Tls>,
+    pub clients_trust_ca: bool,
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 fn header_name(name: &str) -> HeaderName {
@@ -90,11 +126,19 @@ impl Proxy {
             resolver,
             Arc::new(p.egress),
         );
-        let client = upstream::http_client(dialer.clone(), &cfg.limits);
+        let client = connector::http_client(dialer.clone(), &cfg.limits);
+        let https = connector::https_client(
+            dialer.clone(),
+            Arc::new(p.tls.upstream.clone()),
+            &cfg.limits,
+        );
         let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
         Self {
             client,
+            https,
             dialer,
+            tls: p.tls,
+            clients_trust_ca: p.clients_trust_ca,
             strip,
             tag_agent: header_name(&cfg.headers.agent),
             tag_intent: header_name(&cfg.headers.intent),
@@ -120,6 +164,14 @@ impl Proxy {
         req: Request<Incoming>,
         in_flight: InFlight,
     ) -> Result<Response<Body>, Infallible> {
+        self.run(req, Entry::Listener(&in_flight)).await
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        entry: Entry<'_>,
+    ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         // Back-pressure: the audit record's place is reserved before any work is done.
         let slot = self.audit.reserve().await;
@@ -132,7 +184,7 @@ impl Proxy {
         let live = self.live.load_full();
         let span = info_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
         let outcome = self
-            .pipeline(req, &live, &mut rec, &in_flight)
+            .pipeline(req, &live, &mut rec, entry)
             .instrument(span.clone())
             .await;
         let resp = match outcome {
@@ -189,19 +241,40 @@ impl Proxy {
         req: Request<Incoming>,
         live: &Live,
         rec: &mut AuditRecord,
-        in_flight: &InFlight,
+        entry: Entry<'_>,
     ) -> Result<Outcome, ProxyError> {
         // 1. Limits first: nothing else reads a head that is over our size or count limit.
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
-        // 2. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
+        let in_flight = match entry {
+            // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
+            //    name the same authority (else 421), and its origin-form path is canonicalised.
+            Entry::Tunnel(t) => {
+                let target = t.target_of(&req)?;
+                return self.forward(req, live, rec, target).await;
+            }
+            Entry::Listener(in_flight) => in_flight,
+        };
+        // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
         if req.method() == Method::CONNECT {
             return self
                 .connect(req, live, rec, in_flight.start())
                 .await
                 .map(Outcome::Done);
         }
-        self.forward(req, live, rec).await
+        // 4. The canonical target: absolute-form only (origin-form means someone mistook us for
+        //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
+        let (authority, path, query) = target::absolute_target(req.uri())?;
+        target::check_host_header(req.headers(), &authority)?;
+        let target = Target {
+            authority,
+            path,
+            query,
+            scheme: "http",
+            mode: "forward",
+            sni: None,
+        };
+        self.forward(req, live, rec, target).await
     }
 
     async fn forward(
@@ -209,51 +282,56 @@ impl Proxy {
         mut req: Request<Incoming>,
         live: &Live,
         rec: &mut AuditRecord,
+        target: Target,
     ) -> Result<Outcome, ProxyError> {
-        // 3. The canonical target: absolute-form only (origin-form means someone mistook us for the
-        //    origin), host and path canonicalised ONCE and used for both the decision and forwarding.
-        let (authority, path, query) = target::absolute_target(req.uri())?;
-        target::check_host_header(req.headers(), &authority)?;
-        rec.connection = "forward";
-        rec.scheme = "http";
+        let Target {
+            authority,
+            path,
+            query,
+            scheme,
+            mode,
+            sni,
+        } = target;
+        rec.connection = mode;
+        rec.scheme = scheme;
         rec.host.clone_from(&authority.host);
         rec.port = authority.port;
         rec.path.clone_from(&path);
 
-        // 4. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
+        // 5. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
         //    connection later dials only vetted addresses of that same resolution.
         let destination = self.dialer.vet(&authority.host, authority.port).await?;
 
-        // 5. The decision: identity from config (never from the request), intent from the headers
+        // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.
         let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
             id: &id,
-            protocol: "HTTP/1.1",
+            protocol: protocol(req.version()),
             method: req.method().as_str(),
-            scheme: "http",
+            scheme,
             host: &authority.host,
             port: authority.port,
             path: Some(&path),
             query: query.as_deref(),
             headers: Some(req.headers()),
             connection: ConnectionFacts {
-                mode: "forward",
-                sni: None,
-                intercepted: false,
+                mode,
+                sni: sni.as_deref(),
+                intercepted: mode == "intercepted",
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
         };
         let (decision, intent) =
             decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
 
-        // 6. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
+        // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
         headers::strip_agent_claims(h, &self.strip);
 
-        // 7. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
+        // 8. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
         //    and Host from the canonical authority.
         headers::add_via(h);
         let tag = |v: &str| HeaderValue::from_str(v).ok();
@@ -271,17 +349,18 @@ impl Proxy {
                 h.insert(k, v);
             }
         }
-        if let Some(host) = tag(&authority.host_header(80)) {
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        if let Some(host) = tag(&authority.host_header(default_port)) {
             h.insert(HOST, host);
         }
 
-        // 8. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
+        // 9. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
         //    body streamed and counted; bounded by the upstream response timeout.
         let pq = match &query {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        let uri: Uri = format!("http://{}{}", authority.to_host_port(), pq)
+        let uri: Uri = format!("{scheme}://{}{}", authority.to_host_port(), pq)
             .parse()
             .map_err(|_| {
                 ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
@@ -294,7 +373,14 @@ impl Proxy {
         let target = authority.to_host_port();
         let timeout = Duration::from_millis(self.cfg.limits.upstream_response_timeout_ms);
         let sent = Instant::now();
-        let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let sending = async {
+            if scheme == "https" {
+                self.https.request(req).await
+            } else {
+                self.client.request(req).await
+            }
+        };
+        let resp = match tokio::time::timeout(timeout, sending).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => return Err(upstream::classify_client_error(&e, &target)),
             Err(_) => {
@@ -309,7 +395,7 @@ impl Proxy {
         self.metrics.upstream_seconds.observe(upstream_s);
         rec.durations.upstream_ms = upstream_s * 1e3;
 
-        // 9. The response: hop-by-hop removed, Via added, the body streamed as it arrives.
+        // 10. The response: hop-by-hop removed, Via added, the body streamed as it arrives.
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);

@@ -1,26 +1,16 @@
-//! Reaching the upstream: dialing (with timeouts, directly or through a parent proxy) and the
-//! pooled keep-alive HTTP client built on it.
+//! Reaching the upstream: resolving and vetting destinations, dialing with timeouts (directly or
+//! through a parent proxy's CONNECT), and classifying what went wrong.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::body::Incoming;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::audited::Counted;
 use super::dns::Resolver;
 use super::target::Authority;
-use crate::config::Limits;
 use crate::egress::{Class, EgressPolicy};
 use crate::error::ProxyError;
 
@@ -133,6 +123,18 @@ impl Dialer {
         self.dial_checked(host, port, true).await
     }
 
+    /// A connection for a plain-HTTP request to `uri`: to the parent proxy when there is one
+    /// (which then gets absolute-form targets: `true`), else to the vetted destination.
+    pub(super) async fn dial_for_http(&self, uri: &Uri) -> Result<(TcpStream, bool), DialError> {
+        match &self.parent {
+            Some(p) => Ok((self.dial_parent(p).await?, true)),
+            None => {
+                let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                Ok((self.dial(host, uri.port_u16().unwrap_or(80)).await?, false))
+            }
+        }
+    }
+
     /// The parent proxy is the operator's own choice (often on a private network): not vetted.
     async fn dial_parent(&self, parent: &Authority) -> Result<TcpStream, DialError> {
         self.dial_checked(&parent.host, parent.port, false).await
@@ -243,104 +245,20 @@ async fn read_connect_reply(stream: &TcpStream) -> std::io::Result<String> {
     }
 }
 
-/// A connection handed to the pooled client; `proxied` makes hyper send absolute-form targets.
-pub struct Conn {
-    io: TokioIo<TcpStream>,
-    proxied: bool,
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new().proxy(self.proxied)
-    }
-}
-
-impl Read for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl Write for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-}
-
-impl tower_service::Service<Uri> for Dialer {
-    type Response = Conn;
-    type Error = DialError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, DialError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let (host, port, proxied) = match &this.parent {
-                Some(p) => (p.host.clone(), p.port, true),
-                None => {
-                    let host = uri
-                        .host()
-                        .unwrap_or_default()
-                        .trim_matches(['[', ']'])
-                        .to_string();
-                    (host, uri.port_u16().unwrap_or(80), false)
-                }
-            };
-            let stream = this.dial(&host, port).await?;
-            Ok(Conn {
-                io: TokioIo::new(stream),
-                proxied,
-            })
-        })
-    }
-}
-
-/// The pooled keep-alive client every forwarded plain-HTTP request goes through.
-pub type HttpClient = Client<Dialer, Counted<Incoming>>;
-
-pub fn http_client(dialer: Dialer, limits: &Limits) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(limits.pool_idle_timeout_ms))
-        .pool_max_idle_per_host(limits.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(dialer)
-}
-
 /// Maps a client error to the proxy error it means, finding our dial error inside it if any.
 pub fn classify_client_error(err: &hyper_util::client::legacy::Error, target: &str) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(s) = source {
         if let Some(d) = s.downcast_ref::<DialError>() {
             return ProxyError::from(d.clone());
+        }
+        if let Some(t) = s.downcast_ref::<crate::tls::client::UpstreamTlsError>() {
+            return ProxyError::from(t.clone());
+        }
+        match s.downcast_ref::<super::connector::TlsDialError>() {
+            Some(super::connector::TlsDialError::Dial(d)) => return ProxyError::from(d.clone()),
+            Some(super::connector::TlsDialError::Tls(t)) => return ProxyError::from(t.clone()),
+            None => {}
         }
         source = s.source();
     }

@@ -1,0 +1,169 @@
+//! Interception inside a CONNECT tunnel: the first bytes tell TLS from plain HTTP; TLS is
+//! terminated with a leaf certificate for the tunnel's host (the SNI must name it), HTTP/1.1 or
+//! HTTP/2 is served, and every inner request goes through the full pipeline on its own headers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+
+use super::target::{self, Authority};
+use super::{Proxy, Target};
+use crate::error::{Body, ProxyError};
+use crate::tls::leaf::LeafName;
+use crate::tls::rewind;
+use crate::tls::server::InterceptError;
+use crate::tls::sni::Peek;
+
+/// What every request inside one intercepted tunnel shares.
+pub struct TunnelInfo {
+    pub authority: Authority,
+    pub tls: bool,
+    pub sni: Option<String>,
+}
+
+impl TunnelInfo {
+    /// The canonical target of an inner request: it must name the tunnel's own authority
+    /// (Host or `:authority`), or it is refused with 421.
+    pub(super) fn target_of(&self, req: &Request<Incoming>) -> Result<Target, ProxyError> {
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::bad_request(
+                "CONNECT inside a tunnel is refused",
+                "open a new tunnel from the proxy",
+            ));
+        }
+        let default_port = if self.tls { 443 } else { 80 };
+        let raw = match req.uri().authority() {
+            Some(a) => a.as_str().to_string(),
+            None => req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    ProxyError::bad_request("the request names no host", "send a Host header")
+                })?
+                .to_string(),
+        };
+        let named = target::parse_authority(&raw, Some(default_port))?;
+        if named != self.authority {
+            return Err(ProxyError::Misdirected {
+                named: named.to_host_port(),
+                tunnel: self.authority.to_host_port(),
+            });
+        }
+        if let Some(host) = req.headers().get(http::header::HOST) {
+            if req.uri().authority().is_some() {
+                target::check_host_header(req.headers(), &self.authority).map_err(|_| {
+                    ProxyError::Misdirected {
+                        named: host.to_str().unwrap_or("?").to_string(),
+                        tunnel: self.authority.to_host_port(),
+                    }
+                })?;
+            }
+        }
+        Ok(Target {
+            authority: self.authority.clone(),
+            path: target::canonical_path(req.uri().path())?,
+            query: req.uri().query().map(str::to_string),
+            scheme: if self.tls { "https" } else { "http" },
+            mode: "intercepted",
+            sni: self.sni.clone(),
+        })
+    }
+}
+
+impl Proxy {
+    /// Runs an intercepted tunnel to its end.
+    pub(super) async fn intercept<IO>(self: Arc<Self>, io: IO, authority: Authority)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let wait = Duration::from_millis(self.cfg.limits.header_read_timeout_ms);
+        let (peek, stream) = match tokio::time::timeout(wait, rewind::sniff(io)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => return debug!(error = %e, "tunnel closed before its first bytes"),
+            Err(_) => return debug!("tunnel sent nothing before the header-read timeout"),
+        };
+        match peek {
+            Peek::Hello(hello) => {
+                let name = match LeafName::parse(&authority.host) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return warn!(error = %e, "no certificate can be minted for this host");
+                    }
+                };
+                let handshake = self.tls.interceptor.accept(stream, &name);
+                match tokio::time::timeout(wait, handshake).await {
+                    Ok(Ok(tls)) => {
+                        let info = TunnelInfo {
+                            authority,
+                            tls: true,
+                            sni: hello.sni,
+                        };
+                        self.serve_tunnel(TokioIo::new(tls.stream), info).await;
+                    }
+                    Ok(Err(InterceptError::Sni(r))) => {
+                        self.metrics.refusals.with_label_values(&[r.code()]).inc();
+                        warn!(reason = %r, tunnel = %authority.to_host_port(), "TLS client refused");
+                    }
+                    Ok(Err(e)) => debug!(error = %e, "interception handshake failed"),
+                    Err(_) => debug!("interception handshake timed out"),
+                }
+            }
+            Peek::NotTls => {
+                let info = TunnelInfo {
+                    authority,
+                    tls: false,
+                    sni: None,
+                };
+                self.serve_tunnel(TokioIo::new(stream), info).await;
+            }
+            Peek::Malformed(why) => {
+                self.metrics
+                    .refusals
+                    .with_label_values(&["malformed_client_hello"])
+                    .inc();
+                warn!(reason = why, "malformed TLS ClientHello in a tunnel");
+            }
+            Peek::NeedMore { .. } => debug!("tunnel closed mid-ClientHello"),
+        }
+    }
+
+    async fn serve_tunnel<IO>(self: Arc<Self>, io: TokioIo<IO>, info: TunnelInfo)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(info);
+        let limits = &self.cfg.limits;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+            .max_buf_size((limits.max_header_bytes + 8192).max(8192))
+            .max_headers(limits.max_headers + 16);
+        builder
+            .http2()
+            .max_header_list_size((limits.max_header_bytes + 8192) as u32);
+        let proxy = self.clone();
+        let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
+        if let Err(e) = builder.serve_connection(io, svc).await {
+            debug!(error = %e, "intercepted connection ended with an error");
+        }
+    }
+
+    async fn handle_inner(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: Arc<TunnelInfo>,
+    ) -> Result<Response<Body>, Infallible> {
+        self.run(req, super::Entry::Tunnel(&info)).await
+    }
+}
