@@ -56,6 +56,12 @@ fn metrics(state: &AdminState) -> Response<Body> {
         .metrics
         .tunnels_active
         .set(state.proxy.tunnels_active() as i64);
+    let leaf = state.proxy.leaf_stats();
+    let certs = &state.metrics.leaf_certs;
+    certs.with_label_values(&["mint"]).set(leaf.mints as i64);
+    certs
+        .with_label_values(&["cache_hit"])
+        .set(leaf.hits as i64);
     let mut resp = Response::new(full(Bytes::from(state.metrics.render())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -34,6 +34,28 @@ pub enum Command {
     /// Would this request be allowed, and why? Prints the decision and the policy input;
     /// exit 0 allow, 1 deny, 2 invalid.
     Explain(ExplainArgs),
+    /// Manage intentgate's local certificate authority (for TLS interception).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a new CA (ECDSA P-256) in DIR: ca.pem (0644) and ca-key.pem (0600). Refuses to
+    /// overwrite. Point tls.ca_cert / tls.ca_key at them and give ca.pem to your clients.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a CA certificate's path, SHA-256 fingerprint, subject and expiry.
+    Show {
+        /// The certificate (default: tls.ca_cert from --config).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -139,7 +161,9 @@ impl ConfigArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    crate::tls::install_default_provider();
     match cli.command {
+        Command::Ca(cmd) => ca(cmd),
         Command::Serve(args) => serve(args),
         Command::Check(args) => match load_or_exit(&args.config) {
             Ok(loaded) => crate::offline::check(&loaded),
@@ -204,4 +228,50 @@ fn serve(args: ServeArgs) -> ExitCode {
         running.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn ca(cmd: CaCommand) -> ExitCode {
+    match cmd {
+        CaCommand::Init { out } => match crate::tls::ca::init(&out) {
+            Ok(files) => {
+                println!("CA certificate: {}", files.cert.display());
+                println!("CA key:         {} (mode 0600)", files.key.display());
+                println!("fingerprint:    {}", files.fingerprint);
+                println!(
+                    "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("intentgate: {e}");
+                ExitCode::from(2)
+            }
+        },
+        CaCommand::Show { cert, config } => {
+            let path = match cert {
+                Some(p) => p,
+                None => match load_or_exit(&config).map(|l| l.config.tls.ca_cert) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        eprintln!("intentgate: no CA configured (tls.ca_cert); pass --cert FILE");
+                        return ExitCode::from(2);
+                    }
+                    Err(code) => return code,
+                },
+            };
+            match crate::tls::ca::show(&path) {
+                Ok(s) => {
+                    println!("certificate: {}", s.path.display());
+                    println!("fingerprint: {}", s.fingerprint);
+                    println!("subject:     {}", s.subject);
+                    println!("not after:   {}", s.not_after);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("intentgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub audit_queue_depth: IntGauge,
     pub decision_cache: IntCounterVec,
+    pub leaf_certs: IntGaugeVec,
 }
 
 impl Metrics {
@@ -98,6 +99,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let leaf_certs = IntGaugeVec::new(
+            Opts::new(
+                "intentgate_tls_leaf_certificates",
+                "Leaf certificates minted and served from the cache, since start.",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -117,6 +125,7 @@ impl Metrics {
         registry.register(Box::new(policy_info.clone()))?;
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(decision_cache.clone()))?;
+        registry.register(Box::new(leaf_certs.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -131,6 +140,7 @@ impl Metrics {
             policy_info,
             audit_queue_depth,
             decision_cache,
+            leaf_certs,
         })
     }
 

@@ -152,6 +152,11 @@ impl Proxy {
         }
     }
 
+    /// Leaf certificate minting and cache counts.
+    pub fn leaf_stats(&self) -> crate::tls::leaf::LeafStats {
+        self.tls.interceptor.minter().stats()
+    }
+
     /// Number of open CONNECT tunnels.
     pub fn tunnels_active(&self) -> usize {
         self.tunnels.load(Ordering::Relaxed)

@@ -8,6 +8,7 @@ mod cli;
 mod connect;
 mod errors;
 mod forward;
+mod intercept;
 mod lifecycle;
 mod ops;
 mod policy;

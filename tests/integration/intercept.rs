@@ -1,0 +1,367 @@
+//! TLS interception: HTTPS made visible, decided request by request; consistency checks; upstream
+//! TLS verified; splicing where not intercepting; leaf certificates cached; HTTP/2 inside tunnels.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::common::tls::TestCa;
+use crate::common::*;
+use crate::connect::connect_tunnel;
+
+/// An intentgate CA made with `intentgate ca init`, a TLS upstream signed by a separate test CA,
+/// and a proxy that intercepts and trusts the upstream's CA.
+struct Setup {
+    _dir: tempfile::TempDir,
+    ig_ca: PathBuf,
+    up_ca: PathBuf,
+    up: Upstream,
+    proxy: ProxyProc,
+    ig_ca_pem: String,
+}
+
+fn setup(extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(&[
+        "ca",
+        "init",
+        "--out",
+        dir.path().join("ca").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fingerprint:"), "{out}");
+    let ig_ca = dir.path().join("ca/ca.pem");
+    let ig_key = dir.path().join("ca/ca-key.pem");
+    let test_ca = TestCa::new("upstream test CA");
+    let up_ca = test_ca.write_pem(dir.path());
+    let up = Upstream::start_tls(test_ca.server_config(&["localhost"]));
+    let p = up.addr.port();
+    let proxy = ProxyProc::start(&format!(
+        "agent: {{id: tls-bot, owner: o}}\ntls: {{ca_cert: \"{}\", ca_key: \"{}\", upstream_ca: \"{}\"}}\n\
+         intents:\n  tickets:\n    allow:\n      - hosts: [localhost]\n        ports: [{p}]\n        methods: [GET, POST]\n        paths: [\"/echo/tickets/**\"]\n{extra}",
+        ig_ca.display(),
+        ig_key.display(),
+        up_ca.display()
+    ));
+    let ig_ca_pem = std::fs::read_to_string(&ig_ca).unwrap();
+    Setup {
+        _dir: dir,
+        ig_ca,
+        up_ca,
+        up,
+        proxy,
+        ig_ca_pem,
+    }
+}
+
+fn https(s: &Setup, path: &str) -> String {
+    format!("https://localhost:{}{}", s.up.addr.port(), path)
+}
+
+#[test]
+fn https_requests_are_decided_by_path_with_curl_and_python() {
+    let s = setup("");
+    let ca = s.ig_ca.to_str().unwrap();
+    let purl = s.proxy.url();
+    for proto in ["--http1.1", "--http2"] {
+        let ok = curl(&[
+            proto,
+            "-x",
+            &purl,
+            "--cacert",
+            ca,
+            "-H",
+            "intentgate-intent: tickets",
+            &https(&s, "/echo/tickets/7?x=1"),
+        ]);
+        assert_eq!(ok.status, 200, "{proto}: {ok:?}");
+        // The upstream may speak HTTP/2 with intentgate (then the URI it sees is absolute).
+        assert!(
+            ok.json()["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with("/echo/tickets/7?x=1"),
+            "{ok:?}"
+        );
+        assert_eq!(ok.json()["headers"]["intentgate-intent"], "tickets");
+        let denied = curl(&[
+            proto,
+            "-x",
+            &purl,
+            "--cacert",
+            ca,
+            "-H",
+            "intentgate-intent: tickets",
+            &https(&s, "/echo/admin"),
+        ]);
+        assert_eq!(denied.status, 403, "{proto}: {denied:?}");
+        assert_eq!(denied.json()["error"], "intent_violation");
+        assert!(
+            denied.json()["reason"]
+                .as_str()
+                .unwrap()
+                .contains("path is not in scope")
+        );
+    }
+    for lib in ["requests", "httpx"] {
+        let h = ["--cacert", ca, "--header", "intentgate-intent: tickets"];
+        let ok = python(lib, &purl, "GET", &https(&s, "/echo/tickets/1"), &h);
+        assert_eq!(ok.status, 200, "{lib}: {ok:?}");
+        let denied = python(
+            lib,
+            &purl,
+            "POST",
+            &https(&s, "/echo/other"),
+            &[&h[..], &["body"]].concat(),
+        );
+        assert_eq!(denied.status, 403, "{lib}: {denied:?}");
+        assert_eq!(denied.json()["error"], "intent_violation");
+    }
+    assert_eq!(
+        s.up.requests(),
+        4,
+        "only the allowed requests reached the upstream"
+    );
+    let recs = s.proxy.audit();
+    assert!(recs.iter().any(|r| r["connection"] == "intercepted"
+        && r["scheme"] == "https"
+        && r["path"] == "/echo/admin"));
+}
+
+#[test]
+fn sni_and_host_must_match_the_tunnel() {
+    let s = setup("");
+    let port = s.up.addr.port();
+    // SNI naming another host than the CONNECT: the handshake is refused.
+    let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
+    tunnel.set_nonblocking(true).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(s.ig_ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let refused = rt().block_on(async {
+        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("evil.example").unwrap();
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+    });
+    assert!(
+        refused.is_err(),
+        "a TLS session for another name must not be set up"
+    );
+    assert!(
+        s.proxy
+            .metric(r#"intentgate_refusals_total{error="sni_mismatch"}"#)
+            >= 1.0
+    );
+    // A Host header naming another host inside the tunnel: 421.
+    let out = curl(&[
+        "--http1.1",
+        "-x",
+        &s.proxy.url(),
+        "--cacert",
+        s.ig_ca.to_str().unwrap(),
+        "-H",
+        "intentgate-intent: tickets",
+        "-H",
+        "Host: other.example",
+        &https(&s, "/echo/tickets/1"),
+    ]);
+    assert_eq!(out.status, 421, "{out:?}");
+    assert_eq!(out.json()["error"], "misdirected_request");
+    assert_eq!(s.up.requests(), 0);
+}
+
+#[test]
+fn an_untrusted_upstream_certificate_is_a_502_never_a_downgrade() {
+    let s = setup("");
+    let rogue_ca = TestCa::new("rogue CA");
+    let rogue = Upstream::start_tls(rogue_ca.server_config(&["localhost"]));
+    let p = rogue.addr.port();
+    let proxy = ProxyProc::start(&format!(
+        "agent: {{id: tls-bot, owner: o}}\ntls: {{ca_cert: \"{}\", ca_key: \"{}\", upstream_ca: \"{}\"}}\nmode: monitor\n",
+        s.ig_ca.display(),
+        s.ig_ca.with_file_name("ca-key.pem").display(),
+        s.up_ca.display()
+    ));
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        "--cacert",
+        s.ig_ca.to_str().unwrap(),
+        &format!("https://localhost:{p}/echo"),
+    ]);
+    assert_eq!(out.status, 502, "{out:?}");
+    assert_eq!(out.json()["error"], "upstream_tls");
+    assert!(
+        out.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by a trusted CA"),
+        "{out:?}"
+    );
+    assert_eq!(rogue.requests(), 0);
+}
+
+#[test]
+fn hosts_not_intercepted_are_spliced_end_to_end() {
+    let s = setup("");
+    // The same upstream, but localhost is listed for splicing (a certificate-pinned client).
+    let spliced = ProxyProc::start(&format!(
+        "agent: {{id: tls-bot, owner: o}}\ntls: {{ca_cert: \"{}\", ca_key: \"{}\", splice: [localhost]}}\nintent: any\nintents: {{any: {{allow: [{{hosts: [localhost], ports: [{}]}}]}}}}\n",
+        s.ig_ca.display(),
+        s.ig_ca.with_file_name("ca-key.pem").display(),
+        s.up.addr.port()
+    ));
+    // Trusting ONLY the upstream's own CA works: the client sees the upstream's certificate.
+    let out = curl(&[
+        "-x",
+        &spliced.url(),
+        "--cacert",
+        s.up_ca.to_str().unwrap(),
+        &https(&s, "/echo/anything"),
+    ]);
+    assert_eq!(out.status, 200, "{out:?}");
+    // Trusting only intentgate's CA fails: nobody minted a certificate.
+    let out = curl(&[
+        "-x",
+        &spliced.url(),
+        "--cacert",
+        s.ig_ca.to_str().unwrap(),
+        &https(&s, "/echo/anything"),
+    ]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(spliced.metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#) == 0.0);
+}
+
+#[test]
+fn leaf_certificates_are_minted_once_per_host() {
+    let s = setup("");
+    for i in 0..4 {
+        let out = curl(&[
+            "-x",
+            &s.proxy.url(),
+            "--cacert",
+            s.ig_ca.to_str().unwrap(),
+            "-H",
+            "intentgate-intent: tickets",
+            &https(&s, &format!("/echo/tickets/{i}")),
+        ]);
+        assert_eq!(out.status, 200, "{out:?}");
+    }
+    let m = curl(&[&s.proxy.admin_url("/metrics")]).body;
+    assert_eq!(
+        s.proxy
+            .metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        s.proxy
+            .metric(r#"intentgate_tls_leaf_certificates{result="cache_hit"}"#)
+            >= 3.0
+    );
+}
+
+#[test]
+fn http2_multiplexed_requests_each_get_their_own_decision() {
+    let s = setup("");
+    let port = s.up.addr.port();
+    let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
+    tunnel.set_nonblocking(true).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(s.ig_ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let statuses = rt().block_on(async move {
+        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let paths = [
+            "/echo/tickets/1",
+            "/echo/tickets/2",
+            "/echo/secret",
+            "/echo/tickets/3",
+        ];
+        let reqs = paths.iter().map(|p| {
+            let mut sender = sender.clone();
+            let req = http::Request::get(format!("https://localhost:{port}{p}"))
+                .header("intentgate-intent", "tickets")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            async move {
+                let resp = sender.send_request(req).await.unwrap();
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                status
+            }
+        });
+        let mut out = Vec::new();
+        for r in futures_join(reqs.collect()).await {
+            out.push(r);
+        }
+        out
+    });
+    assert_eq!(statuses, [200, 200, 403, 200]);
+    let recs = s.proxy.audit_n(5);
+    let inner: Vec<_> = recs
+        .iter()
+        .filter(|r| r["connection"] == "intercepted" && r["method"] == "GET")
+        .collect();
+    assert_eq!(inner.len(), 4, "{recs:?}");
+    let ids: std::collections::HashSet<_> = inner
+        .iter()
+        .map(|r| r["decision_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "each request has its own decision");
+    assert_eq!(s.up.requests(), 3);
+}
+
+/// Runs the futures concurrently on the current task and returns their outputs in order.
+async fn futures_join<F: std::future::Future<Output = u16> + Send + 'static>(
+    futs: Vec<F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[test]
+fn ca_show_prints_the_fingerprint() {
+    let s = setup("");
+    let (code, out, _) = run_cli(&["ca", "show", "--cert", s.ig_ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("fingerprint:") && out.contains(':'), "{out}");
+    let (code, _, err) = run_cli(&[
+        "ca",
+        "init",
+        "--out",
+        s.ig_ca.parent().unwrap().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "init refuses to overwrite: {err}");
+}
