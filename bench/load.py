@@ -1,0 +1,942 @@
+#!/usr/bin/env python3
+"""End-to-end load benchmark for intentgate (normally started through bench/load.sh).
+
+In one run it starts a fast local upstream (nginx, `return 200` with a ~100 B JSON body), one
+intentgate per variant (and optionally peer proxies from apt), then drives load with oha:
+
+  max   - maximum throughput at --conns connections for --dur seconds
+  rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction)
+
+Repetitions are interleaved (rep 1: every system, rep 2: every system, ...; the order rotates
+each rep) and the report shows medians. For every proxy it samples /proc: CPU (utime+stime of
+the process tree, delta over the run, divided by completed requests) and VmRSS (idle before any
+load, peak sampled every 0.25 s). Results go to stdout and to bench/results/<stamp>.md (+ .json).
+
+Variants: the built-in `intentgate` variant runs with the base config (listen on 127.0.0.1:0,
+no admin listener, audit off, egress to 127.0.0.0/8 allowed). `--variant NAME=FILE` adds another
+intentgate run whose config is the base config with FILE's top-level sections appended; a
+top-level key present in FILE replaces the base key of the same name (e.g. an `intents:` catalog
+and `policy:` section for a "policy on" variant; see bench/catalog.py, bench/variants/). In FILE,
+@RUN@ is the variant's temp dir, @UPSTREAM@ the upstream's 127.0.0.1:PORT, @UPSTREAM_PORT@ its port.
+
+All traffic is to 127.0.0.1. Every wait is bounded. Everything started is stopped on exit,
+also on error or Ctrl-C (process groups get SIGTERM, then SIGKILL after 8 s).
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# ~100 B JSON body, the size peers were measured with (../shared/bench: 102 B)
+BODY = '{"id":"bench-0001","object":"intentgate.bench","allowed":true,"latency_ms":0,"pad":"xxxxxxxxxxxxxxxx"}'
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ processes we start
+class Started:
+    """Processes this benchmark started; each runs in its own process group."""
+
+    def __init__(self):
+        self.procs = []  # (name, Popen)
+
+    def spawn(self, name, cmd, logpath, env=None):
+        f = open(logpath, "w")
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+        f.close()
+        self.procs.append((name, p))
+        return p
+
+    def stop_all(self):
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 8
+        for name, p in reversed(self.procs):
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} pid={p.pid} ignored SIGTERM for 8 s: SIGKILL")
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    log(f"{name} pid={p.pid} did not exit after SIGKILL")
+            # squid/nginx workers live in the same group; make sure none survive
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            log(f"stopped {name} pid={p.pid} rc={p.returncode}")
+        self.procs.clear()
+
+
+STARTED = Started()
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# ------------------------------------------------------------------ /proc
+def proc_table():
+    """{pid: (ppid, utime+stime ticks)} for every process."""
+    t = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        fl = s[s.rindex(")") + 2:].split()
+        t[int(d)] = (int(fl[1]), int(fl[11]) + int(fl[12]))
+    return t
+
+
+def tree(pid, table=None):
+    if not pid:
+        return []
+    table = table or proc_table()
+    kids = {}
+    for p, (pp, _) in table.items():
+        kids.setdefault(pp, []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def cpu_ticks(pids):
+    tot = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            fl = s[s.rindex(")") + 2:].split()
+            tot += int(fl[11]) + int(fl[12])  # utime + stime
+        except (OSError, ValueError):
+            pass
+    return tot
+
+
+def status_kb(pids, key):
+    tot = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        tot += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return tot
+
+
+def host_cpu():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]  # total, idle+iowait
+
+
+def busy_pct(a, b):
+    """Host busy between two host_cpu() samples, in % of ONE core."""
+    tot, idle = b[0] - a[0], b[1] - a[1]
+    return 100.0 * os.cpu_count() * (tot - idle) / tot if tot else 0.0
+
+
+def wait_quiet(thresh, max_wait):
+    """Wait (bounded) until the host is quieter than thresh % of one core over 1 s."""
+    t0 = time.time()
+    while True:
+        a = host_cpu()
+        time.sleep(1.0)
+        b = busy_pct(a, host_cpu())
+        if b <= thresh or time.time() - t0 >= max_wait:
+            return round(b), round(time.time() - t0, 1)
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid, every=0.25):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak = pid, every, 0
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            self.peak = max(self.peak, status_kb(tree(self.pid), "VmRSS"))
+            self.stop_ev.wait(self.every)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join(5)
+        self.peak = max(self.peak, status_kb(tree(self.pid), "VmRSS"))
+        return self.peak
+
+
+# ------------------------------------------------------------------ helpers
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, timeout=20):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def http_check(proxy, upstream, path, timeout=5):
+    """One GET (absolute-form through `proxy`, or origin-form direct); returns (ok, detail)."""
+    host, port = (proxy or upstream).rsplit(":", 1)
+    target = f"http://{upstream}{path}" if proxy else path
+    req = f"GET {target} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection((host, int(port)), timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(req)
+            buf = b""
+            t0 = time.time()
+            while time.time() - t0 < timeout:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError as e:
+        return False, f"socket error: {e}"
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    ok = status.split(" ")[1:2] == ["200"] and BODY.encode() in body
+    return ok, status + ("" if ok else f" body={body[:200]!r}")
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec="{:.0f}"):
+    return "–" if x is None else spec.format(x)
+
+
+def cmdline(cmd):
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+# ------------------------------------------------------------------ upstream and proxies
+def start_nginx(run):
+    port = free_port()
+    conf = os.path.join(run, "nginx.conf")
+    tmp = os.path.join(run, "nginx-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    user = "user www-data;\n" if os.geteuid() == 0 else ""
+    with open(conf, "w") as f:
+        f.write(f"""# upstream origin for bench/load.py
+{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/nginx-error.log warn;
+events {{ worker_connections 2048; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    tcp_nodelay on;
+    default_type application/json;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        location = /small {{ return 200 '{BODY}'; }}
+        location / {{ return 404 '{{"error":"not found"}}'; }}
+    }}
+}}
+""")
+    p = STARTED.spawn("nginx", ["nginx", "-c", conf, "-e", f"{run}/nginx-error.log"],
+                      os.path.join(run, "nginx.log"))
+    if not wait_port(port, p):
+        raise RuntimeError(f"nginx did not listen on {port}; see {run}/nginx.log and nginx-error.log")
+    log(f"upstream nginx pid={p.pid} on 127.0.0.1:{port}")
+    return p.pid, f"127.0.0.1:{port}"
+
+
+def top_keys(yaml_text):
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", yaml_text, re.M))
+
+
+def intentgate_config(extra_text, run_dir="@RUN@", upstream="127.0.0.1:@UPSTREAM_PORT@"):
+    """Base config + the variant's top-level sections. In the variant, @RUN@ is its temp dir,
+    @UPSTREAM@ the upstream's host:port and @UPSTREAM_PORT@ its port."""
+    extra_text = ((extra_text or "").replace("@RUN@", run_dir).replace("@UPSTREAM@", upstream)
+                  .replace("@UPSTREAM_PORT@", upstream.rsplit(":", 1)[1]))
+    base = {
+        "listen": "listen:\n  proxy: 127.0.0.1:0\n  admin: null\n",
+        "audit": "audit:\n  path: \"off\"\n",
+        # the upstream is on loopback: keep it reachable once private destinations are refused
+        "egress": "egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n",
+    }
+    drop = top_keys(extra_text)
+    out = "# written by bench/load.py\n" + "".join(v for k, v in base.items() if k not in drop)
+    if extra_text:
+        out += "\n# --- variant extra ---\n" + extra_text.rstrip("\n") + "\n"
+    return out
+
+
+def start_intentgate(name, binary, extra_text, run, log_level, upstream):
+    d = os.path.join(run, name)
+    os.makedirs(d, exist_ok=True)
+    conf, ready = os.path.join(d, "config.yaml"), os.path.join(d, "ready.json")
+    with open(conf, "w") as f:
+        f.write(intentgate_config(extra_text, d, upstream))
+    env = dict(os.environ, INTENTGATE_LOG=log_level)
+    env.pop("INTENTGATE_CONFIG", None)
+    cmd = [binary, "serve", "--config", conf, "--ready-file", ready]
+    p = STARTED.spawn(name, cmd, os.path.join(d, "intentgate.log"), env=env)
+    t0 = time.time()
+    while not os.path.exists(ready):
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited rc={p.returncode} before ready; log: "
+                               + open(os.path.join(d, "intentgate.log")).read()[-2000:])
+        if time.time() - t0 > 30:
+            raise RuntimeError(f"{name}: no ready file after 30 s ({ready})")
+        time.sleep(0.02)
+    with open(ready) as f:
+        info = json.load(f)
+    log(f"{name} pid={info['pid']} on {info['proxy']} (ready after {time.time() - t0:.2f} s)")
+    return dict(name=name, proxy=info["proxy"], pid=int(info["pid"]), cmd=cmdline(cmd),
+                env=f"INTENTGATE_LOG={log_level}", config=conf, log=os.path.join(d, "intentgate.log"))
+
+
+PEERS = {
+    # squid 5: no cache, no access log; -N keeps it in the foreground without kid processes
+    "squid": lambda run, port: (["squid", "-N", "-f", f"{run}/squid.conf"], "squid.conf", f"""
+http_port 127.0.0.1:{port}
+acl localhost_src src 127.0.0.1/32
+http_access allow localhost_src
+http_access deny all
+cache deny all
+access_log none
+cache_store_log none
+cache_log {run}/squid-cache.log
+pid_filename {run}/squid.pid
+coredump_dir {run}
+shutdown_lifetime 1 seconds
+pinger_enable off
+max_filedescriptors 8192
+"""),
+    "tinyproxy": lambda run, port: (["tinyproxy", "-d", "-c", f"{run}/tinyproxy.conf"], "tinyproxy.conf", f"""
+User nobody
+Group nogroup
+Listen 127.0.0.1
+Port {port}
+Timeout 600
+MaxClients 1024
+LogLevel Critical
+LogFile "{run}/tinyproxy.log"
+Allow 127.0.0.1
+"""),
+    "privoxy": lambda run, port: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
+confdir {run}
+logdir {run}
+listen-address 127.0.0.1:{port}
+enable-remote-toggle 0
+enable-edit-actions 0
+keep-alive-timeout 300
+socket-timeout 300
+max-client-connections 1024
+"""),
+}
+# tinyproxy 1.11 closes the client connection after each response without `Connection: close`,
+# so keep-alive clients race against the close; it is driven with one connection per request.
+NO_KEEPALIVE = {"tinyproxy"}
+
+
+def start_peer(name, run):
+    port = free_port()
+    cmd, conf_name, text = PEERS[name](run, port)
+    with open(os.path.join(run, conf_name), "w") as f:
+        f.write(text.lstrip())
+    p = STARTED.spawn(name, cmd, os.path.join(run, f"{name}.log"))
+    if not wait_port(port, p):
+        raise RuntimeError(f"{name} did not listen on {port}; see {run}/{name}.log")
+    log(f"peer {name} pid={p.pid} on 127.0.0.1:{port}")
+    return dict(name=name, proxy=f"127.0.0.1:{port}", pid=p.pid, cmd=cmdline(cmd),
+                no_keepalive=name in NO_KEEPALIVE)
+
+
+# ------------------------------------------------------------------ load generator
+def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False):
+    cmd = [a.oha, "--no-tui", "--output-format", "json", "-c", str(a.conns), "-z", f"{dur}s",
+           "-w", "-t", "10s", "--disable-compression"]
+    if proxy:
+        cmd += ["-x", f"http://{proxy}"]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    if no_keepalive:
+        cmd += ["--disable-keepalive"]
+    return cmd + [url]
+
+
+def parse_oha(j):
+    summ = j.get("summary", {})
+    total_s = summ.get("total")
+    status = {str(k): v for k, v in (j.get("statusCodeDistribution") or {}).items()}
+    errors = dict(j.get("errorDistribution") or {})
+    if "latencyPercentiles" in j:  # oha 1.4 .. 1.8: seconds
+        lp = j["latencyPercentiles"]
+        p50, p99 = lp.get("p50"), lp.get("p99")
+        p50 = p50 * 1000 if p50 is not None else None
+        p99 = p99 * 1000 if p99 is not None else None
+    else:  # newer layout: metrics.latency_ms
+        lm = j.get("metrics", {}).get("latency_ms", {})
+        p50, p99 = lm.get("p50"), lm.get("p99")
+    return total_s, status, errors, p50, p99
+
+
+def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
+    url = f"http://{upstream}/small"
+    proxy, pid = system.get("proxy"), system.get("pid")
+    cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False))
+    table0 = proc_table()
+    px = tree(pid, table0)
+    ngx = tree(nginx_pid, table0)
+    c0, n0 = cpu_ticks(px), cpu_ticks(ngx)
+    rss0 = status_kb(px, "VmRSS") if pid else None
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    h0 = host_cpu()
+    smp = RssSampler(pid) if pid else None
+    if smp:
+        smp.start()
+    t0 = time.time()
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=dur + 60)
+    finally:
+        peak = smp.finish() if smp else None
+    wall = time.time() - t0
+    h1 = host_cpu()
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    table1 = proc_table()
+    px = tree(pid, table1)
+    used_s = (cpu_ticks(px) - c0) / TICK if pid else None
+    ngx_s = (cpu_ticks(ngx) - n0) / TICK
+    gen_s = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
+    # CPU of processes that are neither ours nor kernel threads (the host is shared)
+    ours = set(tree(os.getpid(), table1))
+    foreign = 0
+    for p, (pp, t) in table1.items():
+        if p in ours or p == 2 or pp == 2:
+            continue
+        foreign += max(0, t - table0.get(p, (0, 0))[1])
+    res = dict(kind=kind, system=system["name"], rate=rate, dur=dur, cmd=cmdline(cmd), wall_s=wall)
+    if r.returncode != 0:
+        res.update(failed=True, stderr=(r.stderr or r.stdout)[-2000:])
+        return res
+    try:
+        j = json.loads(r.stdout)
+    except ValueError:
+        res.update(failed=True, stderr="unparsable oha output: " + r.stdout[-500:] + r.stderr[-500:])
+        return res
+    total_s, status, errors, p50, p99 = parse_oha(j)
+    secs = total_s or wall
+    done = sum(status.values())
+    ok = status.get("200", 0)
+    bad = {f"HTTP {k}": v for k, v in status.items() if k != "200"}
+    bad.update(errors)
+    res.update(secs=secs, ok=ok, done=done, rps=ok / secs if secs else None, p50_ms=p50, p99_ms=p99,
+               errors=bad, error_count=sum(bad.values()),
+               gen_cpu_pct=100 * gen_s / secs, nginx_cpu_pct=100 * ngx_s / secs,
+               host_busy_pct=busy_pct(h0, h1), foreign_cpu_pct=100 * foreign / TICK / secs)
+    if pid:
+        res.update(proxy_cpu_pct=100 * used_s / secs,
+                   proxy_cpu_us_per_req=1e6 * used_s / done if done else None,
+                   rss_before_kb=rss0, rss_peak_kb=peak)
+    return res
+
+
+def perf_profile(a, system, upstream, nginx_pid, out_prefix, run):
+    """One extra max-throughput run with `perf record` attached to the proxy (not in the tables)."""
+    data = os.path.join(run, f"{system['name']}.perf.data")
+    rec = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(a.perf_freq), "--call-graph", "dwarf,16384",
+           "-p", str(system["pid"]), "-o", data]
+    p = subprocess.Popen(rec, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        r = measure(a, "perf", system, upstream, nginx_pid, a.perf_dur)
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+    txt = out_prefix + f"-{system['name']}.perf.txt"
+    base = ["perf", "report", "-i", data, "--stdio", "--percent-limit", "0.7"]
+    with open(txt, "w") as f:
+        f.write(f"# {cmdline(rec)}\n# during: {r.get('cmd')}\n# {describe(r) if not r.get('failed') else 'FAILED'}\n")
+        for title, extra in (("self time by symbol", ["--no-children", "--sort", "dso,symbol", "-g", "none"]),
+                             ("inclusive time (children), by symbol", ["--children", "--sort", "symbol", "-g", "none"]),
+                             ("self time with callers", ["--no-children", "--sort", "symbol",
+                                                         "-g", "caller,0.5,callee,function,percent", "--percent-limit", "2"])):
+            rr = subprocess.run(base + extra, capture_output=True, text=True, timeout=600)
+            f.write(f"\n######## {title}\n" + "\n".join(
+                re.sub(r"(\s+-)*\s*$", "", x)[:300]
+                for x in rr.stdout.splitlines() if x.strip() and not x.startswith("#")) + "\n")
+    log(f"perf profile of {system['name']}: {txt} ({err.strip()[-200:] if err else ''})")
+    return txt
+
+
+def describe(r):
+    s = (f"{r['kind']:4s} {r['system']:12s} rps={r.get('rps') or 0:8.0f} "
+         f"p50={r.get('p50_ms') or 0:6.3f}ms p99={r.get('p99_ms') or 0:6.3f}ms")
+    if r.get("proxy_cpu_us_per_req") is not None:
+        s += f" proxy={r['proxy_cpu_pct']:4.0f}% {r['proxy_cpu_us_per_req']:5.1f}us/req rssPeak={r['rss_peak_kb'] / 1024:.1f}MiB"
+    s += (f" gen={r.get('gen_cpu_pct', 0):4.0f}% nginx={r.get('nginx_cpu_pct', 0):3.0f}%"
+          f" foreign={r.get('foreign_cpu_pct', 0):3.0f}% err={r.get('error_count', 'FAILED')}")
+    return s
+
+
+# ------------------------------------------------------------------ report
+def machine_facts():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            model = m.group(1).strip() if m else "?"
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return dict(nproc=os.cpu_count(), cpu=model, mem=mem, kernel=os.uname().release)
+
+
+def version_of(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def git_rev(binary):
+    """The commit of the checkout the binary was built in (its target/ is inside the checkout)."""
+    where = os.path.dirname(os.path.realpath(binary))
+    try:
+        return subprocess.run(["git", "-C", where, "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def report(raw):
+    a = raw["args"]
+    runs = [r for r in raw["runs"] if not r.get("failed")]
+    failed = [r for r in raw["runs"] if r.get("failed")]
+    names = [s["name"] for s in raw["systems"]]
+    igs = [s["name"] for s in raw["systems"] if s.get("intentgate")]
+    peers = [s["name"] for s in raw["systems"] if s.get("peer")]
+    by = {}
+    for r in runs:
+        by.setdefault((r["kind"], r["system"]), []).append(r)
+
+    def m(kind, sysname, key):
+        return med([r.get(key) for r in by.get((kind, sysname), [])])
+
+    def errs(kind, sysname):
+        tot = {}
+        for r in by.get((kind, sysname), []):
+            for k, v in (r.get("errors") or {}).items():
+                tot[k[:60]] = tot.get(k[:60], 0) + v
+        n_failed = sum(1 for r in failed if r["kind"] == kind and r["system"] == sysname)
+        if n_failed:
+            tot["generator run failed"] = n_failed
+        return tot
+
+    def ratio(x, y, spec="{:.2f}"):
+        return fmt(x / y if (x is not None and y) else None, spec)
+
+    h = raw["host"]
+    L = [f"# intentgate load benchmark {raw['stamp']}", ""]
+    L.append(f"- host: {h['nproc']} cores, {h['cpu']}, {h['mem']} RAM, Linux {h['kernel']}; load generator, "
+             f"upstream and proxies all on this host, loopback only")
+    L.append(f"- intentgate `{raw['git']}` (`{raw['binary']}`), {raw['versions']['oha']}, {raw['versions']['nginx']}")
+    L.append(f"- {a['reps']} interleaved repetitions, medians shown (range in brackets); max: {a['conns']} connections "
+             f"for {a['dur']} s; rate: {a['rate']} req/s for {a['rate_dur']} s with latency correction, "
+             f"{a['conns']} connections; upstream: nginx `return 200` with a {len(BODY)} B JSON body")
+    L.append("- CPU % is of ONE core. proxy CPU µs/req = (utime+stime of the proxy's process tree over the run)"
+             " / completed requests. foreign = CPU used meanwhile by other processes on this shared host.")
+    L.append("")
+
+    rate_kinds = [k for k in ("max", "rate") if any(kk == k for kk, _ in by)]
+    if "max" in rate_kinds:
+        L.append(f"## Maximum throughput, {a['conns']} connections\n")
+        L.append("| system | n | req/s | ×direct | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy RSS peak MiB "
+                 "| gen CPU % | nginx CPU % | foreign CPU % | errors |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        d_rps = m("max", "direct", "rps")
+        for s in names:
+            rs = by.get(("max", s), [])
+            if not rs and not errs("max", s):
+                continue
+            rps = [r["rps"] for r in rs if r.get("rps") is not None]
+            rng = f" [{min(rps):.0f}–{max(rps):.0f}]" if len(rps) > 1 else ""
+            pk = m("max", s, "rss_peak_kb")
+            e = errs("max", s)
+            L.append("| " + " | ".join([
+                s, str(len(rs)), fmt(m("max", s, "rps")) + rng, ratio(m("max", s, "rps"), d_rps),
+                fmt(m("max", s, "p50_ms"), "{:.2f}"), fmt(m("max", s, "p99_ms"), "{:.2f}"),
+                fmt(m("max", s, "proxy_cpu_pct")), fmt(m("max", s, "proxy_cpu_us_per_req"), "{:.1f}"),
+                fmt(pk / 1024 if pk else None, "{:.1f}"),
+                fmt(m("max", s, "gen_cpu_pct")), fmt(m("max", s, "nginx_cpu_pct")),
+                fmt(m("max", s, "foreign_cpu_pct")),
+                ", ".join(f"{k}: {v}" for k, v in e.items()) or "0"]) + " |")
+        L.append("")
+    if "rate" in rate_kinds:
+        L.append(f"## Latency at a fixed {a['rate']} req/s\n")
+        L.append("| system | n | req/s done | p50 ms | p99 ms | added p50 µs | added p99 µs | p50 ×direct "
+                 "| p99 ×direct | proxy CPU % | proxy CPU µs/req | errors |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        d50, d99 = m("rate", "direct", "p50_ms"), m("rate", "direct", "p99_ms")
+        for s in names:
+            rs = by.get(("rate", s), [])
+            if not rs and not errs("rate", s):
+                continue
+            p50, p99 = m("rate", s, "p50_ms"), m("rate", s, "p99_ms")
+            e = errs("rate", s)
+            L.append("| " + " | ".join([
+                s, str(len(rs)), fmt(m("rate", s, "rps")), fmt(p50, "{:.3f}"), fmt(p99, "{:.3f}"),
+                "–" if s == "direct" else fmt((p50 - d50) * 1000 if None not in (p50, d50) else None),
+                "–" if s == "direct" else fmt((p99 - d99) * 1000 if None not in (p99, d99) else None),
+                ratio(p50, d50, "{:.1f}×"), ratio(p99, d99, "{:.1f}×"),
+                fmt(m("rate", s, "proxy_cpu_pct")), fmt(m("rate", s, "proxy_cpu_us_per_req"), "{:.1f}"),
+                ", ".join(f"{k}: {v}" for k, v in e.items()) or "0"]) + " |")
+        L.append("")
+
+    L.append("## Proxy memory (VmRSS of the proxy process tree, MiB)\n")
+    L.append("| system | idle, before any load | idle after warm-up | peak in any run | VmHWM at end |")
+    L.append("|---|---|---|---|---|")
+    for s in raw["systems"]:
+        if not s.get("pid"):
+            continue
+        mem = raw["memory"].get(s["name"], {})
+        peaks = [r.get("rss_peak_kb") for r in runs if r["system"] == s["name"] and r.get("rss_peak_kb")]
+        L.append("| " + " | ".join([
+            s["name"], fmt((mem.get("idle_kb") or 0) / 1024 or None, "{:.1f}"),
+            fmt((mem.get("warm_idle_kb") or 0) / 1024 or None, "{:.1f}"),
+            fmt(max(peaks) / 1024 if peaks else None, "{:.1f}"),
+            fmt((mem.get("hwm_kb") or 0) / 1024 or None, "{:.1f}")]) + " |")
+    L.append("")
+
+    if igs and peers and "max" in rate_kinds:
+        L.append("## intentgate against each peer (same run, medians)\n")
+        L.append("| intentgate variant | peer | throughput ×peer | CPU µs/req ×peer | peak RSS ×peer |")
+        L.append("|---|---|---|---|---|")
+        for g in igs:
+            for p in peers:
+                L.append(f"| {g} | {p} | {ratio(m('max', g, 'rps'), m('max', p, 'rps'))} | "
+                         f"{ratio(m('max', g, 'proxy_cpu_us_per_req'), m('max', p, 'proxy_cpu_us_per_req'))} | "
+                         f"{ratio(m('max', g, 'rss_peak_kb'), m('max', p, 'rss_peak_kb'))} |")
+        L.append("")
+
+    if igs:
+        L.append("## Targets\n")
+        L.append("| target | variant | measured | verdict |")
+        L.append("|---|---|---|---|")
+        for g in igs:
+            idle = raw["memory"].get(g, {}).get("idle_kb")
+            cpu = m("max", g, "proxy_cpu_us_per_req")
+            e = sum(errs("max", g).values())
+            if g == "intentgate":  # issue 1 judges the plain proxy
+                L.append(f"| issue 1: idle RSS ≤ 10 MiB | {g} | {fmt(idle / 1024 if idle else None, '{:.1f}')} MiB | "
+                         f"{'met' if idle and idle <= 10 * 1024 else 'MISSED'} |")
+                L.append(f"| issue 1: proxy CPU ≤ 25 µs per small request ({a['conns']} connections) | {g} | "
+                         f"{fmt(cpu, '{:.1f}')} µs | {'met' if cpu is not None and cpu <= 25 else 'MISSED'} |")
+                L.append(f"| issue 1: no request errors at {a['conns']} connections | {g} | {e} errors | "
+                         f"{'met' if e == 0 and by.get(('max', g)) else 'MISSED'} |")
+            else:
+                L.append(f"| issue 8: idle RSS ≤ 10 MiB | {g} | {fmt(idle / 1024 if idle else None, '{:.1f}')} MiB | "
+                         f"{'met' if idle and idle <= 10 * 1024 else 'MISSED'} |")
+                L.append(f"| request errors at {a['conns']} connections | {g} | {e} errors | "
+                         f"{'none' if e == 0 and by.get(('max', g)) else 'SOME'} |")
+            if "rate" in rate_kinds:
+                d50, d99 = m("rate", "direct", "p50_ms"), m("rate", "direct", "p99_ms")
+                p50, p99 = m("rate", g, "p50_ms"), m("rate", g, "p99_ms")
+                if None not in (d50, d99, p50, p99):
+                    add50, add99 = (p50 - d50) * 1000, (p99 - d99) * 1000
+                    L.append(f"| issue 8: added p50 ≤ 150 µs at {a['rate']} req/s | {g} | {add50:.0f} µs | "
+                             f"{'met' if add50 <= 150 else 'MISSED'} |")
+                    L.append(f"| issue 8: added p99 ≤ 500 µs at {a['rate']} req/s | {g} | {add99:.0f} µs | "
+                             f"{'met' if add99 <= 500 else 'MISSED'} |")
+            pk = max([r.get("rss_peak_kb") or 0 for r in runs if r["system"] == g] or [0])
+            L.append(f"| issue 8: peak RSS ≤ 30 MiB at {a['conns']} connections | {g} | "
+                     f"{fmt(pk / 1024 if pk else None, '{:.1f}')} MiB | {'met' if pk and pk <= 30 * 1024 else 'MISSED'} |")
+        L.append("")
+
+    L.append("## Exact commands\n")
+    L.append("```")
+    for s in raw["systems"]:
+        if s.get("cmd"):
+            L.append(f"# {s['name']}: " + (s.get("env", "") + " " if s.get("env") else "") + s["cmd"])
+    seen = set()
+    for r in raw["runs"]:
+        key = (r["kind"], r["system"])
+        if key not in seen:
+            seen.add(key)
+            L.append(f"# {r['kind']} / {r['system']}\n{r['cmd']}")
+    L.append("```")
+    for s in raw["systems"]:
+        if s.get("config_text"):
+            lines = s["config_text"].rstrip().splitlines()
+            more = f"\n# ... {len(lines) - 41} more lines" if len(lines) > 41 else ""
+            L.append(f"\nconfig of `{s['name']}`:\n\n```yaml\n" + "\n".join(lines[:41]) + more + "\n```")
+    notes = []
+    if raw.get("retried"):
+        notes.append(f"{raw['retried']} run(s) were discarded and repeated because other processes on the host "
+                     f"used more than {a['max_foreign']}% of a core meanwhile.")
+    if failed:
+        notes.append(f"{len(failed)} generator run(s) failed: " + "; ".join(
+            f"{r['kind']}/{r['system']}: {r.get('stderr', '')[:200]!r}" for r in failed[:5]))
+    for s in raw["systems"]:
+        if s.get("check") and not s["check"][0]:
+            notes.append(f"functional check of {s['name']} FAILED before load: {s['check'][1]}")
+        if s.get("log_lines"):
+            notes.append(f"{s['name']} wrote {s['log_lines']} log line(s) (at INTENTGATE_LOG={a['log_level']}); "
+                         f"first: {s['log_first']!r}")
+    for name, path in (raw.get("perf") or {}).items():
+        notes.append(f"perf profile of {name} (one extra max run, not in the tables): {os.path.basename(path)}")
+    if notes:
+        L.append("\n## Notes\n")
+        L.extend("- " + n for n in notes)
+    return "\n".join(L) + "\n"
+
+
+# ------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(
+        prog="bench/load.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  bench/load.sh                                 # direct vs intentgate, 3 reps (~3 min)\n"
+               "  bench/load.sh --reps 5 --peers squid,tinyproxy\n"
+               "  bench/load.sh --variant policy=bench/policy-on.yaml\n"
+               "  bench/load.sh --no-build --bin target/release/intentgate --reps 1 --dur 5\n")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    ap.add_argument("--dur", type=int, default=10, help="seconds per max-throughput run (default 10)")
+    ap.add_argument("--rate-dur", type=int, default=10, help="seconds per fixed-rate run (default 10)")
+    ap.add_argument("--conns", type=int, default=32, help="connections (default 32)")
+    ap.add_argument("--rate", type=int, default=1000, help="fixed request rate, req/s (default 1000; 0 = skip)")
+    ap.add_argument("--kinds", default="max,rate", help="which measurements: max,rate (default both)")
+    ap.add_argument("--peers", default="", help="comma list of peers from apt to include: squid,tinyproxy,privoxy")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
+                    help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
+    ap.add_argument("--no-default-variant", action="store_true",
+                    help="do not run the plain `intentgate` variant (only --variant ones)")
+    ap.add_argument("--no-direct", action="store_true", help="skip the direct (no proxy) baseline")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per system first (default 2)")
+    ap.add_argument("--log-level", default="warn", help="INTENTGATE_LOG for the proxy (default warn)")
+    ap.add_argument("--quiet-thresh", type=float, default=30,
+                    help="before each run wait until the host is busy < this %% of one core ... (default 30)")
+    ap.add_argument("--quiet-max-wait", type=float, default=60, help="... but at most this many seconds (default 60)")
+    ap.add_argument("--max-foreign", type=float, default=25,
+                    help="repeat a run once if other processes used more than this %% of a core (default 25)")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "intentgate"),
+                    help="intentgate binary (load.sh builds target/release/intentgate unless --no-build)")
+    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"),
+                    help="oha binary (load.sh installs it with `cargo install oha --locked` if missing)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"), help="results directory (default bench/results)")
+    ap.add_argument("--perf", action="store_true",
+                    help="after the reps, profile each intentgate variant with perf during one extra max run "
+                         "(report next to the results: <stamp>-NAME.perf.txt)")
+    ap.add_argument("--perf-dur", type=int, default=8, help="seconds of the profiled run (default 8)")
+    ap.add_argument("--perf-freq", type=int, default=999, help="perf sampling frequency, Hz (default 999)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary run directory (configs, logs)")
+    ap.add_argument("--no-build", action="store_true", help="(load.sh) do not run cargo build --release")
+    ap.add_argument("--no-install", action="store_true", help="(load.sh) do not apt-get/cargo install missing tools")
+    ap.add_argument("--report", metavar="JSON", help="only re-render the markdown of an earlier run's .json")
+    a = ap.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            md = report(json.load(f))
+        with open(os.path.splitext(a.report)[0] + ".md", "w") as f:
+            f.write(md)
+        print(md)
+        return 0
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    kinds = [k for k in a.kinds.split(",") if k]
+    if not a.rate:
+        kinds = [k for k in kinds if k != "rate"]
+    peers = [p for p in a.peers.split(",") if p]
+    for p in peers:
+        if p not in PEERS:
+            ap.error(f"unknown peer {p!r} (known: {', '.join(PEERS)})")
+        if not shutil.which(p):
+            ap.error(f"peer {p} is not installed (apt-get install {p})")
+    variants = [] if a.no_default_variant else [("intentgate", "")]
+    for v in a.variant:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not os.path.isfile(path):
+            ap.error(f"--variant wants NAME=FILE with an existing file, got {v!r}")
+        with open(path) as f:
+            variants.append((name, f.read()))
+    if variants and not os.access(a.bin, os.X_OK):
+        ap.error(f"intentgate binary {a.bin} not found (run bench/load.sh, or cargo build --release)")
+    if not os.access(a.oha, os.X_OK):
+        ap.error(f"oha not found at {a.oha} (run bench/load.sh, or cargo install oha --locked)")
+    if not shutil.which("nginx"):
+        ap.error("nginx not found (apt-get install nginx-light)")
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = tempfile.mkdtemp(prefix="intentgate-bench.")
+    os.chmod(run, 0o777)  # squid/tinyproxy drop privileges and write their logs here
+    raw = dict(stamp=stamp, args=vars(a), host=machine_facts(), git=git_rev(a.bin), binary=a.bin,
+               versions=dict(oha=version_of([a.oha, "--version"]), nginx=version_of(["nginx", "-v"])),
+               systems=[], runs=[], memory={}, retried=0)
+    os.makedirs(a.out, exist_ok=True)
+    md_path, json_path = os.path.join(a.out, stamp + ".md"), os.path.join(a.out, stamp + ".json")
+    log(f"run dir {run}; results -> {md_path}")
+    exit_code = 0
+    try:
+        nginx_pid, upstream = start_nginx(run)
+        systems = [] if a.no_direct else [dict(name="direct")]
+        for name, extra in variants:
+            s = start_intentgate(name, a.bin, extra, run, a.log_level, upstream)
+            with open(s["config"]) as f:
+                lines = f.read().splitlines()
+            more = [f"# ... {len(lines) - 40} more lines"] if len(lines) > 40 else []
+            s.update(intentgate=True, config_text="\n".join(lines[:40] + more) + "\n")
+            systems.append(s)
+        for p in peers:
+            s = start_peer(p, run)
+            s["peer"] = True
+            systems.append(s)
+        raw["systems"] = systems
+        raw["upstream"] = upstream
+
+        for s in systems:
+            s["check"] = http_check(s.get("proxy"), upstream, "/small")
+            log(f"check {s['name']}: {'ok' if s['check'][0] else 'FAILED'} ({s['check'][1]})")
+            if s.get("pid"):
+                raw["memory"][s["name"]] = dict(idle_kb=status_kb(tree(s["pid"]), "VmRSS"))
+        if not all(s["check"][0] for s in systems):
+            raise RuntimeError("functional check failed: " + "; ".join(
+                f"{s['name']}: {s['check'][1]}" for s in systems if not s["check"][0]))
+
+        if a.warmup:
+            for s in systems:
+                measure(a, "warmup", s, upstream, nginx_pid, a.warmup, record=False)
+            time.sleep(2)
+            for s in systems:
+                if s.get("pid"):
+                    raw["memory"][s["name"]]["warm_idle_kb"] = status_kb(tree(s["pid"]), "VmRSS")
+
+        for rep in range(a.reps):
+            order = systems[rep % len(systems):] + systems[:rep % len(systems)]
+            for kind in kinds:
+                for s in order:
+                    dur, rate = (a.dur, None) if kind == "max" else (a.rate_dur, a.rate)
+                    for attempt in (0, 1):
+                        busy, waited = wait_quiet(a.quiet_thresh, a.quiet_max_wait)
+                        r = measure(a, kind, s, upstream, nginx_pid, dur, rate)
+                        r.update(rep=rep + 1, pre_busy_pct=busy, quiet_wait_s=waited)
+                        if attempt == 0 and r.get("foreign_cpu_pct", 0) > a.max_foreign:
+                            raw["retried"] += 1
+                            log(f"repeating {kind}/{s['name']}: foreign CPU {r['foreign_cpu_pct']:.0f}% of a core")
+                            continue
+                        break
+                    raw["runs"].append(r)
+                    log(f"rep {rep + 1}/{a.reps} " + (describe(r) if not r.get("failed")
+                                                      else f"{kind} {s['name']} FAILED: {r['stderr'][:300]}"))
+                    with open(json_path, "w") as f:
+                        json.dump(raw, f, indent=1)
+        if a.perf:
+            for s in systems:
+                if s.get("intentgate"):
+                    raw.setdefault("perf", {})[s["name"]] = perf_profile(
+                        a, s, upstream, nginx_pid, os.path.join(a.out, stamp), run)
+        for s in systems:
+            if s.get("pid"):
+                pids = tree(s["pid"])
+                raw["memory"][s["name"]]["end_kb"] = status_kb(pids, "VmRSS")
+                raw["memory"][s["name"]]["hwm_kb"] = status_kb(pids, "VmHWM")
+    except KeyboardInterrupt:
+        log("interrupted")
+        exit_code = 130
+    except SystemExit as e:
+        log(f"stopped by signal (exit {e.code})")
+        exit_code = e.code if isinstance(e.code, int) else 1
+    except Exception as e:  # report what we have, then fail
+        log(f"ERROR: {e}")
+        raw["error"] = str(e)
+        exit_code = 1
+    finally:
+        STARTED.stop_all()
+        for s in raw["systems"]:
+            if s.get("log") and os.path.exists(s["log"]):
+                lines = [x for x in open(s["log"], errors="replace").read().splitlines() if x.strip()]
+                s["log_lines"], s["log_first"] = len(lines), (lines[0][:300] if lines else "")
+        with open(json_path, "w") as f:
+            json.dump(raw, f, indent=1)
+        if raw["runs"]:
+            md = report(raw)
+            if raw.get("error"):
+                md += f"\n**Run aborted:** {raw['error']}\n"
+            with open(md_path, "w") as f:
+                f.write(md)
+            print(md)
+            log(f"written {md_path} and {json_path}")
+        if a.keep_tmp or exit_code:
+            log(f"kept run dir {run} (configs and logs)")
+        else:
+            shutil.rmtree(run, ignore_errors=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
