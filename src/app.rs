@@ -52,6 +52,16 @@ pub struct Running {
 
 /// Binds the listeners and starts serving.
 pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
+    start_with(loaded, reload, false).await
+}
+
+/// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
+/// so `tls.intercept: auto` intercepts even with an ephemeral CA.
+pub async fn start_with(
+    loaded: &Loaded,
+    reload: LoadFn,
+    trust_ca: bool,
+) -> anyhow::Result<Running> {
     let cfg = Arc::new(loaded.config.clone());
     let parent = match &cfg.upstream.proxy {
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
@@ -88,7 +98,7 @@ pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
         crate::tls::Tls::from_config(&cfg.tls)
             .map_err(|e| anyhow::anyhow!("invalid TLS settings: {e}"))?,
     );
-    let clients_trust_ca = tls.ca_configured;
+    let clients_trust_ca = trust_ca || tls.ca_configured;
     let proxy = Arc::new(Proxy::new(Parts {
         cfg: cfg.clone(),
         parent,

@@ -34,9 +34,46 @@ pub enum Command {
     /// Would this request be allowed, and why? Prints the decision and the policy input;
     /// exit 0 allow, 1 deny, 2 invalid.
     Explain(ExplainArgs),
+    /// Wrap one agent process: start the proxy on ephemeral ports, run CMD with proxy and CA-trust
+    /// variables, print what was allowed and blocked when it exits, pass on its exit code.
+    Run(RunArgs),
+    /// Write the minimal intent catalog that would have allowed the calls in audit logs.
+    Learn(LearnArgs),
     /// Manage intentgate's local certificate authority (for TLS interception).
     #[command(subcommand)]
     Ca(CaCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Audit log file (default: a file in a temporary folder; the summary prints its path).
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
+    /// Learn mode: forward everything (monitor) and write the minimal catalog that allows exactly
+    /// the calls the agent made to this file.
+    #[arg(long)]
+    pub learn: Option<PathBuf>,
+    /// Print no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The agent command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LearnArgs {
+    /// Audit log files (JSON lines), e.g. collected from a namespace in monitor mode.
+    #[arg(long = "from-audit", required = true, num_args = 1..)]
+    pub from_audit: Vec<PathBuf>,
+    /// Where to write the learned catalog (YAML, the config's `intents:` format).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,10 +197,25 @@ impl ConfigArgs {
 /// Parses the command line and runs the command; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // `run` shares the terminal with the agent: only warnings unless asked for more.
+    let level = if matches!(cli.command, Command::Run(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    telemetry::init(cli.log_format, level);
     crate::tls::install_default_provider();
     match cli.command {
         Command::Ca(cmd) => ca(cmd),
+        Command::Run(a) => crate::run::run(crate::run::RunRequest {
+            config: a.config,
+            report: a.report,
+            audit: a.audit,
+            learn: a.learn,
+            quiet: a.quiet,
+            command: a.command,
+        }),
+        Command::Learn(a) => learn(a),
         Command::Serve(args) => serve(args),
         Command::Check(args) => match load_or_exit(&args.config) {
             Ok(loaded) => crate::offline::check(&loaded),
@@ -274,4 +326,37 @@ fn ca(cmd: CaCommand) -> ExitCode {
             }
         }
     }
+}
+
+fn learn(a: LearnArgs) -> ExitCode {
+    let records = match crate::learn::read_audit(&a.from_audit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("intentgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let catalog = crate::learn::catalog(&records);
+    let files: Vec<String> = a
+        .from_audit
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let text = crate::learn::to_yaml(&catalog, &files.join(", "));
+    if let Err(e) = std::fs::write(&a.out, text) {
+        eprintln!("intentgate: cannot write {}: {e}", a.out.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "intentgate: {} records from {} files",
+        records.len(),
+        files.len()
+    );
+    eprint!("{}", crate::learn::describe(&records));
+    eprintln!(
+        "intentgate: learned {} intents into {}",
+        catalog.len(),
+        a.out.display()
+    );
+    ExitCode::SUCCESS
 }

@@ -11,10 +11,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; a second call (tests) is a no-op.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber (filter from `INTENTGATE_LOG`, else `default`); a second call
+/// (tests) is a no-op.
+pub fn init(format: LogFormat, default: &str) {
     let filter =
-        EnvFilter::try_from_env("INTENTGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        EnvFilter::try_from_env("INTENTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -110,8 +110,10 @@ impl Mode {
 #[serde(deny_unknown_fields, default)]
 pub struct IntentSpec {
     pub description: String,
+    #[serde(skip_serializing_if = "ClaimableBy::is_anyone")]
     pub claimable_by: ClaimableBy,
     /// Overrides the top-level `mode` for this intent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     pub allow: Vec<ScopeRule>,
 }
@@ -120,8 +122,16 @@ pub struct IntentSpec {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimableBy {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
+}
+
+impl ClaimableBy {
+    pub fn is_anyone(&self) -> bool {
+        self.agents.is_none() && self.namespaces.is_none()
+    }
 }
 
 /// One scope rule: destination hosts, ports, methods and paths an intent permits.
@@ -131,10 +141,13 @@ pub struct ScopeRule {
     /// Exact host names or a leading `*.` wildcard.
     pub hosts: Vec<String>,
     /// Absent means 80 and 443.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<u16>>,
     /// Absent means any method.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<String>>,
     /// `*` matches one segment, `**` any number. Absent means any path.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
 }
 

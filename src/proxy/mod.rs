@@ -152,6 +152,11 @@ impl Proxy {
         }
     }
 
+    /// The CA that signs interception certificates.
+    pub fn ca(&self) -> &crate::tls::ca::CertificateAuthority {
+        &self.tls.ca
+    }
+
     /// Leaf certificate minting and cache counts.
     pub fn leaf_stats(&self) -> crate::tls::leaf::LeafStats {
         self.tls.interceptor.minter().stats()

@@ -231,7 +231,10 @@ fn hop_by_hop_headers_are_removed_both_ways_and_agent_claims_stripped() {
         .header("intentgate-decision-id", "forged")
         .header("x-agent-identity", "admin")
         .header("x-end-to-end", "kept")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .body(Full::new(Bytes::new()))
         .unwrap();
     let echo = body_json(&send(proxy.addr, req));
@@ -255,7 +258,10 @@ fn hop_by_hop_headers_are_removed_both_ways_and_agent_claims_stripped() {
         "the agent's claim is replaced by the configured identity"
     );
     assert_eq!(h["x-end-to-end"], "kept");
-    assert_eq!(h["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_eq!(
+        h["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
 
     let resp = send(
         proxy.addr,

@@ -12,3 +12,4 @@ mod intercept;
 mod lifecycle;
 mod ops;
 mod policy;
+mod run;

@@ -1,0 +1,61 @@
+"""A small agent for `intentgate run` tests: makes the calls in a JSON plan through whatever proxy
+and CA bundle the environment names (as intentgate run sets them), and prints their statuses.
+
+usage: agent.py PLAN_JSON
+PLAN: [{"lib": "requests"|"httpx", "method": "GET", "url": "...", "headers": {}},
+       {"set_intent": "NAME"}, {"clear_intent": true}, {"touch": "FILE"}, {"sleep_until_file": "FILE"}]
+"""
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+
+
+def on_term(signum, frame):
+    marker = os.environ.get("AGENT_SIGNAL_FILE")
+    if marker:
+        with open(marker, "w") as f:
+            f.write("TERM")
+    sys.exit(7)
+
+
+def admin(method, path, body=None):
+    # The admin address is in NO_PROXY: urllib (like requests) goes there directly.
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(os.environ["INTENTGATE_ADMIN_URL"] + path, data=data, method=method)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+
+
+def main():
+    signal.signal(signal.SIGTERM, on_term)
+    plan = json.loads(sys.argv[1])
+    out = []
+    for step in plan:
+        if "set_intent" in step:
+            out.append(admin("PUT", "/v1/intent", {"name": step["set_intent"]}))
+        elif "clear_intent" in step:
+            out.append(admin("DELETE", "/v1/intent"))
+        elif "touch" in step:
+            open(step["touch"], "w").close()
+        elif "sleep_until_file" in step:
+            while not os.path.exists(step["sleep_until_file"]):
+                time.sleep(0.05)
+        elif step["lib"] == "requests":
+            import requests
+
+            r = requests.request(step["method"], step["url"], headers=step.get("headers", {}), timeout=20)
+            out.append(r.status_code)
+        else:
+            import httpx
+
+            # httpx reads HTTP(S)_PROXY and SSL_CERT_FILE from the environment (trust_env).
+            with httpx.Client(timeout=20) as c:
+                out.append(c.request(step["method"], step["url"], headers=step.get("headers", {})).status_code)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
