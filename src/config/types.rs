@@ -29,6 +29,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub headers: HeaderNames,
+    /// The `--mode` flag: overrides every intent's and the top-level mode. Not a file key.
+    #[serde(skip)]
+    pub mode_override: Option<Mode>,
 }
 
 /// Who the agent is.

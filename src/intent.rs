@@ -1,0 +1,242 @@
+//! What the agent declared it is doing, and how: a per-request header, a session intent set on
+//! the admin API, a (planned) signed token, or the configured default. Precedence, strongest
+//! first: header > session > default.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// How an intent was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentSource {
+    Header,
+    Session,
+    /// A signed intent token (planned).
+    Token,
+    Default,
+    None,
+}
+
+impl IntentSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentSource::Header => "header",
+            IntentSource::Session => "session",
+            IntentSource::Token => "token",
+            IntentSource::Default => "default",
+            IntentSource::None => "none",
+        }
+    }
+}
+
+/// The intent a request is made under.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Intent {
+    pub name: Option<String>,
+    pub task: Option<String>,
+    pub source: IntentSource,
+    /// True only for a verified signed token.
+    pub verified: bool,
+    /// Claims of a signed token (empty otherwise).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Intent {
+    /// No intent declared.
+    pub fn none() -> Self {
+        Self::declared(None, None, IntentSource::None)
+    }
+
+    fn declared(name: Option<String>, task: Option<String>, source: IntentSource) -> Self {
+        Intent {
+            name,
+            task,
+            source,
+            verified: false,
+            claims: serde_json::Map::new(),
+        }
+    }
+}
+
+/// The session intent: set on the admin API, valid until its time to live runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionIntent {
+    pub name: String,
+    pub task: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub set_at: SystemTime,
+    /// `None` means until cleared.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub expires: Option<SystemTime>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ser_time(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Holds the session intent. Reads are a shared lock and an `Arc` clone; writes are rare.
+#[derive(Debug, Default)]
+pub struct SessionStore {
+    current: RwLock<Option<Arc<SessionIntent>>>,
+}
+
+impl SessionStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the session intent, replacing any previous one; `ttl: None` keeps it until cleared.
+    pub fn set(
+        &self,
+        name: String,
+        task: Option<String>,
+        ttl: Option<Duration>,
+    ) -> Arc<SessionIntent> {
+        self.set_at(name, task, ttl, SystemTime::now())
+    }
+
+    /// `set` with an explicit clock.
+    pub fn set_at(
+        &self,
+        name: String,
+        task: Option<String>,
+        ttl: Option<Duration>,
+        now: SystemTime,
+    ) -> Arc<SessionIntent> {
+        let s = Arc::new(SessionIntent {
+            name,
+            task,
+            set_at: now,
+            expires: ttl.and_then(|d| now.checked_add(d)),
+        });
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&s));
+        s
+    }
+
+    /// The session intent in force at `now`, if any (an expired one is treated as absent).
+    pub fn get(&self, now: SystemTime) -> Option<Arc<SessionIntent>> {
+        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(s) if s.expires.is_none_or(|e| now < e) => Some(Arc::clone(s)),
+            _ => None,
+        }
+    }
+
+    /// Removes the session intent; returns whether one was set.
+    pub fn clear(&self) -> bool {
+        self.current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
+}
+
+fn present(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Resolves the intent of one request: the header (`(intent, task)`), else the session, else the
+/// default (`(intent, task)`), else none. A task goes with the intent it was declared with.
+pub fn resolve(
+    header: Option<(&str, Option<&str>)>,
+    session: &SessionStore,
+    default: Option<(&str, Option<&str>)>,
+) -> Intent {
+    resolve_at(header, session, default, SystemTime::now())
+}
+
+/// `resolve` with an explicit clock.
+pub fn resolve_at(
+    header: Option<(&str, Option<&str>)>,
+    session: &SessionStore,
+    default: Option<(&str, Option<&str>)>,
+    now: SystemTime,
+) -> Intent {
+    let pick = |(name, task): (&str, Option<&str>), source| {
+        present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
+    };
+    if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
+        return i;
+    }
+    if let Some(s) = session.get(now) {
+        return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
+    }
+    default
+        .and_then(|d| pick(d, IntentSource::Default))
+        .unwrap_or_else(Intent::none)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_beats_session_beats_default() {
+        let s = SessionStore::new();
+        let now = SystemTime::now();
+        let d = Some(("dflt", Some("T-1")));
+        let i = resolve_at(None, &s, d, now);
+        assert_eq!(
+            (i.name.as_deref(), i.source),
+            (Some("dflt"), IntentSource::Default)
+        );
+        assert_eq!(i.task.as_deref(), Some("T-1"));
+        s.set_at("sess".into(), None, Some(Duration::from_secs(60)), now);
+        let i = resolve_at(None, &s, d, now);
+        assert_eq!(
+            (i.name.as_deref(), i.source),
+            (Some("sess"), IntentSource::Session)
+        );
+        assert_eq!(
+            i.task, None,
+            "the default's task does not leak into the session intent"
+        );
+        let i = resolve_at(Some(("hdr", Some(" INC-1 "))), &s, d, now);
+        assert_eq!(
+            (i.name.as_deref(), i.source),
+            (Some("hdr"), IntentSource::Header)
+        );
+        assert_eq!(i.task.as_deref(), Some("INC-1"));
+        // An empty header is no declaration.
+        let i = resolve_at(Some((" ", None)), &s, d, now);
+        assert_eq!(i.source, IntentSource::Session);
+        assert!(s.clear());
+        assert_eq!(resolve_at(None, &s, None, now), Intent::none());
+    }
+
+    #[test]
+    fn session_expires() {
+        let s = SessionStore::new();
+        let now = SystemTime::now();
+        s.set_at(
+            "x".into(),
+            Some("t".into()),
+            Some(Duration::from_secs(10)),
+            now,
+        );
+        assert!(s.get(now + Duration::from_secs(9)).is_some());
+        assert!(s.get(now + Duration::from_secs(10)).is_none());
+        s.set_at("y".into(), None, None, now);
+        assert!(s.get(now + Duration::from_secs(1_000_000)).is_some());
+    }
+
+    #[test]
+    fn source_serialises_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&IntentSource::Default).unwrap(),
+            "\"default\""
+        );
+        assert_eq!(IntentSource::None.as_str(), "none");
+    }
+}

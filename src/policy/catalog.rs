@@ -1,0 +1,429 @@
+//! The intent catalog compiled at load into a native matcher: intent by name, then a host index
+//! (exact name, then `*.parent` walking up the labels), then ports, methods and path patterns.
+//! Cost per request does not grow with the number of intents.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use crate::config::{IntentSpec, Mode};
+use crate::identity::Agent;
+
+/// The catalog's answer for one request: the matched rule, or why nothing matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeVerdict {
+    pub matched: bool,
+    pub intent: Option<String>,
+    /// Index into the intent's `allow` list (0-based).
+    pub rule: Option<usize>,
+    pub why: String,
+    /// `matched`, `no_intent`, `unknown_intent`, `not_claimable`, `host_not_in_scope`,
+    /// `port_not_in_scope`, `method_not_in_scope`, `path_not_in_scope`.
+    pub code: &'static str,
+    /// The intent's mode, else the top-level mode.
+    pub mode: Mode,
+}
+
+/// A catalog entry that cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: intent '{intent}'{}: {msg}", rule.map(|r| format!(" allow[{r}]")).unwrap_or_default())]
+pub struct CatalogError {
+    /// Where the intent was written (config file or catalog file).
+    pub origin: String,
+    pub intent: String,
+    pub rule: Option<usize>,
+    pub msg: String,
+}
+
+/// What the catalog looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeQuery<'a> {
+    pub method: &'a str,
+    /// Lowercase, no trailing dot, punycode.
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub segments: &'a [&'a str],
+    /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
+    pub destination_only: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    /// `None` = 80 and 443.
+    ports: Option<Vec<u16>>,
+    /// Uppercase; `None` = any.
+    methods: Option<Vec<String>>,
+    /// Segment patterns; `None` = any path.
+    paths: Option<Vec<Vec<Seg>>>,
+    /// The patterns as written, for messages.
+    paths_text: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    One,
+    Any,
+}
+
+#[derive(Debug)]
+struct Compiled {
+    agents: Option<Vec<String>>,
+    namespaces: Option<Vec<String>>,
+    mode: Option<Mode>,
+    exact: HashMap<String, Vec<usize>>,
+    /// `*.zendesk.com` is stored under `zendesk.com`.
+    wildcard: HashMap<String, Vec<usize>>,
+    rules: Vec<Rule>,
+}
+
+/// The compiled catalog.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    intents: HashMap<String, Compiled>,
+    default_mode: Mode,
+}
+
+/// Normalises a host pattern: lowercase, no trailing dot, IDNA to punycode; only an exact name
+/// or a leading `*.` wildcard. Returns `(is_wildcard, name)`.
+fn host_pattern(raw: &str) -> Result<(bool, String), String> {
+    let t = raw.trim().trim_end_matches('.');
+    let (wild, name) = match t.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    if name.is_empty() {
+        return Err(format!("host pattern '{raw}' is empty"));
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "host pattern '{raw}' is not allowed: use an exact name or a leading '*.' \
+             (e.g. '*.example.com'); other wildcards are refused"
+        ));
+    }
+    if name.contains(['/', ':', ' '])
+        && !name.starts_with('[')
+        && name.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        return Err(format!(
+            "host pattern '{raw}' must be a host name only (ports go in `ports`, paths in `paths`)"
+        ));
+    }
+    let ascii = idna::domain_to_ascii(name)
+        .map_err(|_| format!("host pattern '{raw}' is not a valid host name"))?;
+    Ok((wild, ascii))
+}
+
+fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("path pattern '{raw}' must start with '/'"));
+    }
+    raw.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "*" => Ok(Seg::One),
+            "**" => Ok(Seg::Any),
+            s if s.contains('*') => Err(format!(
+                "path pattern '{raw}': '*' must be a whole segment ('*' one segment, '**' any number)"
+            )),
+            s => Ok(Seg::Lit(s.to_string())),
+        })
+        .collect()
+}
+
+/// Segment glob: `*` exactly one segment, `**` zero or more. Greedy with one backtrack point.
+fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while s < segs.len() {
+        match pat.get(p) {
+            Some(Seg::Any) => {
+                back = Some((p, s));
+                p += 1;
+            }
+            Some(Seg::One) => {
+                p += 1;
+                s += 1;
+            }
+            Some(Seg::Lit(l)) if l == segs[s] => {
+                p += 1;
+                s += 1;
+            }
+            _ => match back {
+                Some((bp, bs)) => {
+                    p = bp + 1;
+                    s = bs + 1;
+                    back = Some((bp, bs + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p..].iter().all(|x| *x == Seg::Any)
+}
+
+impl Catalog {
+    /// Compiles catalogs, each with the place it was written (for errors). An intent defined
+    /// twice is refused.
+    pub fn compile(
+        sources: &[(String, BTreeMap<String, IntentSpec>)],
+        default_mode: Mode,
+    ) -> Result<Self, CatalogError> {
+        let mut intents = HashMap::new();
+        let mut origin_of: HashMap<&str, &str> = HashMap::new();
+        for (origin, entries) in sources {
+            for (name, spec) in entries {
+                let err = |rule, msg| CatalogError {
+                    origin: origin.clone(),
+                    intent: name.clone(),
+                    rule,
+                    msg,
+                };
+                if let Some(first) = origin_of.insert(name, origin) {
+                    return Err(err(None, format!("already defined in {first}")));
+                }
+                if name.trim().is_empty() {
+                    return Err(err(None, "an intent needs a name".into()));
+                }
+                let mut c = Compiled {
+                    agents: spec.claimable_by.agents.clone(),
+                    namespaces: spec.claimable_by.namespaces.clone(),
+                    mode: spec.mode,
+                    exact: HashMap::new(),
+                    wildcard: HashMap::new(),
+                    rules: Vec::with_capacity(spec.allow.len()),
+                };
+                for (i, r) in spec.allow.iter().enumerate() {
+                    if r.hosts.is_empty() {
+                        return Err(err(Some(i), "a rule needs at least one host".into()));
+                    }
+                    for h in &r.hosts {
+                        let (wild, name) = host_pattern(h).map_err(|m| err(Some(i), m))?;
+                        let index = if wild { &mut c.wildcard } else { &mut c.exact };
+                        let v = index.entry(name).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                    let paths = match &r.paths {
+                        None => None,
+                        Some(ps) => Some(
+                            ps.iter()
+                                .map(|p| path_pattern(p))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|m| err(Some(i), m))?,
+                        ),
+                    };
+                    if let Some(ms) = &r.methods {
+                        if let Some(bad) = ms
+                            .iter()
+                            .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
+                        {
+                            return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
+                        }
+                    }
+                    c.rules.push(Rule {
+                        ports: r.ports.clone(),
+                        methods: r
+                            .methods
+                            .as_ref()
+                            .map(|ms| ms.iter().map(|m| m.trim().to_ascii_uppercase()).collect()),
+                        paths,
+                        paths_text: r.paths.clone().unwrap_or_default(),
+                    });
+                }
+                intents.insert(name.clone(), c);
+            }
+        }
+        Ok(Catalog {
+            intents,
+            default_mode,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.intents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.intents.is_empty()
+    }
+
+    /// The mode of an intent: its own, else the top-level mode.
+    pub fn mode_of(&self, intent: Option<&str>) -> Mode {
+        intent
+            .and_then(|n| self.intents.get(n))
+            .and_then(|c| c.mode)
+            .unwrap_or(self.default_mode)
+    }
+
+    /// Matches one request of `agent` under the intent named `intent`.
+    pub fn verdict(&self, agent: &Agent, intent: Option<&str>, q: &ScopeQuery<'_>) -> ScopeVerdict {
+        let mut v = ScopeVerdict {
+            matched: false,
+            intent: intent.map(str::to_string),
+            rule: None,
+            why: String::new(),
+            code: "no_intent",
+            mode: self.default_mode,
+        };
+        let Some(name) = intent else {
+            v.why = format!("no intent declared for {}", Req(q));
+            return v;
+        };
+        let Some(c) = self.intents.get(name) else {
+            v.code = "unknown_intent";
+            v.why = format!("intent '{name}' is not in the catalog");
+            return v;
+        };
+        v.mode = c.mode.unwrap_or(self.default_mode);
+        let agent_ok = c
+            .agents
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|x| *x == agent.id));
+        let ns_ok = c.namespaces.as_ref().is_none_or(|ns| {
+            agent
+                .namespace
+                .as_ref()
+                .is_some_and(|n| ns.iter().any(|x| x == n))
+        });
+        if !(agent_ok && ns_ok) {
+            v.code = "not_claimable";
+            v.why = format!(
+                "intent '{name}' cannot be claimed by agent '{}'{}",
+                agent.id,
+                agent
+                    .namespace
+                    .as_ref()
+                    .map(|n| format!(" in namespace '{n}'"))
+                    .unwrap_or_default()
+            );
+            return v;
+        }
+        // Candidate rules: exact host, then `*.parent` for every parent.
+        let mut stage = 0u8; // 1 host, 2 port, 3 method: the furthest any rule got
+        let mut tried: Vec<usize> = Vec::new();
+        let mut check = |rules: Option<&Vec<usize>>, tried: &mut Vec<usize>| -> Option<usize> {
+            for &i in rules.into_iter().flatten() {
+                if tried.contains(&i) {
+                    continue;
+                }
+                tried.push(i);
+                let r = &c.rules[i];
+                stage = stage.max(1);
+                let port_ok = match &r.ports {
+                    None => q.port == 80 || q.port == 443,
+                    Some(ps) => ps.contains(&q.port),
+                };
+                if !port_ok {
+                    continue;
+                }
+                stage = stage.max(2);
+                if q.destination_only {
+                    return Some(i);
+                }
+                if !r
+                    .methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m == q.method))
+                {
+                    continue;
+                }
+                stage = stage.max(3);
+                if r.paths
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
+                {
+                    return Some(i);
+                }
+            }
+            None
+        };
+        let mut found = check(c.exact.get(q.host), &mut tried);
+        let mut rest = q.host;
+        while found.is_none() {
+            match rest.split_once('.') {
+                Some((_, parent)) if !parent.is_empty() => {
+                    found = check(c.wildcard.get(parent), &mut tried);
+                    rest = parent;
+                }
+                _ => break,
+            }
+        }
+        if let Some(i) = found {
+            v.matched = true;
+            v.rule = Some(i);
+            v.code = "matched";
+            v.why = if q.destination_only {
+                format!(
+                    "{} matches the destination of allow[{i}] of intent '{name}' \
+                     (methods and paths are not visible in a tunnel that is not intercepted)",
+                    Req(q)
+                )
+            } else {
+                format!("{} matches allow[{i}] of intent '{name}'", Req(q))
+            };
+            return v;
+        }
+        let mut why = format!("intent '{name}' does not permit {}: ", Req(q));
+        let first = |tried: &[usize]| tried.first().map(|&i| &c.rules[i]);
+        match (stage, first(&tried)) {
+            (0, _) | (_, None) => {
+                v.code = "host_not_in_scope";
+                let _ = write!(why, "no rule covers host {}", q.host);
+            }
+            (1, Some(r)) => {
+                v.code = "port_not_in_scope";
+                let allowed = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
+                let _ = write!(
+                    why,
+                    "port {} is not in scope for {} (allowed: {allowed:?})",
+                    q.port, q.host
+                );
+            }
+            (2, Some(r)) => {
+                v.code = "method_not_in_scope";
+                let allowed = r.methods.clone().unwrap_or_default().join(", ");
+                let _ = write!(
+                    why,
+                    "method {} is not in scope for {} (allowed: {allowed})",
+                    q.method, q.host
+                );
+            }
+            (_, Some(r)) => {
+                v.code = "path_not_in_scope";
+                let _ = write!(
+                    why,
+                    "path {} is not in scope for {} {} (allowed: {})",
+                    q.path,
+                    q.method,
+                    q.host,
+                    r.paths_text.join(", ")
+                );
+            }
+        }
+        v.why = why;
+        v
+    }
+}
+
+/// `GET api.zendesk.com/api/v2/tickets`, with the port when it is not 80/443.
+struct Req<'a>(&'a ScopeQuery<'a>);
+
+impl std::fmt::Display for Req<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.0;
+        if q.destination_only {
+            return write!(f, "{} {}:{}", q.method, q.host, q.port);
+        }
+        write!(f, "{} {}", q.method, q.host)?;
+        if q.port != 80 && q.port != 443 {
+            write!(f, ":{}", q.port)?;
+        }
+        f.write_str(q.path)
+    }
+}
+
+#[cfg(test)]
+#[path = "catalog_tests.rs"]
+mod tests;

@@ -1,0 +1,297 @@
+//! Loading Rego: the embedded default policy, user modules and data (global and per namespace),
+//! compiled once into a warmed engine. Namespace modules must live in `package
+//! intentgate.namespace` (or below), so they can add denies but never touch the decision rule.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regorus::{Engine, Value};
+use serde::Deserialize;
+
+use super::PolicyError;
+use crate::config::{Config, IntentSpec};
+
+/// The embedded default policy and its tests.
+pub const BUILTIN: [(&str, &str); 2] = [
+    (
+        "<builtin>/intentgate.rego",
+        include_str!("../../config/policy/intentgate.rego"),
+    ),
+    (
+        "<builtin>/intentgate_test.rego",
+        include_str!("../../config/policy/intentgate_test.rego"),
+    ),
+];
+
+/// The package a namespace module must declare (or a package below it).
+pub const NAMESPACE_PACKAGE: &str = "data.intentgate.namespace";
+
+/// Where a module or data file applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Builtin,
+    Global,
+    Namespace,
+}
+
+/// One Rego module's source.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub file: String,
+    pub text: String,
+    pub scope: Scope,
+    /// A `*_test.rego` file: loaded only to run tests.
+    pub test: bool,
+}
+
+/// Everything read for one agent namespace, before compiling.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub modules: Vec<Module>,
+    /// Data documents, already placed where they go (namespace data under
+    /// `data.intentgate.namespace`).
+    pub data: Vec<(String, Value)>,
+    /// Intent catalogs with where they were written.
+    pub catalogs: Vec<(String, BTreeMap<String, IntentSpec>)>,
+    /// Bytes that make up the revision.
+    pub digest: u64,
+}
+
+/// A data file: an optional `intents:` catalog, the rest is Rego data.
+#[derive(Deserialize)]
+struct DataFile<V> {
+    #[serde(default)]
+    intents: Option<BTreeMap<String, IntentSpec>>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, V>,
+}
+
+/// FNV-1a, stable across builds (the revision is logged and compared).
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// Files of `dir`, recursively and sorted, skipping the `namespaces/` folder at its top.
+fn files_under(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> Result<(), PolicyError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
+        file: dir.display().to_string(),
+        source,
+    })?;
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            if !(top && name == "namespaces") {
+                files_under(&p, false, out)?;
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The namespaces that have a folder under any policy directory.
+pub fn namespaces(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &cfg.policy.paths {
+        if let Ok(rd) = std::fs::read_dir(p.join("namespaces")) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    if let Some(n) = e.file_name().to_str() {
+                        out.push(n.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Sources {
+    /// Reads the builtin policy (if enabled), the global files of every policy path and the
+    /// folder of `namespace`.
+    pub fn collect(cfg: &Config, namespace: Option<&str>) -> Result<Self, PolicyError> {
+        let mut s = Sources {
+            digest: FNV_START,
+            ..Sources::default()
+        };
+        if cfg.policy.builtin {
+            for (file, text) in BUILTIN {
+                s.add_module(file.to_string(), text.to_string(), Scope::Builtin);
+            }
+        }
+        if !cfg.intents.is_empty() {
+            let json = serde_json::to_string(&cfg.intents).unwrap_or_default();
+            s.digest = fnv(s.digest, json.as_bytes());
+            s.catalogs
+                .push(("config `intents`".into(), cfg.intents.clone()));
+        }
+        for p in &cfg.policy.paths {
+            let mut global = Vec::new();
+            if p.is_dir() {
+                files_under(p, true, &mut global)?;
+            } else {
+                global.push(p.clone());
+            }
+            for f in global {
+                s.add_file(&f, Scope::Global)?;
+            }
+            if let Some(ns) = namespace {
+                let dir = p.join("namespaces").join(ns);
+                if dir.is_dir() {
+                    let mut files = Vec::new();
+                    files_under(&dir, false, &mut files)?;
+                    for f in files {
+                        s.add_file(&f, Scope::Namespace)?;
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn add_module(&mut self, file: String, text: String, scope: Scope) {
+        self.digest = fnv(fnv(self.digest, file.as_bytes()), text.as_bytes());
+        let test = file.ends_with("_test.rego");
+        self.modules.push(Module {
+            file,
+            text,
+            scope,
+            test,
+        });
+    }
+
+    fn add_file(&mut self, path: &Path, scope: Scope) -> Result<(), PolicyError> {
+        let file = path.display().to_string();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext {
+            "rego" => {
+                let text = read(path)?;
+                self.add_module(file, text, scope);
+            }
+            "json" | "yaml" | "yml" => {
+                let text = read(path)?;
+                self.digest = fnv(fnv(self.digest, file.as_bytes()), text.as_bytes());
+                let data_err = |line: Option<usize>, msg: String| PolicyError::Data {
+                    file: file.clone(),
+                    line,
+                    msg,
+                };
+                let (intents, rest): (_, BTreeMap<String, Value>) = if ext == "json" {
+                    let d: DataFile<serde_json::Value> = serde_json::from_str(&text)
+                        .map_err(|e| data_err(Some(e.line()), e.to_string()))?;
+                    (
+                        d.intents,
+                        d.rest
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::from(v)))
+                            .collect(),
+                    )
+                } else if text.trim().is_empty() {
+                    (None, BTreeMap::new())
+                } else {
+                    let d: DataFile<serde_json::Value> = serde_yaml::from_str(&text)
+                        .map_err(|e| data_err(e.location().map(|l| l.line()), e.to_string()))?;
+                    (
+                        d.intents,
+                        d.rest
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::from(v)))
+                            .collect(),
+                    )
+                };
+                if let Some(i) = intents {
+                    self.catalogs.push((file.clone(), i));
+                }
+                if !rest.is_empty() {
+                    let mut doc = regorus::value::Object::new();
+                    for (k, v) in rest {
+                        doc.insert(Value::from(k), v);
+                    }
+                    let mut doc = doc.into_value();
+                    if scope == Scope::Namespace {
+                        for key in ["namespace", "intentgate"] {
+                            let mut o = regorus::value::Object::new();
+                            o.insert(Value::from(key), doc);
+                            doc = o.into_value();
+                        }
+                    }
+                    self.data.push((file, doc));
+                }
+            }
+            // READMEs and other files beside the policies are ignored.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The revision: a stable hash of every source.
+    pub fn revision(&self) -> String {
+        format!("{:016x}", self.digest)
+    }
+}
+
+/// Builds an engine from the sources (with or without `*_test.rego` modules) and `data`.
+/// Returns it with the loaded module names. Not yet prepared: evaluate once to warm it.
+pub fn build(
+    src: &Sources,
+    catalog_data: &Value,
+    with_tests: bool,
+) -> Result<(Engine, Vec<(String, String)>), PolicyError> {
+    let mut e = Engine::new();
+    e.set_rego_v0(false);
+    let mut names = Vec::new();
+    for m in src.modules.iter().filter(|m| with_tests || !m.test) {
+        let package = e
+            .add_policy(m.file.clone(), m.text.clone())
+            .map_err(|err| PolicyError::Compile {
+                file: m.file.clone(),
+                msg: err.to_string(),
+            })?;
+        if m.scope == Scope::Namespace
+            && !m.test
+            && package != NAMESPACE_PACKAGE
+            && !package.starts_with(&format!("{NAMESPACE_PACKAGE}."))
+        {
+            return Err(PolicyError::NamespacePackage {
+                file: m.file.clone(),
+                package,
+            });
+        }
+        names.push((m.file.clone(), package));
+    }
+    for (file, doc) in &src.data {
+        e.add_data(doc.clone()).map_err(|err| PolicyError::Data {
+            file: file.clone(),
+            line: None,
+            msg: err.to_string(),
+        })?;
+    }
+    e.add_data(catalog_data.clone())
+        .map_err(|err| PolicyError::Data {
+            file: "intent catalog".into(),
+            line: None,
+            msg: err.to_string(),
+        })?;
+    Ok((e, names))
+}

@@ -1,0 +1,384 @@
+//! Policy: the intent catalog matched natively, the input document built as a regorus `Value`,
+//! and the Rego decision evaluated on a per-thread engine compiled once at load.
+//!
+//! Flow of `PolicySet::decide`: lifecycle check → catalog verdict (`catalog`) → input (`input`)
+//! → `data.intentgate.decision` on this thread's warmed engine (`engine`) → `Decision`
+//! (`decision`), failing closed on errors unless `policy.on_error: allow`.
+
+pub mod catalog;
+mod decision;
+pub mod engine;
+pub mod input;
+pub mod rego_test;
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use regorus::{Engine, Value};
+
+pub use catalog::{Catalog, CatalogError, ScopeQuery, ScopeVerdict};
+pub use decision::{DECLARE_HINT, Decision};
+
+use crate::config::{Config, Mode, OnError};
+use crate::identity::Agent;
+use crate::intent::Intent;
+
+/// Policies that cannot be loaded. Every variant names the file; Rego errors carry the line.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {msg}")]
+    Compile { file: String, msg: String },
+    #[error("{file}{}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        file: String,
+        line: Option<usize>,
+        msg: String,
+    },
+    #[error(
+        "{file}: a namespace module must declare `package intentgate.namespace` (or a package \
+         below it) so it can only narrow the global policy; it declares `{package}`"
+    )]
+    NamespacePackage { file: String, package: String },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("policy query `{query}`: {msg}")]
+    Query { query: String, msg: String },
+}
+
+/// How the request reached intentgate.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionFacts<'a> {
+    /// `forward`, `connect`, `intercepted` or `transparent`.
+    pub mode: &'a str,
+    pub sni: Option<&'a str>,
+    pub intercepted: bool,
+}
+
+/// What the proxy knows about one request (a CONNECT that is not intercepted has method
+/// `CONNECT` and only host and port).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub id: &'a str,
+    pub protocol: &'a str,
+    pub method: &'a str,
+    pub scheme: &'a str,
+    /// Lowercase, no trailing dot, punycode.
+    pub host: &'a str,
+    pub port: u16,
+    /// Canonical path, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub connection: ConnectionFacts<'a>,
+    /// The vetted address and its class (`public`, `private`, ...), once resolved.
+    pub destination: Option<(std::net::IpAddr, &'a str)>,
+}
+
+/// Every load gets a new generation; per-thread engines are keyed by it.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This worker's engine: no lock around evaluation.
+    static ENGINE: RefCell<Option<(u64, Engine)>> = const { RefCell::new(None) };
+}
+
+/// The loaded policy for one agent (its namespace's modules and catalog): compiled catalog,
+/// warmed engines and revision. Lives in an `Arc`, swapped on reload.
+pub struct PolicySet {
+    catalog: Catalog,
+    template: Engine,
+    /// Engines built separately at load (they scale better than clones sharing counters);
+    /// each worker thread takes one on its first decision, then clones of `template`.
+    spare: Mutex<Vec<Engine>>,
+    query: String,
+    revision: String,
+    generation: u64,
+    modules: Vec<String>,
+    namespace: Option<String>,
+    agent: Agent,
+    agent_value: Value,
+    on_error: OnError,
+    mode_override: Option<Mode>,
+    enforce_lifecycle: bool,
+    strip: Vec<String>,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("revision", &self.revision)
+            .field("modules", &self.modules)
+            .field("intents", &self.catalog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The catalog as Rego data: `data.intents`.
+fn catalog_data(src: &engine::Sources) -> Value {
+    let mut all = serde_json::Map::new();
+    for (_, entries) in &src.catalogs {
+        for (name, spec) in entries {
+            all.insert(name.clone(), serde_json::to_value(spec).unwrap_or_default());
+        }
+    }
+    let mut o = regorus::value::Object::new();
+    o.insert(
+        Value::from("intents"),
+        Value::from(serde_json::Value::Object(all)),
+    );
+    o.into_value()
+}
+
+/// A representative request to warm engines with (and to prove the query evaluates).
+fn warm_input(agent: &Value) -> Value {
+    let headers = http::HeaderMap::new();
+    let req = RequestFacts {
+        id: "warm-up",
+        protocol: "HTTP/1.1",
+        method: "GET",
+        scheme: "https",
+        host: "example.com",
+        port: 443,
+        path: "/",
+        query: None,
+        headers: &headers,
+        connection: ConnectionFacts {
+            mode: "forward",
+            sni: None,
+            intercepted: false,
+        },
+        destination: None,
+    };
+    let scope = ScopeVerdict {
+        matched: false,
+        intent: None,
+        rule: None,
+        why: String::new(),
+        code: "no_intent",
+        mode: Mode::Enforce,
+    };
+    input::build(agent, &Intent::none(), &req, &[], &scope, &[], 0)
+}
+
+fn warm(e: &mut Engine, query: &str, input: &Value) -> Result<(), PolicyError> {
+    // Preparing (analysis and scheduling) surfaces conflicts and unsafe variables.
+    e.eval_query("true".into(), false)
+        .map_err(|err| PolicyError::Compile {
+            file: "policy".into(),
+            msg: err.to_string(),
+        })?;
+    e.set_input(input.clone());
+    e.eval_rule(query.to_string())
+        .map(|_| ())
+        .map_err(|err| PolicyError::Query {
+            query: query.to_string(),
+            msg: err.to_string(),
+        })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl PolicySet {
+    /// Loads the catalog and policies that apply to `agent` (global, plus its namespace's).
+    pub fn load(cfg: &Config, agent: &Agent) -> Result<Self, PolicyError> {
+        let src = engine::Sources::collect(cfg, agent.namespace.as_deref())?;
+        let catalog = Catalog::compile(&src.catalogs, cfg.mode)?;
+        let agent_value = input::agent_value(agent);
+        let sample = warm_input(&agent_value);
+        let query = cfg.policy.query.trim().to_string();
+        let (mut template, names) = engine::build(&src, &catalog_data(&src), false)?;
+        warm(&mut template, &query, &sample)?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let mut spare = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (mut e, _) = engine::build(&src, &catalog_data(&src), false)?;
+            warm(&mut e, &query, &sample)?;
+            spare.push(e);
+        }
+        Ok(PolicySet {
+            catalog,
+            template,
+            spare: Mutex::new(spare),
+            query,
+            revision: src.revision(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            modules: names.into_iter().map(|(file, _)| file).collect(),
+            namespace: agent.namespace.clone(),
+            agent: agent.clone(),
+            agent_value,
+            on_error: cfg.policy.on_error,
+            mode_override: cfg.mode_override,
+            enforce_lifecycle: cfg.agent.enforce_lifecycle,
+            strip: cfg.headers.strip.clone(),
+        })
+    }
+
+    /// A stable hash of every policy source, data file and catalog.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The loaded Rego modules (file names), for `/v1/policy`.
+    pub fn modules(&self) -> Vec<String> {
+        self.modules.clone()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Decides one request.
+    pub fn decide(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
+        self.run(agent, intent, req).0
+    }
+
+    /// Decides one request and returns the input it evaluated, as JSON.
+    pub fn explain(
+        &self,
+        agent: &Agent,
+        intent: &Intent,
+        req: &RequestFacts<'_>,
+    ) -> (Decision, serde_json::Value) {
+        let (d, input) = self.run(agent, intent, req);
+        (d, input::to_json(&input))
+    }
+
+    fn run(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> (Decision, Value) {
+        let start = Instant::now();
+        let now = SystemTime::now();
+        let host_owned;
+        let host = if req.host.bytes().any(|b| b.is_ascii_uppercase()) || req.host.ends_with('.') {
+            host_owned = req.host.trim_end_matches('.').to_ascii_lowercase();
+            host_owned.as_str()
+        } else {
+            req.host
+        };
+        let segments = input::segments(req.path);
+        let q = ScopeQuery {
+            method: req.method,
+            host,
+            port: req.port,
+            path: req.path,
+            segments: &segments,
+            destination_only: req.method.eq_ignore_ascii_case("CONNECT")
+                && !req.connection.intercepted,
+        };
+        let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
+        let agent_value = if *agent == self.agent {
+            self.agent_value.clone()
+        } else {
+            input::agent_value(agent)
+        };
+        let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let req = RequestFacts { host, ..*req };
+        let doc = input::build(
+            &agent_value,
+            intent,
+            &req,
+            &segments,
+            &scope,
+            &self.strip,
+            now_unix,
+        );
+        let mode = self.mode_override.unwrap_or(scope.mode);
+        let mut d = Decision {
+            allow: false,
+            mode,
+            reasons: Vec::new(),
+            headers: Vec::new(),
+            code: "intent_violation",
+            hint: String::new(),
+            scope,
+            policy_micros: 0,
+        };
+        if self.enforce_lifecycle {
+            if let Some(why) = agent.lifecycle_violation(now) {
+                d.code = "agent_refused";
+                d.mode = Mode::Enforce;
+                d.reasons.push(why);
+                d.hint = "ask the agent's owner to set agent.owner or renew agent.expires".into();
+                d.policy_micros = micros(start);
+                return (d, doc);
+            }
+        }
+        let result = if agent.namespace != self.namespace {
+            Err(format!(
+                "this policy set was loaded for namespace {:?}, not {:?}",
+                self.namespace, agent.namespace
+            ))
+        } else {
+            self.eval(doc.clone())
+                .and_then(|v| decision::parse(&v, &d.scope))
+        };
+        match result {
+            Ok(p) => {
+                d.allow = p.allow;
+                d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
+                d.headers = p.headers;
+                d.reasons = p.reasons;
+                if p.allow {
+                    d.code = "allowed";
+                } else {
+                    if d.reasons.is_empty() {
+                        d.reasons.push(format!("denied by policy: {}", d.scope.why));
+                    }
+                    d.hint = decision::hint_for(&d.scope);
+                }
+            }
+            Err(msg) => {
+                tracing::warn!(error = %msg, revision = %self.revision, "policy evaluation failed");
+                d.allow = self.on_error == OnError::Allow;
+                d.code = "policy_error";
+                d.reasons
+                    .push(format!("policy evaluation failed: {}", one_line(&msg)));
+                d.hint = "the policy could not decide this request; ask the platform team to \
+                          fix it (`intentgate check` runs the policy tests)"
+                    .into();
+            }
+        }
+        d.policy_micros = micros(start);
+        (d, doc)
+    }
+
+    /// Evaluates the query on this thread's engine.
+    fn eval(&self, input: Value) -> Result<Value, String> {
+        ENGINE.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered on this thread (never in practice): use a private clone.
+                let mut e = self.template.clone();
+                e.set_input(input);
+                return e.eval_rule(self.query.clone()).map_err(|e| e.to_string());
+            };
+            if !matches!(&*slot, Some((g, _)) if *g == self.generation) {
+                let fresh = self
+                    .spare
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.pop())
+                    .unwrap_or_else(|| self.template.clone());
+                *slot = Some((self.generation, fresh));
+            }
+            let Some((_, e)) = slot.as_mut() else {
+                return Err("no engine".into());
+            };
+            e.set_input(input);
+            e.eval_rule(self.query.clone()).map_err(|e| e.to_string())
+        })
+    }
+}
+
+fn micros(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

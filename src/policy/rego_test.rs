@@ -1,0 +1,165 @@
+//! Rego unit tests for `intentgate check`: finds `test_*` rules in the policy modules (like
+//! `opa test`), evaluates each, and reports pass/fail per test with a summary.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::PolicyError;
+use super::engine::{self, Scope, Sources};
+use crate::config::Config;
+
+/// One test's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestResult {
+    /// `data.PACKAGE.test_NAME`.
+    pub name: String,
+    pub file: String,
+    /// The namespace whose modules were loaded with the global ones (`None` = global only).
+    pub namespace: Option<String>,
+    pub passed: bool,
+    /// Why it failed: `false`, undefined, or an evaluation error.
+    pub failure: Option<String>,
+    pub micros: u64,
+}
+
+/// All results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestReport {
+    pub results: Vec<TestResult>,
+}
+
+impl TestReport {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|r| r.passed).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.results.len() - self.passed()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.failed() == 0
+    }
+
+    /// Lines like `opa test`: `PASS`/`FAIL` per test, then a summary.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for r in &self.results {
+            let ns = r
+                .namespace
+                .as_ref()
+                .map(|n| format!(" [namespace {n}]"))
+                .unwrap_or_default();
+            match &r.failure {
+                None => out.push_str(&format!(
+                    "PASS {} ({}){ns} {}µs\n",
+                    r.name, r.file, r.micros
+                )),
+                Some(f) => out.push_str(&format!("FAIL {} ({}){ns}: {f}\n", r.name, r.file)),
+            }
+        }
+        out.push_str(&format!(
+            "{}\nPASS: {}/{}",
+            "-".repeat(40),
+            self.passed(),
+            self.results.len()
+        ));
+        if self.failed() > 0 {
+            out.push_str(&format!("\nFAIL: {}/{}", self.failed(), self.results.len()));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Names of the `test_*` rules a module defines (rule heads start a line).
+fn test_rules(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("test_"))
+        .filter_map(|l| {
+            let end = l
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(l.len());
+            let name = &l[..end];
+            (name.len() > "test_".len()).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// Runs the tests: those of the global modules (and of the builtin policy when
+/// `include_builtin`), then for each namespace folder the tests of its modules, loaded with the
+/// global ones. A policy that does not load is an error, not a failed test.
+pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyError> {
+    let mut report = TestReport::default();
+    let mut runs: Vec<Option<String>> = vec![None];
+    runs.extend(engine::namespaces(cfg).into_iter().map(Some));
+    for ns in runs {
+        let src = Sources::collect(cfg, ns.as_deref())?;
+        super::Catalog::compile(&src.catalogs, cfg.mode)?;
+        let (mut e, packages) = engine::build(&src, &super::catalog_data(&src), true)?;
+        e.eval_query("true".into(), false)
+            .map_err(|err| PolicyError::Compile {
+                file: "policy".into(),
+                msg: err.to_string(),
+            })?;
+        let modules = src.modules.iter().filter(|m| match (&ns, m.scope) {
+            (None, Scope::Builtin) => include_builtin,
+            (None, Scope::Global) => true,
+            (Some(_), Scope::Namespace) => true,
+            _ => false,
+        });
+        for m in modules {
+            let Some((_, package)) = packages.iter().find(|(f, _)| *f == m.file) else {
+                continue;
+            };
+            for rule in test_rules(&m.text) {
+                let name = format!("{package}.{rule}");
+                let start = Instant::now();
+                let outcome = e.eval_rule(name.clone());
+                let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let failure = match outcome {
+                    Ok(regorus::Value::Bool(true)) => None,
+                    Ok(regorus::Value::Undefined) => {
+                        Some("undefined (a condition did not hold)".into())
+                    }
+                    Ok(v) => Some(format!(
+                        "evaluated to {}",
+                        serde_json::to_string(&v).unwrap_or_default()
+                    )),
+                    Err(err) => Some(format!("error: {}", super::one_line(&err.to_string()))),
+                };
+                report.results.push(TestResult {
+                    name,
+                    file: m.file.clone(),
+                    namespace: ns.clone(),
+                    passed: failure.is_none(),
+                    failure,
+                    micros,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_test_rules_once() {
+        let t = "package x\ntest_a if { true }\ntest_a if { 1 == 1 }\n  test_b if true\ntest_ := 1\ntest_c := true\n";
+        assert_eq!(
+            test_rules(t).into_iter().collect::<Vec<_>>(),
+            vec!["test_a", "test_c"]
+        );
+    }
+
+    #[test]
+    fn builtin_policy_tests_pass() {
+        let cfg = Config::default();
+        let r = run(&cfg, true).unwrap();
+        assert!(r.results.len() >= 5, "{}", r.render());
+        assert!(r.ok(), "{}", r.render());
+    }
+}
