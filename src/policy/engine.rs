@@ -264,10 +264,7 @@ pub fn build(
     for m in src.modules.iter().filter(|m| with_tests || !m.test) {
         let package = e
             .add_policy(m.file.clone(), m.text.clone())
-            .map_err(|err| PolicyError::Compile {
-                file: m.file.clone(),
-                msg: err.to_string(),
-            })?;
+            .map_err(|err| super::rego_error(&m.file, &err.to_string()))?;
         if m.scope == Scope::Namespace
             && !m.test
             && package != NAMESPACE_PACKAGE

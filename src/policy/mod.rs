@@ -33,8 +33,12 @@ pub enum PolicyError {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}: {msg}")]
-    Compile { file: String, msg: String },
+    #[error("{file}{}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Compile {
+        file: String,
+        line: Option<usize>,
+        msg: String,
+    },
     #[error("{file}{}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Data {
         file: String,
@@ -170,10 +174,7 @@ fn warm_input(agent: &Value) -> Value {
 fn warm(e: &mut Engine, query: &str, input: &Value) -> Result<(), PolicyError> {
     // Preparing (analysis and scheduling) surfaces conflicts and unsafe variables.
     e.eval_query("true".into(), false)
-        .map_err(|err| PolicyError::Compile {
-            file: "policy".into(),
-            msg: err.to_string(),
-        })?;
+        .map_err(|err| rego_error("policy", &err.to_string()))?;
     e.set_input(input.clone());
     e.eval_rule(query.to_string())
         .map(|_| ())
@@ -181,6 +182,42 @@ fn warm(e: &mut Engine, query: &str, input: &Value) -> Result<(), PolicyError> {
             query: query.to_string(),
             msg: err.to_string(),
         })
+}
+
+/// A regorus error as `Compile`: the file and line from its `--> FILE:LINE:COL` marker (else
+/// `file`), the message first and the source excerpt after it.
+pub(crate) fn rego_error(file: &str, err: &str) -> PolicyError {
+    let mut at = None;
+    let mut message = None;
+    let mut excerpt = Vec::new();
+    for l in err.lines() {
+        let t = l.trim();
+        if let Some(loc) = t.strip_prefix("-->") {
+            let mut parts = loc.trim().rsplitn(3, ':');
+            let _col = parts.next();
+            let line = parts.next().and_then(|n| n.parse::<usize>().ok());
+            if let (Some(line), Some(f)) = (line, parts.next()) {
+                at = Some((f.to_string(), line));
+            }
+        } else if let Some(m) = t.strip_prefix("error:") {
+            message = Some(m.trim().to_string());
+        } else if !t.is_empty()
+            && !(t.ends_with(':') && at.is_none() && excerpt.is_empty() && t.len() < 2)
+        {
+            excerpt.push(l.to_string());
+        }
+    }
+    let excerpt: Vec<String> = excerpt
+        .into_iter()
+        .filter(|l| l.trim() != format!("{file}:"))
+        .collect();
+    let msg = match message {
+        Some(m) if excerpt.is_empty() => m,
+        Some(m) => format!("{m}\n{}", excerpt.join("\n")),
+        None => one_line(err),
+    };
+    let (file, line) = at.map_or((file.to_string(), None), |(f, l)| (f, Some(l)));
+    PolicyError::Compile { file, line, msg }
 }
 
 fn one_line(s: &str) -> String {

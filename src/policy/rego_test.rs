@@ -98,10 +98,7 @@ pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyErro
         super::Catalog::compile(&src.catalogs, cfg.mode)?;
         let (mut e, packages) = engine::build(&src, &super::catalog_data(&src), true)?;
         e.eval_query("true".into(), false)
-            .map_err(|err| PolicyError::Compile {
-                file: "policy".into(),
-                msg: err.to_string(),
-            })?;
+            .map_err(|err| super::rego_error("policy", &err.to_string()))?;
         let modules = src.modules.iter().filter(|m| match (&ns, m.scope) {
             (None, Scope::Builtin) => include_builtin,
             (None, Scope::Global) => true,

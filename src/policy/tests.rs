@@ -1,1 +1,575 @@
+//! Tests of loading and deciding: precedence, namespaces, failure handling, secrets.
 
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::config::{IntentSpec, ScopeRule};
+use crate::intent::IntentSource;
+
+fn agent(ns: Option<&str>) -> Agent {
+    Agent {
+        id: "support-bot".into(),
+        namespace: ns.map(str::to_string),
+        service_account: Some("support-bot".into()),
+        owner: Some("team-helpdesk".into()),
+        spiffe_id: None,
+        labels: [("tier".to_string(), "prod".to_string())].into(),
+        expires: None,
+    }
+}
+
+fn intent(name: &str) -> Intent {
+    Intent {
+        name: Some(name.into()),
+        task: Some("INC-1".into()),
+        source: IntentSource::Header,
+        verified: false,
+        claims: Default::default(),
+    }
+}
+
+fn config(dirs: &[&Path]) -> Config {
+    let mut c = Config::default();
+    c.intents.insert(
+        "triage".into(),
+        IntentSpec {
+            allow: vec![ScopeRule {
+                hosts: vec!["api.zendesk.com".into(), "api.stripe.com".into()],
+                methods: Some(vec!["GET".into(), "DELETE".into()]),
+                ..ScopeRule::default()
+            }],
+            ..IntentSpec::default()
+        },
+    );
+    c.intents.insert(
+        "watch".into(),
+        IntentSpec {
+            mode: Some(Mode::Monitor),
+            allow: vec![ScopeRule {
+                hosts: vec!["*.example.com".into()],
+                ..ScopeRule::default()
+            }],
+            ..IntentSpec::default()
+        },
+    );
+    c.policy.paths = dirs.iter().map(|d| d.to_path_buf()).collect();
+    c
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+struct Req {
+    method: &'static str,
+    host: &'static str,
+    path: &'static str,
+    headers: http::HeaderMap,
+}
+
+fn req(method: &'static str, host: &'static str, path: &'static str) -> Req {
+    Req {
+        method,
+        host,
+        path,
+        headers: http::HeaderMap::new(),
+    }
+}
+
+impl Req {
+    fn facts(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            id: "r1",
+            protocol: "HTTP/1.1",
+            method: self.method,
+            scheme: "https",
+            host: self.host,
+            port: 443,
+            path: self.path,
+            query: Some("page=2"),
+            headers: &self.headers,
+            connection: ConnectionFacts {
+                mode: "intercepted",
+                sni: Some(self.host),
+                intercepted: true,
+            },
+            destination: None,
+        }
+    }
+}
+
+fn decide(p: &PolicySet, a: &Agent, i: &Intent, r: &Req) -> Decision {
+    p.decide(a, i, &r.facts())
+}
+
+#[test]
+fn policy_set_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<PolicySet>();
+}
+
+#[test]
+fn catalog_allows_and_denies_with_reasons_and_hints() {
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[]), &a).unwrap();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/api/v2/tickets"),
+    );
+    assert!(d.allow, "{d:?}");
+    assert_eq!(
+        (d.code, d.mode, d.scope.rule),
+        ("allowed", Mode::Enforce, Some(0))
+    );
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("POST", "api.zendesk.com", "/x"),
+    );
+    assert!(!d.allow && d.blocks());
+    assert_eq!(d.code, "intent_violation");
+    assert_eq!(d.reasons, vec![d.scope.why.clone()]);
+    assert!(
+        d.reasons[0].starts_with("intent 'triage' does not permit POST api.zendesk.com/x"),
+        "{:?}",
+        d.reasons
+    );
+    assert_eq!(
+        d.hint,
+        "declare an intent that permits this call, or ask the platform team to extend intent 'triage'"
+    );
+    let d = decide(&p, &a, &Intent::none(), &req("GET", "api.zendesk.com", "/"));
+    assert_eq!((d.allow, d.scope.code), (false, "no_intent"));
+    assert!(
+        d.hint.contains("intentgate-intent: NAME") && d.hint.contains("/v1/intent"),
+        "{}",
+        d.hint
+    );
+    let d = decide(&p, &a, &intent("nope"), &req("GET", "api.zendesk.com", "/"));
+    assert_eq!(d.scope.code, "unknown_intent");
+    assert!(!p.revision().is_empty());
+    assert_eq!(p.modules(), vec!["<builtin>/intentgate.rego".to_string()]);
+}
+
+#[test]
+fn mode_precedence_flag_then_intent_then_top_level() {
+    let a = agent(None);
+    let mut c = config(&[]);
+    let p = PolicySet::load(&c, &a).unwrap();
+    let d = decide(&p, &a, &intent("watch"), &req("GET", "evil.com", "/"));
+    assert_eq!((d.allow, d.mode, d.blocks()), (false, Mode::Monitor, false));
+    let d = decide(&p, &a, &intent("triage"), &req("GET", "evil.com", "/"));
+    assert_eq!(d.mode, Mode::Enforce);
+    c.mode = Mode::Monitor;
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert_eq!(
+        decide(&p, &a, &intent("triage"), &req("GET", "evil.com", "/")).mode,
+        Mode::Monitor
+    );
+    c.mode_override = Some(Mode::Enforce);
+    let p = PolicySet::load(&c, &a).unwrap();
+    let d = decide(&p, &a, &intent("watch"), &req("GET", "evil.com", "/"));
+    assert_eq!((d.mode, d.blocks()), (Mode::Enforce, true));
+}
+
+const GLOBAL_DENY: &str = "package intentgate\n\nimport rego.v1\n\n\
+deny contains {\"code\": \"no_refunds\", \"message\": \"refunds need a human\"} if input.request.host == \"api.stripe.com\"\n";
+
+#[test]
+fn namespace_modules_narrow_only_their_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "global.rego", GLOBAL_DENY);
+    write(
+        dir.path(),
+        "namespaces/support/narrow.rego",
+        "package intentgate.namespace\n\nimport rego.v1\n\ndeny contains \"support may not delete\" if input.request.method == \"DELETE\"\n",
+    );
+    let c = config(&[dir.path()]);
+    let sup = agent(Some("support"));
+    let p = PolicySet::load(&c, &sup).unwrap();
+    assert_eq!(p.modules().len(), 3, "{:?}", p.modules());
+    let d = decide(
+        &p,
+        &sup,
+        &intent("triage"),
+        &req("DELETE", "api.zendesk.com", "/t/1"),
+    );
+    assert_eq!(
+        (d.allow, d.reasons.clone()),
+        (false, vec!["support may not delete".to_string()])
+    );
+    assert!(
+        decide(
+            &p,
+            &sup,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/t/1")
+        )
+        .allow
+    );
+    let d = decide(
+        &p,
+        &sup,
+        &intent("triage"),
+        &req("GET", "api.stripe.com", "/v1/refunds"),
+    );
+    assert_eq!(d.reasons, vec!["refunds need a human".to_string()]);
+    let dev = agent(Some("dev"));
+    let p = PolicySet::load(&c, &dev).unwrap();
+    assert!(
+        decide(
+            &p,
+            &dev,
+            &intent("triage"),
+            &req("DELETE", "api.zendesk.com", "/t/1")
+        )
+        .allow
+    );
+    // A policy set answers only for the namespace it was loaded for.
+    assert_eq!(
+        decide(
+            &p,
+            &sup,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/")
+        )
+        .code,
+        "policy_error"
+    );
+}
+
+#[test]
+fn a_namespace_cannot_override_a_global_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "global.rego", GLOBAL_DENY);
+    write(
+        dir.path(),
+        "namespaces/support/widen.rego",
+        "package intentgate.namespace\n\nimport rego.v1\n\ngrant contains \"yes\" if true\n\ndecision := {\"allow\": true}\n\nallow := true\n",
+    );
+    let sup = agent(Some("support"));
+    let p = PolicySet::load(&config(&[dir.path()]), &sup).unwrap();
+    let d = decide(
+        &p,
+        &sup,
+        &intent("triage"),
+        &req("GET", "api.stripe.com", "/v1/refunds"),
+    );
+    assert!(!d.allow, "{d:?}");
+    assert!(!decide(&p, &sup, &intent("triage"), &req("GET", "evil.com", "/")).allow);
+    // Declaring the global package from a namespace folder is refused at load.
+    write(
+        dir.path(),
+        "namespaces/support/sneaky.rego",
+        "package intentgate\n\nimport rego.v1\n\ngrant contains \"yes\" if true\n",
+    );
+    let err = PolicySet::load(&config(&[dir.path()]), &sup)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sneaky.rego") && err.contains("package intentgate.namespace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn namespace_catalogs_and_data_apply_to_their_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "namespaces/support/catalog.yaml",
+        "intents:\n  read-kb:\n    allow:\n      - hosts: [kb.internal.example]\nblocked_paths: [/admin]\n",
+    );
+    write(
+        dir.path(),
+        "namespaces/support/paths.rego",
+        "package intentgate.namespace\n\nimport rego.v1\n\ndeny contains \"admin is off limits\" if input.request.path in data.intentgate.namespace.blocked_paths\n",
+    );
+    let sup = agent(Some("support"));
+    let p = PolicySet::load(&config(&[dir.path()]), &sup).unwrap();
+    assert!(
+        decide(
+            &p,
+            &sup,
+            &intent("read-kb"),
+            &req("GET", "kb.internal.example", "/a")
+        )
+        .allow
+    );
+    let d = decide(
+        &p,
+        &sup,
+        &intent("read-kb"),
+        &req("GET", "kb.internal.example", "/admin"),
+    );
+    assert_eq!(d.reasons, vec!["admin is off limits".to_string()]);
+    let dev = agent(Some("dev"));
+    let p = PolicySet::load(&config(&[dir.path()]), &dev).unwrap();
+    assert_eq!(
+        decide(
+            &p,
+            &dev,
+            &intent("read-kb"),
+            &req("GET", "kb.internal.example", "/a")
+        )
+        .scope
+        .code,
+        "unknown_intent"
+    );
+}
+
+#[test]
+fn runtime_errors_fail_closed_unless_on_error_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "boom.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains x if {\n\tinput.request.path == \"/boom\"\n\tx := to_number(\"not a number\")\n}\n",
+    );
+    let a = agent(None);
+    let mut c = config(&[dir.path()]);
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/ok")
+        )
+        .allow
+    );
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/boom"),
+    );
+    assert_eq!(
+        (d.allow, d.code, d.blocks()),
+        (false, "policy_error", true),
+        "{d:?}"
+    );
+    assert!(
+        d.reasons[0].starts_with("policy evaluation failed"),
+        "{:?}",
+        d.reasons
+    );
+    c.policy.on_error = OnError::Allow;
+    let p = PolicySet::load(&c, &a).unwrap();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/boom"),
+    );
+    assert_eq!((d.allow, d.code), (true, "policy_error"));
+}
+
+#[test]
+fn an_undefined_decision_is_a_policy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "custom.rego",
+        "package custom\n\nimport rego.v1\n\ndecision := {\"allow\": true} if input.request.method == \"POST\"\n",
+    );
+    let a = agent(None);
+    let mut c = config(&[dir.path()]);
+    c.policy.builtin = false;
+    c.policy.query = "data.custom.decision".into();
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert!(decide(&p, &a, &intent("triage"), &req("POST", "x.com", "/")).allow);
+    let d = decide(&p, &a, &intent("triage"), &req("GET", "x.com", "/"));
+    assert_eq!((d.allow, d.code), (false, "policy_error"));
+    assert!(d.reasons[0].contains("undefined"), "{:?}", d.reasons);
+}
+
+#[test]
+fn lifecycle_refuses_ownerless_and_expired_agents_in_any_mode() {
+    let mut c = config(&[]);
+    c.mode_override = Some(Mode::Monitor);
+    let mut a = agent(None);
+    a.owner = None;
+    let p = PolicySet::load(&c, &a).unwrap();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/"),
+    );
+    assert_eq!(
+        (d.allow, d.code, d.blocks()),
+        (false, "agent_refused", true)
+    );
+    assert!(d.reasons[0].contains("no owner"));
+    let mut a = agent(None);
+    a.expires = Some(SystemTime::now() - Duration::from_secs(5));
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/"),
+    );
+    assert!(d.reasons[0].contains("expired"), "{:?}", d.reasons);
+    c.agent.enforce_lifecycle = false;
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_input() {
+    let a = agent(None);
+    let mut c = config(&[]);
+    c.headers.strip = vec!["x-api-key".into()];
+    let p = PolicySet::load(&c, &a).unwrap();
+    let mut r = req("GET", "API.Zendesk.com.", "/api/v2/tickets");
+    for (k, v) in [
+        ("authorization", "Bearer s3cret"),
+        ("cookie", "sid=s3cret"),
+        ("proxy-authorization", "Basic s3cret"),
+        ("x-api-key", "s3cret"),
+        ("content-type", "application/json"),
+    ] {
+        r.headers.insert(k, v.parse().unwrap());
+    }
+    let (d, input) = p.explain(&a, &intent("triage"), &r.facts());
+    assert!(d.allow, "{d:?}");
+    let text = input.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    let h = &input["request"]["headers"];
+    assert_eq!(h, &serde_json::json!({"content-type": "application/json"}));
+    assert_eq!(input["request"]["host"], "api.zendesk.com");
+    assert_eq!(
+        input["request"]["path_segments"],
+        serde_json::json!(["api", "v2", "tickets"])
+    );
+    assert_eq!(
+        input["request"]["query"],
+        serde_json::json!({"page": ["2"]})
+    );
+    assert_eq!(input["intent"]["source"], "header");
+    assert_eq!(input["agent"]["labels"]["tier"], "prod");
+    assert_eq!(input["scope"]["matched"], true);
+    assert_eq!(input["connection"]["mode"], "intercepted");
+    assert_eq!(input["mcp"], serde_json::Value::Null);
+    assert!(input["time"]["unix"].as_u64().unwrap() > 1_700_000_000);
+}
+
+#[test]
+fn load_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bad.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains x if {\n  x := \n}\n",
+    );
+    let err = PolicySet::load(&config(&[dir.path()]), &agent(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.rego:6: expecting `}` while parsing set\n"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "unsafe.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains x if {\n  y == 1\n}\n",
+    );
+    let err = PolicySet::load(&config(&[dir.path()]), &agent(None))
+        .unwrap_err()
+        .to_string();
+    eprintln!("{err}");
+    assert!(err.contains("unsafe.rego:"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "data.yaml",
+        "intents:\n  x:\n    allow:\n      - hosts: [a.com]\n        prots: [1]\n",
+    );
+    let err = PolicySet::load(&config(&[dir.path()]), &agent(None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data.yaml:") && err.contains("prots"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "c.yaml",
+        "intents:\n  x:\n    allow:\n      - hosts: [\"a.*.com\"]\n",
+    );
+    let err = PolicySet::load(&config(&[dir.path()]), &agent(None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c.yaml: intent 'x' allow[0]"), "{err}");
+}
+
+#[test]
+fn revision_follows_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "g.rego", GLOBAL_DENY);
+    let a = agent(None);
+    let r1 = PolicySet::load(&config(&[dir.path()]), &a)
+        .unwrap()
+        .revision()
+        .to_string();
+    let r2 = PolicySet::load(&config(&[dir.path()]), &a)
+        .unwrap()
+        .revision()
+        .to_string();
+    assert_eq!(r1, r2);
+    write(
+        dir.path(),
+        "g.rego",
+        &GLOBAL_DENY.replace("stripe", "paypal"),
+    );
+    assert_ne!(
+        r1,
+        PolicySet::load(&config(&[dir.path()]), &a)
+            .unwrap()
+            .revision()
+    );
+}
+
+#[test]
+fn rego_tests_in_policy_dirs_report_pass_and_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "g.rego", GLOBAL_DENY);
+    write(
+        dir.path(),
+        "g_test.rego",
+        "package intentgate_test\n\nimport rego.v1\n\nimport data.intentgate\n\n\
+test_stripe_denied if {\n\tnot intentgate.decision.allow with input as {\"request\": {\"host\": \"api.stripe.com\"}, \"scope\": {\"matched\": true, \"mode\": \"enforce\"}}\n}\n\n\
+test_wrong if {\n\tintentgate.decision.allow with input as {\"request\": {\"host\": \"api.stripe.com\"}, \"scope\": {\"matched\": true, \"mode\": \"enforce\"}}\n}\n",
+    );
+    write(
+        dir.path(),
+        "namespaces/support/n_test.rego",
+        "package intentgate.namespace_test\n\nimport rego.v1\n\ntest_ns_ok if { true }\n",
+    );
+    let r = rego_test::run(&config(&[dir.path()]), false).unwrap();
+    let text = r.render();
+    assert_eq!((r.passed(), r.failed()), (2, 1), "{text}");
+    assert!(
+        text.contains("FAIL data.intentgate_test.test_wrong"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS data.intentgate.namespace_test.test_ns_ok")
+            && text.contains("[namespace support]"),
+        "{text}"
+    );
+}
