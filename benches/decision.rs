@@ -1,0 +1,132 @@
+//! One full decision (request facts → catalog → input → Rego evaluation → decision) with the
+//! default policy and catalogs of 10 and 1,000 intents × 20 rules. Criterion reports the
+//! median; a plain timing loop at the end prints p50 and p99.
+
+use std::time::Instant;
+
+use criterion::{Criterion, black_box, criterion_group};
+use intentgate::config::{Config, IntentSpec, ScopeRule};
+use intentgate::identity::Agent;
+use intentgate::intent::{Intent, IntentSource};
+use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
+
+fn config(intents: usize) -> Config {
+    let mut c = Config::default();
+    for i in 0..intents {
+        let allow = (0..20)
+            .map(|r| ScopeRule {
+                hosts: vec![format!("api{r}.svc{i}.example.com"), format!("*.r{r}.svc{i}.example.net")],
+                ports: Some(vec![443]),
+                methods: Some(vec!["GET".into(), "PUT".into()]),
+                paths: Some(vec![format!("/api/v{r}/tickets/**"), "/users/*/profile".into()]),
+            })
+            .collect();
+        c.intents.insert(format!("intent-{i}"), IntentSpec { allow, ..IntentSpec::default() });
+    }
+    c
+}
+
+fn agent() -> Agent {
+    Agent {
+        id: "support-bot".into(),
+        namespace: Some("support".into()),
+        service_account: Some("support-bot".into()),
+        owner: Some("team-helpdesk".into()),
+        spiffe_id: Some("spiffe://cluster.local/ns/support/sa/support-bot".into()),
+        labels: [("tier".to_string(), "prod".to_string())].into(),
+        expires: None,
+    }
+}
+
+struct Case {
+    policy: PolicySet,
+    agent: Agent,
+    intent: Intent,
+    headers: http::HeaderMap,
+    host: String,
+}
+
+impl Case {
+    fn new(intents: usize) -> Case {
+        let agent = agent();
+        let policy = PolicySet::load(&config(intents), &agent).expect("policy loads");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().expect("header"));
+        headers.insert("user-agent", "bench/1".parse().expect("header"));
+        headers.insert("authorization", "Bearer x".parse().expect("header"));
+        let mid = intents / 2;
+        Case {
+            policy,
+            agent,
+            intent: Intent {
+                name: Some(format!("intent-{mid}")),
+                task: Some("INC-4711".into()),
+                source: IntentSource::Header,
+                verified: false,
+                claims: Default::default(),
+            },
+            headers,
+            host: format!("api7.svc{mid}.example.com"),
+        }
+    }
+
+    fn decide(&self, path: &str) -> bool {
+        let facts = RequestFacts {
+            id: "01JD6X2Q7",
+            protocol: "HTTP/1.1",
+            method: "GET",
+            scheme: "https",
+            host: &self.host,
+            port: 443,
+            path,
+            query: Some("page=2"),
+            headers: &self.headers,
+            connection: ConnectionFacts { mode: "intercepted", sni: Some(&self.host), intercepted: true },
+            destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
+        };
+        self.policy.decide(&self.agent, &self.intent, &facts).allow
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    for n in [10, 1000] {
+        let case = Case::new(n);
+        assert!(case.decide("/api/v7/tickets/42"));
+        assert!(!case.decide("/admin"));
+        c.bench_function(&format!("decision allow, {n} intents x 20 rules"), |b| {
+            b.iter(|| black_box(case.decide(black_box("/api/v7/tickets/42"))))
+        });
+        c.bench_function(&format!("decision deny, {n} intents x 20 rules"), |b| {
+            b.iter(|| black_box(case.decide(black_box("/admin"))))
+        });
+    }
+}
+
+/// p50 and p99 from a plain loop (criterion reports the median only).
+fn percentiles() {
+    for n in [10, 1000] {
+        let case = Case::new(n);
+        for (label, path) in [("allow", "/api/v7/tickets/42"), ("deny", "/admin")] {
+            let mut t = Vec::with_capacity(20_000);
+            for _ in 0..2_000 {
+                black_box(case.decide(path));
+            }
+            for _ in 0..20_000 {
+                let s = Instant::now();
+                black_box(case.decide(path));
+                t.push(s.elapsed().as_nanos() as u64);
+            }
+            t.sort_unstable();
+            let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)] as f64 / 1000.0;
+            println!("{label} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs", p(0.5), p(0.99), p(1.0));
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    percentiles();
+}
