@@ -1,6 +1,7 @@
 //! One full decision (request facts → catalog → input → Rego evaluation → decision) with the
 //! default policy and catalogs of 10 and 1,000 intents × 20 rules. Criterion reports the
 //! median; a plain timing loop at the end prints p50 and p99.
+#![allow(clippy::expect_used)] // set-up of a benchmark, not the request path
 
 use std::time::Instant;
 
@@ -15,13 +16,25 @@ fn config(intents: usize) -> Config {
     for i in 0..intents {
         let allow = (0..20)
             .map(|r| ScopeRule {
-                hosts: vec![format!("api{r}.svc{i}.example.com"), format!("*.r{r}.svc{i}.example.net")],
+                hosts: vec![
+                    format!("api{r}.svc{i}.example.com"),
+                    format!("*.r{r}.svc{i}.example.net"),
+                ],
                 ports: Some(vec![443]),
                 methods: Some(vec!["GET".into(), "PUT".into()]),
-                paths: Some(vec![format!("/api/v{r}/tickets/**"), "/users/*/profile".into()]),
+                paths: Some(vec![
+                    format!("/api/v{r}/tickets/**"),
+                    "/users/*/profile".into(),
+                ]),
             })
             .collect();
-        c.intents.insert(format!("intent-{i}"), IntentSpec { allow, ..IntentSpec::default() });
+        c.intents.insert(
+            format!("intent-{i}"),
+            IntentSpec {
+                allow,
+                ..IntentSpec::default()
+            },
+        );
     }
     c
 }
@@ -81,7 +94,11 @@ impl Case {
             path,
             query: Some("page=2"),
             headers: &self.headers,
-            connection: ConnectionFacts { mode: "intercepted", sni: Some(&self.host), intercepted: true },
+            connection: ConnectionFacts {
+                mode: "intercepted",
+                sni: Some(&self.host),
+                intercepted: true,
+            },
             destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
         };
         self.policy.decide(&self.agent, &self.intent, &facts).allow
@@ -118,7 +135,12 @@ fn percentiles() {
             }
             t.sort_unstable();
             let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)] as f64 / 1000.0;
-            println!("{label} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs", p(0.5), p(0.99), p(1.0));
+            println!(
+                "{label} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+                p(0.5),
+                p(0.99),
+                p(1.0)
+            );
         }
     }
 }

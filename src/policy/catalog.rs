@@ -277,10 +277,7 @@ impl Catalog {
             return v;
         };
         v.mode = c.mode.unwrap_or(self.default_mode);
-        let agent_ok = c
-            .agents
-            .as_ref()
-            .is_none_or(|a| a.iter().any(|x| *x == agent.id));
+        let agent_ok = c.agents.as_ref().is_none_or(|a| a.contains(&agent.id));
         let ns_ok = c.namespaces.as_ref().is_none_or(|ns| {
             agent
                 .namespace

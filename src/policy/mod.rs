@@ -201,9 +201,7 @@ pub(crate) fn rego_error(file: &str, err: &str) -> PolicyError {
             }
         } else if let Some(m) = t.strip_prefix("error:") {
             message = Some(m.trim().to_string());
-        } else if !t.is_empty()
-            && !(t.ends_with(':') && at.is_none() && excerpt.is_empty() && t.len() < 2)
-        {
+        } else if !t.is_empty() {
             excerpt.push(l.to_string());
         }
     }
