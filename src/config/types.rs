@@ -157,6 +157,9 @@ pub struct PolicyConfig {
     /// Use the embedded default policy (`config/policy/`) in addition to `paths`.
     pub builtin: bool,
     pub bundle_url: Option<String>,
+    /// Cache decisions when the loaded policies provably allow it (keyed on exactly the input
+    /// fields they read; off by itself for policies that read headers, body or time).
+    pub cache: bool,
 }
 
 impl Default for PolicyConfig {
@@ -167,6 +170,7 @@ impl Default for PolicyConfig {
             on_error: OnError::Deny,
             builtin: true,
             bundle_url: None,
+            cache: true,
         }
     }
 }

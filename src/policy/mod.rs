@@ -5,6 +5,7 @@
 //! → `data.intentgate.decision` on this thread's warmed engine (`engine`) → `Decision`
 //! (`decision`), failing closed on errors unless `policy.on_error: allow`.
 
+mod cache;
 pub mod catalog;
 mod decision;
 pub mod engine;
@@ -12,6 +13,7 @@ pub mod input;
 pub mod rego_test;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -88,9 +90,26 @@ pub struct RequestFacts<'a> {
 /// Every load gets a new generation; per-thread engines are keyed by it.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Decisions cached per worker thread before the cache is emptied.
+const CACHE_ENTRIES: usize = 4096;
+
+/// A worker thread's engine and decision cache, for one policy generation.
+struct Slot {
+    generation: u64,
+    engine: Engine,
+    cache: HashMap<Vec<u8>, Value>,
+}
+
 thread_local! {
     /// This worker's engine: no lock around evaluation.
-    static ENGINE: RefCell<Option<(u64, Engine)>> = const { RefCell::new(None) };
+    static ENGINE: RefCell<Option<Slot>> = const { RefCell::new(None) };
+}
+
+/// Decision cache counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// The loaded policy for one agent (its namespace's modules and catalog): compiled catalog,
@@ -112,6 +131,9 @@ pub struct PolicySet {
     mode_override: Option<Mode>,
     enforce_lifecycle: bool,
     strip: Vec<String>,
+    cache_plan: cache::Plan,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -230,6 +252,16 @@ impl PolicySet {
         let agent_value = input::agent_value(agent);
         let sample = warm_input(&agent_value);
         let query = cfg.policy.query.trim().to_string();
+        let cache_plan = if cfg.policy.cache {
+            cache::plan(
+                src.modules
+                    .iter()
+                    .filter(|m| !m.test)
+                    .map(|m| m.text.as_str()),
+            )
+        } else {
+            cache::Plan::Disabled("policy.cache is false".into())
+        };
         let (mut template, names) = engine::build(&src, &catalog_data(&src), false)?;
         warm(&mut template, &query, &sample)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
@@ -254,7 +286,23 @@ impl PolicySet {
             mode_override: cfg.mode_override,
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
             strip: cfg.headers.strip.clone(),
+            cache_plan,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         })
+    }
+
+    /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
+    pub fn cache_plan(&self) -> String {
+        cache::describe(&self.cache_plan)
+    }
+
+    /// Decision cache hits and misses so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// A stable hash of every policy source, data file and catalog.
@@ -273,7 +321,7 @@ impl PolicySet {
 
     /// Decides one request.
     pub fn decide(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
-        self.run(agent, intent, req).0
+        self.run(agent, intent, req, false).0
     }
 
     /// Decides one request and returns the input it evaluated, as JSON.
@@ -283,11 +331,21 @@ impl PolicySet {
         intent: &Intent,
         req: &RequestFacts<'_>,
     ) -> (Decision, serde_json::Value) {
-        let (d, input) = self.run(agent, intent, req);
-        (d, input::to_json(&input))
+        let (d, input) = self.run(agent, intent, req, true);
+        (
+            d,
+            input.map_or(serde_json::Value::Null, |i| input::to_json(&i)),
+        )
     }
 
-    fn run(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> (Decision, Value) {
+    /// Decides; returns the input too when `want_input` (never served from the cache then).
+    fn run(
+        &self,
+        agent: &Agent,
+        intent: &Intent,
+        req: &RequestFacts<'_>,
+        want_input: bool,
+    ) -> (Decision, Option<Value>) {
         let start = Instant::now();
         let now = SystemTime::now();
         let host_owned;
@@ -308,40 +366,38 @@ impl PolicySet {
                 && !req.connection.intercepted,
         };
         let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
-        let agent_value = if *agent == self.agent {
-            self.agent_value.clone()
-        } else {
-            input::agent_value(agent)
-        };
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
-        let doc = input::build(
-            &agent_value,
-            intent,
-            &req,
-            &segments,
-            &scope,
-            &self.strip,
-            now_unix,
-        );
-        let mode = self.mode_override.unwrap_or(scope.mode);
-        let mut d = Decision {
-            allow: false,
-            mode,
-            reasons: Vec::new(),
-            headers: Vec::new(),
-            code: "intent_violation",
-            hint: String::new(),
-            scope,
-            policy_micros: 0,
+        let build = || {
+            let agent_value = if *agent == self.agent {
+                self.agent_value.clone()
+            } else {
+                input::agent_value(agent)
+            };
+            input::build(
+                &agent_value,
+                intent,
+                &req,
+                &segments,
+                &scope,
+                &self.strip,
+                now_unix,
+            )
         };
+        let doc = want_input.then(build);
+        let mode = self.mode_override.unwrap_or(scope.mode);
         if self.enforce_lifecycle {
             if let Some(why) = agent.lifecycle_violation(now) {
-                d.code = "agent_refused";
-                d.mode = Mode::Enforce;
-                d.reasons.push(why);
-                d.hint = "ask the agent's owner to set agent.owner or renew agent.expires".into();
-                d.policy_micros = micros(start);
+                let d = Decision {
+                    allow: false,
+                    mode: Mode::Enforce,
+                    reasons: vec![why],
+                    headers: Vec::new(),
+                    code: "agent_refused",
+                    hint: "ask the agent's owner to set agent.owner or renew agent.expires".into(),
+                    scope,
+                    policy_micros: micros(start),
+                };
                 return (d, doc);
             }
         }
@@ -351,8 +407,29 @@ impl PolicySet {
                 self.namespace, agent.namespace
             ))
         } else {
-            self.eval(doc.clone())
-                .and_then(|v| decision::parse(&v, &d.scope))
+            let mut key = Vec::new();
+            let cacheable = !want_input
+                && *agent == self.agent
+                && match &self.cache_plan {
+                    cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, &mut key),
+                    cache::Plan::Disabled(_) => false,
+                };
+            let key = cacheable.then_some(key.as_slice());
+            self.eval(key, || match &doc {
+                Some(d) => d.clone(),
+                None => build(),
+            })
+            .and_then(|v| decision::parse(&v, &scope))
+        };
+        let mut d = Decision {
+            allow: false,
+            mode,
+            reasons: Vec::new(),
+            headers: Vec::new(),
+            code: "intent_violation",
+            hint: String::new(),
+            scope,
+            policy_micros: 0,
         };
         match result {
             Ok(p) => {
@@ -384,29 +461,51 @@ impl PolicySet {
         (d, doc)
     }
 
-    /// Evaluates the query on this thread's engine.
-    fn eval(&self, input: Value) -> Result<Value, String> {
+    /// Evaluates the query on this thread's engine, or answers from its cache when `key` is
+    /// given and known.
+    fn eval(&self, key: Option<&[u8]>, input: impl FnOnce() -> Value) -> Result<Value, String> {
         ENGINE.with(|cell| {
             let Ok(mut slot) = cell.try_borrow_mut() else {
                 // Re-entered on this thread (never in practice): use a private clone.
                 let mut e = self.template.clone();
-                e.set_input(input);
+                e.set_input(input());
                 return e.eval_rule(self.query.clone()).map_err(|e| e.to_string());
             };
-            if !matches!(&*slot, Some((g, _)) if *g == self.generation) {
-                let fresh = self
+            if !matches!(&*slot, Some(s) if s.generation == self.generation) {
+                let engine = self
                     .spare
                     .lock()
                     .ok()
                     .and_then(|mut s| s.pop())
                     .unwrap_or_else(|| self.template.clone());
-                *slot = Some((self.generation, fresh));
+                *slot = Some(Slot {
+                    generation: self.generation,
+                    engine,
+                    cache: HashMap::new(),
+                });
             }
-            let Some((_, e)) = slot.as_mut() else {
+            let Some(s) = slot.as_mut() else {
                 return Err("no engine".into());
             };
-            e.set_input(input);
-            e.eval_rule(self.query.clone()).map_err(|e| e.to_string())
+            if let Some(k) = key {
+                if let Some(v) = s.cache.get(k) {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(v.clone());
+                }
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            s.engine.set_input(input());
+            let v = s
+                .engine
+                .eval_rule(self.query.clone())
+                .map_err(|e| e.to_string())?;
+            if let Some(k) = key {
+                if s.cache.len() >= CACHE_ENTRIES {
+                    s.cache.clear();
+                }
+                s.cache.insert(k.to_vec(), v.clone());
+            }
+            Ok(v)
         })
     }
 }

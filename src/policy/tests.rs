@@ -573,3 +573,110 @@ test_wrong if {\n\tintentgate.decision.allow with input as {\"request\": {\"host
         "{text}"
     );
 }
+
+#[test]
+fn decisions_are_cached_only_when_safe_and_stay_correct() {
+    let a = agent(None);
+    let c = config(&[]);
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert_eq!(p.cache_plan(), "keyed on input.{scope.matched, scope.mode}");
+    let first = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("POST", "api.zendesk.com", "/a"),
+    );
+    let second = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("PUT", "api.zendesk.com", "/b"),
+    );
+    assert_eq!(p.cache_stats(), CacheStats { hits: 1, misses: 1 });
+    // The reason is rendered from this request's verdict, not the cached one's.
+    assert!(
+        first.reasons[0].contains("POST api.zendesk.com/a"),
+        "{:?}",
+        first.reasons
+    );
+    assert!(
+        second.reasons[0].contains("PUT api.zendesk.com/b"),
+        "{:?}",
+        second.reasons
+    );
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+    // explain never answers from the cache.
+    let (d, input) = p.explain(
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/").facts(),
+    );
+    assert!(d.allow && input.is_object());
+    assert_eq!(p.cache_stats().hits, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "h.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"no bots\" if input.request.headers[\"user-agent\"] == \"bot\"\n",
+    );
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert_eq!(
+        p.cache_plan(),
+        "disabled: a policy reads input.request.headers"
+    );
+    let mut r = req("GET", "api.zendesk.com", "/");
+    assert!(decide(&p, &a, &intent("triage"), &r).allow);
+    r.headers.insert("user-agent", "bot".parse().unwrap());
+    assert!(!decide(&p, &a, &intent("triage"), &r).allow);
+    assert_eq!(p.cache_stats(), CacheStats::default());
+
+    let mut c = config(&[]);
+    c.policy.cache = false;
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert_eq!(p.cache_plan(), "disabled: policy.cache is false");
+}
+
+#[test]
+fn a_reload_starts_with_an_empty_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "g.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"x\" if input.request.method == \"DELETE\"\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert!(
+        !decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("DELETE", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+    write(
+        dir.path(),
+        "g.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"x\" if input.request.method == \"PATCH\"\n",
+    );
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("DELETE", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+}
