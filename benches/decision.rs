@@ -11,8 +11,9 @@ use intentgate::identity::Agent;
 use intentgate::intent::{Intent, IntentSource};
 use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
 
-fn config(intents: usize) -> Config {
+fn config(intents: usize, cached: bool) -> Config {
     let mut c = Config::default();
+    c.policy.cache = cached;
     for i in 0..intents {
         let allow = (0..20)
             .map(|r| ScopeRule {
@@ -60,9 +61,9 @@ struct Case {
 }
 
 impl Case {
-    fn new(intents: usize) -> Case {
+    fn new(intents: usize, cached: bool) -> Case {
         let agent = agent();
-        let policy = PolicySet::load(&config(intents), &agent).expect("policy loads");
+        let policy = PolicySet::load(&config(intents, cached), &agent).expect("policy loads");
         let mut headers = http::HeaderMap::new();
         headers.insert("content-type", "application/json".parse().expect("header"));
         headers.insert("user-agent", "bench/1".parse().expect("header"));
@@ -105,15 +106,22 @@ impl Case {
     }
 }
 
+const CASES: [(usize, bool); 4] = [(10, false), (1000, false), (10, true), (1000, true)];
+
+fn label(cached: bool) -> &'static str {
+    if cached { "cached" } else { "uncached" }
+}
+
 fn bench(c: &mut Criterion) {
-    for n in [10, 1000] {
-        let case = Case::new(n);
+    for (n, cached) in CASES {
+        let case = Case::new(n, cached);
         assert!(case.decide("/api/v7/tickets/42"));
         assert!(!case.decide("/admin"));
-        c.bench_function(&format!("decision allow, {n} intents x 20 rules"), |b| {
+        let l = label(cached);
+        c.bench_function(&format!("{l} allow, {n} intents x 20 rules"), |b| {
             b.iter(|| black_box(case.decide(black_box("/api/v7/tickets/42"))))
         });
-        c.bench_function(&format!("decision deny, {n} intents x 20 rules"), |b| {
+        c.bench_function(&format!("{l} deny, {n} intents x 20 rules"), |b| {
             b.iter(|| black_box(case.decide(black_box("/admin"))))
         });
     }
@@ -121,8 +129,9 @@ fn bench(c: &mut Criterion) {
 
 /// p50 and p99 from a plain loop (criterion reports the median only).
 fn percentiles() {
-    for n in [10, 1000] {
-        let case = Case::new(n);
+    for (n, cached) in CASES {
+        let case = Case::new(n, cached);
+        let l = label(cached);
         for (label, path) in [("allow", "/api/v7/tickets/42"), ("deny", "/admin")] {
             let mut t = Vec::with_capacity(20_000);
             for _ in 0..2_000 {
@@ -136,7 +145,7 @@ fn percentiles() {
             t.sort_unstable();
             let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)] as f64 / 1000.0;
             println!(
-                "{label} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+                "{l:>8} {label:<5} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
                 p(0.5),
                 p(0.99),
                 p(1.0)
