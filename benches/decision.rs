@@ -92,9 +92,9 @@ impl Case {
             scheme: "https",
             host: &self.host,
             port: 443,
-            path,
+            path: Some(path),
             query: Some("page=2"),
-            headers: &self.headers,
+            headers: Some(&self.headers),
             connection: ConnectionFacts {
                 mode: "intercepted",
                 sni: Some(&self.host),

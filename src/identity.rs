@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::config::AgentConfig;
 
 /// The agent intentgate speaks for. Built once at start-up (and on reload).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Agent {
     pub id: String,
     pub namespace: Option<String>,
@@ -16,6 +16,7 @@ pub struct Agent {
     pub spiffe_id: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// After this instant the agent is refused all egress (when lifecycle is enforced).
+    #[serde(serialize_with = "ser_expires")]
     pub expires: Option<SystemTime>,
 }
 
@@ -26,19 +27,26 @@ pub enum IdentityError {
     Expires { value: String, msg: String },
 }
 
+fn ser_expires<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_seconds(*t)),
+        None => s.serialize_none(),
+    }
+}
+
 /// The id used when neither config, flags nor environment name the agent.
 pub const UNNAMED: &str = "unnamed-agent";
 
 impl Agent {
     /// Builds the identity from the process environment.
     pub fn from_env(cfg: &AgentConfig) -> Result<Self, IdentityError> {
-        Self::build(cfg, &|k| std::env::var(k).ok())
+        Self::from_config(cfg, &|k| std::env::var(k).ok())
     }
 
     /// Builds the identity: explicit config values (flags are already written into the config)
     /// win over the environment (`INTENTGATE_AGENT_ID`, `POD_NAME`, `POD_NAMESPACE`,
     /// `POD_SERVICE_ACCOUNT`); outside Kubernetes (no `POD_NAMESPACE`) the owner defaults to `$USER`.
-    pub fn build(
+    pub fn from_config(
         cfg: &AgentConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, IdentityError> {
@@ -143,7 +151,7 @@ mod tests {
             ("POD_SERVICE_ACCOUNT", "support-bot"),
             ("USER", "alice"),
         ]);
-        let a = Agent::build(&cfg, &env).unwrap();
+        let a = Agent::from_config(&cfg, &env).unwrap();
         assert_eq!(a.id, "bot-7f9");
         assert_eq!(a.namespace.as_deref(), Some("support"));
         assert_eq!(
@@ -167,17 +175,17 @@ mod tests {
             ..AgentConfig::default()
         };
         let env = env_of(&[("INTENTGATE_AGENT_ID", "other"), ("USER", "alice")]);
-        let a = Agent::build(&cfg, &env).unwrap();
+        let a = Agent::from_config(&cfg, &env).unwrap();
         assert_eq!(a.id, "support-bot");
         assert_eq!(a.owner.as_deref(), Some("alice"));
         assert_eq!(a.spiffe_id, None, "no service account, no SPIFFE id");
-        let a = Agent::build(
+        let a = Agent::from_config(
             &AgentConfig::default(),
             &env_of(&[("INTENTGATE_AGENT_ID", "x")]),
         )
         .unwrap();
         assert_eq!(a.id, "x");
-        let a = Agent::build(&AgentConfig::default(), &env_of(&[])).unwrap();
+        let a = Agent::from_config(&AgentConfig::default(), &env_of(&[])).unwrap();
         assert_eq!(a.id, UNNAMED);
     }
 
@@ -188,7 +196,7 @@ mod tests {
             expires: Some("2027-06-30T00:00:00Z".into()),
             ..AgentConfig::default()
         };
-        let a = Agent::build(&cfg, &env_of(&[])).unwrap();
+        let a = Agent::from_config(&cfg, &env_of(&[])).unwrap();
         let at = a.expires.unwrap();
         assert_eq!(a.lifecycle_violation(at - Duration::from_secs(1)), None);
         let why = a.lifecycle_violation(at + Duration::from_secs(1)).unwrap();
@@ -197,7 +205,9 @@ mod tests {
             expires: Some("next tuesday".into()),
             ..AgentConfig::default()
         };
-        let err = Agent::build(&bad, &env_of(&[])).unwrap_err().to_string();
+        let err = Agent::from_config(&bad, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("agent.expires") && err.contains("next tuesday"),
             "{err}"

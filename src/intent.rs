@@ -3,7 +3,7 @@
 //! first: header > session > default.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -65,25 +65,14 @@ impl Intent {
 pub struct SessionIntent {
     pub name: String,
     pub task: Option<String>,
-    #[serde(serialize_with = "ser_time")]
-    pub set_at: SystemTime,
-    /// `None` means until cleared.
-    #[serde(serialize_with = "ser_opt_time")]
-    pub expires: Option<SystemTime>,
+    /// RFC 3339 expiry, or none for no expiry (until changed or cleared).
+    pub expires: Option<String>,
+    /// When it stops applying (monotonic, so clock changes do not extend or cut it).
+    #[serde(skip)]
+    deadline: Option<Instant>,
 }
 
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
-}
-
-fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => ser_time(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// Holds the session intent. Reads are a shared lock and an `Arc` clone; writes are rare.
+/// Holds the session intent. Reads take a shared lock; writes are rare.
 #[derive(Debug, Default)]
 pub struct SessionStore {
     current: RwLock<Option<Arc<SessionIntent>>>,
@@ -95,49 +84,51 @@ impl SessionStore {
     }
 
     /// Sets the session intent, replacing any previous one; `ttl: None` keeps it until cleared.
-    pub fn set(
-        &self,
-        name: String,
-        task: Option<String>,
-        ttl: Option<Duration>,
-    ) -> Arc<SessionIntent> {
-        self.set_at(name, task, ttl, SystemTime::now())
+    pub fn set(&self, name: &str, task: Option<&str>, ttl: Option<Duration>) -> SessionIntent {
+        self.set_at(name, task, ttl, Instant::now())
     }
 
     /// `set` with an explicit clock.
     pub fn set_at(
         &self,
-        name: String,
-        task: Option<String>,
+        name: &str,
+        task: Option<&str>,
         ttl: Option<Duration>,
-        now: SystemTime,
-    ) -> Arc<SessionIntent> {
-        let s = Arc::new(SessionIntent {
-            name,
-            task,
-            set_at: now,
-            expires: ttl.and_then(|d| now.checked_add(d)),
-        });
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&s));
+        now: Instant,
+    ) -> SessionIntent {
+        let s = SessionIntent {
+            name: name.trim().to_string(),
+            task: task.and_then(present),
+            expires: ttl
+                .and_then(|t| SystemTime::now().checked_add(t))
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            deadline: ttl.and_then(|t| now.checked_add(t)),
+        };
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(s.clone()));
         s
     }
 
     /// The session intent in force at `now`, if any (an expired one is treated as absent).
-    pub fn get(&self, now: SystemTime) -> Option<Arc<SessionIntent>> {
+    pub fn get(&self, now: Instant) -> Option<SessionIntent> {
+        self.get_shared(now).map(|s| (*s).clone())
+    }
+
+    fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
         let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(s) if s.expires.is_none_or(|e| now < e) => Some(Arc::clone(s)),
+            Some(s) if s.deadline.is_none_or(|d| now < d) => Some(Arc::clone(s)),
             _ => None,
         }
     }
 
-    /// Removes the session intent; returns whether one was set.
+    /// Removes the session intent; returns whether one was in force.
     pub fn clear(&self) -> bool {
-        self.current
+        let old = self
+            .current
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some()
+            .take();
+        old.is_some_and(|s| s.deadline.is_none_or(|d| Instant::now() < d))
     }
 }
 
@@ -153,7 +144,7 @@ pub fn resolve(
     session: &SessionStore,
     default: Option<(&str, Option<&str>)>,
 ) -> Intent {
-    resolve_at(header, session, default, SystemTime::now())
+    resolve_at(header, session, default, Instant::now())
 }
 
 /// `resolve` with an explicit clock.
@@ -161,7 +152,7 @@ pub fn resolve_at(
     header: Option<(&str, Option<&str>)>,
     session: &SessionStore,
     default: Option<(&str, Option<&str>)>,
-    now: SystemTime,
+    now: Instant,
 ) -> Intent {
     let pick = |(name, task): (&str, Option<&str>), source| {
         present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
@@ -169,7 +160,7 @@ pub fn resolve_at(
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
         return i;
     }
-    if let Some(s) = session.get(now) {
+    if let Some(s) = session.get_shared(now) {
         return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
     }
     default
@@ -184,7 +175,7 @@ mod tests {
     #[test]
     fn header_beats_session_beats_default() {
         let s = SessionStore::new();
-        let now = SystemTime::now();
+        let now = Instant::now();
         let d = Some(("dflt", Some("T-1")));
         let i = resolve_at(None, &s, d, now);
         assert_eq!(
@@ -192,7 +183,7 @@ mod tests {
             (Some("dflt"), IntentSource::Default)
         );
         assert_eq!(i.task.as_deref(), Some("T-1"));
-        s.set_at("sess".into(), None, Some(Duration::from_secs(60)), now);
+        s.set_at("sess", None, Some(Duration::from_secs(60)), now);
         let i = resolve_at(None, &s, d, now);
         assert_eq!(
             (i.name.as_deref(), i.source),
@@ -218,17 +209,15 @@ mod tests {
     #[test]
     fn session_expires() {
         let s = SessionStore::new();
-        let now = SystemTime::now();
-        s.set_at(
-            "x".into(),
-            Some("t".into()),
-            Some(Duration::from_secs(10)),
-            now,
-        );
+        let now = Instant::now();
+        let set = s.set_at("x", Some("t"), Some(Duration::from_secs(10)), now);
+        assert!(set.expires.is_some());
         assert!(s.get(now + Duration::from_secs(9)).is_some());
         assert!(s.get(now + Duration::from_secs(10)).is_none());
-        s.set_at("y".into(), None, None, now);
+        s.set_at("y", None, None, now);
         assert!(s.get(now + Duration::from_secs(1_000_000)).is_some());
+        assert!(s.clear());
+        assert!(s.get(now).is_none());
     }
 
     #[test]

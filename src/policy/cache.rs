@@ -238,7 +238,7 @@ pub fn key(
             Leaf::Scheme => put(buf, Some(req.scheme)),
             Leaf::Host => put(buf, Some(req.host)),
             Leaf::Port => buf.extend_from_slice(&req.port.to_be_bytes()),
-            Leaf::Path => put(buf, Some(req.path)),
+            Leaf::Path => put(buf, req.path),
             Leaf::Query => put(buf, req.query),
             Leaf::ScopeMatched => put(buf, Some(if scope.matched { "1" } else { "0" })),
             Leaf::ScopeIntent => put(buf, scope.intent.as_deref()),

@@ -9,7 +9,7 @@ use crate::config::{IntentSpec, Mode};
 use crate::identity::Agent;
 
 /// The catalog's answer for one request: the matched rule, or why nothing matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScopeVerdict {
     pub matched: bool,
     pub intent: Option<String>,
@@ -249,12 +249,26 @@ impl Catalog {
         self.intents.is_empty()
     }
 
-    /// The mode of an intent: its own, else the top-level mode.
-    pub fn mode_of(&self, intent: Option<&str>) -> Mode {
-        intent
-            .and_then(|n| self.intents.get(n))
-            .and_then(|c| c.mode)
-            .unwrap_or(self.default_mode)
+    /// The top-level mode (for intents that set none).
+    pub fn default_mode(&self) -> Mode {
+        self.default_mode
+    }
+
+    /// The mode an intent sets for itself, if it does.
+    pub fn mode_of(&self, intent: &str) -> Option<Mode> {
+        self.intents.get(intent).and_then(|c| c.mode)
+    }
+
+    /// Whether the catalog defines `intent`.
+    pub fn contains(&self, intent: &str) -> bool {
+        self.intents.contains_key(intent)
+    }
+
+    /// The intent names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.intents.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Matches one request of `agent` under the intent named `intent`.
@@ -286,15 +300,18 @@ impl Catalog {
         });
         if !(agent_ok && ns_ok) {
             v.code = "not_claimable";
-            v.why = format!(
-                "intent '{name}' cannot be claimed by agent '{}'{}",
-                agent.id,
-                agent
-                    .namespace
-                    .as_ref()
-                    .map(|n| format!(" in namespace '{n}'"))
-                    .unwrap_or_default()
-            );
+            v.why = format!("agent '{}' may not claim intent '{name}'", agent.id);
+            if !ns_ok {
+                let _ = write!(
+                    v.why,
+                    " (it is claimable in namespaces {:?}; this agent's namespace is {})",
+                    c.namespaces.as_deref().unwrap_or_default(),
+                    agent
+                        .namespace
+                        .as_deref()
+                        .map_or("not set".to_string(), |n| format!("'{n}'"))
+                );
+            }
             return v;
         }
         // Candidate rules: exact host, then `*.parent` for every parent.
@@ -362,39 +379,28 @@ impl Catalog {
             };
             return v;
         }
-        let mut why = format!("intent '{name}' does not permit {}: ", Req(q));
+        let mut why = format!("intent '{name}' does not permit {}: the ", Req(q));
         let first = |tried: &[usize]| tried.first().map(|&i| &c.rules[i]);
         match (stage, first(&tried)) {
             (0, _) | (_, None) => {
                 v.code = "host_not_in_scope";
-                let _ = write!(why, "no rule covers host {}", q.host);
+                why.push_str("host is not in scope");
             }
             (1, Some(r)) => {
                 v.code = "port_not_in_scope";
                 let allowed = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
-                let _ = write!(
-                    why,
-                    "port {} is not in scope for {} (allowed: {allowed:?})",
-                    q.port, q.host
-                );
+                let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
             }
             (2, Some(r)) => {
                 v.code = "method_not_in_scope";
                 let allowed = r.methods.clone().unwrap_or_default().join(", ");
-                let _ = write!(
-                    why,
-                    "method {} is not in scope for {} (allowed: {allowed})",
-                    q.method, q.host
-                );
+                let _ = write!(why, "method is not in scope (allowed: {allowed})");
             }
             (_, Some(r)) => {
                 v.code = "path_not_in_scope";
                 let _ = write!(
                     why,
-                    "path {} is not in scope for {} {} (allowed: {})",
-                    q.path,
-                    q.method,
-                    q.host,
+                    "path is not in scope (allowed: {})",
                     r.paths_text.join(", ")
                 );
             }

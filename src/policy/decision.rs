@@ -7,7 +7,7 @@ use super::catalog::ScopeVerdict;
 use crate::config::Mode;
 
 /// The decision for one request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Decision {
     /// The policy's verdict. In `monitor` mode a `false` is forwarded and recorded as would-deny.
     pub allow: bool,
@@ -52,6 +52,10 @@ pub const DECLARE_HINT: &str = "declare an intent: send the header `intentgate-i
 pub fn hint_for(scope: &ScopeVerdict) -> String {
     match (scope.code, scope.intent.as_deref()) {
         ("no_intent", _) | (_, None) => DECLARE_HINT.to_string(),
+        ("not_claimable", Some(i)) => format!(
+            "this agent may not claim intent '{i}'; declare an intent it may claim, or ask the \
+             platform team"
+        ),
         ("unknown_intent", Some(_)) => {
             "declare an intent that exists in the catalog (see GET /v1/policy), or ask the \
              platform team to add it"
@@ -67,6 +71,8 @@ pub fn hint_for(scope: &ScopeVerdict) -> String {
 /// another object as its `message`, else its code.
 fn render(r: &Value, scope: &ScopeVerdict) -> String {
     match r {
+        // The bare string "scope" also stands for the catalog's sentence.
+        Value::String(s) if &**s == "scope" => scope.why.clone(),
         Value::String(s) => s.to_string(),
         Value::Object(o) => {
             let get = |k: &str| match o.get(&Value::from(k)) {

@@ -160,13 +160,17 @@ pub fn build(
         ("scheme", s(req.scheme)),
         ("host", s(req.host)),
         ("port", Value::from(u64::from(req.port))),
-        ("path", s(req.path)),
+        ("path", opt(req.path)),
         (
             "path_segments",
             Value::from(segments.iter().map(|x| s(x)).collect::<Vec<_>>()),
         ),
         ("query", query_value(req.query)),
-        ("headers", headers_value(req.headers, strip)),
+        (
+            "headers",
+            req.headers
+                .map_or_else(Value::new_object, |h| headers_value(h, strip)),
+        ),
         ("body", Value::Null),
         ("body_truncated", Value::from(false)),
     ]);

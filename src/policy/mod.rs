@@ -78,10 +78,11 @@ pub struct RequestFacts<'a> {
     /// Lowercase, no trailing dot, punycode.
     pub host: &'a str,
     pub port: u16,
-    /// Canonical path, without the query.
-    pub path: &'a str,
+    /// Canonical path, without the query; `None` on a tunnel that is not intercepted.
+    pub path: Option<&'a str>,
     pub query: Option<&'a str>,
-    pub headers: &'a http::HeaderMap,
+    /// The request's headers (a CONNECT's own headers for a spliced tunnel).
+    pub headers: Option<&'a http::HeaderMap>,
     pub connection: ConnectionFacts<'a>,
     /// The vetted address and its class (`public`, `private`, ...), once resolved.
     pub destination: Option<(std::net::IpAddr, &'a str)>,
@@ -132,6 +133,10 @@ pub struct PolicySet {
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
+    data_sources: Vec<String>,
+    /// With `load_with(.., true)`: an engine that also holds the `*_test.rego` modules, and the
+    /// `(file, package, text)` of the modules whose tests `run_tests` runs.
+    tests: Option<(Engine, Vec<(String, String, String)>)>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -172,9 +177,9 @@ fn warm_input(agent: &Value) -> Value {
         scheme: "https",
         host: "example.com",
         port: 443,
-        path: "/",
+        path: Some("/"),
         query: None,
-        headers: &headers,
+        headers: Some(&headers),
         connection: ConnectionFacts {
             mode: "forward",
             sni: None,
@@ -247,6 +252,11 @@ fn one_line(s: &str) -> String {
 impl PolicySet {
     /// Loads the catalog and policies that apply to `agent` (global, plus its namespace's).
     pub fn load(cfg: &Config, agent: &Agent) -> Result<Self, PolicyError> {
+        Self::load_with(cfg, agent, false)
+    }
+
+    /// As `load`; with `tests`, also compiles the `*_test.rego` modules for `run_tests`.
+    pub fn load_with(cfg: &Config, agent: &Agent, tests: bool) -> Result<Self, PolicyError> {
         let src = engine::Sources::collect(cfg, agent.namespace.as_deref())?;
         let catalog = Catalog::compile(&src.catalogs, cfg.mode)?;
         let agent_value = input::agent_value(agent);
@@ -271,8 +281,40 @@ impl PolicySet {
             warm(&mut e, &query, &sample)?;
             spare.push(e);
         }
+        let tests = if tests {
+            let (mut e, packages) = engine::build(&src, &catalog_data(&src), true)?;
+            e.eval_query("true".into(), false)
+                .map_err(|err| rego_error("policy", &err.to_string()))?;
+            let modules = src
+                .modules
+                .iter()
+                .filter(|m| m.scope != engine::Scope::Builtin)
+                .filter_map(|m| {
+                    let (_, package) = packages.iter().find(|(f, _)| *f == m.file)?;
+                    Some((m.file.clone(), package.clone(), m.text.clone()))
+                })
+                .collect();
+            Some((e, modules))
+        } else {
+            None
+        };
+        let mut data_sources: Vec<String> = src
+            .data
+            .iter()
+            .map(|(f, _)| f.clone())
+            .chain(
+                src.catalogs
+                    .iter()
+                    .skip(usize::from(!cfg.intents.is_empty()))
+                    .map(|(f, _)| f.clone()),
+            )
+            .collect();
+        data_sources.sort();
+        data_sources.dedup();
         Ok(PolicySet {
             catalog,
+            data_sources,
+            tests,
             template,
             spare: Mutex::new(spare),
             query,
@@ -311,8 +353,31 @@ impl PolicySet {
     }
 
     /// The loaded Rego modules (file names), for `/v1/policy`.
-    pub fn modules(&self) -> Vec<String> {
-        self.modules.clone()
+    pub fn modules(&self) -> &[String] {
+        &self.modules
+    }
+
+    /// The data and catalog files loaded beside the modules.
+    pub fn data_sources(&self) -> &[String] {
+        &self.data_sources
+    }
+
+    /// Runs the `test_*` rules of the loaded policy modules (not the builtin policy's own);
+    /// empty unless loaded with `load_with(.., true)`.
+    pub fn run_tests(&mut self) -> Vec<rego_test::TestResult> {
+        let ns = self.namespace.clone();
+        match &mut self.tests {
+            Some((e, modules)) => rego_test::run_modules(e, modules, ns.as_deref()),
+            None => Vec::new(),
+        }
+    }
+
+    /// The mode in force for an intent when the policy does not set one: the `--mode` flag,
+    /// else the intent's, else the top-level mode.
+    pub fn mode_for(&self, intent: Option<&str>) -> Mode {
+        self.mode_override
+            .or_else(|| intent.and_then(|i| self.catalog.mode_of(i)))
+            .unwrap_or(self.catalog.default_mode())
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -355,15 +420,15 @@ impl PolicySet {
         } else {
             req.host
         };
-        let segments = input::segments(req.path);
+        let segments = input::segments(req.path.unwrap_or(""));
         let q = ScopeQuery {
             method: req.method,
             host,
             port: req.port,
-            path: req.path,
+            path: req.path.unwrap_or(""),
             segments: &segments,
-            destination_only: req.method.eq_ignore_ascii_case("CONNECT")
-                && !req.connection.intercepted,
+            destination_only: req.path.is_none()
+                || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
         };
         let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -5,20 +5,22 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::PolicyError;
+use regorus::Engine;
+
 use super::engine::{self, Scope, Sources};
 use crate::config::Config;
 
 /// One test's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestResult {
-    /// `data.PACKAGE.test_NAME`.
+    /// `PACKAGE.test_NAME`.
     pub name: String,
     pub file: String,
     /// The namespace whose modules were loaded with the global ones (`None` = global only).
     pub namespace: Option<String>,
     pub passed: bool,
     /// Why it failed: `false`, undefined, or an evaluation error.
-    pub failure: Option<String>,
+    pub error: Option<String>,
     pub micros: u64,
 }
 
@@ -50,7 +52,7 @@ impl TestReport {
                 .as_ref()
                 .map(|n| format!(" [namespace {n}]"))
                 .unwrap_or_default();
-            match &r.failure {
+            match &r.error {
                 None => out.push_str(&format!(
                     "PASS {} ({}){ns} {}µs\n",
                     r.name, r.file, r.micros
@@ -86,6 +88,43 @@ fn test_rules(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Evaluates the `test_*` rules of `modules` (`(file, package, text)`) on a prepared engine.
+pub fn run_modules(
+    e: &mut Engine,
+    modules: &[(String, String, String)],
+    namespace: Option<&str>,
+) -> Vec<TestResult> {
+    let mut out = Vec::new();
+    for (file, package, text) in modules {
+        for rule in test_rules(text) {
+            let path = format!("{package}.{rule}");
+            let start = Instant::now();
+            let outcome = e.eval_rule(path.clone());
+            let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let error = match outcome {
+                Ok(regorus::Value::Bool(true)) => None,
+                Ok(regorus::Value::Undefined) => {
+                    Some("undefined (a condition did not hold)".into())
+                }
+                Ok(v) => Some(format!(
+                    "evaluated to {}",
+                    serde_json::to_string(&v).unwrap_or_default()
+                )),
+                Err(err) => Some(format!("error: {}", super::one_line(&err.to_string()))),
+            };
+            out.push(TestResult {
+                name: path.strip_prefix("data.").unwrap_or(&path).to_string(),
+                file: file.clone(),
+                namespace: namespace.map(str::to_string),
+                passed: error.is_none(),
+                error,
+                micros,
+            });
+        }
+    }
+    out
+}
+
 /// Runs the tests: those of the global modules (and of the builtin policy when
 /// `include_builtin`), then for each namespace folder the tests of its modules, loaded with the
 /// global ones. A policy that does not load is an error, not a failed test.
@@ -99,42 +138,23 @@ pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyErro
         let (mut e, packages) = engine::build(&src, &super::catalog_data(&src), true)?;
         e.eval_query("true".into(), false)
             .map_err(|err| super::rego_error("policy", &err.to_string()))?;
-        let modules = src.modules.iter().filter(|m| match (&ns, m.scope) {
-            (None, Scope::Builtin) => include_builtin,
-            (None, Scope::Global) => true,
-            (Some(_), Scope::Namespace) => true,
-            _ => false,
-        });
-        for m in modules {
-            let Some((_, package)) = packages.iter().find(|(f, _)| *f == m.file) else {
-                continue;
-            };
-            for rule in test_rules(&m.text) {
-                let name = format!("{package}.{rule}");
-                let start = Instant::now();
-                let outcome = e.eval_rule(name.clone());
-                let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-                let failure = match outcome {
-                    Ok(regorus::Value::Bool(true)) => None,
-                    Ok(regorus::Value::Undefined) => {
-                        Some("undefined (a condition did not hold)".into())
-                    }
-                    Ok(v) => Some(format!(
-                        "evaluated to {}",
-                        serde_json::to_string(&v).unwrap_or_default()
-                    )),
-                    Err(err) => Some(format!("error: {}", super::one_line(&err.to_string()))),
-                };
-                report.results.push(TestResult {
-                    name,
-                    file: m.file.clone(),
-                    namespace: ns.clone(),
-                    passed: failure.is_none(),
-                    failure,
-                    micros,
-                });
-            }
-        }
+        let modules: Vec<(String, String, String)> = src
+            .modules
+            .iter()
+            .filter(|m| match (&ns, m.scope) {
+                (None, Scope::Builtin) => include_builtin,
+                (None, Scope::Global) => true,
+                (Some(_), Scope::Namespace) => true,
+                _ => false,
+            })
+            .filter_map(|m| {
+                let (_, package) = packages.iter().find(|(f, _)| *f == m.file)?;
+                Some((m.file.clone(), package.clone(), m.text.clone()))
+            })
+            .collect();
+        report
+            .results
+            .extend(run_modules(&mut e, &modules, ns.as_deref()));
     }
     Ok(report)
 }
