@@ -12,13 +12,14 @@ package intentgate
 
 import rego.v1
 
-decision := {"allow": true, "reasons": [], "mode": input.scope.mode} if {
+# No "mode" here: intentgate applies the intent's mode (input.scope.mode) unless a custom
+# decision sets one, and the --mode flag over both.
+decision := {"allow": true, "reasons": []} if {
 	count(deny) == 0
 	count(grant) > 0
 } else := {
 	"allow": false,
 	"reasons": array.concat([r | some r in deny], [{"code": "scope"} | count(grant) == 0]),
-	"mode": input.scope.mode,
 }
 
 # The catalog's match is the ordinary grant.

@@ -5,22 +5,20 @@ import rego.v1
 
 import data.intentgate
 
-matched := {"scope": {"matched": true, "code": "matched", "mode": "enforce"}}
+matched := {"scope": {"matched": true}}
 
-unmatched := {"scope": {"matched": false, "code": "host_not_in_scope", "mode": "monitor"}}
+unmatched := {"scope": {"matched": false}}
 
 test_catalog_match_allows if {
 	d := intentgate.decision with input as matched
 	d.allow
 	d.reasons == []
-	d.mode == "enforce"
 }
 
 test_no_match_denies_with_scope_reason if {
 	d := intentgate.decision with input as unmatched
 	not d.allow
 	d.reasons == [{"code": "scope"}]
-	d.mode == "monitor"
 }
 
 test_namespace_deny_wins_over_match if {
@@ -38,4 +36,9 @@ test_global_deny_wins_over_match if {
 test_grant_permits_unmatched if {
 	d := intentgate.decision with input as unmatched with intentgate.grant as {"ok"}
 	d.allow
+}
+
+test_missing_fields_still_decide if {
+	d := intentgate.decision with input as {}
+	not d.allow
 }

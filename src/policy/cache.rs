@@ -302,8 +302,8 @@ mod tests {
     #[test]
     fn plans_the_builtin_policy_on_scope_only() {
         let p = plan([include_str!("../../config/policy/intentgate.rego")]);
-        assert_eq!(p, Plan::Key(vec![Leaf::ScopeMatched, Leaf::ScopeMode]));
-        assert_eq!(describe(&p), "keyed on input.{scope.matched, scope.mode}");
+        assert_eq!(p, Plan::Key(vec![Leaf::ScopeMatched]));
+        assert_eq!(describe(&p), "keyed on input.{scope.matched}");
     }
 
     #[test]

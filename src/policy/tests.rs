@@ -576,7 +576,7 @@ fn decisions_are_cached_only_when_safe_and_stay_correct() {
     let a = agent(None);
     let c = config(&[]);
     let p = PolicySet::load(&c, &a).unwrap();
-    assert_eq!(p.cache_plan(), "keyed on input.{scope.matched, scope.mode}");
+    assert_eq!(p.cache_plan(), "keyed on input.{scope.matched}");
     let first = decide(
         &p,
         &a,
