@@ -136,7 +136,7 @@ pub struct PolicySet {
     data_sources: Vec<String>,
     /// With `load_with(.., true)`: an engine that also holds the `*_test.rego` modules, and the
     /// `(file, package, text)` of the modules whose tests `run_tests` runs.
-    tests: Option<(Engine, Vec<(String, String, String)>)>,
+    tests: Option<(Engine, Vec<rego_test::TestModule>)>,
     hits: AtomicU64,
     misses: AtomicU64,
 }

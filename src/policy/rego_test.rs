@@ -88,10 +88,13 @@ fn test_rules(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Evaluates the `test_*` rules of `modules` (`(file, package, text)`) on a prepared engine.
+/// A module whose tests are run: `(file, package, text)`.
+pub type TestModule = (String, String, String);
+
+/// Evaluates the `test_*` rules of `modules` on a prepared engine.
 pub fn run_modules(
     e: &mut Engine,
-    modules: &[(String, String, String)],
+    modules: &[TestModule],
     namespace: Option<&str>,
 ) -> Vec<TestResult> {
     let mut out = Vec::new();
@@ -138,7 +141,7 @@ pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyErro
         let (mut e, packages) = engine::build(&src, &super::catalog_data(&src), true)?;
         e.eval_query("true".into(), false)
             .map_err(|err| super::rego_error("policy", &err.to_string()))?;
-        let modules: Vec<(String, String, String)> = src
+        let modules: Vec<TestModule> = src
             .modules
             .iter()
             .filter(|m| match (&ns, m.scope) {
