@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::Deserialize;
 
@@ -22,6 +26,9 @@ pub const BUILTIN: [(&str, &str); 2] = [
         include_str!("../../config/policy/intentgate_test.rego"),
     ),
 ];
+
+/// The longest one evaluation may run before it is abandoned as a policy error.
+pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
 
 /// The package a namespace module must declare (or a package below it).
 pub const NAMESPACE_PACKAGE: &str = "data.intentgate.namespace";
@@ -146,7 +153,22 @@ impl Sources {
             s.catalogs
                 .push(("config `intents`".into(), cfg.intents.clone()));
         }
+        if let Some(ns) = namespace {
+            if ns.is_empty() || ns.contains(['/', '\\']) || ns == "." || ns == ".." {
+                return Err(PolicyError::Data {
+                    file: "agent.namespace".into(),
+                    line: None,
+                    msg: format!("'{ns}' is not a valid namespace name"),
+                });
+            }
+        }
         for p in &cfg.policy.paths {
+            if !p.exists() {
+                return Err(PolicyError::Read {
+                    file: p.display().to_string(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            }
             let mut global = Vec::new();
             if p.is_dir() {
                 files_under(p, true, &mut global)?;
@@ -260,6 +282,12 @@ pub fn build(
 ) -> Result<(Engine, Vec<(String, String)>), PolicyError> {
     let mut e = Engine::new();
     e.set_rego_v0(false);
+    // A runaway policy (a namespace's loop over a huge range) fails closed instead of stalling
+    // a worker: the interpreter checks its clock every 64 units of work.
+    e.set_execution_timer_config(ExecutionTimerConfig {
+        limit: EVAL_TIME_LIMIT,
+        check_interval: NonZeroU32::MIN.saturating_add(63),
+    });
     let mut names = Vec::new();
     for m in src.modules.iter().filter(|m| with_tests || !m.test) {
         let package = e

@@ -505,6 +505,11 @@ fn load_errors_name_file_and_line() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("data.yaml:") && err.contains("prots"), "{err}");
+    let missing = Path::new("/nonexistent/intentgate-policy");
+    let err = PolicySet::load(&config(&[missing]), &agent(None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/intentgate-policy"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -673,6 +678,36 @@ fn a_reload_starts_with_an_empty_cache() {
             &a,
             &intent("triage"),
             &req("DELETE", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn a_runaway_policy_is_cut_off_and_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "slow.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"never\" if {\n\tinput.request.path == \"/slow\"\n\tsome i in numbers.range(1, 5000)\n\tsome j in numbers.range(1, 5000)\n\ti * j == -1\n}\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    let start = std::time::Instant::now();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/slow"),
+    );
+    assert_eq!((d.allow, d.code), (false, "policy_error"), "{d:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/fast")
         )
         .allow
     );
