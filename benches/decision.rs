@@ -13,7 +13,7 @@ use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
 
 fn config(intents: usize, cached: bool) -> Config {
     let mut c = Config::default();
-    c.policy.cache = cached;
+    c.policy.decision_cache = cached;
     for i in 0..intents {
         let allow = (0..20)
             .map(|r| ScopeRule {

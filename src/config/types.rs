@@ -159,7 +159,7 @@ pub struct PolicyConfig {
     pub bundle_url: Option<String>,
     /// Cache decisions when the loaded policies provably allow it (keyed on exactly the input
     /// fields they read; off by itself for policies that read headers, body or time).
-    pub cache: bool,
+    pub decision_cache: bool,
 }
 
 impl Default for PolicyConfig {
@@ -170,7 +170,7 @@ impl Default for PolicyConfig {
             on_error: OnError::Deny,
             builtin: true,
             bundle_url: None,
-            cache: true,
+            decision_cache: true,
         }
     }
 }

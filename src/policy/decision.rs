@@ -23,6 +23,8 @@ pub struct Decision {
     pub scope: ScopeVerdict,
     /// Time spent deciding (catalog, input, evaluation).
     pub policy_micros: u64,
+    /// Answered from the decision cache.
+    pub cached: bool,
 }
 
 impl Decision {

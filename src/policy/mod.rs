@@ -262,7 +262,7 @@ impl PolicySet {
         let agent_value = input::agent_value(agent);
         let sample = warm_input(&agent_value);
         let query = cfg.policy.query.trim().to_string();
-        let cache_plan = if cfg.policy.cache {
+        let cache_plan = if cfg.policy.decision_cache {
             cache::plan(
                 src.modules
                     .iter()
@@ -270,7 +270,7 @@ impl PolicySet {
                     .map(|m| m.text.as_str()),
             )
         } else {
-            cache::Plan::Disabled("policy.cache is false".into())
+            cache::Plan::Disabled("policy.decision_cache is false".into())
         };
         let (mut template, names) = engine::build(&src, &catalog_data(&src), false)?;
         warm(&mut template, &query, &sample)?;
@@ -337,6 +337,14 @@ impl PolicySet {
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
     pub fn cache_plan(&self) -> String {
         cache::describe(&self.cache_plan)
+    }
+
+    /// Why decisions are not cached, or `None` when they are (for requests that allow it).
+    pub fn uncacheable(&self) -> Option<&str> {
+        match &self.cache_plan {
+            cache::Plan::Disabled(why) => Some(why),
+            cache::Plan::Key(_) => None,
+        }
     }
 
     /// Decision cache hits and misses so far.
@@ -462,6 +470,7 @@ impl PolicySet {
                     hint: "ask the agent's owner to set agent.owner or renew agent.expires".into(),
                     scope,
                     policy_micros: micros(start),
+                    cached: false,
                 };
                 return (d, doc);
             }
@@ -484,7 +493,7 @@ impl PolicySet {
                 Some(d) => d.clone(),
                 None => build(),
             })
-            .and_then(|v| decision::parse(&v, &scope))
+            .and_then(|(v, hit)| decision::parse(&v, &scope).map(|p| (p, hit)))
         };
         let mut d = Decision {
             allow: false,
@@ -495,9 +504,11 @@ impl PolicySet {
             hint: String::new(),
             scope,
             policy_micros: 0,
+            cached: false,
         };
         match result {
-            Ok(p) => {
+            Ok((p, hit)) => {
+                d.cached = hit;
                 d.allow = p.allow;
                 d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
                 d.headers = p.headers;
@@ -528,13 +539,21 @@ impl PolicySet {
 
     /// Evaluates the query on this thread's engine, or answers from its cache when `key` is
     /// given and known.
-    fn eval(&self, key: Option<&[u8]>, input: impl FnOnce() -> Value) -> Result<Value, String> {
+    /// The flag says whether the answer came from the cache.
+    fn eval(
+        &self,
+        key: Option<&[u8]>,
+        input: impl FnOnce() -> Value,
+    ) -> Result<(Value, bool), String> {
         ENGINE.with(|cell| {
             let Ok(mut slot) = cell.try_borrow_mut() else {
                 // Re-entered on this thread (never in practice): use a private clone.
                 let mut e = self.template.clone();
                 e.set_input(input());
-                return e.eval_rule(self.query.clone()).map_err(|e| e.to_string());
+                return e
+                    .eval_rule(self.query.clone())
+                    .map(|v| (v, false))
+                    .map_err(|e| e.to_string());
             };
             if !matches!(&*slot, Some(s) if s.generation == self.generation) {
                 let engine = self
@@ -555,7 +574,7 @@ impl PolicySet {
             if let Some(k) = key {
                 if let Some(v) = s.cache.get(k) {
                     self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(v.clone());
+                    return Ok((v.clone(), true));
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
@@ -570,7 +589,7 @@ impl PolicySet {
                 }
                 s.cache.insert(k.to_vec(), v.clone());
             }
-            Ok(v)
+            Ok((v, false))
         })
     }
 }

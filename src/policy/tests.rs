@@ -595,6 +595,8 @@ fn decisions_are_cached_only_when_safe_and_stay_correct() {
         &req("PUT", "api.zendesk.com", "/b"),
     );
     assert_eq!(p.cache_stats(), CacheStats { hits: 1, misses: 1 });
+    assert!(!first.cached && second.cached);
+    assert_eq!(p.uncacheable(), None);
     // The reason is rendered from this request's verdict, not the cached one's.
     assert!(
         first.reasons[0].contains("POST api.zendesk.com/a"),
@@ -642,9 +644,9 @@ fn decisions_are_cached_only_when_safe_and_stay_correct() {
     assert_eq!(p.cache_stats(), CacheStats::default());
 
     let mut c = config(&[]);
-    c.policy.cache = false;
+    c.policy.decision_cache = false;
     let p = PolicySet::load(&c, &a).unwrap();
-    assert_eq!(p.cache_plan(), "disabled: policy.cache is false");
+    assert_eq!(p.cache_plan(), "disabled: policy.decision_cache is false");
 }
 
 #[test]
