@@ -13,7 +13,7 @@ use crate::identity::Agent;
 pub struct ScopeVerdict {
     pub matched: bool,
     pub intent: Option<String>,
-    /// Index into the intent's `allow` list (0-based).
+    /// The matched rule: 1-based position in the intent's `allow` list (as in `why`).
     pub rule: Option<usize>,
     pub why: String,
     /// `matched`, `no_intent`, `unknown_intent`, `not_claimable`, `host_not_in_scope`,
@@ -366,16 +366,17 @@ impl Catalog {
         }
         if let Some(i) = found {
             v.matched = true;
-            v.rule = Some(i);
+            v.rule = Some(i + 1);
             v.code = "matched";
             v.why = if q.destination_only {
                 format!(
-                    "{} matches the destination of allow[{i}] of intent '{name}' \
+                    "{} matches the destination of rule {} of intent '{name}' \
                      (methods and paths are not visible in a tunnel that is not intercepted)",
-                    Req(q)
+                    Req(q),
+                    i + 1
                 )
             } else {
-                format!("{} matches allow[{i}] of intent '{name}'", Req(q))
+                format!("{} matches rule {} of intent '{name}'", Req(q), i + 1)
             };
             return v;
         }

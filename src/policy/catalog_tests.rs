@@ -72,7 +72,7 @@ fn hosts_exact_and_wildcard() {
         check(&c, "GET", "api.zendesk.com", 443, "/").code,
         "matched"
     );
-    assert_eq!(check(&c, "GET", "a.example.org", 443, "/").rule, Some(0));
+    assert_eq!(check(&c, "GET", "a.example.org", 443, "/").rule, Some(1));
     assert_eq!(check(&c, "GET", "a.b.example.org", 80, "/").code, "matched");
     let v = check(&c, "GET", "example.org", 443, "/x");
     assert_eq!(v.code, "host_not_in_scope");

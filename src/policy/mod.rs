@@ -167,42 +167,14 @@ fn catalog_data(src: &engine::Sources) -> Value {
     o.into_value()
 }
 
-/// A representative request to warm engines with (and to prove the query evaluates).
-fn warm_input(agent: &Value) -> Value {
-    let headers = http::HeaderMap::new();
-    let req = RequestFacts {
-        id: "warm-up",
-        protocol: "HTTP/1.1",
-        method: "GET",
-        scheme: "https",
-        host: "example.com",
-        port: 443,
-        path: Some("/"),
-        query: None,
-        headers: Some(&headers),
-        connection: ConnectionFacts {
-            mode: "forward",
-            sni: None,
-            intercepted: false,
-        },
-        destination: None,
-    };
-    let scope = ScopeVerdict {
-        matched: false,
-        intent: None,
-        rule: None,
-        why: String::new(),
-        code: "no_intent",
-        mode: Mode::Enforce,
-    };
-    input::build(agent, &Intent::none(), &req, &[], &scope, &[], 0)
-}
-
-fn warm(e: &mut Engine, query: &str, input: &Value) -> Result<(), PolicyError> {
+/// Prepares an engine (analysis and scheduling, once, so clones share it) and proves that the
+/// query names a rule. The warm-up input is empty: a policy that fails only on some requests
+/// loads, and fails closed on those requests.
+fn warm(e: &mut Engine, query: &str) -> Result<(), PolicyError> {
     // Preparing (analysis and scheduling) surfaces conflicts and unsafe variables.
     e.eval_query("true".into(), false)
         .map_err(|err| rego_error("policy", &err.to_string()))?;
-    e.set_input(input.clone());
+    e.set_input(Value::new_object());
     e.eval_rule(query.to_string())
         .map(|_| ())
         .map_err(|err| PolicyError::Query {
@@ -260,7 +232,6 @@ impl PolicySet {
         let src = engine::Sources::collect(cfg, agent.namespace.as_deref())?;
         let catalog = Catalog::compile(&src.catalogs, cfg.mode)?;
         let agent_value = input::agent_value(agent);
-        let sample = warm_input(&agent_value);
         let query = cfg.policy.query.trim().to_string();
         let cache_plan = if cfg.policy.decision_cache {
             cache::plan(
@@ -273,12 +244,12 @@ impl PolicySet {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
         let (mut template, names) = engine::build(&src, &catalog_data(&src), false)?;
-        warm(&mut template, &query, &sample)?;
+        warm(&mut template, &query)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
         let mut spare = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (mut e, _) = engine::build(&src, &catalog_data(&src), false)?;
-            warm(&mut e, &query, &sample)?;
+            warm(&mut e, &query)?;
             spare.push(e);
         }
         let tests = if tests {

@@ -124,7 +124,7 @@ fn catalog_allows_and_denies_with_reasons_and_hints() {
     assert!(d.allow, "{d:?}");
     assert_eq!(
         (d.code, d.mode, d.scope.rule),
-        ("allowed", Mode::Enforce, Some(0))
+        ("allowed", Mode::Enforce, Some(1))
     );
     let d = decide(
         &p,
@@ -713,4 +713,28 @@ fn a_runaway_policy_is_cut_off_and_fails_closed() {
         )
         .allow
     );
+}
+
+#[test]
+fn a_policy_that_fails_only_on_some_requests_loads_and_fails_closed_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "conflict.rego",
+        "package intentgate\nimport rego.v1\nx := 1 if input.request.method == \"GET\"\nx := 2 if input.request.host != \"\"\ndeny contains \"x\" if x > 5\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/"),
+    );
+    assert_eq!((d.allow, d.code), (false, "policy_error"));
+    // A query that names no rule is a load error.
+    let mut c = config(&[]);
+    c.policy.query = "data.intentgate.nope".into();
+    let err = PolicySet::load(&c, &a).unwrap_err().to_string();
+    assert!(err.contains("data.intentgate.nope"), "{err}");
 }
