@@ -292,7 +292,7 @@ pub fn build(
     for m in src.modules.iter().filter(|m| with_tests || !m.test) {
         let package = e
             .add_policy(m.file.clone(), m.text.clone())
-            .map_err(|err| super::rego_error(&m.file, &err.to_string()))?;
+            .map_err(|err| rego_error(&m.file, &err.to_string()))?;
         if m.scope == Scope::Namespace
             && !m.test
             && package != NAMESPACE_PACKAGE
@@ -319,4 +319,74 @@ pub fn build(
             msg: err.to_string(),
         })?;
     Ok((e, names))
+}
+
+/// The catalog as Rego data: `data.intents`.
+pub fn catalog_data(src: &Sources) -> Value {
+    let mut all = serde_json::Map::new();
+    for (_, entries) in &src.catalogs {
+        for (name, spec) in entries {
+            all.insert(name.clone(), serde_json::to_value(spec).unwrap_or_default());
+        }
+    }
+    let mut o = regorus::value::Object::new();
+    o.insert(
+        Value::from("intents"),
+        Value::from(serde_json::Value::Object(all)),
+    );
+    o.into_value()
+}
+
+/// Prepares an engine (analysis and scheduling, once, so clones share it) and proves that the
+/// query names a rule. The warm-up input is empty: a policy that fails only on some requests
+/// loads, and fails closed on those requests.
+pub fn warm(e: &mut Engine, query: &str) -> Result<(), PolicyError> {
+    // Preparing (analysis and scheduling) surfaces conflicts and unsafe variables.
+    e.eval_query("true".into(), false)
+        .map_err(|err| rego_error("policy", &err.to_string()))?;
+    e.set_input(Value::new_object());
+    e.eval_rule(query.to_string())
+        .map(|_| ())
+        .map_err(|err| PolicyError::Query {
+            query: query.to_string(),
+            msg: err.to_string(),
+        })
+}
+
+/// A regorus error as `Compile`: the file and line from its `--> FILE:LINE:COL` marker (else
+/// `file`), the message first and the source excerpt after it.
+pub(crate) fn rego_error(file: &str, err: &str) -> PolicyError {
+    let mut at = None;
+    let mut message = None;
+    let mut excerpt = Vec::new();
+    for l in err.lines() {
+        let t = l.trim();
+        if let Some(loc) = t.strip_prefix("-->") {
+            let mut parts = loc.trim().rsplitn(3, ':');
+            let _col = parts.next();
+            let line = parts.next().and_then(|n| n.parse::<usize>().ok());
+            if let (Some(line), Some(f)) = (line, parts.next()) {
+                at = Some((f.to_string(), line));
+            }
+        } else if let Some(m) = t.strip_prefix("error:") {
+            message = Some(m.trim().to_string());
+        } else if !t.is_empty() {
+            excerpt.push(l.to_string());
+        }
+    }
+    let excerpt: Vec<String> = excerpt
+        .into_iter()
+        .filter(|l| l.trim() != format!("{file}:"))
+        .collect();
+    let msg = match message {
+        Some(m) if excerpt.is_empty() => m,
+        Some(m) => format!("{m}\n{}", excerpt.join("\n")),
+        None => one_line(err),
+    };
+    let (file, line) = at.map_or((file.to_string(), None), |(f, l)| (f, Some(l)));
+    PolicyError::Compile { file, line, msg }
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

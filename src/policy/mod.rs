@@ -7,16 +7,14 @@
 
 mod cache;
 pub mod catalog;
+mod decide;
 mod decision;
 pub mod engine;
 pub mod input;
 pub mod rego_test;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use regorus::{Engine, Value};
 
@@ -91,21 +89,6 @@ pub struct RequestFacts<'a> {
 /// Every load gets a new generation; per-thread engines are keyed by it.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// Decisions cached per worker thread before the cache is emptied.
-const CACHE_ENTRIES: usize = 4096;
-
-/// A worker thread's engine and decision cache, for one policy generation.
-struct Slot {
-    generation: u64,
-    engine: Engine,
-    cache: HashMap<Vec<u8>, Value>,
-}
-
-thread_local! {
-    /// This worker's engine: no lock around evaluation.
-    static ENGINE: RefCell<Option<Slot>> = const { RefCell::new(None) };
-}
-
 /// Decision cache counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -151,76 +134,6 @@ impl std::fmt::Debug for PolicySet {
     }
 }
 
-/// The catalog as Rego data: `data.intents`.
-fn catalog_data(src: &engine::Sources) -> Value {
-    let mut all = serde_json::Map::new();
-    for (_, entries) in &src.catalogs {
-        for (name, spec) in entries {
-            all.insert(name.clone(), serde_json::to_value(spec).unwrap_or_default());
-        }
-    }
-    let mut o = regorus::value::Object::new();
-    o.insert(
-        Value::from("intents"),
-        Value::from(serde_json::Value::Object(all)),
-    );
-    o.into_value()
-}
-
-/// Prepares an engine (analysis and scheduling, once, so clones share it) and proves that the
-/// query names a rule. The warm-up input is empty: a policy that fails only on some requests
-/// loads, and fails closed on those requests.
-fn warm(e: &mut Engine, query: &str) -> Result<(), PolicyError> {
-    // Preparing (analysis and scheduling) surfaces conflicts and unsafe variables.
-    e.eval_query("true".into(), false)
-        .map_err(|err| rego_error("policy", &err.to_string()))?;
-    e.set_input(Value::new_object());
-    e.eval_rule(query.to_string())
-        .map(|_| ())
-        .map_err(|err| PolicyError::Query {
-            query: query.to_string(),
-            msg: err.to_string(),
-        })
-}
-
-/// A regorus error as `Compile`: the file and line from its `--> FILE:LINE:COL` marker (else
-/// `file`), the message first and the source excerpt after it.
-pub(crate) fn rego_error(file: &str, err: &str) -> PolicyError {
-    let mut at = None;
-    let mut message = None;
-    let mut excerpt = Vec::new();
-    for l in err.lines() {
-        let t = l.trim();
-        if let Some(loc) = t.strip_prefix("-->") {
-            let mut parts = loc.trim().rsplitn(3, ':');
-            let _col = parts.next();
-            let line = parts.next().and_then(|n| n.parse::<usize>().ok());
-            if let (Some(line), Some(f)) = (line, parts.next()) {
-                at = Some((f.to_string(), line));
-            }
-        } else if let Some(m) = t.strip_prefix("error:") {
-            message = Some(m.trim().to_string());
-        } else if !t.is_empty() {
-            excerpt.push(l.to_string());
-        }
-    }
-    let excerpt: Vec<String> = excerpt
-        .into_iter()
-        .filter(|l| l.trim() != format!("{file}:"))
-        .collect();
-    let msg = match message {
-        Some(m) if excerpt.is_empty() => m,
-        Some(m) => format!("{m}\n{}", excerpt.join("\n")),
-        None => one_line(err),
-    };
-    let (file, line) = at.map_or((file.to_string(), None), |(f, l)| (f, Some(l)));
-    PolicyError::Compile { file, line, msg }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 impl PolicySet {
     /// Loads the catalog and policies that apply to `agent` (global, plus its namespace's).
     pub fn load(cfg: &Config, agent: &Agent) -> Result<Self, PolicyError> {
@@ -243,19 +156,19 @@ impl PolicySet {
         } else {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
-        let (mut template, names) = engine::build(&src, &catalog_data(&src), false)?;
-        warm(&mut template, &query)?;
+        let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
+        engine::warm(&mut template, &query)?;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
         let mut spare = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (mut e, _) = engine::build(&src, &catalog_data(&src), false)?;
-            warm(&mut e, &query)?;
+            let (mut e, _) = engine::build(&src, &engine::catalog_data(&src), false)?;
+            engine::warm(&mut e, &query)?;
             spare.push(e);
         }
         let tests = if tests {
-            let (mut e, packages) = engine::build(&src, &catalog_data(&src), true)?;
+            let (mut e, packages) = engine::build(&src, &engine::catalog_data(&src), true)?;
             e.eval_query("true".into(), false)
-                .map_err(|err| rego_error("policy", &err.to_string()))?;
+                .map_err(|err| engine::rego_error("policy", &err.to_string()))?;
             let modules = src
                 .modules
                 .iter()
@@ -381,193 +294,9 @@ impl PolicySet {
             input.map_or(serde_json::Value::Null, |i| input::to_json(&i)),
         )
     }
-
-    /// Decides; returns the input too when `want_input` (never served from the cache then).
-    fn run(
-        &self,
-        agent: &Agent,
-        intent: &Intent,
-        req: &RequestFacts<'_>,
-        want_input: bool,
-    ) -> (Decision, Option<Value>) {
-        let start = Instant::now();
-        let now = SystemTime::now();
-        let host_owned;
-        let host = if req.host.bytes().any(|b| b.is_ascii_uppercase()) || req.host.ends_with('.') {
-            host_owned = req.host.trim_end_matches('.').to_ascii_lowercase();
-            host_owned.as_str()
-        } else {
-            req.host
-        };
-        let segments = input::segments(req.path.unwrap_or(""));
-        let q = ScopeQuery {
-            method: req.method,
-            host,
-            port: req.port,
-            path: req.path.unwrap_or(""),
-            segments: &segments,
-            destination_only: req.path.is_none()
-                || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
-        };
-        let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
-        let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let req = RequestFacts { host, ..*req };
-        let build = || {
-            let agent_value = if *agent == self.agent {
-                self.agent_value.clone()
-            } else {
-                input::agent_value(agent)
-            };
-            input::build(
-                &agent_value,
-                intent,
-                &req,
-                &segments,
-                &scope,
-                &self.strip,
-                now_unix,
-            )
-        };
-        let doc = want_input.then(build);
-        let mode = self.mode_override.unwrap_or(scope.mode);
-        if self.enforce_lifecycle {
-            if let Some(why) = agent.lifecycle_violation(now) {
-                let d = Decision {
-                    allow: false,
-                    mode: Mode::Enforce,
-                    reasons: vec![why],
-                    headers: Vec::new(),
-                    code: "agent_refused",
-                    hint: "ask the agent's owner to set agent.owner or renew agent.expires".into(),
-                    scope,
-                    policy_micros: micros(start),
-                    cached: false,
-                };
-                return (d, doc);
-            }
-        }
-        let result = if agent.namespace != self.namespace {
-            Err(format!(
-                "this policy set was loaded for namespace {:?}, not {:?}",
-                self.namespace, agent.namespace
-            ))
-        } else {
-            let mut key = Vec::new();
-            let cacheable = !want_input
-                && *agent == self.agent
-                && match &self.cache_plan {
-                    cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, &mut key),
-                    cache::Plan::Disabled(_) => false,
-                };
-            let key = cacheable.then_some(key.as_slice());
-            self.eval(key, || match &doc {
-                Some(d) => d.clone(),
-                None => build(),
-            })
-            .and_then(|(v, hit)| decision::parse(&v, &scope).map(|p| (p, hit)))
-        };
-        let mut d = Decision {
-            allow: false,
-            mode,
-            reasons: Vec::new(),
-            headers: Vec::new(),
-            code: "intent_violation",
-            hint: String::new(),
-            scope,
-            policy_micros: 0,
-            cached: false,
-        };
-        match result {
-            Ok((p, hit)) => {
-                d.cached = hit;
-                d.allow = p.allow;
-                d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
-                d.headers = p.headers;
-                d.reasons = p.reasons;
-                if p.allow {
-                    d.code = "allowed";
-                } else {
-                    if d.reasons.is_empty() {
-                        d.reasons.push(format!("denied by policy: {}", d.scope.why));
-                    }
-                    d.hint = decision::hint_for(&d.scope);
-                }
-            }
-            Err(msg) => {
-                tracing::warn!(error = %msg, revision = %self.revision, "policy evaluation failed");
-                d.allow = self.on_error == OnError::Allow;
-                d.code = "policy_error";
-                d.reasons
-                    .push(format!("policy evaluation failed: {}", one_line(&msg)));
-                d.hint = "the policy could not decide this request; ask the platform team to \
-                          fix it (`intentgate check` runs the policy tests)"
-                    .into();
-            }
-        }
-        d.policy_micros = micros(start);
-        (d, doc)
-    }
-
-    /// Evaluates the query on this thread's engine, or answers from its cache when `key` is
-    /// given and known.
-    /// The flag says whether the answer came from the cache.
-    fn eval(
-        &self,
-        key: Option<&[u8]>,
-        input: impl FnOnce() -> Value,
-    ) -> Result<(Value, bool), String> {
-        ENGINE.with(|cell| {
-            let Ok(mut slot) = cell.try_borrow_mut() else {
-                // Re-entered on this thread (never in practice): use a private clone.
-                let mut e = self.template.clone();
-                e.set_input(input());
-                return e
-                    .eval_rule(self.query.clone())
-                    .map(|v| (v, false))
-                    .map_err(|e| e.to_string());
-            };
-            if !matches!(&*slot, Some(s) if s.generation == self.generation) {
-                let engine = self
-                    .spare
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.pop())
-                    .unwrap_or_else(|| self.template.clone());
-                *slot = Some(Slot {
-                    generation: self.generation,
-                    engine,
-                    cache: HashMap::new(),
-                });
-            }
-            let Some(s) = slot.as_mut() else {
-                return Err("no engine".into());
-            };
-            if let Some(k) = key {
-                if let Some(v) = s.cache.get(k) {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((v.clone(), true));
-                }
-                self.misses.fetch_add(1, Ordering::Relaxed);
-            }
-            s.engine.set_input(input());
-            let v = s
-                .engine
-                .eval_rule(self.query.clone())
-                .map_err(|e| e.to_string())?;
-            if let Some(k) = key {
-                if s.cache.len() >= CACHE_ENTRIES {
-                    s.cache.clear();
-                }
-                s.cache.insert(k.to_vec(), v.clone());
-            }
-            Ok((v, false))
-        })
-    }
-}
-
-fn micros(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_runtime;

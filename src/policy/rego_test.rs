@@ -113,7 +113,7 @@ pub fn run_modules(
                     "evaluated to {}",
                     serde_json::to_string(&v).unwrap_or_default()
                 )),
-                Err(err) => Some(format!("error: {}", super::one_line(&err.to_string()))),
+                Err(err) => Some(format!("error: {}", engine::one_line(&err.to_string()))),
             };
             out.push(TestResult {
                 name: path.strip_prefix("data.").unwrap_or(&path).to_string(),
@@ -138,9 +138,9 @@ pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyErro
     for ns in runs {
         let src = Sources::collect(cfg, ns.as_deref())?;
         super::Catalog::compile(&src.catalogs, cfg.mode)?;
-        let (mut e, packages) = engine::build(&src, &super::catalog_data(&src), true)?;
+        let (mut e, packages) = engine::build(&src, &engine::catalog_data(&src), true)?;
         e.eval_query("true".into(), false)
-            .map_err(|err| super::rego_error("policy", &err.to_string()))?;
+            .map_err(|err| engine::rego_error("policy", &err.to_string()))?;
         let modules: Vec<TestModule> = src
             .modules
             .iter()
