@@ -1,8 +1,8 @@
-//! What the agent says it is doing, and how it said so. Sources, weakest to strongest: the default
-//! (config / `--intent`), the session intent (admin API, with a time to live), the per-request
-//! header, and (planned) a signed token — the room for it is `source: token`, `verified`, `claims`.
+//! What the agent declared it is doing, and how: a per-request header, a session intent set on
+//! the admin API, a (planned) signed token, or the configured default. Precedence, strongest
+//! first: header > session > default.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -13,6 +13,7 @@ use serde::Serialize;
 pub enum IntentSource {
     Header,
     Session,
+    /// A signed intent token (planned).
     Token,
     Default,
     None,
@@ -30,109 +31,141 @@ impl IntentSource {
     }
 }
 
-/// A declared intent.
+/// The intent a request is made under.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Intent {
     pub name: Option<String>,
     pub task: Option<String>,
     pub source: IntentSource,
-    /// True only for a verified signed token (planned).
+    /// True only for a verified signed token.
     pub verified: bool,
+    /// Claims of a signed token (empty otherwise).
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Intent {
-    fn new(name: &str, task: Option<&str>, source: IntentSource) -> Self {
-        Self {
-            name: Some(name.to_string()),
-            task: task.map(str::to_string),
+    /// No intent declared.
+    pub fn none() -> Self {
+        Self::declared(None, None, IntentSource::None)
+    }
+
+    fn declared(name: Option<String>, task: Option<String>, source: IntentSource) -> Self {
+        Intent {
+            name,
+            task,
             source,
             verified: false,
             claims: serde_json::Map::new(),
         }
     }
-
-    pub fn none() -> Self {
-        Self {
-            name: None,
-            task: None,
-            source: IntentSource::None,
-            verified: false,
-            claims: serde_json::Map::new(),
-        }
-    }
 }
 
-/// The session intent as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The session intent: set on the admin API, valid until its time to live runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionIntent {
     pub name: String,
     pub task: Option<String>,
-    /// RFC 3339 expiry, or none for no expiry.
+    /// RFC 3339 expiry, or none for no expiry (until changed or cleared).
     pub expires: Option<String>,
+    /// When it stops applying (monotonic, so clock changes do not extend or cut it).
     #[serde(skip)]
     deadline: Option<Instant>,
 }
 
-/// The session intent set through the admin API; expires by itself.
-#[derive(Default)]
+/// Holds the session intent. Reads take a shared lock; writes are rare.
+#[derive(Debug, Default)]
 pub struct SessionStore {
-    current: RwLock<Option<SessionIntent>>,
+    current: RwLock<Option<Arc<SessionIntent>>>,
 }
 
 impl SessionStore {
-    /// Sets the session intent, for `ttl` (none = until changed).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the session intent, replacing any previous one; `ttl: None` keeps it until cleared.
     pub fn set(&self, name: &str, task: Option<&str>, ttl: Option<Duration>) -> SessionIntent {
+        self.set_at(name, task, ttl, Instant::now())
+    }
+
+    /// `set` with an explicit clock.
+    pub fn set_at(
+        &self,
+        name: &str,
+        task: Option<&str>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> SessionIntent {
         let s = SessionIntent {
-            name: name.to_string(),
-            task: task.map(str::to_string),
+            name: name.trim().to_string(),
+            task: task.and_then(present),
             expires: ttl
-                .map(|t| humantime::format_rfc3339_seconds(SystemTime::now() + t).to_string()),
-            deadline: ttl.map(|t| Instant::now() + t),
+                .and_then(|t| SystemTime::now().checked_add(t))
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            deadline: ttl.and_then(|t| now.checked_add(t)),
         };
-        if let Ok(mut cur) = self.current.write() {
-            *cur = Some(s.clone());
-        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(s.clone()));
         s
     }
 
-    /// The session intent in force now, if any.
+    /// The session intent in force at `now`, if any (an expired one is treated as absent).
     pub fn get(&self, now: Instant) -> Option<SessionIntent> {
-        let cur = self.current.read().ok()?;
-        cur.as_ref()
-            .filter(|s| s.deadline.is_none_or(|d| now < d))
-            .cloned()
+        self.get_shared(now).map(|s| (*s).clone())
     }
 
-    /// Removes the session intent; whether there was one in force.
+    fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
+        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(s) if s.deadline.is_none_or(|d| now < d) => Some(Arc::clone(s)),
+            _ => None,
+        }
+    }
+
+    /// Removes the session intent; returns whether one was in force.
     pub fn clear(&self) -> bool {
-        let Ok(mut cur) = self.current.write() else {
-            return false;
-        };
-        let had = cur
-            .as_ref()
-            .is_some_and(|s| s.deadline.is_none_or(|d| Instant::now() < d));
-        *cur = None;
-        had
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        old.is_some_and(|s| s.deadline.is_none_or(|d| Instant::now() < d))
     }
 }
 
-/// Picks the intent in force for one request: header > session > default.
+fn present(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Resolves the intent of one request: the header (`(intent, task)`), else the session, else the
+/// default (`(intent, task)`), else none. A task goes with the intent it was declared with.
 pub fn resolve(
     header: Option<(&str, Option<&str>)>,
     session: &SessionStore,
     default: Option<(&str, Option<&str>)>,
 ) -> Intent {
-    if let Some((name, task)) = header {
-        return Intent::new(name, task, IntentSource::Header);
+    resolve_at(header, session, default, Instant::now())
+}
+
+/// `resolve` with an explicit clock.
+pub fn resolve_at(
+    header: Option<(&str, Option<&str>)>,
+    session: &SessionStore,
+    default: Option<(&str, Option<&str>)>,
+    now: Instant,
+) -> Intent {
+    let pick = |(name, task): (&str, Option<&str>), source| {
+        present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
+    };
+    if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
+        return i;
     }
-    if let Some(s) = session.get(Instant::now()) {
-        return Intent::new(&s.name, s.task.as_deref(), IntentSource::Session);
+    if let Some(s) = session.get_shared(now) {
+        return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
     }
-    match default {
-        Some((name, task)) => Intent::new(name, task, IntentSource::Default),
-        None => Intent::none(),
-    }
+    default
+        .and_then(|d| pick(d, IntentSource::Default))
+        .unwrap_or_else(Intent::none)
 }
 
 #[cfg(test)]
@@ -140,35 +173,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn precedence_header_session_default() {
-        let store = SessionStore::default();
-        let d = Some(("default-intent", None));
-        assert_eq!(resolve(None, &store, None).source, IntentSource::None);
-        assert_eq!(resolve(None, &store, d).source, IntentSource::Default);
-        store.set("session-intent", Some("INC-1"), None);
-        let i = resolve(None, &store, d);
+    fn header_beats_session_beats_default() {
+        let s = SessionStore::new();
+        let now = Instant::now();
+        let d = Some(("dflt", Some("T-1")));
+        let i = resolve_at(None, &s, d, now);
         assert_eq!(
-            (i.name.as_deref(), i.task.as_deref(), i.source),
-            (Some("session-intent"), Some("INC-1"), IntentSource::Session)
+            (i.name.as_deref(), i.source),
+            (Some("dflt"), IntentSource::Default)
         );
-        let i = resolve(Some(("hdr", Some("T-2"))), &store, d);
+        assert_eq!(i.task.as_deref(), Some("T-1"));
+        s.set_at("sess", None, Some(Duration::from_secs(60)), now);
+        let i = resolve_at(None, &s, d, now);
+        assert_eq!(
+            (i.name.as_deref(), i.source),
+            (Some("sess"), IntentSource::Session)
+        );
+        assert_eq!(
+            i.task, None,
+            "the default's task does not leak into the session intent"
+        );
+        let i = resolve_at(Some(("hdr", Some(" INC-1 "))), &s, d, now);
         assert_eq!(
             (i.name.as_deref(), i.source),
             (Some("hdr"), IntentSource::Header)
         );
-        assert!(store.clear());
-        assert_eq!(resolve(None, &store, d).source, IntentSource::Default);
+        assert_eq!(i.task.as_deref(), Some("INC-1"));
+        // An empty header is no declaration.
+        let i = resolve_at(Some((" ", None)), &s, d, now);
+        assert_eq!(i.source, IntentSource::Session);
+        assert!(s.clear());
+        assert_eq!(resolve_at(None, &s, None, now), Intent::none());
     }
 
     #[test]
     fn session_expires() {
-        let store = SessionStore::default();
-        store.set("short", None, Some(Duration::from_millis(10)));
-        assert!(store.get(Instant::now()).is_some());
-        assert!(
-            store
-                .get(Instant::now() + Duration::from_millis(20))
-                .is_none()
+        let s = SessionStore::new();
+        let now = Instant::now();
+        let set = s.set_at("x", Some("t"), Some(Duration::from_secs(10)), now);
+        assert!(set.expires.is_some());
+        assert!(s.get(now + Duration::from_secs(9)).is_some());
+        assert!(s.get(now + Duration::from_secs(10)).is_none());
+        s.set_at("y", None, None, now);
+        assert!(s.get(now + Duration::from_secs(1_000_000)).is_some());
+        assert!(s.clear());
+        assert!(s.get(now).is_none());
+    }
+
+    #[test]
+    fn source_serialises_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&IntentSource::Default).unwrap(),
+            "\"default\""
         );
+        assert_eq!(IntentSource::None.as_str(), "none");
     }
 }

@@ -1,23 +1,29 @@
-# intentgate's default policy: enforce the intent catalog, let platform rules deny on top.
+# intentgate's default policy: turns the catalog verdict (input.scope, matched natively by
+# intentgate) into the decision document. It is written for speed: few rules, no helpers, and
+# structured reasons ({"code": ...}) that intentgate renders as sentences.
 #
-# The catalog is matched natively (fast) and its verdict arrives as `input.scope`. This module turns
-# it into the decision document. Other modules add refusals without touching this file:
-#   - global modules (any package) add to `data.intentgate.deny` (package intentgate, `deny contains msg if ...`);
-#   - namespace modules (package intentgate.namespace) add to `data.intentgate.namespace.deny`.
-# A deny anywhere wins over a catalog match; a namespace cannot remove a global deny.
-#
-# Reasons are plain strings; the reason "scope" stands for the catalog's own explanation
-# (input.scope.why), which intentgate writes into the response for you.
+# Global modules extend it in package intentgate:
+#   deny contains REASON   refuse; a deny always wins, over the catalog and over grant
+#   grant contains REASON  permit what the catalog did not match (global modules only)
+# Namespace modules (package intentgate.namespace, loaded only for agents in that namespace)
+# add to data.intentgate.namespace.deny: they can narrow, never widen.
+# REASON is a string, or an object {"code": CODE, "message": TEXT}.
 package intentgate
 
 import rego.v1
 
-decision := {"allow": false, "reasons": global} if {
-	global := [r | some r in data.intentgate.deny]
-	count(global) > 0
-} else := {"allow": false, "reasons": local} if {
-	local := [r | some r in data.intentgate.namespace.deny]
-	count(local) > 0
-} else := {"allow": true, "reasons": []} if {
-	input.scope.matched
-} else := {"allow": false, "reasons": ["scope"]}
+# No "mode" here: intentgate applies the intent's mode (input.scope.mode) unless a custom
+# decision sets one, and the --mode flag over both.
+decision := {"allow": true, "reasons": []} if {
+	count(deny) == 0
+	count(grant) > 0
+} else := {
+	"allow": false,
+	"reasons": array.concat([r | some r in deny], [{"code": "scope"} | count(grant) == 0]),
+}
+
+# The catalog's match is the ordinary grant.
+grant contains {"code": "scope"} if input.scope.matched
+
+# A namespace's denies join the global ones.
+deny contains r if some r in data.intentgate.namespace.deny

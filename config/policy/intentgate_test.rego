@@ -1,27 +1,44 @@
-# Unit tests of the default policy: `intentgate check` runs every `test_*` rule.
+# Unit tests of the default policy (run by `cargo test` and `intentgate check`).
 package intentgate_test
 
 import rego.v1
 
-test_allows_a_catalog_match if {
-	data.intentgate.decision.allow with input as {"scope": {"matched": true}}
+import data.intentgate
+
+matched := {"scope": {"matched": true}}
+
+unmatched := {"scope": {"matched": false}}
+
+test_catalog_match_allows if {
+	d := intentgate.decision with input as matched
+	d.allow
+	d.reasons == []
 }
 
-test_denies_outside_the_catalog if {
-	d := data.intentgate.decision with input as {"scope": {"matched": false}}
+test_no_match_denies_with_scope_reason if {
+	d := intentgate.decision with input as unmatched
 	not d.allow
-	d.reasons == ["scope"]
+	d.reasons == [{"code": "scope"}]
 }
 
-test_a_global_deny_wins_over_a_match if {
-	d := data.intentgate.decision with input as {"scope": {"matched": true}}
-		with data.intentgate.deny as {"no payments"}
+test_namespace_deny_wins_over_match if {
+	d := intentgate.decision with input as matched with data.intentgate.namespace.deny as {"no"}
 	not d.allow
-	d.reasons == ["no payments"]
+	d.reasons == ["no"]
 }
 
-test_a_namespace_deny_narrows if {
-	d := data.intentgate.decision with input as {"scope": {"matched": true}}
-		with data.intentgate.namespace.deny as {"read only here"}
+test_global_deny_wins_over_match if {
+	d := intentgate.decision with input as matched with intentgate.deny as {"blocked"}
+	not d.allow
+	d.reasons == ["blocked"]
+}
+
+test_grant_permits_unmatched if {
+	d := intentgate.decision with input as unmatched with intentgate.grant as {"ok"}
+	d.allow
+}
+
+test_missing_fields_still_decide if {
+	d := intentgate.decision with input as {}
 	not d.allow
 }

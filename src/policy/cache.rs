@@ -1,129 +1,332 @@
-//! The decision cache, used only when it is provably safe: every input field the loaded modules
-//! can read must be part of the key. Modules are scanned at load; any that read headers, the body,
-//! the request id or the time, use non-deterministic built-ins, or use `input` as a whole disable
-//! it. One cache per worker thread (no lock), dropped with the policy generation it served.
+//! The decision cache, used only when it is provably safe: at load, every reference to `input`
+//! in the policy modules is found (conservatively), and the cache key is made of exactly those
+//! input fields. A policy that reads headers, the body, the time, the request id, the whole
+//! input, or calls a non-deterministic built-in disables the cache. Entries live per worker
+//! thread beside its engine, so a reload (a new generation) invalidates them by construction.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::fmt::Write;
+use std::collections::BTreeSet;
 
-use super::{Decision, RequestFacts};
+use super::RequestFacts;
+use super::catalog::ScopeVerdict;
 use crate::intent::Intent;
 
-const MAX_ENTRIES: usize = 4096;
+/// Input fields that can be part of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Leaf {
+    /// Fixed for a policy set (the agent, `mcp`, `body_truncated`).
+    Const,
+    /// Reading it disables the cache.
+    Never,
+    IntentName,
+    IntentTask,
+    IntentSource,
+    IntentVerified,
+    IntentClaims,
+    Protocol,
+    Method,
+    Scheme,
+    Host,
+    Port,
+    Path,
+    Query,
+    ScopeMatched,
+    ScopeIntent,
+    ScopeRule,
+    ScopeWhy,
+    ScopeCode,
+    ScopeMode,
+    DestIp,
+    DestClass,
+    ConnMode,
+    ConnSni,
+    ConnIntercepted,
+}
 
-/// Input references and built-ins that make a decision depend on more than the key.
-const UNSAFE: [&str; 12] = [
-    "input.request.headers",
-    "input.request.body",
-    "input.request.id",
-    "input.time",
-    "input.mcp",
+const LEAVES: &[(&str, Leaf)] = &[
+    ("agent", Leaf::Const),
+    ("intent.name", Leaf::IntentName),
+    ("intent.task", Leaf::IntentTask),
+    ("intent.source", Leaf::IntentSource),
+    ("intent.verified", Leaf::IntentVerified),
+    ("intent.claims", Leaf::IntentClaims),
+    ("request.id", Leaf::Never),
+    ("request.protocol", Leaf::Protocol),
+    ("request.method", Leaf::Method),
+    ("request.scheme", Leaf::Scheme),
+    ("request.host", Leaf::Host),
+    ("request.port", Leaf::Port),
+    ("request.path", Leaf::Path),
+    ("request.path_segments", Leaf::Path),
+    ("request.query", Leaf::Query),
+    ("request.headers", Leaf::Never),
+    ("request.body", Leaf::Never),
+    ("request.body_truncated", Leaf::Const),
+    ("scope.matched", Leaf::ScopeMatched),
+    ("scope.intent", Leaf::ScopeIntent),
+    ("scope.rule", Leaf::ScopeRule),
+    ("scope.why", Leaf::ScopeWhy),
+    ("scope.code", Leaf::ScopeCode),
+    ("scope.mode", Leaf::ScopeMode),
+    ("destination.ip", Leaf::DestIp),
+    ("destination.class", Leaf::DestClass),
+    ("connection.mode", Leaf::ConnMode),
+    ("connection.sni", Leaf::ConnSni),
+    ("connection.intercepted", Leaf::ConnIntercepted),
+    ("mcp", Leaf::Const),
+    ("time", Leaf::Never),
+];
+
+/// Built-ins whose answer is not a function of their arguments.
+const IMPURE: &[&str] = &[
     "time.now_ns",
     "rand.",
     "uuid.",
-    "http.send",
     "opa.runtime",
+    "http.send",
     "net.lookup",
-    "trace(",
 ];
 
-/// Whether decisions of these modules may be cached, and if not, why.
-pub fn plan<'a>(modules: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), String> {
-    for (file, text) in modules {
-        let code: String = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if let Some(u) = UNSAFE.iter().find(|u| code.contains(*u)) {
-            return Err(format!("{file} uses {u}"));
+/// Which input fields make the key, or why there is no cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    Key(Vec<Leaf>),
+    Disabled(String),
+}
+
+/// Removes comments and string contents (keeping the quotes), so only code is scanned.
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                out.push('"');
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+                out.push('"');
+            }
+            '`' => {
+                out.push('`');
+                for c in chars.by_ref() {
+                    if c == '`' {
+                        break;
+                    }
+                }
+                out.push('`');
+            }
+            c => out.push(c),
         }
-        // `input` must always be followed by `.field`: `input[x]`, `x := input` or `with input`
-        // could read anything.
-        let bytes = code.as_bytes();
-        for (i, _) in code.match_indices("input") {
-            let before = i.checked_sub(1).map(|j| bytes[j]);
-            let after = bytes.get(i + 5).copied();
-            let word_start =
-                before.is_none_or(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'.'));
-            let word_end = after.is_none_or(|b| !(b.is_ascii_alphanumeric() || b == b'_'));
-            if word_start && word_end && after != Some(b'.') {
-                return Err(format!("{file} uses `input` as a whole"));
+    }
+    out
+}
+
+fn ident_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Every `input...` reference in the code, as its static path (`[]` = the whole input).
+/// A string-literal index (`input["x"]`) is lost with the string contents, so it ends the
+/// path there: a shorter path covers more fields, which is the safe direction.
+fn input_refs(code: &str) -> Vec<Vec<String>> {
+    let b = code.as_bytes();
+    let mut refs = Vec::new();
+    let mut i = 0;
+    while let Some(off) = code[i..].find("input") {
+        let start = i + off;
+        let end = start + "input".len();
+        i = end;
+        let before_ok = start == 0 || !(ident_char(b[start - 1]) || b[start - 1] == b'.');
+        let after_ok = end >= b.len() || !ident_char(b[end]);
+        if !(before_ok && after_ok) {
+            continue;
+        }
+        let mut path = Vec::new();
+        let mut j = end;
+        while j < b.len() && b[j] == b'.' {
+            let s = j + 1;
+            let mut e = s;
+            while e < b.len() && ident_char(b[e]) {
+                e += 1;
+            }
+            if e == s {
+                break;
+            }
+            path.push(code[s..e].to_string());
+            j = e;
+        }
+        refs.push(path);
+    }
+    refs
+}
+
+/// Plans the cache for the given module sources.
+pub fn plan<'a>(modules: impl IntoIterator<Item = &'a str>) -> Plan {
+    let mut leaves = BTreeSet::new();
+    for text in modules {
+        let code = code_only(text);
+        if let Some(f) = IMPURE.iter().find(|f| code.contains(*f)) {
+            return Plan::Disabled(format!("a policy calls {f}"));
+        }
+        for path in input_refs(&code) {
+            let p = path.join(".");
+            if p.is_empty() {
+                return Plan::Disabled("a policy reads the whole input".into());
+            }
+            for (leaf_path, leaf) in LEAVES {
+                let covers = leaf_path.starts_with(&p)
+                    && (leaf_path.len() == p.len() || leaf_path.as_bytes()[p.len()] == b'.');
+                let within = p.starts_with(leaf_path)
+                    && (p.len() == leaf_path.len() || p.as_bytes()[leaf_path.len()] == b'.');
+                if covers || within {
+                    if *leaf == Leaf::Never {
+                        return Plan::Disabled(format!("a policy reads input.{p}"));
+                    }
+                    if *leaf != Leaf::Const {
+                        leaves.insert(*leaf);
+                    }
+                }
             }
         }
     }
-    Ok(())
+    Plan::Key(leaves.into_iter().collect())
 }
 
-/// Every input field a cacheable policy can read, except the constant agent.
-pub fn key(intent: &Intent, r: &RequestFacts<'_>) -> String {
-    let mut k = String::with_capacity(128);
-    let _ = write!(
-        k,
-        "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}\0{:?}",
-        intent.name.as_deref().unwrap_or(""),
-        intent.task.as_deref().unwrap_or(""),
-        intent.source.as_str(),
-        r.method,
-        r.scheme,
-        r.host,
-        r.port,
-        r.path.unwrap_or("\u{1}"),
-        r.query.unwrap_or(""),
-        r.connection.mode,
-        r.connection.sni.unwrap_or(""),
-        r.protocol,
-        r.destination,
-    );
-    if intent.verified || !intent.claims.is_empty() {
-        let _ = write!(k, "\0{}\0{:?}", intent.verified, intent.claims);
+fn put(buf: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(s) => buf.extend_from_slice(s.as_bytes()),
+        None => buf.push(0xfe),
     }
-    k
+    buf.push(0xff);
 }
 
-thread_local! {
-    static CACHE: RefCell<(u64, HashMap<String, Decision>)> = RefCell::new((0, HashMap::new()));
-}
-
-pub fn get(generation: u64, key: &str) -> Option<Decision> {
-    CACHE.with(|c| {
-        let c = c.borrow();
-        if c.0 != generation {
-            return None;
+/// Writes the key of one request into `buf`; `false` when this request cannot be cached.
+pub fn key(
+    leaves: &[Leaf],
+    intent: &Intent,
+    req: &RequestFacts<'_>,
+    scope: &ScopeVerdict,
+    buf: &mut Vec<u8>,
+) -> bool {
+    buf.clear();
+    for leaf in leaves {
+        match leaf {
+            Leaf::Const => {}
+            Leaf::Never => return false,
+            Leaf::IntentName => put(buf, intent.name.as_deref()),
+            Leaf::IntentTask => put(buf, intent.task.as_deref()),
+            Leaf::IntentSource => put(buf, Some(intent.source.as_str())),
+            Leaf::IntentVerified => put(buf, Some(if intent.verified { "1" } else { "0" })),
+            Leaf::IntentClaims if !intent.claims.is_empty() => return false,
+            Leaf::IntentClaims => put(buf, None),
+            Leaf::Protocol => put(buf, Some(req.protocol)),
+            Leaf::Method => put(buf, Some(req.method)),
+            Leaf::Scheme => put(buf, Some(req.scheme)),
+            Leaf::Host => put(buf, Some(req.host)),
+            Leaf::Port => buf.extend_from_slice(&req.port.to_be_bytes()),
+            Leaf::Path => put(buf, req.path),
+            Leaf::Query => put(buf, req.query),
+            Leaf::ScopeMatched => put(buf, Some(if scope.matched { "1" } else { "0" })),
+            Leaf::ScopeIntent => put(buf, scope.intent.as_deref()),
+            Leaf::ScopeRule => {
+                buf.extend_from_slice(&scope.rule.map_or(u64::MAX, |r| r as u64).to_be_bytes());
+            }
+            Leaf::ScopeWhy => put(buf, Some(&scope.why)),
+            Leaf::ScopeCode => put(buf, Some(scope.code)),
+            Leaf::ScopeMode => put(buf, Some(scope.mode.as_str())),
+            Leaf::DestIp => match req.destination {
+                Some((ip, _)) => put(buf, Some(&ip.to_string())),
+                None => put(buf, None),
+            },
+            Leaf::DestClass => put(buf, req.destination.map(|(_, c)| c)),
+            Leaf::ConnMode => put(buf, Some(req.connection.mode)),
+            Leaf::ConnSni => put(buf, req.connection.sni),
+            Leaf::ConnIntercepted => put(
+                buf,
+                Some(if req.connection.intercepted { "1" } else { "0" }),
+            ),
         }
-        c.1.get(key).cloned()
-    })
+    }
+    true
 }
 
-pub fn put(generation: u64, key: String, d: &Decision) {
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != generation || c.1.len() >= MAX_ENTRIES {
-            c.0 = generation;
-            c.1.clear();
+/// The fields a plan keys on, for `/v1/policy` and logs.
+pub fn describe(plan: &Plan) -> String {
+    match plan {
+        Plan::Disabled(why) => format!("disabled: {why}"),
+        Plan::Key(leaves) => {
+            let names: Vec<&str> = LEAVES
+                .iter()
+                .filter(|(_, l)| leaves.contains(l))
+                .map(|(p, _)| *p)
+                .collect();
+            format!("keyed on input.{{{}}}", names.join(", "))
         }
-        c.1.insert(key, d.clone());
-    });
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::plan;
+    use super::*;
 
     #[test]
-    fn only_field_references_to_the_key_are_cacheable() {
-        assert!(
-            plan([(
-                "a",
-                "x if input.request.method == \"GET\" # input whole in a comment"
-            )])
-            .is_ok()
+    fn finds_input_references_outside_comments_and_strings() {
+        let code = code_only(
+            "# input.request.headers\nx := \"input.time\"\nallow if input.request.host == `input`\ny := my_input.z\nz := input\nw := input[\"a\"]\n",
         );
-        assert!(plan([("a", "x if input.request.headers[\"x\"]")]).is_err());
-        assert!(plan([("a", "x if time.now_ns() > 0")]).is_err());
-        assert!(plan([("a", "x := input")]).is_err());
-        assert!(plan([("a", "x if input[k]")]).is_err());
-        assert!(plan([("a", "my_input := 1\nx if my_input.y")]).is_ok());
+        let refs = input_refs(&code);
+        assert_eq!(
+            refs,
+            vec![
+                vec!["request".to_string(), "host".to_string()],
+                vec![],
+                vec![]
+            ]
+        );
+    }
+
+    #[test]
+    fn plans_the_builtin_policy_on_scope_only() {
+        let p = plan([include_str!("../../config/policy/intentgate.rego")]);
+        assert_eq!(p, Plan::Key(vec![Leaf::ScopeMatched]));
+        assert_eq!(describe(&p), "keyed on input.{scope.matched}");
+    }
+
+    #[test]
+    fn unsafe_reads_disable_the_cache() {
+        for (text, why) in [
+            ("a if input.request.headers[\"x\"]", "input.request.headers"),
+            (
+                "a if input.request.x == 1\nb if input.request",
+                "input.request",
+            ),
+            ("a if count(input) > 0", "the whole input"),
+            ("a if input.time.unix > 0", "input.time"),
+            ("a if time.now_ns() > 0", "time.now_ns"),
+            ("import input.request\na if request.host", "input.request"),
+        ] {
+            match plan([text]) {
+                Plan::Disabled(w) => assert!(w.contains(why), "{text}: {w}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            plan(["a if input.request.query.page[0] == \"1\"\nb if input.agent.labels.tier"]),
+            Plan::Key(vec![Leaf::Query])
+        );
     }
 }

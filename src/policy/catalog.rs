@@ -1,78 +1,244 @@
-//! The intent catalog compiled at load into a native matcher: per intent, a host index (exact
-//! names, then `*.parent` walking up the labels) leading to rules of ports, methods and path
-//! patterns. Cost depends on the request, not on the size of the catalog.
+//! The intent catalog compiled at load into a native matcher: intent by name, then a host index
+//! (exact name, then `*.parent` walking up the labels), then ports, methods and path patterns.
+//! Cost per request does not grow with the number of intents.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-
-use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
 use crate::config::{IntentSpec, Mode};
 use crate::identity::Agent;
 
-/// The catalog's verdict on one request, handed to Rego as `input.scope`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The catalog's answer for one request: the matched rule, or why nothing matched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScopeVerdict {
     pub matched: bool,
     pub intent: Option<String>,
-    /// 1-based index of the matching rule within the intent.
+    /// The matched rule: 1-based position in the intent's `allow` list (as in `why`).
     pub rule: Option<usize>,
     pub why: String,
     /// `matched`, `no_intent`, `unknown_intent`, `not_claimable`, `host_not_in_scope`,
     /// `port_not_in_scope`, `method_not_in_scope`, `path_not_in_scope`.
     pub code: &'static str,
+    /// The intent's mode, else the top-level mode.
+    pub mode: Mode,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A catalog entry that cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: intent '{intent}'{}: {msg}", rule.map(|r| format!(" allow[{r}]")).unwrap_or_default())]
+pub struct CatalogError {
+    /// Where the intent was written (config file or catalog file).
+    pub origin: String,
+    pub intent: String,
+    pub rule: Option<usize>,
+    pub msg: String,
+}
+
+/// What the catalog looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeQuery<'a> {
+    pub method: &'a str,
+    /// Lowercase, no trailing dot, punycode.
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub segments: &'a [&'a str],
+    /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
+    pub destination_only: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    /// `None` = 80 and 443.
+    ports: Option<Vec<u16>>,
+    /// Uppercase; `None` = any.
+    methods: Option<Vec<String>>,
+    /// Segment patterns; `None` = any path.
+    paths: Option<Vec<Vec<Seg>>>,
+    /// The patterns as written, for messages.
+    paths_text: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
     Lit(String),
     One,
     Any,
 }
 
-#[derive(Debug, Clone)]
-struct Rule {
-    ports: Vec<u16>,
-    /// Upper-case; `None` = any method.
-    methods: Option<Vec<String>>,
-    /// `None` = any path.
-    paths: Option<Vec<Vec<Seg>>>,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Compiled {
-    agents: Option<HashSet<String>>,
-    namespaces: Option<HashSet<String>>,
+    agents: Option<Vec<String>>,
+    namespaces: Option<Vec<String>>,
     mode: Option<Mode>,
-    rules: Vec<Rule>,
-    /// host → indices of rules naming it exactly.
     exact: HashMap<String, Vec<usize>>,
-    /// parent domain (for `*.parent`) → indices of rules.
+    /// `*.zendesk.com` is stored under `zendesk.com`.
     wildcard: HashMap<String, Vec<usize>>,
+    rules: Vec<Rule>,
 }
 
 /// The compiled catalog.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Catalog {
     intents: HashMap<String, Compiled>,
+    default_mode: Mode,
 }
 
-/// How far a request got against an intent's rules, to explain a refusal precisely.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
-    Host,
-    Port,
-    Method,
-    Path,
+/// Normalises a host pattern: lowercase, no trailing dot, IDNA to punycode; only an exact name
+/// or a leading `*.` wildcard. Returns `(is_wildcard, name)`.
+fn host_pattern(raw: &str) -> Result<(bool, String), String> {
+    let t = raw.trim().trim_end_matches('.');
+    let (wild, name) = match t.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    if name.is_empty() {
+        return Err(format!("host pattern '{raw}' is empty"));
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "host pattern '{raw}' is not allowed: use an exact name or a leading '*.' \
+             (e.g. '*.example.com'); other wildcards are refused"
+        ));
+    }
+    if name.contains(['/', ':', ' '])
+        && !name.starts_with('[')
+        && name.parse::<std::net::Ipv6Addr>().is_err()
+    {
+        return Err(format!(
+            "host pattern '{raw}' must be a host name only (ports go in `ports`, paths in `paths`)"
+        ));
+    }
+    let ascii = idna::domain_to_ascii(name)
+        .map_err(|_| format!("host pattern '{raw}' is not a valid host name"))?;
+    Ok((wild, ascii))
+}
+
+fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("path pattern '{raw}' must start with '/'"));
+    }
+    raw.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s {
+            "*" => Ok(Seg::One),
+            "**" => Ok(Seg::Any),
+            s if s.contains('*') => Err(format!(
+                "path pattern '{raw}': '*' must be a whole segment ('*' one segment, '**' any number)"
+            )),
+            s => Ok(Seg::Lit(s.to_string())),
+        })
+        .collect()
+}
+
+/// Segment glob: `*` exactly one segment, `**` zero or more. Greedy with one backtrack point.
+fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while s < segs.len() {
+        match pat.get(p) {
+            Some(Seg::Any) => {
+                back = Some((p, s));
+                p += 1;
+            }
+            Some(Seg::One) => {
+                p += 1;
+                s += 1;
+            }
+            Some(Seg::Lit(l)) if l == segs[s] => {
+                p += 1;
+                s += 1;
+            }
+            _ => match back {
+                Some((bp, bs)) => {
+                    p = bp + 1;
+                    s = bs + 1;
+                    back = Some((bp, bs + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pat[p..].iter().all(|x| *x == Seg::Any)
 }
 
 impl Catalog {
-    /// Compiles `intents`; errors name the intent, the rule and the offending pattern.
-    pub fn compile(intents: &BTreeMap<String, IntentSpec>) -> Result<Self, String> {
-        let mut out = HashMap::with_capacity(intents.len());
-        for (name, spec) in intents {
-            out.insert(name.clone(), compile_intent(name, spec)?);
+    /// Compiles catalogs, each with the place it was written (for errors). An intent defined
+    /// twice is refused.
+    pub fn compile(
+        sources: &[(String, BTreeMap<String, IntentSpec>)],
+        default_mode: Mode,
+    ) -> Result<Self, CatalogError> {
+        let mut intents = HashMap::new();
+        let mut origin_of: HashMap<&str, &str> = HashMap::new();
+        for (origin, entries) in sources {
+            for (name, spec) in entries {
+                let err = |rule, msg| CatalogError {
+                    origin: origin.clone(),
+                    intent: name.clone(),
+                    rule,
+                    msg,
+                };
+                if let Some(first) = origin_of.insert(name, origin) {
+                    return Err(err(None, format!("already defined in {first}")));
+                }
+                if name.trim().is_empty() {
+                    return Err(err(None, "an intent needs a name".into()));
+                }
+                let mut c = Compiled {
+                    agents: spec.claimable_by.agents.clone(),
+                    namespaces: spec.claimable_by.namespaces.clone(),
+                    mode: spec.mode,
+                    exact: HashMap::new(),
+                    wildcard: HashMap::new(),
+                    rules: Vec::with_capacity(spec.allow.len()),
+                };
+                for (i, r) in spec.allow.iter().enumerate() {
+                    if r.hosts.is_empty() {
+                        return Err(err(Some(i), "a rule needs at least one host".into()));
+                    }
+                    for h in &r.hosts {
+                        let (wild, name) = host_pattern(h).map_err(|m| err(Some(i), m))?;
+                        let index = if wild { &mut c.wildcard } else { &mut c.exact };
+                        let v = index.entry(name).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                    let paths = match &r.paths {
+                        None => None,
+                        Some(ps) => Some(
+                            ps.iter()
+                                .map(|p| path_pattern(p))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|m| err(Some(i), m))?,
+                        ),
+                    };
+                    if let Some(ms) = &r.methods {
+                        if let Some(bad) = ms
+                            .iter()
+                            .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
+                        {
+                            return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
+                        }
+                    }
+                    c.rules.push(Rule {
+                        ports: r.ports.clone(),
+                        methods: r
+                            .methods
+                            .as_ref()
+                            .map(|ms| ms.iter().map(|m| m.trim().to_ascii_uppercase()).collect()),
+                        paths,
+                        paths_text: r.paths.clone().unwrap_or_default(),
+                    });
+                }
+                intents.insert(name.clone(), c);
+            }
         }
-        Ok(Self { intents: out })
+        Ok(Catalog {
+            intents,
+            default_mode,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -83,9 +249,19 @@ impl Catalog {
         self.intents.is_empty()
     }
 
-    /// The mode an intent sets for itself, if any.
+    /// The top-level mode (for intents that set none).
+    pub fn default_mode(&self) -> Mode {
+        self.default_mode
+    }
+
+    /// The mode an intent sets for itself, if it does.
     pub fn mode_of(&self, intent: &str) -> Option<Mode> {
         self.intents.get(intent).and_then(|c| c.mode)
+    }
+
+    /// Whether the catalog defines `intent`.
+    pub fn contains(&self, intent: &str) -> bool {
+        self.intents.contains_key(intent)
     }
 
     /// The intent names, sorted.
@@ -95,379 +271,163 @@ impl Catalog {
         v
     }
 
-    pub fn contains(&self, intent: &str) -> bool {
-        self.intents.contains_key(intent)
-    }
-
-    /// Matches one request against the intent the agent declared.
-    pub fn check(
-        &self,
-        agent: &Agent,
-        intent: Option<&str>,
-        method: &str,
-        host: &str,
-        port: u16,
-        path: Option<&str>,
-    ) -> ScopeVerdict {
+    /// Matches one request of `agent` under the intent named `intent`.
+    pub fn verdict(&self, agent: &Agent, intent: Option<&str>, q: &ScopeQuery<'_>) -> ScopeVerdict {
+        let mut v = ScopeVerdict {
+            matched: false,
+            intent: intent.map(str::to_string),
+            rule: None,
+            why: String::new(),
+            code: "no_intent",
+            mode: self.default_mode,
+        };
         let Some(name) = intent else {
-            return verdict(
-                false,
-                None,
-                None,
-                "no_intent",
-                "no intent was declared for this call".into(),
-            );
+            v.why = format!("no intent declared for {}", Req(q));
+            return v;
         };
         let Some(c) = self.intents.get(name) else {
-            return verdict(
-                false,
-                Some(name),
-                None,
-                "unknown_intent",
-                format!("intent '{name}' is not in the catalog"),
-            );
+            v.code = "unknown_intent";
+            v.why = format!("intent '{name}' is not in the catalog");
+            return v;
         };
-        let claimable = c.agents.as_ref().is_none_or(|a| a.contains(&agent.id))
-            && c.namespaces
+        v.mode = c.mode.unwrap_or(self.default_mode);
+        let agent_ok = c.agents.as_ref().is_none_or(|a| a.contains(&agent.id));
+        let ns_ok = c.namespaces.as_ref().is_none_or(|ns| {
+            agent
+                .namespace
                 .as_ref()
-                .is_none_or(|n| agent.namespace.as_ref().is_some_and(|ns| n.contains(ns)));
-        if !claimable {
-            return verdict(
-                false,
-                Some(name),
-                None,
-                "not_claimable",
-                format!("agent '{}' may not claim intent '{name}'", agent.id),
-            );
-        }
-        let target = match path {
-            Some(p) => format!("{method} {host}:{port}{p}"),
-            None => format!("{method} {host}:{port}"),
-        };
-        let mut best = Stage::Host;
-        let segments: Option<Vec<&str>> = path.map(|p| {
-            p.split('?').next().unwrap_or(p)[1.min(p.len())..]
-                .split('/')
-                .collect()
+                .is_some_and(|n| ns.iter().any(|x| x == n))
         });
-        for idx in candidates(c, host) {
-            let rule = &c.rules[idx];
-            best = best.max(Stage::Port);
-            if !rule.ports.contains(&port) {
-                continue;
+        if !(agent_ok && ns_ok) {
+            v.code = "not_claimable";
+            v.why = format!("agent '{}' may not claim intent '{name}'", agent.id);
+            if !ns_ok {
+                let _ = write!(
+                    v.why,
+                    " (it is claimable in namespaces {:?}; this agent's namespace is {})",
+                    c.namespaces.as_deref().unwrap_or_default(),
+                    agent
+                        .namespace
+                        .as_deref()
+                        .map_or("not set".to_string(), |n| format!("'{n}'"))
+                );
             }
-            best = best.max(Stage::Method);
-            if let Some(methods) = &rule.methods {
-                // A tunnel (CONNECT) is judged on its destination only: method and path rules
-                // apply to the requests inside it, when those are visible.
-                if method != "CONNECT" && !methods.iter().any(|m| m == method) {
+            return v;
+        }
+        // Candidate rules: exact host, then `*.parent` for every parent.
+        let mut stage = 0u8; // 1 host, 2 port, 3 method: the furthest any rule got
+        let mut tried: Vec<usize> = Vec::new();
+        let mut check = |rules: Option<&Vec<usize>>, tried: &mut Vec<usize>| -> Option<usize> {
+            for &i in rules.into_iter().flatten() {
+                if tried.contains(&i) {
                     continue;
                 }
+                tried.push(i);
+                let r = &c.rules[i];
+                stage = stage.max(1);
+                let port_ok = match &r.ports {
+                    None => q.port == 80 || q.port == 443,
+                    Some(ps) => ps.contains(&q.port),
+                };
+                if !port_ok {
+                    continue;
+                }
+                stage = stage.max(2);
+                if q.destination_only {
+                    return Some(i);
+                }
+                if !r
+                    .methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m == q.method))
+                {
+                    continue;
+                }
+                stage = stage.max(3);
+                if r.paths
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
+                {
+                    return Some(i);
+                }
             }
-            best = best.max(Stage::Path);
-            let path_ok = match (&rule.paths, &segments) {
-                (None, _) | (_, None) => true,
-                (Some(patterns), Some(segs)) => patterns.iter().any(|p| matches(p, segs)),
+            None
+        };
+        let mut found = check(c.exact.get(q.host), &mut tried);
+        let mut rest = q.host;
+        while found.is_none() {
+            match rest.split_once('.') {
+                Some((_, parent)) if !parent.is_empty() => {
+                    found = check(c.wildcard.get(parent), &mut tried);
+                    rest = parent;
+                }
+                _ => break,
+            }
+        }
+        if let Some(i) = found {
+            v.matched = true;
+            v.rule = Some(i + 1);
+            v.code = "matched";
+            v.why = if q.destination_only {
+                format!(
+                    "{} matches the destination of rule {} of intent '{name}' \
+                     (methods and paths are not visible in a tunnel that is not intercepted)",
+                    Req(q),
+                    i + 1
+                )
+            } else {
+                format!("{} matches rule {} of intent '{name}'", Req(q), i + 1)
             };
-            if path_ok {
-                return verdict(
-                    true,
-                    Some(name),
-                    Some(idx + 1),
-                    "matched",
-                    format!("{target} matches rule {} of intent '{name}'", idx + 1),
+            return v;
+        }
+        let mut why = format!("intent '{name}' does not permit {}: the ", Req(q));
+        let first = |tried: &[usize]| tried.first().map(|&i| &c.rules[i]);
+        match (stage, first(&tried)) {
+            (0, _) | (_, None) => {
+                v.code = "host_not_in_scope";
+                why.push_str("host is not in scope");
+            }
+            (1, Some(r)) => {
+                v.code = "port_not_in_scope";
+                let allowed = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
+                let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
+            }
+            (2, Some(r)) => {
+                v.code = "method_not_in_scope";
+                let allowed = r.methods.clone().unwrap_or_default().join(", ");
+                let _ = write!(why, "method is not in scope (allowed: {allowed})");
+            }
+            (_, Some(r)) => {
+                v.code = "path_not_in_scope";
+                let _ = write!(
+                    why,
+                    "path is not in scope (allowed: {})",
+                    r.paths_text.join(", ")
                 );
             }
         }
-        let (code, what) = match best {
-            Stage::Host => ("host_not_in_scope", "host"),
-            Stage::Port => ("port_not_in_scope", "port"),
-            Stage::Method => ("method_not_in_scope", "method"),
-            Stage::Path => ("path_not_in_scope", "path"),
-        };
-        verdict(
-            false,
-            Some(name),
-            None,
-            code,
-            format!("intent '{name}' does not permit {target} (the {what} is not in scope)"),
-        )
+        v.why = why;
+        v
     }
 }
 
-fn verdict(
-    matched: bool,
-    intent: Option<&str>,
-    rule: Option<usize>,
-    code: &'static str,
-    why: String,
-) -> ScopeVerdict {
-    ScopeVerdict {
-        matched,
-        intent: intent.map(str::to_string),
-        rule,
-        why,
-        code,
+/// `GET api.zendesk.com/api/v2/tickets`, with the port when it is not 80/443.
+struct Req<'a>(&'a ScopeQuery<'a>);
+
+impl std::fmt::Display for Req<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.0;
+        if q.destination_only {
+            return write!(f, "{} {}:{}", q.method, q.host, q.port);
+        }
+        write!(f, "{} {}", q.method, q.host)?;
+        if q.port != 80 && q.port != 443 {
+            write!(f, ":{}", q.port)?;
+        }
+        f.write_str(q.path)
     }
-}
-
-/// Rule indices whose host patterns cover `host`, exact names first, then each parent domain.
-fn candidates<'a>(c: &'a Compiled, host: &'a str) -> impl Iterator<Item = usize> + 'a {
-    let exact = c.exact.get(host).into_iter().flatten().copied();
-    let parents = host
-        .match_indices('.')
-        .filter_map(move |(i, _)| c.wildcard.get(&host[i + 1..]))
-        .flatten()
-        .copied();
-    exact.chain(parents)
-}
-
-/// Whether path segments match a pattern (`*` one segment, `**` any number, including none).
-fn matches(pattern: &[Seg], segs: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => segs.is_empty(),
-        Some((Seg::Any, rest)) => (0..=segs.len()).any(|k| matches(rest, &segs[k..])),
-        Some((Seg::One, rest)) => !segs.is_empty() && matches(rest, &segs[1..]),
-        Some((Seg::Lit(l), rest)) => {
-            segs.first().is_some_and(|s| s == l) && matches(rest, &segs[1..])
-        }
-    }
-}
-
-fn compile_intent(name: &str, spec: &IntentSpec) -> Result<Compiled, String> {
-    let mut c = Compiled {
-        agents: spec
-            .claimable_by
-            .agents
-            .as_ref()
-            .map(|v| v.iter().cloned().collect()),
-        namespaces: spec
-            .claimable_by
-            .namespaces
-            .as_ref()
-            .map(|v| v.iter().cloned().collect()),
-        mode: spec.mode,
-        rules: Vec::with_capacity(spec.allow.len()),
-        exact: HashMap::new(),
-        wildcard: HashMap::new(),
-    };
-    for (i, r) in spec.allow.iter().enumerate() {
-        let at = format!("intents.{name}.allow[{i}]");
-        if r.hosts.is_empty() {
-            return Err(format!("{at}.hosts: a rule needs at least one host"));
-        }
-        for h in &r.hosts {
-            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
-            match h.strip_prefix("*.") {
-                Some(parent) if valid_host(parent) => {
-                    c.wildcard.entry(parent.to_string()).or_default().push(i)
-                }
-                None if valid_host(&h) => c.exact.entry(h).or_default().push(i),
-                _ => {
-                    return Err(format!(
-                        "{at}.hosts: '{h}' is not a host name or a leading '*.' wildcard (other wildcards are refused)"
-                    ));
-                }
-            }
-        }
-        let ports = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
-        if ports.contains(&0) {
-            return Err(format!("{at}.ports: 0 is not a port"));
-        }
-        let methods = match &r.methods {
-            Some(m) if m.is_empty() => {
-                return Err(format!(
-                    "{at}.methods: an empty list permits nothing; omit it for any method"
-                ));
-            }
-            Some(m) => Some(m.iter().map(|m| m.trim().to_ascii_uppercase()).collect()),
-            None => None,
-        };
-        let paths = match &r.paths {
-            Some(ps) => Some(
-                ps.iter()
-                    .map(|p| compile_path(p).map_err(|e| format!("{at}.paths: {e}")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            None => None,
-        };
-        c.rules.push(Rule {
-            ports,
-            methods,
-            paths,
-        });
-    }
-    Ok(c)
-}
-
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        || h.parse::<std::net::IpAddr>().is_ok()
-}
-
-fn compile_path(p: &str) -> Result<Vec<Seg>, String> {
-    let rest = p
-        .strip_prefix('/')
-        .ok_or_else(|| format!("'{p}' must start with '/'"))?;
-    rest.split('/')
-        .map(|s| match s {
-            "**" => Ok(Seg::Any),
-            "*" => Ok(Seg::One),
-            s if s.contains('*') => Err(format!(
-                "'{p}': only whole-segment '*' and '**' wildcards are supported"
-            )),
-            s => Ok(Seg::Lit(s.to_string())),
-        })
-        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{ClaimableBy, ScopeRule};
-
-    fn agent(id: &str, ns: Option<&str>) -> Agent {
-        let cfg = crate::config::AgentConfig {
-            id: Some(id.into()),
-            namespace: ns.map(Into::into),
-            owner: Some("o".into()),
-            ..Default::default()
-        };
-        Agent::from_config(&cfg, &|_| None).unwrap()
-    }
-
-    fn catalog() -> Catalog {
-        let yaml = r#"
-triage:
-  claimable_by: {agents: [bot], namespaces: [support]}
-  allow:
-    - hosts: [api.zendesk.com, "*.zendesk.com"]
-      ports: [443]
-      methods: [GET, put]
-      paths: ["/api/v2/tickets/**", "/api/v2/users/*/profile"]
-    - hosts: [llm.example]
-open:
-  allow:
-    - hosts: ["*.example.org"]
-"#;
-        Catalog::compile(&serde_yaml::from_str(yaml).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn hosts_ports_methods_paths() {
-        let c = catalog();
-        let a = agent("bot", Some("support"));
-        let ok = |m, h, port, p| c.check(&a, Some("triage"), m, h, port, Some(p)).code;
-        assert_eq!(
-            ok("GET", "api.zendesk.com", 443, "/api/v2/tickets"),
-            "matched"
-        );
-        assert_eq!(
-            ok("PUT", "eu.zendesk.com", 443, "/api/v2/tickets/1/comments"),
-            "matched"
-        );
-        assert_eq!(
-            ok("GET", "a.b.zendesk.com", 443, "/api/v2/users/7/profile"),
-            "matched"
-        );
-        assert_eq!(
-            ok("GET", "zendesk.com", 443, "/api/v2/tickets"),
-            "host_not_in_scope"
-        );
-        assert_eq!(
-            ok("GET", "evil-zendesk.com", 443, "/api/v2/tickets"),
-            "host_not_in_scope"
-        );
-        assert_eq!(
-            ok("GET", "api.zendesk.com", 80, "/api/v2/tickets"),
-            "port_not_in_scope"
-        );
-        assert_eq!(
-            ok("DELETE", "api.zendesk.com", 443, "/api/v2/tickets/1"),
-            "method_not_in_scope"
-        );
-        assert_eq!(
-            ok("GET", "api.zendesk.com", 443, "/api/v2/users/7/8/profile"),
-            "path_not_in_scope"
-        );
-        assert_eq!(
-            ok("GET", "api.zendesk.com", 443, "/api/v2/ticketsx"),
-            "path_not_in_scope"
-        );
-        // Default ports 80/443, any method, any path.
-        assert_eq!(ok("POST", "llm.example", 80, "/v1/chat"), "matched");
-        assert_eq!(
-            ok("POST", "llm.example", 8080, "/v1/chat"),
-            "port_not_in_scope"
-        );
-        // A tunnel is judged by destination only.
-        assert_eq!(
-            c.check(&a, Some("triage"), "CONNECT", "api.zendesk.com", 443, None)
-                .code,
-            "matched"
-        );
-        let v = c.check(
-            &a,
-            Some("triage"),
-            "GET",
-            "api.zendesk.com",
-            443,
-            Some("/api/v2/tickets/9"),
-        );
-        assert_eq!((v.rule, v.intent.as_deref()), (Some(1), Some("triage")));
-        assert!(v.why.contains("rule 1 of intent 'triage'"));
-    }
-
-    #[test]
-    fn claimability_and_unknown() {
-        let c = catalog();
-        let check = |a: &Agent, i| c.check(a, i, "GET", "x.example.org", 443, Some("/")).code;
-        assert_eq!(
-            check(&agent("bot", Some("support")), Some("triage")),
-            "host_not_in_scope"
-        );
-        assert_eq!(
-            check(&agent("other", Some("support")), Some("triage")),
-            "not_claimable"
-        );
-        assert_eq!(
-            check(&agent("bot", Some("sales")), Some("triage")),
-            "not_claimable"
-        );
-        assert_eq!(check(&agent("bot", None), Some("triage")), "not_claimable");
-        assert_eq!(check(&agent("anyone", None), Some("open")), "matched");
-        assert_eq!(
-            check(&agent("anyone", None), Some("nope")),
-            "unknown_intent"
-        );
-        assert_eq!(check(&agent("anyone", None), None), "no_intent");
-    }
-
-    #[test]
-    fn bad_patterns_are_refused_at_load() {
-        for (hosts, paths) in [
-            (vec!["api.*.com"], None),
-            (vec!["*"], None),
-            (vec!["api*.example.com"], None),
-            (vec!["ok.example"], Some(vec!["/v1/*.json"])),
-            (vec!["ok.example"], Some(vec!["relative"])),
-        ] {
-            let spec = IntentSpec {
-                claimable_by: ClaimableBy::default(),
-                allow: vec![ScopeRule {
-                    hosts: hosts.iter().map(|s| s.to_string()).collect(),
-                    paths: paths.map(|v| v.iter().map(|s| s.to_string()).collect()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            let err = Catalog::compile(&BTreeMap::from([("i".to_string(), spec)])).unwrap_err();
-            assert!(err.starts_with("intents.i.allow[0]"), "{err}");
-        }
-    }
-}
+#[path = "catalog_tests.rs"]
+mod tests;

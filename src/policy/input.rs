@@ -1,51 +1,16 @@
-//! The policy input document (the contract in docs/policy.md), built directly as a regorus `Value`
-//! (no JSON round trip). Secrets never enter it.
+//! The policy input document (contract: docs/policy.md), built directly as a regorus `Value`
+//! with the `Object` API. Secret headers never enter it.
 
-use std::net::IpAddr;
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use http::HeaderMap;
 use regorus::Value;
 use regorus::value::Object;
 
+use super::RequestFacts;
 use super::catalog::ScopeVerdict;
 use crate::identity::Agent;
 use crate::intent::Intent;
 
-/// Header names that never appear in the input or the log.
-pub const SECRET_HEADERS: [&str; 4] = [
-    "authorization",
-    "cookie",
-    "proxy-authorization",
-    "set-cookie",
-];
-
-/// How the request reached intentgate.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ConnectionFacts<'a> {
-    /// `forward`, `connect`, `intercepted` or `transparent`.
-    pub mode: &'a str,
-    pub sni: Option<&'a str>,
-    pub intercepted: bool,
-}
-
-/// What the proxy knows about one request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    pub id: &'a str,
-    pub protocol: &'a str,
-    pub method: &'a str,
-    pub scheme: &'a str,
-    pub host: &'a str,
-    pub port: u16,
-    /// The canonical path (none for a tunnel that is not intercepted).
-    pub path: Option<&'a str>,
-    pub query: Option<&'a str>,
-    pub headers: Option<&'a HeaderMap>,
-    pub connection: ConnectionFacts<'a>,
-    pub destination: Option<(IpAddr, &'a str)>,
-}
+/// Header names that never appear in the input or the log, whatever the configuration says.
+pub const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 
 fn s(v: &str) -> Value {
     Value::from(v)
@@ -55,187 +20,170 @@ fn opt(v: Option<&str>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
-fn obj(entries: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::Object(regorus::Rc::new(
-        entries
-            .into_iter()
-            .map(|(k, v)| (key(k), v))
-            .collect::<Object>(),
-    ))
+fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut o = Object::new();
+    for (k, v) in fields {
+        o.insert(Value::from(k), v);
+    }
+    o.into_value()
 }
 
-/// Interned object keys: built once, cloned (a reference count) per use.
-fn key(k: &'static str) -> Value {
-    static KEYS: OnceLock<std::collections::HashMap<&'static str, Value>> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        [
-            "agent",
-            "id",
-            "namespace",
-            "service_account",
-            "owner",
-            "spiffe_id",
-            "labels",
-            "expires",
-            "intent",
-            "name",
-            "task",
-            "source",
-            "verified",
-            "claims",
-            "request",
-            "protocol",
-            "method",
-            "scheme",
-            "host",
-            "port",
-            "path",
-            "path_segments",
-            "query",
-            "headers",
-            "body",
-            "body_truncated",
-            "scope",
-            "matched",
-            "rule",
-            "why",
-            "code",
-            "destination",
-            "ip",
-            "class",
-            "connection",
-            "mode",
-            "sni",
-            "intercepted",
-            "mcp",
-            "time",
-            "unix",
-        ]
-        .into_iter()
-        .map(|k| (k, Value::from(k)))
-        .collect()
-    })
-    .get(k)
-    .cloned()
-    .unwrap_or_else(|| Value::from(k))
-}
-
-/// The `agent` object: constant for a process, built once per policy load.
+/// `input.agent`: the same for every request, so built once per policy set.
 pub fn agent_value(a: &Agent) -> Value {
-    let labels = Value::Object(regorus::Rc::new(
-        a.labels
-            .iter()
-            .map(|(k, v)| (s(k), s(v)))
-            .collect::<Object>(),
-    ));
+    let mut labels = Object::new();
+    for (k, v) in &a.labels {
+        labels.insert(s(k), s(v));
+    }
     obj([
         ("id", s(&a.id)),
         ("namespace", opt(a.namespace.as_deref())),
         ("service_account", opt(a.service_account.as_deref())),
         ("owner", opt(a.owner.as_deref())),
         ("spiffe_id", opt(a.spiffe_id.as_deref())),
-        ("labels", labels),
-        ("expires", opt(a.expires_text.as_deref())),
+        ("labels", labels.into_value()),
+        ("expires", opt(a.expires_rfc3339().as_deref())),
     ])
 }
 
 fn intent_value(i: &Intent) -> Value {
-    let claims: Object = i
-        .claims
-        .iter()
-        .map(|(k, v)| (s(k), Value::from(v.clone())))
-        .collect();
+    let claims = if i.claims.is_empty() {
+        Value::new_object()
+    } else {
+        Value::from(serde_json::Value::Object(i.claims.clone()))
+    };
     obj([
         ("name", opt(i.name.as_deref())),
         ("task", opt(i.task.as_deref())),
         ("source", s(i.source.as_str())),
         ("verified", Value::from(i.verified)),
-        ("claims", Value::Object(regorus::Rc::new(claims))),
+        ("claims", claims),
     ])
 }
 
-fn query_value(q: Option<&str>) -> Value {
-    let mut map: std::collections::BTreeMap<Value, Vec<Value>> = std::collections::BTreeMap::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.entry(s(k)).or_default().push(s(v));
-    }
-    Value::Object(regorus::Rc::new(
-        map.into_iter()
-            .map(|(k, v)| (k, Value::from(v)))
-            .collect::<Object>(),
-    ))
-}
-
-fn headers_value(h: Option<&HeaderMap>, strip: &[String]) -> Value {
-    let mut out = Object::new();
-    for (name, value) in h.into_iter().flatten() {
-        let n = name.as_str();
-        if SECRET_HEADERS.contains(&n) || strip.iter().any(|s| s == n) {
-            continue;
-        }
-        out.insert(s(n), s(&String::from_utf8_lossy(value.as_bytes())));
-    }
-    Value::Object(regorus::Rc::new(out))
-}
-
-fn scope_value(v: &ScopeVerdict) -> Value {
+/// `input.scope`.
+pub fn scope_value(v: &ScopeVerdict) -> Value {
     obj([
         ("matched", Value::from(v.matched)),
         ("intent", opt(v.intent.as_deref())),
-        (
-            "rule",
-            v.rule.map_or(Value::Null, |r| Value::from(r as u64)),
-        ),
+        ("rule", v.rule.map_or(Value::Null, Value::from)),
         ("why", s(&v.why)),
         ("code", s(v.code)),
+        ("mode", s(v.mode.as_str())),
     ])
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Form-decodes one query component (`+` is a space, `%XX` a byte; invalid escapes kept).
+fn form_decode(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `input.request.query`: every name with all its values, in order.
+fn query_value(q: Option<&str>) -> Value {
+    let mut map: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.entry(form_decode(k))
+            .or_default()
+            .push(Value::from(form_decode(v)));
+    }
+    let mut o = Object::new();
+    for (k, vs) in map {
+        o.insert(Value::from(k), Value::from(vs));
+    }
+    o.into_value()
+}
+
+/// Whether a header is kept out of the input (secrets and configured identity headers).
+pub fn is_secret(name: &str, strip: &[String]) -> bool {
+    SECRET_HEADERS.contains(&name) || strip.iter().any(|s| s == name)
+}
+
+fn headers_value(h: &http::HeaderMap, strip: &[String]) -> Value {
+    let mut o = Object::new();
+    for name in h.keys() {
+        let n = name.as_str();
+        if is_secret(n, strip) {
+            continue;
+        }
+        let mut joined = String::new();
+        for (i, v) in h.get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.push_str(", ");
+            }
+            joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+        o.insert(s(n), Value::from(joined));
+    }
+    o.into_value()
 }
 
 /// The whole input document.
 pub fn build(
     agent: &Value,
     intent: &Intent,
-    r: &RequestFacts<'_>,
+    req: &RequestFacts<'_>,
+    segments: &[&str],
     scope: &ScopeVerdict,
     strip: &[String],
+    now_unix: u64,
 ) -> Value {
-    let segments: Vec<Value> = r
-        .path
-        .map(|p| {
-            p.trim_start_matches('/')
-                .split('/')
-                .filter(|x| !x.is_empty())
-                .map(s)
-                .collect()
-        })
-        .unwrap_or_default();
     let request = obj([
-        ("id", s(r.id)),
-        ("protocol", s(r.protocol)),
-        ("method", s(r.method)),
-        ("scheme", s(r.scheme)),
-        ("host", s(r.host)),
-        ("port", Value::from(u64::from(r.port))),
-        ("path", opt(r.path)),
-        ("path_segments", Value::from(segments)),
-        ("query", query_value(r.query)),
-        ("headers", headers_value(r.headers, strip)),
+        ("id", s(req.id)),
+        ("protocol", s(req.protocol)),
+        ("method", s(req.method)),
+        ("scheme", s(req.scheme)),
+        ("host", s(req.host)),
+        ("port", Value::from(u64::from(req.port))),
+        ("path", opt(req.path)),
+        (
+            "path_segments",
+            Value::from(segments.iter().map(|x| s(x)).collect::<Vec<_>>()),
+        ),
+        ("query", query_value(req.query)),
+        (
+            "headers",
+            req.headers
+                .map_or_else(Value::new_object, |h| headers_value(h, strip)),
+        ),
         ("body", Value::Null),
         ("body_truncated", Value::from(false)),
     ]);
-    let destination = match r.destination {
-        Some((ip, class)) => obj([("ip", s(&ip.to_string())), ("class", s(class))]),
-        None => obj([("ip", Value::Null), ("class", s("unknown"))]),
+    let destination = match req.destination {
+        Some((ip, class)) => obj([("ip", Value::from(ip.to_string())), ("class", s(class))]),
+        None => Value::Null,
     };
+    let c = &req.connection;
     let connection = obj([
-        ("mode", s(r.connection.mode)),
-        ("sni", opt(r.connection.sni)),
-        ("intercepted", Value::from(r.connection.intercepted)),
+        ("mode", s(c.mode)),
+        ("sni", opt(c.sni)),
+        ("intercepted", Value::from(c.intercepted)),
     ]);
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     obj([
         ("agent", agent.clone()),
         ("intent", intent_value(intent)),
@@ -244,6 +192,32 @@ pub fn build(
         ("destination", destination),
         ("connection", connection),
         ("mcp", Value::Null),
-        ("time", obj([("unix", Value::from(unix))])),
+        ("time", obj([("unix", Value::from(now_unix))])),
     ])
+}
+
+/// The same input as JSON, for `explain`.
+pub fn to_json(input: &Value) -> serde_json::Value {
+    serde_json::to_value(input).unwrap_or(serde_json::Value::Null)
+}
+
+/// Splits a path into its non-empty segments.
+pub fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_decoded_into_lists() {
+        let v = to_json(&query_value(Some("page=2&tag=a+b&tag=%41%zz&flag")));
+        assert_eq!(
+            v,
+            serde_json::json!({"page": ["2"], "tag": ["a b", "A%zz"], "flag": [""]})
+        );
+        assert_eq!(form_decode("%4"), "%4");
+        assert_eq!(form_decode("100%"), "100%");
+    }
 }

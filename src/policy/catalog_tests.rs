@@ -1,0 +1,265 @@
+//! Tests of the native catalog matcher.
+
+use super::*;
+use crate::config::{ClaimableBy, ScopeRule};
+
+fn agent(id: &str, ns: Option<&str>) -> Agent {
+    Agent {
+        id: id.into(),
+        namespace: ns.map(str::to_string),
+        service_account: None,
+        owner: Some("o".into()),
+        spiffe_id: None,
+        labels: Default::default(),
+        expires: None,
+    }
+}
+
+fn rule(
+    hosts: &[&str],
+    ports: Option<&[u16]>,
+    methods: Option<&[&str]>,
+    paths: Option<&[&str]>,
+) -> ScopeRule {
+    ScopeRule {
+        hosts: hosts.iter().map(|s| s.to_string()).collect(),
+        ports: ports.map(<[u16]>::to_vec),
+        methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        paths: paths.map(|p| p.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn catalog(rules: Vec<ScopeRule>, claim: ClaimableBy) -> Result<Catalog, CatalogError> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "triage".to_string(),
+        IntentSpec {
+            description: String::new(),
+            claimable_by: claim,
+            mode: Some(Mode::Monitor),
+            allow: rules,
+        },
+    );
+    Catalog::compile(&[("test.yaml".into(), m)], Mode::Enforce)
+}
+
+fn check(c: &Catalog, method: &str, host: &str, port: u16, path: &str) -> ScopeVerdict {
+    let segs = super::super::input::segments(path);
+    let q = ScopeQuery {
+        method,
+        host,
+        port,
+        path,
+        segments: &segs,
+        destination_only: method == "CONNECT",
+    };
+    c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
+}
+
+#[test]
+fn hosts_exact_and_wildcard() {
+    let c = catalog(
+        vec![rule(
+            &["API.Zendesk.com.", "*.example.org"],
+            None,
+            None,
+            None,
+        )],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        check(&c, "GET", "api.zendesk.com", 443, "/").code,
+        "matched"
+    );
+    assert_eq!(check(&c, "GET", "a.example.org", 443, "/").rule, Some(1));
+    assert_eq!(check(&c, "GET", "a.b.example.org", 80, "/").code, "matched");
+    let v = check(&c, "GET", "example.org", 443, "/x");
+    assert_eq!(v.code, "host_not_in_scope");
+    assert!(
+        v.why
+            .contains("intent 'triage' does not permit GET example.org/x"),
+        "{}",
+        v.why
+    );
+    assert_eq!(
+        check(&c, "GET", "zendesk.com", 443, "/").code,
+        "host_not_in_scope"
+    );
+    assert_eq!(
+        check(&c, "GET", "api.zendesk.com", 443, "/").mode,
+        Mode::Monitor
+    );
+}
+
+#[test]
+fn other_wildcards_are_refused_naming_intent_and_rule() {
+    for bad in ["api.*.com", "*", "ap*.x.com", "*.", "x.com:443", "x.com/a"] {
+        let err = catalog(
+            vec![
+                rule(&["ok.com"], None, None, None),
+                rule(&[bad], None, None, None),
+            ],
+            ClaimableBy::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("test.yaml: intent 'triage' allow[1]:"),
+            "{bad}: {err}"
+        );
+    }
+    let err = catalog(
+        vec![rule(&["a.com"], None, None, Some(&["/api/v*"]))],
+        ClaimableBy::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("whole segment"), "{err}");
+    assert!(
+        catalog(
+            vec![rule(&["a.com"], None, Some(&["GE T"]), None)],
+            ClaimableBy::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn ports_default_to_80_and_443() {
+    let c = catalog(
+        vec![
+            rule(&["a.com"], None, None, None),
+            rule(&["b.com"], Some(&[8443]), None, None),
+        ],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    assert!(check(&c, "GET", "a.com", 80, "/").matched);
+    assert!(check(&c, "GET", "a.com", 443, "/").matched);
+    let v = check(&c, "GET", "a.com", 8080, "/");
+    assert_eq!(v.code, "port_not_in_scope");
+    assert!(v.why.contains("a.com:8080/"), "{}", v.why);
+    assert!(check(&c, "GET", "b.com", 8443, "/").matched);
+    assert_eq!(
+        check(&c, "GET", "b.com", 443, "/").code,
+        "port_not_in_scope"
+    );
+}
+
+#[test]
+fn methods_and_paths() {
+    let c = catalog(
+        vec![rule(
+            &["api.x.com"],
+            Some(&[443]),
+            Some(&["get", "PUT"]),
+            Some(&["/api/v2/tickets/**", "/users/*/profile"]),
+        )],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    assert!(check(&c, "GET", "api.x.com", 443, "/api/v2/tickets").matched);
+    assert!(check(&c, "PUT", "api.x.com", 443, "/api/v2/tickets/1/comments").matched);
+    assert!(check(&c, "GET", "api.x.com", 443, "/users/7/profile").matched);
+    assert_eq!(
+        check(&c, "GET", "api.x.com", 443, "/users/7/8/profile").code,
+        "path_not_in_scope"
+    );
+    assert_eq!(
+        check(&c, "GET", "api.x.com", 443, "/users/profile").code,
+        "path_not_in_scope"
+    );
+    assert_eq!(
+        check(&c, "GET", "api.x.com", 443, "/api/v2/ticketsx").code,
+        "path_not_in_scope"
+    );
+    let v = check(&c, "DELETE", "api.x.com", 443, "/api/v2/tickets/1");
+    assert_eq!(v.code, "method_not_in_scope");
+    assert!(v.why.contains("GET, PUT"), "{}", v.why);
+    // A tunnel that is not intercepted is matched on its destination only.
+    let v = check(&c, "CONNECT", "api.x.com", 443, "");
+    assert!(
+        v.matched && v.why.contains("CONNECT api.x.com:443"),
+        "{}",
+        v.why
+    );
+}
+
+#[test]
+fn double_star_in_the_middle() {
+    let p = path_pattern("/a/**/b/*").unwrap();
+    let m = |s: &str| path_matches(&p, &super::super::input::segments(s));
+    assert!(m("/a/b/c"));
+    assert!(m("/a/x/y/b/c"));
+    assert!(m("/a/b/b/c"));
+    assert!(!m("/a/b"));
+    assert!(!m("/a/x/b/c/d"));
+    let all = path_pattern("/**").unwrap();
+    assert!(path_matches(&all, &[]));
+    assert!(path_matches(&path_pattern("/").unwrap(), &[]));
+}
+
+#[test]
+fn claimable_by_each_list_present_must_match() {
+    let both = ClaimableBy {
+        agents: Some(vec!["bot".into()]),
+        namespaces: Some(vec!["support".into()]),
+    };
+    let c = catalog(vec![rule(&["a.com"], None, None, None)], both).unwrap();
+    let segs = [];
+    let q = ScopeQuery {
+        method: "GET",
+        host: "a.com",
+        port: 443,
+        path: "/",
+        segments: &segs,
+        destination_only: false,
+    };
+    assert!(
+        c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
+            .matched
+    );
+    assert_eq!(
+        c.verdict(&agent("other", Some("support")), Some("triage"), &q)
+            .code,
+        "not_claimable"
+    );
+    assert_eq!(
+        c.verdict(&agent("bot", Some("dev")), Some("triage"), &q)
+            .code,
+        "not_claimable"
+    );
+    assert_eq!(
+        c.verdict(&agent("bot", None), Some("triage"), &q).code,
+        "not_claimable"
+    );
+    let ns_only = ClaimableBy {
+        agents: None,
+        namespaces: Some(vec!["support".into()]),
+    };
+    let c = catalog(vec![rule(&["a.com"], None, None, None)], ns_only).unwrap();
+    assert!(
+        c.verdict(&agent("anyone", Some("support")), Some("triage"), &q)
+            .matched
+    );
+    assert_eq!(
+        c.verdict(&agent("bot", None), Some("nope"), &q).code,
+        "unknown_intent"
+    );
+    assert_eq!(c.verdict(&agent("bot", None), None, &q).code, "no_intent");
+}
+
+#[test]
+fn an_intent_defined_twice_is_refused() {
+    let mut m = BTreeMap::new();
+    m.insert("x".to_string(), IntentSpec::default());
+    let err = Catalog::compile(
+        &[("a.yaml".into(), m.clone()), ("b.yaml".into(), m)],
+        Mode::Enforce,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("already defined in a.yaml"),
+        "{err}"
+    );
+}

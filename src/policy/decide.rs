@@ -1,0 +1,221 @@
+//! Deciding one request: lifecycle, catalog verdict, input, evaluation on this worker thread's
+//! engine (or its decision cache), and the decision, failing closed on errors.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use regorus::{Engine, Value};
+
+use super::catalog::ScopeQuery;
+use super::decision::{self, Decision};
+use super::{PolicySet, RequestFacts, cache, engine, input};
+use crate::config::{Mode, OnError};
+use crate::identity::Agent;
+use crate::intent::Intent;
+
+/// Decisions cached per worker thread before the cache is emptied.
+const CACHE_ENTRIES: usize = 4096;
+
+/// A worker thread's engine and decision cache, for one policy generation.
+struct Slot {
+    generation: u64,
+    engine: Engine,
+    cache: HashMap<Vec<u8>, Value>,
+}
+
+thread_local! {
+    /// This worker's engine: no lock around evaluation.
+    static ENGINE: RefCell<Option<Slot>> = const { RefCell::new(None) };
+}
+
+impl PolicySet {
+    /// Decides; returns the input too when `want_input` (never served from the cache then).
+    pub(super) fn run(
+        &self,
+        agent: &Agent,
+        intent: &Intent,
+        req: &RequestFacts<'_>,
+        want_input: bool,
+    ) -> (Decision, Option<Value>) {
+        let start = Instant::now();
+        let now = SystemTime::now();
+        let host_owned;
+        let host = if req.host.bytes().any(|b| b.is_ascii_uppercase()) || req.host.ends_with('.') {
+            host_owned = req.host.trim_end_matches('.').to_ascii_lowercase();
+            host_owned.as_str()
+        } else {
+            req.host
+        };
+        let segments = input::segments(req.path.unwrap_or(""));
+        let q = ScopeQuery {
+            method: req.method,
+            host,
+            port: req.port,
+            path: req.path.unwrap_or(""),
+            segments: &segments,
+            destination_only: req.path.is_none()
+                || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
+        };
+        let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
+        let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let req = RequestFacts { host, ..*req };
+        let build = || {
+            let agent_value = if *agent == self.agent {
+                self.agent_value.clone()
+            } else {
+                input::agent_value(agent)
+            };
+            input::build(
+                &agent_value,
+                intent,
+                &req,
+                &segments,
+                &scope,
+                &self.strip,
+                now_unix,
+            )
+        };
+        let doc = want_input.then(build);
+        let mode = self.mode_override.unwrap_or(scope.mode);
+        if self.enforce_lifecycle {
+            if let Some(why) = agent.lifecycle_violation(now) {
+                let d = Decision {
+                    allow: false,
+                    mode: Mode::Enforce,
+                    reasons: vec![why],
+                    headers: Vec::new(),
+                    code: "agent_refused",
+                    hint: "ask the agent's owner to set agent.owner or renew agent.expires".into(),
+                    scope,
+                    policy_micros: micros(start),
+                    cached: false,
+                };
+                return (d, doc);
+            }
+        }
+        let result = if agent.namespace != self.namespace {
+            Err(format!(
+                "this policy set was loaded for namespace {:?}, not {:?}",
+                self.namespace, agent.namespace
+            ))
+        } else {
+            let mut key = Vec::new();
+            let cacheable = !want_input
+                && *agent == self.agent
+                && match &self.cache_plan {
+                    cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, &mut key),
+                    cache::Plan::Disabled(_) => false,
+                };
+            let key = cacheable.then_some(key.as_slice());
+            self.eval(key, || match &doc {
+                Some(d) => d.clone(),
+                None => build(),
+            })
+            .and_then(|(v, hit)| decision::parse(&v, &scope).map(|p| (p, hit)))
+        };
+        let mut d = Decision {
+            allow: false,
+            mode,
+            reasons: Vec::new(),
+            headers: Vec::new(),
+            code: "intent_violation",
+            hint: String::new(),
+            scope,
+            policy_micros: 0,
+            cached: false,
+        };
+        match result {
+            Ok((p, hit)) => {
+                d.cached = hit;
+                d.allow = p.allow;
+                d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
+                d.headers = p.headers;
+                d.reasons = p.reasons;
+                if p.allow {
+                    d.code = "allowed";
+                } else {
+                    if d.reasons.is_empty() {
+                        d.reasons.push(format!("denied by policy: {}", d.scope.why));
+                    }
+                    d.hint = decision::hint_for(&d.scope);
+                }
+            }
+            Err(msg) => {
+                tracing::warn!(error = %msg, revision = %self.revision, "policy evaluation failed");
+                d.allow = self.on_error == OnError::Allow;
+                d.code = "policy_error";
+                d.reasons.push(format!(
+                    "policy evaluation failed: {}",
+                    engine::one_line(&msg)
+                ));
+                d.hint = "the policy could not decide this request; ask the platform team to \
+                          fix it (`intentgate check` runs the policy tests)"
+                    .into();
+            }
+        }
+        d.policy_micros = micros(start);
+        (d, doc)
+    }
+
+    /// Evaluates the query on this thread's engine, or answers from its cache when `key` is
+    /// given and known.
+    /// The flag says whether the answer came from the cache.
+    fn eval(
+        &self,
+        key: Option<&[u8]>,
+        input: impl FnOnce() -> Value,
+    ) -> Result<(Value, bool), String> {
+        ENGINE.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                // Re-entered on this thread (never in practice): use a private clone.
+                let mut e = self.template.clone();
+                e.set_input(input());
+                return e
+                    .eval_rule(self.query.clone())
+                    .map(|v| (v, false))
+                    .map_err(|e| e.to_string());
+            };
+            if !matches!(&*slot, Some(s) if s.generation == self.generation) {
+                let engine = self
+                    .spare
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.pop())
+                    .unwrap_or_else(|| self.template.clone());
+                *slot = Some(Slot {
+                    generation: self.generation,
+                    engine,
+                    cache: HashMap::new(),
+                });
+            }
+            let Some(s) = slot.as_mut() else {
+                return Err("no engine".into());
+            };
+            if let Some(k) = key {
+                if let Some(v) = s.cache.get(k) {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok((v.clone(), true));
+                }
+                self.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            s.engine.set_input(input());
+            let v = s
+                .engine
+                .eval_rule(self.query.clone())
+                .map_err(|e| e.to_string())?;
+            if let Some(k) = key {
+                if s.cache.len() >= CACHE_ENTRIES {
+                    s.cache.clear();
+                }
+                s.cache.insert(k.to_vec(), v.clone());
+            }
+            Ok((v, false))
+        })
+    }
+}
+
+fn micros(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,153 @@
+//! The decision: the policy's answer read from the decision document, turned into sentences
+//! and a hint an agent can act on; and the fail-closed answers for errors and refused agents.
+
+use regorus::Value;
+
+use super::catalog::ScopeVerdict;
+use crate::config::Mode;
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Decision {
+    /// The policy's verdict. In `monitor` mode a `false` is forwarded and recorded as would-deny.
+    pub allow: bool,
+    pub mode: Mode,
+    /// Sentences a person and an agent can read.
+    pub reasons: Vec<String>,
+    /// Headers the decision asks to add upstream.
+    pub headers: Vec<(String, String)>,
+    /// `allowed`, `intent_violation`, `policy_error` or `agent_refused`.
+    pub code: &'static str,
+    /// What to do next (empty when allowed).
+    pub hint: String,
+    pub scope: ScopeVerdict,
+    /// Time spent deciding (catalog, input, evaluation).
+    pub policy_micros: u64,
+    /// Answered from the decision cache.
+    pub cached: bool,
+}
+
+impl Decision {
+    /// Whether the request must be refused: a deny in `enforce` mode, or a refused agent
+    /// (lifecycle is enforced whatever the mode).
+    pub fn blocks(&self) -> bool {
+        !self.allow && (self.mode == Mode::Enforce || self.code == "agent_refused")
+    }
+
+    /// `"allow"` or `"deny"` (the policy's verdict, also in monitor mode).
+    pub fn verdict(&self) -> &'static str {
+        if self.allow { "allow" } else { "deny" }
+    }
+
+    /// One line for the `reason` field of a refusal.
+    pub fn reason(&self) -> String {
+        self.reasons.join("; ")
+    }
+}
+
+/// How an agent declares an intent.
+pub const DECLARE_HINT: &str = "declare an intent: send the header `intentgate-intent: NAME` \
+     (optionally `intentgate-task: REF`) on the request, or set a session intent with \
+     `PUT /v1/intent` on the intentgate admin API";
+
+/// The hint for a request that was not allowed.
+pub fn hint_for(scope: &ScopeVerdict) -> String {
+    match (scope.code, scope.intent.as_deref()) {
+        ("no_intent", _) | (_, None) => DECLARE_HINT.to_string(),
+        ("not_claimable", Some(i)) => format!(
+            "this agent may not claim intent '{i}'; declare an intent it may claim, or ask the \
+             platform team"
+        ),
+        ("unknown_intent", Some(_)) => {
+            "declare an intent that exists in the catalog (see GET /v1/policy), or ask the \
+             platform team to add it"
+                .to_string()
+        }
+        (_, Some(i)) => format!(
+            "declare an intent that permits this call, or ask the platform team to extend intent '{i}'"
+        ),
+    }
+}
+
+/// Renders one reason: a string as written; `{"code": "scope"}` as the catalog's sentence;
+/// another object as its `message`, else its code.
+fn render(r: &Value, scope: &ScopeVerdict) -> String {
+    match r {
+        // The bare string "scope" also stands for the catalog's sentence.
+        Value::String(s) if &**s == "scope" => scope.why.clone(),
+        Value::String(s) => s.to_string(),
+        Value::Object(o) => {
+            let get = |k: &str| match o.get(&Value::from(k)) {
+                Some(Value::String(s)) => Some(s.to_string()),
+                _ => None,
+            };
+            match (get("code").as_deref(), get("message")) {
+                (_, Some(m)) => m,
+                (Some("scope"), None) => scope.why.clone(),
+                (Some(c), None) => format!("denied by policy ({c})"),
+                (None, None) => format!("denied by policy: {}", json_of(r)),
+            }
+        }
+        other => json_of(other),
+    }
+}
+
+fn json_of(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// What the decision document said, before mode precedence and codes are applied.
+pub struct Parsed {
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub mode: Option<Mode>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads the decision document; `Err` (a message) when it is undefined or malformed.
+pub fn parse(doc: &Value, scope: &ScopeVerdict) -> Result<Parsed, String> {
+    let o = match doc {
+        Value::Object(o) => o,
+        Value::Undefined => return Err("the decision is undefined".into()),
+        other => return Err(format!("the decision is not an object: {}", json_of(other))),
+    };
+    let field = |k: &str| o.get(&Value::from(k));
+    let allow = match field("allow") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err("the decision has no boolean `allow`".into()),
+    };
+    let reasons = match field("reasons") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.iter().map(|r| render(r, scope)).collect(),
+        Some(Value::Set(s)) => s.iter().map(|r| render(r, scope)).collect(),
+        Some(other) => vec![render(other, scope)],
+    };
+    let mode = match field("mode") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if &**s == "enforce" => Some(Mode::Enforce),
+        Some(Value::String(s)) if &**s == "monitor" => Some(Mode::Monitor),
+        Some(other) => {
+            return Err(format!(
+                "the decision's mode {} is not enforce or monitor",
+                json_of(other)
+            ));
+        }
+    };
+    let headers = match field("headers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(h)) => h
+            .iter()
+            .map(|(k, v)| match (k, v) {
+                (Value::String(k), Value::String(v)) => Ok((k.to_ascii_lowercase(), v.to_string())),
+                _ => Err("the decision's headers must map strings to strings".to_string()),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("the decision's headers must be an object".into()),
+    };
+    Ok(Parsed {
+        allow,
+        reasons,
+        mode,
+        headers,
+    })
+}

@@ -1,0 +1,222 @@
+//! Tests of the decision cache, reloads, evaluation limits, revisions and the Rego test runner.
+
+use super::tests::*;
+use super::*;
+use std::time::Duration;
+
+#[test]
+fn revision_follows_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "g.rego", GLOBAL_DENY);
+    let a = agent(None);
+    let r1 = PolicySet::load(&config(&[dir.path()]), &a)
+        .unwrap()
+        .revision()
+        .to_string();
+    let r2 = PolicySet::load(&config(&[dir.path()]), &a)
+        .unwrap()
+        .revision()
+        .to_string();
+    assert_eq!(r1, r2);
+    write(
+        dir.path(),
+        "g.rego",
+        &GLOBAL_DENY.replace("stripe", "paypal"),
+    );
+    assert_ne!(
+        r1,
+        PolicySet::load(&config(&[dir.path()]), &a)
+            .unwrap()
+            .revision()
+    );
+}
+
+#[test]
+fn rego_tests_in_policy_dirs_report_pass_and_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "g.rego", GLOBAL_DENY);
+    write(
+        dir.path(),
+        "g_test.rego",
+        "package intentgate_test\n\nimport rego.v1\n\nimport data.intentgate\n\n\
+test_stripe_denied if {\n\tnot intentgate.decision.allow with input as {\"request\": {\"host\": \"api.stripe.com\"}, \"scope\": {\"matched\": true, \"mode\": \"enforce\"}}\n}\n\n\
+test_wrong if {\n\tintentgate.decision.allow with input as {\"request\": {\"host\": \"api.stripe.com\"}, \"scope\": {\"matched\": true, \"mode\": \"enforce\"}}\n}\n",
+    );
+    write(
+        dir.path(),
+        "namespaces/support/n_test.rego",
+        "package intentgate.namespace_test\n\nimport rego.v1\n\ntest_ns_ok if { true }\n",
+    );
+    let r = rego_test::run(&config(&[dir.path()]), false).unwrap();
+    let text = r.render();
+    assert_eq!((r.passed(), r.failed()), (2, 1), "{text}");
+    assert!(text.contains("FAIL intentgate_test.test_wrong"), "{text}");
+    assert!(
+        text.contains("PASS intentgate.namespace_test.test_ns_ok")
+            && text.contains("[namespace support]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn decisions_are_cached_only_when_safe_and_stay_correct() {
+    let a = agent(None);
+    let c = config(&[]);
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert_eq!(p.cache_plan(), "keyed on input.{scope.matched}");
+    let first = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("POST", "api.zendesk.com", "/a"),
+    );
+    let second = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("PUT", "api.zendesk.com", "/b"),
+    );
+    assert_eq!(p.cache_stats(), CacheStats { hits: 1, misses: 1 });
+    assert!(!first.cached && second.cached);
+    assert_eq!(p.uncacheable(), None);
+    // The reason is rendered from this request's verdict, not the cached one's.
+    assert!(
+        first.reasons[0].contains("POST api.zendesk.com/a"),
+        "{:?}",
+        first.reasons
+    );
+    assert!(
+        second.reasons[0].contains("PUT api.zendesk.com/b"),
+        "{:?}",
+        second.reasons
+    );
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+    // explain never answers from the cache.
+    let (d, input) = p.explain(
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/").facts(),
+    );
+    assert!(d.allow && input.is_object());
+    assert_eq!(p.cache_stats().hits, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "h.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"no bots\" if input.request.headers[\"user-agent\"] == \"bot\"\n",
+    );
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert_eq!(
+        p.cache_plan(),
+        "disabled: a policy reads input.request.headers"
+    );
+    let mut r = req("GET", "api.zendesk.com", "/");
+    assert!(decide(&p, &a, &intent("triage"), &r).allow);
+    r.headers.insert("user-agent", "bot".parse().unwrap());
+    assert!(!decide(&p, &a, &intent("triage"), &r).allow);
+    assert_eq!(p.cache_stats(), CacheStats::default());
+
+    let mut c = config(&[]);
+    c.policy.decision_cache = false;
+    let p = PolicySet::load(&c, &a).unwrap();
+    assert_eq!(p.cache_plan(), "disabled: policy.decision_cache is false");
+}
+
+#[test]
+fn a_reload_starts_with_an_empty_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "g.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"x\" if input.request.method == \"DELETE\"\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert!(
+        !decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("DELETE", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+    write(
+        dir.path(),
+        "g.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"x\" if input.request.method == \"PATCH\"\n",
+    );
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("DELETE", "api.zendesk.com", "/")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn a_runaway_policy_is_cut_off_and_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "slow.rego",
+        "package intentgate\n\nimport rego.v1\n\ndeny contains \"never\" if {\n\tinput.request.path == \"/slow\"\n\tsome i in numbers.range(1, 5000)\n\tsome j in numbers.range(1, 5000)\n\ti * j == -1\n}\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    let start = std::time::Instant::now();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/slow"),
+    );
+    assert_eq!((d.allow, d.code), (false, "policy_error"), "{d:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        decide(
+            &p,
+            &a,
+            &intent("triage"),
+            &req("GET", "api.zendesk.com", "/fast")
+        )
+        .allow
+    );
+}
+
+#[test]
+fn a_policy_that_fails_only_on_some_requests_loads_and_fails_closed_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "conflict.rego",
+        "package intentgate\nimport rego.v1\nx := 1 if input.request.method == \"GET\"\nx := 2 if input.request.host != \"\"\ndeny contains \"x\" if x > 5\n",
+    );
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+    let d = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/"),
+    );
+    assert_eq!((d.allow, d.code), (false, "policy_error"));
+    // A query that names no rule is a load error.
+    let mut c = config(&[]);
+    c.policy.query = "data.intentgate.nope".into();
+    let err = PolicySet::load(&c, &a).unwrap_err().to_string();
+    assert!(err.contains("data.intentgate.nope"), "{err}");
+}
