@@ -13,7 +13,8 @@ the process tree, delta over the run, divided by completed requests) and VmRSS (
 load, peak sampled every 0.25 s). Results go to stdout and to bench/results/<stamp>.md (+ .json).
 
 Variants: the built-in `intentgate` variant runs with the base config (listen on 127.0.0.1:0,
-no admin listener, audit off, egress to 127.0.0.0/8 allowed). `--variant NAME=FILE` adds another
+no admin listener, audit off, egress to 127.0.0.0/8 allowed, agent bench-agent with an owner, and
+"policy off": bench/variants/allow-all.rego instead of the builtin policy). `--variant NAME=FILE` adds another
 intentgate run whose config is the base config with FILE's top-level sections appended; a
 top-level key present in FILE replaces the base key of the same name (e.g. an `intents:` catalog
 and `policy:` section for a "policy on" variant; see bench/catalog.py, bench/variants/). In FILE,
@@ -317,6 +318,10 @@ def intentgate_config(extra_text, run_dir="@RUN@", upstream="127.0.0.1:@UPSTREAM
         "audit": "audit:\n  path: \"off\"\n",
         # the upstream is on loopback: keep it reachable once private destinations are refused
         "egress": "egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n",
+        # an agent with an owner (agents without one are refused)
+        "agent": "agent:\n  id: bench-agent\n  owner: bench\n",
+        # policy off: one passthrough rule instead of the builtin catalog policy
+        "policy": f"policy:\n  builtin: false\n  paths: [\"{HERE}/variants/allow-all.rego\"]\n",
     }
     drop = top_keys(extra_text)
     out = "# written by bench/load.py\n" + "".join(v for k, v in base.items() if k not in drop)
