@@ -89,6 +89,57 @@ pub fn check_limits(
     Ok(())
 }
 
+/// Methods intentgate forwards; anything else (lowercase spellings, TRACE, extension methods) is
+/// refused, so no upstream parses a method differently than the policy did.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
+];
+
+const HINT_SMUGGLE: &str =
+    "send one framing: Content-Length or Transfer-Encoding: chunked, not both";
+
+/// Refuses request forms that let two parsers disagree about where a request ends or what it
+/// is (request smuggling): Content-Length with Transfer-Encoding, a Transfer-Encoding other than
+/// chunked, unknown or lowercase methods, and `Upgrade: h2c`.
+pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), ProxyError> {
+    if !METHODS.contains(&method.as_str()) {
+        return Err(ProxyError::bad_request(
+            format!("method '{method}' is not supported"),
+            "use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS (upper case)",
+        ));
+    }
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
+    if te > 0 && headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::bad_request(
+            "both Content-Length and Transfer-Encoding were sent",
+            HINT_SMUGGLE,
+        ));
+    }
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        if !v
+            .to_str()
+            .is_ok_and(|s| s.trim().eq_ignore_ascii_case("chunked"))
+            || te > 1
+        {
+            return Err(ProxyError::bad_request(
+                "only 'Transfer-Encoding: chunked' is accepted",
+                HINT_SMUGGLE,
+            ));
+        }
+    }
+    let h2c = headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |s| s.to_ascii_lowercase().contains("h2c"))
+    });
+    if h2c {
+        return Err(ProxyError::bad_request(
+            "Upgrade: h2c is refused (it would take the connection out of the proxy's view)",
+            "speak HTTP/1.1 to the proxy, or HTTP/2 over TLS",
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a single-valued header; two different values are refused (an agent must not be able to
 /// smuggle a second intent past the first).
 pub fn single_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {

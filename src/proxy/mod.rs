@@ -256,6 +256,7 @@ impl Proxy {
         // 1. Limits first: nothing else reads a head that is over our size or count limit.
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
+        headers::check_framing(req.method(), req.headers())?;
         let in_flight = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.

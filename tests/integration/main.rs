@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bypass;
 mod cli;
 mod connect;
 mod errors;

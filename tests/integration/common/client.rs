@@ -48,16 +48,47 @@ pub fn curl(args: &[&str]) -> CurlOut {
     }
 }
 
-/// Writes `bytes` on a fresh connection and returns everything read until the peer closes
-/// (or 10 s pass).
+/// Writes `bytes` on a fresh connection and returns the first response (complete once its
+/// Content-Length is read), or everything read until the peer closes (or 10 s pass).
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     s.write_all(bytes).expect("write");
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            if len.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes `bytes` and reads until the peer closes: (everything read, whether it closed).
+pub fn closes_after(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let closed = s.read_to_end(&mut out).is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
 /// The JSON body of a raw HTTP response.

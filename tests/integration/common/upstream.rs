@@ -182,6 +182,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(full("slow"))
         }
+        "/redirect" => {
+            let to = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("to="))
+                .unwrap_or("/")
+                .to_string();
+            Response::builder()
+                .status(302)
+                .header("location", to)
+                .body(full("moved"))
+                .expect("response")
+        }
         "/hop" => Response::builder()
             .header("connection", "x-hop-resp")
             .header("x-hop-resp", "1")

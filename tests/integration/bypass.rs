@@ -1,0 +1,264 @@
+//! The bypass suite: every trick an agent (or a prompt-injected agent) could use to reach what its
+//! intent forbids, each with its exact refusal and proof that nothing reached the upstream.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn refused(resp: &str, status: u16, code: &str) {
+    assert!(
+        resp.starts_with(&format!("HTTP/1.1 {status}")),
+        "want {status} {code}: {resp}"
+    );
+    assert_eq!(raw_json(resp)["error"], code, "{resp}");
+}
+
+#[test]
+fn smuggling_and_ambiguous_requests_are_refused_before_anything_is_forwarded() {
+    let up = Upstream::start();
+    let proxy = ProxyProc::start("");
+    let u = up.url("/echo");
+    let h = up.addr;
+    let cases = [
+        format!(
+            "POST {u} HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        format!("get {u} HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+        format!("TRACE {u} HTTP/1.1\r\nHost: {h}\r\n\r\n"),
+        format!(
+            "GET {u} HTTP/1.1\r\nHost: {h}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        ),
+    ];
+    for req in &cases {
+        refused(&raw(proxy.addr, req.as_bytes()), 400, "bad_request");
+    }
+    // Differing duplicate Content-Length, obsolete line folding and a non-chunked coding never
+    // even parse.
+    for req in [
+        format!("POST {u} HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        format!(
+            "POST {u} HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
+        ),
+        format!("GET {u} HTTP/1.1\r\nHost: {h}\r\nX-A: a\r\n  folded\r\n\r\n"),
+    ] {
+        refused(&raw(proxy.addr, req.as_bytes()), 400, "malformed_request");
+    }
+    assert_eq!(up.requests(), 0);
+    // Content-Length with Transfer-Encoding: the parser keeps only the chunked framing, the body
+    // is re-framed for the upstream (it can never see a different boundary than we did), and the
+    // client connection is closed after the answer, so nothing can be smuggled behind it.
+    let smuggle = format!(
+        "POST {u} HTTP/1.1\r\nHost: {h}\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET {u}/smuggled HTTP/1.1\r\nHost: {h}\r\n\r\n"
+    );
+    let (resp, closed) = closes_after(proxy.addr, smuggle.as_bytes());
+    assert!(closed, "the connection must be closed: {resp}");
+    assert_eq!(
+        resp.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer only: {resp}"
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("content-length"), None);
+    assert!(seen.iter().all(|s| !s.uri.contains("smuggled")));
+}
+
+#[test]
+fn address_tricks_and_path_tricks() {
+    let up = Upstream::start();
+    let strict = ProxyProc::start("egress: {allow_cidrs: []}\n");
+    let p = up.addr.port();
+    for host in ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "0x7f000001"] {
+        refused(
+            &raw(
+                strict.addr,
+                format!("GET http://{host}:{p}/ HTTP/1.1\r\n\r\n").as_bytes(),
+            ),
+            400,
+            "bad_request",
+        );
+    }
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "127.0.0.1",
+        "localhost",
+        "[::127.0.0.1]",
+    ] {
+        refused(
+            &raw(
+                strict.addr,
+                format!("GET http://{host}:{p}/ HTTP/1.1\r\n\r\n").as_bytes(),
+            ),
+            403,
+            "destination_forbidden",
+        );
+        refused(
+            &raw(
+                strict.addr,
+                format!("CONNECT {host}:{p} HTTP/1.1\r\n\r\n").as_bytes(),
+            ),
+            403,
+            "destination_forbidden",
+        );
+    }
+    // Paths: ambiguous encodings refused; dot segments resolved, and the upstream gets exactly the
+    // decided path.
+    let open = ProxyProc::start("");
+    for path in ["/a%2f..%2fadmin", "/a%5cadmin", "/a%00", "/a\\admin"] {
+        refused(
+            &raw(
+                open.addr,
+                format!("GET http://{}{path} HTTP/1.1\r\n\r\n", up.addr).as_bytes(),
+            ),
+            400,
+            "bad_request",
+        );
+    }
+    let out = curl(&[
+        "--path-as-is",
+        "-x",
+        &open.url(),
+        &up.url("/echo/a/../../%2e%2e/admin/./x"),
+    ]);
+    assert_eq!(out.json()["uri"], "/admin/x", "{out:?}");
+    assert_eq!(up.requests(), 1);
+}
+
+#[test]
+fn connect_to_other_ports_redirects_and_floods() {
+    let up = Upstream::start();
+    let other = Upstream::start();
+    let catalog = format!(
+        "agent: {{id: a, owner: o}}\nlimits: {{max_tunnels: 2}}\nintent: web\nintents:\n  web:\n    allow:\n      - hosts: [localhost, 127.0.0.1]\n        ports: [{}]\n",
+        up.addr.port()
+    );
+    let proxy = ProxyProc::start(&catalog);
+    // CONNECT to ports the intent does not name (ssh, smtp, redis): refused, nothing dialled.
+    for port in [22, 25, 6379, other.addr.port()] {
+        refused(
+            &raw(
+                proxy.addr,
+                format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n").as_bytes(),
+            ),
+            403,
+            "intent_violation",
+        );
+    }
+    assert_eq!(other.connections(), 0);
+    // A redirect from an allowed host to a forbidden one: the follow-up is judged on its own.
+    let target = other.url("/echo/exfil");
+    let out = curl(&[
+        "-L",
+        "-x",
+        &proxy.url(),
+        &up.url(&format!("/redirect?to={target}")),
+    ]);
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(other.requests(), 0);
+    let recs = proxy.audit_n(6);
+    assert_eq!(recs[4]["status"], 302);
+    assert_eq!(recs[5]["decision"], "deny");
+    assert_eq!(recs[5]["port"], other.addr.port());
+    // Tunnel flood: beyond limits.max_tunnels, 503 with Retry-After.
+    let t1 = crate::connect::connect_tunnel(proxy.addr, &up.addr.to_string());
+    let t2 = crate::connect::connect_tunnel(proxy.addr, &up.addr.to_string());
+    let third = raw(
+        proxy.addr,
+        format!("CONNECT {} HTTP/1.1\r\n\r\n", up.addr).as_bytes(),
+    );
+    refused(&third, 503, "overloaded");
+    assert!(
+        third.to_ascii_lowercase().contains("retry-after: 1"),
+        "{third}"
+    );
+    drop((t1, t2));
+}
+
+/// Destinations off this machine are tested with intentgate inside a network namespace that has
+/// only a loopback interface: even a bug could not send a packet anywhere.
+#[test]
+fn metadata_and_private_addresses_are_refused_in_an_isolated_namespace() {
+    let ns = format!("igbyp{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+    assert!(
+        ip(&["netns", "add", &ns]),
+        "ip netns add (tests run as root)"
+    );
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "listen: {proxy: 127.0.0.1:0, admin: null}\nagent: {owner: t}\nmode: monitor\naudit: {path: off}\n").unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            BIN,
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let info: serde_json::Value = eventually("ready file", Duration::from_secs(20), || {
+        std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    });
+    let proxy = info["proxy"].as_str().unwrap().to_string();
+    let curl_ns = |url: &str, connect: bool| {
+        let mut args = vec![
+            "netns",
+            "exec",
+            &ns,
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-x",
+            &proxy,
+        ];
+        if connect {
+            args.push("-p");
+        }
+        args.push(url);
+        let out = Command::new("ip").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Even in monitor mode (which forwards policy denials), destination safety holds.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://[fd00:ec2::254]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+    ] {
+        let body = curl_ns(url, false);
+        assert!(
+            body.contains("\"error\":\"destination_forbidden\""),
+            "{url}: {body}"
+        );
+    }
+    let body = curl_ns("http://169.254.169.254:80/", true);
+    assert!(!body.contains("meta-data"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
