@@ -153,6 +153,21 @@ pub struct ServeArgs {
     /// Once listening, write the bound addresses as JSON to this file (for wrappers and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Learn mode: forward everything (monitor) and, at shutdown, write the minimal intent catalog
+    /// that allows exactly the calls seen to this file. Audit records go to audit.path when it is
+    /// a file, else to FILE.audit.jsonl.
+    #[arg(long)]
+    pub learn: Option<PathBuf>,
+}
+
+/// Learn mode for `serve`: monitor everything, and keep the audit in a file to learn from.
+fn learn_overrides(loaded: &mut Loaded, learn: Option<&std::path::Path>) {
+    let Some(out) = learn else { return };
+    let c = &mut loaded.config;
+    c.mode_override = Some(Mode::Monitor);
+    if matches!(c.audit.path.as_str(), "stdout" | "stderr" | "off") {
+        c.audit.path = format!("{}.audit.jsonl", out.display());
+    }
 }
 
 #[derive(Args, Debug)]
@@ -245,10 +260,11 @@ fn load_or_exit(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let loaded = match load_or_exit(&args.config) {
+    let mut loaded = match load_or_exit(&args.config) {
         Ok(l) => l,
         Err(code) => return code,
     };
+    learn_overrides(&mut loaded, args.learn.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -261,8 +277,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async {
         let config_args = args.config.clone();
-        let reload: crate::reload::LoadFn =
-            Box::new(move || config_args.load().map_err(|e| e.to_string()));
+        let learn = args.learn.clone();
+        let reload: crate::reload::LoadFn = Box::new(move || {
+            let mut l = config_args.load().map_err(|e| e.to_string())?;
+            learn_overrides(&mut l, learn.as_deref());
+            Ok(l)
+        });
         let running = match crate::app::start(&loaded, reload).await {
             Ok(r) => r,
             Err(e) => {
@@ -278,6 +298,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         crate::app::shutdown_signal().await;
         running.shutdown().await;
+        if let Some(out) = &args.learn {
+            let audit = std::path::Path::new(&loaded.config.audit.path);
+            match crate::learn::write_learned(audit, out, "intentgate serve --learn") {
+                Ok(n) => eprintln!("intentgate: learned {n} intents into {}", out.display()),
+                Err(e) => {
+                    eprintln!("intentgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         ExitCode::SUCCESS
     })
 }

@@ -115,6 +115,20 @@ pub fn to_yaml(catalog: &BTreeMap<String, IntentSpec>, source: &str) -> String {
     )
 }
 
+/// Learns from the records of this process run in `audit` and writes the catalog to `out`;
+/// the number of intents written.
+pub fn write_learned(audit: &Path, out: &Path, source: &str) -> Result<usize, String> {
+    let boot = format!("{:016x}", crate::ids::boot_id());
+    let records: Vec<serde_json::Value> = read_audit(&[audit])?
+        .into_iter()
+        .filter(|r| r["boot_id"] == boot.as_str())
+        .collect();
+    let c = catalog(&records);
+    std::fs::write(out, to_yaml(&c, source))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    Ok(c.len())
+}
+
 /// A per-agent, per-intent count of what was seen, for people.
 pub fn describe(records: &[serde_json::Value]) -> String {
     let mut counts: BTreeMap<(String, String), (usize, BTreeSet<String>)> = BTreeMap::new();

@@ -293,3 +293,35 @@ fn learn_from_audit_files_of_a_fleet() {
         serde_json::json!(["/echo/a/*"])
     );
 }
+
+#[test]
+fn serve_learn_writes_the_catalog_at_shutdown() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("learned.yaml");
+    let mut proxy =
+        ProxyProc::start_with("mode: enforce\n", &["--learn", out.to_str().unwrap()], &[]);
+    for path in ["/echo/orders/17", "/echo/orders/18/lines"] {
+        let o = curl(&[
+            "-x",
+            &proxy.url(),
+            "-H",
+            "intentgate-intent: shop",
+            &up.url(path),
+        ]);
+        assert_eq!(o.status, 200, "learn mode forwards everything: {o:?}");
+    }
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let c: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        c["intents"]["shop"]["allow"][0]["paths"],
+        serde_json::json!(["/echo/orders/*", "/echo/orders/*/lines"]),
+        "{text}"
+    );
+    assert_eq!(
+        c["intents"]["shop"]["allow"][0]["methods"],
+        serde_json::json!(["GET"])
+    );
+}
