@@ -174,6 +174,19 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         .map_err(|m| invalid("egress.allow_cidrs", m))?;
     crate::egress::EgressPolicy::new(&[], &c.egress.deny_cidrs)
         .map_err(|m| invalid("egress.deny_cidrs", m))?;
+    if c.dns.cache_ttl_ms < 1000 {
+        // The decision and the connection must use one resolution: an entry may not expire
+        // between the two.
+        return Err(invalid("dns.cache_ttl_ms", "must be at least 1000".into()));
+    }
+    for s in &c.dns.servers {
+        if crate::proxy::dns_server(s).is_none() {
+            return Err(invalid(
+                "dns.servers",
+                format!("'{s}' is not IP or IP:PORT"),
+            ));
+        }
+    }
     if let Some(exp) = &c.agent.expires {
         humantime::parse_rfc3339_weak(exp).map_err(|e| {
             invalid(

@@ -16,6 +16,9 @@ pub struct Resolver {
     ttl: Duration,
     max_entries: usize,
     cache: Mutex<HashMap<String, Entry>>,
+    /// `dns.servers`; empty means the system resolver.
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
 }
 
 impl Resolver {
@@ -24,7 +27,36 @@ impl Resolver {
             ttl,
             max_entries: max_entries.max(1),
             cache: Mutex::new(HashMap::new()),
+            servers: Vec::new(),
+            timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Uses these DNS servers (UDP) instead of the system resolver.
+    pub fn with_servers(mut self, servers: Vec<SocketAddr>, timeout: Duration) -> Self {
+        self.servers = servers;
+        self.timeout = timeout;
+        self
+    }
+
+    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
+        let err = |detail: String| DialError::Resolve {
+            host: host.to_string(),
+            detail,
+        };
+        if !self.servers.is_empty() {
+            let ips = super::stub::lookup(&self.servers, host, self.timeout)
+                .await
+                .map_err(err)?;
+            return Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect());
+        }
+        Ok(tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .collect())
     }
 
     /// The addresses of `host` (an IP literal resolves to itself), with `port`.
@@ -36,13 +68,7 @@ impl Resolver {
         if let Some(ips) = self.cached(host, now) {
             return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| DialError::Resolve {
-                host: host.to_string(),
-                detail: e.to_string(),
-            })?
-            .collect();
+        let found = self.lookup(host, port).await?;
         if found.is_empty() {
             return Err(DialError::Resolve {
                 host: host.to_string(),

@@ -8,6 +8,7 @@ pub mod decide;
 mod dns;
 mod headers;
 mod intercept;
+mod stub;
 pub mod target;
 pub mod tunnel;
 pub mod upstream;
@@ -100,6 +101,15 @@ pub struct Parts {
     pub clients_trust_ca: bool,
 }
 
+/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default); validated at config load.
+pub fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
+}
+
 fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_2 => "HTTP/2",
@@ -116,10 +126,18 @@ fn header_name(name: &str) -> HeaderName {
 impl Proxy {
     pub fn new(p: Parts) -> Self {
         let cfg = p.cfg;
-        let resolver = Arc::new(dns::Resolver::new(
-            Duration::from_millis(cfg.dns.cache_ttl_ms),
-            4096,
-        ));
+        let servers = cfg
+            .dns
+            .servers
+            .iter()
+            .filter_map(|s| dns_server(s))
+            .collect();
+        let resolver = Arc::new(
+            dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
+                servers,
+                Duration::from_millis(cfg.limits.connect_timeout_ms),
+            ),
+        );
         let dialer = Dialer::new(
             Duration::from_millis(cfg.limits.connect_timeout_ms),
             p.parent,
