@@ -14,6 +14,8 @@ pub mod cli;
 pub mod config;
 pub mod egress;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod ids;
 pub mod intent;

@@ -9,6 +9,7 @@ mod cli;
 mod connect;
 mod errors;
 mod forward;
+mod fuzz_corpus;
 mod intercept;
 mod lifecycle;
 mod ops;
