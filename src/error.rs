@@ -228,8 +228,13 @@ pub fn raw_error_response(
         "error": code, "reason": reason, "decision_id": decision_id, "hint": hint,
     })
     .to_string();
+    let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nintentgate-decision-id: {}\r\nconnection: close\r\n\r\n{}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nintentgate-decision-id: {}\r\n{retry}connection: close\r\n\r\n{}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len(),

@@ -97,6 +97,11 @@ pub async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            proxy
+                .metrics
+                .refusals
+                .with_label_values(&["too_many_connections"])
+                .inc();
             let live = Live(tracker.clone());
             tokio::spawn(async move {
                 let _live = live;

@@ -384,3 +384,39 @@ fn dns_rebinding_and_names_resolving_to_metadata_are_refused() {
         );
     }
 }
+
+#[test]
+fn connection_floods_get_503_with_retry_after() {
+    let up = Upstream::start();
+    let proxy = ProxyProc::start("limits: {max_connections: 2}\n");
+    let hold: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    let resp = eventually(
+        "the third connection to be refused",
+        Duration::from_secs(10),
+        || {
+            let r = raw(
+                proxy.addr,
+                format!("GET {} HTTP/1.1\r\n\r\n", up.url("/echo")).as_bytes(),
+            );
+            r.starts_with("HTTP/1.1 503").then_some(r)
+        },
+    );
+    assert_eq!(raw_json(&resp)["error"], "overloaded");
+    assert!(resp.contains("retry-after: 1"), "{resp}");
+    drop(hold);
+    assert!(proxy.metric(r#"intentgate_refusals_total{error="too_many_connections"}"#) >= 1.0);
+    eventually(
+        "connections to be accepted again",
+        Duration::from_secs(10),
+        || {
+            raw(
+                proxy.addr,
+                format!("GET {} HTTP/1.1\r\n\r\n", up.url("/echo")).as_bytes(),
+            )
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+        },
+    );
+}
