@@ -76,10 +76,19 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
         })?;
         (ip.to_string(), port)
     } else {
-        match raw.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (raw.to_string(), None),
+        let (h, p) = match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        };
+        // A colon left in the host means an unbracketed IPv6 literal or garbage: both refused
+        // (found by fuzzing: `x:ffff:127.0.0.1]:443` must never pass as a host).
+        if h.contains(':') {
+            return Err(ProxyError::bad_request(
+                "IPv6 addresses in a request target must be in brackets, e.g. [2001:db8::1]:443",
+                HINT_TARGET,
+            ));
         }
+        (h.to_string(), p)
     };
     let port = match port_raw {
         Some(p) => parse_port(p)?,
@@ -205,6 +214,12 @@ pub fn canonical_path(raw: &str) -> Result<String, ProxyError> {
                     "control character in the path",
                     HINT_PATH,
                 ));
+            }
+            // Bytes beyond ASCII stay percent-encoded (upper case): the canonical form of a
+            // path is ASCII, and canonicalising it again changes nothing (found by fuzzing).
+            c if c >= 0x80 => {
+                decoded.push_str(&format!("%{c:02X}"));
+                i += 1;
             }
             _ => {
                 decoded.push(b as char);
@@ -343,6 +358,9 @@ mod tests {
         assert_eq!(canonical_path("/a%3ab").unwrap(), "/a%3Ab");
         assert_eq!(canonical_path("/../..").unwrap(), "/");
         assert_eq!(canonical_path("/a/b/..").unwrap(), "/a/");
+        assert_eq!(canonical_path("/%0e%2e\u{456}").unwrap(), "/%0E.%D1%96");
+        assert!(parse_authority("I\0:ffff:127.0.0.1]:443", Some(80)).is_err());
+        assert!(parse_authority("::1:443", Some(80)).is_err());
         for bad in [
             "/a%2fb", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%2", "relative",
         ] {
