@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod ids;
 pub mod intent;
+pub mod iptables;
 pub mod learn;
 pub mod listen;
 pub mod metrics;

@@ -11,6 +11,7 @@ mod errors;
 mod forward;
 mod fuzz_corpus;
 mod intercept;
+mod iptables;
 mod lifecycle;
 mod ops;
 mod policy;
