@@ -45,6 +45,29 @@ pub enum Command {
     /// Install (or print, or remove) the nat rules that redirect this network namespace's outbound
     /// TCP to the transparent listener; the injected init container runs this.
     Iptables(IptablesArgs),
+    /// The mutating admission webhook (HTTPS): injects the sidecar into labelled pods, enforcing
+    /// the platform floor from --config.
+    Inject(InjectArgs),
+}
+
+/// `intentgate inject`: see `crate::inject`.
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    /// The webhook's TLS certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// The webhook's TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// Listen address, `:PORT` or `HOST:PORT`.
+    #[arg(long, default_value = ":8443", value_parser = crate::inject::parse_listen)]
+    pub listen: SocketAddr,
+    /// Inject config: sidecar settings and the platform floor (YAML). Without it every pod is refused.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Write `{"listen": ADDR}` here once bound.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `intentgate iptables`: see `crate::iptables` for the rule layout.
@@ -263,6 +286,9 @@ pub fn main() -> ExitCode {
             command: a.command,
         }),
         Command::Learn(a) => learn(a),
+        Command::Inject(a) => {
+            crate::inject::main(a.tls_cert, a.tls_key, a.listen, a.config, a.ready_file)
+        }
         Command::Iptables(a) => crate::iptables::main(
             &crate::iptables::Plan {
                 proxy_uid: a.proxy_uid,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod identity;
 pub mod ids;
+pub mod inject;
 pub mod intent;
 pub mod iptables;
 pub mod learn;
