@@ -12,6 +12,7 @@ mod forward;
 mod fuzz_corpus;
 mod intercept;
 mod iptables;
+mod k8s;
 mod lifecycle;
 mod ops;
 mod policy;
