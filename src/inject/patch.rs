@@ -16,6 +16,8 @@ pub const ANN_PORTS: &str = "intentgate.io/exclude-outbound-ports";
 pub const ANN_CIDRS: &str = "intentgate.io/exclude-outbound-cidrs";
 /// Set on injected pods; a pod carrying it is never patched again.
 pub const ANN_STATUS: &str = "intentgate.io/status";
+/// Label added to injected pods (egress NetworkPolicies can allow exactly these pods).
+pub const LABEL_SIDECAR: &str = "intentgate.io/sidecar";
 /// The sidecar's container name (also an idempotence marker).
 pub const SIDECAR: &str = "intentgate";
 pub const INIT: &str = "intentgate-iptables";
@@ -138,20 +140,45 @@ fn settings(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Sidecar,
     })
 }
 
-fn already_injected(pod: &Value) -> bool {
+/// Injected = both our init containers are there with our image. Our names or markers without
+/// them are refused: a pod must not dodge injection (or gain the egress label) by claiming it.
+fn already_injected(pod: &Value, cfg: &InjectConfig) -> Result<bool, String> {
+    let inits = pod["spec"]["initContainers"].as_array();
+    let ours = |name: &str| {
+        inits.is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["name"] == name && c["image"] == cfg.image.as_str())
+        })
+    };
+    if ours(SIDECAR) && ours(INIT) {
+        return Ok(true);
+    }
+    if pod["metadata"]["annotations"][ANN_STATUS].is_string() {
+        return Err(format!(
+            "annotation {ANN_STATUS} is set by the webhook only"
+        ));
+    }
+    if pod["metadata"]["labels"][LABEL_SIDECAR].is_string() {
+        return Err(format!("label {LABEL_SIDECAR} is set by the webhook only"));
+    }
     let named = |list: &Value| {
         list.as_array()
             .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR || c["name"] == INIT))
     };
-    pod["metadata"]["annotations"][ANN_STATUS].is_string()
-        || named(&pod["spec"]["initContainers"])
-        || named(&pod["spec"]["containers"])
+    if named(&pod["spec"]["initContainers"]) || named(&pod["spec"]["containers"]) {
+        return Err(format!(
+            "container names {SIDECAR} and {INIT} are reserved for the webhook"
+        ));
+    }
+    Ok(false)
 }
 
 /// Decides on one pod being created in `namespace`.
 pub fn mutate(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Verdict {
-    if already_injected(pod) {
-        return Verdict::Unchanged;
+    match already_injected(pod, cfg) {
+        Ok(true) => return Verdict::Unchanged,
+        Ok(false) => {}
+        Err(msg) => return Verdict::Refused(msg),
     }
     match settings(pod, namespace, cfg) {
         Ok(s) => Verdict::Patch(patch(pod, &s, cfg)),

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::floor::{FloorMode, InjectConfig};
 use super::patch::{
-    ADMIN_PORT, ANN_STATUS, CA_FILE, CA_TRUST_DIR, INIT, SIDECAR, TRANSPARENT_PORT, add,
-    pointer_escape,
+    ADMIN_PORT, ANN_STATUS, CA_FILE, CA_TRUST_DIR, INIT, LABEL_SIDECAR, SIDECAR, TRANSPARENT_PORT,
+    add, pointer_escape,
 };
 use crate::iptables::Cidr;
 
@@ -177,6 +177,17 @@ pub fn patch(pod: &Value, s: &Sidecar, cfg: &InjectConfig) -> Vec<Value> {
         ops.push(add(
             "/metadata/annotations".into(),
             json!({ANN_STATUS: "injected"}),
+        ));
+    }
+    if pod["metadata"]["labels"].is_object() {
+        ops.push(add(
+            format!("/metadata/labels/{}", pointer_escape(LABEL_SIDECAR)),
+            json!("injected"),
+        ));
+    } else {
+        ops.push(add(
+            "/metadata/labels".into(),
+            json!({LABEL_SIDECAR: "injected"}),
         ));
     }
     ops

@@ -123,8 +123,27 @@ fn annotations_may_tighten_but_never_loosen() {
 
 #[test]
 fn already_injected_pods_are_left_alone() {
-    let p = pod(json!({"intentgate.io/status": "injected"}));
-    assert_eq!(mutate(&p, "support", &cfg()), Verdict::Unchanged);
+    let c = cfg();
+    let Verdict::Patch(ops) = mutate(&pod(json!({})), "support", &c) else {
+        panic!()
+    };
+    let mut p = pod(json!({"intentgate.io/status": "injected"}));
+    p["spec"]["initContainers"] = ops[0]["value"].clone();
+    assert_eq!(mutate(&p, "support", &c), Verdict::Unchanged);
+    // Claiming injection without the containers (or with another image) is refused.
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/status": "injected"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/status",
+    );
+    p["spec"]["initContainers"][1]["image"] = json!("evil/proxy:1");
+    refused(mutate(&p, "support", &c), "intentgate.io/status");
+    let mut l = pod(json!({}));
+    l["metadata"]["labels"] = json!({"intentgate.io/sidecar": "injected"});
+    refused(mutate(&l, "support", &c), "intentgate.io/sidecar");
 }
 
 #[test]

@@ -280,6 +280,7 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
         patched["metadata"]["annotations"]["intentgate.io/status"],
         "injected"
     );
+    assert_eq!(patched["metadata"]["labels"]["intentgate.io/sidecar"], "injected");
 
     // Already injected: allowed, no patch.
     let again = hook.review(&patched);
