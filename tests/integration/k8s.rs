@@ -280,7 +280,10 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
         patched["metadata"]["annotations"]["intentgate.io/status"],
         "injected"
     );
-    assert_eq!(patched["metadata"]["labels"]["intentgate.io/sidecar"], "injected");
+    assert_eq!(
+        patched["metadata"]["labels"]["intentgate.io/sidecar"],
+        "injected"
+    );
 
     // Already injected: allowed, no patch.
     let again = hook.review(&patched);
@@ -423,4 +426,42 @@ fn render(base: &Path) -> Vec<Value> {
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// The Dockerfile, statically (no image is built here): multi-stage, every COPY source exists,
+/// the final stage runs as the documented non-root UID.
+#[test]
+fn dockerfile_is_multi_stage_and_non_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let froms: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    assert!(lines[froms[0]].contains(" AS build"));
+    for l in lines
+        .iter()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+    {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        for src in &words[1..words.len() - 1] {
+            assert!(root.join(src).exists(), "COPY source {src} exists");
+        }
+    }
+    let last = &lines[*froms.last().unwrap()..];
+    let user = last
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("USER in the final stage");
+    assert_eq!(*user, "USER 15700:15700");
+    assert!(
+        last.iter()
+            .any(|l| l.starts_with("ENTRYPOINT [\"/usr/local/bin/intentgate\"]"))
+    );
+    assert!(last.iter().any(|l| l.contains("--from=build")));
 }
