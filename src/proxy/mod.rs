@@ -271,7 +271,8 @@ impl Proxy {
         rec: &mut AuditRecord,
         entry: Entry<'_>,
     ) -> Result<Outcome, ProxyError> {
-        // 1. Limits first: nothing else reads a head that is over our size or count limit.
+        // 1. Limits and framing first: nothing reads a head over our limits, or one two parsers
+        //    could read differently (smuggling forms).
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
         headers::check_framing(req.method(), req.headers())?;

@@ -1,9 +1,9 @@
 //! The bypass suite: every trick an agent (or a prompt-injected agent) could use to reach what its
 //! intent forbids, each with its exact refusal and proof that nothing reached the upstream.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::netns::Netns;
 use crate::common::*;
 
 fn refused(resp: &str, status: u16, code: &str) {
@@ -180,67 +180,9 @@ fn connect_to_other_ports_redirects_and_floods() {
 /// only a loopback interface: even a bug could not send a packet anywhere.
 #[test]
 fn metadata_and_private_addresses_are_refused_in_an_isolated_namespace() {
-    let ns = format!("igbyp{}", std::process::id());
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
-    assert!(
-        ip(&["netns", "add", &ns]),
-        "ip netns add (tests run as root)"
-    );
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let _cleanup = Cleanup(ns.clone());
-    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, "listen: {proxy: 127.0.0.1:0, admin: null}\nagent: {owner: t}\nmode: monitor\naudit: {path: off}\n").unwrap();
-    let ready = dir.path().join("ready.json");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            BIN,
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ready-file",
-            ready.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let info: serde_json::Value = eventually("ready file", Duration::from_secs(20), || {
-        std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-    });
+    let mut ns = Netns::new("byp", &[]);
+    let info = ns.intentgate("listen: {proxy: 127.0.0.1:0, admin: null}\nagent: {owner: t}\nmode: monitor\naudit: {path: off}\n");
     let proxy = info["proxy"].as_str().unwrap().to_string();
-    let curl_ns = |url: &str, connect: bool| {
-        let mut args = vec![
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-s",
-            "--max-time",
-            "10",
-            "-x",
-            &proxy,
-        ];
-        if connect {
-            args.push("-p");
-        }
-        args.push(url);
-        let out = Command::new("ip").args(&args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     // Even in monitor mode (which forwards policy denials), destination safety holds.
     for url in [
         "http://169.254.169.254/latest/meta-data/",
@@ -251,16 +193,14 @@ fn metadata_and_private_addresses_are_refused_in_an_isolated_namespace() {
         "http://[::ffff:169.254.169.254]/",
         "http://[64:ff9b::a9fe:a9fe]/",
     ] {
-        let body = curl_ns(url, false);
+        let body = ns.curl(&["-x", &proxy, url]);
         assert!(
             body.contains("\"error\":\"destination_forbidden\""),
             "{url}: {body}"
         );
     }
-    let body = curl_ns("http://169.254.169.254:80/", true);
+    let body = ns.curl(&["-x", &proxy, "-p", "http://169.254.169.254:80/"]);
     assert!(!body.contains("meta-data"), "{body}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// `dns.servers` with a test resolver that answers a public address first and loopback next
@@ -268,98 +208,21 @@ fn metadata_and_private_addresses_are_refused_in_an_isolated_namespace() {
 /// namespace (only loopback): the public address is unreachable, so no packet can leave.
 #[test]
 fn dns_rebinding_and_names_resolving_to_metadata_are_refused() {
-    let ns = format!("igdns{}", std::process::id());
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
-    assert!(
-        ip(&["netns", "add", &ns]),
-        "ip netns add (tests run as root)"
-    );
-    struct Cleanup(String, Vec<std::process::Child>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            for c in &mut self.1 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let mut cleanup = Cleanup(ns.clone(), Vec::new());
-    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
-    let dir = tempfile::tempdir().unwrap();
-    let port_file = dir.path().join("dns.port");
+    let mut ns = Netns::new("dns", &[]);
+    let port_file = ns.dir().join("dns.port");
     let plan = r#"{"rebind.test": [["8.8.8.8"], ["127.0.0.1"]], "meta.test": [["169.254.169.254"]], "mapped.test": [["::ffff:127.0.0.1"]]}"#;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/dns_server.py");
-    cleanup.1.push(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "python3",
-                script,
-                port_file.to_str().unwrap(),
-                plan,
-            ])
-            .spawn()
-            .unwrap(),
-    );
+    ns.spawn("python3", &[script, port_file.to_str().unwrap(), plan]);
     let port: u16 = eventually("the test DNS server", Duration::from_secs(10), || {
         std::fs::read_to_string(&port_file)
             .ok()
             .and_then(|p| p.trim().parse().ok())
     });
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!("listen: {{proxy: 127.0.0.1:0, admin: null}}\nagent: {{owner: t}}\nmode: monitor\naudit: {{path: off}}\ndns: {{servers: [\"127.0.0.1:{port}\"], cache_ttl_ms: 1000}}\nlimits: {{connect_timeout_ms: 2000}}\n"),
-    )
-    .unwrap();
-    let ready = dir.path().join("ready.json");
-    cleanup.1.push(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                BIN,
-                "serve",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--ready-file",
-                ready.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let info: serde_json::Value = eventually("ready file", Duration::from_secs(20), || {
-        std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-    });
+    let info = ns.intentgate(&format!(
+        "listen: {{proxy: 127.0.0.1:0, admin: null}}\nagent: {{owner: t}}\nmode: monitor\naudit: {{path: off}}\ndns: {{servers: [\"127.0.0.1:{port}\"], cache_ttl_ms: 1000}}\nlimits: {{connect_timeout_ms: 2000}}\n"
+    ));
     let proxy = info["proxy"].as_str().unwrap().to_string();
-    let get = |url: &str| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "curl",
-                "-s",
-                "--max-time",
-                "10",
-                "-x",
-                &proxy,
-                url,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let get = |url: &str| ns.curl(&["-x", &proxy, url]);
     // First answer: a public address. It is vetted and dialled (and unreachable in here).
     let first = get("http://rebind.test/");
     assert!(

@@ -1,11 +1,11 @@
 //! What a security team audits and an operator watches: the audit log, metrics, the admin API and
 //! hot reload.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::netns::Netns;
 use crate::common::*;
 
 fn open_catalog(up: &Upstream) -> String {
@@ -342,62 +342,13 @@ fn admin_endpoints_and_the_session_intent_lifecycle() {
 fn admin_mutations_are_refused_from_a_non_loopback_peer() {
     // An isolated network namespace with only a loopback interface, given one extra address that
     // is not in 127/8: connections to it come from a non-loopback peer, and no packet can leave.
-    let ns = format!("igadm{}", std::process::id());
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
-    assert!(
-        ip(&["netns", "add", &ns]),
-        "ip netns add (tests run as root)"
-    );
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
-    }
-    let _cleanup = Cleanup(ns.clone());
-    assert!(ip(&["-n", &ns, "link", "set", "lo", "up"]));
-    assert!(ip(&[
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        "198.18.0.1/32",
-        "dev",
-        "lo"
-    ]));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    let token = dir.path().join("token");
+    let mut ns = Netns::new("adm", &["198.18.0.1/32"]);
+    let token = ns.dir().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
-    std::fs::write(
-        &cfg,
-        format!("listen: {{proxy: 127.0.0.1:0, admin: 0.0.0.0:0}}\nagent: {{owner: t}}\nadmin: {{token_file: \"{}\"}}\n", token.display()),
-    )
-    .unwrap();
-    let ready = dir.path().join("ready.json");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            BIN,
-            "serve",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ready-file",
-            ready.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let info: serde_json::Value = eventually("ready file", Duration::from_secs(20), || {
-        std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-    });
+    let info = ns.intentgate(&format!(
+        "listen: {{proxy: 127.0.0.1:0, admin: 0.0.0.0:0}}\nagent: {{owner: t}}\nadmin: {{token_file: \"{}\"}}\n",
+        token.display()
+    ));
     let port = info["admin"]
         .as_str()
         .unwrap()
@@ -405,14 +356,7 @@ fn admin_mutations_are_refused_from_a_non_loopback_peer() {
         .next()
         .unwrap()
         .to_string();
-    let curl_ns = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns, "curl", "-s", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl_ns = |args: &[&str]| ns.curl(&[&["-w", "\n%{http_code}"], args].concat());
     let outside = format!("http://198.18.0.1:{port}");
     let inside = format!("http://127.0.0.1:{port}");
     // Read-only endpoints answer anyone (the kubelet, Prometheus).
@@ -451,8 +395,6 @@ fn admin_mutations_are_refused_from_a_non_loopback_peer() {
         &format!("{inside}/v1/intent"),
     ]);
     assert!(r.ends_with("200"), "{r}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

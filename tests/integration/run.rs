@@ -314,7 +314,13 @@ fn serve_learn_writes_the_catalog_at_shutdown() {
     proxy.signal("TERM");
     assert!(proxy.wait_exit(Duration::from_secs(20)).success());
     let text = std::fs::read_to_string(&out).unwrap();
-    let c: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let text = format!(
+        "{text}\n# audit:\n{}\n# stderr:\n{}",
+        proxy.audit().len(),
+        proxy.stderr()
+    );
+    let c: serde_json::Value =
+        serde_yaml::from_str(text.split("\n# audit:").next().unwrap()).unwrap();
     assert_eq!(
         c["intents"]["shop"]["allow"][0]["paths"],
         serde_json::json!(["/echo/orders/*", "/echo/orders/*/lines"]),

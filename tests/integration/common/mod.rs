@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod netns;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
