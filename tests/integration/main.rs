@@ -7,6 +7,7 @@ mod common;
 mod bypass;
 mod cli;
 mod connect;
+mod deploy;
 mod errors;
 mod forward;
 mod fuzz_corpus;
