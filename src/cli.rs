@@ -42,6 +42,61 @@ pub enum Command {
     /// Manage intentgate's local certificate authority (for TLS interception).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Install (or print, or remove) the nat rules that redirect this network namespace's outbound
+    /// TCP to the transparent listener; the injected init container runs this.
+    Iptables(IptablesArgs),
+    /// The mutating admission webhook (HTTPS): injects the sidecar into labelled pods, enforcing
+    /// the platform floor from --config.
+    Inject(InjectArgs),
+}
+
+/// `intentgate inject`: see `crate::inject`.
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    /// The webhook's TLS certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: PathBuf,
+    /// The webhook's TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: PathBuf,
+    /// Listen address, `:PORT` or `HOST:PORT`.
+    #[arg(long, default_value = ":8443", value_parser = crate::inject::parse_listen)]
+    pub listen: SocketAddr,
+    /// Inject config: sidecar settings and the platform floor (YAML). Without it every pod is refused.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Write `{"listen": ADDR}` here once bound.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// `intentgate iptables`: see `crate::iptables` for the rule layout.
+#[derive(Args, Debug)]
+pub struct IptablesArgs {
+    /// UID intentgate runs as; its own connections are never redirected (not 1337, Istio's).
+    #[arg(long, default_value_t = crate::iptables::DEFAULT_PROXY_UID)]
+    pub proxy_uid: u32,
+    /// The transparent listener's port.
+    #[arg(long, default_value_t = crate::iptables::DEFAULT_PORT)]
+    pub port: u16,
+    /// Destination TCP ports never redirected (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_ports: Vec<u16>,
+    /// Destination CIDRs never redirected (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_cidrs: Vec<crate::iptables::Cidr>,
+    /// Redirect only these destination CIDRs (default: everything).
+    #[arg(long, value_delimiter = ',')]
+    pub include_cidrs: Vec<crate::iptables::Cidr>,
+    /// Reject outbound UDP 443 so clients fall back from QUIC to TCP (which is redirected).
+    #[arg(long)]
+    pub block_quic: bool,
+    /// Print the exact commands instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove the rules instead of installing them.
+    #[arg(long)]
+    pub cleanup: bool,
 }
 
 #[derive(Args, Debug)]
@@ -231,6 +286,21 @@ pub fn main() -> ExitCode {
             command: a.command,
         }),
         Command::Learn(a) => learn(a),
+        Command::Inject(a) => {
+            crate::inject::main(a.tls_cert, a.tls_key, a.listen, a.config, a.ready_file)
+        }
+        Command::Iptables(a) => crate::iptables::main(
+            &crate::iptables::Plan {
+                proxy_uid: a.proxy_uid,
+                port: a.port,
+                exclude_ports: a.exclude_ports,
+                exclude_cidrs: a.exclude_cidrs,
+                include_cidrs: a.include_cidrs,
+                block_quic: a.block_quic,
+            },
+            a.dry_run,
+            a.cleanup,
+        ),
         Command::Serve(args) => serve(args),
         Command::Check(args) => match load_or_exit(&args.config) {
             Ok(loaded) => crate::offline::check(&loaded),

@@ -1,0 +1,176 @@
+//! The inject config file: the sidecar template settings and the **platform floor** — per
+//! namespace, which agent ids each service account may use, the weakest mode allowed and which
+//! outbound exclusions a pod may ask for. Annotations may tighten the floor, never loosen it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::iptables::Cidr;
+
+/// `enforce` is stronger than `monitor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorMode {
+    Monitor,
+    #[default]
+    Enforce,
+}
+
+impl FloorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloorMode::Monitor => "monitor",
+            FloorMode::Enforce => "enforce",
+        }
+    }
+}
+
+/// The rules for one namespace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceFloor {
+    /// Service account name → the agent ids a pod running as it may claim.
+    #[serde(default)]
+    pub service_accounts: BTreeMap<String, Vec<String>>,
+    /// The weakest mode a pod may ask for (default enforce).
+    #[serde(default)]
+    pub min_mode: FloorMode,
+    /// Destination ports a pod may exclude from redirection.
+    #[serde(default)]
+    pub allow_exclude_ports: Vec<u16>,
+    /// Blocks a pod may exclude (an excluded CIDR must lie inside one of them).
+    #[serde(default)]
+    pub allow_exclude_cidrs: Vec<String>,
+}
+
+/// The whole inject config (`intentgate inject --config FILE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectConfig {
+    /// The intentgate image for the sidecar and the iptables init container.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// UID the sidecar runs as (exempt from redirection).
+    #[serde(default = "default_uid")]
+    pub proxy_uid: u32,
+    /// ConfigMap (in the pod's namespace) holding the sidecar's `config.yaml`.
+    #[serde(default = "default_config_map")]
+    pub sidecar_config_map: String,
+    /// Secret (in the pod's namespace) with the interception CA: `tls.crt`, `tls.key`.
+    #[serde(default = "default_ca_secret")]
+    pub ca_secret: String,
+    /// Reject outbound UDP 443 so clients fall back from QUIC to TCP.
+    #[serde(default = "default_true")]
+    pub block_quic: bool,
+    /// Per-namespace floors. A namespace not listed uses `default_floor`; without one, its pods
+    /// are refused (fail closed).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceFloor>,
+    #[serde(default)]
+    pub default_floor: Option<NamespaceFloor>,
+}
+
+fn default_image() -> String {
+    "ghcr.io/intentgate/intentgate:0.1.0".into()
+}
+fn default_uid() -> u32 {
+    crate::iptables::DEFAULT_PROXY_UID
+}
+fn default_config_map() -> String {
+    "intentgate-sidecar".into()
+}
+fn default_ca_secret() -> String {
+    "intentgate-ca".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for InjectConfig {
+    fn default() -> Self {
+        InjectConfig {
+            image: default_image(),
+            proxy_uid: default_uid(),
+            sidecar_config_map: default_config_map(),
+            ca_secret: default_ca_secret(),
+            block_quic: true,
+            namespaces: BTreeMap::new(),
+            default_floor: None,
+        }
+    }
+}
+
+impl InjectConfig {
+    /// The floor for a namespace, if any.
+    pub fn floor(&self, namespace: &str) -> Option<&NamespaceFloor> {
+        self.namespaces
+            .get(namespace)
+            .or(self.default_floor.as_ref())
+    }
+}
+
+/// Parses and validates an inject config; errors name the file and line.
+pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
+    let cfg: InjectConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        file: file.to_string(),
+        line: e.location().map(|l| l.line()),
+        msg: e.to_string(),
+    })?;
+    let mut floors: Vec<(String, &NamespaceFloor)> = cfg
+        .namespaces
+        .iter()
+        .map(|(k, v)| (format!("namespaces.{k}"), v))
+        .collect();
+    if let Some(d) = &cfg.default_floor {
+        floors.push(("default_floor".into(), d));
+    }
+    for (at, floor) in floors {
+        for c in &floor.allow_exclude_cidrs {
+            if let Err(msg) = c.parse::<Cidr>() {
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    field: format!("{at}.allow_exclude_cidrs"),
+                    line: text
+                        .lines()
+                        .position(|l| l.contains(c.as_str()))
+                        .map(|i| i + 1),
+                    msg,
+                });
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// Loads `path`, or an empty config (every namespace refused) when `None`.
+pub fn load(path: Option<&Path>) -> Result<InjectConfig, ConfigError> {
+    match path {
+        None => Ok(InjectConfig::default()),
+        Some(p) => {
+            let file = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            parse(&file, &text)
+        }
+    }
+}
+
+/// Is `inner` inside `outer` (same family, prefix at least as long, same leading bits)?
+pub fn contains(outer: &Cidr, inner: &Cidr) -> bool {
+    let (o, i, width) = match (outer.addr, inner.addr) {
+        (IpAddr::V4(o), IpAddr::V4(i)) => (u128::from(u32::from(o)), u128::from(u32::from(i)), 32),
+        (IpAddr::V6(o), IpAddr::V6(i)) => (u128::from(o), u128::from(i), 128),
+        _ => return false,
+    };
+    if inner.len < outer.len {
+        return false;
+    }
+    let shift = width - u32::from(outer.len);
+    shift >= 128 || (o >> shift) == (i >> shift)
+}

@@ -1,0 +1,186 @@
+//! Unit tests of the webhook: the platform floor and the JSON patch (pure functions).
+
+use serde_json::{Value, json};
+
+use super::floor::{self, InjectConfig, contains};
+use super::patch::{Verdict, mutate};
+use super::server::review;
+
+const FLOOR: &str = "
+namespaces:
+  support:
+    service_accounts: {support-bot: [support-bot, triage-bot]}
+    min_mode: enforce
+    allow_exclude_ports: [5432]
+    allow_exclude_cidrs: [10.0.0.0/8]
+  sandbox:
+    service_accounts: {default: [play]}
+    min_mode: monitor
+";
+
+fn cfg() -> InjectConfig {
+    floor::parse("floor.yaml", FLOOR).unwrap()
+}
+
+fn pod(annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "annotations": annotations},
+           "spec": {"serviceAccountName": "support-bot",
+                    "containers": [{"name": "app", "image": "python:3.12"}]}})
+}
+
+fn refused(v: Verdict, annotation: &str) {
+    match v {
+        Verdict::Refused(msg) => assert!(msg.contains(annotation), "{msg}"),
+        other => panic!("expected a refusal naming {annotation}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pod_within_the_floor_is_patched_with_both_init_containers() {
+    let Verdict::Patch(ops) = mutate(&pod(json!({})), "support", &cfg()) else {
+        panic!("expected a patch")
+    };
+    let inits = &ops[0];
+    assert_eq!(inits["path"], "/spec/initContainers");
+    assert_eq!(inits["value"][0]["name"], "intentgate-iptables");
+    assert_eq!(inits["value"][1]["name"], "intentgate");
+    assert_eq!(inits["value"][1]["restartPolicy"], "Always");
+    let args = inits["value"][1]["args"].as_array().unwrap();
+    assert!(args.contains(&json!("support-bot")) && args.contains(&json!("enforce")));
+    assert!(ops.iter().any(|o| o["path"] == "/spec/containers/0/env"));
+    assert!(
+        ops.iter()
+            .any(|o| o["path"] == "/metadata/annotations/intentgate.io~1status")
+    );
+}
+
+#[test]
+fn annotations_may_tighten_but_never_loosen() {
+    let c = cfg();
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/mode": "monitor"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/mode",
+    );
+    refused(
+        mutate(&pod(json!({"intentgate.io/mode": "loud"})), "support", &c),
+        "intentgate.io/mode",
+    );
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/agent-id": "root-bot"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/agent-id",
+    );
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/exclude-outbound-ports": "22"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/exclude-outbound-ports",
+    );
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/exclude-outbound-ports": "x"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/exclude-outbound-ports",
+    );
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/exclude-outbound-cidrs": "0.0.0.0/0"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/exclude-outbound-cidrs",
+    );
+    refused(mutate(&pod(json!({})), "elsewhere", &c), "platform floor");
+    // Allowed: a second mapped agent id, an allowed port, a CIDR inside an allowed block.
+    let ok = pod(json!({"intentgate.io/agent-id": "triage-bot",
+                        "intentgate.io/exclude-outbound-ports": "5432",
+                        "intentgate.io/exclude-outbound-cidrs": "10.1.0.0/16"}));
+    let Verdict::Patch(ops) = mutate(&ok, "support", &c) else {
+        panic!()
+    };
+    let init_args = ops[0]["value"][0]["args"].to_string();
+    assert!(
+        init_args.contains("\"5432\"") && init_args.contains("10.1.0.0/16"),
+        "{init_args}"
+    );
+    // Tightening in a monitor namespace is fine.
+    let mut p = pod(json!({"intentgate.io/mode": "enforce", "intentgate.io/agent-id": "play"}));
+    p["spec"]["serviceAccountName"] = json!("default");
+    assert!(matches!(mutate(&p, "sandbox", &c), Verdict::Patch(_)));
+}
+
+#[test]
+fn already_injected_pods_are_left_alone() {
+    let c = cfg();
+    let Verdict::Patch(ops) = mutate(&pod(json!({})), "support", &c) else {
+        panic!()
+    };
+    let mut p = pod(json!({"intentgate.io/status": "injected"}));
+    p["spec"]["initContainers"] = ops[0]["value"].clone();
+    assert_eq!(mutate(&p, "support", &c), Verdict::Unchanged);
+    // Claiming injection without the containers (or with another image) is refused.
+    refused(
+        mutate(
+            &pod(json!({"intentgate.io/status": "injected"})),
+            "support",
+            &c,
+        ),
+        "intentgate.io/status",
+    );
+    p["spec"]["initContainers"][1]["image"] = json!("evil/proxy:1");
+    refused(mutate(&p, "support", &c), "intentgate.io/status");
+    let mut l = pod(json!({}));
+    l["metadata"]["labels"] = json!({"intentgate.io/sidecar": "injected"});
+    refused(mutate(&l, "support", &c), "intentgate.io/sidecar");
+}
+
+#[test]
+fn review_wraps_the_verdict_with_the_uid() {
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "support", "operation": "CREATE",
+                    "object": pod(json!({"intentgate.io/mode": "monitor"}))}});
+    let out = review(&body, &cfg());
+    assert_eq!(out["response"]["uid"], "u-1");
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("intentgate.io/mode")
+    );
+}
+
+#[test]
+fn floor_config_is_strict_and_cidr_containment_works() {
+    let err = floor::parse("f.yaml", "namespaces: {a: {min_mode: enforce, typo: 1}}").unwrap_err();
+    assert!(err.to_string().starts_with("f.yaml:1"), "{err}");
+    let err = floor::parse(
+        "f.yaml",
+        "namespaces:\n  a:\n    allow_exclude_cidrs: [10.0.0.0/99]\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("f.yaml:3") && err.to_string().contains("allow_exclude_cidrs"),
+        "{err}"
+    );
+    let c = |s: &str| s.parse().unwrap();
+    assert!(contains(&c("10.0.0.0/8"), &c("10.200.0.0/16")));
+    assert!(!contains(&c("10.0.0.0/8"), &c("11.0.0.0/16")));
+    assert!(!contains(&c("10.0.0.0/16"), &c("10.0.0.0/8")));
+    assert!(contains(&c("0.0.0.0/0"), &c("1.2.3.4")));
+    assert!(!contains(&c("10.0.0.0/8"), &c("fd00::/8")));
+    assert!(contains(&c("fd00::/8"), &c("fd12::/16")));
+}

@@ -1,0 +1,329 @@
+//! The webhook for real: `intentgate inject` over HTTPS (a certificate made here with rcgen),
+//! real AdmissionReview JSON sent with curl, the JSON patch applied by PyPI `jsonpatch`, the
+//! patched pod validated against the Kubernetes schema by PyPI `kubernetes-validate` (offline:
+//! it ships its schemas) and checked field by field.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const FLOOR: &str = "
+image: ghcr.io/intentgate/intentgate:0.1.0
+namespaces:
+  support:
+    service_accounts: {support-bot: [support-bot]}
+    min_mode: enforce
+    allow_exclude_ports: [5432]
+    allow_exclude_cidrs: [10.0.0.0/8]
+";
+
+struct Webhook {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Webhook {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("tls.key"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("floor.yaml"), FLOOR).unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let child = Command::new(BIN)
+            .args([
+                "inject",
+                "--tls-cert",
+                &p("tls.crt"),
+                "--tls-key",
+                &p("tls.key"),
+            ])
+            .args(["--listen", "127.0.0.1:0", "--config", &p("floor.yaml")])
+            .args(["--ready-file", &p("ready.json")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = dir.path().join("ready.json");
+        let listen: String = eventually("webhook ready", Duration::from_secs(20), || {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&ready).ok()?).ok()?;
+            v["listen"].as_str().map(str::to_string)
+        });
+        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+        Webhook { child, dir, port }
+    }
+
+    /// POSTs an AdmissionReview for `pod` to /mutate over HTTPS; returns the `response` object.
+    fn review(&self, pod: &Value) -> Value {
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "support", "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": pod, "dryRun": false}});
+        let file = self.dir.path().join("review.json");
+        std::fs::write(&file, review.to_string()).unwrap();
+        let ca = self.dir.path().join("tls.crt");
+        let url = format!("https://localhost:{}/mutate", self.port);
+        let resolve = format!("localhost:{}:127.0.0.1", self.port);
+        let data = format!("@{}", file.display());
+        let out = curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &data,
+            &url,
+        ]);
+        assert_eq!(out.status, 200, "{out:?}");
+        let v = out.json();
+        assert_eq!(v["kind"], "AdmissionReview");
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        v["response"].clone()
+    }
+}
+
+fn agent_pod(annotations: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "support-bot-7d9f", "namespace": "support",
+                     "labels": {"app": "support-bot", "intentgate.io/inject": "true"},
+                     "annotations": annotations},
+        "spec": {"serviceAccountName": "support-bot",
+                 "initContainers": [{"name": "migrate", "image": "busybox:1.36"}],
+                 "containers": [
+                    {"name": "agent", "image": "python:3.12-slim",
+                     "env": [{"name": "LOG", "value": "1"}]},
+                    {"name": "helper", "image": "busybox:1.36"}]}})
+}
+
+/// Applies the patch with PyPI jsonpatch and validates the result with kubernetes-validate.
+fn apply_and_validate(dir: &Path, pod: &Value, patch: &Value) -> Value {
+    let w = |n: &str, v: &Value| {
+        let p = dir.join(n);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let (podf, patchf, out) = (
+        w("pod.json", pod),
+        w("patch.json", patch),
+        dir.join("out.json"),
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/jsonpatch_apply.py");
+    let st = Command::new("python3")
+        .arg(script)
+        .args([&podf, &patchf, &out])
+        .status()
+        .unwrap();
+    assert!(st.success(), "jsonpatch failed");
+    validate(&out);
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+/// kubernetes-validate --strict (unknown fields are errors), offline.
+pub fn validate(file: &Path) {
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--no-warn"])
+        .arg(file)
+        .output()
+        .expect("kubernetes-validate is installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn decode(resp: &Value) -> Value {
+    assert_eq!(resp["patchType"], "JSONPatch", "{resp}");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+#[test]
+fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
+    let hook = Webhook::start();
+    let pod = agent_pod(json!({"intentgate.io/intent": "triage-tickets",
+        "intentgate.io/owner": "team-helpdesk", "intentgate.io/exclude-outbound-ports": "5432",
+        "intentgate.io/exclude-outbound-cidrs": "10.96.0.0/12"}));
+    let resp = hook.review(&pod);
+    assert_eq!(resp["allowed"], true, "{resp}");
+    let patched = apply_and_validate(hook.dir.path(), &pod, &decode(&resp));
+
+    let inits = patched["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<_> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["intentgate-iptables", "intentgate", "migrate"]);
+    let ipt = &inits[0];
+    assert_eq!(
+        ipt["args"],
+        json!([
+            "iptables",
+            "--proxy-uid",
+            "15700",
+            "--port",
+            "15702",
+            "--exclude-ports",
+            "5432",
+            "--exclude-cidrs",
+            "10.96.0.0/12",
+            "--block-quic"
+        ])
+    );
+    assert_eq!(
+        ipt["securityContext"]["capabilities"],
+        json!({"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]})
+    );
+    let side = &inits[1];
+    assert_eq!(side["restartPolicy"], "Always");
+    let sc = &side["securityContext"];
+    assert_eq!(sc["runAsUser"], 15700);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}));
+    assert!(side["resources"]["requests"]["cpu"].is_string());
+    assert!(side["resources"]["limits"]["memory"].is_string());
+    assert_eq!(
+        side["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": 15701})
+    );
+    let args = side["args"].as_array().unwrap();
+    for want in [
+        "support-bot",
+        "enforce",
+        "triage-tickets",
+        "team-helpdesk",
+        "0.0.0.0:15701",
+    ] {
+        assert!(args.contains(&json!(want)), "{want} in {args:?}");
+    }
+    let env: Vec<(String, String)> = side["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().into(),
+                e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .unwrap()
+                    .into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("POD_NAMESPACE".into(), "metadata.namespace".into()),
+            ("POD_NAME".into(), "metadata.name".into()),
+            (
+                "POD_SERVICE_ACCOUNT".into(),
+                "spec.serviceAccountName".into()
+            )
+        ]
+    );
+    for c in patched["spec"]["containers"].as_array().unwrap() {
+        let env = c["env"].as_array().unwrap();
+        for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+            assert!(
+                env.iter().any(
+                    |e| e["name"] == var && e["value"] == "/var/run/intentgate/ca-trust/ca.pem"
+                ),
+                "{var} in {c}"
+            );
+        }
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "intentgate-ca-trust" && m["readOnly"] == true)
+        );
+    }
+    assert_eq!(
+        patched["spec"]["containers"][0]["env"][0]["name"], "LOG",
+        "existing env kept"
+    );
+    let trust = patched["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "intentgate-ca-trust")
+        .unwrap();
+    assert_eq!(
+        trust["secret"]["items"],
+        json!([{"key": "tls.crt", "path": "ca.pem"}]),
+        "apps get the certificate, never the key"
+    );
+    assert_eq!(
+        patched["metadata"]["annotations"]["intentgate.io/status"],
+        "injected"
+    );
+    assert_eq!(
+        patched["metadata"]["labels"]["intentgate.io/sidecar"],
+        "injected"
+    );
+
+    // Already injected: allowed, no patch.
+    let again = hook.review(&patched);
+    assert_eq!(again["allowed"], true);
+    assert!(again.get("patch").is_none(), "{again}");
+
+    // Bad and floor-violating annotations: refused, the annotation named.
+    for (ann, value) in [
+        ("intentgate.io/mode", "monitor"),
+        ("intentgate.io/mode", "sometimes"),
+        ("intentgate.io/agent-id", "billing-bot"),
+        ("intentgate.io/exclude-outbound-ports", "22"),
+        ("intentgate.io/exclude-outbound-ports", "http"),
+        ("intentgate.io/exclude-outbound-cidrs", "0.0.0.0/0"),
+        ("intentgate.io/exclude-outbound-cidrs", "not-a-cidr"),
+    ] {
+        let r = hook.review(&agent_pod(json!({ann: value})));
+        assert_eq!(r["allowed"], false, "{ann}={value}: {r}");
+        assert_eq!(r["status"]["code"], 403);
+        let msg = r["status"]["message"].as_str().unwrap();
+        assert!(msg.contains(ann), "{ann}={value}: {msg}");
+        assert!(r.get("patch").is_none());
+    }
+    // A pod without annotations in the floor's namespace: injected with the floor's defaults.
+    let plain = hook.review(&agent_pod(json!(null)));
+    assert_eq!(plain["allowed"], true);
+    let ops = decode(&plain);
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["path"] == "/metadata/annotations")
+    );
+    let hc = curl(&["-k", &format!("https://127.0.0.1:{}/healthz", hook.port)]);
+    assert_eq!(hc.status, 200);
+    let bad = curl(&[
+        "-k",
+        "--data",
+        "{}",
+        &format!("https://127.0.0.1:{}/mutate", hook.port),
+    ]);
+    assert_eq!(bad.status, 400);
+}
