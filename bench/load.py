@@ -20,6 +20,12 @@ top-level key present in FILE replaces the base key of the same name (e.g. an `i
 and `policy:` section for a "policy on" variant; see bench/catalog.py, bench/variants/). In FILE,
 @RUN@ is the variant's temp dir, @UPSTREAM@ the upstream's 127.0.0.1:PORT, @UPSTREAM_PORT@ its port.
 
+--https adds two systems: `direct-tls` (oha to a TLS listener of the same nginx, P-256 leaf for
+127.0.0.1 signed by a throwaway bench CA made with openssl) and `intentgate-tls` (the base config plus
+`tls: {ca_cert, ca_key, upstream_ca, intercept: all}`, CA from `intentgate ca init`; oha sends CONNECT,
+trusts intentgate's CA with --cacert, and keeps the intercepted tunnels alive). The report then has an
+"HTTPS interception" section: ×direct-tls throughput and CPU/request against the plain `intentgate`.
+
 All traffic is to 127.0.0.1. Every wait is bounded. Everything started is stopped on exit,
 also on error or Ctrl-C (process groups get SIGTERM, then SIGKILL after 8 s).
 """
@@ -250,6 +256,43 @@ def http_check(proxy, upstream, path, timeout=5):
     return ok, status + ("" if ok else f" body={body[:200]!r}")
 
 
+def https_check(proxy, upstream, path, cafile, timeout=5):
+    """One GET over TLS to `upstream` (through a CONNECT tunnel when `proxy`), verifying the
+    server certificate against `cafile`; returns (ok, detail)."""
+    import ssl
+    host, port = (proxy or upstream).rsplit(":", 1)
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)
+        with socket.create_connection((host, int(port)), timeout) as raw_s:
+            raw_s.settimeout(timeout)
+            if proxy:
+                raw_s.sendall(f"CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n".encode())
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = raw_s.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                if status.split(" ")[1:2] != ["200"]:
+                    return False, "CONNECT: " + status
+            with ctx.wrap_socket(raw_s, server_hostname=upstream.rsplit(":", 1)[0]) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n".encode())
+                buf = b""
+                t0 = time.time()
+                while time.time() - t0 < timeout:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+    except (OSError, ValueError) as e:
+        return False, f"TLS/socket error: {e}"
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    ok = status.split(" ")[1:2] == ["200"] and BODY.encode() in body
+    return ok, status + " over TLS" + ("" if ok else f" body={body[:200]!r}")
+
+
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -264,8 +307,48 @@ def cmdline(cmd):
 
 
 # ------------------------------------------------------------------ upstream and proxies
-def start_nginx(run):
+def make_tls_material(run, binary):
+    """--https: a small upstream CA + a leaf for 127.0.0.1/localhost (openssl), and intentgate's
+    interception CA (`intentgate ca init`). Returns the paths."""
+    d = os.path.join(run, "tls")
+    os.makedirs(d, exist_ok=True)
+    ext = os.path.join(d, "leaf.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/upstream-ca-key.pem", "-out", f"{d}/upstream-ca.pem", "-days", "2",
+         "-subj", "/CN=intentgate bench upstream CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/upstream-key.pem", "-out", f"{d}/upstream.csr", "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", f"{d}/upstream.csr", "-CA", f"{d}/upstream-ca.pem",
+         "-CAkey", f"{d}/upstream-ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", ext,
+         "-out", f"{d}/upstream.pem"],
+        [binary, "ca", "init", "--out", f"{d}/ig-ca"],
+    ]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"TLS setup failed: {cmdline(cmd)}: {(r.stderr or r.stdout)[-500:]}")
+    return dict(upstream_ca=f"{d}/upstream-ca.pem", upstream_cert=f"{d}/upstream.pem",
+                upstream_key=f"{d}/upstream-key.pem", ig_ca=f"{d}/ig-ca/ca.pem", ig_ca_key=f"{d}/ig-ca/ca-key.pem")
+
+
+def start_nginx(run, tls=None):
     port = free_port()
+    tls_port = free_port() if tls else None
+    tls_server = "" if not tls else f"""
+    server {{
+        listen 127.0.0.1:{tls_port} ssl backlog=2048;
+        ssl_certificate {tls['upstream_cert']};
+        ssl_certificate_key {tls['upstream_key']};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;
+        location = /small {{ return 200 '{BODY}'; }}
+        location / {{ return 404 '{{"error":"not found"}}'; }}
+    }}"""
     conf = os.path.join(run, "nginx.conf")
     tmp = os.path.join(run, "nginx-tmp")
     os.makedirs(tmp, exist_ok=True)
@@ -293,15 +376,15 @@ http {{
         listen 127.0.0.1:{port} backlog=2048;
         location = /small {{ return 200 '{BODY}'; }}
         location / {{ return 404 '{{"error":"not found"}}'; }}
-    }}
+    }}{tls_server}
 }}
 """)
     p = STARTED.spawn("nginx", ["nginx", "-c", conf, "-e", f"{run}/nginx-error.log"],
                       os.path.join(run, "nginx.log"))
-    if not wait_port(port, p):
+    if not wait_port(port, p) or (tls_port and not wait_port(tls_port, p)):
         raise RuntimeError(f"nginx did not listen on {port}; see {run}/nginx.log and nginx-error.log")
-    log(f"upstream nginx pid={p.pid} on 127.0.0.1:{port}")
-    return p.pid, f"127.0.0.1:{port}"
+    log(f"upstream nginx pid={p.pid} on 127.0.0.1:{port}" + (f", TLS on 127.0.0.1:{tls_port}" if tls_port else ""))
+    return p.pid, f"127.0.0.1:{port}", (f"127.0.0.1:{tls_port}" if tls_port else None)
 
 
 def top_keys(yaml_text):
@@ -413,7 +496,7 @@ def start_peer(name, run):
 
 
 # ------------------------------------------------------------------ load generator
-def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False):
+def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
     cmd = [a.oha, "--no-tui", "--output-format", "json", "-c", str(a.conns), "-z", f"{dur}s",
            "-w", "-t", "10s", "--disable-compression"]
     if proxy:
@@ -422,6 +505,8 @@ def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False):
         cmd += ["-q", str(rate), "--latency-correction"]
     if no_keepalive:
         cmd += ["--disable-keepalive"]
+    if cacert:
+        cmd += ["--cacert", cacert]
     return cmd + [url]
 
 
@@ -442,9 +527,9 @@ def parse_oha(j):
 
 
 def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
-    url = f"http://{upstream}/small"
+    url = f"https://{system['tls_upstream']}/small" if system.get("tls_upstream") else f"http://{upstream}/small"
     proxy, pid = system.get("proxy"), system.get("pid")
-    cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False))
+    cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False), system.get("cacert"))
     table0 = proc_table()
     px = tree(pid, table0)
     ngx = tree(nginx_pid, table0)
@@ -614,6 +699,9 @@ def report(raw):
     L.append(f"- {a['reps']} interleaved repetitions, medians shown (range in brackets); max: {a['conns']} connections "
              f"for {a['dur']} s; rate: {a['rate']} req/s for {a['rate_dur']} s with latency correction, "
              f"{a['conns']} connections; upstream: nginx `return 200` with a {len(BODY)} B JSON body")
+    if any(s.get("tls") for s in raw["systems"]):
+        L.append("- HTTPS (`--https`): `*-tls` systems fetch https://127.0.0.1:PORT/small from nginx's TLS listener "
+                 "(P-256 leaf from a bench CA); their ×direct / added latency are against `direct-tls`")
     L.append("- CPU % is of ONE core. proxy CPU µs/req = (utime+stime of the proxy's process tree over the run)"
              " / completed requests. foreign = CPU used meanwhile by other processes on this shared host.")
     L.append("")
@@ -624,8 +712,9 @@ def report(raw):
         L.append("| system | n | req/s | ×direct | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy RSS peak MiB "
                  "| gen CPU % | nginx CPU % | foreign CPU % | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        d_rps = m("max", "direct", "rps")
+        tls_set = {x["name"] for x in raw["systems"] if x.get("tls")}
         for s in names:
+            d_rps = m("max", "direct-tls" if s in tls_set else "direct", "rps")
             rs = by.get(("max", s), [])
             if not rs and not errs("max", s):
                 continue
@@ -647,8 +736,10 @@ def report(raw):
         L.append("| system | n | req/s done | p50 ms | p99 ms | added p50 µs | added p99 µs | p50 ×direct "
                  "| p99 ×direct | proxy CPU % | proxy CPU µs/req | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        d50, d99 = m("rate", "direct", "p50_ms"), m("rate", "direct", "p99_ms")
+        tls_set = {x["name"] for x in raw["systems"] if x.get("tls")}
         for s in names:
+            base = "direct-tls" if s in tls_set else "direct"
+            d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
             rs = by.get(("rate", s), [])
             if not rs and not errs("rate", s):
                 continue
@@ -656,8 +747,8 @@ def report(raw):
             e = errs("rate", s)
             L.append("| " + " | ".join([
                 s, str(len(rs)), fmt(m("rate", s, "rps")), fmt(p50, "{:.3f}"), fmt(p99, "{:.3f}"),
-                "–" if s == "direct" else fmt((p50 - d50) * 1000 if None not in (p50, d50) else None),
-                "–" if s == "direct" else fmt((p99 - d99) * 1000 if None not in (p99, d99) else None),
+                "–" if s == base else fmt((p50 - d50) * 1000 if None not in (p50, d50) else None),
+                "–" if s == base else fmt((p99 - d99) * 1000 if None not in (p99, d99) else None),
                 ratio(p50, d50, "{:.1f}×"), ratio(p99, d99, "{:.1f}×"),
                 fmt(m("rate", s, "proxy_cpu_pct")), fmt(m("rate", s, "proxy_cpu_us_per_req"), "{:.1f}"),
                 ", ".join(f"{k}: {v}" for k, v in e.items()) or "0"]) + " |")
@@ -677,6 +768,44 @@ def report(raw):
             fmt(max(peaks) / 1024 if peaks else None, "{:.1f}"),
             fmt((mem.get("hwm_kb") or 0) / 1024 or None, "{:.1f}")]) + " |")
     L.append("")
+
+    tls_names = [s["name"] for s in raw["systems"] if s.get("tls")]
+    if tls_names and "max" in rate_kinds:
+        L.append(f"## HTTPS interception, {a['conns']} keep-alive connections (same run)\n")
+        L.append("`direct-tls`: oha straight to nginx's TLS listener. `intentgate-tls`: oha sends CONNECT, intentgate "
+                 "intercepts (`tls.intercept: all`), terminates TLS with a leaf minted by its CA (trusted by oha via "
+                 "`--cacert`), decides each inner request and re-originates TLS to nginx, verified against "
+                 "`tls.upstream_ca`. Connections are kept alive: handshakes happen once per connection.\n")
+        L.append("| system | n | req/s | ×direct-tls | ×plain same system | proxy CPU µs/req | CPU ×plain intentgate "
+                 "| proxy RSS peak MiB | errors |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        dt = m("max", "direct-tls", "rps")
+        for s in tls_names:
+            plain = "direct" if s == "direct-tls" else "intentgate"
+            e = errs("max", s)
+            pk = m("max", s, "rss_peak_kb")
+            L.append("| " + " | ".join([
+                s, str(len(by.get(("max", s), []))), fmt(m("max", s, "rps")), ratio(m("max", s, "rps"), dt),
+                ratio(m("max", s, "rps"), m("max", plain, "rps")),
+                fmt(m("max", s, "proxy_cpu_us_per_req"), "{:.1f}"),
+                ratio(m("max", s, "proxy_cpu_us_per_req"), m("max", "intentgate", "proxy_cpu_us_per_req")),
+                fmt(pk / 1024 if pk else None, "{:.1f}"),
+                ", ".join(f"{k}: {v}" for k, v in e.items()) or "0"]) + " |")
+        L.append("")
+        g = "intentgate-tls"
+        if by.get(("max", g)):
+            cr = m("max", g, "proxy_cpu_us_per_req"), m("max", "intentgate", "proxy_cpu_us_per_req")
+            tr = m("max", g, "rps"), dt
+            L.append("| target | measured | verdict |")
+            L.append("|---|---|---|")
+            if None not in cr and cr[1]:
+                L.append(f"| issue 4: intercepted-TLS proxy CPU per request ≤ 2× plain HTTP (warm cache) | "
+                         f"{cr[0]:.1f} / {cr[1]:.1f} µs = {cr[0] / cr[1]:.2f}× | {'met' if cr[0] <= 2 * cr[1] else 'MISSED'} |")
+            if None not in tr and tr[1]:
+                L.append(f"| issue 8: intercepted keep-alive ≥ 60% of direct-TLS throughput | "
+                         f"{tr[0]:.0f} / {tr[1]:.0f} req/s = {100 * tr[0] / tr[1]:.0f}% | "
+                         f"{'met' if tr[0] >= 0.6 * tr[1] else 'MISSED'} |")
+            L.append("")
 
     if igs and peers and "max" in rate_kinds:
         L.append("## intentgate against each peer (same run, medians)\n")
@@ -710,7 +839,8 @@ def report(raw):
                 L.append(f"| request errors at {a['conns']} connections | {g} | {e} errors | "
                          f"{'none' if e == 0 and by.get(('max', g)) else 'SOME'} |")
             if "rate" in rate_kinds:
-                d50, d99 = m("rate", "direct", "p50_ms"), m("rate", "direct", "p99_ms")
+                base = "direct-tls" if g in tls_names else "direct"
+                d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
                 p50, p99 = m("rate", g, "p50_ms"), m("rate", g, "p99_ms")
                 if None not in (d50, d99, p50, p99):
                     add50, add99 = (p50 - d50) * 1000, (p99 - d99) * 1000
@@ -782,6 +912,10 @@ def main():
     ap.add_argument("--no-default-variant", action="store_true",
                     help="do not run the plain `intentgate` variant (only --variant ones)")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (no proxy) baseline")
+    ap.add_argument("--https", action="store_true",
+                    help="also measure HTTPS: `direct-tls` (oha straight to nginx's TLS listener) and "
+                         "`intentgate-tls` (CONNECT tunnels intercepted: tls.intercept all, leaf minted by a CA "
+                         "from `intentgate ca init`, upstream re-originated and verified against tls.upstream_ca)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per system first (default 2)")
     ap.add_argument("--log-level", default="warn", help="INTENTGATE_LOG for the proxy (default warn)")
     ap.add_argument("--quiet-thresh", type=float, default=30,
@@ -848,14 +982,25 @@ def main():
     log(f"run dir {run}; results -> {md_path}")
     exit_code = 0
     try:
-        nginx_pid, upstream = start_nginx(run)
+        tls = make_tls_material(run, a.bin) if a.https else None
+        nginx_pid, upstream, tls_upstream = start_nginx(run, tls)
         systems = [] if a.no_direct else [dict(name="direct")]
+        if tls:
+            raw["tls_upstream"] = tls_upstream
+            if not a.no_direct:
+                systems.append(dict(name="direct-tls", tls_upstream=tls_upstream, cacert=tls["upstream_ca"], tls=True))
+            variants = variants + [("intentgate-tls", (
+                f"tls:\n  ca_cert: \"{tls['ig_ca']}\"\n  ca_key: \"{tls['ig_ca_key']}\"\n"
+                f"  upstream_ca: \"{tls['upstream_ca']}\"\n  intercept: all\n"))]
         for name, extra in variants:
             s = start_intentgate(name, a.bin, extra, run, a.log_level, upstream)
             with open(s["config"]) as f:
                 lines = f.read().splitlines()
             more = [f"# ... {len(lines) - 40} more lines"] if len(lines) > 40 else []
             s.update(intentgate=True, config_text="\n".join(lines[:40] + more) + "\n")
+            if name == "intentgate-tls":
+                # the client (oha) trusts intentgate's CA; intentgate verifies nginx against upstream_ca
+                s.update(tls=True, tls_upstream=tls_upstream, cacert=tls["ig_ca"])
             systems.append(s)
         for p in peers:
             s = start_peer(p, run)
@@ -865,7 +1010,8 @@ def main():
         raw["upstream"] = upstream
 
         for s in systems:
-            s["check"] = http_check(s.get("proxy"), upstream, "/small")
+            s["check"] = (https_check(s.get("proxy"), s["tls_upstream"], "/small", s["cacert"]) if s.get("tls")
+                          else http_check(s.get("proxy"), upstream, "/small"))
             log(f"check {s['name']}: {'ok' if s['check'][0] else 'FAILED'} ({s['check'][1]})")
             if s.get("pid"):
                 raw["memory"][s["name"]] = dict(idle_kb=status_kb(tree(s["pid"]), "VmRSS"))

@@ -4,6 +4,7 @@
 #   bench/load.sh                                   # direct + intentgate, 3 interleaved reps (~3-4 min)
 #   bench/load.sh --reps 5 --peers squid,tinyproxy  # + peer proxies from apt
 #   bench/load.sh --variant policy=FILE.yaml        # + intentgate with FILE's sections added to the config
+#   bench/load.sh --https                           # + direct-tls and intercepted intentgate-tls (needs openssl)
 #   bench/load.sh --help                            # every option
 #
 # Installs what is missing (apt: nginx-light and the requested peers; `cargo install oha --locked`),
