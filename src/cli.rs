@@ -276,7 +276,7 @@ pub fn main() -> ExitCode {
     telemetry::init(cli.log_format, level);
     crate::tls::install_default_provider();
     match cli.command {
-        Command::Ca(cmd) => ca(cmd),
+        Command::Ca(cmd) => crate::offline::ca(cmd),
         Command::Run(a) => crate::run::run(crate::run::RunRequest {
             config: a.config,
             report: a.report,
@@ -285,7 +285,7 @@ pub fn main() -> ExitCode {
             quiet: a.quiet,
             command: a.command,
         }),
-        Command::Learn(a) => learn(a),
+        Command::Learn(a) => crate::offline::learn(a),
         Command::Inject(a) => {
             crate::inject::main(a.tls_cert, a.tls_key, a.listen, a.config, a.ready_file)
         }
@@ -322,7 +322,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_or_exit(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
+pub(crate) fn load_or_exit(args: &ConfigArgs) -> Result<Loaded, ExitCode> {
     args.load().map_err(|e| {
         eprintln!("intentgate: invalid configuration: {e}");
         ExitCode::from(2)
@@ -380,83 +380,4 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
-}
-
-fn ca(cmd: CaCommand) -> ExitCode {
-    match cmd {
-        CaCommand::Init { out } => match crate::tls::ca::init(&out) {
-            Ok(files) => {
-                println!("CA certificate: {}", files.cert.display());
-                println!("CA key:         {} (mode 0600)", files.key.display());
-                println!("fingerprint:    {}", files.fingerprint);
-                println!(
-                    "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("intentgate: {e}");
-                ExitCode::from(2)
-            }
-        },
-        CaCommand::Show { cert, config } => {
-            let path = match cert {
-                Some(p) => p,
-                None => match load_or_exit(&config).map(|l| l.config.tls.ca_cert) {
-                    Ok(Some(p)) => p,
-                    Ok(None) => {
-                        eprintln!("intentgate: no CA configured (tls.ca_cert); pass --cert FILE");
-                        return ExitCode::from(2);
-                    }
-                    Err(code) => return code,
-                },
-            };
-            match crate::tls::ca::show(&path) {
-                Ok(s) => {
-                    println!("certificate: {}", s.path.display());
-                    println!("fingerprint: {}", s.fingerprint);
-                    println!("subject:     {}", s.subject);
-                    println!("not after:   {}", s.not_after);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("intentgate: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-    }
-}
-
-fn learn(a: LearnArgs) -> ExitCode {
-    let records = match crate::learn::read_audit(&a.from_audit) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("intentgate: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let catalog = crate::learn::catalog(&records);
-    let files: Vec<String> = a
-        .from_audit
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let text = crate::learn::to_yaml(&catalog, &files.join(", "));
-    if let Err(e) = std::fs::write(&a.out, text) {
-        eprintln!("intentgate: cannot write {}: {e}", a.out.display());
-        return ExitCode::FAILURE;
-    }
-    eprintln!(
-        "intentgate: {} records from {} files",
-        records.len(),
-        files.len()
-    );
-    eprint!("{}", crate::learn::describe(&records));
-    eprintln!(
-        "intentgate: learned {} intents into {}",
-        catalog.len(),
-        a.out.display()
-    );
-    ExitCode::SUCCESS
 }

@@ -1,11 +1,12 @@
-//! The commands that answer without serving traffic: `check` (config, policy, Rego unit tests) and
-//! `explain` (would this request be allowed, and why).
+//! The commands that answer without serving traffic: `check` (config, policy, Rego unit tests),
+//! `explain` (would this request be allowed, and why), `learn --from-audit` and `ca`.
 
 use std::process::ExitCode;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
+use crate::cli::{CaCommand, LearnArgs};
 use crate::config::{Config, Loaded};
 use crate::identity::Agent;
 use crate::intent::{self, Intent, IntentSource, SessionStore};
@@ -182,4 +183,85 @@ pub fn explain_json(
         "input": input,
     });
     Ok((allow, out))
+}
+
+/// `intentgate ca init|show`.
+pub fn ca(cmd: CaCommand) -> ExitCode {
+    match cmd {
+        CaCommand::Init { out } => match crate::tls::ca::init(&out) {
+            Ok(files) => {
+                println!("CA certificate: {}", files.cert.display());
+                println!("CA key:         {} (mode 0600)", files.key.display());
+                println!("fingerprint:    {}", files.fingerprint);
+                println!(
+                    "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("intentgate: {e}");
+                ExitCode::from(2)
+            }
+        },
+        CaCommand::Show { cert, config } => {
+            let path = match cert {
+                Some(p) => p,
+                None => match crate::cli::load_or_exit(&config).map(|l| l.config.tls.ca_cert) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        eprintln!("intentgate: no CA configured (tls.ca_cert); pass --cert FILE");
+                        return ExitCode::from(2);
+                    }
+                    Err(code) => return code,
+                },
+            };
+            match crate::tls::ca::show(&path) {
+                Ok(s) => {
+                    println!("certificate: {}", s.path.display());
+                    println!("fingerprint: {}", s.fingerprint);
+                    println!("subject:     {}", s.subject);
+                    println!("not after:   {}", s.not_after);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("intentgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+/// `intentgate learn --from-audit FILE… --out FILE`.
+pub fn learn(a: LearnArgs) -> ExitCode {
+    let records = match crate::learn::read_audit(&a.from_audit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("intentgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let catalog = crate::learn::catalog(&records);
+    let files: Vec<String> = a
+        .from_audit
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let text = crate::learn::to_yaml(&catalog, &files.join(", "));
+    if let Err(e) = std::fs::write(&a.out, text) {
+        eprintln!("intentgate: cannot write {}: {e}", a.out.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "intentgate: {} records from {} files",
+        records.len(),
+        files.len()
+    );
+    eprint!("{}", crate::learn::describe(&records));
+    eprintln!(
+        "intentgate: learned {} intents into {}",
+        catalog.len(),
+        a.out.display()
+    );
+    ExitCode::SUCCESS
 }

@@ -1,10 +1,12 @@
 //! Configuration: the typed document, the embedded default, loading and validation with errors
 //! that name the file, the field and the line.
 
+mod tls;
 mod types;
 
 use std::path::{Path, PathBuf};
 
+pub use tls::*;
 pub use types::*;
 
 use crate::proxy::target::{self, Authority};

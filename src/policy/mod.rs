@@ -299,4 +299,6 @@ impl PolicySet {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_namespaces;
+#[cfg(test)]
 mod tests_runtime;
