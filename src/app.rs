@@ -35,7 +35,6 @@ pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
         policy,
         agent,
         default_intent: cfg.intent.clone().map(|i| (i, cfg.task.clone())),
-        enforce_lifecycle: cfg.agent.enforce_lifecycle,
     })
 }
 

@@ -1,8 +1,6 @@
 //! The decision step: who is calling (never from the request), which intent is in force (header >
 //! session > default), the policy's answer, and its enforcement (enforce blocks, monitor records).
 
-use std::time::SystemTime;
-
 use http::HeaderMap;
 
 use super::headers;
@@ -20,7 +18,6 @@ pub struct Live {
     pub agent: Agent,
     /// The default intent and task (config / `--intent`).
     pub default_intent: Option<(String, Option<String>)>,
-    pub enforce_lifecycle: bool,
 }
 
 /// The intent the agent declared in headers (both values checked for duplicates).
@@ -62,23 +59,8 @@ pub fn decide(
         verified: intent.verified,
     };
 
-    // Lifecycle on the wire: an ownerless or expired agent gets no egress at all.
-    if live.enforce_lifecycle {
-        if let Some(reason) = agent.lifecycle_violation(SystemTime::now()) {
-            rec.decision = "deny";
-            rec.mode = Mode::Enforce.as_str();
-            rec.reasons = vec![reason.clone()];
-            count(metrics, live, "deny", Mode::Enforce, &intent);
-            return Err(ProxyError::Denied {
-                code: "agent_refused",
-                reason,
-                hint: "the agent's identity is not in good standing: set agent.owner, renew agent.expires, or ask the platform team".into(),
-                agent: agent.id.clone(),
-                intent: intent.name.clone(),
-            });
-        }
-    }
-
+    // The policy set also enforces the lifecycle (an ownerless or expired agent gets no egress,
+    // in any mode: `Decision::blocks`).
     let d = live.policy.decide(agent, &intent, facts);
     metrics.policy_seconds.observe(d.policy_micros as f64 / 1e6);
     if live.policy.uncacheable().is_none() {
@@ -91,14 +73,16 @@ pub fn decide(
     if d.code == "policy_error" {
         rec.error = Some("policy_error");
     }
-    let label = match (d.allow, d.mode) {
-        (true, _) => "allow",
-        (false, Mode::Monitor) => "would_deny",
-        (false, Mode::Enforce) => "deny",
+    let label = if d.allow {
+        "allow"
+    } else if d.blocks() {
+        "deny"
+    } else {
+        "would_deny"
     };
     rec.decision = label;
     count(metrics, live, label, d.mode, &intent);
-    if !d.allow && d.mode == Mode::Enforce {
+    if d.blocks() {
         return Err(ProxyError::Denied {
             code: d.code,
             reason: d.reasons.join("; "),
