@@ -26,6 +26,20 @@ use crate::proxy::{Parts, Proxy};
 use crate::reload::{LoadFn, Reloader};
 
 /// The identity and compiled policy for a configuration (what a reload rebuilds).
+/// The runtime the proxy serves on: one thread when `limits.workers` is 1 (no cross-thread
+/// wake-ups or work stealing on the request path), else a multi-threaded one of that size.
+pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runtime> {
+    match limits.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
 pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
     let agent =
         Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
@@ -50,18 +64,21 @@ pub struct Running {
 }
 
 /// Binds the listeners and starts serving.
-pub async fn start(loaded: &Loaded, reload: LoadFn) -> anyhow::Result<Running> {
+pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
     start_with(loaded, reload, false).await
 }
 
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
 pub async fn start_with(
-    loaded: &Loaded,
+    loaded: Loaded,
     reload: LoadFn,
     trust_ca: bool,
 ) -> anyhow::Result<Running> {
-    let cfg = Arc::new(loaded.config.clone());
+    // The policy (and its compiled catalog) first; what stays is the config without its catalog.
+    let live = build_live(&loaded.config)?;
+    let source = loaded.source;
+    let cfg = Arc::new(loaded.config.drop_catalog());
     let parent = match &cfg.upstream.proxy {
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
         None => None,
@@ -89,7 +106,6 @@ pub async fn start_with(
     let mut egress = EgressPolicy::new(&cfg.egress.allow_cidrs, &cfg.egress.deny_cidrs)
         .map_err(anyhow::Error::msg)?;
     egress.own = std::iter::once(proxy_addr).chain(admin_addr).collect();
-    let live = build_live(&cfg)?;
     metrics.set_policy_revision(live.policy.revision());
     let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
         .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
@@ -116,7 +132,7 @@ pub async fn start_with(
         tracker.clone(),
         rx.clone(),
     ))];
-    let reloader = Arc::new(Reloader::new(reload, proxy.clone(), loaded.config.clone()));
+    let reloader = Arc::new(Reloader::new(reload, proxy.clone(), cfg.clone(), source.clone()));
     if cfg.policy.watch_interval_ms > 0 {
         let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
         tasks.push(tokio::spawn(
@@ -149,7 +165,7 @@ pub async fn start_with(
         tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
     }
     admin_state.ready.store(true, Ordering::Release);
-    info!(proxy = %proxy_addr, admin = ?admin_addr, config = %loaded.source, "intentgate listening");
+    info!(proxy = %proxy_addr, admin = ?admin_addr, config = %source, "intentgate listening");
     Ok(Running {
         proxy_addr,
         admin_addr,

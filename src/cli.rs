@@ -335,10 +335,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     learn_overrides(&mut loaded, args.learn.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::app::runtime(&loaded.config.limits) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("intentgate: cannot start the runtime: {e}");
@@ -353,7 +350,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             learn_overrides(&mut l, learn.as_deref());
             Ok(l)
         });
-        let running = match crate::app::start(&loaded, reload).await {
+        let audit_path = loaded.config.audit.path.clone();
+        let running = match crate::app::start(loaded, reload).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("intentgate: {e:#}");
@@ -369,7 +367,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         crate::app::shutdown_signal().await;
         running.shutdown().await;
         if let Some(out) = &args.learn {
-            let audit = std::path::Path::new(&loaded.config.audit.path);
+            let audit = std::path::Path::new(&audit_path);
             match crate::learn::write_learned(audit, out, "intentgate serve --learn") {
                 Ok(n) => eprintln!("intentgate: learned {n} intents into {}", out.display()),
                 Err(e) => {

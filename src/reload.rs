@@ -30,20 +30,23 @@ pub struct ReloadStatus {
 pub struct Reloader {
     load: LoadFn,
     proxy: Arc<Proxy>,
-    /// The configuration in force (to tell which changes need a restart).
-    current: Mutex<Config>,
+    /// The configuration in force, without its catalog (to tell which changes need a restart).
+    current: Mutex<Arc<Config>>,
+    /// The config file (or `<embedded>`): watched with the policy paths.
+    source: String,
     last: Mutex<ReloadStatus>,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
-    pub fn new(load: LoadFn, proxy: Arc<Proxy>, current: Config) -> Self {
+    pub fn new(load: LoadFn, proxy: Arc<Proxy>, current: Arc<Config>, source: String) -> Self {
         let revision = proxy.live.load().policy.revision().to_string();
         Self {
             load,
             proxy,
             current: Mutex::new(current),
+            source,
             last: Mutex::new(ReloadStatus {
                 result: "initial",
                 trigger: "start".into(),
@@ -56,7 +59,7 @@ impl Reloader {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> Config {
+    pub fn config(&self) -> Arc<Config> {
         self.current.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
@@ -64,21 +67,15 @@ impl Reloader {
         self.last.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// What to watch for changes: the config file and every policy path.
+    /// What to watch for changes: the config file and every policy path of the config in force
+    /// (taken from it, not by loading the file again: with a large catalog that costs
+    /// tens of MiB).
     pub fn watched(&self) -> Watched {
-        let (config_path, paths) = match (self.load)() {
-            Ok(l) => (Some(l.source), l.config.policy.paths),
-            Err(_) => (
-                None,
-                self.current
-                    .lock()
-                    .map(|c| c.policy.paths.clone())
-                    .unwrap_or_default(),
-            ),
+        let mut w = Watched {
+            paths: self.config().policy.paths.clone(),
         };
-        let mut w = Watched { paths };
-        if let Some(p) = config_path.filter(|p| !p.starts_with('<')) {
-            w.paths.push(p.into());
+        if !self.source.starts_with('<') {
+            w.paths.push(self.source.clone().into());
         }
         w
     }
@@ -103,7 +100,7 @@ impl Reloader {
                 let restart = match self.current.lock() {
                     Ok(mut cur) => {
                         let r = needs_restart(&cur, &loaded.config);
-                        *cur = loaded.config;
+                        *cur = Arc::new(loaded.config.drop_catalog());
                         r
                     }
                     Err(_) => Vec::new(),

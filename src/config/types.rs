@@ -37,6 +37,16 @@ pub struct Config {
     pub mode_override: Option<Mode>,
 }
 
+impl Config {
+    /// This configuration without its intent catalog, which the running proxy holds compiled in
+    /// its policy set: the typed catalog is large (~17 MiB for 1,000 intents x 20 rules), and
+    /// nothing after the policy is built reads it.
+    pub fn drop_catalog(mut self) -> Self {
+        self.intents = BTreeMap::new();
+        self
+    }
+}
+
 /// Who the agent is.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -274,6 +284,20 @@ pub struct Limits {
     /// Idle keep-alive connections to upstreams are closed after this long.
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
+    /// Worker threads of the proxy's runtime. 1 (the default, like a sidecar's one-core budget)
+    /// runs everything on one thread: no cross-thread wake-ups, the least CPU and memory per
+    /// request. 0 = one per core (at most 8). Restart to change.
+    pub workers: usize,
+}
+
+impl Limits {
+    /// The number of worker threads `workers` asks for (0 resolved to the core count, max 8).
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+            n => n,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -290,6 +314,7 @@ impl Default for Limits {
             max_tunnels: 1024,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 32,
+            workers: 1,
         }
     }
 }

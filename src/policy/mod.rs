@@ -158,7 +158,7 @@ impl PolicySet {
         };
         let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
         engine::warm(&mut template, &query)?;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+        let workers = cfg.limits.worker_threads();
         let mut spare = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (mut e, _) = engine::build(&src, &engine::catalog_data(&src), false)?;

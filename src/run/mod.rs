@@ -65,10 +65,7 @@ pub fn run(req: RunRequest) -> ExitCode {
         Err(e) => return fail(format!("invalid configuration: {e}"), 2),
     };
     overrides(&mut loaded, &audit, learn);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::app::runtime(&loaded.config.limits) {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
@@ -80,7 +77,7 @@ pub fn run(req: RunRequest) -> ExitCode {
             Ok(l)
         });
         // The child is given our CA, so interception is on (`tls.intercept: auto`).
-        let running = match crate::app::start_with(&loaded, reload, true).await {
+        let running = match crate::app::start_with(loaded, reload, true).await {
             Ok(r) => r,
             Err(e) => return fail(format!("{e:#}"), 2),
         };
