@@ -274,6 +274,9 @@ pub struct Limits {
     /// Idle keep-alive connections to upstreams are closed after this long.
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
+    /// Transparent listener: how long a redirected connection may stay silent before it is taken
+    /// for a protocol where the server speaks first and decided on IP and port.
+    pub sniff_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -290,6 +293,7 @@ impl Default for Limits {
             max_tunnels: 1024,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 32,
+            sniff_timeout_ms: 500,
         }
     }
 }
