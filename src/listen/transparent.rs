@@ -137,7 +137,11 @@ pub async fn serve_transparent(
         }
         let live = Live(tracker.clone());
         // Not redirected (connected to the listener directly), or redirected to itself: a loop.
-        let original = match (original_dst(&stream), stream.local_addr()) {
+        // (A dual-stack listener sees IPv4 clients as IPv4-mapped: compared canonically.)
+        let local = stream
+            .local_addr()
+            .map(|l| SocketAddr::new(l.ip().to_canonical(), l.port()));
+        let original = match (original_dst(&stream), local) {
             (Ok(o), Ok(local)) if o != local => o,
             (r, _) => {
                 refuse("transparent_not_redirected");

@@ -1,6 +1,6 @@
 """Upstream servers for the transparent-mode test, run inside the test's upstream network namespace:
 HTTP on port 80, HTTPS on 443 (CERT/KEY), and servers that speak first (a "220 hello" banner, as
-SMTP does) on every BANNER_PORT. Every connection and request is logged as one JSON line to LOG,
+SMTP does) on every BANNER_PORT (IPv4 and IPv6). Every connection and request is logged as one JSON line to LOG,
 so the test can prove what arrived (with which tags, on which local address) and what never did.
 
 usage: transparent_upstream.py LOG READY CERT KEY BANNER_PORT...
@@ -50,10 +50,14 @@ def http_server(log_path, port, context):
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
-def banner_server(log_path, port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def banner_server(log_path, port, family):
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", port))
+    else:
+        sock.bind(("0.0.0.0", port))
     sock.listen(16)
 
     def serve(conn, peer):
@@ -84,7 +88,8 @@ def main():
     http_server(log_path, 80, None)
     http_server(log_path, 443, context)
     for port in sys.argv[5:]:
-        banner_server(log_path, int(port))
+        banner_server(log_path, int(port), socket.AF_INET)
+        banner_server(log_path, int(port), socket.AF_INET6)
     with open(ready + ".tmp", "w") as f:
         f.write("ready")
     os.rename(ready + ".tmp", ready)

@@ -16,6 +16,9 @@ const CLIENT_IP: &str = "10.233.0.1";
 const UPSTREAM_IP: &str = "10.233.0.2";
 /// A second address of the upstream: what a client dials when it lies about the Host.
 const DECOY_IP: &str = "10.233.0.3";
+/// IPv6 on the same link (unique-local, test-only): `IP6T_SO_ORIGINAL_DST`.
+const CLIENT_IP6: &str = "fd00:233::1";
+const UPSTREAM_IP6: &str = "fd00:233::2";
 
 /// Both namespaces, the servers in them, and the client's view.
 struct Setup {
@@ -49,11 +52,11 @@ fn policy_yaml(dir: &Path, dns_port: u16, ig_ca: &Path, up_ca: &Path) -> String 
     )
     .unwrap();
     format!(
-        "listen: {{proxy: 127.0.0.1:0, admin: 127.0.0.1:0, transparent: 0.0.0.0:15702}}\n\
+        "listen: {{proxy: 127.0.0.1:0, admin: 127.0.0.1:0, transparent: \"[::]:15702\"}}\n\
          agent: {{id: tp-agent, owner: tp-owner}}\n\
          intent: ops\n\
          audit: {{path: \"{audit}\"}}\n\
-         egress: {{allow_cidrs: [10.233.0.0/24]}}\n\
+         egress: {{allow_cidrs: [10.233.0.0/24, \"fd00:233::/64\"]}}\n\
          dns: {{servers: [\"127.0.0.1:{dns_port}\"]}}\n\
          tls: {{ca_cert: \"{ca}\", ca_key: \"{key}\", upstream_ca: \"{up_ca}\", splice: [spliced.tp.test, hidden.tp.test]}}\n\
          limits: {{sniff_timeout_ms: 300, connect_timeout_ms: 3000}}\n\
@@ -61,7 +64,7 @@ fn policy_yaml(dir: &Path, dns_port: u16, ig_ca: &Path, up_ca: &Path) -> String 
          intents:\n  ops:\n    allow:\n\
          \x20     - hosts: [api.tp.test]\n        ports: [80, 443]\n        paths: [\"/allowed/**\"]\n\
          \x20     - hosts: [spliced.tp.test]\n        ports: [443]\n\
-         \x20     - hosts: [{UPSTREAM_IP}]\n        ports: [5432, 2525]\n",
+         \x20     - hosts: [{UPSTREAM_IP}, \"{UPSTREAM_IP6}\"]\n        ports: [5432, 2525]\n",
         audit = dir.join("audit.log").display(),
         ca = ig_ca.display(),
         key = ig_ca.with_file_name("ca-key.pem").display(),
@@ -97,6 +100,16 @@ fn setup(tag: &str) -> Setup {
         "dev",
         "vc0",
     ]);
+    ip(&[
+        "-n",
+        &client.name,
+        "addr",
+        "add",
+        &format!("{CLIENT_IP6}/64"),
+        "dev",
+        "vc0",
+        "nodad",
+    ]);
     ip(&["-n", &client.name, "link", "set", "vc0", "up"]);
     for a in [UPSTREAM_IP, DECOY_IP] {
         ip(&[
@@ -109,6 +122,16 @@ fn setup(tag: &str) -> Setup {
             "vu0",
         ]);
     }
+    ip(&[
+        "-n",
+        &upstream.name,
+        "addr",
+        "add",
+        &format!("{UPSTREAM_IP6}/64"),
+        "dev",
+        "vu0",
+        "nodad",
+    ]);
     ip(&["-n", &upstream.name, "link", "set", "vu0", "up"]);
 
     // The client (uid 65534) must read the CA certificates: the directory is opened up; the
@@ -164,14 +187,16 @@ fn setup(tag: &str) -> Setup {
             .and_then(|p| p.trim().parse().ok())
     });
     let ready = client.intentgate(&policy_yaml(&dir, dns_port, &ig_ca, &up_ca));
-    assert_eq!(ready["transparent"], "0.0.0.0:15702", "{ready}");
+    assert_eq!(ready["transparent"], "[::]:15702", "{ready}");
 
-    // The rules, applied by intentgate itself: everything uid 0 sends is left alone.
+    // The rules, applied by intentgate itself (IPv4 and IPv6): everything uid 0 sends is left
+    // alone.
     let out = client.run(BIN, &["iptables", "--proxy-uid", "0", "--port", "15702"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !err.contains("warning"),
+        "IPv6 must be redirected too: {err}"
     );
     Setup {
         client,
@@ -221,7 +246,7 @@ impl Setup {
     /// anything, then says EHLO; returns everything the server said.
     fn smtp(&self, ip: &str, port: u16) -> String {
         let script = format!(
-            "exec 3<>/dev/tcp/{ip}/{port} || exit 9; IFS= read -r -t 5 banner <&3; \
+            "exec 3<>'/dev/tcp/{ip}/{port}' || exit 9; IFS= read -r -t 5 banner <&3; \
              printf '%s\\n' \"$banner\"; [ -n \"$banner\" ] || exit 0; \
              printf 'EHLO agent\\r\\n' >&3; IFS= read -r -t 5 reply <&3; printf '%s\\n' \"$reply\""
         );
@@ -451,8 +476,16 @@ fn transparent_tcp_is_decided_on_ip_and_port_when_the_server_speaks_first() {
             .contains("no plain SMTP from agents"),
         "{rego}"
     );
+    // IPv6: the original destination comes from IP6T_SO_ORIGINAL_DST on the same dual-stack
+    // listener.
+    let said = s.smtp(UPSTREAM_IP6, 5432);
+    assert_eq!(said, "220 hello\r\n250 EHLO agent\r\n", "{said:?}");
+    assert_eq!(s.audit_of(UPSTREAM_IP6, 5432, None)["decision"], "allow");
+    assert_eq!(s.smtp(UPSTREAM_IP6, 2526), "\n");
+    assert_eq!(s.audit_of(UPSTREAM_IP6, 2526, None)["decision"], "deny");
     let log = s.upstream_log();
     let tcp: Vec<_> = log.iter().filter(|e| e["kind"] == "tcp").collect();
-    assert_eq!(tcp.len(), 1, "{tcp:?}");
-    assert_eq!(tcp[0]["port"], 5432);
+    assert_eq!(tcp.len(), 2, "{tcp:?}");
+    assert!(tcp.iter().all(|e| e["port"] == 5432), "{tcp:?}");
+    assert!(tcp.iter().any(|e| e["local"] == UPSTREAM_IP6), "{tcp:?}");
 }
