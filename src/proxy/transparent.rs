@@ -46,7 +46,7 @@ pub struct Redirected {
 impl Redirected {
     /// The canonical target of one request: the host it names (Host, or an absolute-form URI) at
     /// the port the client dialled. Without any host (HTTP/1.0) it is the IP the client dialled.
-    pub(super) fn target_of(&self, req: &Request<Incoming>) -> Result<Target, ProxyError> {
+    pub(super) fn target_of<B>(&self, req: &Request<B>) -> Result<Target, ProxyError> {
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::bad_request(
                 "CONNECT on a transparent connection is refused",
@@ -262,5 +262,60 @@ impl Proxy {
                 Err(e.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(original: &str, uri: &str, host: Option<&str>) -> Result<Target, ProxyError> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(http::header::HOST, h);
+        }
+        let r = Redirected {
+            original: original.parse().unwrap(),
+        };
+        r.target_of(&b.body(()).unwrap())
+    }
+
+    #[test]
+    fn the_target_is_the_named_host_at_the_dialled_port() {
+        let t = target("10.0.0.9:8080", "/a/../b?x=1", Some("API.example.com:8080")).unwrap();
+        assert_eq!(t.authority.to_host_port(), "api.example.com:8080");
+        assert_eq!((t.path.as_str(), t.query.as_deref()), ("/b", Some("x=1")));
+        assert_eq!((t.mode, t.scheme), ("transparent", "http"));
+        // No port in Host: the dialled one (not 80).
+        let t = target("10.0.0.9:8080", "/", Some("api.example.com")).unwrap();
+        assert_eq!(t.authority.port, 8080);
+        // No host at all (HTTP/1.0): the IP the client dialled.
+        let t = target("[fd00::9]:80", "/", None).unwrap();
+        assert_eq!(t.authority.to_host_port(), "[fd00::9]:80");
+        // Absolute-form is accepted when Host agrees.
+        let t = target("10.0.0.9:80", "http://a.example/p", Some("a.example")).unwrap();
+        assert_eq!(t.authority.host, "a.example");
+    }
+
+    #[test]
+    fn another_port_a_disagreeing_host_or_connect_is_refused() {
+        for (uri, host) in [
+            ("/", Some("api.example.com:9999")),
+            ("http://a.example/p", Some("b.example")),
+            ("http://a.example:81/p", None),
+            ("/", Some("user@a.example")),
+        ] {
+            let e = target("10.0.0.9:80", uri, host).err();
+            assert_eq!(e.map(|e| e.code()), Some("bad_request"), "{uri} {host:?}");
+        }
+        let connect = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("a.example:443")
+            .body(())
+            .unwrap();
+        let r = Redirected {
+            original: "10.0.0.9:443".parse().unwrap(),
+        };
+        assert!(r.target_of(&connect).is_err());
     }
 }
