@@ -177,6 +177,11 @@ async fn serve_one(
     if sniffed != Sniffed::Http {
         return proxy.transparent_stream(io, original, sniffed).await;
     }
+    proxy
+        .metrics
+        .transparent_connections
+        .with_label_values(&["http"])
+        .inc();
     let info = Arc::new(Redirected { original });
     let io = TokioIo::new(Guard::new(io, InFlight::default()));
     let service = service_fn(move |req| proxy.clone().handle_transparent(req, info.clone()));

@@ -145,6 +145,10 @@ impl Proxy {
                 "tcp",
             ),
         };
+        self.metrics
+            .transparent_connections
+            .with_label_values(&[protocol])
+            .inc();
         if protocol == "tls"
             && self
                 .cfg

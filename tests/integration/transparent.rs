@@ -370,6 +370,11 @@ fn transparent_http_is_decided_on_its_host_and_dialled_at_intentgates_own_resolu
         metrics.contains(r#"intentgate_refusals_total{error="transparent_not_redirected"} 1"#),
         "{metrics}"
     );
+    // Five HTTP connections were served (the allowed, decoy and three refused ones).
+    assert!(
+        metrics.contains(r#"intentgate_transparent_connections_total{protocol="http"} 5"#),
+        "{metrics}"
+    );
 }
 
 #[test]
