@@ -287,7 +287,8 @@ impl Proxy {
                 return self.forward(req, live, rec, target).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
-            //     (Host) at the port the client dialled: never the IP it chose (src/proxy/transparent.rs).
+            //     (Host) at the port the client dialled, never the IP it chose
+            //     (src/proxy/transparent.rs).
             Entry::Transparent(r) => {
                 let target = r.target_of(&req)?;
                 return self.forward(req, live, rec, target).await;
