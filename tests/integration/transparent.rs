@@ -171,10 +171,19 @@ fn transparent_https_is_intercepted_or_spliced_on_its_sni() {
     ]);
     assert_eq!(code, 0, "{body}");
     assert_eq!(s.audit_of("hidden.tp.test", 443, None)["decision"], "deny");
+    // TLS without SNI (curl sends none for an IP): decided on IP:port as raw TCP, not in scope.
+    let (code, body) = s.curl(&["--cacert", up_ca, &format!("https://{UPSTREAM_IP}/nosni")]);
+    assert_eq!(code, 0, "{body}");
+    let rec = s.audit_of(UPSTREAM_IP, 443, None);
+    assert_eq!(
+        (&rec["decision"], &rec["scheme"]),
+        (&"deny".into(), &"tcp".into()),
+        "{rec}"
+    );
     let log = s.upstream_log();
     assert!(
         !log.iter()
-            .any(|e| e["path"] == "/never" || e["path"] == "/secret"),
+            .any(|e| ["/never", "/secret", "/nosni"].contains(&e["path"].as_str().unwrap_or(""))),
         "{log:?}"
     );
 }
