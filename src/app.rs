@@ -56,6 +56,7 @@ pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub transparent_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tracker: Arc<Tracker>,
     pub proxy: Arc<Proxy>,
@@ -99,13 +100,28 @@ pub async fn start_with(
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
+    let transparent_listener = match cfg.listen.transparent {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (listen.transparent)"))?,
+        ),
+        None => None,
+    };
+    let transparent_addr = transparent_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let (shutdown, rx) = watch::channel(false);
     let tracker = Arc::new(Tracker::default());
     let metrics = Arc::new(Metrics::new()?);
     let mut egress = EgressPolicy::new(&cfg.egress.allow_cidrs, &cfg.egress.deny_cidrs)
         .map_err(anyhow::Error::msg)?;
-    egress.own = std::iter::once(proxy_addr).chain(admin_addr).collect();
+    egress.own = std::iter::once(proxy_addr)
+        .chain(admin_addr)
+        .chain(transparent_addr)
+        .collect();
     metrics.set_policy_revision(live.policy.revision());
     let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
         .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
@@ -132,6 +148,15 @@ pub async fn start_with(
         tracker.clone(),
         rx.clone(),
     ))];
+    if let Some(l) = transparent_listener {
+        tasks.push(tokio::spawn(listen::transparent::serve_transparent(
+            l,
+            proxy.clone(),
+            cfg.limits.clone(),
+            tracker.clone(),
+            rx.clone(),
+        )));
+    }
     let reloader = Arc::new(Reloader::new(reload, proxy.clone(), cfg.clone(), source.clone()));
     if cfg.policy.watch_interval_ms > 0 {
         let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
@@ -165,10 +190,11 @@ pub async fn start_with(
         tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
     }
     admin_state.ready.store(true, Ordering::Release);
-    info!(proxy = %proxy_addr, admin = ?admin_addr, config = %source, "intentgate listening");
+    info!(proxy = %proxy_addr, admin = ?admin_addr, transparent = ?transparent_addr, config = %source, "intentgate listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
+        transparent_addr,
         shutdown,
         tracker,
         proxy,
@@ -202,6 +228,7 @@ pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {
     let body = serde_json::json!({
         "proxy": running.proxy_addr.to_string(),
         "admin": running.admin_addr.map(|a| a.to_string()),
+        "transparent": running.transparent_addr.map(|a| a.to_string()),
         "pid": std::process::id(),
     });
     let tmp = path.with_extension("tmp");

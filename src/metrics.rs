@@ -20,6 +20,7 @@ pub struct Metrics {
     pub audit_queue_depth: IntGauge,
     pub decision_cache: IntCounterVec,
     pub leaf_certs: IntGaugeVec,
+    pub transparent_connections: IntCounterVec,
 }
 
 impl Metrics {
@@ -106,6 +107,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let transparent_connections = IntCounterVec::new(
+            Opts::new(
+                "intentgate_transparent_connections_total",
+                "Redirected connections, by what their first bytes were: http, tls (an SNI), tcp.",
+            ),
+            &["protocol"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -126,6 +134,7 @@ impl Metrics {
         registry.register(Box::new(audit_queue_depth.clone()))?;
         registry.register(Box::new(decision_cache.clone()))?;
         registry.register(Box::new(leaf_certs.clone()))?;
+        registry.register(Box::new(transparent_connections.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -141,6 +150,7 @@ impl Metrics {
             audit_queue_depth,
             decision_cache,
             leaf_certs,
+            transparent_connections,
         })
     }
 

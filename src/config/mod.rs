@@ -131,6 +131,7 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
             l.upstream_response_timeout_ms,
         ),
         ("limits.pool_idle_timeout_ms", l.pool_idle_timeout_ms),
+        ("limits.sniff_timeout_ms", l.sniff_timeout_ms),
     ] {
         if v == 0 {
             return Err(invalid(field, "must be greater than 0".into()));

@@ -284,6 +284,9 @@ pub struct Limits {
     /// Idle keep-alive connections to upstreams are closed after this long.
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: usize,
+    /// Transparent listener: how long a redirected connection may stay silent before it is taken
+    /// for a protocol where the server speaks first and decided on IP and port.
+    pub sniff_timeout_ms: u64,
     /// Worker threads of the proxy's runtime. 1 (the default, like a sidecar's one-core budget)
     /// runs everything on one thread: no cross-thread wake-ups, the least CPU and memory per
     /// request. 0 = one per core (at most 8). Restart to change.
@@ -315,6 +318,7 @@ impl Default for Limits {
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 32,
             workers: 1,
+            sniff_timeout_ms: 500,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and drain them gracefully on shutdown.
 
 pub mod guard;
+pub mod transparent;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

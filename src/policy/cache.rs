@@ -70,6 +70,7 @@ const LEAVES: &[(&str, Leaf)] = &[
     ("destination.ip", Leaf::DestIp),
     ("destination.class", Leaf::DestClass),
     ("connection.mode", Leaf::ConnMode),
+    ("connection.protocol", Leaf::Protocol),
     ("connection.sni", Leaf::ConnSni),
     ("connection.intercepted", Leaf::ConnIntercepted),
     ("mcp", Leaf::Const),

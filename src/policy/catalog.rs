@@ -95,6 +95,17 @@ fn host_pattern(raw: &str) -> Result<(bool, String), String> {
     if name.is_empty() {
         return Err(format!("host pattern '{raw}' is empty"));
     }
+    // An IP literal (raw TCP destinations in transparent mode): canonical form, no brackets,
+    // matched exactly against the address the client dialled.
+    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+    if let Ok(ip) = bare.unwrap_or(name).parse::<std::net::IpAddr>() {
+        if wild {
+            return Err(format!(
+                "host pattern '{raw}': an IP address takes no wildcard"
+            ));
+        }
+        return Ok((false, ip.to_string()));
+    }
     if name.contains('*') {
         return Err(format!(
             "host pattern '{raw}' is not allowed: use an exact name or a leading '*.' \

@@ -263,3 +263,34 @@ fn an_intent_defined_twice_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn ip_literals_name_raw_tcp_destinations() {
+    let c = catalog(
+        vec![rule(
+            &["10.77.0.2", "[FD00::0:1]", "2001:db8::7"],
+            Some(&[5432]),
+            None,
+            None,
+        )],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    assert!(check(&c, "CONNECT", "10.77.0.2", 5432, "").matched);
+    assert!(check(&c, "CONNECT", "fd00::1", 5432, "").matched);
+    assert!(check(&c, "CONNECT", "2001:db8::7", 5432, "").matched);
+    assert_eq!(
+        check(&c, "CONNECT", "10.77.0.2", 5433, "").code,
+        "port_not_in_scope"
+    );
+    // Exact only: another address, or a name that resolves there, is not this rule.
+    assert_eq!(
+        check(&c, "CONNECT", "10.77.0.3", 5432, "").code,
+        "host_not_in_scope"
+    );
+    let err = catalog(
+        vec![rule(&["*.10.0.0.1"], None, None, None)],
+        ClaimableBy::default(),
+    );
+    assert!(err.is_err());
+}

@@ -179,8 +179,15 @@ pub fn build(
         None => Value::Null,
     };
     let c = &req.connection;
+    // `tcp` / `tls`: a transparent connection decided on its destination alone (no HTTP seen);
+    // `http` otherwise. A function of `request.protocol` (the decision cache keys on that).
+    let conn_protocol = match req.protocol {
+        "tcp" | "tls" => req.protocol,
+        _ => "http",
+    };
     let connection = obj([
         ("mode", s(c.mode)),
+        ("protocol", s(conn_protocol)),
         ("sni", opt(c.sni)),
         ("intercepted", Value::from(c.intercepted)),
     ]);

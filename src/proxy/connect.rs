@@ -20,7 +20,7 @@ use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 
 /// Decrements the tunnel count when a tunnel ends.
-struct TunnelCount(Arc<Proxy>);
+pub(super) struct TunnelCount(pub(super) Arc<Proxy>);
 
 impl Drop for TunnelCount {
     fn drop(&mut self) {
@@ -98,7 +98,7 @@ impl Proxy {
     }
 
     /// Takes a place among the open tunnels, or refuses with 503.
-    fn tunnel_slot(&self) -> Result<(), ProxyError> {
+    pub(super) fn tunnel_slot(&self) -> Result<(), ProxyError> {
         let limit = self.cfg.limits.max_tunnels;
         if self.tunnels.fetch_add(1, Ordering::AcqRel) >= limit {
             self.tunnels.fetch_sub(1, Ordering::AcqRel);

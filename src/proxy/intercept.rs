@@ -27,6 +27,8 @@ pub struct TunnelInfo {
     pub authority: Authority,
     pub tls: bool,
     pub sni: Option<String>,
+    /// `connection.mode` of its requests: `intercepted` (CONNECT) or `transparent`.
+    pub mode: &'static str,
 }
 
 impl TunnelInfo {
@@ -73,7 +75,7 @@ impl TunnelInfo {
             path: target::canonical_path(req.uri().path())?,
             query: req.uri().query().map(str::to_string),
             scheme: if self.tls { "https" } else { "http" },
-            mode: "intercepted",
+            mode: self.mode,
             sni: self.sni.clone(),
         })
     }
@@ -83,6 +85,18 @@ impl Proxy {
     /// Runs an intercepted tunnel to its end.
     pub(super) async fn intercept<IO>(self: Arc<Self>, io: IO, authority: Authority)
     where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.intercept_as(io, authority, "intercepted").await;
+    }
+
+    /// As `intercept`, its requests decided with `connection.mode = mode`.
+    pub(super) async fn intercept_as<IO>(
+        self: Arc<Self>,
+        io: IO,
+        authority: Authority,
+        mode: &'static str,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let wait = Duration::from_millis(self.cfg.limits.header_read_timeout_ms);
@@ -106,6 +120,7 @@ impl Proxy {
                             authority,
                             tls: true,
                             sni: hello.sni,
+                            mode,
                         };
                         self.serve_tunnel(TokioIo::new(tls.stream), info).await;
                     }
@@ -122,6 +137,7 @@ impl Proxy {
                     authority,
                     tls: false,
                     sni: None,
+                    mode,
                 };
                 self.serve_tunnel(TokioIo::new(stream), info).await;
             }

@@ -10,6 +10,7 @@ mod headers;
 mod intercept;
 mod stub;
 pub mod target;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 
@@ -70,6 +71,8 @@ pub struct Proxy {
 enum Entry<'a> {
     Listener(&'a InFlight),
     Tunnel(&'a intercept::TunnelInfo),
+    /// Plain HTTP on a connection redirected to the transparent listener.
+    Transparent(&'a transparent::Redirected),
 }
 
 /// The canonical destination of a forwarded request, and how it arrived.
@@ -283,6 +286,13 @@ impl Proxy {
                 let target = t.target_of(&req)?;
                 return self.forward(req, live, rec, target).await;
             }
+            // 2b. On a transparent connection the destination is the host the request names
+            //     (Host) at the port the client dialled, never the IP it chose
+            //     (src/proxy/transparent.rs).
+            Entry::Transparent(r) => {
+                let target = r.target_of(&req)?;
+                return self.forward(req, live, rec, target).await;
+            }
             Entry::Listener(in_flight) => in_flight,
         };
         // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
@@ -349,7 +359,7 @@ impl Proxy {
             connection: ConnectionFacts {
                 mode,
                 sni: sni.as_deref(),
-                intercepted: mode == "intercepted",
+                intercepted: mode == "intercepted" || scheme == "https",
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
         };

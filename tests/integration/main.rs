@@ -18,3 +18,4 @@ mod lifecycle;
 mod ops;
 mod policy;
 mod run;
+mod transparent;

@@ -44,6 +44,20 @@ impl TestCa {
         Arc::new(cfg)
     }
 
+    /// A certificate for `names` as PEM (leaf then this CA) and its key as PEM, for servers
+    /// that are not written in Rust (Python's `ssl`).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        (
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        )
+    }
+
     /// A client config trusting only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

@@ -1,0 +1,325 @@
+//! Transparent mode: connections redirected by iptables to `listen.transparent`, their original
+//! destination recovered by the listener (src/listen/transparent.rs), which sniffs the first
+//! bytes. Plain HTTP is served and each request decided on the host it names; TLS is decided on
+//! its SNI, intercepted or spliced exactly as a CONNECT would be; anything else, or silence (the
+//! server speaks first), is decided on the IP and port (`connection.protocol = "tcp"`) and
+//! spliced. A name is always dialled at intentgate's own vetted resolution, never at the IP the
+//! client chose, so a Host or SNI cannot carry a decision for one host onto another.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, info_span};
+
+use super::connect::TunnelCount;
+use super::decide::{self, Live};
+use super::target::{self, Authority};
+use super::{Entry, Proxy, Target, tunnel};
+use crate::audit::AuditRecord;
+use crate::error::{Body, ProxyError};
+use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::tls::sni::ClientHello;
+
+/// What the first bytes of a redirected connection said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sniffed {
+    /// An HTTP/1 request line.
+    Http,
+    /// A complete TLS ClientHello.
+    Tls(ClientHello),
+    /// Anything else, including nothing before the sniff timeout: decided on IP and port.
+    Opaque,
+}
+
+/// The original destination of a redirected connection carrying plain HTTP.
+pub struct Redirected {
+    pub original: SocketAddr,
+}
+
+impl Redirected {
+    /// The canonical target of one request: the host it names (Host, or an absolute-form URI) at
+    /// the port the client dialled. Without any host (HTTP/1.0) it is the IP the client dialled.
+    pub(super) fn target_of<B>(&self, req: &Request<B>) -> Result<Target, ProxyError> {
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::bad_request(
+                "CONNECT on a transparent connection is refused",
+                "connect to the destination directly; intentgate decides it transparently",
+            ));
+        }
+        let port = self.original.port();
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ProxyError::bad_request("the Host header is not ASCII", "send a valid Host")
+                })
+            })
+            .transpose()?;
+        let named = match (req.uri().authority(), host) {
+            (Some(a), _) => Some(a.as_str()),
+            (None, h) => h,
+        };
+        let authority = match named {
+            Some(raw) => target::parse_authority(raw, Some(port))?,
+            None => Authority {
+                host: self.original.ip().to_string(),
+                port,
+            },
+        };
+        // An absolute-form target and its Host must agree, as in forward mode.
+        if let (Some(_), Some(h)) = (req.uri().authority(), host) {
+            if target::parse_authority(h, Some(port))? != authority {
+                return Err(ProxyError::bad_request(
+                    "the Host header does not match the request target",
+                    "send the same host in the URL and the Host header (or omit Host)",
+                ));
+            }
+        }
+        if authority.port != port {
+            return Err(ProxyError::bad_request(
+                format!(
+                    "the request names port {} but the connection was made to port {port}",
+                    authority.port
+                ),
+                "name the port you connect to in the Host header (or omit it)",
+            ));
+        }
+        Ok(Target {
+            authority,
+            path: target::canonical_path(req.uri().path())?,
+            query: req.uri().query().map(str::to_string),
+            scheme: "http",
+            mode: "transparent",
+            sni: None,
+        })
+    }
+}
+
+impl Proxy {
+    /// One plain-HTTP request on a transparent connection (the service the listener runs).
+    pub async fn handle_transparent(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: Arc<Redirected>,
+    ) -> Result<Response<Body>, Infallible> {
+        self.run(req, Entry::Transparent(&info)).await
+    }
+
+    /// A transparent connection that is not plain HTTP, to its end: TLS with a usable SNI is
+    /// intercepted or decided on the name; anything else is decided on `original`. `io` replays
+    /// the sniffed bytes.
+    pub async fn transparent_stream<IO>(
+        self: Arc<Self>,
+        io: IO,
+        original: SocketAddr,
+        sniffed: Sniffed,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let port = original.port();
+        let sni = match &sniffed {
+            Sniffed::Tls(hello) => hello.sni.clone(),
+            _ => None,
+        };
+        // The SNI as a canonical name at the dialled port; one that is not a valid host name
+        // counts as none (the connection is then decided on its IP).
+        let named = sni
+            .as_deref()
+            .and_then(|n| target::canonical_host(n).ok())
+            .map(|host| Authority { host, port });
+        let (authority, protocol) = match named {
+            Some(a) => (a, "tls"),
+            None => (
+                Authority {
+                    host: original.ip().to_string(),
+                    port,
+                },
+                "tcp",
+            ),
+        };
+        self.metrics
+            .transparent_connections
+            .with_label_values(&[protocol])
+            .inc();
+        if protocol == "tls"
+            && self
+                .cfg
+                .tls
+                .intercepts(&authority.host, self.clients_trust_ca)
+        {
+            // Intercepted: each inner request is decided on its own, as in a CONNECT tunnel.
+            if let Err(e) = self.tunnel_slot() {
+                self.count_error(&e);
+                return debug!(error = %e, "transparent TLS refused");
+            }
+            let _count = TunnelCount(self.clone());
+            return self.intercept_as(io, authority, "transparent").await;
+        }
+        let (id, upstream) = self
+            .decide_opaque(&authority, protocol, sni.as_deref())
+            .await;
+        let span = info_span!("transparent", target = %authority.to_host_port(), protocol, decision_id = %id);
+        let upstream = match upstream {
+            Ok(u) => u,
+            // The client gets no HTTP answer on a raw connection: it is closed; the audit
+            // record and the metrics say why.
+            Err(e) => {
+                return span.in_scope(|| debug!(error = %e, "transparent connection refused"));
+            }
+        };
+        let _count = TunnelCount(self.clone());
+        let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        async {
+            let end = tunnel::splice(io, upstream, idle).await;
+            debug!(?end, "transparent connection ended");
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Decides a connection on its destination alone and dials it (taking a tunnel slot on
+    /// success); exactly one audit record either way. Returns the decision id.
+    async fn decide_opaque(
+        self: &Arc<Self>,
+        authority: &Authority,
+        protocol: &'static str,
+        sni: Option<&str>,
+    ) -> (String, Result<TcpStream, ProxyError>) {
+        let started = Instant::now();
+        let slot = self.audit.reserve().await;
+        let mut rec = AuditRecord {
+            decision_id: crate::ids::decision_id(),
+            at: Some(SystemTime::now()),
+            method: "CONNECT".into(),
+            connection: "transparent",
+            scheme: protocol,
+            host: authority.host.clone(),
+            port: authority.port,
+            ..AuditRecord::default()
+        };
+        let live = self.live.load_full();
+        let result = self
+            .opaque_pipeline(&live, &mut rec, authority, protocol, sni)
+            .await;
+        match &result {
+            Ok(_) => rec.status = 200,
+            Err(e) => {
+                self.count_error(e);
+                rec.status = e.status().as_u16();
+                if rec.decision.is_empty() {
+                    rec.decision = "error";
+                    rec.error = Some(e.code());
+                }
+            }
+        }
+        rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        let id = rec.decision_id.clone();
+        if let Some(slot) = slot {
+            slot.send(rec);
+        }
+        (id, result)
+    }
+
+    async fn opaque_pipeline(
+        self: &Arc<Self>,
+        live: &Live,
+        rec: &mut AuditRecord,
+        authority: &Authority,
+        protocol: &'static str,
+        sni: Option<&str>,
+    ) -> Result<TcpStream, ProxyError> {
+        // Destination safety first: the name's own resolution (or the IP), vetted.
+        let destination = self.dialer.vet(&authority.host, authority.port).await?;
+        let id = rec.decision_id.clone();
+        let facts = RequestFacts {
+            id: &id,
+            protocol,
+            method: "CONNECT",
+            scheme: protocol,
+            host: &authority.host,
+            port: authority.port,
+            path: None,
+            query: None,
+            headers: None,
+            connection: ConnectionFacts {
+                mode: "transparent",
+                sni,
+                intercepted: false,
+            },
+            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+        };
+        // No headers: the intent is the session's, else the default.
+        decide::decide(live, &self.session, &self.metrics, None, &facts, rec)?;
+        self.tunnel_slot()?;
+        match self.dialer.tunnel(authority).await {
+            Ok(u) => Ok(u),
+            Err(e) => {
+                self.tunnels.fetch_sub(1, Ordering::AcqRel);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(original: &str, uri: &str, host: Option<&str>) -> Result<Target, ProxyError> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(http::header::HOST, h);
+        }
+        let r = Redirected {
+            original: original.parse().unwrap(),
+        };
+        r.target_of(&b.body(()).unwrap())
+    }
+
+    #[test]
+    fn the_target_is_the_named_host_at_the_dialled_port() {
+        let t = target("10.0.0.9:8080", "/a/../b?x=1", Some("API.example.com:8080")).unwrap();
+        assert_eq!(t.authority.to_host_port(), "api.example.com:8080");
+        assert_eq!((t.path.as_str(), t.query.as_deref()), ("/b", Some("x=1")));
+        assert_eq!((t.mode, t.scheme), ("transparent", "http"));
+        // No port in Host: the dialled one (not 80).
+        let t = target("10.0.0.9:8080", "/", Some("api.example.com")).unwrap();
+        assert_eq!(t.authority.port, 8080);
+        // No host at all (HTTP/1.0): the IP the client dialled.
+        let t = target("[fd00::9]:80", "/", None).unwrap();
+        assert_eq!(t.authority.to_host_port(), "[fd00::9]:80");
+        // Absolute-form is accepted when Host agrees.
+        let t = target("10.0.0.9:80", "http://a.example/p", Some("a.example")).unwrap();
+        assert_eq!(t.authority.host, "a.example");
+    }
+
+    #[test]
+    fn another_port_a_disagreeing_host_or_connect_is_refused() {
+        for (uri, host) in [
+            ("/", Some("api.example.com:9999")),
+            ("http://a.example/p", Some("b.example")),
+            ("http://a.example:81/p", None),
+            ("/", Some("user@a.example")),
+        ] {
+            let e = target("10.0.0.9:80", uri, host).err();
+            assert_eq!(e.map(|e| e.code()), Some("bad_request"), "{uri} {host:?}");
+        }
+        let connect = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("a.example:443")
+            .body(())
+            .unwrap();
+        let r = Redirected {
+            original: "10.0.0.9:443".parse().unwrap(),
+        };
+        assert!(r.target_of(&connect).is_err());
+    }
+}
