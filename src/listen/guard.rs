@@ -71,22 +71,27 @@ impl<S> Guard<S> {
     }
 }
 
-/// If `buf` is hyper's own error head, the JSON answer that replaces it.
-fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
+/// If `buf` is a whole head hyper wrote for its own error answer: its status. Cheap (no
+/// allocation): it runs on every response head.
+fn bare_error_status(buf: &[u8]) -> Option<StatusCode> {
     let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
-    if !buf.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    let head = std::str::from_utf8(&buf[..buf.len() - 4]).ok()?;
-    let mut lines = head.split("\r\n").skip(1);
-    let only_bare = lines.all(|l| {
-        let l = l.to_ascii_lowercase();
-        l == "content-length: 0" || l.starts_with("date: ") || l.starts_with("connection: ")
+    let head = buf.strip_suffix(b"\r\n\r\n")?;
+    let starts = |l: &[u8], p: &[u8]| l.len() >= p.len() && l[..p.len()].eq_ignore_ascii_case(p);
+    let only_bare = head.split(|&b| b == b'\n').skip(1).all(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        l.eq_ignore_ascii_case(b"content-length: 0")
+            || starts(l, b"date: ")
+            || starts(l, b"connection: ")
     });
     if !only_bare {
         return None;
     }
-    let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
+    StatusCode::from_bytes(rest.get(..3)?).ok()
+}
+
+/// If `buf` is hyper's own error head, the JSON answer that replaces it.
+fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
+    let status = bare_error_status(buf)?;
     let (code, reason, hint) = match status {
         StatusCode::BAD_REQUEST => (
             "malformed_request",
@@ -183,8 +188,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &b[..]);
+        // A response head and its body leave in one write unless the head is hyper's own
+        // bare error answer (which is replaced, so it is handled alone).
         if matches!(this.state, State::Normal)
-            && !(this.in_flight.idle() && first.starts_with(b"HTTP/1.1 "))
+            && !(this.in_flight.idle() && bare_error_status(first).is_some())
         {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
