@@ -71,11 +71,7 @@ pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
 
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
-pub async fn start_with(
-    loaded: Loaded,
-    reload: LoadFn,
-    trust_ca: bool,
-) -> anyhow::Result<Running> {
+pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyhow::Result<Running> {
     // The policy (and its compiled catalog) first; what stays is the config without its catalog.
     let live = build_live(&loaded.config)?;
     let source = loaded.source;
@@ -157,7 +153,12 @@ pub async fn start_with(
             rx.clone(),
         )));
     }
-    let reloader = Arc::new(Reloader::new(reload, proxy.clone(), cfg.clone(), source.clone()));
+    let reloader = Arc::new(Reloader::new(
+        reload,
+        proxy.clone(),
+        cfg.clone(),
+        source.clone(),
+    ));
     if cfg.policy.watch_interval_ms > 0 {
         let interval = Duration::from_millis(cfg.policy.watch_interval_ms);
         tasks.push(tokio::spawn(
