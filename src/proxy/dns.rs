@@ -68,7 +68,9 @@ impl Resolver {
         if let Some(ips) = self.cached(host, now) {
             return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
-        let found = self.lookup(host, port).await?;
+        // Boxed: the lookup's state (socket buffers) is large and only needed on a miss; inline
+        // it would make every request's future that much bigger to move around.
+        let found = Box::pin(self.lookup(host, port)).await?;
         if found.is_empty() {
             return Err(DialError::Resolve {
                 host: host.to_string(),

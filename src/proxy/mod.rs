@@ -297,8 +297,8 @@ impl Proxy {
         };
         // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
         if req.method() == Method::CONNECT {
-            return self
-                .connect(req, live, rec, in_flight.start())
+            // Boxed: a tunnel's state is large and would otherwise size every request's future.
+            return Box::pin(self.connect(req, live, rec, in_flight.start()))
                 .await
                 .map(Outcome::Done);
         }
