@@ -396,21 +396,23 @@ impl Proxy {
 
         // 9. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
         //    body streamed and counted; bounded by the upstream response timeout.
-        let pq = match &query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        let uri: Uri = format!("{scheme}://{}{}", authority.to_host_port(), pq)
-            .parse()
-            .map_err(|_| {
-                ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
-            })?;
+        let target = authority.to_host_port();
+        let mut uri = String::with_capacity(scheme.len() + target.len() + path.len() + 4);
+        for part in [scheme, "://", &target, &path] {
+            uri.push_str(part);
+        }
+        if let Some(q) = &query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        let uri = Uri::try_from(uri).map_err(|_| {
+            ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
+        })?;
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
-        let target = authority.to_host_port();
         let timeout = Duration::from_millis(self.cfg.limits.upstream_response_timeout_ms);
         let sent = Instant::now();
         let sending = async {

@@ -15,11 +15,18 @@ pub struct Authority {
 impl Authority {
     /// `host:port`, with IPv6 literals in brackets.
     pub fn to_host_port(&self) -> String {
+        // Built by hand: this runs on every request, and `format!` costs several times more.
+        let mut s = String::with_capacity(self.host.len() + 8);
         if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+            s.push('[');
+            s.push_str(&self.host);
+            s.push(']');
         } else {
-            format!("{}:{}", self.host, self.port)
+            s.push_str(&self.host);
         }
+        s.push(':');
+        push_u16(&mut s, self.port);
+        s
     }
 
     /// The value of a `Host` header for this authority (port omitted when it is the default).
@@ -34,6 +41,14 @@ impl Authority {
             self.to_host_port()
         }
     }
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+pub(crate) fn push_u16(s: &mut String, n: u16) {
+    if n >= 10 {
+        push_u16(s, n / 10);
+    }
+    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 const HINT_TARGET: &str =
