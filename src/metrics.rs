@@ -21,6 +21,7 @@ pub struct Metrics {
     pub decision_cache: IntCounterVec,
     pub leaf_certs: IntGaugeVec,
     pub transparent_connections: IntCounterVec,
+    pub websocket_upgrades: IntCounterVec,
 }
 
 impl Metrics {
@@ -114,6 +115,13 @@ impl Metrics {
             ),
             &["protocol"],
         )?;
+        let websocket_upgrades = IntCounterVec::new(
+            Opts::new(
+                "intentgate_websocket_upgrades_total",
+                "Allowed WebSocket upgrades, by result: upgraded, declined (no 101), failed.",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -135,6 +143,7 @@ impl Metrics {
         registry.register(Box::new(decision_cache.clone()))?;
         registry.register(Box::new(leaf_certs.clone()))?;
         registry.register(Box::new(transparent_connections.clone()))?;
+        registry.register(Box::new(websocket_upgrades.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -151,6 +160,7 @@ impl Metrics {
             decision_cache,
             leaf_certs,
             transparent_connections,
+            websocket_upgrades,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod target;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
+mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -89,6 +90,11 @@ struct Target {
 enum Outcome {
     Forwarded(Response<Incoming>, Arc<AtomicU64>),
     Done(Response<Body>),
+    /// A 101 whose connections are relayed in the background; the audit record waits for it.
+    Upgraded(
+        Response<Body>,
+        tokio::sync::oneshot::Receiver<websocket::Relayed>,
+    ),
 }
 
 /// The shared parts a `Proxy` is built from.
@@ -233,6 +239,26 @@ impl Proxy {
                 rec.status = resp.status().as_u16();
                 resp
             }
+            Ok(Outcome::Upgraded(mut resp, relayed)) => {
+                // One record per WebSocket, written when its relay ends, with the byte counts.
+                rec.status = resp.status().as_u16();
+                if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
+                    resp.headers_mut().insert("intentgate-decision-id", v);
+                }
+                tokio::spawn(async move {
+                    if let Ok(r) = relayed.await {
+                        rec.bytes_in = r.up;
+                        rec.bytes_out = r.down;
+                        rec.reasons
+                            .push(format!("websocket relay ended: {}", r.end));
+                    }
+                    rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+                    if let Some(slot) = slot {
+                        slot.send(rec);
+                    }
+                });
+                return Ok(resp);
+            }
             Err(err) => {
                 span.in_scope(
                     || debug!(error = %err, code = err.code(), blame = ?err.blame(), "refused"),
@@ -279,19 +305,27 @@ impl Proxy {
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
         headers::check_framing(req.method(), req.headers())?;
+        //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
+        let ws = websocket::requested(req.method(), req.headers())?;
         let in_flight = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.
             Entry::Tunnel(t) => {
                 let target = t.target_of(&req)?;
-                return self.forward(req, live, rec, target).await;
+                return self.forward(req, live, rec, target, ws).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
             //     (src/proxy/transparent.rs).
             Entry::Transparent(r) => {
                 let target = r.target_of(&req)?;
-                return self.forward(req, live, rec, target).await;
+                if ws.is_some() {
+                    return Err(ProxyError::bad_request(
+                        "WebSocket upgrades are not relayed on redirected connections",
+                        "set HTTP_PROXY so the client speaks to intentgate as a proxy",
+                    ));
+                }
+                return self.forward(req, live, rec, target, None).await;
             }
             Entry::Listener(in_flight) => in_flight,
         };
@@ -314,15 +348,17 @@ impl Proxy {
             mode: "forward",
             sni: None,
         };
-        self.forward(req, live, rec, target).await
+        let ws = ws.map(|w| w.held_by(in_flight));
+        self.forward(req, live, rec, target, ws).await
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         live: &Live,
         rec: &mut AuditRecord,
         target: Target,
+        ws: Option<websocket::Upgrading>,
     ) -> Result<Outcome, ProxyError> {
         let Target {
             authority,
@@ -400,6 +436,11 @@ impl Proxy {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
+        // 8b. A WebSocket upgrade (decided above like any GET) goes on its own connection and,
+        //     upgraded, is relayed as a tunnel (src/proxy/websocket.rs).
+        if let Some(ws) = ws {
+            return self.websocket(req, ws, &authority, scheme, &pq).await;
+        }
         let uri: Uri = format!("{scheme}://{}{}", authority.to_host_port(), pq)
             .parse()
             .map_err(|_| {

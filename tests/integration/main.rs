@@ -19,3 +19,4 @@ mod ops;
 mod policy;
 mod run;
 mod transparent;
+mod websocket;
