@@ -8,6 +8,7 @@ pub mod decide;
 mod dns;
 mod headers;
 mod intercept;
+mod rate;
 mod stub;
 pub mod target;
 pub mod transparent;
@@ -59,6 +60,7 @@ pub struct Proxy {
     tag_intent: HeaderName,
     tag_decision: HeaderName,
     tunnels: AtomicUsize,
+    rate: rate::RateLimiter,
     /// The policy and identity in force; swapped whole on reload. A request keeps the one it
     /// started with until it ends.
     pub live: ArcSwap<Live>,
@@ -171,6 +173,7 @@ impl Proxy {
             tag_intent: header_name(&cfg.headers.intent),
             tag_decision: header_name(&cfg.headers.decision_id),
             tunnels: AtomicUsize::new(0),
+            rate: rate::RateLimiter::default(),
             live: ArcSwap::from_pointee(p.live),
             session: p.session,
             metrics: p.metrics,
@@ -307,6 +310,13 @@ impl Proxy {
         headers::check_framing(req.method(), req.headers())?;
         //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
         let ws = websocket::requested(req.method(), req.headers())?;
+        // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
+        if let Err(wait) = self.rate.take(&live.agent.id, limits) {
+            return Err(ProxyError::RateLimited {
+                agent: live.agent.id.clone(),
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
         let in_flight = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.

@@ -15,6 +15,7 @@ mod intercept;
 mod iptables;
 mod k8s;
 mod lifecycle;
+mod limits;
 mod ops;
 mod policy;
 mod run;
