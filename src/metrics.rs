@@ -22,6 +22,7 @@ pub struct Metrics {
     pub leaf_certs: IntGaugeVec,
     pub transparent_connections: IntCounterVec,
     pub websocket_upgrades: IntCounterVec,
+    pub bodies_inspected: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +123,13 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let bodies_inspected = IntCounterVec::new(
+            Opts::new(
+                "intentgate_bodies_inspected_total",
+                "Request bodies read for a policy that reads input.request.body, by truncated.",
+            ),
+            &["truncated"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -144,6 +152,7 @@ impl Metrics {
         registry.register(Box::new(leaf_certs.clone()))?;
         registry.register(Box::new(transparent_connections.clone()))?;
         registry.register(Box::new(websocket_upgrades.clone()))?;
+        registry.register(Box::new(bodies_inspected.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -161,6 +170,7 @@ impl Metrics {
             leaf_certs,
             transparent_connections,
             websocket_upgrades,
+            bodies_inspected,
         })
     }
 

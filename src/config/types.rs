@@ -308,6 +308,8 @@ pub struct Limits {
     /// Requests an agent may send at once before the rate applies; 0 = `requests_per_second`
     /// rounded up (at least 1).
     pub burst: u32,
+    /// Request body bytes a policy reading `input.request.body` sees (more: `body_truncated`).
+    pub inspect_body_bytes: usize,
 }
 
 impl Limits {
@@ -338,6 +340,7 @@ impl Default for Limits {
             sniff_timeout_ms: 500,
             requests_per_second: 0.0,
             burst: 0,
+            inspect_body_bytes: 64 * 1024,
         }
     }
 }

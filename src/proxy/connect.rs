@@ -87,6 +87,7 @@ impl Proxy {
                 intercepted: false,
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            body: None,
         };
         decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
 

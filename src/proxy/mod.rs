@@ -7,6 +7,7 @@ pub mod connector;
 pub mod decide;
 mod dns;
 mod headers;
+mod inspect;
 mod intercept;
 mod rate;
 mod stub;
@@ -364,7 +365,7 @@ impl Proxy {
 
     async fn forward(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         live: &Live,
         rec: &mut AuditRecord,
         target: Target,
@@ -388,6 +389,21 @@ impl Proxy {
         //    connection later dials only vetted addresses of that same resolution.
         let destination = self.dialer.vet(&authority.host, authority.port).await?;
 
+        // 5b. The body's start, only when a loaded module reads input.request.body (at most
+        //     limits.inspect_body_bytes; replayed in front of the rest when forwarded).
+        let mut req = req.map(inspect::Replay::new);
+        if live.policy.reads_body() {
+            req.body_mut()
+                .fill(self.cfg.limits.inspect_body_bytes)
+                .await?;
+            let truncated = req.body().facts(false).truncated;
+            self.metrics
+                .bodies_inspected
+                .with_label_values(&[if truncated { "true" } else { "false" }])
+                .inc();
+        }
+        let json = inspect::is_json(req.headers());
+
         // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.
         let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
@@ -408,6 +424,7 @@ impl Proxy {
                 intercepted: mode == "intercepted" || scheme == "https",
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            body: live.policy.reads_body().then(|| req.body().facts(json)),
         };
         let (decision, intent) =
             decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;

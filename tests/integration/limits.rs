@@ -131,3 +131,76 @@ fn a_burst_over_the_agent_rate_gets_exactly_the_expected_429s_then_recovers() {
     );
     assert_eq!(up.requests(), 4);
 }
+
+#[test]
+fn a_policy_reading_the_body_sees_its_start_and_the_upstream_gets_it_whole() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("body.rego"),
+        "package intentgate\nimport rego.v1\n\
+         deny contains \"refunds over 100 need a human\" if input.request.body.amount > 100\n\
+         deny contains \"strict paths need the whole body\" if {\n  input.request.path == \"/echo/strict\"\n  input.request.body_truncated\n}\n",
+    )
+    .unwrap();
+    let proxy = ProxyProc::start(&format!(
+        "agent: {{id: a, owner: o}}\nintent: pay\nintents:\n  pay:\n    allow:\n      - hosts: [127.0.0.1]\n        ports: [{}]\n        methods: [POST]\n\
+         policy: {{paths: [\"{}\"]}}\nlimits: {{inspect_body_bytes: 1024}}\n",
+        up.addr.port(),
+        dir.path().display()
+    ));
+    let post = |path: &str, ctype: &str, body: &str| {
+        curl(&[
+            "-x",
+            &proxy.url(),
+            "-H",
+            &format!("content-type: {ctype}"),
+            "--data-binary",
+            body,
+            &up.url(path),
+        ])
+    };
+    let json = "application/json";
+    let ok = post("/echo/refund", json, r#"{"amount": 40}"#);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["body_len"], 14);
+    let denied = post("/echo/refund", json, r#"{"amount": 500}"#);
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert_eq!(denied.json()["reason"], "refunds over 100 need a human");
+    // Not JSON: the body is text to the policy, so `.amount` is undefined.
+    assert_eq!(
+        post("/echo/refund", "text/plain", r#"{"amount": 500}"#).status,
+        200
+    );
+    // Over limits.inspect_body_bytes: body_truncated.
+    let long = format!(r#"{{"amount": 1, "pad": "{}"}}"#, "x".repeat(2000));
+    assert_eq!(post("/echo/strict", json, &long).status, 403);
+    assert_eq!(post("/echo/strict", json, r#"{"amount": 1}"#).status, 200);
+    assert_eq!(up.requests(), 3, "a denied body reached the upstream");
+    assert_eq!(
+        proxy.metric("intentgate_bodies_inspected_total{truncated=\"true\"}"),
+        1.0
+    );
+    // 8 MiB: inspected start replayed in front of the rest, the upstream's hash matches.
+    let big: Vec<u8> = (0..8u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    for framing in ["x-framing: content-length", "transfer-encoding: chunked"] {
+        let out = curl(&[
+            "-x",
+            &proxy.url(),
+            "-H",
+            "content-type: application/octet-stream",
+            "-H",
+            framing,
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &up.url("/echo/upload"),
+        ]);
+        assert_eq!(out.status, 200, "{framing}: {out:?}");
+        assert_eq!(out.json()["body_len"], big.len(), "{framing}");
+        assert_eq!(out.json()["body_fnv"], fnv(&big), "{framing}");
+    }
+}
