@@ -12,8 +12,38 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::Proxy;
+use super::decide::Live;
 use crate::error::ProxyError;
 use crate::policy::BodyFacts;
+
+impl Proxy {
+    /// Reads the body's start when a loaded module reads it; returns the request to forward
+    /// (the bytes read replayed in front) and whether its `Content-Type` is JSON.
+    pub(super) async fn inspect_body(
+        &self,
+        req: http::Request<Incoming>,
+        live: &Live,
+    ) -> Result<(http::Request<Replay>, bool), ProxyError> {
+        let mut req = req.map(Replay::new);
+        if live.policy.reads_body() {
+            req.body_mut()
+                .fill(self.cfg.limits.inspect_body_bytes)
+                .await?;
+            let truncated = if req.body().truncated {
+                "true"
+            } else {
+                "false"
+            };
+            self.metrics
+                .bodies_inspected
+                .with_label_values(&[truncated])
+                .inc();
+        }
+        let json = is_json(req.headers());
+        Ok((req, json))
+    }
+}
 
 /// A request body whose inspected start (if any) is sent before the rest.
 pub struct Replay {

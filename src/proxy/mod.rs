@@ -249,18 +249,7 @@ impl Proxy {
                 if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }
-                tokio::spawn(async move {
-                    if let Ok(r) = relayed.await {
-                        rec.bytes_in = r.up;
-                        rec.bytes_out = r.down;
-                        rec.reasons
-                            .push(format!("websocket relay ended: {}", r.end));
-                    }
-                    rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
-                    if let Some(slot) = slot {
-                        slot.send(rec);
-                    }
-                });
+                tokio::spawn(websocket::audit_when_relayed(rec, slot, relayed, started));
                 return Ok(resp);
             }
             Err(err) => {
@@ -391,18 +380,7 @@ impl Proxy {
 
         // 5b. The body's start, only when a loaded module reads input.request.body (at most
         //     limits.inspect_body_bytes; replayed in front of the rest when forwarded).
-        let mut req = req.map(inspect::Replay::new);
-        if live.policy.reads_body() {
-            req.body_mut()
-                .fill(self.cfg.limits.inspect_body_bytes)
-                .await?;
-            let truncated = req.body().facts(false).truncated;
-            self.metrics
-                .bodies_inspected
-                .with_label_values(&[if truncated { "true" } else { "false" }])
-                .inc();
-        }
-        let json = inspect::is_json(req.headers());
+        let (mut req, json) = self.inspect_body(req, live).await?;
 
         // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.

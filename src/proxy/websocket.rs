@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -23,6 +23,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::connect::TunnelCount;
 use super::target::Authority;
 use super::{Outcome, Proxy, headers, tunnel};
+use crate::audit::{AuditRecord, Slot};
 use crate::error::ProxyError;
 use crate::listen::guard::{InFlight, InFlightToken};
 use crate::tls::client::UpstreamAlpn;
@@ -136,6 +137,25 @@ where
         }
     });
     sender.send_request(req).await
+}
+
+/// Writes a WebSocket's one audit record when its relay ends, with the byte counts.
+pub(super) async fn audit_when_relayed(
+    mut rec: AuditRecord,
+    slot: Option<Slot>,
+    relayed: oneshot::Receiver<Relayed>,
+    started: Instant,
+) {
+    if let Ok(r) = relayed.await {
+        rec.bytes_in = r.up;
+        rec.bytes_out = r.down;
+        rec.reasons
+            .push(format!("websocket relay ended: {}", r.end));
+    }
+    rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Some(slot) = slot {
+        slot.send(rec);
+    }
 }
 
 impl Proxy {
