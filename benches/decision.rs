@@ -104,6 +104,7 @@ impl Case {
                 intercepted: true,
             },
             destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
+            body: None,
         };
         self.policy.decide(&self.agent, &self.intent, &facts).allow
     }

@@ -63,6 +63,8 @@ pub enum ProxyError {
     Misdirected { named: String, tunnel: String },
     #[error("too many {what}; limit is {limit}")]
     Overloaded { what: &'static str, limit: usize },
+    #[error("agent '{agent}' is over its request rate (limits.requests_per_second)")]
+    RateLimited { agent: String, retry_after_s: u64 },
 }
 
 impl ProxyError {
@@ -89,6 +91,7 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -108,6 +111,7 @@ impl ProxyError {
             ProxyError::Denied { code, .. } => code,
             ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -124,7 +128,7 @@ impl ProxyError {
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => Blame::Upstream,
             ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
-            ProxyError::Overloaded { .. } => Blame::Proxy,
+            ProxyError::Overloaded { .. } | ProxyError::RateLimited { .. } => Blame::Proxy,
         }
     }
 
@@ -147,6 +151,9 @@ impl ProxyError {
                 "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()
             }
             ProxyError::Overloaded { .. } => "retry after a short wait".into(),
+            ProxyError::RateLimited { retry_after_s, .. } => {
+                format!("slow down: retry after {retry_after_s} s (see Retry-After)")
+            }
         }
     }
 }
@@ -194,6 +201,9 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     }
     if matches!(err, ProxyError::Overloaded { .. }) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let ProxyError::RateLimited { retry_after_s, .. } = err {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
     }
     resp
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub decision_cache: IntCounterVec,
     pub leaf_certs: IntGaugeVec,
     pub transparent_connections: IntCounterVec,
+    pub websocket_upgrades: IntCounterVec,
+    pub bodies_inspected: IntCounterVec,
 }
 
 impl Metrics {
@@ -114,6 +116,20 @@ impl Metrics {
             ),
             &["protocol"],
         )?;
+        let websocket_upgrades = IntCounterVec::new(
+            Opts::new(
+                "intentgate_websocket_upgrades_total",
+                "Allowed WebSocket upgrades, by result: upgraded, declined (no 101), failed.",
+            ),
+            &["result"],
+        )?;
+        let bodies_inspected = IntCounterVec::new(
+            Opts::new(
+                "intentgate_bodies_inspected_total",
+                "Request bodies read for a policy that reads input.request.body, by truncated.",
+            ),
+            &["truncated"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -135,6 +151,8 @@ impl Metrics {
         registry.register(Box::new(decision_cache.clone()))?;
         registry.register(Box::new(leaf_certs.clone()))?;
         registry.register(Box::new(transparent_connections.clone()))?;
+        registry.register(Box::new(websocket_upgrades.clone()))?;
+        registry.register(Box::new(bodies_inspected.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -151,6 +169,8 @@ impl Metrics {
             decision_cache,
             leaf_certs,
             transparent_connections,
+            websocket_upgrades,
+            bodies_inspected,
         })
     }
 

@@ -160,6 +160,7 @@ pub fn explain_json(
             intercepted: mode == "intercepted",
         },
         destination: None,
+        body: None,
     };
     let (d, input) = policy.explain(agent, &intent, &facts);
     let lifecycle = if cfg.agent.enforce_lifecycle {

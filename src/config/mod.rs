@@ -147,6 +147,12 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
             return Err(invalid(field, "must be greater than 0".into()));
         }
     }
+    if !(l.requests_per_second >= 0.0 && l.requests_per_second.is_finite()) {
+        return Err(invalid(
+            "limits.requests_per_second",
+            "must be a number ≥ 0 (0 = no limit)".into(),
+        ));
+    }
     let h = &c.headers;
     for (field, name) in [
         ("headers.intent", &h.intent),

@@ -231,11 +231,23 @@ impl Default for AuditConfig {
 }
 
 /// Destination address exceptions.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressConfig {
     pub allow_cidrs: Vec<String>,
     pub deny_cidrs: Vec<String>,
+    /// Ports an intercepted CONNECT may name besides those the catalog's rules allow.
+    pub connect_ports: Vec<u16>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            allow_cidrs: Vec::new(),
+            deny_cidrs: Vec::new(),
+            connect_ports: vec![443],
+        }
+    }
 }
 
 /// Resolver selection; empty means the system resolver.
@@ -291,6 +303,13 @@ pub struct Limits {
     /// runs everything on one thread: no cross-thread wake-ups, the least CPU and memory per
     /// request. 0 = one per core (at most 8). Restart to change.
     pub workers: usize,
+    /// Requests per second per agent (a token bucket); 0 = no limit (the default).
+    pub requests_per_second: f64,
+    /// Requests an agent may send at once before the rate applies; 0 = `requests_per_second`
+    /// rounded up (at least 1).
+    pub burst: u32,
+    /// Request body bytes a policy reading `input.request.body` sees (more: `body_truncated`).
+    pub inspect_body_bytes: usize,
 }
 
 impl Limits {
@@ -319,6 +338,9 @@ impl Default for Limits {
             pool_max_idle_per_host: 32,
             workers: 1,
             sniff_timeout_ms: 500,
+            requests_per_second: 0.0,
+            burst: 0,
+            inspect_body_bytes: 64 * 1024,
         }
     }
 }

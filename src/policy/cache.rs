@@ -60,7 +60,7 @@ const LEAVES: &[(&str, Leaf)] = &[
     ("request.query", Leaf::Query),
     ("request.headers", Leaf::Never),
     ("request.body", Leaf::Never),
-    ("request.body_truncated", Leaf::Const),
+    ("request.body_truncated", Leaf::Never),
     ("scope.matched", Leaf::ScopeMatched),
     ("scope.intent", Leaf::ScopeIntent),
     ("scope.rule", Leaf::ScopeRule),
@@ -86,6 +86,24 @@ const IMPURE: &[&str] = &[
     "http.send",
     "net.lookup",
 ];
+
+/// Whether a module may read `input.request.body` (or `body_truncated`, or the whole input):
+/// only then does the proxy read a request body before deciding.
+pub fn reads_body<'a>(modules: impl IntoIterator<Item = &'a str>) -> bool {
+    modules.into_iter().any(|text| {
+        input_refs(&code_only(text)).iter().any(|path| {
+            let p = path.join(".");
+            let leaf = "request.body";
+            p.is_empty()
+                || p == "request"
+                || p.starts_with(leaf)
+                    && matches!(
+                        p.as_bytes().get(leaf.len()),
+                        None | Some(b'.' | b'_' | b'[')
+                    )
+        })
+    })
+}
 
 /// Which input fields make the key, or why there is no cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +323,26 @@ mod tests {
         let p = plan([include_str!("../../config/policy/intentgate.rego")]);
         assert_eq!(p, Plan::Key(vec![Leaf::ScopeMatched]));
         assert_eq!(describe(&p), "keyed on input.{scope.matched}");
+    }
+
+    #[test]
+    fn only_policies_that_may_read_the_body_get_one() {
+        for (text, reads) in [
+            ("a if input.request.body.amount > 1", true),
+            ("a if input.request.body_truncated", true),
+            ("a if input.request[\"body\"]", true),
+            ("a if count(input) > 0", true),
+            ("a if input.request.path == \"/body\"", false),
+            (
+                "# input.request.body\na if input.request.method == \"GET\"",
+                false,
+            ),
+        ] {
+            assert_eq!(reads_body([text]), reads, "{text}");
+        }
+        assert!(!reads_body([include_str!(
+            "../../config/policy/intentgate.rego"
+        )]));
     }
 
     #[test]

@@ -275,6 +275,17 @@ impl Catalog {
         self.intents.contains_key(intent)
     }
 
+    /// Whether any rule of any intent allows `port` (a rule without `ports` allows 80 and 443).
+    pub fn names_port(&self, port: u16) -> bool {
+        self.intents
+            .values()
+            .flat_map(|c| &c.rules)
+            .any(|r| match &r.ports {
+                None => port == 80 || port == 443,
+                Some(ps) => ps.contains(&port),
+            })
+    }
+
     /// The intent names, sorted.
     pub fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.intents.keys().map(String::as_str).collect();

@@ -4,8 +4,8 @@
 use regorus::Value;
 use regorus::value::Object;
 
-use super::RequestFacts;
 use super::catalog::ScopeVerdict;
+use super::{BodyFacts, RequestFacts};
 use crate::identity::Agent;
 use crate::intent::Intent;
 
@@ -171,8 +171,11 @@ pub fn build(
             req.headers
                 .map_or_else(Value::new_object, |h| headers_value(h, strip)),
         ),
-        ("body", Value::Null),
-        ("body_truncated", Value::from(false)),
+        ("body", req.body.map_or(Value::Null, body_value)),
+        (
+            "body_truncated",
+            Value::from(req.body.is_some_and(|b| b.truncated)),
+        ),
     ]);
     let destination = match req.destination {
         Some((ip, class)) => obj([("ip", Value::from(ip.to_string())), ("class", s(class))]),
@@ -211,6 +214,16 @@ pub fn to_json(input: &Value) -> serde_json::Value {
 /// Splits a path into its non-empty segments.
 pub fn segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// The inspected body: the parsed document for whole JSON, else the text (lossy UTF-8).
+fn body_value(b: BodyFacts<'_>) -> Value {
+    if b.json && !b.truncated {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(b.bytes) {
+            return Value::from(v);
+        }
+    }
+    Value::from(String::from_utf8_lossy(b.bytes).into_owned())
 }
 
 #[cfg(test)]

@@ -84,6 +84,18 @@ pub struct RequestFacts<'a> {
     pub connection: ConnectionFacts<'a>,
     /// The vetted address and its class (`public`, `private`, ...), once resolved.
     pub destination: Option<(std::net::IpAddr, &'a str)>,
+    /// The first `limits.inspect_body_bytes` of the body, read only when a module reads it.
+    pub body: Option<BodyFacts<'a>>,
+}
+
+/// The inspected start of a request body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyFacts<'a> {
+    pub bytes: &'a [u8],
+    /// The body is longer than `bytes`.
+    pub truncated: bool,
+    /// `Content-Type` is JSON: `input.request.body` is the parsed document when it is whole.
+    pub json: bool,
 }
 
 /// Every load gets a new generation; per-thread engines are keyed by it.
@@ -116,6 +128,7 @@ pub struct PolicySet {
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
+    reads_body: bool,
     data_sources: Vec<String>,
     /// With `load_with(.., true)`: an engine that also holds the `*_test.rego` modules, and the
     /// `(file, package, text)` of the modules whose tests `run_tests` runs.
@@ -156,6 +169,12 @@ impl PolicySet {
         } else {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
+        let reads_body = cache::reads_body(
+            src.modules
+                .iter()
+                .filter(|m| !m.test)
+                .map(|m| m.text.as_str()),
+        );
         let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
         engine::warm(&mut template, &query)?;
         let workers = cfg.limits.worker_threads();
@@ -213,9 +232,15 @@ impl PolicySet {
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
             strip: cfg.headers.strip.clone(),
             cache_plan,
+            reads_body,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a loaded module reads `input.request.body`: only then are bodies inspected.
+    pub fn reads_body(&self) -> bool {
+        self.reads_body
     }
 
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).

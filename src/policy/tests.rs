@@ -97,6 +97,7 @@ impl Req {
                 intercepted: true,
             },
             destination: None,
+            body: None,
         }
     }
 }

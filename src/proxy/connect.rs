@@ -55,12 +55,17 @@ impl Proxy {
             .tls
             .intercepts(&authority.host, self.clients_trust_ca);
         if intercept {
+            // Only to a port some intent (or `egress.connect_ports`) allows, whatever the
+            // interception setting: a spliced CONNECT gets the same from the catalog below.
+            self.connect_port(&req, live, &authority, rec)?;
             // Intercepted: the CONNECT carries no request headers worth deciding on; each inner
             // request is decided on its own. The upstream is dialled per inner request.
-            rec.decision = "allow";
+            if rec.decision.is_empty() {
+                rec.decision = "allow";
+            }
             rec.connection = "intercepted";
-            rec.reasons =
-                vec!["tunnel intercepted: each inner request is decided on its own".into()];
+            rec.reasons
+                .push("tunnel intercepted: each inner request is decided on its own".into());
             return self.open_tunnel(req, authority, token, None, rec);
         }
         // Spliced: decided here, on destination alone.
@@ -82,6 +87,7 @@ impl Proxy {
                 intercepted: false,
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            body: None,
         };
         decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
 
@@ -95,6 +101,50 @@ impl Proxy {
             }
         };
         self.open_tunnel(req, authority, token, Some(upstream), rec)
+    }
+
+    /// Refuses (403 `port_not_in_scope`) an intercepted CONNECT to a port that neither the
+    /// catalog's rules nor `egress.connect_ports` allow; in monitor mode it is recorded only.
+    fn connect_port(
+        &self,
+        req: &Request<Incoming>,
+        live: &Live,
+        authority: &target::Authority,
+        rec: &mut AuditRecord,
+    ) -> Result<(), ProxyError> {
+        let port = authority.port;
+        if self.cfg.egress.connect_ports.contains(&port) || live.policy.catalog().names_port(port) {
+            return Ok(());
+        }
+        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let intent = declared
+            .map(|(i, _)| i.to_string())
+            .or_else(|| live.default_intent.as_ref().map(|(i, _)| i.clone()));
+        let reason = format!(
+            "CONNECT {}: port {port} is not allowed by any intent nor egress.connect_ports",
+            authority.to_host_port()
+        );
+        self.metrics
+            .refusals
+            .with_label_values(&["port_not_in_scope"])
+            .inc();
+        if live.policy.mode_for(intent.as_deref()) == crate::config::Mode::Monitor {
+            rec.decision = "would_deny";
+            rec.reasons.push(format!("would deny: {reason}"));
+            return Ok(());
+        }
+        rec.decision = "deny";
+        rec.error = Some("port_not_in_scope");
+        rec.reasons = vec![reason.clone()];
+        Err(ProxyError::Denied {
+            code: "port_not_in_scope",
+            reason,
+            hint: "tunnels go to the ports the intents allow (443 by default); ask for an intent \
+                   that allows this port, or add it to egress.connect_ports"
+                .into(),
+            agent: live.agent.id.clone(),
+            intent,
+        })
     }
 
     /// Takes a place among the open tunnels, or refuses with 503.

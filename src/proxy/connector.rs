@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::audited::Counted;
+use super::inspect::Replay;
 use super::target::parse_authority;
 use super::upstream::{DialError, Dialer};
 use crate::config::Limits;
@@ -214,9 +214,9 @@ impl tower_service::Service<Uri> for TlsDialer {
 }
 
 /// The pooled keep-alive client for plain-HTTP upstreams.
-pub type HttpClient = Client<Dialer, Counted<Incoming>>;
+pub type HttpClient = Client<Dialer, Counted<Replay>>;
 /// The pooled keep-alive client for HTTPS upstreams (intercepted tunnels).
-pub type HttpsClient = Client<TlsDialer, Counted<Incoming>>;
+pub type HttpsClient = Client<TlsDialer, Counted<Replay>>;
 
 fn builder(limits: &Limits) -> hyper_util::client::legacy::Builder {
     let mut b = Client::builder(TokioExecutor::new());

@@ -170,7 +170,7 @@ impl Proxy {
             .max_header_list_size((limits.max_header_bytes + 8192) as u32);
         let proxy = self.clone();
         let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
-        if let Err(e) = builder.serve_connection(io, svc).await {
+        if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
             debug!(error = %e, "intercepted connection ended with an error");
         }
     }

@@ -7,12 +7,15 @@ pub mod connector;
 pub mod decide;
 mod dns;
 mod headers;
+mod inspect;
 mod intercept;
+mod rate;
 mod stub;
 pub mod target;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
+mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -58,6 +61,7 @@ pub struct Proxy {
     tag_intent: HeaderName,
     tag_decision: HeaderName,
     tunnels: AtomicUsize,
+    rate: rate::RateLimiter,
     /// The policy and identity in force; swapped whole on reload. A request keeps the one it
     /// started with until it ends.
     pub live: ArcSwap<Live>,
@@ -89,6 +93,11 @@ struct Target {
 enum Outcome {
     Forwarded(Response<Incoming>, Arc<AtomicU64>),
     Done(Response<Body>),
+    /// A 101 whose connections are relayed in the background; the audit record waits for it.
+    Upgraded(
+        Response<Body>,
+        tokio::sync::oneshot::Receiver<websocket::Relayed>,
+    ),
 }
 
 /// The shared parts a `Proxy` is built from.
@@ -165,6 +174,7 @@ impl Proxy {
             tag_intent: header_name(&cfg.headers.intent),
             tag_decision: header_name(&cfg.headers.decision_id),
             tunnels: AtomicUsize::new(0),
+            rate: rate::RateLimiter::default(),
             live: ArcSwap::from_pointee(p.live),
             session: p.session,
             metrics: p.metrics,
@@ -233,6 +243,15 @@ impl Proxy {
                 rec.status = resp.status().as_u16();
                 resp
             }
+            Ok(Outcome::Upgraded(mut resp, relayed)) => {
+                // One record per WebSocket, written when its relay ends, with the byte counts.
+                rec.status = resp.status().as_u16();
+                if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
+                    resp.headers_mut().insert("intentgate-decision-id", v);
+                }
+                tokio::spawn(websocket::audit_when_relayed(rec, slot, relayed, started));
+                return Ok(resp);
+            }
             Err(err) => {
                 span.in_scope(
                     || debug!(error = %err, code = err.code(), blame = ?err.blame(), "refused"),
@@ -279,19 +298,34 @@ impl Proxy {
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
         headers::check_framing(req.method(), req.headers())?;
+        //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
+        let ws = websocket::requested(req.method(), req.headers())?;
+        // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
+        if let Err(wait) = self.rate.take(&live.agent.id, limits) {
+            return Err(ProxyError::RateLimited {
+                agent: live.agent.id.clone(),
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
         let in_flight = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.
             Entry::Tunnel(t) => {
                 let target = t.target_of(&req)?;
-                return self.forward(req, live, rec, target).await;
+                return self.forward(req, live, rec, target, ws).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
             //     (src/proxy/transparent.rs).
             Entry::Transparent(r) => {
                 let target = r.target_of(&req)?;
-                return self.forward(req, live, rec, target).await;
+                if ws.is_some() {
+                    return Err(ProxyError::bad_request(
+                        "WebSocket upgrades are not relayed on redirected connections",
+                        "set HTTP_PROXY so the client speaks to intentgate as a proxy",
+                    ));
+                }
+                return self.forward(req, live, rec, target, None).await;
             }
             Entry::Listener(in_flight) => in_flight,
         };
@@ -314,15 +348,17 @@ impl Proxy {
             mode: "forward",
             sni: None,
         };
-        self.forward(req, live, rec, target).await
+        let ws = ws.map(|w| w.held_by(in_flight));
+        self.forward(req, live, rec, target, ws).await
     }
 
     async fn forward(
-        &self,
-        mut req: Request<Incoming>,
+        self: &Arc<Self>,
+        req: Request<Incoming>,
         live: &Live,
         rec: &mut AuditRecord,
         target: Target,
+        ws: Option<websocket::Upgrading>,
     ) -> Result<Outcome, ProxyError> {
         let Target {
             authority,
@@ -341,6 +377,10 @@ impl Proxy {
         // 5. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
         //    connection later dials only vetted addresses of that same resolution.
         let destination = self.dialer.vet(&authority.host, authority.port).await?;
+
+        // 5b. The body's start, only when a loaded module reads input.request.body (at most
+        //     limits.inspect_body_bytes; replayed in front of the rest when forwarded).
+        let (mut req, json) = self.inspect_body(req, live).await?;
 
         // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.
@@ -362,6 +402,7 @@ impl Proxy {
                 intercepted: mode == "intercepted" || scheme == "https",
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            body: live.policy.reads_body().then(|| req.body().facts(json)),
         };
         let (decision, intent) =
             decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
@@ -396,6 +437,16 @@ impl Proxy {
 
         // 9. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
         //    body streamed and counted; bounded by the upstream response timeout.
+        // 8b. A WebSocket upgrade (decided above like any GET) goes on its own connection and,
+        //     upgraded, is relayed as a tunnel (src/proxy/websocket.rs). Boxed: a tunnel's state
+        //     would otherwise size every request's future.
+        if let Some(ws) = ws {
+            let pq = match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
+        }
         let target = authority.to_host_port();
         let mut uri = String::with_capacity(scheme.len() + target.len() + path.len() + 4);
         for part in [scheme, "://", &target, &path] {

@@ -255,6 +255,7 @@ impl Proxy {
                 intercepted: false,
             },
             destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            body: None,
         };
         // No headers: the intent is the session's, else the default.
         decide::decide(live, &self.session, &self.metrics, None, &facts, rec)?;

@@ -1,0 +1,165 @@
+//! Body inspection for policy: when a loaded module reads `input.request.body`, the first
+//! `limits.inspect_body_bytes` of a request body are read before the decision and then replayed
+//! in front of the rest, so the upstream receives the body whole and unchanged. Otherwise the
+//! body streams through untouched and nothing is buffered.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::Proxy;
+use super::decide::Live;
+use crate::error::ProxyError;
+use crate::policy::BodyFacts;
+
+impl Proxy {
+    /// Reads the body's start when a loaded module reads it; returns the request to forward
+    /// (the bytes read replayed in front) and whether its `Content-Type` is JSON.
+    pub(super) async fn inspect_body(
+        &self,
+        req: http::Request<Incoming>,
+        live: &Live,
+    ) -> Result<(http::Request<Replay>, bool), ProxyError> {
+        let mut req = req.map(Replay::new);
+        if live.policy.reads_body() {
+            req.body_mut()
+                .fill(self.cfg.limits.inspect_body_bytes)
+                .await?;
+            let truncated = if req.body().truncated {
+                "true"
+            } else {
+                "false"
+            };
+            self.metrics
+                .bodies_inspected
+                .with_label_values(&[truncated])
+                .inc();
+        }
+        let json = is_json(req.headers());
+        Ok((req, json))
+    }
+}
+
+/// A request body whose inspected start (if any) is sent before the rest.
+pub struct Replay {
+    prefix: Bytes,
+    trailers: Option<HeaderMap>,
+    inner: Incoming,
+    ended: bool,
+    /// The body is longer than the inspection limit.
+    truncated: bool,
+    limit: usize,
+}
+
+impl Replay {
+    pub fn new(inner: Incoming) -> Self {
+        Self {
+            prefix: Bytes::new(),
+            trailers: None,
+            inner,
+            ended: false,
+            truncated: false,
+            limit: 0,
+        }
+    }
+
+    /// Reads until more than `limit` bytes (or the end) have arrived.
+    pub async fn fill(&mut self, limit: usize) -> Result<(), ProxyError> {
+        let mut buf = BytesMut::new();
+        self.limit = limit;
+        while buf.len() <= limit && !self.inner.is_end_stream() {
+            match self.inner.frame().await {
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => buf.extend_from_slice(&d),
+                    Err(f) => {
+                        self.trailers = f.into_trailers().ok();
+                        self.ended = true;
+                        break;
+                    }
+                },
+                Some(Err(e)) => {
+                    return Err(ProxyError::bad_request(
+                        format!("the request body could not be read: {e}"),
+                        "send the whole body",
+                    ));
+                }
+                None => {
+                    self.ended = true;
+                    break;
+                }
+            }
+        }
+        self.truncated = buf.len() > limit;
+        self.prefix = buf.freeze();
+        Ok(())
+    }
+
+    /// What the policy sees: at most `limit` bytes.
+    pub fn facts(&self, json: bool) -> BodyFacts<'_> {
+        let n = self.prefix.len().min(self.limit);
+        BodyFacts {
+            bytes: &self.prefix[..n],
+            truncated: self.truncated,
+            json,
+        }
+    }
+}
+
+impl HttpBody for Replay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.prefix)))));
+        }
+        if let Some(t) = this.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty()
+            && self.trailers.is_none()
+            && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let extra = self.prefix.len() as u64;
+        if self.ended {
+            return SizeHint::with_exact(extra);
+        }
+        let inner = self.inner.size_hint();
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + extra);
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + extra);
+        }
+        h
+    }
+}
+
+/// Whether a `Content-Type` is JSON (`application/json`, `application/*+json`).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}

@@ -1,0 +1,337 @@
+//! WebSocket upgrades: decided by the pipeline exactly like a GET, then sent upstream on a
+//! dedicated HTTP/1.1 connection and, once the upstream answers 101, relayed byte for byte under
+//! the tunnel limits (a place among `limits.max_tunnels`, `limits.tunnel_idle_timeout_ms`) with
+//! one audit record carrying the byte counts when the relay ends.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::connect::TunnelCount;
+use super::target::Authority;
+use super::{Outcome, Proxy, headers, tunnel};
+use crate::audit::{AuditRecord, Slot};
+use crate::error::ProxyError;
+use crate::listen::guard::{InFlight, InFlightToken};
+use crate::tls::client::UpstreamAlpn;
+
+/// A request that asks for a WebSocket upgrade; on the proxy listener it holds the connection's
+/// in-flight token so the connection guard stays out of the relayed bytes.
+#[derive(Default)]
+pub(super) struct Upgrading {
+    token: Option<InFlightToken>,
+}
+
+impl Upgrading {
+    pub(super) fn held_by(mut self, in_flight: &InFlight) -> Self {
+        self.token = Some(in_flight.start());
+        self
+    }
+}
+
+/// What a finished relay moved: client→upstream, upstream→client, and how it ended.
+pub(super) struct Relayed {
+    pub up: u64,
+    pub down: u64,
+    pub end: &'static str,
+}
+
+const HINT: &str =
+    "only 'Connection: Upgrade' with 'Upgrade: websocket' on a GET without a body is forwarded";
+
+fn tokens(headers: &HeaderMap, name: header::HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether the request asks for an upgrade: `None` when `Connection` does not name `upgrade` (a
+/// stray `Upgrade` header is then removed as hop-by-hop); a WebSocket upgrade on a bodiless GET;
+/// any other upgrade is refused with 400.
+pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgrading>, ProxyError> {
+    if !tokens(h, header::CONNECTION).iter().any(|t| t == "upgrade") {
+        return Ok(None);
+    }
+    let wanted = tokens(h, header::UPGRADE);
+    if wanted.len() != 1 || wanted[0] != "websocket" {
+        return Err(ProxyError::bad_request(
+            format!("upgrade to '{}' is not supported", wanted.join(", ")),
+            HINT,
+        ));
+    }
+    let body = h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH).is_some_and(|v| v != "0");
+    if method != Method::GET || body {
+        return Err(ProxyError::bad_request(
+            format!("a WebSocket upgrade must be a GET without a body, not {method}"),
+            HINT,
+        ));
+    }
+    Ok(Some(Upgrading::default()))
+}
+
+/// Counts the bytes read from one side of the relay.
+struct Tally<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tally<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        this.read.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tally<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Sends the upgrade request on a fresh HTTP/1.1 connection that supports upgrades.
+async fn send_on<IO>(io: IO, req: Request<Empty<Bytes>>) -> Result<Response<Incoming>, hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "websocket upstream connection ended with an error");
+        }
+    });
+    sender.send_request(req).await
+}
+
+/// Writes a WebSocket's one audit record when its relay ends, with the byte counts.
+pub(super) async fn audit_when_relayed(
+    mut rec: AuditRecord,
+    slot: Option<Slot>,
+    relayed: oneshot::Receiver<Relayed>,
+    started: Instant,
+) {
+    if let Ok(r) = relayed.await {
+        rec.bytes_in = r.up;
+        rec.bytes_out = r.down;
+        rec.reasons
+            .push(format!("websocket relay ended: {}", r.end));
+    }
+    rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    if let Some(slot) = slot {
+        slot.send(rec);
+    }
+}
+
+impl Proxy {
+    /// Forwards a decided WebSocket upgrade (`req` already carries the tags of steps 7–8) to
+    /// `authority`, origin-form `pq`, and relays the upgraded connections when it answers 101.
+    pub(super) async fn websocket(
+        self: &Arc<Self>,
+        mut req: Request<super::inspect::Replay>,
+        ws: Upgrading,
+        authority: &Authority,
+        scheme: &'static str,
+        pq: &str,
+    ) -> Result<Outcome, ProxyError> {
+        // A place among the tunnels before anything is dialled (503 + Retry-After when full).
+        self.tunnel_slot()?;
+        let count = TunnelCount(self.clone());
+        let client_side = hyper::upgrade::on(&mut req);
+        let target = authority.to_host_port();
+        let (mut parts, _) = req.into_parts();
+        parts.uri = pq.parse().map_err(|_| {
+            ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
+        })?;
+        parts.version = Version::HTTP_11;
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let out = Request::from_parts(parts, Empty::<Bytes>::new());
+        let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
+        let sending = async {
+            let tcp = self.dialer.tunnel(authority).await?;
+            let sent = if scheme == "https" {
+                let tls = self
+                    .tls
+                    .upstream
+                    .connect(tcp, &authority.host, UpstreamAlpn::Http1)
+                    .await
+                    .map_err(|e| ProxyError::UpstreamTls {
+                        target: target.clone(),
+                        reason: e.to_string(),
+                    })?;
+                send_on(tls, out).await
+            } else {
+                send_on(tcp, out).await
+            };
+            sent.map_err(|e| ProxyError::UpstreamProtocol {
+                target: target.clone(),
+                detail: e.to_string(),
+            })
+        };
+        let mut resp = tokio::time::timeout(Duration::from_millis(limit_ms), sending)
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout {
+                target: target.clone(),
+                stage: "websocket handshake",
+                after_ms: limit_ms,
+            })??;
+        let metric = |result: &str| {
+            self.metrics
+                .websocket_upgrades
+                .with_label_values(&[result])
+                .inc();
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Declined: an ordinary response, streamed back; the tunnel place is given back.
+            metric("declined");
+            drop(count);
+            let (mut parts, body) = resp.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            headers::add_via(&mut parts.headers);
+            let bytes_in = Arc::new(AtomicU64::new(0));
+            return Ok(Outcome::Forwarded(
+                Response::from_parts(parts, body),
+                bytes_in,
+            ));
+        }
+        if tokens(resp.headers(), header::UPGRADE) != ["websocket"] {
+            metric("failed");
+            return Err(ProxyError::UpstreamProtocol {
+                target,
+                detail: "answered 101 without 'Upgrade: websocket'".into(),
+            });
+        }
+        metric("upgraded");
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let (done, relayed) = oneshot::channel();
+        let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let span = info_span!("websocket", target = %target);
+        tokio::spawn(
+            async move {
+                let _count = count;
+                let _token = ws.token;
+                let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+                let end = match (client_side.await, upstream_side.await) {
+                    (Ok(c), Ok(u)) => {
+                        let c = Tally {
+                            inner: TokioIo::new(c),
+                            read: up.clone(),
+                        };
+                        let u = Tally {
+                            inner: TokioIo::new(u),
+                            read: down.clone(),
+                        };
+                        match tunnel::splice(c, u, idle).await {
+                            tunnel::TunnelEnd::Closed { .. } => "closed",
+                            tunnel::TunnelEnd::Idle => "idle",
+                            tunnel::TunnelEnd::Error(_) => "error",
+                        }
+                    }
+                    (c, u) => {
+                        warn!(client = ?c.err(), upstream = ?u.err(), "websocket upgrade failed");
+                        "failed"
+                    }
+                };
+                debug!(end, "websocket relay ended");
+                let _ = done.send(Relayed {
+                    up: up.load(Ordering::Relaxed),
+                    down: down.load(Ordering::Relaxed),
+                    end,
+                });
+            }
+            .instrument(span),
+        );
+        let (mut parts, _) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_via(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let body = Empty::new().map_err(|never| match never {}).boxed();
+        Ok(Outcome::Upgraded(
+            Response::from_parts(parts, body),
+            relayed,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn only_websocket_on_a_bodiless_get_is_an_upgrade() {
+        let ws = h(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(requested(&Method::GET, &ws).unwrap().is_some());
+        assert!(requested(&Method::POST, &ws).is_err());
+        let stray = h(&[("upgrade", "websocket")]);
+        assert!(requested(&Method::GET, &stray).unwrap().is_none());
+        for other in ["foo", "websocket, foo", ""] {
+            let m = h(&[("connection", "upgrade"), ("upgrade", other)]);
+            assert!(requested(&Method::GET, &m).is_err(), "{other}");
+        }
+        let body = h(&[
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+        ]);
+        assert!(requested(&Method::GET, &body).is_err());
+    }
+}
