@@ -1,0 +1,111 @@
+//! Building a `Proxy` from its parts: the resolver, dialer, pooled clients and header names,
+//! and the read-only views the admin API uses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::HeaderName;
+
+use super::decide::Live;
+use super::target::Authority;
+use super::upstream::Dialer;
+use super::{Proxy, connector, dns, rate};
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::egress::EgressPolicy;
+use crate::intent::SessionStore;
+use crate::metrics::Metrics;
+use crate::tls::Tls;
+
+/// The shared parts a `Proxy` is built from.
+pub struct Parts {
+    pub cfg: Arc<Config>,
+    pub parent: Option<Authority>,
+    pub egress: EgressPolicy,
+    pub live: Live,
+    pub session: Arc<SessionStore>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Audit,
+    pub tls: Arc<Tls>,
+    pub clients_trust_ca: bool,
+}
+
+/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default); validated at config load.
+pub fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
+}
+
+fn header_name(name: &str) -> HeaderName {
+    // Names are validated at config load; fall back to the default spelling if one slipped by.
+    HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("intentgate-unnamed"))
+}
+
+impl Proxy {
+    pub fn new(p: Parts) -> Self {
+        let cfg = p.cfg;
+        let servers = cfg
+            .dns
+            .servers
+            .iter()
+            .filter_map(|s| dns_server(s))
+            .collect();
+        let resolver = Arc::new(
+            dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
+                servers,
+                Duration::from_millis(cfg.limits.connect_timeout_ms),
+            ),
+        );
+        let dialer = Dialer::new(
+            Duration::from_millis(cfg.limits.connect_timeout_ms),
+            p.parent,
+            resolver,
+            Arc::new(p.egress),
+        );
+        let client = connector::http_client(dialer.clone(), &cfg.limits);
+        let https = connector::https_client(
+            dialer.clone(),
+            Arc::new(p.tls.upstream.clone()),
+            &cfg.limits,
+        );
+        let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        Self {
+            client,
+            https,
+            dialer,
+            tls: p.tls,
+            clients_trust_ca: p.clients_trust_ca,
+            strip,
+            tag_agent: header_name(&cfg.headers.agent),
+            tag_intent: header_name(&cfg.headers.intent),
+            tag_decision: header_name(&cfg.headers.decision_id),
+            tunnels: AtomicUsize::new(0),
+            rate: rate::RateLimiter::default(),
+            live: ArcSwap::from_pointee(p.live),
+            session: p.session,
+            metrics: p.metrics,
+            audit: p.audit,
+            cfg,
+        }
+    }
+
+    /// The CA that signs interception certificates.
+    pub fn ca(&self) -> &crate::tls::ca::CertificateAuthority {
+        &self.tls.ca
+    }
+
+    /// Leaf certificate minting and cache counts.
+    pub fn leaf_stats(&self) -> crate::tls::leaf::LeafStats {
+        self.tls.interceptor.minter().stats()
+    }
+
+    /// Number of open CONNECT tunnels.
+    pub fn tunnels_active(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+}
