@@ -116,6 +116,9 @@ pub struct PolicySet {
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
+    /// The input fields the policy modules can read (`cache::reads`): decisions get only
+    /// those; `explain` shows the whole input.
+    reads: u64,
     data_sources: Vec<String>,
     /// With `load_with(.., true)`: an engine that also holds the `*_test.rego` modules, and the
     /// `(file, package, text)` of the modules whose tests `run_tests` runs.
@@ -156,6 +159,12 @@ impl PolicySet {
         } else {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
+        let reads = cache::reads(
+            src.modules
+                .iter()
+                .filter(|m| !m.test)
+                .map(|m| m.text.as_str()),
+        );
         let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
         engine::warm(&mut template, &query)?;
         let workers = cfg.limits.worker_threads();
@@ -213,6 +222,7 @@ impl PolicySet {
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
             strip: cfg.headers.strip.clone(),
             cache_plan,
+            reads,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
