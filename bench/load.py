@@ -739,8 +739,15 @@ def policy_cost_section(raw, by, m, errs, ratio):
                  "distinct in the file), every one allowed by the `bench` intent. `max`: one repeated URL "
                  "(`/small`). Cache hit % is from `intentgate_decision_cache_total` on the admin listener, "
                  "delta over the run (– when the cache is off).\n")
-    L.append("| system | kind | req/s | proxy CPU µs/req | ×policy off (same kind) | cache hit % | errors |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| system | kind | req/s | proxy CPU µs/req (per rep) | ×policy off, medians | ×policy off, median of "
+             "per-rep ratios | cache hit % | errors |")
+    L.append("|---|---|---|---|---|---|---|---|")
+
+    def per_rep_ratio(kind, s):
+        off = {r.get("rep"): r.get("proxy_cpu_us_per_req") for r in by.get((kind, "intentgate"), [])}
+        xs = [r["proxy_cpu_us_per_req"] / off[r.get("rep")] for r in by.get((kind, s), [])
+              if r.get("proxy_cpu_us_per_req") and off.get(r.get("rep"))]
+        return med(xs) if xs else None
     for s in [x["name"] for x in raw["systems"] if x.get("intentgate") and not x.get("tls")]:
         for kind in ("max", "mix"):
             if not by.get((kind, s)):
@@ -752,6 +759,7 @@ def policy_cost_section(raw, by, m, errs, ratio):
             L.append("| " + " | ".join([
                 s, kind, fmt(m(kind, s, "rps")), fmt(cpu, "{:.1f}") + (f" ({per})" if "," in per else ""),
                 "1.00" if s == "intentgate" else ratio(cpu, m(kind, "intentgate", "proxy_cpu_us_per_req")),
+                "1.00" if s == "intentgate" else fmt(per_rep_ratio(kind, s), "{:.2f}"),
                 fmt(hit, "{:.1f}"), ", ".join(f"{k}: {v}" for k, v in errs(kind, s).items()) or "0"]) + " |")
     L.append("")
     return L
