@@ -6,6 +6,10 @@ intentgate per variant (and optionally peer proxies from apt), then drives load 
 
   max   - maximum throughput at --conns connections for --dur seconds
   rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction)
+  mix   - (--kinds max,mix) maximum throughput with a varied request mix instead of one repeated
+          URL: oha --urls-from-file with URLs under /mix/ drawn with Zipf weights (write_mix), so
+          policy decisions are real; intentgate's decision-cache hit rate is scraped from the
+          admin /metrics before and after each run and reported per run
 
 Repetitions are interleaved (rep 1: every system, rep 2: every system, ...; the order rotates
 each rep) and the report shows medians. For every proxy it samples /proc: CPU (utime+stime of
@@ -13,7 +17,7 @@ the process tree, delta over the run, divided by completed requests) and VmRSS (
 load, peak sampled every 0.25 s). Results go to stdout and to bench/results/<stamp>.md (+ .json).
 
 Variants: the built-in `intentgate` variant runs with the base config (listen on 127.0.0.1:0,
-no admin listener, audit off, egress to 127.0.0.0/8 allowed, agent bench-agent with an owner, and
+admin on 127.0.0.1:0 for /metrics, audit off, egress to 127.0.0.0/8 allowed, agent bench-agent with an owner, and
 "policy off": bench/variants/allow-all.rego instead of the builtin policy). `--variant NAME=FILE` adds another
 intentgate run whose config is the base config with FILE's top-level sections appended; a
 top-level key present in FILE replaces the base key of the same name (e.g. an `intents:` catalog
@@ -32,6 +36,7 @@ also on error or Ctrl-C (process groups get SIGTERM, then SIGKILL after 8 s).
 import argparse
 import json
 import os
+import random
 import re
 import resource
 import shlex
@@ -347,6 +352,7 @@ def start_nginx(run, tls=None):
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:SSL:1m;
         location = /small {{ return 200 '{BODY}'; }}
+        location /mix/ {{ return 200 '{BODY}'; }}
         location / {{ return 404 '{{"error":"not found"}}'; }}
     }}"""
     conf = os.path.join(run, "nginx.conf")
@@ -375,6 +381,7 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=2048;
         location = /small {{ return 200 '{BODY}'; }}
+        location /mix/ {{ return 200 '{BODY}'; }}
         location / {{ return 404 '{{"error":"not found"}}'; }}
     }}{tls_server}
 }}
@@ -397,7 +404,8 @@ def intentgate_config(extra_text, run_dir="@RUN@", upstream="127.0.0.1:@UPSTREAM
     extra_text = ((extra_text or "").replace("@RUN@", run_dir).replace("@UPSTREAM@", upstream)
                   .replace("@UPSTREAM_PORT@", upstream.rsplit(":", 1)[1]))
     base = {
-        "listen": "listen:\n  proxy: 127.0.0.1:0\n  admin: null\n",
+        # the admin listener only serves /metrics (decision cache hits and misses per run)
+        "listen": "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\n",
         "audit": "audit:\n  path: \"off\"\n",
         # the upstream is on loopback: keep it reachable once private destinations are refused
         "egress": "egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n",
@@ -434,7 +442,7 @@ def start_intentgate(name, binary, extra_text, run, log_level, upstream):
     with open(ready) as f:
         info = json.load(f)
     log(f"{name} pid={info['pid']} on {info['proxy']} (ready after {time.time() - t0:.2f} s)")
-    return dict(name=name, proxy=info["proxy"], pid=int(info["pid"]), cmd=cmdline(cmd),
+    return dict(name=name, proxy=info["proxy"], pid=int(info["pid"]), admin=info.get("admin"), cmd=cmdline(cmd),
                 env=f"INTENTGATE_LOG={log_level}", config=conf, log=os.path.join(d, "intentgate.log"))
 
 
@@ -496,6 +504,48 @@ def start_peer(name, run):
 
 
 # ------------------------------------------------------------------ load generator
+def write_mix(run, upstream, distinct, lines, seed=1):
+    """The request mix: `lines` URLs drawn with Zipf weights (1/rank) from `distinct` paths and
+    query strings under /mix/ (nginx answers 200, bench/catalog.py's `bench` intent allows
+    /mix/**). oha --urls-from-file picks a random line per request, so a URL's share of the
+    load is its share of the lines: a few hot URLs and a long tail, like an agent's API calls."""
+    rng = random.Random(seed)
+    ranks = list(range(distinct))
+    rng.shuffle(ranks)  # rank -> id, so hot URLs are spread over the id space
+
+    def url(k):
+        q = f"?page={k % 7}&sort=name" if k % 2 else ""
+        return f"http://{upstream}/mix/v{k % 3 + 1}/items/{k}{q}"
+    picks = rng.choices(ranks, weights=[1 / (r + 1) for r in range(distinct)], k=lines)
+    path = os.path.join(run, "mix-urls.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(url(k) for k in picks) + "\n")
+    return dict(file=path, distinct=distinct, lines=lines, unique_in_file=len(set(picks)))
+
+
+def cache_counts(admin):
+    """intentgate_decision_cache_total by result from the admin /metrics, or None."""
+    if not admin:
+        return None
+    host, port = admin.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), 3) as s:
+            s.settimeout(3)
+            s.sendall(f"GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n".encode())
+            buf = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError:
+        return None
+    out = {"hit": 0, "miss": 0}
+    for m in re.finditer(rb'^intentgate_decision_cache_total\{result="(hit|miss)"\} (\d+)', buf, re.M):
+        out[m.group(1).decode()] = int(m.group(2))
+    return out
+
+
 def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
     cmd = [a.oha, "--no-tui", "--output-format", "json", "-c", str(a.conns), "-z", f"{dur}s",
            "-w", "-t", "10s", "--disable-compression"]
@@ -507,7 +557,7 @@ def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
         cmd += ["--disable-keepalive"]
     if cacert:
         cmd += ["--cacert", cacert]
-    return cmd + [url]
+    return cmd + (url if isinstance(url, list) else [url])
 
 
 def parse_oha(j):
@@ -526,8 +576,10 @@ def parse_oha(j):
     return total_s, status, errors, p50, p99
 
 
-def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
+def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True, mix=None):
     url = f"https://{system['tls_upstream']}/small" if system.get("tls_upstream") else f"http://{upstream}/small"
+    if mix:  # the varied request mix instead of one URL
+        url = ["--urls-from-file", mix["file"]]
     proxy, pid = system.get("proxy"), system.get("pid")
     cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False), system.get("cacert"))
     table0 = proc_table()
@@ -536,6 +588,7 @@ def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
     c0, n0 = cpu_ticks(px), cpu_ticks(ngx)
     rss0 = status_kb(px, "VmRSS") if pid else None
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cc0 = cache_counts(system.get("admin"))
     h0 = host_cpu()
     smp = RssSampler(pid) if pid else None
     if smp:
@@ -548,6 +601,7 @@ def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
     wall = time.time() - t0
     h1 = host_cpu()
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cc1 = cache_counts(system.get("admin"))
     table1 = proc_table()
     px = tree(pid, table1)
     used_s = (cpu_ticks(px) - c0) / TICK if pid else None
@@ -579,6 +633,10 @@ def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True):
                errors=bad, error_count=sum(bad.values()),
                gen_cpu_pct=100 * gen_s / secs, nginx_cpu_pct=100 * ngx_s / secs,
                host_busy_pct=busy_pct(h0, h1), foreign_cpu_pct=100 * foreign / TICK / secs)
+    if cc0 and cc1:
+        hits, misses = cc1["hit"] - cc0["hit"], cc1["miss"] - cc0["miss"]
+        res.update(cache_hits=hits, cache_misses=misses,
+                   cache_hit_pct=100 * hits / (hits + misses) if hits + misses else None)
     if pid:
         res.update(proxy_cpu_pct=100 * used_s / secs,
                    proxy_cpu_us_per_req=1e6 * used_s / done if done else None,
@@ -623,6 +681,8 @@ def describe(r):
          f"p50={r.get('p50_ms') or 0:6.3f}ms p99={r.get('p99_ms') or 0:6.3f}ms")
     if r.get("proxy_cpu_us_per_req") is not None:
         s += f" proxy={r['proxy_cpu_pct']:4.0f}% {r['proxy_cpu_us_per_req']:5.1f}us/req rssPeak={r['rss_peak_kb'] / 1024:.1f}MiB"
+    if r.get("cache_hit_pct") is not None:
+        s += f" cacheHit={r['cache_hit_pct']:.0f}%"
     s += (f" gen={r.get('gen_cpu_pct', 0):4.0f}% nginx={r.get('nginx_cpu_pct', 0):3.0f}%"
           f" foreign={r.get('foreign_cpu_pct', 0):3.0f}% err={r.get('error_count', 'FAILED')}")
     return s
@@ -662,6 +722,47 @@ def git_rev(binary):
                               text=True, timeout=10).stdout.strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+
+
+def by_kind(by, kind):
+    return any(k == kind for k, _ in by)
+
+
+def policy_cost_section(raw, by, m, errs, ratio):
+    """Each intentgate variant's CPU per request against `intentgate` (policy off) in the same run,
+    for the single repeated URL (max) and the request mix, with the decision cache hit rate."""
+    a, mix = raw["args"], raw.get("mix") or {}
+    L = [f"## Policy cost: CPU per request against policy off, {a['conns']} connections (same run)\n"]
+    if mix:
+        L.append(f"`mix`: oha `--urls-from-file` with {mix['lines']} URLs drawn with Zipf weights (1/rank) from "
+                 f"{mix['distinct']} distinct paths and query strings under `/mix/` ({mix['unique_in_file']} "
+                 "distinct in the file), every one allowed by the `bench` intent. `max`: one repeated URL "
+                 "(`/small`). Cache hit % is from `intentgate_decision_cache_total` on the admin listener, "
+                 "delta over the run (– when the cache is off).\n")
+    L.append("| system | kind | req/s | proxy CPU µs/req (per rep) | ×policy off, medians | ×policy off, median of "
+             "per-rep ratios | cache hit % | errors |")
+    L.append("|---|---|---|---|---|---|---|---|")
+
+    def per_rep_ratio(kind, s):
+        off = {r.get("rep"): r.get("proxy_cpu_us_per_req") for r in by.get((kind, "intentgate"), [])}
+        xs = [r["proxy_cpu_us_per_req"] / off[r.get("rep")] for r in by.get((kind, s), [])
+              if r.get("proxy_cpu_us_per_req") and off.get(r.get("rep"))]
+        return med(xs) if xs else None
+    for s in [x["name"] for x in raw["systems"] if x.get("intentgate") and not x.get("tls")]:
+        for kind in ("max", "mix"):
+            if not by.get((kind, s)):
+                continue
+            cpu = m(kind, s, "proxy_cpu_us_per_req")
+            hit = m(kind, s, "cache_hit_pct")
+            per = ", ".join(f"{r['proxy_cpu_us_per_req']:.1f}" for r in by[(kind, s)]
+                            if r.get("proxy_cpu_us_per_req") is not None)
+            L.append("| " + " | ".join([
+                s, kind, fmt(m(kind, s, "rps")), fmt(cpu, "{:.1f}") + (f" ({per})" if "," in per else ""),
+                "1.00" if s == "intentgate" else ratio(cpu, m(kind, "intentgate", "proxy_cpu_us_per_req")),
+                "1.00" if s == "intentgate" else fmt(per_rep_ratio(kind, s), "{:.2f}"),
+                fmt(hit, "{:.1f}"), ", ".join(f"{k}: {v}" for k, v in errs(kind, s).items()) or "0"]) + " |")
+    L.append("")
+    return L
 
 
 def report(raw):
@@ -753,6 +854,9 @@ def report(raw):
                 fmt(m("rate", s, "proxy_cpu_pct")), fmt(m("rate", s, "proxy_cpu_us_per_req"), "{:.1f}"),
                 ", ".join(f"{k}: {v}" for k, v in e.items()) or "0"]) + " |")
         L.append("")
+
+    if by_kind(by, "mix") or any(r.get("cache_hit_pct") is not None for r in runs):
+        L.extend(policy_cost_section(raw, by, m, errs, ratio))
 
     L.append("## Proxy memory (VmRSS of the proxy process tree, MiB)\n")
     L.append("| system | idle, before any load | idle after warm-up | peak in any run | VmHWM at end |")
@@ -905,7 +1009,13 @@ def main():
     ap.add_argument("--rate-dur", type=int, default=10, help="seconds per fixed-rate run (default 10)")
     ap.add_argument("--conns", type=int, default=32, help="connections (default 32)")
     ap.add_argument("--rate", type=int, default=1000, help="fixed request rate, req/s (default 1000; 0 = skip)")
-    ap.add_argument("--kinds", default="max,rate", help="which measurements: max,rate (default both)")
+    ap.add_argument("--kinds", default="max,rate",
+                    help="which measurements: max,rate,mix (default max,rate); mix = max throughput with the "
+                         "varied request mix (oha --urls-from-file) instead of one repeated URL")
+    ap.add_argument("--mix-distinct", type=int, default=20000,
+                    help="mix: distinct URLs to draw from, Zipf weights 1/rank (default 20000)")
+    ap.add_argument("--mix-lines", type=int, default=50000,
+                    help="mix: URLs in the file oha picks from at random (default 50000)")
     ap.add_argument("--peers", default="", help="comma list of peers from apt to include: squid,tinyproxy,privoxy")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
@@ -991,7 +1101,10 @@ def main():
                 systems.append(dict(name="direct-tls", tls_upstream=tls_upstream, cacert=tls["upstream_ca"], tls=True))
             variants = variants + [("intentgate-tls", (
                 f"tls:\n  ca_cert: \"{tls['ig_ca']}\"\n  ca_key: \"{tls['ig_ca_key']}\"\n"
-                f"  upstream_ca: \"{tls['upstream_ca']}\"\n  intercept: all\n"))]
+                f"  upstream_ca: \"{tls['upstream_ca']}\"\n  intercept: all\n"
+                # intercepted CONNECTs go only to ports an intent or egress.connect_ports names
+                f"egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n"
+                f"  connect_ports: [{str(tls_upstream).rsplit(':', 1)[1]}]\n"))]
         for name, extra in variants:
             s = start_intentgate(name, a.bin, extra, run, a.log_level, upstream)
             with open(s["config"]) as f:
@@ -1008,6 +1121,9 @@ def main():
             systems.append(s)
         raw["systems"] = systems
         raw["upstream"] = upstream
+        if "mix" in kinds:
+            raw["mix"] = write_mix(run, upstream, a.mix_distinct, a.mix_lines)
+            log(f"request mix: {raw['mix']['lines']} URLs, {raw['mix']['unique_in_file']} distinct")
 
         for s in systems:
             s["check"] = (https_check(s.get("proxy"), s["tls_upstream"], "/small", s["cacert"]) if s.get("tls")
@@ -1022,6 +1138,8 @@ def main():
         if a.warmup:
             for s in systems:
                 measure(a, "warmup", s, upstream, nginx_pid, a.warmup, record=False)
+                if "mix" in kinds and not s.get("tls"):
+                    measure(a, "warmup", s, upstream, nginx_pid, a.warmup, record=False, mix=raw["mix"])
             time.sleep(2)
             for s in systems:
                 if s.get("pid"):
@@ -1031,10 +1149,13 @@ def main():
             order = systems[rep % len(systems):] + systems[:rep % len(systems)]
             for kind in kinds:
                 for s in order:
-                    dur, rate = (a.dur, None) if kind == "max" else (a.rate_dur, a.rate)
+                    if kind == "mix" and s.get("tls"):
+                        continue  # the mix is plain HTTP
+                    dur, rate = (a.dur, None) if kind in ("max", "mix") else (a.rate_dur, a.rate)
                     for attempt in (0, 1):
                         busy, waited = wait_quiet(a.quiet_thresh, a.quiet_max_wait)
-                        r = measure(a, kind, s, upstream, nginx_pid, dur, rate)
+                        r = measure(a, kind, s, upstream, nginx_pid, dur, rate,
+                                    mix=raw.get("mix") if kind == "mix" else None)
                         r.update(rep=rep + 1, pre_busy_pct=busy, quiet_wait_s=waited)
                         if attempt == 0 and r.get("foreign_cpu_pct", 0) > a.max_foreign:
                             raw["retried"] += 1

@@ -11,9 +11,15 @@ use intentgate::identity::Agent;
 use intentgate::intent::{Intent, IntentSource};
 use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
 
+/// `INTENTGATE_BENCH_POLICY=DIR` decides with the Rego modules of DIR instead of the builtin
+/// policy (to compare rewrites of config/policy/*.rego without rebuilding the library).
 fn config(intents: usize, cached: bool) -> Config {
     let mut c = Config::default();
     c.policy.decision_cache = cached;
+    if let Some(dir) = std::env::var_os("INTENTGATE_BENCH_POLICY") {
+        c.policy.builtin = false;
+        c.policy.paths = vec![dir.into()];
+    }
     for i in 0..intents {
         let allow = (0..20)
             .map(|r| ScopeRule {

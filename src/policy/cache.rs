@@ -42,7 +42,9 @@ pub enum Leaf {
     ConnIntercepted,
 }
 
-const LEAVES: &[(&str, Leaf)] = &[
+/// Every field of the input document, with how it keys the cache. The position of a field here
+/// is its bit in the masks of `reads` and `input::build`.
+pub const LEAVES: &[(&str, Leaf)] = &[
     ("agent", Leaf::Const),
     ("intent.name", Leaf::IntentName),
     ("intent.task", Leaf::IntentTask),
@@ -193,6 +195,37 @@ fn input_refs(code: &str) -> Vec<Vec<String>> {
     refs
 }
 
+/// Whether a reference to input path `p` (dotted) reads the field `leaf_path`: it names the
+/// field, a section holding it, or something inside it.
+fn touches(leaf_path: &str, p: &str) -> bool {
+    let covers = leaf_path.starts_with(p)
+        && (leaf_path.len() == p.len() || leaf_path.as_bytes()[p.len()] == b'.');
+    let within = p.starts_with(leaf_path)
+        && (p.len() == leaf_path.len() || p.as_bytes()[leaf_path.len()] == b'.');
+    covers || within
+}
+
+/// The input fields the modules can read, as a mask over `LEAVES` (bit i = `LEAVES[i]`), or
+/// `u64::MAX` when a module reads the whole input. The same conservative analysis as `plan`:
+/// a field no module names cannot change a decision, so the input may leave it out.
+pub fn reads<'a>(modules: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut mask = 0u64;
+    for text in modules {
+        for path in input_refs(&code_only(text)) {
+            let p = path.join(".");
+            if p.is_empty() {
+                return u64::MAX;
+            }
+            for (i, (leaf_path, _)) in LEAVES.iter().enumerate() {
+                if touches(leaf_path, &p) {
+                    mask |= 1 << i;
+                }
+            }
+        }
+    }
+    mask
+}
+
 /// Plans the cache for the given module sources.
 pub fn plan<'a>(modules: impl IntoIterator<Item = &'a str>) -> Plan {
     let mut leaves = BTreeSet::new();
@@ -207,11 +240,7 @@ pub fn plan<'a>(modules: impl IntoIterator<Item = &'a str>) -> Plan {
                 return Plan::Disabled("a policy reads the whole input".into());
             }
             for (leaf_path, leaf) in LEAVES {
-                let covers = leaf_path.starts_with(&p)
-                    && (leaf_path.len() == p.len() || leaf_path.as_bytes()[p.len()] == b'.');
-                let within = p.starts_with(leaf_path)
-                    && (p.len() == leaf_path.len() || p.as_bytes()[leaf_path.len()] == b'.');
-                if covers || within {
+                if touches(leaf_path, &p) {
                     if *leaf == Leaf::Never {
                         return Plan::Disabled(format!("a policy reads input.{p}"));
                     }
@@ -339,10 +368,41 @@ mod tests {
             ),
         ] {
             assert_eq!(reads_body([text]), reads, "{text}");
+            // A body read for the policy must also be put in its input.
+            let body = LEAVES
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _))| p.starts_with("request.body"))
+                .fold(0u64, |m, (i, _)| m | 1 << i);
+            assert_eq!(super::reads([text]) & body != 0, reads, "{text}");
         }
         assert!(!reads_body([include_str!(
             "../../config/policy/intentgate.rego"
         )]));
+    }
+
+    #[test]
+    fn reads_names_every_field_a_policy_can_see() {
+        let bit = |path: &str| {
+            let i = LEAVES.iter().position(|(p, _)| *p == path);
+            1u64 << i.unwrap_or(63)
+        };
+        let builtin = include_str!("../../config/policy/intentgate.rego");
+        assert_eq!(reads([builtin]), bit("scope.matched"));
+        assert_eq!(
+            reads(["a if input.request.path == \"/\"\nb if input.agent.labels.tier"]),
+            bit("request.path") | bit("agent")
+        );
+        let scope = LEAVES
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, _))| p.starts_with("scope."))
+            .fold(0, |m, (i, _)| m | 1 << i);
+        assert_eq!(reads(["s := input.scope\na if s.why"]), scope);
+        assert_eq!(reads(["a if count(input) > 0"]), u64::MAX);
+        assert_eq!(reads(["import input as i\na if i.x"]), u64::MAX);
+        assert_eq!(reads(["a := 1"]), 0);
+        assert!(LEAVES.len() < 64);
     }
 
     #[test]

@@ -61,8 +61,11 @@ impl PolicySet {
         let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
-        let build = || {
-            let agent_value = if *agent == self.agent {
+        let build = |reads: u64| {
+            const AGENT: u64 = input::bit("agent");
+            let agent_value = if reads & AGENT == 0 {
+                Value::Null
+            } else if *agent == self.agent {
                 self.agent_value.clone()
             } else {
                 input::agent_value(agent)
@@ -75,9 +78,10 @@ impl PolicySet {
                 &scope,
                 &self.strip,
                 now_unix,
+                reads,
             )
         };
-        let doc = want_input.then(build);
+        let doc = want_input.then(|| build(u64::MAX));
         let mode = self.mode_override.unwrap_or(scope.mode);
         if self.enforce_lifecycle {
             if let Some(why) = agent.lifecycle_violation(now) {
@@ -111,7 +115,7 @@ impl PolicySet {
             let key = cacheable.then_some(key.as_slice());
             self.eval(key, || match &doc {
                 Some(d) => d.clone(),
-                None => build(),
+                None => build(self.reads),
             })
             .and_then(|(v, hit)| decision::parse(&v, &scope).map(|p| (p, hit)))
         };

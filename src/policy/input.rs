@@ -4,6 +4,7 @@
 use regorus::Value;
 use regorus::value::Object;
 
+use super::cache::LEAVES;
 use super::catalog::ScopeVerdict;
 use super::{BodyFacts, RequestFacts};
 use crate::identity::Agent;
@@ -57,18 +58,6 @@ fn intent_value(i: &Intent) -> Value {
         ("source", s(i.source.as_str())),
         ("verified", Value::from(i.verified)),
         ("claims", claims),
-    ])
-}
-
-/// `input.scope`.
-pub fn scope_value(v: &ScopeVerdict) -> Value {
-    obj([
-        ("matched", Value::from(v.matched)),
-        ("intent", opt(v.intent.as_deref())),
-        ("rule", v.rule.map_or(Value::Null, Value::from)),
-        ("why", s(&v.why)),
-        ("code", s(v.code)),
-        ("mode", s(v.mode.as_str())),
     ])
 }
 
@@ -143,7 +132,72 @@ fn headers_value(h: &http::HeaderMap, strip: &[String]) -> Value {
     o.into_value()
 }
 
-/// The whole input document.
+/// The bit of an input field (a `cache::LEAVES` path) in a `reads` mask; a compile error when
+/// the path is not a field.
+pub(super) const fn bit(path: &str) -> u64 {
+    let mut i = 0;
+    while i < LEAVES.len() {
+        let (p, _) = LEAVES[i];
+        if p.len() == path.len() {
+            let (a, b) = (p.as_bytes(), path.as_bytes());
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return 1 << i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not an input field")
+}
+
+/// The bits of every field of a section (`request`, `scope`, ...).
+const fn section(name: &str) -> u64 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < LEAVES.len() {
+        let (p, _) = LEAVES[i];
+        let (a, b) = (p.as_bytes(), name.as_bytes());
+        if a.len() > b.len() && a[b.len()] == b'.' {
+            let mut j = 0;
+            while j < b.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == b.len() {
+                mask |= 1 << i;
+            }
+        }
+        i += 1;
+    }
+    mask
+}
+
+/// Whether a `reads` mask holds `path` (checked at compile time).
+macro_rules! has {
+    ($mask:expr, $path:literal) => {{
+        const B: u64 = bit($path);
+        $mask & B != 0
+    }};
+}
+
+/// Builds an object of the fields whose flag is set; `None` when none is.
+fn pick<const N: usize>(fields: [(bool, &str, &dyn Fn() -> Value); N]) -> Option<Value> {
+    let mut o = Object::new();
+    let mut any = false;
+    for (want, k, v) in fields {
+        if want {
+            o.insert(Value::from(k), v());
+            any = true;
+        }
+    }
+    any.then(|| o.into_value())
+}
+
+/// The input document, with only the fields in `reads` (a `cache::reads` mask; `u64::MAX` for
+/// all of them, as `explain` shows it). A section with no field read is left out.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     agent: &Value,
     intent: &Intent,
@@ -152,32 +206,40 @@ pub fn build(
     scope: &ScopeVerdict,
     strip: &[String],
     now_unix: u64,
+    reads: u64,
 ) -> Value {
-    let request = obj([
-        ("id", s(req.id)),
-        ("protocol", s(req.protocol)),
-        ("method", s(req.method)),
-        ("scheme", s(req.scheme)),
-        ("host", s(req.host)),
-        ("port", Value::from(u64::from(req.port))),
-        ("path", opt(req.path)),
-        (
-            "path_segments",
-            Value::from(segments.iter().map(|x| s(x)).collect::<Vec<_>>()),
-        ),
-        ("query", query_value(req.query)),
-        (
-            "headers",
+    if reads == 0 {
+        return Value::new_object();
+    }
+    let m = reads;
+    let request = pick([
+        (has!(m, "request.id"), "id", &|| s(req.id)),
+        (has!(m, "request.protocol"), "protocol", &|| s(req.protocol)),
+        (has!(m, "request.method"), "method", &|| s(req.method)),
+        (has!(m, "request.scheme"), "scheme", &|| s(req.scheme)),
+        (has!(m, "request.host"), "host", &|| s(req.host)),
+        (has!(m, "request.port"), "port", &|| {
+            Value::from(u64::from(req.port))
+        }),
+        (has!(m, "request.path"), "path", &|| opt(req.path)),
+        (has!(m, "request.path_segments"), "path_segments", &|| {
+            Value::from(segments.iter().map(|x| s(x)).collect::<Vec<_>>())
+        }),
+        (has!(m, "request.query"), "query", &|| {
+            query_value(req.query)
+        }),
+        (has!(m, "request.headers"), "headers", &|| {
             req.headers
-                .map_or_else(Value::new_object, |h| headers_value(h, strip)),
-        ),
-        ("body", req.body.map_or(Value::Null, body_value)),
-        (
-            "body_truncated",
-            Value::from(req.body.is_some_and(|b| b.truncated)),
-        ),
+                .map_or_else(Value::new_object, |h| headers_value(h, strip))
+        }),
+        (has!(m, "request.body"), "body", &|| {
+            req.body.map_or(Value::Null, body_value)
+        }),
+        (has!(m, "request.body_truncated"), "body_truncated", &|| {
+            Value::from(req.body.is_some_and(|b| b.truncated))
+        }),
     ]);
-    let destination = match req.destination {
+    let destination = || match req.destination {
         Some((ip, class)) => obj([("ip", Value::from(ip.to_string())), ("class", s(class))]),
         None => Value::Null,
     };
@@ -188,22 +250,50 @@ pub fn build(
         "tcp" | "tls" => req.protocol,
         _ => "http",
     };
-    let connection = obj([
-        ("mode", s(c.mode)),
-        ("protocol", s(conn_protocol)),
-        ("sni", opt(c.sni)),
-        ("intercepted", Value::from(c.intercepted)),
+    let connection = pick([
+        (has!(m, "connection.mode"), "mode", &|| s(c.mode)),
+        (has!(m, "connection.protocol"), "protocol", &|| {
+            s(conn_protocol)
+        }),
+        (has!(m, "connection.sni"), "sni", &|| opt(c.sni)),
+        (has!(m, "connection.intercepted"), "intercepted", &|| {
+            Value::from(c.intercepted)
+        }),
     ]);
-    obj([
-        ("agent", agent.clone()),
-        ("intent", intent_value(intent)),
-        ("request", request),
-        ("scope", scope_value(scope)),
-        ("destination", destination),
-        ("connection", connection),
-        ("mcp", Value::Null),
-        ("time", obj([("unix", Value::from(now_unix))])),
+    let scope = pick([
+        (has!(m, "scope.matched"), "matched", &|| {
+            Value::from(scope.matched)
+        }),
+        (has!(m, "scope.intent"), "intent", &|| {
+            opt(scope.intent.as_deref())
+        }),
+        (has!(m, "scope.rule"), "rule", &|| {
+            scope.rule.map_or(Value::Null, Value::from)
+        }),
+        (has!(m, "scope.why"), "why", &|| s(&scope.why)),
+        (has!(m, "scope.code"), "code", &|| s(scope.code)),
+        (has!(m, "scope.mode"), "mode", &|| s(scope.mode.as_str())),
+    ]);
+    let some = |v: Option<Value>| move || v.clone().unwrap_or(Value::Null);
+    const DEST: u64 = section("destination");
+    const INTENT: u64 = section("intent");
+    pick([
+        (has!(m, "agent"), "agent", &|| agent.clone()),
+        (m & INTENT != 0, "intent", &|| intent_value(intent)),
+        (request.is_some(), "request", &some(request.clone())),
+        (scope.is_some(), "scope", &some(scope.clone())),
+        (m & DEST != 0, "destination", &destination),
+        (
+            connection.is_some(),
+            "connection",
+            &some(connection.clone()),
+        ),
+        (has!(m, "mcp"), "mcp", &|| Value::Null),
+        (has!(m, "time"), "time", &|| {
+            obj([("unix", Value::from(now_unix))])
+        }),
     ])
+    .unwrap_or_else(Value::new_object)
 }
 
 /// The same input as JSON, for `explain`.

@@ -128,7 +128,11 @@ pub struct PolicySet {
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
+    /// Whether a module may read the request body: only then is one read before deciding.
     reads_body: bool,
+    /// The input fields the policy modules can read (`cache::reads`): decisions get only
+    /// those; `explain` shows the whole input.
+    reads: u64,
     data_sources: Vec<String>,
     /// With `load_with(.., true)`: an engine that also holds the `*_test.rego` modules, and the
     /// `(file, package, text)` of the modules whose tests `run_tests` runs.
@@ -169,12 +173,14 @@ impl PolicySet {
         } else {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
-        let reads_body = cache::reads_body(
+        let code = || {
             src.modules
                 .iter()
                 .filter(|m| !m.test)
-                .map(|m| m.text.as_str()),
-        );
+                .map(|m| m.text.as_str())
+        };
+        let reads_body = cache::reads_body(code());
+        let reads = cache::reads(code());
         let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
         engine::warm(&mut template, &query)?;
         let workers = cfg.limits.worker_threads();
@@ -233,6 +239,7 @@ impl PolicySet {
             strip: cfg.headers.strip.clone(),
             cache_plan,
             reads_body,
+            reads,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })

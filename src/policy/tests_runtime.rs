@@ -220,3 +220,49 @@ fn a_policy_that_fails_only_on_some_requests_loads_and_fails_closed_on_them() {
     let err = PolicySet::load(&c, &a).unwrap_err().to_string();
     assert!(err.contains("data.intentgate.nope"), "{err}");
 }
+
+#[test]
+fn decisions_get_every_input_field_their_policy_reads_and_match_explain() {
+    // Decisions evaluate only the input fields the modules name (cache::reads); `explain`
+    // evaluates the whole input. Both must see the same values, and so decide the same.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "g.rego",
+        "package intentgate\n\nimport rego.v1\n\n\
+deny contains concat(\" \", [\n\
+\tinput.request.method, input.request.path_segments[0], input.request.query.page[0],\n\
+\tinput.connection.mode, input.intent.task, input.agent.labels.tier, input.scope.code,\n\
+\tsprintf(\"%v\", [input.request.port]),\n\
+]) if input.request.host == \"api.zendesk.com\"\n\n\
+deny contains \"no-headers-seen\" if not input.request.headers\n",
+    );
+    let a = agent(None);
+    let mut c = config(&[dir.path()]);
+    c.policy.decision_cache = false;
+    let p = PolicySet::load(&c, &a).unwrap();
+    let r = req("GET", "api.zendesk.com", "/api/v2/tickets");
+    let d = decide(&p, &a, &intent("triage"), &r);
+    assert!(!d.allow);
+    assert_eq!(
+        d.reasons,
+        vec!["GET api 2 intercepted INC-1 prod matched 443".to_string()],
+        "{d:?}"
+    );
+    let (e, input) = p.explain(&a, &intent("triage"), &r.facts());
+    assert_eq!(e.reasons, d.reasons);
+    assert_eq!(
+        input["request"]["id"], "r1",
+        "explain shows the whole input"
+    );
+    assert_eq!(input["time"]["unix"].as_u64().map(|t| t > 0), Some(true));
+
+    // The builtin policy reads only input.scope.matched; its decisions are those of explain.
+    let p = PolicySet::load(&config(&[]), &a).unwrap();
+    for (method, host) in [("GET", "api.zendesk.com"), ("POST", "api.zendesk.com")] {
+        let r = req(method, host, "/x");
+        let d = decide(&p, &a, &intent("triage"), &r);
+        let (e, _) = p.explain(&a, &intent("triage"), &r.facts());
+        assert_eq!((d.allow, &d.reasons), (e.allow, &e.reasons));
+    }
+}
