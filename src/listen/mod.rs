@@ -4,6 +4,7 @@
 pub mod guard;
 pub mod transparent;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -74,6 +75,30 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     b
 }
 
+/// The next accepted connection (with TCP_NODELAY), or `None` once `shutdown` flips. Accept
+/// errors (out of file descriptors and the like) back off briefly instead of spinning.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    which: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    warn!(error = %e, listener = which, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` flips, serving each with the proxy.
 pub async fn serve_proxy(
     listener: TcpListener,
@@ -84,19 +109,9 @@ pub async fn serve_proxy(
 ) {
     let builder = Arc::new(http1_builder(&limits));
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
+        let Some((stream, peer)) = accept(&listener, &mut shutdown, "proxy").await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
             proxy
                 .metrics

@@ -117,18 +117,10 @@ pub async fn serve_transparent(
 ) {
     let limits = Arc::new(limits);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "accept failed (transparent)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
+        let Some((stream, peer)) = super::accept(&listener, &mut shutdown, "transparent").await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let refuse = |code: &str| proxy.metrics.refusals.with_label_values(&[code]).inc();
         if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
             drop(Live(tracker.clone()));
