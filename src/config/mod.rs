@@ -121,6 +121,16 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     if let Some(p) = &c.upstream.proxy {
         parent_proxy(p).map_err(|m| invalid("upstream.proxy", m))?;
     }
+    if c.policy.bundle_url.is_some() {
+        // Refused rather than ignored: a sidecar must not run on its local policy while its
+        // operator believes a bundle server sets it.
+        return Err(invalid(
+            "policy.bundle_url",
+            "policy bundles are not implemented in this version; deliver policy with \
+             policy.paths (e.g. a mounted ConfigMap)"
+                .into(),
+        ));
+    }
     let l = &c.limits;
     for (field, v) in [
         ("limits.connect_timeout_ms", l.connect_timeout_ms),

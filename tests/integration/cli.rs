@@ -59,6 +59,13 @@ fn check_accepts_good_and_rejects_bad_configs_with_file_and_line() {
             "max_headers",
         ),
         ("mode.yaml", "mode: lenient\n", ":1", "lenient"),
+        // Accepted early in the schema but not delivered yet: refused, never silently ignored.
+        (
+            "bundle.yaml",
+            "policy:\n  bundle_url: https://ctl/bundles/ns\n",
+            ":2",
+            "not implemented",
+        ),
         (
             "parent.yaml",
             "\nupstream:\n  proxy: socks5://x:1\n",
