@@ -16,10 +16,12 @@ fn now_ms() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// Stamps the time of the last byte moved in either direction.
+/// Stamps the time of the last byte moved in either direction, and counts the bytes read from
+/// this side (so a tunnel's byte counts survive an idle or failed end).
 struct Stamped<S> {
     inner: S,
     last: Arc<AtomicU64>,
+    read: u64,
 }
 
 impl<S> Stamped<S> {
@@ -37,7 +39,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            this.read += n as u64;
             this.touch();
         }
         r
@@ -68,16 +72,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
 /// How a tunnel ended.
 #[derive(Debug)]
 pub enum TunnelEnd {
-    Closed {
-        client_to_upstream: u64,
-        upstream_to_client: u64,
-    },
+    Closed,
     Idle,
     Error(io::Error),
 }
 
+/// A finished tunnel: how it ended and the bytes it moved each way.
+#[derive(Debug)]
+pub struct Spliced {
+    pub end: TunnelEnd,
+    pub client_to_upstream: u64,
+    pub upstream_to_client: u64,
+}
+
 /// Copies bytes both ways until either side closes or nothing moves for `idle`.
-pub async fn splice<A, B>(client: A, upstream: B, idle: Duration) -> TunnelEnd
+pub async fn splice<A, B>(client: A, upstream: B, idle: Duration) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -86,10 +95,12 @@ where
     let mut a = Stamped {
         inner: client,
         last: last.clone(),
+        read: 0,
     };
     let mut b = Stamped {
         inner: upstream,
         last: last.clone(),
+        read: 0,
     };
     let idle_ms = idle.as_millis() as u64;
     let watchdog = async {
@@ -101,11 +112,16 @@ where
             tokio::time::sleep(Duration::from_millis(idle_ms - since)).await;
         }
     };
-    tokio::select! {
+    let end = tokio::select! {
         r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
-            Ok((up, down)) => TunnelEnd::Closed { client_to_upstream: up, upstream_to_client: down },
+            Ok(_) => TunnelEnd::Closed,
             Err(e) => TunnelEnd::Error(e),
         },
         () = watchdog => TunnelEnd::Idle,
+    };
+    Spliced {
+        end,
+        client_to_upstream: a.read,
+        upstream_to_client: b.read,
     }
 }

@@ -3,11 +3,8 @@
 //! the tunnel limits (a place among `limits.max_tunnels`, `limits.tunnel_idle_timeout_ms`) with
 //! one audit record carrying the byte counts when the relay ends.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +13,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -86,43 +83,6 @@ pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgradi
         ));
     }
     Ok(Some(Upgrading::default()))
-}
-
-/// Counts the bytes read from one side of the relay.
-struct Tally<S> {
-    inner: S,
-    read: Arc<AtomicU64>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tally<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        this.read.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tally<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 /// Sends the upgrade request on a fresh HTTP/1.1 connection that supports upgrades.
@@ -250,34 +210,30 @@ impl Proxy {
             async move {
                 let _count = count;
                 let _token = ws.token;
-                let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-                let end = match (client_side.await, upstream_side.await) {
+                let relayed = match (client_side.await, upstream_side.await) {
                     (Ok(c), Ok(u)) => {
-                        let c = Tally {
-                            inner: TokioIo::new(c),
-                            read: up.clone(),
-                        };
-                        let u = Tally {
-                            inner: TokioIo::new(u),
-                            read: down.clone(),
-                        };
-                        match tunnel::splice(c, u, idle).await {
-                            tunnel::TunnelEnd::Closed { .. } => "closed",
-                            tunnel::TunnelEnd::Idle => "idle",
-                            tunnel::TunnelEnd::Error(_) => "error",
+                        let s = tunnel::splice(TokioIo::new(c), TokioIo::new(u), idle).await;
+                        Relayed {
+                            up: s.client_to_upstream,
+                            down: s.upstream_to_client,
+                            end: match s.end {
+                                tunnel::TunnelEnd::Closed => "closed",
+                                tunnel::TunnelEnd::Idle => "idle",
+                                tunnel::TunnelEnd::Error(_) => "error",
+                            },
                         }
                     }
                     (c, u) => {
                         warn!(client = ?c.err(), upstream = ?u.err(), "websocket upgrade failed");
-                        "failed"
+                        Relayed {
+                            up: 0,
+                            down: 0,
+                            end: "failed",
+                        }
                     }
                 };
-                debug!(end, "websocket relay ended");
-                let _ = done.send(Relayed {
-                    up: up.load(Ordering::Relaxed),
-                    down: down.load(Ordering::Relaxed),
-                    end,
-                });
+                debug!(end = relayed.end, "websocket relay ended");
+                let _ = done.send(relayed);
             }
             .instrument(span),
         );
