@@ -156,3 +156,47 @@ fn dockerfile_is_multi_stage_and_non_root() {
     );
     assert!(last.iter().any(|l| l.contains("--from=build")));
 }
+
+/// The policy ConfigMaps in deploy/ load as a policy directory (global modules at the top, the
+/// support namespace's catalog under namespaces/support/) and pass their own Rego tests: the
+/// global deny is enforced by the decision whatever a namespace grants.
+#[test]
+fn deploy_policy_config_maps_load_and_their_rego_tests_pass() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy");
+    let support = policy.join("namespaces/support");
+    std::fs::create_dir_all(&support).unwrap();
+    for (file, into) in [
+        ("policy-global.yaml", &policy),
+        ("example/policy.yaml", &support),
+    ] {
+        let doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(base.join(file)).unwrap()).unwrap();
+        let data = doc["data"].as_object().unwrap();
+        assert!(!data.is_empty(), "{file} has no data");
+        for (name, text) in data {
+            std::fs::write(into.join(name), text.as_str().unwrap()).unwrap();
+        }
+    }
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &cfg,
+        "agent: {id: support-bot, namespace: support, owner: support-team}\npolicy: {paths: [policy]}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    // The namespace's catalog is loaded: its intent grants the ticket API.
+    let (code, stdout, stderr) = run_cli(&[
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--intent",
+        "triage-tickets",
+        "GET",
+        "https://acme.zendesk.com/api/v2/tickets/42",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
