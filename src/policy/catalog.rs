@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use super::pattern::{Seg, host_pattern, path_matches, path_pattern};
 use crate::config::{IntentSpec, Mode};
 use crate::identity::Agent;
 
@@ -59,13 +60,6 @@ struct Rule {
     paths_text: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Lit(String),
-    One,
-    Any,
-}
-
 #[derive(Debug)]
 struct Compiled {
     agents: Option<Vec<String>>,
@@ -82,95 +76,6 @@ struct Compiled {
 pub struct Catalog {
     intents: HashMap<String, Compiled>,
     default_mode: Mode,
-}
-
-/// Normalises a host pattern: lowercase, no trailing dot, IDNA to punycode; only an exact name
-/// or a leading `*.` wildcard. Returns `(is_wildcard, name)`.
-fn host_pattern(raw: &str) -> Result<(bool, String), String> {
-    let t = raw.trim().trim_end_matches('.');
-    let (wild, name) = match t.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, t),
-    };
-    if name.is_empty() {
-        return Err(format!("host pattern '{raw}' is empty"));
-    }
-    // An IP literal (raw TCP destinations in transparent mode): canonical form, no brackets,
-    // matched exactly against the address the client dialled.
-    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
-    if let Ok(ip) = bare.unwrap_or(name).parse::<std::net::IpAddr>() {
-        if wild {
-            return Err(format!(
-                "host pattern '{raw}': an IP address takes no wildcard"
-            ));
-        }
-        return Ok((false, ip.to_string()));
-    }
-    if name.contains('*') {
-        return Err(format!(
-            "host pattern '{raw}' is not allowed: use an exact name or a leading '*.' \
-             (e.g. '*.example.com'); other wildcards are refused"
-        ));
-    }
-    if name.contains(['/', ':', ' '])
-        && !name.starts_with('[')
-        && name.parse::<std::net::Ipv6Addr>().is_err()
-    {
-        return Err(format!(
-            "host pattern '{raw}' must be a host name only (ports go in `ports`, paths in `paths`)"
-        ));
-    }
-    let ascii = idna::domain_to_ascii(name)
-        .map_err(|_| format!("host pattern '{raw}' is not a valid host name"))?;
-    Ok((wild, ascii))
-}
-
-fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
-    if !raw.starts_with('/') {
-        return Err(format!("path pattern '{raw}' must start with '/'"));
-    }
-    raw.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| match s {
-            "*" => Ok(Seg::One),
-            "**" => Ok(Seg::Any),
-            s if s.contains('*') => Err(format!(
-                "path pattern '{raw}': '*' must be a whole segment ('*' one segment, '**' any number)"
-            )),
-            s => Ok(Seg::Lit(s.to_string())),
-        })
-        .collect()
-}
-
-/// Segment glob: `*` exactly one segment, `**` zero or more. Greedy with one backtrack point.
-fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
-    let (mut p, mut s) = (0, 0);
-    let mut back: Option<(usize, usize)> = None;
-    while s < segs.len() {
-        match pat.get(p) {
-            Some(Seg::Any) => {
-                back = Some((p, s));
-                p += 1;
-            }
-            Some(Seg::One) => {
-                p += 1;
-                s += 1;
-            }
-            Some(Seg::Lit(l)) if l == segs[s] => {
-                p += 1;
-                s += 1;
-            }
-            _ => match back {
-                Some((bp, bs)) => {
-                    p = bp + 1;
-                    s = bs + 1;
-                    back = Some((bp, bs + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pat[p..].iter().all(|x| *x == Seg::Any)
 }
 
 impl Catalog {

@@ -94,7 +94,15 @@ fn hosts_exact_and_wildcard() {
 
 #[test]
 fn other_wildcards_are_refused_naming_intent_and_rule() {
-    for bad in ["api.*.com", "*", "ap*.x.com", "*.", "x.com:443", "x.com/a"] {
+    for bad in [
+        "api.*.com",
+        "*",
+        "ap*.x.com",
+        "*.",
+        "x.com:443",
+        "x.com/a",
+        "[x.com]",
+    ] {
         let err = catalog(
             vec![
                 rule(&["ok.com"], None, None, None),

@@ -11,6 +11,7 @@ mod decide;
 mod decision;
 pub mod engine;
 pub mod input;
+mod pattern;
 pub mod rego_test;
 
 use std::sync::Mutex;
