@@ -39,13 +39,22 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_AGENTS && !map.contains_key(agent) {
-            map.clear();
+        if !map.contains_key(agent) {
+            if map.len() >= MAX_AGENTS {
+                map.clear();
+            }
+            // The agent's id is copied once, when its bucket is made, not per request.
+            map.insert(
+                agent.to_string(),
+                Bucket {
+                    tokens: burst,
+                    at: now,
+                },
+            );
         }
-        let b = map.entry(agent.to_string()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
+        let Some(b) = map.get_mut(agent) else {
+            return Ok(());
+        };
         let elapsed = now.duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.at = now;

@@ -49,26 +49,16 @@ pub(super) struct Relayed {
 const HINT: &str =
     "only 'Connection: Upgrade' with 'Upgrade: websocket' on a GET without a body is forwarded";
 
-fn tokens(headers: &HeaderMap, name: header::HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
 /// Whether the request asks for an upgrade: `None` when `Connection` does not name `upgrade` (a
 /// stray `Upgrade` header is then removed as hop-by-hop); a WebSocket upgrade on a bodiless GET;
 /// any other upgrade is refused with 400.
 pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgrading>, ProxyError> {
-    if !tokens(h, header::CONNECTION).iter().any(|t| t == "upgrade") {
+    // Runs on every request: no allocation unless `Connection` names `upgrade`.
+    if !headers::list_tokens(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
         return Ok(None);
     }
-    let wanted = tokens(h, header::UPGRADE);
-    if wanted.len() != 1 || wanted[0] != "websocket" {
+    if !websocket_only(h) {
+        let wanted: Vec<&str> = headers::list_tokens(h, header::UPGRADE).collect();
         return Err(ProxyError::bad_request(
             format!("upgrade to '{}' is not supported", wanted.join(", ")),
             HINT,
@@ -83,6 +73,20 @@ pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgradi
         ));
     }
     Ok(Some(Upgrading::default()))
+}
+
+/// Whether `Upgrade` names exactly one protocol, `websocket`.
+fn websocket_only(h: &HeaderMap) -> bool {
+    let mut up = headers::list_tokens(h, header::UPGRADE);
+    up.next()
+        .is_some_and(|t| t.eq_ignore_ascii_case("websocket"))
+        && up.next().is_none()
+}
+
+/// `Connection: upgrade` + `Upgrade: websocket` (the hop-by-hop pair each hop sets itself).
+fn mark_upgrade(h: &mut HeaderMap) {
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
 /// Sends the upgrade request on a fresh HTTP/1.1 connection that supports upgrades.
@@ -139,12 +143,7 @@ impl Proxy {
             ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
         })?;
         parts.version = Version::HTTP_11;
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts
-            .headers
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        mark_upgrade(&mut parts.headers);
         let out = Request::from_parts(parts, Empty::<Bytes>::new());
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sending = async {
@@ -194,7 +193,7 @@ impl Proxy {
                 bytes_in,
             ));
         }
-        if tokens(resp.headers(), header::UPGRADE) != ["websocket"] {
+        if !websocket_only(resp.headers()) {
             metric("failed");
             return Err(ProxyError::UpstreamProtocol {
                 target,
@@ -240,12 +239,7 @@ impl Proxy {
         let (mut parts, _) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts
-            .headers
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        mark_upgrade(&mut parts.headers);
         let body = Empty::new().map_err(|never| match never {}).boxed();
         Ok(Outcome::Upgraded(
             Response::from_parts(parts, body),
