@@ -129,8 +129,6 @@ pub struct PolicySet {
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
-    /// Whether a module may read the request body: only then is one read before deciding.
-    reads_body: bool,
     /// The input fields the policy modules can read (`cache::reads`): decisions get only
     /// those; `explain` shows the whole input.
     reads: u64,
@@ -174,14 +172,12 @@ impl PolicySet {
         } else {
             cache::Plan::Disabled("policy.decision_cache is false".into())
         };
-        let code = || {
+        let reads = cache::reads(
             src.modules
                 .iter()
                 .filter(|m| !m.test)
-                .map(|m| m.text.as_str())
-        };
-        let reads_body = cache::reads_body(code());
-        let reads = cache::reads(code());
+                .map(|m| m.text.as_str()),
+        );
         let (mut template, names) = engine::build(&src, &engine::catalog_data(&src), false)?;
         engine::warm(&mut template, &query)?;
         let workers = cfg.limits.worker_threads();
@@ -239,7 +235,6 @@ impl PolicySet {
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
             strip: cfg.headers.strip.clone(),
             cache_plan,
-            reads_body,
             reads,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -248,7 +243,7 @@ impl PolicySet {
 
     /// Whether a loaded module reads `input.request.body`: only then are bodies inspected.
     pub fn reads_body(&self) -> bool {
-        self.reads_body
+        cache::reads_body(self.reads)
     }
 
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
