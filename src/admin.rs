@@ -263,6 +263,11 @@ fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
 fn policy(state: &AdminState) -> Response<Body> {
     let live = state.proxy.live.load();
     let p = &live.policy;
+    let cfg = state.reloader.config();
+    let bundle = cfg.policy.bundle.as_ref().map(|b| {
+        json!({"url": cfg.policy.bundle_url, "namespace": b.namespace, "revision": b.revision,
+               "files": b.files.len()})
+    });
     json_response(
         StatusCode::OK,
         &json!({
@@ -272,6 +277,7 @@ fn policy(state: &AdminState) -> Response<Body> {
             "intents": p.catalog().names(),
             "agent": live.agent,
             "last_reload": state.reloader.status(),
+            "bundle": bundle,
         }),
     )
 }

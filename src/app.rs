@@ -72,6 +72,12 @@ pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
 pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyhow::Result<Running> {
+    // With `policy.bundle_url`, the first bundle before anything listens (fail closed).
+    let mut loaded = loaded;
+    let wait = Duration::from_millis(loaded.config.policy.bundle_wait_ms);
+    let bundles = crate::bundle::fetch::first_into(&mut loaded.config, wait)
+        .await
+        .map_err(anyhow::Error::msg)?;
     // The policy (and its compiled catalog) first; what stays is the config without its catalog.
     let live = build_live(&loaded.config)?;
     let source = loaded.source;
@@ -164,6 +170,15 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         tasks.push(tokio::spawn(
             reloader.clone().watch_loop(interval, rx.clone()),
         ));
+    }
+    if let Some((source, etag)) = bundles {
+        let interval = Duration::from_millis(cfg.policy.bundle_poll_ms);
+        tasks.push(tokio::spawn(source.poll_loop(
+            reloader.clone(),
+            etag,
+            interval,
+            rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(on_sighup(
         proxy.clone(),

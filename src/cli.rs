@@ -146,7 +146,7 @@ pub enum CaCommand {
         #[arg(long)]
         cert: Option<PathBuf>,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Box<ConfigArgs>,
     },
 }
 
@@ -193,6 +193,13 @@ pub struct ConfigArgs {
     /// Mode for every intent: enforce or monitor (overrides the intents' and the top-level mode).
     #[arg(long, value_enum)]
     pub mode: Option<CliMode>,
+    /// Fetch the policy as a bundle from this https URL, e.g.
+    /// https://intentgate.intentgate-system.svc/bundles/NAMESPACE (overrides policy.bundle_url).
+    #[arg(long, env = "INTENTGATE_BUNDLE_URL")]
+    pub bundle_url: Option<String>,
+    /// CA for --bundle-url: PEM text or a PEM file (overrides policy.bundle_ca).
+    #[arg(long, env = "INTENTGATE_BUNDLE_CA", hide_env_values = true)]
+    pub bundle_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -254,6 +261,18 @@ impl ConfigArgs {
         if let Some(v) = &self.intent {
             c.intent = Some(v.clone());
         }
+        if let Some(v) = &self.bundle_url {
+            c.policy.bundle_url = Some(v.clone());
+        }
+        if let Some(v) = &self.bundle_ca {
+            c.policy.bundle_ca = Some(v.clone());
+        }
+        config::check_bundle(c).map_err(|(field, msg)| config::ConfigError::Invalid {
+            file: loaded.source.clone(),
+            field: field.to_string(),
+            line: None,
+            msg,
+        })?;
         if let Some(m) = self.mode {
             c.mode_override = Some(match m {
                 CliMode::Enforce => Mode::Enforce,

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub transparent_connections: IntCounterVec,
     pub websocket_upgrades: IntCounterVec,
     pub bodies_inspected: IntCounterVec,
+    pub bundle_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -130,6 +131,14 @@ impl Metrics {
             ),
             &["truncated"],
         )?;
+        let bundle_fetches = IntCounterVec::new(
+            Opts::new(
+                "intentgate_bundle_fetches_total",
+                "Policy bundle polls, by result: updated, unchanged, refused (bad bundle or \
+                 policy), error (server unreachable or not 200/304).",
+            ),
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -153,6 +162,7 @@ impl Metrics {
         registry.register(Box::new(transparent_connections.clone()))?;
         registry.register(Box::new(websocket_upgrades.clone()))?;
         registry.register(Box::new(bodies_inspected.clone()))?;
+        registry.register(Box::new(bundle_fetches.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -171,6 +181,7 @@ impl Metrics {
             transparent_connections,
             websocket_upgrades,
             bodies_inspected,
+            bundle_fetches,
         })
     }
 

@@ -20,9 +20,24 @@ fn agent_or_exit(cfg: &Config) -> Result<Agent, ExitCode> {
     })
 }
 
-/// Validates the configuration and policy, then runs the Rego unit tests (`test_*` rules).
+/// With `policy.bundle_url`, the bundle is fetched once, as `serve` would.
+fn with_bundle(loaded: &Loaded) -> Result<Loaded, ExitCode> {
+    let mut loaded = loaded.clone();
+    crate::bundle::fetch::first_blocking(&mut loaded.config).map_err(|e| {
+        eprintln!("intentgate: policy bundle: {e}");
+        ExitCode::from(2)
+    })?;
+    Ok(loaded)
+}
+
+/// Validates the configuration and policy (fetching the bundle when there is one), then runs the
+/// Rego unit tests (`test_*` rules).
 /// Exit 0 when all is well, 1 when a test fails, 2 when the config or policy is invalid.
 pub fn check(loaded: &Loaded) -> ExitCode {
+    let loaded = &match with_bundle(loaded) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let agent = match agent_or_exit(&loaded.config) {
         Ok(a) => a,
         Err(code) => return code,
@@ -73,6 +88,10 @@ pub struct ExplainRequest<'a> {
 /// Decides one hypothetical request and prints the decision and the input it evaluated.
 /// Exit 0 allow, 1 deny, 2 invalid config, policy or request.
 pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>) -> ExitCode {
+    let loaded = &match with_bundle(loaded) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let agent = match agent_or_exit(&loaded.config) {
         Ok(a) => a,
         Err(code) => return code,

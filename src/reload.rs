@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::bundle::Bundle;
 use crate::config::{Config, Loaded};
 use crate::proxy::Proxy;
 use crate::watch::Watched;
@@ -80,12 +81,49 @@ impl Reloader {
         w
     }
 
+    /// The revision of the bundle in force (`policy.bundle_url`).
+    pub fn bundle_revision(&self) -> Option<String> {
+        self.config()
+            .policy
+            .bundle
+            .as_ref()
+            .map(|b| b.revision.clone())
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.proxy.metrics
+    }
+
     /// Rebuilds and swaps the policy; on any error keeps the one in force.
     pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadStatus {
+        self.rebuild(trigger, None).await
+    }
+
+    /// Rebuilds the policy with a new bundle (`policy.bundle_url`); it stays in force only if
+    /// the policy builds, else the last good bundle does.
+    pub async fn reload_bundle(self: &Arc<Self>, bundle: Arc<Bundle>) -> ReloadStatus {
+        self.rebuild("bundle", Some(bundle)).await
+    }
+
+    /// Records a reload that failed before a policy could be built (e.g. a refused bundle).
+    pub fn record_failure(&self, trigger: &str, message: String) {
+        self.finish(ReloadStatus {
+            result: "failure",
+            trigger: trigger.into(),
+            at: now(),
+            message,
+            revision: self.proxy.live.load().policy.revision().to_string(),
+        });
+    }
+
+    /// Loads the config again, with `bundle` or else the bundle in force, builds, swaps.
+    async fn rebuild(self: &Arc<Self>, trigger: &str, bundle: Option<Arc<Bundle>>) -> ReloadStatus {
         let _one = self.busy.lock().await;
         let this = self.clone();
+        let bundle = bundle.or_else(|| self.config().policy.bundle.clone());
         let built = tokio::task::spawn_blocking(move || {
-            let loaded = (this.load)()?;
+            let mut loaded = (this.load)()?;
+            loaded.config.policy.bundle = bundle;
             let live = crate::app::build_live(&loaded.config).map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>((loaded, live))
         })
@@ -136,15 +174,19 @@ impl Reloader {
                 }
             }
         };
+        self.finish(status.clone());
+        status
+    }
+
+    fn finish(&self, status: ReloadStatus) {
         self.proxy
             .metrics
             .policy_reloads
             .with_label_values(&[status.result])
             .inc();
         if let Ok(mut last) = self.last.lock() {
-            *last = status.clone();
+            *last = status;
         }
-        status
     }
 
     /// Polls the watched files every `interval`; reloads when their fingerprint changes.

@@ -100,6 +100,11 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
             *p = base.join(&*p);
         }
     }
+    if let Some(ca) = config.policy.bundle_ca.as_mut() {
+        if !ca.trim_start().starts_with("-----BEGIN") && Path::new(ca.as_str()).is_relative() {
+            *ca = base.join(ca.as_str()).display().to_string();
+        }
+    }
     let loaded = Loaded {
         config,
         source: file.to_string(),
@@ -107,6 +112,39 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
     };
     validate(&loaded, text)?;
     Ok(loaded)
+}
+
+/// With `policy.bundle_url` the platform's bundle is the only policy: local paths and intents
+/// (which a namespace's owners could edit) are refused rather than merged.
+pub fn check_bundle(c: &Config) -> Result<(), (&'static str, String)> {
+    let p = &c.policy;
+    let Some(url) = &p.bundle_url else {
+        return Ok(());
+    };
+    if !url.starts_with("https://") {
+        return Err((
+            "policy.bundle_url",
+            format!("'{url}' must be an https:// URL (policy is not fetched in clear text)"),
+        ));
+    }
+    if !p.paths.is_empty() {
+        return Err((
+            "policy.paths",
+            "with policy.bundle_url the policy comes from the bundle only; remove policy.paths"
+                .into(),
+        ));
+    }
+    if !c.intents.is_empty() {
+        return Err((
+            "intents",
+            "with policy.bundle_url the intent catalog comes from the bundle only; remove intents"
+                .into(),
+        ));
+    }
+    if p.bundle_poll_ms < 100 {
+        return Err(("policy.bundle_poll_ms", "must be at least 100".into()));
+    }
+    Ok(())
 }
 
 /// Checks what types alone cannot.
@@ -121,16 +159,7 @@ fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     if let Some(p) = &c.upstream.proxy {
         parent_proxy(p).map_err(|m| invalid("upstream.proxy", m))?;
     }
-    if c.policy.bundle_url.is_some() {
-        // Refused rather than ignored: a sidecar must not run on its local policy while its
-        // operator believes a bundle server sets it.
-        return Err(invalid(
-            "policy.bundle_url",
-            "policy bundles are not implemented in this version; deliver policy with \
-             policy.paths (e.g. a mounted ConfigMap)"
-                .into(),
-        ));
-    }
+    check_bundle(c).map_err(|(field, msg)| invalid(field, msg))?;
     let l = &c.limits;
     for (field, v) in [
         ("limits.connect_timeout_ms", l.connect_timeout_ms),

@@ -182,7 +182,18 @@ pub struct PolicyConfig {
     pub on_error: OnError,
     /// Use the embedded default policy (`config/policy/`) in addition to `paths`.
     pub builtin: bool,
+    /// `https://…/bundles/NAMESPACE`: the policy comes from this bundle server (the control
+    /// deployment), polled with ETag; local `paths` and `intents` are then refused.
     pub bundle_url: Option<String>,
+    /// The CA trusted for `bundle_url` (PEM text or a PEM file); default the system roots.
+    pub bundle_ca: Option<String>,
+    /// How often the bundle server is polled.
+    pub bundle_poll_ms: u64,
+    /// How long `serve` waits for the first bundle before giving up.
+    pub bundle_wait_ms: u64,
+    /// The bundle in force (set at start and by the poller, never read from the file).
+    #[serde(skip)]
+    pub bundle: Option<std::sync::Arc<crate::bundle::Bundle>>,
     /// How often the config file and policy paths are checked for changes; 0 disables watching.
     pub watch_interval_ms: u64,
     /// Cache decisions when the loaded modules make that provably safe (see docs/policy.md).
@@ -197,6 +208,10 @@ impl Default for PolicyConfig {
             on_error: OnError::Deny,
             builtin: true,
             bundle_url: None,
+            bundle_ca: None,
+            bundle_poll_ms: 10_000,
+            bundle_wait_ms: 30_000,
+            bundle: None,
             watch_interval_ms: 1000,
             decision_cache: true,
         }

@@ -72,6 +72,26 @@ pub struct InjectConfig {
     pub namespaces: BTreeMap<String, NamespaceFloor>,
     #[serde(default)]
     pub default_floor: Option<NamespaceFloor>,
+    /// Policy bundles: what this server serves and what injected sidecars poll.
+    #[serde(default)]
+    pub bundles: BundlesConfig,
+}
+
+/// `bundles:` of the inject config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlesConfig {
+    /// A policy directory (global files at the top, `namespaces/NS/` per namespace, e.g. a
+    /// projected volume of the platform's ConfigMaps) served at `GET /bundles/NS`.
+    pub policy_dir: Option<std::path::PathBuf>,
+    /// The URL injected sidecars poll, without the namespace (`…/bundles`); they add
+    /// `/$(POD_NAMESPACE)`. Unset: sidecars are not given one.
+    pub url: Option<String>,
+    /// The CA certificate (PEM file) injected sidecars trust for `url`; read at load.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The PEM read from `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
 }
 
 fn default_image() -> String {
@@ -100,6 +120,7 @@ impl Default for InjectConfig {
             block_quic: true,
             namespaces: BTreeMap::new(),
             default_floor: None,
+            bundles: BundlesConfig::default(),
         }
     }
 }
@@ -115,7 +136,7 @@ impl InjectConfig {
 
 /// Parses and validates an inject config; errors name the file and line.
 pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
-    let cfg: InjectConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+    let mut cfg: InjectConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
         file: file.to_string(),
         line: e.location().map(|l| l.line()),
         msg: e.to_string(),
@@ -141,6 +162,46 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
                     msg,
                 });
             }
+        }
+    }
+    let invalid = |field: &str, msg: String| ConfigError::Invalid {
+        file: file.to_string(),
+        field: field.to_string(),
+        line: text
+            .lines()
+            .position(|l| {
+                l.trim_start()
+                    .starts_with(field.rsplit('.').next().unwrap_or(""))
+            })
+            .map(|i| i + 1),
+        msg,
+    };
+    let b = &mut cfg.bundles;
+    if let Some(url) = &b.url {
+        if !url.starts_with("https://") || url.ends_with('/') {
+            return Err(invalid(
+                "bundles.url",
+                format!("'{url}' must be an https:// URL without a trailing slash"),
+            ));
+        }
+    }
+    if let Some(ca) = &b.ca_file {
+        let pem = std::fs::read_to_string(ca)
+            .map_err(|e| invalid("bundles.ca_file", format!("{}: {e}", ca.display())))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid(
+                "bundles.ca_file",
+                format!("{}: no PEM certificate", ca.display()),
+            ));
+        }
+        b.ca_pem = Some(pem);
+    }
+    if let Some(dir) = &b.policy_dir {
+        if !dir.is_dir() {
+            return Err(invalid(
+                "bundles.policy_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
     }
     Ok(cfg)

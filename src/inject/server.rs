@@ -1,5 +1,6 @@
-//! The webhook's HTTPS server: `POST /mutate` (AdmissionReview v1 for pods) and `GET /healthz`,
-//! on rustls with the certificate the API server was told to trust.
+//! The control deployment's HTTPS server: `POST /mutate` (AdmissionReview v1 for pods),
+//! `GET /bundles/NAMESPACE` (policy bundles for sidecars) and `GET /healthz`, on rustls with the
+//! certificate the API server and the sidecars were told to trust.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,7 +63,81 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     resp
 }
 
+/// `GET /bundles/NS`: the namespace's policy bundle (global files + `namespaces/NS/`), with
+/// its revision as ETag; 304 when `If-None-Match` names it.
+async fn bundle(req: &Request<Incoming>, ns: &str, cfg: &InjectConfig) -> Response<Full<Bytes>> {
+    let Some(dir) = cfg.bundles.policy_dir.clone() else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "reason": "this server serves no bundles (bundles.policy_dir is unset)"}),
+        );
+    };
+    if !crate::bundle::valid_namespace(ns) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad_request", "reason": format!("'{ns}' is not a namespace name"),
+                    "hint": "GET /bundles/NAMESPACE with a Kubernetes namespace name"}),
+        );
+    }
+    let wanted = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let ns = ns.to_string();
+    let built = tokio::task::spawn_blocking(move || {
+        let b = crate::bundle::Bundle::from_dir(&dir, &ns)?;
+        let etag = b.etag();
+        if wanted.as_deref() == Some(etag.as_str()) {
+            return Ok((etag, None));
+        }
+        Ok::<_, crate::bundle::BundleError>((etag, Some(b.to_tar_gz()?)))
+    })
+    .await;
+    let (etag, body) = match built {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot build a policy bundle");
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "bundle_unavailable", "reason": e.to_string()}),
+            );
+        }
+        Err(e) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": "bundle_unavailable", "reason": e.to_string()}),
+            );
+        }
+    };
+    let mut resp = match body {
+        None => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        }
+        Some(gz) => {
+            let mut r = Response::new(Full::new(Bytes::from(gz)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/gzip"),
+            );
+            r
+        }
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(http::header::ETAG, v);
+    }
+    resp
+}
+
 async fn handle(req: Request<Incoming>, cfg: Arc<InjectConfig>) -> Response<Full<Bytes>> {
+    if req.method() == Method::GET {
+        if let Some(ns) = req.uri().path().strip_prefix("/bundles/") {
+            let ns = ns.to_string();
+            return bundle(&req, &ns, &cfg).await;
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::POST, "/mutate") => {
@@ -113,7 +188,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     on_bound(local);
-    info!(%local, "intentgate inject: serving /mutate and /healthz");
+    info!(%local, bundles = ?cfg.bundles.policy_dir, "intentgate inject: serving /mutate, /bundles and /healthz");
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let cfg = Arc::new(cfg);
     loop {

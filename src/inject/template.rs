@@ -96,13 +96,22 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
             args.push(v.clone());
         }
     }
+    let mut env = downward_env();
+    if let Some(url) = &cfg.bundles.url {
+        // The kubelet expands $(POD_NAMESPACE) from the env above: each pod polls its own.
+        args.push("--bundle-url".into());
+        args.push(format!("{url}/$(POD_NAMESPACE)"));
+        if let (Some(pem), Some(list)) = (&cfg.bundles.ca_pem, env.as_array_mut()) {
+            list.push(json!({"name": "INTENTGATE_BUNDLE_CA", "value": pem}));
+        }
+    }
     json!({
         "name": SIDECAR,
         "image": cfg.image,
         "args": args,
         // Native sidecar: starts before the app containers, stops after them.
         "restartPolicy": "Always",
-        "env": downward_env(),
+        "env": env,
         "ports": [{"name": "ig-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": ADMIN_PORT},

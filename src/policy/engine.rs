@@ -13,6 +13,7 @@ use regorus::{Engine, Value};
 use serde::Deserialize;
 
 use super::PolicyError;
+use crate::bundle::Bundle;
 use crate::config::{Config, IntentSpec};
 
 /// The embedded default policy and its tests.
@@ -189,7 +190,44 @@ impl Sources {
                 }
             }
         }
+        if let Some(b) = &cfg.policy.bundle {
+            s.add_bundle(b, namespace)?;
+        }
         Ok(s)
+    }
+
+    /// A bundle's files, named `bundle:NS@REV/PATH`: global ones, and its namespace's, which
+    /// must be this agent's (checked again here, not only when it arrived).
+    fn add_bundle(&mut self, b: &Bundle, namespace: Option<&str>) -> Result<(), PolicyError> {
+        if namespace != Some(b.namespace.as_str()) {
+            return Err(PolicyError::Data {
+                file: "policy.bundle_url".into(),
+                line: None,
+                msg: format!(
+                    "the bundle is for namespace '{}', the agent's namespace is {}",
+                    b.namespace,
+                    namespace.map_or("unset".into(), |n| format!("'{n}'"))
+                ),
+            });
+        }
+        let own = format!("namespaces/{}/", b.namespace);
+        let short = b.revision.get(..12).unwrap_or(&b.revision);
+        for f in &b.files {
+            let scope = if f.path.starts_with(&own) {
+                Scope::Namespace
+            } else if f.path.starts_with("namespaces/") {
+                return Err(PolicyError::Data {
+                    file: f.path.clone(),
+                    line: None,
+                    msg: "another namespace's file in the bundle".into(),
+                });
+            } else {
+                Scope::Global
+            };
+            let name = format!("bundle:{}@{short}/{}", b.namespace, f.path);
+            self.add_text(name, f.text.clone(), scope)?;
+        }
+        Ok(())
     }
 
     fn add_module(&mut self, file: String, text: String, scope: Scope) {
@@ -204,15 +242,22 @@ impl Sources {
     }
 
     fn add_file(&mut self, path: &Path, scope: Scope) -> Result<(), PolicyError> {
-        let file = path.display().to_string();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match ext {
+        if matches!(ext, "rego" | "json" | "yaml" | "yml") {
+            self.add_text(path.display().to_string(), read(path)?, scope)?;
+        }
+        // READMEs and other files beside the policies are ignored.
+        Ok(())
+    }
+
+    /// Adds a module or data file by name; `file` is only a name (a bundle's files are not on disk).
+    fn add_text(&mut self, file: String, text: String, scope: Scope) -> Result<(), PolicyError> {
+        let ext = file.rsplit('.').next().unwrap_or("").to_string();
+        match ext.as_str() {
             "rego" => {
-                let text = read(path)?;
                 self.add_module(file, text, scope);
             }
             "json" | "yaml" | "yml" => {
-                let text = read(path)?;
                 self.digest = fnv(fnv(self.digest, file.as_bytes()), text.as_bytes());
                 let data_err = |line: Option<usize>, msg: String| PolicyError::Data {
                     file: file.clone(),
@@ -261,7 +306,6 @@ impl Sources {
                     self.data.push((file, doc));
                 }
             }
-            // READMEs and other files beside the policies are ignored.
             _ => {}
         }
         Ok(())

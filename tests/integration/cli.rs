@@ -59,12 +59,18 @@ fn check_accepts_good_and_rejects_bad_configs_with_file_and_line() {
             "max_headers",
         ),
         ("mode.yaml", "mode: lenient\n", ":1", "lenient"),
-        // Accepted early in the schema but not delivered yet: refused, never silently ignored.
+        // Policy is never fetched in clear text, and a bundle is the only policy source.
         (
             "bundle.yaml",
-            "policy:\n  bundle_url: https://ctl/bundles/ns\n",
+            "policy:\n  bundle_url: http://ctl/bundles/ns\n",
             ":2",
-            "not implemented",
+            "https://",
+        ),
+        (
+            "bundle-paths.yaml",
+            "policy:\n  bundle_url: https://ctl/bundles/ns\n  paths: [x]\n",
+            ":3",
+            "policy.paths",
         ),
         (
             "parent.yaml",

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bundles;
 mod bypass;
 mod cli;
 mod connect;

@@ -1,0 +1,294 @@
+//! The sidecar side of bundles: `GET policy.bundle_url` over verified HTTPS with
+//! `If-None-Match`, unpacked and checked against this sidecar's namespace; the first bundle is
+//! awaited at start, later ones are polled and handed to the reloader, which swaps the policy only
+//! once it builds. When the server is away, the last good bundle stays in force.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{Bundle, MAX_BYTES};
+use crate::config::Config;
+use crate::identity::Agent;
+use crate::reload::Reloader;
+use crate::tls::client::{UpstreamAlpn, UpstreamTls};
+
+/// How long one fetch may take, connect to last byte.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where bundles come from, and for which namespace.
+pub struct Source {
+    uri: Uri,
+    host: String,
+    port: u16,
+    tls: UpstreamTls,
+    namespace: String,
+}
+
+/// What one poll brought.
+pub enum Fetched {
+    NotModified,
+    /// A new archive and its ETag (unpacked by `unpack`).
+    Archive(Option<String>, Bytes),
+}
+
+impl Source {
+    /// `url` must be `https://HOST[:PORT]/PATH`; `ca` is PEM text or a PEM file trusted instead of
+    /// the system roots.
+    pub fn new(url: &str, ca: Option<&str>, namespace: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("policy.bundle_url '{url}': {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!(
+                "policy.bundle_url '{url}': must be an https:// URL (policy is not fetched in clear text)"
+            ));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("policy.bundle_url '{url}': no host"))?
+            .to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tls = match ca {
+            Some(ca) => UpstreamTls::with_roots(roots(ca)?),
+            None => UpstreamTls::new(crate::config::UpstreamRoots::System, None),
+        }
+        .map_err(|e| format!("policy.bundle_ca: {e}"))?;
+        Ok(Source {
+            uri,
+            host,
+            port,
+            tls,
+            namespace: namespace.to_string(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// One conditional GET.
+    pub async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, String> {
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(etag))
+            .await
+            .map_err(|_| format!("{}: no answer within {FETCH_TIMEOUT:?}", self.uri))?
+    }
+
+    async fn fetch_inner(&self, etag: Option<&str>) -> Result<Fetched, String> {
+        let at = |e: String| format!("{}: {e}", self.uri);
+        let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
+            .await
+            .map_err(|e| at(format!("cannot connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(tcp, &self.host, UpstreamAlpn::Http1)
+            .await
+            .map_err(|e| at(e.to_string()))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| at(e.to_string()))?;
+        let conn = tokio::spawn(conn);
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut req = Request::get(path)
+            .header(
+                header::HOST,
+                self.uri.authority().map_or("", |a| a.as_str()),
+            )
+            .header(header::ACCEPT, "application/gzip")
+            .header(
+                header::USER_AGENT,
+                concat!("intentgate/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(tag) = etag {
+            req = req.header(header::IF_NONE_MATCH, tag);
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| at(e.to_string()))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| at(e.to_string()))?;
+        let status = resp.status();
+        let tag = resp
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = Limited::new(resp.into_body(), MAX_BYTES as usize)
+            .collect()
+            .await
+            .map_err(|e| at(format!("reading the body: {e}")))?
+            .to_bytes();
+        conn.abort();
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
+            StatusCode::OK => Ok(Fetched::Archive(tag, body)),
+            s => Err(at(format!(
+                "answered {s}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+            ))),
+        }
+    }
+
+    /// Unpacks and verifies an archive (off the async threads: it may be large).
+    pub async fn unpack(&self, bytes: Bytes) -> Result<Bundle, String> {
+        let ns = self.namespace.clone();
+        tokio::task::spawn_blocking(move || Bundle::from_tar_gz(&bytes, &ns))
+            .await
+            .map_err(|e| format!("unpacking task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The first bundle, retried (with backoff up to 2 s) until `wait` has passed.
+    pub async fn first(&self, wait: Duration) -> Result<Bundle, String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let err = match self.fetch(None).await {
+                Ok(Fetched::Archive(_, bytes)) => match self.unpack(bytes).await {
+                    Ok(b) => return Ok(b),
+                    // A wrong or broken bundle does not get better by asking again soon.
+                    Err(e) => return Err(format!("{}: {e}", self.uri)),
+                },
+                Ok(Fetched::NotModified) => format!("{}: 304 to an unconditional GET", self.uri),
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(format!(
+                    "no policy bundle within {wait:?} (policy.bundle_wait_ms); last error: {err}"
+                ));
+            }
+            warn!(error = %err, "waiting for the first policy bundle");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Polls every `interval` until shutdown; new bundles go to `reloader`. `etag` starts as
+    /// the revision in force; every ETag the server sends is remembered, so a refused bundle is
+    /// fetched and reported once, not at every poll.
+    pub async fn poll_loop(
+        self,
+        reloader: Arc<Reloader>,
+        mut etag: String,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let metric = |result: &str| {
+            reloader
+                .metrics()
+                .bundle_fetches
+                .with_label_values(&[result])
+                .inc();
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let (tag, bytes) = match self.fetch(Some(&etag)).await {
+                Ok(Fetched::NotModified) => {
+                    metric("unchanged");
+                    continue;
+                }
+                Ok(Fetched::Archive(tag, bytes)) => (tag, bytes),
+                Err(e) => {
+                    metric("error");
+                    warn!(error = %e, "policy bundle server unreachable; the last good bundle stays in force");
+                    continue;
+                }
+            };
+            // Remember what the server calls it, so the next poll is answered 304.
+            if let Some(t) = tag {
+                etag = t;
+            }
+            match self.unpack(bytes).await {
+                Ok(b) if Some(&b.revision) == reloader.bundle_revision().as_ref() => {
+                    metric("unchanged");
+                }
+                Ok(b) => {
+                    let revision = b.revision.clone();
+                    let status = reloader.reload_bundle(Arc::new(b)).await;
+                    if status.result == "success" {
+                        metric("updated");
+                        info!(bundle = %revision, "policy bundle applied");
+                    } else {
+                        metric("refused");
+                    }
+                }
+                Err(e) => {
+                    metric("refused");
+                    reloader.record_failure("bundle", e.clone());
+                    warn!(error = %e, "policy bundle refused; the last good bundle stays in force");
+                }
+            }
+        }
+    }
+}
+
+/// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`) into `cfg`;
+/// returns the source to poll and the ETag in force.
+pub async fn first_into(
+    cfg: &mut Config,
+    wait: Duration,
+) -> Result<Option<(Source, String)>, String> {
+    let Some(url) = cfg.policy.bundle_url.clone() else {
+        return Ok(None);
+    };
+    let agent =
+        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    let ns = agent.namespace.ok_or(
+        "policy.bundle_url needs the agent's namespace (agent.namespace, --namespace or POD_NAMESPACE)",
+    )?;
+    let source = Source::new(&url, cfg.policy.bundle_ca.as_deref(), &ns)?;
+    let bundle = source.first(wait).await?;
+    info!(namespace = %ns, bundle = %bundle.revision, files = bundle.files.len(), "policy bundle loaded");
+    let etag = bundle.etag();
+    cfg.policy.bundle = Some(Arc::new(bundle));
+    Ok(Some((source, etag)))
+}
+
+/// For commands that do not serve (`check`, `explain`): one attempt, on a runtime of its own.
+pub fn first_blocking(cfg: &mut Config) -> Result<(), String> {
+    if cfg.policy.bundle_url.is_none() {
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(first_into(cfg, Duration::ZERO))
+        .map(|_| ())
+}
+
+/// A root store from PEM text or a PEM file.
+fn roots(ca: &str) -> Result<RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let text = if ca.trim_start().starts_with("-----BEGIN") {
+        ca.to_string()
+    } else {
+        std::fs::read_to_string(ca).map_err(|e| format!("{ca}: {e}"))?
+    };
+    let mut store = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(text.as_bytes()) {
+        let cert = cert.map_err(|e| format!("invalid PEM: {e}"))?;
+        store
+            .add(cert)
+            .map_err(|e| format!("not usable as a root: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err("no PEM CERTIFICATE found".into());
+    }
+    Ok(store)
+}

@@ -1,0 +1,372 @@
+//! Policy bundles for real: `intentgate inject` serves a policy directory as bundles over HTTPS
+//! (a CA made here), real sidecars (`intentgate serve --bundle-url`) poll it and decide real
+//! requests with it; the server's files change, the server goes away and comes back, and a
+//! hostile server (Python) replays another namespace's bundle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::tls::TestCa;
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The platform's policy directory: a `fetch` intent for namespace `ns` allowing GET on `paths`
+/// of the test upstream.
+fn write_catalog(root: &Path, ns: &str, port: u16, paths: &[&str]) {
+    let dir = root.join("namespaces").join(ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<String> = paths.iter().map(|p| format!("\"{p}\"")).collect();
+    let text = format!(
+        "intents:\n  fetch:\n    claimable_by: {{namespaces: [support, other]}}\n    allow:\n      \
+         - {{hosts: [127.0.0.1], ports: [{port}], methods: [GET], paths: [{}]}}\n",
+        paths.join(", ")
+    );
+    let tmp = dir.join(".intents.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join("intents.yaml")).unwrap();
+}
+
+/// `intentgate inject` serving `policy` at /bundles/NS.
+struct Control {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Control {
+    /// Starts on `port` (0: any); `dir` holds tls.crt, tls.key and policy/.
+    fn start(dir: &Path, port: u16) -> Self {
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        std::fs::write(
+            dir.join("inject.yaml"),
+            format!("bundles: {{policy_dir: {}}}\n", p("policy")),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .args([
+                "inject",
+                "--tls-cert",
+                &p("tls.crt"),
+                "--tls-key",
+                &p("tls.key"),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--config",
+                &p("inject.yaml"),
+                "--ready-file",
+                &p("ready.json"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let listen: String = eventually("bundle server ready", WAIT, || {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&ready).ok()?).ok()?;
+            v["listen"].as_str().map(str::to_string)
+        });
+        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
+        Control {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn url(&self, ns: &str) -> String {
+        format!("https://127.0.0.1:{}/bundles/{ns}", self.port)
+    }
+
+    /// GETs a bundle with curl: (status, ETag, body file).
+    fn curl(&self, ns: &str, headers: &[&str]) -> (u16, String, PathBuf) {
+        let out = self.dir.join(format!("{ns}.tar.gz"));
+        let hdrs = self.dir.join("headers.txt");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--cacert"])
+            .arg(self.dir.join("ca.pem"))
+            .arg("-o")
+            .arg(&out)
+            .arg("-D")
+            .arg(&hdrs)
+            .args(["-w", "%{http_code}"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let o = cmd.arg(self.url(ns)).output().unwrap();
+        let status = String::from_utf8_lossy(&o.stdout).parse().unwrap();
+        let etag = std::fs::read_to_string(&hdrs)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: ").map(|v| v.trim().to_string()))
+            .unwrap_or_default();
+        (status, etag, out)
+    }
+}
+
+/// A temp dir with the CA, the server's certificate for 127.0.0.1 and an empty policy dir.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("intentgate bundle test CA");
+    let (cert, key) = ca.server_pem(&["127.0.0.1", "localhost"]);
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::create_dir_all(dir.path().join("policy")).unwrap();
+    dir
+}
+
+const SIDECAR: &str = "agent: {id: bot, owner: team, namespace: support}
+mode: enforce
+intent: fetch
+policy: {bundle_poll_ms: 150, bundle_wait_ms: 10000}
+";
+
+fn sidecar(url: &str, ca: &Path) -> ProxyProc {
+    ProxyProc::start_with(
+        SIDECAR,
+        &["--bundle-url", url, "--bundle-ca", ca.to_str().unwrap()],
+        &[],
+    )
+}
+
+fn status(proxy: &ProxyProc, up: &Upstream, path: &str) -> u16 {
+    let out = curl(&["-x", &proxy.url(), &up.url(path)]);
+    out.status
+}
+
+#[test]
+fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_away() {
+    let up = Upstream::start();
+    let port = up.addr.port();
+    let dir = setup();
+    let policy = dir.path().join("policy");
+    write_catalog(&policy, "support", port, &["/echo/a/**"]);
+    let control = Control::start(dir.path(), 0);
+    let proxy = sidecar(&control.url("support"), &dir.path().join("ca.pem"));
+    assert_eq!(status(&proxy, &up, "/echo/a/1"), 200);
+    assert_eq!(status(&proxy, &up, "/echo/b/1"), 403);
+    let pid = proxy.pid();
+
+    // A new rule on the server is enforced without a restart.
+    write_catalog(&policy, "support", port, &["/echo/a/**", "/echo/b/**"]);
+    eventually("the new rule", WAIT, || {
+        (status(&proxy, &up, "/echo/b/1") == 200).then_some(())
+    });
+    assert_eq!(proxy.pid(), pid);
+    assert!(proxy.metric("intentgate_bundle_fetches_total{result=\"updated\"}") >= 1.0);
+    let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
+    assert_eq!(info["bundle"]["namespace"], "support");
+    assert_eq!(info["last_reload"]["trigger"], "bundle");
+    assert!(
+        info["modules"].to_string().contains("bundle:support@")
+            || info["data_sources"].to_string().contains("bundle:support@"),
+        "{info}"
+    );
+
+    // A bundle whose policy does not build is refused; the last good one stays.
+    std::fs::write(
+        policy.join("namespaces/support/broken.rego"),
+        "package intentgate.namespace\ndeny contains msg if {\n",
+    )
+    .unwrap();
+    eventually("the broken bundle refused", WAIT, || {
+        (proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}") >= 1.0).then_some(())
+    });
+    let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
+    assert_eq!(info["last_reload"]["result"], "failure", "{info}");
+    assert!(
+        info["last_reload"]["message"]
+            .to_string()
+            .contains("broken.rego"),
+        "{info}"
+    );
+    assert_eq!(status(&proxy, &up, "/echo/b/1"), 200);
+    assert_eq!(status(&proxy, &up, "/echo/c/1"), 403);
+    std::fs::remove_file(policy.join("namespaces/support/broken.rego")).unwrap();
+
+    // The server goes away: polls fail, decisions go on with the last good bundle.
+    let port_ctl = control.port;
+    drop(control);
+    let errors = proxy.metric("intentgate_bundle_fetches_total{result=\"error\"}");
+    eventually("polls failing", WAIT, || {
+        (proxy.metric("intentgate_bundle_fetches_total{result=\"error\"}") > errors).then_some(())
+    });
+    assert_eq!(status(&proxy, &up, "/echo/a/1"), 200);
+    assert_eq!(status(&proxy, &up, "/echo/b/1"), 200);
+    assert_eq!(status(&proxy, &up, "/echo/c/1"), 403);
+
+    // It comes back with a change made meanwhile: picked up, still the same process.
+    write_catalog(&policy, "support", port, &["/echo/c/**"]);
+    let _control = Control::start(dir.path(), port_ctl);
+    eventually("the rule made while away", WAIT, || {
+        (status(&proxy, &up, "/echo/c/1") == 200).then_some(())
+    });
+    assert_eq!(status(&proxy, &up, "/echo/a/1"), 403);
+    assert_eq!(proxy.pid(), pid);
+}
+
+#[test]
+fn the_server_answers_bundles_with_etags_and_refuses_bad_names() {
+    let dir = setup();
+    write_catalog(&dir.path().join("policy"), "support", 80, &["/x"]);
+    let control = Control::start(dir.path(), 0);
+    let (code, etag, file) = control.curl("support", &[]);
+    assert_eq!(code, 200);
+    assert_eq!(etag.len(), 66, "{etag}");
+    // A real gzip'd tar (read by GNU tar, which nobody here wrote).
+    let list = Command::new("tar").arg("tzf").arg(&file).output().unwrap();
+    let names = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(names, ".manifest\nnamespaces/support/intents.yaml\n");
+    let (code, again, _) = control.curl("support", &[&format!("If-None-Match: {etag}")]);
+    assert_eq!((code, again), (304, etag.clone()));
+    // Another namespace (no folder of its own): the global files only, another revision.
+    let (code, other, _) = control.curl("billing", &[]);
+    assert_eq!(code, 200);
+    assert_ne!(other, etag);
+    for bad in ["UPPER", "a..b", "-x", "%2e%2e"] {
+        assert_eq!(control.curl(bad, &[]).0, 400, "{bad}");
+    }
+}
+
+#[test]
+fn a_sidecar_never_takes_another_namespaces_bundle() {
+    let up = Upstream::start();
+    let port = up.addr.port();
+    let dir = setup();
+    let policy = dir.path().join("policy");
+    write_catalog(&policy, "support", port, &["/echo/a/**"]);
+    write_catalog(&policy, "other", port, &["/**"]);
+    let control = Control::start(dir.path(), 0);
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // Pointed at another namespace's URL: refused at start, by serve and by check.
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(&cfg, SIDECAR).unwrap();
+    let other = control.url("other");
+    for cmd in ["serve", "check"] {
+        let (code, _, err) = run_cli(&[
+            cmd,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--bundle-url",
+            &other,
+            "--bundle-ca",
+            ca,
+        ]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(
+            err.contains("bundle is for namespace 'other'") && err.contains("'support'"),
+            "{cmd}: {err}"
+        );
+    }
+    let (code, out, err) = run_cli(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--bundle-url",
+        &control.url("support"),
+        "--bundle-ca",
+        ca,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 intents"), "{out}");
+
+    // A hostile server that first serves the right bundle, then replays the other namespace's.
+    let (_, _, good) = control.curl("support", &[]);
+    let served = dir.path().join("served.tar.gz");
+    std::fs::copy(&good, &served).unwrap();
+    let ready = dir.path().join("rogue.port");
+    let mut rogue = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/bundle_server.py"
+        ))
+        .args([
+            &served,
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+            &ready,
+        ])
+        .spawn()
+        .unwrap();
+    let rogue_port: u16 = eventually("rogue server", WAIT, || {
+        std::fs::read_to_string(&ready).ok()?.trim().parse().ok()
+    });
+    let proxy = sidecar(
+        &format!("https://127.0.0.1:{rogue_port}/bundles/support"),
+        &dir.path().join("ca.pem"),
+    );
+    assert_eq!(status(&proxy, &up, "/echo/a/1"), 200);
+    assert_eq!(status(&proxy, &up, "/echo/b/1"), 403);
+    let (_, _, theirs) = control.curl("other", &[]);
+    let tmp = dir.path().join("served.tmp");
+    std::fs::copy(&theirs, &tmp).unwrap();
+    std::fs::rename(&tmp, &served).unwrap();
+    eventually("the replayed bundle refused", WAIT, || {
+        (proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}") >= 1.0).then_some(())
+    });
+    let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
+    assert!(
+        info["last_reload"]["message"]
+            .to_string()
+            .contains("namespace 'other'"),
+        "{info}"
+    );
+    assert_eq!(info["bundle"]["namespace"], "support");
+    // Still decided by support's rules, and the replay is fetched and reported once, not at
+    // every poll.
+    assert_eq!(status(&proxy, &up, "/echo/b/1"), 403);
+    let unchanged = proxy.metric("intentgate_bundle_fetches_total{result=\"unchanged\"}");
+    eventually("later polls answered 304", WAIT, || {
+        (proxy.metric("intentgate_bundle_fetches_total{result=\"unchanged\"}") > unchanged)
+            .then_some(())
+    });
+    assert_eq!(
+        proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}"),
+        1.0
+    );
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+}
+
+#[test]
+fn a_sidecar_without_a_first_bundle_does_not_start() {
+    let dir = setup();
+    let cfg = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &cfg,
+        SIDECAR.replace("bundle_wait_ms: 10000", "bundle_wait_ms: 300"),
+    )
+    .unwrap();
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = run_cli(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--bundle-url",
+        &format!("https://127.0.0.1:{port}/bundles/support"),
+        "--bundle-ca",
+        dir.path().join("ca.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no policy bundle within"), "{err}");
+}
