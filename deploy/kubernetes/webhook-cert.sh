@@ -21,8 +21,10 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     openssl x509 -in "$dir/tls.crt" -noout -subject -ext subjectAltName
     exit 0
 fi
-kubectl -n "$ns" create secret tls intentgate-inject-tls --cert="$dir/tls.crt" --key="$dir/tls.key" \
-    --dry-run=client -o yaml | kubectl apply -f -
+# ca.crt too: injected sidecars trust it for policy bundles (bundles.ca_file in the inject config).
+kubectl -n "$ns" create secret generic intentgate-inject-tls --type=kubernetes.io/tls \
+    --from-file=tls.crt="$dir/tls.crt" --from-file=tls.key="$dir/tls.key" \
+    --from-file=ca.crt="$dir/ca.crt" --dry-run=client -o yaml | kubectl apply -f -
 bundle=$(base64 <"$dir/ca.crt" | tr -d '\n')
 for i in 0 1; do
     kubectl patch mutatingwebhookconfiguration intentgate-inject --type=json \

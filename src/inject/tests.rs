@@ -184,3 +184,42 @@ fn floor_config_is_strict_and_cidr_containment_works() {
     assert!(!contains(&c("10.0.0.0/8"), &c("fd00::/8")));
     assert!(contains(&c("fd00::/8"), &c("fd12::/16")));
 }
+
+#[test]
+fn bundle_settings_are_checked_at_load_and_name_the_field() {
+    for (text, field, line) in [
+        ("bundles:\n  url: http://ctl/bundles\n", "bundles.url", 2),
+        ("bundles:\n  url: https://ctl/bundles/\n", "bundles.url", 2),
+        (
+            "\nbundles:\n  ca_file: /nonexistent/ca.pem\n",
+            "bundles.ca_file",
+            3,
+        ),
+        (
+            "bundles:\n  policy_dir: /nonexistent\n",
+            "bundles.policy_dir",
+            2,
+        ),
+    ] {
+        let err = floor::parse("f.yaml", text).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.starts_with(&format!("f.yaml:{line}")),
+            "{text}: {err}"
+        );
+    }
+    // Without bundles.url the sidecar gets no --bundle-url.
+    let patch = serde_json::to_string(&super::template::patch(
+        &pod(json!({})),
+        &super::template::Sidecar {
+            agent: "a".into(),
+            owner: None,
+            intent: None,
+            mode: super::floor::FloorMode::Enforce,
+            ports: vec![],
+            cidrs: vec![],
+        },
+        &cfg(),
+    ))
+    .unwrap();
+    assert!(!patch.contains("--bundle-url"));
+}

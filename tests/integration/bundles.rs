@@ -30,10 +30,10 @@ fn write_catalog(root: &Path, ns: &str, port: u16, paths: &[&str]) {
     std::fs::rename(tmp, dir.join("intents.yaml")).unwrap();
 }
 
-/// `intentgate inject` serving `policy` at /bundles/NS.
-struct Control {
+/// `intentgate inject` serving bundles.
+pub struct Control {
     child: Child,
-    port: u16,
+    pub port: u16,
     dir: PathBuf,
 }
 
@@ -45,31 +45,39 @@ impl Drop for Control {
 }
 
 impl Control {
-    /// Starts on `port` (0: any); `dir` holds tls.crt, tls.key and policy/.
+    /// Starts on `port` (0: any) serving `dir`/policy; `dir` holds tls.crt, tls.key, ca.pem.
     fn start(dir: &Path, port: u16) -> Self {
-        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-        let ready = dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
+        let config = dir.join("inject.yaml");
+        let policy = dir.join("policy");
         std::fs::write(
-            dir.join("inject.yaml"),
-            format!("bundles: {{policy_dir: {}}}\n", p("policy")),
+            &config,
+            format!("bundles: {{policy_dir: {}}}\n", policy.display()),
         )
         .unwrap();
+        Self::launch(
+            dir,
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            &config,
+            port,
+        )
+    }
+
+    /// Starts `intentgate inject` with these files; `dir` gets its ready file and curl's output.
+    pub fn launch(dir: &Path, cert: &Path, key: &Path, config: &Path, port: u16) -> Self {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
         let child = Command::new(BIN)
-            .args([
-                "inject",
-                "--tls-cert",
-                &p("tls.crt"),
-                "--tls-key",
-                &p("tls.key"),
-            ])
+            .arg("inject")
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--config",
-                &p("inject.yaml"),
-                "--ready-file",
-                &p("ready.json"),
-            ])
+            .arg("--config")
+            .arg(config)
+            .arg("--ready-file")
+            .arg(&ready)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -86,7 +94,7 @@ impl Control {
         }
     }
 
-    fn url(&self, ns: &str) -> String {
+    pub fn url(&self, ns: &str) -> String {
         format!("https://127.0.0.1:{}/bundles/{ns}", self.port)
     }
 

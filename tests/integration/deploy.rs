@@ -48,28 +48,7 @@ fn deploy_manifests_render_and_validate() {
         assert!(w["failurePolicy"].is_string());
         assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
     }
-    // The floor ConfigMap is a valid inject config.
-    let floor = docs
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "intentgate-inject")
-        .unwrap();
-    let text = floor["data"]["inject.yaml"].as_str().unwrap();
-    let f = dir.path().join("inject.yaml");
-    std::fs::write(&f, text).unwrap();
-    let (code, _, err) = run_cli(&[
-        "inject",
-        "--tls-cert",
-        "/nonexistent",
-        "--tls-key",
-        "/nonexistent",
-        "--config",
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2);
-    assert!(
-        err.contains("/nonexistent"),
-        "the config loaded, the certificate did not: {err}"
-    );
+    // The floor ConfigMap is served for real by deploy_policy_is_served_as_bundles_….
     // The example sidecar config is a valid intentgate config.
     let side = docs
         .iter()
@@ -157,46 +136,131 @@ fn dockerfile_is_multi_stage_and_non_root() {
     assert!(last.iter().any(|l| l.contains("--from=build")));
 }
 
-/// The policy ConfigMaps in deploy/ load as a policy directory (global modules at the top, the
-/// support namespace's catalog under namespaces/support/) and pass their own Rego tests: the
-/// global deny is enforced by the decision whatever a namespace grants.
+/// deploy/ as one system: the control Deployment's projected policy volume laid out from the
+/// rendered ConfigMaps, its inject config (paths under a temp root standing for the pod's
+/// filesystem) served by the real `intentgate inject`, and the example sidecar config checked
+/// against the bundle it serves to namespace support: the namespace's catalog arrives, the global
+/// Rego tests pass, and the injected bundle URL names the Service.
 #[test]
-fn deploy_policy_config_maps_load_and_their_rego_tests_pass() {
+fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy");
-    let support = policy.join("namespaces/support");
-    std::fs::create_dir_all(&support).unwrap();
-    for (file, into) in [
-        ("policy-global.yaml", &policy),
-        ("example/policy.yaml", &support),
-    ] {
-        let doc: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(base.join(file)).unwrap()).unwrap();
-        let data = doc["data"].as_object().unwrap();
-        assert!(!data.is_empty(), "{file} has no data");
-        for (name, text) in data {
-            std::fs::write(into.join(name), text.as_str().unwrap()).unwrap();
+    let docs = render(&base);
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/intentgate");
+    let config_map = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("ConfigMap {name}"))["data"]
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    // The policy volume, as the kubelet would project it.
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "intentgate-inject")
+        .unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "policy")
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/etc/intentgate/policy");
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "policy")
+        .unwrap();
+    for source in volume["projected"]["sources"].as_array().unwrap() {
+        let cm = &source["configMap"];
+        let data = config_map(cm["name"].as_str().unwrap());
+        let items: Vec<(String, String)> = match cm["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    (
+                        i["key"].as_str().unwrap().into(),
+                        i["path"].as_str().unwrap().into(),
+                    )
+                })
+                .collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        for (key, path) in items {
+            let file = etc.join("policy").join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, data[&key].as_str().unwrap()).unwrap();
         }
     }
-    let cfg = dir.path().join("sidecar.yaml");
+    // The serving certificate Secret (tls.crt, tls.key, ca.crt), for the Service's name.
+    let ca = crate::common::tls::TestCa::new("webhook CA");
+    let (cert, key) = ca.server_pem(&["127.0.0.1"]);
+    std::fs::create_dir_all(etc.join("tls")).unwrap();
+    std::fs::write(etc.join("tls/tls.crt"), cert).unwrap();
+    std::fs::write(etc.join("tls/tls.key"), key).unwrap();
+    std::fs::write(etc.join("tls/ca.crt"), &ca.cert_pem).unwrap();
+    let inject = config_map("intentgate-inject")["inject.yaml"]
+        .as_str()
+        .unwrap()
+        .replace("/etc/intentgate/", &format!("{}/", etc.display()));
+    assert!(
+        inject.contains("url: https://intentgate-inject.intentgate-system.svc/bundles"),
+        "sidecars are sent to the Service: {inject}"
+    );
+    let inject_file = root.path().join("inject.yaml");
+    std::fs::write(&inject_file, inject).unwrap();
+    let control = super::bundles::Control::launch(
+        root.path(),
+        &etc.join("tls/tls.crt"),
+        &etc.join("tls/tls.key"),
+        &inject_file,
+        0,
+    );
+    let sidecar = root.path().join("sidecar.yaml");
     std::fs::write(
-        &cfg,
-        "agent: {id: support-bot, namespace: support, owner: support-team}\npolicy: {paths: [policy]}\n",
+        &sidecar,
+        config_map("intentgate-sidecar")["config.yaml"]
+            .as_str()
+            .unwrap(),
     )
     .unwrap();
-    let (code, stdout, stderr) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    let with_bundle = |args: &[&str]| {
+        let mut all = vec![args[0], "--config", sidecar.to_str().unwrap()];
+        all.extend_from_slice(&args[1..]);
+        run_cli(&all)
+    };
+    let url = control.url("support");
+    let ca_file = etc.join("tls/ca.crt");
+    let bundle = [
+        "--bundle-url",
+        url.as_str(),
+        "--bundle-ca",
+        ca_file.to_str().unwrap(),
+        "--namespace",
+        "support",
+        "--agent",
+        "support-bot",
+        "--owner",
+        "team-helpdesk",
+    ];
+    let mut check = vec!["check"];
+    check.extend_from_slice(&bundle);
+    let (code, stdout, stderr) = with_bundle(&check);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
-    // The namespace's catalog is loaded: its intent grants the ticket API.
-    let (code, stdout, stderr) = run_cli(&[
-        "explain",
-        "--config",
-        cfg.to_str().unwrap(),
+    assert!(stdout.contains("1 intents"), "{stdout}");
+    // The namespace's catalog grants the ticket API; the global deny still holds.
+    let mut explain = vec!["explain"];
+    explain.extend_from_slice(&bundle);
+    explain.extend_from_slice(&[
         "--intent",
         "triage-tickets",
         "GET",
         "https://acme.zendesk.com/api/v2/tickets/42",
     ]);
+    let (code, stdout, stderr) = with_bundle(&explain);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }

@@ -41,7 +41,12 @@ impl Webhook {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), ck.cert.pem()).unwrap();
         std::fs::write(dir.path().join("tls.key"), ck.signing_key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("floor.yaml"), FLOOR).unwrap();
+        // Injected sidecars are told where to poll for bundles and which CA to trust for it.
+        let bundles = format!(
+            "bundles:\n  url: https://intentgate-inject.intentgate-system.svc/bundles\n  ca_file: {}\n",
+            dir.path().join("tls.crt").display()
+        );
+        std::fs::write(dir.path().join("floor.yaml"), format!("{FLOOR}{bundles}")).unwrap();
         let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
         let child = Command::new(BIN)
             .args([
@@ -218,10 +223,27 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
     ] {
         assert!(args.contains(&json!(want)), "{want} in {args:?}");
     }
+    let bundle_url = args.iter().position(|a| a == "--bundle-url").unwrap();
+    assert_eq!(
+        args[bundle_url + 1],
+        "https://intentgate-inject.intentgate-system.svc/bundles/$(POD_NAMESPACE)",
+        "each pod polls its own namespace's bundle (the kubelet expands the variable)"
+    );
+    let ca = std::fs::read_to_string(hook.dir.path().join("tls.crt")).unwrap();
+    assert!(
+        side["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "INTENTGATE_BUNDLE_CA" && e["value"] == ca.as_str()),
+        "{}",
+        side["env"]
+    );
     let env: Vec<(String, String)> = side["env"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["valueFrom"].is_object())
         .map(|e| {
             (
                 e["name"].as_str().unwrap().into(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-mod bundles;
+pub mod bundles;
 mod bypass;
 mod cli;
 mod connect;
