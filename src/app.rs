@@ -233,7 +233,11 @@ impl Running {
                 connections = left,
                 "grace period over; closing remaining connections"
             );
-        } else {
+        }
+        // Every record of a finished request is on disk before the process exits (and before
+        // `serve --learn` reads them).
+        self.proxy.audit.flush().await;
+        if left == 0 {
             info!("drained; bye");
         }
     }
