@@ -99,6 +99,29 @@ fn transparent_http_is_decided_on_its_host_and_dialled_at_intentgates_own_resolu
         metrics.contains(r#"intentgate_transparent_connections_total{protocol="http"} 5"#),
         "{metrics}"
     );
+
+    // Over IPv6 (IP6T_SO_ORIGINAL_DST on the dual-stack listener): decided on the Host the same
+    // way, sent to intentgate's own resolution of the name, refused paths never arrive.
+    let six = format!("[{UPSTREAM_IP6}]");
+    let (code, body) = s.curl(&[
+        "--resolve",
+        &resolve("api.tp.test", &six),
+        "http://api.tp.test/allowed/six",
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let rec = s.audit_of("api.tp.test", 80, Some("/allowed/six"));
+    assert_eq!(rec["connection"], "transparent", "{rec}");
+    let log = s.upstream_log();
+    let six_seen = log.iter().find(|e| e["path"] == "/allowed/six").unwrap();
+    assert!(tagged(six_seen), "{six_seen}");
+    assert_eq!(six_seen["local"], UPSTREAM_IP, "{six_seen}");
+    let (code, body) = s.curl(&[
+        "--resolve",
+        &resolve("api.tp.test", &six),
+        "http://api.tp.test/secret6",
+    ]);
+    assert_eq!(code, 403, "{body}");
+    assert!(!s.upstream_log().iter().any(|e| e["path"] == "/secret6"));
 }
 
 #[test]
@@ -137,6 +160,21 @@ fn transparent_https_is_intercepted_or_spliced_on_its_sni() {
         "https://api.tp.test/secret",
     ]);
     assert_eq!(code, 403, "{body}");
+    // The same over IPv6: the SNI decides, the request is intercepted and tagged.
+    let (code, body) = s.curl(&[
+        "--cacert",
+        &ig_ca,
+        "--resolve",
+        &resolve("api.tp.test", &format!("[{UPSTREAM_IP6}]")),
+        "https://api.tp.test/allowed/tls6",
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let e = s
+        .upstream_log()
+        .into_iter()
+        .find(|e| e["path"] == "/allowed/tls6")
+        .unwrap();
+    assert!(tagged(&e) && e["kind"] == "https", "{e}");
 
     // Spliced (tls.splice): decided on the SNI, dialled at intentgate's own resolution of it
     // (the client aimed at the decoy address), end-to-end TLS with the upstream's certificate.
