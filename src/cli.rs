@@ -28,8 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (with the embedded default config unless --config is given).
     Serve(ServeArgs),
-    /// Validate a configuration and its policies, and run the Rego unit tests (`test_*` rules)
-    /// found in them; exit 0 ok, 1 a test failed, 2 invalid.
+    /// Validate a configuration and its policies (with --bundle-url: the bundle, fetched once), and
+    /// run the Rego unit tests (`test_*` rules) found in them; exit 0 ok, 1 a test failed, 2 invalid.
     Check(CheckArgs),
     /// Would this request be allowed, and why? Prints the decision and the policy input;
     /// exit 0 allow, 1 deny, 2 invalid.
@@ -45,8 +45,9 @@ pub enum Command {
     /// Install (or print, or remove) the nat rules that redirect this network namespace's outbound
     /// TCP to the transparent listener; the injected init container runs this.
     Iptables(IptablesArgs),
-    /// The mutating admission webhook (HTTPS): injects the sidecar into labelled pods, enforcing
-    /// the platform floor from --config.
+    /// The control deployment (HTTPS): the mutating admission webhook that injects the sidecar
+    /// into labelled pods, enforcing the platform floor from --config, and the policy bundle
+    /// server (`GET /bundles/NAMESPACE`, from `bundles.policy_dir`).
     Inject(InjectArgs),
 }
 
@@ -62,7 +63,8 @@ pub struct InjectArgs {
     /// Listen address, `:PORT` or `HOST:PORT`.
     #[arg(long, default_value = ":8443", value_parser = crate::inject::parse_listen)]
     pub listen: SocketAddr,
-    /// Inject config: sidecar settings and the platform floor (YAML). Without it every pod is refused.
+    /// Inject config: sidecar settings, the platform floor and `bundles:` (YAML). Without it every
+    /// pod is refused and no bundles are served.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// Write `{"listen": ADDR}` here once bound.
