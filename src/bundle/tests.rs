@@ -46,7 +46,12 @@ fn gz(tar: &[u8]) -> Vec<u8> {
 
 /// An archive of `files` with a correct manifest for `ns` (so only the tested flaw is wrong).
 fn archive(ns: &str, files: &[(&str, &str)]) -> Vec<u8> {
-    let list: Vec<BundleFile> = files
+    archive_with(ns, files, files)
+}
+
+/// An archive of `files` whose manifest describes `claimed`.
+fn archive_with(ns: &str, claimed: &[(&str, &str)], files: &[(&str, &str)]) -> Vec<u8> {
+    let list: Vec<BundleFile> = claimed
         .iter()
         .map(|(p, t)| BundleFile {
             path: p.to_string(),
@@ -161,28 +166,14 @@ fn hostile_archives_are_refused() {
             entry(&mut t, "a.rego", tar::EntryType::Symlink, b"");
             gz(&t)
         }),
-        ("revision", {
-            // The manifest of one content, another content.
-            let good = Bundle::new(
+        (
+            "revision",
+            archive_with(
                 "support",
-                vec![BundleFile {
-                    path: "a.rego".into(),
-                    text: "package intentgate\n".into(),
-                }],
-            );
-            let m =
-                serde_json::json!({"namespace": "support", "revision": good.revision, "files": 1});
-            let mut t = Vec::new();
-            entry(
-                &mut t,
-                MANIFEST,
-                tar::EntryType::Regular,
-                m.to_string().as_bytes(),
-            );
-            entry(&mut t, "a.rego", tar::EntryType::Regular, b"package evil\n");
-            t.extend_from_slice(&[0; 1024]);
-            gz(&t)
-        }),
+                &[("a.rego", "package intentgate\n")],
+                &[("a.rego", "package evil\n")],
+            ),
+        ),
     ];
     for (what, bytes) in cases {
         let e = Bundle::from_tar_gz(&bytes, "support")
