@@ -199,3 +199,20 @@ fn a_decompression_bomb_stops_at_the_size_limit() {
         .to_string();
     assert!(e.contains("larger than"), "{e}");
 }
+
+#[test]
+fn a_configmap_volume_layout_is_read_through_its_symlinks() {
+    // What the kubelet writes for a projected ConfigMap volume: the files in a timestamped
+    // folder, `..data` pointing at it, and top-level symlinks through `..data`.
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("..2026_11_29_00_00_00.1");
+    write(&real, "global.rego", "package intentgate\n");
+    write(&real, "namespaces/support/intents.yaml", "intents: {}\n");
+    std::os::unix::fs::symlink(&real, d.path().join("..data")).unwrap();
+    for top in ["global.rego", "namespaces"] {
+        std::os::unix::fs::symlink(format!("..data/{top}"), d.path().join(top)).unwrap();
+    }
+    let b = Bundle::from_dir(d.path(), "support").unwrap();
+    let paths: Vec<&str> = b.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["global.rego", "namespaces/support/intents.yaml"]);
+}
