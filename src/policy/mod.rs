@@ -13,6 +13,7 @@ pub mod engine;
 pub mod input;
 mod pattern;
 pub mod rego_test;
+mod sources;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
