@@ -117,6 +117,12 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
             "httpGet": {"path": "/readyz", "port": ADMIN_PORT},
             "periodSeconds": 5, "failureThreshold": 3
         },
+        // The kubelet starts the app containers only once a native sidecar's startup probe
+        // passes: the agent never runs before its policy (e.g. the first bundle) is in force.
+        "startupProbe": {
+            "httpGet": {"path": "/readyz", "port": ADMIN_PORT},
+            "periodSeconds": 1, "failureThreshold": 60
+        },
         "securityContext": {
             "runAsUser": cfg.proxy_uid, "runAsGroup": cfg.proxy_uid, "runAsNonRoot": true,
             "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,

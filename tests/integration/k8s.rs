@@ -213,6 +213,11 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
         side["readinessProbe"]["httpGet"],
         json!({"path": "/readyz", "port": 15701})
     );
+    // The app containers start only after the sidecar is up with its policy.
+    assert_eq!(
+        side["startupProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": 15701})
+    );
     let args = side["args"].as_array().unwrap();
     for want in [
         "support-bot",
