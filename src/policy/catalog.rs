@@ -81,14 +81,14 @@ pub struct Catalog {
 impl Catalog {
     /// Compiles catalogs, each with the place it was written (for errors). An intent defined
     /// twice is refused.
-    pub fn compile(
-        sources: &[(String, BTreeMap<String, IntentSpec>)],
+    pub fn compile<M: std::borrow::Borrow<BTreeMap<String, IntentSpec>>>(
+        sources: &[(String, M)],
         default_mode: Mode,
     ) -> Result<Self, CatalogError> {
         let mut intents = HashMap::new();
         let mut origin_of: HashMap<&str, &str> = HashMap::new();
         for (origin, entries) in sources {
-            for (name, spec) in entries {
+            for (name, spec) in entries.borrow() {
                 let err = |rule, msg| CatalogError {
                     origin: origin.clone(),
                     intent: name.clone(),

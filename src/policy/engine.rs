@@ -87,7 +87,7 @@ pub fn catalog_data(src: &Sources) -> Value {
     }
     let mut all = serde_json::Map::new();
     for (_, entries) in &src.catalogs {
-        for (name, spec) in entries {
+        for (name, spec) in entries.iter() {
             all.insert(name.clone(), serde_json::to_value(spec).unwrap_or_default());
         }
     }

@@ -1,6 +1,7 @@
 //! Reading policy sources: the embedded default policy, the files of `policy.paths` (global at
 //! the top, `namespaces/NS/` per namespace) and a policy bundle's files, hashed into a revision.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -32,13 +33,14 @@ pub struct Module {
 
 /// Everything read for one agent namespace, before compiling.
 #[derive(Debug, Default)]
-pub struct Sources {
+pub struct Sources<'a> {
     pub modules: Vec<Module>,
     /// Data documents, already placed where they go (namespace data under
     /// `data.intentgate.namespace`).
     pub data: Vec<(String, Value)>,
-    /// Intent catalogs with where they were written.
-    pub catalogs: Vec<(String, BTreeMap<String, IntentSpec>)>,
+    /// Intent catalogs with where they were written (the config's borrowed, not copied: with
+    /// 1,000 intents it is megabytes).
+    pub catalogs: Vec<(String, Cow<'a, BTreeMap<String, IntentSpec>>)>,
     /// Bytes that make up the revision.
     pub digest: u64,
 }
@@ -59,6 +61,19 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// FNV-1a over everything written to it.
+struct Fnv(u64);
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = fnv(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
@@ -113,10 +128,10 @@ pub fn namespaces(cfg: &Config) -> Vec<String> {
     out
 }
 
-impl Sources {
+impl<'a> Sources<'a> {
     /// Reads the builtin policy (if enabled), the global files of every policy path and the
     /// folder of `namespace`.
-    pub fn collect(cfg: &Config, namespace: Option<&str>) -> Result<Self, PolicyError> {
+    pub fn collect(cfg: &'a Config, namespace: Option<&str>) -> Result<Self, PolicyError> {
         let mut s = Sources {
             digest: FNV_START,
             ..Sources::default()
@@ -127,10 +142,12 @@ impl Sources {
             }
         }
         if !cfg.intents.is_empty() {
-            let json = serde_json::to_string(&cfg.intents).unwrap_or_default();
-            s.digest = fnv(s.digest, json.as_bytes());
+            // Hashed as it is serialised: no copy of the whole catalog as one string.
+            let mut h = Fnv(s.digest);
+            let _ = serde_json::to_writer(&mut h, &cfg.intents);
+            s.digest = h.0;
             s.catalogs
-                .push(("config `intents`".into(), cfg.intents.clone()));
+                .push(("config `intents`".into(), Cow::Borrowed(&cfg.intents)));
         }
         if let Some(ns) = namespace {
             if ns.is_empty() || ns.contains(['/', '\\']) || ns == "." || ns == ".." {
@@ -266,7 +283,7 @@ impl Sources {
                     )
                 };
                 if let Some(i) = intents {
-                    self.catalogs.push((file.clone(), i));
+                    self.catalogs.push((file.clone(), Cow::Owned(i)));
                 }
                 if !rest.is_empty() {
                     let mut doc = regorus::value::Object::new();
