@@ -241,6 +241,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.headers != new.headers || old.dns != new.dns {
         out.push("headers/dns");
     }
+    let (o, n) = (&old.policy, &new.policy);
+    if (&o.bundle_url, &o.bundle_ca, o.bundle_poll_ms)
+        != (&n.bundle_url, &n.bundle_ca, n.bundle_poll_ms)
+    {
+        out.push("policy.bundle_*");
+    }
     out
 }
 
