@@ -74,9 +74,14 @@ impl Proxy {
             &cfg.limits,
         );
         let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        let idle = Arc::new(super::idle::IdleUpstreams::new(
+            Duration::from_millis(cfg.limits.pool_idle_timeout_ms),
+            cfg.limits.pool_max_idle_per_host,
+        ));
         Self {
             client,
             https,
+            idle,
             dialer,
             tls: p.tls,
             clients_trust_ca: p.clients_trust_ca,
