@@ -36,14 +36,32 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
+    // none or only `connection`, so one name is looked up and removed instead of eight.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // Tokens that are themselves in HOP_BY_HOP (`keep-alive`) are removed below if present.
+        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -194,6 +212,28 @@ mod tests {
         add_via(&mut h);
         add_via(&mut h);
         assert_eq!(h[header::VIA], "1.1 intentgate, 1.1 intentgate");
+    }
+
+    #[test]
+    fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("TE, X-Foo, Keep-Alive"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
+        // Without `Connection` the others still go.
+        let mut h = HeaderMap::new();
+        h.insert(header::TRAILER, HeaderValue::from_static("x"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
     }
 
     #[test]
