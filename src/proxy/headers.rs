@@ -167,7 +167,10 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
 
 /// Reads a single-valued header; two different values are refused (an agent must not be able to
 /// smuggle a second intent past the first).
-pub fn single_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {
+pub fn single_value<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, ProxyError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -251,10 +254,16 @@ mod tests {
     fn duplicate_intent_headers() {
         let mut h = HeaderMap::new();
         h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        assert_eq!(
+            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+            Some("a")
+        );
         h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        assert_eq!(
+            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+            Some("a")
+        );
         h.append("intentgate-intent", HeaderValue::from_static("b"));
-        assert!(single_value(&h, "intentgate-intent").is_err());
+        assert!(single_value(&h, &HeaderName::from_static("intentgate-intent")).is_err());
     }
 }

@@ -66,6 +66,8 @@ pub struct Proxy {
     tag_agent: HeaderName,
     tag_intent: HeaderName,
     tag_decision: HeaderName,
+    /// The header an agent names its task in (`headers.task`).
+    task_header: HeaderName,
     tunnels: AtomicUsize,
     rate: rate::RateLimiter,
     /// The policy and identity in force; swapped whole on reload. A request keeps the one it
@@ -256,7 +258,7 @@ impl Proxy {
         // 4. The canonical target: absolute-form only (origin-form means someone mistook us for
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
         let (authority, path, query) = target::absolute_target(req.uri())?;
-        target::check_host_header(req.headers(), &authority)?;
+        target::check_host_header_of(req.uri(), req.headers(), &authority)?;
         let target = Target {
             authority,
             path,
@@ -303,7 +305,7 @@ impl Proxy {
 
         // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.
-        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
             id: &id,

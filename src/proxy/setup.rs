@@ -89,6 +89,7 @@ impl Proxy {
             tag_agent: header_name(&cfg.headers.agent),
             tag_intent: header_name(&cfg.headers.intent),
             tag_decision: header_name(&cfg.headers.decision_id),
+            task_header: header_name(&cfg.headers.task),
             tunnels: AtomicUsize::new(0),
             rate: rate::RateLimiter::default(),
             live: ArcSwap::from_pointee(p.live),
