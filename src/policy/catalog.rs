@@ -209,7 +209,7 @@ impl Catalog {
             mode: self.default_mode,
         };
         let Some(name) = intent else {
-            v.why = format!("no intent declared for {}", Req(q));
+            v.why = req_text("no intent declared for ", q);
             return v;
         };
         let Some(c) = self.intents.get(name) else {
@@ -303,7 +303,14 @@ impl Catalog {
                     i + 1
                 )
             } else {
-                format!("{} matches rule {} of intent '{name}'", Req(q), i + 1)
+                // By hand, not `format!`: this runs for every allowed request.
+                let mut w = req_text("", q);
+                w.push_str(" matches rule ");
+                push_num(&mut w, i + 1);
+                w.push_str(" of intent '");
+                w.push_str(name);
+                w.push('\'');
+                w
             };
             return v;
         }
@@ -353,6 +360,32 @@ impl std::fmt::Display for Req<'_> {
         }
         f.write_str(q.path)
     }
+}
+
+/// `prefix` followed by the request as `Req` writes it, built without the formatting machinery
+/// (it runs on every request).
+fn req_text(prefix: &str, q: &ScopeQuery<'_>) -> String {
+    let mut s =
+        String::with_capacity(prefix.len() + q.method.len() + q.host.len() + q.path.len() + 8);
+    s.push_str(prefix);
+    s.push_str(q.method);
+    s.push(' ');
+    s.push_str(q.host);
+    if q.destination_only || (q.port != 80 && q.port != 443) {
+        s.push(':');
+        push_num(&mut s, q.port.into());
+    }
+    if !q.destination_only {
+        s.push_str(q.path);
+    }
+    s
+}
+
+fn push_num(s: &mut String, n: usize) {
+    if n >= 10 {
+        push_num(s, n / 10);
+    }
+    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 #[cfg(test)]
