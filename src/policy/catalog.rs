@@ -50,14 +50,16 @@ pub struct ScopeQuery<'a> {
 
 #[derive(Debug)]
 struct Rule {
+    // Boxed slices, not vectors: exact size, no spare capacity, a smaller header (20,000 rules
+    // in a 1,000-intent catalog).
     /// `None` = 80 and 443.
-    ports: Option<Vec<u16>>,
+    ports: Option<Box<[u16]>>,
     /// Uppercase; `None` = any.
-    methods: Option<Vec<String>>,
+    methods: Option<Box<[Box<str>]>>,
     /// Segment patterns; `None` = any path.
-    paths: Option<Vec<Vec<Seg>>>,
+    paths: Option<Box<[Box<[Seg]>]>>,
     /// The patterns as written, for messages.
-    paths_text: Vec<String>,
+    paths_text: Box<[Box<str>]>,
 }
 
 #[derive(Debug)]
@@ -125,8 +127,8 @@ impl Catalog {
                         None => None,
                         Some(ps) => Some(
                             ps.iter()
-                                .map(|p| path_pattern(p))
-                                .collect::<Result<Vec<_>, _>>()
+                                .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
+                                .collect::<Result<Box<[_]>, _>>()
                                 .map_err(|m| err(Some(i), m))?,
                         ),
                     };
@@ -139,15 +141,26 @@ impl Catalog {
                         }
                     }
                     c.rules.push(Rule {
-                        ports: r.ports.clone(),
-                        methods: r
-                            .methods
-                            .as_ref()
-                            .map(|ms| ms.iter().map(|m| m.trim().to_ascii_uppercase()).collect()),
+                        ports: r.ports.as_deref().map(Box::from),
+                        methods: r.methods.as_ref().map(|ms| {
+                            ms.iter()
+                                .map(|m| m.trim().to_ascii_uppercase().into_boxed_str())
+                                .collect()
+                        }),
                         paths,
-                        paths_text: r.paths.clone().unwrap_or_default(),
+                        paths_text: r
+                            .paths
+                            .iter()
+                            .flatten()
+                            .map(|p| p.as_str().into())
+                            .collect(),
                     });
                 }
+                for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
+                    v.shrink_to_fit();
+                }
+                c.exact.shrink_to_fit();
+                c.wildcard.shrink_to_fit();
                 intents.insert(name.clone(), c);
             }
         }
@@ -266,7 +279,7 @@ impl Catalog {
                 if !r
                     .methods
                     .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|m| m == q.method))
+                    .is_none_or(|ms| ms.iter().any(|m| &**m == q.method))
                 {
                     continue;
                 }
@@ -323,12 +336,12 @@ impl Catalog {
             }
             (1, Some(r)) => {
                 v.code = "port_not_in_scope";
-                let allowed = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
+                let allowed = r.ports.as_deref().unwrap_or(&[80, 443]);
                 let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
             }
             (2, Some(r)) => {
                 v.code = "method_not_in_scope";
-                let allowed = r.methods.clone().unwrap_or_default().join(", ");
+                let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (allowed: {allowed})");
             }
             (_, Some(r)) => {
