@@ -1019,6 +1019,9 @@ def main():
     ap.add_argument("--peers", default="", help="comma list of peers from apt to include: squid,tinyproxy,privoxy")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
+    ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
+                    help="an extra intentgate run with the base config (policy off) but another binary, "
+                         "for a same-run A/B of two builds (repeatable)")
     ap.add_argument("--no-default-variant", action="store_true",
                     help="do not run the plain `intentgate` variant (only --variant ones)")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (no proxy) baseline")
@@ -1074,6 +1077,13 @@ def main():
             ap.error(f"--variant wants NAME=FILE with an existing file, got {v!r}")
         with open(path) as f:
             variants.append((name, f.read()))
+    bins = {}
+    for v in a.variant_bin:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not os.access(path, os.X_OK):
+            ap.error(f"--variant-bin wants NAME=BIN with an executable BIN, got {v!r}")
+        variants.append((name, ""))
+        bins[name] = os.path.abspath(path)
     if variants and not os.access(a.bin, os.X_OK):
         ap.error(f"intentgate binary {a.bin} not found (run bench/load.sh, or cargo build --release)")
     if not os.access(a.oha, os.X_OK):
@@ -1106,7 +1116,7 @@ def main():
                 f"egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n"
                 f"  connect_ports: [{str(tls_upstream).rsplit(':', 1)[1]}]\n"))]
         for name, extra in variants:
-            s = start_intentgate(name, a.bin, extra, run, a.log_level, upstream)
+            s = start_intentgate(name, bins.get(name, a.bin), extra, run, a.log_level, upstream)
             with open(s["config"]) as f:
                 lines = f.read().splitlines()
             more = [f"# ... {len(lines) - 40} more lines"] if len(lines) > 40 else []

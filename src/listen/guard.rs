@@ -18,29 +18,42 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::raw_error_response;
+use crate::proxy::KeptUpstream;
 
-/// Counts the open tunnels of one connection (the guard stays out of their bytes).
+/// What one client connection's requests share: its open tunnels (the guard stays out of their
+/// bytes) and the upstream connection its plain-HTTP requests reuse.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    tunnels: AtomicUsize,
+    upstream: KeptUpstream,
+}
 
 impl InFlight {
     /// Marks a tunnel as open; the returned token closes it when dropped.
     pub fn start(&self) -> InFlightToken {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.tunnels.fetch_add(1, Ordering::AcqRel);
         InFlightToken(self.0.clone())
     }
 
+    /// The upstream connection this client connection keeps between requests.
+    pub fn upstream(&self) -> &KeptUpstream {
+        &self.0.upstream
+    }
+
     fn idle(&self) -> bool {
-        self.0.load(Ordering::Acquire) == 0
+        self.0.tunnels.load(Ordering::Acquire) == 0
     }
 }
 
 /// Held by a tunnel task for the tunnel's lifetime.
-pub struct InFlightToken(Arc<AtomicUsize>);
+pub struct InFlightToken(Arc<Shared>);
 
 impl Drop for InFlightToken {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -50,14 +50,16 @@ pub struct ScopeQuery<'a> {
 
 #[derive(Debug)]
 struct Rule {
+    // Boxed slices, not vectors: exact size, no spare capacity, a smaller header (20,000 rules
+    // in a 1,000-intent catalog).
     /// `None` = 80 and 443.
-    ports: Option<Vec<u16>>,
+    ports: Option<Box<[u16]>>,
     /// Uppercase; `None` = any.
-    methods: Option<Vec<String>>,
+    methods: Option<Box<[Box<str>]>>,
     /// Segment patterns; `None` = any path.
-    paths: Option<Vec<Vec<Seg>>>,
+    paths: Option<Box<[Box<[Seg]>]>>,
     /// The patterns as written, for messages.
-    paths_text: Vec<String>,
+    paths_text: Box<[Box<str>]>,
 }
 
 #[derive(Debug)]
@@ -125,8 +127,8 @@ impl Catalog {
                         None => None,
                         Some(ps) => Some(
                             ps.iter()
-                                .map(|p| path_pattern(p))
-                                .collect::<Result<Vec<_>, _>>()
+                                .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
+                                .collect::<Result<Box<[_]>, _>>()
                                 .map_err(|m| err(Some(i), m))?,
                         ),
                     };
@@ -139,15 +141,26 @@ impl Catalog {
                         }
                     }
                     c.rules.push(Rule {
-                        ports: r.ports.clone(),
-                        methods: r
-                            .methods
-                            .as_ref()
-                            .map(|ms| ms.iter().map(|m| m.trim().to_ascii_uppercase()).collect()),
+                        ports: r.ports.as_deref().map(Box::from),
+                        methods: r.methods.as_ref().map(|ms| {
+                            ms.iter()
+                                .map(|m| m.trim().to_ascii_uppercase().into_boxed_str())
+                                .collect()
+                        }),
                         paths,
-                        paths_text: r.paths.clone().unwrap_or_default(),
+                        paths_text: r
+                            .paths
+                            .iter()
+                            .flatten()
+                            .map(|p| p.as_str().into())
+                            .collect(),
                     });
                 }
+                for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
+                    v.shrink_to_fit();
+                }
+                c.exact.shrink_to_fit();
+                c.wildcard.shrink_to_fit();
                 intents.insert(name.clone(), c);
             }
         }
@@ -209,7 +222,7 @@ impl Catalog {
             mode: self.default_mode,
         };
         let Some(name) = intent else {
-            v.why = format!("no intent declared for {}", Req(q));
+            v.why = req_text("no intent declared for ", q);
             return v;
         };
         let Some(c) = self.intents.get(name) else {
@@ -266,7 +279,7 @@ impl Catalog {
                 if !r
                     .methods
                     .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|m| m == q.method))
+                    .is_none_or(|ms| ms.iter().any(|m| &**m == q.method))
                 {
                     continue;
                 }
@@ -303,7 +316,14 @@ impl Catalog {
                     i + 1
                 )
             } else {
-                format!("{} matches rule {} of intent '{name}'", Req(q), i + 1)
+                // By hand, not `format!`: this runs for every allowed request.
+                let mut w = req_text("", q);
+                w.push_str(" matches rule ");
+                push_num(&mut w, i + 1);
+                w.push_str(" of intent '");
+                w.push_str(name);
+                w.push('\'');
+                w
             };
             return v;
         }
@@ -316,12 +336,12 @@ impl Catalog {
             }
             (1, Some(r)) => {
                 v.code = "port_not_in_scope";
-                let allowed = r.ports.clone().unwrap_or_else(|| vec![80, 443]);
+                let allowed = r.ports.as_deref().unwrap_or(&[80, 443]);
                 let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
             }
             (2, Some(r)) => {
                 v.code = "method_not_in_scope";
-                let allowed = r.methods.clone().unwrap_or_default().join(", ");
+                let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (allowed: {allowed})");
             }
             (_, Some(r)) => {
@@ -353,6 +373,32 @@ impl std::fmt::Display for Req<'_> {
         }
         f.write_str(q.path)
     }
+}
+
+/// `prefix` followed by the request as `Req` writes it, built without the formatting machinery
+/// (it runs on every request).
+fn req_text(prefix: &str, q: &ScopeQuery<'_>) -> String {
+    let mut s =
+        String::with_capacity(prefix.len() + q.method.len() + q.host.len() + q.path.len() + 8);
+    s.push_str(prefix);
+    s.push_str(q.method);
+    s.push(' ');
+    s.push_str(q.host);
+    if q.destination_only || (q.port != 80 && q.port != 443) {
+        s.push(':');
+        push_num(&mut s, q.port.into());
+    }
+    if !q.destination_only {
+        s.push_str(q.path);
+    }
+    s
+}
+
+fn push_num(s: &mut String, n: usize) {
+    if n >= 10 {
+        push_num(s, n / 10);
+    }
+    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 #[cfg(test)]

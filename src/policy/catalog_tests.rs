@@ -302,3 +302,23 @@ fn ip_literals_name_raw_tcp_destinations() {
     );
     assert!(err.is_err());
 }
+
+#[test]
+fn the_request_is_written_the_same_by_hand_and_by_display() {
+    for (port, destination_only) in [(80, false), (443, false), (8080, false), (443, true)] {
+        for path in ["/", "/a/b?c"] {
+            let q = ScopeQuery {
+                method: "GET",
+                host: "api.example.com",
+                port,
+                path,
+                segments: &[],
+                destination_only,
+            };
+            assert_eq!(req_text("x ", &q), format!("x {}", Req(&q)));
+        }
+    }
+    let mut s = String::new();
+    push_num(&mut s, 1207);
+    assert_eq!(s, "1207");
+}

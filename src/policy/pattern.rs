@@ -4,7 +4,7 @@
 /// One segment of a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Seg {
-    Lit(String),
+    Lit(Box<str>),
     One,
     Any,
 }
@@ -61,7 +61,7 @@ pub(super) fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
             s if s.contains('*') => Err(format!(
                 "path pattern '{raw}': '*' must be a whole segment ('*' one segment, '**' any number)"
             )),
-            s => Ok(Seg::Lit(s.to_string())),
+            s => Ok(Seg::Lit(s.into())),
         })
         .collect()
 }
@@ -80,7 +80,7 @@ pub(super) fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
                 p += 1;
                 s += 1;
             }
-            Some(Seg::Lit(l)) if l == segs[s] => {
+            Some(Seg::Lit(l)) if &**l == segs[s] => {
                 p += 1;
                 s += 1;
             }

@@ -69,7 +69,7 @@ impl Proxy {
             return self.open_tunnel(req, authority, token, None, rec);
         }
         // Spliced: decided here, on destination alone.
-        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
             id: &id,
@@ -116,7 +116,7 @@ impl Proxy {
         if self.cfg.egress.connect_ports.contains(&port) || live.policy.catalog().names_port(port) {
             return Ok(());
         }
-        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let intent = declared
             .map(|(i, _)| i.to_string())
             .or_else(|| live.default_intent.as_ref().map(|(i, _)| i.clone()));

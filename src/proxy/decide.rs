@@ -1,11 +1,11 @@
 //! The decision step: who is calling (never from the request), which intent is in force (header >
 //! session > default), the policy's answer, and its enforcement (enforce blocks, monitor records).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::headers;
 use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
-use crate::config::{HeaderNames, Mode};
+use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::identity::Agent;
 use crate::intent::{self, Intent, SessionStore};
@@ -23,10 +23,11 @@ pub struct Live {
 /// The intent the agent declared in headers (both values checked for duplicates).
 pub fn header_intent<'a>(
     h: &'a HeaderMap,
-    names: &HeaderNames,
+    intent: &HeaderName,
+    task: &HeaderName,
 ) -> Result<Option<(&'a str, Option<&'a str>)>, ProxyError> {
-    let name = headers::single_value(h, &names.intent)?;
-    let task = headers::single_value(h, &names.task)?;
+    let name = headers::single_value(h, intent)?;
+    let task = headers::single_value(h, task)?;
     Ok(name.map(|n| (n, task)))
 }
 

@@ -36,14 +36,32 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
+    // none or only `connection`, so one name is looked up and removed instead of eight.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // Tokens that are themselves in HOP_BY_HOP (`keep-alive`) are removed below if present.
+        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -149,7 +167,10 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
 
 /// Reads a single-valued header; two different values are refused (an agent must not be able to
 /// smuggle a second intent past the first).
-pub fn single_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ProxyError> {
+pub fn single_value<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, ProxyError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -197,6 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("TE, X-Foo, Keep-Alive"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
+        // Without `Connection` the others still go.
+        let mut h = HeaderMap::new();
+        h.insert(header::TRAILER, HeaderValue::from_static("x"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+    }
+
+    #[test]
     fn agent_claims_are_stripped() {
         let mut h = HeaderMap::new();
         h.insert("intentgate-agent", HeaderValue::from_static("root"));
@@ -211,10 +254,16 @@ mod tests {
     fn duplicate_intent_headers() {
         let mut h = HeaderMap::new();
         h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        assert_eq!(
+            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+            Some("a")
+        );
         h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(single_value(&h, "intentgate-intent").unwrap(), Some("a"));
+        assert_eq!(
+            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+            Some("a")
+        );
         h.append("intentgate-intent", HeaderValue::from_static("b"));
-        assert!(single_value(&h, "intentgate-intent").is_err());
+        assert!(single_value(&h, &HeaderName::from_static("intentgate-intent")).is_err());
     }
 }

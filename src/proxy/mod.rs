@@ -7,9 +7,11 @@ pub mod connector;
 pub mod decide;
 mod dns;
 mod headers;
+mod idle;
 mod inspect;
 mod intercept;
 mod rate;
+mod reuse;
 mod setup;
 mod stub;
 pub mod target;
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{Instrument, debug, info_span};
@@ -45,6 +47,7 @@ use target::Authority;
 use upstream::Dialer;
 
 pub use headers::VIA;
+pub use reuse::KeptUpstream;
 pub use setup::{Parts, dns_server};
 
 /// Everything the request path needs, shared by all connections.
@@ -52,6 +55,8 @@ pub struct Proxy {
     cfg: Arc<Config>,
     client: HttpClient,
     https: HttpsClient,
+    /// Idle upstream connections held by client connections (src/proxy/idle.rs).
+    idle: Arc<idle::IdleUpstreams>,
     dialer: Dialer,
     tls: Arc<Tls>,
     /// Whether clients were given intentgate's CA (a configured CA, `run`, an injected pod):
@@ -61,6 +66,8 @@ pub struct Proxy {
     tag_agent: HeaderName,
     tag_intent: HeaderName,
     tag_decision: HeaderName,
+    /// The header an agent names its task in (`headers.task`).
+    task_header: HeaderName,
     tunnels: AtomicUsize,
     rate: rate::RateLimiter,
     /// The policy and identity in force; swapped whole on reload. A request keeps the one it
@@ -224,7 +231,7 @@ impl Proxy {
             //    name the same authority (else 421), and its origin-form path is canonicalised.
             Entry::Tunnel(t) => {
                 let target = t.target_of(&req)?;
-                return self.forward(req, live, rec, target, ws).await;
+                return self.forward(req, live, rec, target, ws, None).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
@@ -237,7 +244,7 @@ impl Proxy {
                         "set HTTP_PROXY so the client speaks to intentgate as a proxy",
                     ));
                 }
-                return self.forward(req, live, rec, target, None).await;
+                return self.forward(req, live, rec, target, None, None).await;
             }
             Entry::Listener(in_flight) => in_flight,
         };
@@ -251,7 +258,7 @@ impl Proxy {
         // 4. The canonical target: absolute-form only (origin-form means someone mistook us for
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
         let (authority, path, query) = target::absolute_target(req.uri())?;
-        target::check_host_header(req.headers(), &authority)?;
+        target::check_host_header_of(req.uri(), req.headers(), &authority)?;
         let target = Target {
             authority,
             path,
@@ -261,7 +268,8 @@ impl Proxy {
             sni: None,
         };
         let ws = ws.map(|w| w.held_by(in_flight));
-        self.forward(req, live, rec, target, ws).await
+        let kept = self.dialer.is_direct().then(|| in_flight.upstream());
+        self.forward(req, live, rec, target, ws, kept).await
     }
 
     async fn forward(
@@ -271,6 +279,7 @@ impl Proxy {
         rec: &mut AuditRecord,
         target: Target,
         ws: Option<websocket::Upgrading>,
+        kept: Option<&KeptUpstream>,
     ) -> Result<Outcome, ProxyError> {
         let Target {
             authority,
@@ -296,7 +305,7 @@ impl Proxy {
 
         // 6. The decision: identity from config (never from the request), intent from the headers
         //    (two different values refused) > session > default, then the policy; enforce blocks.
-        let declared = decide::header_intent(req.headers(), &self.cfg.headers)?;
+        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
             id: &id,
@@ -347,52 +356,40 @@ impl Proxy {
             h.insert(HOST, host);
         }
 
-        // 9. Forward in origin-form (absolute-form to a parent proxy) over the pooled client, the
-        //    body streamed and counted; bounded by the upstream response timeout.
         // 8b. A WebSocket upgrade (decided above like any GET) goes on its own connection and,
         //     upgraded, is relayed as a tunnel (src/proxy/websocket.rs). Boxed: a tunnel's state
         //     would otherwise size every request's future.
+        let mut pq = path;
+        if let Some(q) = &query {
+            pq.push('?');
+            pq.push_str(q);
+        }
         if let Some(ws) = ws {
-            let pq = match &query {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }
-        let target = authority.to_host_port();
-        let mut uri = String::with_capacity(scheme.len() + target.len() + path.len() + 4);
-        for part in [scheme, "://", &target, &path] {
-            uri.push_str(part);
-        }
-        if let Some(q) = &query {
-            uri.push('?');
-            uri.push_str(q);
-        }
-        let uri = Uri::try_from(uri).map_err(|_| {
-            ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
-        })?;
+        // 9. Forward in origin-form (absolute-form to a parent proxy), the body streamed and
+        //    counted, bounded by the upstream response timeout: plain HTTP from the listener over
+        //    the upstream connection its client connection keeps (src/proxy/reuse.rs), the rest
+        //    over the pooled clients.
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
-        let timeout = Duration::from_millis(self.cfg.limits.upstream_response_timeout_ms);
+        let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
         let sending = async {
-            if scheme == "https" {
-                self.https.request(req).await
-            } else {
-                self.client.request(req).await
+            match kept {
+                Some(kept) if scheme == "http" => self.send_kept(kept, req, &authority, &pq).await,
+                _ => self.send_pooled(req, scheme, &authority, &pq).await,
             }
         };
-        let resp = match tokio::time::timeout(timeout, sending).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(upstream::classify_client_error(&e, &target)),
+        let resp = match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
+            Ok(r) => r?,
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {
-                    target,
+                    target: authority.to_host_port(),
                     stage: "response headers",
-                    after_ms: self.cfg.limits.upstream_response_timeout_ms,
+                    after_ms: limit_ms,
                 });
             }
         };

@@ -74,9 +74,14 @@ impl Proxy {
             &cfg.limits,
         );
         let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        let idle = Arc::new(super::idle::IdleUpstreams::new(
+            Duration::from_millis(cfg.limits.pool_idle_timeout_ms),
+            cfg.limits.pool_max_idle_per_host,
+        ));
         Self {
             client,
             https,
+            idle,
             dialer,
             tls: p.tls,
             clients_trust_ca: p.clients_trust_ca,
@@ -84,6 +89,7 @@ impl Proxy {
             tag_agent: header_name(&cfg.headers.agent),
             tag_intent: header_name(&cfg.headers.intent),
             tag_decision: header_name(&cfg.headers.decision_id),
+            task_header: header_name(&cfg.headers.task),
             tunnels: AtomicUsize::new(0),
             rate: rate::RateLimiter::default(),
             live: ArcSwap::from_pointee(p.live),

@@ -323,9 +323,39 @@ pub fn check_host_header(
     Ok(())
 }
 
+/// `check_host_header` for an absolute-form request: a `Host` spelled exactly like the target's
+/// authority (the usual case) names the same destination, without parsing it a second time.
+pub fn check_host_header_of(
+    uri: &Uri,
+    headers: &http::HeaderMap,
+    authority: &Authority,
+) -> Result<(), ProxyError> {
+    let raw = uri.authority().map(|a| a.as_str().as_bytes());
+    match headers.get(http::header::HOST) {
+        Some(v) if Some(v.as_bytes()) == raw => Ok(()),
+        _ => check_host_header(headers, authority),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_header_of_an_absolute_target() {
+        let uri: Uri = "http://API.example.com:8080/x".parse().unwrap();
+        let a = absolute_target(&uri).unwrap().0;
+        let mut h = http::HeaderMap::new();
+        for (host, ok) in [
+            ("API.example.com:8080", true),
+            ("api.example.com:8080", true),
+            ("api.example.com", false),
+            ("other.example.com:8080", false),
+        ] {
+            h.insert(http::header::HOST, http::HeaderValue::from_static(host));
+            assert_eq!(check_host_header_of(&uri, &h, &a).is_ok(), ok, "{host}");
+        }
+    }
 
     #[test]
     fn authority_forms() {

@@ -75,6 +75,11 @@ impl Dialer {
         }
     }
 
+    /// Whether plain-HTTP requests go straight to their destination (no parent proxy).
+    pub fn is_direct(&self) -> bool {
+        self.parent.is_none()
+    }
+
     /// The address a destination would be dialled at, and its class; refused when every address
     /// it resolves to is forbidden. With a parent proxy only IP literals can be vetted here (the
     /// parent resolves names), so names yield `None`.

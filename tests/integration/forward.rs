@@ -181,6 +181,23 @@ fn server_sent_events_arrive_event_by_event() {
 }
 
 #[test]
+fn one_client_connection_alternating_between_upstreams_never_mixes_them_up() {
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let proxy = ProxyProc::start("");
+    let mut conn = ProxyConn::open(proxy.addr);
+    for i in 0..3 {
+        assert_eq!(conn.get(&a.url(&format!("/echo?a={i}"))).status(), 200);
+        assert_eq!(conn.get(&b.url(&format!("/echo?b={i}"))).status(), 200);
+    }
+    assert_eq!((a.requests(), b.requests()), (3, 3));
+    assert_eq!(
+        (a.connections(), b.connections()),
+        (1, 1),
+        "each upstream connection is kept and reused, never used for the other upstream"
+    );
+}
+
+#[test]
 fn keep_alive_is_reused_on_both_sides() {
     let up = Upstream::start();
     let proxy = ProxyProc::start("");
