@@ -174,10 +174,17 @@ async fn serve_one(
         .transparent_connections
         .with_label_values(&["http"])
         .inc();
-    let info = Arc::new(Redirected { original });
-    let io = TokioIo::new(Guard::new(io, InFlight::default()));
+    let in_flight = InFlight::default();
+    let io = TokioIo::new(Guard::new(io, in_flight.clone()));
+    let info = Arc::new(Redirected {
+        original,
+        in_flight,
+    });
     let service = service_fn(move |req| proxy.clone().handle_transparent(req, info.clone()));
-    let conn = http1_builder(limits).serve_connection(io, service);
+    // With upgrades: an allowed WebSocket is relayed as on the proxy listener.
+    let conn = http1_builder(limits)
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

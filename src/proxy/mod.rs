@@ -236,15 +236,11 @@ impl Proxy {
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
             //     (src/proxy/transparent.rs).
+            //     A WebSocket is decided the same way and relayed as on the proxy listener.
             Entry::Transparent(r) => {
                 let target = r.target_of(&req)?;
-                if ws.is_some() {
-                    return Err(ProxyError::bad_request(
-                        "WebSocket upgrades are not relayed on redirected connections",
-                        "set HTTP_PROXY so the client speaks to intentgate as a proxy",
-                    ));
-                }
-                return self.forward(req, live, rec, target, None, None).await;
+                let ws = ws.map(|w| w.held_by(&r.in_flight));
+                return self.forward(req, live, rec, target, ws, None).await;
             }
             Entry::Listener(in_flight) => in_flight,
         };

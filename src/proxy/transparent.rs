@@ -38,9 +38,11 @@ pub enum Sniffed {
     Opaque,
 }
 
-/// The original destination of a redirected connection carrying plain HTTP.
+/// The original destination of a redirected connection carrying plain HTTP, and what its
+/// requests share (a relayed WebSocket keeps the connection guard out of its bytes).
 pub struct Redirected {
     pub original: SocketAddr,
+    pub in_flight: crate::listen::guard::InFlight,
 }
 
 impl Redirected {

@@ -1,11 +1,13 @@
 """Upstream servers for the transparent-mode test, run inside the test's upstream network namespace:
-HTTP on port 80, HTTPS on 443 (CERT/KEY), and servers that speak first (a "220 hello" banner, as
+HTTP on port 80 (a WebSocket echo for upgrade requests), HTTPS on 443 (CERT/KEY), and servers that speak first (a "220 hello" banner, as
 SMTP does) on every BANNER_PORT (IPv4 and IPv6). Every connection and request is logged as one JSON line to LOG,
 so the test can prove what arrived (with which tags, on which local address) and what never did.
 
 usage: transparent_upstream.py LOG READY CERT KEY BANNER_PORT...
 Writes READY once every socket is listening; serves until killed.
 """
+import base64
+import hashlib
 import http.server
 import json
 import os
@@ -29,6 +31,8 @@ def http_server(log_path, port, context):
 
         def do_GET(self):
             local = self.connection.getsockname()
+            if self.headers.get("Upgrade", "").lower() == "websocket":
+                return self.websocket(local)
             log(log_path, kind="https" if context else "http", local=local[0], port=local[1],
                 method=self.command, path=self.path,
                 headers={k.lower(): v for k, v in self.headers.items()})
@@ -40,6 +44,27 @@ def http_server(log_path, port, context):
             self.wfile.write(body)
 
         do_POST = do_GET
+
+        def websocket(self, local):
+            """RFC 6455 handshake, then echo one text frame back unmasked."""
+            log(log_path, kind="ws", local=local[0], port=local[1], path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()})
+            key = self.headers.get("Sec-WebSocket-Key", "")
+            accept = base64.b64encode(hashlib.sha1(
+                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self.wfile.flush()
+            head = self.rfile.read(2)
+            n = head[1] & 0x7F
+            mask = self.rfile.read(4)
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
+            self.wfile.write(bytes([0x81, len(data)]) + data)
+            self.wfile.flush()
+            self.close_connection = True
 
         def log_message(self, *args):
             pass

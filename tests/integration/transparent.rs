@@ -122,6 +122,31 @@ fn transparent_http_is_decided_on_its_host_and_dialled_at_intentgates_own_resolu
     ]);
     assert_eq!(code, 403, "{body}");
     assert!(!s.upstream_log().iter().any(|e| e["path"] == "/secret6"));
+
+    // A WebSocket on a redirected connection: decided on its Host like any GET, upgraded, relayed
+    // (one frame each way), tagged, audited; a denied one is refused before any upgrade.
+    let said = s.websocket(DECOY_IP, "api.tp.test", "/allowed/ws");
+    assert_eq!(
+        said, "HTTP/1.1 101 Switching Protocols\nhello\n",
+        "{said:?}"
+    );
+    let ws: Vec<_> = s
+        .upstream_log()
+        .into_iter()
+        .filter(|e| e["kind"] == "ws")
+        .collect();
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert!(tagged(&ws[0]), "{:?}", ws[0]);
+    assert_eq!(ws[0]["local"], UPSTREAM_IP, "own resolution, not the decoy");
+    let rec = s.audit_of("api.tp.test", 80, Some("/allowed/ws"));
+    assert_eq!(rec["connection"], "transparent", "{rec}");
+    assert!(
+        rec["reasons"].to_string().contains("websocket relay ended"),
+        "{rec}"
+    );
+    let said = s.websocket(UPSTREAM_IP, "api.tp.test", "/secret-ws");
+    assert!(said.starts_with("HTTP/1.1 403"), "{said:?}");
+    assert!(!s.upstream_log().iter().any(|e| e["path"] == "/secret-ws"));
 }
 
 #[test]

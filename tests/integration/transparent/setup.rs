@@ -251,6 +251,32 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A WebSocket round trip as the agent (system Python, standard library only): the upgrade
+    /// to `ip`:80 with `Host: host`, one masked text frame out; prints the status line and the
+    /// echoed text.
+    pub(super) fn websocket(&self, ip: &str, host: &str, path: &str) -> String {
+        let script = format!(
+            "import socket\n\
+             s = socket.create_connection(('{ip}', 80), timeout=5)\n\
+             s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: Upgrade\\r\\n'\n\
+             \x20         b'Upgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n'\n\
+             \x20         b'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\\r\\n')\n\
+             head = b''\n\
+             while b'\\r\\n\\r\\n' not in head:\n\
+             \x20   chunk = s.recv(1)\n\
+             \x20   if not chunk: break\n\
+             \x20   head += chunk\n\
+             print(head.split(b'\\r\\n')[0].decode())\n\
+             if b' 101 ' in head.split(b'\\r\\n')[0]:\n\
+             \x20   mask = b'\\x01\\x02\\x03\\x04'\n\
+             \x20   s.sendall(b'\\x81\\x85' + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b'hello')))\n\
+             \x20   frame = s.recv(2)\n\
+             \x20   print(s.recv(frame[1] & 0x7f).decode())\n"
+        );
+        let out = self.as_agent("/usr/bin/python3", &["-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub(super) fn upstream_log(&self) -> Vec<serde_json::Value> {
         read_lines(&self.log)
     }
