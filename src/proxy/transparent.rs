@@ -283,6 +283,7 @@ mod tests {
         }
         let r = Redirected {
             original: original.parse().unwrap(),
+            in_flight: Default::default(),
         };
         r.target_of(&b.body(()).unwrap())
     }
@@ -322,6 +323,7 @@ mod tests {
             .unwrap();
         let r = Redirected {
             original: "10.0.0.9:443".parse().unwrap(),
+            in_flight: Default::default(),
         };
         assert!(r.target_of(&connect).is_err());
     }
