@@ -30,7 +30,7 @@ fn write_catalog(root: &Path, ns: &str, port: u16, paths: &[&str]) {
     std::fs::rename(tmp, dir.join("intents.yaml")).unwrap();
 }
 
-/// `intentgate inject` serving bundles.
+/// A running `intentgate inject` (webhook and bundle server), killed when dropped.
 pub struct Control {
     child: Child,
     pub port: u16,

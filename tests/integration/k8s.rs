@@ -4,8 +4,7 @@
 //! it ships its schemas) and checked field by field.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -22,17 +21,10 @@ namespaces:
     allow_exclude_cidrs: [10.0.0.0/8]
 ";
 
+/// `intentgate inject` with a self-signed certificate for localhost and the floor above.
 struct Webhook {
-    child: Child,
+    control: super::bundles::Control,
     dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Webhook {
@@ -47,28 +39,15 @@ impl Webhook {
             dir.path().join("tls.crt").display()
         );
         std::fs::write(dir.path().join("floor.yaml"), format!("{FLOOR}{bundles}")).unwrap();
-        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-        let child = Command::new(BIN)
-            .args([
-                "inject",
-                "--tls-cert",
-                &p("tls.crt"),
-                "--tls-key",
-                &p("tls.key"),
-            ])
-            .args(["--listen", "127.0.0.1:0", "--config", &p("floor.yaml")])
-            .args(["--ready-file", &p("ready.json")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ready = dir.path().join("ready.json");
-        let listen: String = eventually("webhook ready", Duration::from_secs(20), || {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(&ready).ok()?).ok()?;
-            v["listen"].as_str().map(str::to_string)
-        });
-        let port = listen.rsplit(':').next().unwrap().parse().unwrap();
-        Webhook { child, dir, port }
+        let p = |n: &str| dir.path().join(n);
+        let control = super::bundles::Control::launch(
+            dir.path(),
+            &p("tls.crt"),
+            &p("tls.key"),
+            &p("floor.yaml"),
+            0,
+        );
+        Webhook { control, dir }
     }
 
     /// POSTs an AdmissionReview for `pod` to /mutate over HTTPS; returns the `response` object.
@@ -83,8 +62,8 @@ impl Webhook {
         let file = self.dir.path().join("review.json");
         std::fs::write(&file, review.to_string()).unwrap();
         let ca = self.dir.path().join("tls.crt");
-        let url = format!("https://localhost:{}/mutate", self.port);
-        let resolve = format!("localhost:{}:127.0.0.1", self.port);
+        let url = format!("https://localhost:{}/mutate", self.control.port);
+        let resolve = format!("localhost:{}:127.0.0.1", self.control.port);
         let data = format!("@{}", file.display());
         let out = curl(&[
             "--cacert",
@@ -344,13 +323,16 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
             .iter()
             .any(|o| o["path"] == "/metadata/annotations")
     );
-    let hc = curl(&["-k", &format!("https://127.0.0.1:{}/healthz", hook.port)]);
+    let hc = curl(&[
+        "-k",
+        &format!("https://127.0.0.1:{}/healthz", hook.control.port),
+    ]);
     assert_eq!(hc.status, 200);
     let bad = curl(&[
         "-k",
         "--data",
         "{}",
-        &format!("https://127.0.0.1:{}/mutate", hook.port),
+        &format!("https://127.0.0.1:{}/mutate", hook.control.port),
     ]);
     assert_eq!(bad.status, 400);
 }
