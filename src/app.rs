@@ -71,9 +71,12 @@ pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
 
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
-pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyhow::Result<Running> {
+pub async fn start_with(
+    mut loaded: Loaded,
+    reload: LoadFn,
+    trust_ca: bool,
+) -> anyhow::Result<Running> {
     // With `policy.bundle_url`, the first bundle before anything listens (fail closed).
-    let mut loaded = loaded;
     let wait = Duration::from_millis(loaded.config.policy.bundle_wait_ms);
     let bundles = crate::bundle::fetch::first_into(&mut loaded.config, wait)
         .await

@@ -71,10 +71,6 @@ impl Source {
         })
     }
 
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// One conditional GET.
     pub async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, String> {
         tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(etag))
@@ -273,22 +269,10 @@ pub fn first_blocking(cfg: &mut Config) -> Result<(), String> {
 
 /// A root store from PEM text or a PEM file.
 fn roots(ca: &str) -> Result<RootCertStore, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let text = if ca.trim_start().starts_with("-----BEGIN") {
-        ca.to_string()
+    let (bytes, source) = if ca.trim_start().starts_with("-----BEGIN") {
+        (ca.as_bytes().to_vec(), "(PEM text)")
     } else {
-        std::fs::read_to_string(ca).map_err(|e| format!("{ca}: {e}"))?
+        (std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?, ca)
     };
-    let mut store = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(text.as_bytes()) {
-        let cert = cert.map_err(|e| format!("invalid PEM: {e}"))?;
-        store
-            .add(cert)
-            .map_err(|e| format!("not usable as a root: {e}"))?;
-    }
-    if store.is_empty() {
-        return Err("no PEM CERTIFICATE found".into());
-    }
-    Ok(store)
+    crate::tls::client::pem_roots(&bytes, std::path::Path::new(source)).map_err(|e| e.to_string())
 }

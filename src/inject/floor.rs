@@ -167,13 +167,7 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
     let invalid = |field: &str, msg: String| ConfigError::Invalid {
         file: file.to_string(),
         field: field.to_string(),
-        line: text
-            .lines()
-            .position(|l| {
-                l.trim_start()
-                    .starts_with(field.rsplit('.').next().unwrap_or(""))
-            })
-            .map(|i| i + 1),
+        line: crate::config::locate(text, field),
         msg,
     };
     let b = &mut cfg.bundles;

@@ -94,19 +94,16 @@ async fn bundle(req: &Request<Incoming>, ns: &str, cfg: &InjectConfig) -> Respon
         Ok::<_, crate::bundle::BundleError>((etag, Some(b.to_tar_gz()?)))
     })
     .await;
+    let built = built
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     let (etag, body) = match built {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            warn!(error = %e, "cannot build a policy bundle");
+        Ok(b) => b,
+        Err(reason) => {
+            warn!(error = %reason, "cannot build a policy bundle");
             return reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "bundle_unavailable", "reason": e.to_string()}),
-            );
-        }
-        Err(e) => {
-            return reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "bundle_unavailable", "reason": e.to_string()}),
+                &json!({"error": "bundle_unavailable", "reason": reason}),
             );
         }
     };

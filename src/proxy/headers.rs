@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::error::ProxyError;
 
 /// Headers that describe one hop and never travel further.
+/// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),

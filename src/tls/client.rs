@@ -277,18 +277,33 @@ fn system_roots() -> Result<RootCertStore, UpstreamTlsConfigError> {
     Ok(store)
 }
 
-/// Adds every certificate of a PEM bundle; the bundle must hold at least one, all valid.
+/// A store holding exactly the certificates of a PEM bundle (`source` names it in errors).
+pub fn pem_roots(bytes: &[u8], source: &Path) -> Result<RootCertStore, UpstreamTlsConfigError> {
+    let mut store = RootCertStore::empty();
+    add_pem(&mut store, bytes, source)?;
+    Ok(store)
+}
+
+/// Adds every certificate of a PEM bundle file; the bundle must hold at least one, all valid.
 fn add_bundle(store: &mut RootCertStore, file: &Path) -> Result<(), UpstreamTlsConfigError> {
     let bytes = std::fs::read(file).map_err(|source| UpstreamTlsConfigError::Read {
         file: file.to_path_buf(),
         source,
     })?;
+    add_pem(store, &bytes, file)
+}
+
+fn add_pem(
+    store: &mut RootCertStore,
+    bytes: &[u8],
+    source: &Path,
+) -> Result<(), UpstreamTlsConfigError> {
     let bundle = |detail: String| UpstreamTlsConfigError::Bundle {
-        file: file.to_path_buf(),
+        file: source.to_path_buf(),
         detail,
     };
     let mut n = 0;
-    for (i, cert) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+    for (i, cert) in CertificateDer::pem_slice_iter(bytes).enumerate() {
         let cert = cert.map_err(|e| bundle(format!("certificate {}: invalid PEM: {e}", i + 1)))?;
         store
             .add(cert)
