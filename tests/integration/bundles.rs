@@ -155,6 +155,27 @@ fn status(proxy: &ProxyProc, up: &Upstream, path: &str) -> u16 {
     out.status
 }
 
+/// `intentgate_bundle_fetches_total{result="RESULT"}` of `proxy`.
+fn fetches(proxy: &ProxyProc, result: &str) -> f64 {
+    proxy.metric(&format!(
+        "intentgate_bundle_fetches_total{{result=\"{result}\"}}"
+    ))
+}
+
+/// Waits until that count is above `above`.
+fn fetches_above(proxy: &ProxyProc, result: &str, above: f64) {
+    eventually(&format!("bundle fetches {result} > {above}"), WAIT, || {
+        (fetches(proxy, result) > above).then_some(())
+    });
+}
+
+/// Waits until `path` answers `code` through `proxy`.
+fn answers(proxy: &ProxyProc, up: &Upstream, path: &str, code: u16) {
+    eventually(&format!("{path} answering {code}"), WAIT, || {
+        (status(proxy, up, path) == code).then_some(())
+    });
+}
+
 #[test]
 fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_away() {
     let up = Upstream::start();
@@ -170,11 +191,9 @@ fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_
 
     // A new rule on the server is enforced without a restart.
     write_catalog(&policy, "support", port, &["/echo/a/**", "/echo/b/**"]);
-    eventually("the new rule", WAIT, || {
-        (status(&proxy, &up, "/echo/b/1") == 200).then_some(())
-    });
+    answers(&proxy, &up, "/echo/b/1", 200);
     assert_eq!(proxy.pid(), pid);
-    assert!(proxy.metric("intentgate_bundle_fetches_total{result=\"updated\"}") >= 1.0);
+    assert!(fetches(&proxy, "updated") >= 1.0);
     let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
     assert_eq!(info["bundle"]["namespace"], "support");
     assert_eq!(info["last_reload"]["trigger"], "bundle");
@@ -190,9 +209,7 @@ fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_
         "package intentgate.namespace\ndeny contains msg if {\n",
     )
     .unwrap();
-    eventually("the broken bundle refused", WAIT, || {
-        (proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}") >= 1.0).then_some(())
-    });
+    fetches_above(&proxy, "refused", 0.0);
     let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
     assert_eq!(info["last_reload"]["result"], "failure", "{info}");
     assert!(
@@ -208,10 +225,8 @@ fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_
     // The server goes away: polls fail, decisions go on with the last good bundle.
     let port_ctl = control.port;
     drop(control);
-    let errors = proxy.metric("intentgate_bundle_fetches_total{result=\"error\"}");
-    eventually("polls failing", WAIT, || {
-        (proxy.metric("intentgate_bundle_fetches_total{result=\"error\"}") > errors).then_some(())
-    });
+    let errors = fetches(&proxy, "error");
+    fetches_above(&proxy, "error", errors);
     assert_eq!(status(&proxy, &up, "/echo/a/1"), 200);
     assert_eq!(status(&proxy, &up, "/echo/b/1"), 200);
     assert_eq!(status(&proxy, &up, "/echo/c/1"), 403);
@@ -219,9 +234,7 @@ fn a_sidecar_follows_its_bundle_and_keeps_the_last_good_one_while_the_server_is_
     // It comes back with a change made meanwhile: picked up, still the same process.
     write_catalog(&policy, "support", port, &["/echo/c/**"]);
     let _control = Control::start(dir.path(), port_ctl);
-    eventually("the rule made while away", WAIT, || {
-        (status(&proxy, &up, "/echo/c/1") == 200).then_some(())
-    });
+    answers(&proxy, &up, "/echo/c/1", 200);
     assert_eq!(status(&proxy, &up, "/echo/a/1"), 403);
     assert_eq!(proxy.pid(), pid);
 }
@@ -324,9 +337,7 @@ fn a_sidecar_never_takes_another_namespaces_bundle() {
     let tmp = dir.path().join("served.tmp");
     std::fs::copy(&theirs, &tmp).unwrap();
     std::fs::rename(&tmp, &served).unwrap();
-    eventually("the replayed bundle refused", WAIT, || {
-        (proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}") >= 1.0).then_some(())
-    });
+    fetches_above(&proxy, "refused", 0.0);
     let info = curl(&[&proxy.admin_url("/v1/policy")]).json();
     assert!(
         info["last_reload"]["message"]
@@ -338,15 +349,9 @@ fn a_sidecar_never_takes_another_namespaces_bundle() {
     // Still decided by support's rules, and the replay is fetched and reported once, not at
     // every poll.
     assert_eq!(status(&proxy, &up, "/echo/b/1"), 403);
-    let unchanged = proxy.metric("intentgate_bundle_fetches_total{result=\"unchanged\"}");
-    eventually("later polls answered 304", WAIT, || {
-        (proxy.metric("intentgate_bundle_fetches_total{result=\"unchanged\"}") > unchanged)
-            .then_some(())
-    });
-    assert_eq!(
-        proxy.metric("intentgate_bundle_fetches_total{result=\"refused\"}"),
-        1.0
-    );
+    let unchanged = fetches(&proxy, "unchanged");
+    fetches_above(&proxy, "unchanged", unchanged);
+    assert_eq!(fetches(&proxy, "refused"), 1.0);
     let _ = rogue.kill();
     let _ = rogue.wait();
 }
