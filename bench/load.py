@@ -428,7 +428,10 @@ def start_intentgate(name, binary, extra_text, run, log_level, upstream):
     with open(conf, "w") as f:
         f.write(intentgate_config(extra_text, d, upstream))
     env = dict(os.environ, INTENTGATE_LOG=log_level)
-    env.pop("INTENTGATE_CONFIG", None)
+    # As deployed: no inherited config, and no backtraces captured for the errors that regorus's
+    # parser backtracks through (RUST_BACKTRACE=1 in a shell costs ~1 MiB idle and start-up time).
+    for k in ("INTENTGATE_CONFIG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
+        env.pop(k, None)
     cmd = [binary, "serve", "--config", conf, "--ready-file", ready]
     p = STARTED.spawn(name, cmd, os.path.join(d, "intentgate.log"), env=env)
     t0 = time.time()
