@@ -143,10 +143,11 @@ impl Proxy {
         };
         let live = self.live.load_full();
         let span = info_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
-        let outcome = self
-            .pipeline(req, &live, &mut rec, entry)
-            .instrument(span.clone())
-            .await;
+        // Pinned where it lies, so the span wraps a reference rather than a copy of the state.
+        let outcome = {
+            let pipeline = std::pin::pin!(self.pipeline(req, &live, &mut rec, entry));
+            pipeline.instrument(span.clone()).await
+        };
         let resp = match outcome {
             Ok(Outcome::Forwarded(resp, bytes_in)) => {
                 rec.status = resp.status().as_u16();
@@ -373,12 +374,13 @@ impl Proxy {
         let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
-        let sending = async {
+        //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
+        let sending = std::pin::pin!(async {
             match kept {
                 Some(kept) if scheme == "http" => self.send_kept(kept, req, &authority, &pq).await,
                 _ => self.send_pooled(req, scheme, &authority, &pq).await,
             }
-        };
+        });
         let resp = match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
             Ok(r) => r?,
             Err(_) => {
