@@ -800,6 +800,8 @@ def report(raw):
     L.append(f"- host: {h['nproc']} cores, {h['cpu']}, {h['mem']} RAM, Linux {h['kernel']}; load generator, "
              f"upstream and proxies all on this host, loopback only")
     L.append(f"- intentgate `{raw['git']}` (`{raw['binary']}`), {raw['versions']['oha']}, {raw['versions']['nginx']}")
+    if raw.get("link_order"):
+        L.append(f"- function layout (idle RSS): {raw['link_order']}")
     L.append(f"- {a['reps']} interleaved repetitions, medians shown (range in brackets); max: {a['conns']} connections "
              f"for {a['dur']} s; rate: {a['rate']} req/s for {a['rate_dur']} s with latency correction, "
              f"{a['conns']} connections; upstream: nginx `return 200` with a {len(BODY)} B JSON body")
@@ -1099,6 +1101,7 @@ def main():
     os.chmod(run, 0o777)  # squid/tinyproxy drop privileges and write their logs here
     raw = dict(stamp=stamp, args=vars(a), host=machine_facts(), git=git_rev(a.bin), binary=a.bin,
                versions=dict(oha=version_of([a.oha, "--version"]), nginx=version_of(["nginx", "-v"])),
+               link_order=version_of([os.path.join(HERE, "order.sh"), "--check", a.bin]),
                systems=[], runs=[], memory={}, retried=0)
     os.makedirs(a.out, exist_ok=True)
     md_path, json_path = os.path.join(a.out, stamp + ".md"), os.path.join(a.out, stamp + ".json")
