@@ -477,6 +477,15 @@ LogLevel Critical
 LogFile "{run}/tinyproxy.log"
 Allow 127.0.0.1
 """),
+    # mitmproxy (PyPI; bench/load.sh installs it in a venv): mitmdump, no flow output. Plain HTTP is
+    # forwarded; CONNECT tunnels are intercepted with its own CA (used by `mitmproxy-tls`, --https).
+    "mitmproxy": lambda run, port: (
+        ["mitmdump", "--set", f"confdir={run}/mitmproxy-{port}"], f"mitmproxy-{port}/config.yaml", f"""
+listen_host: 127.0.0.1
+listen_port: {port}
+flow_detail: 0
+termlog_verbosity: error
+""" + (f"ssl_verify_upstream_trusted_ca: {run}/tls/upstream-ca.pem\n" if os.path.exists(f"{run}/tls") else "")),
     "privoxy": lambda run, port: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
 confdir {run}
 logdir {run}
@@ -493,17 +502,23 @@ max-client-connections 1024
 NO_KEEPALIVE = {"tinyproxy"}
 
 
-def start_peer(name, run):
+PEER_BIN = {"mitmproxy": "mitmdump"}
+
+
+def start_peer(name, run, label=None):
+    """Starts peer `name` (shown as `label`) on a free port."""
+    label = label or name
     port = free_port()
     cmd, conf_name, text = PEERS[name](run, port)
+    os.makedirs(os.path.dirname(os.path.join(run, conf_name)), exist_ok=True)
     with open(os.path.join(run, conf_name), "w") as f:
         f.write(text.lstrip())
-    p = STARTED.spawn(name, cmd, os.path.join(run, f"{name}.log"))
+    p = STARTED.spawn(label, cmd, os.path.join(run, f"{label}.log"))
     if not wait_port(port, p):
-        raise RuntimeError(f"{name} did not listen on {port}; see {run}/{name}.log")
-    log(f"peer {name} pid={p.pid} on 127.0.0.1:{port}")
-    return dict(name=name, proxy=f"127.0.0.1:{port}", pid=p.pid, cmd=cmdline(cmd),
-                no_keepalive=name in NO_KEEPALIVE)
+        raise RuntimeError(f"{label} did not listen on {port}; see {run}/{label}.log")
+    log(f"peer {label} pid={p.pid} on 127.0.0.1:{port}")
+    return dict(name=label, proxy=f"127.0.0.1:{port}", pid=p.pid, cmd=cmdline(cmd),
+                no_keepalive=name in NO_KEEPALIVE, confdir=os.path.join(run, f"{name}-{port}"))
 
 
 # ------------------------------------------------------------------ load generator
@@ -890,7 +905,7 @@ def report(raw):
         L.append("|---|---|---|---|---|---|---|---|---|")
         dt = m("max", "direct-tls", "rps")
         for s in tls_names:
-            plain = "direct" if s == "direct-tls" else "intentgate"
+            plain = {"direct-tls": "direct", "mitmproxy-tls": "mitmproxy"}.get(s, "intentgate")
             e = errs("max", s)
             pk = m("max", s, "rss_peak_kb")
             L.append("| " + " | ".join([
@@ -920,8 +935,11 @@ def report(raw):
         L.append("## intentgate against each peer (same run, medians)\n")
         L.append("| intentgate variant | peer | throughput ×peer | CPU µs/req ×peer | peak RSS ×peer |")
         L.append("|---|---|---|---|---|")
+        tls_systems = {x["name"] for x in raw["systems"] if x.get("tls")}
         for g in igs:
             for p in peers:
+                if (g in tls_systems) != (p in tls_systems):
+                    continue  # plain HTTP against plain HTTP, interception against interception
                 L.append(f"| {g} | {p} | {ratio(m('max', g, 'rps'), m('max', p, 'rps'))} | "
                          f"{ratio(m('max', g, 'proxy_cpu_us_per_req'), m('max', p, 'proxy_cpu_us_per_req'))} | "
                          f"{ratio(m('max', g, 'rss_peak_kb'), m('max', p, 'rss_peak_kb'))} |")
@@ -1021,7 +1039,8 @@ def main():
                     help="mix: distinct URLs to draw from, Zipf weights 1/rank (default 20000)")
     ap.add_argument("--mix-lines", type=int, default=50000,
                     help="mix: URLs in the file oha picks from at random (default 50000)")
-    ap.add_argument("--peers", default="", help="comma list of peers from apt to include: squid,tinyproxy,privoxy")
+    ap.add_argument("--peers", default="", help="comma list of peers to include: squid,tinyproxy,privoxy (apt), "
+                                                "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -1073,8 +1092,9 @@ def main():
     for p in peers:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r} (known: {', '.join(PEERS)})")
-        if not shutil.which(p):
-            ap.error(f"peer {p} is not installed (apt-get install {p})")
+        if not shutil.which(PEER_BIN.get(p, p)):
+            ap.error(f"peer {p} is not installed ({'pip install mitmproxy' if p == 'mitmproxy' else 'apt-get install ' + p};"
+                     " bench/load.sh installs it)")
     variants = [] if a.no_default_variant else [("intentgate", "")]
     for v in a.variant:
         name, sep, path = v.partition("=")
@@ -1135,6 +1155,13 @@ def main():
             s = start_peer(p, run)
             s["peer"] = True
             systems.append(s)
+            if p == "mitmproxy" and tls:
+                # The HTTPS peer: mitmproxy intercepting the tunnels as intentgate-tls does (oha trusts
+                # its CA; it verifies nginx against the bench's upstream CA).
+                s = start_peer(p, run, label="mitmproxy-tls")
+                s.update(peer=True, tls=True, tls_upstream=tls_upstream,
+                         cacert=os.path.join(s["confdir"], "mitmproxy-ca-cert.pem"))
+                systems.append(s)
         raw["systems"] = systems
         raw["upstream"] = upstream
         if "mix" in kinds:

@@ -2,12 +2,13 @@
 # End-to-end load benchmark: direct vs through intentgate (and optional peers), in one run.
 #
 #   bench/load.sh                                   # direct + intentgate, 3 interleaved reps (~3-4 min)
-#   bench/load.sh --reps 5 --peers squid,tinyproxy  # + peer proxies from apt
+#   bench/load.sh --reps 5 --peers squid,tinyproxy  # + peer proxies from apt (mitmproxy: PyPI)
 #   bench/load.sh --variant policy=FILE.yaml        # + intentgate with FILE's sections added to the config
 #   bench/load.sh --https                           # + direct-tls and intercepted intentgate-tls (needs openssl)
 #   bench/load.sh --help                            # every option
 #
-# Installs what is missing (apt: nginx-light and the requested peers; `cargo install oha --locked`),
+# Installs what is missing (apt: nginx-light and the requested peers; mitmproxy in a venv under
+# ~/.cache/intentgate-bench; `cargo install oha --locked`),
 # builds `cargo build --release`, then runs bench/load.py. Results: stdout and bench/results/<stamp>.md.
 # Debian/Ubuntu, run as root (or with the tools already installed).
 set -euo pipefail
@@ -34,7 +35,18 @@ need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 [ "$perf" = 1 ] && ! command -v perf >/dev/null && need+=(linux-perf)
 IFS=, read -r -a peer_list <<< "$peers"
+# mitmproxy comes from PyPI, in a venv of its own (its dependencies are pinned tightly).
+MITM_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/intentgate-bench/mitmproxy-venv"
 for p in "${peer_list[@]}"; do
+  if [ "$p" = mitmproxy ]; then
+    export PATH="$MITM_VENV/bin:$PATH"
+    if ! command -v mitmdump >/dev/null; then
+      if [ "$no_install" = 1 ]; then echo "load.sh: mitmdump missing (pip install mitmproxy)" >&2; exit 2; fi
+      echo "load.sh: installing mitmproxy into $MITM_VENV" >&2
+      python3 -m venv "$MITM_VENV" && "$MITM_VENV/bin/pip" install -q mitmproxy
+    fi
+    continue
+  fi
   [ -n "$p" ] && ! command -v "$p" >/dev/null && need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,12 +6,12 @@
 #   bench/order.sh --check [BIN]  how many of its names BIN still defines (nothing written)
 #
 # BIN defaults to target/release/intentgate. The functions that start-up, an idle sidecar and its
-# probes run come first, then those that serve plain-HTTP requests: packed together, the kernel
+# probes run come first, then those that serve plain HTTP, then intercepted HTTPS: packed, the kernel
 # maps ~2 MiB of code instead of ~7 MiB spread over the whole 11 MB `.text` (it maps 64 KiB around
 # every page touched), which is most of the idle RSS (docs/performance.md). The names are the
 # mangled symbols of this toolchain and Cargo.lock; stale names are skipped by the linker, so a
 # stale file costs memory, never correctness. Regenerate after a toolchain or dependency update or
-# when `--check` reports under ~90 %. Needs valgrind, nginx and curl; everything runs on 127.0.0.1.
+# when `--check` reports under ~90 %. Needs valgrind, nginx, curl and openssl; all on 127.0.0.1.
 set -euo pipefail
 export LC_ALL=C
 
@@ -33,13 +33,24 @@ if [[ $check -eq 1 ]]; then
     echo "src/link.order: $found of $total names defined in $bin ($((100 * found / total)) %)"
     exit 0
 fi
-for tool in valgrind nginx curl nm; do
+for tool in valgrind nginx curl nm openssl; do
     command -v "$tool" >/dev/null || { echo "order.sh: $tool is missing" >&2; exit 2; }
 done
 
 tmp=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-up=$(free_port)
+up=$(free_port) up_tls=$(free_port)
+# The TLS upstream: a throwaway CA and a leaf for 127.0.0.1; intentgate's interception CA.
+printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' >"$tmp/leaf.ext"
+{
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=order.sh upstream CA" -keyout "$tmp/up-ca.key" -out "$tmp/up-ca.pem"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$tmp/up.key" -out "$tmp/up.csr"
+    openssl x509 -req -in "$tmp/up.csr" -CA "$tmp/up-ca.pem" -CAkey "$tmp/up-ca.key" \
+        -CAcreateserial -days 2 -extfile "$tmp/leaf.ext" -out "$tmp/up.pem"
+    "$bin" ca init --out "$tmp/ig-ca"
+} >"$tmp/tls.log" 2>&1 || { cat "$tmp/tls.log" >&2; exit 1; }
 cat >"$tmp/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -50,6 +61,12 @@ http {
   access_log off;
   client_body_temp_path $tmp;
   server { listen 127.0.0.1:$up; location / { return 200 '{"ok":true}'; } }
+  server {
+    listen 127.0.0.1:$up_tls ssl;
+    ssl_certificate $tmp/up.pem;
+    ssl_certificate_key $tmp/up.key;
+    location / { return 200 '{"ok":true}'; }
+  }
 }
 EOF
 nginx -c "$tmp/nginx.conf" &
@@ -74,6 +91,13 @@ run() {
         curl -s -x "http://127.0.0.1:$port" "http://127.0.0.1:$up/small" \
             "http://127.0.0.1:$up/other?q=1" >/dev/null
     done
+    if [[ $name == https ]]; then
+        for v in --http1.1 --http2; do
+            curl -sf "$v" --cacert "$tmp/ig-ca/ca.pem" -x "http://127.0.0.1:$port" \
+                "https://127.0.0.1:$up_tls/small" "https://127.0.0.1:$up_tls/other" >/dev/null ||
+                { echo "order.sh: no answer through the intercepted tunnel" >&2; exit 1; }
+        done
+    fi
     kill -TERM "$vg"
     wait "$vg" 2>/dev/null || true
     sed -n 's/^c\{0,1\}fn=([0-9]*) //p' "$tmp/cg.$name" | sort -u
@@ -89,11 +113,19 @@ egress: {allow_cidrs: ["127.0.0.0/8"]}
 policy: {builtin: false, paths: ["$here/variants/allow-all.rego"]}
 EOF
 run serving --config "$tmp/off.yaml" >"$tmp/serving.names"
+# 3. Intercepted HTTPS (HTTP/1.1 and HTTP/2 in the tunnel), TLS re-originated to nginx.
+sed "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$up_tls]}|" \
+    "$tmp/off.yaml" >"$tmp/tls.yaml"
+echo "tls: {ca_cert: \"$tmp/ig-ca/ca.pem\", ca_key: \"$tmp/ig-ca/ca-key.pem\", upstream_ca: \"$tmp/up-ca.pem\", intercept: all}" \
+    >>"$tmp/tls.yaml"
+run https --config "$tmp/tls.yaml" >"$tmp/https.names"
 
 defined >"$tmp/defined"
+comm -12 "$tmp/idle.names" "$tmp/defined" >"$tmp/first"
+comm -12 "$tmp/serving.names" "$tmp/defined" | comm -23 - "$tmp/first" >"$tmp/second"
+sort -u "$tmp/first" "$tmp/second" | comm -13 - "$tmp/https.names" | comm -12 - "$tmp/defined" >"$tmp/third"
 {
     echo "# Function layout for the intentgate binary: written by bench/order.sh, read by build.rs."
-    comm -12 "$tmp/idle.names" "$tmp/defined"
-    comm -12 "$tmp/serving.names" "$tmp/defined" | comm -23 - "$tmp/idle.names"
+    cat "$tmp/first" "$tmp/second" "$tmp/third"
 } >"$out"
 echo "order.sh: wrote $(grep -cv '^#' "$out") names to src/link.order"
