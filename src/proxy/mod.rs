@@ -6,7 +6,7 @@ mod connect;
 pub mod connector;
 pub mod decide;
 mod dns;
-mod headers;
+pub mod headers;
 mod idle;
 mod inspect;
 mod intercept;
