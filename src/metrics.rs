@@ -1,8 +1,8 @@
 //! Prometheus metrics on a registry of our own, with bounded label sets (no raw hosts or paths).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric intentgate exports.
@@ -18,7 +18,8 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     pub policy_info: IntGaugeVec,
     pub audit_queue_depth: IntGauge,
-    pub decision_cache: IntCounterVec,
+    /// `intentgate_decision_cache_total{result="hit"|"miss"}`, resolved once (every request).
+    pub decision_cache: [IntCounter; 2],
     pub leaf_certs: IntGaugeVec,
     pub transparent_connections: IntCounterVec,
     pub websocket_upgrades: IntCounterVec,
@@ -176,7 +177,10 @@ impl Metrics {
             policy_reloads,
             policy_info,
             audit_queue_depth,
-            decision_cache,
+            decision_cache: [
+                decision_cache.with_label_values(&["hit"]),
+                decision_cache.with_label_values(&["miss"]),
+            ],
             leaf_certs,
             transparent_connections,
             websocket_upgrades,

@@ -1,0 +1,104 @@
+//! Tests of the canonical request target: authorities, paths, the Host header check.
+
+use super::*;
+
+#[test]
+fn host_header_of_an_absolute_target() {
+    let uri: Uri = "http://API.example.com:8080/x".parse().unwrap();
+    let a = absolute_target(&uri).unwrap().0;
+    let mut h = http::HeaderMap::new();
+    for (host, ok) in [
+        ("API.example.com:8080", true),
+        ("api.example.com:8080", true),
+        ("api.example.com", false),
+        ("other.example.com:8080", false),
+    ] {
+        h.insert(http::header::HOST, http::HeaderValue::from_static(host));
+        assert_eq!(check_host_header_of(&uri, &h, &a).is_ok(), ok, "{host}");
+    }
+}
+
+#[test]
+fn authority_forms() {
+    let a = parse_authority("API.Example.COM.", Some(80)).unwrap();
+    assert_eq!((a.host.as_str(), a.port), ("api.example.com", 80));
+    let a = parse_authority("[::1]:8443", None).unwrap();
+    assert_eq!((a.host.as_str(), a.port), ("::1", 8443));
+    assert_eq!(a.to_host_port(), "[::1]:8443");
+    assert_eq!(
+        parse_authority("bücher.example", Some(443)).unwrap().host,
+        "xn--bcher-kva.example"
+    );
+    for bad in [
+        "",
+        "a@b.com",
+        "h:0",
+        "h:65536",
+        "h:-1",
+        "h:8o",
+        "2130706433",
+        "0x7f.1",
+        "127.1",
+        "0177.0.0.1",
+        "a b",
+        "[::1",
+    ] {
+        assert!(
+            parse_authority(bad, Some(80)).is_err(),
+            "{bad} should be refused"
+        );
+    }
+    assert!(parse_authority("example.com", None).is_err());
+    assert_eq!(
+        parse_authority("127.0.0.1:99", None).unwrap().host,
+        "127.0.0.1"
+    );
+}
+
+#[test]
+fn path_canonicalisation() {
+    assert_eq!(canonical_path("/a/./b/../c").unwrap(), "/a/c");
+    assert_eq!(canonical_path("/a/%2e%2e/b").unwrap(), "/b");
+    assert_eq!(canonical_path("/%61pi/%7e").unwrap(), "/api/~");
+    assert_eq!(canonical_path("/a%25b").unwrap(), "/a%25b");
+    assert_eq!(canonical_path("/a%3ab").unwrap(), "/a%3Ab");
+    assert_eq!(canonical_path("/../..").unwrap(), "/");
+    assert_eq!(canonical_path("/a/b/..").unwrap(), "/a/");
+    assert_eq!(canonical_path("/%0e%2e\u{456}").unwrap(), "/%0E.%D1%96");
+    assert!(parse_authority("I\0:ffff:127.0.0.1]:443", Some(80)).is_err());
+    assert!(parse_authority("::1:443", Some(80)).is_err());
+    for bad in [
+        "/a%2fb", "/a%5Cb", "/a%00", "/a\\b", "/a%zz", "/a%2", "relative",
+    ] {
+        assert!(canonical_path(bad).is_err(), "{bad} should be refused");
+    }
+}
+
+/// The shortcut for already canonical paths agrees with the full canonicalisation on every
+/// path built from the characters that matter, up to four characters long.
+#[test]
+fn shortcut_agrees_with_the_full_canonicalisation() {
+    let alphabet = ["/", ".", "a", "%", "\\", " ", "~", "\u{e9}", "2e", "%2e"];
+    let mut paths = vec![String::new()];
+    for _ in 0..4 {
+        let longer: Vec<String> = paths
+            .iter()
+            .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+            .collect();
+        paths.extend(longer);
+    }
+    paths.sort();
+    paths.dedup();
+    let mut shortcut = 0;
+    for p in &paths {
+        if already_canonical(p) {
+            shortcut += 1;
+            let full = canonicalise(p).ok();
+            assert_eq!(full.as_ref(), Some(p), "the shortcut kept {p:?}");
+        }
+        if let Ok(c) = canonical_path(p) {
+            assert_eq!(canonical_path(&c).ok(), Some(c), "not a fixed point: {p:?}");
+        }
+    }
+    assert!(shortcut > 100, "only {shortcut} paths took the shortcut");
+}
