@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
+use super::kept_tls::{Scope, TUNNEL, TunnelUpstream};
 use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
@@ -168,8 +169,18 @@ impl Proxy {
         builder
             .http2()
             .max_header_list_size((limits.max_header_bytes + 8192) as u32);
+        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs).
+        let upstream = info
+            .tls
+            .then(|| Arc::new(TunnelUpstream::new(info.authority.clone(), &self.idle)));
         let proxy = self.clone();
-        let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
+        let svc = service_fn(move |req| {
+            let scope = upstream.as_ref().map(|u| Scope {
+                upstream: u.clone(),
+                sequential: req.version() != http::Version::HTTP_2,
+            });
+            proxy.clone().handle_inner(req, info.clone(), scope)
+        });
         if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
             debug!(error = %e, "intercepted connection ended with an error");
         }
@@ -179,7 +190,10 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
+        scope: Option<Scope>,
     ) -> Result<Response<Body>, Infallible> {
-        self.run(req, super::Entry::Tunnel(&info)).await
+        // Pinned where it lies: the task-local scope wraps a reference, not a copy of its state.
+        let run = std::pin::pin!(self.run(req, super::Entry::Tunnel(&info)));
+        TUNNEL.scope(scope, run).await
     }
 }
