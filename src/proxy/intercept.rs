@@ -30,9 +30,26 @@ pub struct TunnelInfo {
     pub sni: Option<String>,
     /// `connection.mode` of its requests: `intercepted` (CONNECT) or `transparent`.
     pub mode: &'static str,
+    /// The authority as its canonical `host:port` and Host-header forms: a request naming one of
+    /// these exactly names the tunnel's authority without being parsed again.
+    canonical: [String; 2],
 }
 
 impl TunnelInfo {
+    fn new(authority: Authority, tls: bool, sni: Option<String>, mode: &'static str) -> Self {
+        let canonical = [
+            authority.to_host_port(),
+            authority.host_header(if tls { 443 } else { 80 }),
+        ];
+        Self {
+            authority,
+            tls,
+            sni,
+            mode,
+            canonical,
+        }
+    }
+
     /// The canonical target of an inner request: it must name the tunnel's own authority
     /// (Host or `:authority`), or it is refused with 421.
     pub(super) fn target_of(&self, req: &Request<Incoming>) -> Result<Target, ProxyError> {
@@ -44,22 +61,25 @@ impl TunnelInfo {
         }
         let default_port = if self.tls { 443 } else { 80 };
         let raw = match req.uri().authority() {
-            Some(a) => a.as_str().to_string(),
+            Some(a) => a.as_str(),
             None => req
                 .headers()
                 .get(http::header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
                     ProxyError::bad_request("the request names no host", "send a Host header")
-                })?
-                .to_string(),
+                })?,
         };
-        let named = target::parse_authority(&raw, Some(default_port))?;
-        if named != self.authority {
-            return Err(ProxyError::Misdirected {
-                named: named.to_host_port(),
-                tunnel: self.authority.to_host_port(),
-            });
+        // The usual case (the Host the client's URL gave) skips the parser: the canonical forms
+        // parse back to the tunnel's own authority.
+        if !self.canonical.iter().any(|c| c == raw) {
+            let named = target::parse_authority(raw, Some(default_port))?;
+            if named != self.authority {
+                return Err(ProxyError::Misdirected {
+                    named: named.to_host_port(),
+                    tunnel: self.authority.to_host_port(),
+                });
+            }
         }
         if let Some(host) = req.headers().get(http::header::HOST) {
             if req.uri().authority().is_some() {
@@ -117,12 +137,7 @@ impl Proxy {
                 let handshake = self.tls.interceptor.accept(stream, &name);
                 match tokio::time::timeout(wait, handshake).await {
                     Ok(Ok(tls)) => {
-                        let info = TunnelInfo {
-                            authority,
-                            tls: true,
-                            sni: hello.sni,
-                            mode,
-                        };
+                        let info = TunnelInfo::new(authority, true, hello.sni, mode);
                         self.serve_tunnel(TokioIo::new(tls.stream), info).await;
                     }
                     Ok(Err(InterceptError::Sni(r))) => {
@@ -134,12 +149,7 @@ impl Proxy {
                 }
             }
             Peek::NotTls => {
-                let info = TunnelInfo {
-                    authority,
-                    tls: false,
-                    sni: None,
-                    mode,
-                };
+                let info = TunnelInfo::new(authority, false, None, mode);
                 self.serve_tunnel(TokioIo::new(stream), info).await;
             }
             Peek::Malformed(why) => {
