@@ -1,9 +1,11 @@
 //! The upstream TLS connection an intercepted tunnel keeps: one tunnel's requests share ONE
-//! upstream connection (HTTP/1.1 or HTTP/2 upstream), and an upstream that closes the kept
-//! connection after each response still answers every request (a new connection each time).
+//! upstream connection (HTTP/1.1 or HTTP/2 upstream), an upstream that closes the kept
+//! connection after each response still answers every request (a new connection each time), and
+//! an idle kept connection is closed after `limits.pool_idle_timeout_ms`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -21,6 +23,8 @@ struct RawUpstream {
     port: u16,
     accepted: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Connections that ended (closed by either side).
+    closed: Arc<AtomicUsize>,
 }
 
 impl RawUpstream {
@@ -34,12 +38,13 @@ impl RawUpstream {
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (acc, reqs) = (accepted.clone(), requests.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (acc, reqs, ended) = (accepted.clone(), requests.clone(), closed.clone());
         rt().spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, reqs) = (acceptor.clone(), reqs.clone());
-                tokio::spawn(async move {
+                let (acceptor, reqs, ended) = (acceptor.clone(), reqs.clone(), ended.clone());
+                let serve = async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };
@@ -69,6 +74,10 @@ impl RawUpstream {
                             return;
                         }
                     }
+                };
+                tokio::spawn(async move {
+                    serve.await;
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -76,6 +85,7 @@ impl RawUpstream {
             port,
             accepted,
             requests,
+            closed,
         }
     }
 }
@@ -83,7 +93,7 @@ impl RawUpstream {
 /// A proxy intercepting with a CA from `intentgate ca init` and trusting `up_ca` upstream; the
 /// intent `tickets` allows GET on localhost:`port`. Returns it, the interception CA PEM and the
 /// temporary directory holding the files.
-fn proxy(up_ca: &TestCa, port: u16) -> (ProxyProc, String, tempfile::TempDir) {
+fn proxy(up_ca: &TestCa, port: u16, extra: &str) -> (ProxyProc, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     let (code, out, err) = run_cli(&["ca", "init", "--out", ca_dir.to_str().unwrap()]);
@@ -91,7 +101,7 @@ fn proxy(up_ca: &TestCa, port: u16) -> (ProxyProc, String, tempfile::TempDir) {
     let up_ca_file = up_ca.write_pem(dir.path());
     let proxy = ProxyProc::start(&format!(
         "agent: {{id: tls-bot, owner: o}}\ntls: {{ca_cert: \"{}\", ca_key: \"{}\", upstream_ca: \"{}\"}}\n\
-         intents:\n  tickets:\n    allow:\n      - hosts: [localhost]\n        ports: [{port}]\n        methods: [GET]\n        paths: [\"/**\"]\n",
+         intents:\n  tickets:\n    allow:\n      - hosts: [localhost]\n        ports: [{port}]\n        methods: [GET]\n        paths: [\"/**\"]\n{extra}",
         ca_dir.join("ca.pem").display(),
         ca_dir.join("ca-key.pem").display(),
         up_ca_file.display()
@@ -100,14 +110,22 @@ fn proxy(up_ca: &TestCa, port: u16) -> (ProxyProc, String, tempfile::TempDir) {
     (proxy, pem, dir)
 }
 
-/// Sends `paths` one after another through ONE intercepted tunnel (HTTP/1.1 inside it);
-/// returns each status and body.
+type Tunnel = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// Sends `paths` one after another through ONE intercepted tunnel (HTTP/1.1 inside it), then
+/// closes it; returns each status and body.
 fn through_one_tunnel(
     proxy: &ProxyProc,
     ig_ca_pem: &str,
     port: u16,
     paths: &[&str],
 ) -> Vec<(u16, String)> {
+    let mut tunnel = open_tunnel(proxy, ig_ca_pem, port);
+    get_all(&mut tunnel, port, paths)
+}
+
+/// An intercepted tunnel to localhost:`port` speaking HTTP/1.1 inside TLS; open while kept.
+fn open_tunnel(proxy: &ProxyProc, ig_ca_pem: &str, port: u16) -> Tunnel {
     let tunnel = connect_tunnel(proxy.addr, &format!("localhost:{port}"));
     tunnel.set_nonblocking(true).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -118,7 +136,6 @@ fn through_one_tunnel(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
     rt().block_on(async move {
         let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
@@ -126,13 +143,21 @@ fn through_one_tunnel(
             .connect(name, tcp)
             .await
             .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .unwrap();
         tokio::spawn(conn);
+        sender
+    })
+}
+
+/// Sends `paths` one after another on `tunnel`; returns each status and body.
+fn get_all(tunnel: &mut Tunnel, port: u16, paths: &[&str]) -> Vec<(u16, String)> {
+    rt().block_on(async move {
+        let sender = tunnel;
         let mut out = Vec::new();
         for p in paths {
-            let req = http::Request::get(p)
+            let req = http::Request::get(*p)
                 .header("host", format!("localhost:{port}"))
                 .header("intentgate-intent", "tickets")
                 .body(Empty::<Bytes>::new())
@@ -151,7 +176,7 @@ fn through_one_tunnel(
 fn one_tunnel_reuses_one_upstream_tls_connection_http1() {
     let ca = TestCa::new("upstream test CA");
     let up = RawUpstream::start(&ca, false);
-    let (proxy, ig_ca, _dir) = proxy(&ca, up.port);
+    let (proxy, ig_ca, _dir) = proxy(&ca, up.port, "");
     let got = through_one_tunnel(&proxy, &ig_ca, up.port, &["/a", "/b", "/c", "/d", "/e"]);
     let want: Vec<(u16, String)> = (1..=5).map(|n| (200, format!("ok {n}"))).collect();
     assert_eq!(got, want);
@@ -168,7 +193,7 @@ fn one_tunnel_reuses_one_upstream_tls_connection_http2() {
     // The shared test upstream offers h2 first: the kept connection is HTTP/2.
     let up = Upstream::start_tls(ca.server_config(&["localhost"]));
     let port = up.addr.port();
-    let (proxy, ig_ca, _dir) = proxy(&ca, port);
+    let (proxy, ig_ca, _dir) = proxy(&ca, port, "");
     let got = through_one_tunnel(&proxy, &ig_ca, port, &["/echo/1", "/echo/2", "/echo/3"]);
     assert!(got.iter().all(|(s, _)| *s == 200), "{got:?}");
     assert_eq!(up.requests(), 3);
@@ -190,7 +215,7 @@ fn one_tunnel_reuses_one_upstream_tls_connection_http2() {
 fn an_upstream_closing_the_kept_connection_is_redialled_for_the_next_request() {
     let ca = TestCa::new("upstream test CA");
     let up = RawUpstream::start(&ca, true);
-    let (proxy, ig_ca, _dir) = proxy(&ca, up.port);
+    let (proxy, ig_ca, _dir) = proxy(&ca, up.port, "");
     let got = through_one_tunnel(&proxy, &ig_ca, up.port, &["/a", "/b", "/c", "/d"]);
     let want: Vec<(u16, String)> = (1..=4).map(|n| (200, format!("ok {n}"))).collect();
     assert_eq!(
@@ -203,4 +228,28 @@ fn an_upstream_closing_the_kept_connection_is_redialled_for_the_next_request() {
         4,
         "a closed kept connection is replaced by a new one"
     );
+}
+
+#[test]
+fn an_idle_kept_upstream_connection_is_closed_after_the_pool_idle_timeout() {
+    let ca = TestCa::new("upstream test CA");
+    let up = RawUpstream::start(&ca, false);
+    let (proxy, ig_ca, _dir) = proxy(&ca, up.port, "limits: {pool_idle_timeout_ms: 200}\n");
+    let mut tunnel = open_tunnel(&proxy, &ig_ca, up.port);
+    assert_eq!(
+        get_all(&mut tunnel, up.port, &["/a"]),
+        [(200, "ok 1".into())]
+    );
+    // The tunnel stays open; the connection it keeps upstream is closed once idle too long.
+    eventually(
+        "the idle kept connection is closed",
+        Duration::from_secs(20),
+        || (up.closed.load(Ordering::SeqCst) == 1).then_some(()),
+    );
+    // The tunnel's next request goes over a new connection.
+    assert_eq!(
+        get_all(&mut tunnel, up.port, &["/b"]),
+        [(200, "ok 2".into())]
+    );
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
