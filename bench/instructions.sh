@@ -3,21 +3,32 @@
 # small changes that the CPU-time benchmark (bench/load.sh) cannot see on a busy host. Kernel
 # time (the socket syscalls, about half of the real cost) is not included.
 #
-#   bench/instructions.sh [-n REQUESTS] BIN [BIN...]
+#   bench/instructions.sh [-n REQUESTS] [--https] BIN [BIN...]
 #
 # Each BIN (an `intentgate` binary) serves the "policy off" bench config under valgrind; after 200
 # warm-up requests the counters are zeroed, oha sends REQUESTS (default 2000) keep-alive GETs over
 # 4 connections to a local nginx, and the instructions are divided by REQUESTS. Needs valgrind,
 # nginx and oha (bench/load.sh installs the last two). Everything runs on 127.0.0.1.
+# KEEP_CALLGRIND=PREFIX keeps each profile as PREFIX.<basename of BIN> (for callgrind_annotate).
+# --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
+# TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
+# comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
 set -euo pipefail
 
 n=2000
-if [[ "${1:-}" == "-n" ]]; then n=$2; shift 2; fi
+https=
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -n) n=$2; shift 2 ;;
+        --https) https=1; shift ;;
+        *) break ;;
+    esac
+done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-for tool in valgrind callgrind_control nginx oha curl; do
+for tool in valgrind callgrind_control nginx oha curl openssl; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing" >&2; exit 2; }
 done
 
@@ -25,6 +36,27 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(free_port)
+tls_up=$(free_port)
+tls_server=
+if [[ -n "$https" ]]; then
+    t=$tmp/tls
+    mkdir -p "$t"
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+        'extendedKeyUsage=serverAuth' 'subjectAltName=IP:127.0.0.1,DNS:localhost' >"$t/leaf.ext"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout "$t/up-ca-key.pem" -out "$t/up-ca.pem" -subj "/CN=instructions.sh upstream CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$t/up-key.pem" -out "$t/up.csr"
+        openssl x509 -req -in "$t/up.csr" -CA "$t/up-ca.pem" -CAkey "$t/up-ca-key.pem" \
+            -CAcreateserial -days 2 -extfile "$t/leaf.ext" -out "$t/up.pem"
+        "$1" ca init --out "$t/ig"
+    } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; exit 1; }
+    tls_server="server { listen 127.0.0.1:$tls_up ssl; ssl_certificate $t/up.pem;
+    ssl_certificate_key $t/up-key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { return 200 '{\"ok\":true}'; } }"
+fi
 cat >"$tmp/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -35,6 +67,7 @@ http {
   access_log off;
   client_body_temp_path $tmp;
   server { listen 127.0.0.1:$up; location / { return 200 '{"ok":true}'; } }
+  $tls_server
 }
 EOF
 nginx -c "$tmp/nginx.conf" &
@@ -50,20 +83,32 @@ agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
 policy: {builtin: false, paths: ["$here/variants/allow-all.rego"]}
 EOF
-    INTENTGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" \
+    url=http://127.0.0.1:$up/small
+    trust=()
+    if [[ -n "$https" ]]; then
+        cat >>"$tmp/proxy.yaml" <<EOF
+tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: all}
+EOF
+        sed -i "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$tls_up]}|" "$tmp/proxy.yaml"
+        url=https://127.0.0.1:$tls_up/small
+        trust=(--cacert "$t/ig/ca.pem")
+    fi
+    INTENTGATE_LOG=warn valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
         "$bin" serve --config "$tmp/proxy.yaml" 2>"$tmp/valgrind.err" &
     vg=$!
     for _ in $(seq 200); do
-        curl -s -o /dev/null -x "http://127.0.0.1:$port" "http://127.0.0.1:$up/small" && break
+        curl -sf -o /dev/null "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && break
         sleep 0.2
     done
-    oha --no-tui -c 4 -n 200 -x "http://127.0.0.1:$port" "http://127.0.0.1:$up/small" >/dev/null
+    oha --no-tui -c 4 -n 200 "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
     callgrind_control -z "$vg" >/dev/null
-    oha --no-tui -c 4 -n "$n" -x "http://127.0.0.1:$port" "http://127.0.0.1:$up/small" >/dev/null
+    oha --no-tui -c 4 -n "$n" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
+    grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     callgrind_control -d "$vg" >/dev/null
     dump=$(ls -S "$tmp"/cg.* | head -1)
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     kill "$vg"; wait "$vg" 2>/dev/null || true
+    if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.$(basename "$bin")"; fi
     rm -f "$tmp"/cg.*
-    echo "$bin: $((ir / n)) user-space instructions per request ($n requests)"
+    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request ($n requests)"
 done

@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::audited::Counted;
 use super::inspect::Replay;
-use super::target::parse_authority;
+use super::target::{Authority, parse_authority};
 use super::upstream::{DialError, Dialer};
 use crate::config::Limits;
 use crate::tls::client::{UpstreamAlpn, UpstreamTls, UpstreamTlsError};
@@ -194,16 +194,8 @@ impl tower_service::Service<Uri> for TlsDialer {
                 detail: e.to_string(),
             })?;
             let tcp = this.dialer.tunnel(&authority).await?;
-            let handshake = this
-                .tls
-                .connect(tcp, &authority.host, UpstreamAlpn::H2OrHttp1);
-            let tls = tokio::time::timeout(this.handshake_timeout, handshake)
-                .await
-                .map_err(|_| DialError::Timeout {
-                    target: format!("TLS handshake with {}", authority.to_host_port()),
-                    ms: this.handshake_timeout.as_millis() as u64,
-                })??;
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let (tls, h2) =
+                tls_handshake(&this.tls, tcp, &authority, this.handshake_timeout).await?;
             Ok(Conn {
                 io: TokioIo::new(Stream::Tls(Box::new(tls))),
                 proxied: false,
@@ -211,6 +203,26 @@ impl tower_service::Service<Uri> for TlsDialer {
             })
         })
     }
+}
+
+/// Verified TLS over `tcp` to `authority` (its host as SNI and for the certificate check, `h2`
+/// then `http/1.1` offered), within `timeout`; whether the upstream agreed on HTTP/2. The pooled
+/// connector and the connections intercepted tunnels keep (src/proxy/kept_tls.rs) both use it.
+pub(super) async fn tls_handshake(
+    tls: &UpstreamTls,
+    tcp: TcpStream,
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<(TlsStream<TcpStream>, bool), TlsDialError> {
+    let handshake = tls.connect(tcp, &authority.host, UpstreamAlpn::H2OrHttp1);
+    let tls = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| DialError::Timeout {
+            target: format!("TLS handshake with {}", authority.to_host_port()),
+            ms: timeout.as_millis() as u64,
+        })??;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    Ok((tls, h2))
 }
 
 /// The pooled keep-alive client for plain-HTTP upstreams.

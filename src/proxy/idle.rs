@@ -2,7 +2,9 @@
 //! keeps its own (src/proxy/reuse.rs); this registry knows which client connections hold one for
 //! which destination, so a new client connection takes an idle one instead of dialling (as a
 //! pool would), and a reaper closes those idle for longer than `limits.pool_idle_timeout_ms`.
-//! It is touched when a connection is dialled or changes hands, not on every request.
+//! It is touched when a connection is dialled or changes hands, not on every request. The TLS
+//! connections intercepted tunnels keep (src/proxy/kept_tls.rs) are reaped here too, and wait
+//! here for the next tunnel to the same host:port when theirs ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -12,6 +14,8 @@ use hyper::client::conn::http1;
 
 use super::audited::Counted;
 use super::inspect::Replay;
+use super::kept_tls::{Idle, TlsSender, TunnelUpstream};
+use super::target::Authority;
 
 pub(super) type Sender = http1::SendRequest<Counted<Replay>>;
 
@@ -110,6 +114,10 @@ pub struct IdleUpstreams {
 struct Inner {
     holders: HashMap<(String, u16), Vec<Weak<Slot>>>,
     orphans: HashMap<(String, u16), Vec<(Sender, Instant)>>,
+    /// Intercepted tunnels that dialled an upstream TLS connection, and the idle connections
+    /// of ended ones.
+    tunnels: Vec<Weak<TunnelUpstream>>,
+    tls_orphans: HashMap<(String, u16), Vec<Idle>>,
     reaping: bool,
 }
 
@@ -150,6 +158,67 @@ impl IdleUpstreams {
 
     pub(super) fn max_idle(&self) -> Duration {
         self.max_idle
+    }
+
+    pub(super) fn max_per_host(&self) -> usize {
+        self.max_per_host
+    }
+
+    /// Keeps the idle TLS connections of a tunnel that ended, for the next tunnel.
+    pub(super) fn adopt_tls(self: &Arc<Self>, authority: &Authority, list: Vec<Idle>) {
+        let max_idle = self.max_idle;
+        let mut list: Vec<Idle> = list
+            .into_iter()
+            .filter(|i| {
+                i.fresh(max_idle)
+                    && match &i.sender {
+                        TlsSender::H1(s) => s.is_ready(),
+                        TlsSender::H2(_) => true,
+                    }
+            })
+            .collect();
+        if list.is_empty() || self.max_per_host == 0 {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let key = (authority.host.clone(), authority.port);
+        let kept = inner.tls_orphans.entry(key).or_default();
+        kept.append(&mut list);
+        let excess = kept.len().saturating_sub(self.max_per_host);
+        kept.drain(..excess);
+        self.reap_soon(&mut inner);
+    }
+
+    /// An idle TLS connection to `authority` that an ended tunnel left.
+    pub(super) fn take_tls(&self, authority: &Authority) -> Option<TlsSender> {
+        let mut inner = self.inner.lock().ok()?;
+        let list = inner
+            .tls_orphans
+            .get_mut(&(authority.host.clone(), authority.port))?;
+        while let Some(i) = list.pop() {
+            if i.fresh(self.max_idle) {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// Records that `tunnel` keeps a TLS connection, so that the reaper expires it.
+    pub(super) fn watch_tunnel(self: &Arc<Self>, tunnel: &Arc<TunnelUpstream>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.tunnels.retain(|w| w.strong_count() > 0);
+        if !inner
+            .tunnels
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(tunnel)))
+        {
+            inner.tunnels.push(Arc::downgrade(tunnel));
+        }
+        self.reap_soon(&mut inner);
     }
 
     /// An idle connection to `host:port`: one whose client connection ended, else one that
@@ -196,7 +265,7 @@ impl IdleUpstreams {
     /// Closes stale idle connections and forgets ended client connections; whether any remain.
     fn sweep(&self) -> bool {
         let max_idle = self.max_idle;
-        let holders: Vec<Arc<Slot>> = {
+        let (holders, tunnels): (Vec<Arc<Slot>>, Vec<Arc<TunnelUpstream>>) = {
             let Ok(mut inner) = self.inner.lock() else {
                 return false;
             };
@@ -204,19 +273,28 @@ impl IdleUpstreams {
                 list.retain(|(s, since)| !s.is_closed() && since.elapsed() <= max_idle);
                 !list.is_empty()
             });
-            inner
+            inner.tls_orphans.retain(|_, list| {
+                list.retain(|i| i.fresh(max_idle));
+                !list.is_empty()
+            });
+            let holders = inner
                 .holders
                 .values()
                 .flatten()
                 .filter_map(Weak::upgrade)
-                .collect()
+                .collect();
+            let tunnels = inner.tunnels.iter().filter_map(Weak::upgrade).collect();
+            (holders, tunnels)
         };
         // Outside the lock, for the same reason as in `take`. A slot that holds nothing right
         // now stays listed: it may be in the middle of a request and keep its connection again.
         for s in &holders {
             s.expire(max_idle);
         }
-        drop(holders);
+        for t in &tunnels {
+            t.expire(max_idle);
+        }
+        drop((holders, tunnels));
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
@@ -224,7 +302,11 @@ impl IdleUpstreams {
             list.retain(|w| w.strong_count() > 0);
             !list.is_empty()
         });
-        inner.reaping = !inner.holders.is_empty() || !inner.orphans.is_empty();
+        inner.tunnels.retain(|w| w.strong_count() > 0);
+        inner.reaping = !inner.holders.is_empty()
+            || !inner.orphans.is_empty()
+            || !inner.tunnels.is_empty()
+            || !inner.tls_orphans.is_empty();
         inner.reaping
     }
 }

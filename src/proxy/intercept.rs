@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
+use super::kept_tls::{Scope, TUNNEL, TunnelUpstream};
 use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
@@ -29,9 +30,26 @@ pub struct TunnelInfo {
     pub sni: Option<String>,
     /// `connection.mode` of its requests: `intercepted` (CONNECT) or `transparent`.
     pub mode: &'static str,
+    /// The authority as its canonical `host:port` and Host-header forms: a request naming one of
+    /// these exactly names the tunnel's authority without being parsed again.
+    canonical: [String; 2],
 }
 
 impl TunnelInfo {
+    fn new(authority: Authority, tls: bool, sni: Option<String>, mode: &'static str) -> Self {
+        let canonical = [
+            authority.to_host_port(),
+            authority.host_header(if tls { 443 } else { 80 }),
+        ];
+        Self {
+            authority,
+            tls,
+            sni,
+            mode,
+            canonical,
+        }
+    }
+
     /// The canonical target of an inner request: it must name the tunnel's own authority
     /// (Host or `:authority`), or it is refused with 421.
     pub(super) fn target_of(&self, req: &Request<Incoming>) -> Result<Target, ProxyError> {
@@ -43,22 +61,25 @@ impl TunnelInfo {
         }
         let default_port = if self.tls { 443 } else { 80 };
         let raw = match req.uri().authority() {
-            Some(a) => a.as_str().to_string(),
+            Some(a) => a.as_str(),
             None => req
                 .headers()
                 .get(http::header::HOST)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
                     ProxyError::bad_request("the request names no host", "send a Host header")
-                })?
-                .to_string(),
+                })?,
         };
-        let named = target::parse_authority(&raw, Some(default_port))?;
-        if named != self.authority {
-            return Err(ProxyError::Misdirected {
-                named: named.to_host_port(),
-                tunnel: self.authority.to_host_port(),
-            });
+        // The usual case (the Host the client's URL gave) skips the parser: the canonical forms
+        // parse back to the tunnel's own authority.
+        if !self.canonical.iter().any(|c| c == raw) {
+            let named = target::parse_authority(raw, Some(default_port))?;
+            if named != self.authority {
+                return Err(ProxyError::Misdirected {
+                    named: named.to_host_port(),
+                    tunnel: self.authority.to_host_port(),
+                });
+            }
         }
         if let Some(host) = req.headers().get(http::header::HOST) {
             if req.uri().authority().is_some() {
@@ -116,12 +137,7 @@ impl Proxy {
                 let handshake = self.tls.interceptor.accept(stream, &name);
                 match tokio::time::timeout(wait, handshake).await {
                     Ok(Ok(tls)) => {
-                        let info = TunnelInfo {
-                            authority,
-                            tls: true,
-                            sni: hello.sni,
-                            mode,
-                        };
+                        let info = TunnelInfo::new(authority, true, hello.sni, mode);
                         self.serve_tunnel(TokioIo::new(tls.stream), info).await;
                     }
                     Ok(Err(InterceptError::Sni(r))) => {
@@ -133,12 +149,7 @@ impl Proxy {
                 }
             }
             Peek::NotTls => {
-                let info = TunnelInfo {
-                    authority,
-                    tls: false,
-                    sni: None,
-                    mode,
-                };
+                let info = TunnelInfo::new(authority, false, None, mode);
                 self.serve_tunnel(TokioIo::new(stream), info).await;
             }
             Peek::Malformed(why) => {
@@ -168,8 +179,18 @@ impl Proxy {
         builder
             .http2()
             .max_header_list_size((limits.max_header_bytes + 8192) as u32);
+        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs).
+        let upstream = info
+            .tls
+            .then(|| Arc::new(TunnelUpstream::new(info.authority.clone(), &self.idle)));
         let proxy = self.clone();
-        let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
+        let svc = service_fn(move |req| {
+            let scope = upstream.as_ref().map(|u| Scope {
+                upstream: u.clone(),
+                sequential: req.version() != http::Version::HTTP_2,
+            });
+            proxy.clone().handle_inner(req, info.clone(), scope)
+        });
         if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
             debug!(error = %e, "intercepted connection ended with an error");
         }
@@ -179,7 +200,10 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
+        scope: Option<Scope>,
     ) -> Result<Response<Body>, Infallible> {
-        self.run(req, super::Entry::Tunnel(&info)).await
+        // Pinned where it lies: the task-local scope wraps a reference, not a copy of its state.
+        let run = std::pin::pin!(self.run(req, super::Entry::Tunnel(&info)));
+        TUNNEL.scope(scope, run).await
     }
 }

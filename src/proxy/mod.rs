@@ -10,6 +10,7 @@ pub mod headers;
 mod idle;
 mod inspect;
 mod intercept;
+mod kept_tls;
 mod rate;
 mod reuse;
 mod setup;
@@ -366,8 +367,9 @@ impl Proxy {
         }
         // 9. Forward in origin-form (absolute-form to a parent proxy), the body streamed and
         //    counted, bounded by the upstream response timeout: plain HTTP from the listener over
-        //    the upstream connection its client connection keeps (src/proxy/reuse.rs), the rest
-        //    over the pooled clients.
+        //    the upstream connection its client connection keeps (src/proxy/reuse.rs), HTTPS in
+        //    an intercepted tunnel over the TLS connection the tunnel keeps
+        //    (src/proxy/kept_tls.rs), the rest over the pooled clients.
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (mut parts, body) = req.into_parts();
         parts.version = Version::HTTP_11;
@@ -378,6 +380,7 @@ impl Proxy {
         let sending = std::pin::pin!(async {
             match kept {
                 Some(kept) if scheme == "http" => self.send_kept(kept, req, &authority, &pq).await,
+                _ if scheme == "https" => self.send_tunnel(req, &authority, &pq).await,
                 _ => self.send_pooled(req, scheme, &authority, &pq).await,
             }
         });

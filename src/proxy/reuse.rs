@@ -91,7 +91,7 @@ impl Proxy {
 }
 
 /// What the pooled client reports for the same failure (`upstream::classify_client_error`).
-fn protocol_error(authority: &Authority, e: &hyper::Error) -> ProxyError {
+pub(super) fn protocol_error(authority: &Authority, e: &hyper::Error) -> ProxyError {
     ProxyError::UpstreamProtocol {
         target: authority.to_host_port(),
         detail: e.to_string(),

@@ -13,6 +13,7 @@ mod errors;
 mod forward;
 mod fuzz_corpus;
 mod intercept;
+mod intercept_reuse;
 mod iptables;
 mod k8s;
 mod lifecycle;
