@@ -34,44 +34,16 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$here/upstream.sh"
 up=$(free_port)
 tls_up=$(free_port)
-tls_server=
 if [[ -n "$https" ]]; then
     t=$tmp/tls
-    mkdir -p "$t"
-    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
-        'extendedKeyUsage=serverAuth' 'subjectAltName=IP:127.0.0.1,DNS:localhost' >"$t/leaf.ext"
-    {
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-            -keyout "$t/up-ca-key.pem" -out "$t/up-ca.pem" -subj "/CN=instructions.sh upstream CA" \
-            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-            -keyout "$t/up-key.pem" -out "$t/up.csr"
-        openssl x509 -req -in "$t/up.csr" -CA "$t/up-ca.pem" -CAkey "$t/up-ca-key.pem" \
-            -CAcreateserial -days 2 -extfile "$t/leaf.ext" -out "$t/up.pem"
-        "$1" ca init --out "$t/ig"
-    } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; exit 1; }
-    tls_server="server { listen 127.0.0.1:$tls_up ssl; ssl_certificate $t/up.pem;
-    ssl_certificate_key $t/up-key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { return 200 '{\"ok\":true}'; } }"
+    upstream_tls "$t" "$1" || exit 1
+    start_nginx "$tmp" "$up" "$tls_up" "$t"
+else
+    start_nginx "$tmp" "$up"
 fi
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $tmp;
-  server { listen 127.0.0.1:$up; location / { return 200 '{"ok":true}'; } }
-  $tls_server
-}
-EOF
-nginx -c "$tmp/nginx.conf" &
-nginx_pid=$!
 trap 'kill $nginx_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 for bin in "$@"; do

@@ -38,39 +38,11 @@ for tool in valgrind nginx curl nm openssl; do
 done
 
 tmp=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$here/upstream.sh"
 up=$(free_port) up_tls=$(free_port)
-# The TLS upstream: a throwaway CA and a leaf for 127.0.0.1; intentgate's interception CA.
-printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' >"$tmp/leaf.ext"
-{
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=order.sh upstream CA" -keyout "$tmp/up-ca.key" -out "$tmp/up-ca.pem"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-        -keyout "$tmp/up.key" -out "$tmp/up.csr"
-    openssl x509 -req -in "$tmp/up.csr" -CA "$tmp/up-ca.pem" -CAkey "$tmp/up-ca.key" \
-        -CAcreateserial -days 2 -extfile "$tmp/leaf.ext" -out "$tmp/up.pem"
-    "$bin" ca init --out "$tmp/ig-ca"
-} >"$tmp/tls.log" 2>&1 || { cat "$tmp/tls.log" >&2; exit 1; }
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $tmp;
-  server { listen 127.0.0.1:$up; location / { return 200 '{"ok":true}'; } }
-  server {
-    listen 127.0.0.1:$up_tls ssl;
-    ssl_certificate $tmp/up.pem;
-    ssl_certificate_key $tmp/up.key;
-    location / { return 200 '{"ok":true}'; }
-  }
-}
-EOF
-nginx -c "$tmp/nginx.conf" &
-nginx_pid=$!
+# The TLS upstream (a throwaway CA, a leaf for 127.0.0.1) and intentgate's interception CA.
+upstream_tls "$tmp/tls" "$bin" || exit 1
+start_nginx "$tmp" "$up" "$up_tls" "$tmp/tls"
 trap 'kill $nginx_pid 2>/dev/null; pkill -f "$tmp/" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 # run NAME ARGS...: BIN under callgrind until ready; probes, requests, SIGTERM; its function names.
@@ -93,7 +65,7 @@ run() {
     done
     if [[ $name == https ]]; then
         for v in --http1.1 --http2; do
-            curl -sf "$v" --cacert "$tmp/ig-ca/ca.pem" -x "http://127.0.0.1:$port" \
+            curl -sf "$v" --cacert "$tmp/tls/ig/ca.pem" -x "http://127.0.0.1:$port" \
                 "https://127.0.0.1:$up_tls/small" "https://127.0.0.1:$up_tls/other" >/dev/null ||
                 { echo "order.sh: no answer through the intercepted tunnel" >&2; exit 1; }
         done
@@ -116,7 +88,7 @@ run serving --config "$tmp/off.yaml" >"$tmp/serving.names"
 # 3. Intercepted HTTPS (HTTP/1.1 and HTTP/2 in the tunnel), TLS re-originated to nginx.
 sed "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$up_tls]}|" \
     "$tmp/off.yaml" >"$tmp/tls.yaml"
-echo "tls: {ca_cert: \"$tmp/ig-ca/ca.pem\", ca_key: \"$tmp/ig-ca/ca-key.pem\", upstream_ca: \"$tmp/up-ca.pem\", intercept: all}" \
+echo "tls: {ca_cert: \"$tmp/tls/ig/ca.pem\", ca_key: \"$tmp/tls/ig/ca-key.pem\", upstream_ca: \"$tmp/tls/up-ca.pem\", intercept: all}" \
     >>"$tmp/tls.yaml"
 run https --config "$tmp/tls.yaml" >"$tmp/https.names"
 

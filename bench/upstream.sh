@@ -1,0 +1,48 @@
+# Shared by bench/instructions.sh and bench/order.sh (sourced): a free loopback port, and a local
+# nginx upstream answering `{"ok":true}` on HTTP and, when TLS material is made, also on TLS.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# upstream_tls DIR BIN: a throwaway upstream CA (DIR/up-ca.pem) and a leaf for 127.0.0.1
+# (DIR/up.pem, DIR/up-key.pem) made with openssl, and intentgate's interception CA (DIR/ig/).
+upstream_tls() {
+    local t=$1
+    mkdir -p "$t"
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' \
+        'extendedKeyUsage=serverAuth' 'subjectAltName=IP:127.0.0.1,DNS:localhost' >"$t/leaf.ext"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -keyout "$t/up-ca-key.pem" -out "$t/up-ca.pem" -subj "/CN=intentgate bench upstream CA" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$t/up-key.pem" -out "$t/up.csr"
+        openssl x509 -req -in "$t/up.csr" -CA "$t/up-ca.pem" -CAkey "$t/up-ca-key.pem" \
+            -CAcreateserial -days 2 -extfile "$t/leaf.ext" -out "$t/up.pem"
+        "$2" ca init --out "$t/ig"
+    } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; return 1; }
+}
+
+# start_nginx TMP PORT [TLS_PORT TLS_DIR]: nginx in the background; sets nginx_pid.
+start_nginx() {
+    local tmp=$1 port=$2 tls_server=""
+    if [[ -n "${3:-}" ]]; then
+        tls_server="server { listen 127.0.0.1:$3 ssl; ssl_certificate $4/up.pem;
+    ssl_certificate_key $4/up-key.pem; ssl_protocols TLSv1.2 TLSv1.3;
+    location / { return 200 '{\"ok\":true}'; } }"
+    fi
+    cat >"$tmp/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $tmp;
+  server { listen 127.0.0.1:$port; location / { return 200 '{"ok":true}'; } }
+  $tls_server
+}
+NGINX
+    nginx -c "$tmp/nginx.conf" &
+    nginx_pid=$!
+}
