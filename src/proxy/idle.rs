@@ -169,13 +169,7 @@ impl IdleUpstreams {
         let max_idle = self.max_idle;
         let mut list: Vec<Idle> = list
             .into_iter()
-            .filter(|i| {
-                i.fresh(max_idle)
-                    && match &i.sender {
-                        TlsSender::H1(s) => s.is_ready(),
-                        TlsSender::H2(_) => true,
-                    }
-            })
+            .filter(|i| i.fresh(max_idle) && i.sender.is_idle())
             .collect();
         if list.is_empty() || self.max_per_host == 0 {
             return;

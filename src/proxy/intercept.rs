@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
-use super::kept_tls::{Scope, TUNNEL, TunnelUpstream};
+use super::kept_tls::TunnelUpstream;
 use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
@@ -33,6 +33,8 @@ pub struct TunnelInfo {
     /// The authority as its canonical `host:port` and Host-header forms: a request naming one of
     /// these exactly names the tunnel's authority without being parsed again.
     canonical: [String; 2],
+    /// A TLS tunnel's upstream connection, kept between its requests (src/proxy/kept_tls.rs).
+    pub(super) upstream: Option<Arc<TunnelUpstream>>,
 }
 
 impl TunnelInfo {
@@ -47,6 +49,7 @@ impl TunnelInfo {
             sni,
             mode,
             canonical,
+            upstream: None,
         }
     }
 
@@ -163,10 +166,17 @@ impl Proxy {
         }
     }
 
-    async fn serve_tunnel<IO>(self: Arc<Self>, io: TokioIo<IO>, info: TunnelInfo)
+    async fn serve_tunnel<IO>(self: Arc<Self>, io: TokioIo<IO>, mut info: TunnelInfo)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs).
+        if info.tls {
+            info.upstream = Some(Arc::new(TunnelUpstream::new(
+                info.authority.clone(),
+                &self.idle,
+            )));
+        }
         let info = Arc::new(info);
         let limits = &self.cfg.limits;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -179,18 +189,8 @@ impl Proxy {
         builder
             .http2()
             .max_header_list_size((limits.max_header_bytes + 8192) as u32);
-        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs).
-        let upstream = info
-            .tls
-            .then(|| Arc::new(TunnelUpstream::new(info.authority.clone(), &self.idle)));
         let proxy = self.clone();
-        let svc = service_fn(move |req| {
-            let scope = upstream.as_ref().map(|u| Scope {
-                upstream: u.clone(),
-                sequential: req.version() != http::Version::HTTP_2,
-            });
-            proxy.clone().handle_inner(req, info.clone(), scope)
-        });
+        let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
         if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
             debug!(error = %e, "intercepted connection ended with an error");
         }
@@ -200,10 +200,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
-        scope: Option<Scope>,
     ) -> Result<Response<Body>, Infallible> {
-        // Pinned where it lies: the task-local scope wraps a reference, not a copy of its state.
-        let run = std::pin::pin!(self.run(req, super::Entry::Tunnel(&info)));
-        TUNNEL.scope(scope, run).await
+        self.run(req, super::Entry::Tunnel(&info)).await
     }
 }

@@ -16,7 +16,6 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tracing::debug;
 
 use super::audited::Counted;
 use super::connector::{TlsDialError, tls_handshake};
@@ -39,6 +38,15 @@ impl TlsSender {
         match self {
             TlsSender::H1(s) => s.is_closed(),
             TlsSender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Whether nothing is in flight on the connection (an HTTP/2 one: no way to tell cheaply, so
+    /// its `since` is refreshed on each use and it counts as idle).
+    pub(super) fn is_idle(&self) -> bool {
+        match self {
+            TlsSender::H1(s) => s.is_ready(),
+            TlsSender::H2(_) => true,
         }
     }
 }
@@ -121,71 +129,31 @@ impl TunnelUpstream {
     pub(super) fn expire(&self, max_idle: Duration) {
         if let Ok(mut list) = self.idle.try_lock() {
             list.retain(|i| {
-                !i.sender.is_closed() && (i.since.elapsed() <= max_idle || !is_idle(&i.sender))
+                !i.sender.is_closed() && (i.since.elapsed() <= max_idle || !i.sender.is_idle())
             });
         }
     }
-}
-
-/// Whether nothing is in flight on the connection (an HTTP/2 one: no way to tell cheaply, so
-/// its `since` is refreshed on each use and it counts as idle).
-fn is_idle(s: &TlsSender) -> bool {
-    match s {
-        TlsSender::H1(s) => s.is_ready(),
-        TlsSender::H2(_) => true,
-    }
-}
-
-/// What an intercepted tunnel's request carries to the upstream send: its tunnel's connections,
-/// and whether its requests come one after another (HTTP/1 inside the tunnel).
-#[derive(Clone)]
-pub(super) struct Scope {
-    pub upstream: Arc<TunnelUpstream>,
-    pub sequential: bool,
-}
-
-tokio::task_local! {
-    /// Set around each inner request of an intercepted TLS tunnel (src/proxy/intercept.rs).
-    pub(super) static TUNNEL: Option<Scope>;
 }
 
 /// The response, or the request back when a reused connection closed before sending it.
 type Tried = Result<Response<Incoming>, Outgoing>;
 
 impl Proxy {
-    /// Sends an intercepted tunnel's HTTPS request over the connection its tunnel keeps, else a
-    /// new vetted and verified one that the tunnel then keeps. A request that a reused connection
-    /// closed before sending is retried once on a new one (the pool does the same). Without a
-    /// tunnel (or with a parent proxy) the pooled client sends it.
-    pub(super) async fn send_tunnel(
+    /// Sends an intercepted tunnel's HTTPS request over the connection the tunnel keeps, else a
+    /// new vetted and verified one that the tunnel then keeps. `sequential`: the tunnel's client
+    /// speaks HTTP/1 (its next request comes after this response). A request that a reused
+    /// connection closed before sending is retried once on a new one (the pool does the same).
+    pub(super) async fn send_kept_tls(
         &self,
-        req: Outgoing,
-        authority: &Authority,
-        path_and_query: &str,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let scope = TUNNEL.try_with(Option::clone).ok().flatten();
-        match scope {
-            Some(s) if self.dialer.is_direct() && s.upstream.authority == *authority => {
-                self.send_kept_tls(&s, req, path_and_query).await
-            }
-            _ => {
-                self.send_pooled(req, "https", authority, path_and_query)
-                    .await
-            }
-        }
-    }
-
-    async fn send_kept_tls(
-        &self,
-        scope: &Scope,
+        kept: &Arc<TunnelUpstream>,
+        sequential: bool,
         mut req: Outgoing,
         path_and_query: &str,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let kept = &scope.upstream;
         let authority = &kept.authority;
         let max_idle = self.idle.max_idle();
         let reused = kept
-            .take(max_idle, scope.sequential)
+            .take(max_idle, sequential)
             .or_else(|| self.idle.take_tls(authority));
         if let Some(sender) = reused {
             match self
@@ -268,11 +236,7 @@ impl Proxy {
                 .handshake(io)
                 .await
                 .map_err(|e| reuse::protocol_error(authority, &e))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "upstream TLS connection ended with an error");
-                }
-            });
+            reuse::drive(conn);
             sender
                 .ready()
                 .await
@@ -282,11 +246,7 @@ impl Proxy {
         let (sender, conn) = http1::handshake(io)
             .await
             .map_err(|e| reuse::protocol_error(authority, &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "upstream TLS connection ended with an error");
-            }
-        });
+        reuse::drive(conn);
         Ok(TlsSender::H1(sender))
     }
 }

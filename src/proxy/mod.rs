@@ -88,6 +88,15 @@ enum Entry<'a> {
     Transparent(&'a transparent::Redirected),
 }
 
+/// The upstream connection a request's client side keeps between its requests.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    /// Plain HTTP from the proxy listener: the client connection's (src/proxy/reuse.rs).
+    Http(&'a KeptUpstream),
+    /// HTTPS inside an intercepted TLS tunnel: the tunnel's (src/proxy/kept_tls.rs).
+    Tls(&'a Arc<kept_tls::TunnelUpstream>),
+}
+
 /// The canonical destination of a forwarded request, and how it arrived.
 struct Target {
     authority: Authority,
@@ -233,7 +242,8 @@ impl Proxy {
             //    name the same authority (else 421), and its origin-form path is canonicalised.
             Entry::Tunnel(t) => {
                 let target = t.target_of(&req)?;
-                return self.forward(req, live, rec, target, ws, None).await;
+                let kept = t.upstream.as_ref().map(Kept::Tls);
+                return self.forward(req, live, rec, target, ws, kept).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
@@ -266,7 +276,10 @@ impl Proxy {
             sni: None,
         };
         let ws = ws.map(|w| w.held_by(in_flight));
-        let kept = self.dialer.is_direct().then(|| in_flight.upstream());
+        let kept = self
+            .dialer
+            .is_direct()
+            .then(|| Kept::Http(in_flight.upstream()));
         self.forward(req, live, rec, target, ws, kept).await
     }
 
@@ -277,7 +290,7 @@ impl Proxy {
         rec: &mut AuditRecord,
         target: Target,
         ws: Option<websocket::Upgrading>,
-        kept: Option<&KeptUpstream>,
+        kept: Option<Kept<'_>>,
     ) -> Result<Outcome, ProxyError> {
         let Target {
             authority,
@@ -372,6 +385,8 @@ impl Proxy {
         //    (src/proxy/kept_tls.rs), the rest over the pooled clients.
         let bytes_in = Arc::new(AtomicU64::new(0));
         let (mut parts, body) = req.into_parts();
+        // An HTTP/2 client inside a tunnel sends requests concurrently, an HTTP/1 one in turn.
+        let sequential = parts.version != Version::HTTP_2;
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
@@ -379,8 +394,12 @@ impl Proxy {
         //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
         let sending = std::pin::pin!(async {
             match kept {
-                Some(kept) if scheme == "http" => self.send_kept(kept, req, &authority, &pq).await,
-                _ if scheme == "https" => self.send_tunnel(req, &authority, &pq).await,
+                Some(Kept::Http(k)) if scheme == "http" => {
+                    self.send_kept(k, req, &authority, &pq).await
+                }
+                Some(Kept::Tls(t)) if scheme == "https" && self.dialer.is_direct() => {
+                    self.send_kept_tls(t, sequential, req, &pq).await
+                }
                 _ => self.send_pooled(req, scheme, &authority, &pq).await,
             }
         });

@@ -75,11 +75,7 @@ impl Proxy {
         let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol_error(authority, &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        drive(conn);
         let resp = sender
             .send_request(req)
             .await
@@ -88,6 +84,18 @@ impl Proxy {
         self.idle.holds(host, port, slot);
         Ok(resp)
     }
+}
+
+/// Runs an upstream connection (HTTP/1 or HTTP/2, plain or TLS) until it closes.
+pub(super) fn drive<C>(conn: C)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
 }
 
 /// What the pooled client reports for the same failure (`upstream::classify_client_error`).
