@@ -2,13 +2,12 @@
 //! TLS verified; splicing where not intercepting; leaf certificates cached; HTTP/2 inside tunnels.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::common::tls::TestCa;
+use crate::common::tls::{TestCa, client_config_trusting};
 use crate::common::*;
 use crate::connect::connect_tunnel;
 
@@ -138,15 +137,7 @@ fn sni_and_host_must_match_the_tunnel() {
     // SNI naming another host than the CONNECT: the handshake is refused.
     let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
     tunnel.set_nonblocking(true).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(s.ig_ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let cfg = client_config_trusting(&s.ig_ca_pem, &[]);
     let refused = rt().block_on(async {
         let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
         let name = rustls_pki_types::ServerName::try_from("evil.example").unwrap();
@@ -278,18 +269,11 @@ fn http2_multiplexed_requests_each_get_their_own_decision() {
     let port = s.up.addr.port();
     let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
     tunnel.set_nonblocking(true).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(s.ig_ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = client_config_trusting(&s.ig_ca_pem, &[b"h2"]);
     let statuses = rt().block_on(async move {
         let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        let tls = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)
             .await
             .unwrap();

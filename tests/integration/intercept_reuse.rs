@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::tls::TestCa;
+use crate::common::tls::{TestCa, client_config_trusting};
 use crate::common::*;
 use crate::connect::connect_tunnel;
 
@@ -128,18 +128,11 @@ fn through_one_tunnel(
 fn open_tunnel(proxy: &ProxyProc, ig_ca_pem: &str, port: u16) -> Tunnel {
     let tunnel = connect_tunnel(proxy.addr, &format!("localhost:{port}"));
     tunnel.set_nonblocking(true).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(ig_ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = client_config_trusting(ig_ca_pem, &[b"http/1.1"]);
     rt().block_on(async move {
         let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        let tls = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)
             .await
             .unwrap();
