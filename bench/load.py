@@ -43,7 +43,7 @@ import tempfile
 import time
 
 from loadlib.common import HERE, ROOT, log
-from loadlib.procs import STARTED, on_signal, status_kb, tree, wait_quiet
+from loadlib.procs import PIN, STARTED, on_signal, status_kb, tree, wait_quiet
 from loadlib.report import git_rev, machine_facts, report, version_of
 from loadlib.runs import describe, measure, perf_profile, write_mix
 from loadlib.systems import (PEER_BIN, PEERS, http_check, https_check, make_tls_material, start_intentgate,
@@ -84,6 +84,9 @@ def main():
                     help="also measure HTTPS: `direct-tls` (oha straight to nginx's TLS listener) and "
                          "`intentgate-tls` (CONNECT tunnels intercepted: tls.intercept all, leaf minted by a CA "
                          "from `intentgate ca init`, upstream re-originated and verified against tls.upstream_ca)")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the proxies to the last CPU and nginx + oha to the others (taskset): each proxy "
+                         "gets a core of its own, and `direct` runs on the remaining cores only")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per system first (default 2)")
     ap.add_argument("--log-level", default="warn", help="INTENTGATE_LOG for the proxy (default warn)")
     ap.add_argument("--quiet-thresh", type=float, default=30,
@@ -114,6 +117,11 @@ def main():
         print(md)
         return 0
 
+    if a.pin:
+        n = os.cpu_count() or 1
+        if n < 2 or not shutil.which("taskset"):
+            ap.error("--pin needs at least 2 CPUs and taskset (util-linux)")
+        PIN.update(proxy=str(n - 1), load="0" if n == 2 else f"0-{n - 2}")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     kinds = [k for k in a.kinds.split(",") if k]

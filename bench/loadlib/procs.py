@@ -8,7 +8,16 @@ import time
 from .common import log
 
 TICK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# CPU sets from --pin (set by main): "proxy" for the proxies, "load" for nginx and oha.
+PIN = {}
+
+
+def pinned(cmd, role):
+    """cmd run under `taskset -c` when --pin gave `role` a CPU set (children inherit it)."""
+    cpus = PIN.get(role)
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
 
 
 class Started:

@@ -129,6 +129,10 @@ def report(raw):
     L.append(f"- {a['reps']} interleaved repetitions, medians shown (range in brackets); max: {a['conns']} connections "
              f"for {a['dur']} s; rate: {a['rate']} req/s for {a['rate_dur']} s with latency correction, "
              f"{a['conns']} connections; upstream: nginx `return 200` with a {len(BODY)} B JSON body")
+    if a.get("pin"):
+        L.append("- pinned (`--pin`): each proxy on the last CPU, nginx and oha on the other(s), so `direct` "
+                 "uses fewer cores than the proxied runs; ×direct is the proxy's capacity on its own core "
+                 "against the generator and upstream on theirs")
     if any(s.get("tls") for s in raw["systems"]):
         L.append("- HTTPS (`--https`): `*-tls` systems fetch https://127.0.0.1:PORT/small from nginx's TLS listener "
                  "(P-256 leaf from a bench CA); their ×direct / added latency are against `direct-tls`")

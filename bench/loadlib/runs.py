@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from .common import cmdline, log
-from .procs import TICK, RssSampler, busy_pct, cpu_ticks, host_cpu, proc_table, status_kb, tree
+from .procs import TICK, RssSampler, busy_pct, cpu_ticks, host_cpu, pinned, proc_table, status_kb, tree
 
 
 def write_mix(run, upstream, distinct, lines, seed=1):
@@ -66,7 +66,7 @@ def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
         cmd += ["--disable-keepalive"]
     if cacert:
         cmd += ["--cacert", cacert]
-    return cmd + (url if isinstance(url, list) else [url])
+    return pinned(cmd + (url if isinstance(url, list) else [url]), "load")
 
 
 def parse_oha(j):

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from .common import BODY, HERE, cmdline, log
-from .procs import STARTED
+from .procs import STARTED, pinned
 
 
 def free_port():
@@ -166,7 +166,7 @@ http {{
     }}{tls_server}
 }}
 """)
-    p = STARTED.spawn("nginx", ["nginx", "-c", conf, "-e", f"{run}/nginx-error.log"],
+    p = STARTED.spawn("nginx", pinned(["nginx", "-c", conf, "-e", f"{run}/nginx-error.log"], "load"),
                       os.path.join(run, "nginx.log"))
     if not wait_port(port, p) or (tls_port and not wait_port(tls_port, p)):
         raise RuntimeError(f"nginx did not listen on {port}; see {run}/nginx.log and nginx-error.log")
@@ -213,7 +213,7 @@ def start_intentgate(name, binary, extra_text, run, log_level, upstream):
     for k in ("INTENTGATE_CONFIG", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
         env.pop(k, None)
     cmd = [binary, "serve", "--config", conf, "--ready-file", ready]
-    p = STARTED.spawn(name, cmd, os.path.join(d, "intentgate.log"), env=env)
+    p = STARTED.spawn(name, pinned(cmd, "proxy"), os.path.join(d, "intentgate.log"), env=env)
     t0 = time.time()
     while not os.path.exists(ready):
         if p.poll() is not None:
@@ -293,7 +293,7 @@ def start_peer(name, run, label=None):
     os.makedirs(os.path.dirname(os.path.join(run, conf_name)), exist_ok=True)
     with open(os.path.join(run, conf_name), "w") as f:
         f.write(text.lstrip())
-    p = STARTED.spawn(label, cmd, os.path.join(run, f"{label}.log"))
+    p = STARTED.spawn(label, pinned(cmd, "proxy"), os.path.join(run, f"{label}.log"))
     if not wait_port(port, p):
         raise RuntimeError(f"{label} did not listen on {port}; see {run}/{label}.log")
     log(f"peer {label} pid={p.pid} on 127.0.0.1:{port}")
