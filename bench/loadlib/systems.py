@@ -266,6 +266,8 @@ listen_port: {port}
 flow_detail: 0
 termlog_verbosity: error
 """ + (f"ssl_verify_upstream_trusted_ca: {run}/tls/upstream-ca.pem\n" if os.path.exists(f"{run}/tls") else "")),
+    # Without default-server-timeout privoxy does not reuse its upstream connections (nginx
+    # announces no keep-alive timeout): a new connection per request (as ../shared/bench sets it).
     "privoxy": lambda run, port: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
 confdir {run}
 logdir {run}
@@ -273,6 +275,7 @@ listen-address 127.0.0.1:{port}
 enable-remote-toggle 0
 enable-edit-actions 0
 keep-alive-timeout 300
+default-server-timeout 60
 socket-timeout 300
 max-client-connections 1024
 """),
