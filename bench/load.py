@@ -87,6 +87,9 @@ def main():
     ap.add_argument("--pin", action="store_true",
                     help="pin the proxies to the last CPU and nginx + oha to the others (taskset): each proxy "
                          "gets a core of its own, and `direct` runs on the remaining cores only")
+    ap.add_argument("--https-new", action="store_true",
+                    help="with --https, also `direct-tls-new` and `intentgate-tls-new`: a new connection for "
+                         "every request (oha --disable-keepalive), so each one pays a CONNECT and TLS handshakes")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per system first (default 2)")
     ap.add_argument("--log-level", default="warn", help="INTENTGATE_LOG for the proxy (default warn)")
     ap.add_argument("--quiet-thresh", type=float, default=30,
@@ -117,6 +120,8 @@ def main():
         print(md)
         return 0
 
+    if a.https_new and not a.https:
+        ap.error("--https-new needs --https")
     if a.pin:
         n = os.cpu_count() or 1
         if n < 2 or not shutil.which("taskset"):
@@ -174,21 +179,29 @@ def main():
             raw["tls_upstream"] = tls_upstream
             if not a.no_direct:
                 systems.append(dict(name="direct-tls", tls_upstream=tls_upstream, cacert=tls["upstream_ca"], tls=True))
-            variants = variants + [("intentgate-tls", (
+            intercepting = (
                 f"tls:\n  ca_cert: \"{tls['ig_ca']}\"\n  ca_key: \"{tls['ig_ca_key']}\"\n"
                 f"  upstream_ca: \"{tls['upstream_ca']}\"\n  intercept: all\n"
                 # intercepted CONNECTs go only to ports an intent or egress.connect_ports names
                 f"egress:\n  allow_cidrs: [\"127.0.0.0/8\"]\n"
-                f"  connect_ports: [{str(tls_upstream).rsplit(':', 1)[1]}]\n"))]
+                f"  connect_ports: [{str(tls_upstream).rsplit(':', 1)[1]}]\n")
+            variants = variants + [("intentgate-tls", intercepting)]
+            if a.https_new:
+                variants.append(("intentgate-tls-new", intercepting))
+                if not a.no_direct:
+                    systems.append(dict(name="direct-tls-new", tls_upstream=tls_upstream, cacert=tls["upstream_ca"],
+                                        tls=True, no_keepalive=True, base="direct-tls-new"))
         for name, extra in variants:
             s = start_intentgate(name, bins.get(name, a.bin), extra, run, a.log_level, upstream)
             with open(s["config"]) as f:
                 lines = f.read().splitlines()
             more = [f"# ... {len(lines) - 40} more lines"] if len(lines) > 40 else []
             s.update(intentgate=True, config_text="\n".join(lines[:40] + more) + "\n")
-            if name == "intentgate-tls":
+            if name.startswith("intentgate-tls"):
                 # the client (oha) trusts intentgate's CA; intentgate verifies nginx against upstream_ca
                 s.update(tls=True, tls_upstream=tls_upstream, cacert=tls["ig_ca"])
+            if name == "intentgate-tls-new":
+                s.update(no_keepalive=True, base="direct-tls-new")
             systems.append(s)
         for p in peers:
             s = start_peer(p, run)

@@ -99,6 +99,8 @@ def report(raw):
     names = [s["name"] for s in raw["systems"]]
     igs = [s["name"] for s in raw["systems"] if s.get("intentgate")]
     peers = [s["name"] for s in raw["systems"] if s.get("peer")]
+    # what each system's latency and throughput are compared with
+    base_of = {x["name"]: x.get("base") or ("direct-tls" if x.get("tls") else "direct") for x in raw["systems"]}
     by = {}
     for r in runs:
         by.setdefault((r["kind"], r["system"]), []).append(r)
@@ -146,9 +148,8 @@ def report(raw):
         L.append("| system | n | req/s | ×direct | p50 ms | p99 ms | proxy CPU % | proxy CPU µs/req | proxy RSS peak MiB "
                  "| gen CPU % | nginx CPU % | foreign CPU % | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        tls_set = {x["name"] for x in raw["systems"] if x.get("tls")}
         for s in names:
-            d_rps = m("max", "direct-tls" if s in tls_set else "direct", "rps")
+            d_rps = m("max", base_of[s], "rps")
             rs = by.get(("max", s), [])
             if not rs and not errs("max", s):
                 continue
@@ -170,9 +171,8 @@ def report(raw):
         L.append("| system | n | req/s done | p50 ms | p99 ms | added p50 µs | added p99 µs | p50 ×direct "
                  "| p99 ×direct | proxy CPU % | proxy CPU µs/req | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        tls_set = {x["name"] for x in raw["systems"] if x.get("tls")}
         for s in names:
-            base = "direct-tls" if s in tls_set else "direct"
+            base = base_of[s]
             d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
             rs = by.get(("rate", s), [])
             if not rs and not errs("rate", s):
@@ -213,16 +213,22 @@ def report(raw):
                  "intercepts (`tls.intercept: all`), terminates TLS with a leaf minted by its CA (trusted by oha via "
                  "`--cacert`), decides each inner request and re-originates TLS to nginx, verified against "
                  "`tls.upstream_ca`. Connections are kept alive: handshakes happen once per connection.\n")
+        if any(x.get("base") == "direct-tls-new" for x in raw["systems"]):
+            L.append("`*-tls-new` (`--https-new`): a new connection for every request (oha --disable-keepalive). "
+                     "`direct-tls-new` does a TLS handshake with nginx per request; `intentgate-tls-new` a CONNECT, "
+                     "a TLS handshake with oha (leaf from intentgate's cache) and the upstream connection (a kept "
+                     "one when idle, else a new handshake with nginx). ×direct-tls is against `direct-tls-new`.\n")
         L.append("| system | n | req/s | ×direct-tls | ×plain same system | proxy CPU µs/req | CPU ×plain intentgate "
                  "| proxy RSS peak MiB | errors |")
         L.append("|---|---|---|---|---|---|---|---|---|")
         dt = m("max", "direct-tls", "rps")
         for s in tls_names:
-            plain = {"direct-tls": "direct", "mitmproxy-tls": "mitmproxy"}.get(s, "intentgate")
+            plain = {"direct-tls": "direct", "direct-tls-new": "direct", "mitmproxy-tls": "mitmproxy"}.get(s, "intentgate")
             e = errs("max", s)
             pk = m("max", s, "rss_peak_kb")
             L.append("| " + " | ".join([
-                s, str(len(by.get(("max", s), []))), fmt(m("max", s, "rps")), ratio(m("max", s, "rps"), dt),
+                s, str(len(by.get(("max", s), []))), fmt(m("max", s, "rps")),
+                ratio(m("max", s, "rps"), m("max", base_of[s], "rps")),
                 ratio(m("max", s, "rps"), m("max", plain, "rps")),
                 fmt(m("max", s, "proxy_cpu_us_per_req"), "{:.1f}"),
                 ratio(m("max", s, "proxy_cpu_us_per_req"), m("max", "intentgate", "proxy_cpu_us_per_req")),
@@ -279,7 +285,7 @@ def report(raw):
                 L.append(f"| request errors at {a['conns']} connections | {g} | {e} errors | "
                          f"{'none' if e == 0 and by.get(('max', g)) else 'SOME'} |")
             if "rate" in rate_kinds:
-                base = "direct-tls" if g in tls_names else "direct"
+                base = base_of[g]
                 d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
                 p50, p99 = m("rate", g, "p50_ms"), m("rate", g, "p99_ms")
                 if None not in (d50, d99, p50, p99):
