@@ -144,7 +144,7 @@ impl fmt::Debug for Interceptor {
 }
 
 impl Interceptor {
-    /// TLS 1.2 and 1.3 on aws-lc-rs; ALPN `h2` then `http/1.1`; session resumption shared by
+    /// TLS 1.2 and 1.3 on aws-lc-rs, AES-128-GCM first; ALPN `h2` then `http/1.1`; session resumption shared by
     /// all tunnels (rustls only resumes a session for the server name it was made for).
     pub fn new(minter: Arc<LeafMinter>) -> Result<Self, rustls::Error> {
         // Every tunnel gets its own resolver (`config_for`); this one is never asked.
@@ -157,6 +157,9 @@ impl Interceptor {
             .with_no_client_auth()
             .with_cert_resolver(resolver);
         base.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+        // Our suite order, not the client's (most put AES-256-GCM/SHA-384 first): see
+        // `super::provider`.
+        base.ignore_client_order = true;
         let sessions: Arc<dyn StoresServerSessions> =
             rustls::server::ServerSessionMemoryCache::new(1024);
         base.session_storage = sessions;

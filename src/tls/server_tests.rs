@@ -69,6 +69,34 @@ async fn intercepts_with_alpn_and_one_mint_per_host() {
 }
 
 #[tokio::test]
+async fn the_proxy_picks_aes_128_gcm_even_when_the_client_prefers_aes_256() {
+    use rustls::CipherSuite as S;
+    // A client with the stock provider, whose first suite is AES-256-GCM/SHA-384.
+    let stock = rustls::crypto::aws_lc_rs::default_provider();
+    assert_eq!(stock.cipher_suites[0].suite(), S::TLS13_AES_256_GCM_SHA384);
+    let ca = ca();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(stock))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let ic = Interceptor::new(minter(&ca)).unwrap();
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let tunnel = LeafName::parse("api.example.com").unwrap();
+    let name = ServerName::try_from("api.example.com").unwrap();
+    let (server, client) = tokio::join!(
+        ic.accept(s, &tunnel),
+        TlsConnector::from(Arc::new(cfg)).connect(name, c)
+    );
+    server.unwrap();
+    let client = client.unwrap();
+    let suite = client.get_ref().1.negotiated_cipher_suite().unwrap();
+    assert_eq!(suite.suite(), S::TLS13_AES_128_GCM_SHA256);
+}
+
+#[tokio::test]
 async fn sni_must_name_the_tunnel_host() {
     let ca = ca();
     let ic = Interceptor::new(minter(&ca)).unwrap();
