@@ -40,19 +40,30 @@ def http_check(proxy, upstream, path, timeout=5):
         with socket.create_connection((host, int(port)), timeout) as s:
             s.settimeout(timeout)
             s.sendall(req)
-            buf = b""
-            t0 = time.time()
-            while time.time() - t0 < timeout:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+            buf = read_until_closed(s, timeout)
     except OSError as e:
         return False, f"socket error: {e}"
+    ok, status, body = judge(buf)
+    return ok, status + ("" if ok else f" body={body[:200]!r}")
+
+
+def read_until_closed(s, timeout):
+    """What `s` sends until it closes (or `timeout` seconds pass)."""
+    buf = b""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def judge(buf):
+    """(ok, status line, body) of a check response: ok is a 200 carrying the upstream's body."""
     head, _, body = buf.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    ok = status.split(" ")[1:2] == ["200"] and BODY.encode() in body
-    return ok, status + ("" if ok else f" body={body[:200]!r}")
+    return status.split(" ")[1:2] == ["200"] and BODY.encode() in body, status, body
 
 
 def https_check(proxy, upstream, path, cafile, timeout=5):
@@ -77,18 +88,10 @@ def https_check(proxy, upstream, path, cafile, timeout=5):
                     return False, "CONNECT: " + status
             with ctx.wrap_socket(raw_s, server_hostname=upstream.rsplit(":", 1)[0]) as s:
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n".encode())
-                buf = b""
-                t0 = time.time()
-                while time.time() - t0 < timeout:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
+                buf = read_until_closed(s, timeout)
     except (OSError, ValueError) as e:
         return False, f"TLS/socket error: {e}"
-    head, _, body = buf.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    ok = status.split(" ")[1:2] == ["200"] and BODY.encode() in body
+    ok, status, body = judge(buf)
     return ok, status + " over TLS" + ("" if ok else f" body={body[:200]!r}")
 
 
