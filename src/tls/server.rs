@@ -144,8 +144,9 @@ impl fmt::Debug for Interceptor {
 }
 
 impl Interceptor {
-    /// TLS 1.2 and 1.3 on aws-lc-rs, AES-128-GCM first; ALPN `h2` then `http/1.1`; session resumption shared by
-    /// all tunnels (rustls only resumes a session for the server name it was made for).
+    /// TLS 1.2 and 1.3 on aws-lc-rs, AES-128-GCM first; ALPN `h2` then `http/1.1`; session
+    /// resumption shared by all tunnels (rustls only resumes a session for the server name it
+    /// was made for).
     pub fn new(minter: Arc<LeafMinter>) -> Result<Self, rustls::Error> {
         // Every tunnel gets its own resolver (`config_for`); this one is never asked.
         let resolver = Arc::new(TunnelResolver::new(

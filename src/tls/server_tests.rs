@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::TlsConnector;
 
 use crate::tls::ca::CertificateAuthority;
-use crate::tls::test_support::{ca, client_config, minter};
+use crate::tls::test_support::{ca, client_config, client_config_with, minter};
 
 type ClientSide = std::io::Result<tokio_rustls::client::TlsStream<DuplexStream>>;
 
@@ -75,20 +75,14 @@ async fn the_proxy_picks_aes_128_gcm_even_when_the_client_prefers_aes_256() {
     let stock = rustls::crypto::aws_lc_rs::default_provider();
     assert_eq!(stock.cipher_suites[0].suite(), S::TLS13_AES_256_GCM_SHA384);
     let ca = ca();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(stock))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = client_config_with(Arc::new(stock), &ca, &[]);
     let ic = Interceptor::new(minter(&ca)).unwrap();
     let (c, s) = tokio::io::duplex(64 * 1024);
     let tunnel = LeafName::parse("api.example.com").unwrap();
     let name = ServerName::try_from("api.example.com").unwrap();
     let (server, client) = tokio::join!(
         ic.accept(s, &tunnel),
-        TlsConnector::from(Arc::new(cfg)).connect(name, c)
+        TlsConnector::from(cfg).connect(name, c)
     );
     server.unwrap();
     let client = client.unwrap();

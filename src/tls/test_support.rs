@@ -20,9 +20,18 @@ pub fn minter(ca: &Arc<CertificateAuthority>) -> Arc<LeafMinter> {
 
 /// A client config trusting only `ca`, offering `alpn`.
 pub fn client_config(ca: &CertificateAuthority, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_with(super::provider(), ca, alpn)
+}
+
+/// The same on another crypto provider (e.g. the stock suite order).
+pub fn client_config_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    ca: &CertificateAuthority,
+    alpn: &[&[u8]],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    let mut cfg = ClientConfig::builder_with_provider(super::provider())
+    let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
