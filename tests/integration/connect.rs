@@ -30,6 +30,23 @@ pub fn connect_tunnel(proxy: std::net::SocketAddr, target: &str) -> TcpStream {
     s
 }
 
+/// TLS with `cfg`, for `server_name`, inside a CONNECT tunnel to `target` through `proxy`: the
+/// handshake's outcome (a test may expect it to fail).
+pub async fn tls_in_tunnel(
+    proxy: std::net::SocketAddr,
+    target: &str,
+    server_name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tunnel = connect_tunnel(proxy, target);
+    tunnel.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+}
+
 /// An HTTPS GET over a CONNECT tunnel with a Rust TLS client; returns the raw response.
 pub fn https_get_via(
     proxy: std::net::SocketAddr,
@@ -38,18 +55,10 @@ pub fn https_get_via(
     port: u16,
     path: &str,
 ) -> String {
-    let tunnel = connect_tunnel(proxy, &format!("{host}:{port}"));
-    tunnel.set_nonblocking(true).unwrap();
     let config = ca.client_config();
-    let host = host.to_string();
-    let path = path.to_string();
     rt().block_on(async move {
-        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
-        let name = rustls_pki_types::ServerName::try_from(host.clone()).unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::clone(&config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let target = format!("{host}:{port}");
+        let mut tls = tls_in_tunnel(proxy, &target, host, config).await.unwrap();
         tls.write_all(
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
         )

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::common::tls::{TestCa, client_config_trusting};
 use crate::common::*;
-use crate::connect::connect_tunnel;
+use crate::connect::tls_in_tunnel;
 
 /// An intentgate CA made with `intentgate ca init`, a TLS upstream signed by a separate test CA,
 /// and a proxy that intercepts and trusts the upstream's CA.
@@ -135,16 +135,9 @@ fn sni_and_host_must_match_the_tunnel() {
     let s = setup("");
     let port = s.up.addr.port();
     // SNI naming another host than the CONNECT: the handshake is refused.
-    let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
-    tunnel.set_nonblocking(true).unwrap();
     let cfg = client_config_trusting(&s.ig_ca_pem, &[]);
-    let refused = rt().block_on(async {
-        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
-        let name = rustls_pki_types::ServerName::try_from("evil.example").unwrap();
-        tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-    });
+    let target = format!("localhost:{port}");
+    let refused = rt().block_on(tls_in_tunnel(s.proxy.addr, &target, "evil.example", cfg));
     assert!(
         refused.is_err(),
         "a TLS session for another name must not be set up"
@@ -267,14 +260,10 @@ fn leaf_certificates_are_minted_once_per_host() {
 fn http2_multiplexed_requests_each_get_their_own_decision() {
     let s = setup("");
     let port = s.up.addr.port();
-    let tunnel = connect_tunnel(s.proxy.addr, &format!("localhost:{port}"));
-    tunnel.set_nonblocking(true).unwrap();
     let cfg = client_config_trusting(&s.ig_ca_pem, &[b"h2"]);
+    let target = format!("localhost:{port}");
     let statuses = rt().block_on(async move {
-        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
+        let tls = tls_in_tunnel(s.proxy.addr, &target, "localhost", cfg)
             .await
             .unwrap();
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::tls::{TestCa, client_config_trusting};
 use crate::common::*;
-use crate::connect::connect_tunnel;
+use crate::connect::tls_in_tunnel;
 
 /// A raw HTTP/1.1-only TLS upstream: answers `GET` with `ok <n>` (n counts requests); keeps each
 /// connection alive unless `close_after_each`, then closes it after the response, with no
@@ -126,14 +126,10 @@ fn through_one_tunnel(
 
 /// An intercepted tunnel to localhost:`port` speaking HTTP/1.1 inside TLS; open while kept.
 fn open_tunnel(proxy: &ProxyProc, ig_ca_pem: &str, port: u16) -> Tunnel {
-    let tunnel = connect_tunnel(proxy.addr, &format!("localhost:{port}"));
-    tunnel.set_nonblocking(true).unwrap();
     let cfg = client_config_trusting(ig_ca_pem, &[b"http/1.1"]);
+    let target = format!("localhost:{port}");
     rt().block_on(async move {
-        let tcp = tokio::net::TcpStream::from_std(tunnel).unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
+        let tls = tls_in_tunnel(proxy.addr, &target, "localhost", cfg)
             .await
             .unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
