@@ -1,9 +1,9 @@
 //! Link flags for the `intentgate` binary (idle RSS; docs/performance.md "Idle memory"):
 //! - on glibc Linux, relative relocations are packed (DT_RELR, glibc ≥ 2.36, binutils ≥ 2.38), so
 //!   the loader does not touch ~1.1 MiB of `.rela.dyn` at every start;
-//! - on x86_64 glibc Linux with rustc ≥ 1.90 (which links with its bundled lld), functions are laid out in the order
-//!   of `src/link.order` (written by `bench/order.sh`): what start-up and an idle sidecar run sits
-//!   in ~2 MiB instead of being spread over the whole `.text`. Unknown names are skipped, so a
+//! - on x86_64 glibc Linux with rustc ≥ 1.90 (which links with its bundled lld), functions are
+//!   laid out in the order of `src/link.order` (written by `bench/order.sh`): what start-up and an
+//!   idle sidecar run sits in ~2 MiB instead of being spread over the whole `.text`. Unknown names are skipped, so a
 //!   stale file costs memory, never correctness. `INTENTGATE_NO_ORDER=1` turns it off (e.g. for a
 //!   linker other than lld or mold).
 
@@ -14,9 +14,9 @@ fn main() {
     if os == "linux" && env == "gnu" && std::env::var_os("INTENTGATE_NO_RELR").is_none() {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-    let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/link.order");
     let lld = os == "linux" && env == "gnu" && arch == "x86_64" && rustc_minor() >= 90;
     if lld && std::env::var_os("INTENTGATE_NO_ORDER").is_none() {
+        let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/link.order");
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()

@@ -170,8 +170,9 @@ impl Proxy {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs).
-        if info.tls {
+        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs);
+        // through a parent proxy its requests take the pooled client instead.
+        if info.tls && self.dialer.is_direct() {
             info.upstream = Some(Arc::new(TunnelUpstream::new(
                 info.authority.clone(),
                 &self.idle,

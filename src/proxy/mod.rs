@@ -397,7 +397,7 @@ impl Proxy {
                 Some(Kept::Http(k)) if scheme == "http" => {
                     self.send_kept(k, req, &authority, &pq).await
                 }
-                Some(Kept::Tls(t)) if scheme == "https" && self.dialer.is_direct() => {
+                Some(Kept::Tls(t)) if scheme == "https" => {
                     self.send_kept_tls(t, sequential, req, &pq).await
                 }
                 _ => self.send_pooled(req, scheme, &authority, &pq).await,
