@@ -338,3 +338,32 @@ fn ca_show_prints_the_fingerprint() {
     ]);
     assert_eq!(code, 2, "init refuses to overwrite: {err}");
 }
+
+#[test]
+fn intercepted_requests_reach_the_upstream_through_a_parent_proxy() {
+    let parent = ProxyProc::start("");
+    let s = setup(&format!("upstream: {{proxy: \"{}\"}}\n", parent.url()));
+    let (ca, purl) = (s.ig_ca.to_str().unwrap(), s.proxy.url());
+    for (path, status) in [("/echo/tickets/1", 200), ("/echo/admin", 403)] {
+        let out = curl(&[
+            "--http1.1",
+            "-x",
+            &purl,
+            "--cacert",
+            ca,
+            "-H",
+            "intentgate-intent: tickets",
+            &https(&s, path),
+        ]);
+        assert_eq!(out.status, status, "{path}: {out:?}");
+    }
+    assert_eq!(s.up.requests(), 1, "only the allowed request went upstream");
+    // It went through the parent, as a CONNECT to the upstream.
+    let port = s.up.addr.port();
+    let recs = parent.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["method"] == "CONNECT" && r["host"] == "localhost" && r["port"] == port),
+        "{recs:?}"
+    );
+}
