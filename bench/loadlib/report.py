@@ -118,8 +118,11 @@ def report(raw):
             tot["generator run failed"] = n_failed
         return tot
 
+    def ratio_of(x, y):
+        return x / y if (x is not None and y) else None
+
     def ratio(x, y, spec="{:.2f}"):
-        return fmt(x / y if (x is not None and y) else None, spec)
+        return fmt(ratio_of(x, y), spec)
 
     h = raw["host"]
     L = [f"# intentgate load benchmark {raw['stamp']}", ""]
@@ -280,10 +283,20 @@ def report(raw):
                 L.append(f"| issue 1: no request errors at {a['conns']} connections | {g} | {e} errors | "
                          f"{'met' if e == 0 and by.get(('max', g)) else 'MISSED'} |")
             else:
-                L.append(f"| issue 8: idle RSS ≤ 10 MiB | {g} | {fmt(idle / 1024 if idle else None, '{:.1f}')} MiB | "
-                         f"{'met' if idle and idle <= 10 * 1024 else 'MISSED'} |")
+                # The ≤ 10 MiB idle target is the plain proxy's; a variant's (a catalog, a CA) is shown as is.
+                L.append(f"| idle RSS (the ≤ 10 MiB target is the plain proxy's) | {g} | "
+                         f"{fmt(idle / 1024 if idle else None, '{:.1f}')} MiB | for reference |")
                 L.append(f"| request errors at {a['conns']} connections | {g} | {e} errors | "
                          f"{'none' if e == 0 and by.get(('max', g)) else 'SOME'} |")
+                if base_of[g] == "direct":
+                    L.append(f"| issue 8: proxy CPU ≤ 35 µs per request with a policy ({a['conns']} connections) | {g} | "
+                             f"{fmt(cpu, '{:.1f}')} µs | {'met' if cpu is not None and cpu <= 35 else 'MISSED'} |")
+            if base_of[g] == "direct":
+                for peer, times in (("squid", 2), ("tinyproxy", 3)):
+                    x = ratio_of(m("max", g, "rps"), m("max", peer, "rps"))
+                    if x is not None:
+                        L.append(f"| issue 8: throughput ≥ {times}× {peer}'s ({a['conns']} connections) | {g} | "
+                                 f"{x:.2f}× | {'met' if x >= times else 'MISSED'} |")
             if "rate" in rate_kinds:
                 base = base_of[g]
                 d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
