@@ -45,14 +45,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             present |= 1 << i;
         }
     }
-    if present & 1 != 0 {
-        // Tokens that are themselves in HOP_BY_HOP (`keep-alive`) are removed below if present.
+    // Every header `Connection` names goes too. Names in HOP_BY_HOP (`keep-alive`, the usual
+    // token) are removed below anyway, so a list of only those allocates nothing here.
+    let other = |t: &&str| {
+        !HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().eq_ignore_ascii_case(t))
+    };
+    if present & 1 != 0 && list_tokens(headers, header::CONNECTION).any(|t| other(&t)) {
         let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
-            .filter(|t| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
-            })
+            .filter(other)
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {

@@ -145,6 +145,11 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
             HINT_TARGET,
         ));
     }
+    // A dotted-quad literal is already canonical (std parses only four decimal numbers without
+    // leading zeros): the usual case of a pod calling a cluster IP, checked first.
+    if trimmed.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(trimmed.to_string());
+    }
     let ascii = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
     } else {
