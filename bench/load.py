@@ -76,7 +76,8 @@ def main():
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
                     help="an extra intentgate run with the base config (policy off) but another binary, "
-                         "for a same-run A/B of two builds (repeatable)")
+                         "for a same-run A/B of two builds (repeatable); with a --variant of the same NAME, "
+                         "that variant's config runs on BIN")
     ap.add_argument("--no-default-variant", action="store_true",
                     help="do not run the plain `intentgate` variant (only --variant ones)")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (no proxy) baseline")
@@ -151,7 +152,8 @@ def main():
         name, sep, path = v.partition("=")
         if not sep or not name or not os.access(path, os.X_OK):
             ap.error(f"--variant-bin wants NAME=BIN with an executable BIN, got {v!r}")
-        variants.append((name, ""))
+        if name not in (n for n, _ in variants):
+            variants.append((name, ""))
         bins[name] = os.path.abspath(path)
     if variants and not os.access(a.bin, os.X_OK):
         ap.error(f"intentgate binary {a.bin} not found (run bench/load.sh, or cargo build --release)")

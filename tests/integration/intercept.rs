@@ -2,6 +2,7 @@
 //! TLS verified; splicing where not intercepting; leaf certificates cached; HTTP/2 inside tunnels.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -124,10 +125,21 @@ fn https_requests_are_decided_by_path_with_curl_and_python() {
         4,
         "only the allowed requests reached the upstream"
     );
-    let recs = s.proxy.audit();
-    assert!(recs.iter().any(|r| r["connection"] == "intercepted"
-        && r["scheme"] == "https"
-        && r["path"] == "/echo/admin"));
+    eventually(
+        "the intercepted request's audit record",
+        Duration::from_secs(10),
+        || {
+            s.proxy
+                .audit()
+                .iter()
+                .any(|r| {
+                    r["connection"] == "intercepted"
+                        && r["scheme"] == "https"
+                        && r["path"] == "/echo/admin"
+                })
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -360,10 +372,15 @@ fn intercepted_requests_reach_the_upstream_through_a_parent_proxy() {
     assert_eq!(s.up.requests(), 1, "only the allowed request went upstream");
     // It went through the parent, as a CONNECT to the upstream.
     let port = s.up.addr.port();
-    let recs = parent.audit();
-    assert!(
-        recs.iter()
-            .any(|r| r["method"] == "CONNECT" && r["host"] == "localhost" && r["port"] == port),
-        "{recs:?}"
+    eventually(
+        "the parent's audit record of the CONNECT",
+        Duration::from_secs(10),
+        || {
+            parent
+                .audit()
+                .iter()
+                .any(|r| r["method"] == "CONNECT" && r["host"] == "localhost" && r["port"] == port)
+                .then_some(())
+        },
     );
 }
