@@ -10,6 +10,7 @@
 # 4 connections to a local nginx, and the instructions are divided by REQUESTS. Needs valgrind,
 # nginx and oha (bench/load.sh installs the last two). Everything runs on 127.0.0.1.
 # KEEP_CALLGRIND=PREFIX keeps each profile as PREFIX.<basename of BIN> (for callgrind_annotate).
+# The proxy logs at INTENTGATE_LOG (default info, as a deployment does).
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 for tool in valgrind callgrind_control nginx oha curl openssl; do
@@ -65,7 +66,7 @@ EOF
         url=https://127.0.0.1:$tls_up/small
         trust=(--cacert "$t/ig/ca.pem")
     fi
-    INTENTGATE_LOG=warn valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
+    INTENTGATE_LOG="${INTENTGATE_LOG:-info}" valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
         "$bin" serve --config "$tmp/proxy.yaml" 2>"$tmp/valgrind.err" &
     vg=$!
     for _ in $(seq 200); do

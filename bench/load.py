@@ -92,7 +92,8 @@ def main():
                     help="with --https, also `direct-tls-new` and `intentgate-tls-new`: a new connection for "
                          "every request (oha --disable-keepalive), so each one pays a CONNECT and TLS handshakes")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of unrecorded load per system first (default 2)")
-    ap.add_argument("--log-level", default="warn", help="INTENTGATE_LOG for the proxy (default warn)")
+    ap.add_argument("--log-level", default="info",
+                    help="INTENTGATE_LOG for the proxy (default info, intentgate's own default)")
     ap.add_argument("--quiet-thresh", type=float, default=30,
                     help="before each run wait until the host is busy < this %% of one core ... (default 30)")
     ap.add_argument("--quiet-max-wait", type=float, default=60, help="... but at most this many seconds (default 60)")

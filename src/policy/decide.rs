@@ -147,7 +147,7 @@ impl PolicySet {
                 }
             }
             Err(msg) => {
-                tracing::warn!(error = %msg, revision = %self.revision, "policy evaluation failed");
+                tracing::warn!(error = %msg, revision = %self.revision, decision_id = req.id, "policy evaluation failed");
                 d.allow = self.on_error == OnError::Allow;
                 d.code = "policy_error";
                 d.reasons.push(format!(
