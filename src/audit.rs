@@ -227,7 +227,8 @@ fn writer(
             }
             match rx.try_recv() {
                 Ok(next) => msg = next,
-                Err(_) => {
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
                     let _ = out.flush();
                     std::thread::sleep(GATHER);
                     match rx.try_recv() {

@@ -289,7 +289,7 @@ def report(raw):
                 L.append(f"| request errors at {a['conns']} connections | {g} | {e} errors | "
                          f"{'none' if e == 0 and by.get(('max', g)) else 'SOME'} |")
                 if base_of[g] == "direct":
-                    L.append(f"| issue 8: proxy CPU ≤ 35 µs per request with a policy ({a['conns']} connections) | {g} | "
+                    L.append(f"| issue 8: proxy CPU ≤ 35 µs per request (the target with a policy; {a['conns']} connections) | {g} | "
                              f"{fmt(cpu, '{:.1f}')} µs | {'met' if cpu is not None and cpu <= 35 else 'MISSED'} |")
             if base_of[g] == "direct":
                 for peer, times in (("squid", 2), ("tinyproxy", 3)):
