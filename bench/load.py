@@ -71,7 +71,9 @@ def main():
     ap.add_argument("--mix-lines", type=int, default=50000,
                     help="mix: URLs in the file oha picks from at random (default 50000)")
     ap.add_argument("--peers", default="", help="comma list of peers to include: squid,tinyproxy,privoxy (apt), "
-                                                "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting)")
+                    "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting), haproxy (apt; a reverse "
+                    "proxy, as a reference: oha addresses it as the origin; with --https also haproxy-tls, "
+                    "terminating and re-originating TLS)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -207,9 +209,15 @@ def main():
                 s.update(no_keepalive=True, base="direct-tls-new")
             systems.append(s)
         for p in peers:
-            s = start_peer(p, run)
+            s = start_peer(p, run, up=dict(upstream=upstream))
             s["peer"] = True
             systems.append(s)
+            if p == "haproxy" and tls:
+                # the TLS reference: haproxy terminating TLS (nginx's leaf, trusted by oha through the
+                # bench CA) and re-originating it to nginx's TLS listener
+                s = start_peer(p, run, label="haproxy-tls", up=dict(tls=tls, tls_upstream=tls_upstream))
+                s.update(peer=True, tls=True, tls_upstream=s["target"], cacert=tls["upstream_ca"])
+                systems.append(s)
             if p == "mitmproxy" and tls:
                 # The HTTPS peer: mitmproxy intercepting the tunnels as intentgate-tls does (oha trusts
                 # its CA; it verifies nginx against the bench's upstream CA).
@@ -225,7 +233,7 @@ def main():
 
         for s in systems:
             s["check"] = (https_check(s.get("proxy"), s["tls_upstream"], "/small", s["cacert"]) if s.get("tls")
-                          else http_check(s.get("proxy"), upstream, "/small"))
+                          else http_check(s.get("proxy"), s.get("target", upstream), "/small"))
             log(f"check {s['name']}: {'ok' if s['check'][0] else 'FAILED'} ({s['check'][1]})")
             if s.get("pid"):
                 raw["memory"][s["name"]] = dict(idle_kb=status_kb(tree(s["pid"]), "VmRSS"))

@@ -7,6 +7,7 @@ import resource
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 from .common import cmdline, log
@@ -55,7 +56,7 @@ def cache_counts(admin):
     return out
 
 
-def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
+def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None, db=None):
     cmd = [a.oha, "--no-tui", "--output-format", "json", "-c", str(a.conns), "-z", f"{dur}s",
            "-w", "-t", "10s", "--disable-compression"]
     if proxy:
@@ -66,6 +67,8 @@ def oha_cmd(a, url, proxy, rate, dur, no_keepalive=False, cacert=None):
         cmd += ["--disable-keepalive"]
     if cacert:
         cmd += ["--cacert", cacert]
+    if db:
+        cmd += ["--db-url", db]
     return pinned(cmd + (url if isinstance(url, list) else [url]), "load")
 
 
@@ -85,12 +88,38 @@ def parse_oha(j):
     return total_s, status, errors, p50, p99
 
 
+# Fixed-rate runs are also summarised without the requests scheduled in their first SETTLE_S
+# seconds: those include setting up the connections (for a TLS system, 32 CONNECTs and handshakes
+# at once), which latency correction charges to the requests queued behind them.
+SETTLE_S = 1.0
+
+
+def steady_latency(db):
+    """p50 and p99 (ms) and the count of the requests oha scheduled after SETTLE_S, from its
+    per-request sqlite output (latency from the scheduled start, as --latency-correction counts)."""
+    import sqlite3
+    from contextlib import closing
+    with closing(sqlite3.connect(db)) as c:
+        lat = sorted(end - start for start, end in c.execute(
+            "SELECT COALESCE(start_latency_correction, start), end FROM oha "
+            "WHERE COALESCE(start_latency_correction, start) >= ?", (SETTLE_S,)))
+    if not lat:
+        return None, None, 0
+    return (1000 * lat[len(lat) // 2], 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], len(lat))
+
+
 def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True, mix=None):
-    url = f"https://{system['tls_upstream']}/small" if system.get("tls_upstream") else f"http://{upstream}/small"
+    url = (f"https://{system['tls_upstream']}/small" if system.get("tls_upstream")
+           else f"http://{system.get('target', upstream)}/small")
     if mix:  # the varied request mix instead of one URL
         url = ["--urls-from-file", mix["file"]]
     proxy, pid = system.get("proxy"), system.get("pid")
-    cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False), system.get("cacert"))
+    db = None
+    if rate and record:
+        fd, db = tempfile.mkstemp(prefix="oha-", suffix=".db")
+        os.close(fd)
+        os.unlink(db)  # oha creates it
+    cmd = oha_cmd(a, url, proxy, rate, dur, system.get("no_keepalive", False), system.get("cacert"), db)
     table0 = proc_table()
     px = tree(pid, table0)
     ngx = tree(nginx_pid, table0)
@@ -124,6 +153,12 @@ def measure(a, kind, system, upstream, nginx_pid, dur, rate=None, record=True, m
             continue
         foreign += max(0, t - table0.get(p, (0, 0))[1])
     res = dict(kind=kind, system=system["name"], rate=rate, dur=dur, cmd=cmdline(cmd), wall_s=wall)
+    if db and os.path.exists(db):
+        try:
+            sp50, sp99, sn = steady_latency(db)
+            res.update(steady_p50_ms=sp50, steady_p99_ms=sp99, steady_n=sn)
+        finally:
+            os.unlink(db)
     if r.returncode != 0:
         res.update(failed=True, stderr=(r.stderr or r.stdout)[-2000:])
         return res

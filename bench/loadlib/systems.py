@@ -120,8 +120,13 @@ def make_tls_material(run, binary):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(f"TLS setup failed: {cmdline(cmd)}: {(r.stderr or r.stdout)[-500:]}")
+    with open(f"{d}/upstream-with-key.pem", "w") as out:  # haproxy-tls wants leaf and key in one file
+        for part in ("upstream.pem", "upstream-key.pem"):
+            with open(f"{d}/{part}") as f:
+                out.write(f.read())
     return dict(upstream_ca=f"{d}/upstream-ca.pem", upstream_cert=f"{d}/upstream.pem",
-                upstream_key=f"{d}/upstream-key.pem", ig_ca=f"{d}/ig-ca/ca.pem", ig_ca_key=f"{d}/ig-ca/ca-key.pem")
+                upstream_key=f"{d}/upstream-key.pem", upstream_pem=f"{d}/upstream-with-key.pem",
+                ig_ca=f"{d}/ig-ca/ca.pem", ig_ca_key=f"{d}/ig-ca/ca-key.pem")
 
 
 def start_nginx(run, tls=None):
@@ -234,7 +239,7 @@ def start_intentgate(name, binary, extra_text, run, log_level, upstream):
 
 PEERS = {
     # squid 5: no cache, no access log; -N keeps it in the foreground without kid processes
-    "squid": lambda run, port: (["squid", "-N", "-f", f"{run}/squid.conf"], "squid.conf", f"""
+    "squid": lambda run, port, up: (["squid", "-N", "-f", f"{run}/squid.conf"], "squid.conf", f"""
 http_port 127.0.0.1:{port}
 acl localhost_src src 127.0.0.1/32
 http_access allow localhost_src
@@ -249,7 +254,7 @@ shutdown_lifetime 1 seconds
 pinger_enable off
 max_filedescriptors 8192
 """),
-    "tinyproxy": lambda run, port: (["tinyproxy", "-d", "-c", f"{run}/tinyproxy.conf"], "tinyproxy.conf", f"""
+    "tinyproxy": lambda run, port, up: (["tinyproxy", "-d", "-c", f"{run}/tinyproxy.conf"], "tinyproxy.conf", f"""
 User nobody
 Group nogroup
 Listen 127.0.0.1
@@ -262,16 +267,38 @@ Allow 127.0.0.1
 """),
     # mitmproxy (PyPI; bench/load.sh installs it in a venv): mitmdump, no flow output. Plain HTTP is
     # forwarded; CONNECT tunnels are intercepted with its own CA (used by `mitmproxy-tls`, --https).
-    "mitmproxy": lambda run, port: (
+    "mitmproxy": lambda run, port, up: (
         ["mitmdump", "--set", f"confdir={run}/mitmproxy-{port}"], f"mitmproxy-{port}/config.yaml", f"""
 listen_host: 127.0.0.1
 listen_port: {port}
 flow_detail: 0
 termlog_verbosity: error
 """ + (f"ssl_verify_upstream_trusted_ca: {run}/tls/upstream-ca.pem\n" if os.path.exists(f"{run}/tls") else "")),
+    # haproxy is a *reverse* proxy here, a reference rather than a peer: oha sends its requests
+    # straight to haproxy's listener (no CONNECT, no absolute-form) and haproxy forwards them to
+    # nginx over kept connections, one thread (as intentgate's default one worker), no policy.
+    # `haproxy-tls` (--https) terminates TLS with nginx's bench leaf and re-originates TLS to
+    # nginx's TLS listener, verified against the bench CA: interception's crypto work without
+    # CONNECT, leaf minting or policy.
+    "haproxy": lambda run, port, up: (["haproxy", "-db", "-f", f"{run}/haproxy-{port}.cfg"], f"haproxy-{port}.cfg", f"""
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{port}""" + (f" ssl crt {up['tls']['upstream_pem']}" if up.get("tls") else "") + f"""
+    default_backend nginx
+backend nginx
+    server nginx """ + (f"{up['tls_upstream']} ssl verify required ca-file {up['tls']['upstream_ca']} sni str(127.0.0.1)"
+                        if up.get("tls") else up["upstream"]) + "\n"),
     # Without default-server-timeout privoxy does not reuse its upstream connections (nginx
     # announces no keep-alive timeout): a new connection per request (as ../shared/bench sets it).
-    "privoxy": lambda run, port: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
+    "privoxy": lambda run, port, up: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
 confdir {run}
 logdir {run}
 listen-address 127.0.0.1:{port}
@@ -289,13 +316,16 @@ NO_KEEPALIVE = {"tinyproxy"}
 
 
 PEER_BIN = {"mitmproxy": "mitmdump"}
+# Reverse proxies: oha addresses them as the origin (their `target`), not through -x.
+REVERSE = {"haproxy"}
 
 
-def start_peer(name, run, label=None):
-    """Starts peer `name` (shown as `label`) on a free port."""
+def start_peer(name, run, label=None, up=None):
+    """Starts peer `name` (shown as `label`) on a free port; `up`: upstream addresses (and `tls`
+    material for a TLS-terminating reverse proxy)."""
     label = label or name
     port = free_port()
-    cmd, conf_name, text = PEERS[name](run, port)
+    cmd, conf_name, text = PEERS[name](run, port, up or {})
     os.makedirs(os.path.dirname(os.path.join(run, conf_name)), exist_ok=True)
     with open(os.path.join(run, conf_name), "w") as f:
         f.write(text.lstrip())
@@ -303,5 +333,6 @@ def start_peer(name, run, label=None):
     if not wait_port(port, p):
         raise RuntimeError(f"{label} did not listen on {port}; see {run}/{label}.log")
     log(f"peer {label} pid={p.pid} on 127.0.0.1:{port}")
-    return dict(name=label, proxy=f"127.0.0.1:{port}", pid=p.pid, cmd=cmdline(cmd),
+    addr = {"target": f"127.0.0.1:{port}"} if name in REVERSE else {"proxy": f"127.0.0.1:{port}"}
+    return dict(name=label, pid=p.pid, cmd=cmdline(cmd), **addr,
                 no_keepalive=name in NO_KEEPALIVE, confdir=os.path.join(run, f"{name}-{port}"))
