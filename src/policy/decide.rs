@@ -3,13 +3,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use regorus::{Engine, Value};
 
 use super::catalog::ScopeQuery;
-use super::decision::{self, Decision};
+use super::decision::{self, Decision, Parsed};
 use super::{PolicySet, RequestFacts, cache, engine, input};
 use crate::config::{Mode, OnError};
 use crate::identity::Agent;
@@ -22,7 +23,8 @@ const CACHE_ENTRIES: usize = 4096;
 struct Slot {
     generation: u64,
     engine: Engine,
-    cache: HashMap<Vec<u8>, Value>,
+    /// Decisions already read from their documents, by cache key.
+    cache: HashMap<Vec<u8>, Rc<Parsed>>,
 }
 
 thread_local! {
@@ -117,7 +119,6 @@ impl PolicySet {
                 Some(d) => d.clone(),
                 None => build(self.reads),
             })
-            .and_then(|(v, hit)| decision::parse(&v, &scope).map(|p| (p, hit)))
         };
         let mut d = Decision {
             allow: false,
@@ -135,8 +136,8 @@ impl PolicySet {
                 d.cached = hit;
                 d.allow = p.allow;
                 d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
-                d.headers = p.headers;
-                d.reasons = p.reasons;
+                d.headers.clone_from(&p.headers);
+                d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
                 if p.allow {
                     d.code = "allowed";
                 } else {
@@ -163,23 +164,21 @@ impl PolicySet {
         (d, doc)
     }
 
-    /// Evaluates the query on this thread's engine, or answers from its cache when `key` is
-    /// given and known.
+    /// Evaluates the query on this thread's engine and reads the decision document, or answers
+    /// from its cache of read decisions when `key` is given and known.
     /// The flag says whether the answer came from the cache.
     fn eval(
         &self,
         key: Option<&[u8]>,
         input: impl FnOnce() -> Value,
-    ) -> Result<(Value, bool), String> {
+    ) -> Result<(Rc<Parsed>, bool), String> {
         ENGINE.with(|cell| {
             let Ok(mut slot) = cell.try_borrow_mut() else {
                 // Re-entered on this thread (never in practice): use a private clone.
                 let mut e = self.template.clone();
                 e.set_input(input());
-                return e
-                    .eval_rule(self.query.clone())
-                    .map(|v| (v, false))
-                    .map_err(|e| e.to_string());
+                let v = e.eval_rule(self.query.clone()).map_err(|e| e.to_string())?;
+                return decision::parse(&v).map(|p| (Rc::new(p), false));
             };
             if !matches!(&*slot, Some(s) if s.generation == self.generation) {
                 let engine = self
@@ -198,9 +197,9 @@ impl PolicySet {
                 return Err("no engine".into());
             };
             if let Some(k) = key {
-                if let Some(v) = s.cache.get(k) {
+                if let Some(p) = s.cache.get(k) {
                     self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((v.clone(), true));
+                    return Ok((Rc::clone(p), true));
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
@@ -209,13 +208,14 @@ impl PolicySet {
                 .engine
                 .eval_rule(self.query.clone())
                 .map_err(|e| e.to_string())?;
+            let p = Rc::new(decision::parse(&v)?);
             if let Some(k) = key {
                 if s.cache.len() >= CACHE_ENTRIES {
                     s.cache.clear();
                 }
-                s.cache.insert(k.to_vec(), v.clone());
+                s.cache.insert(k.to_vec(), Rc::clone(&p));
             }
-            Ok((v, false))
+            Ok((p, false))
         })
     }
 }

@@ -69,26 +69,46 @@ pub fn hint_for(scope: &ScopeVerdict) -> String {
     }
 }
 
-/// Renders one reason: a string as written; `{"code": "scope"}` as the catalog's sentence;
-/// another object as its `message`, else its code.
-fn render(r: &Value, scope: &ScopeVerdict) -> String {
-    match r {
-        // The bare string "scope" also stands for the catalog's sentence.
-        Value::String(s) if &**s == "scope" => scope.why.clone(),
-        Value::String(s) => s.to_string(),
-        Value::Object(o) => {
-            let get = |k: &str| match o.get(&Value::from(k)) {
-                Some(Value::String(s)) => Some(s.to_string()),
-                _ => None,
-            };
-            match (get("code").as_deref(), get("message")) {
-                (_, Some(m)) => m,
-                (Some("scope"), None) => scope.why.clone(),
-                (Some(c), None) => format!("denied by policy ({c})"),
-                (None, None) => format!("denied by policy: {}", json_of(r)),
+/// One reason as the decision document gave it, read once per cached decision.
+#[derive(Debug)]
+pub enum Reason {
+    /// The catalog's sentence for this request (`"scope"` or `{"code": "scope"}`).
+    Scope,
+    Text(Box<str>),
+}
+
+impl Reason {
+    /// A string as written; `"scope"` and `{"code": "scope"}` as the catalog's sentence; another
+    /// object as its `message`, else its code.
+    fn read(r: &Value) -> Reason {
+        match r {
+            // The bare string "scope" also stands for the catalog's sentence.
+            Value::String(s) if &**s == "scope" => Reason::Scope,
+            Value::String(s) => Reason::Text(Box::from(&**s)),
+            Value::Object(o) => {
+                let get = |k: &str| match o.get(&Value::from(k)) {
+                    Some(Value::String(s)) => Some(&**s),
+                    _ => None,
+                };
+                match (get("code"), get("message")) {
+                    (_, Some(m)) => Reason::Text(m.into()),
+                    (Some("scope"), None) => Reason::Scope,
+                    (Some(c), None) => Reason::Text(format!("denied by policy ({c})").into()),
+                    (None, None) => {
+                        Reason::Text(format!("denied by policy: {}", json_of(r)).into())
+                    }
+                }
             }
+            other => Reason::Text(json_of(other).into()),
         }
-        other => json_of(other),
+    }
+
+    /// The sentence for a request with this catalog verdict.
+    pub fn render(&self, scope: &ScopeVerdict) -> String {
+        match self {
+            Reason::Scope => scope.why.clone(),
+            Reason::Text(t) => t.to_string(),
+        }
     }
 }
 
@@ -96,16 +116,18 @@ fn json_of(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-/// What the decision document said, before mode precedence and codes are applied.
+/// What the decision document said, before mode precedence and codes are applied. It does not
+/// depend on the request beyond what the document does, so it is what the decision cache keeps.
+#[derive(Debug)]
 pub struct Parsed {
     pub allow: bool,
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
     pub mode: Option<Mode>,
     pub headers: Vec<(String, String)>,
 }
 
 /// Reads the decision document; `Err` (a message) when it is undefined or malformed.
-pub fn parse(doc: &Value, scope: &ScopeVerdict) -> Result<Parsed, String> {
+pub fn parse(doc: &Value) -> Result<Parsed, String> {
     let o = match doc {
         Value::Object(o) => o,
         Value::Undefined => return Err("the decision is undefined".into()),
@@ -118,9 +140,9 @@ pub fn parse(doc: &Value, scope: &ScopeVerdict) -> Result<Parsed, String> {
     };
     let reasons = match field("reasons") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a.iter().map(|r| render(r, scope)).collect(),
-        Some(Value::Set(s)) => s.iter().map(|r| render(r, scope)).collect(),
-        Some(other) => vec![render(other, scope)],
+        Some(Value::Array(a)) => a.iter().map(Reason::read).collect(),
+        Some(Value::Set(s)) => s.iter().map(Reason::read).collect(),
+        Some(other) => vec![Reason::read(other)],
     };
     let mode = match field("mode") {
         None | Some(Value::Null) => None,

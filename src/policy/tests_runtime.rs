@@ -266,3 +266,47 @@ deny contains \"no-headers-seen\" if not input.request.headers\n",
         assert_eq!((d.allow, &d.reasons), (e.allow, &e.reasons));
     }
 }
+
+#[test]
+fn a_cached_decision_renders_its_scope_reasons_for_each_request() {
+    // The policy reads only the method, so both requests share one cache entry; the catalog's
+    // sentence ("scope") still belongs to each request.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "custom.rego",
+        "package custom\n\nimport rego.v1\n\ndecision := {\"allow\": false, \"reasons\": [\"scope\", {\"code\": \"scope\"}, {\"code\": \"x\"}, {\"message\": \"m\"}, \"text\"]} if input.request.method == \"GET\"\n",
+    );
+    let a = agent(None);
+    let mut c = config(&[dir.path()]);
+    c.policy.builtin = false;
+    c.policy.query = "data.custom.decision".into();
+    let p = PolicySet::load(&c, &a).unwrap();
+    let first = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "api.zendesk.com", "/a"),
+    );
+    let second = decide(
+        &p,
+        &a,
+        &intent("triage"),
+        &req("GET", "evil.example.net", "/b"),
+    );
+    assert_eq!((first.cached, second.cached), (false, true));
+    for d in [&first, &second] {
+        assert_eq!(
+            d.reasons,
+            [
+                d.scope.why.as_str(),
+                d.scope.why.as_str(),
+                "denied by policy (x)",
+                "m",
+                "text"
+            ],
+            "{d:?}"
+        );
+    }
+    assert_ne!(first.scope.why, second.scope.why);
+}
