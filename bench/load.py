@@ -5,7 +5,9 @@ In one run it starts a fast local upstream (nginx, `return 200` with a ~100 B JS
 intentgate per variant (and optionally peer proxies from apt), then drives load with oha:
 
   max   - maximum throughput at --conns connections for --dur seconds
-  rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction)
+  rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction); also reported for
+          the requests scheduled after the first second only (oha --db-url), without the set-up
+          of the connections
   mix   - (--kinds max,mix) maximum throughput with a varied request mix instead of one repeated
           URL: oha --urls-from-file with URLs under /mix/ drawn with Zipf weights (write_mix), so
           policy decisions are real; intentgate's decision-cache hit rate is scraped from the

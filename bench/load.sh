@@ -5,6 +5,7 @@
 #   bench/load.sh --reps 5 --peers squid,tinyproxy  # + peer proxies from apt (mitmproxy: PyPI)
 #   bench/load.sh --variant policy=FILE.yaml        # + intentgate with FILE's sections added to the config
 #   bench/load.sh --https                           # + direct-tls and intercepted intentgate-tls (needs openssl)
+#   bench/load.sh --https --peers haproxy           # + haproxy as a reverse-proxy reference, plain and TLS
 #   bench/load.sh --help                            # every option
 #
 # Installs what is missing (apt: nginx-light and the requested peers; mitmproxy in a venv under
