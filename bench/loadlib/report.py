@@ -119,6 +119,11 @@ def report(raw):
             tot["generator run failed"] = n_failed
         return tot
 
+    def added_us(sysname, prefix=""):
+        """(p50, p99) in µs over the system's baseline at the fixed rate, or None."""
+        v = [m("rate", x, f"{prefix}p{q}_ms") for x in (sysname, base_of[sysname]) for q in (50, 99)]
+        return None if None in v else ((v[0] - v[2]) * 1000, (v[1] - v[3]) * 1000)
+
     def ratio_of(x, y):
         return x / y if (x is not None and y) else None
 
@@ -206,15 +211,13 @@ def report(raw):
         L.append("| system | n | requests | p50 ms | p99 ms | added p50 µs | added p99 µs |")
         L.append("|---|---|---|---|---|---|---|")
         for s in names:
-            base = base_of[s]
             if not by.get(("rate", s)):
                 continue
-            p50, p99 = m("rate", s, "steady_p50_ms"), m("rate", s, "steady_p99_ms")
-            d50, d99 = m("rate", base, "steady_p50_ms"), m("rate", base, "steady_p99_ms")
+            added = (None, None) if s == base_of[s] else (added_us(s, "steady_") or (None, None))
             L.append("| " + " | ".join([
-                s, str(len(by[("rate", s)])), fmt(m("rate", s, "steady_n")), fmt(p50, "{:.3f}"), fmt(p99, "{:.3f}"),
-                "–" if s == base else fmt((p50 - d50) * 1000 if None not in (p50, d50) else None),
-                "–" if s == base else fmt((p99 - d99) * 1000 if None not in (p99, d99) else None)]) + " |")
+                s, str(len(by[("rate", s)])), fmt(m("rate", s, "steady_n")),
+                fmt(m("rate", s, "steady_p50_ms"), "{:.3f}"), fmt(m("rate", s, "steady_p99_ms"), "{:.3f}")]
+                + ["–" if s == base_of[s] else fmt(x) for x in added]) + " |")
         L.append("")
 
     if by_kind(by, "mix") or any(r.get("cache_hit_pct") is not None for r in runs):
@@ -329,19 +332,16 @@ def report(raw):
                         L.append(f"| issue 8: throughput ≥ {times}× {peer}'s ({a['conns']} connections) | {g} | "
                                  f"{x:.2f}× | {'met' if x >= times else 'MISSED'} |")
             if "rate" in rate_kinds:
-                base = base_of[g]
-                d50, d99 = m("rate", base, "p50_ms"), m("rate", base, "p99_ms")
-                p50, p99 = m("rate", g, "p50_ms"), m("rate", g, "p99_ms")
-                if None not in (d50, d99, p50, p99):
-                    add50, add99 = (p50 - d50) * 1000, (p99 - d99) * 1000
+                added = added_us(g)
+                if added:
+                    add50, add99 = added
                     L.append(f"| issue 8: added p50 ≤ 150 µs at {a['rate']} req/s | {g} | {add50:.0f} µs | "
                              f"{'met' if add50 <= 150 else 'MISSED'} |")
                     L.append(f"| issue 8: added p99 ≤ 500 µs at {a['rate']} req/s | {g} | {add99:.0f} µs | "
                              f"{'met' if add99 <= 500 else 'MISSED'} |")
-                s50, s99 = m("rate", g, "steady_p50_ms"), m("rate", g, "steady_p99_ms")
-                b50, b99 = m("rate", base, "steady_p50_ms"), m("rate", base, "steady_p99_ms")
-                if None not in (s50, s99, b50, b99):
-                    add50, add99 = (s50 - b50) * 1000, (s99 - b99) * 1000
+                added = added_us(g, "steady_")
+                if added:
+                    add50, add99 = added
                     L.append(f"| issue 8: added p50 / p99 ≤ 150 / 500 µs, after the first {SETTLE_S:g} s | {g} | "
                              f"{add50:.0f} / {add99:.0f} µs | {'met' if add50 <= 150 and add99 <= 500 else 'MISSED'} |")
             pk = max([r.get("rss_peak_kb") or 0 for r in runs if r["system"] == g] or [0])
