@@ -3,7 +3,7 @@
 # small changes that the CPU-time benchmark (bench/load.sh) cannot see on a busy host. Kernel
 # time (the socket syscalls, about half of the real cost) is not included.
 #
-#   bench/instructions.sh [-n REQUESTS] [--https] BIN [BIN...]
+#   bench/instructions.sh [-n REQUESTS] [--https] [--audit] BIN [BIN...]
 #
 # Each BIN (an `intentgate` binary) serves the "policy off" bench config under valgrind; after 200
 # warm-up requests the counters are zeroed, oha sends REQUESTS (default 2000) keep-alive GETs over
@@ -14,19 +14,23 @@
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
+# --audit: audit records written to a file (as a deployment keeps them) instead of `audit: off`;
+# the writer thread's instructions are counted too.
 set -euo pipefail
 
 n=2000
 https=
+audit=off
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n) n=$2; shift 2 ;;
         --https) https=1; shift ;;
+        --audit) audit=1; shift ;;
         *) break ;;
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 for tool in valgrind callgrind_control nginx oha curl openssl; do
@@ -51,7 +55,7 @@ for bin in "$@"; do
     port=$(free_port)
     cat >"$tmp/proxy.yaml" <<EOF
 listen: {proxy: "127.0.0.1:$port", admin: null}
-audit: {path: "off"}
+audit: {path: "$([[ $audit == off ]] && echo off || echo "$tmp/audit.log")"}
 agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
 policy: {builtin: false, paths: ["$here/variants/allow-all.rego"]}
@@ -83,5 +87,5 @@ EOF
     kill "$vg"; wait "$vg" 2>/dev/null || true
     if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.$(basename "$bin")"; fi
     rm -f "$tmp"/cg.*
-    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request ($n requests)"
+    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file") ($n requests)"
 done

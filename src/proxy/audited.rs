@@ -79,7 +79,7 @@ impl<B> Audited<B> {
         if let Some((mut rec, slot)) = self.pending.take() {
             rec.bytes_out = self.out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-            rec.durations.total_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
             if let Some(slot) = slot {
                 slot.send(*rec);
             }

@@ -198,7 +198,7 @@ impl Proxy {
                 error::into_response(&err, &rec.decision_id)
             }
         };
-        rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        rec.durations.total_ms = crate::audit::millis(started.elapsed());
         if let Some(slot) = slot {
             slot.send(rec);
         }
@@ -416,9 +416,11 @@ impl Proxy {
                 });
             }
         };
-        let upstream_s = sent.elapsed().as_secs_f64();
-        self.metrics.upstream_seconds.observe(upstream_s);
-        rec.durations.upstream_ms = upstream_s * 1e3;
+        let upstream = sent.elapsed();
+        self.metrics
+            .upstream_seconds
+            .observe(upstream.as_secs_f64());
+        rec.durations.upstream_ms = crate::audit::millis(upstream);
 
         // 10. The response: hop-by-hop removed, Via added, the body streamed as it arrives.
         let (mut parts, body) = resp.into_parts();

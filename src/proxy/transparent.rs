@@ -222,7 +222,7 @@ impl Proxy {
                 }
             }
         }
-        rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        rec.durations.total_ms = crate::audit::millis(started.elapsed());
         let id = rec.decision_id.clone();
         if let Some(slot) = slot {
             slot.send(rec);

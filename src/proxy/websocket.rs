@@ -116,7 +116,7 @@ pub(super) async fn audit_when_relayed(
         rec.reasons
             .push(format!("websocket relay ended: {}", r.end));
     }
-    rec.durations.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    rec.durations.total_ms = crate::audit::millis(started.elapsed());
     if let Some(slot) = slot {
         slot.send(rec);
     }
