@@ -6,6 +6,7 @@ use super::AuditRecord;
 
 /// Appends `rec` as one JSON object (no newline) to `out`.
 pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
+    out.reserve(1024);
     out.extend_from_slice(b"{\"time\":");
     string(out, &rec.time);
     out.extend_from_slice(b",\"seq\":");
@@ -85,35 +86,42 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
 /// (as serde_json writes them); everything else, UTF-8 included, as is.
 fn string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
-            0x00..=0x1f => b'u',
-            _ => continue,
-        };
+    while let Some(n) = bytes[start..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        let i = start + n;
         out.extend_from_slice(&bytes[start..i]);
+        escape(out, bytes[i]);
         start = i + 1;
-        if short == b'u' {
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn escape(out: &mut Vec<u8>, b: u8) {
+    let short = match b {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        0x08 => b'b',
+        0x0c => b'f',
+        _ => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(b >> 4)]);
             out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.push(b'\\');
-            out.push(short);
+            return;
         }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    };
+    out.push(b'\\');
+    out.push(short);
 }
 
 fn uint(out: &mut Vec<u8>, mut n: u64) {
