@@ -45,11 +45,11 @@ pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
         Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let policy =
         PolicySet::load(cfg, &agent).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
-    Ok(Live {
+    Ok(Live::new(
         policy,
         agent,
-        default_intent: cfg.intent.clone().map(|i| (i, cfg.task.clone())),
-    })
+        cfg.intent.clone().map(|i| (i, cfg.task.clone())),
+    ))
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.

@@ -29,7 +29,8 @@ pub struct AuditRecord {
     pub seq: u64,
     pub boot_id: String,
     pub decision_id: String,
-    pub agent: AuditAgent,
+    /// Shared with every record of the same configuration (no copy per request).
+    pub agent: Arc<AuditAgent>,
     pub intent: AuditIntent,
     pub connection: &'static str,
     pub method: String,
@@ -43,7 +44,7 @@ pub struct AuditRecord {
     pub reasons: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
-    pub policy_revision: String,
+    pub policy_revision: Arc<str>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -156,11 +156,11 @@ mod tests {
             seq: n,
             boot_id: format!("{n:016x}"),
             decision_id: text.into(),
-            agent: AuditAgent {
+            agent: std::sync::Arc::new(AuditAgent {
                 id: text.into(),
                 namespace: (n % 2 == 0).then(|| text.to_string()),
                 spiffe_id: (n % 3 == 0).then(|| format!("spiffe://x/{text}")),
-            },
+            }),
             intent: AuditIntent {
                 name: (n % 2 == 1).then(|| text.to_string()),
                 task: (n % 5 == 0).then(|| text.to_string()),

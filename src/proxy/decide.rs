@@ -1,6 +1,8 @@
 //! The decision step: who is calling (never from the request), which intent is in force (header >
 //! session > default), the policy's answer, and its enforcement (enforce blocks, monitor records).
 
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderName};
 
 use super::headers;
@@ -16,8 +18,31 @@ use crate::policy::{Decision, PolicySet, RequestFacts};
 pub struct Live {
     pub policy: PolicySet,
     pub agent: Agent,
+    /// The agent and the policy revision as audit records carry them, built once.
+    pub audit_agent: Arc<AuditAgent>,
+    pub policy_revision: Arc<str>,
     /// The default intent and task (config / `--intent`).
     pub default_intent: Option<(String, Option<String>)>,
+}
+
+impl Live {
+    pub fn new(
+        policy: PolicySet,
+        agent: Agent,
+        default_intent: Option<(String, Option<String>)>,
+    ) -> Self {
+        Live {
+            audit_agent: Arc::new(AuditAgent {
+                id: agent.id.clone(),
+                namespace: agent.namespace.clone(),
+                spiffe_id: agent.spiffe_id.clone(),
+            }),
+            policy_revision: policy.revision().into(),
+            policy,
+            agent,
+            default_intent,
+        }
+    }
 }
 
 /// The intent the agent declared in headers (both values checked for duplicates).
@@ -42,12 +67,8 @@ pub fn decide(
     rec: &mut AuditRecord,
 ) -> Result<(Decision, Intent), ProxyError> {
     let agent = &live.agent;
-    rec.agent = AuditAgent {
-        id: agent.id.clone(),
-        namespace: agent.namespace.clone(),
-        spiffe_id: agent.spiffe_id.clone(),
-    };
-    rec.policy_revision = live.policy.revision().to_string();
+    rec.agent = Arc::clone(&live.audit_agent);
+    rec.policy_revision = Arc::clone(&live.policy_revision);
     let default = live
         .default_intent
         .as_ref()
