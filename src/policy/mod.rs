@@ -15,8 +15,8 @@ mod pattern;
 pub mod rego_test;
 mod sources;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use regorus::{Engine, Value};
 
@@ -119,7 +119,8 @@ pub struct PolicySet {
     /// each worker thread takes one on its first decision, then clones of `template`.
     spare: Mutex<Vec<Engine>>,
     query: String,
-    revision: String,
+    /// Shared: every audit record carries it without a copy.
+    revision: Arc<str>,
     generation: u64,
     modules: Vec<String>,
     namespace: Option<String>,
@@ -225,7 +226,7 @@ impl PolicySet {
             template,
             spare: Mutex::new(spare),
             query,
-            revision: src.revision(),
+            revision: src.revision().into(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             modules: names.into_iter().map(|(file, _)| file).collect(),
             namespace: agent.namespace.clone(),
@@ -271,6 +272,11 @@ impl PolicySet {
     /// A stable hash of every policy source, data file and catalog.
     pub fn revision(&self) -> &str {
         &self.revision
+    }
+
+    /// The revision as an audit record holds it (a reference count, not a copy).
+    pub fn shared_revision(&self) -> Arc<str> {
+        Arc::clone(&self.revision)
     }
 
     /// The loaded Rego modules (file names), for `/v1/policy`.

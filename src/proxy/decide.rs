@@ -18,9 +18,8 @@ use crate::policy::{Decision, PolicySet, RequestFacts};
 pub struct Live {
     pub policy: PolicySet,
     pub agent: Agent,
-    /// The agent and the policy revision as audit records carry them, built once.
-    pub audit_agent: Arc<AuditAgent>,
-    pub policy_revision: Arc<str>,
+    /// The agent as audit records carry it, built once from `agent`.
+    audit_agent: Arc<AuditAgent>,
     /// The default intent and task (config / `--intent`).
     pub default_intent: Option<(String, Option<String>)>,
 }
@@ -37,7 +36,6 @@ impl Live {
                 namespace: agent.namespace.clone(),
                 spiffe_id: agent.spiffe_id.clone(),
             }),
-            policy_revision: policy.revision().into(),
             policy,
             agent,
             default_intent,
@@ -68,7 +66,7 @@ pub fn decide(
 ) -> Result<(Decision, Intent), ProxyError> {
     let agent = &live.agent;
     rec.agent = Arc::clone(&live.audit_agent);
-    rec.policy_revision = Arc::clone(&live.policy_revision);
+    rec.policy_revision = live.policy.shared_revision();
     let default = live
         .default_intent
         .as_ref()
