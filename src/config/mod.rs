@@ -79,8 +79,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
 
 /// Parses and validates a configuration document; relative paths are resolved against `base`.
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError> {
-    let mut config: Config = if text.trim().is_empty() {
-        Config::default()
+    // A document with no content (empty, whitespace, comments, a bare `---` or `null`) is
+    // refused, not read as "all defaults": a file truncated mid-write must not replace the agent
+    // and the catalog on reload. `{}` says "all defaults" on purpose.
+    let parsed: Option<Config> = if text.trim().is_empty() {
+        None // also tabs, which YAML itself refuses
     } else {
         serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
@@ -88,6 +91,13 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
             msg: e.to_string(),
         })?
     };
+    let mut config = parsed.ok_or_else(|| ConfigError::Parse {
+        file: file.to_string(),
+        line: None,
+        msg: "the configuration is empty (only whitespace or comments); write at least one \
+              key (`{}` for all defaults), or leave out --config for the embedded default"
+            .into(),
+    })?;
     let tls = &mut config.tls;
     for p in config
         .policy
@@ -167,6 +177,31 @@ mod tests {
     fn embedded_default_loads() {
         let l = load(None).unwrap();
         assert_eq!(l.config.listen.proxy.port(), 15700);
+    }
+
+    #[test]
+    fn an_empty_document_is_refused_and_names_the_file() {
+        for text in [
+            "",
+            "  \n\t\n",
+            "# only\n  # comments\n",
+            "---\n",
+            "--- # c\n...\n",
+            "~\n",
+        ] {
+            let msg = parse("c.yaml", text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.starts_with("c.yaml: the configuration is empty"),
+                "{text:?}: {msg}"
+            );
+        }
+        // `{}` asks for the defaults on purpose.
+        assert_eq!(
+            parse("c.yaml", "{}\n", Path::new(".")).unwrap().config,
+            Config::default()
+        );
     }
 
     #[test]

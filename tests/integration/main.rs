@@ -7,6 +7,7 @@ mod common;
 pub mod bundles;
 mod bypass;
 mod cli;
+mod config_empty;
 mod connect;
 mod deploy;
 mod errors;
