@@ -42,7 +42,8 @@ pub struct AdminState {
 fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
     json_response(
         status,
-        &json!({"error": code, "reason": reason.into(), "hint": hint}),
+        &json!({"error": code, "reason": reason.into(), "hint": hint,
+                "decision_id": crate::ids::decision_id()}),
     )
 }
 
@@ -150,14 +151,7 @@ async fn route(
         ),
         (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(&state)),
         (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req).await {
-            Ok(b) if !b.name.trim().is_empty() => {
-                let s = state.proxy.session.set(
-                    b.name.trim(),
-                    b.task.as_deref(),
-                    b.ttl_seconds.map(Duration::from_secs),
-                );
-                json_response(StatusCode::OK, &json!({"session": s}))
-            }
+            Ok(b) if !b.name.trim().is_empty() => set_session(&state, &b),
             Ok(_) => error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -191,6 +185,26 @@ async fn route(
             "see docs/operations.md for the admin API",
         ),
     })
+}
+
+/// Sets the session intent: only one in the catalog that the agent may claim.
+fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
+    let name = b.name.trim();
+    let live = state.proxy.live.load();
+    if let Err(r) = live.policy.claim(&live.agent, name) {
+        let status = if r.code == "intent_not_claimable" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        return error(status, r.code, r.reason, &r.hint);
+    }
+    let s = state.proxy.session.set(
+        name,
+        b.task.as_deref(),
+        b.ttl_seconds.map(Duration::from_secs),
+    );
+    json_response(StatusCode::OK, &json!({"session": s}))
 }
 
 /// Loopback peers only (also through IPv4-mapped IPv6), then the bearer token if one is set.

@@ -192,7 +192,8 @@ pub struct ConfigArgs {
     /// Default intent when the agent declares none (overrides `intent`).
     #[arg(long)]
     pub intent: Option<String>,
-    /// Mode for every intent: enforce or monitor (overrides the intents' and the top-level mode).
+    /// Mode for every intent: enforce or monitor (overrides the intents' and the top-level mode;
+    /// an intent the agent may not claim is refused in either).
     #[arg(long, value_enum)]
     pub mode: Option<CliMode>,
     /// Fetch the policy as a bundle from this https URL, e.g.

@@ -1,5 +1,6 @@
-//! Deciding one request: lifecycle, catalog verdict, input, evaluation on this worker thread's
-//! engine (or its decision cache), and the decision, failing closed on errors.
+//! Deciding one request: lifecycle, catalog verdict (an intent the agent may not claim is refused
+//! here), input, evaluation on this worker thread's engine (or its decision cache), and the
+//! decision, failing closed on errors.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -100,6 +101,23 @@ impl PolicySet {
                 };
                 return (d, doc);
             }
+        }
+        // Claiming an intent the agent may not claim is an identity failure, not a scope
+        // question: refused in every mode (`--mode monitor` too) before any Rego, which cannot
+        // overrule it. Monitor only softens scope decisions of an intent the agent may hold.
+        if scope.code == "not_claimable" {
+            let d = Decision {
+                allow: false,
+                mode: Mode::Enforce,
+                reasons: vec![scope.why.clone()],
+                headers: Vec::new(),
+                code: "intent_not_claimable",
+                hint: decision::hint_for(&scope),
+                scope,
+                policy_micros: micros(start),
+                cached: false,
+            };
+            return (d, doc);
         }
         let result = if agent.namespace != self.namespace {
             Err(format!(

@@ -16,7 +16,7 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Headers the decision asks to add upstream.
     pub headers: Vec<(String, String)>,
-    /// `allowed`, `intent_violation`, `policy_error` or `agent_refused`.
+    /// `allowed`, `intent_violation`, `policy_error`, `agent_refused` or `intent_not_claimable`.
     pub code: &'static str,
     /// What to do next (empty when allowed).
     pub hint: String,
@@ -28,10 +28,13 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether the request must be refused: a deny in `enforce` mode, or a refused agent
-    /// (lifecycle is enforced whatever the mode).
+    /// Whether the request must be refused: a deny in `enforce` mode, or a refused agent or
+    /// claim (lifecycle and `claimable_by` are enforced whatever the mode).
     pub fn blocks(&self) -> bool {
-        !self.allow && (self.mode == Mode::Enforce || self.code == "agent_refused")
+        !self.allow
+            && (self.mode == Mode::Enforce
+                || self.code == "agent_refused"
+                || self.code == "intent_not_claimable")
     }
 
     /// `"allow"` or `"deny"` (the policy's verdict, also in monitor mode).

@@ -100,6 +100,16 @@ pub struct BodyFacts<'a> {
     pub json: bool,
 }
 
+/// Why an agent may not hold an intent (the session API refuses it up front; a request declaring
+/// it is refused as well).
+#[derive(Debug)]
+pub struct ClaimRefusal {
+    /// `unknown_intent` or `intent_not_claimable`.
+    pub code: &'static str,
+    pub reason: String,
+    pub hint: String,
+}
+
 /// Every load gets a new generation; per-thread engines are keyed by it.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -309,6 +319,30 @@ impl PolicySet {
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// Whether `agent` may hold the intent `name`: it is in the catalog and its `claimable_by`
+    /// admits the agent. (The catalog checks both before it looks at a destination.)
+    pub fn claim(&self, agent: &Agent, name: &str) -> Result<(), ClaimRefusal> {
+        let q = ScopeQuery {
+            method: "CONNECT",
+            host: "",
+            port: 0,
+            path: "",
+            segments: &[],
+            destination_only: true,
+        };
+        let v = self.catalog.verdict(agent, Some(name), &q);
+        let code = match v.code {
+            "unknown_intent" => "unknown_intent",
+            "not_claimable" => "intent_not_claimable",
+            _ => return Ok(()),
+        };
+        Err(ClaimRefusal {
+            code,
+            hint: decision::hint_for(&v),
+            reason: v.why,
+        })
     }
 
     /// Decides one request.

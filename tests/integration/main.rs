@@ -6,6 +6,7 @@ mod common;
 
 pub mod bundles;
 mod bypass;
+mod claims;
 mod cli;
 mod config_empty;
 mod connect;

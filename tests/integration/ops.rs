@@ -346,7 +346,8 @@ fn admin_mutations_are_refused_from_a_non_loopback_peer() {
     let token = ns.dir().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     let info = ns.intentgate(&format!(
-        "listen: {{proxy: 127.0.0.1:0, admin: 0.0.0.0:0}}\nagent: {{owner: t}}\nadmin: {{token_file: \"{}\"}}\n",
+        "listen: {{proxy: 127.0.0.1:0, admin: 0.0.0.0:0}}\nagent: {{owner: t}}\nadmin: {{token_file: \"{}\"}}\n\
+         intents: {{x: {{allow: [{{hosts: [example.com]}}]}}}}\n",
         token.display()
     ));
     let port = info["admin"]

@@ -290,3 +290,56 @@ fn transparent_tcp_is_decided_on_ip_and_port_when_the_server_speaks_first() {
     assert!(tcp.iter().all(|e| e["port"] == 5432), "{tcp:?}");
     assert!(tcp.iter().any(|e| e["local"] == UPSTREAM_IP6), "{tcp:?}");
 }
+
+#[test]
+fn transparent_connections_under_a_default_intent_the_agent_may_not_claim_are_refused() {
+    // The default intent `ops` in monitor mode, claimable by another agent only: before the
+    // claim was checked in every mode, all of this was forwarded as would_deny.
+    let s = setup_with("c", |yaml| {
+        yaml.replace(
+            "intents:\n  ops:\n",
+            "intents:\n  ops:\n    mode: monitor\n    claimable_by: {agents: [someone-else]}\n",
+        )
+    });
+    let (code, body) = s.curl(&[
+        "--resolve",
+        &format!("api.tp.test:80:{UPSTREAM_IP}"),
+        "http://api.tp.test/allowed/claim",
+    ]);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("\"error\":\"intent_not_claimable\""),
+        "{body}"
+    );
+    // Spliced TLS, decided on its SNI: closed before anything is dialled.
+    let up_ca = s.client.dir().join("test-ca.pem");
+    let (code, body) = s.curl(&[
+        "--cacert",
+        up_ca.to_str().unwrap(),
+        "--resolve",
+        &format!("spliced.tp.test:443:{UPSTREAM_IP}"),
+        "https://spliced.tp.test/claim",
+    ]);
+    assert_eq!(code, 0, "{body}");
+    for (host, port) in [("api.tp.test", 80), ("spliced.tp.test", 443)] {
+        let rec = s.audit_of(host, port, None);
+        assert_eq!(
+            (&rec["decision"], &rec["mode"], &rec["connection"]),
+            (&"deny".into(), &"enforce".into(), &"transparent".into()),
+            "{rec}"
+        );
+        assert_eq!(rec["intent"]["source"], "default", "{rec}");
+        assert!(
+            rec["reasons"]
+                .to_string()
+                .contains("may not claim intent 'ops'"),
+            "{rec}"
+        );
+    }
+    let log = s.upstream_log();
+    assert!(
+        !log.iter()
+            .any(|e| e["path"] == "/allowed/claim" || e["path"] == "/claim"),
+        "{log:?}"
+    );
+}

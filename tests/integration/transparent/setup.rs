@@ -72,6 +72,11 @@ fn policy_yaml(dir: &Path, dns_port: u16, ig_ca: &Path, up_ca: &Path) -> String 
 
 /// `tag` keeps the namespaces of tests running at the same time apart.
 pub(super) fn setup(tag: &str) -> Setup {
+    setup_with(tag, |yaml| yaml)
+}
+
+/// As `setup`, with intentgate's config passed through `edit` first.
+pub(super) fn setup_with(tag: &str, edit: fn(String) -> String) -> Setup {
     let mut client = Netns::new(&format!("tc{tag}"), &[]);
     let mut upstream = Netns::new(&format!("tu{tag}"), &[]);
     ip(&[
@@ -183,7 +188,7 @@ pub(super) fn setup(tag: &str) -> Setup {
             .ok()
             .and_then(|p| p.trim().parse().ok())
     });
-    let ready = client.intentgate(&policy_yaml(&dir, dns_port, &ig_ca, &up_ca));
+    let ready = client.intentgate(&edit(policy_yaml(&dir, dns_port, &ig_ca, &up_ca)));
     assert_eq!(ready["transparent"], "[::]:15702", "{ready}");
 
     // The rules, applied by intentgate itself (IPv4 and IPv6): everything uid 0 sends is left
