@@ -1,6 +1,8 @@
 //! The admin listener: health, readiness and metrics for the kubelet and Prometheus; the session
-//! intent, explain, policy status and reload for the agent and operators. Mutating endpoints answer
-//! loopback peers only, whatever the bind address, and optionally require a bearer token.
+//! intent, explain, policy status and reload for the agent and operators. Who may call what is
+//! in `access`; the listener has the proxy listener's limits and a connection cap of its own.
+
+mod access;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::error::{Body, full, json_response};
-use crate::listen::Tracker;
+use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
 use crate::offline::{ExplainRequest, explain_json};
 use crate::proxy::Proxy;
@@ -35,8 +37,11 @@ pub struct AdminState {
     pub tracker: Arc<Tracker>,
     pub proxy: Arc<Proxy>,
     pub reloader: Arc<Reloader>,
-    /// When set, mutating endpoints also require `Authorization: Bearer TOKEN`.
+    /// When set, mutating endpoints also require `Authorization: Bearer TOKEN`, and it lets
+    /// non-loopback peers read the policy (`access`).
     pub token: Option<String>,
+    /// How long a request body may take to arrive (`limits.header_read_timeout_ms`).
+    pub body_timeout: Duration,
 }
 
 fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
@@ -73,19 +78,28 @@ fn metrics(state: &AdminState) -> Response<Body> {
 
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
+    wait: Duration,
 ) -> Result<T, Response<Body>> {
-    let bytes = Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|e| {
-            error(
+    let body = Limited::new(req.into_body(), 64 * 1024).collect();
+    let bytes = match tokio::time::timeout(wait, body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("cannot read the body: {e}"),
                 "send a JSON body under 64 KiB",
-            )
-        })?
-        .to_bytes();
+            ));
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} ms", wait.as_millis()),
+                "send the whole body with the request",
+            ));
+        }
+    };
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -129,15 +143,11 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let mutating = matches!(
-        (&method, path.as_str()),
-        (&Method::PUT | &Method::DELETE, "/v1/intent") | (&Method::POST, "/v1/reload")
-    );
-    if mutating {
-        if let Some(refusal) = authorize(&state, peer, &req) {
-            return Ok(refusal);
-        }
+    let access = access::Access::of(&method, &path);
+    if let Err(refusal) = access::check(access, state.token.as_deref(), peer.ip(), req.headers()) {
+        return Ok(refusal.response());
     }
+    let wait = state.body_timeout;
     let ready = state.ready.load(Ordering::Acquire);
     Ok(match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => metrics(&state),
@@ -150,7 +160,7 @@ async fn route(
             &json!({"status": "starting"}),
         ),
         (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(&state)),
-        (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req).await {
+        (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req, wait).await {
             Ok(b) if !b.name.trim().is_empty() => set_session(&state, &b),
             Ok(_) => error(
                 StatusCode::BAD_REQUEST,
@@ -164,7 +174,7 @@ async fn route(
             let had = state.proxy.session.clear();
             json_response(StatusCode::OK, &json!({"session": null, "cleared": had}))
         }
-        (&Method::POST, "/v1/explain") => match read_json::<ExplainBody>(req).await {
+        (&Method::POST, "/v1/explain") => match read_json::<ExplainBody>(req, wait).await {
             Ok(b) => explain(&state, b),
             Err(resp) => resp,
         },
@@ -205,51 +215,6 @@ fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
         b.ttl_seconds.map(Duration::from_secs),
     );
     json_response(StatusCode::OK, &json!({"session": s}))
-}
-
-/// Loopback peers only (also through IPv4-mapped IPv6), then the bearer token if one is set.
-fn authorize(
-    state: &AdminState,
-    peer: SocketAddr,
-    req: &Request<Incoming>,
-) -> Option<Response<Body>> {
-    let loopback = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        ip => ip.is_loopback(),
-    };
-    if !loopback {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            "admin_loopback_only",
-            format!(
-                "mutating admin endpoints accept loopback peers only; {} is not",
-                peer.ip()
-            ),
-            "call the admin API from inside the pod or host (127.0.0.1)",
-        ));
-    }
-    let token = state.token.as_deref()?;
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-        None
-    } else {
-        Some(error(
-            StatusCode::UNAUTHORIZED,
-            "admin_unauthorized",
-            "a valid bearer token is required",
-            "send Authorization: Bearer TOKEN (admin.token_file)",
-        ))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
@@ -296,24 +261,37 @@ fn policy(state: &AdminState) -> Response<Body> {
     )
 }
 
-/// Serves the admin API until `shutdown` flips.
+/// Serves the admin API until `shutdown` flips, with the proxy listener's limits (`builder`:
+/// header-read timeout, head sizes; back-off on accept errors) and a connection cap of its own,
+/// apart from the proxy's, so no number of admin connections can take the proxy's places (or
+/// more file descriptors than `cap`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    builder: http1::Builder,
+    cap: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            _ = shutdown.changed() => break,
+    let builder = Arc::new(builder);
+    let tracker = Arc::new(Tracker::default());
+    while let Some((stream, peer)) = listen::accept(&listener, &mut shutdown, "admin").await {
+        let live = match tracker.admit(cap) {
+            Ok(live) => live,
+            Err(live) => {
+                state
+                    .metrics
+                    .refusals
+                    .with_label_values(&["too_many_admin_connections"])
+                    .inc();
+                listen::refuse_overloaded(stream, live);
+                continue;
+            }
         };
-        let state = state.clone();
+        let (state, builder) = (state.clone(), builder.clone());
         tokio::spawn(async move {
+            let _live = live;
             let svc = service_fn(move |req| route(state.clone(), peer, req));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 debug!(error = %e, "admin connection error");
             }
         });

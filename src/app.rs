@@ -189,12 +189,17 @@ pub async fn start_with(
         rx.clone(),
     )));
     let token = match &cfg.admin.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read admin.token_file {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read admin.token_file {}", f.display()))?;
+            // An empty token would be matched by `Authorization: Bearer ` (fail closed).
+            anyhow::ensure!(
+                !t.trim().is_empty(),
+                "admin.token_file {} is empty",
+                f.display()
+            );
+            Some(t.trim().to_string())
+        }
         None => None,
     };
     let admin_state = Arc::new(AdminState {
@@ -204,9 +209,16 @@ pub async fn start_with(
         proxy: proxy.clone(),
         reloader,
         token,
+        body_timeout: Duration::from_millis(cfg.limits.header_read_timeout_ms),
     });
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(admin::serve(l, admin_state.clone(), rx)));
+        tasks.push(tokio::spawn(admin::serve(
+            l,
+            admin_state.clone(),
+            listen::http1_builder(&cfg.limits),
+            cfg.admin.max_connections,
+            rx,
+        )));
     }
     admin_state.ready.store(true, Ordering::Release);
     info!(proxy = %proxy_addr, admin = ?admin_addr, transparent = ?transparent_addr, config = %source, "intentgate listening");

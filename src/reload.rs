@@ -238,6 +238,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.audit != new.audit {
         out.push("audit");
     }
+    if old.admin != new.admin {
+        out.push("admin");
+    }
     if old.headers != new.headers || old.dns != new.dns {
         out.push("headers/dns");
     }

@@ -219,11 +219,22 @@ impl Default for PolicyConfig {
 }
 
 /// Admin API settings.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// A file holding a bearer token that mutating admin endpoints require (besides loopback).
     pub token_file: Option<PathBuf>,
+    /// Concurrent admin connections (its own cap, apart from `limits.max_connections`).
+    pub max_connections: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_file: None,
+            max_connections: 32,
+        }
+    }
 }
 
 /// Where audit records go.

@@ -69,6 +69,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         ("limits.max_headers", l.max_headers),
         ("limits.max_connections", l.max_connections),
         ("limits.max_tunnels", l.max_tunnels),
+        ("admin.max_connections", c.admin.max_connections),
     ] {
         if v == 0 {
             return Err(invalid(field, "must be greater than 0".into()));

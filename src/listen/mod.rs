@@ -35,6 +35,14 @@ impl Tracker {
         self.live.load(Ordering::Acquire)
     }
 
+    /// Counts a new connection. `Err` when `cap` were already live: the connection is still
+    /// counted (until the token drops) while it is refused.
+    pub(crate) fn admit(self: &Arc<Self>, cap: usize) -> Result<Live, Live> {
+        let over = self.live.fetch_add(1, Ordering::AcqRel) >= cap;
+        let live = Live(self.clone());
+        if over { Err(live) } else { Ok(live) }
+    }
+
     /// Waits until every connection has ended or the deadline passes; returns those still open.
     pub async fn drain(&self, deadline: Duration) -> usize {
         let wait = async {
@@ -52,7 +60,7 @@ impl Tracker {
 }
 
 /// Decrements the live count on drop, however the connection task ends.
-struct Live(Arc<Tracker>);
+pub(crate) struct Live(Arc<Tracker>);
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -64,7 +72,7 @@ impl Drop for Live {
 
 /// The HTTP/1 server settings every client connection gets: limits and timeouts set explicitly,
 /// hyper's own head limits slightly above ours so our JSON answers come first.
-fn http1_builder(limits: &Limits) -> http1::Builder {
+pub(crate) fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
@@ -99,6 +107,22 @@ pub(crate) async fn accept(
     }
 }
 
+/// Answers a connection over its listener's cap with 503 `overloaded` and closes it; `live`
+/// keeps it counted until then.
+pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: Live) {
+    tokio::spawn(async move {
+        let _live = live;
+        let body = raw_error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many client connections",
+            "retry after a short wait",
+            &crate::ids::decision_id(),
+        );
+        let _ = stream.write_all(&body).await;
+    });
+}
+
 /// Accepts connections until `shutdown` flips, serving each with the proxy.
 pub async fn serve_proxy(
     listener: TcpListener,
@@ -112,28 +136,18 @@ pub async fn serve_proxy(
         let Some((stream, peer)) = accept(&listener, &mut shutdown, "proxy").await else {
             break;
         };
-        if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-            proxy
-                .metrics
-                .refusals
-                .with_label_values(&["too_many_connections"])
-                .inc();
-            let live = Live(tracker.clone());
-            tokio::spawn(async move {
-                let _live = live;
-                let mut stream = stream;
-                let body = raw_error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "too many client connections",
-                    "retry after a short wait",
-                    &crate::ids::decision_id(),
-                );
-                let _ = stream.write_all(&body).await;
-            });
-            continue;
-        }
-        let live = Live(tracker.clone());
+        let live = match tracker.admit(limits.max_connections) {
+            Ok(live) => live,
+            Err(live) => {
+                proxy
+                    .metrics
+                    .refusals
+                    .with_label_values(&["too_many_connections"])
+                    .inc();
+                refuse_overloaded(stream, live);
+                continue;
+            }
+        };
         let proxy = proxy.clone();
         let builder = builder.clone();
         let mut shutdown = shutdown.clone();

@@ -5,7 +5,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -16,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::guard::{Guard, InFlight};
-use super::{Live, Tracker, http1_builder};
+use super::{Tracker, http1_builder};
 use crate::config::Limits;
 use crate::proxy::Proxy;
 use crate::proxy::transparent::{Redirected, Sniffed};
@@ -122,12 +121,10 @@ pub async fn serve_transparent(
             break;
         };
         let refuse = |code: &str| proxy.metrics.refusals.with_label_values(&[code]).inc();
-        if tracker.live.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-            drop(Live(tracker.clone()));
+        let Ok(live) = tracker.admit(limits.max_connections) else {
             refuse("too_many_connections");
             continue;
-        }
-        let live = Live(tracker.clone());
+        };
         // Not redirected (connected to the listener directly), or redirected to itself: a loop.
         // (A dual-stack listener sees IPv4 clients as IPv4-mapped: compared canonically.)
         let local = stream

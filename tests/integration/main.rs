@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_limits;
 pub mod bundles;
 mod bypass;
 mod claims;
