@@ -202,12 +202,7 @@ fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
     let name = b.name.trim();
     let live = state.proxy.live.load();
     if let Err(r) = live.policy.claim(&live.agent, name) {
-        let status = if r.code == "intent_not_claimable" {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        return error(status, r.code, r.reason, &r.hint);
+        return error(r.kind.status(), r.kind.code(), r.reason, &r.hint);
     }
     let s = state.proxy.session.set(
         name,

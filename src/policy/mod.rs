@@ -104,10 +104,36 @@ pub struct BodyFacts<'a> {
 /// it is refused as well).
 #[derive(Debug)]
 pub struct ClaimRefusal {
-    /// `unknown_intent` or `intent_not_claimable`.
-    pub code: &'static str,
+    pub kind: ClaimFailure,
     pub reason: String,
     pub hint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimFailure {
+    /// No intent of that name in the catalog.
+    UnknownIntent,
+    /// The intent's `claimable_by` does not admit the agent.
+    NotClaimable,
+}
+
+impl ClaimFailure {
+    /// The error code a refusal carries.
+    pub fn code(self) -> &'static str {
+        match self {
+            ClaimFailure::UnknownIntent => "unknown_intent",
+            ClaimFailure::NotClaimable => "intent_not_claimable",
+        }
+    }
+
+    /// The status of a refusal: 403 for an intent the agent may not claim, 422 for a name that
+    /// is not an intent.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            ClaimFailure::UnknownIntent => http::StatusCode::UNPROCESSABLE_ENTITY,
+            ClaimFailure::NotClaimable => http::StatusCode::FORBIDDEN,
+        }
+    }
 }
 
 /// Every load gets a new generation; per-thread engines are keyed by it.
@@ -333,13 +359,13 @@ impl PolicySet {
             destination_only: true,
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
-        let code = match v.code {
-            "unknown_intent" => "unknown_intent",
-            "not_claimable" => "intent_not_claimable",
+        let kind = match v.code {
+            "unknown_intent" => ClaimFailure::UnknownIntent,
+            "not_claimable" => ClaimFailure::NotClaimable,
             _ => return Ok(()),
         };
         Err(ClaimRefusal {
-            code,
+            kind,
             hint: decision::hint_for(&v),
             reason: v.why,
         })
