@@ -20,7 +20,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::process::{Command, ExitCode, Stdio};
 
-#[path = "iptables_backend.rs"]
 pub mod backend;
 pub use backend::{Backend, BackendChoice};
 
