@@ -13,8 +13,8 @@
 //! running it twice (an init container restarted) leaves the same rules. `--cleanup` removes both.
 //! The default proxy UID is [`DEFAULT_PROXY_UID`] (15700), deliberately not Istio's 1337.
 //!
-//! The commands are written with the plain program names (`iptables`, `ip6tables`); [`main`]
-//! runs them with the backend [`backend`] picks (nft or legacy, detected by default).
+//! Each command names its backend's program (`iptables-nft`, `iptables-legacy`, or the system's
+//! `iptables`; the same for ip6tables): [`backend`] picks the backend, detected by default.
 
 use std::fmt;
 use std::net::IpAddr;
