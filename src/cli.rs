@@ -99,6 +99,10 @@ pub struct IptablesArgs {
     /// Remove the rules instead of installing them.
     #[arg(long)]
     pub cleanup: bool,
+    /// iptables backend: `auto` (the one already holding rules here, else the system's
+    /// `iptables`), `nft` or `legacy`.
+    #[arg(long, default_value = "auto")]
+    pub backend: crate::iptables::BackendChoice,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +324,7 @@ pub fn main() -> ExitCode {
                 include_cidrs: a.include_cidrs,
                 block_quic: a.block_quic,
             },
+            a.backend,
             a.dry_run,
             a.cleanup,
         ),

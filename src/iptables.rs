@@ -12,10 +12,16 @@
 //! Idempotent: each chain is created if missing and flushed, each jump is added only if absent, so
 //! running it twice (an init container restarted) leaves the same rules. `--cleanup` removes both.
 //! The default proxy UID is [`DEFAULT_PROXY_UID`] (15700), deliberately not Istio's 1337.
+//!
+//! Each command names its backend's program (`iptables-nft`, `iptables-legacy`, or the system's
+//! `iptables`; the same for ip6tables): [`backend`] picks the backend, detected by default.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::process::{Command, ExitCode, Stdio};
+
+pub mod backend;
+pub use backend::{Backend, BackendChoice};
 
 /// The UID the injected intentgate sidecar runs as (its traffic is exempt from redirection).
 pub const DEFAULT_PROXY_UID: u32 = 15700;
@@ -34,13 +40,6 @@ pub enum Family {
 }
 
 impl Family {
-    /// The command that manages this family's tables.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables",
-            Family::V6 => "ip6tables",
-        }
-    }
     fn loopback(self) -> &'static str {
         match self {
             Family::V4 => "127.0.0.0/8",
@@ -146,8 +145,29 @@ impl fmt::Display for Step {
     }
 }
 
-fn cmd(family: Family, table: &str, args: &[&str]) -> Vec<String> {
-    let mut v = vec![family.binary().to_string(), "-t".into(), table.into()];
+/// Where the rules go: one address family, written with one backend's programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    pub family: Family,
+    pub backend: Backend,
+}
+
+impl Tables {
+    /// The system's `iptables` (IPv4) or `ip6tables` (IPv6).
+    pub fn system(family: Family) -> Self {
+        Tables {
+            family,
+            backend: Backend::System,
+        }
+    }
+}
+
+fn cmd(t: Tables, table: &str, args: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        t.backend.program(t.family).to_string(),
+        "-t".into(),
+        table.into(),
+    ];
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
@@ -155,46 +175,46 @@ fn cmd(family: Family, table: &str, args: &[&str]) -> Vec<String> {
 const NAT_JUMP: &[&str] = &["OUTPUT", "-p", "tcp", "-j", NAT_CHAIN];
 const QUIC_JUMP: &[&str] = &["OUTPUT", "-p", "udp", "-j", QUIC_CHAIN];
 
-fn ensure_chain(steps: &mut Vec<Step>, family: Family, table: &str, chain: &str) {
+fn ensure_chain(steps: &mut Vec<Step>, t: Tables, table: &str, chain: &str) {
     steps.push(Step::Unless {
-        check: cmd(family, table, &["-L", chain, "-n"]),
-        then: cmd(family, table, &["-N", chain]),
+        check: cmd(t, table, &["-L", chain, "-n"]),
+        then: cmd(t, table, &["-N", chain]),
     });
-    steps.push(Step::Run(cmd(family, table, &["-F", chain])));
+    steps.push(Step::Run(cmd(t, table, &["-F", chain])));
 }
 
-fn ensure_jump(steps: &mut Vec<Step>, family: Family, table: &str, jump: &[&str]) {
+fn ensure_jump(steps: &mut Vec<Step>, t: Tables, table: &str, jump: &[&str]) {
     let mut check = vec!["-C"];
     check.extend_from_slice(jump);
     let mut add = vec!["-A"];
     add.extend_from_slice(jump);
     steps.push(Step::Unless {
-        check: cmd(family, table, &check),
-        then: cmd(family, table, &add),
+        check: cmd(t, table, &check),
+        then: cmd(t, table, &add),
     });
 }
 
-fn remove(steps: &mut Vec<Step>, family: Family, table: &str, chain: &str, jump: &[&str]) {
+fn remove(steps: &mut Vec<Step>, t: Tables, table: &str, chain: &str, jump: &[&str]) {
     let mut del = vec!["-D"];
     del.extend_from_slice(jump);
-    steps.push(Step::Try(cmd(family, table, &del)));
-    steps.push(Step::Try(cmd(family, table, &["-F", chain])));
-    steps.push(Step::Try(cmd(family, table, &["-X", chain])));
+    steps.push(Step::Try(cmd(t, table, &del)));
+    steps.push(Step::Try(cmd(t, table, &["-F", chain])));
+    steps.push(Step::Try(cmd(t, table, &["-X", chain])));
 }
 
 /// The steps that install the rules for one family.
-pub fn apply_steps(plan: &Plan, family: Family) -> Vec<Step> {
+pub fn apply_steps(plan: &Plan, t: Tables) -> Vec<Step> {
     let mut s = Vec::new();
     let uid = plan.proxy_uid.to_string();
     let port = plan.port.to_string();
-    ensure_chain(&mut s, family, "nat", NAT_CHAIN);
+    ensure_chain(&mut s, t, "nat", NAT_CHAIN);
     let rule = |args: &[&str]| {
         let mut a = vec!["-A", NAT_CHAIN];
         a.extend_from_slice(args);
-        Step::Run(cmd(family, "nat", &a))
+        Step::Run(cmd(t, "nat", &a))
     };
     s.push(rule(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]));
-    s.push(rule(&["-d", family.loopback(), "-j", "RETURN"]));
+    s.push(rule(&["-d", t.family.loopback(), "-j", "RETURN"]));
     for p in &plan.exclude_ports {
         s.push(rule(&[
             "-p",
@@ -205,7 +225,7 @@ pub fn apply_steps(plan: &Plan, family: Family) -> Vec<Step> {
             "RETURN",
         ]));
     }
-    for c in plan.exclude_cidrs.iter().filter(|c| c.family() == family) {
+    for c in plan.exclude_cidrs.iter().filter(|c| c.family() == t.family) {
         s.push(rule(&["-d", &c.to_string(), "-j", "RETURN"]));
     }
     let redirect = ["-p", "tcp", "-j", "REDIRECT", "--to-ports", &port];
@@ -213,36 +233,36 @@ pub fn apply_steps(plan: &Plan, family: Family) -> Vec<Step> {
         s.push(rule(&redirect));
     } else {
         // Only the listed blocks are redirected; a family with none listed is left alone.
-        for c in plan.include_cidrs.iter().filter(|c| c.family() == family) {
+        for c in plan.include_cidrs.iter().filter(|c| c.family() == t.family) {
             let cidr = c.to_string();
             let mut a = vec!["-d", cidr.as_str()];
             a.extend_from_slice(&redirect);
             s.push(rule(&a));
         }
     }
-    ensure_jump(&mut s, family, "nat", NAT_JUMP);
+    ensure_jump(&mut s, t, "nat", NAT_JUMP);
     if plan.block_quic {
-        ensure_chain(&mut s, family, "filter", QUIC_CHAIN);
+        ensure_chain(&mut s, t, "filter", QUIC_CHAIN);
         let q = |args: &[&str]| {
             let mut a = vec!["-A", QUIC_CHAIN];
             a.extend_from_slice(args);
-            Step::Run(cmd(family, "filter", &a))
+            Step::Run(cmd(t, "filter", &a))
         };
         s.push(q(&["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"]));
         s.push(q(&["-p", "udp", "--dport", "443", "-j", "REJECT"]));
-        ensure_jump(&mut s, family, "filter", QUIC_JUMP);
+        ensure_jump(&mut s, t, "filter", QUIC_JUMP);
     } else {
         // A previous run with --block-quic is undone, so the rules always match the flags.
-        remove(&mut s, family, "filter", QUIC_CHAIN, QUIC_JUMP);
+        remove(&mut s, t, "filter", QUIC_CHAIN, QUIC_JUMP);
     }
     s
 }
 
 /// The steps that remove everything `apply_steps` installs, for one family.
-pub fn cleanup_steps(family: Family) -> Vec<Step> {
+pub fn cleanup_steps(t: Tables) -> Vec<Step> {
     let mut s = Vec::new();
-    remove(&mut s, family, "nat", NAT_CHAIN, NAT_JUMP);
-    remove(&mut s, family, "filter", QUIC_CHAIN, QUIC_JUMP);
+    remove(&mut s, t, "nat", NAT_CHAIN, NAT_JUMP);
+    remove(&mut s, t, "filter", QUIC_CHAIN, QUIC_JUMP);
     s
 }
 
@@ -281,44 +301,58 @@ pub fn execute(steps: &[Step]) -> Result<(), String> {
 }
 
 /// Does this kernel/userland have IPv6 nat (ip6tables present and the nat table usable)?
-fn ipv6_nat_available() -> bool {
-    run(
-        &["ip6tables".into(), "-t".into(), "nat".into(), "-S".into()],
-        true,
-    )
-    .unwrap_or(false)
+fn ipv6_nat_available(backend: Backend) -> bool {
+    let program = backend.program(Family::V6).to_string();
+    run(&[program, "-t".into(), "nat".into(), "-S".into()], true).unwrap_or(false)
 }
 
 /// The `iptables` subcommand.
-pub fn main(plan: &Plan, dry_run: bool, cleanup: bool) -> ExitCode {
-    let steps = |f| {
-        if cleanup {
-            cleanup_steps(f)
-        } else {
-            apply_steps(plan, f)
-        }
-    };
-    if dry_run {
-        for f in [Family::V4, Family::V6] {
-            for s in steps(f) {
-                println!("{s}");
+pub fn main(plan: &Plan, choice: BackendChoice, dry_run: bool, cleanup: bool) -> ExitCode {
+    let backends = if cleanup {
+        backend::cleanup_backends(choice)
+    } else {
+        match backend::resolve(choice) {
+            Ok((b, why)) => {
+                eprintln!("intentgate iptables: backend {b}: {why}");
+                vec![b]
+            }
+            Err(e) => {
+                eprintln!("intentgate iptables: {e}");
+                return ExitCode::FAILURE;
             }
         }
-        return ExitCode::SUCCESS;
-    }
-    let mut families = vec![Family::V4];
-    if ipv6_nat_available() {
-        families.push(Family::V6);
-    } else if !cleanup {
-        eprintln!(
-            "intentgate iptables: warning: ip6tables with a nat table is not available; IPv6 \
-             outbound traffic is NOT redirected (disable IPv6 in the pod, or block it with a NetworkPolicy)"
-        );
-    }
-    for f in families {
-        if let Err(e) = execute(&steps(f)) {
-            eprintln!("intentgate iptables: {e}");
-            return ExitCode::FAILURE;
+    };
+    let steps = |t| {
+        if cleanup {
+            cleanup_steps(t)
+        } else {
+            apply_steps(plan, t)
+        }
+    };
+    for backend in backends {
+        let tables = |family| Tables { family, backend };
+        if dry_run {
+            for f in [Family::V4, Family::V6] {
+                for s in steps(tables(f)) {
+                    println!("{s}");
+                }
+            }
+            continue;
+        }
+        let mut families = vec![Family::V4];
+        if ipv6_nat_available(backend) {
+            families.push(Family::V6);
+        } else if !cleanup {
+            eprintln!(
+                "intentgate iptables: warning: ip6tables with a nat table is not available; IPv6 \
+                 outbound traffic is NOT redirected (disable IPv6 in the pod, or block it with a NetworkPolicy)"
+            );
+        }
+        for f in families {
+            if let Err(e) = execute(&steps(tables(f))) {
+                eprintln!("intentgate iptables: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS

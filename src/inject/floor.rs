@@ -51,9 +51,15 @@ pub struct NamespaceFloor {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InjectConfig {
-    /// The intentgate image for the sidecar and the iptables init container.
+    /// The intentgate image for the sidecar (default: `$INTENTGATE_SIDECAR_IMAGE`, which the
+    /// control Deployment sets, so that a kustomize `images:` override reaches it; else the
+    /// release's own image).
     #[serde(default = "default_image")]
     pub image: String,
+    /// The image of the iptables init container, which carries iptables (the sidecar image does
+    /// not). Default: `$INTENTGATE_INIT_IMAGE`, else the release's own init image.
+    #[serde(default = "default_init_image")]
+    pub init_image: String,
     /// UID the sidecar runs as (exempt from redirection).
     #[serde(default = "default_uid")]
     pub proxy_uid: u32,
@@ -94,8 +100,23 @@ pub struct BundlesConfig {
     pub ca_pem: Option<String>,
 }
 
+/// `$NAME` when set and not empty, else `fallback`.
+fn image_from_env(name: &str, fallback: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| fallback.to_string())
+}
 fn default_image() -> String {
-    "ghcr.io/intentgate/intentgate:0.1.0".into()
+    let release = concat!("ghcr.io/intentgate/intentgate:", env!("CARGO_PKG_VERSION"));
+    image_from_env("INTENTGATE_SIDECAR_IMAGE", release)
+}
+fn default_init_image() -> String {
+    let release = concat!(
+        "ghcr.io/intentgate/intentgate-init:",
+        env!("CARGO_PKG_VERSION")
+    );
+    image_from_env("INTENTGATE_INIT_IMAGE", release)
 }
 fn default_uid() -> u32 {
     crate::iptables::DEFAULT_PROXY_UID
@@ -114,6 +135,7 @@ impl Default for InjectConfig {
     fn default() -> Self {
         InjectConfig {
             image: default_image(),
+            init_image: default_init_image(),
             proxy_uid: default_uid(),
             sidecar_config_map: default_config_map(),
             ca_secret: default_ca_secret(),

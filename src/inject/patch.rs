@@ -140,17 +140,14 @@ fn settings(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Sidecar,
     })
 }
 
-/// Injected = both our init containers are there with our image. Our names or markers without
+/// Injected = both our init containers are there with our images. Our names or markers without
 /// them are refused: a pod must not dodge injection (or gain the egress label) by claiming it.
 fn already_injected(pod: &Value, cfg: &InjectConfig) -> Result<bool, String> {
     let inits = pod["spec"]["initContainers"].as_array();
-    let ours = |name: &str| {
-        inits.is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["name"] == name && c["image"] == cfg.image.as_str())
-        })
+    let ours = |name: &str, image: &str| {
+        inits.is_some_and(|cs| cs.iter().any(|c| c["name"] == name && c["image"] == image))
     };
-    if ours(SIDECAR) && ours(INIT) {
+    if ours(SIDECAR, &cfg.image) && ours(INIT, &cfg.init_image) {
         return Ok(true);
     }
     if pod["metadata"]["annotations"][ANN_STATUS].is_string() {

@@ -24,6 +24,9 @@ pub struct Sidecar {
 const CONFIG_VOLUME: &str = "intentgate-config";
 const CA_VOLUME: &str = "intentgate-ca";
 const TRUST_VOLUME: &str = "intentgate-ca-trust";
+/// A writable /run for the init container (its root filesystem is read-only): iptables-legacy
+/// takes its lock file there.
+const XTABLES_VOLUME: &str = "intentgate-xtables";
 
 fn downward_env() -> Value {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
@@ -67,14 +70,15 @@ fn iptables_init(s: &Sidecar, cfg: &InjectConfig) -> Value {
     }
     json!({
         "name": INIT,
-        "image": cfg.image,
+        "image": cfg.init_image,
         "args": args,
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": false, "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true, "privileged": false,
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
         },
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "volumeMounts": [{"name": XTABLES_VOLUME, "mountPath": "/run"}]
     })
 }
 
@@ -144,6 +148,7 @@ fn volumes(cfg: &InjectConfig) -> Vec<Value> {
         // App containers get the certificate only, never the key.
         json!({"name": TRUST_VOLUME, "secret": {"secretName": cfg.ca_secret,
                "items": [{"key": "tls.crt", "path": "ca.pem"}]}}),
+        json!({"name": XTABLES_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
     ]
 }
 

@@ -1,266 +1,380 @@
-//! deploy/: the Kustomize base rendered (`kubectl kustomize`, or each listed file when kubectl is
-//! absent) and every document validated with kubernetes-validate --strict; the Dockerfile checked
-//! statically (no image is built here).
+//! deploy/: the Kustomize base (deploy/kubernetes, the control plane) and the example overlay
+//! (deploy/example, one agent namespace) rendered with `kubectl kustomize` and validated with
+//! kubernetes-validate --strict for Kubernetes 1.29 (the minimum: native sidecars) and the newest
+//! schema it ships; the control Deployment run here as rendered (`cluster`); the NetworkPolicy,
+//! Pod Security (`pss`), the images (`docker`) and the docs' install walk (`walk`) checked.
+
+mod cluster;
+mod docker;
+mod netpol;
+mod pss;
+mod walk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::k8s::validate;
 use crate::common::*;
+use cluster::Installation;
 
-/// Unlabelled pods never reach the webhook: the selectors in the rendered
-/// MutatingWebhookConfiguration match the inject label on the namespace or the pod.
-#[test]
-fn deploy_manifests_render_and_validate() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let dir = tempfile::tempdir().unwrap();
-    let docs = render(&base);
-    assert!(docs.len() >= 12, "{} documents", docs.len());
-    let mut kinds = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
-        let f = dir.path().join(format!("doc{i}.json"));
-        std::fs::write(&f, doc.to_string()).unwrap();
-        validate(&f);
-        kinds.push(doc["kind"].as_str().unwrap().to_string());
-    }
-    for k in [
-        "Namespace",
-        "Deployment",
-        "Service",
-        "MutatingWebhookConfiguration",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "NetworkPolicy",
-    ] {
-        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
-    }
-    let hook = docs
-        .iter()
-        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
-        .unwrap();
-    let selectors = hook["webhooks"].to_string();
-    assert!(selectors.contains("intentgate.io/inject"), "{selectors}");
-    for w in hook["webhooks"].as_array().unwrap() {
-        assert!(w["failurePolicy"].is_string());
-        assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
-    }
-    // The floor ConfigMap is served for real by deploy_policy_is_served_as_bundles_….
-    // The example sidecar config is a valid intentgate config.
-    let side = docs
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "intentgate-sidecar")
-        .unwrap();
-    let f = dir.path().join("sidecar.yaml");
-    std::fs::write(&f, side["data"]["config.yaml"].as_str().unwrap()).unwrap();
-    let (code, out, err) = run_cli(&["check", "--config", f.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
+pub(crate) fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `kubectl kustomize` when available; else each file listed in kustomization.yaml (which must
-/// all exist), concatenated.
-fn render(base: &Path) -> Vec<Value> {
-    let kubectl = Command::new("kubectl")
-        .args(["version", "--client"])
+/// `kubectl kustomize DIR`, one JSON value per document.
+pub(crate) fn render(dir: &Path) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
         .output()
-        .is_ok_and(|o| o.status.success());
-    let text = if kubectl {
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(base)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    } else {
-        let k: Value = serde_yaml::from_str(
-            &std::fs::read_to_string(base.join("kustomization.yaml")).unwrap(),
-        )
-        .unwrap();
-        let mut all = String::new();
-        for r in k["resources"].as_array().unwrap() {
-            let file: PathBuf = base.join(r.as_str().unwrap());
-            all.push_str(&std::fs::read_to_string(&file).unwrap());
-            all.push_str("\n---\n");
-        }
-        all
-    };
-    serde_yaml::Deserializer::from_str(&text)
+        .expect("kubectl is installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_yaml(&String::from_utf8(out.stdout).unwrap())
+}
+
+pub(crate) fn parse_yaml(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
 }
 
-/// The Dockerfile, statically (no image is built here): multi-stage, every COPY source exists,
-/// the final stage runs as the documented non-root UID.
-#[test]
-fn dockerfile_is_multi_stage_and_non_root() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect();
-    let froms: Vec<usize> = (0..lines.len())
-        .filter(|&i| lines[i].starts_with("FROM "))
-        .collect();
-    assert!(froms.len() >= 2, "multi-stage");
-    assert!(lines[froms[0]].contains(" AS build"));
-    for l in lines
-        .iter()
-        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
-    {
-        let words: Vec<&str> = l.split_whitespace().collect();
-        for src in &words[1..words.len() - 1] {
-            assert!(root.join(src).exists(), "COPY source {src} exists");
-        }
-    }
-    let last = &lines[*froms.last().unwrap()..];
-    let user = last
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("USER "))
-        .expect("USER in the final stage");
-    assert_eq!(*user, "USER 15700:15700");
-    assert!(
-        last.iter()
-            .any(|l| l.starts_with("ENTRYPOINT [\"/usr/local/bin/intentgate\"]"))
-    );
-    assert!(last.iter().any(|l| l.contains("--from=build")));
+/// The base and the example overlay, rendered.
+fn base() -> Vec<Value> {
+    render(&repo().join("deploy/kubernetes"))
+}
+fn example() -> Vec<Value> {
+    render(&repo().join("deploy/example"))
 }
 
-/// deploy/ as one system: the control Deployment's projected policy volume laid out from the
-/// rendered ConfigMaps, its inject config (paths under a temp root standing for the pod's
-/// filesystem) served by the real `intentgate inject`, and the example sidecar config checked
-/// against the bundle it serves to namespace support: the namespace's catalog arrives, the global
-/// Rego tests pass, and the injected bundle URL names the Service.
+/// The one document of `kind` named `name`.
+pub(crate) fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let all: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(all.len(), 1, "one {kind} {name}");
+    all[0]
+}
+
+/// 1.29 and the newest schema kubernetes-validate ships (e.g. "1.37.0").
+fn versions() -> &'static [String] {
+    static V: OnceLock<Vec<String>> = OnceLock::new();
+    V.get_or_init(|| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import kubernetes_validate, os\n\
+                 d = os.path.join(os.path.dirname(kubernetes_validate.__file__), 'kubernetes-json-schema')\n\
+                 v = [tuple(int(x) for x in n[1:].split('-')[0].split('.')) for n in os.listdir(d) if n.endswith('-local-strict')]\n\
+                 print('.'.join(map(str, max(v))))",
+            ])
+            .output()
+            .expect("python3 with kubernetes-validate");
+        let newest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(newest.starts_with("1."), "newest schema: {newest:?}");
+        vec!["1.29.0".to_string(), newest]
+    })
+}
+
+/// kubernetes-validate --strict of every document, for each of [`versions`].
+pub(crate) fn validate_all(docs: &[Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docs.yaml");
+    let text: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(&file, text.join("\n---\n")).unwrap();
+    for v in versions() {
+        let out = Command::new("kubernetes-validate")
+            .args(["--strict", "-k", v])
+            .arg(&file)
+            .output()
+            .expect("kubernetes-validate is installed (scripts/test installs it)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "Kubernetes {v}: {stdout}{stderr}");
+        let passed = stdout.lines().filter(|l| l.contains(" passed ")).count();
+        assert_eq!(passed, docs.len(), "Kubernetes {v}: {stdout}{stderr}");
+    }
+}
+
+const LABELS: [&str; 6] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+];
+
+/// Both renders validate for 1.29 and the newest schema; the base is the control plane only
+/// (no agent namespace, nothing injected until an overlay lists one); the MutatingWebhook
+/// selectors match the inject label, so unlabelled pods never reach the webhook.
 #[test]
-fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let docs = render(&base);
-    let root = tempfile::tempdir().unwrap();
-    let etc = root.path().join("etc/intentgate");
-    let config_map = |name: &str| {
-        docs.iter()
-            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("ConfigMap {name}"))["data"]
-            .as_object()
-            .unwrap()
-            .clone()
-    };
-    // The policy volume, as the kubelet would project it.
-    let deployment = docs
+fn deploy_manifests_render_and_validate() {
+    let base = base();
+    validate_all(&base);
+    let kinds: Vec<&str> = base.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Namespace",
+        "PriorityClass",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    assert!(
+        !kinds.contains(&"NetworkPolicy"),
+        "agent namespaces are the overlay's"
+    );
+    let namespaces: Vec<_> = base
         .iter()
-        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "intentgate-inject")
-        .unwrap();
-    let spec = &deployment["spec"]["template"]["spec"];
-    let mount = spec["containers"][0]["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "policy")
-        .unwrap();
-    assert_eq!(mount["mountPath"], "/etc/intentgate/policy");
-    let volume = spec["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "policy")
-        .unwrap();
-    for source in volume["projected"]["sources"].as_array().unwrap() {
-        let cm = &source["configMap"];
-        let data = config_map(cm["name"].as_str().unwrap());
-        let items: Vec<(String, String)> = match cm["items"].as_array() {
-            Some(items) => items
-                .iter()
-                .map(|i| {
-                    (
-                        i["key"].as_str().unwrap().into(),
-                        i["path"].as_str().unwrap().into(),
-                    )
-                })
-                .collect(),
-            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
-        };
-        for (key, path) in items {
-            let file = etc.join("policy").join(path);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(file, data[&key].as_str().unwrap()).unwrap();
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    assert!(
+        namespaces.iter().all(|n| *n == "intentgate-system"),
+        "{namespaces:?}"
+    );
+    let hook = find(&base, "MutatingWebhookConfiguration", "intentgate-inject");
+    assert!(
+        hook["webhooks"]
+            .to_string()
+            .contains("intentgate.io/inject")
+    );
+    for w in hook["webhooks"].as_array().unwrap() {
+        assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
+    }
+
+    let example = example();
+    validate_all(&example);
+    assert_eq!(
+        example.len(),
+        base.len() + 7,
+        "the base and the support namespace"
+    );
+    // The example sidecar config is a valid intentgate config.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sidecar.yaml");
+    let side = cluster::config_map(&example, "intentgate-sidecar");
+    std::fs::write(&f, side["config.yaml"].as_str().unwrap()).unwrap();
+    let (code, out, err) = run_cli(&["check", "--config", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Every rendered object (and the pod templates) carries the six recommended labels; the
+/// control plane's say name intentgate, part-of intentgate, managed-by kustomize.
+#[test]
+fn deploy_every_rendered_object_carries_the_recommended_labels() {
+    let base = base();
+    for (what, docs) in [("base", &base), ("example", &example())] {
+        for d in docs.iter() {
+            let mut labelled = vec![&d["metadata"]["labels"]];
+            if d["kind"] == "Deployment" {
+                labelled.push(&d["spec"]["template"]["metadata"]["labels"]);
+            }
+            for labels in labelled {
+                for l in LABELS {
+                    assert!(
+                        labels[l].as_str().is_some_and(|v| !v.is_empty()),
+                        "{what}: {} {} lacks {l}: {labels}",
+                        d["kind"],
+                        d["metadata"]["name"]
+                    );
+                }
+            }
         }
     }
-    // The serving certificate Secret (tls.crt, tls.key, ca.crt), for the Service's name.
-    let ca = crate::common::tls::TestCa::new("webhook CA");
-    let (cert, key) = ca.server_pem(&["127.0.0.1"]);
-    std::fs::create_dir_all(etc.join("tls")).unwrap();
-    std::fs::write(etc.join("tls/tls.crt"), cert).unwrap();
-    std::fs::write(etc.join("tls/tls.key"), key).unwrap();
-    std::fs::write(etc.join("tls/ca.crt"), &ca.cert_pem).unwrap();
-    let inject = config_map("intentgate-inject")["inject.yaml"]
-        .as_str()
-        .unwrap()
-        .replace("/etc/intentgate/", &format!("{}/", etc.display()));
-    assert!(
-        inject.contains("url: https://intentgate-inject.intentgate-system.svc/bundles"),
-        "sidecars are sent to the Service: {inject}"
-    );
-    let inject_file = root.path().join("inject.yaml");
-    std::fs::write(&inject_file, inject).unwrap();
-    let control = super::bundles::Control::launch(
-        root.path(),
-        &etc.join("tls/tls.crt"),
-        &etc.join("tls/tls.key"),
-        &inject_file,
-        0,
-    );
-    let sidecar = root.path().join("sidecar.yaml");
+    for d in &base {
+        let labels = &d["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/name"], "intentgate");
+        assert_eq!(labels["app.kubernetes.io/part-of"], "intentgate");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "kustomize");
+        assert_eq!(
+            labels["app.kubernetes.io/version"],
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+}
+
+/// A relative path from `from` to `to` (kustomize refuses absolute resource paths).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let mut p = PathBuf::new();
+    for _ in from.components().skip(1) {
+        p.push("..");
+    }
+    p.join(to.strip_prefix("/").unwrap())
+}
+
+/// The image is named once: an overlay's `images:` entries change the control Deployment's
+/// image, and the sidecar and init images it injects (run here: a pod reviewed by the rendered
+/// control container gets the overridden images). Without the override, the release's images.
+#[test]
+fn deploy_images_override_reaches_the_control_deployment_and_the_injected_pod() {
+    let plain = Installation::start(example());
+    let pod = plain.inject("support", "support-bot");
+    let inits = &pod["spec"]["initContainers"];
+    let release = |name: &str| format!("ghcr.io/intentgate/{name}:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(inits[0]["image"], release("intentgate-init"), "{inits}");
+    assert_eq!(inits[1]["image"], release("intentgate"), "{inits}");
+    let control = &find(&plain.docs, "Deployment", "intentgate-inject")["spec"]["template"]["spec"];
+    assert_eq!(control["containers"][0]["image"], release("intentgate"));
+    // The image is written once in the sources, in the control container.
+    let mut named = 0;
+    for f in ["deploy/kubernetes", "deploy/example"] {
+        for e in std::fs::read_dir(repo().join(f)).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            named += text.matches("ghcr.io/intentgate/intentgate:").count();
+        }
+    }
+    assert_eq!(named, 1, "the sidecar image is named once in deploy/");
+
+    let dir = tempfile::tempdir().unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
     std::fs::write(
-        &sidecar,
-        config_map("intentgate-sidecar")["config.yaml"]
-            .as_str()
-            .unwrap(),
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources:\n  - {}\nimages:\n\
+             \x20 - {{name: ghcr.io/intentgate/intentgate, newName: registry.example.com/mirror/intentgate, newTag: 0.1.0-rc1}}\n\
+             \x20 - {{name: ghcr.io/intentgate/intentgate-init, newName: registry.example.com/mirror/intentgate-init, digest: \"{digest}\"}}\n",
+            relative(dir.path(), &repo().join("deploy/example")).display()
+        ),
     )
     .unwrap();
-    let with_bundle = |args: &[&str]| {
-        let mut all = vec![args[0], "--config", sidecar.to_str().unwrap()];
-        all.extend_from_slice(&args[1..]);
-        run_cli(&all)
+    let docs = render(dir.path());
+    validate_all(&docs);
+    let mirrored = Installation::start(docs);
+    let control =
+        &find(&mirrored.docs, "Deployment", "intentgate-inject")["spec"]["template"]["spec"];
+    assert_eq!(
+        control["containers"][0]["image"],
+        "registry.example.com/mirror/intentgate:0.1.0-rc1"
+    );
+    let pod = mirrored.inject("support", "support-bot");
+    let inits = &pod["spec"]["initContainers"];
+    assert_eq!(inits[0]["name"], "intentgate-iptables");
+    assert_eq!(
+        inits[0]["image"],
+        format!("registry.example.com/mirror/intentgate-init@{digest}")
+    );
+    assert_eq!(inits[1]["name"], "intentgate");
+    assert_eq!(
+        inits[1]["image"],
+        "registry.example.com/mirror/intentgate:0.1.0-rc1"
+    );
+    // The agent's own image is not ours to change.
+    assert_eq!(pod["spec"]["containers"][0]["image"], "python:3.12-slim");
+}
+
+/// The control Deployment stays available: a PodDisruptionBudget and topology spread over
+/// nodes and zones that select its pods, a priority class that exists, rolling updates that keep
+/// every ready replica; and the webhook's failurePolicy and timeoutSeconds are the values
+/// docs/kubernetes.md states (with their trade-off).
+#[test]
+fn deploy_control_deployment_is_highly_available_and_its_webhook_settings_are_documented() {
+    let docs = base();
+    let d = find(&docs, "Deployment", "intentgate-inject");
+    let labels = d["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    let selects = |selector: &Value| {
+        let m = selector["matchLabels"].as_object().unwrap();
+        !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
-    let url = control.url("support");
-    let ca_file = etc.join("tls/ca.crt");
-    let bundle = [
-        "--bundle-url",
-        url.as_str(),
-        "--bundle-ca",
-        ca_file.to_str().unwrap(),
-        "--namespace",
-        "support",
-        "--agent",
-        "support-bot",
-        "--owner",
-        "team-helpdesk",
-    ];
-    let mut check = vec!["check"];
-    check.extend_from_slice(&bundle);
-    let (code, stdout, stderr) = with_bundle(&check);
+    let replicas = d["spec"]["replicas"].as_u64().unwrap();
+    assert!(replicas >= 2);
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    let pdb = find(&docs, "PodDisruptionBudget", "intentgate-inject");
+    assert!(selects(&pdb["spec"]["selector"]));
+    let min = pdb["spec"]["minAvailable"].as_u64().unwrap();
+    assert!(
+        min >= 1 && min < replicas,
+        "drains can proceed, one pod at a time"
+    );
+    let spec = &d["spec"]["template"]["spec"];
+    let spread = spec["topologySpreadConstraints"].as_array().unwrap();
+    let keys: Vec<_> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    assert!(spread.iter().all(|c| selects(&c["labelSelector"])));
+    let class = find(
+        &docs,
+        "PriorityClass",
+        spec["priorityClassName"].as_str().unwrap(),
+    );
+    let value = class["value"].as_i64().unwrap();
+    assert!(
+        value > 0 && value < 1_000_000_000,
+        "above workloads, below system-*"
+    );
+    let service = &find(&docs, "Service", "intentgate-inject")["spec"]["selector"];
+    assert!(selects(&serde_json::json!({ "matchLabels": service })));
+
+    let doc = std::fs::read_to_string(repo().join("docs/kubernetes.md")).unwrap();
+    let documented = |setting: &str| -> String {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{setting}` |")))
+            .unwrap_or_else(|| panic!("docs/kubernetes.md has a row for {setting}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[3].len() > 40, "{setting}: its trade-off is explained");
+        cells[2].trim_matches('`').to_string()
+    };
+    let hook = find(&docs, "MutatingWebhookConfiguration", "intentgate-inject");
+    for w in hook["webhooks"].as_array().unwrap() {
+        assert_eq!(w["failurePolicy"], documented("failurePolicy").as_str());
+        assert_eq!(
+            w["timeoutSeconds"].to_string(),
+            documented("timeoutSeconds")
+        );
+    }
+}
+
+/// deploy/ as one system: the example's control Deployment run as rendered (its projected
+/// policy volume, its inject config), and the example sidecar config checked against the bundle
+/// it serves to namespace support: the namespace's catalog arrives, the global Rego tests pass,
+/// the injected bundle URL names the Service.
+#[test]
+fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
+    let control = Installation::start(example());
+    let inject = cluster::config_map(&control.docs, "intentgate-inject");
+    assert!(
+        inject["inject.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("url: https://intentgate-inject.intentgate-system.svc/bundles"),
+        "sidecars are sent to the Service"
+    );
+    let (code, stdout, stderr) = walk::with_bundle(&control, &["check"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("1 intents"), "{stdout}");
-    // The namespace's catalog grants the ticket API; the global deny still holds.
-    let mut explain = vec!["explain"];
-    explain.extend_from_slice(&bundle);
-    explain.extend_from_slice(&[
-        "--intent",
-        "triage-tickets",
-        "GET",
-        "https://acme.zendesk.com/api/v2/tickets/42",
-    ]);
-    let (code, stdout, stderr) = with_bundle(&explain);
+    // The namespace's catalog grants the ticket API.
+    let (code, stdout, stderr) = walk::with_bundle(
+        &control,
+        &[
+            "explain",
+            "--intent",
+            "triage-tickets",
+            "GET",
+            "https://acme.zendesk.com/api/v2/tickets/42",
+        ],
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
