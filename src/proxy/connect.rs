@@ -1,5 +1,7 @@
 //! CONNECT: decided on host and port (with the CONNECT's own intent headers, else session, else
-//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced.
+//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced. A
+//! spliced tunnel's record is written when it ends, with the bytes it moved; an intercepted
+//! one's at the 200 (each inner request has its own).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,10 +12,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::audited::Relayed;
 use super::decide::{self, Live};
-use super::{Proxy, VIA, target, tunnel};
+use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
 use crate::error::{Body, ProxyError};
 use crate::listen::guard::InFlightToken;
@@ -35,7 +39,7 @@ impl Proxy {
         live: &Live,
         rec: &mut AuditRecord,
         token: InFlightToken,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Outcome, ProxyError> {
         // The target: host:port, port required; canonicalised like any other.
         let raw = req
             .uri()
@@ -66,7 +70,9 @@ impl Proxy {
             rec.connection = "intercepted";
             rec.reasons
                 .push("tunnel intercepted: each inner request is decided on its own".into());
-            return self.open_tunnel(req, authority, token, None, rec);
+            return self
+                .open_tunnel(req, authority, token, None, rec)
+                .map(|(resp, _)| Outcome::Done(resp));
         }
         // Spliced: decided here, on destination alone.
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
@@ -100,7 +106,11 @@ impl Proxy {
                 return Err(e.into());
             }
         };
-        self.open_tunnel(req, authority, token, Some(upstream), rec)
+        let (resp, relayed) = self.open_tunnel(req, authority, token, Some(upstream), rec)?;
+        Ok(match relayed {
+            Some(relayed) => Outcome::Upgraded(resp, relayed, "tunnel"),
+            None => Outcome::Done(resp),
+        })
     }
 
     /// Refuses (403 `port_not_in_scope`) an intercepted CONNECT to a port that neither the
@@ -161,7 +171,9 @@ impl Proxy {
     }
 
     /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
-    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling).
+    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling). A
+    /// spliced tunnel reports what it moved through the returned receiver when it ends.
+    #[allow(clippy::type_complexity)]
     fn open_tunnel(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -169,7 +181,7 @@ impl Proxy {
         token: InFlightToken,
         upstream: Option<tokio::net::TcpStream>,
         rec: &AuditRecord,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<(Response<Body>, Option<oneshot::Receiver<Relayed>>), ProxyError> {
         if upstream.is_none() {
             self.tunnel_slot()?;
         }
@@ -177,6 +189,13 @@ impl Proxy {
         let id = rec.decision_id.clone();
         let proxy = self.clone();
         let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let (done, relayed) = match upstream {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let span = info_span!("tunnel", target = %authority.to_host_port(), decision_id = %id);
         tokio::spawn(
             async move {
@@ -185,8 +204,13 @@ impl Proxy {
                 let _count = count;
                 match (hyper::upgrade::on(req).await, upstream) {
                     (Ok(upgraded), Some(upstream)) => {
-                        let end = tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
-                        debug!(?end, "tunnel ended");
+                        let closing = proxy.audit.closing();
+                        let s = tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing);
+                        let s = s.await;
+                        debug!(end = ?s.end, "tunnel ended");
+                        if let Some(done) = done {
+                            let _ = done.send(Relayed::from(&s));
+                        }
                     }
                     (Ok(upgraded), None) => {
                         proxy.intercept(TokioIo::new(upgraded), authority).await
@@ -203,6 +227,6 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("intentgate-decision-id", v);
         }
-        Ok(resp)
+        Ok((resp, relayed))
     }
 }
