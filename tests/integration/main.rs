@@ -4,6 +4,7 @@
 
 mod common;
 
+mod audit_durability;
 pub mod bundles;
 mod bypass;
 mod cli;
