@@ -137,6 +137,19 @@ struct Shared {
     closing: watch::Sender<bool>,
 }
 
+impl Shared {
+    fn new(metrics: Arc<Metrics>, on_failure: AuditOnFailure) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            on_failure,
+            reopen: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            unwritten: AtomicUsize::new(0),
+            closing: watch::Sender::new(false),
+        })
+    }
+}
+
 /// The sending side, shared by the request path.
 #[derive(Clone)]
 pub struct Audit {
@@ -187,14 +200,7 @@ impl Audit {
     /// Starts the writer thread for `cfg.path` (`stdout`, `stderr`, `off` or a file opened with
     /// O_APPEND). Fails if the file cannot be opened.
     pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            metrics,
-            on_failure: cfg.on_failure,
-            reopen: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
-            unwritten: AtomicUsize::new(0),
-            closing: watch::Sender::new(false),
-        });
+        let shared = Shared::new(metrics, cfg.on_failure);
         let sink = match cfg.path.as_str() {
             "off" => return Ok(Self { tx: None, shared }),
             "stdout" => Sink::Stdout,
@@ -202,7 +208,16 @@ impl Audit {
             file => Sink::File(file.into()),
         };
         let out = sink.open()?;
-        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        Self::spawn(shared, sink, out, cfg.queue)
+    }
+
+    fn spawn(
+        shared: Arc<Shared>,
+        sink: Sink,
+        out: Box<dyn Write + Send>,
+        queue: usize,
+    ) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
         let s = shared.clone();
         std::thread::Builder::new()
             .name("intentgate-audit".into())
@@ -337,5 +352,93 @@ mod tests {
         let new = std::fs::read_to_string(&path).unwrap();
         assert_eq!(new.lines().count(), 1);
         assert!(new.contains("\"seq\":11"));
+    }
+
+    /// A disk with `room` bytes left: a write takes what fits, then fails with ENOSPC.
+    #[derive(Clone, Default)]
+    struct Disk {
+        data: Arc<std::sync::Mutex<Vec<u8>>>,
+        room: Arc<AtomicUsize>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(room);
+            self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+            self.room.fetch_sub(n, Ordering::SeqCst);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Sends `n` records through `audit` (waiting for a place when the queue is full).
+    async fn send(audit: &Audit, n: usize) {
+        for _ in 0..n {
+            audit.reserve().await.unwrap().send(AuditRecord::default());
+        }
+    }
+
+    fn lines(disk: &Disk) -> Vec<u64> {
+        let data = disk.data.lock().unwrap().clone();
+        String::from_utf8(data)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
+        for on_failure in [AuditOnFailure::Block, AuditOnFailure::Continue] {
+            let metrics = Arc::new(Metrics::new().unwrap());
+            let disk = Disk::default();
+            // Room for one record and a half: the second is cut.
+            let one = {
+                let mut l = Vec::new();
+                line::write(&AuditRecord::default(), &mut l);
+                l.len()
+            };
+            disk.room.store(one * 3 / 2, Ordering::SeqCst);
+            let shared = Shared::new(metrics.clone(), on_failure);
+            let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 64).unwrap();
+            send(&audit, 10).await;
+            let failed = || audit.blocked() || metrics.audit_records_lost.get() > 0;
+            for _ in 0..500 {
+                if failed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(failed(), "{on_failure:?}");
+            // Space returns; the next records follow.
+            disk.room.store(usize::MAX / 2, Ordering::SeqCst);
+            send(&audit, 2).await;
+            assert_eq!(audit.settle(Duration::from_secs(10)).await, 0);
+            let seqs = lines(&disk);
+            let lost = metrics.audit_records_lost.get();
+            match on_failure {
+                AuditOnFailure::Block => {
+                    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+                    assert_eq!(lost, 0);
+                    assert!(!audit.blocked());
+                }
+                AuditOnFailure::Continue => {
+                    // The cut record is completed; the ones dropped are the gap.
+                    assert_eq!(&seqs[..2], [1, 2], "{seqs:?}");
+                    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+                    assert_eq!(seqs.len() as u64 + lost, 12, "{seqs:?}");
+                }
+            }
+        }
     }
 }

@@ -23,6 +23,9 @@ use crate::error::{Body, ProxyError};
 use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 
+/// An opened tunnel's 200, and for a spliced one what it moved once it ends.
+type Opened = (Response<Body>, Option<oneshot::Receiver<Relayed>>);
+
 /// Decrements the tunnel count when a tunnel ends.
 pub(super) struct TunnelCount(pub(super) Arc<Proxy>);
 
@@ -173,7 +176,6 @@ impl Proxy {
     /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
     /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling). A
     /// spliced tunnel reports what it moved through the returned receiver when it ends.
-    #[allow(clippy::type_complexity)]
     fn open_tunnel(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -181,7 +183,7 @@ impl Proxy {
         token: InFlightToken,
         upstream: Option<tokio::net::TcpStream>,
         rec: &AuditRecord,
-    ) -> Result<(Response<Body>, Option<oneshot::Receiver<Relayed>>), ProxyError> {
+    ) -> Result<Opened, ProxyError> {
         if upstream.is_none() {
             self.tunnel_slot()?;
         }
