@@ -135,6 +135,8 @@ struct Shared {
     unwritten: AtomicUsize,
     /// Flipped once at shutdown: every stream still open ends now and writes its record.
     closing: watch::Sender<bool>,
+    /// The same, for a cheap look (a dropped response body asks).
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl Shared {
             blocked: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
             closing: watch::Sender::new(false),
+            closed: AtomicBool::new(false),
         })
     }
 }
@@ -171,7 +174,7 @@ impl Slot {
 
     /// Whether streams are being closed for shutdown (a record written now says so).
     pub fn closing(&self) -> bool {
-        *self.shared.closing.borrow()
+        self.shared.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -278,6 +281,7 @@ impl Audit {
     /// Tells every stream still open (streamed responses, WebSockets, tunnels) to end now and
     /// write its record with `ended: "shutdown"`.
     pub fn close_streams(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.closing.send_replace(true);
     }
 

@@ -54,7 +54,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
 }
 
 /// A response body that writes the audit record once it is finished or dropped.
-pub struct Audited<B> {
+pub struct Audited<B: HttpBody> {
     inner: B,
     out: u64,
     bytes_in: Arc<AtomicU64>,
@@ -62,7 +62,7 @@ pub struct Audited<B> {
     pending: Option<(Box<AuditRecord>, Option<Slot>)>,
 }
 
-impl<B> Audited<B> {
+impl<B: HttpBody> Audited<B> {
     pub fn new(
         inner: B,
         record: AuditRecord,
@@ -87,7 +87,7 @@ impl<B> Audited<B> {
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
             rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
             if let Some(slot) = slot {
-                if !complete && slot.closing() {
+                if !complete && !self.inner.is_end_stream() && slot.closing() {
                     rec.ended = Some(Ended::Shutdown);
                 }
                 slot.send(*rec);
@@ -125,7 +125,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Audited<B> {
     }
 }
 
-impl<B> Drop for Audited<B> {
+impl<B: HttpBody> Drop for Audited<B> {
     fn drop(&mut self) {
         self.finish(false);
     }
