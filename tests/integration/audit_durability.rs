@@ -324,3 +324,51 @@ fn streams_open_when_the_grace_ends_are_closed_and_recorded_with_ended_shutdown(
     assert_eq!(recs.len(), 3, "{recs:?}");
     assert_eq!(seqs(&recs), [1, 2, 3]);
 }
+
+#[test]
+fn a_stream_inside_an_intercepted_tunnel_is_recorded_with_ended_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let (code, out, err) = run_cli(&["ca", "init", "--out", ca_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let test_ca = crate::common::tls::TestCa::new("upstream test CA");
+    let up_ca = test_ca.write_pem(dir.path());
+    let up = Upstream::start_tls(test_ca.server_config(&["localhost"]));
+    let mut proxy = ProxyProc::start(&format!(
+        "intent: read\ntls: {{ca_cert: \"{}\", ca_key: \"{}\", upstream_ca: \"{}\"}}\n{}\
+         limits: {{shutdown_grace_ms: 1000}}\n",
+        ca_dir.join("ca.pem").display(),
+        ca_dir.join("ca-key.pem").display(),
+        up_ca.display(),
+        catalog(up.addr.port()),
+    ));
+    // An HTTPS event stream that never ends, through an intercepted CONNECT.
+    let (purl, ca) = (proxy.url(), ca_dir.join("ca.pem"));
+    let url = format!("https://localhost:{}/sse", up.addr.port());
+    let client = std::thread::spawn(move || {
+        curl(&[
+            "-N",
+            "--http1.1",
+            "-x",
+            &purl,
+            "--cacert",
+            ca.to_str().unwrap(),
+            &url,
+        ])
+    });
+    eventually("the stream to start", Duration::from_secs(10), || {
+        (up.requests() == 1).then_some(())
+    });
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(Duration::from_secs(30)).success());
+    let out = client.join().unwrap();
+    assert!(out.body.contains("data: one"), "{out:?}");
+    let recs = proxy.audit();
+    let stream = recs
+        .iter()
+        .find(|r| r["path"] == "/sse")
+        .unwrap_or_else(|| panic!("no record of the stream: {recs:?}"));
+    assert_eq!(stream["connection"], "intercepted", "{stream}");
+    assert_eq!(stream["ended"], "shutdown", "{stream}");
+    assert_eq!(stream["bytes_out"], "data: one\n\n".len(), "{stream}");
+}
