@@ -131,6 +131,53 @@ impl<B: HttpBody> Drop for Audited<B> {
     }
 }
 
+/// A request's record while its pipeline runs: if the request is dropped before the pipeline
+/// returns (the client went away, or shutdown closed its connection), `Drop` writes a copy of
+/// the record as it stands (`status` 0: no response was sent; `ended: "shutdown"` when
+/// shutdown closed it). Disarmed, it does nothing: the caller writes the record.
+pub struct Armed<'a> {
+    rec: &'a mut AuditRecord,
+    slot: &'a mut Option<Slot>,
+    started: Instant,
+    armed: bool,
+}
+
+impl<'a> Armed<'a> {
+    pub fn new(rec: &'a mut AuditRecord, slot: &'a mut Option<Slot>, started: Instant) -> Self {
+        Self {
+            rec,
+            slot,
+            started,
+            armed: true,
+        }
+    }
+
+    pub fn rec(&mut self) -> &mut AuditRecord {
+        self.rec
+    }
+
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(slot) = self.slot.take() {
+            // The cancelled path only: the copy costs nothing on a request that completes.
+            let mut rec = self.rec.clone();
+            rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
+            if slot.closing() {
+                rec.ended = Some(Ended::Shutdown);
+            }
+            slot.send(rec);
+        }
+    }
+}
+
 /// What a finished relay moved: client→upstream, upstream→client, and how it ended.
 pub struct Relayed {
     pub up: u64,

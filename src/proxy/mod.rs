@@ -148,7 +148,7 @@ impl Proxy {
         // Back-pressure: the audit record's place is reserved before any work is done. While
         // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
         let blocked = self.audit.blocked();
-        let slot = if blocked {
+        let mut slot = if blocked {
             self.audit.try_reserve()
         } else {
             self.audit.reserve().await
@@ -168,8 +168,15 @@ impl Proxy {
         let outcome = if blocked {
             Err(ProxyError::AuditUnavailable)
         } else {
-            let pipeline = std::pin::pin!(self.pipeline(req, &live, &mut rec, entry));
-            pipeline.instrument(span.clone()).await
+            // Armed while the pipeline runs: if the request is dropped there (the client went
+            // away, or shutdown closed its connection), the record is still written.
+            let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
+            let outcome = {
+                let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), entry));
+                pipeline.instrument(span.clone()).await
+            };
+            armed.disarm();
+            outcome
         };
         let resp = match outcome {
             Ok(Outcome::Forwarded(resp, bytes_in)) => {

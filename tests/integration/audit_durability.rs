@@ -266,6 +266,21 @@ fn streams_open_when_the_grace_ends_are_closed_and_recorded_with_ended_shutdown(
     let head = read_until(&mut sse, "data: one");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let sse_id = decision_id(&head);
+    // A request still waiting for its upstream's answer.
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    slow.set_read_timeout(timeout).unwrap();
+    let slow_url = up.url("/slow?ms=60000");
+    write!(slow, "GET {slow_url} HTTP/1.1\r\nHost: {}\r\n\r\n", up.addr).unwrap();
+    eventually(
+        "the slow request to reach the upstream",
+        Duration::from_secs(10),
+        || {
+            up.seen()
+                .iter()
+                .any(|r| r.uri.starts_with("/slow"))
+                .then_some(())
+        },
+    );
     // A spliced CONNECT tunnel that carried one request and stays open.
     let mut tunnel = connect_tunnel(proxy.addr, &up.addr.to_string());
     tunnel.set_read_timeout(timeout).unwrap();
@@ -287,7 +302,7 @@ fn streams_open_when_the_grace_ends_are_closed_and_recorded_with_ended_shutdown(
     assert!(status.success(), "{status}: {}", proxy.stderr());
     // Every stream was closed by the proxy.
     let mut rest = Vec::new();
-    for s in [&mut sse, &mut tunnel, &mut socket] {
+    for s in [&mut sse, &mut slow, &mut tunnel, &mut socket] {
         assert!(s.read_to_end(&mut rest).is_ok(), "not closed by the proxy");
     }
 
@@ -321,8 +336,14 @@ fn streams_open_when_the_grace_ends_are_closed_and_recorded_with_ended_shutdown(
     assert_eq!(spliced["ended"], "shutdown", "{spliced}");
     assert_eq!(spliced["bytes_in"], request.len(), "{spliced}");
     assert!(spliced["bytes_out"].as_u64().unwrap() > 0, "{spliced}");
-    assert_eq!(recs.len(), 3, "{recs:?}");
-    assert_eq!(seqs(&recs), [1, 2, 3]);
+    let waiting = recs
+        .iter()
+        .find(|r| r["path"] == "/slow")
+        .unwrap_or_else(|| panic!("no record of the request in flight: {recs:?}"));
+    assert_eq!(waiting["ended"], "shutdown", "{waiting}");
+    assert_eq!(waiting["status"], 0, "no response was sent: {waiting}");
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    assert_eq!(seqs(&recs), [1, 2, 3, 4]);
 }
 
 #[test]
@@ -345,6 +366,8 @@ fn a_stream_inside_an_intercepted_tunnel_is_recorded_with_ended_shutdown() {
     // An HTTPS event stream that never ends, through an intercepted CONNECT.
     let (purl, ca) = (proxy.url(), ca_dir.join("ca.pem"));
     let url = format!("https://localhost:{}/sse", up.addr.port());
+    let got = dir.path().join("got");
+    let to = got.clone();
     let client = std::thread::spawn(move || {
         curl(&[
             "-N",
@@ -353,16 +376,19 @@ fn a_stream_inside_an_intercepted_tunnel_is_recorded_with_ended_shutdown() {
             &purl,
             "--cacert",
             ca.to_str().unwrap(),
+            "-o",
+            to.to_str().unwrap(),
             &url,
         ])
     });
-    eventually("the stream to start", Duration::from_secs(10), || {
-        (up.requests() == 1).then_some(())
+    eventually("the first event to arrive", Duration::from_secs(10), || {
+        std::fs::read_to_string(&got)
+            .is_ok_and(|t| t.contains("data: one"))
+            .then_some(())
     });
     proxy.signal("TERM");
     assert!(proxy.wait_exit(Duration::from_secs(30)).success());
-    let out = client.join().unwrap();
-    assert!(out.body.contains("data: one"), "{out:?}");
+    client.join().unwrap();
     let recs = proxy.audit();
     let stream = recs
         .iter()
