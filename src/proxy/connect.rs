@@ -23,9 +23,6 @@ use crate::error::{Body, ProxyError};
 use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 
-/// An opened tunnel's 200, and for a spliced one what it moved once it ends.
-type Opened = (Response<Body>, Option<oneshot::Receiver<Relayed>>);
-
 /// Decrements the tunnel count when a tunnel ends.
 pub(super) struct TunnelCount(pub(super) Arc<Proxy>);
 
@@ -73,9 +70,7 @@ impl Proxy {
             rec.connection = "intercepted";
             rec.reasons
                 .push("tunnel intercepted: each inner request is decided on its own".into());
-            return self
-                .open_tunnel(req, authority, token, None, rec)
-                .map(|(resp, _)| Outcome::Done(resp));
+            return self.open_tunnel(req, authority, token, None, rec);
         }
         // Spliced: decided here, on destination alone.
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
@@ -109,11 +104,7 @@ impl Proxy {
                 return Err(e.into());
             }
         };
-        let (resp, relayed) = self.open_tunnel(req, authority, token, Some(upstream), rec)?;
-        Ok(match relayed {
-            Some(relayed) => Outcome::Upgraded(resp, relayed, "tunnel"),
-            None => Outcome::Done(resp),
-        })
+        self.open_tunnel(req, authority, token, Some(upstream), rec)
     }
 
     /// Refuses (403 `port_not_in_scope`) an intercepted CONNECT to a port that neither the
@@ -175,7 +166,7 @@ impl Proxy {
 
     /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
     /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling). A
-    /// spliced tunnel reports what it moved through the returned receiver when it ends.
+    /// spliced tunnel's record waits for it to end (`Outcome::Upgraded`), with what it moved.
     fn open_tunnel(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -183,7 +174,7 @@ impl Proxy {
         token: InFlightToken,
         upstream: Option<tokio::net::TcpStream>,
         rec: &AuditRecord,
-    ) -> Result<Opened, ProxyError> {
+    ) -> Result<Outcome, ProxyError> {
         if upstream.is_none() {
             self.tunnel_slot()?;
         }
@@ -207,8 +198,8 @@ impl Proxy {
                 match (hyper::upgrade::on(req).await, upstream) {
                     (Ok(upgraded), Some(upstream)) => {
                         let closing = proxy.audit.closing();
-                        let s = tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing);
-                        let s = s.await;
+                        let s =
+                            tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing).await;
                         debug!(end = ?s.end, "tunnel ended");
                         if let Some(done) = done {
                             let _ = done.send(Relayed::from(&s));
@@ -229,6 +220,9 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("intentgate-decision-id", v);
         }
-        Ok((resp, relayed))
+        Ok(match relayed {
+            Some(relayed) => Outcome::Upgraded(resp, relayed, "tunnel"),
+            None => Outcome::Done(resp),
+        })
     }
 }
