@@ -19,7 +19,7 @@ use super::audited::Relayed;
 use super::decide::{self, Live};
 use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
-use crate::error::{Body, ProxyError};
+use crate::error::ProxyError;
 use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 
