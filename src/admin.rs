@@ -152,6 +152,10 @@ async fn route(
     Ok(match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => metrics(&state),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") if state.proxy.audit.blocked() => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "audit_unavailable", "reason": "the audit log cannot be written; requests are refused (audit.on_failure: block)"}),
+        ),
         (&Method::GET, "/readyz") if ready => {
             json_response(StatusCode::OK, &json!({"status": "ready"}))
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::audit::Audit;
@@ -128,7 +128,7 @@ pub async fn start_with(
         .chain(transparent_addr)
         .collect();
     metrics.set_policy_revision(live.policy.revision());
-    let audit = Audit::start(&cfg.audit.path, cfg.audit.queue, metrics.clone())
+    let audit = Audit::start(&cfg.audit, metrics.clone())
         .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
     let tls = Arc::new(
         crate::tls::Tls::from_config(&cfg.tls)
@@ -236,7 +236,9 @@ pub async fn start_with(
 
 impl Running {
     /// Stops accepting, asks every connection to finish its current request, and waits for them
-    /// up to the grace deadline.
+    /// up to the grace deadline; then closes whatever is still open (streamed responses,
+    /// tunnels, WebSockets), each writing its record with `ended: "shutdown"`, and waits until
+    /// every record is written: the process leaves a record for every decision id it issued.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
@@ -249,14 +251,26 @@ impl Running {
                 "grace period over; closing remaining connections"
             );
         }
-        // Every record of a finished request is on disk before the process exits (and before
-        // `serve --learn` reads them).
-        self.proxy.audit.flush().await;
+        let audit = &self.proxy.audit;
+        audit.close_streams();
+        // Every record is on disk before the process exits (and before `serve --learn` reads
+        // them); only a log that cannot be written (disk full) stops that, and is said so.
+        let unwritten = audit.settle(FINAL_WRITE).await;
+        if unwritten > 0 {
+            error!(
+                records = unwritten,
+                "exiting with audit records that could not be written (the audit log cannot be written)"
+            );
+        }
         if left == 0 {
             info!("drained; bye");
         }
     }
 }
+
+/// How long the exit waits for the audit records of what shutdown closed, and for a log that
+/// cannot be written to take them.
+const FINAL_WRITE: Duration = Duration::from_secs(5);
 
 /// Writes the bound addresses as JSON, atomically (write then rename), for tests and wrappers.
 pub fn write_ready_file(path: &Path, running: &Running) -> anyhow::Result<()> {

@@ -5,19 +5,27 @@
 //! While records keep coming, the writer gathers them for `GATHER` between writes instead of
 //! being woken for each one: a request then never pays for waking another thread, and the writer
 //! makes one write per batch. An idle writer sleeps until the next record.
+//!
+//! When the log cannot be written (disk full, I/O error), `audit.on_failure` decides: `block`
+//! holds every record and refuses new requests (503) until the writer can write again; `continue`
+//! forwards and counts the records it drops (src/audit/writer.rs). At shutdown, streams still open
+//! after the grace period are closed (`close_streams`) and write their record with
+//! `ended: "shutdown"`; `settle` waits until every reserved record is written.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::{AuditConfig, AuditOnFailure};
 use crate::metrics::Metrics;
 
 mod line;
+mod writer;
 
 /// One decision, as written to the audit log. `line::write` writes it; its test fails until a
 /// field added here is written there too.
@@ -48,9 +56,38 @@ pub struct AuditRecord {
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// How a stream (a streamed response, WebSocket or tunnel) ended, when not by finishing
+    /// normally or when it has no other way to say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
     pub durations: Durations,
     #[serde(skip)]
     pub at: Option<SystemTime>,
+}
+
+/// How a stream ended (`ended` in the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    /// Either side closed it.
+    Closed,
+    /// Nothing moved for `limits.tunnel_idle_timeout_ms`.
+    Idle,
+    /// A read or write failed.
+    Error,
+    /// Still open at the end of `limits.shutdown_grace_ms`: closed by intentgate.
+    Shutdown,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Closed => "closed",
+            Ended::Idle => "idle",
+            Ended::Error => "error",
+            Ended::Shutdown => "shutdown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -86,24 +123,58 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
+/// What the request path, the writer and the shutdown sequence share.
+struct Shared {
+    metrics: Arc<Metrics>,
+    on_failure: AuditOnFailure,
+    /// Set by SIGHUP: the writer reopens a file sink before its next record.
+    reopen: AtomicBool,
+    /// `audit.on_failure: block` and the last write failed: requests are refused.
+    blocked: AtomicBool,
+    /// Records the writer holds but has not written (while blocked).
+    unwritten: AtomicUsize,
+    /// Flipped once at shutdown: every stream still open ends now and writes its record.
+    closing: watch::Sender<bool>,
+    /// The same, for a cheap look (a dropped response body asks).
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn new(metrics: Arc<Metrics>, on_failure: AuditOnFailure) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            on_failure,
+            reopen: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            unwritten: AtomicUsize::new(0),
+            closing: watch::Sender::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+}
+
 /// The sending side, shared by the request path.
 #[derive(Clone)]
 pub struct Audit {
     tx: Option<mpsc::Sender<Msg>>,
-    metrics: Arc<Metrics>,
-    reopen: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// A reserved place in the queue: sending through it cannot block or fail while the writer runs.
 pub struct Slot {
     permit: mpsc::OwnedPermit<Msg>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 impl Slot {
     pub fn send(self, record: AuditRecord) {
-        self.metrics.audit_queue_depth.inc();
+        self.shared.metrics.audit_queue_depth.inc();
         self.permit.send(Msg::Record(Box::new(record)));
+    }
+
+    /// Whether streams are being closed for shutdown (a record written now says so).
+    pub fn closing(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -129,33 +200,34 @@ fn open_append(p: &std::path::Path) -> io::Result<File> {
 }
 
 impl Audit {
-    /// Starts the writer thread for `path` (`stdout`, `stderr`, `off` or a file opened with
+    /// Starts the writer thread for `cfg.path` (`stdout`, `stderr`, `off` or a file opened with
     /// O_APPEND). Fails if the file cannot be opened.
-    pub fn start(path: &str, capacity: usize, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let reopen = Arc::new(AtomicBool::new(false));
-        let sink = match path {
-            "off" => {
-                return Ok(Self {
-                    tx: None,
-                    metrics,
-                    reopen,
-                });
-            }
+    pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
+        let shared = Shared::new(metrics, cfg.on_failure);
+        let sink = match cfg.path.as_str() {
+            "off" => return Ok(Self { tx: None, shared }),
             "stdout" => Sink::Stdout,
             "stderr" => Sink::Stderr,
             file => Sink::File(file.into()),
         };
         let out = sink.open()?;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let m = metrics.clone();
-        let r = reopen.clone();
+        Self::spawn(shared, sink, out, cfg.queue)
+    }
+
+    fn spawn(
+        shared: Arc<Shared>,
+        sink: Sink,
+        out: Box<dyn Write + Send>,
+        queue: usize,
+    ) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let s = shared.clone();
         std::thread::Builder::new()
             .name("intentgate-audit".into())
-            .spawn(move || writer(rx, sink, out, m, r))?;
+            .spawn(move || writer::run(rx, sink, out, s))?;
         Ok(Self {
             tx: Some(tx),
-            metrics,
-            reopen,
+            shared,
         })
     }
 
@@ -165,16 +237,39 @@ impl Audit {
         let tx = self.tx.clone()?;
         tx.reserve_owned().await.ok().map(|permit| Slot {
             permit,
-            metrics: self.metrics.clone(),
+            shared: self.shared.clone(),
         })
+    }
+
+    /// Whether new requests are refused because the log cannot be written
+    /// (`audit.on_failure: block`). One atomic load: it runs on every request.
+    pub fn blocked(&self) -> bool {
+        self.shared.blocked.load(Ordering::Relaxed)
+    }
+
+    /// A place for the record of a request refused while blocked, if the queue has one; else
+    /// the record cannot be kept and is counted lost (nothing was forwarded for it).
+    pub fn try_reserve(&self) -> Option<Slot> {
+        let tx = self.tx.clone()?;
+        match tx.try_reserve_owned() {
+            Ok(permit) => Some(Slot {
+                permit,
+                shared: self.shared.clone(),
+            }),
+            Err(_) => {
+                self.shared.metrics.audit_records_lost.inc();
+                None
+            }
+        }
     }
 
     /// Asks the writer to reopen a file sink before its next write (SIGHUP, for logrotate).
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Release);
+        self.shared.reopen.store(true, Ordering::Release);
     }
 
-    /// Waits until everything queued so far is written and flushed.
+    /// Waits until everything queued so far is written and flushed (while blocked: until the
+    /// log can be written again).
     pub async fn flush(&self) {
         let Some(tx) = &self.tx else { return };
         let (done, wait) = oneshot::channel();
@@ -182,108 +277,45 @@ impl Audit {
             let _ = wait.await;
         }
     }
-}
 
-/// How long the writer lets records gather after a batch before it looks again. A record reaches
-/// the log at most this much later; `Audit::flush` (shutdown) waits for it.
-const GATHER: Duration = Duration::from_millis(5);
+    /// Tells every stream still open (streamed responses, WebSockets, tunnels) to end now and
+    /// write its record with `ended: "shutdown"`.
+    pub fn close_streams(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closing.send_replace(true);
+    }
 
-/// The writer thread: numbers, timestamps, serialises and writes records in queue order,
-/// flushing whenever the queue runs empty; then it lets the next records gather (`GATHER`)
-/// and, if none came, sleeps until one does.
-fn writer(
-    mut rx: mpsc::Receiver<Msg>,
-    sink: Sink,
-    out: Box<dyn Write + Send>,
-    metrics: Arc<Metrics>,
-    reopen: Arc<AtomicBool>,
-) {
-    let boot_id = format!("{:016x}", crate::ids::boot_id());
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
-    let mut seq = 0u64;
-    let mut line = Vec::with_capacity(1024);
-    while let Some(mut msg) = rx.blocking_recv() {
-        loop {
-            match msg {
-                Msg::Record(mut rec) => {
-                    metrics.audit_queue_depth.dec();
-                    if reopen.swap(false, Ordering::AcqRel) {
-                        let _ = out.flush();
-                        match sink.open() {
-                            Ok(w) => out = BufWriter::with_capacity(64 * 1024, w),
-                            Err(e) => {
-                                tracing::error!(error = %e, "audit: cannot reopen the log; keeping the old handle")
-                            }
-                        }
-                    }
-                    seq += 1;
-                    rec.seq = seq;
-                    rec.boot_id.clone_from(&boot_id);
-                    rec.time =
-                        humantime::format_rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now))
-                            .to_string();
-                    line.clear();
-                    self::line::write(&rec, &mut line);
-                    line.push(b'\n');
-                    if let Err(e) = out.write_all(&line) {
-                        tracing::error!(error = %e, "audit: write failed");
-                    }
-                }
-                Msg::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
-            }
-            match rx.try_recv() {
-                Ok(next) => msg = next,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let _ = out.flush();
-                    std::thread::sleep(GATHER);
-                    match rx.try_recv() {
-                        Ok(next) => msg = next,
-                        Err(_) => break,
-                    }
-                }
-            }
+    /// Resolves once `close_streams` is called. A task holding a stream selects on it.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shared.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
         }
     }
-    let _ = out.flush();
+
+    /// At exit: waits up to `limit` until every reserved record has been sent and written.
+    /// Returns how many are still unwritten (0 when all are on disk).
+    pub async fn settle(&self, limit: Duration) -> usize {
+        let Some(tx) = &self.tx else { return 0 };
+        let deadline = Instant::now() + limit;
+        loop {
+            // Nothing reserved or queued: a flush then writes what the writer holds.
+            if tx.capacity() == tx.max_capacity() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, self.flush()).await.is_ok()
+                    && tx.capacity() == tx.max_capacity()
+                {
+                    return 0;
+                }
+            }
+            if Instant::now() >= deadline {
+                let held = tx.max_capacity() - tx.capacity();
+                return held + self.shared.unwritten.load(Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn records_are_numbered_written_and_reopened() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let metrics = Arc::new(Metrics::new().unwrap());
-        let audit = Audit::start(path.to_str().unwrap(), 2, metrics).unwrap();
-        for i in 0..10 {
-            let slot = audit.reserve().await.unwrap();
-            slot.send(AuditRecord {
-                decision_id: format!("d{i}"),
-                ..Default::default()
-            });
-        }
-        audit.flush().await;
-        let rotated = dir.path().join("audit.log.1");
-        std::fs::rename(&path, &rotated).unwrap();
-        audit.reopen();
-        audit.reserve().await.unwrap().send(AuditRecord::default());
-        audit.flush().await;
-        let old = std::fs::read_to_string(&rotated).unwrap();
-        let lines: Vec<serde_json::Value> = old
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 10);
-        assert_eq!(lines[9]["seq"], 10);
-        assert_eq!(lines[3]["decision_id"], "d3");
-        let new = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(new.lines().count(), 1);
-        assert!(new.contains("\"seq\":11"));
-    }
-}
+mod tests;

@@ -65,6 +65,11 @@ pub enum ProxyError {
     Overloaded { what: &'static str, limit: usize },
     #[error("agent '{agent}' is over its request rate (limits.requests_per_second)")]
     RateLimited { agent: String, retry_after_s: u64 },
+    /// `audit.on_failure: block` while the audit log cannot be written.
+    #[error(
+        "the audit log cannot be written (disk full or an I/O error); nothing is forwarded without its record"
+    )]
+    AuditUnavailable,
 }
 
 impl ProxyError {
@@ -90,7 +95,9 @@ impl ProxyError {
             ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
                 StatusCode::FORBIDDEN
             }
-            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -112,6 +119,7 @@ impl ProxyError {
             ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -128,7 +136,9 @@ impl ProxyError {
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => Blame::Upstream,
             ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
-            ProxyError::Overloaded { .. } | ProxyError::RateLimited { .. } => Blame::Proxy,
+            ProxyError::Overloaded { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::AuditUnavailable => Blame::Proxy,
         }
     }
 
@@ -154,6 +164,7 @@ impl ProxyError {
             ProxyError::RateLimited { retry_after_s, .. } => {
                 format!("slow down: retry after {retry_after_s} s (see Retry-After)")
             }
+            ProxyError::AuditUnavailable => "retry later: intentgate answers again once its audit log can be written (an operator must free space or fix the audit.path file system)".into(),
         }
     }
 }
@@ -199,7 +210,10 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
         // After a malformed request the framing of the rest of the stream is not to be trusted.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if matches!(err, ProxyError::Overloaded { .. }) {
+    if matches!(
+        err,
+        ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable
+    ) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if let ProxyError::RateLimited { retry_after_s, .. } = err {

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub websocket_upgrades: IntCounterVec,
     pub bodies_inspected: IntCounterVec,
     pub bundle_fetches: IntCounterVec,
+    /// Records never written (`audit.on_failure: continue`, or a refusal's record that found the
+    /// queue full while the log was blocked).
+    pub audit_records_lost: IntCounter,
+    /// 1 while `audit.on_failure: block` refuses requests because the log cannot be written.
+    pub audit_blocked: IntGauge,
 }
 
 impl Metrics {
@@ -97,6 +102,14 @@ impl Metrics {
             "intentgate_audit_queue_depth",
             "Audit records waiting to be written.",
         )?;
+        let audit_records_lost = IntCounter::new(
+            "intentgate_audit_records_lost_total",
+            "Audit records that could not be written and were dropped.",
+        )?;
+        let audit_blocked = IntGauge::new(
+            "intentgate_audit_blocked",
+            "1 while requests are refused because the audit log cannot be written.",
+        )?;
         let decision_cache = IntCounterVec::new(
             Opts::new(
                 "intentgate_decision_cache_total",
@@ -164,6 +177,8 @@ impl Metrics {
         registry.register(Box::new(websocket_upgrades.clone()))?;
         registry.register(Box::new(bodies_inspected.clone()))?;
         registry.register(Box::new(bundle_fetches.clone()))?;
+        registry.register(Box::new(audit_records_lost.clone()))?;
+        registry.register(Box::new(audit_blocked.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -186,6 +201,8 @@ impl Metrics {
             websocket_upgrades,
             bodies_inspected,
             bundle_fetches,
+            audit_records_lost,
+            audit_blocked,
         })
     }
 

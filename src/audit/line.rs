@@ -67,6 +67,10 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     uint(out, rec.bytes_in);
     out.extend_from_slice(b",\"bytes_out\":");
     uint(out, rec.bytes_out);
+    if let Some(e) = rec.ended {
+        out.extend_from_slice(b",\"ended\":");
+        string(out, e.as_str());
+    }
     out.extend_from_slice(b",\"durations\":{\"policy_us\":");
     uint(out, rec.durations.policy_us);
     out.extend_from_slice(b",\"upstream_ms\":");
@@ -148,7 +152,7 @@ fn float(out: &mut Vec<u8>, f: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditAgent, AuditIntent, Durations};
+    use crate::audit::{AuditAgent, AuditIntent, Durations, Ended};
 
     fn record(text: &str, n: u64) -> AuditRecord {
         AuditRecord {
@@ -181,6 +185,13 @@ mod tests {
             status: 403,
             bytes_in: n * 1_000_003,
             bytes_out: u64::MAX - n,
+            ended: [
+                None,
+                Some(Ended::Closed),
+                Some(Ended::Idle),
+                Some(Ended::Error),
+                Some(Ended::Shutdown),
+            ][(n % 5) as usize],
             durations: Durations {
                 policy_us: n,
                 upstream_ms: n as f64 / 7.0,

@@ -245,6 +245,20 @@ pub struct AuditConfig {
     pub path: String,
     /// Records waiting to be written; when full, requests wait (nothing is dropped).
     pub queue: usize,
+    /// What happens while the log cannot be written (disk full, I/O error).
+    pub on_failure: AuditOnFailure,
+}
+
+/// `audit.on_failure`: what the proxy does while audit records cannot be written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    /// Refuse new requests (503 `audit_unavailable`) until the log can be written again; the
+    /// records already queued are kept and written then.
+    #[default]
+    Block,
+    /// Keep forwarding; records that cannot be written are dropped and counted.
+    Continue,
 }
 
 impl Default for AuditConfig {
@@ -252,6 +266,7 @@ impl Default for AuditConfig {
         Self {
             path: "stdout".into(),
             queue: 4096,
+            on_failure: AuditOnFailure::Block,
         }
     }
 }

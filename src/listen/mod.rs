@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::audit::Audit;
 use crate::config::Limits;
 use crate::error::raw_error_response;
 use crate::proxy::Proxy;
@@ -123,6 +124,19 @@ pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: Live) {
     });
 }
 
+/// A connection asked to shut down gracefully: it finishes its current request, unless that
+/// outlives the grace period; then it is dropped, and a response still streaming writes its
+/// record (`ended: "shutdown"`, src/proxy/audited.rs).
+pub(crate) async fn finish_or_close<F>(conn: std::pin::Pin<&mut F>, audit: &Audit) -> F::Output
+where
+    F: std::future::Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        r = conn => r,
+        () = audit.closing() => Ok(()),
+    }
+}
+
 /// Accepts connections until `shutdown` flips, serving each with the proxy.
 pub async fn serve_proxy(
     listener: TcpListener,
@@ -157,6 +171,7 @@ pub async fn serve_proxy(
                 let _live = live;
                 let in_flight = InFlight::default();
                 let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
+                let own = proxy.clone();
                 let service = service_fn(move |req| proxy.clone().handle(req, in_flight.clone()));
                 let conn = builder.serve_connection(io, service).with_upgrades();
                 tokio::pin!(conn);
@@ -164,7 +179,7 @@ pub async fn serve_proxy(
                     r = conn.as_mut() => r,
                     _ = shutdown.changed() => {
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        finish_or_close(conn, &own.audit).await
                     }
                 };
                 if let Err(e) = result {

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::guard::{Guard, InFlight};
-use super::{Tracker, http1_builder};
+use super::{Tracker, finish_or_close, http1_builder};
 use crate::config::Limits;
 use crate::proxy::Proxy;
 use crate::proxy::transparent::{Redirected, Sniffed};
@@ -177,6 +177,7 @@ async fn serve_one(
         original,
         in_flight,
     });
+    let own = proxy.clone();
     let service = service_fn(move |req| proxy.clone().handle_transparent(req, info.clone()));
     // With upgrades: an allowed WebSocket is relayed as on the proxy listener.
     let conn = http1_builder(limits)
@@ -187,7 +188,7 @@ async fn serve_one(
         r = conn.as_mut() => r,
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            finish_or_close(conn, &own.audit).await
         }
     };
     if let Err(e) = result {

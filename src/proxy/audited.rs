@@ -1,5 +1,7 @@
 //! Body wrappers that count bytes as they stream and write the request's audit record when the
-//! response body ends (or the client goes away), with the final byte counts and duration.
+//! response body ends (or the client goes away, or shutdown closes it: `ended: "shutdown"`),
+//! with the final byte counts and duration; and the record of a relay (WebSocket, spliced
+//! tunnel), written when it ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,8 +11,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::oneshot;
 
-use crate::audit::{AuditRecord, Slot};
+use super::tunnel::Spliced;
+use crate::audit::{AuditRecord, Ended, Slot};
 
 /// A request body that counts the bytes passing through it.
 pub struct Counted<B> {
@@ -50,7 +54,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
 }
 
 /// A response body that writes the audit record once it is finished or dropped.
-pub struct Audited<B> {
+pub struct Audited<B: HttpBody> {
     inner: B,
     out: u64,
     bytes_in: Arc<AtomicU64>,
@@ -58,7 +62,7 @@ pub struct Audited<B> {
     pending: Option<(Box<AuditRecord>, Option<Slot>)>,
 }
 
-impl<B> Audited<B> {
+impl<B: HttpBody> Audited<B> {
     pub fn new(
         inner: B,
         record: AuditRecord,
@@ -75,12 +79,17 @@ impl<B> Audited<B> {
         }
     }
 
-    fn finish(&mut self) {
+    /// Writes the record; `complete` when the body ended, else it was dropped (the client went
+    /// away, or shutdown closed the stream).
+    fn finish(&mut self, complete: bool) {
         if let Some((mut rec, slot)) = self.pending.take() {
             rec.bytes_out = self.out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
             rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
             if let Some(slot) = slot {
+                if !complete && !self.inner.is_end_stream() && slot.closing() {
+                    rec.ended = Some(Ended::Shutdown);
+                }
                 slot.send(*rec);
             }
         }
@@ -103,7 +112,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Audited<B> {
                     this.out += d.len() as u64;
                 }
             }
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => this.finish(true),
             _ => {}
         }
         r
@@ -116,8 +125,106 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Audited<B> {
     }
 }
 
-impl<B> Drop for Audited<B> {
+impl<B: HttpBody> Drop for Audited<B> {
     fn drop(&mut self) {
-        self.finish();
+        self.finish(false);
+    }
+}
+
+/// A request's record while its pipeline runs: if the request is dropped before the pipeline
+/// returns (the client went away, or shutdown closed its connection), `Drop` writes a copy of
+/// the record as it stands (`status` 0: no response was sent; `ended: "shutdown"` when
+/// shutdown closed it). Disarmed, it does nothing: the caller writes the record.
+pub struct Armed<'a> {
+    rec: &'a mut AuditRecord,
+    slot: &'a mut Option<Slot>,
+    started: Instant,
+    armed: bool,
+}
+
+impl<'a> Armed<'a> {
+    pub fn new(rec: &'a mut AuditRecord, slot: &'a mut Option<Slot>, started: Instant) -> Self {
+        Self {
+            rec,
+            slot,
+            started,
+            armed: true,
+        }
+    }
+
+    pub fn rec(&mut self) -> &mut AuditRecord {
+        self.rec
+    }
+
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(slot) = self.slot.take() {
+            // The cancelled path only: the copy costs nothing on a request that completes.
+            let mut rec = self.rec.clone();
+            rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
+            if slot.closing() {
+                rec.ended = Some(Ended::Shutdown);
+            }
+            slot.send(rec);
+        }
+    }
+}
+
+/// What a finished relay moved: client→upstream, upstream→client, and how it ended.
+pub struct Relayed {
+    pub up: u64,
+    pub down: u64,
+    pub end: Ended,
+}
+
+impl From<&Spliced> for Relayed {
+    fn from(s: &Spliced) -> Self {
+        Self {
+            up: s.client_to_upstream,
+            down: s.upstream_to_client,
+            end: s.ended(),
+        }
+    }
+}
+
+/// Writes a relay's one audit record when it ends (`what` names it in the reasons), with the
+/// byte counts and how it ended. A relay task that is gone without a word (it failed before
+/// relaying) still leaves the record.
+pub async fn audit_when_relayed(
+    rec: AuditRecord,
+    slot: Option<Slot>,
+    relayed: oneshot::Receiver<Relayed>,
+    started: Instant,
+    what: &'static str,
+) {
+    write_relayed(rec, slot, relayed.await.ok(), started, what);
+}
+
+/// Writes a relay's record with what it moved (nothing when it never relayed).
+pub fn write_relayed(
+    mut rec: AuditRecord,
+    slot: Option<Slot>,
+    relayed: Option<Relayed>,
+    started: Instant,
+    what: &'static str,
+) {
+    if let Some(r) = relayed {
+        rec.bytes_in = r.up;
+        rec.bytes_out = r.down;
+        rec.ended = Some(r.end);
+        rec.reasons
+            .push(format!("{what} ended: {}", r.end.as_str()));
+    }
+    rec.durations.total_ms = crate::audit::millis(started.elapsed());
+    if let Some(slot) = slot {
+        slot.send(rec);
     }
 }

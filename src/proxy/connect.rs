@@ -1,5 +1,7 @@
 //! CONNECT: decided on host and port (with the CONNECT's own intent headers, else session, else
-//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced.
+//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced. A
+//! spliced tunnel's record is written when it ends, with the bytes it moved; an intercepted
+//! one's at the 200 (each inner request has its own).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,12 +12,14 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::audited::Relayed;
 use super::decide::{self, Live};
-use super::{Proxy, VIA, target, tunnel};
+use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
-use crate::error::{Body, ProxyError};
+use crate::error::ProxyError;
 use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 
@@ -35,7 +39,7 @@ impl Proxy {
         live: &Live,
         rec: &mut AuditRecord,
         token: InFlightToken,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Outcome, ProxyError> {
         // The target: host:port, port required; canonicalised like any other.
         let raw = req
             .uri()
@@ -161,7 +165,8 @@ impl Proxy {
     }
 
     /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
-    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling).
+    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling). A
+    /// spliced tunnel's record waits for it to end (`Outcome::Upgraded`), with what it moved.
     fn open_tunnel(
         self: &Arc<Self>,
         req: Request<Incoming>,
@@ -169,7 +174,7 @@ impl Proxy {
         token: InFlightToken,
         upstream: Option<tokio::net::TcpStream>,
         rec: &AuditRecord,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Outcome, ProxyError> {
         if upstream.is_none() {
             self.tunnel_slot()?;
         }
@@ -177,6 +182,13 @@ impl Proxy {
         let id = rec.decision_id.clone();
         let proxy = self.clone();
         let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let (done, relayed) = match upstream {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let span = info_span!("tunnel", target = %authority.to_host_port(), decision_id = %id);
         tokio::spawn(
             async move {
@@ -185,8 +197,13 @@ impl Proxy {
                 let _count = count;
                 match (hyper::upgrade::on(req).await, upstream) {
                     (Ok(upgraded), Some(upstream)) => {
-                        let end = tunnel::splice(TokioIo::new(upgraded), upstream, idle).await;
-                        debug!(?end, "tunnel ended");
+                        let closing = proxy.audit.closing();
+                        let s =
+                            tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing).await;
+                        debug!(end = ?s.end, "tunnel ended");
+                        if let Some(done) = done {
+                            let _ = done.send(Relayed::from(&s));
+                        }
                     }
                     (Ok(upgraded), None) => {
                         proxy.intercept(TokioIo::new(upgraded), authority).await
@@ -203,6 +220,9 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("intentgate-decision-id", v);
         }
-        Ok(resp)
+        Ok(match relayed {
+            Some(relayed) => Outcome::Upgraded(resp, relayed, "tunnel"),
+            None => Outcome::Done(resp),
+        })
     }
 }

@@ -192,8 +192,13 @@ impl Proxy {
             .max_header_list_size((limits.max_header_bytes + 8192) as u32);
         let proxy = self.clone();
         let svc = service_fn(move |req| proxy.clone().handle_inner(req, info.clone()));
-        if let Err(e) = builder.serve_connection_with_upgrades(io, svc).await {
-            debug!(error = %e, "intercepted connection ended with an error");
+        // Shutdown closes the tunnel when its grace is over: a response still streaming is
+        // dropped, which writes its record (`ended: "shutdown"`).
+        tokio::select! {
+            r = builder.serve_connection_with_upgrades(io, svc) => if let Err(e) = r {
+                debug!(error = %e, "intercepted connection ended with an error");
+            },
+            () = self.audit.closing() => debug!("intercepted connection closed at shutdown"),
         }
     }
 

@@ -111,10 +111,12 @@ struct Target {
 enum Outcome {
     Forwarded(Response<Incoming>, Arc<AtomicU64>),
     Done(Response<Body>),
-    /// A 101 whose connections are relayed in the background; the audit record waits for it.
+    /// A 101 (WebSocket) or a CONNECT's 200 (spliced tunnel) whose connections are relayed in
+    /// the background; the audit record waits for the relay to end, and names it in its reasons.
     Upgraded(
         Response<Body>,
-        tokio::sync::oneshot::Receiver<websocket::Relayed>,
+        tokio::sync::oneshot::Receiver<audited::Relayed>,
+        &'static str,
     ),
 }
 
@@ -143,8 +145,14 @@ impl Proxy {
         entry: Entry<'_>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        // Back-pressure: the audit record's place is reserved before any work is done.
-        let slot = self.audit.reserve().await;
+        // Back-pressure: the audit record's place is reserved before any work is done. While
+        // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
+        let blocked = self.audit.blocked();
+        let mut slot = if blocked {
+            self.audit.try_reserve()
+        } else {
+            self.audit.reserve().await
+        };
         let mut rec = AuditRecord {
             decision_id: crate::ids::decision_id(),
             at: Some(SystemTime::now()),
@@ -157,9 +165,18 @@ impl Proxy {
         // can name their decision_id do so themselves.
         let span = debug_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
         // Pinned where it lies, so the span wraps a reference rather than a copy of the state.
-        let outcome = {
-            let pipeline = std::pin::pin!(self.pipeline(req, &live, &mut rec, entry));
-            pipeline.instrument(span.clone()).await
+        let outcome = if blocked {
+            Err(ProxyError::AuditUnavailable)
+        } else {
+            // Armed while the pipeline runs: if the request is dropped there (the client went
+            // away, or shutdown closed its connection), the record is still written.
+            let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
+            let outcome = {
+                let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), entry));
+                pipeline.instrument(span.clone()).await
+            };
+            armed.disarm();
+            outcome
         };
         let resp = match outcome {
             Ok(Outcome::Forwarded(resp, bytes_in)) => {
@@ -176,13 +193,16 @@ impl Proxy {
                 rec.status = resp.status().as_u16();
                 resp
             }
-            Ok(Outcome::Upgraded(mut resp, relayed)) => {
-                // One record per WebSocket, written when its relay ends, with the byte counts.
+            Ok(Outcome::Upgraded(mut resp, relayed, what)) => {
+                // One record per WebSocket or spliced tunnel, written when its relay ends, with
+                // the byte counts and how it ended.
                 rec.status = resp.status().as_u16();
                 if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }
-                tokio::spawn(websocket::audit_when_relayed(rec, slot, relayed, started));
+                tokio::spawn(audited::audit_when_relayed(
+                    rec, slot, relayed, started, what,
+                ));
                 return Ok(resp);
             }
             Err(err) => {
@@ -262,9 +282,7 @@ impl Proxy {
         // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
         if req.method() == Method::CONNECT {
             // Boxed: a tunnel's state is large and would otherwise size every request's future.
-            return Box::pin(self.connect(req, live, rec, in_flight.start()))
-                .await
-                .map(Outcome::Done);
+            return Box::pin(self.connect(req, live, rec, in_flight.start())).await;
         }
         // 4. The canonical target: absolute-form only (origin-form means someone mistook us for
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.

@@ -18,14 +18,28 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info_span};
 
+use super::audited::{Relayed, write_relayed};
 use super::connect::TunnelCount;
 use super::decide::{self, Live};
 use super::target::{self, Authority};
 use super::{Entry, Proxy, Target, tunnel};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Slot};
 use crate::error::{Body, ProxyError};
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::tls::sni::ClientHello;
+
+/// The record of a decided opaque connection, written when it ends.
+struct Decided {
+    rec: AuditRecord,
+    slot: Option<Slot>,
+    started: Instant,
+}
+
+impl Decided {
+    fn write(self, relayed: Option<Relayed>) {
+        write_relayed(self.rec, self.slot, relayed, self.started, "connection");
+    }
+}
 
 /// What the first bytes of a redirected connection said.
 #[derive(Debug, PartialEq, Eq)]
@@ -165,38 +179,49 @@ impl Proxy {
             let _count = TunnelCount(self.clone());
             return self.intercept_as(io, authority, "transparent").await;
         }
-        let (id, upstream) = self
+        let (decided, upstream) = self
             .decide_opaque(&authority, protocol, sni.as_deref())
             .await;
-        let span = info_span!("transparent", target = %authority.to_host_port(), protocol, decision_id = %id);
+        let span = info_span!("transparent", target = %authority.to_host_port(), protocol, decision_id = %decided.rec.decision_id);
         let upstream = match upstream {
             Ok(u) => u,
             // The client gets no HTTP answer on a raw connection: it is closed; the audit
             // record and the metrics say why.
             Err(e) => {
+                decided.write(None);
                 return span.in_scope(|| debug!(error = %e, "transparent connection refused"));
             }
         };
         let _count = TunnelCount(self.clone());
         let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let closing = self.audit.closing();
         async {
-            let end = tunnel::splice(io, upstream, idle).await;
-            debug!(?end, "transparent connection ended");
+            // The record is written when the connection ends, with the bytes it moved.
+            let s = tunnel::splice(io, upstream, idle, closing).await;
+            debug!(end = ?s.end, "transparent connection ended");
+            decided.write(Some(Relayed::from(&s)));
         }
         .instrument(span)
         .await;
     }
 
     /// Decides a connection on its destination alone and dials it (taking a tunnel slot on
-    /// success); exactly one audit record either way. Returns the decision id.
+    /// success). Returns the record to write when the connection ends (at once if refused).
     async fn decide_opaque(
         self: &Arc<Self>,
         authority: &Authority,
         protocol: &'static str,
         sni: Option<&str>,
-    ) -> (String, Result<TcpStream, ProxyError>) {
+    ) -> (Decided, Result<TcpStream, ProxyError>) {
         let started = Instant::now();
-        let slot = self.audit.reserve().await;
+        // While the audit log cannot be written (`audit.on_failure: block`): closed, nothing
+        // dialled (as `Proxy::run` answers 503).
+        let blocked = self.audit.blocked();
+        let slot = if blocked {
+            self.audit.try_reserve()
+        } else {
+            self.audit.reserve().await
+        };
         let mut rec = AuditRecord {
             decision_id: crate::ids::decision_id(),
             at: Some(SystemTime::now()),
@@ -208,9 +233,12 @@ impl Proxy {
             ..AuditRecord::default()
         };
         let live = self.live.load_full();
-        let result = self
-            .opaque_pipeline(&live, &mut rec, authority, protocol, sni)
-            .await;
+        let result = if blocked {
+            Err(ProxyError::AuditUnavailable)
+        } else {
+            self.opaque_pipeline(&live, &mut rec, authority, protocol, sni)
+                .await
+        };
         match &result {
             Ok(_) => rec.status = 200,
             Err(e) => {
@@ -222,12 +250,7 @@ impl Proxy {
                 }
             }
         }
-        rec.durations.total_ms = crate::audit::millis(started.elapsed());
-        let id = rec.decision_id.clone();
-        if let Some(slot) = slot {
-            slot.send(rec);
-        }
-        (id, result)
+        (Decided { rec, slot, started }, result)
     }
 
     async fn opaque_pipeline(

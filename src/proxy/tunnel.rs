@@ -1,5 +1,7 @@
-//! CONNECT tunnels: bytes copied both ways after the 200, closed when idle too long.
+//! CONNECT tunnels: bytes copied both ways after the 200, closed when idle too long or when
+//! shutdown closes every stream still open.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::audit::Ended;
 
 /// Milliseconds since the first call: a cheap monotonic clock for activity stamps.
 fn now_ms() -> u64 {
@@ -75,6 +79,8 @@ pub enum TunnelEnd {
     Closed,
     Idle,
     Error(io::Error),
+    /// Closed by intentgate at the end of the shutdown grace period.
+    Shutdown,
 }
 
 /// A finished tunnel: how it ended and the bytes it moved each way.
@@ -85,8 +91,26 @@ pub struct Spliced {
     pub upstream_to_client: u64,
 }
 
-/// Copies bytes both ways until either side closes or nothing moves for `idle`.
-pub async fn splice<A, B>(client: A, upstream: B, idle: Duration) -> Spliced
+impl Spliced {
+    /// `ended` for the tunnel's audit record.
+    pub fn ended(&self) -> Ended {
+        match self.end {
+            TunnelEnd::Closed => Ended::Closed,
+            TunnelEnd::Idle => Ended::Idle,
+            TunnelEnd::Error(_) => Ended::Error,
+            TunnelEnd::Shutdown => Ended::Shutdown,
+        }
+    }
+}
+
+/// Copies bytes both ways until either side closes, nothing moves for `idle`, or `closing`
+/// resolves (shutdown).
+pub async fn splice<A, B>(
+    client: A,
+    upstream: B,
+    idle: Duration,
+    closing: impl Future<Output = ()>,
+) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -118,6 +142,7 @@ where
             Err(e) => TunnelEnd::Error(e),
         },
         () = watchdog => TunnelEnd::Idle,
+        () = closing => TunnelEnd::Shutdown,
     };
     Spliced {
         end,

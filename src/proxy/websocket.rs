@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,10 +17,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::audited::Relayed;
 use super::connect::TunnelCount;
 use super::target::Authority;
 use super::{Outcome, Proxy, headers, tunnel};
-use crate::audit::{AuditRecord, Slot};
+use crate::audit::Ended;
 use crate::error::ProxyError;
 use crate::listen::guard::{InFlight, InFlightToken};
 use crate::tls::client::UpstreamAlpn;
@@ -37,13 +38,6 @@ impl Upgrading {
         self.token = Some(in_flight.start());
         self
     }
-}
-
-/// What a finished relay moved: client→upstream, upstream→client, and how it ended.
-pub(super) struct Relayed {
-    pub up: u64,
-    pub down: u64,
-    pub end: &'static str,
 }
 
 const HINT: &str =
@@ -101,25 +95,6 @@ where
         }
     });
     sender.send_request(req).await
-}
-
-/// Writes a WebSocket's one audit record when its relay ends, with the byte counts.
-pub(super) async fn audit_when_relayed(
-    mut rec: AuditRecord,
-    slot: Option<Slot>,
-    relayed: oneshot::Receiver<Relayed>,
-    started: Instant,
-) {
-    if let Ok(r) = relayed.await {
-        rec.bytes_in = r.up;
-        rec.bytes_out = r.down;
-        rec.reasons
-            .push(format!("websocket relay ended: {}", r.end));
-    }
-    rec.durations.total_ms = crate::audit::millis(started.elapsed());
-    if let Some(slot) = slot {
-        slot.send(rec);
-    }
 }
 
 impl Proxy {
@@ -204,6 +179,7 @@ impl Proxy {
         let upstream_side = hyper::upgrade::on(&mut resp);
         let (done, relayed) = oneshot::channel();
         let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+        let closing = self.audit.closing();
         let span = info_span!("websocket", target = %target);
         tokio::spawn(
             async move {
@@ -211,27 +187,19 @@ impl Proxy {
                 let _token = ws.token;
                 let relayed = match (client_side.await, upstream_side.await) {
                     (Ok(c), Ok(u)) => {
-                        let s = tunnel::splice(TokioIo::new(c), TokioIo::new(u), idle).await;
-                        Relayed {
-                            up: s.client_to_upstream,
-                            down: s.upstream_to_client,
-                            end: match s.end {
-                                tunnel::TunnelEnd::Closed => "closed",
-                                tunnel::TunnelEnd::Idle => "idle",
-                                tunnel::TunnelEnd::Error(_) => "error",
-                            },
-                        }
+                        let s = tunnel::splice(TokioIo::new(c), TokioIo::new(u), idle, closing);
+                        Relayed::from(&s.await)
                     }
                     (c, u) => {
                         warn!(client = ?c.err(), upstream = ?u.err(), "websocket upgrade failed");
                         Relayed {
                             up: 0,
                             down: 0,
-                            end: "failed",
+                            end: Ended::Error,
                         }
                     }
                 };
-                debug!(end = relayed.end, "websocket relay ended");
+                debug!(end = relayed.end.as_str(), "websocket relay ended");
                 let _ = done.send(relayed);
             }
             .instrument(span),
@@ -244,6 +212,7 @@ impl Proxy {
         Ok(Outcome::Upgraded(
             Response::from_parts(parts, body),
             relayed,
+            "websocket relay",
         ))
     }
 }

@@ -354,7 +354,7 @@ fn ca_show_prints_the_fingerprint() {
 #[test]
 fn intercepted_requests_reach_the_upstream_through_a_parent_proxy() {
     let parent = ProxyProc::start("");
-    let s = setup(&format!("upstream: {{proxy: \"{}\"}}\n", parent.url()));
+    let mut s = setup(&format!("upstream: {{proxy: \"{}\"}}\n", parent.url()));
     let (ca, purl) = (s.ig_ca.to_str().unwrap(), s.proxy.url());
     for (path, status) in [("/echo/tickets/1", 200), ("/echo/admin", 403)] {
         let out = curl(&[
@@ -370,17 +370,21 @@ fn intercepted_requests_reach_the_upstream_through_a_parent_proxy() {
         assert_eq!(out.status, status, "{path}: {out:?}");
     }
     assert_eq!(s.up.requests(), 1, "only the allowed request went upstream");
-    // It went through the parent, as a CONNECT to the upstream.
+    // It went through the parent, as a CONNECT to the upstream. The parent records a spliced
+    // tunnel when it ends (with its bytes), and the child keeps that upstream connection until
+    // it exits.
+    s.proxy.signal("TERM");
+    assert!(s.proxy.wait_exit(Duration::from_secs(20)).success());
     let port = s.up.addr.port();
-    eventually(
+    let rec = eventually(
         "the parent's audit record of the CONNECT",
         Duration::from_secs(10),
         || {
             parent
                 .audit()
-                .iter()
-                .any(|r| r["method"] == "CONNECT" && r["host"] == "localhost" && r["port"] == port)
-                .then_some(())
+                .into_iter()
+                .find(|r| r["method"] == "CONNECT" && r["host"] == "localhost" && r["port"] == port)
         },
     );
+    assert!(rec["bytes_in"].as_u64().unwrap() > 0, "{rec}");
 }

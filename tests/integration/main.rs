@@ -5,6 +5,7 @@
 mod common;
 
 mod admin_limits;
+mod audit_durability;
 pub mod bundles;
 mod bypass;
 mod claims;

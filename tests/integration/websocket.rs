@@ -79,7 +79,7 @@ fn read_head(s: &mut impl Read) -> String {
 }
 
 /// Reads one frame: (opcode, unmasked payload).
-fn read_frame(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
+pub(crate) fn read_frame(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).ok()?;
     let mut len = u64::from(h[1] & 0x7f);
@@ -104,7 +104,7 @@ fn read_frame(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
     Some((h[0] & 0x0f, data))
 }
 
-fn frame(opcode: u8, data: &[u8], mask: bool) -> Vec<u8> {
+pub(crate) fn frame(opcode: u8, data: &[u8], mask: bool) -> Vec<u8> {
     assert!(data.len() < 126);
     let mut f = vec![
         0x80 | opcode,
@@ -123,8 +123,8 @@ fn frame(opcode: u8, data: &[u8], mask: bool) -> Vec<u8> {
 }
 
 /// A WebSocket echo server (plain or TLS) that counts the handshakes it saw.
-struct WsUpstream {
-    addr: SocketAddr,
+pub(crate) struct WsUpstream {
+    pub(crate) addr: SocketAddr,
     handshakes: Arc<AtomicUsize>,
 }
 
@@ -159,7 +159,7 @@ fn echo<S: Read + Write>(mut s: S, handshakes: &AtomicUsize) {
 }
 
 impl WsUpstream {
-    fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    pub(crate) fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicUsize::new(0));
@@ -192,7 +192,12 @@ fn proxy_for(up: &WsUpstream, extra: &str) -> ProxyProc {
 }
 
 /// Sends an absolute-form upgrade request; returns the socket and the response head.
-fn upgrade(proxy: SocketAddr, up: SocketAddr, path: &str, token: &str) -> (TcpStream, String) {
+pub(crate) fn upgrade(
+    proxy: SocketAddr,
+    up: SocketAddr,
+    path: &str,
+    token: &str,
+) -> (TcpStream, String) {
     let mut s = TcpStream::connect(proxy).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(

@@ -1,0 +1,128 @@
+//! The audit handle and its writer, end to end: numbering, reopening, and writes cut short.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_numbered_written_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let cfg = AuditConfig {
+        path: path.to_str().unwrap().into(),
+        queue: 2,
+        ..AuditConfig::default()
+    };
+    let audit = Audit::start(&cfg, metrics).unwrap();
+    for i in 0..10 {
+        let slot = audit.reserve().await.unwrap();
+        slot.send(AuditRecord {
+            decision_id: format!("d{i}"),
+            ..Default::default()
+        });
+    }
+    audit.flush().await;
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    audit.reopen();
+    audit.reserve().await.unwrap().send(AuditRecord::default());
+    audit.flush().await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let lines: Vec<serde_json::Value> = old
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[9]["seq"], 10);
+    assert_eq!(lines[3]["decision_id"], "d3");
+    let new = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(new.lines().count(), 1);
+    assert!(new.contains("\"seq\":11"));
+}
+
+/// A disk with `room` bytes left: a write takes what fits, then fails with ENOSPC.
+#[derive(Clone, Default)]
+struct Disk {
+    data: Arc<std::sync::Mutex<Vec<u8>>>,
+    room: Arc<AtomicUsize>,
+}
+
+impl Write for Disk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.room.load(Ordering::SeqCst);
+        if room == 0 {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        let n = buf.len().min(room);
+        self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+        self.room.fetch_sub(n, Ordering::SeqCst);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `n` records through `audit` (waiting for a place when the queue is full).
+async fn send(audit: &Audit, n: usize) {
+    for _ in 0..n {
+        audit.reserve().await.unwrap().send(AuditRecord::default());
+    }
+}
+
+fn lines(disk: &Disk) -> Vec<u64> {
+    let data = disk.data.lock().unwrap().clone();
+    String::from_utf8(data)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
+    for on_failure in [AuditOnFailure::Block, AuditOnFailure::Continue] {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let disk = Disk::default();
+        // Room for one record and a half: the second is cut.
+        let one = {
+            let mut l = Vec::new();
+            line::write(&AuditRecord::default(), &mut l);
+            l.len()
+        };
+        disk.room.store(one * 3 / 2, Ordering::SeqCst);
+        let shared = Shared::new(metrics.clone(), on_failure);
+        let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 64).unwrap();
+        send(&audit, 10).await;
+        let failed = || audit.blocked() || metrics.audit_records_lost.get() > 0;
+        for _ in 0..500 {
+            if failed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(failed(), "{on_failure:?}");
+        // Space returns; the next records follow.
+        disk.room.store(usize::MAX / 2, Ordering::SeqCst);
+        send(&audit, 2).await;
+        assert_eq!(audit.settle(Duration::from_secs(10)).await, 0);
+        let seqs = lines(&disk);
+        let lost = metrics.audit_records_lost.get();
+        match on_failure {
+            AuditOnFailure::Block => {
+                assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+                assert_eq!(lost, 0);
+                assert!(!audit.blocked());
+            }
+            AuditOnFailure::Continue => {
+                // The cut record is completed; the ones dropped are the gap.
+                assert_eq!(&seqs[..2], [1, 2], "{seqs:?}");
+                assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+                assert_eq!(seqs.len() as u64 + lost, 12, "{seqs:?}");
+            }
+        }
+    }
+}
