@@ -115,6 +115,12 @@ pub struct RunArgs {
     /// the calls the agent made to this file.
     #[arg(long)]
     pub learn: Option<PathBuf>,
+    /// With --learn: generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
+    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
+    /// Without it, paths are learned exactly as seen.
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+          value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
+    pub generalise: Option<u32>,
     /// Print no summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -131,6 +137,12 @@ pub struct LearnArgs {
     /// Where to write the learned catalog (YAML, the config's `intents:` format).
     #[arg(long)]
     pub out: PathBuf,
+    /// Generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
+    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
+    /// Without it, paths are learned exactly as seen.
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub generalise: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +174,10 @@ pub struct ExplainArgs {
     /// A request header, `NAME: VALUE` (repeatable).
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Take HOST to resolve to IP (repeat for several addresses) instead of asking the system
+    /// resolver; the egress rules then classify the address as the proxy would.
+    #[arg(long, value_name = "HOST=IP")]
+    pub resolve: Vec<crate::offline::Pinned>,
     /// HTTP method, e.g. GET.
     pub method: String,
     /// Full URL, e.g. https://api.zendesk.com/api/v2/tickets.
@@ -223,6 +239,12 @@ pub struct ServeArgs {
     /// a file, else to FILE.audit.jsonl.
     #[arg(long)]
     pub learn: Option<PathBuf>,
+    /// With --learn: generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
+    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
+    /// Without it, paths are learned exactly as seen.
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+          value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
+    pub generalise: Option<u32>,
 }
 
 /// Learn mode for `serve`: monitor everything, and keep the audit in a file to learn from.
@@ -304,6 +326,7 @@ pub fn main() -> ExitCode {
             report: a.report,
             audit: a.audit,
             learn: a.learn,
+            generalise: a.generalise,
             quiet: a.quiet,
             command: a.command,
         }),
@@ -338,6 +361,7 @@ pub fn main() -> ExitCode {
                     task: args.task.as_deref(),
                     headers: &args.headers,
                 },
+                &args.resolve,
             ),
             Err(code) => code,
         },
@@ -390,8 +414,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         running.shutdown().await;
         if let Some(out) = &args.learn {
             let audit = std::path::Path::new(&audit_path);
-            match crate::learn::write_learned(audit, out, "intentgate serve --learn") {
-                Ok(n) => eprintln!("intentgate: learned {n} intents into {}", out.display()),
+            let opts = crate::learn::Options {
+                generalise: args.generalise,
+            };
+            match crate::learn::write_learned(audit, out, "intentgate serve --learn", opts) {
+                Ok(c) => eprintln!("intentgate: {}", c.outcome(out)),
                 Err(e) => {
                     eprintln!("intentgate: {e}");
                     return ExitCode::FAILURE;
