@@ -19,6 +19,7 @@ mod intercept;
 mod intercept_reuse;
 mod iptables;
 mod k8s;
+mod learn;
 mod lifecycle;
 mod limits;
 mod ops;
