@@ -37,7 +37,8 @@ pub enum Command {
     /// Wrap one agent process: start the proxy on ephemeral ports, run CMD with proxy and CA-trust
     /// variables, print what was allowed and blocked when it exits, pass on its exit code.
     Run(RunArgs),
-    /// Write the minimal intent catalog that would have allowed the calls in audit logs.
+    /// Write the intent catalog that would have allowed exactly the forwarded calls in audit logs
+    /// (per intent, each path with its own methods); refused calls are listed, never granted.
     Learn(LearnArgs),
     /// Manage intentgate's local certificate authority (for TLS interception).
     #[command(subcommand)]
@@ -131,7 +132,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct LearnArgs {
-    /// Audit log files (JSON lines), e.g. collected from a namespace in monitor mode.
+    /// Audit log files (JSON lines), e.g. collected from a namespace in monitor (or enforce) mode.
     #[arg(long = "from-audit", required = true, num_args = 1..)]
     pub from_audit: Vec<PathBuf>,
     /// Where to write the learned catalog (YAML, the config's `intents:` format).
