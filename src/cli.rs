@@ -116,10 +116,7 @@ pub struct RunArgs {
     /// the calls the agent made to this file.
     #[arg(long)]
     pub learn: Option<PathBuf>,
-    /// With --learn: generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
-    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
-    /// Without it, paths are learned exactly as seen.
-    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
           value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
     pub generalise: Option<u32>,
     /// Print no summary.
@@ -130,6 +127,11 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The help of `--generalise [MIN]` (`learn`, `run --learn`, `serve --learn`).
+const GENERALISE: &str = "Generalise id-like path segments (numeric, UUID, long hex) to `*` where \
+    at least MIN distinct paths of that shape were seen (MIN defaults to 2), each noted in the \
+    file. Without it, paths are learned exactly as seen";
+
 #[derive(Args, Debug)]
 pub struct LearnArgs {
     /// Audit log files (JSON lines), e.g. collected from a namespace in monitor (or enforce) mode.
@@ -138,10 +140,7 @@ pub struct LearnArgs {
     /// Where to write the learned catalog (YAML, the config's `intents:` format).
     #[arg(long)]
     pub out: PathBuf,
-    /// Generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
-    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
-    /// Without it, paths are learned exactly as seen.
-    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub generalise: Option<u32>,
 }
@@ -240,10 +239,7 @@ pub struct ServeArgs {
     /// a file, else to FILE.audit.jsonl.
     #[arg(long)]
     pub learn: Option<PathBuf>,
-    /// With --learn: generalise id-like path segments (numeric, UUID, long hex) to `*` where at least MIN
-    /// distinct paths of that shape were seen (MIN defaults to 2); each is noted in the file.
-    /// Without it, paths are learned exactly as seen.
-    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2",
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
           value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
     pub generalise: Option<u32>,
 }

@@ -151,7 +151,6 @@ fn agent_through(proxy: &ProxyProc, ca: &Path, plan: &serde_json::Value) -> Stri
         .env("no_proxy", "")
         .env("REQUESTS_CA_BUNDLE", ca)
         .env("SSL_CERT_FILE", ca)
-        .env("INTENTGATE_ADMIN_URL", proxy.admin_url(""))
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -13,6 +13,7 @@ mod config_empty;
 mod connect;
 mod deploy;
 mod errors;
+mod explain;
 mod forward;
 mod fuzz_corpus;
 mod intercept;
