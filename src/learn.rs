@@ -23,10 +23,10 @@ pub const UNNAMED: &str = "learned";
 
 /// How to learn.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--generalise MIN`: an id-like path segment (numeric, UUID, long hex) becomes `*` where at
     /// least MIN distinct paths of the same shape were seen. `None`: paths exactly as seen.
-    pub generalise: Option<u32>,
+    pub(crate) generalise: Option<u32>,
 }
 
 /// Reads audit records (JSON lines) from files; names the file and line of a bad one.
@@ -119,25 +119,25 @@ struct Refused {
 }
 
 /// One learned intent.
-pub(crate) struct Learned {
-    pub(crate) calls: usize,
-    pub(crate) agents: BTreeSet<String>,
-    pub(crate) rules: Vec<Rule>,
+struct Learned {
+    calls: usize,
+    agents: BTreeSet<String>,
+    rules: Vec<Rule>,
 }
 
 /// Everything learned from a set of records.
-pub struct Catalog {
-    pub(crate) intents: BTreeMap<String, Learned>,
+pub(crate) struct Catalog {
+    intents: BTreeMap<String, Learned>,
     /// intent → (method, host:port, path) → the calls refused.
     refused: BTreeMap<String, BTreeMap<(String, String, String), Refused>>,
     /// Records that are not audit records of a call (missing fields, unknown decision).
-    pub(crate) unreadable: usize,
-    pub(crate) opts: Options,
+    unreadable: usize,
+    opts: Options,
 }
 
 impl Catalog {
     /// Learns from `records`: rules from the calls that were forwarded, the rest listed.
-    pub fn learn(records: &[serde_json::Value], opts: Options) -> Self {
+    pub(crate) fn learn(records: &[serde_json::Value], opts: Options) -> Self {
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         let mut refused: BTreeMap<String, BTreeMap<_, Refused>> = BTreeMap::new();
         let mut unreadable = 0;
@@ -169,7 +169,7 @@ impl Catalog {
                 Outcome::Deny | Outcome::Error => {
                     let key = (
                         r.method.to_string(),
-                        format!("{}:{}", r.host, r.port),
+                        dest(r.host, r.port),
                         r.path.to_string(),
                     );
                     let e = refused.entry(intent).or_default().entry(key).or_default();
@@ -210,16 +210,8 @@ impl Catalog {
         }
     }
 
-    /// The catalog in the config's `intents:` format.
-    pub fn specs(&self) -> BTreeMap<String, IntentSpec> {
-        self.intents
-            .iter()
-            .map(|(name, l)| (name.clone(), l.spec()))
-            .collect()
-    }
-
     /// Forwarded calls learned from, and calls refused (listed, not granted).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let learned = self.intents.values().map(|l| l.calls).sum();
         let refused = self
             .refused
@@ -231,12 +223,12 @@ impl Catalog {
     }
 
     /// The catalog as YAML, with comments: what each rule stands for and the calls not granted.
-    pub fn to_yaml(&self, source: &str) -> Result<String, String> {
+    pub(crate) fn to_yaml(&self, source: &str) -> Result<String, String> {
         render::yaml(self, source)
     }
 
     /// One line for people: what was learned and where it went.
-    pub fn outcome(&self, out: &Path) -> String {
+    pub(crate) fn outcome(&self, out: &Path) -> String {
         let (learned, refused) = self.counts();
         let mut s = format!(
             "learned {} intents from {learned} forwarded calls into {}",
@@ -258,7 +250,7 @@ impl Catalog {
     }
 
     /// Writes the catalog to `out`.
-    pub fn write(&self, out: &Path, source: &str) -> Result<(), String> {
+    pub(crate) fn write(&self, out: &Path, source: &str) -> Result<(), String> {
         let text = self
             .to_yaml(source)
             .map_err(|e| format!("cannot write the learned catalog as YAML: {e}"))?;
@@ -276,9 +268,18 @@ impl Learned {
     }
 }
 
+/// `host:port`, an IPv6 address in brackets.
+fn dest(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Learns from the records of this process (its `boot_id`) in `audit` and writes the catalog to
 /// `out` (`serve --learn`).
-pub fn write_learned(
+pub(crate) fn write_learned(
     audit: &Path,
     out: &Path,
     source: &str,
@@ -314,7 +315,7 @@ pub fn describe(records: &[serde_json::Value]) -> String {
         let e = counts.entry((r.agent.id.to_string(), intent)).or_default();
         if matches!(r.decision, Outcome::Allow | Outcome::WouldDeny) {
             e.forwarded += 1;
-            e.dests.insert(format!("{}:{}", r.host, r.port));
+            e.dests.insert(dest(r.host, r.port));
         } else {
             e.refused += 1;
         }

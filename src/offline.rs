@@ -245,7 +245,10 @@ fn explain_with(
     // The order of the proxy: a forbidden destination is refused before the policy is asked.
     let refusal = dest.as_ref().and_then(Destination::refusal);
     let allow = d.allow && lifecycle.is_none() && refusal.is_none();
-    let policy_view = json!({"allow": d.allow, "code": d.code, "reasons": d.reasons});
+    // What the policy alone says, shown when the destination overrules it.
+    let policy_view = refusal
+        .is_some()
+        .then(|| json!({"allow": d.allow, "code": d.code, "reasons": d.reasons}));
     let (code, reasons, hint) = match (&refusal, lifecycle) {
         (Some(e), _) => (e.code(), vec![e.to_string()], e.hint()),
         (None, Some(r)) => ("agent_refused", vec![r], d.hint),
@@ -268,9 +271,8 @@ fn explain_with(
     if let Some(dest) = &dest {
         out["destination"] = dest.to_json();
     }
-    if refusal.is_some() {
-        // What the policy alone says, had the destination been allowed.
-        out["decision"]["policy"] = policy_view;
+    if let Some(p) = policy_view {
+        out["decision"]["policy"] = p;
     }
     Ok((allow, out))
 }

@@ -84,7 +84,7 @@ pub(super) fn yaml(c: &Catalog, source: &str) -> Result<String, String> {
             &mut out,
             "  ",
             &format!(
-                "{} calls forwarded, by agent {}",
+                "{} calls forwarded (agents: {})",
                 l.calls,
                 agents.join(", ")
             ),

@@ -16,9 +16,9 @@ pub(super) struct Dest {
 }
 
 /// One learned rule with the notes shown above it.
-pub(crate) struct Rule {
-    pub(crate) rule: ScopeRule,
-    pub(crate) notes: Vec<String>,
+pub(super) struct Rule {
+    pub(super) rule: ScopeRule,
+    pub(super) notes: Vec<String>,
 }
 
 /// The rules for one host:port: one per set of methods, naming the paths seen with exactly those

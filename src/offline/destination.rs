@@ -211,3 +211,39 @@ fn system_lookup(host: &str, port: u16, timeout_ms: u64) -> Result<Vec<IpAddr>, 
         Ok(ips)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_hosts_are_canonical_and_addresses_checked() {
+        let p: Pinned = "API.Example.com.=[2001:db8::1]".parse().unwrap();
+        assert_eq!(
+            (p.host.as_str(), p.ip.to_string()),
+            ("api.example.com", "2001:db8::1".to_string())
+        );
+        assert!("api.example.com".parse::<Pinned>().is_err());
+        assert!("api.example.com=nope".parse::<Pinned>().is_err());
+        assert!("=1.2.3.4".parse::<Pinned>().is_err());
+    }
+
+    #[test]
+    fn the_first_allowed_address_is_the_destination_else_the_first_refusal() {
+        let mut cfg = Config::default();
+        cfg.egress.allow_cidrs = vec!["10.0.0.0/8".into()];
+        let pin = |ip: &str| format!("h.example={ip}").parse::<Pinned>().unwrap();
+        let d = Destination::find(&cfg, "h.example", 443, &[pin("127.0.0.1"), pin("10.1.1.1")])
+            .unwrap();
+        assert_eq!(
+            d.vetted(),
+            Some(("10.1.1.1".parse().unwrap(), Class::Private))
+        );
+        assert!(d.refusal().is_none());
+        let d = Destination::find(&cfg, "h.example", 443, &[pin("169.254.169.254")]).unwrap();
+        let e = d.refusal().unwrap();
+        assert_eq!(e.code(), "destination_forbidden");
+        assert!(e.to_string().contains("link_local"), "{e}");
+        assert_eq!(d.to_json()["class"], "link_local");
+    }
+}
