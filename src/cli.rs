@@ -37,7 +37,8 @@ pub enum Command {
     /// Wrap one agent process: start the proxy on ephemeral ports, run CMD with proxy and CA-trust
     /// variables, print what was allowed and blocked when it exits, pass on its exit code.
     Run(RunArgs),
-    /// Write the minimal intent catalog that would have allowed the calls in audit logs.
+    /// Write the intent catalog that would have allowed exactly the forwarded calls in audit logs
+    /// (per intent, each path with its own methods); refused calls are listed, never granted.
     Learn(LearnArgs),
     /// Manage intentgate's local certificate authority (for TLS interception).
     #[command(subcommand)]
@@ -119,6 +120,9 @@ pub struct RunArgs {
     /// the calls the agent made to this file.
     #[arg(long)]
     pub learn: Option<PathBuf>,
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
+    pub generalise: Option<u32>,
     /// Print no summary.
     #[arg(long, short)]
     pub quiet: bool,
@@ -127,14 +131,22 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// The help of `--generalise [MIN]` (`learn`, `run --learn`, `serve --learn`).
+const GENERALISE: &str = "Generalise id-like path segments (numeric, UUID, long hex) to `*` where \
+    at least MIN distinct paths of that shape were seen (MIN defaults to 2), each noted in the \
+    file. Without it, paths are learned exactly as seen";
+
 #[derive(Args, Debug)]
 pub struct LearnArgs {
-    /// Audit log files (JSON lines), e.g. collected from a namespace in monitor mode.
+    /// Audit log files (JSON lines), e.g. collected from a namespace in monitor (or enforce) mode.
     #[arg(long = "from-audit", required = true, num_args = 1..)]
     pub from_audit: Vec<PathBuf>,
     /// Where to write the learned catalog (YAML, the config's `intents:` format).
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub generalise: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +178,10 @@ pub struct ExplainArgs {
     /// A request header, `NAME: VALUE` (repeatable).
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Take HOST to resolve to IP (repeat for several addresses) instead of asking the system
+    /// resolver; the egress rules then classify the address as the proxy would.
+    #[arg(long, value_name = "HOST=IP")]
+    pub resolve: Vec<crate::offline::Pinned>,
     /// HTTP method, e.g. GET.
     pub method: String,
     /// Full URL, e.g. https://api.zendesk.com/api/v2/tickets.
@@ -227,6 +243,9 @@ pub struct ServeArgs {
     /// a file, else to FILE.audit.jsonl.
     #[arg(long)]
     pub learn: Option<PathBuf>,
+    #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "learn")]
+    pub generalise: Option<u32>,
 }
 
 /// Learn mode for `serve`: monitor everything, and keep the audit in a file to learn from.
@@ -308,6 +327,7 @@ pub fn main() -> ExitCode {
             report: a.report,
             audit: a.audit,
             learn: a.learn,
+            generalise: a.generalise,
             quiet: a.quiet,
             command: a.command,
         }),
@@ -343,6 +363,7 @@ pub fn main() -> ExitCode {
                     task: args.task.as_deref(),
                     headers: &args.headers,
                 },
+                &args.resolve,
             ),
             Err(code) => code,
         },
@@ -395,8 +416,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         running.shutdown().await;
         if let Some(out) = &args.learn {
             let audit = std::path::Path::new(&audit_path);
-            match crate::learn::write_learned(audit, out, "intentgate serve --learn") {
-                Ok(n) => eprintln!("intentgate: learned {n} intents into {}", out.display()),
+            let opts = crate::learn::Options {
+                generalise: args.generalise,
+            };
+            match crate::learn::write_learned(audit, out, "intentgate serve --learn", opts) {
+                Ok(c) => eprintln!("intentgate: {}", c.outcome(out)),
                 Err(e) => {
                     eprintln!("intentgate: {e}");
                     return ExitCode::FAILURE;

@@ -142,7 +142,7 @@ impl ProxyError {
         }
     }
 
-    fn hint(&self) -> String {
+    pub(crate) fn hint(&self) -> String {
         match self {
             ProxyError::BadRequest { hint, .. } => (*hint).to_string(),
             ProxyError::NotAProxyRequest => {

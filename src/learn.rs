@@ -1,14 +1,33 @@
-//! Learn mode: from audit records (of one `run --learn`, or collected across a fleet), the minimal
-//! intent catalog that would have allowed exactly the calls seen — hosts exact, paths generalised
-//! only where IDs vary (numeric, UUID or long hex segments → `*`). A reviewed starting point.
+//! Learn mode: from audit records (of one `run --learn` or `serve --learn`, or collected across a
+//! fleet), the intent catalog that would have allowed exactly the calls that were forwarded —
+//! per intent as declared at the time, one rule per host:port and method set with the paths seen
+//! with exactly those methods. Denied calls are listed as comments, never granted; paths are
+//! generalised (`/tickets/*`) only when asked (`--generalise`). A reviewed starting point.
+
+mod paths;
+mod render;
+mod rules;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::config::{IntentSpec, ScopeRule};
+use serde::Deserialize;
+
+use crate::config::IntentSpec;
+use rules::{Dest, Rule, rules};
 
 /// The intent name given to calls that declared none.
 pub const UNNAMED: &str = "learned";
+
+/// How to learn.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    /// `--generalise MIN`: an id-like path segment (numeric, UUID, long hex) becomes `*` where at
+    /// least MIN distinct paths of the same shape were seen. `None`: paths exactly as seen.
+    pub(crate) generalise: Option<u32>,
+}
 
 /// Reads audit records (JSON lines) from files; names the file and line of a bad one.
 pub fn read_audit(files: &[impl AsRef<Path>]) -> Result<Vec<serde_json::Value>, String> {
@@ -30,204 +49,291 @@ pub fn read_audit(files: &[impl AsRef<Path>]) -> Result<Vec<serde_json::Value>, 
     Ok(out)
 }
 
-/// Whether a record is a call the agent made (not the setup of an intercepted tunnel).
+/// Whether a record is a call the agent made (not the setup of an intercepted tunnel) that
+/// reached a decision.
 pub fn is_call(r: &serde_json::Value) -> bool {
     !(r["method"] == "CONNECT" && r["connection"] == "intercepted") && r["decision"] != "error"
 }
 
-fn generalise(path: &str) -> String {
-    let segs: Vec<&str> = path.split('/').collect();
-    segs.iter()
-        .map(|s| {
-            let id_like = (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                || (s.len() == 36
-                    && s.bytes().filter(|b| *b == b'-').count() == 4
-                    && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-                || (s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-            if id_like { "*" } else { s }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// The fields of an audit record that learning reads (the audit log's own names).
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    agent: RecordAgent<'a>,
+    #[serde(borrow, default)]
+    intent: RecordIntent<'a>,
+    #[serde(default)]
+    connection: &'a str,
+    method: &'a str,
+    host: &'a str,
+    port: u16,
+    #[serde(default)]
+    path: &'a str,
+    decision: Outcome,
+    #[serde(borrow, default)]
+    reasons: Vec<&'a str>,
+    #[serde(default)]
+    error: Option<&'a str>,
 }
 
+#[derive(Deserialize, Default)]
+struct RecordAgent<'a> {
+    #[serde(default)]
+    id: &'a str,
+}
+
+#[derive(Deserialize, Default)]
+struct RecordIntent<'a> {
+    #[serde(default)]
+    name: Option<&'a str>,
+}
+
+/// A record's `decision`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// Forwarded: the policy allowed it.
+    Allow,
+    /// Forwarded in monitor mode: enforce would have denied it.
+    WouldDeny,
+    /// Refused by the policy.
+    Deny,
+    /// Refused before the policy (destination, claim, malformed request, ...).
+    Error,
+}
+
+/// What was seen under one intent.
 #[derive(Default)]
 struct Seen {
-    methods: BTreeSet<String>,
-    paths: BTreeSet<String>,
-    /// A spliced tunnel was seen: its paths are unknown, so none may be required.
-    any_path: bool,
+    calls: usize,
+    agents: BTreeSet<String>,
+    dests: BTreeMap<(String, u16), Dest>,
 }
 
-/// The catalog that permits exactly the calls in `records` (per intent, per host and port).
-pub fn catalog(records: &[serde_json::Value]) -> BTreeMap<String, IntentSpec> {
-    let mut by: BTreeMap<String, BTreeMap<(String, u16), Seen>> = BTreeMap::new();
-    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
-    for r in records.iter().filter(|r| is_call(r)) {
-        let intent = r["intent"]["name"].as_str().unwrap_or(UNNAMED).to_string();
-        let (Some(host), Some(port)) = (r["host"].as_str(), r["port"].as_u64()) else {
-            continue;
-        };
-        *calls.entry(intent.clone()).or_default() += 1;
-        let seen = by
-            .entry(intent)
-            .or_default()
-            .entry((host.to_string(), port as u16))
-            .or_default();
-        match (r["method"].as_str(), r["path"].as_str()) {
-            (Some("CONNECT"), _) | (_, None) | (_, Some("")) => seen.any_path = true,
-            (Some(m), Some(p)) => {
-                seen.methods.insert(m.to_string());
-                seen.paths.insert(generalise(p));
+/// A call that was not forwarded, listed in the output and never granted.
+#[derive(Default)]
+struct Refused {
+    calls: usize,
+    /// The first reason (or error code) given.
+    reason: String,
+}
+
+/// One learned intent.
+struct Learned {
+    calls: usize,
+    agents: BTreeSet<String>,
+    rules: Vec<Rule>,
+}
+
+/// Everything learned from a set of records.
+pub(crate) struct Catalog {
+    intents: BTreeMap<String, Learned>,
+    /// intent → (method, host:port, path) → the calls refused.
+    refused: BTreeMap<String, BTreeMap<(String, String, String), Refused>>,
+    /// Records that are not audit records of a call (missing fields, unknown decision).
+    unreadable: usize,
+    opts: Options,
+}
+
+impl Catalog {
+    /// Learns from `records`: rules from the calls that were forwarded, the rest listed.
+    pub(crate) fn learn(records: &[serde_json::Value], opts: Options) -> Self {
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        let mut refused: BTreeMap<String, BTreeMap<_, Refused>> = BTreeMap::new();
+        let mut unreadable = 0;
+        for v in records {
+            let Ok(r) = Record::deserialize(v) else {
+                unreadable += 1;
+                continue;
+            };
+            // The CONNECT of an intercepted tunnel: its requests are the calls.
+            if r.method == "CONNECT" && r.connection == "intercepted" {
+                continue;
             }
-            _ => {}
+            let intent = r.intent.name.unwrap_or(UNNAMED).to_string();
+            match r.decision {
+                Outcome::Allow | Outcome::WouldDeny => {
+                    let s = seen.entry(intent).or_default();
+                    s.calls += 1;
+                    s.agents.insert(r.agent.id.to_string());
+                    let d = s.dests.entry((r.host.to_string(), r.port)).or_default();
+                    if r.method == "CONNECT" || r.path.is_empty() {
+                        d.opaque += 1;
+                    } else {
+                        d.paths
+                            .entry(r.path.to_string())
+                            .or_default()
+                            .insert(r.method.to_string());
+                    }
+                }
+                Outcome::Deny | Outcome::Error => {
+                    let key = (
+                        r.method.to_string(),
+                        dest(r.host, r.port),
+                        r.path.to_string(),
+                    );
+                    let e = refused.entry(intent).or_default().entry(key).or_default();
+                    if e.calls == 0 {
+                        e.reason = r
+                            .reasons
+                            .first()
+                            .copied()
+                            .or(r.error)
+                            .unwrap_or("refused")
+                            .to_string();
+                    }
+                    e.calls += 1;
+                }
+            }
+        }
+        let intents = seen
+            .into_iter()
+            .map(|(name, s)| {
+                let rules = s
+                    .dests
+                    .into_iter()
+                    .flat_map(|(dest, d)| rules(dest, d, opts))
+                    .collect();
+                let l = Learned {
+                    calls: s.calls,
+                    agents: s.agents,
+                    rules,
+                };
+                (name, l)
+            })
+            .collect();
+        Catalog {
+            intents,
+            refused,
+            unreadable,
+            opts,
         }
     }
-    by.into_iter()
-        .map(|(intent, dests)| {
-            let allow = dests
-                .into_iter()
-                .map(|((host, port), s)| ScopeRule {
-                    hosts: vec![host],
-                    ports: Some(vec![port]),
-                    methods: (!s.any_path && !s.methods.is_empty())
-                        .then(|| s.methods.into_iter().collect()),
-                    paths: (!s.any_path && !s.paths.is_empty())
-                        .then(|| s.paths.into_iter().collect()),
-                })
-                .collect();
-            let n = calls.get(&intent).copied().unwrap_or(0);
-            let spec = IntentSpec {
-                description: format!("learned from {n} calls; review before enforcing"),
-                allow,
-                ..IntentSpec::default()
-            };
-            (intent, spec)
-        })
-        .collect()
+
+    /// Forwarded calls learned from, and calls refused (listed, not granted).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let learned = self.intents.values().map(|l| l.calls).sum();
+        let refused = self
+            .refused
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|r| r.calls)
+            .sum();
+        (learned, refused)
+    }
+
+    /// The catalog as YAML, with comments: what each rule stands for and the calls not granted.
+    pub(crate) fn to_yaml(&self, source: &str) -> Result<String, String> {
+        render::yaml(self, source)
+    }
+
+    /// One line for people: what was learned and where it went.
+    pub(crate) fn outcome(&self, out: &Path) -> String {
+        let (learned, refused) = self.counts();
+        let mut s = format!(
+            "learned {} intents from {learned} forwarded calls into {}",
+            self.intents.len(),
+            out.display()
+        );
+        if refused > 0 {
+            s.push_str(&format!(
+                "; {refused} refused calls are listed there as comments, not granted"
+            ));
+        }
+        if self.unreadable > 0 {
+            s.push_str(&format!(
+                "; {} records were not calls and were skipped",
+                self.unreadable
+            ));
+        }
+        s
+    }
+
+    /// Writes the catalog to `out`.
+    pub(crate) fn write(&self, out: &Path, source: &str) -> Result<(), String> {
+        let text = self
+            .to_yaml(source)
+            .map_err(|e| format!("cannot write the learned catalog as YAML: {e}"))?;
+        std::fs::write(out, text).map_err(|e| format!("cannot write {}: {e}", out.display()))
+    }
 }
 
-/// The catalog as YAML, in the config's own `intents:` format.
-pub fn to_yaml(catalog: &BTreeMap<String, IntentSpec>, source: &str) -> String {
-    let body =
-        serde_yaml::to_string(&serde_json::json!({ "intents": catalog })).unwrap_or_default();
-    format!(
-        "# Learned by intentgate from {source}.\n# A least-privilege starting point: review it, then enforce it.\n{body}"
-    )
+impl Learned {
+    fn spec(&self) -> IntentSpec {
+        IntentSpec {
+            description: format!("learned from {} calls; review before enforcing", self.calls),
+            allow: self.rules.iter().map(|r| r.rule.clone()).collect(),
+            ..IntentSpec::default()
+        }
+    }
 }
 
-/// Learns from the records of this process run in `audit` and writes the catalog to `out`;
-/// the number of intents written.
-pub fn write_learned(audit: &Path, out: &Path, source: &str) -> Result<usize, String> {
+/// `host:port`, an IPv6 address in brackets.
+fn dest(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Learns from the records of this process (its `boot_id`) in `audit` and writes the catalog to
+/// `out` (`serve --learn`).
+pub(crate) fn write_learned(
+    audit: &Path,
+    out: &Path,
+    source: &str,
+    opts: Options,
+) -> Result<Catalog, String> {
     let boot = format!("{:016x}", crate::ids::boot_id());
     let records: Vec<serde_json::Value> = read_audit(&[audit])?
         .into_iter()
         .filter(|r| r["boot_id"] == boot.as_str())
         .collect();
-    let c = catalog(&records);
-    std::fs::write(out, to_yaml(&c, source))
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    Ok(c.len())
+    let c = Catalog::learn(&records, opts);
+    c.write(out, source)?;
+    Ok(c)
 }
 
 /// A per-agent, per-intent count of what was seen, for people.
 pub fn describe(records: &[serde_json::Value]) -> String {
-    let mut counts: BTreeMap<(String, String), (usize, BTreeSet<String>)> = BTreeMap::new();
-    for r in records.iter().filter(|r| is_call(r)) {
-        let agent = r["agent"]["id"].as_str().unwrap_or("?").to_string();
-        let intent = r["intent"]["name"].as_str().unwrap_or(UNNAMED).to_string();
-        let e = counts.entry((agent, intent)).or_default();
-        e.0 += 1;
-        if let (Some(h), Some(p)) = (r["host"].as_str(), r["port"].as_u64()) {
-            e.1.insert(format!("{h}:{p}"));
+    #[derive(Default)]
+    struct Counts {
+        forwarded: usize,
+        refused: usize,
+        dests: BTreeSet<String>,
+    }
+    let mut counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
+    for v in records {
+        let Ok(r) = Record::deserialize(v) else {
+            continue;
+        };
+        if r.method == "CONNECT" && r.connection == "intercepted" {
+            continue;
+        }
+        let intent = r.intent.name.unwrap_or(UNNAMED).to_string();
+        let e = counts.entry((r.agent.id.to_string(), intent)).or_default();
+        if matches!(r.decision, Outcome::Allow | Outcome::WouldDeny) {
+            e.forwarded += 1;
+            e.dests.insert(dest(r.host, r.port));
+        } else {
+            e.refused += 1;
         }
     }
     let mut out = String::new();
-    for ((agent, intent), (n, dests)) in counts {
+    for ((agent, intent), c) in counts {
         out.push_str(&format!(
-            "  agent {agent}, intent {intent}: {n} calls to {}\n",
-            dests.into_iter().collect::<Vec<_>>().join(", ")
+            "  agent {agent}, intent {intent}: {} calls",
+            c.forwarded
         ));
+        if !c.dests.is_empty() {
+            let dests: Vec<String> = c.dests.into_iter().collect();
+            out.push_str(&format!(" to {}", dests.join(", ")));
+        }
+        if c.refused > 0 {
+            out.push_str(&format!("; {} refused (not learned)", c.refused));
+        }
+        out.push('\n');
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn learns_minimal_rules_and_generalises_ids() {
-        let rec = |intent: Option<&str>,
-                   m: &str,
-                   h: &str,
-                   port: u16,
-                   p: Option<&str>,
-                   conn: &str| {
-            json!({"intent": {"name": intent}, "method": m, "host": h, "port": port, "path": p, "connection": conn, "decision": "would_deny", "agent": {"id": "a"}})
-        };
-        let records = vec![
-            rec(
-                Some("t"),
-                "GET",
-                "api.x.com",
-                443,
-                Some("/v2/tickets/4711"),
-                "intercepted",
-            ),
-            rec(
-                Some("t"),
-                "GET",
-                "api.x.com",
-                443,
-                Some("/v2/tickets/4712"),
-                "intercepted",
-            ),
-            rec(
-                Some("t"),
-                "PUT",
-                "api.x.com",
-                443,
-                Some("/v2/tickets/4712/labels"),
-                "intercepted",
-            ),
-            rec(
-                Some("t"),
-                "GET",
-                "api.x.com",
-                443,
-                Some("/v2/users/550e8400-e29b-41d4-a716-446655440000"),
-                "intercepted",
-            ),
-            rec(Some("t"), "CONNECT", "api.x.com", 443, None, "intercepted"),
-            rec(None, "CONNECT", "db.x.com", 5432, None, "connect"),
-        ];
-        let c = catalog(&records);
-        let t = &c["t"].allow[0];
-        assert_eq!(t.hosts, ["api.x.com"]);
-        assert_eq!(
-            t.methods.as_deref(),
-            Some(&["GET".to_string(), "PUT".to_string()][..])
-        );
-        assert_eq!(
-            t.paths.as_deref(),
-            Some(
-                &[
-                    "/v2/tickets/*".to_string(),
-                    "/v2/tickets/*/labels".to_string(),
-                    "/v2/users/*".to_string()
-                ][..]
-            )
-        );
-        let l = &c[UNNAMED].allow[0];
-        assert_eq!(
-            (l.ports.as_deref(), l.paths.is_none(), l.methods.is_none()),
-            (Some(&[5432u16][..]), true, true)
-        );
-        let yaml = to_yaml(&c, "a test");
-        let back: BTreeMap<String, BTreeMap<String, IntentSpec>> =
-            serde_yaml::from_str(yaml.split_once('\n').unwrap().1).unwrap();
-        assert_eq!(back["intents"]["t"].allow.len(), 1);
-        assert!(describe(&records).contains("agent a, intent t: 4 calls to api.x.com:443"));
-    }
 }

@@ -1,6 +1,11 @@
 //! The commands that answer without serving traffic: `check` (config, policy, Rego unit tests),
-//! `explain` (would this request be allowed, and why), `learn --from-audit` and `ca`.
+//! `explain` (would this request be allowed, and why, including where it would go), `learn
+//! --from-audit` and `ca`. Their output may be cut short by a reader (`| head`): they then stop
+//! printing quietly.
 
+mod destination;
+
+use std::io::Write;
 use std::process::ExitCode;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +17,32 @@ use crate::identity::Agent;
 use crate::intent::{self, Intent, IntentSource, SessionStore};
 use crate::policy::{ConnectionFacts, PolicySet, RequestFacts};
 use crate::proxy::target;
+
+use destination::Destination;
+pub use destination::Pinned;
+
+/// `println!` for the commands' output, through `out`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        out(format_args!($($t)*))
+    };
+}
+
+/// Prints one line to stdout. A reader that went away (`| head`: a broken pipe) ends the output
+/// quietly; any other write error is reported once on stderr.
+fn out(line: std::fmt::Arguments<'_>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOPPED: AtomicBool = AtomicBool::new(false);
+    if STOPPED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        STOPPED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("intentgate: cannot write the output: {e}");
+        }
+    }
+}
 
 fn agent_or_exit(cfg: &Config) -> Result<Agent, ExitCode> {
     Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(|e| {
@@ -49,8 +80,8 @@ pub fn check(loaded: &Loaded) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("{}: configuration ok", loaded.source);
-    println!(
+    say!("{}: configuration ok", loaded.source);
+    say!(
         "policy ok: revision {}, {} modules, {} intents",
         policy.revision(),
         policy.modules().len(),
@@ -61,11 +92,11 @@ pub fn check(loaded: &Loaded) -> ExitCode {
     for r in &results {
         let status = if r.passed { "PASS" } else { "FAIL" };
         match &r.error {
-            Some(e) => println!("{status} {} ({}): {e}", r.name, r.file),
-            None => println!("{status} {} ({})", r.name, r.file),
+            Some(e) => say!("{status} {} ({}): {e}", r.name, r.file),
+            None => say!("{status} {} ({})", r.name, r.file),
         }
     }
-    println!(
+    say!(
         "rego tests: {} passed, {failed} failed",
         results.len() - failed
     );
@@ -85,9 +116,10 @@ pub struct ExplainRequest<'a> {
     pub headers: &'a [String],
 }
 
-/// Decides one hypothetical request and prints the decision and the input it evaluated.
-/// Exit 0 allow, 1 deny, 2 invalid config, policy or request.
-pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>) -> ExitCode {
+/// Decides one hypothetical request and prints the decision, where it would go (resolved, with
+/// `pinned` addresses first, and vetted by the egress rules as the proxy does) and the input it
+/// evaluated. Exit 0 allow, 1 deny, 2 invalid config, policy or request.
+pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>, pinned: &[Pinned]) -> ExitCode {
     let loaded = &match with_bundle(loaded) {
         Ok(l) => l,
         Err(code) => return code,
@@ -103,9 +135,17 @@ pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match explain_json(&loaded.config, &agent, &policy, req) {
+    let cfg = &loaded.config;
+    let find = |host: &str, port: u16| {
+        let d = Destination::find(cfg, host, port, pinned)?;
+        if let (None, Some(note)) = (d.vetted(), d.note()) {
+            eprintln!("intentgate: warning: {note}");
+        }
+        Ok(Some(d))
+    };
+    match explain_with(cfg, &agent, &policy, req, find) {
         Ok((allow, out)) => {
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             if allow {
                 ExitCode::SUCCESS
             } else {
@@ -119,12 +159,25 @@ pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>) -> ExitCode {
     }
 }
 
-/// The decision and input for a hypothetical request (shared with the admin API's /v1/explain).
+/// The decision and input for a hypothetical request, without resolving its destination (the
+/// admin API's /v1/explain).
 pub fn explain_json(
     cfg: &Config,
     agent: &Agent,
     policy: &PolicySet,
     req: &ExplainRequest<'_>,
+) -> Result<(bool, serde_json::Value), String> {
+    explain_with(cfg, agent, policy, req, |_, _| Ok(None))
+}
+
+/// The decision and input for a hypothetical request; `find` gives its destination (host, port)
+/// vetted, when it can be known.
+fn explain_with(
+    cfg: &Config,
+    agent: &Agent,
+    policy: &PolicySet,
+    req: &ExplainRequest<'_>,
+    find: impl FnOnce(&str, u16) -> Result<Option<Destination>, String>,
 ) -> Result<(bool, serde_json::Value), String> {
     let uri: http::Uri = req
         .url
@@ -149,6 +202,8 @@ pub fn explain_json(
         headers.append(name, value);
     }
     let method = req.method.to_ascii_uppercase();
+    let dest = find(&authority.host, authority.port)?;
+    let vetted = dest.as_ref().and_then(Destination::vetted);
     let intent = match req.intent {
         Some(name) => Intent {
             name: Some(name.to_string()),
@@ -178,7 +233,7 @@ pub fn explain_json(
             sni: None,
             intercepted: mode == "intercepted",
         },
-        destination: None,
+        destination: vetted.map(|(ip, class)| (ip, class.as_str())),
         body: None,
     };
     let (d, input) = policy.explain(agent, &intent, &facts);
@@ -187,21 +242,38 @@ pub fn explain_json(
     } else {
         None
     };
-    let allow = d.allow && lifecycle.is_none();
-    let out = json!({
+    // The order of the proxy: a forbidden destination is refused before the policy is asked.
+    let refusal = dest.as_ref().and_then(Destination::refusal);
+    let allow = d.allow && lifecycle.is_none() && refusal.is_none();
+    // What the policy alone says, shown when the destination overrules it.
+    let policy_view = refusal
+        .is_some()
+        .then(|| json!({"allow": d.allow, "code": d.code, "reasons": d.reasons}));
+    let (code, reasons, hint) = match (&refusal, lifecycle) {
+        (Some(e), _) => (e.code(), vec![e.to_string()], e.hint()),
+        (None, Some(r)) => ("agent_refused", vec![r], d.hint),
+        (None, None) => (d.code, d.reasons, d.hint),
+    };
+    let mut out = json!({
         "decision": {
             "allow": allow,
-            "would_block": !allow && d.mode == crate::config::Mode::Enforce,
+            "would_block": !allow && (refusal.is_some() || d.mode == crate::config::Mode::Enforce),
             "mode": d.mode.as_str(),
-            "code": if lifecycle.is_some() { "agent_refused" } else { d.code },
-            "reasons": lifecycle.map(|r| vec![r]).unwrap_or(d.reasons),
-            "hint": d.hint,
+            "code": code,
+            "reasons": reasons,
+            "hint": hint,
             "headers": d.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "policy_revision": policy.revision(),
             "policy_micros": d.policy_micros,
         },
         "input": input,
     });
+    if let Some(dest) = &dest {
+        out["destination"] = dest.to_json();
+    }
+    if let Some(p) = policy_view {
+        out["decision"]["policy"] = p;
+    }
     Ok((allow, out))
 }
 
@@ -210,10 +282,10 @@ pub fn ca(cmd: CaCommand) -> ExitCode {
     match cmd {
         CaCommand::Init { out } => match crate::tls::ca::init(&out) {
             Ok(files) => {
-                println!("CA certificate: {}", files.cert.display());
-                println!("CA key:         {} (mode 0600)", files.key.display());
-                println!("fingerprint:    {}", files.fingerprint);
-                println!(
+                say!("CA certificate: {}", files.cert.display());
+                say!("CA key:         {} (mode 0600)", files.key.display());
+                say!("fingerprint:    {}", files.fingerprint);
+                say!(
                     "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
                 );
                 ExitCode::SUCCESS
@@ -237,10 +309,10 @@ pub fn ca(cmd: CaCommand) -> ExitCode {
             };
             match crate::tls::ca::show(&path) {
                 Ok(s) => {
-                    println!("certificate: {}", s.path.display());
-                    println!("fingerprint: {}", s.fingerprint);
-                    println!("subject:     {}", s.subject);
-                    println!("not after:   {}", s.not_after);
+                    say!("certificate: {}", s.path.display());
+                    say!("fingerprint: {}", s.fingerprint);
+                    say!("subject:     {}", s.subject);
+                    say!("not after:   {}", s.not_after);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -252,7 +324,7 @@ pub fn ca(cmd: CaCommand) -> ExitCode {
     }
 }
 
-/// `intentgate learn --from-audit FILE… --out FILE`.
+/// `intentgate learn --from-audit FILE… --out FILE [--generalise [MIN]]`.
 pub fn learn(a: LearnArgs) -> ExitCode {
     let records = match crate::learn::read_audit(&a.from_audit) {
         Ok(r) => r,
@@ -261,15 +333,19 @@ pub fn learn(a: LearnArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let catalog = crate::learn::catalog(&records);
+    let catalog = crate::learn::Catalog::learn(
+        &records,
+        crate::learn::Options {
+            generalise: a.generalise,
+        },
+    );
     let files: Vec<String> = a
         .from_audit
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let text = crate::learn::to_yaml(&catalog, &files.join(", "));
-    if let Err(e) = std::fs::write(&a.out, text) {
-        eprintln!("intentgate: cannot write {}: {e}", a.out.display());
+    if let Err(e) = catalog.write(&a.out, &files.join(", ")) {
+        eprintln!("intentgate: {e}");
         return ExitCode::FAILURE;
     }
     eprintln!(
@@ -278,10 +354,6 @@ pub fn learn(a: LearnArgs) -> ExitCode {
         files.len()
     );
     eprint!("{}", crate::learn::describe(&records));
-    eprintln!(
-        "intentgate: learned {} intents into {}",
-        catalog.len(),
-        a.out.display()
-    );
+    eprintln!("intentgate: {}", catalog.outcome(&a.out));
     ExitCode::SUCCESS
 }

@@ -348,7 +348,10 @@ impl PolicySet {
     }
 
     /// Whether `agent` may hold the intent `name`: it is in the catalog and its `claimable_by`
-    /// admits the agent. (The catalog checks both before it looks at a destination.)
+    /// admits the agent. (The catalog checks both before it looks at a destination.) A name not
+    /// in the catalog may be held where it would be monitored (learn mode, `--mode monitor`):
+    /// its calls are forwarded as would-deny under that name, as they are when a header names
+    /// it, and learn mode learns them per intent.
     pub fn claim(&self, agent: &Agent, name: &str) -> Result<(), ClaimRefusal> {
         let q = ScopeQuery {
             method: "CONNECT",
@@ -360,6 +363,7 @@ impl PolicySet {
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
         let kind = match v.code {
+            "unknown_intent" if self.mode_for(Some(name)) == Mode::Monitor => return Ok(()),
             "unknown_intent" => ClaimFailure::UnknownIntent,
             "not_claimable" => ClaimFailure::NotClaimable,
             _ => return Ok(()),

@@ -20,6 +20,8 @@ pub struct RunRequest {
     pub report: Option<PathBuf>,
     pub audit: Option<PathBuf>,
     pub learn: Option<PathBuf>,
+    /// With `learn`: `--generalise MIN` (see `crate::learn::Options`).
+    pub generalise: Option<u32>,
     pub quiet: bool,
     pub command: Vec<String>,
 }
@@ -251,16 +253,14 @@ fn finish(req: &RunRequest, audit: &Path, code: i32) -> ExitCode {
         }
     }
     if let Some(out) = &req.learn {
-        let catalog = crate::learn::catalog(&records);
-        let text = crate::learn::to_yaml(&catalog, &format!("`{}`", req.command.join(" ")));
-        match std::fs::write(out, text) {
-            Ok(()) if !req.quiet => eprintln!(
-                "intentgate: learned {} intents into {}",
-                catalog.len(),
-                out.display()
-            ),
+        let opts = crate::learn::Options {
+            generalise: req.generalise,
+        };
+        let catalog = crate::learn::Catalog::learn(&records, opts);
+        match catalog.write(out, &format!("`{}`", req.command.join(" "))) {
+            Ok(()) if !req.quiet => eprintln!("intentgate: {}", catalog.outcome(out)),
             Ok(()) => {}
-            Err(e) => eprintln!("intentgate: cannot write {}: {e}", out.display()),
+            Err(e) => eprintln!("intentgate: {e}"),
         }
     }
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -200,7 +200,13 @@ fn learn_then_enforce_allows_the_same_calls_and_blocks_a_new_one() {
     // Learn: everything is forwarded (monitor), whatever the catalog says.
     let (code, stdout, stderr) = run(
         &w,
-        &["--intent", "work", "--learn", learned.to_str().unwrap()],
+        &[
+            "--intent",
+            "work",
+            "--learn",
+            learned.to_str().unwrap(),
+            "--generalise",
+        ],
         &["python3", AGENT, &calls.to_string()],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -275,6 +281,8 @@ fn learn_from_audit_files_of_a_fleet() {
         a2.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--generalise",
+        "1",
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -299,8 +307,11 @@ fn serve_learn_writes_the_catalog_at_shutdown() {
     let up = Upstream::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("learned.yaml");
-    let mut proxy =
-        ProxyProc::start_with("mode: enforce\n", &["--learn", out.to_str().unwrap()], &[]);
+    let mut proxy = ProxyProc::start_with(
+        "mode: enforce\n",
+        &["--learn", out.to_str().unwrap(), "--generalise", "1"],
+        &[],
+    );
     for path in ["/echo/orders/17", "/echo/orders/18/lines"] {
         let o = curl(&[
             "-x",
