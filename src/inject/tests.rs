@@ -152,7 +152,7 @@ fn review_wraps_the_verdict_with_the_uid() {
         "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                     "namespace": "support", "operation": "CREATE",
                     "object": pod(json!({"intentgate.io/mode": "monitor"}))}});
-    let out = review(&body, &cfg());
+    let out = review(&body, &cfg(), None).unwrap();
     assert_eq!(out["response"]["uid"], "u-1");
     assert_eq!(out["response"]["allowed"], false);
     assert!(
@@ -217,6 +217,7 @@ fn bundle_settings_are_checked_at_load_and_name_the_field() {
             mode: super::floor::FloorMode::Enforce,
             ports: vec![],
             cidrs: vec![],
+            trust: super::trust::Trust::Bundle,
         },
         &cfg(),
     ))
