@@ -1,6 +1,6 @@
 //! Who may fetch which bundle. Sidecars present their projected service-account token (audience
 //! `intentgate-bundles`, minutes of validity); the server verifies it against the cluster's
-//! service-account issuer keys — a JWK Set file, or the `jwks_uri` of the issuer's OpenID
+//! service-account issuer keys — a JWK Set file or URL, or the `jwks_uri` of the issuer's OpenID
 //! discovery document — checks `iss`, `aud`, `exp` and `nbf`, and serves a token only the bundle
 //! of its own namespace (the `kubernetes.io` claim's `namespace`).
 
@@ -24,7 +24,7 @@ const LEEWAY: Duration = Duration::from_secs(30);
 /// How often discovered keys are fetched again, and how soon after a token names a key we do
 /// not have.
 const REFRESH: Duration = Duration::from_secs(300);
-const UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(30);
+const UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(10);
 /// The largest discovery document or key set read.
 const MAX_DOC: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +38,9 @@ pub struct AuthConfig {
     pub issuer: String,
     #[serde(default = "default_audience")]
     pub audience: String,
+    /// `{jwks_file: PATH}`, `{jwks_url: {url, ca_file, token_file}}` or
+    /// `{discovery: {url, ca_file, token_file}}`.
+    #[serde(with = "serde_yaml::with::singleton_map")]
     pub keys: Keys,
 }
 
@@ -51,10 +54,13 @@ fn default_audience() -> String {
 pub enum Keys {
     /// A JWK Set file (e.g. `kubectl get --raw /openid/v1/jwks`), read again when it changes.
     JwksFile(PathBuf),
-    /// The issuer's discovery document (`…/.well-known/openid-configuration`); its `jwks_uri` is
-    /// fetched every 5 minutes and soon after a token names a key not yet known. The CA and
-    /// token apply to the discovery URL's origin (and to `jwks_uri` on the same origin; another
-    /// origin is verified with the system roots and gets no token).
+    /// A JWK Set URL, e.g. the API server's own `https://kubernetes.default.svc/openid/v1/jwks`
+    /// (with the cluster CA and a service-account token: the default RBAC lets every
+    /// service account read it).
+    JwksUrl(Endpoint),
+    /// The issuer's OpenID discovery document (`…/.well-known/openid-configuration`), for an
+    /// issuer outside the cluster: its `jwks_uri` is fetched with the same CA and token when on
+    /// the same origin, else with the system roots and no token.
     Discovery(Endpoint),
 }
 
@@ -83,7 +89,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Keys are loaded by `refresh_file` / `discovery_loop`; until then every token is refused.
+    /// Keys are loaded by `refresh_file` / `fetch_loop`; until then every token is refused.
     pub fn new(cfg: AuthConfig) -> Self {
         Auth {
             cfg,
@@ -113,7 +119,7 @@ impl Auth {
         let keys = self.keys.load_full().ok_or(AuthError::NoKeys)?;
         let verified = keys.verify(token).inspect_err(|e| {
             if matches!(e, JwsError::NoKey(_))
-                && matches!(self.cfg.keys, Keys::Discovery(_))
+                && !matches!(self.cfg.keys, Keys::JwksFile(_))
                 && unverified_kid(token).is_some_and(|k| !keys.has_kid(&k))
             {
                 // Perhaps the issuer rotated its keys: fetch them again soon.
@@ -159,17 +165,17 @@ impl Auth {
         Ok(true)
     }
 
-    /// With `keys.discovery`: fetches the keys now, then every 5 minutes, and within 30 s of a
-    /// token naming an unknown key; a failed fetch is retried with backoff (1 s doubling to
-    /// 30 s). Runs until the process ends.
-    pub async fn discovery_loop(self: Arc<Self>) {
-        let Keys::Discovery(endpoint) = self.cfg.keys.clone() else {
+    /// With `keys.jwks_url` or `keys.discovery`: fetches the keys now, then every 5 minutes,
+    /// and within 10 s of a token naming an unknown key; a failed fetch is retried with backoff
+    /// (1 s doubling to 10 s). Runs until the process ends.
+    pub async fn fetch_loop(self: Arc<Self>) {
+        let (Keys::JwksUrl(endpoint) | Keys::Discovery(endpoint)) = self.cfg.keys.clone() else {
             return;
         };
         let mut backoff = Duration::from_secs(1);
         loop {
             let fetched = Instant::now();
-            let wait = match self.discover(&endpoint).await {
+            let wait = match self.fetch(&endpoint).await {
                 Ok(keys) => {
                     info!(url = %endpoint.url, keys = keys.len(), "service-account issuer keys fetched");
                     self.keys.store(Some(Arc::new(keys)));
@@ -193,11 +199,15 @@ impl Auth {
         }
     }
 
-    async fn discover(&self, endpoint: &Endpoint) -> Result<Jwks, String> {
+    async fn fetch(&self, endpoint: &Endpoint) -> Result<Jwks, String> {
         let (origin, uri) = endpoint.origin()?;
         let bearer = endpoint.bearer()?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let doc = json_of(origin.get(path, &bearer, MAX_DOC, FETCH_TIMEOUT).await?)?;
+        let answer = origin.get(path, &bearer, MAX_DOC, FETCH_TIMEOUT).await?;
+        if matches!(self.cfg.keys, Keys::JwksUrl(_)) {
+            return jwks_of(&endpoint.url, answer);
+        }
+        let doc = json_of(answer).map_err(|e| format!("{}: {e}", endpoint.url))?;
         if doc["issuer"].as_str() != Some(self.cfg.issuer.as_str()) {
             return Err(format!(
                 "{}: the discovery document names issuer {}, bundles.auth.issuer is '{}'",
@@ -216,11 +226,15 @@ impl Auth {
             let other = Origin::of(&jwks, trust(None)?)?;
             other.get(path, &[], MAX_DOC, FETCH_TIMEOUT).await?
         };
-        if !answer.status.is_success() {
-            return Err(format!("{jwks}: answered {}", answer.status));
-        }
-        Jwks::parse(&answer.body).map_err(|e| format!("{jwks}: {e}"))
+        jwks_of(&jwks.to_string(), answer)
     }
+}
+
+fn jwks_of(url: &str, a: super::client::Answer) -> Result<Jwks, String> {
+    if !a.status.is_success() {
+        return Err(format!("{url}: answered {}", a.status));
+    }
+    Jwks::parse(&a.body).map_err(|e| format!("{url}: {e}"))
 }
 
 fn json_of(a: super::client::Answer) -> Result<serde_json::Value, String> {

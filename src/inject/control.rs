@@ -67,12 +67,12 @@ impl Control {
         self.config.load_full()
     }
 
-    /// Starts what runs beside the server: the watch loop, issuer key discovery and the
+    /// Starts what runs beside the server: the watch loop, fetching the issuer's keys and the
     /// Kubernetes version check.
     pub fn spawn(self: &Arc<Self>, interval: Duration) {
         tokio::spawn(self.clone().watch(interval));
         if let Some(b) = &self.bundles {
-            tokio::spawn(b.auth.clone().discovery_loop());
+            tokio::spawn(b.auth.clone().fetch_loop());
         }
         if let Some(api) = self.config().kubernetes.clone() {
             tokio::spawn(self.cluster.clone().watch(api));

@@ -238,9 +238,9 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
     let urls = [
         ("kubernetes.url", cfg.kubernetes.as_ref().map(|k| &k.url)),
         (
-            "bundles.auth.keys.discovery.url",
+            "bundles.auth.keys",
             match cfg.bundles.auth.as_ref().map(|a| &a.keys) {
-                Some(Keys::Discovery(e)) => Some(&e.url),
+                Some(Keys::Discovery(e) | Keys::JwksUrl(e)) => Some(&e.url),
                 _ => None,
             },
         ),

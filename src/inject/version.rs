@@ -72,13 +72,14 @@ impl Cluster {
         loop {
             let wait = match ask(&api).await {
                 Ok(v) => {
+                    let v = Arc::new(v);
+                    self.version.store(Some(v.clone()));
                     match v.refusal() {
                         Some(why) => warn!(version = %v.git, "{why}"),
                         None => {
                             info!(version = %v.git, "Kubernetes version supports native sidecars")
                         }
                     }
-                    self.version.store(Some(Arc::new(v)));
                     EVERY
                 }
                 Err(e) => {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -210,6 +211,37 @@ fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
         inject.contains("url: https://intentgate-inject.intentgate-system.svc/bundles"),
         "sidecars are sent to the Service: {inject}"
     );
+    // The API server (issuer keys, version): a stand-in for 127.0.0.1 with the mounted CA and
+    // token; tokens minted for its keys by PyPI joserfc.
+    let kube = root.path().join("var/run/secrets/intentgate/kube");
+    std::fs::create_dir_all(&kube).unwrap();
+    std::fs::write(kube.join("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(kube.join("token"), "control-token").unwrap();
+    std::fs::write(kube.join("bearer"), "control-token").unwrap();
+    std::fs::write(
+        kube.join("version.json"),
+        r#"{"major": "1", "minor": "30"}"#,
+    )
+    .unwrap();
+    let issuer = super::issuer::Issuer::init(&root.path().join("issuer"));
+    std::fs::copy(issuer.jwks(), kube.join("jwks.json")).unwrap();
+    let api =
+        super::issuer::FakeApi::start(&kube, &etc.join("tls/tls.crt"), &etc.join("tls/tls.key"));
+    let inject = inject
+        .replace(
+            "https://kubernetes.default.svc/",
+            &format!("{}/", api.url()),
+        )
+        .replace(
+            "url: https://kubernetes.default.svc\n",
+            &format!("url: {}\n", api.url()),
+        )
+        .replace(
+            "/var/run/secrets/intentgate/kube/",
+            &format!("{}/", kube.display()),
+        );
+    let token = root.path().join("bundle-token");
+    std::fs::write(&token, issuer.token("support")).unwrap();
     let inject_file = root.path().join("inject.yaml");
     std::fs::write(&inject_file, inject).unwrap();
     let control = super::bundles::Control::launch(
@@ -239,6 +271,8 @@ fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
         url.as_str(),
         "--bundle-ca",
         ca_file.to_str().unwrap(),
+        "--bundle-token-file",
+        token.to_str().unwrap(),
         "--namespace",
         "support",
         "--agent",
@@ -248,7 +282,11 @@ fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
     ];
     let mut check = vec!["check"];
     check.extend_from_slice(&bundle);
-    let (code, stdout, stderr) = with_bundle(&check);
+    // Until the control deployment has fetched the issuer's keys, bundles are refused.
+    let (code, stdout, stderr) = eventually("the bundle served", Duration::from_secs(20), || {
+        let r = with_bundle(&check);
+        (r.0 == 0).then_some(r)
+    });
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("1 intents"), "{stdout}");

@@ -4,6 +4,8 @@
 
 mod common;
 
+mod bundle_auth;
+mod bundle_rogue;
 pub mod bundles;
 mod bypass;
 mod cli;
@@ -15,7 +17,12 @@ mod fuzz_corpus;
 mod intercept;
 mod intercept_reuse;
 mod iptables;
+pub mod issuer;
 mod k8s;
+mod k8s_control;
+mod k8s_pods;
+mod k8s_sidecar;
+mod k8s_trust;
 mod lifecycle;
 mod limits;
 mod ops;
