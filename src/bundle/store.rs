@@ -1,8 +1,8 @@
 //! The bundle server's view of its policy directory. A snapshot is read whole — through the
 //! kubelet's `..data` link when there is one, so a ConfigMap update is seen all or nothing —
-//! then checked (every namespace's policy, and the global files alone, must build as a sidecar
-//! would build them) and only then swapped in. A directory that does not read or build leaves
-//! the last good snapshot serving. Archives are packed once per namespace and snapshot.
+//! then checked (by the caller: the control deployment builds every namespace's policy) and only
+//! then swapped in. A directory that does not read or pass leaves the last good snapshot
+//! serving. Archives are packed once per namespace and snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -108,36 +108,12 @@ impl Snapshot {
         self.namespaces.keys().map(String::as_str)
     }
 
-    /// Builds the policy of every namespace with a folder, and of one without (the global files
-    /// alone), as a sidecar of that namespace would; the first failure, naming the namespace.
-    pub fn check(&self) -> Result<(), String> {
-        let folderless = (0..)
+    /// A namespace name without a folder of its own (for checking the global files alone).
+    pub fn folderless(&self) -> String {
+        (0..)
             .map(|i| format!("no-folder-{i}"))
             .find(|n| !self.namespaces.contains_key(n))
-            .unwrap_or_default();
-        for ns in self.namespaces().chain([folderless.as_str()]) {
-            let bundle = self.bundle(ns).map_err(|e| e.to_string())?;
-            let mut cfg = crate::config::Config::default();
-            cfg.limits.workers = 1;
-            cfg.policy.bundle = Some(Arc::new(bundle));
-            let agent = crate::identity::Agent {
-                id: "bundle-check".into(),
-                namespace: Some(ns.to_string()),
-                service_account: None,
-                owner: Some("intentgate".into()),
-                spiffe_id: None,
-                labels: BTreeMap::new(),
-                expires: None,
-            };
-            crate::policy::PolicySet::load(&cfg, &agent).map_err(|e| {
-                if ns == folderless {
-                    format!("the global policy does not build: {e}")
-                } else {
-                    format!("the policy of namespace '{ns}' does not build: {e}")
-                }
-            })?;
-        }
-        Ok(())
+            .unwrap_or_default()
     }
 
     /// The archive of `namespace`, packed at its first request in this snapshot.
@@ -165,19 +141,26 @@ impl Snapshot {
     }
 }
 
+/// Whether a snapshot may be served (given by the caller: building policy is not this
+/// module's business).
+pub type Check = Box<dyn Fn(&Snapshot) -> Result<(), String> + Send + Sync>;
+
 /// The snapshot in force and where it comes from.
 pub struct Store {
     root: PathBuf,
+    check: Check,
     current: ArcSwapOption<Snapshot>,
     /// The fingerprint of the directory when last read (good or refused).
     seen: Mutex<Option<u64>>,
 }
 
 impl Store {
-    /// A store for `root`; nothing is served until the first `refresh` succeeds.
-    pub fn new(root: &Path) -> Self {
+    /// A store for `root` whose snapshots must pass `check`; nothing is served until the first
+    /// `refresh` succeeds.
+    pub fn new(root: &Path, check: Check) -> Self {
         Store {
             root: root.to_path_buf(),
+            check,
             current: ArcSwapOption::empty(),
             seen: Mutex::new(None),
         }
@@ -212,7 +195,7 @@ impl Store {
         }
         match read
             .map_err(|e| e.to_string())
-            .and_then(|s| s.check().map(|()| s))
+            .and_then(|s| (self.check)(&s).map(|()| s))
         {
             Ok(s) => {
                 info!(dir = %self.root.display(), namespaces = s.namespaces.len(), "policy directory loaded");

@@ -17,7 +17,7 @@ use super::floor::{self, InjectConfig};
 use super::version::Cluster;
 use crate::bundle::auth::Auth;
 use crate::bundle::serve::Bundles;
-use crate::bundle::store::Store;
+use crate::bundle::store::{Snapshot, Store};
 
 /// The state of `intentgate inject`.
 pub struct Control {
@@ -46,7 +46,7 @@ impl Control {
                 let auth = Arc::new(Auth::new(auth.clone()));
                 auth.refresh_file()
                     .map_err(|e| format!("bundles.auth.keys.jwks_file: {e}"))?;
-                let store = Store::new(dir);
+                let store = Store::new(dir, Box::new(builds));
                 store.refresh();
                 Some(Arc::new(Bundles { store, auth }))
             }
@@ -146,4 +146,33 @@ impl Control {
         self.config.store(Arc::new(new));
         info!(file = %file, namespaces = self.config().namespaces.len(), "inject config reloaded");
     }
+}
+
+/// Builds the policy of every namespace with a folder, and of one without (the global files
+/// alone), as a sidecar of that namespace would; the first failure, naming the namespace.
+fn builds(snapshot: &Snapshot) -> Result<(), String> {
+    let folderless = snapshot.folderless();
+    for ns in snapshot.namespaces().chain([folderless.as_str()]) {
+        let bundle = snapshot.bundle(ns).map_err(|e| e.to_string())?;
+        let mut cfg = crate::config::Config::default();
+        cfg.limits.workers = 1;
+        cfg.policy.bundle = Some(Arc::new(bundle));
+        let agent = crate::identity::Agent {
+            id: "bundle-check".into(),
+            namespace: Some(ns.to_string()),
+            service_account: None,
+            owner: Some("intentgate".into()),
+            spiffe_id: None,
+            labels: std::collections::BTreeMap::new(),
+            expires: None,
+        };
+        crate::policy::PolicySet::load(&cfg, &agent).map_err(|e| {
+            if ns == folderless {
+                format!("the global policy does not build: {e}")
+            } else {
+                format!("the policy of namespace '{ns}' does not build: {e}")
+            }
+        })?;
+    }
+    Ok(())
 }
