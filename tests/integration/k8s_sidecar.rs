@@ -133,6 +133,7 @@ fn the_sidecar_reads_its_ca_and_token_as_uid_15700_with_the_rendered_modes() {
                 "listen: {{proxy: 127.0.0.1:0, admin: 127.0.0.1:0}}\n\
                  agent: {{namespace: support, owner: team}}\n\
                  egress: {{allow_cidrs: [127.0.0.0/8]}}\n\
+                 policy: {{bundle_wait_ms: 8000}}\n\
                  tls: {{ca_cert: {}/tls.crt, ca_key: {}/tls.key}}\naudit: {{path: stdout}}\n",
                 ca.display(),
                 ca.display()
