@@ -14,12 +14,13 @@ pub const OPT_OUT: &str = "intentgate.io/inject";
 pub const ANN_SKIPPED: &str = "intentgate.io/skip-reason";
 
 /// Volume names the webhook adds: a pod may not declare them.
-pub const RESERVED_VOLUMES: [&str; 5] = [
+pub const RESERVED_VOLUMES: [&str; 6] = [
     template::CONFIG_VOLUME,
     template::CA_VOLUME,
     template::CA_CERT_VOLUME,
     trust::TRUST_VOLUME,
     template::TOKEN_VOLUME,
+    template::XTABLES_VOLUME,
 ];
 /// Those only the sidecar mounts (the CA key, its token): no other container may.
 pub const SIDECAR_ONLY_VOLUMES: [&str; 2] = [template::CA_VOLUME, template::TOKEN_VOLUME];

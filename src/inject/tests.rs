@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::checks::RESERVED_VOLUMES;
 use super::floor::{self, InjectConfig, contains};
 use super::patch::{Verdict, mutate};
 use super::server::review;
@@ -144,6 +145,30 @@ fn already_injected_pods_are_left_alone() {
     let mut l = pod(json!({}));
     l["metadata"]["labels"] = json!({"intentgate.io/sidecar": "injected"});
     refused(mutate(&l, "support", &c), "intentgate.io/sidecar");
+}
+
+/// Every volume the patch adds is reserved: a pod that declares one of them is refused, naming it
+/// (it would otherwise get a duplicate volume name).
+#[test]
+fn every_volume_the_patch_adds_is_reserved() {
+    let mut c = cfg();
+    c.bundles.url = Some("https://bundles.example/bundles".into());
+    let Verdict::Patch(ops) = mutate(&pod(json!({})), "support", &c) else {
+        panic!("expected a patch")
+    };
+    let added: Vec<&str> = ops
+        .iter()
+        .filter(|o| o["path"] == "/spec/volumes")
+        .flat_map(|o| o["value"].as_array().unwrap())
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(added.len() >= 6, "{added:?}");
+    for name in added {
+        assert!(RESERVED_VOLUMES.contains(&name), "{name} is not reserved");
+        let mut p = pod(json!({}));
+        p["spec"]["volumes"] = json!([{"name": name, "emptyDir": {}}]);
+        refused(mutate(&p, "support", &c), name);
+    }
 }
 
 #[test]
