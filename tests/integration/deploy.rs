@@ -386,3 +386,20 @@ fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
     let billing = control.token_file("billing");
     assert_eq!(control.bundle_status("support", Some(&billing)), 403);
 }
+
+/// The example restates the base's whole inject config (a ConfigMap value is one string): apart
+/// from its floor (`namespaces`) it must say what the base says, so a key added to the base (e.g.
+/// `bundles.auth`) cannot go missing from the overlay.
+#[test]
+fn deploy_example_inject_config_is_the_base_s_with_its_floor() {
+    // Each inject.yaml without its floor, and the floor.
+    let split = |docs: &[Value]| {
+        let cm = cluster::config_map(docs, "intentgate-inject");
+        let mut v: Value = serde_yaml::from_str(cm["inject.yaml"].as_str().unwrap()).unwrap();
+        let floor = v.as_object_mut().unwrap().remove("namespaces").unwrap();
+        (v, floor)
+    };
+    let ((base, none), (example, floor)) = (split(&base()), split(&example()));
+    assert!(none.as_object().unwrap().is_empty() && floor["support"].is_object());
+    assert_eq!(base, example);
+}
