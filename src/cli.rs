@@ -71,6 +71,10 @@ pub struct InjectArgs {
     /// Write `{"listen": ADDR}` here once bound.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// How often the certificate, the inject config, the policy directory and the issuer's key
+    /// file are checked for changes (they are reloaded without a restart).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub watch_interval: std::time::Duration,
 }
 
 /// `intentgate iptables`: see `crate::iptables` for the rule layout.
@@ -223,6 +227,9 @@ pub struct ConfigArgs {
     /// CA for --bundle-url: PEM text or a PEM file (overrides policy.bundle_ca).
     #[arg(long, env = "INTENTGATE_BUNDLE_CA", hide_env_values = true)]
     pub bundle_ca: Option<String>,
+    /// Token presented to the bundle server (overrides policy.bundle_token_file).
+    #[arg(long, env = "INTENTGATE_BUNDLE_TOKEN_FILE")]
+    pub bundle_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -293,6 +300,9 @@ impl ConfigArgs {
         if let Some(v) = &self.bundle_ca {
             c.policy.bundle_ca = Some(v.clone());
         }
+        if let Some(v) = &self.bundle_token_file {
+            c.policy.bundle_token_file = Some(v.clone());
+        }
         config::check_bundle(c).map_err(|(field, msg)| config::ConfigError::Invalid {
             file: loaded.source.clone(),
             field: field.to_string(),
@@ -332,9 +342,14 @@ pub fn main() -> ExitCode {
             command: a.command,
         }),
         Command::Learn(a) => crate::offline::learn(a),
-        Command::Inject(a) => {
-            crate::inject::main(a.tls_cert, a.tls_key, a.listen, a.config, a.ready_file)
-        }
+        Command::Inject(a) => crate::inject::main(
+            a.tls_cert,
+            a.tls_key,
+            a.listen,
+            a.config,
+            a.ready_file,
+            a.watch_interval,
+        ),
         Command::Iptables(a) => crate::iptables::main(
             &crate::iptables::Plan {
                 proxy_uid: a.proxy_uid,

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod inject;
 pub mod intent;
 pub mod iptables;
+pub mod jws;
 pub mod learn;
 pub mod listen;
 pub mod metrics;

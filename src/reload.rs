@@ -116,6 +116,24 @@ impl Reloader {
         });
     }
 
+    /// Records that a source came back to the policy in force after a failure (the bundle
+    /// server serves the bundle in force again): `last_reload` says success again. Nothing is
+    /// rebuilt, so the reload counter does not move.
+    pub fn record_in_force(&self, trigger: &str, message: String) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.result == "failure" {
+            *last = ReloadStatus {
+                result: "success",
+                trigger: trigger.into(),
+                at: now(),
+                message,
+                revision: self.proxy.live.load().policy.revision().to_string(),
+            };
+        }
+    }
+
     /// Loads the config again, with `bundle` or else the bundle in force, builds, swaps.
     async fn rebuild(self: &Arc<Self>, trigger: &str, bundle: Option<Arc<Bundle>>) -> ReloadStatus {
         let _one = self.busy.lock().await;

@@ -6,31 +6,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use tokio::net::TcpStream;
+use http::{HeaderValue, StatusCode, Uri, header};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::client::{Origin, bearer_header};
 use super::{Bundle, MAX_BYTES};
 use crate::config::Config;
 use crate::identity::Agent;
 use crate::reload::Reloader;
-use crate::tls::client::{UpstreamAlpn, UpstreamTls};
 
 /// How long one fetch may take, connect to last byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Where bundles come from, and for which namespace.
+/// Where bundles come from, for which namespace, and the token that proves it.
 pub struct Source {
     uri: Uri,
-    host: String,
-    port: u16,
-    tls: UpstreamTls,
+    origin: Origin,
     namespace: String,
+    /// The projected service-account token presented to the server (read at each fetch: the
+    /// kubelet rotates it).
+    token_file: Option<PathBuf>,
 }
 
 /// What one poll brought.
@@ -43,7 +42,12 @@ pub enum Fetched {
 impl Source {
     /// `url` must be `https://HOST[:PORT]/PATH`; `ca` is PEM text or a PEM file trusted instead of
     /// the system roots.
-    pub fn new(url: &str, ca: Option<&str>, namespace: &str) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        ca: Option<&str>,
+        namespace: &str,
+        token_file: Option<PathBuf>,
+    ) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("policy.bundle_url '{url}': {e}"))?;
@@ -52,86 +56,42 @@ impl Source {
                 "policy.bundle_url '{url}': must be an https:// URL (policy is not fetched in clear text)"
             ));
         }
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("policy.bundle_url '{url}': no host"))?
-            .to_string();
-        let port = uri.port_u16().unwrap_or(443);
-        let tls = match ca {
-            Some(ca) => UpstreamTls::with_roots(roots(ca)?),
-            None => UpstreamTls::new(crate::config::UpstreamRoots::System, None),
-        }
-        .map_err(|e| format!("policy.bundle_ca: {e}"))?;
+        let tls = super::client::trust(ca).map_err(|e| format!("policy.bundle_ca: {e}"))?;
+        let origin = Origin::of(&uri, tls).map_err(|e| format!("policy.bundle_url {e}"))?;
         Ok(Source {
             uri,
-            host,
-            port,
-            tls,
+            origin,
             namespace: namespace.to_string(),
+            token_file,
         })
     }
 
     /// One conditional GET.
     pub async fn fetch(&self, etag: Option<&str>) -> Result<Fetched, String> {
-        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(etag))
-            .await
-            .map_err(|_| format!("{}: no answer within {FETCH_TIMEOUT:?}", self.uri))?
-    }
-
-    async fn fetch_inner(&self, etag: Option<&str>) -> Result<Fetched, String> {
         let at = |e: String| format!("{}: {e}", self.uri);
-        let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
-            .await
-            .map_err(|e| at(format!("cannot connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
-            .connect(tcp, &self.host, UpstreamAlpn::Http1)
-            .await
-            .map_err(|e| at(e.to_string()))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| at(e.to_string()))?;
-        let conn = tokio::spawn(conn);
-        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut req = Request::get(path)
-            .header(
-                header::HOST,
-                self.uri.authority().map_or("", |a| a.as_str()),
-            )
-            .header(header::ACCEPT, "application/gzip")
-            .header(
-                header::USER_AGENT,
-                concat!("intentgate/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(tag) = etag {
-            req = req.header(header::IF_NONE_MATCH, tag);
+        let mut headers = vec![(header::ACCEPT, HeaderValue::from_static("application/gzip"))];
+        if let Some(file) = &self.token_file {
+            headers.extend(bearer_header(file).map_err(at)?);
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| at(e.to_string()))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| at(e.to_string()))?;
-        let status = resp.status();
-        let tag = resp
-            .headers()
+        if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.push((header::IF_NONE_MATCH, tag));
+        }
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let a = self
+            .origin
+            .get(path, &headers, MAX_BYTES as usize, FETCH_TIMEOUT)
+            .await?;
+        let tag = a
+            .headers
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = Limited::new(resp.into_body(), MAX_BYTES as usize)
-            .collect()
-            .await
-            .map_err(|e| at(format!("reading the body: {e}")))?
-            .to_bytes();
-        conn.abort();
-        match status {
+        match a.status {
             StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified),
-            StatusCode::OK => Ok(Fetched::Archive(tag, body)),
+            StatusCode::OK => Ok(Fetched::Archive(tag, a.body)),
             s => Err(at(format!(
                 "answered {s}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)]).trim()
+                String::from_utf8_lossy(&a.body[..a.body.len().min(300)]).trim()
             ))),
         }
     }
@@ -211,6 +171,13 @@ impl Source {
             match self.unpack(bytes).await {
                 Ok(b) if Some(&b.revision) == reloader.bundle_revision().as_ref() => {
                     metric("unchanged");
+                    reloader.record_in_force(
+                        "bundle",
+                        format!(
+                            "the server serves the bundle in force again ({})",
+                            b.revision
+                        ),
+                    );
                 }
                 Ok(b) => {
                     let revision = b.revision.clone();
@@ -246,7 +213,12 @@ pub async fn first_into(
     let ns = agent.namespace.ok_or(
         "policy.bundle_url needs the agent's namespace (agent.namespace, --namespace or POD_NAMESPACE)",
     )?;
-    let source = Source::new(&url, cfg.policy.bundle_ca.as_deref(), &ns)?;
+    let source = Source::new(
+        &url,
+        cfg.policy.bundle_ca.as_deref(),
+        &ns,
+        cfg.policy.bundle_token_file.clone(),
+    )?;
     let bundle = source.first(wait).await?;
     info!(namespace = %ns, bundle = %bundle.revision, files = bundle.files.len(), "policy bundle loaded");
     let etag = bundle.etag();
@@ -265,14 +237,4 @@ pub fn first_blocking(cfg: &mut Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .block_on(first_into(cfg, Duration::ZERO))
         .map(|_| ())
-}
-
-/// A root store from PEM text or a PEM file.
-fn roots(ca: &str) -> Result<RootCertStore, String> {
-    let (bytes, source) = if ca.trim_start().starts_with("-----BEGIN") {
-        (ca.as_bytes().to_vec(), "(PEM text)")
-    } else {
-        (std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?, ca)
-    };
-    crate::tls::client::pem_roots(&bytes, std::path::Path::new(source)).map_err(|e| e.to_string())
 }

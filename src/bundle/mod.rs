@@ -6,10 +6,13 @@
 //! relative paths are accepted, and the manifest's namespace, file count and revision (SHA-256 of
 //! the content, also the ETag) must match what arrived.
 
+pub mod auth;
+pub mod client;
 pub mod fetch;
+pub mod serve;
+pub mod store;
 
 use std::io::Read;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,26 +102,6 @@ impl Bundle {
             revision: revision(namespace, &files),
             files,
         }
-    }
-
-    /// The bundle of `namespace` from a policy directory: its global files (every policy file
-    /// outside `namespaces/`, dot entries skipped, as ConfigMap volumes have `..data`) and the
-    /// files under `namespaces/NAMESPACE/` (none when it has no folder).
-    pub fn from_dir(root: &Path, namespace: &str) -> Result<Self, BundleError> {
-        if !valid_namespace(namespace) {
-            return Err(BundleError::Invalid(format!(
-                "'{namespace}' is not a namespace name"
-            )));
-        }
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        collect(root, "", true, &mut files, &mut total)?;
-        let own = root.join("namespaces").join(namespace);
-        if own.is_dir() {
-            let prefix = format!("namespaces/{namespace}/");
-            collect(&own, &prefix, false, &mut files, &mut total)?;
-        }
-        Ok(Self::new(namespace, files))
     }
 
     /// The archive: `.manifest` first, then the files in path order, every header fixed
@@ -260,49 +243,6 @@ fn check_path(path: &str) -> Result<(), &'static str> {
     }
     if !is_policy_file(path) {
         return Err("only .rego, .json, .yaml and .yml files may be in a bundle");
-    }
-    Ok(())
-}
-
-/// Adds the policy files under `dir` (recursively, sorted) with `prefix`; at the top of the
-/// policy directory, `namespaces/` is skipped.
-fn collect(
-    dir: &Path,
-    prefix: &str,
-    top: bool,
-    out: &mut Vec<BundleFile>,
-    total: &mut u64,
-) -> Result<(), BundleError> {
-    let read_err = |p: &Path, e| BundleError::Read(p.display().to_string(), e);
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| read_err(dir, e))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let Some(name) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        let path = e.path();
-        if name.starts_with('.') || (top && name == "namespaces") {
-            continue;
-        }
-        if path.is_dir() {
-            collect(&path, &format!("{prefix}{name}/"), false, out, total)?;
-        } else if is_policy_file(&name) {
-            let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-            *total += text.len() as u64;
-            if out.len() >= MAX_FILES || *total > MAX_BYTES {
-                return Err(BundleError::Invalid(format!(
-                    "{}: the policy directory holds more than {MAX_FILES} files or {MAX_BYTES} bytes",
-                    dir.display()
-                )));
-            }
-            out.push(BundleFile {
-                path: format!("{prefix}{name}"),
-                text,
-            });
-        }
     }
     Ok(())
 }

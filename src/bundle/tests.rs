@@ -1,6 +1,7 @@
 //! Bundle packing and hostile-archive refusal.
 
 use std::io::Write;
+use std::path::Path;
 
 use super::*;
 

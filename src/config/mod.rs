@@ -104,6 +104,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
         .paths
         .iter_mut()
         .chain(config.admin.token_file.as_mut())
+        .chain(config.policy.bundle_token_file.as_mut())
         .chain(
             [&mut tls.ca_cert, &mut tls.ca_key, &mut tls.upstream_ca]
                 .into_iter()

@@ -187,6 +187,9 @@ pub struct PolicyConfig {
     pub bundle_url: Option<String>,
     /// The CA trusted for `bundle_url` (PEM text or a PEM file); default the system roots.
     pub bundle_ca: Option<String>,
+    /// A token file presented to the bundle server as `Authorization: Bearer` (in a pod: the
+    /// projected service-account token the webhook mounts), read at each poll.
+    pub bundle_token_file: Option<PathBuf>,
     /// How often the bundle server is polled.
     pub bundle_poll_ms: u64,
     /// How long `serve` waits for the first bundle before giving up.
@@ -209,6 +212,7 @@ impl Default for PolicyConfig {
             builtin: true,
             bundle_url: None,
             bundle_ca: None,
+            bundle_token_file: None,
             bundle_poll_ms: 10_000,
             bundle_wait_ms: 30_000,
             bundle: None,

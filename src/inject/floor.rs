@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bundle::auth::{AuthConfig, Keys};
+use crate::bundle::client::Endpoint;
 use crate::config::ConfigError;
 use crate::iptables::Cidr;
 
@@ -30,7 +32,7 @@ impl FloorMode {
 }
 
 /// The rules for one namespace.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceFloor {
     /// Service account name → the agent ids a pod running as it may claim.
@@ -45,6 +47,15 @@ pub struct NamespaceFloor {
     /// Blocks a pod may exclude (an excluded CIDR must lie inside one of them).
     #[serde(default)]
     pub allow_exclude_cidrs: Vec<String>,
+    /// Whether a pod may go without the sidecar: opt out with `intentgate.io/inject: "false"`,
+    /// or be skipped for running on the host network or on Windows. When false, such pods are
+    /// refused.
+    #[serde(default = "default_true")]
+    pub allow_opt_out: bool,
+    /// Whether app containers may have `NET_ADMIN`, `NET_RAW` or `privileged` (each can undo or
+    /// go around the redirect).
+    #[serde(default)]
+    pub allow_net_admin: bool,
 }
 
 /// The whole inject config (`intentgate inject --config FILE`).
@@ -81,6 +92,10 @@ pub struct InjectConfig {
     /// Policy bundles: what this server serves and what injected sidecars poll.
     #[serde(default)]
     pub bundles: BundlesConfig,
+    /// The API server, asked for its version (native sidecars need Kubernetes 1.29). Unset: not
+    /// asked (pods are injected whatever the version).
+    #[serde(default)]
+    pub kubernetes: Option<Endpoint>,
 }
 
 /// `bundles:` of the inject config.
@@ -98,6 +113,21 @@ pub struct BundlesConfig {
     /// The PEM read from `ca_file`.
     #[serde(skip)]
     pub ca_pem: Option<String>,
+    /// How sidecars authenticate (required with `policy_dir`): their projected service-account
+    /// token, verified against the issuer's keys.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+impl BundlesConfig {
+    /// The audience of the token injected sidecars present.
+    pub fn audience(&self) -> &str {
+        self.auth
+            .as_ref()
+            .map_or(crate::bundle::auth::DEFAULT_AUDIENCE, |a| {
+                a.audience.as_str()
+            })
+    }
 }
 
 /// `$NAME` when set and not empty, else `fallback`.
@@ -143,6 +173,7 @@ impl Default for InjectConfig {
             namespaces: BTreeMap::new(),
             default_floor: None,
             bundles: BundlesConfig::default(),
+            kubernetes: None,
         }
     }
 }
@@ -218,6 +249,27 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
                 "bundles.policy_dir",
                 format!("{} is not a directory", dir.display()),
             ));
+        }
+        if b.auth.is_none() {
+            return Err(invalid(
+                "bundles.policy_dir",
+                "serving bundles needs bundles.auth (sidecars authenticate with their service-account token)".into(),
+            ));
+        }
+    }
+    let urls = [
+        ("kubernetes.url", cfg.kubernetes.as_ref().map(|k| &k.url)),
+        (
+            "bundles.auth.keys",
+            match cfg.bundles.auth.as_ref().map(|a| &a.keys) {
+                Some(Keys::Discovery(e) | Keys::JwksUrl(e)) => Some(&e.url),
+                _ => None,
+            },
+        ),
+    ];
+    for (field, url) in urls {
+        if let Some(url) = url.filter(|u| !u.starts_with("https://")) {
+            return Err(invalid(field, format!("'{url}' must be an https:// URL")));
         }
     }
     Ok(cfg)

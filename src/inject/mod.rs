@@ -1,29 +1,39 @@
-//! `intentgate inject`: the mutating admission webhook that adds intentgate to pods.
+//! `intentgate inject`: the control deployment — the mutating admission webhook that adds
+//! intentgate to pods, and the policy bundle server.
 //!
 //! Selection is by LABEL, done by the API server before we are called: the
 //! MutatingWebhookConfiguration's `namespaceSelector` / `objectSelector` match
-//! `intentgate.io/inject=true` on the namespace or the pod. Settings come from annotations
-//! (`intentgate.io/agent-id`, `owner`, `intent`, `mode`, `exclude-outbound-ports`,
-//! `exclude-outbound-cidrs`) and are checked against the platform floor in the inject config
-//! (`floor`). The patch is built by pure functions (`patch`, `template`); `server` is the HTTPS
-//! front.
+//! `intentgate.io/inject=true` on the namespace or the pod; a pod opts out with
+//! `intentgate.io/inject: "false"`. Settings come from annotations (`intentgate.io/agent-id`,
+//! `owner`, `intent`, `mode`, `exclude-outbound-ports`, `exclude-outbound-cidrs`, `ca-trust`)
+//! and are checked against the platform floor in the inject config (`floor`, `checks`). The
+//! patch is built by pure functions (`patch`, `template`, `trust`); `server` is the HTTPS front,
+//! `control` the state it serves from and how it follows its files, `certs` the serving
+//! certificate, `version` the cluster's Kubernetes version.
 
+pub mod certs;
+pub mod checks;
+pub mod control;
 pub mod floor;
 pub mod patch;
 pub mod server;
 pub mod template;
+pub mod trust;
+pub mod version;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Parses `:8443`, `8443` or `HOST:PORT`.
+/// Parses `:8443`, `8443` (every address, IPv6 and IPv4) or `HOST:PORT`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let full = if let Some(port) = s.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
+        format!("[::]:{port}")
     } else if s.chars().all(|c| c.is_ascii_digit()) {
-        format!("0.0.0.0:{s}")
+        format!("[::]:{s}")
     } else {
         s.to_string()
     };
@@ -38,16 +48,10 @@ pub fn main(
     listen: SocketAddr,
     config: Option<PathBuf>,
     ready_file: Option<PathBuf>,
+    watch_interval: Duration,
 ) -> ExitCode {
-    let cfg = match floor::load(config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("intentgate inject: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let tls = match server::tls_config(&cert, &key) {
-        Ok(t) => t,
+    let control = match control::Control::load(&cert, &key, config.as_deref()) {
+        Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("intentgate inject: {e}");
             return ExitCode::from(2);
@@ -72,8 +76,9 @@ pub fn main(
         }
     };
     let result = rt.block_on(async {
+        control.spawn(watch_interval);
         tokio::select! {
-            r = server::serve(listen, tls, cfg, on_bound) => r,
+            r = server::serve(listen, control, on_bound) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     });

@@ -1,11 +1,13 @@
 //! The pure part of the webhook: a pod (JSON) and the inject config in, a verdict out — no
-//! patch (not selected, or already injected), a JSON patch (RFC 6902), or a refusal naming the
-//! annotation that breaks the platform floor.
+//! patch (already injected or skipped), a JSON patch (RFC 6902), or a refusal naming the
+//! annotation, container or floor setting at fault.
 
 use serde_json::{Value, json};
 
-use super::floor::{FloorMode, InjectConfig, contains};
-use super::template::{Sidecar, patch};
+use super::checks::{self, ANN_SKIPPED};
+use super::floor::{FloorMode, InjectConfig, NamespaceFloor, contains};
+use super::template::{Sidecar, patch, set_metadata};
+use super::trust::{self, ANN_TRUST, Trust};
 use crate::iptables::Cidr;
 
 pub const ANN_AGENT: &str = "intentgate.io/agent-id";
@@ -23,17 +25,16 @@ pub const SIDECAR: &str = "intentgate";
 pub const INIT: &str = "intentgate-iptables";
 pub const ADMIN_PORT: u16 = 15701;
 pub const TRANSPARENT_PORT: u16 = crate::iptables::DEFAULT_PORT;
-/// Where app containers find the CA certificate (never the key).
-pub const CA_TRUST_DIR: &str = "/var/run/intentgate/ca-trust";
-pub const CA_FILE: &str = "/var/run/intentgate/ca-trust/ca.pem";
 
 /// What the webhook answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Allowed unchanged (already injected).
+    /// Allowed unchanged (already injected or skipped).
     Unchanged,
     /// Allowed with this JSON patch.
     Patch(Vec<Value>),
+    /// Allowed without the sidecar; the patch says why (annotations only).
+    Skipped(Vec<Value>),
     /// Refused; the message names the annotation (or what is missing).
     Refused(String),
 }
@@ -53,11 +54,8 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// Reads and checks the annotations against the namespace's floor.
-fn settings(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Sidecar, String> {
+fn settings(pod: &Value, namespace: &str, floor: &NamespaceFloor) -> Result<Sidecar, String> {
     let ann = |k: &str| pod["metadata"]["annotations"][k].as_str();
-    let floor = cfg.floor(namespace).ok_or_else(|| {
-        format!("namespace '{namespace}' has no intentgate platform floor; ask the platform team")
-    })?;
     let sa = pod["spec"]["serviceAccountName"]
         .as_str()
         .unwrap_or("default");
@@ -137,6 +135,7 @@ fn settings(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Sidecar,
         mode,
         ports,
         cidrs,
+        trust: Trust::parse(ann(ANN_TRUST))?,
     })
 }
 
@@ -158,13 +157,18 @@ fn already_injected(pod: &Value, cfg: &InjectConfig) -> Result<bool, String> {
     if pod["metadata"]["labels"][LABEL_SIDECAR].is_string() {
         return Err(format!("label {LABEL_SIDECAR} is set by the webhook only"));
     }
-    let named = |list: &Value| {
-        list.as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["name"] == SIDECAR || c["name"] == INIT))
+    let reserved = |c: &Value| {
+        c["name"] == SIDECAR
+            || c["name"] == INIT
+            || c["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(trust::INIT_PREFIX))
     };
+    let named = |list: &Value| list.as_array().is_some_and(|cs| cs.iter().any(reserved));
     if named(&pod["spec"]["initContainers"]) || named(&pod["spec"]["containers"]) {
         return Err(format!(
-            "container names {SIDECAR} and {INIT} are reserved for the webhook"
+            "container names {SIDECAR}, {INIT} and {}* are reserved for the webhook",
+            trust::INIT_PREFIX
         ));
     }
     Ok(false)
@@ -172,15 +176,53 @@ fn already_injected(pod: &Value, cfg: &InjectConfig) -> Result<bool, String> {
 
 /// Decides on one pod being created in `namespace`.
 pub fn mutate(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Verdict {
+    let Some(floor) = cfg.floor(namespace) else {
+        return Verdict::Refused(format!(
+            "namespace '{namespace}' has no intentgate platform floor; ask the platform team"
+        ));
+    };
+    if let Some(skip) = checks::skip(pod) {
+        return skipped(pod, namespace, floor, skip);
+    }
     match already_injected(pod, cfg) {
         Ok(true) => return Verdict::Unchanged,
         Ok(false) => {}
         Err(msg) => return Verdict::Refused(msg),
     }
-    match settings(pod, namespace, cfg) {
+    if let Err(msg) = checks::app_containers(pod, namespace, floor, cfg.proxy_uid) {
+        return Verdict::Refused(msg);
+    }
+    match settings(pod, namespace, floor) {
         Ok(s) => Verdict::Patch(patch(pod, &s, cfg)),
         Err(msg) => Verdict::Refused(msg),
     }
+}
+
+/// A pod that goes without the sidecar: marked with the reason, or refused when the floor
+/// does not allow it. It may not carry the injected pods' label (the egress NetworkPolicy
+/// lets those out).
+fn skipped(pod: &Value, namespace: &str, floor: &NamespaceFloor, skip: checks::Skip) -> Verdict {
+    let why = skip.reason();
+    if !floor.allow_opt_out {
+        return Verdict::Refused(format!(
+            "the pod would run without the intentgate sidecar ({why}), and the platform floor of namespace '{namespace}' does not allow that (allow_opt_out: false)"
+        ));
+    }
+    if pod["metadata"]["labels"][LABEL_SIDECAR].is_string() {
+        return Verdict::Refused(format!("label {LABEL_SIDECAR} is set by the webhook only"));
+    }
+    let status = pod["metadata"]["annotations"][ANN_STATUS].as_str();
+    if status == Some("skipped") && pod["metadata"]["annotations"][ANN_SKIPPED] == why.as_str() {
+        return Verdict::Unchanged;
+    }
+    let mut ops = Vec::new();
+    set_metadata(
+        &mut ops,
+        pod,
+        "annotations",
+        &[(ANN_STATUS, "skipped"), (ANN_SKIPPED, &why)],
+    );
+    Verdict::Skipped(ops)
 }
 
 /// Escapes a key for a JSON pointer (RFC 6901).

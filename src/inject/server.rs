@@ -1,16 +1,16 @@
-//! The control deployment's HTTPS server: `POST /mutate` (AdmissionReview v1 for pods),
-//! `GET /bundles/NAMESPACE` (policy bundles for sidecars) and `GET /healthz`, on rustls with the
-//! certificate the API server and the sidecars were told to trust.
+//! The control deployment's HTTPS server: `POST /mutate` (an AdmissionReview, answered in the
+//! version asked: `admission.k8s.io/v1` or `v1beta1`), `GET`/`HEAD /bundles/NAMESPACE` (policy
+//! bundles for sidecars, `bundle::serve`) and `GET /healthz`. TLS presents the certificate in
+//! force at each handshake (`certs`); `:PORT` listens on IPv6 and IPv4.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,174 +20,232 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::control::Control;
 use super::floor::InjectConfig;
 use super::patch::{Verdict, mutate};
+use super::version::KubeVersion;
+use crate::bundle::serve::Refusal;
+use crate::error::{Body, full, json_response};
 
 /// The largest AdmissionReview accepted (pods with big specs stay well under this).
 const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The AdmissionReview versions answered (each in its own version).
+const VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
-/// Answers one AdmissionReview (the whole JSON document) with one.
-pub fn review(body: &Value, cfg: &InjectConfig) -> Value {
+/// A request the control deployment does not answer as asked.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error("{0}")]
+    BadReview(String),
+    #[error(transparent)]
+    Bundle(#[from] Refusal),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("method {method} is not allowed here")]
+    Method { method: Method, allow: &'static str },
+}
+
+/// The one place the control deployment's errors become responses: JSON with `error`, `reason`,
+/// `decision_id` (an id to find the log line by) and `hint`.
+fn refuse(e: &ControlError) -> Response<Body> {
+    let (status, code, hint) = match e {
+        ControlError::BadReview(_) => (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "POST an AdmissionReview (admission.k8s.io/v1 or v1beta1) with a request object",
+        ),
+        ControlError::Bundle(r) => (r.status(), r.code(), r.hint()),
+        ControlError::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server answers POST /mutate, GET /bundles/NAMESPACE and GET /healthz",
+        ),
+        ControlError::Method { .. } => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "see the Allow header",
+        ),
+    };
+    let id = crate::ids::decision_id();
+    if status.is_server_error() {
+        warn!(decision_id = %id, error = %e, "request not answered");
+    } else {
+        debug!(decision_id = %id, error = %e, "request refused");
+    }
+    let body = json!({"error": code, "reason": e.to_string(), "decision_id": id, "hint": hint});
+    let mut resp = json_response(status, &body);
+    let h = resp.headers_mut();
+    match e {
+        ControlError::Method { allow, .. } => {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ControlError::Bundle(_) if status == StatusCode::UNAUTHORIZED => {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"intentgate-bundles\""),
+            );
+        }
+        ControlError::Bundle(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Answers one AdmissionReview (the whole JSON document) in the version it was asked in.
+/// `version` is the cluster's, when known: an injection it cannot run is refused.
+pub fn review(
+    body: &Value,
+    cfg: &InjectConfig,
+    version: Option<&KubeVersion>,
+) -> Result<Value, String> {
+    let api = body["apiVersion"].as_str().unwrap_or("");
+    if !VERSIONS.contains(&api) || body["kind"] != "AdmissionReview" {
+        return Err(format!(
+            "expected kind AdmissionReview of apiVersion {}, got {} {}",
+            VERSIONS.join(" or "),
+            body["kind"],
+            body["apiVersion"]
+        ));
+    }
     let req = &body["request"];
-    let uid = req["uid"].clone();
+    if !req.is_object() {
+        return Err("the AdmissionReview has no request".into());
+    }
     let namespace = req["namespace"]
         .as_str()
         .or_else(|| req["object"]["metadata"]["namespace"].as_str())
         .unwrap_or("default");
-    let mut response = json!({"uid": uid, "allowed": true});
+    let mut response = json!({"uid": req["uid"], "allowed": true});
     if req["kind"]["kind"] == "Pod" && req["object"].is_object() {
-        match mutate(&req["object"], namespace, cfg) {
+        let mut verdict = mutate(&req["object"], namespace, cfg);
+        if let (Verdict::Patch(_), Some(why)) = (&verdict, version.and_then(KubeVersion::refusal)) {
+            // A sidecar this cluster cannot run would hold the pod in Init forever.
+            verdict = Verdict::Refused(why);
+        }
+        match verdict {
             Verdict::Unchanged => {}
-            Verdict::Patch(ops) => {
+            Verdict::Patch(ops) | Verdict::Skipped(ops) => {
                 let patch = serde_json::to_vec(&ops).unwrap_or_default();
                 response["patchType"] = json!("JSONPatch");
                 response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
             }
             Verdict::Refused(msg) => {
-                info!(namespace, reason = %msg, "pod refused by the platform floor");
+                info!(namespace, reason = %msg, "pod refused");
                 response["allowed"] = json!(false);
                 response["status"] = json!({"code": 403, "reason": "Forbidden", "message": msg});
             }
         }
     }
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+    Ok(json!({"apiVersion": api, "kind": "AdmissionReview", "response": response}))
 }
 
-fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-/// `GET /bundles/NS`: the namespace's policy bundle (global files + `namespaces/NS/`), with
-/// its revision as ETag; 304 when `If-None-Match` names it.
-async fn bundle(req: &Request<Incoming>, ns: &str, cfg: &InjectConfig) -> Response<Full<Bytes>> {
-    let Some(dir) = cfg.bundles.policy_dir.clone() else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "reason": "this server serves no bundles (bundles.policy_dir is unset)"}),
-        );
+async fn bundle(req: &Request<Incoming>, ns: &str, control: &Control) -> Response<Body> {
+    let Some(bundles) = &control.bundles else {
+        return refuse(&ControlError::NotFound(
+            "this server serves no bundles (bundles.policy_dir is unset)",
+        ));
     };
-    if !crate::bundle::valid_namespace(ns) {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "bad_request", "reason": format!("'{ns}' is not a namespace name"),
-                    "hint": "GET /bundles/NAMESPACE with a Kubernetes namespace name"}),
-        );
+    let a = match bundles.answer(ns, req.headers()).await {
+        Ok(a) => a,
+        Err(r) => return refuse(&r.into()),
+    };
+    let head = req.method() == Method::HEAD;
+    let len = a.gz.as_ref().map(Bytes::len);
+    let body = match a.gz {
+        Some(gz) if !head => gz,
+        _ => Bytes::new(),
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = a.status;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&a.etag) {
+        h.insert(header::ETAG, v);
     }
-    let wanted = req
-        .headers()
-        .get(http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let ns = ns.to_string();
-    let built = tokio::task::spawn_blocking(move || {
-        let b = crate::bundle::Bundle::from_dir(&dir, &ns)?;
-        let etag = b.etag();
-        if wanted.as_deref() == Some(etag.as_str()) {
-            return Ok((etag, None));
-        }
-        Ok::<_, crate::bundle::BundleError>((etag, Some(b.to_tar_gz()?)))
-    })
-    .await;
-    let built = built
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let (etag, body) = match built {
-        Ok(b) => b,
-        Err(reason) => {
-            warn!(error = %reason, "cannot build a policy bundle");
-            return reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({"error": "bundle_unavailable", "reason": reason}),
-            );
-        }
-    };
-    let mut resp = match body {
-        None => {
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            r
-        }
-        Some(gz) => {
-            let mut r = Response::new(Full::new(Bytes::from(gz)));
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/gzip"),
-            );
-            r
-        }
-    };
-    if let Ok(v) = http::HeaderValue::from_str(&etag) {
-        resp.headers_mut().insert(http::header::ETAG, v);
+    if let Some(len) = len {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/gzip"),
+        );
+        // A HEAD says what the GET would send.
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     resp
 }
 
-async fn handle(req: Request<Incoming>, cfg: Arc<InjectConfig>) -> Response<Full<Bytes>> {
-    if req.method() == Method::GET {
-        if let Some(ns) = req.uri().path().strip_prefix("/bundles/") {
-            let ns = ns.to_string();
-            return bundle(&req, &ns, &cfg).await;
-        }
+async fn handle(req: Request<Incoming>, control: Arc<Control>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if let Some(ns) = path.strip_prefix("/bundles/") {
+        return match *req.method() {
+            Method::GET | Method::HEAD => bundle(&req, ns, &control).await,
+            _ => refuse(&ControlError::Method {
+                method: req.method().clone(),
+                allow: "GET, HEAD",
+            }),
+        };
     }
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::POST, "/mutate") => {
             let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    let e = json!({"error": "bad_request", "reason": e.to_string()});
-                    return reply(StatusCode::BAD_REQUEST, &e);
-                }
+                Err(e) => return refuse(&ControlError::BadReview(e.to_string())),
             };
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) if v["request"].is_object() => reply(StatusCode::OK, &review(&v, &cfg)),
-                _ => reply(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "bad_request", "reason": "expected an AdmissionReview v1 JSON document"}),
-                ),
+            let body: Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => return refuse(&ControlError::BadReview(format!("not JSON: {e}"))),
+            };
+            let version = control.cluster.version();
+            match review(&body, &control.config(), version.as_deref()) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(e) => refuse(&ControlError::BadReview(e)),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        (m, "/mutate") => refuse(&ControlError::Method {
+            method: m.clone(),
+            allow: "POST",
+        }),
+        _ => refuse(&ControlError::NotFound("no such endpoint")),
     }
 }
 
-/// Builds the rustls server config from PEM files.
-pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+/// Binds `addr`; the unspecified IPv6 address (`:PORT`) accepts IPv4 too, and falls back to
+/// IPv4 alone where the node has IPv6 disabled.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            s.set_only_v6(false)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    match open(addr) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            warn!(error = %e, "no IPv6 here; listening on IPv4 only");
+            open(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))
+        }
+        r => r,
+    }
 }
 
 /// Serves until the process is stopped; `on_bound` gets the bound address (tests bind port 0).
 pub async fn serve(
     addr: SocketAddr,
-    tls: rustls::ServerConfig,
-    cfg: InjectConfig,
+    control: Arc<Control>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr)?;
     let local = listener.local_addr()?;
     on_bound(local);
+    let cfg = control.config();
     info!(%local, bundles = ?cfg.bundles.policy_dir, "intentgate inject: serving /mutate, /bundles and /healthz");
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let cfg = Arc::new(cfg);
+    let acceptor = TlsAcceptor::from(Arc::new(control.certs.server_config()?));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -198,7 +256,7 @@ pub async fn serve(
             }
         };
         let acceptor = acceptor.clone();
-        let cfg = cfg.clone();
+        let control = control.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -206,8 +264,8 @@ pub async fn serve(
                     _ => return debug!(%peer, "TLS handshake failed or timed out"),
                 };
             let svc = service_fn(move |req| {
-                let cfg = cfg.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, cfg).await) }
+                let control = control.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(req, control).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -1,13 +1,14 @@
-//! The containers, volumes and environment the webhook adds to a pod, as RFC 6902 `add`
-//! operations: the iptables init container, the native sidecar, and CA trust for app containers.
+//! The containers and volumes the webhook adds to a pod, as RFC 6902 operations: the iptables
+//! init container, the native sidecar (the only container that mounts the CA key and the
+//! bundle token), and CA trust for app containers (`trust`).
 
 use serde_json::{Value, json};
 
 use super::floor::{FloorMode, InjectConfig};
 use super::patch::{
-    ADMIN_PORT, ANN_STATUS, CA_FILE, CA_TRUST_DIR, INIT, LABEL_SIDECAR, SIDECAR, TRANSPARENT_PORT,
-    add, pointer_escape,
+    ADMIN_PORT, ANN_STATUS, INIT, LABEL_SIDECAR, SIDECAR, TRANSPARENT_PORT, add, pointer_escape,
 };
+use super::trust::{self, Trust};
 use crate::iptables::Cidr;
 
 /// What one pod gets, after its annotations passed the floor.
@@ -19,14 +20,27 @@ pub struct Sidecar {
     pub mode: FloorMode,
     pub ports: Vec<u16>,
     pub cidrs: Vec<Cidr>,
+    pub trust: Trust,
 }
 
-const CONFIG_VOLUME: &str = "intentgate-config";
-const CA_VOLUME: &str = "intentgate-ca";
-const TRUST_VOLUME: &str = "intentgate-ca-trust";
-/// A writable /run for the init container (its root filesystem is read-only): iptables-legacy
-/// takes its lock file there.
-const XTABLES_VOLUME: &str = "intentgate-xtables";
+pub const CONFIG_VOLUME: &str = "intentgate-config";
+/// The CA Secret with its key: the sidecar's only.
+pub const CA_VOLUME: &str = "intentgate-ca";
+/// The CA certificate alone, for app trust.
+pub const CA_CERT_VOLUME: &str = "intentgate-ca-trust";
+/// The projected service-account token the sidecar presents to the bundle server.
+pub const TOKEN_VOLUME: &str = "intentgate-token";
+pub const CA_DIR: &str = "/var/run/intentgate/ca";
+pub const TOKEN_DIR: &str = "/var/run/secrets/intentgate";
+/// Files of the CA Secret and the token: readable by every UID. The kubelet owns them by root
+/// (and by the pod's `fsGroup`, adding group read, when there is one); the sidecar runs as the
+/// proxy UID, which is neither, and only the sidecar mounts these volumes.
+pub const SIDECAR_FILE_MODE: u32 = 0o444;
+/// A writable /run for the iptables init container (its root filesystem is read-only):
+/// iptables-legacy takes its lock file there.
+pub const XTABLES_VOLUME: &str = "intentgate-xtables";
+/// The shortest expiry the kubelet issues; it rotates the token at 80 % of it.
+const TOKEN_SECONDS: u32 = 600;
 
 fn downward_env() -> Value {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
@@ -101,10 +115,17 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
         }
     }
     let mut env = downward_env();
+    let mut mounts = vec![
+        json!({"name": CONFIG_VOLUME, "mountPath": "/etc/intentgate", "readOnly": true}),
+        json!({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": true}),
+    ];
     if let Some(url) = &cfg.bundles.url {
         // The kubelet expands $(POD_NAMESPACE) from the env above: each pod polls its own.
         args.push("--bundle-url".into());
         args.push(format!("{url}/$(POD_NAMESPACE)"));
+        args.push("--bundle-token-file".into());
+        args.push(format!("{TOKEN_DIR}/token"));
+        mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
         if let (Some(pem), Some(list)) = (&cfg.bundles.ca_pem, env.as_array_mut()) {
             list.push(json!({"name": "INTENTGATE_BUNDLE_CA", "value": pem}));
         }
@@ -134,26 +155,33 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
             "seccompProfile": {"type": "RuntimeDefault"}
         },
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "volumeMounts": [
-            {"name": CONFIG_VOLUME, "mountPath": "/etc/intentgate", "readOnly": true},
-            {"name": CA_VOLUME, "mountPath": "/var/run/intentgate/ca", "readOnly": true}
-        ]
+        "volumeMounts": mounts
     })
 }
 
-fn volumes(cfg: &InjectConfig) -> Vec<Value> {
-    vec![
+fn volumes(s: &Sidecar, cfg: &InjectConfig) -> Vec<Value> {
+    let mut v = vec![
         json!({"name": CONFIG_VOLUME, "configMap": {"name": cfg.sidecar_config_map}}),
-        json!({"name": CA_VOLUME, "secret": {"secretName": cfg.ca_secret, "defaultMode": 0o440}}),
+        json!({"name": CA_VOLUME, "secret": {"secretName": cfg.ca_secret,
+               "defaultMode": SIDECAR_FILE_MODE}}),
         // App containers get the certificate only, never the key.
-        json!({"name": TRUST_VOLUME, "secret": {"secretName": cfg.ca_secret,
+        json!({"name": CA_CERT_VOLUME, "secret": {"secretName": cfg.ca_secret,
                "items": [{"key": "tls.crt", "path": "ca.pem"}]}}),
         json!({"name": XTABLES_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
-    ]
+    ];
+    if cfg.bundles.url.is_some() {
+        v.push(
+            json!({"name": TOKEN_VOLUME, "projected": {"defaultMode": SIDECAR_FILE_MODE,
+            "sources": [{"serviceAccountToken": {"audience": cfg.bundles.audience(),
+                "expirationSeconds": TOKEN_SECONDS, "path": "token"}}]}}),
+        );
+    }
+    v.extend(trust::volume(s.trust));
+    v
 }
 
 /// Appends `items` to the array at `path` (creating it when the pod has none).
-fn append(ops: &mut Vec<Value>, pod: &Value, path: &str, items: Vec<Value>) {
+pub fn append(ops: &mut Vec<Value>, pod: &Value, path: &str, items: Vec<Value>) {
     let existing = pod.pointer(path).and_then(Value::as_array).is_some();
     if existing {
         for item in items {
@@ -167,48 +195,39 @@ fn append(ops: &mut Vec<Value>, pod: &Value, path: &str, items: Vec<Value>) {
 /// The JSON patch for a pod that passed the floor.
 pub fn patch(pod: &Value, s: &Sidecar, cfg: &InjectConfig) -> Vec<Value> {
     let mut ops = Vec::new();
-    // The iptables init container runs first, then the sidecar; both before existing init
-    // containers, so their traffic is already decided by policy.
+    // The iptables init container runs first, then the sidecar, then the CA trust steps; all
+    // before existing init containers, so their traffic is already decided by policy.
+    let mut ours = vec![iptables_init(s, cfg), sidecar(s, cfg)];
+    ours.extend(trust::init_containers(pod, s.trust));
     if pod["spec"]["initContainers"].as_array().is_some() {
-        ops.push(add("/spec/initContainers/0".into(), sidecar(s, cfg)));
-        ops.push(add("/spec/initContainers/0".into(), iptables_init(s, cfg)));
+        for (i, c) in ours.into_iter().enumerate() {
+            ops.push(add(format!("/spec/initContainers/{i}"), c));
+        }
     } else {
-        ops.push(add(
-            "/spec/initContainers".into(),
-            json!([iptables_init(s, cfg), sidecar(s, cfg)]),
-        ));
+        ops.push(add("/spec/initContainers".into(), Value::Array(ours)));
     }
-    append(&mut ops, pod, "/spec/volumes", volumes(cfg));
-    let trust_env = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"]
-        .map(|n| json!({"name": n, "value": CA_FILE}));
-    let count = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
-    for i in 0..count {
-        let base = format!("/spec/containers/{i}");
-        append(&mut ops, pod, &format!("{base}/env"), trust_env.to_vec());
-        let mount = json!({"name": TRUST_VOLUME, "mountPath": CA_TRUST_DIR, "readOnly": true});
-        append(&mut ops, pod, &format!("{base}/volumeMounts"), vec![mount]);
-    }
-    if pod["metadata"]["annotations"].is_object() {
-        ops.push(add(
-            format!("/metadata/annotations/{}", pointer_escape(ANN_STATUS)),
-            json!("injected"),
-        ));
-    } else {
-        ops.push(add(
-            "/metadata/annotations".into(),
-            json!({ANN_STATUS: "injected"}),
-        ));
-    }
-    if pod["metadata"]["labels"].is_object() {
-        ops.push(add(
-            format!("/metadata/labels/{}", pointer_escape(LABEL_SIDECAR)),
-            json!("injected"),
-        ));
-    } else {
-        ops.push(add(
-            "/metadata/labels".into(),
-            json!({LABEL_SIDECAR: "injected"}),
-        ));
-    }
+    append(&mut ops, pod, "/spec/volumes", volumes(s, cfg));
+    trust::app_containers(&mut ops, pod, s.trust);
+    set_metadata(&mut ops, pod, "annotations", &[(ANN_STATUS, "injected")]);
+    set_metadata(&mut ops, pod, "labels", &[(LABEL_SIDECAR, "injected")]);
     ops
+}
+
+/// Sets `entries` in the pod's `metadata.<field>` (annotations or labels), creating the map
+/// when the pod has none.
+pub fn set_metadata(ops: &mut Vec<Value>, pod: &Value, field: &str, entries: &[(&str, &str)]) {
+    if pod["metadata"][field].is_object() {
+        for (k, v) in entries {
+            ops.push(add(
+                format!("/metadata/{field}/{}", pointer_escape(k)),
+                json!(v),
+            ));
+        }
+    } else {
+        let map: serde_json::Map<String, Value> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        ops.push(add(format!("/metadata/{field}"), Value::Object(map)));
+    }
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::checks::RESERVED_VOLUMES;
 use super::floor::{self, InjectConfig, contains};
 use super::patch::{Verdict, mutate};
 use super::server::review;
@@ -146,13 +147,37 @@ fn already_injected_pods_are_left_alone() {
     refused(mutate(&l, "support", &c), "intentgate.io/sidecar");
 }
 
+/// Every volume the patch adds is reserved: a pod that declares one of them is refused, naming it
+/// (it would otherwise get a duplicate volume name).
+#[test]
+fn every_volume_the_patch_adds_is_reserved() {
+    let mut c = cfg();
+    c.bundles.url = Some("https://bundles.example/bundles".into());
+    let Verdict::Patch(ops) = mutate(&pod(json!({})), "support", &c) else {
+        panic!("expected a patch")
+    };
+    let added: Vec<&str> = ops
+        .iter()
+        .filter(|o| o["path"] == "/spec/volumes")
+        .flat_map(|o| o["value"].as_array().unwrap())
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(added.len() >= 6, "{added:?}");
+    for name in added {
+        assert!(RESERVED_VOLUMES.contains(&name), "{name} is not reserved");
+        let mut p = pod(json!({}));
+        p["spec"]["volumes"] = json!([{"name": name, "emptyDir": {}}]);
+        refused(mutate(&p, "support", &c), name);
+    }
+}
+
 #[test]
 fn review_wraps_the_verdict_with_the_uid() {
     let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                     "namespace": "support", "operation": "CREATE",
                     "object": pod(json!({"intentgate.io/mode": "monitor"}))}});
-    let out = review(&body, &cfg());
+    let out = review(&body, &cfg(), None).unwrap();
     assert_eq!(out["response"]["uid"], "u-1");
     assert_eq!(out["response"]["allowed"], false);
     assert!(
@@ -217,9 +242,56 @@ fn bundle_settings_are_checked_at_load_and_name_the_field() {
             mode: super::floor::FloorMode::Enforce,
             ports: vec![],
             cidrs: vec![],
+            trust: super::trust::Trust::Bundle,
         },
         &cfg(),
     ))
     .unwrap();
     assert!(!patch.contains("--bundle-url"));
+}
+
+#[test]
+fn a_port_alone_listens_everywhere_and_versions_are_read_as_providers_write_them() {
+    use super::version::KubeVersion;
+    assert_eq!(
+        super::parse_listen(":8443").unwrap().to_string(),
+        "[::]:8443"
+    );
+    assert_eq!(
+        super::parse_listen("8443").unwrap().to_string(),
+        "[::]:8443"
+    );
+    assert_eq!(
+        super::parse_listen("0.0.0.0:8443").unwrap().to_string(),
+        "0.0.0.0:8443"
+    );
+    let v = |major: &str, minor: &str| {
+        KubeVersion::parse(&json!({"major": major, "minor": minor, "gitVersion": "v"}))
+    };
+    assert!(v("1", "28+").unwrap().refusal().is_some());
+    assert!(v("1", "29").unwrap().refusal().is_none());
+    assert!(v("1", "30+").unwrap().refusal().is_none());
+    assert!(v("2", "0").unwrap().refusal().is_none());
+    assert!(v("1", "").is_none() && v("x", "29").is_none());
+}
+
+#[test]
+fn serving_bundles_needs_auth_and_endpoints_are_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("bundles:\n  policy_dir: {}\n", dir.path().display());
+    let err = floor::parse("f.yaml", &text).unwrap_err().to_string();
+    assert!(err.contains("bundles.auth"), "{err}");
+    let with_auth = format!(
+        "{text}  auth:\n    issuer: https://issuer\n    keys: {{jwks_url: {{url: http://x/jwks}}}}\n"
+    );
+    let err = floor::parse("f.yaml", &with_auth).unwrap_err().to_string();
+    assert!(
+        err.contains("bundles.auth.keys") && err.contains("https://"),
+        "{err}"
+    );
+    let ok = with_auth.replace("http://x", "https://x");
+    let cfg = floor::parse("f.yaml", &ok).unwrap();
+    assert_eq!(cfg.bundles.audience(), "intentgate-bundles");
+    let err = floor::parse("f.yaml", "kubernetes: {url: http://api}\n").unwrap_err();
+    assert!(err.to_string().contains("kubernetes.url"), "{err}");
 }

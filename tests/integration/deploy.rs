@@ -347,9 +347,10 @@ fn deploy_control_deployment_is_highly_available_and_its_webhook_settings_are_do
 }
 
 /// deploy/ as one system: the example's control Deployment run as rendered (its projected
-/// policy volume, its inject config), and the example sidecar config checked against the bundle
-/// it serves to namespace support: the namespace's catalog arrives, the global Rego tests pass,
-/// the injected bundle URL names the Service.
+/// policy volume, its inject config, the issuer's keys from the API server), and the example
+/// sidecar config checked against the bundle it serves to namespace support: the namespace's
+/// catalog arrives, the global Rego tests pass, the injected bundle URL names the Service; only
+/// a token of namespace support gets that bundle.
 #[test]
 fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
     let control = Installation::start(example());
@@ -377,4 +378,28 @@ fn deploy_policy_is_served_as_bundles_and_passes_its_rego_tests() {
         ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
+    // Bundle auth as deployed: no token 401, another namespace's bundle or token 403.
+    let support = control.token_file("support");
+    assert_eq!(control.bundle_status("support", Some(&support)), 200);
+    assert_eq!(control.bundle_status("support", None), 401);
+    assert_eq!(control.bundle_status("billing", Some(&support)), 403);
+    let billing = control.token_file("billing");
+    assert_eq!(control.bundle_status("support", Some(&billing)), 403);
+}
+
+/// The example restates the base's whole inject config (a ConfigMap value is one string): apart
+/// from its floor (`namespaces`) it must say what the base says, so a key added to the base (e.g.
+/// `bundles.auth`) cannot go missing from the overlay.
+#[test]
+fn deploy_example_inject_config_is_the_base_s_with_its_floor() {
+    // Each inject.yaml without its floor, and the floor.
+    let split = |docs: &[Value]| {
+        let cm = cluster::config_map(docs, "intentgate-inject");
+        let mut v: Value = serde_yaml::from_str(cm["inject.yaml"].as_str().unwrap()).unwrap();
+        let floor = v.as_object_mut().unwrap().remove("namespaces").unwrap();
+        (v, floor)
+    };
+    let ((base, none), (example, floor)) = (split(&base()), split(&example()));
+    assert!(none.as_object().unwrap().is_empty() && floor["support"].is_object());
+    assert_eq!(base, example);
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const FLOOR: &str = "
+pub const FLOOR: &str = "
 image: ghcr.io/intentgate/intentgate:0.1.0
 namespaces:
   support:
@@ -21,14 +21,20 @@ namespaces:
     allow_exclude_cidrs: [10.0.0.0/8]
 ";
 
-/// `intentgate inject` with a self-signed certificate for localhost and the floor above.
-struct Webhook {
-    control: super::bundles::Control,
-    dir: tempfile::TempDir,
+/// `intentgate inject` with a self-signed certificate for localhost and a floor.
+pub struct Webhook {
+    pub control: super::bundles::Control,
+    pub dir: tempfile::TempDir,
 }
 
 impl Webhook {
-    fn start() -> Self {
+    /// With the floor above.
+    pub fn start() -> Self {
+        Self::with(FLOOR)
+    }
+
+    /// With `floor` (YAML of the inject config, without `bundles:`).
+    pub fn with(floor: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), ck.cert.pem()).unwrap();
@@ -38,34 +44,58 @@ impl Webhook {
             "bundles:\n  url: https://intentgate-inject.intentgate-system.svc/bundles\n  ca_file: {}\n",
             dir.path().join("tls.crt").display()
         );
-        std::fs::write(dir.path().join("floor.yaml"), format!("{FLOOR}{bundles}")).unwrap();
+        // The inject config as the kubelet projects a ConfigMap (`set_config` updates it).
+        let cm = dir.path().join("cm");
+        kubelet_publish(&cm, &[("inject.yaml", &format!("{floor}{bundles}"))]);
         let p = |n: &str| dir.path().join(n);
         let control = super::bundles::Control::launch(
             dir.path(),
             &p("tls.crt"),
             &p("tls.key"),
-            &p("floor.yaml"),
+            &cm.join("inject.yaml"),
             0,
         );
         Webhook { control, dir }
     }
 
-    /// POSTs an AdmissionReview for `pod` to /mutate over HTTPS; returns the `response` object.
-    fn review(&self, pod: &Value) -> Value {
-        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+    /// Replaces the inject config the way the kubelet updates a ConfigMap volume.
+    pub fn set_config(&self, text: &str) {
+        kubelet_publish(&self.dir.path().join("cm"), &[("inject.yaml", text)]);
+    }
+
+    /// POSTs an AdmissionReview v1 for `pod` in namespace support; returns the `response`.
+    pub fn review(&self, pod: &Value) -> Value {
+        self.review_in("admission.k8s.io/v1", "support", pod)
+    }
+
+    /// POSTs an AdmissionReview of `api` for `pod` in `namespace` to /mutate over HTTPS;
+    /// checks the envelope (the version asked, the uid) and returns the `response` object.
+    pub fn review_in(&self, api: &str, namespace: &str, pod: &Value) -> Value {
+        let review = json!({"apiVersion": api, "kind": "AdmissionReview",
             "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": "support", "operation": "CREATE",
+                "namespace": namespace, "operation": "CREATE",
                 "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
                 "object": pod, "dryRun": false}});
+        let out = self.post(&review);
+        assert_eq!(out.status, 200, "{out:?}");
+        let v = out.json();
+        assert_eq!(v["kind"], "AdmissionReview");
+        assert_eq!(v["apiVersion"], api);
+        assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        v["response"].clone()
+    }
+
+    /// POSTs `doc` to /mutate with curl over verified HTTPS.
+    pub fn post(&self, doc: &Value) -> CurlOut {
         let file = self.dir.path().join("review.json");
-        std::fs::write(&file, review.to_string()).unwrap();
+        std::fs::write(&file, doc.to_string()).unwrap();
         let ca = self.dir.path().join("tls.crt");
         let url = format!("https://localhost:{}/mutate", self.control.port);
         let resolve = format!("localhost:{}:127.0.0.1", self.control.port);
         let data = format!("@{}", file.display());
-        let out = curl(&[
+        curl(&[
             "--cacert",
             ca.to_str().unwrap(),
             "--resolve",
@@ -75,17 +105,37 @@ impl Webhook {
             "--data-binary",
             &data,
             &url,
-        ]);
-        assert_eq!(out.status, 200, "{out:?}");
-        let v = out.json();
-        assert_eq!(v["kind"], "AdmissionReview");
-        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
-        assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
-        v["response"].clone()
+        ])
     }
 }
 
-fn agent_pod(annotations: Value) -> Value {
+/// Publishes `files` (paths relative to `root`) the way the kubelet updates a ConfigMap or
+/// Secret volume: a new timestamped directory, a `..data` symlink swapped to it atomically
+/// (rename over the old link), and top-level symlinks through `..data`.
+pub fn kubelet_publish(root: &Path, files: &[(&str, &str)]) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::fs::create_dir_all(root).unwrap();
+    let version = format!("..2026_12_06_{}", N.fetch_add(1, Ordering::Relaxed));
+    for (rel, text) in files {
+        let f = root.join(&version).join(rel);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, text).unwrap();
+    }
+    let tmp = root.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&version, &tmp).unwrap();
+    std::fs::rename(&tmp, root.join("..data")).unwrap();
+    for (rel, _) in files {
+        let top = rel.split('/').next().unwrap();
+        let link = root.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link).unwrap();
+        }
+    }
+}
+
+pub fn agent_pod(annotations: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "support-bot-7d9f", "namespace": "support",
                      "labels": {"app": "support-bot", "intentgate.io/inject": "true"},
@@ -99,7 +149,7 @@ fn agent_pod(annotations: Value) -> Value {
 }
 
 /// Applies the patch with PyPI jsonpatch and validates the result with kubernetes-validate.
-fn apply_and_validate(dir: &Path, pod: &Value, patch: &Value) -> Value {
+pub fn apply_and_validate(dir: &Path, pod: &Value, patch: &Value) -> Value {
     let w = |n: &str, v: &Value| {
         let p = dir.join(n);
         std::fs::write(&p, v.to_string()).unwrap();
@@ -137,7 +187,7 @@ pub fn validate(file: &Path) {
     );
 }
 
-fn decode(resp: &Value) -> Value {
+pub fn decode(resp: &Value) -> Value {
     assert_eq!(resp["patchType"], "JSONPatch", "{resp}");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(resp["patch"].as_str().unwrap())
@@ -157,7 +207,16 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
 
     let inits = patched["spec"]["initContainers"].as_array().unwrap();
     let names: Vec<_> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["intentgate-iptables", "intentgate", "migrate"]);
+    assert_eq!(
+        names,
+        [
+            "intentgate-iptables",
+            "intentgate",
+            "intentgate-trust-0",
+            "intentgate-trust-1",
+            "migrate"
+        ]
+    );
     let ipt = &inits[0];
     assert_eq!(
         ipt["args"],
@@ -249,23 +308,28 @@ fn webhook_injects_a_schema_valid_sidecar_and_enforces_the_floor() {
             )
         ]
     );
+    // Each app container trusts the bundle its own trust step builds (`k8s_trust`).
     for c in patched["spec"]["containers"].as_array().unwrap() {
         let env = c["env"].as_array().unwrap();
+        let bundle = format!(
+            "/var/run/intentgate/trust/{}.pem",
+            c["name"].as_str().unwrap()
+        );
         for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+            let set: Vec<_> = env.iter().filter(|e| e["name"] == var).collect();
+            assert_eq!(set.len(), 1, "{var} once in {c}");
+            assert_eq!(set[0]["value"], bundle.as_str(), "{var} in {c}");
+        }
+        for vol in ["intentgate-ca-trust", "intentgate-trust"] {
             assert!(
-                env.iter().any(
-                    |e| e["name"] == var && e["value"] == "/var/run/intentgate/ca-trust/ca.pem"
-                ),
-                "{var} in {c}"
+                c["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["name"] == vol && m["readOnly"] == true),
+                "{vol} in {c}"
             );
         }
-        assert!(
-            c["volumeMounts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["name"] == "intentgate-ca-trust" && m["readOnly"] == true)
-        );
     }
     assert_eq!(
         patched["spec"]["containers"][0]["env"][0]["name"], "LOG",

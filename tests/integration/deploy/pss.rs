@@ -1,8 +1,9 @@
 //! Pod Security Standards, as the PodSecurity admission plugin checks them (the subset a pod
 //! spec here can break), applied to the rendered control pods, the example agent's template and a
 //! pod injected by the rendered control Deployment: intentgate-system can be `restricted`; an
-//! injected pod breaks `baseline` only through the iptables init container, which is why agent
-//! namespaces are labelled `privileged` (docs/kubernetes.md, "Pod Security").
+//! injected pod breaks `baseline` only through the iptables init container (its sidecar and CA
+//! trust step meet `restricted`), which is why agent namespaces are labelled `privileged`
+//! (docs/kubernetes.md, "Pod Security").
 
 use serde_json::Value;
 
@@ -143,9 +144,20 @@ fn deploy_pod_security_restricted_control_plane_and_privileged_agent_namespaces(
     let got = violations(&agent["spec"]["template"]["spec"], Level::Restricted);
     assert!(got.is_empty(), "{got:?}");
 
-    // Injected, it meets neither restricted nor baseline, and only because of the init container.
+    // Injected, it meets neither restricted nor baseline, and only because of the init container:
+    // the sidecar and the CA trust step (in the agent's image, as its user) meet restricted.
     let installation = Installation::start(example.clone());
     let pod = installation.inject("support", "support-bot");
+    let names: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["intentgate-iptables", "intentgate", "intentgate-trust-0"]
+    );
     let baseline = violations(&pod["spec"], Level::Baseline);
     assert_eq!(
         baseline,

@@ -1,8 +1,9 @@
 //! docs/kubernetes.md's install walk, command by command: every command of its `sh` block must
 //! have a check here (a new command without one fails the test). What runs without a cluster is
 //! run (`kubectl kustomize`, `intentgate ca init`, `webhook-cert.sh --dry-run`, kubectl's client
-//! dry runs); the rest is rendered and validated, or checked against the rendered objects and a
-//! pod injected by the rendered control Deployment running here.
+//! dry runs, `kubectl get --raw` against the API server's stand-in); the rest is rendered and
+//! validated, or checked against the rendered objects, the log of the rendered control Deployment
+//! running here and a pod it injects.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,18 +67,22 @@ fn run_in(dir: &Path, program: &str, args: &[String]) -> String {
 }
 
 /// `intentgate ARGS[0] --config <the example's sidecar config> ARGS[1..]` with the bundle the
-/// control Deployment serves to namespace support, as the injected sidecar of support-bot gets it.
+/// control Deployment serves to namespace support, as the injected sidecar of support-bot gets it
+/// (presenting its projected service-account token).
 pub(super) fn with_bundle(control: &Installation, args: &[&str]) -> (i32, String, String) {
     let sidecar = control.root.path().join("sidecar.yaml");
     let cm = config_map(&control.docs, "intentgate-sidecar");
     std::fs::write(&sidecar, cm["config.yaml"].as_str().unwrap()).unwrap();
     let (url, ca) = (control.bundle_url("support"), control.etc("tls/ca.crt"));
+    let token = control.token_file("support");
     let mut all = vec![args[0], "--config", sidecar.to_str().unwrap()];
     all.extend_from_slice(&[
         "--bundle-url",
         &url,
         "--bundle-ca",
         ca.to_str().unwrap(),
+        "--bundle-token-file",
+        token.to_str().unwrap(),
         "--namespace",
         "support",
         "--agent",
@@ -185,6 +190,14 @@ fn client_dry_run(work: &Path, args: &[String]) -> Value {
     obj
 }
 
+/// What the control container logs once it serves: the docs' walk quotes these.
+const CONTROL_LOG: [&str; 4] = [
+    "serving certificate loaded",
+    "policy directory loaded",
+    "service-account issuer keys fetched",
+    "Kubernetes version supports native sidecars",
+];
+
 #[test]
 fn docs_install_walk_every_command_is_checked() {
     let commands = walk_commands();
@@ -220,6 +233,45 @@ fn docs_install_walk_every_command_is_checked() {
                 check_cert_manager(&repo().join(a[3]), &base);
             }
             ["deploy/kubernetes/webhook-cert.sh"] => check_webhook_cert_script(work.path(), &base),
+            [
+                "kubectl",
+                "get",
+                "--raw",
+                "/.well-known/openid-configuration",
+            ] => {
+                // Run against the API server's stand-in: the issuer it reports is the one the
+                // overlay's bundle auth expects, and the docs name it.
+                let c = control.get_or_insert_with(|| Installation::start(example.clone()));
+                let out = Command::new("kubectl")
+                    .args(&a[1..])
+                    .env("KUBECONFIG", c.kubeconfig())
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{cmd}: {stderr}");
+                let discovery: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let inject: Value = serde_yaml::from_str(&inject_yaml).unwrap();
+                let issuer = &inject["bundles"]["auth"]["issuer"];
+                assert_eq!(discovery["issuer"], *issuer, "{discovery}");
+                assert!(
+                    doc.contains(issuer.as_str().unwrap()),
+                    "the docs name {issuer}"
+                );
+            }
+            [
+                "kubectl",
+                "-n",
+                "intentgate-system",
+                "logs",
+                "deployment/intentgate-inject",
+            ] => {
+                // The base's control container, as installed so far: what the docs quote.
+                let log = Installation::start(base.clone()).log();
+                for line in CONTROL_LOG {
+                    assert!(log.contains(line), "the log says {line}: {log}");
+                    assert!(doc.contains(&format!("`{line}`")), "the docs quote {line}");
+                }
+            }
             ["kubectl", "-n", ns, "rollout", "status", target] => {
                 let name = target.strip_prefix("deployment/").unwrap();
                 assert_eq!(
