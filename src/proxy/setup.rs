@@ -47,9 +47,10 @@ fn header_name(name: &str) -> HeaderName {
 }
 
 impl Proxy {
-    pub fn new(p: Parts) -> Self {
+    /// Fails only when the resolver for `dns.servers` cannot be set up.
+    pub fn new(p: Parts) -> Result<Self, String> {
         let cfg = p.cfg;
-        let servers = cfg
+        let servers: Vec<_> = cfg
             .dns
             .servers
             .iter()
@@ -57,9 +58,9 @@ impl Proxy {
             .collect();
         let resolver = Arc::new(
             dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
-                servers,
+                &servers,
                 Duration::from_millis(cfg.limits.connect_timeout_ms),
-            ),
+            )?,
         );
         let dialer = Dialer::new(
             Duration::from_millis(cfg.limits.connect_timeout_ms),
@@ -78,7 +79,7 @@ impl Proxy {
             Duration::from_millis(cfg.limits.pool_idle_timeout_ms),
             cfg.limits.pool_max_idle_per_host,
         ));
-        Self {
+        Ok(Self {
             client,
             https,
             idle,
@@ -97,7 +98,7 @@ impl Proxy {
             metrics: p.metrics,
             audit: p.audit,
             cfg,
-        }
+        })
     }
 
     /// The CA that signs interception certificates.

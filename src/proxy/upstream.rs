@@ -50,6 +50,25 @@ impl From<DialError> for ProxyError {
     }
 }
 
+/// What is known of a destination's address when its decision is made (the vetting is split in
+/// two around the decision, so that nothing denied is ever looked up in DNS).
+pub enum Early {
+    /// Vetted already: an IP literal (no lookup needed), or a name whose address the policy reads.
+    Vetted(Option<(SocketAddr, Class)>),
+    /// A name: resolved and vetted only once the decision lets the request go.
+    Pending,
+}
+
+impl Early {
+    /// `input.destination`: the address and its class, when known.
+    pub fn destination(&self) -> Option<(std::net::IpAddr, &'static str)> {
+        match self {
+            Early::Vetted(Some((a, c))) => Some((a.ip(), c.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// Opens TCP connections to upstreams, or to the parent proxy when one is configured. Every
 /// address is vetted by the egress rules right before it is dialled.
 #[derive(Clone)]
@@ -93,6 +112,30 @@ impl Dialer {
         }
         let addrs = self.resolver.resolve(host, port).await?;
         Ok(self.allowed(host, &addrs)?.into_iter().next())
+    }
+
+    /// Vetting before the decision: an IP literal's address classes need no lookup and are
+    /// applied at once; a name is resolved here only when the policy reads `input.destination`
+    /// (`reads_destination`), else it stays `Pending` for `vet_pending`.
+    pub async fn vet_early(
+        &self,
+        host: &str,
+        port: u16,
+        reads_destination: bool,
+    ) -> Result<Early, DialError> {
+        if reads_destination || host.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(Early::Vetted(self.vet(host, port).await?));
+        }
+        Ok(Early::Pending)
+    }
+
+    /// Vetting after the decision let the request go: a pending name is resolved (the shared
+    /// cache then holds the resolution the dial uses) and its addresses vetted.
+    pub async fn vet_pending(&self, early: &Early, host: &str, port: u16) -> Result<(), DialError> {
+        if let Early::Pending = early {
+            self.vet(host, port).await?;
+        }
+        Ok(())
     }
 
     /// The vetted subset of `addrs`, in order; an error naming the first refusal if none is left.

@@ -9,6 +9,7 @@ mod bypass;
 mod cli;
 mod connect;
 mod deploy;
+mod dns;
 mod errors;
 mod forward;
 mod fuzz_corpus;
