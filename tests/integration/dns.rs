@@ -87,7 +87,8 @@ fn proxy_allowing(dns: &Dns, port: u16, extra: &str) -> ProxyProc {
     ))
 }
 
-const SECRET: &str = "c2VjcmV0.attacker.test";
+/// A name that carries data out (`<secret>.attacker.example`), lowercase as intentgate asks for it.
+const SECRET: &str = "c2vjcmv0.attacker.test";
 
 fn plan_for_both() -> String {
     format!(
