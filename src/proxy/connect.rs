@@ -92,7 +92,7 @@ impl Proxy {
             body: None,
         };
         decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
-        self.dialer.vet_pending(&early, host, port).await?;
+        self.dialer.vet_pending(&early, host, port, rec).await?;
 
         // Dialled before the 200, so a failure is a clear 502 rather than a dead tunnel.
         self.tunnel_slot()?;

@@ -348,7 +348,7 @@ impl Proxy {
         // 6b. Destination safety for what may go: the name resolved (shared short-lived cache)
         //     and every address vetted; the connection later dials only vetted addresses of that
         //     same resolution.
-        self.dialer.vet_pending(&early, host, port).await?;
+        self.dialer.vet_pending(&early, host, port, rec).await?;
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

@@ -266,7 +266,7 @@ impl Proxy {
         // No headers: the intent is the session's, else the default.
         decide::decide(live, &self.session, &self.metrics, None, &facts, rec)?;
         // The name's own resolution, vetted (never the IP the client dialled).
-        self.dialer.vet_pending(&early, host, port).await?;
+        self.dialer.vet_pending(&early, host, port, rec).await?;
         self.tunnel_slot()?;
         match self.dialer.tunnel(authority).await {
             Ok(u) => Ok(u),

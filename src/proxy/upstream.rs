@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::dns::Resolver;
 use super::target::Authority;
+use crate::audit::AuditRecord;
 use crate::egress::{Class, EgressPolicy};
 use crate::error::ProxyError;
 
@@ -130,10 +131,23 @@ impl Dialer {
     }
 
     /// Vetting after the decision let the request go: a pending name is resolved (the shared
-    /// cache then holds the resolution the dial uses) and its addresses vetted.
-    pub async fn vet_pending(&self, early: &Early, host: &str, port: u16) -> Result<(), DialError> {
+    /// cache then holds the resolution the dial uses) and its addresses vetted. A refusal (or a
+    /// name that does not resolve) replaces the decision in the audit record, as it would have
+    /// come before it: `error` with its code.
+    pub async fn vet_pending(
+        &self,
+        early: &Early,
+        host: &str,
+        port: u16,
+        rec: &mut AuditRecord,
+    ) -> Result<(), ProxyError> {
         if let Early::Pending = early {
-            self.vet(host, port).await?;
+            if let Err(e) = self.vet(host, port).await {
+                let e = ProxyError::from(e);
+                rec.decision = "error";
+                rec.error = Some(e.code());
+                return Err(e);
+            }
         }
         Ok(())
     }

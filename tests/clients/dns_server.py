@@ -2,7 +2,8 @@
 query in turn (so a name can resolve to a public address first and to loopback next: rebinding).
 
 usage: dns_server.py PORT_FILE PLAN_JSON [QUERY_LOG]
-PLAN: {"name.test": [SET, SET, ...], ...}, each SET either a list of addresses (["8.8.8.8"]) or an
+PLAN: {"name.test": [SET, SET, ...], "*.any.test": [...], ...} ("*." answers every name under it;
+each name has its own turn), each SET either a list of addresses (["8.8.8.8"]) or an
 object with any of
   "ips": [...]         addresses (A for IPv4, AAAA for IPv6), owned by the name asked for
   "cname": "other.test"  a CNAME to another name (its addresses are NOT added: the client must ask)
@@ -49,7 +50,7 @@ def record(owner, rtype, ttl, rdata):
 class Server:
     def __init__(self, plan, log_path):
         self.plan = plan
-        self.turn = {name: 0 for name in plan}
+        self.turn = {}
         self.lock = threading.Lock()
         self.log = open(log_path, "a", buffering=1) if log_path else None
 
@@ -62,11 +63,13 @@ class Server:
                 self.log.write(json.dumps({"name": name, "type": TYPES.get(qtype, qtype),
                                            "transport": transport}) + "\n")
             current = None
-            if name in self.plan:
-                sets = self.plan[name]
-                current = sets[min(self.turn[name], len(sets) - 1)]
+            sets = self.plan.get(name) or next(
+                (v for k, v in self.plan.items() if k.startswith("*.") and name.endswith(k[1:])),
+                None)
+            if sets:
+                current = sets[min(self.turn.get(name, 0), len(sets) - 1)]
                 if qtype == 1:
-                    self.turn[name] += 1
+                    self.turn[name] = self.turn.get(name, 0) + 1
         if isinstance(current, list):
             current = {"ips": current}
         answers = []

@@ -197,6 +197,10 @@ fn with_dns_unreachable_a_denied_call_gets_the_intent_refusal() {
     eventually("the query to arrive", Duration::from_secs(10), || {
         blackhole.recv(&mut buf).ok()
     });
+    // Audited as before the reorder: an error, not the would_deny the policy gave.
+    let rec = &monitor.audit_n(1)[0];
+    assert_eq!(rec["decision"], "error", "{rec}");
+    assert_eq!(rec["error"], "upstream_unresolvable", "{rec}");
 }
 
 #[test]
