@@ -32,13 +32,17 @@ pub struct Parts {
     pub clients_trust_ca: bool,
 }
 
-/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default); validated at config load.
+/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default, never 0); validated at config
+/// load.
 pub fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
-    s.parse().ok().or_else(|| {
-        s.parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| std::net::SocketAddr::new(ip, 53))
-    })
+    let with_port = s.parse::<std::net::SocketAddr>().ok();
+    with_port
+        .or_else(|| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .filter(|a| a.port() != 0)
 }
 
 fn header_name(name: &str) -> HeaderName {

@@ -329,3 +329,22 @@ fn a_policy_that_reads_the_destination_gets_it_and_so_makes_names_resolve_first(
     assert_eq!(dns.lookups(SECRET), 1);
     assert_eq!(dns.lookups("allowed.test"), 1);
 }
+
+#[test]
+fn broken_dns_settings_are_refused_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, field) in [
+        ("dns: {servers: [\"127.0.0.1:0\"]}\n", "dns.servers"),
+        ("dns: {servers: [resolver.example]}\n", "dns.servers"),
+        ("dns: {cache_ttl_ms: 500}\n", "dns.cache_ttl_ms"),
+    ] {
+        let p = dir.path().join("dns.yaml");
+        std::fs::write(&p, text).unwrap();
+        let (code, _, stderr) = run_cli(&["check", "--config", p.to_str().unwrap()]);
+        assert_eq!(code, 2, "{text}: {stderr}");
+        assert!(
+            stderr.contains("dns.yaml") && stderr.contains(field),
+            "{stderr}"
+        );
+    }
+}
