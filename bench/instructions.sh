@@ -39,7 +39,9 @@ if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-for tool in valgrind callgrind_control nginx oha curl openssl; do
+need=(valgrind callgrind_control nginx curl openssl)
+[[ -n "$dns_miss" ]] || need+=(oha)
+for tool in "${need[@]}"; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing" >&2; exit 2; }
 done
 
