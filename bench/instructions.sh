@@ -18,8 +18,8 @@
 # the writer thread's instructions are counted too.
 # --dns-miss: the DNS-miss mix instead (bench/dns_mix.py drives it, Python over 4 keep-alive
 # connections): names under bench.test, resolved through `dns.servers` by the test DNS server
-# (tests/clients/dns_server.py, TTL 300 s, cache 10 min); 1 request in 10 names a host never seen
-# before (a lookup and a new upstream connection), the rest three warm hosts.
+# (tests/clients/dns_server.py, TTL 300 s, cache 10 min); 1 request in MISS_EVERY (default 10)
+# names a host never seen before (a lookup and a new upstream connection), the rest three warm hosts.
 set -euo pipefail
 
 n=2000
@@ -99,7 +99,7 @@ EOF
         tag=$RANDOM$RANDOM
         python3 "$here/dns_mix.py" "$port" "$up" 200 "w$tag"
         callgrind_control -z "$vg" >/dev/null
-        python3 "$here/dns_mix.py" "$port" "$up" "$n" "r$tag" || echo "$bin: not all $n answered 200" >&2
+        python3 "$here/dns_mix.py" "$port" "$up" "$n" "r$tag" "${MISS_EVERY:-10}" || echo "$bin: not all $n answered 200" >&2
     else
         oha --no-tui -c 4 -n 200 "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
         callgrind_control -z "$vg" >/dev/null
@@ -112,5 +112,5 @@ EOF
     kill "$vg"; wait "$vg" 2>/dev/null || true
     if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.$(basename "$bin")"; fi
     rm -f "$tmp"/cg.*
-    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file")${dns_miss:+, DNS-miss mix (1 in 10 a new name)} ($n requests)"
+    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file")${dns_miss:+, DNS-miss mix (1 in ${MISS_EVERY:-10} a new name)} ($n requests)"
 done

@@ -53,7 +53,7 @@ impl From<DialError> for ProxyError {
 
 /// What is known of a destination's address when its decision is made (the vetting is split in
 /// two around the decision, so that nothing denied is ever looked up in DNS).
-pub enum Early {
+pub(crate) enum Early {
     /// Vetted already: an IP literal (no lookup needed), or a name whose address the policy reads.
     Vetted(Option<(SocketAddr, Class)>),
     /// A name: resolved and vetted only once the decision lets the request go.
@@ -62,7 +62,7 @@ pub enum Early {
 
 impl Early {
     /// `input.destination`: the address and its class, when known.
-    pub fn destination(&self) -> Option<(std::net::IpAddr, &'static str)> {
+    pub(crate) fn destination(&self) -> Option<(std::net::IpAddr, &'static str)> {
         match self {
             Early::Vetted(Some((a, c))) => Some((a.ip(), c.as_str())),
             _ => None,
@@ -103,11 +103,7 @@ impl Dialer {
     /// The address a destination would be dialled at, and its class; refused when every address
     /// it resolves to is forbidden. With a parent proxy only IP literals can be vetted here (the
     /// parent resolves names), so names yield `None`.
-    pub async fn vet(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<Option<(SocketAddr, Class)>, DialError> {
+    async fn vet(&self, host: &str, port: u16) -> Result<Option<(SocketAddr, Class)>, DialError> {
         if self.parent.is_some() && host.parse::<std::net::IpAddr>().is_err() {
             return Ok(None);
         }
@@ -118,7 +114,7 @@ impl Dialer {
     /// Vetting before the decision: an IP literal's address classes need no lookup and are
     /// applied at once; a name is resolved here only when the policy reads `input.destination`
     /// (`reads_destination`), else it stays `Pending` for `vet_pending`.
-    pub async fn vet_early(
+    pub(crate) async fn vet_early(
         &self,
         host: &str,
         port: u16,
@@ -134,7 +130,7 @@ impl Dialer {
     /// cache then holds the resolution the dial uses) and its addresses vetted. A refusal (or a
     /// name that does not resolve) replaces the decision in the audit record, as it would have
     /// come before it: `error` with its code.
-    pub async fn vet_pending(
+    pub(crate) async fn vet_pending(
         &self,
         early: &Early,
         host: &str,
