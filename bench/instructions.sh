@@ -3,7 +3,7 @@
 # small changes that the CPU-time benchmark (bench/load.sh) cannot see on a busy host. Kernel
 # time (the socket syscalls, about half of the real cost) is not included.
 #
-#   bench/instructions.sh [-n REQUESTS] [--https] [--audit] BIN [BIN...]
+#   bench/instructions.sh [-n REQUESTS] [--https] [--audit] [--dns-miss] BIN [BIN...]
 #
 # Each BIN (an `intentgate` binary) serves the "policy off" bench config under valgrind; after 200
 # warm-up requests the counters are zeroed, oha sends REQUESTS (default 2000) keep-alive GETs over
@@ -16,24 +16,32 @@
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
 # --audit: audit records written to a file (as a deployment keeps them) instead of `audit: off`;
 # the writer thread's instructions are counted too.
+# --dns-miss: the DNS-miss mix instead (bench/dns_mix.py drives it, Python over 4 keep-alive
+# connections): names under bench.test, resolved through `dns.servers` by the test DNS server
+# (tests/clients/dns_server.py, TTL 300 s, cache 10 min); 1 request in MISS_EVERY (default 10)
+# names a host never seen before (a lookup and a new upstream connection), the rest three warm hosts.
 set -euo pipefail
 
 n=2000
 https=
 audit=off
+dns_miss=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n) n=$2; shift 2 ;;
         --https) https=1; shift ;;
         --audit) audit=1; shift ;;
+        --dns-miss) dns_miss=1; shift ;;
         *) break ;;
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-for tool in valgrind callgrind_control nginx oha curl openssl; do
+need=(valgrind callgrind_control nginx curl openssl)
+[[ -n "$dns_miss" ]] || need+=(oha)
+for tool in "${need[@]}"; do
     command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing" >&2; exit 2; }
 done
 
@@ -49,7 +57,14 @@ if [[ -n "$https" ]]; then
 else
     start_nginx "$tmp" "$up"
 fi
-trap 'kill $nginx_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
+dns_pid=
+if [[ -n "$dns_miss" ]]; then
+    python3 "$here/../tests/clients/dns_server.py" "$tmp/dns.port" \
+        '{"*.bench.test": [{"ips": ["127.0.0.1"], "ttl": 300}]}' &
+    dns_pid=$!
+    for _ in $(seq 100); do [[ -s "$tmp/dns.port" ]] && break; sleep 0.1; done
+fi
+trap 'kill $nginx_pid $dns_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 for bin in "$@"; do
     port=$(free_port)
@@ -60,6 +75,9 @@ agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
 policy: {builtin: false, paths: ["$here/variants/allow-all.rego"]}
 EOF
+    if [[ -n "$dns_miss" ]]; then
+        echo "dns: {servers: [\"127.0.0.1:$(cat "$tmp/dns.port")\"], cache_ttl_ms: 600000}" >>"$tmp/proxy.yaml"
+    fi
     url=http://127.0.0.1:$up/small
     trust=()
     if [[ -n "$https" ]]; then
@@ -77,15 +95,22 @@ EOF
         curl -sf -o /dev/null "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && break
         sleep 0.2
     done
-    oha --no-tui -c 4 -n 200 "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
-    callgrind_control -z "$vg" >/dev/null
-    oha --no-tui -c 4 -n "$n" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
-    grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
+    if [[ -n "$dns_miss" ]]; then
+        tag=$RANDOM$RANDOM
+        python3 "$here/dns_mix.py" "$port" "$up" 200 "w$tag"
+        callgrind_control -z "$vg" >/dev/null
+        python3 "$here/dns_mix.py" "$port" "$up" "$n" "r$tag" "${MISS_EVERY:-10}" || echo "$bin: not all $n answered 200" >&2
+    else
+        oha --no-tui -c 4 -n 200 "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
+        callgrind_control -z "$vg" >/dev/null
+        oha --no-tui -c 4 -n "$n" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
+        grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
+    fi
     callgrind_control -d "$vg" >/dev/null
     dump=$(ls -S "$tmp"/cg.* | head -1)
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     kill "$vg"; wait "$vg" 2>/dev/null || true
     if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.$(basename "$bin")"; fi
     rm -f "$tmp"/cg.*
-    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file") ($n requests)"
+    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file")${dns_miss:+, DNS-miss mix (1 in ${MISS_EVERY:-10} a new name)} ($n requests)"
 done

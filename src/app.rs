@@ -135,17 +135,20 @@ pub async fn start_with(
             .map_err(|e| anyhow::anyhow!("invalid TLS settings: {e}"))?,
     );
     let clients_trust_ca = trust_ca || tls.ca_configured;
-    let proxy = Arc::new(Proxy::new(Parts {
-        cfg: cfg.clone(),
-        parent,
-        egress,
-        live,
-        session: Arc::new(SessionStore::default()),
-        metrics: metrics.clone(),
-        audit,
-        tls,
-        clients_trust_ca,
-    }));
+    let proxy = Arc::new(
+        Proxy::new(Parts {
+            cfg: cfg.clone(),
+            parent,
+            egress,
+            live,
+            session: Arc::new(SessionStore::default()),
+            metrics: metrics.clone(),
+            audit,
+            tls,
+            clients_trust_ca,
+        })
+        .map_err(|e| anyhow::anyhow!("cannot set up the resolver for dns.servers: {e}"))?,
+    );
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,
         proxy.clone(),

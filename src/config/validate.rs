@@ -112,7 +112,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     crate::egress::EgressPolicy::new(&[], &c.egress.deny_cidrs)
         .map_err(|m| invalid("egress.deny_cidrs", m))?;
     if c.dns.cache_ttl_ms < 1000 {
-        // The decision and the connection must use one resolution: an entry may not expire
+        // The vetting and the connection must use one resolution: an entry may not expire
         // between the two.
         return Err(invalid("dns.cache_ttl_ms", "must be at least 1000".into()));
     }
@@ -120,7 +120,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         if crate::proxy::dns_server(s).is_none() {
             return Err(invalid(
                 "dns.servers",
-                format!("'{s}' is not IP or IP:PORT"),
+                format!("'{s}' is not IP or IP:PORT (a port from 1 to 65535)"),
             ));
         }
     }

@@ -284,6 +284,13 @@ impl PolicySet {
         cache::reads_body(self.reads)
     }
 
+    /// Whether a loaded module reads `input.destination`: only then is a name resolved before
+    /// the decision.
+    pub fn reads_destination(&self) -> bool {
+        const DEST: u64 = input::bit("destination.ip") | input::bit("destination.class");
+        self.reads & DEST != 0
+    }
+
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
     pub fn cache_plan(&self) -> String {
         cache::describe(&self.cache_plan)

@@ -310,3 +310,32 @@ fn a_cached_decision_renders_its_scope_reasons_for_each_request() {
     }
     assert_ne!(first.scope.why, second.scope.why);
 }
+
+#[test]
+fn only_policies_that_read_the_destination_make_names_resolve_before_deciding() {
+    let a = agent(None);
+    for (text, reads) in [
+        (
+            "deny contains \"x\" if input.destination.class == \"private\"",
+            true,
+        ),
+        ("deny contains \"x\" if input.destination", true),
+        ("deny contains \"x\" if count(input) > 99", true),
+        (
+            "deny contains \"x\" if input.request.host == \"destination\"",
+            false,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "d.rego",
+            &format!("package intentgate\n\nimport rego.v1\n\n{text}\n"),
+        );
+        let p = PolicySet::load(&config(&[dir.path()]), &a).unwrap();
+        assert_eq!(p.reads_destination(), reads, "{text}");
+    }
+    // The builtin policy decides on the catalog alone.
+    let p = PolicySet::load(&config(&[]), &a).unwrap();
+    assert!(!p.reads_destination());
+}

@@ -52,13 +52,12 @@ impl Proxy {
         rec.host.clone_from(&authority.host);
         rec.port = authority.port;
 
-        // Destination safety first.
-        let destination = self.dialer.vet(&authority.host, authority.port).await?;
-        let intercept = self
-            .cfg
-            .tls
-            .intercepts(&authority.host, self.clients_trust_ca);
+        let (host, port) = (authority.host.as_str(), authority.port);
+        let intercept = self.cfg.tls.intercepts(host, self.clients_trust_ca);
         if intercept {
+            // Destination safety, the part that needs no lookup: an IP literal's address classes.
+            // A name is resolved only for an inner request its own decision lets go.
+            self.dialer.vet_early(host, port, false).await?;
             // Only to a port some intent (or `egress.connect_ports`) allows, whatever the
             // interception setting: a spliced CONNECT gets the same from the catalog below.
             self.connect_port(&req, live, &authority, rec)?;
@@ -72,7 +71,10 @@ impl Proxy {
                 .push("tunnel intercepted: each inner request is decided on its own".into());
             return self.open_tunnel(req, authority, token, None, rec);
         }
-        // Spliced: decided here, on destination alone.
+        // Spliced: decided here, on destination alone. A name is resolved before the decision
+        // only when a loaded module reads input.destination, else only once it may go.
+        let reads_destination = live.policy.reads_destination();
+        let early = self.dialer.vet_early(host, port, reads_destination).await?;
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
@@ -90,10 +92,11 @@ impl Proxy {
                 sni: None,
                 intercepted: false,
             },
-            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            destination: early.destination(),
             body: None,
         };
         decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
+        self.dialer.vet_pending(&early, host, port, rec).await?;
 
         // Dialled before the 200, so a failure is a clear 502 rather than a dead tunnel.
         self.tunnel_slot()?;

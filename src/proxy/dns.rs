@@ -1,62 +1,72 @@
-//! Name resolution with a short-lived shared cache, so the address the decision saw is the address
+//! Name resolution with a short-lived shared cache, so the address the vetting saw is the address
 //! the connection uses, and a request does not pay for a lookup when its host was resolved recently.
+//! `dns.servers` are asked by the stub resolver (src/proxy/stub.rs); without them, the system's
+//! (getaddrinfo: /etc/hosts, nsswitch and resolv.conf search lists, as every other program there).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::stub::Stub;
 use super::upstream::DialError;
 
-/// When a host was resolved, and to what.
+/// Until when a resolution may be used, and its addresses.
 type Entry = (Instant, Arc<[IpAddr]>);
 
-/// Cached resolutions; bounded in size, each entry trusted for `ttl`.
+/// The least time an entry is kept, whatever the records' TTL: a TTL of 0 (what a rebinding
+/// attacker serves) must not make the vetting and the dial of one request two lookups.
+const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Cached resolutions; bounded in size, each entry kept for its records' TTL, at most `ttl`.
 pub struct Resolver {
     ttl: Duration,
     max_entries: usize,
     cache: Mutex<HashMap<String, Entry>>,
-    /// `dns.servers`; empty means the system resolver.
-    servers: Vec<SocketAddr>,
-    timeout: Duration,
+    /// `dns.servers`; `None` means the system resolver.
+    stub: Option<Stub>,
 }
 
 impl Resolver {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         Self {
-            ttl,
+            ttl: ttl.max(MIN_TTL),
             max_entries: max_entries.max(1),
             cache: Mutex::new(HashMap::new()),
-            servers: Vec::new(),
-            timeout: Duration::from_secs(5),
+            stub: None,
         }
     }
 
-    /// Uses these DNS servers (UDP) instead of the system resolver.
-    pub fn with_servers(mut self, servers: Vec<SocketAddr>, timeout: Duration) -> Self {
-        self.servers = servers;
-        self.timeout = timeout;
-        self
+    /// Asks these DNS servers instead of the system resolver (none: the system resolver), each
+    /// within `timeout`.
+    pub fn with_servers(
+        mut self,
+        servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        if !servers.is_empty() {
+            self.stub = Some(Stub::new(servers, timeout)?);
+        }
+        Ok(self)
     }
 
-    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
+    /// A fresh resolution of `host`, and how long it may be reused.
+    async fn lookup(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DialError> {
         let err = |detail: String| DialError::Resolve {
             host: host.to_string(),
             detail,
         };
-        if !self.servers.is_empty() {
-            let ips = super::stub::lookup(&self.servers, host, self.timeout)
-                .await
-                .map_err(err)?;
-            return Ok(ips
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect());
+        if let Some(stub) = &self.stub {
+            let answer = stub.lookup(host).await.map_err(err)?;
+            return Ok((answer.ips, answer.ttl.clamp(MIN_TTL, self.ttl)));
         }
-        Ok(tokio::net::lookup_host((host, port))
+        // getaddrinfo says nothing about TTLs: an entry lives dns.cache_ttl_ms.
+        let ips = tokio::net::lookup_host((host, 0))
             .await
             .map_err(|e| err(e.to_string()))?
-            .collect())
+            .map(|a| a.ip())
+            .collect();
+        Ok((ips, self.ttl))
     }
 
     /// The addresses of `host` (an IP literal resolves to itself), with `port`.
@@ -68,32 +78,32 @@ impl Resolver {
         if let Some(ips) = self.cached(host, now) {
             return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
-        // Boxed: the lookup's state (socket buffers) is large and only needed on a miss; inline
-        // it would make every request's future that much bigger to move around.
-        let found = Box::pin(self.lookup(host, port)).await?;
+        // Boxed: the lookup's state is large and only needed on a miss; inline it would make
+        // every request's future that much bigger to move around.
+        let (found, ttl) = Box::pin(self.lookup(host)).await?;
         if found.is_empty() {
             return Err(DialError::Resolve {
                 host: host.to_string(),
                 detail: "no addresses".into(),
             });
         }
-        let ips: Arc<[IpAddr]> = found.iter().map(SocketAddr::ip).collect();
+        let addrs = found.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.max_entries {
-                cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+                cache.retain(|_, (until, _)| now < *until);
                 if cache.len() >= self.max_entries {
                     cache.clear();
                 }
             }
-            cache.insert(host.to_string(), (now, ips));
+            cache.insert(host.to_string(), (now + ttl, found.into()));
         }
-        Ok(found)
+        Ok(addrs)
     }
 
     fn cached(&self, host: &str, now: Instant) -> Option<Arc<[IpAddr]>> {
         let cache = self.cache.lock().ok()?;
-        let (at, ips) = cache.get(host)?;
-        (now.duration_since(*at) < self.ttl).then(|| ips.clone())
+        let (until, ips) = cache.get(host)?;
+        (now < *until).then(|| ips.clone())
     }
 }
 

@@ -327,9 +327,12 @@ impl Proxy {
         rec.port = authority.port;
         rec.path.clone_from(&path);
 
-        // 5. Destination safety: resolve (shared short-lived cache) and vet the addresses; the
-        //    connection later dials only vetted addresses of that same resolution.
-        let destination = self.dialer.vet(&authority.host, authority.port).await?;
+        // 5. Destination safety, the part that needs no lookup: an IP literal's address classes.
+        //    A name is resolved before the decision only when a loaded module reads
+        //    input.destination; otherwise nothing denied is ever sent to DNS (step 6b).
+        let (host, port) = (authority.host.as_str(), authority.port);
+        let reads_destination = live.policy.reads_destination();
+        let early = self.dialer.vet_early(host, port, reads_destination).await?;
 
         // 5b. The body's start, only when a loaded module reads input.request.body (at most
         //     limits.inspect_body_bytes; replayed in front of the rest when forwarded).
@@ -354,11 +357,16 @@ impl Proxy {
                 sni: sni.as_deref(),
                 intercepted: mode == "intercepted" || scheme == "https",
             },
-            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            destination: early.destination(),
             body: live.policy.reads_body().then(|| req.body().facts(json)),
         };
         let (decision, intent) =
             decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
+
+        // 6b. Destination safety for what may go: the name resolved (shared short-lived cache)
+        //     and every address vetted; the connection later dials only vetted addresses of that
+        //     same resolution.
+        self.dialer.vet_pending(&early, host, port, rec).await?;
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

@@ -32,13 +32,17 @@ pub struct Parts {
     pub clients_trust_ca: bool,
 }
 
-/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default); validated at config load.
+/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default, never 0); validated at config
+/// load.
 pub fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
-    s.parse().ok().or_else(|| {
-        s.parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| std::net::SocketAddr::new(ip, 53))
-    })
+    let with_port = s.parse::<std::net::SocketAddr>().ok();
+    with_port
+        .or_else(|| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .filter(|a| a.port() != 0)
 }
 
 fn header_name(name: &str) -> HeaderName {
@@ -47,9 +51,10 @@ fn header_name(name: &str) -> HeaderName {
 }
 
 impl Proxy {
-    pub fn new(p: Parts) -> Self {
+    /// Fails only when the resolver for `dns.servers` cannot be set up.
+    pub fn new(p: Parts) -> Result<Self, String> {
         let cfg = p.cfg;
-        let servers = cfg
+        let servers: Vec<_> = cfg
             .dns
             .servers
             .iter()
@@ -57,9 +62,9 @@ impl Proxy {
             .collect();
         let resolver = Arc::new(
             dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
-                servers,
+                &servers,
                 Duration::from_millis(cfg.limits.connect_timeout_ms),
-            ),
+            )?,
         );
         let dialer = Dialer::new(
             Duration::from_millis(cfg.limits.connect_timeout_ms),
@@ -78,7 +83,7 @@ impl Proxy {
             Duration::from_millis(cfg.limits.pool_idle_timeout_ms),
             cfg.limits.pool_max_idle_per_host,
         ));
-        Self {
+        Ok(Self {
             client,
             https,
             idle,
@@ -97,7 +102,7 @@ impl Proxy {
             metrics: p.metrics,
             audit: p.audit,
             cfg,
-        }
+        })
     }
 
     /// The CA that signs interception certificates.

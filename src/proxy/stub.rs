@@ -1,158 +1,188 @@
-//! A minimal DNS stub client for `dns.servers`: A and AAAA queries over UDP, answers parsed with
-//! bounds checks everywhere (a hostile server can only make a lookup fail).
+//! The `dns.servers` client: hickory-resolver asks the configured servers, in turn, for A and AAAA
+//! records (UDP, again over TCP when an answer is truncated; replies matched to the question by
+//! id, source and question section; CNAME chains followed at most 8 queries deep). DNS answers are
+//! attacker-influenced input: of the records that come back, only those on the chain from the
+//! name asked are used, and their smallest TTL says how long the answer may be reused.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+    ServerOrderingStrategy,
+};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::rdata::CNAME;
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record};
 
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
-
-/// Builds a recursive query for `name` and `qtype`.
-fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
-    let mut q = Vec::with_capacity(32 + name.len());
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; 1 question
-    for label in name.trim_end_matches('.').split('.') {
-        let len = u8::try_from(label.len())
-            .ok()
-            .filter(|l| (1..64).contains(l))?;
-        q.push(len);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes()); // IN
-    Some(q)
+/// The addresses of one name, and for how long the records that gave them may be reused.
+#[derive(Debug, PartialEq)]
+pub(super) struct Answer {
+    pub ips: Vec<IpAddr>,
+    pub ttl: Duration,
 }
 
-/// Skips a (possibly compressed) name starting at `pos`; the position after it.
-fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
-    for _ in 0..128 {
-        let len = *msg.get(pos)?;
-        match len {
-            0 => return Some(pos + 1),
-            l if l & 0xc0 == 0xc0 => return msg.get(pos + 1).map(|_| pos + 2),
-            l if l & 0xc0 == 0 => pos += 1 + l as usize,
-            _ => return None,
-        }
-    }
-    None
+/// A resolver for `dns.servers` (never the system configuration, hosts file or search list).
+pub(super) struct Stub {
+    resolver: TokioResolver,
+    /// Each server gets `timeout` in turn.
+    deadline: Duration,
 }
 
-fn u16_at(msg: &[u8], pos: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]))
-}
-
-/// The A/AAAA addresses in a response to query `id` (CNAME records are skipped; the server
-/// returns the chain's addresses in the same answer section).
-fn answers(msg: &[u8], id: u16) -> Option<Vec<IpAddr>> {
-    if u16_at(msg, 0)? != id || msg.get(2)? & 0x80 == 0 {
-        return None;
-    }
-    let rcode = msg.get(3)? & 0x0f;
-    if rcode != 0 {
-        return Some(Vec::new());
-    }
-    let (qd, an) = (u16_at(msg, 4)?, u16_at(msg, 6)?);
-    let mut pos = 12;
-    for _ in 0..qd {
-        pos = skip_name(msg, pos)? + 4;
-    }
-    let mut out = Vec::new();
-    for _ in 0..an {
-        pos = skip_name(msg, pos)?;
-        let (rtype, rdlen) = (u16_at(msg, pos)?, u16_at(msg, pos + 8)? as usize);
-        let data = msg.get(pos + 10..pos + 10 + rdlen)?;
-        match (rtype, rdlen) {
-            (TYPE_A, 4) => out.push(IpAddr::V4(Ipv4Addr::new(
-                data[0], data[1], data[2], data[3],
-            ))),
-            (TYPE_AAAA, 16) => {
-                let mut b = [0u8; 16];
-                b.copy_from_slice(data);
-                out.push(IpAddr::V6(Ipv6Addr::from(b)));
-            }
-            _ => {}
-        }
-        pos += 10 + rdlen;
-    }
-    Some(out)
-}
-
-/// Asks each server in turn for A and AAAA records of `name`; the addresses of the first
-/// server that answers.
-pub async fn lookup(
-    servers: &[SocketAddr],
-    name: &str,
-    timeout: Duration,
-) -> Result<Vec<IpAddr>, String> {
-    let mut last = "no DNS server configured".to_string();
-    for server in servers {
-        match ask(*server, name, timeout).await {
-            Ok(ips) => return Ok(ips),
-            Err(e) => last = format!("{server}: {e}"),
-        }
-    }
-    Err(last)
-}
-
-async fn ask(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec<IpAddr>, String> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    sock.connect(server).await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for (i, qtype) in [TYPE_A, TYPE_AAAA].into_iter().enumerate() {
-        let mut idb = [0u8; 2];
-        let _ = getrandom::fill(&mut idb);
-        let id = u16::from_be_bytes(idb) ^ i as u16;
-        let q = query(id, name, qtype).ok_or("not a valid DNS name")?;
-        sock.send(&q).await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 1500];
-        let got = tokio::time::timeout(timeout, async {
-            loop {
-                let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
-                // Answers to other ids (late, spoofed) are ignored.
-                if let Some(a) = answers(&buf[..n], id) {
-                    return Ok::<_, String>(a);
-                }
-            }
+impl Stub {
+    pub fn new(servers: &[SocketAddr], timeout: Duration) -> Result<Self, String> {
+        let on_port = |mut c: ConnectionConfig, port| {
+            c.port = port;
+            c
+        };
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let transports = vec![
+                    on_port(ConnectionConfig::udp(), s.port()),
+                    on_port(ConnectionConfig::tcp(), s.port()),
+                ];
+                NameServerConfig::new(s.ip(), true, transports)
+            })
+            .collect();
+        let config = ResolverConfig::from_name_servers(name_servers);
+        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::new());
+        let o = builder.options_mut();
+        o.timeout = timeout;
+        o.attempts = 1;
+        // A first (as dialling prefers), AAAA alongside.
+        o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // The cache is intentgate's own (src/proxy/dns.rs), shared with the system path.
+        o.cache_size = 0;
+        o.use_hosts_file = ResolveHosts::Never;
+        // In turn, in the order configured: a name is not sent to more servers than needed.
+        o.num_concurrent_reqs = 1;
+        o.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+        // CNAME records stay in the answer, so the chain can be checked here.
+        o.preserve_intermediates = true;
+        let resolver = builder.build().map_err(|e| e.to_string())?;
+        let count = u32::try_from(servers.len()).unwrap_or(u32::MAX).max(1);
+        Ok(Self {
+            resolver,
+            deadline: timeout.saturating_mul(count),
         })
-        .await
-        .map_err(|_| "timed out".to_string())??;
-        out.extend(got);
     }
-    if out.is_empty() {
-        return Err(format!("no addresses for {name}"));
+
+    /// The addresses of `host` (a canonical name: lowercase, no trailing dot), asked as an
+    /// absolute name.
+    pub async fn lookup(&self, host: &str) -> Result<Answer, String> {
+        let mut name = Name::from_ascii(host).map_err(|e| format!("not a DNS name: {e}"))?;
+        name.set_fqdn(true);
+        let found = tokio::time::timeout(self.deadline, self.resolver.lookup_ip(name.clone()))
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.deadline.as_millis()))?
+            .map_err(|e| describe(&e))?;
+        let answer = on_chain(&name, found.as_lookup().answers());
+        if answer.ips.is_empty() {
+            return Err("no addresses".into());
+        }
+        Ok(answer)
     }
-    Ok(out)
+}
+
+/// A resolver error in a few words (hickory's own texts print whole queries).
+fn describe(e: &NetError) -> String {
+    match e {
+        NetError::Dns(d) => match d {
+            hickory_resolver::net::DnsError::NoRecordsFound(n) => {
+                format!("no addresses ({})", n.response_code)
+            }
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// The addresses owned by `query` or by a name its CNAME chain reaches in `records`, and the
+/// smallest TTL of the records used. Records about other names (a server may add any) are
+/// ignored. The chain grows by at most one name per record, so this ends.
+fn on_chain(query: &Name, records: &[Record]) -> Answer {
+    let records: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.dns_class == DNSClass::IN)
+        .collect();
+    let mut chain = vec![query];
+    let mut ttl = u32::MAX;
+    loop {
+        let next = records.iter().find_map(|r| match &r.data {
+            RData::CNAME(CNAME(target)) if chain.contains(&&r.name) && !chain.contains(&target) => {
+                Some((target, r.ttl))
+            }
+            _ => None,
+        });
+        match next {
+            Some((target, t)) => {
+                chain.push(target);
+                ttl = ttl.min(t);
+            }
+            None => break,
+        }
+    }
+    let mut ips = Vec::new();
+    for r in &records {
+        if let Some(ip) = r.data.ip_addr().filter(|_| chain.contains(&&r.name)) {
+            ips.push(ip);
+            ttl = ttl.min(r.ttl);
+        }
+    }
+    Answer {
+        ips,
+        ttl: Duration::from_secs(u64::from(ttl)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::rr::rdata::{A, AAAA};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn rec(owner: &str, ttl: u32, data: RData) -> Record {
+        Record::from_rdata(name(owner), ttl, data)
+    }
 
     #[test]
-    fn parses_answers_with_compression_and_refuses_garbage() {
-        let q = query(0x1234, "a.test", TYPE_A).unwrap();
-        let mut r = q.clone();
-        r[2] = 0x81; // response, RD
-        r[3] = 0x80; // RA, rcode 0
-        r[7] = 1; // one answer
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    fn only_records_on_the_chain_from_the_question_count() {
+        let q = name("a.test.");
+        let records = [
+            rec("a.test.", 300, RData::CNAME(CNAME(name("b.test.")))),
+            rec("b.test.", 60, RData::CNAME(CNAME(name("c.test.")))),
+            rec("c.test.", 120, RData::A(A::new(192, 0, 2, 1))),
+            rec(
+                "c.test.",
+                30,
+                RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            ),
+            // Not asked about, not on the chain: ignored, and its TTL too.
+            rec("stray.test.", 1, RData::A(A::new(127, 0, 0, 2))),
+            rec("z.test.", 1, RData::CNAME(CNAME(name("a.test.")))),
+        ];
+        let got = on_chain(&q, &records);
         assert_eq!(
-            answers(&r, 0x1234).unwrap(),
-            vec![IpAddr::from([127, 0, 0, 1])]
+            got.ips,
+            vec![
+                IpAddr::from([192, 0, 2, 1]),
+                "2001:db8::1".parse::<IpAddr>().unwrap()
+            ]
         );
-        assert!(answers(&r, 0x9999).is_none(), "wrong id");
-        for cut in 0..r.len() {
-            let _ = answers(&r[..cut], 0x1234); // never panics
-        }
-        assert!(query(1, &"x".repeat(64), TYPE_A).is_none());
+        assert_eq!(got.ttl, Duration::from_secs(30));
+        // Names compare without case; a loop ends.
+        let looped = [
+            rec("A.TEST.", 5, RData::CNAME(CNAME(name("b.test.")))),
+            rec("b.test.", 5, RData::CNAME(CNAME(name("a.test.")))),
+        ];
+        assert!(on_chain(&q, &looped).ips.is_empty());
+        let stray_only = [rec("stray.test.", 5, RData::A(A::new(10, 0, 0, 1)))];
+        assert!(on_chain(&q, &stray_only).ips.is_empty());
     }
 }

@@ -261,8 +261,12 @@ impl Proxy {
         protocol: &'static str,
         sni: Option<&str>,
     ) -> Result<TcpStream, ProxyError> {
-        // Destination safety first: the name's own resolution (or the IP), vetted.
-        let destination = self.dialer.vet(&authority.host, authority.port).await?;
+        // Destination safety, the part that needs no lookup: the IP's address classes. An SNI
+        // name is resolved before the decision only when a loaded module reads
+        // input.destination, else only once the decision lets the connection go.
+        let (host, port) = (authority.host.as_str(), authority.port);
+        let reads_destination = live.policy.reads_destination();
+        let early = self.dialer.vet_early(host, port, reads_destination).await?;
         let id = rec.decision_id.clone();
         let facts = RequestFacts {
             id: &id,
@@ -279,11 +283,13 @@ impl Proxy {
                 sni,
                 intercepted: false,
             },
-            destination: destination.map(|(a, c)| (a.ip(), c.as_str())),
+            destination: early.destination(),
             body: None,
         };
         // No headers: the intent is the session's, else the default.
         decide::decide(live, &self.session, &self.metrics, None, &facts, rec)?;
+        // The name's own resolution, vetted (never the IP the client dialled).
+        self.dialer.vet_pending(&early, host, port, rec).await?;
         self.tunnel_slot()?;
         match self.dialer.tunnel(authority).await {
             Ok(u) => Ok(u),

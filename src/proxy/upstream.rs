@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::dns::Resolver;
 use super::target::Authority;
+use crate::audit::AuditRecord;
 use crate::egress::{Class, EgressPolicy};
 use crate::error::ProxyError;
 
@@ -50,6 +51,25 @@ impl From<DialError> for ProxyError {
     }
 }
 
+/// What is known of a destination's address when its decision is made (the vetting is split in
+/// two around the decision, so that nothing denied is ever looked up in DNS).
+pub(crate) enum Early {
+    /// Vetted already: an IP literal (no lookup needed), or a name whose address the policy reads.
+    Vetted(Option<(SocketAddr, Class)>),
+    /// A name: resolved and vetted only once the decision lets the request go.
+    Pending,
+}
+
+impl Early {
+    /// `input.destination`: the address and its class, when known.
+    pub(crate) fn destination(&self) -> Option<(std::net::IpAddr, &'static str)> {
+        match self {
+            Early::Vetted(Some((a, c))) => Some((a.ip(), c.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// Opens TCP connections to upstreams, or to the parent proxy when one is configured. Every
 /// address is vetted by the egress rules right before it is dialled.
 #[derive(Clone)]
@@ -83,16 +103,49 @@ impl Dialer {
     /// The address a destination would be dialled at, and its class; refused when every address
     /// it resolves to is forbidden. With a parent proxy only IP literals can be vetted here (the
     /// parent resolves names), so names yield `None`.
-    pub async fn vet(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<Option<(SocketAddr, Class)>, DialError> {
+    async fn vet(&self, host: &str, port: u16) -> Result<Option<(SocketAddr, Class)>, DialError> {
         if self.parent.is_some() && host.parse::<std::net::IpAddr>().is_err() {
             return Ok(None);
         }
         let addrs = self.resolver.resolve(host, port).await?;
         Ok(self.allowed(host, &addrs)?.into_iter().next())
+    }
+
+    /// Vetting before the decision: an IP literal's address classes need no lookup and are
+    /// applied at once; a name is resolved here only when the policy reads `input.destination`
+    /// (`reads_destination`), else it stays `Pending` for `vet_pending`.
+    pub(crate) async fn vet_early(
+        &self,
+        host: &str,
+        port: u16,
+        reads_destination: bool,
+    ) -> Result<Early, DialError> {
+        if reads_destination || host.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(Early::Vetted(self.vet(host, port).await?));
+        }
+        Ok(Early::Pending)
+    }
+
+    /// Vetting after the decision let the request go: a pending name is resolved (the shared
+    /// cache then holds the resolution the dial uses) and its addresses vetted. A refusal (or a
+    /// name that does not resolve) replaces the decision in the audit record, as it would have
+    /// come before it: `error` with its code.
+    pub(crate) async fn vet_pending(
+        &self,
+        early: &Early,
+        host: &str,
+        port: u16,
+        rec: &mut AuditRecord,
+    ) -> Result<(), ProxyError> {
+        if let Early::Pending = early {
+            if let Err(e) = self.vet(host, port).await {
+                let e = ProxyError::from(e);
+                rec.decision = "error";
+                rec.error = Some(e.code());
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The vetted subset of `addrs`, in order; an error naming the first refusal if none is left.

@@ -15,6 +15,7 @@ mod cli;
 mod config_empty;
 mod connect;
 mod deploy;
+mod dns;
 mod errors;
 mod explain;
 mod forward;

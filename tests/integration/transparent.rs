@@ -74,6 +74,11 @@ fn transparent_http_is_decided_on_its_host_and_dialled_at_intentgates_own_resolu
     ]);
     assert_eq!(code, 403, "{body}");
     assert_eq!(s.audit_of("hidden.tp.test", 80, None)["decision"], "deny");
+    assert_eq!(
+        s.dns_queries("hidden.tp.test"),
+        0,
+        "a denied name was looked up"
+    );
     let log = s.upstream_log();
     assert!(
         !log.iter()
@@ -234,6 +239,11 @@ fn transparent_https_is_intercepted_or_spliced_on_its_sni() {
     ]);
     assert_eq!(code, 0, "{body}");
     assert_eq!(s.audit_of("hidden.tp.test", 443, None)["decision"], "deny");
+    assert_eq!(
+        s.dns_queries("hidden.tp.test"),
+        0,
+        "a denied SNI was looked up"
+    );
     // TLS without SNI (curl sends none for an IP): decided on IP:port as raw TCP, not in scope.
     let (code, body) = s.curl(&["--cacert", up_ca, &format!("https://{UPSTREAM_IP}/nosni")]);
     assert_eq!(code, 0, "{body}");

@@ -182,7 +182,8 @@ pub(super) fn setup_with(tag: &str, edit: fn(String) -> String) -> Setup {
         r#"{{"api.tp.test": [["{UPSTREAM_IP}"]], "spliced.tp.test": [["{UPSTREAM_IP}"]], "hidden.tp.test": [["{UPSTREAM_IP}"]]}}"#
     );
     let dns = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/dns_server.py");
-    client.spawn("python3", &[dns, &s(&port_file), &plan]);
+    let dns_log = s(&dir.join("dns.log"));
+    client.spawn("python3", &[dns, &s(&port_file), &plan, &dns_log]);
     let dns_port: u16 = eventually("the test DNS server", Duration::from_secs(10), || {
         std::fs::read_to_string(&port_file)
             .ok()
@@ -284,6 +285,12 @@ impl Setup {
 
     pub(super) fn upstream_log(&self) -> Vec<serde_json::Value> {
         read_lines(&self.log)
+    }
+
+    /// How many queries for `name` reached intentgate's DNS server.
+    pub(super) fn dns_queries(&self, name: &str) -> usize {
+        let log = read_lines(&self.client.dir().join("dns.log"));
+        log.iter().filter(|q| q["name"] == name).count()
     }
 
     pub(super) fn audit(&self) -> Vec<serde_json::Value> {
