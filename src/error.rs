@@ -65,6 +65,24 @@ pub enum ProxyError {
     Overloaded { what: &'static str, limit: usize },
     #[error("agent '{agent}' is over its request rate (limits.requests_per_second)")]
     RateLimited { agent: String, retry_after_s: u64 },
+    /// A request that the proxy and an upstream could read differently (docs/security.md).
+    #[error("{reason}")]
+    Ambiguous {
+        kind: Ambiguity,
+        reason: String,
+        hint: &'static str,
+    },
+}
+
+/// What an ambiguous request leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// Where the request ends (Content-Length with Transfer-Encoding, a malformed chunk):
+    /// `ambiguous_framing`, and the connection is closed.
+    Framing,
+    /// What the request is (its path or method, as an upstream may parse them):
+    /// `ambiguous_request`.
+    Request,
 }
 
 impl ProxyError {
@@ -75,10 +93,20 @@ impl ProxyError {
         }
     }
 
+    pub fn ambiguous(kind: Ambiguity, reason: impl Into<String>, hint: &'static str) -> Self {
+        ProxyError::Ambiguous {
+            kind,
+            reason: reason.into(),
+            hint,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::NotAProxyRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest { .. }
+            | ProxyError::NotAProxyRequest
+            | ProxyError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamResolve { .. }
@@ -112,6 +140,14 @@ impl ProxyError {
             ProxyError::DestinationForbidden(_) => "destination_forbidden",
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Ambiguous {
+                kind: Ambiguity::Framing,
+                ..
+            } => "ambiguous_framing",
+            ProxyError::Ambiguous {
+                kind: Ambiguity::Request,
+                ..
+            } => "ambiguous_request",
         }
     }
 
@@ -120,7 +156,8 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::NotAProxyRequest
             | ProxyError::HeadersTooLarge(_)
-            | ProxyError::Misdirected { .. } => Blame::Client,
+            | ProxyError::Misdirected { .. }
+            | ProxyError::Ambiguous { .. } => Blame::Client,
             ProxyError::UpstreamResolve { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -154,6 +191,7 @@ impl ProxyError {
             ProxyError::RateLimited { retry_after_s, .. } => {
                 format!("slow down: retry after {retry_after_s} s (see Retry-After)")
             }
+            ProxyError::Ambiguous { hint, .. } => (*hint).to_string(),
         }
     }
 }
