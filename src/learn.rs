@@ -93,6 +93,7 @@ pub fn catalog(records: &[serde_json::Value]) -> BTreeMap<String, IntentSpec> {
                         .then(|| s.methods.into_iter().collect()),
                     paths: (!s.any_path && !s.paths.is_empty())
                         .then(|| s.paths.into_iter().collect()),
+                    body_methods: None,
                 })
                 .collect();
             let n = calls.get(&intent).copied().unwrap_or(0);

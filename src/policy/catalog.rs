@@ -60,6 +60,24 @@ struct Rule {
     paths: Option<Box<[Box<[Seg]>]>>,
     /// The patterns as written, for messages.
     paths_text: Box<[Box<str>]>,
+    /// Which body-less methods may carry a body here (`body_methods`), as `BODYLESS` bits.
+    body_methods: u8,
+}
+
+/// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
+pub const BODYLESS: [http::Method; 4] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::OPTIONS,
+    http::Method::DELETE,
+];
+
+/// The bit of a body-less method in `Rule::body_methods`.
+fn bodyless_bit(method: &str) -> Option<u8> {
+    BODYLESS
+        .iter()
+        .position(|m| m.as_str() == method)
+        .map(|i| 1 << i)
 }
 
 #[derive(Debug)]
@@ -140,6 +158,29 @@ impl Catalog {
                             return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
                         }
                     }
+                    let mut body_methods = 0;
+                    for m in r.body_methods.iter().flatten() {
+                        let m = m.trim().to_ascii_uppercase();
+                        let bit = bodyless_bit(&m).ok_or_else(|| {
+                            err(
+                                Some(i),
+                                format!(
+                                    "body_methods: '{m}' is not one of GET, HEAD, OPTIONS, DELETE \
+                                     (other methods may always carry a body)"
+                                ),
+                            )
+                        })?;
+                        if r.methods
+                            .as_ref()
+                            .is_some_and(|ms| !ms.iter().any(|x| x.trim().eq_ignore_ascii_case(&m)))
+                        {
+                            return Err(err(
+                                Some(i),
+                                format!("body_methods: '{m}' is not among the rule's methods"),
+                            ));
+                        }
+                        body_methods |= bit;
+                    }
                     c.rules.push(Rule {
                         ports: r.ports.as_deref().map(Box::from),
                         methods: r.methods.as_ref().map(|ms| {
@@ -154,6 +195,7 @@ impl Catalog {
                             .flatten()
                             .map(|p| p.as_str().into())
                             .collect(),
+                        body_methods,
                     });
                 }
                 for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
@@ -202,6 +244,23 @@ impl Catalog {
                 None => port == 80 || port == 443,
                 Some(ps) => ps.contains(&port),
             })
+    }
+
+    /// Whether the rule `scope` matched lets `method` (one of `BODYLESS`) carry a request body.
+    pub fn allows_body(&self, scope: &ScopeVerdict, method: &http::Method) -> bool {
+        let (Some(intent), Some(rule), Some(bit)) = (
+            scope.intent.as_deref(),
+            scope.rule,
+            bodyless_bit(method.as_str()),
+        ) else {
+            return false;
+        };
+        scope.matched
+            && self
+                .intents
+                .get(intent)
+                .and_then(|c| c.rules.get(rule.wrapping_sub(1)))
+                .is_some_and(|r| r.body_methods & bit != 0)
     }
 
     /// The intent names, sorted.
