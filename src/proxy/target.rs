@@ -92,18 +92,12 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
         let ip: std::net::Ipv6Addr = rest[..end].parse().map_err(|_| {
             ProxyError::bad_request("invalid IPv6 literal in the request target", HINT_TARGET)
         })?;
-        // An IPv4 address in IPv6 spelling is that IPv4 address: `[::ffff:127.0.0.1]` is
-        // `127.0.0.1` to the policy and the dialler. The deprecated IPv4-compatible `[::a.b.c.d]`
-        // reaches no IPv4 host on Linux, yet some stacks route it as one: refused.
-        if let Some(v4) = ip.to_ipv4_mapped() {
-            (v4.to_string(), port)
-        } else if u128::from(ip) >> 32 == 0 && u128::from(ip) > 1 {
-            return Err(ProxyError::bad_request(
-                "IPv4-compatible IPv6 addresses ([::a.b.c.d]) are refused",
-                "write the IPv4 address itself, e.g. 192.0.2.1",
-            ));
-        } else {
-            (ip.to_string(), port)
+        // An IPv4-mapped address is that IPv4 address: `[::ffff:127.0.0.1]` is `127.0.0.1` to
+        // the policy and the dialler. (The deprecated IPv4-compatible `[::a.b.c.d]` reaches no
+        // IPv4 host on Linux; it stays IPv6, and egress compares it as `a.b.c.d` all the same.)
+        match ip.to_ipv4_mapped() {
+            Some(v4) => (v4.to_string(), port),
+            None => (ip.to_string(), port),
         }
     } else {
         let (h, p) = match raw.rsplit_once(':') {

@@ -110,10 +110,11 @@ fn ipv4_in_ipv6_spelling() {
         let a = parse_authority(raw, None).unwrap();
         assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 8080), "{raw}");
     }
-    // Compatible (deprecated): refused.
-    for raw in ["[::127.0.0.1]:80", "[::7f00:1]:80"] {
-        assert!(parse_authority(raw, None).is_err(), "{raw}");
-    }
+    // Compatible (deprecated): another address on the wire, left IPv6 (egress unmaps it).
+    assert_eq!(
+        parse_authority("[::127.0.0.1]:80", None).unwrap().host,
+        "::7f00:1"
+    );
     assert_eq!(parse_authority("[::1]:80", None).unwrap().host, "::1");
     assert_eq!(parse_authority("[::]:80", None).unwrap().host, "::");
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod ambiguity;
 pub mod bundles;
 mod bypass;
 mod cli;
@@ -21,5 +22,6 @@ mod limits;
 mod ops;
 mod policy;
 mod run;
+mod selfaddr;
 mod transparent;
 mod websocket;
