@@ -1,7 +1,10 @@
 //! Tests of the native catalog matcher.
 
 use super::*;
-use crate::config::{ClaimableBy, ScopeRule};
+use std::collections::BTreeMap;
+
+use super::super::pattern::path_pattern;
+use crate::config::{ClaimableBy, IntentSpec, ScopeRule};
 
 fn agent(id: &str, ns: Option<&str>) -> Agent {
     Agent {
