@@ -5,6 +5,7 @@
 //! listener and inside an intercepted tunnel.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -215,4 +216,107 @@ fn inside_an_intercepted_tunnel_too() {
     ));
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(up.requests(), 1);
+}
+
+/// The same refusals on plain HTTP redirected to the transparent listener: one namespace, the
+/// rules applied by `intentgate iptables` (uid 0, intentgate itself, excluded), an upstream on an
+/// address of the namespace's loopback, and a raw client running as uid 65534.
+#[test]
+fn on_transparent_http_too() {
+    const UP: &str = "10.233.9.2";
+    let mut ns = crate::common::netns::Netns::new("amb", &[&format!("{UP}/32")]);
+    let log = ns.dir().join("upstream.log");
+    let server = format!(
+        "import http.server, sys\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'\n\
+         \x20   def do_GET(self):\n\
+         \x20       open(sys.argv[1], 'a').write(self.command + ' ' + self.path + '\\n')\n\
+         \x20       self.send_response(200); self.send_header('content-length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+         \x20   do_POST = do_GET\n\
+         http.server.HTTPServer(('{UP}', 80), H).serve_forever()\n"
+    );
+    ns.spawn("python3", &["-c", &server, log.to_str().unwrap()]);
+    let ready = ns.intentgate(
+        "listen: {proxy: 127.0.0.1:0, admin: null, transparent: \"0.0.0.0:15702\"}\n\
+         agent: {id: a, owner: o}\nmode: monitor\naudit: {path: off}\n\
+         egress: {allow_cidrs: [10.233.9.0/24]}\n",
+    );
+    assert_eq!(ready["transparent"], "0.0.0.0:15702", "{ready}");
+    let out = ns.run(BIN, &["iptables", "--proxy-uid", "0", "--port", "15702"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A raw exchange as the agent (system Python: the agent cannot read root's): the bytes
+    // out, everything read until the proxy closes.
+    let client = "import socket, sys\n\
+                  s = socket.create_connection((sys.argv[1], 80), timeout=10)\n\
+                  s.sendall(sys.argv[2].encode('latin-1'))\n\
+                  out = b''\n\
+                  while True:\n\
+                  \x20   b = s.recv(65536)\n\
+                  \x20   if not b: break\n\
+                  \x20   out += b\n\
+                  sys.stdout.write(out.decode('latin-1'))\n";
+    let exchange = |request: &str| {
+        let out = ns.run(
+            "setpriv",
+            &[
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                client,
+                UP,
+                request,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &err
+    };
+    let host = format!("Host: {UP}\r\nConnection: close\r\n");
+    // Unambiguous: forwarded (the redirect works), once the upstream listens.
+    eventually(
+        "the upstream behind the redirect",
+        Duration::from_secs(10),
+        || {
+            let resp = exchange(&format!("GET /fine HTTP/1.1\r\n{host}\r\n"));
+            resp.starts_with("HTTP/1.1 200").then_some(())
+        },
+    );
+    for (request, code) in [
+        (
+            format!("GET /a/..;/admin HTTP/1.1\r\n{host}\r\n"),
+            "ambiguous_request",
+        ),
+        (
+            format!("GET /a/%252e%252e/admin HTTP/1.1\r\n{host}\r\n"),
+            "ambiguous_request",
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\n{host}X-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"
+            ),
+            "ambiguous_request",
+        ),
+        (
+            format!("GET /a HTTP/1.1\r\n{host}Content-Length: 5\r\n\r\nhello"),
+            "ambiguous_request",
+        ),
+        (
+            format!(
+                "POST /a HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            "ambiguous_framing",
+        ),
+    ] {
+        refused(&exchange(&request), code);
+    }
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(seen, "GET /fine\n", "only the unambiguous request arrived");
 }
