@@ -189,10 +189,10 @@ pub fn malformed_body() -> ProxyError {
 }
 
 /// Headers that ask a server to run another method than the request line's.
-const OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
+const OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
 ];
 
 const HINT_OVERRIDE: &str = "send the method you mean in the request line; intentgate decides \
@@ -211,7 +211,7 @@ pub fn check_method_override(
         !v.trim_ascii()
             .eq_ignore_ascii_case(method.as_str().as_bytes())
     };
-    for name in OVERRIDES {
+    for name in &OVERRIDES {
         if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
             return Err(ProxyError::ambiguous(
                 Ambiguity::Request,
@@ -349,7 +349,11 @@ mod tests {
             }
             check_method_override(&post, &m, q).err().map(|e| e.code())
         };
-        for name in OVERRIDES {
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-method-override",
+            "X-HTTP-Method",
+        ] {
             assert_eq!(
                 refused(&[(name, "DELETE")], None),
                 Some("ambiguous_request")
