@@ -362,8 +362,15 @@ mod tests {
             }
             assert!(p.check(SocketAddr::new(ip, 15702)).is_ok(), "{ip}:15702");
         }
-        // An address that is not the host's is not ours.
-        assert!(p.check("198.51.100.7:15700".parse().unwrap()).is_ok());
+        // A public address that is not the host's is not ours; a non-public one at the port of
+        // a wildcard listener is (it may be NATed back to us).
+        assert!(p.check("192.88.99.9:15700".parse().unwrap()).is_ok());
+        assert_eq!(
+            p.check("10.96.0.1:15700".parse().unwrap())
+                .unwrap_err()
+                .class,
+            Class::Proxy
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tracing::warn;
 
-use super::unmapped;
+use super::{Class, classify, unmapped};
 
 /// The listeners of this process (proxy, admin, transparent).
 #[derive(Debug, Default)]
@@ -53,8 +53,14 @@ impl OwnListeners {
                 .any(|b| b.port() == port && (b.ip() == ip || ip.is_unspecified()));
         }
         // A wildcard listener answers at every loopback address (all of 127/8) and at every
-        // address of an interface; one not among those read may have been added since.
-        if ip.is_unspecified() || ip.is_loopback() || self.is_local(ip) {
+        // address of an interface; one not among those read may have been added since. Any
+        // non-public address at its port counts too (as before interfaces were read): a
+        // cluster-internal address may be NATed back to this pod.
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || classify(ip) != Class::Public
+            || self.is_local(ip)
+        {
             return true;
         }
         self.refresh();
