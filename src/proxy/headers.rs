@@ -211,7 +211,8 @@ pub fn check_method_override(
         !v.trim_ascii()
             .eq_ignore_ascii_case(method.as_str().as_bytes())
     };
-    for name in &OVERRIDES {
+    // One pass over the names (compared, not hashed): usually none of them is there.
+    for name in headers.keys().filter(|k| OVERRIDES.contains(k)) {
         if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
             return Err(ProxyError::ambiguous(
                 Ambiguity::Request,

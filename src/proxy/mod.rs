@@ -246,7 +246,7 @@ impl Proxy {
         headers::check_framing(req.method(), req.headers())?;
         //    hyper hands on Content-Length + Transfer-Encoding as chunked alone: the raw head
         //    told the connection's guard (400 ambiguous_framing, the connection closed).
-        if req.headers().contains_key(http::header::TRANSFER_ENCODING) && entry.ambiguous_framing()
+        if entry.ambiguous_framing() && req.headers().contains_key(http::header::TRANSFER_ENCODING)
         {
             return Err(headers::ambiguous_framing());
         }
