@@ -33,6 +33,7 @@ fn config(intents: usize, cached: bool) -> Config {
                     format!("/api/v{r}/tickets/**"),
                     "/users/*/profile".into(),
                 ]),
+                ..ScopeRule::default()
             })
             .collect();
         c.intents.insert(

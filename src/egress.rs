@@ -1,8 +1,13 @@
 //! Destination safety: every address a name resolves to is classified, and only addresses that
 //! are public (or explicitly allowed) are dialled. Classification happens after DNS, on the exact
 //! address that is then connected to, so a name cannot be re-resolved in between (DNS rebinding).
+//! Every comparison is made on the unmapped address: `::ffff:127.0.0.1` is `127.0.0.1`.
+
+mod own;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub use own::OwnListeners;
 
 /// What kind of address a destination is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +54,27 @@ impl Class {
     }
 }
 
+/// The address an IPv6 spelling of an IPv4 address stands for: IPv4-mapped `::ffff:a.b.c.d` and
+/// IPv4-compatible `::a.b.c.d` become `a.b.c.d` (`::` and `::1` stay what they are).
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let bits = u128::from(v6);
+    if bits >> 32 == 0 && bits > 1 {
+        return IpAddr::V4(Ipv4Addr::from(bits as u32));
+    }
+    ip
+}
+
 /// Classifies an address. IPv6 forms that embed an IPv4 address (mapped, compatible) are
 /// classified by that address; transition prefixes that can reach arbitrary IPv4 space
 /// (NAT64, 6to4, Teredo) are classes of their own and not public.
 pub fn classify(ip: IpAddr) -> Class {
-    match ip {
+    match unmapped(ip) {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
     }
@@ -80,25 +101,14 @@ fn classify_v4(ip: Ipv4Addr) -> Class {
     }
 }
 
+/// An IPv6 address that is not an IPv4 one in disguise (see `unmapped`).
 fn classify_v6(ip: Ipv6Addr) -> Class {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return classify_v4(v4);
-    }
     let s = ip.segments();
     if ip.is_unspecified() {
         return Class::Unspecified;
     }
     if ip.is_loopback() {
         return Class::Loopback;
-    }
-    // IPv4-compatible ::a.b.c.d (deprecated, still routable on some stacks).
-    if s[..6] == [0; 6] {
-        return classify_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
     }
     match s[0] {
         0xfe80..=0xfebf => Class::LinkLocal,
@@ -141,20 +151,21 @@ impl std::str::FromStr for Cidr {
                 .ok_or_else(|| format!("'{s}' has an invalid prefix length"))?,
             None => max,
         };
-        Ok(Cidr { addr, prefix })
+        // `::ffff:10.0.0.0/104` is `10.0.0.0/8`: addresses are compared unmapped.
+        match unmapped(addr) {
+            IpAddr::V4(v4) if addr.is_ipv6() && prefix >= 96 => Ok(Cidr {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            }),
+            _ => Ok(Cidr { addr, prefix }),
+        }
     }
 }
 
 impl Cidr {
+    /// Whether the block holds `ip`, compared unmapped.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => return false,
-            },
-            _ => ip,
-        };
-        match (self.addr, ip) {
+        match (self.addr, unmapped(ip)) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
@@ -173,12 +184,12 @@ impl Cidr {
 }
 
 /// The egress rules in force: default-deny of non-public classes, with configured exceptions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct EgressPolicy {
     pub allow: Vec<Cidr>,
     pub deny: Vec<Cidr>,
-    /// intentgate's own listeners: never a destination.
-    pub own: Vec<SocketAddr>,
+    /// intentgate's own listeners: never a destination, whatever `allow` says.
+    pub own: OwnListeners,
 }
 
 /// Why an address may not be dialled.
@@ -200,19 +211,16 @@ impl EgressPolicy {
         Ok(Self {
             allow: parse(allow)?,
             deny: parse(deny)?,
-            own: Vec::new(),
+            own: OwnListeners::default(),
         })
     }
 
-    /// Decides one resolved address (with its port, to recognise our own listeners).
+    /// Decides one resolved address (with its port, to recognise our own listeners), on its
+    /// unmapped form.
     pub fn check(&self, addr: SocketAddr) -> Result<Class, Forbidden> {
-        let ip = addr.ip();
+        let ip = unmapped(addr.ip());
         let class = classify(ip);
-        let own = self.own.iter().any(|o| {
-            o.port() == addr.port()
-                && (o.ip() == ip || (o.ip().is_unspecified() && classify(ip) != Class::Public))
-        });
-        if own {
+        if self.own.contains(ip, addr.port()) {
             return Err(Forbidden {
                 ip,
                 class: Class::Proxy,
@@ -310,14 +318,85 @@ mod tests {
 
     #[test]
     fn own_listeners_are_never_destinations() {
-        let mut p = EgressPolicy::new(&["127.0.0.0/8".into()], &[]).unwrap();
-        p.own.push("127.0.0.1:15700".parse().unwrap());
+        let mut p = EgressPolicy::new(&["127.0.0.0/8".into(), "::/0".into()], &[]).unwrap();
+        p.own = ["127.0.0.1:15700".parse().unwrap()].into_iter().collect();
+        for ours in [
+            "127.0.0.1:15700",
+            "[::ffff:127.0.0.1]:15700",
+            "[::ffff:7f00:1]:15700",
+            "[::127.0.0.1]:15700",
+            "0.0.0.0:15700",
+            "[::]:15700",
+        ] {
+            let f = p.check(ours.parse().unwrap()).unwrap_err();
+            assert_eq!(f.class, Class::Proxy, "{ours}");
+        }
+        assert!(p.check("127.0.0.1:15799".parse().unwrap()).is_ok());
+        // Bound to 127.0.0.1 only: another loopback address is another socket.
+        assert!(p.check("127.0.0.2:15700".parse().unwrap()).is_ok());
+        assert!(p.check("[::1]:15700".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_wildcard_listener_is_ours_at_every_local_address() {
+        let mut p = EgressPolicy::new(&["0.0.0.0/0".into(), "::/0".into()], &[]).unwrap();
+        p.own = [
+            "0.0.0.0:15700".parse().unwrap(),
+            "[::]:15701".parse().unwrap(),
+        ]
+        .into_iter()
+        .collect();
+        let mut local: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap()
+            .iter()
+            .map(|i| i.ip())
+            .collect();
+        local.extend(
+            ["127.0.0.9", "::1", "::ffff:127.0.0.1", "0.0.0.0"]
+                .map(|a| a.parse::<IpAddr>().unwrap()),
+        );
+        for ip in local {
+            for port in [15700, 15701] {
+                let f = p.check(SocketAddr::new(ip, port)).unwrap_err();
+                assert_eq!(f.class, Class::Proxy, "{ip}:{port}");
+            }
+            assert!(p.check(SocketAddr::new(ip, 15702)).is_ok(), "{ip}:15702");
+        }
+        // A public address that is not the host's is not ours; a non-public one at the port of
+        // a wildcard listener is (it may be NATed back to us).
+        assert!(p.check("192.88.99.9:15700".parse().unwrap()).is_ok());
         assert_eq!(
-            p.check("127.0.0.1:15700".parse().unwrap())
+            p.check("10.96.0.1:15700".parse().unwrap())
                 .unwrap_err()
                 .class,
             Class::Proxy
         );
-        assert!(p.check("127.0.0.1:15799".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn mapped_and_compatible_addresses_are_compared_unmapped() {
+        for (ip, v4) in [
+            ("::ffff:10.1.2.3", Some("10.1.2.3")),
+            ("::10.1.2.3", Some("10.1.2.3")),
+            ("::1", None),
+            ("::", None),
+            ("2001:db8::1", None),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let want = v4.map_or(ip, |v| v.parse().unwrap());
+            assert_eq!(unmapped(ip), want);
+        }
+        // CIDRs in either spelling match addresses in either spelling.
+        let p =
+            EgressPolicy::new(&["::ffff:10.0.0.0/104".into()], &["10.9.0.0/16".into()]).unwrap();
+        assert!(p.check("10.1.1.1:80".parse().unwrap()).is_ok());
+        assert!(p.check("[::10.1.1.1]:80".parse().unwrap()).is_ok());
+        for denied in ["[::ffff:10.9.0.1]:80", "[::10.9.0.1]:80"] {
+            assert_eq!(
+                p.check(denied.parse().unwrap()).unwrap_err().why,
+                "the address is in egress.deny_cidrs",
+                "{denied}"
+            );
+        }
     }
 }

@@ -70,6 +70,24 @@ pub enum ProxyError {
         "the audit log cannot be written (disk full or an I/O error); nothing is forwarded without its record"
     )]
     AuditUnavailable,
+    /// A request that the proxy and an upstream could read differently (docs/security.md).
+    #[error("{reason}")]
+    Ambiguous {
+        kind: Ambiguity,
+        reason: String,
+        hint: &'static str,
+    },
+}
+
+/// What an ambiguous request leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// Where the request ends (Content-Length with Transfer-Encoding, a malformed chunk):
+    /// `ambiguous_framing`, and the connection is closed.
+    Framing,
+    /// What the request is (its path or method, as an upstream may parse them):
+    /// `ambiguous_request`.
+    Request,
 }
 
 impl ProxyError {
@@ -80,10 +98,20 @@ impl ProxyError {
         }
     }
 
+    pub fn ambiguous(kind: Ambiguity, reason: impl Into<String>, hint: &'static str) -> Self {
+        ProxyError::Ambiguous {
+            kind,
+            reason: reason.into(),
+            hint,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest { .. } | ProxyError::NotAProxyRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest { .. }
+            | ProxyError::NotAProxyRequest
+            | ProxyError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::UpstreamResolve { .. }
@@ -120,6 +148,14 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::AuditUnavailable => "audit_unavailable",
+            ProxyError::Ambiguous {
+                kind: Ambiguity::Framing,
+                ..
+            } => "ambiguous_framing",
+            ProxyError::Ambiguous {
+                kind: Ambiguity::Request,
+                ..
+            } => "ambiguous_request",
         }
     }
 
@@ -128,7 +164,8 @@ impl ProxyError {
             ProxyError::BadRequest { .. }
             | ProxyError::NotAProxyRequest
             | ProxyError::HeadersTooLarge(_)
-            | ProxyError::Misdirected { .. } => Blame::Client,
+            | ProxyError::Misdirected { .. }
+            | ProxyError::Ambiguous { .. } => Blame::Client,
             ProxyError::UpstreamResolve { .. }
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -165,6 +202,7 @@ impl ProxyError {
                 format!("slow down: retry after {retry_after_s} s (see Retry-After)")
             }
             ProxyError::AuditUnavailable => "retry later: intentgate answers again once its audit log can be written (an operator must free space or fix the audit.path file system)".into(),
+            ProxyError::Ambiguous { hint, .. } => (*hint).to_string(),
         }
     }
 }

@@ -161,6 +161,10 @@ pub struct ScopeRule {
     /// `*` matches one segment, `**` any number. Absent means any path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
+    /// Which of GET, HEAD, OPTIONS and DELETE may carry a request body under this rule (a body
+    /// on them is refused elsewhere: an upstream that ignores it reads it as the next request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_methods: Option<Vec<String>>,
 }
 
 /// What to do when policy evaluation fails.

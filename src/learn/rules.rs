@@ -30,6 +30,7 @@ pub(super) fn rules((host, port): (String, u16), d: Dest, opts: Options) -> Vec<
         ports: Some(vec![port]),
         methods,
         paths,
+        body_methods: None,
     };
     if d.opaque > 0 {
         let seen = d.paths.len();

@@ -6,17 +6,19 @@
 //! `date` and `connection`, which no response of ours looks like (ours always carry `via` or
 //! `intentgate-*`) — and writes our JSON refusal in its place, so every answer a client gets from
 //! intentgate has `error`, `reason`, `decision_id` and `hint`. While a tunnel is open the guard is
-//! off: tunnelled bytes are never inspected.
+//! off: tunnelled bytes are never inspected. It also follows the request heads as they are read
+//! (src/listen/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::framing::Scan;
 use crate::error::raw_error_response;
 use crate::proxy::KeptUpstream;
 
@@ -29,6 +31,8 @@ pub struct InFlight(Arc<Shared>);
 struct Shared {
     tunnels: AtomicUsize,
     upstream: KeptUpstream,
+    /// The raw request stream turned ambiguous (src/listen/framing.rs).
+    ambiguous: AtomicBool,
 }
 
 impl InFlight {
@@ -41,6 +45,12 @@ impl InFlight {
     /// The upstream connection this client connection keeps between requests.
     pub fn upstream(&self) -> &KeptUpstream {
         &self.0.upstream
+    }
+
+    /// Whether the connection's raw request stream turned ambiguous: a head with both
+    /// Content-Length and Transfer-Encoding, which hyper hands on as chunked alone.
+    pub fn ambiguous_framing(&self) -> bool {
+        self.0.ambiguous.load(Ordering::Acquire)
     }
 
     fn idle(&self) -> bool {
@@ -72,6 +82,7 @@ pub struct Guard<S> {
     inner: S,
     in_flight: InFlight,
     state: State,
+    scan: Scan,
 }
 
 impl<S> Guard<S> {
@@ -80,6 +91,7 @@ impl<S> Guard<S> {
             inner,
             in_flight,
             state: State::Normal,
+            scan: Scan::default(),
         }
     }
 }
@@ -156,6 +168,7 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
         buf: &[u8],
         total: usize,
     ) -> Poll<io::Result<usize>> {
+        self.response_starts(buf);
         if matches!(self.state, State::Normal) && self.in_flight.idle() {
             if let Some(bytes) = replacement(buf) {
                 self.state = State::Replacing { bytes, written: 0 };
@@ -171,13 +184,29 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
     }
 }
 
+impl<S> Guard<S> {
+    /// Shows the start of a write to the scan (which looks only while a CONNECT or an upgrade
+    /// awaits its answer).
+    fn response_starts(&mut self, buf: &[u8]) {
+        if self.scan.on_response(buf) {
+            self.in_flight.0.ambiguous.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.scan.watching() && this.scan.feed(&buf.filled()[before..]) {
+            this.in_flight.0.ambiguous.store(true, Ordering::Release);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -201,6 +230,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &b[..]);
+        this.response_starts(first);
         // A response head and its body leave in one write unless the head is hyper's own
         // bare error answer (which is replaced, so it is handled alone).
         if matches!(this.state, State::Normal)

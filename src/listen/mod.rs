@@ -1,6 +1,7 @@
 //! Listeners: accept client connections, serve HTTP/1.1 on them with our limits and timeouts,
 //! and drain them gracefully on shutdown.
 
+mod framing;
 pub mod guard;
 pub mod transparent;
 

@@ -2,11 +2,13 @@
 //! (exact name, then `*.parent` walking up the labels), then ports, methods and path patterns.
 //! Cost per request does not grow with the number of intents.
 
-use std::collections::{BTreeMap, HashMap};
+mod compile;
+
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::pattern::{Seg, host_pattern, path_matches, path_pattern};
-use crate::config::{IntentSpec, Mode};
+use super::pattern::{Seg, path_matches};
+use crate::config::Mode;
 use crate::identity::Agent;
 
 /// The catalog's answer for one request: the matched rule, or why nothing matched.
@@ -60,6 +62,24 @@ struct Rule {
     paths: Option<Box<[Box<[Seg]>]>>,
     /// The patterns as written, for messages.
     paths_text: Box<[Box<str>]>,
+    /// Which body-less methods may carry a body here (`body_methods`), as `BODYLESS` bits.
+    body_methods: u8,
+}
+
+/// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
+pub const BODYLESS: [http::Method; 4] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::OPTIONS,
+    http::Method::DELETE,
+];
+
+/// The bit of a body-less method in `Rule::body_methods`.
+fn bodyless_bit(method: &str) -> Option<u8> {
+    BODYLESS
+        .iter()
+        .position(|m| m.as_str() == method)
+        .map(|i| 1 << i)
 }
 
 #[derive(Debug)]
@@ -81,95 +101,6 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Compiles catalogs, each with the place it was written (for errors). An intent defined
-    /// twice is refused.
-    pub fn compile<M: std::borrow::Borrow<BTreeMap<String, IntentSpec>>>(
-        sources: &[(String, M)],
-        default_mode: Mode,
-    ) -> Result<Self, CatalogError> {
-        let mut intents = HashMap::new();
-        let mut origin_of: HashMap<&str, &str> = HashMap::new();
-        for (origin, entries) in sources {
-            for (name, spec) in entries.borrow() {
-                let err = |rule, msg| CatalogError {
-                    origin: origin.clone(),
-                    intent: name.clone(),
-                    rule,
-                    msg,
-                };
-                if let Some(first) = origin_of.insert(name, origin) {
-                    return Err(err(None, format!("already defined in {first}")));
-                }
-                if name.trim().is_empty() {
-                    return Err(err(None, "an intent needs a name".into()));
-                }
-                let mut c = Compiled {
-                    agents: spec.claimable_by.agents.clone(),
-                    namespaces: spec.claimable_by.namespaces.clone(),
-                    mode: spec.mode,
-                    exact: HashMap::new(),
-                    wildcard: HashMap::new(),
-                    rules: Vec::with_capacity(spec.allow.len()),
-                };
-                for (i, r) in spec.allow.iter().enumerate() {
-                    if r.hosts.is_empty() {
-                        return Err(err(Some(i), "a rule needs at least one host".into()));
-                    }
-                    for h in &r.hosts {
-                        let (wild, name) = host_pattern(h).map_err(|m| err(Some(i), m))?;
-                        let index = if wild { &mut c.wildcard } else { &mut c.exact };
-                        let v = index.entry(name).or_default();
-                        if v.last() != Some(&i) {
-                            v.push(i);
-                        }
-                    }
-                    let paths = match &r.paths {
-                        None => None,
-                        Some(ps) => Some(
-                            ps.iter()
-                                .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
-                                .collect::<Result<Box<[_]>, _>>()
-                                .map_err(|m| err(Some(i), m))?,
-                        ),
-                    };
-                    if let Some(ms) = &r.methods {
-                        if let Some(bad) = ms
-                            .iter()
-                            .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
-                        {
-                            return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
-                        }
-                    }
-                    c.rules.push(Rule {
-                        ports: r.ports.as_deref().map(Box::from),
-                        methods: r.methods.as_ref().map(|ms| {
-                            ms.iter()
-                                .map(|m| m.trim().to_ascii_uppercase().into_boxed_str())
-                                .collect()
-                        }),
-                        paths,
-                        paths_text: r
-                            .paths
-                            .iter()
-                            .flatten()
-                            .map(|p| p.as_str().into())
-                            .collect(),
-                    });
-                }
-                for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
-                    v.shrink_to_fit();
-                }
-                c.exact.shrink_to_fit();
-                c.wildcard.shrink_to_fit();
-                intents.insert(name.clone(), c);
-            }
-        }
-        Ok(Catalog {
-            intents,
-            default_mode,
-        })
-    }
-
     pub fn len(&self) -> usize {
         self.intents.len()
     }
@@ -202,6 +133,23 @@ impl Catalog {
                 None => port == 80 || port == 443,
                 Some(ps) => ps.contains(&port),
             })
+    }
+
+    /// Whether the rule `scope` matched lets `method` (one of `BODYLESS`) carry a request body.
+    pub fn allows_body(&self, scope: &ScopeVerdict, method: &http::Method) -> bool {
+        let (Some(intent), Some(rule), Some(bit)) = (
+            scope.intent.as_deref(),
+            scope.rule,
+            bodyless_bit(method.as_str()),
+        ) else {
+            return false;
+        };
+        scope.matched
+            && self
+                .intents
+                .get(intent)
+                .and_then(|c| c.rules.get(rule.wrapping_sub(1)))
+                .is_some_and(|r| r.body_methods & bit != 0)
     }
 
     /// The intent names, sorted.

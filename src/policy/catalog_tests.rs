@@ -1,7 +1,10 @@
 //! Tests of the native catalog matcher.
 
 use super::*;
-use crate::config::{ClaimableBy, ScopeRule};
+use std::collections::BTreeMap;
+
+use super::super::pattern::path_pattern;
+use crate::config::{ClaimableBy, IntentSpec, ScopeRule};
 
 fn agent(id: &str, ns: Option<&str>) -> Agent {
     Agent {
@@ -26,6 +29,7 @@ fn rule(
         ports: ports.map(<[u16]>::to_vec),
         methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
         paths: paths.map(|p| p.iter().map(|s| s.to_string()).collect()),
+        body_methods: None,
     }
 }
 
@@ -321,4 +325,42 @@ fn the_request_is_written_the_same_by_hand_and_by_display() {
     let mut s = String::new();
     push_num(&mut s, 1207);
     assert_eq!(s, "1207");
+}
+
+#[test]
+fn body_methods_name_bodyless_methods_of_the_rule() {
+    let with = |methods: Option<&[&str]>, body: &[&str]| {
+        let mut r = rule(&["api.example.com"], None, methods, None);
+        r.body_methods = Some(body.iter().map(|s| s.to_string()).collect());
+        catalog(vec![r], ClaimableBy::default())
+    };
+    let c = with(Some(&["GET", "DELETE"]), &["delete"]).unwrap();
+    let agent = agent("a", None);
+    let q = |method| ScopeQuery {
+        method,
+        host: "api.example.com",
+        port: 443,
+        path: "/x",
+        segments: &["x"],
+        destination_only: false,
+    };
+    let v = c.verdict(&agent, Some("triage"), &q("DELETE"));
+    assert!(c.allows_body(&v, &http::Method::DELETE));
+    let v = c.verdict(&agent, Some("triage"), &q("GET"));
+    assert!(v.matched && !c.allows_body(&v, &http::Method::GET));
+    let v = c.verdict(&agent, Some("other"), &q("DELETE"));
+    assert!(!c.allows_body(&v, &http::Method::DELETE));
+    // Only body-less methods, and only those the rule allows.
+    assert!(
+        with(None, &["POST"])
+            .unwrap_err()
+            .msg
+            .contains("not one of GET")
+    );
+    assert!(
+        with(Some(&["GET"]), &["DELETE"])
+            .unwrap_err()
+            .msg
+            .contains("not among")
+    );
 }

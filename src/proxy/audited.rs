@@ -17,6 +17,10 @@ use super::tunnel::Spliced;
 use crate::audit::{AuditRecord, Ended, Slot};
 
 /// A request body that counts the bytes passing through it.
+/// Set in a request's byte count when reading the client's body failed (a malformed chunk): the
+/// failure is the client's, whatever the upstream send then reports.
+pub const CLIENT_BODY_FAILED: u64 = 1 << 63;
+
 pub struct Counted<B> {
     inner: B,
     count: Arc<AtomicU64>,
@@ -38,10 +42,16 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
             }
+            Poll::Ready(Some(Err(_))) => {
+                this.count.fetch_or(CLIENT_BODY_FAILED, Ordering::Relaxed);
+            }
+            _ => {}
         }
         r
     }
@@ -84,7 +94,7 @@ impl<B: HttpBody> Audited<B> {
     fn finish(&mut self, complete: bool) {
         if let Some((mut rec, slot)) = self.pending.take() {
             rec.bytes_out = self.out;
-            rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            rec.bytes_in = self.bytes_in.load(Ordering::Relaxed) & !CLIENT_BODY_FAILED;
             rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
             if let Some(slot) = slot {
                 if !complete && !self.inner.is_end_stream() && slot.closing() {

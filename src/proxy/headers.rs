@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::error::ProxyError;
+use crate::error::{Ambiguity, ProxyError};
 
 /// Headers that describe one hop and never travel further.
 /// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
@@ -138,10 +138,7 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
     }
     let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
     if te > 0 && headers.contains_key(header::CONTENT_LENGTH) {
-        return Err(ProxyError::bad_request(
-            "both Content-Length and Transfer-Encoding were sent",
-            HINT_SMUGGLE,
-        ));
+        return Err(ambiguous_framing());
     }
     for v in headers.get_all(header::TRANSFER_ENCODING) {
         if !v
@@ -166,6 +163,96 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
         ));
     }
     Ok(())
+}
+
+/// Content-Length with Transfer-Encoding: 400 `ambiguous_framing` (the connection is closed).
+/// hyper lets Transfer-Encoding win and drops Content-Length before a request reaches us; the
+/// listeners see both in the raw head (src/listen/framing.rs) and flag the connection.
+pub fn ambiguous_framing() -> ProxyError {
+    ProxyError::ambiguous(
+        Ambiguity::Framing,
+        "both Content-Length and Transfer-Encoding were sent",
+        HINT_SMUGGLE,
+    )
+}
+
+/// A request body whose chunked framing could not be read (a malformed chunk size): the
+/// client's fault, 400 `ambiguous_framing`, not the upstream's 502.
+pub fn malformed_body() -> ProxyError {
+    ProxyError::ambiguous(
+        Ambiguity::Framing,
+        "the request body's chunked framing is malformed (a chunk size that is not hexadecimal, \
+         or a chunk not ended by CRLF)",
+        "send a well-formed chunked body (hexadecimal sizes, CRLF after each chunk) or a \
+         Content-Length",
+    )
+}
+
+/// Headers that ask a server to run another method than the request line's.
+const OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-http-method"),
+];
+
+const HINT_OVERRIDE: &str = "send the method you mean in the request line; intentgate decides \
+     the method it forwards and does not pass on method overrides that name another";
+
+/// Refuses a method override (`X-HTTP-Method-Override`, `X-Method-Override`, `X-HTTP-Method`, or
+/// a `_method` query parameter) that names another method than the request's own: the upstream
+/// may run either, and the policy decided one. An override naming the request's own method is
+/// harmless and passes.
+pub fn check_method_override(
+    method: &http::Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), ProxyError> {
+    let other = |v: &[u8]| {
+        !v.trim_ascii()
+            .eq_ignore_ascii_case(method.as_str().as_bytes())
+    };
+    // One pass over the names (compared, not hashed): usually none of them is there.
+    for name in headers.keys().filter(|k| OVERRIDES.contains(k)) {
+        if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
+            return Err(ProxyError::ambiguous(
+                Ambiguity::Request,
+                format!("the method override header '{name}' names another method than {method}"),
+                HINT_OVERRIDE,
+            ));
+        }
+    }
+    // `_method=`, also with `_` encoded, in any case; parameters split at `&` or `;`.
+    for param in query.into_iter().flat_map(|q| q.split(['&', ';'])) {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        let key = key.as_bytes();
+        let named = key.eq_ignore_ascii_case(b"_method") || key.eq_ignore_ascii_case(b"%5fmethod");
+        if named && other(value.as_bytes()) {
+            return Err(ProxyError::ambiguous(
+                Ambiguity::Request,
+                format!("the query parameter '_method' names another method than {method}"),
+                HINT_OVERRIDE,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a request of a body-less method (`BODYLESS`: GET, HEAD, OPTIONS, DELETE) carries a
+/// body, which only a matched rule's `body_methods` allows.
+pub fn body_on_bodyless<B: http_body::Body>(req: &http::Request<B>) -> bool {
+    !req.body().is_end_stream() && crate::policy::catalog::BODYLESS.contains(req.method())
+}
+
+/// The refusal of a body no rule allows.
+pub fn unexpected_body(method: &http::Method) -> ProxyError {
+    ProxyError::ambiguous(
+        Ambiguity::Request,
+        format!(
+            "a {method} request with a body is refused: an upstream that ignores the body reads it as the next request"
+        ),
+        "send the data with POST, PUT or PATCH, or ask the platform team for a rule with \
+         body_methods for this method",
+    )
 }
 
 /// Reads a single-valued header; two different values are refused (an agent must not be able to
@@ -251,6 +338,45 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_agent_claims(&mut h, &[HeaderName::from_static("x-agent-id")]);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn method_overrides_naming_another_method_are_ambiguous() {
+        let post = http::Method::POST;
+        let refused = |h: &[(&'static str, &'static str)], q: Option<&str>| {
+            let mut m = HeaderMap::new();
+            for (k, v) in h {
+                m.append(*k, HeaderValue::from_static(v));
+            }
+            check_method_override(&post, &m, q).err().map(|e| e.code())
+        };
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-method-override",
+            "X-HTTP-Method",
+        ] {
+            assert_eq!(
+                refused(&[(name, "DELETE")], None),
+                Some("ambiguous_request")
+            );
+            assert_eq!(refused(&[(name, " post ")], None), None, "{name}");
+        }
+        for q in [
+            "_method=DELETE",
+            "a=1&_method=put",
+            "a=1;%5Fmethod=GET",
+            "_METHOD=PATCH",
+        ] {
+            assert_eq!(refused(&[], Some(q)), Some("ambiguous_request"), "{q}");
+        }
+        for q in [
+            "_method=POST",
+            "my_method=DELETE",
+            "method=DELETE",
+            "a=_method",
+        ] {
+            assert_eq!(refused(&[], Some(q)), None, "{q}");
+        }
     }
 
     #[test]

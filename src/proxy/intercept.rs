@@ -18,6 +18,7 @@ use super::kept_tls::TunnelUpstream;
 use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
+use crate::listen::guard::{Guard, InFlight};
 use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
 use crate::tls::server::InterceptError;
@@ -35,6 +36,8 @@ pub struct TunnelInfo {
     canonical: [String; 2],
     /// A TLS tunnel's upstream connection, kept between its requests (src/proxy/kept_tls.rs).
     pub(super) upstream: Option<Arc<TunnelUpstream>>,
+    /// The inner connection as its guard sees it (src/listen/guard.rs): its framing flag.
+    pub(super) in_flight: InFlight,
 }
 
 impl TunnelInfo {
@@ -50,6 +53,7 @@ impl TunnelInfo {
             mode,
             canonical,
             upstream: None,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -178,6 +182,9 @@ impl Proxy {
                 &self.idle,
             )));
         }
+        // The guard follows the inner request heads as on the listener (and answers hyper's
+        // own refusals in JSON).
+        let io = TokioIo::new(Guard::new(io.into_inner(), info.in_flight.clone()));
         let info = Arc::new(info);
         let limits = &self.cfg.limits;
         let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -23,6 +23,7 @@ mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -86,6 +87,18 @@ enum Entry<'a> {
     Tunnel(&'a intercept::TunnelInfo),
     /// Plain HTTP on a connection redirected to the transparent listener.
     Transparent(&'a transparent::Redirected),
+}
+
+impl Entry<'_> {
+    /// Whether the raw request stream of the client connection turned ambiguous (a head with
+    /// Content-Length and Transfer-Encoding, src/listen/framing.rs).
+    fn ambiguous_framing(&self) -> bool {
+        match self {
+            Entry::Listener(f) => f.ambiguous_framing(),
+            Entry::Tunnel(t) => t.in_flight.ambiguous_framing(),
+            Entry::Transparent(r) => r.in_flight.ambiguous_framing(),
+        }
+    }
 }
 
 /// The upstream connection a request's client side keeps between its requests.
@@ -251,6 +264,14 @@ impl Proxy {
         let limits = &self.cfg.limits;
         headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
         headers::check_framing(req.method(), req.headers())?;
+        //    hyper hands on Content-Length + Transfer-Encoding as chunked alone: the raw head
+        //    told the connection's guard (400 ambiguous_framing, the connection closed).
+        if entry.ambiguous_framing() && req.headers().contains_key(http::header::TRANSFER_ENCODING)
+        {
+            return Err(headers::ambiguous_framing());
+        }
+        //    A method override naming another method: the upstream might run either (400).
+        headers::check_method_override(req.method(), req.headers(), req.uri().query())?;
         //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
         let ws = websocket::requested(req.method(), req.headers())?;
         // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
@@ -326,6 +347,7 @@ impl Proxy {
         rec.host.clone_from(&authority.host);
         rec.port = authority.port;
         rec.path.clone_from(&path);
+        let bodyless_body = headers::body_on_bodyless(&req);
 
         // 5. Destination safety, the part that needs no lookup: an IP literal's address classes.
         //    A name is resolved before the decision only when a loaded module reads
@@ -362,8 +384,20 @@ impl Proxy {
         };
         let (decision, intent) =
             decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
+        // 6b. A body on GET/HEAD/OPTIONS/DELETE only where the matched rule's `body_methods`
+        //     allows it: an upstream that ignores it would read it as the next request (400).
+        if bodyless_body
+            && !live
+                .policy
+                .catalog()
+                .allows_body(&decision.scope, req.method())
+        {
+            rec.decision = "error";
+            rec.error = Some("ambiguous_request");
+            return Err(headers::unexpected_body(req.method()));
+        }
 
-        // 6b. Destination safety for what may go: the name resolved (shared short-lived cache)
+        // 6c. Destination safety for what may go: the name resolved (shared short-lived cache)
         //     and every address vetted; the connection later dials only vetted addresses of that
         //     same resolution.
         self.dialer.vet_pending(&early, host, port, rec).await?;
@@ -433,6 +467,10 @@ impl Proxy {
             }
         });
         let resp = match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
+            // A send that failed on the client's body is the client's error (400), not a 502.
+            Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
+                return Err(headers::malformed_body());
+            }
             Ok(r) => r?,
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {

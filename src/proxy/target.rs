@@ -1,9 +1,12 @@
 //! The canonical request target: one parser for the authority and one for the path, used for
 //! BOTH the policy decision and the forwarded request, so what is decided is what is sent.
 
+mod path;
+
 use http::Uri;
 
 use crate::error::ProxyError;
+pub use path::canonical_path;
 
 /// A canonical destination: lowercase ASCII host (IDNA → punycode, no trailing dot) and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +92,13 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
         let ip: std::net::Ipv6Addr = rest[..end].parse().map_err(|_| {
             ProxyError::bad_request("invalid IPv6 literal in the request target", HINT_TARGET)
         })?;
-        (ip.to_string(), port)
+        // An IPv4-mapped address is that IPv4 address: `[::ffff:127.0.0.1]` is `127.0.0.1` to
+        // the policy and the dialler. (The deprecated IPv4-compatible `[::a.b.c.d]` reaches no
+        // IPv4 host on Linux; it stays IPv6, and egress compares it as `a.b.c.d` all the same.)
+        match ip.to_ipv4_mapped() {
+            Some(v4) => (v4.to_string(), port),
+            None => (ip.to_string(), port),
+        }
     } else {
         let (h, p) = match raw.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
@@ -182,134 +191,6 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
         ));
     }
     Ok(ascii)
-}
-
-const HINT_PATH: &str = "send a plain path without encoded slashes, backslashes or NUL bytes";
-
-/// Canonicalises a request path: percent-encoded unreserved characters are decoded once (`%25`
-/// stays encoded), dot segments are resolved, and ambiguous forms (`%2F`, `%5C`, `%00`, raw
-/// backslashes, control characters) are refused.
-pub fn canonical_path(raw: &str) -> Result<String, ProxyError> {
-    if already_canonical(raw) {
-        return Ok(raw.to_string());
-    }
-    canonicalise(raw)
-}
-
-fn canonicalise(raw: &str) -> Result<String, ProxyError> {
-    if !raw.starts_with('/') {
-        return Err(ProxyError::bad_request(
-            "the path must start with '/'",
-            HINT_PATH,
-        ));
-    }
-    let bytes = raw.as_bytes();
-    let mut decoded = String::with_capacity(raw.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'%' => {
-                let hex = raw
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ProxyError::bad_request("malformed percent-encoding in the path", HINT_PATH)
-                    })?;
-                match hex {
-                    b'/' | b'\\' | 0 => {
-                        return Err(ProxyError::bad_request(
-                            "encoded '/', '\\' or NUL in the path is ambiguous and refused",
-                            HINT_PATH,
-                        ));
-                    }
-                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
-                        decoded.push(c as char)
-                    }
-                    _ => decoded.push_str(&raw[i..i + 3].to_ascii_uppercase()),
-                }
-                i += 3;
-            }
-            b'\\' => {
-                return Err(ProxyError::bad_request(
-                    "backslash in the path is refused",
-                    HINT_PATH,
-                ));
-            }
-            c if c < 0x21 || c == 0x7f => {
-                return Err(ProxyError::bad_request(
-                    "control character in the path",
-                    HINT_PATH,
-                ));
-            }
-            // Bytes beyond ASCII stay percent-encoded (upper case): the canonical form of a
-            // path is ASCII, and canonicalising it again changes nothing (found by fuzzing).
-            c if c >= 0x80 => {
-                decoded.push_str(&format!("%{c:02X}"));
-                i += 1;
-            }
-            _ => {
-                decoded.push(b as char);
-                i += 1;
-            }
-        }
-    }
-    Ok(remove_dot_segments(&decoded))
-}
-
-/// True when the full canonicalisation below would return `raw` unchanged (most requests): it
-/// starts with `/`, is printable ASCII without `%` or `\\`, and has no `.` or `..` segment.
-fn already_canonical(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    if b.first() != Some(&b'/') {
-        return false;
-    }
-    let mut segment = 1;
-    for i in 1..=b.len() {
-        match b.get(i) {
-            None | Some(b'/') => {
-                if matches!(&b[segment..i], b"." | b"..") {
-                    return false;
-                }
-                segment = i + 1;
-            }
-            Some(&c) if c <= 0x20 || c >= 0x7f || c == b'%' || c == b'\\' => return false,
-            Some(_) => {}
-        }
-    }
-    true
-}
-
-/// RFC 3986 §5.2.4 on an absolute path.
-fn remove_dot_segments(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if i == last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let mut s = String::with_capacity(path.len());
-    for seg in &out {
-        s.push('/');
-        s.push_str(seg);
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
 }
 
 /// The canonical authority, path and raw query of an absolute-form request target.

@@ -91,9 +91,9 @@ fn shortcut_agrees_with_the_full_canonicalisation() {
     paths.dedup();
     let mut shortcut = 0;
     for p in &paths {
-        if already_canonical(p) {
+        if path::already_canonical(p) {
             shortcut += 1;
-            let full = canonicalise(p).ok();
+            let full = path::canonicalise(p).ok();
             assert_eq!(full.as_ref(), Some(p), "the shortcut kept {p:?}");
         }
         if let Ok(c) = canonical_path(p) {
@@ -101,4 +101,55 @@ fn shortcut_agrees_with_the_full_canonicalisation() {
         }
     }
     assert!(shortcut > 100, "only {shortcut} paths took the shortcut");
+}
+
+#[test]
+fn ipv4_in_ipv6_spelling() {
+    // Mapped: the same destination, spelled canonically.
+    for raw in ["[::ffff:127.0.0.1]:8080", "[::FFFF:7f00:1]:8080"] {
+        let a = parse_authority(raw, None).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("127.0.0.1", 8080), "{raw}");
+    }
+    // Compatible (deprecated): another address on the wire, left IPv6 (egress unmaps it).
+    assert_eq!(
+        parse_authority("[::127.0.0.1]:80", None).unwrap().host,
+        "::7f00:1"
+    );
+    assert_eq!(parse_authority("[::1]:80", None).unwrap().host, "::1");
+    assert_eq!(parse_authority("[::]:80", None).unwrap().host, "::");
+}
+
+#[test]
+fn paths_that_upstreams_read_differently_are_ambiguous() {
+    for bad in [
+        "/api/v2/tickets/..;/admin",
+        "/api/..;jsessionid=x/admin",
+        "/api/.;/admin",
+        "/api/%2e%2e;/admin",
+        "/api/..%3b/admin",
+        "/api/%252e%252e/admin",
+        "/api/%252E./admin",
+        "/api%252fadmin",
+        "/api%255cadmin",
+        "/a%2500",
+        "/a%25252e",
+        "/api/%c0%ae%c0%ae/admin",
+        "/api/%e0%80%ae",
+        "/api/%c0%af",
+        "/api/%ff",
+    ] {
+        let err = canonical_path(bad).unwrap_err();
+        assert_eq!(err.code(), "ambiguous_request", "{bad}: {err}");
+    }
+    // Parameters elsewhere, other double escapes and real UTF-8 stay.
+    for (ok, canonical) in [
+        ("/api/tickets;jsessionid=1/x", "/api/tickets;jsessionid=1/x"),
+        ("/files/my%2520file", "/files/my%2520file"),
+        ("/a%25b", "/a%25b"),
+        ("/caf%C3%A9", "/caf%C3%A9"),
+        ("/café", "/caf%C3%A9"),
+        ("/a/;x/b", "/a/;x/b"),
+    ] {
+        assert_eq!(canonical_path(ok).unwrap(), canonical, "{ok}");
+    }
 }

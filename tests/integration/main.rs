@@ -5,6 +5,7 @@
 mod common;
 
 mod admin_limits;
+mod ambiguity;
 mod audit_durability;
 mod bundle_auth;
 mod bundle_rogue;
@@ -35,5 +36,6 @@ mod limits;
 mod ops;
 mod policy;
 mod run;
+mod selfaddr;
 mod transparent;
 mod websocket;

@@ -1,0 +1,123 @@
+//! Compiling the catalog as written (config and data files) into the matcher's index, refusing
+//! what cannot be matched with the place it was written.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::super::pattern::{host_pattern, path_pattern};
+use super::{Catalog, CatalogError, Compiled, Rule, bodyless_bit};
+use crate::config::{IntentSpec, Mode};
+
+impl Catalog {
+    /// Compiles catalogs, each with the place it was written (for errors). An intent defined
+    /// twice is refused.
+    pub fn compile<M: std::borrow::Borrow<BTreeMap<String, IntentSpec>>>(
+        sources: &[(String, M)],
+        default_mode: Mode,
+    ) -> Result<Self, CatalogError> {
+        let mut intents = HashMap::new();
+        let mut origin_of: HashMap<&str, &str> = HashMap::new();
+        for (origin, entries) in sources {
+            for (name, spec) in entries.borrow() {
+                let err = |rule, msg| CatalogError {
+                    origin: origin.clone(),
+                    intent: name.clone(),
+                    rule,
+                    msg,
+                };
+                if let Some(first) = origin_of.insert(name, origin) {
+                    return Err(err(None, format!("already defined in {first}")));
+                }
+                if name.trim().is_empty() {
+                    return Err(err(None, "an intent needs a name".into()));
+                }
+                let mut c = Compiled {
+                    agents: spec.claimable_by.agents.clone(),
+                    namespaces: spec.claimable_by.namespaces.clone(),
+                    mode: spec.mode,
+                    exact: HashMap::new(),
+                    wildcard: HashMap::new(),
+                    rules: Vec::with_capacity(spec.allow.len()),
+                };
+                for (i, r) in spec.allow.iter().enumerate() {
+                    if r.hosts.is_empty() {
+                        return Err(err(Some(i), "a rule needs at least one host".into()));
+                    }
+                    for h in &r.hosts {
+                        let (wild, name) = host_pattern(h).map_err(|m| err(Some(i), m))?;
+                        let index = if wild { &mut c.wildcard } else { &mut c.exact };
+                        let v = index.entry(name).or_default();
+                        if v.last() != Some(&i) {
+                            v.push(i);
+                        }
+                    }
+                    let paths = match &r.paths {
+                        None => None,
+                        Some(ps) => Some(
+                            ps.iter()
+                                .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
+                                .collect::<Result<Box<[_]>, _>>()
+                                .map_err(|m| err(Some(i), m))?,
+                        ),
+                    };
+                    if let Some(ms) = &r.methods {
+                        if let Some(bad) = ms
+                            .iter()
+                            .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
+                        {
+                            return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
+                        }
+                    }
+                    let mut body_methods = 0;
+                    for m in r.body_methods.iter().flatten() {
+                        let m = m.trim().to_ascii_uppercase();
+                        let bit = bodyless_bit(&m).ok_or_else(|| {
+                            err(
+                                Some(i),
+                                format!(
+                                    "body_methods: '{m}' is not one of GET, HEAD, OPTIONS, DELETE \
+                                     (other methods may always carry a body)"
+                                ),
+                            )
+                        })?;
+                        if r.methods
+                            .as_ref()
+                            .is_some_and(|ms| !ms.iter().any(|x| x.trim().eq_ignore_ascii_case(&m)))
+                        {
+                            return Err(err(
+                                Some(i),
+                                format!("body_methods: '{m}' is not among the rule's methods"),
+                            ));
+                        }
+                        body_methods |= bit;
+                    }
+                    c.rules.push(Rule {
+                        ports: r.ports.as_deref().map(Box::from),
+                        methods: r.methods.as_ref().map(|ms| {
+                            ms.iter()
+                                .map(|m| m.trim().to_ascii_uppercase().into_boxed_str())
+                                .collect()
+                        }),
+                        paths,
+                        paths_text: r
+                            .paths
+                            .iter()
+                            .flatten()
+                            .map(|p| p.as_str().into())
+                            .collect(),
+                        body_methods,
+                    });
+                }
+                for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
+                    v.shrink_to_fit();
+                }
+                c.exact.shrink_to_fit();
+                c.wildcard.shrink_to_fit();
+                intents.insert(name.clone(), c);
+            }
+        }
+        Ok(Catalog {
+            intents,
+            default_mode,
+        })
+    }
+}
