@@ -43,6 +43,17 @@ fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     }
 }
 
+/// Where this run's audit records go: `--audit`, else the config's `audit.path` when it names a
+/// file, else a file in the run's folder (stdout belongs to the agent, and the summary is read
+/// back from the file).
+fn audit_path(flag: Option<&Path>, configured: &str, work: &Path) -> PathBuf {
+    match (flag, configured) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, "stdout" | "stderr" | "off") => work.join("audit.log"),
+        (None, file) => PathBuf::from(file),
+    }
+}
+
 fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("intentgate: {msg}");
     ExitCode::from(code)
@@ -58,12 +69,12 @@ pub fn run(req: RunRequest) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&work) {
         return fail(format!("cannot create {}: {e}", work.display()), 1);
     }
-    let audit = req.audit.clone().unwrap_or_else(|| work.join("audit.log"));
     let learn = req.learn.is_some();
     let mut loaded = match req.config.load() {
         Ok(l) => l,
         Err(e) => return fail(format!("invalid configuration: {e}"), 2),
     };
+    let audit = audit_path(req.audit.as_deref(), &loaded.config.audit.path, &work);
     overrides(&mut loaded, &audit, learn);
     let runtime = match crate::app::runtime(&loaded.config.limits) {
         Ok(r) => r,
