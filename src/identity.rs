@@ -262,7 +262,8 @@ mod tests {
     fn owner_falls_back_to_logname_then_the_account_of_the_uid() {
         let none = || None;
         let cfg = AgentConfig::default();
-        let from = |env: &'static [(&'static str, &'static str)], acct: &dyn Fn() -> Option<String>| {
+        let from = |env: &'static [(&'static str, &'static str)],
+                    acct: &dyn Fn() -> Option<String>| {
             let a = Agent::from_parts(&cfg, &env_of(env), acct).unwrap();
             (a.owner, a.owner_source)
         };
@@ -275,7 +276,10 @@ mod tests {
             from(&[("USER", " "), ("LOGNAME", "al")], &bob),
             (Some("al".into()), Some(OwnerSource::EnvLogname))
         );
-        assert_eq!(from(&[], &bob), (Some("bob".into()), Some(OwnerSource::Account)));
+        assert_eq!(
+            from(&[], &bob),
+            (Some("bob".into()), Some(OwnerSource::Account))
+        );
         assert_eq!(from(&[], &none), (None, None));
         // Not in Kubernetes, and not over an owner the config names.
         assert_eq!(from(&[("POD_NAMESPACE", "ns")], &bob), (None, None));
