@@ -1,5 +1,5 @@
 //! `intentgate run` with the runtimes agents are written in, each given only what `run` sets:
-//! Node.js's fetch (the distribution's Node 20, which ignores proxy variables, and Node 24 from the
+//! Node.js's fetch (the distribution's Node, 20 here, which ignores proxy variables, and Node 24 from the
 //! npm registry, installed by scripts/test), Python's requests, httpx, urllib and aiohttp, curl,
 //! git (over HTTPS) and Java (HttpURLConnection and HttpClient). HTTPS upstreams are local, signed
 //! by a test CA; calls to them are intercepted, or spliced and verified against the system roots
@@ -174,17 +174,17 @@ fn tagged(up: &Upstream, path: &str) -> Vec<bool> {
 }
 
 #[test]
-fn node_20_is_warned_about_and_node_24_goes_through_the_proxy() {
+fn an_old_node_is_warned_about_and_node_24_goes_through_the_proxy() {
     let w = world(&[], false);
-    // The distribution's Node 20: fetch ignores HTTP_PROXY. `run` says so before it starts, and
+    // The distribution's Node (20 here): fetch ignores HTTP_PROXY. `run` says so before it starts, and
     // the summary that nothing came through.
     let (code, stdout, stderr, report) = w.run(&["node", FETCH_JS, &w.up.url("/echo/ok/node20")]);
     assert_eq!((code, stdout.trim()), (0, "200"), "{stderr}");
     assert!(
-        stderr.contains("is Node.js v20.")
+        stderr.contains("is Node.js v")
             && stderr.contains("ignores HTTP_PROXY/HTTPS_PROXY")
             && stderr.contains("--isolate"),
-        "{stderr}"
+        "the distribution's Node is older than 24: {stderr}"
     );
     assert!(
         stderr.contains("warning: no call went through intentgate"),
@@ -213,12 +213,7 @@ fn node_20_is_warned_about_and_node_24_goes_through_the_proxy() {
         (report["allowed"].as_u64(), report["blocked"].as_u64()),
         (Some(2), Some(1))
     );
-    assert_eq!(
-        tagged(&w.up, "/echo/ok/node24"),
-        [true],
-        "{:?} {report} {stderr}",
-        w.up.seen()
-    );
+    assert_eq!(tagged(&w.up, "/echo/ok/node24"), [true]);
     assert_eq!(tagged(&w.tls_up, "/echo/ok/node24s"), [true]);
 }
 
