@@ -25,6 +25,7 @@ mod limits;
 mod ops;
 mod policy;
 mod run;
+mod run_details;
 mod runtimes;
 mod transparent;
 mod websocket;
