@@ -58,7 +58,7 @@ impl OwnerSource {
 
 /// The account name of the process's real uid, from `/etc/passwd` (containers run with no
 /// `$USER`; an account known only to NSS, e.g. LDAP, is not found here).
-pub fn account_name() -> Option<String> {
+fn account_name() -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     account_in(&passwd, rustix::process::getuid().as_raw())
 }

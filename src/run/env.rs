@@ -49,16 +49,24 @@ pub(crate) struct Trust {
     pub ca: PathBuf,
     /// The system roots plus our CA (PEM).
     pub bundle: PathBuf,
-    /// The same roots as a PKCS#12 trust store, for Java.
-    pub java: PathBuf,
+    /// The same roots as a PKCS#12 trust store, for Java (when Java is installed).
+    pub java: Option<PathBuf>,
 }
 
-/// Writes the CA, the bundle and the Java trust store into `dir`.
+/// Whether a Java runtime can be started here (`JAVA_HOME`, or `java` on `PATH`): only then is
+/// its trust store worth writing.
+fn java_installed() -> bool {
+    std::env::var_os("JAVA_HOME").is_some()
+        || std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("java").is_file()))
+}
+
+/// Writes the CA, the bundle and (when Java is installed) the Java trust store into `dir`.
 pub(crate) fn write_trust(ca: &CertificateAuthority, dir: &Path) -> Result<Trust, String> {
     let trust = Trust {
         ca: dir.join("intentgate-ca.pem"),
         bundle: dir.join("ca-bundle.pem"),
-        java: dir.join("truststore.p12"),
+        java: java_installed().then(|| dir.join("truststore.p12")),
     };
     ca.write_cert(&trust.ca).map_err(|e| e.to_string())?;
     // The roots the child would have trusted without us: its SSL_CERT_FILE, else the system's.
@@ -76,7 +84,9 @@ pub(crate) fn write_trust(ca: &CertificateAuthority, dir: &Path) -> Result<Trust
         std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
     write(&trust.bundle, text.as_bytes())?;
-    write(&trust.java, &super::pkcs12::trust_store(&text))?;
+    if let Some(java) = &trust.java {
+        write(java, &super::pkcs12::trust_store(&text))?;
+    }
     Ok(trust)
 }
 
@@ -115,7 +125,9 @@ pub(crate) fn child_env(
     env.extend(EXTRA_CA_VARS.iter().map(|k| (*k, trust.ca.clone().into())));
     // Node.js 24+ (and 22.21+) send fetch and http(s) through HTTP(S)_PROXY only when told.
     env.push(("NODE_USE_ENV_PROXY", "1".into()));
-    env.push(("JAVA_TOOL_OPTIONS", java_options(proxy, &trust.java)));
+    if let Some(store) = &trust.java {
+        env.push(("JAVA_TOOL_OPTIONS", java_options(proxy, store)));
+    }
     env
 }
 

@@ -12,6 +12,8 @@ mod node;
 mod pkcs12;
 pub mod summary;
 
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -31,8 +33,8 @@ pub struct RunRequest {
 
 fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     let c = &mut loaded.config;
-    c.listen.proxy = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    c.listen.admin = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    c.listen.proxy = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.listen.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     c.listen.transparent = None;
     c.audit.path = audit.display().to_string();
     if learn {
@@ -70,8 +72,6 @@ fn work_dir() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     Ok(work)
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Runs the wrapper to completion; the exit code is the child's (128+N when killed by signal N).
 pub fn run(req: RunRequest) -> ExitCode {
@@ -119,32 +119,29 @@ pub fn run(req: RunRequest) -> ExitCode {
             }
         };
         let vars = env::child_env(running.proxy_addr, running.admin_addr, &trust);
-        let mut seen = summary::Context::default();
         if let Some(old) = &old_node {
             warn_old_node(old, req.isolate);
         }
-        let code = if req.isolate {
+        let (code, mut ctx) = if req.isolate {
             match isolated(&req.command, &vars, &work, &running, &limits).await {
-                Ok((code, ctx)) => {
-                    seen = ctx;
-                    code
-                }
+                Ok(done) => done,
                 Err(e) => {
                     running.shutdown().await;
                     return fail(format!("--isolate: {e}; the command was not run"), 2);
                 }
             }
         } else {
-            match child::spawn(&req.command, |cmd| {
+            let code = match child::spawn(&req.command, |cmd| {
                 cmd.envs(vars.iter().map(|(k, v)| (k, v)));
             }) {
                 Ok(c) => child::wait(c, std::future::pending()).await,
                 Err(code) => code,
-            }
+            };
+            (code, summary::Context::default())
         };
-        seen.agent = Some(running.proxy.live.load().agent.clone());
+        ctx.agent = Some(running.proxy.live.load().agent.clone());
         running.shutdown().await;
-        finish(&req, &audit, code, seen)
+        finish(&req, &audit, code, ctx)
     })
 }
 
@@ -156,16 +153,10 @@ async fn isolated(
     running: &crate::app::Running,
     limits: &crate::config::Limits,
 ) -> Result<(i32, summary::Context), String> {
-    let iso = isolate::start(work, command, vars, running, limits).await?;
-    let (code, refused) = iso.wait().await;
-    Ok((
-        code,
-        summary::Context {
-            isolation: Some(isolate::privilege().as_str()),
-            refused: Some(refused),
-            ..Default::default()
-        },
-    ))
+    Ok(isolate::start(work, command, vars, running, limits)
+        .await?
+        .wait()
+        .await)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -182,7 +173,7 @@ async fn isolated(
 /// Says, before the agent starts, that its Node.js sends calls around the proxy.
 fn warn_old_node(old: &node::OldNode, isolate: bool) {
     #[cfg(target_os = "linux")]
-    let root = isolate && isolate::privilege() == isolate::Privilege::Root;
+    let root = isolate && isolate::privilege() == summary::Isolation::Root;
     #[cfg(not(target_os = "linux"))]
     let root = false;
     let consequence = match (isolate, root) {

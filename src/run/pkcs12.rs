@@ -76,14 +76,14 @@ fn cert_bag(der: &[u8], alias: &str) -> Vec<u8> {
     seq(&[&oid(CERT_BAG), &explicit0(&bag), &tlv(0x31, &attrs)])
 }
 
-/// The trust store holding every certificate in the PEM `bundle` (other PEM blocks are skipped).
+/// The trust store holding every certificate in the PEM `bundle` (other blocks are skipped).
 pub(crate) fn trust_store(bundle: &str) -> Vec<u8> {
-    let bags: Vec<u8> = pem::parse_many(bundle)
-        .unwrap_or_default()
-        .iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bags: Vec<u8> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .filter_map(Result::ok)
         .enumerate()
-        .flat_map(|(i, p)| cert_bag(p.contents(), &format!("intentgate-run-{i}")))
+        .flat_map(|(i, der)| cert_bag(&der, &format!("intentgate-run-{i}")))
         .collect();
     let safe_contents = tlv(0x30, &bags);
     let auth_safe = tlv(0x30, &data(&safe_contents));

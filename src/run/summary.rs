@@ -5,18 +5,27 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::identity::Agent;
+use crate::identity::{Agent, OwnerSource};
 use crate::learn::is_call;
+
+/// How `--isolate` ran the command (see `run::isolate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A network namespace; TCP that ignores the proxy is redirected to it.
+    Root,
+    /// A user + network namespace; whatever ignores the proxy has no route.
+    Rootless,
+}
 
 /// What `run` knows besides the audit records.
 #[derive(Debug, Default)]
 pub struct Context {
     /// The agent the calls were made as.
     pub agent: Option<Agent>,
-    /// `root` or `rootless` under `--isolate`.
-    pub isolation: Option<&'static str>,
+    pub isolation: Option<Isolation>,
     /// Under `--isolate`: packets that had no way out (not through the proxy).
     pub refused: Option<u64>,
 }
@@ -45,10 +54,8 @@ pub struct Summary {
     pub intents: BTreeMap<String, BTreeMap<String, Line>>,
     pub agent: Option<String>,
     pub owner: Option<String>,
-    /// `config`, `env_user`, `env_logname` or `account` (see `identity::OwnerSource`).
-    pub owner_source: Option<&'static str>,
-    /// `root` or `rootless` when run with `--isolate`.
-    pub isolation: Option<&'static str>,
+    pub owner_source: Option<OwnerSource>,
+    pub isolation: Option<Isolation>,
     /// Calls that ignored the proxy variables and reached intentgate only because `--isolate`
     /// (as root) redirected them (`connection: transparent`).
     pub redirected: usize,
@@ -56,8 +63,6 @@ pub struct Summary {
     /// through the proxy (the kernel's `OutNoRoutes` in the child's namespace).
     pub refused_outside_proxy: Option<u64>,
     pub warnings: Vec<String>,
-    #[serde(skip)]
-    owner_words: Option<&'static str>,
 }
 
 impl Summary {
@@ -114,8 +119,7 @@ impl Summary {
         if let Some(a) = &ctx.agent {
             self.agent = Some(a.id.clone());
             self.owner.clone_from(&a.owner);
-            self.owner_source = a.owner_source.map(|o| o.as_str());
-            self.owner_words = a.owner_source.map(|o| o.describe());
+            self.owner_source = a.owner_source;
         }
         self.isolation = ctx.isolation;
         self.refused_outside_proxy = ctx.refused;
@@ -159,8 +163,8 @@ impl Summary {
             self.would_block
         );
         if let Some(agent) = &self.agent {
-            let owner = match (&self.owner, self.owner_words) {
-                (Some(o), Some(from)) => format!("owner {o} ({from})"),
+            let owner = match (&self.owner, self.owner_source) {
+                (Some(o), Some(from)) => format!("owner {o} ({})", from.describe()),
                 _ => "no owner".to_string(),
             };
             out.push_str(&format!("  agent {agent}, {owner}\n"));

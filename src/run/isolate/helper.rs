@@ -17,7 +17,8 @@ use rustix::io::Errno;
 use rustix::thread::{CapabilitySet, UnshareFlags};
 
 use super::netlink::{LOOPBACK, Netlink};
-use super::wire::{self, Done, Hello, Listener, Privilege};
+use super::wire::{self, Done, Hello, Listener};
+use crate::run::summary::Isolation;
 
 /// What `run` asks the helper to do.
 pub struct HelperArgs {
@@ -126,26 +127,22 @@ pub fn main(args: HelperArgs) -> ExitCode {
 
 /// The namespace, set up, with its listeners.
 struct Net {
-    privilege: Privilege,
+    privilege: Isolation,
     listeners: Vec<(Listener, TcpListener)>,
 }
 
 fn enter(args: &HelperArgs) -> Result<Net, String> {
-    let privilege = if rustix::process::geteuid().is_root() {
-        Privilege::Root
-    } else {
-        Privilege::Rootless
-    };
+    let privilege = super::privilege();
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
     let flags = match privilege {
-        Privilege::Root => UnshareFlags::NEWNET,
-        Privilege::Rootless => UnshareFlags::NEWUSER | UnshareFlags::NEWNET,
+        Isolation::Root => UnshareFlags::NEWNET,
+        Isolation::Rootless => UnshareFlags::NEWUSER | UnshareFlags::NEWNET,
     };
     // `unshare_unsafe` is unsafe only for `CLONE_FILES` (descriptors that other threads stop
     // seeing); the safe, deprecated `unshare` is the same call, and we pass no such flag.
     #[allow(deprecated)]
     rustix::thread::unshare(flags).map_err(|e| refused(privilege, e))?;
-    if privilege == Privilege::Rootless {
+    if privilege == Isolation::Rootless {
         // Keep the user's own ids inside: the command runs as itself, without capabilities.
         let write = |file: &str, text: String| {
             std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| {
@@ -167,7 +164,7 @@ fn enter(args: &HelperArgs) -> Result<Net, String> {
     if let Some(p) = args.admin_port {
         listeners.push((Listener::Admin, bind(p)?));
     }
-    if privilege == Privilege::Root {
+    if privilege == Isolation::Root {
         let transparent = bind(0)?;
         let port = transparent.local_addr().map_err(|e| e.to_string())?.port();
         redirect_tcp(&mut nl, port)?;
@@ -181,9 +178,9 @@ fn enter(args: &HelperArgs) -> Result<Net, String> {
 }
 
 /// Why the kernel refused the namespace, in words a user can act on.
-fn refused(privilege: Privilege, e: Errno) -> String {
+fn refused(privilege: Isolation, e: Errno) -> String {
     let why = match (privilege, e) {
-        (Privilege::Rootless, Errno::PERM | Errno::ACCESS) => {
+        (Isolation::Rootless, Errno::PERM | Errno::ACCESS) => {
             "the kernel does not let unprivileged users create user namespaces here \
              (kernel.unprivileged_userns_clone=0, AppArmor's \
              kernel.apparmor_restrict_unprivileged_userns=1, or a container's seccomp profile)"
@@ -193,15 +190,15 @@ fn refused(privilege: Privilege, e: Errno) -> String {
              user.max_net_namespaces)"
         }
         (_, Errno::INVAL) => "this kernel has no user or network namespaces",
-        (Privilege::Root, Errno::PERM) => {
+        (Isolation::Root, Errno::PERM) => {
             "root without CAP_SYS_ADMIN (an unprivileged container?) cannot create a network \
              namespace"
         }
         _ => "the kernel refused",
     };
     let what = match privilege {
-        Privilege::Root => "a network namespace",
-        Privilege::Rootless => "a user and network namespace",
+        Isolation::Root => "a network namespace",
+        Isolation::Rootless => "a user and network namespace",
     };
     format!("cannot create {what}: {why} ({e})")
 }

@@ -22,28 +22,29 @@ use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub(crate) use wire::Privilege;
 use wire::{Done, Hello, Listener};
 
 use crate::app::Running;
 use crate::config::Limits;
 use crate::listen::{self, Tracker};
+use crate::run::summary::Isolation;
 
 /// How long the helper may take to make the namespace and answer.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The privilege the helper will have (it decides the same way).
-pub(crate) fn privilege() -> Privilege {
+/// How the helper isolates the command: as root a network namespace, else a user namespace too.
+pub(crate) fn privilege() -> Isolation {
     if rustix::process::geteuid().is_root() {
-        Privilege::Root
+        Isolation::Root
     } else {
-        Privilege::Rootless
+        Isolation::Rootless
     }
 }
 
 /// A running isolated command: the helper (whose exit code is the command's) and the listeners
 /// inside its namespace, served until it exits.
-pub(crate) struct Isolation {
+pub(crate) struct Isolated {
+    privilege: Isolation,
     helper: Child,
     ctl: UnixStream,
     shutdown: watch::Sender<bool>,
@@ -60,7 +61,7 @@ pub(crate) async fn start(
     env: &[(&'static str, OsString)],
     running: &Running,
     limits: &Limits,
-) -> Result<Isolation, String> {
+) -> Result<Isolated, String> {
     let path = work.join("isolate.sock");
     let control = UnixListener::bind(&path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
@@ -133,8 +134,9 @@ pub(crate) async fn start(
     if let Err(e) = ctl.write_all(b"g").await {
         return failed(format!("the isolation helper went away: {e}"), helper).await;
     }
-    tracing::debug!(privilege = privilege.as_str(), "isolated");
-    Ok(Isolation {
+    tracing::debug!(?privilege, "isolated");
+    Ok(Isolated {
+        privilege,
         helper,
         ctl,
         shutdown,
@@ -148,7 +150,7 @@ pub(crate) async fn start(
 async fn handshake(
     control: &UnixListener,
     helper: &mut Child,
-) -> Result<(UnixStream, Privilege, Vec<(Listener, OwnedFd)>), String> {
+) -> Result<(UnixStream, Isolation, Vec<(Listener, OwnedFd)>), String> {
     let stream = tokio::select! {
         r = control.accept() => r.map_err(|e| format!("control socket: {e}"))?.0,
         status = helper.wait() => {
@@ -213,10 +215,10 @@ async fn bridge(
     }
 }
 
-impl Isolation {
+impl Isolated {
     /// Waits for the command (signals passed on through the helper), then stops the listeners
-    /// inside the namespace and drains their connections. The exit code and what was refused.
-    pub(crate) async fn wait(mut self) -> (i32, u64) {
+    /// inside the namespace and drains their connections. The exit code, and what isolation saw.
+    pub(crate) async fn wait(mut self) -> (i32, crate::run::summary::Context) {
         let code = super::child::wait(self.helper, std::future::pending()).await;
         let mut text = String::new();
         let _ =
@@ -230,6 +232,11 @@ impl Isolation {
             let _ = t.await;
         }
         self.tracker.drain(self.grace).await;
-        (code, done.refused)
+        let seen = crate::run::summary::Context {
+            isolation: Some(self.privilege),
+            refused: Some(done.refused),
+            agent: None,
+        };
+        (code, seen)
     }
 }

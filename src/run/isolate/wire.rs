@@ -12,24 +12,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Who set the namespace up, and so how calls that ignore the proxy are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Privilege {
-    /// Root: TCP is redirected to the transparent listener, everything else has no route.
-    Root,
-    /// A user namespace: only `lo`; whatever does not use the proxy has no route.
-    Rootless,
-}
-
-impl Privilege {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Privilege::Root => "root",
-            Privilege::Rootless => "rootless",
-        }
-    }
-}
+use crate::run::summary::Isolation;
 
 /// A listening socket the helper bound inside the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +28,7 @@ pub(crate) enum Listener {
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Hello {
     Ready {
-        privilege: Privilege,
+        privilege: Isolation,
         listeners: Vec<Listener>,
     },
     Failed {
