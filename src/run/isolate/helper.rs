@@ -189,7 +189,10 @@ fn refused(privilege: Isolation, e: Errno) -> String {
             "the limit on namespaces is reached or set to 0 (user.max_user_namespaces, \
              user.max_net_namespaces)"
         }
-        (_, Errno::INVAL) => "this kernel has no user or network namespaces",
+        (_, Errno::INVAL) => {
+            "this kernel has no user or network namespaces (or the helper was not \
+             single-threaded: jemalloc's background thread, see MALLOC_CONF)"
+        }
         (Isolation::Root, Errno::PERM) => {
             "root without CAP_SYS_ADMIN (an unprivileged container?) cannot create a network \
              namespace"
