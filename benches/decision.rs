@@ -53,6 +53,7 @@ fn agent() -> Agent {
         namespace: Some("support".into()),
         service_account: Some("support-bot".into()),
         owner: Some("team-helpdesk".into()),
+        owner_source: None,
         spiffe_id: Some("spiffe://cluster.local/ns/support/sa/support-bot".into()),
         labels: [("tier".to_string(), "prod".to_string())].into(),
         expires: None,

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         namespace: Some("support".into()),
         service_account: Some("support-bot".into()),
         owner: Some("team-helpdesk".into()),
+        owner_source: None,
         spiffe_id: None,
         labels: [("tier".to_string(), "prod".to_string())].into(),
         expires: None,

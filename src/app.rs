@@ -224,7 +224,7 @@ pub async fn start_with(
         )));
     }
     admin_state.ready.store(true, Ordering::Release);
-    info!(proxy = %proxy_addr, admin = ?admin_addr, transparent = ?transparent_addr, config = %source, "intentgate listening");
+    info!(proxy = %proxy_addr, admin = admin_addr.map(tracing::field::display), transparent = transparent_addr.map(tracing::field::display), config = %source, "intentgate listening");
     Ok(Running {
         proxy_addr,
         admin_addr,

@@ -50,6 +50,22 @@ pub enum Command {
     /// into labelled pods, enforcing the platform floor from --config, and the policy bundle
     /// server (`GET /bundles/NAMESPACE`, from `bundles.policy_dir`).
     Inject(InjectArgs),
+    /// (internal) The namespace side of `run --isolate`; `run` starts it.
+    #[command(name = "isolate-helper", hide = true)]
+    IsolateHelper(IsolateHelperArgs),
+}
+
+/// `intentgate isolate-helper`: see `crate::run::isolate::helper`.
+#[derive(Args, Debug)]
+pub struct IsolateHelperArgs {
+    #[arg(long)]
+    pub control: PathBuf,
+    #[arg(long)]
+    pub proxy_port: u16,
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `intentgate inject`: see `crate::inject`.
@@ -130,6 +146,12 @@ pub struct RunArgs {
     /// Print no summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Linux: run CMD in a network namespace of its own whose only way out is intentgate. As
+    /// root, its TCP connections that ignore the proxy are redirected to intentgate and decided;
+    /// otherwise (a user namespace) they fail, as do UDP, DNS and raw sockets. Exits 2 if the
+    /// kernel does not allow it; never runs CMD without it.
+    #[arg(long)]
+    pub isolate: bool,
     /// The agent command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -323,7 +345,7 @@ impl ConfigArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` shares the terminal with the agent: only warnings unless asked for more.
-    let level = if matches!(cli.command, Command::Run(_)) {
+    let level = if matches!(cli.command, Command::Run(_) | Command::IsolateHelper(_)) {
         "warn"
     } else {
         "info"
@@ -339,8 +361,10 @@ pub fn main() -> ExitCode {
             learn: a.learn,
             generalise: a.generalise,
             quiet: a.quiet,
+            isolate: a.isolate,
             command: a.command,
         }),
+        Command::IsolateHelper(a) => crate::run::helper_main(a),
         Command::Learn(a) => crate::offline::learn(a),
         Command::Inject(a) => crate::inject::main(
             a.tls_cert,

@@ -1,5 +1,6 @@
 //! Who the agent is: identity facts from config, then the environment (the Kubernetes downward
-//! API), and the lifecycle checks that refuse an ownerless or expired agent all egress.
+//! API, or outside Kubernetes the user running it), and the lifecycle checks that refuse an
+//! ownerless or expired agent all egress.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -13,11 +14,62 @@ pub struct Agent {
     pub namespace: Option<String>,
     pub service_account: Option<String>,
     pub owner: Option<String>,
+    /// Where `owner` came from (`None` when there is no owner).
+    pub owner_source: Option<OwnerSource>,
     pub spiffe_id: Option<String>,
     pub labels: BTreeMap<String, String>,
     /// After this instant the agent is refused all egress (when lifecycle is enforced).
     #[serde(serialize_with = "ser_expires")]
     pub expires: Option<SystemTime>,
+}
+
+/// Where the agent's owner came from: the config (or `--owner`), or, outside Kubernetes, the user
+/// running intentgate — `$USER`, else `$LOGNAME`, else the account name of the process's uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerSource {
+    Config,
+    EnvUser,
+    EnvLogname,
+    Account,
+}
+
+impl OwnerSource {
+    /// The name used in the policy input (`agent.owner_source`) and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerSource::Config => "config",
+            OwnerSource::EnvUser => "env_user",
+            OwnerSource::EnvLogname => "env_logname",
+            OwnerSource::Account => "account",
+        }
+    }
+
+    /// Where it came from, in words (for `run`'s summary).
+    pub fn describe(self) -> &'static str {
+        match self {
+            OwnerSource::Config => "from the config",
+            OwnerSource::EnvUser => "from $USER",
+            OwnerSource::EnvLogname => "from $LOGNAME",
+            OwnerSource::Account => "the account name of this process's uid",
+        }
+    }
+}
+
+/// The account name of the process's real uid, from `/etc/passwd` (containers run with no
+/// `$USER`; an account known only to NSS, e.g. LDAP, is not found here).
+fn account_name() -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    account_in(&passwd, rustix::process::getuid().as_raw())
+}
+
+fn account_in(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+        (id.parse() == Ok(uid) && !name.is_empty() && !name.starts_with(['#', '+', '-']))
+            .then(|| name.to_string())
+    })
 }
 
 /// An identity that cannot be built from the configuration.
@@ -45,10 +97,19 @@ impl Agent {
 
     /// Builds the identity: explicit config values (flags are already written into the config)
     /// win over the environment (`INTENTGATE_AGENT_ID`, `POD_NAME`, `POD_NAMESPACE`,
-    /// `POD_SERVICE_ACCOUNT`); outside Kubernetes (no `POD_NAMESPACE`) the owner defaults to `$USER`.
+    /// `POD_SERVICE_ACCOUNT`); outside Kubernetes (no `POD_NAMESPACE`) the owner defaults to
+    /// `$USER`, then `$LOGNAME`, then the account name of the uid (see `OwnerSource`).
     pub fn from_config(
         cfg: &AgentConfig,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, IdentityError> {
+        Self::from_parts(cfg, env, &account_name)
+    }
+
+    fn from_parts(
+        cfg: &AgentConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        account: &dyn Fn() -> Option<String>,
     ) -> Result<Self, IdentityError> {
         let env = |k: &str| {
             env(k)
@@ -67,13 +128,20 @@ impl Agent {
             .unwrap_or_else(|| UNNAMED.to_string());
         let namespace = given(&cfg.namespace).or_else(|| pod_namespace.clone());
         let service_account = given(&cfg.service_account).or_else(|| env("POD_SERVICE_ACCOUNT"));
-        let owner = given(&cfg.owner).or_else(|| {
-            if pod_namespace.is_none() {
-                env("USER")
-            } else {
-                None
-            }
-        });
+        // In Kubernetes the user a container runs as says nothing about who answers for it.
+        let local = pod_namespace.is_none();
+        let (owner, owner_source) = match given(&cfg.owner) {
+            Some(o) => (Some(o), Some(OwnerSource::Config)),
+            None if local => [
+                (env("USER"), OwnerSource::EnvUser),
+                (env("LOGNAME"), OwnerSource::EnvLogname),
+            ]
+            .into_iter()
+            .find_map(|(v, src)| v.map(|v| (v, src)))
+            .or_else(|| account().map(|a| (a, OwnerSource::Account)))
+            .map_or((None, None), |(o, src)| (Some(o), Some(src))),
+            None => (None, None),
+        };
         let spiffe_id = match (&namespace, &service_account) {
             (Some(ns), Some(sa)) => Some(format!(
                 "spiffe://{}/ns/{ns}/sa/{sa}",
@@ -95,6 +163,7 @@ impl Agent {
             namespace,
             service_account,
             owner,
+            owner_source,
             spiffe_id,
             labels: cfg.labels.clone(),
             expires,
@@ -107,7 +176,7 @@ impl Agent {
         if self.owner.is_none() {
             return Some(format!(
                 "agent '{}' has no owner: every agent needs someone who answers for it \
-                 (set agent.owner in the config)",
+                 (set agent.owner in the config, or --owner)",
                 self.id
             ));
         }
@@ -187,6 +256,47 @@ mod tests {
         assert_eq!(a.id, "x");
         let a = Agent::from_config(&AgentConfig::default(), &env_of(&[])).unwrap();
         assert_eq!(a.id, UNNAMED);
+    }
+
+    #[test]
+    fn owner_falls_back_to_logname_then_the_account_of_the_uid() {
+        let none = || None;
+        let cfg = AgentConfig::default();
+        let from = |env: &'static [(&'static str, &'static str)],
+                    acct: &dyn Fn() -> Option<String>| {
+            let a = Agent::from_parts(&cfg, &env_of(env), acct).unwrap();
+            (a.owner, a.owner_source)
+        };
+        let bob = || Some("bob".to_string());
+        assert_eq!(
+            from(&[("USER", "alice"), ("LOGNAME", "al")], &bob),
+            (Some("alice".into()), Some(OwnerSource::EnvUser))
+        );
+        assert_eq!(
+            from(&[("USER", " "), ("LOGNAME", "al")], &bob),
+            (Some("al".into()), Some(OwnerSource::EnvLogname))
+        );
+        assert_eq!(
+            from(&[], &bob),
+            (Some("bob".into()), Some(OwnerSource::Account))
+        );
+        assert_eq!(from(&[], &none), (None, None));
+        // Not in Kubernetes, and not over an owner the config names.
+        assert_eq!(from(&[("POD_NAMESPACE", "ns")], &bob), (None, None));
+        let named = AgentConfig {
+            owner: Some("team".into()),
+            ..AgentConfig::default()
+        };
+        let a = Agent::from_parts(&named, &env_of(&[("USER", "alice")]), &bob).unwrap();
+        assert_eq!(a.owner_source, Some(OwnerSource::Config));
+    }
+
+    #[test]
+    fn account_names_are_read_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment:x:5\nnobody:x:65534:65534::/:/usr/sbin/nologin\n";
+        assert_eq!(account_in(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_in(passwd, 65534).as_deref(), Some("nobody"));
+        assert_eq!(account_in(passwd, 1000), None);
     }
 
     #[test]

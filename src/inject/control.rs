@@ -162,6 +162,7 @@ fn builds(snapshot: &Snapshot) -> Result<(), String> {
             namespace: Some(ns.to_string()),
             service_account: None,
             owner: Some("intentgate".into()),
+            owner_source: Some(crate::identity::OwnerSource::Config),
             spiffe_id: None,
             labels: std::collections::BTreeMap::new(),
             expires: None,

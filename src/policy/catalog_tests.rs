@@ -12,6 +12,7 @@ fn agent(id: &str, ns: Option<&str>) -> Agent {
         namespace: ns.map(str::to_string),
         service_account: None,
         owner: Some("o".into()),
+        owner_source: None,
         spiffe_id: None,
         labels: Default::default(),
         expires: None,

@@ -40,6 +40,7 @@ pub fn agent_value(a: &Agent) -> Value {
         ("namespace", opt(a.namespace.as_deref())),
         ("service_account", opt(a.service_account.as_deref())),
         ("owner", opt(a.owner.as_deref())),
+        ("owner_source", opt(a.owner_source.map(|o| o.as_str()))),
         ("spiffe_id", opt(a.spiffe_id.as_deref())),
         ("labels", labels.into_value()),
         ("expires", opt(a.expires_rfc3339().as_deref())),

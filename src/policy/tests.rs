@@ -13,6 +13,7 @@ pub(super) fn agent(ns: Option<&str>) -> Agent {
         namespace: ns.map(str::to_string),
         service_account: Some("support-bot".into()),
         owner: Some("team-helpdesk".into()),
+        owner_source: None,
         spiffe_id: None,
         labels: [("tier".to_string(), "prod".to_string())].into(),
         expires: None,

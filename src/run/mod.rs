@@ -1,15 +1,21 @@
 //! `intentgate run -- CMD`: wrap one agent process. The proxy starts in-process on ephemeral
-//! loopback ports; the child gets proxy and CA-trust variables; signals are passed on; at exit a
-//! summary says what was allowed and blocked, and the child's exit code is passed through.
+//! loopback ports; the child gets what its runtime needs to use the proxy and trust our CA
+//! (`env`), optionally inside a network namespace whose only way out is the proxy (`isolate`);
+//! signals are passed on; at exit a summary says what was allowed and blocked (and what went
+//! around the proxy, where that can be seen), and the child's exit code is passed through.
 
+mod child;
+mod env;
+#[cfg(target_os = "linux")]
+pub mod isolate;
+mod node;
+mod pkcs12;
 pub mod summary;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-use tokio::process::Command;
-use tracing::warn;
 
 use crate::cli::ConfigArgs;
 use crate::config::{Loaded, Mode};
@@ -23,16 +29,9 @@ pub struct RunRequest {
     /// With `learn`: `--generalise MIN` (see `crate::learn::Options`).
     pub generalise: Option<u32>,
     pub quiet: bool,
+    pub isolate: bool,
     pub command: Vec<String>,
 }
-
-/// Where the system's trusted roots usually are (the bundle given to the child adds our CA).
-const SYSTEM_BUNDLES: [&str; 4] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-    "/usr/local/etc/openssl/cert.pem",
-];
 
 fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     let c = &mut loaded.config;
@@ -45,29 +44,55 @@ fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     }
 }
 
+/// Where this run's audit records go: `--audit`, else the config's `audit.path` when it names a
+/// file, else a file in the run's folder (stdout belongs to the agent, and the summary is read
+/// back from the file).
+fn audit_path(flag: Option<&Path>, configured: &str, work: &Path) -> PathBuf {
+    match (flag, configured) {
+        (Some(f), _) => f.to_path_buf(),
+        (None, "stdout" | "stderr" | "off") => work.join("audit.log"),
+        (None, file) => PathBuf::from(file),
+    }
+}
+
 fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("intentgate: {msg}");
     ExitCode::from(code)
 }
 
-/// Runs the wrapper to completion; the exit code is the child's (128+N when killed by signal N).
-pub fn run(req: RunRequest) -> ExitCode {
+/// The run's private folder (mode 0700: it holds the control socket of `--isolate`).
+fn work_dir() -> Result<PathBuf, String> {
     let work = std::env::temp_dir().join(format!(
         "intentgate-run-{}-{:08x}",
         std::process::id(),
         crate::ids::boot_id() as u32
     ));
-    if let Err(e) = std::fs::create_dir_all(&work) {
-        return fail(format!("cannot create {}: {e}", work.display()), 1);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&work)
+        .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    Ok(work)
+}
+
+/// Runs the wrapper to completion; the exit code is the child's (128+N when killed by signal N).
+pub fn run(req: RunRequest) -> ExitCode {
+    if req.isolate && !cfg!(target_os = "linux") {
+        return fail("--isolate needs Linux (network namespaces)", 2);
     }
-    let audit = req.audit.clone().unwrap_or_else(|| work.join("audit.log"));
+    let work = match work_dir() {
+        Ok(w) => w,
+        Err(e) => return fail(e, 1),
+    };
     let learn = req.learn.is_some();
     let mut loaded = match req.config.load() {
         Ok(l) => l,
         Err(e) => return fail(format!("invalid configuration: {e}"), 2),
     };
+    let audit = audit_path(req.audit.as_deref(), &loaded.config.audit.path, &work);
     overrides(&mut loaded, &audit, learn);
-    let runtime = match crate::app::runtime(&loaded.config.limits) {
+    let limits = loaded.config.limits.clone();
+    let runtime = match crate::app::runtime(&limits) {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
@@ -78,156 +103,101 @@ pub fn run(req: RunRequest) -> ExitCode {
             overrides(&mut l, &audit2, learn);
             Ok(l)
         });
-        // The child is given our CA, so interception is on (`tls.intercept: auto`).
-        let running = match crate::app::start_with(loaded, reload, true).await {
+        // The child is given our CA, so interception is on (`tls.intercept: auto`). Asking a
+        // Node.js command its version overlaps with start-up.
+        let (started, old_node) = tokio::join!(
+            crate::app::start_with(loaded, reload, true),
+            node::old_node(&req.command)
+        );
+        let running = match started {
             Ok(r) => r,
             Err(e) => return fail(format!("{e:#}"), 2),
         };
-        let ca_file = work.join("intentgate-ca.pem");
-        let bundle = work.join("ca-bundle.pem");
-        if let Err(e) = write_trust(running.proxy.ca(), &ca_file, &bundle) {
-            running.shutdown().await;
-            return fail(e, 1);
+        let trust = match env::write_trust(running.proxy.ca(), &work) {
+            Ok(t) => t,
+            Err(e) => {
+                running.shutdown().await;
+                return fail(e, 1);
+            }
+        };
+        let vars = env::child_env(running.proxy_addr, running.admin_addr, &trust);
+        if let Some(old) = &old_node {
+            warn_old_node(old, req.isolate);
         }
-        let code = run_child(
-            &req.command,
-            running.proxy_addr,
-            running.admin_addr,
-            &ca_file,
-            &bundle,
-        )
-        .await;
+        let (code, mut ctx) = if req.isolate {
+            match isolated(&req.command, &vars, &work, &running, &limits).await {
+                Ok(done) => done,
+                Err(e) => {
+                    running.shutdown().await;
+                    return fail(format!("--isolate: {e}; the command was not run"), 2);
+                }
+            }
+        } else {
+            let code = match child::spawn(&req.command, |cmd| {
+                cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+            }) {
+                Ok(c) => child::wait(c, std::future::pending()).await,
+                Err(code) => code,
+            };
+            (code, summary::Context::default())
+        };
+        ctx.agent = Some(running.proxy.live.load().agent.clone());
         running.shutdown().await;
-        finish(&req, &audit, code)
+        finish(&req, &audit, code, ctx)
     })
 }
 
-fn write_trust(
-    ca: &crate::tls::ca::CertificateAuthority,
-    ca_file: &Path,
-    bundle: &Path,
-) -> Result<(), String> {
-    ca.write_cert(ca_file).map_err(|e| e.to_string())?;
-    let system = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
-    let mut text = system;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(ca.cert_pem());
-    std::fs::write(bundle, text).map_err(|e| format!("cannot write {}: {e}", bundle.display()))
-}
-
-/// Spawns the child with the proxy environment, passes SIGINT/SIGTERM on, returns its exit code.
-async fn run_child(
+#[cfg(target_os = "linux")]
+async fn isolated(
     command: &[String],
-    proxy: SocketAddr,
-    admin: Option<SocketAddr>,
-    ca: &Path,
-    bundle: &Path,
-) -> i32 {
-    let Some((program, args)) = command.split_first() else {
-        return 2;
-    };
-    let proxy_url = format!("http://{proxy}");
-    let mut no_proxy: Vec<String> = std::env::var("NO_PROXY")
-        .or_else(|_| std::env::var("no_proxy"))
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env(k, &proxy_url);
-    }
-    if let Some(a) = admin {
-        no_proxy.push(a.to_string());
-        cmd.env("INTENTGATE_ADMIN_URL", format!("http://{a}"));
-    }
-    let no_proxy = no_proxy.join(",");
-    cmd.env("NO_PROXY", &no_proxy).env("no_proxy", &no_proxy);
-    for k in [
-        "SSL_CERT_FILE",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-    ] {
-        cmd.env(k, bundle);
-    }
-    cmd.env("NODE_EXTRA_CA_CERTS", ca);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("intentgate: cannot start `{program}`: {e}");
-            return 127;
-        }
-    };
-    let pid = child
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return exit_code(child.wait().await);
-        };
-        loop {
-            tokio::select! {
-                status = child.wait() => return exit_code(status),
-                _ = int.recv() => forward(pid, rustix::process::Signal::INT),
-                _ = term.recv() => forward(pid, rustix::process::Signal::TERM),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    exit_code(child.wait().await)
+    vars: &[(&'static str, std::ffi::OsString)],
+    work: &Path,
+    running: &crate::app::Running,
+    limits: &crate::config::Limits,
+) -> Result<(i32, summary::Context), String> {
+    Ok(isolate::start(work, command, vars, running, limits)
+        .await?
+        .wait()
+        .await)
 }
 
-fn forward(pid: Option<rustix::process::Pid>, sig: rustix::process::Signal) {
-    if let Some(pid) = pid {
-        if let Err(e) = rustix::process::kill_process(pid, sig) {
-            warn!(error = %e, "could not pass the signal on to the child");
-        }
-    }
+#[cfg(not(target_os = "linux"))]
+async fn isolated(
+    _: &[String],
+    _: &[(&'static str, std::ffi::OsString)],
+    _: &Path,
+    _: &crate::app::Running,
+    _: &crate::config::Limits,
+) -> Result<(i32, summary::Context), String> {
+    Err("needs Linux".into())
 }
 
-fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
-    match status {
-        Ok(s) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::process::ExitStatusExt;
-                if let Some(sig) = s.signal() {
-                    return 128 + sig;
-                }
-            }
-            s.code().unwrap_or(1)
+/// Says, before the agent starts, that its Node.js sends calls around the proxy.
+fn warn_old_node(old: &node::OldNode, isolate: bool) {
+    #[cfg(target_os = "linux")]
+    let root = isolate && isolate::privilege() == summary::Isolation::Root;
+    #[cfg(not(target_os = "linux"))]
+    let root = false;
+    let consequence = match (isolate, root) {
+        // Its direct connections are redirected to the proxy and decided: nothing to warn about.
+        (true, true) => return,
+        (true, false) => {
+            "under --isolate without root they fail (as root they are redirected to intentgate)"
         }
-        Err(_) => 1,
-    }
+        (false, _) => {
+            "its calls go around intentgate, unseen: run it with --isolate so they cannot"
+        }
+    };
+    eprintln!(
+        "intentgate: warning: {} is Node.js {}, which ignores HTTP_PROXY/HTTPS_PROXY \
+         (Node 24+, or 22.21+, honours them with NODE_USE_ENV_PROXY=1, which run sets); {consequence}",
+        old.path.display(),
+        old.version
+    );
 }
 
 /// Summary, report and learned catalog from this run's audit records; the exit code to return.
-fn finish(req: &RunRequest, audit: &Path, code: i32) -> ExitCode {
+fn finish(req: &RunRequest, audit: &Path, code: i32, ctx: summary::Context) -> ExitCode {
     let boot = format!("{:016x}", crate::ids::boot_id());
     let records: Vec<serde_json::Value> = match crate::learn::read_audit(&[audit]) {
         Ok(r) => r
@@ -243,6 +213,7 @@ fn finish(req: &RunRequest, audit: &Path, code: i32) -> ExitCode {
     s.command.clone_from(&req.command);
     s.exit_code = code;
     s.audit_log = audit.display().to_string();
+    s.add_context(ctx);
     if !req.quiet {
         eprint!("{}", s.render());
     }
@@ -264,4 +235,22 @@ fn finish(req: &RunRequest, audit: &Path, code: i32) -> ExitCode {
         }
     }
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `intentgate isolate-helper` (started by `run --isolate`).
+pub fn helper_main(args: crate::cli::IsolateHelperArgs) -> ExitCode {
+    #[cfg(target_os = "linux")]
+    {
+        isolate::helper::main(isolate::helper::HelperArgs {
+            control: args.control,
+            proxy_port: args.proxy_port,
+            admin_port: args.admin_port,
+            command: args.command,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = args;
+        fail("--isolate needs Linux (network namespaces)", 2)
+    }
 }

@@ -1,11 +1,34 @@
 //! The summary `run` prints when the agent exits: per intent and destination, calls allowed,
-//! blocked and would-block (monitor), with the first reason for each blocked destination.
+//! blocked and would-block (monitor), with the first reason for each blocked destination; who the
+//! agent's owner is and where that came from; and warnings when calls went around the proxy
+//! (where that can be seen: `--isolate` counts them) or no call came through at all.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::identity::{Agent, OwnerSource};
 use crate::learn::is_call;
+
+/// How `--isolate` ran the command (see `run::isolate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A network namespace; TCP that ignores the proxy is redirected to it.
+    Root,
+    /// A user + network namespace; whatever ignores the proxy has no route.
+    Rootless,
+}
+
+/// What `run` knows besides the audit records.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// The agent the calls were made as.
+    pub agent: Option<Agent>,
+    pub isolation: Option<Isolation>,
+    /// Under `--isolate`: packets that had no way out (not through the proxy).
+    pub refused: Option<u64>,
+}
 
 /// Counts for one intent and destination.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -29,6 +52,17 @@ pub struct Summary {
     pub would_block: usize,
     /// intent → "host:port" → counts.
     pub intents: BTreeMap<String, BTreeMap<String, Line>>,
+    pub agent: Option<String>,
+    pub owner: Option<String>,
+    pub owner_source: Option<OwnerSource>,
+    pub isolation: Option<Isolation>,
+    /// Calls that ignored the proxy variables and reached intentgate only because `--isolate`
+    /// (as root) redirected them (`connection: transparent`).
+    pub redirected: usize,
+    /// Under `--isolate`: connection attempts, datagrams and DNS queries refused for not going
+    /// through the proxy (the kernel's `OutNoRoutes` in the child's namespace).
+    pub refused_outside_proxy: Option<u64>,
+    pub warnings: Vec<String>,
 }
 
 impl Summary {
@@ -52,6 +86,9 @@ impl Summary {
                 .entry(dest)
                 .or_default();
             s.calls += 1;
+            if r["connection"] == "transparent" {
+                s.redirected += 1;
+            }
             match r["decision"].as_str() {
                 Some("allow") => {
                     line.allowed += 1;
@@ -77,6 +114,43 @@ impl Summary {
         s
     }
 
+    /// Adds who the agent is and what isolation saw, and the warnings that follow from it.
+    pub fn add_context(&mut self, ctx: Context) {
+        if let Some(a) = &ctx.agent {
+            self.agent = Some(a.id.clone());
+            self.owner.clone_from(&a.owner);
+            self.owner_source = a.owner_source;
+        }
+        self.isolation = ctx.isolation;
+        self.refused_outside_proxy = ctx.refused;
+        let refused = ctx.refused.unwrap_or(0);
+        if refused > 0 {
+            self.warnings.push(format!(
+                "{refused} connection attempts, datagrams or DNS queries did not go through \
+                 intentgate and were refused by --isolate (they had no route out)"
+            ));
+        }
+        if self.redirected > 0 {
+            self.warnings.push(format!(
+                "{} calls ignored the proxy variables; --isolate redirected them to intentgate, \
+                 which decided them (connection: transparent)",
+                self.redirected
+            ));
+        }
+        if self.calls == 0 {
+            self.warnings.push(match (ctx.isolation, refused) {
+                (Some(_), 0) => "the command made no network call at all".to_string(),
+                (Some(_), _) => "no call went through intentgate: the command's calls ignored \
+                                 the proxy variables and were refused"
+                    .to_string(),
+                (None, _) => "no call went through intentgate: if the command made network \
+                              calls, they ignored the proxy variables (e.g. Node.js before 24) \
+                              and went around it, unseen; --isolate would stop and count them"
+                    .to_string(),
+            });
+        }
+    }
+
     /// The text printed to stderr.
     pub fn render(&self) -> String {
         let mut out = format!(
@@ -88,6 +162,16 @@ impl Summary {
             self.blocked,
             self.would_block
         );
+        if let Some(agent) = &self.agent {
+            let owner = match (&self.owner, self.owner_source) {
+                (Some(o), Some(from)) => format!("owner {o} ({})", from.describe()),
+                _ => "no owner".to_string(),
+            };
+            out.push_str(&format!("  agent {agent}, {owner}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
         for (intent, dests) in &self.intents {
             out.push_str(&format!("  intent {intent}\n"));
             for (dest, l) in dests {

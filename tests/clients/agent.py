@@ -2,14 +2,16 @@
 and CA bundle the environment names (as intentgate run sets them), and prints their statuses.
 
 usage: agent.py PLAN_JSON
-PLAN: [{"lib": "requests"|"httpx", "method": "GET", "url": "...", "headers": {}},
+PLAN: [{"lib": "requests"|"httpx"|"urllib"|"aiohttp", "method": "GET", "url": "...", "headers": {}},
        {"set_intent": "NAME"}, {"clear_intent": true}, {"touch": "FILE"}, {"sleep_until_file": "FILE"}]
 """
+import asyncio
 import json
 import os
 import signal
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
@@ -27,6 +29,17 @@ def admin(method, path, body=None):
     req = urllib.request.Request(os.environ["INTENTGATE_ADMIN_URL"] + path, data=data, method=method)
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status
+
+
+async def aiohttp_request(step):
+    import aiohttp
+
+    # trust_env: the proxy variables (aiohttp ignores them otherwise); TLS trust comes from
+    # SSL_CERT_FILE through Python's default context.
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        async with session.request(step["method"], step["url"], headers=step.get("headers", {})) as r:
+            await r.read()
+            return r.status
 
 
 def main():
@@ -48,6 +61,15 @@ def main():
 
             r = requests.request(step["method"], step["url"], headers=step.get("headers", {}), timeout=20)
             out.append(r.status_code)
+        elif step["lib"] == "urllib":
+            req = urllib.request.Request(step["url"], method=step["method"], headers=step.get("headers", {}))
+            try:
+                with urllib.request.urlopen(req, timeout=20) as r:
+                    out.append(r.status)
+            except urllib.error.HTTPError as e:
+                out.append(e.code)
+        elif step["lib"] == "aiohttp":
+            out.append(asyncio.run(aiohttp_request(step)))
         else:
             import httpx
 

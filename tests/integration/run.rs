@@ -9,15 +9,15 @@ use crate::common::*;
 
 const AGENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/agent.py");
 
-struct World {
-    dir: tempfile::TempDir,
-    up: Upstream,
+pub(crate) struct World {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) up: Upstream,
     tls_up: Upstream,
-    config: std::path::PathBuf,
+    pub(crate) config: std::path::PathBuf,
 }
 
 /// Two upstreams (HTTP and HTTPS) and a config allowing `GET /echo/ok/**` on both for `work`.
-fn world(extra: &str) -> World {
+pub(crate) fn world(extra: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("run upstream CA");
     let ca_file = ca.write_pem(dir.path());
@@ -43,7 +43,7 @@ fn world(extra: &str) -> World {
     }
 }
 
-fn run(w: &World, flags: &[&str], cmd: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(w: &World, flags: &[&str], cmd: &[&str]) -> (i32, String, String) {
     let mut args = vec!["run", "--config", w.config.to_str().unwrap()];
     args.extend(flags);
     args.push("--");
