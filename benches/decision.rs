@@ -10,6 +10,7 @@ use intentgate::config::{Config, IntentSpec, ScopeRule};
 use intentgate::identity::Agent;
 use intentgate::intent::{Intent, IntentSource};
 use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
+use intentgate::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// `INTENTGATE_BENCH_POLICY=DIR` decides with the Rego modules of DIR instead of the builtin
 /// policy (to compare rewrites of config/policy/*.rego without rebuilding the library).
@@ -98,16 +99,16 @@ impl Case {
     fn decide(&self, path: &str) -> bool {
         let facts = RequestFacts {
             id: "01JD6X2Q7",
-            protocol: "HTTP/1.1",
+            protocol: Protocol::Http11,
             method: "GET",
-            scheme: "https",
+            scheme: Scheme::Https,
             host: &self.host,
             port: 443,
             path: Some(path),
             query: Some("page=2"),
             headers: Some(&self.headers),
             connection: ConnectionFacts {
-                mode: "intercepted",
+                mode: ConnectionMode::Intercepted,
                 sni: Some(&self.host),
                 intercepted: true,
             },

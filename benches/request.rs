@@ -7,9 +7,10 @@ use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main
 use intentgate::config::Mode;
 use intentgate::identity::Agent;
 use intentgate::intent::{Intent, IntentSource};
-use intentgate::policy::catalog::ScopeVerdict;
+use intentgate::policy::catalog::{ScopeCode, ScopeVerdict};
 use intentgate::policy::{ConnectionFacts, RequestFacts, input};
 use intentgate::proxy::{headers, target};
+use intentgate::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// An agent's request head as HTTP clients send it, with hop-by-hop headers and a forged claim.
 fn agent_headers() -> http::HeaderMap {
@@ -61,16 +62,16 @@ fn bench(c: &mut Criterion) {
     let request_headers = agent_headers();
     let facts = RequestFacts {
         id: "01JD6X2Q7",
-        protocol: "HTTP/1.1",
+        protocol: Protocol::Http11,
         method: "GET",
-        scheme: "https",
+        scheme: Scheme::Https,
         host: "api.example.com",
         port: 443,
         path: Some("/v1/tickets/43"),
         query: Some("page=2&sort=name"),
         headers: Some(&request_headers),
         connection: ConnectionFacts {
-            mode: "intercepted",
+            mode: ConnectionMode::Intercepted,
             sni: Some("api.example.com"),
             intercepted: true,
         },
@@ -83,7 +84,7 @@ fn bench(c: &mut Criterion) {
         intent: Some("triage".into()),
         rule: Some(1),
         why: "GET api.example.com:443/v1/tickets/43 matches intent 'triage' allow[1]".into(),
-        code: "matched",
+        code: ScopeCode::Matched,
         mode: Mode::Enforce,
     };
     let strip = vec!["authorization".to_string()];

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::offline::{ExplainRequest, explain_json};
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
+use crate::vocab::ErrorCode;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -44,7 +45,12 @@ pub struct AdminState {
     pub body_timeout: Duration,
 }
 
-fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
+fn error(
+    status: StatusCode,
+    code: ErrorCode,
+    reason: impl Into<String>,
+    hint: &str,
+) -> Response<Body> {
     json_response(
         status,
         &json!({"error": code, "reason": reason.into(), "hint": hint,
@@ -86,7 +92,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         Ok(Err(e)) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 format!("cannot read the body: {e}"),
                 "send a JSON body under 64 KiB",
             ));
@@ -94,7 +100,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         Err(_) => {
             return Err(error(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 format!("the body did not arrive within {} ms", wait.as_millis()),
                 "send the whole body with the request",
             ));
@@ -103,7 +109,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             format!("invalid JSON: {e}"),
             "see docs/operations.md for the request format",
         )
@@ -168,7 +174,7 @@ async fn route(
             Ok(b) if !b.name.trim().is_empty() => set_session(&state, &b),
             Ok(_) => error(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                ErrorCode::BadRequest,
                 "the intent name is empty",
                 "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
             ),
@@ -194,7 +200,7 @@ async fn route(
         }
         (_, p) => error(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("no admin endpoint {method} {p}"),
             "see docs/operations.md for the admin API",
         ),
@@ -231,7 +237,7 @@ fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
         Ok((_, out)) => json_response(StatusCode::OK, &out),
         Err(e) => error(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             e,
             "send {\"method\": \"GET\", \"url\": \"https://host/path\", \"intent\": \"NAME\"}",
         ),
@@ -279,9 +285,7 @@ pub async fn serve(
             Err(live) => {
                 state
                     .metrics
-                    .refusals
-                    .with_label_values(&["too_many_admin_connections"])
-                    .inc();
+                    .refused(ErrorCode::TooManyAdminConnections);
                 listen::refuse_overloaded(stream, live);
                 continue;
             }

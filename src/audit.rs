@@ -18,55 +18,90 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{AuditConfig, AuditOnFailure};
+use crate::config::{AuditConfig, AuditOnFailure, Mode};
+use crate::intent::IntentSource;
 use crate::metrics::Metrics;
+use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict, blank};
 
 mod line;
+mod read;
 mod writer;
 
-/// One decision, as written to the audit log. `line::write` writes it; its test fails until a
-/// field added here is written there too.
-#[derive(Debug, Clone, Default, Serialize)]
+pub use read::AuditLog;
+
+/// One decision, as written to the audit log, and read back from it (`learn`, the `run` summary).
+/// `line::write` writes it; its test fails until a field added here is written there too. Reading,
+/// only `method`, `host`, `port` and `decision` are required: a line without them is no record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// RFC 3339, filled in by the writer from `at`.
+    #[serde(default)]
     pub time: String,
     /// Per-process sequence number (with `boot_id`, a gap in a collected log shows a loss).
+    #[serde(default)]
     pub seq: u64,
+    #[serde(default)]
     pub boot_id: String,
+    #[serde(default)]
     pub decision_id: String,
     /// Shared with every record of the same configuration (no copy per request).
+    #[serde(default)]
     pub agent: Arc<AuditAgent>,
+    #[serde(default)]
     pub intent: AuditIntent,
-    pub connection: &'static str,
+    /// `None` (written `""`) until the request's target is known.
+    #[serde(default, with = "blank")]
+    pub connection: Option<ConnectionMode>,
     pub method: String,
-    pub scheme: &'static str,
+    #[serde(default, with = "blank")]
+    pub scheme: Option<Scheme>,
     pub host: String,
     pub port: u16,
+    #[serde(default)]
     pub path: String,
-    /// `allow`, `deny`, `would_deny` (monitor mode) or `error` (refused before policy).
-    pub decision: &'static str,
-    pub mode: &'static str,
+    /// `None` (written `""`) until decided; `error` when refused before (or instead of) the
+    /// policy's answer.
+    #[serde(with = "blank")]
+    pub decision: Option<Verdict>,
+    #[serde(default, with = "blank")]
+    pub mode: Option<Mode>,
+    #[serde(default)]
     pub reasons: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'static str>,
+    /// Why the call was refused before the policy's answer (`decision: error`), or why a call the
+    /// decision let go got no upstream answer (`ErrorCode::upstream_failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    #[serde(default)]
     pub policy_revision: Arc<str>,
+    #[serde(default)]
     pub status: u16,
+    #[serde(default)]
     pub bytes_in: u64,
+    #[serde(default)]
     pub bytes_out: u64,
     /// How a stream (a streamed response, WebSocket or tunnel) ended, when not by finishing
     /// normally or when it has no other way to say so.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ended>,
+    #[serde(default)]
     pub durations: Durations,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }
 
+impl AuditRecord {
+    /// Whether this is the CONNECT of an intercepted tunnel: not a call of its own (the requests
+    /// inside are, a refusal decided at the CONNECT included).
+    pub fn opened_tunnel(&self) -> bool {
+        self.method == "CONNECT" && self.connection == Some(ConnectionMode::Intercepted)
+    }
+}
+
 /// How a stream ended (`ended` in the record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ended {
     /// Either side closed it.
@@ -90,22 +125,26 @@ impl Ended {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditAgent {
     pub id: String,
     pub namespace: Option<String>,
     pub spiffe_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AuditIntent {
     pub name: Option<String>,
     pub task: Option<String>,
-    pub source: &'static str,
+    #[serde(with = "blank")]
+    pub source: Option<IntentSource>,
     pub verified: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Durations {
     pub policy_us: u64,
     pub upstream_ms: f64,

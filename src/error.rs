@@ -9,6 +9,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use serde::Serialize;
 
+use crate::vocab::ErrorCode;
+
 /// The body type of every response the proxy returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -22,7 +24,7 @@ pub enum Blame {
 }
 
 /// Everything that can stop a request before (or instead of) an upstream response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("{reason}")]
     BadRequest { reason: String, hint: &'static str },
@@ -51,7 +53,7 @@ pub enum ProxyError {
     UpstreamTls { target: String, reason: String },
     #[error("{reason}")]
     Denied {
-        code: &'static str,
+        code: ErrorCode,
         reason: String,
         hint: String,
         agent: String,
@@ -131,31 +133,31 @@ impl ProxyError {
     }
 
     /// The stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ProxyError::BadRequest { .. } => "bad_request",
-            ProxyError::NotAProxyRequest => "not_a_proxy_request",
-            ProxyError::HeadersTooLarge(_) => "headers_too_large",
-            ProxyError::Misdirected { .. } => "misdirected_request",
-            ProxyError::UpstreamResolve { .. } => "upstream_unresolvable",
-            ProxyError::UpstreamConnect { .. } => "upstream_unreachable",
-            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
-            ProxyError::UpstreamProtocol { .. } => "upstream_error",
-            ProxyError::ParentProxy { .. } => "parent_proxy_error",
-            ProxyError::UpstreamTls { .. } => "upstream_tls",
-            ProxyError::Denied { code, .. } => code,
-            ProxyError::DestinationForbidden(_) => "destination_forbidden",
-            ProxyError::Overloaded { .. } => "overloaded",
-            ProxyError::RateLimited { .. } => "rate_limited",
-            ProxyError::AuditUnavailable => "audit_unavailable",
+            ProxyError::BadRequest { .. } => ErrorCode::BadRequest,
+            ProxyError::NotAProxyRequest => ErrorCode::NotAProxyRequest,
+            ProxyError::HeadersTooLarge(_) => ErrorCode::HeadersTooLarge,
+            ProxyError::Misdirected { .. } => ErrorCode::MisdirectedRequest,
+            ProxyError::UpstreamResolve { .. } => ErrorCode::UpstreamUnresolvable,
+            ProxyError::UpstreamConnect { .. } => ErrorCode::UpstreamUnreachable,
+            ProxyError::UpstreamTimeout { .. } => ErrorCode::UpstreamTimeout,
+            ProxyError::UpstreamProtocol { .. } => ErrorCode::UpstreamError,
+            ProxyError::ParentProxy { .. } => ErrorCode::ParentProxyError,
+            ProxyError::UpstreamTls { .. } => ErrorCode::UpstreamTls,
+            ProxyError::Denied { code, .. } => *code,
+            ProxyError::DestinationForbidden(_) => ErrorCode::DestinationForbidden,
+            ProxyError::Overloaded { .. } => ErrorCode::Overloaded,
+            ProxyError::RateLimited { .. } => ErrorCode::RateLimited,
+            ProxyError::AuditUnavailable => ErrorCode::AuditUnavailable,
             ProxyError::Ambiguous {
                 kind: Ambiguity::Framing,
                 ..
-            } => "ambiguous_framing",
+            } => ErrorCode::AmbiguousFraming,
             ProxyError::Ambiguous {
                 kind: Ambiguity::Request,
                 ..
-            } => "ambiguous_request",
+            } => ErrorCode::AmbiguousRequest,
         }
     }
 
@@ -209,7 +211,7 @@ impl ProxyError {
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    error: &'a str,
+    error: ErrorCode,
     reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<&'a str>,
@@ -281,7 +283,7 @@ pub fn full(bytes: Bytes) -> Body {
 /// (malformed request lines, oversized heads). Closes the connection.
 pub fn raw_error_response(
     status: StatusCode,
-    code: &str,
+    code: ErrorCode,
     reason: &str,
     hint: &str,
     decision_id: &str,

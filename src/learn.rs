@@ -13,9 +13,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::Deserialize;
-
+use crate::audit::{AuditLog, AuditRecord};
 use crate::config::IntentSpec;
+use crate::vocab::Verdict;
 use rules::{Dest, Rule, rules};
 
 /// The intent name given to calls that declared none.
@@ -27,79 +27,6 @@ pub(crate) struct Options {
     /// `--generalise MIN`: an id-like path segment (numeric, UUID, long hex) becomes `*` where at
     /// least MIN distinct paths of the same shape were seen. `None`: paths exactly as seen.
     pub(crate) generalise: Option<u32>,
-}
-
-/// Reads audit records (JSON lines) from files; names the file and line of a bad one.
-pub fn read_audit(files: &[impl AsRef<Path>]) -> Result<Vec<serde_json::Value>, String> {
-    let mut out = Vec::new();
-    for f in files {
-        let f = f.as_ref();
-        let text =
-            std::fs::read_to_string(f).map_err(|e| format!("{}: cannot read: {e}", f.display()))?;
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v = serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: not an audit record: {e}", f.display(), i + 1))?;
-            out.push(v);
-        }
-    }
-    Ok(out)
-}
-
-/// Whether a record is a call the agent made (not the setup of an intercepted tunnel) that
-/// reached a decision.
-pub fn is_call(r: &serde_json::Value) -> bool {
-    !(r["method"] == "CONNECT" && r["connection"] == "intercepted") && r["decision"] != "error"
-}
-
-/// The fields of an audit record that learning reads (the audit log's own names).
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow, default)]
-    agent: RecordAgent<'a>,
-    #[serde(borrow, default)]
-    intent: RecordIntent<'a>,
-    #[serde(default)]
-    connection: &'a str,
-    method: &'a str,
-    host: &'a str,
-    port: u16,
-    #[serde(default)]
-    path: &'a str,
-    decision: Outcome,
-    #[serde(borrow, default)]
-    reasons: Vec<&'a str>,
-    #[serde(default)]
-    error: Option<&'a str>,
-}
-
-#[derive(Deserialize, Default)]
-struct RecordAgent<'a> {
-    #[serde(default)]
-    id: &'a str,
-}
-
-#[derive(Deserialize, Default)]
-struct RecordIntent<'a> {
-    #[serde(default)]
-    name: Option<&'a str>,
-}
-
-/// A record's `decision`.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    /// Forwarded: the policy allowed it.
-    Allow,
-    /// Forwarded in monitor mode: enforce would have denied it.
-    WouldDeny,
-    /// Refused by the policy.
-    Deny,
-    /// Refused before the policy (destination, claim, malformed request, ...).
-    Error,
 }
 
 /// What was seen under one intent.
@@ -130,55 +57,51 @@ pub(crate) struct Catalog {
     intents: BTreeMap<String, Learned>,
     /// intent → (method, host:port, path) → the calls refused.
     refused: BTreeMap<String, BTreeMap<(String, String, String), Refused>>,
-    /// Records that are not audit records of a call (missing fields, unknown decision).
+    /// Records that are not audit records of a call (missing fields, unknown words, no decision).
     unreadable: usize,
     opts: Options,
 }
 
 impl Catalog {
-    /// Learns from `records`: rules from the calls that were forwarded, the rest listed.
-    pub(crate) fn learn(records: &[serde_json::Value], opts: Options) -> Self {
+    /// Learns from `log`: rules from the calls that were forwarded, the rest listed.
+    pub(crate) fn learn(log: &AuditLog, opts: Options) -> Self {
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         let mut refused: BTreeMap<String, BTreeMap<_, Refused>> = BTreeMap::new();
-        let mut unreadable = 0;
-        for v in records {
-            let Ok(r) = Record::deserialize(v) else {
+        let mut unreadable = log.unreadable;
+        for r in &log.records {
+            // The CONNECT of an intercepted tunnel: its requests are the calls.
+            if r.opened_tunnel() {
+                continue;
+            }
+            let Some(decision) = r.decision else {
                 unreadable += 1;
                 continue;
             };
-            // The CONNECT of an intercepted tunnel: its requests are the calls.
-            if r.method == "CONNECT" && r.connection == "intercepted" {
-                continue;
-            }
-            let intent = r.intent.name.unwrap_or(UNNAMED).to_string();
-            match r.decision {
-                Outcome::Allow | Outcome::WouldDeny => {
+            let intent = r.intent.name.as_deref().unwrap_or(UNNAMED).to_string();
+            match decision {
+                Verdict::Allow | Verdict::WouldDeny => {
                     let s = seen.entry(intent).or_default();
                     s.calls += 1;
-                    s.agents.insert(r.agent.id.to_string());
-                    let d = s.dests.entry((r.host.to_string(), r.port)).or_default();
+                    s.agents.insert(r.agent.id.clone());
+                    let d = s.dests.entry((r.host.clone(), r.port)).or_default();
                     if r.method == "CONNECT" || r.path.is_empty() {
                         d.opaque += 1;
                     } else {
                         d.paths
-                            .entry(r.path.to_string())
+                            .entry(r.path.clone())
                             .or_default()
-                            .insert(r.method.to_string());
+                            .insert(r.method.clone());
                     }
                 }
-                Outcome::Deny | Outcome::Error => {
-                    let key = (
-                        r.method.to_string(),
-                        dest(r.host, r.port),
-                        r.path.to_string(),
-                    );
+                Verdict::Deny | Verdict::Error => {
+                    let key = (r.method.clone(), dest(&r.host, r.port), r.path.clone());
                     let e = refused.entry(intent).or_default().entry(key).or_default();
                     if e.calls == 0 {
                         e.reason = r
                             .reasons
                             .first()
-                            .copied()
-                            .or(r.error)
+                            .map(String::as_str)
+                            .or(r.error.map(|c| c.as_str()))
                             .unwrap_or("refused")
                             .to_string();
                     }
@@ -285,18 +208,14 @@ pub(crate) fn write_learned(
     source: &str,
     opts: Options,
 ) -> Result<Catalog, String> {
-    let boot = format!("{:016x}", crate::ids::boot_id());
-    let records: Vec<serde_json::Value> = read_audit(&[audit])?
-        .into_iter()
-        .filter(|r| r["boot_id"] == boot.as_str())
-        .collect();
-    let c = Catalog::learn(&records, opts);
+    let log = AuditLog::read(&[audit])?.of_this_process();
+    let c = Catalog::learn(&log, opts);
     c.write(out, source)?;
     Ok(c)
 }
 
 /// A per-agent, per-intent count of what was seen, for people.
-pub fn describe(records: &[serde_json::Value]) -> String {
+pub fn describe(records: &[AuditRecord]) -> String {
     #[derive(Default)]
     struct Counts {
         forwarded: usize,
@@ -304,18 +223,15 @@ pub fn describe(records: &[serde_json::Value]) -> String {
         dests: BTreeSet<String>,
     }
     let mut counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
-    for v in records {
-        let Ok(r) = Record::deserialize(v) else {
+    for r in records {
+        let Some(decision) = r.decision.filter(|_| !r.opened_tunnel()) else {
             continue;
         };
-        if r.method == "CONNECT" && r.connection == "intercepted" {
-            continue;
-        }
-        let intent = r.intent.name.unwrap_or(UNNAMED).to_string();
-        let e = counts.entry((r.agent.id.to_string(), intent)).or_default();
-        if matches!(r.decision, Outcome::Allow | Outcome::WouldDeny) {
+        let intent = r.intent.name.as_deref().unwrap_or(UNNAMED).to_string();
+        let e = counts.entry((r.agent.id.clone(), intent)).or_default();
+        if matches!(decision, Verdict::Allow | Verdict::WouldDeny) {
             e.forwarded += 1;
-            e.dests.insert(dest(r.host, r.port));
+            e.dests.insert(dest(&r.host, r.port));
         } else {
             e.refused += 1;
         }

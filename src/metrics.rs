@@ -206,6 +206,11 @@ impl Metrics {
         })
     }
 
+    /// Counts a refusal in `intentgate_refusals_total{error}`.
+    pub fn refused(&self, code: crate::vocab::ErrorCode) {
+        self.refusals.with_label_values(&[code.as_str()]).inc();
+    }
+
     /// Records the revision now in force (the previous one's series is removed).
     pub fn set_policy_revision(&self, revision: &str) {
         self.policy_info.reset();

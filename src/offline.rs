@@ -17,6 +17,7 @@ use crate::identity::Agent;
 use crate::intent::{self, Intent, IntentSource, SessionStore};
 use crate::policy::{ConnectionFacts, PolicySet, RequestFacts};
 use crate::proxy::target;
+use crate::vocab::{ConnectionMode, ErrorCode, Protocol, Scheme};
 
 use destination::Destination;
 pub use destination::Pinned;
@@ -184,8 +185,8 @@ fn explain_with(
         .parse()
         .map_err(|e| format!("invalid URL '{}': {e}", req.url))?;
     let (scheme, default_port, mode) = match uri.scheme_str() {
-        Some("http") => ("http", 80, "forward"),
-        Some("https") => ("https", 443, "intercepted"),
+        Some("http") => (Scheme::Http, 80, ConnectionMode::Forward),
+        Some("https") => (Scheme::Https, 443, ConnectionMode::Intercepted),
         _ => return Err(format!("'{}' must be an http:// or https:// URL", req.url)),
     };
     let raw = uri.authority().map(|a| a.as_str()).unwrap_or_default();
@@ -220,7 +221,7 @@ fn explain_with(
     };
     let facts = RequestFacts {
         id: "explain",
-        protocol: "HTTP/1.1",
+        protocol: Protocol::Http11,
         method: &method,
         scheme,
         host: &authority.host,
@@ -231,33 +232,49 @@ fn explain_with(
         connection: ConnectionFacts {
             mode,
             sni: None,
-            intercepted: mode == "intercepted",
+            intercepted: mode == ConnectionMode::Intercepted,
         },
         destination: vetted.map(|(ip, class)| (ip, class.as_str())),
         body: None,
     };
     let (d, input) = policy.explain(agent, &intent, &facts);
+    // An https URL is reached through an intercepted tunnel: its CONNECT is decided first, by
+    // the tunnel rule (under the same intent, as if the CONNECT declared it).
+    let tunnel = (mode == ConnectionMode::Intercepted).then(|| {
+        let connect = RequestFacts {
+            protocol: Protocol::Http11,
+            method: "CONNECT",
+            scheme: Scheme::Tcp,
+            path: None,
+            query: None,
+            ..facts
+        };
+        policy.decide(agent, &intent, &connect)
+    });
+    let tunnel_refusal = tunnel.as_ref().filter(|t| t.blocks());
     let lifecycle = if cfg.agent.enforce_lifecycle {
         agent.lifecycle_violation(std::time::SystemTime::now())
     } else {
         None
     };
-    // The order of the proxy: a forbidden destination is refused before the policy is asked.
+    // The order of the proxy: a forbidden destination is refused before the policy is asked,
+    // a tunnel before the request inside it.
     let refusal = dest.as_ref().and_then(Destination::refusal);
-    let allow = d.allow && lifecycle.is_none() && refusal.is_none();
-    // What the policy alone says, shown when the destination overrules it.
-    let policy_view = refusal
-        .is_some()
-        .then(|| json!({"allow": d.allow, "code": d.code, "reasons": d.reasons}));
-    let (code, reasons, hint) = match (&refusal, lifecycle) {
-        (Some(e), _) => (e.code(), vec![e.to_string()], e.hint()),
-        (None, Some(r)) => ("agent_refused", vec![r], d.hint),
-        (None, None) => (d.code, d.reasons, d.hint),
+    let overruled = refusal.is_some() || tunnel_refusal.is_some();
+    let allow = d.allow && lifecycle.is_none() && !overruled;
+    // What the policy alone says of the request, shown when the destination or tunnel overrules.
+    let policy_view = overruled
+        .then(|| json!({"allow": d.allow, "code": d.code_text(), "reasons": d.reasons}));
+    let (code, reasons, hint) = match (&refusal, tunnel_refusal, lifecycle) {
+        (Some(e), _, _) => (e.code().as_str(), vec![e.to_string()], e.hint()),
+        (None, Some(t), _) => (t.code_text(), t.reasons.clone(), t.hint.clone()),
+        (None, None, Some(r)) => (ErrorCode::AgentRefused.as_str(), vec![r], d.hint),
+        (None, None, None) => (d.code_text(), d.reasons, d.hint),
     };
     let mut out = json!({
         "decision": {
             "allow": allow,
-            "would_block": !allow && (refusal.is_some() || d.mode == crate::config::Mode::Enforce),
+            "would_block": !allow && (overruled || d.mode == crate::config::Mode::Enforce),
             "mode": d.mode.as_str(),
             "code": code,
             "reasons": reasons,
@@ -273,6 +290,10 @@ fn explain_with(
     }
     if let Some(p) = policy_view {
         out["decision"]["policy"] = p;
+    }
+    if let Some(t) = &tunnel {
+        out["decision"]["tunnel"] =
+            json!({"allow": t.allow, "code": t.code_text(), "reasons": t.reasons});
     }
     Ok((allow, out))
 }
@@ -326,15 +347,15 @@ pub fn ca(cmd: CaCommand) -> ExitCode {
 
 /// `intentgate learn --from-audit FILE… --out FILE [--generalise [MIN]]`.
 pub fn learn(a: LearnArgs) -> ExitCode {
-    let records = match crate::learn::read_audit(&a.from_audit) {
-        Ok(r) => r,
+    let log = match crate::audit::AuditLog::read(&a.from_audit) {
+        Ok(log) => log,
         Err(e) => {
             eprintln!("intentgate: {e}");
             return ExitCode::from(2);
         }
     };
     let catalog = crate::learn::Catalog::learn(
-        &records,
+        &log,
         crate::learn::Options {
             generalise: a.generalise,
         },
@@ -350,10 +371,10 @@ pub fn learn(a: LearnArgs) -> ExitCode {
     }
     eprintln!(
         "intentgate: {} records from {} files",
-        records.len(),
+        log.records.len() + log.unreadable,
         files.len()
     );
-    eprint!("{}", crate::learn::describe(&records));
+    eprint!("{}", crate::learn::describe(&log.records));
     eprintln!("intentgate: {}", catalog.outcome(&a.out));
     ExitCode::SUCCESS
 }

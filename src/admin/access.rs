@@ -8,6 +8,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::error;
 use crate::error::Body;
+use crate::vocab::ErrorCode;
 
 /// What an endpoint gives away or changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,7 @@ impl Refusal {
         match self {
             Refusal::ReadLoopbackOnly(peer) => error(
                 StatusCode::FORBIDDEN,
-                "admin_loopback_only",
+                ErrorCode::AdminLoopbackOnly,
                 format!(
                     "this admin endpoint reveals the policy and answers loopback peers only \
                      while no admin.token_file is set; {peer} is not loopback"
@@ -59,13 +60,13 @@ impl Refusal {
             ),
             Refusal::MutateLoopbackOnly(peer) => error(
                 StatusCode::FORBIDDEN,
-                "admin_loopback_only",
+                ErrorCode::AdminLoopbackOnly,
                 format!("mutating admin endpoints accept loopback peers only; {peer} is not"),
                 "call the admin API from inside the pod or host (127.0.0.1)",
             ),
             Refusal::Unauthorized => error(
                 StatusCode::UNAUTHORIZED,
-                "admin_unauthorized",
+                ErrorCode::AdminUnauthorized,
                 "a valid bearer token is required",
                 "send Authorization: Bearer TOKEN (admin.token_file)",
             ),

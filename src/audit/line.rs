@@ -26,17 +26,17 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"task\":");
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
-    string(out, rec.intent.source);
+    string(out, rec.intent.source.map_or("", |s| s.as_str()));
     out.extend_from_slice(if rec.intent.verified {
         b",\"verified\":true},\"connection\":"
     } else {
         b",\"verified\":false},\"connection\":"
     });
-    string(out, rec.connection);
+    string(out, rec.connection.map_or("", |c| c.as_str()));
     out.extend_from_slice(b",\"method\":");
     string(out, &rec.method);
     out.extend_from_slice(b",\"scheme\":");
-    string(out, rec.scheme);
+    string(out, rec.scheme.map_or("", |s| s.as_str()));
     out.extend_from_slice(b",\"host\":");
     string(out, &rec.host);
     out.extend_from_slice(b",\"port\":");
@@ -44,9 +44,9 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"path\":");
     string(out, &rec.path);
     out.extend_from_slice(b",\"decision\":");
-    string(out, rec.decision);
+    string(out, rec.decision.map_or("", |d| d.as_str()));
     out.extend_from_slice(b",\"mode\":");
-    string(out, rec.mode);
+    string(out, rec.mode.map_or("", |m| m.as_str()));
     out.extend_from_slice(b",\"reasons\":[");
     for (i, r) in rec.reasons.iter().enumerate() {
         if i > 0 {
@@ -57,7 +57,7 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.push(b']');
     if let Some(e) = rec.error {
         out.extend_from_slice(b",\"error\":");
-        string(out, e);
+        string(out, e.as_str());
     }
     out.extend_from_slice(b",\"policy_revision\":");
     string(out, &rec.policy_revision);
@@ -153,6 +153,9 @@ fn float(out: &mut Vec<u8>, f: f64) {
 mod tests {
     use super::*;
     use crate::audit::{AuditAgent, AuditIntent, Durations, Ended};
+    use crate::config::Mode;
+    use crate::intent::IntentSource;
+    use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
 
     fn record(text: &str, n: u64) -> AuditRecord {
         AuditRecord {
@@ -168,19 +171,21 @@ mod tests {
             intent: AuditIntent {
                 name: (n % 2 == 1).then(|| text.to_string()),
                 task: (n % 5 == 0).then(|| text.to_string()),
-                source: "header",
+                source: [None, Some(IntentSource::Header), Some(IntentSource::None)]
+                    [(n % 3) as usize],
                 verified: n % 2 == 0,
             },
-            connection: "forward",
+            connection: [None, Some(ConnectionMode::Forward), Some(ConnectionMode::Transparent)]
+                [(n % 3) as usize],
             method: "GET".into(),
-            scheme: "https",
+            scheme: (n % 2 == 0).then_some(Scheme::Https),
             host: text.into(),
             port: u16::try_from(n % 65536).unwrap(),
             path: format!("/{text}"),
-            decision: "deny",
-            mode: "enforce",
+            decision: [None, Some(Verdict::Deny), Some(Verdict::WouldDeny)][(n % 3) as usize],
+            mode: (n % 2 == 1).then_some(Mode::Monitor),
             reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
-            error: (n % 3 == 1).then_some("policy_error"),
+            error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
             policy_revision: text.into(),
             status: 403,
             bytes_in: n * 1_000_003,
@@ -228,5 +233,26 @@ mod tests {
         line.clear();
         write(&AuditRecord::default(), &mut line);
         assert_eq!(line, serde_json::to_vec(&AuditRecord::default()).unwrap());
+    }
+
+    #[test]
+    fn a_written_line_reads_back_as_the_record_it_was() {
+        let mut line = Vec::new();
+        let mut again = Vec::new();
+        for n in 0..30 {
+            let rec = record("a \" b \u{1} é", n);
+            if !rec.durations.total_ms.is_finite() {
+                continue; // written as null, which no f64 reads back (never a real duration)
+            }
+            line.clear();
+            write(&rec, &mut line);
+            let back: AuditRecord = serde_json::from_slice(&line).unwrap();
+            again.clear();
+            write(&back, &mut again);
+            assert_eq!(
+                String::from_utf8_lossy(&again),
+                String::from_utf8_lossy(&line)
+            );
+        }
     }
 }

@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode, header};
 use super::auth::{Auth, AuthError};
 use super::store::{Packed, Store};
 use super::valid_namespace;
+use crate::vocab::ErrorCode;
 
 /// Why a bundle request is not answered with the bundle.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -35,12 +36,14 @@ impl Refusal {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Refusal::BadName(_) => "bad_request",
-            Refusal::Auth(AuthError::OtherNamespace { .. }) => "forbidden",
-            Refusal::Auth(AuthError::NoKeys) | Refusal::Unavailable(_) => "bundle_unavailable",
-            Refusal::Auth(_) => "unauthenticated",
+            Refusal::BadName(_) => ErrorCode::BadRequest,
+            Refusal::Auth(AuthError::OtherNamespace { .. }) => ErrorCode::Forbidden,
+            Refusal::Auth(AuthError::NoKeys) | Refusal::Unavailable(_) => {
+                ErrorCode::BundleUnavailable
+            }
+            Refusal::Auth(_) => ErrorCode::Unauthenticated,
         }
     }
 

@@ -26,6 +26,7 @@ use super::patch::{Verdict, mutate};
 use super::version::KubeVersion;
 use crate::bundle::serve::Refusal;
 use crate::error::{Body, full, json_response};
+use crate::vocab::ErrorCode;
 
 /// The largest AdmissionReview accepted (pods with big specs stay well under this).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -51,18 +52,18 @@ fn refuse(e: &ControlError) -> Response<Body> {
     let (status, code, hint) = match e {
         ControlError::BadReview(_) => (
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             "POST an AdmissionReview (admission.k8s.io/v1 or v1beta1) with a request object",
         ),
         ControlError::Bundle(r) => (r.status(), r.code(), r.hint()),
         ControlError::NotFound(_) => (
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "this server answers POST /mutate, GET /bundles/NAMESPACE and GET /healthz",
         ),
         ControlError::Method { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "see the Allow header",
         ),
     };

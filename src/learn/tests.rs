@@ -4,6 +4,14 @@ use serde_json::json;
 
 use super::*;
 
+/// The records as `learn` reads them from a log.
+fn log(records: &[serde_json::Value]) -> AuditLog {
+    let lines: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    let mut log = AuditLog::default();
+    log.add_lines(&lines.join("\n"), "test").unwrap();
+    log
+}
+
 fn rec(intent: Option<&str>, decision: &str, m: &str, host: &str, path: &str) -> serde_json::Value {
     let connection = if m == "CONNECT" { "connect" } else { "forward" };
     json!({"agent": {"id": "a"}, "intent": {"name": intent}, "connection": connection,
@@ -46,7 +54,7 @@ fn only_forwarded_calls_are_granted_and_refused_ones_are_listed() {
                "host": "api.x.com", "port": 443, "path": "", "decision": "allow"}),
         json!({"not": "a record"}),
     ];
-    let c = Catalog::learn(&records, Options::default());
+    let c = Catalog::learn(&log(&records), Options::default());
     let specs = parsed(&c);
     assert_eq!(specs["t"].allow.len(), 1);
     let r = &specs["t"].allow[0];
@@ -88,7 +96,7 @@ fn each_path_keeps_its_own_methods() {
         rec(Some("t"), "allow", "PUT", "api.x.com", "/v1/files"),
         rec(Some("t"), "allow", "GET", "api.y.com", "/"),
     ];
-    let specs = parsed(&Catalog::learn(&records, Options::default()));
+    let specs = parsed(&Catalog::learn(&log(&records), Options::default()));
     let got: Vec<_> = specs["t"]
         .allow
         .iter()
@@ -138,7 +146,7 @@ fn ids_become_wildcards_only_when_asked_and_at_the_threshold() {
         ),
     ];
     let paths = |min: Option<u32>| -> Vec<String> {
-        let c = Catalog::learn(&records, Options { generalise: min });
+        let c = Catalog::learn(&log(&records), Options { generalise: min });
         parsed(&c)["t"]
             .allow
             .iter()
@@ -152,7 +160,7 @@ fn ids_become_wildcards_only_when_asked_and_at_the_threshold() {
         ["/tickets/4712/labels", "/users/*", "/tickets/*"]
     );
     let two = Catalog::learn(
-        &records,
+        &log(&records),
         Options {
             generalise: Some(2),
         },
@@ -209,7 +217,7 @@ fn intents_tunnels_and_awkward_names_and_paths() {
         ),
         rec(Some("yes"), "deny", "GET", "h", "/x\ny"),
     ];
-    let c = Catalog::learn(&records, Options::default());
+    let c = Catalog::learn(&log(&records), Options::default());
     let specs = parsed(&c);
     assert_eq!(specs["reader"].allow[0].methods, strs(&["GET"]));
     assert_eq!(specs["writer"].allow[0].methods, strs(&["PUT"]));
@@ -232,14 +240,14 @@ fn intents_tunnels_and_awkward_names_and_paths() {
         text.contains("#   intent yes: GET h:443/x y (1 calls)"),
         "{text}"
     );
-    assert!(describe(&records).contains("agent a, intent reader: 1 calls to h:443\n"));
-    assert!(describe(&records).contains("agent a, intent yes: 0 calls; 1 refused (not learned)"));
+    assert!(describe(&log(&records).records).contains("agent a, intent reader: 1 calls to h:443\n"));
+    assert!(describe(&log(&records).records).contains("agent a, intent yes: 0 calls; 1 refused (not learned)"));
 }
 
 #[test]
 fn nothing_forwarded_is_an_empty_catalog() {
     let c = Catalog::learn(
-        &[rec(Some("t"), "deny", "GET", "h", "/")],
+        &log(&[rec(Some("t"), "deny", "GET", "h", "/")]),
         Options::default(),
     );
     assert!(parsed(&c).is_empty());

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::Scan;
 use crate::error::raw_error_response;
+use crate::vocab::ErrorCode;
 use crate::proxy::KeptUpstream;
 
 /// What one client connection's requests share: its open tunnels (the guard stays out of their
@@ -119,17 +120,17 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
     let status = bare_error_status(buf)?;
     let (code, reason, hint) = match status {
         StatusCode::BAD_REQUEST => (
-            "malformed_request",
+            ErrorCode::MalformedRequest,
             "the request line or headers could not be parsed as HTTP/1.1",
             "send a well-formed HTTP/1.1 request with an absolute URL (http://host/path) or CONNECT host:port",
         ),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request head exceeds the proxy's size or count limit",
             "send fewer or smaller headers",
         ),
         StatusCode::URI_TOO_LONG => (
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request target is too long",
             "shorten the URL",
         ),

@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::audit::Audit;
 use crate::config::Limits;
 use crate::error::raw_error_response;
+use crate::vocab::ErrorCode;
 use crate::proxy::Proxy;
 use guard::{Guard, InFlight};
 
@@ -116,7 +117,7 @@ pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: Live) {
         let _live = live;
         let body = raw_error_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             "too many client connections",
             "retry after a short wait",
             &crate::ids::decision_id(),
@@ -154,11 +155,7 @@ pub async fn serve_proxy(
         let live = match tracker.admit(limits.max_connections) {
             Ok(live) => live,
             Err(live) => {
-                proxy
-                    .metrics
-                    .refusals
-                    .with_label_values(&["too_many_connections"])
-                    .inc();
+                proxy.metrics.refused(ErrorCode::TooManyConnections);
                 refuse_overloaded(stream, live);
                 continue;
             }

@@ -21,6 +21,7 @@ use crate::proxy::Proxy;
 use crate::proxy::transparent::{Redirected, Sniffed};
 use crate::tls::rewind::Rewind;
 use crate::tls::sni::{self, Peek};
+use crate::vocab::ErrorCode;
 
 /// The destination a redirected connection was made to, before iptables rewrote it.
 #[cfg(target_os = "linux")]
@@ -120,9 +121,9 @@ pub async fn serve_transparent(
         else {
             break;
         };
-        let refuse = |code: &str| proxy.metrics.refusals.with_label_values(&[code]).inc();
+        let refuse = |code| proxy.metrics.refused(code);
         let Ok(live) = tracker.admit(limits.max_connections) else {
-            refuse("too_many_connections");
+            refuse(ErrorCode::TooManyConnections);
             continue;
         };
         // Not redirected (connected to the listener directly), or redirected to itself: a loop.
@@ -133,7 +134,7 @@ pub async fn serve_transparent(
         let original = match (original_dst(&stream), local) {
             (Ok(o), Ok(local)) if o != local => o,
             (r, _) => {
-                refuse("transparent_not_redirected");
+                refuse(ErrorCode::TransparentNotRedirected);
                 warn!(%peer, original = ?r.ok(), "transparent connection refused: not redirected, or to the listener itself");
                 continue;
             }

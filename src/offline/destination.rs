@@ -215,6 +215,7 @@ fn system_lookup(host: &str, port: u16, timeout_ms: u64) -> Result<Vec<IpAddr>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::ErrorCode;
 
     #[test]
     fn pinned_hosts_are_canonical_and_addresses_checked() {
@@ -242,7 +243,7 @@ mod tests {
         assert!(d.refusal().is_none());
         let d = Destination::find(&cfg, "h.example", 443, &[pin("169.254.169.254")]).unwrap();
         let e = d.refusal().unwrap();
-        assert_eq!(e.code(), "destination_forbidden");
+        assert_eq!(e.code(), ErrorCode::DestinationForbidden);
         assert!(e.to_string().contains("link_local"), "{e}");
         assert_eq!(d.to_json()["class"], "link_local");
     }

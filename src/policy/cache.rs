@@ -271,9 +271,9 @@ pub fn key(
             Leaf::IntentVerified => put(buf, Some(if intent.verified { "1" } else { "0" })),
             Leaf::IntentClaims if !intent.claims.is_empty() => return false,
             Leaf::IntentClaims => put(buf, None),
-            Leaf::Protocol => put(buf, Some(req.protocol)),
+            Leaf::Protocol => put(buf, Some(req.protocol.as_str())),
             Leaf::Method => put(buf, Some(req.method)),
-            Leaf::Scheme => put(buf, Some(req.scheme)),
+            Leaf::Scheme => put(buf, Some(req.scheme.as_str())),
             Leaf::Host => put(buf, Some(req.host)),
             Leaf::Port => buf.extend_from_slice(&req.port.to_be_bytes()),
             Leaf::Path => put(buf, req.path),
@@ -284,14 +284,14 @@ pub fn key(
                 buf.extend_from_slice(&scope.rule.map_or(u64::MAX, |r| r as u64).to_be_bytes());
             }
             Leaf::ScopeWhy => put(buf, Some(&scope.why)),
-            Leaf::ScopeCode => put(buf, Some(scope.code)),
+            Leaf::ScopeCode => put(buf, Some(scope.code.as_str())),
             Leaf::ScopeMode => put(buf, Some(scope.mode.as_str())),
             Leaf::DestIp => match req.destination {
                 Some((ip, _)) => put(buf, Some(&ip.to_string())),
                 None => put(buf, None),
             },
             Leaf::DestClass => put(buf, req.destination.map(|(_, c)| c)),
-            Leaf::ConnMode => put(buf, Some(req.connection.mode)),
+            Leaf::ConnMode => put(buf, Some(req.connection.mode.as_str())),
             Leaf::ConnSni => put(buf, req.connection.sni),
             Leaf::ConnIntercepted => put(
                 buf,

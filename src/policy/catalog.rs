@@ -19,11 +19,23 @@ pub struct ScopeVerdict {
     /// The matched rule: 1-based position in the intent's `allow` list (as in `why`).
     pub rule: Option<usize>,
     pub why: String,
-    /// `matched`, `no_intent`, `unknown_intent`, `not_claimable`, `host_not_in_scope`,
-    /// `port_not_in_scope`, `method_not_in_scope`, `path_not_in_scope`.
-    pub code: &'static str,
+    pub code: ScopeCode,
     /// The intent's mode, else the top-level mode.
     pub mode: Mode,
+}
+
+crate::vocab::words! {
+    /// `input.scope.code`: how the catalog matched a request, or why it did not.
+    pub enum ScopeCode {
+        Matched = "matched",
+        NoIntent = "no_intent",
+        UnknownIntent = "unknown_intent",
+        NotClaimable = "not_claimable",
+        HostNotInScope = "host_not_in_scope",
+        PortNotInScope = "port_not_in_scope",
+        MethodNotInScope = "method_not_in_scope",
+        PathNotInScope = "path_not_in_scope",
+    }
 }
 
 /// A catalog entry that cannot be compiled.
@@ -166,7 +178,7 @@ impl Catalog {
             intent: intent.map(str::to_string),
             rule: None,
             why: String::new(),
-            code: "no_intent",
+            code: ScopeCode::NoIntent,
             mode: self.default_mode,
         };
         let Some(name) = intent else {
@@ -174,7 +186,7 @@ impl Catalog {
             return v;
         };
         let Some(c) = self.intents.get(name) else {
-            v.code = "unknown_intent";
+            v.code = ScopeCode::UnknownIntent;
             v.why = format!("intent '{name}' is not in the catalog");
             return v;
         };
@@ -187,7 +199,7 @@ impl Catalog {
                 .is_some_and(|n| ns.iter().any(|x| x == n))
         });
         if !(agent_ok && ns_ok) {
-            v.code = "not_claimable";
+            v.code = ScopeCode::NotClaimable;
             v.why = format!("agent '{}' may not claim intent '{name}'", agent.id);
             if !ns_ok {
                 let _ = write!(
@@ -255,7 +267,7 @@ impl Catalog {
         if let Some(i) = found {
             v.matched = true;
             v.rule = Some(i + 1);
-            v.code = "matched";
+            v.code = ScopeCode::Matched;
             v.why = if q.destination_only {
                 format!(
                     "{} matches the destination of rule {} of intent '{name}' \
@@ -279,21 +291,21 @@ impl Catalog {
         let first = |tried: &[usize]| tried.first().map(|&i| &c.rules[i]);
         match (stage, first(&tried)) {
             (0, _) | (_, None) => {
-                v.code = "host_not_in_scope";
+                v.code = ScopeCode::HostNotInScope;
                 why.push_str("host is not in scope");
             }
             (1, Some(r)) => {
-                v.code = "port_not_in_scope";
+                v.code = ScopeCode::PortNotInScope;
                 let allowed = r.ports.as_deref().unwrap_or(&[80, 443]);
                 let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
             }
             (2, Some(r)) => {
-                v.code = "method_not_in_scope";
+                v.code = ScopeCode::MethodNotInScope;
                 let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (allowed: {allowed})");
             }
             (_, Some(r)) => {
-                v.code = "path_not_in_scope";
+                v.code = ScopeCode::PathNotInScope;
                 let _ = write!(
                     why,
                     "path is not in scope (allowed: {})",

@@ -75,12 +75,12 @@ fn hosts_exact_and_wildcard() {
     .unwrap();
     assert_eq!(
         check(&c, "GET", "api.zendesk.com", 443, "/").code,
-        "matched"
+        ScopeCode::Matched
     );
     assert_eq!(check(&c, "GET", "a.example.org", 443, "/").rule, Some(1));
-    assert_eq!(check(&c, "GET", "a.b.example.org", 80, "/").code, "matched");
+    assert_eq!(check(&c, "GET", "a.b.example.org", 80, "/").code, ScopeCode::Matched);
     let v = check(&c, "GET", "example.org", 443, "/x");
-    assert_eq!(v.code, "host_not_in_scope");
+    assert_eq!(v.code, ScopeCode::HostNotInScope);
     assert!(
         v.why
             .contains("intent 'triage' does not permit GET example.org/x"),
@@ -89,7 +89,7 @@ fn hosts_exact_and_wildcard() {
     );
     assert_eq!(
         check(&c, "GET", "zendesk.com", 443, "/").code,
-        "host_not_in_scope"
+        ScopeCode::HostNotInScope
     );
     assert_eq!(
         check(&c, "GET", "api.zendesk.com", 443, "/").mode,
@@ -150,12 +150,12 @@ fn ports_default_to_80_and_443() {
     assert!(check(&c, "GET", "a.com", 80, "/").matched);
     assert!(check(&c, "GET", "a.com", 443, "/").matched);
     let v = check(&c, "GET", "a.com", 8080, "/");
-    assert_eq!(v.code, "port_not_in_scope");
+    assert_eq!(v.code, ScopeCode::PortNotInScope);
     assert!(v.why.contains("a.com:8080/"), "{}", v.why);
     assert!(check(&c, "GET", "b.com", 8443, "/").matched);
     assert_eq!(
         check(&c, "GET", "b.com", 443, "/").code,
-        "port_not_in_scope"
+        ScopeCode::PortNotInScope
     );
 }
 
@@ -176,18 +176,18 @@ fn methods_and_paths() {
     assert!(check(&c, "GET", "api.x.com", 443, "/users/7/profile").matched);
     assert_eq!(
         check(&c, "GET", "api.x.com", 443, "/users/7/8/profile").code,
-        "path_not_in_scope"
+        ScopeCode::PathNotInScope
     );
     assert_eq!(
         check(&c, "GET", "api.x.com", 443, "/users/profile").code,
-        "path_not_in_scope"
+        ScopeCode::PathNotInScope
     );
     assert_eq!(
         check(&c, "GET", "api.x.com", 443, "/api/v2/ticketsx").code,
-        "path_not_in_scope"
+        ScopeCode::PathNotInScope
     );
     let v = check(&c, "DELETE", "api.x.com", 443, "/api/v2/tickets/1");
-    assert_eq!(v.code, "method_not_in_scope");
+    assert_eq!(v.code, ScopeCode::MethodNotInScope);
     assert!(v.why.contains("GET, PUT"), "{}", v.why);
     // A tunnel that is not intercepted is matched on its destination only.
     let v = check(&c, "CONNECT", "api.x.com", 443, "");
@@ -235,16 +235,16 @@ fn claimable_by_each_list_present_must_match() {
     assert_eq!(
         c.verdict(&agent("other", Some("support")), Some("triage"), &q)
             .code,
-        "not_claimable"
+        ScopeCode::NotClaimable
     );
     assert_eq!(
         c.verdict(&agent("bot", Some("dev")), Some("triage"), &q)
             .code,
-        "not_claimable"
+        ScopeCode::NotClaimable
     );
     assert_eq!(
         c.verdict(&agent("bot", None), Some("triage"), &q).code,
-        "not_claimable"
+        ScopeCode::NotClaimable
     );
     let ns_only = ClaimableBy {
         agents: None,
@@ -257,9 +257,9 @@ fn claimable_by_each_list_present_must_match() {
     );
     assert_eq!(
         c.verdict(&agent("bot", None), Some("nope"), &q).code,
-        "unknown_intent"
+        ScopeCode::UnknownIntent
     );
-    assert_eq!(c.verdict(&agent("bot", None), None, &q).code, "no_intent");
+    assert_eq!(c.verdict(&agent("bot", None), None, &q).code, ScopeCode::NoIntent);
 }
 
 #[test]
@@ -294,12 +294,12 @@ fn ip_literals_name_raw_tcp_destinations() {
     assert!(check(&c, "CONNECT", "2001:db8::7", 5432, "").matched);
     assert_eq!(
         check(&c, "CONNECT", "10.77.0.2", 5433, "").code,
-        "port_not_in_scope"
+        ScopeCode::PortNotInScope
     );
     // Exact only: another address, or a name that resolves there, is not this rule.
     assert_eq!(
         check(&c, "CONNECT", "10.77.0.3", 5432, "").code,
-        "host_not_in_scope"
+        ScopeCode::HostNotInScope
     );
     let err = catalog(
         vec![rule(&["*.10.0.0.1"], None, None, None)],

@@ -1,6 +1,7 @@
 //! Deciding one request: lifecycle, catalog verdict (an intent the agent may not claim is refused
 //! here), input, evaluation on this worker thread's engine (or its decision cache), and the
-//! decision, failing closed on errors.
+//! decision, failing closed on errors. The CONNECT of an intercepted tunnel is decided by the
+//! tunnel rule alone (src/policy/tunnel.rs).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,12 +11,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use regorus::{Engine, Value};
 
-use super::catalog::ScopeQuery;
+use super::catalog::{ScopeCode, ScopeQuery};
 use super::decision::{self, Decision, Parsed};
 use super::{PolicySet, RequestFacts, cache, engine, input};
 use crate::config::{Mode, OnError};
 use crate::identity::Agent;
 use crate::intent::Intent;
+use crate::vocab::ErrorCode;
 
 /// Decisions cached per worker thread before the cache is emptied.
 const CACHE_ENTRIES: usize = 4096;
@@ -42,6 +44,9 @@ impl PolicySet {
         req: &RequestFacts<'_>,
         want_input: bool,
     ) -> (Decision, Option<Value>) {
+        if req.opens_tunnel() {
+            return (self.decide_tunnel(intent, req), None);
+        }
         let start = Instant::now();
         let now = SystemTime::now();
         let host_owned;
@@ -93,7 +98,7 @@ impl PolicySet {
                     mode: Mode::Enforce,
                     reasons: vec![why],
                     headers: Vec::new(),
-                    code: "agent_refused",
+                    code: Some(ErrorCode::AgentRefused),
                     hint: "ask the agent's owner to set agent.owner or renew agent.expires".into(),
                     scope,
                     policy_micros: micros(start),
@@ -105,13 +110,13 @@ impl PolicySet {
         // Claiming an intent the agent may not claim is an identity failure, not a scope
         // question: refused in every mode (`--mode monitor` too) before any Rego, which cannot
         // overrule it. Monitor only softens scope decisions of an intent the agent may hold.
-        if scope.code == "not_claimable" {
+        if scope.code == ScopeCode::NotClaimable {
             let d = Decision {
                 allow: false,
                 mode: Mode::Enforce,
                 reasons: vec![scope.why.clone()],
                 headers: Vec::new(),
-                code: "intent_not_claimable",
+                code: Some(ErrorCode::IntentNotClaimable),
                 hint: decision::hint_for(&scope),
                 scope,
                 policy_micros: micros(start),
@@ -143,7 +148,7 @@ impl PolicySet {
             mode,
             reasons: Vec::new(),
             headers: Vec::new(),
-            code: "intent_violation",
+            code: Some(ErrorCode::IntentViolation),
             hint: String::new(),
             scope,
             policy_micros: 0,
@@ -157,7 +162,7 @@ impl PolicySet {
                 d.headers.clone_from(&p.headers);
                 d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
                 if p.allow {
-                    d.code = "allowed";
+                    d.code = None;
                 } else {
                     if d.reasons.is_empty() {
                         d.reasons.push(format!("denied by policy: {}", d.scope.why));
@@ -168,7 +173,7 @@ impl PolicySet {
             Err(msg) => {
                 tracing::warn!(error = %msg, revision = %self.revision, decision_id = req.id, "policy evaluation failed");
                 d.allow = self.on_error == OnError::Allow;
-                d.code = "policy_error";
+                d.code = Some(ErrorCode::PolicyError);
                 d.reasons.push(format!(
                     "policy evaluation failed: {}",
                     engine::one_line(&msg)

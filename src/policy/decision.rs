@@ -3,8 +3,9 @@
 
 use regorus::Value;
 
-use super::catalog::ScopeVerdict;
+use super::catalog::{ScopeCode, ScopeVerdict};
 use crate::config::Mode;
+use crate::vocab::ErrorCode;
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -16,8 +17,10 @@ pub struct Decision {
     pub reasons: Vec<String>,
     /// Headers the decision asks to add upstream.
     pub headers: Vec<(String, String)>,
-    /// `allowed`, `intent_violation`, `policy_error`, `agent_refused` or `intent_not_claimable`.
-    pub code: &'static str,
+    /// Why it is not allowed (`intent_violation`, `policy_error`, `agent_refused`,
+    /// `intent_not_claimable`, `port_not_in_scope`), or why it is allowed anyway (`policy_error`
+    /// with `policy.on_error: allow`); `None` when the policy allowed it (`allowed` in `explain`).
+    pub code: Option<ErrorCode>,
     /// What to do next (empty when allowed).
     pub hint: String,
     pub scope: ScopeVerdict,
@@ -33,13 +36,15 @@ impl Decision {
     pub fn blocks(&self) -> bool {
         !self.allow
             && (self.mode == Mode::Enforce
-                || self.code == "agent_refused"
-                || self.code == "intent_not_claimable")
+                || matches!(
+                    self.code,
+                    Some(ErrorCode::AgentRefused | ErrorCode::IntentNotClaimable)
+                ))
     }
 
-    /// `"allow"` or `"deny"` (the policy's verdict, also in monitor mode).
-    pub fn verdict(&self) -> &'static str {
-        if self.allow { "allow" } else { "deny" }
+    /// The code `explain` shows: the refusal's, or `allowed`.
+    pub fn code_text(&self) -> &'static str {
+        self.code.map_or("allowed", ErrorCode::as_str)
     }
 
     /// One line for the `reason` field of a refusal.
@@ -56,12 +61,12 @@ pub const DECLARE_HINT: &str = "declare an intent: send the header `intentgate-i
 /// The hint for a request that was not allowed.
 pub fn hint_for(scope: &ScopeVerdict) -> String {
     match (scope.code, scope.intent.as_deref()) {
-        ("no_intent", _) | (_, None) => DECLARE_HINT.to_string(),
-        ("not_claimable", Some(i)) => format!(
+        (ScopeCode::NoIntent, _) | (_, None) => DECLARE_HINT.to_string(),
+        (ScopeCode::NotClaimable, Some(i)) => format!(
             "this agent may not claim intent '{i}'; declare an intent it may claim, or ask the \
              platform team"
         ),
-        ("unknown_intent", Some(_)) => {
+        (ScopeCode::UnknownIntent, Some(_)) => {
             "declare an intent that exists in the catalog (see GET /v1/policy), or ask the \
              platform team to add it"
                 .to_string()

@@ -215,9 +215,11 @@ pub fn build(
     let m = reads;
     let request = pick([
         (has!(m, "request.id"), "id", &|| s(req.id)),
-        (has!(m, "request.protocol"), "protocol", &|| s(req.protocol)),
+        (has!(m, "request.protocol"), "protocol", &|| {
+            s(req.protocol.as_str())
+        }),
         (has!(m, "request.method"), "method", &|| s(req.method)),
-        (has!(m, "request.scheme"), "scheme", &|| s(req.scheme)),
+        (has!(m, "request.scheme"), "scheme", &|| s(req.scheme.as_str())),
         (has!(m, "request.host"), "host", &|| s(req.host)),
         (has!(m, "request.port"), "port", &|| {
             Value::from(u64::from(req.port))
@@ -245,16 +247,11 @@ pub fn build(
         None => Value::Null,
     };
     let c = &req.connection;
-    // `tcp` / `tls`: a transparent connection decided on its destination alone (no HTTP seen);
-    // `http` otherwise. A function of `request.protocol` (the decision cache keys on that).
-    let conn_protocol = match req.protocol {
-        "tcp" | "tls" => req.protocol,
-        _ => "http",
-    };
     let connection = pick([
-        (has!(m, "connection.mode"), "mode", &|| s(c.mode)),
+        (has!(m, "connection.mode"), "mode", &|| s(c.mode.as_str())),
+        // A function of `request.protocol` (the decision cache keys on that).
         (has!(m, "connection.protocol"), "protocol", &|| {
-            s(conn_protocol)
+            s(req.protocol.transport())
         }),
         (has!(m, "connection.sni"), "sni", &|| opt(c.sni)),
         (has!(m, "connection.intercepted"), "intercepted", &|| {
@@ -272,7 +269,7 @@ pub fn build(
             scope.rule.map_or(Value::Null, Value::from)
         }),
         (has!(m, "scope.why"), "why", &|| s(&scope.why)),
-        (has!(m, "scope.code"), "code", &|| s(scope.code)),
+        (has!(m, "scope.code"), "code", &|| s(scope.code.as_str())),
         (has!(m, "scope.mode"), "mode", &|| s(scope.mode.as_str())),
     ]);
     let some = |v: Option<Value>| move || v.clone().unwrap_or(Value::Null);

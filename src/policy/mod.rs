@@ -14,18 +14,20 @@ pub mod input;
 mod pattern;
 pub mod rego_test;
 mod sources;
+mod tunnel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use regorus::{Engine, Value};
 
-pub use catalog::{Catalog, CatalogError, ScopeQuery, ScopeVerdict};
+pub use catalog::{Catalog, CatalogError, ScopeCode, ScopeQuery, ScopeVerdict};
 pub use decision::{DECLARE_HINT, Decision};
 
 use crate::config::{Config, Mode, OnError};
 use crate::identity::Agent;
 use crate::intent::Intent;
+use crate::vocab::{ConnectionMode, ErrorCode, Protocol, Scheme};
 
 /// Policies that cannot be loaded. Every variant names the file; Rego errors carry the line.
 #[derive(Debug, thiserror::Error)]
@@ -61,20 +63,19 @@ pub enum PolicyError {
 /// How the request reached intentgate.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionFacts<'a> {
-    /// `forward`, `connect`, `intercepted` or `transparent`.
-    pub mode: &'a str,
+    pub mode: ConnectionMode,
     pub sni: Option<&'a str>,
     pub intercepted: bool,
 }
 
-/// What the proxy knows about one request (a CONNECT that is not intercepted has method
-/// `CONNECT` and only host and port).
+/// What the proxy knows about one call, of any kind: a request, a CONNECT (which has method
+/// `CONNECT` and only host and port), or a transparent connection decided on its destination.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub id: &'a str,
-    pub protocol: &'a str,
+    pub protocol: Protocol,
     pub method: &'a str,
-    pub scheme: &'a str,
+    pub scheme: Scheme,
     /// Lowercase, no trailing dot, punycode.
     pub host: &'a str,
     pub port: u16,
@@ -119,10 +120,10 @@ pub enum ClaimFailure {
 
 impl ClaimFailure {
     /// The error code a refusal carries.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            ClaimFailure::UnknownIntent => "unknown_intent",
-            ClaimFailure::NotClaimable => "intent_not_claimable",
+            ClaimFailure::UnknownIntent => ErrorCode::UnknownIntent,
+            ClaimFailure::NotClaimable => ErrorCode::IntentNotClaimable,
         }
     }
 
@@ -164,6 +165,9 @@ pub struct PolicySet {
     agent_value: Value,
     on_error: OnError,
     mode_override: Option<Mode>,
+    /// `egress.connect_ports`: ports an intercepted tunnel may open to besides those the
+    /// catalog's rules name (`tunnel`).
+    connect_ports: Vec<u16>,
     enforce_lifecycle: bool,
     strip: Vec<String>,
     cache_plan: cache::Plan,
@@ -270,6 +274,7 @@ impl PolicySet {
             agent_value,
             on_error: cfg.policy.on_error,
             mode_override: cfg.mode_override,
+            connect_ports: cfg.egress.connect_ports.clone(),
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
             strip: cfg.headers.strip.clone(),
             cache_plan,
@@ -370,9 +375,11 @@ impl PolicySet {
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
         let kind = match v.code {
-            "unknown_intent" if self.mode_for(Some(name)) == Mode::Monitor => return Ok(()),
-            "unknown_intent" => ClaimFailure::UnknownIntent,
-            "not_claimable" => ClaimFailure::NotClaimable,
+            ScopeCode::UnknownIntent if self.mode_for(Some(name)) == Mode::Monitor => {
+                return Ok(());
+            }
+            ScopeCode::UnknownIntent => ClaimFailure::UnknownIntent,
+            ScopeCode::NotClaimable => ClaimFailure::NotClaimable,
             _ => return Ok(()),
         };
         Err(ClaimRefusal {

@@ -84,16 +84,16 @@ impl Req {
     pub(super) fn facts(&self) -> RequestFacts<'_> {
         RequestFacts {
             id: "r1",
-            protocol: "HTTP/1.1",
+            protocol: Protocol::Http11,
             method: self.method,
-            scheme: "https",
+            scheme: Scheme::Https,
             host: self.host,
             port: 443,
             path: Some(self.path),
             query: Some("page=2"),
             headers: Some(&self.headers),
             connection: ConnectionFacts {
-                mode: "intercepted",
+                mode: ConnectionMode::Intercepted,
                 sni: Some(self.host),
                 intercepted: true,
             },
@@ -125,7 +125,7 @@ fn catalog_allows_and_denies_with_reasons_and_hints() {
     );
     assert!(d.allow, "{d:?}");
     assert_eq!(
-        (d.code, d.mode, d.scope.rule),
+        (d.code_text(), d.mode, d.scope.rule),
         ("allowed", Mode::Enforce, Some(1))
     );
     let d = decide(
@@ -135,7 +135,7 @@ fn catalog_allows_and_denies_with_reasons_and_hints() {
         &req("POST", "api.zendesk.com", "/x"),
     );
     assert!(!d.allow && d.blocks());
-    assert_eq!(d.code, "intent_violation");
+    assert_eq!(d.code_text(), "intent_violation");
     assert_eq!(d.reasons, vec![d.scope.why.clone()]);
     assert!(
         d.reasons[0].starts_with("intent 'triage' does not permit POST api.zendesk.com/x"),
@@ -147,14 +147,14 @@ fn catalog_allows_and_denies_with_reasons_and_hints() {
         "declare an intent that permits this call, or ask the platform team to extend intent 'triage'"
     );
     let d = decide(&p, &a, &Intent::none(), &req("GET", "api.zendesk.com", "/"));
-    assert_eq!((d.allow, d.scope.code), (false, "no_intent"));
+    assert_eq!((d.allow, d.scope.code.as_str()), (false, "no_intent"));
     assert!(
         d.hint.contains("intentgate-intent: NAME") && d.hint.contains("/v1/intent"),
         "{}",
         d.hint
     );
     let d = decide(&p, &a, &intent("nope"), &req("GET", "api.zendesk.com", "/"));
-    assert_eq!(d.scope.code, "unknown_intent");
+    assert_eq!(d.scope.code, ScopeCode::UnknownIntent);
     assert!(!p.revision().is_empty());
     assert_eq!(p.modules(), ["<builtin>/intentgate.rego".to_string()]);
 }
@@ -210,7 +210,7 @@ fn runtime_errors_fail_closed_unless_on_error_allow() {
         &req("GET", "api.zendesk.com", "/boom"),
     );
     assert_eq!(
-        (d.allow, d.code, d.blocks()),
+        (d.allow, d.code_text(), d.blocks()),
         (false, "policy_error", true),
         "{d:?}"
     );
@@ -227,7 +227,7 @@ fn runtime_errors_fail_closed_unless_on_error_allow() {
         &intent("triage"),
         &req("GET", "api.zendesk.com", "/boom"),
     );
-    assert_eq!((d.allow, d.code), (true, "policy_error"));
+    assert_eq!((d.allow, d.code_text()), (true, "policy_error"));
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn an_undefined_decision_is_a_policy_error() {
     let p = PolicySet::load(&c, &a).unwrap();
     assert!(decide(&p, &a, &intent("triage"), &req("POST", "x.com", "/")).allow);
     let d = decide(&p, &a, &intent("triage"), &req("GET", "x.com", "/"));
-    assert_eq!((d.allow, d.code), (false, "policy_error"));
+    assert_eq!((d.allow, d.code_text()), (false, "policy_error"));
     assert!(d.reasons[0].contains("undefined"), "{:?}", d.reasons);
 }
 
@@ -263,7 +263,7 @@ fn lifecycle_refuses_ownerless_and_expired_agents_in_any_mode() {
         &req("GET", "api.zendesk.com", "/"),
     );
     assert_eq!(
-        (d.allow, d.code, d.blocks()),
+        (d.allow, d.code_text(), d.blocks()),
         (false, "agent_refused", true)
     );
     assert!(d.reasons[0].contains("no owner"));

@@ -62,7 +62,7 @@ fn namespace_modules_narrow_only_their_namespace() {
             &intent("triage"),
             &req("GET", "api.zendesk.com", "/")
         )
-        .code,
+        .code_text(),
         "policy_error"
     );
 }
@@ -143,6 +143,6 @@ fn namespace_catalogs_and_data_apply_to_their_namespace() {
         )
         .scope
         .code,
-        "unknown_intent"
+        ScopeCode::UnknownIntent
     );
 }

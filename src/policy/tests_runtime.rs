@@ -184,7 +184,7 @@ fn a_runaway_policy_is_cut_off_and_fails_closed() {
         &intent("triage"),
         &req("GET", "api.zendesk.com", "/slow"),
     );
-    assert_eq!((d.allow, d.code), (false, "policy_error"), "{d:?}");
+    assert_eq!((d.allow, d.code_text()), (false, "policy_error"), "{d:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(
         decide(
@@ -213,7 +213,7 @@ fn a_policy_that_fails_only_on_some_requests_loads_and_fails_closed_on_them() {
         &intent("triage"),
         &req("GET", "api.zendesk.com", "/"),
     );
-    assert_eq!((d.allow, d.code), (false, "policy_error"));
+    assert_eq!((d.allow, d.code_text()), (false, "policy_error"));
     // A query that names no rule is a load error.
     let mut c = config(&[]);
     c.policy.query = "data.intentgate.nope".into();

@@ -1,7 +1,8 @@
-//! CONNECT: decided on host and port (with the CONNECT's own intent headers, else session, else
-//! default), the upstream dialled BEFORE the 200 so failures are clear, then bytes spliced. A
-//! spliced tunnel's record is written when it ends, with the bytes it moved; an intercepted
-//! one's at the 200 (each inner request has its own).
+//! CONNECT, through the decision step (src/proxy/decide.rs). Spliced: decided on host and port
+//! (with the CONNECT's own intent headers, else session, else default), the upstream dialled
+//! BEFORE the 200 so failures are clear, then bytes spliced; its record is written when it ends,
+//! with the bytes it moved. Intercepted: decided by the tunnel rule alone, its record written at
+//! the 200 (each inner request has its own); a refusal is answered inside the tunnel.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,12 +17,13 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::audited::Relayed;
-use super::decide::{self, Live};
+use super::decide::{self, Live, Refused};
 use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
-use crate::error::ProxyError;
+use crate::error::{Blame, ProxyError};
 use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// Decrements the tunnel count when a tunnel ends.
 pub(super) struct TunnelCount(pub(super) Arc<Proxy>);
@@ -47,56 +49,63 @@ impl Proxy {
             .map(|a| a.as_str())
             .unwrap_or_default();
         let authority = target::parse_authority(raw, None)?;
-        rec.connection = "connect";
-        rec.scheme = "tcp";
-        rec.host.clone_from(&authority.host);
-        rec.port = authority.port;
-
-        let (host, port) = (authority.host.as_str(), authority.port);
-        let intercept = self.cfg.tls.intercepts(host, self.clients_trust_ca);
-        if intercept {
-            // Destination safety, the part that needs no lookup: an IP literal's address classes.
-            // A name is resolved only for an inner request its own decision lets go.
-            self.dialer.vet_early(host, port, false).await?;
-            // Only to a port some intent (or `egress.connect_ports`) allows, whatever the
-            // interception setting: a spliced CONNECT gets the same from the catalog below.
-            self.connect_port(&req, live, &authority, rec)?;
-            // Intercepted: the CONNECT carries no request headers worth deciding on; each inner
-            // request is decided on its own. The upstream is dialled per inner request.
-            if rec.decision.is_empty() {
-                rec.decision = "allow";
-            }
-            rec.connection = "intercepted";
-            rec.reasons
-                .push("tunnel intercepted: each inner request is decided on its own".into());
-            return self.open_tunnel(req, authority, token, None, rec);
-        }
-        // Spliced: decided here, on destination alone. A name is resolved before the decision
-        // only when a loaded module reads input.destination, else only once it may go.
-        let reads_destination = live.policy.reads_destination();
-        let early = self.dialer.vet_early(host, port, reads_destination).await?;
+        // Intercepted: decided by the tunnel rule alone (its client sends no request headers worth
+        // deciding on: each inner request is decided on its own, and dials its own upstream).
+        // Spliced: decided here, on destination alone.
+        let intercept = self
+            .cfg
+            .tls
+            .intercepts(&authority.host, self.clients_trust_ca);
+        let mode = if intercept {
+            ConnectionMode::Intercepted
+        } else {
+            ConnectionMode::Connect
+        };
+        decide::note(rec, mode, Scheme::Tcp, &authority, None);
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
-        let id = rec.decision_id.clone();
         let facts = RequestFacts {
-            id: &id,
-            protocol: "HTTP/1.1",
+            id: "",
+            protocol: Protocol::Http11,
             method: "CONNECT",
-            scheme: "tcp",
+            scheme: Scheme::Tcp,
             host: &authority.host,
             port: authority.port,
             path: None,
             query: None,
             headers: Some(req.headers()),
             connection: ConnectionFacts {
-                mode: "connect",
+                mode,
                 sni: None,
-                intercepted: false,
+                intercepted: intercept,
             },
-            destination: early.destination(),
+            destination: None,
             body: None,
         };
-        decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
-        self.dialer.vet_pending(&early, host, port, rec).await?;
+        let call = decide::Call {
+            facts,
+            declared,
+            bodyless_with_body: None,
+        };
+        let decided = self.decide(live, rec, call).await;
+        if intercept {
+            // A refusal by policy (`port_not_in_scope`, `destination_forbidden`) is answered
+            // inside the tunnel, where the client reads it; the CONNECT itself succeeds.
+            let refused = match decided {
+                Ok(_) => None,
+                Err(err) if err.blame() == Blame::Policy => {
+                    self.failed(rec, &err);
+                    rec.reasons
+                        .push("refused at the CONNECT: answered inside the tunnel".into());
+                    Some(Refused {
+                        err,
+                        rec: rec.clone(),
+                    })
+                }
+                Err(err) => return Err(err),
+            };
+            return self.open_tunnel(req, authority, token, None, refused, rec);
+        }
+        decided?;
 
         // Dialled before the 200, so a failure is a clear 502 rather than a dead tunnel.
         self.tunnel_slot()?;
@@ -107,51 +116,7 @@ impl Proxy {
                 return Err(e.into());
             }
         };
-        self.open_tunnel(req, authority, token, Some(upstream), rec)
-    }
-
-    /// Refuses (403 `port_not_in_scope`) an intercepted CONNECT to a port that neither the
-    /// catalog's rules nor `egress.connect_ports` allow; in monitor mode it is recorded only.
-    fn connect_port(
-        &self,
-        req: &Request<Incoming>,
-        live: &Live,
-        authority: &target::Authority,
-        rec: &mut AuditRecord,
-    ) -> Result<(), ProxyError> {
-        let port = authority.port;
-        if self.cfg.egress.connect_ports.contains(&port) || live.policy.catalog().names_port(port) {
-            return Ok(());
-        }
-        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
-        let intent = declared
-            .map(|(i, _)| i.to_string())
-            .or_else(|| live.default_intent.as_ref().map(|(i, _)| i.clone()));
-        let reason = format!(
-            "CONNECT {}: port {port} is not allowed by any intent nor egress.connect_ports",
-            authority.to_host_port()
-        );
-        self.metrics
-            .refusals
-            .with_label_values(&["port_not_in_scope"])
-            .inc();
-        if live.policy.mode_for(intent.as_deref()) == crate::config::Mode::Monitor {
-            rec.decision = "would_deny";
-            rec.reasons.push(format!("would deny: {reason}"));
-            return Ok(());
-        }
-        rec.decision = "deny";
-        rec.error = Some("port_not_in_scope");
-        rec.reasons = vec![reason.clone()];
-        Err(ProxyError::Denied {
-            code: "port_not_in_scope",
-            reason,
-            hint: "tunnels go to the ports the intents allow (443 by default); ask for an intent \
-                   that allows this port, or add it to egress.connect_ports"
-                .into(),
-            agent: live.agent.id.clone(),
-            intent,
-        })
+        self.open_tunnel(req, authority, token, Some(upstream), None, rec)
     }
 
     /// Takes a place among the open tunnels, or refuses with 503.
@@ -168,14 +133,16 @@ impl Proxy {
     }
 
     /// Answers 200 and runs the tunnel: spliced to `upstream`, or intercepted when it is `None`
-    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling). A
-    /// spliced tunnel's record waits for it to end (`Outcome::Upgraded`), with what it moved.
+    /// (whose tunnel slot is taken here; a spliced tunnel's was taken before dialling), answering
+    /// `refused` to its requests if its CONNECT was refused. A spliced tunnel's record waits for
+    /// it to end (`Outcome::Upgraded`), with what it moved.
     fn open_tunnel(
         self: &Arc<Self>,
         req: Request<Incoming>,
         authority: target::Authority,
         token: InFlightToken,
         upstream: Option<tokio::net::TcpStream>,
+        refused: Option<Refused>,
         rec: &AuditRecord,
     ) -> Result<Outcome, ProxyError> {
         if upstream.is_none() {
@@ -209,7 +176,10 @@ impl Proxy {
                         }
                     }
                     (Ok(upgraded), None) => {
-                        proxy.intercept(TokioIo::new(upgraded), authority).await
+                        let mode = ConnectionMode::Intercepted;
+                        proxy
+                            .intercept(TokioIo::new(upgraded), authority, mode, refused)
+                            .await
                     }
                     (Err(e), _) => warn!(error = %e, "CONNECT upgrade failed"),
                 }

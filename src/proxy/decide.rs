@@ -1,11 +1,17 @@
-//! The decision step: who is calling (never from the request), which intent is in force (header >
-//! session > default), the policy's answer, and its enforcement (enforce blocks, monitor records).
+//! The decision step, one for every kind of call: an HTTP request (on the proxy listener, in an
+//! intercepted tunnel, on a transparent connection), a spliced CONNECT, the CONNECT of a tunnel to
+//! be intercepted, and a transparent connection decided on its destination alone. In order:
+//! destination safety that needs no lookup; who is calling (never from the request); which intent
+//! is in force (header > session > default); the policy's answer (its native rules, then Rego);
+//! its enforcement (enforce blocks, monitor records); then, for a call that may go, its name
+//! resolved and every address vetted. Nothing denied is ever looked up in DNS.
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, Method};
 
-use super::headers;
+use super::target::Authority;
+use super::{Proxy, headers};
 use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
 use crate::config::Mode;
 use crate::error::ProxyError;
@@ -13,6 +19,7 @@ use crate::identity::Agent;
 use crate::intent::{self, Intent, SessionStore};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, PolicySet, RequestFacts};
+use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
 
 /// What a reload swaps: the compiled policy and the identity it was compiled for.
 pub struct Live {
@@ -54,9 +61,96 @@ pub fn header_intent<'a>(
     Ok(name.map(|n| (n, task)))
 }
 
+/// The record takes where a call goes and how it arrived, before anything can refuse it.
+pub(super) fn note(
+    rec: &mut AuditRecord,
+    mode: ConnectionMode,
+    scheme: Scheme,
+    authority: &Authority,
+    path: Option<&str>,
+) {
+    rec.connection = Some(mode);
+    rec.scheme = Some(scheme);
+    rec.host.clone_from(&authority.host);
+    rec.port = authority.port;
+    if let Some(p) = path {
+        p.clone_into(&mut rec.path);
+    }
+}
+
+impl super::Target {
+    /// `note` for a request's canonical target.
+    pub(super) fn note(&self, rec: &mut AuditRecord) {
+        note(rec, self.mode, self.scheme, &self.authority, Some(&self.path));
+    }
+}
+
+/// One call to decide.
+pub(super) struct Call<'a> {
+    /// What the policy sees. `id` and `destination` are the step's to fill in.
+    pub facts: RequestFacts<'a>,
+    /// The intent the call's own headers declare.
+    pub declared: Option<(&'a str, Option<&'a str>)>,
+    /// The method of a GET, HEAD, OPTIONS or DELETE that carries a body: it may go only where
+    /// the matched rule's `body_methods` allows it (an upstream that ignores the body would
+    /// read it as the next request).
+    pub bodyless_with_body: Option<&'a Method>,
+}
+
+/// A call the step lets go: the decision, and the intent it was made under.
+pub(super) struct Allowed {
+    pub decision: Decision,
+    pub intent: Intent,
+}
+
+impl Proxy {
+    /// The decision step (see the module documentation). The record (already `note`d) gets the
+    /// decision; an `Err` is the refusal to answer.
+    pub(super) async fn decide(
+        &self,
+        live: &Live,
+        rec: &mut AuditRecord,
+        call: Call<'_>,
+    ) -> Result<Allowed, ProxyError> {
+        let Call {
+            mut facts,
+            declared,
+            bodyless_with_body,
+        } = call;
+        let (host, port) = (facts.host, facts.port);
+        // Destination safety, the part that needs no lookup: an IP literal's address classes. A
+        // name is resolved before the decision only when a loaded module reads
+        // input.destination, and never for a tunnel to be intercepted (each request inside
+        // resolves its own, once its decision lets it go).
+        let tunnel = facts.opens_tunnel();
+        let reads_destination = !tunnel && live.policy.reads_destination();
+        let early = self.dialer.vet_early(host, port, reads_destination).await?;
+        facts.destination = early.destination();
+        // The id is lent to the facts for the decision (not copied: this runs on every request).
+        let id = std::mem::take(&mut rec.decision_id);
+        let facts = RequestFacts { id: &id, ..facts };
+        let decided = settle(live, &self.session, &self.metrics, declared, &facts, rec);
+        rec.decision_id = id;
+        let (decision, intent) = decided?;
+        if let Some(method) = bodyless_with_body {
+            if !live.policy.catalog().allows_body(&decision.scope, method) {
+                rec.decision = Some(Verdict::Error);
+                rec.error = Some(ErrorCode::AmbiguousRequest);
+                return Err(headers::unexpected_body(method));
+            }
+        }
+        // The name's own resolution, vetted; the connection later dials only vetted addresses
+        // of it (a tunnel to be intercepted dials nothing: its requests do).
+        if !tunnel {
+            self.dialer.vet_pending(&early, host, port, rec).await?;
+        }
+        Ok(Allowed { decision, intent })
+    }
+}
+
 /// Decides `facts`, records the outcome in `rec` and the metrics, and refuses (in enforce mode)
-/// what policy denies. Ok carries the decision and intent of a request that may proceed.
-pub fn decide(
+/// what policy denies. Ok carries the decision and intent of a call that may proceed.
+fn settle(
     live: &Live,
     session: &SessionStore,
     metrics: &Metrics,
@@ -75,36 +169,44 @@ pub fn decide(
     rec.intent = AuditIntent {
         name: intent.name.clone(),
         task: intent.task.clone(),
-        source: intent.source.as_str(),
+        source: Some(intent.source),
         verified: intent.verified,
     };
 
     // The policy set also enforces the lifecycle (an ownerless or expired agent gets no egress,
     // in any mode: `Decision::blocks`).
     let d = live.policy.decide(agent, &intent, facts);
-    metrics.policy_seconds.observe(d.policy_micros as f64 / 1e6);
-    if live.policy.uncacheable().is_none() {
-        metrics.decision_cache[usize::from(!d.cached)].inc();
-    }
     rec.durations.policy_us = d.policy_micros;
-    rec.mode = d.mode.as_str();
+    rec.mode = Some(d.mode);
     rec.reasons.clone_from(&d.reasons);
-    if d.code == "policy_error" {
-        rec.error = Some("policy_error");
-    }
-    let label = if d.allow {
-        "allow"
+    // A policy that could not decide, and the native tunnel rule, name themselves in the record.
+    rec.error = d
+        .code
+        .filter(|c| matches!(c, ErrorCode::PolicyError | ErrorCode::PortNotInScope));
+    let verdict = if d.allow {
+        Verdict::Allow
     } else if d.blocks() {
-        "deny"
+        Verdict::Deny
     } else {
-        "would_deny"
+        Verdict::WouldDeny
     };
-    rec.decision = label;
-    count(metrics, live, label, d.mode, &intent);
+    rec.decision = Some(verdict);
+    if facts.opens_tunnel() {
+        // Not a call of its own (its requests are): counted only when the tunnel rule refuses.
+        if let Some(code) = d.code {
+            metrics.refused(code);
+        }
+    } else {
+        metrics.policy_seconds.observe(d.policy_micros as f64 / 1e6);
+        if live.policy.uncacheable().is_none() {
+            metrics.decision_cache[usize::from(!d.cached)].inc();
+        }
+        count(metrics, live, verdict, d.mode, &intent);
+    }
     if d.blocks() {
         return Err(ProxyError::Denied {
-            code: d.code,
-            reason: d.reasons.join("; "),
+            code: d.code.unwrap_or(ErrorCode::IntentViolation),
+            reason: d.reason(),
             hint: d.hint.clone(),
             agent: agent.id.clone(),
             intent: intent.name.clone(),
@@ -114,7 +216,7 @@ pub fn decide(
 }
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
-fn count(metrics: &Metrics, live: &Live, decision: &str, mode: Mode, intent: &Intent) {
+fn count(metrics: &Metrics, live: &Live, decision: Verdict, mode: Mode, intent: &Intent) {
     let label = match intent.name.as_deref() {
         None => "none",
         Some(n) if live.policy.catalog().contains(n) => n,
@@ -122,6 +224,31 @@ fn count(metrics: &Metrics, live: &Live, decision: &str, mode: Mode, intent: &In
     };
     metrics
         .requests
-        .with_label_values(&[decision, mode.as_str(), label])
+        .with_label_values(&[decision.as_str(), mode.as_str(), label])
         .inc();
+}
+
+/// A refusal decided at an intercepted tunnel's CONNECT (`port_not_in_scope`,
+/// `destination_forbidden`): the tunnel is opened all the same and every request inside it is
+/// answered with the refusal, where the client reads it (a refused CONNECT shows in most clients
+/// as a bare "tunnel failed"). The upstream is never dialled and nothing more is resolved.
+pub(super) struct Refused {
+    pub err: ProxyError,
+    /// The CONNECT's record, after its decision.
+    pub rec: AuditRecord,
+}
+
+impl Refused {
+    /// The refusal of one request inside the tunnel; its record carries the CONNECT's decision.
+    pub(super) fn answer(&self, rec: &mut AuditRecord) -> ProxyError {
+        let d = &self.rec;
+        rec.agent = Arc::clone(&d.agent);
+        rec.intent.clone_from(&d.intent);
+        rec.policy_revision = Arc::clone(&d.policy_revision);
+        rec.decision = d.decision;
+        rec.mode = d.mode;
+        rec.reasons.clone_from(&d.reasons);
+        rec.error = d.error;
+        self.err.clone()
+    }
 }

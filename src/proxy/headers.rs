@@ -348,7 +348,9 @@ mod tests {
             for (k, v) in h {
                 m.append(*k, HeaderValue::from_static(v));
             }
-            check_method_override(&post, &m, q).err().map(|e| e.code())
+            check_method_override(&post, &m, q)
+                .err()
+                .map(|e| e.code().as_str())
         };
         for name in [
             "X-HTTP-Method-Override",

@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
+use super::decide::Refused;
 use super::kept_tls::TunnelUpstream;
 use super::target::{self, Authority};
 use super::{Proxy, Target};
@@ -23,6 +24,7 @@ use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
 use crate::tls::server::InterceptError;
 use crate::tls::sni::Peek;
+use crate::vocab::{ConnectionMode, ErrorCode, Scheme};
 
 /// What every request inside one intercepted tunnel shares.
 pub struct TunnelInfo {
@@ -30,7 +32,7 @@ pub struct TunnelInfo {
     pub tls: bool,
     pub sni: Option<String>,
     /// `connection.mode` of its requests: `intercepted` (CONNECT) or `transparent`.
-    pub mode: &'static str,
+    pub mode: ConnectionMode,
     /// The authority as its canonical `host:port` and Host-header forms: a request naming one of
     /// these exactly names the tunnel's authority without being parsed again.
     canonical: [String; 2],
@@ -38,10 +40,18 @@ pub struct TunnelInfo {
     pub(super) upstream: Option<Arc<TunnelUpstream>>,
     /// The inner connection as its guard sees it (src/listen/guard.rs): its framing flag.
     pub(super) in_flight: InFlight,
+    /// The refusal its CONNECT got, answered to each request inside (src/proxy/decide.rs).
+    pub(super) refused: Option<Refused>,
 }
 
 impl TunnelInfo {
-    fn new(authority: Authority, tls: bool, sni: Option<String>, mode: &'static str) -> Self {
+    fn new(
+        authority: Authority,
+        tls: bool,
+        sni: Option<String>,
+        mode: ConnectionMode,
+        refused: Option<Refused>,
+    ) -> Self {
         let canonical = [
             authority.to_host_port(),
             authority.host_header(if tls { 443 } else { 80 }),
@@ -54,6 +64,7 @@ impl TunnelInfo {
             canonical,
             upstream: None,
             in_flight: InFlight::default(),
+            refused,
         }
     }
 
@@ -102,7 +113,7 @@ impl TunnelInfo {
             authority: self.authority.clone(),
             path: target::canonical_path(req.uri().path())?,
             query: req.uri().query().map(str::to_string),
-            scheme: if self.tls { "https" } else { "http" },
+            scheme: if self.tls { Scheme::Https } else { Scheme::Http },
             mode: self.mode,
             sni: self.sni.clone(),
         })
@@ -110,20 +121,14 @@ impl TunnelInfo {
 }
 
 impl Proxy {
-    /// Runs an intercepted tunnel to its end.
-    pub(super) async fn intercept<IO>(self: Arc<Self>, io: IO, authority: Authority)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        self.intercept_as(io, authority, "intercepted").await;
-    }
-
-    /// As `intercept`, its requests decided with `connection.mode = mode`.
-    pub(super) async fn intercept_as<IO>(
+    /// Runs an intercepted tunnel to its end, its requests decided with `connection.mode =
+    /// mode` (or, when its CONNECT was refused, each answered with that refusal).
+    pub(super) async fn intercept<IO>(
         self: Arc<Self>,
         io: IO,
         authority: Authority,
-        mode: &'static str,
+        mode: ConnectionMode,
+        refused: Option<Refused>,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -144,11 +149,11 @@ impl Proxy {
                 let handshake = self.tls.interceptor.accept(stream, &name);
                 match tokio::time::timeout(wait, handshake).await {
                     Ok(Ok(tls)) => {
-                        let info = TunnelInfo::new(authority, true, hello.sni, mode);
+                        let info = TunnelInfo::new(authority, true, hello.sni, mode, refused);
                         self.serve_tunnel(TokioIo::new(tls.stream), info).await;
                     }
                     Ok(Err(InterceptError::Sni(r))) => {
-                        self.metrics.refusals.with_label_values(&[r.code()]).inc();
+                        self.metrics.refused(r.code());
                         warn!(reason = %r, tunnel = %authority.to_host_port(), "TLS client refused");
                     }
                     Ok(Err(e)) => debug!(error = %e, "interception handshake failed"),
@@ -156,14 +161,11 @@ impl Proxy {
                 }
             }
             Peek::NotTls => {
-                let info = TunnelInfo::new(authority, false, None, mode);
+                let info = TunnelInfo::new(authority, false, None, mode, refused);
                 self.serve_tunnel(TokioIo::new(stream), info).await;
             }
             Peek::Malformed(why) => {
-                self.metrics
-                    .refusals
-                    .with_label_values(&["malformed_client_hello"])
-                    .inc();
+                self.metrics.refused(ErrorCode::MalformedClientHello);
                 warn!(reason = why, "malformed TLS ClientHello in a tunnel");
             }
             Peek::NeedMore { .. } => debug!("tunnel closed mid-ClientHello"),
@@ -175,8 +177,9 @@ impl Proxy {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs);
-        // through a parent proxy its requests take the pooled client instead.
-        if info.tls && self.dialer.is_direct() {
+        // through a parent proxy its requests take the pooled client instead. A refused one
+        // never has an upstream.
+        if info.tls && self.dialer.is_direct() && info.refused.is_none() {
             info.upstream = Some(Arc::new(TunnelUpstream::new(
                 info.authority.clone(),
                 &self.idle,

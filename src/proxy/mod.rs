@@ -6,6 +6,7 @@ mod connect;
 pub mod connector;
 pub mod decide;
 mod dns;
+mod failure;
 pub mod headers;
 mod idle;
 mod inspect;
@@ -36,12 +37,13 @@ use tracing::{Instrument, debug, debug_span};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
-use crate::error::{self, Blame, Body, ProxyError};
+use crate::error::{self, Body, ProxyError};
 use crate::intent::SessionStore;
 use crate::listen::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::tls::Tls;
+use crate::vocab::{ConnectionMode, Scheme};
 use audited::{Audited, Counted};
 use connector::{HttpClient, HttpsClient};
 use decide::Live;
@@ -115,8 +117,8 @@ struct Target {
     authority: Authority,
     path: String,
     query: Option<String>,
-    scheme: &'static str,
-    mode: &'static str,
+    scheme: Scheme,
+    mode: ConnectionMode,
     sni: Option<String>,
 }
 
@@ -131,14 +133,6 @@ enum Outcome {
         tokio::sync::oneshot::Receiver<audited::Relayed>,
         &'static str,
     ),
-}
-
-fn protocol(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    }
 }
 
 impl Proxy {
@@ -220,14 +214,9 @@ impl Proxy {
             }
             Err(err) => {
                 span.in_scope(
-                    || debug!(error = %err, code = err.code(), blame = ?err.blame(), "refused"),
+                    || debug!(error = %err, code = %err.code(), blame = ?err.blame(), "refused"),
                 );
-                self.count_error(&err);
-                rec.status = err.status().as_u16();
-                if rec.decision.is_empty() {
-                    rec.decision = "error";
-                    rec.error = Some(err.code());
-                }
+                self.failed(&mut rec, &err);
                 error::into_response(&err, &rec.decision_id)
             }
         };
@@ -236,20 +225,6 @@ impl Proxy {
             slot.send(rec);
         }
         Ok(resp)
-    }
-
-    fn count_error(&self, err: &ProxyError) {
-        match err.blame() {
-            Blame::Upstream => self
-                .metrics
-                .upstream_errors
-                .with_label_values(&[err.code()])
-                .inc(),
-            Blame::Client | Blame::Proxy => {
-                self.metrics.refusals.with_label_values(&[err.code()]).inc()
-            }
-            Blame::Policy => {}
-        }
     }
 
     async fn pipeline(
@@ -284,8 +259,13 @@ impl Proxy {
         let in_flight = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.
+            //    A tunnel refused at its CONNECT answers each request with that refusal.
             Entry::Tunnel(t) => {
                 let target = t.target_of(&req)?;
+                if let Some(refused) = &t.refused {
+                    target.note(rec);
+                    return Err(refused.answer(rec));
+                }
                 let kept = t.upstream.as_ref().map(Kept::Tls);
                 return self.forward(req, live, rec, target, ws, kept).await;
             }
@@ -313,8 +293,8 @@ impl Proxy {
             authority,
             path,
             query,
-            scheme: "http",
-            mode: "forward",
+            scheme: Scheme::Http,
+            mode: ConnectionMode::Forward,
             sni: None,
         };
         let ws = ws.map(|w| w.held_by(in_flight));
@@ -334,6 +314,7 @@ impl Proxy {
         ws: Option<websocket::Upgrading>,
         kept: Option<Kept<'_>>,
     ) -> Result<Outcome, ProxyError> {
+        target.note(rec);
         let Target {
             authority,
             path,
@@ -342,31 +323,20 @@ impl Proxy {
             mode,
             sni,
         } = target;
-        rec.connection = mode;
-        rec.scheme = scheme;
-        rec.host.clone_from(&authority.host);
-        rec.port = authority.port;
-        rec.path.clone_from(&path);
-        let bodyless_body = headers::body_on_bodyless(&req);
+        let bodyless_with_body = headers::body_on_bodyless(&req);
 
-        // 5. Destination safety, the part that needs no lookup: an IP literal's address classes.
-        //    A name is resolved before the decision only when a loaded module reads
-        //    input.destination; otherwise nothing denied is ever sent to DNS (step 6b).
-        let (host, port) = (authority.host.as_str(), authority.port);
-        let reads_destination = live.policy.reads_destination();
-        let early = self.dialer.vet_early(host, port, reads_destination).await?;
-
-        // 5b. The body's start, only when a loaded module reads input.request.body (at most
-        //     limits.inspect_body_bytes; replayed in front of the rest when forwarded).
+        // 5. The body's start, only when a loaded module reads input.request.body (at most
+        //    limits.inspect_body_bytes; replayed in front of the rest when forwarded).
         let (mut req, json) = self.inspect_body(req, live).await?;
 
-        // 6. The decision: identity from config (never from the request), intent from the headers
-        //    (two different values refused) > session > default, then the policy; enforce blocks.
+        // 6. The decision step (src/proxy/decide.rs): destination safety, identity from config
+        //    (never from the request), intent from the headers (two different values refused) >
+        //    session > default, the policy; enforce blocks; then the name of what may go is
+        //    resolved and vetted (the connection later dials only vetted addresses of it).
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
-        let id = rec.decision_id.clone();
         let facts = RequestFacts {
-            id: &id,
-            protocol: protocol(req.version()),
+            id: "",
+            protocol: req.version().into(),
             method: req.method().as_str(),
             scheme,
             host: &authority.host,
@@ -377,30 +347,17 @@ impl Proxy {
             connection: ConnectionFacts {
                 mode,
                 sni: sni.as_deref(),
-                intercepted: mode == "intercepted" || scheme == "https",
+                intercepted: mode == ConnectionMode::Intercepted || scheme == Scheme::Https,
             },
-            destination: early.destination(),
+            destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
         };
-        let (decision, intent) =
-            decide::decide(live, &self.session, &self.metrics, declared, &facts, rec)?;
-        // 6b. A body on GET/HEAD/OPTIONS/DELETE only where the matched rule's `body_methods`
-        //     allows it: an upstream that ignores it would read it as the next request (400).
-        if bodyless_body
-            && !live
-                .policy
-                .catalog()
-                .allows_body(&decision.scope, req.method())
-        {
-            rec.decision = "error";
-            rec.error = Some("ambiguous_request");
-            return Err(headers::unexpected_body(req.method()));
-        }
-
-        // 6c. Destination safety for what may go: the name resolved (shared short-lived cache)
-        //     and every address vetted; the connection later dials only vetted addresses of that
-        //     same resolution.
-        self.dialer.vet_pending(&early, host, port, rec).await?;
+        let call = decide::Call {
+            facts,
+            declared,
+            bodyless_with_body: bodyless_with_body.then(|| req.method()),
+        };
+        let decide::Allowed { decision, intent } = self.decide(live, rec, call).await?;
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
@@ -417,7 +374,7 @@ impl Proxy {
         if let Some(v) = intent.name.as_deref().and_then(tag) {
             h.insert(self.tag_intent.clone(), v);
         }
-        if let Some(v) = tag(&id) {
+        if let Some(v) = tag(&rec.decision_id) {
             h.insert(self.tag_decision.clone(), v);
         }
         for (k, v) in &decision.headers {
@@ -425,7 +382,7 @@ impl Proxy {
                 h.insert(k, v);
             }
         }
-        let default_port = if scheme == "https" { 443 } else { 80 };
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
         if let Some(host) = tag(&authority.host_header(default_port)) {
             h.insert(HOST, host);
         }
@@ -441,6 +398,8 @@ impl Proxy {
         if let Some(ws) = ws {
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }
+        // The send path below takes the scheme as its text.
+        let scheme = scheme.as_str();
         // 9. Forward in origin-form (absolute-form to a parent proxy), the body streamed and
         //    counted, bounded by the upstream response timeout: plain HTTP from the listener over
         //    the upstream connection its client connection keeps (src/proxy/reuse.rs), HTTPS in

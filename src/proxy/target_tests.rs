@@ -1,6 +1,7 @@
 //! Tests of the canonical request target: authorities, paths, the Host header check.
 
 use super::*;
+use crate::vocab::ErrorCode;
 
 #[test]
 fn host_header_of_an_absolute_target() {
@@ -139,7 +140,7 @@ fn paths_that_upstreams_read_differently_are_ambiguous() {
         "/api/%ff",
     ] {
         let err = canonical_path(bad).unwrap_err();
-        assert_eq!(err.code(), "ambiguous_request", "{bad}: {err}");
+        assert_eq!(err.code(), ErrorCode::AmbiguousRequest, "{bad}: {err}");
     }
     // Parameters elsewhere, other double escapes and real UTF-8 stay.
     for (ok, canonical) in [

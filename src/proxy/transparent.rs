@@ -3,7 +3,7 @@
 //! bytes. Plain HTTP is served and each request decided on the host it names; TLS is decided on
 //! its SNI, intercepted or spliced exactly as a CONNECT would be; anything else, or silence (the
 //! server speaks first), is decided on the IP and port (`connection.protocol = "tcp"`) and
-//! spliced. A name is always dialled at intentgate's own vetted resolution, never at the IP the
+//! spliced. Every one goes through the decision step (src/proxy/decide.rs). A name is always dialled at intentgate's own vetted resolution, never at the IP the
 //! client chose, so a Host or SNI cannot carry a decision for one host onto another.
 
 use std::convert::Infallible;
@@ -27,6 +27,7 @@ use crate::audit::{AuditRecord, Slot};
 use crate::error::{Body, ProxyError};
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::tls::sni::ClientHello;
+use crate::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// The record of a decided opaque connection, written when it ends.
 struct Decided {
@@ -112,8 +113,8 @@ impl Redirected {
             authority,
             path: target::canonical_path(req.uri().path())?,
             query: req.uri().query().map(str::to_string),
-            scheme: "http",
-            mode: "transparent",
+            scheme: Scheme::Http,
+            mode: ConnectionMode::Transparent,
             sni: None,
         })
     }
@@ -152,20 +153,20 @@ impl Proxy {
             .and_then(|n| target::canonical_host(n).ok())
             .map(|host| Authority { host, port });
         let (authority, protocol) = match named {
-            Some(a) => (a, "tls"),
+            Some(a) => (a, Protocol::Tls),
             None => (
                 Authority {
                     host: original.ip().to_string(),
                     port,
                 },
-                "tcp",
+                Protocol::Tcp,
             ),
         };
         self.metrics
             .transparent_connections
-            .with_label_values(&[protocol])
+            .with_label_values(&[protocol.as_str()])
             .inc();
-        if protocol == "tls"
+        if protocol == Protocol::Tls
             && self
                 .cfg
                 .tls
@@ -177,12 +178,13 @@ impl Proxy {
                 return debug!(error = %e, "transparent TLS refused");
             }
             let _count = TunnelCount(self.clone());
-            return self.intercept_as(io, authority, "transparent").await;
+            let mode = ConnectionMode::Transparent;
+            return self.intercept(io, authority, mode, None).await;
         }
         let (decided, upstream) = self
             .decide_opaque(&authority, protocol, sni.as_deref())
             .await;
-        let span = info_span!("transparent", target = %authority.to_host_port(), protocol, decision_id = %decided.rec.decision_id);
+        let span = info_span!("transparent", target = %authority.to_host_port(), protocol = protocol.as_str(), decision_id = %decided.rec.decision_id);
         let upstream = match upstream {
             Ok(u) => u,
             // The client gets no HTTP answer on a raw connection: it is closed; the audit
@@ -210,7 +212,7 @@ impl Proxy {
     async fn decide_opaque(
         self: &Arc<Self>,
         authority: &Authority,
-        protocol: &'static str,
+        protocol: Protocol,
         sni: Option<&str>,
     ) -> (Decided, Result<TcpStream, ProxyError>) {
         let started = Instant::now();
@@ -226,29 +228,23 @@ impl Proxy {
             decision_id: crate::ids::decision_id(),
             at: Some(SystemTime::now()),
             method: "CONNECT".into(),
-            connection: "transparent",
-            scheme: protocol,
-            host: authority.host.clone(),
-            port: authority.port,
             ..AuditRecord::default()
         };
+        let scheme = match protocol {
+            Protocol::Tls => Scheme::Tls,
+            _ => Scheme::Tcp,
+        };
+        decide::note(&mut rec, ConnectionMode::Transparent, scheme, authority, None);
         let live = self.live.load_full();
         let result = if blocked {
             Err(ProxyError::AuditUnavailable)
         } else {
-            self.opaque_pipeline(&live, &mut rec, authority, protocol, sni)
+            self.opaque_pipeline(&live, &mut rec, authority, protocol, scheme, sni)
                 .await
         };
         match &result {
             Ok(_) => rec.status = 200,
-            Err(e) => {
-                self.count_error(e);
-                rec.status = e.status().as_u16();
-                if rec.decision.is_empty() {
-                    rec.decision = "error";
-                    rec.error = Some(e.code());
-                }
-            }
+            Err(e) => self.failed(&mut rec, e),
         }
         (Decided { rec, slot, started }, result)
     }
@@ -258,38 +254,37 @@ impl Proxy {
         live: &Live,
         rec: &mut AuditRecord,
         authority: &Authority,
-        protocol: &'static str,
+        protocol: Protocol,
+        scheme: Scheme,
         sni: Option<&str>,
     ) -> Result<TcpStream, ProxyError> {
-        // Destination safety, the part that needs no lookup: the IP's address classes. An SNI
-        // name is resolved before the decision only when a loaded module reads
-        // input.destination, else only once the decision lets the connection go.
-        let (host, port) = (authority.host.as_str(), authority.port);
-        let reads_destination = live.policy.reads_destination();
-        let early = self.dialer.vet_early(host, port, reads_destination).await?;
-        let id = rec.decision_id.clone();
+        // No headers: the intent is the session's, else the default. The name (an SNI) is
+        // resolved by the step only once the decision lets the connection go, and dialled at
+        // that vetted resolution (never at the IP the client dialled).
         let facts = RequestFacts {
-            id: &id,
+            id: "",
             protocol,
             method: "CONNECT",
-            scheme: protocol,
+            scheme,
             host: &authority.host,
             port: authority.port,
             path: None,
             query: None,
             headers: None,
             connection: ConnectionFacts {
-                mode: "transparent",
+                mode: ConnectionMode::Transparent,
                 sni,
                 intercepted: false,
             },
-            destination: early.destination(),
+            destination: None,
             body: None,
         };
-        // No headers: the intent is the session's, else the default.
-        decide::decide(live, &self.session, &self.metrics, None, &facts, rec)?;
-        // The name's own resolution, vetted (never the IP the client dialled).
-        self.dialer.vet_pending(&early, host, port, rec).await?;
+        let call = decide::Call {
+            facts,
+            declared: None,
+            bodyless_with_body: None,
+        };
+        self.decide(live, rec, call).await?;
         self.tunnel_slot()?;
         match self.dialer.tunnel(authority).await {
             Ok(u) => Ok(u),
@@ -322,7 +317,10 @@ mod tests {
         let t = target("10.0.0.9:8080", "/a/../b?x=1", Some("API.example.com:8080")).unwrap();
         assert_eq!(t.authority.to_host_port(), "api.example.com:8080");
         assert_eq!((t.path.as_str(), t.query.as_deref()), ("/b", Some("x=1")));
-        assert_eq!((t.mode, t.scheme), ("transparent", "http"));
+        assert_eq!(
+            (t.mode, t.scheme),
+            (ConnectionMode::Transparent, Scheme::Http)
+        );
         // No port in Host: the dialled one (not 80).
         let t = target("10.0.0.9:8080", "/", Some("api.example.com")).unwrap();
         assert_eq!(t.authority.port, 8080);
@@ -343,7 +341,8 @@ mod tests {
             ("/", Some("user@a.example")),
         ] {
             let e = target("10.0.0.9:80", uri, host).err();
-            assert_eq!(e.map(|e| e.code()), Some("bad_request"), "{uri} {host:?}");
+            let code = e.map(|e| e.code());
+            assert_eq!(code, Some(crate::vocab::ErrorCode::BadRequest), "{uri} {host:?}");
         }
         let connect = Request::builder()
             .method(http::Method::CONNECT)

@@ -140,7 +140,7 @@ impl Dialer {
         if let Early::Pending = early {
             if let Err(e) = self.vet(host, port).await {
                 let e = ProxyError::from(e);
-                rec.decision = "error";
+                rec.decision = Some(crate::vocab::Verdict::Error);
                 rec.error = Some(e.code());
                 return Err(e);
             }

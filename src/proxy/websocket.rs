@@ -25,6 +25,7 @@ use crate::audit::Ended;
 use crate::error::ProxyError;
 use crate::listen::guard::{InFlight, InFlightToken};
 use crate::tls::client::UpstreamAlpn;
+use crate::vocab::Scheme;
 
 /// A request that asks for a WebSocket upgrade; on the proxy listener it holds the connection's
 /// in-flight token so the connection guard stays out of the relayed bytes.
@@ -105,7 +106,7 @@ impl Proxy {
         mut req: Request<super::inspect::Replay>,
         ws: Upgrading,
         authority: &Authority,
-        scheme: &'static str,
+        scheme: Scheme,
         pq: &str,
     ) -> Result<Outcome, ProxyError> {
         // A place among the tunnels before anything is dialled (503 + Retry-After when full).
@@ -123,7 +124,7 @@ impl Proxy {
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sending = async {
             let tcp = self.dialer.tunnel(authority).await?;
-            let sent = if scheme == "https" {
+            let sent = if scheme == Scheme::Https {
                 let tls = self
                     .tls
                     .upstream

@@ -198,18 +198,14 @@ fn warn_old_node(old: &node::OldNode, isolate: bool) {
 
 /// Summary, report and learned catalog from this run's audit records; the exit code to return.
 fn finish(req: &RunRequest, audit: &Path, code: i32, ctx: summary::Context) -> ExitCode {
-    let boot = format!("{:016x}", crate::ids::boot_id());
-    let records: Vec<serde_json::Value> = match crate::learn::read_audit(&[audit]) {
-        Ok(r) => r
-            .into_iter()
-            .filter(|r| r["boot_id"] == boot.as_str())
-            .collect(),
+    let log = match crate::audit::AuditLog::read(&[audit]) {
+        Ok(log) => log.of_this_process(),
         Err(e) => {
             eprintln!("intentgate: cannot read the audit log: {e}");
-            Vec::new()
+            crate::audit::AuditLog::default()
         }
     };
-    let mut s = summary::Summary::from_records(&records);
+    let mut s = summary::Summary::from_records(&log.records);
     s.command.clone_from(&req.command);
     s.exit_code = code;
     s.audit_log = audit.display().to_string();
@@ -227,7 +223,7 @@ fn finish(req: &RunRequest, audit: &Path, code: i32, ctx: summary::Context) -> E
         let opts = crate::learn::Options {
             generalise: req.generalise,
         };
-        let catalog = crate::learn::Catalog::learn(&records, opts);
+        let catalog = crate::learn::Catalog::learn(&log, opts);
         match catalog.write(out, &format!("`{}`", req.command.join(" "))) {
             Ok(()) if !req.quiet => eprintln!("intentgate: {}", catalog.outcome(out)),
             Ok(()) => {}

@@ -1,5 +1,6 @@
 //! The summary `run` prints when the agent exits: per intent and destination, calls allowed,
-//! blocked and would-block (monitor), with the first reason for each blocked destination; who the
+//! blocked, would-block (monitor) and failed (let go, but the upstream side gave no answer:
+//! 502/504), with the first reason for each one not allowed; who the
 //! agent's owner is and where that came from; and warnings when calls went around the proxy
 //! (where that can be seen: `--isolate` counts them) or no call came through at all.
 
@@ -7,8 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditRecord;
 use crate::identity::{Agent, OwnerSource};
-use crate::learn::is_call;
+use crate::vocab::{ErrorCode, Verdict};
 
 /// How `--isolate` ran the command (see `run::isolate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +38,8 @@ pub struct Line {
     pub allowed: usize,
     pub blocked: usize,
     pub would_block: usize,
-    /// The reason the first blocked (or would-block) call got.
+    pub failed: usize,
+    /// The reason the first call not allowed (blocked, would-block or failed) got.
     pub first_reason: Option<String>,
 }
 
@@ -50,6 +53,8 @@ pub struct Summary {
     pub allowed: usize,
     pub blocked: usize,
     pub would_block: usize,
+    /// Calls the decision let go that the upstream side failed (no answer: 502/504).
+    pub failed: usize,
     /// intent → "host:port" → counts.
     pub intents: BTreeMap<String, BTreeMap<String, Line>>,
     pub agent: Option<String>,
@@ -66,19 +71,13 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Aggregates this run's audit records.
-    pub fn from_records(records: &[serde_json::Value]) -> Self {
+    /// Aggregates this run's audit records (the CONNECT of an intercepted tunnel is not a call:
+    /// the requests inside are).
+    pub fn from_records(records: &[AuditRecord]) -> Self {
         let mut s = Summary::default();
-        for r in records
-            .iter()
-            .filter(|r| is_call(r) || r["decision"] == "error")
-        {
-            let intent = r["intent"]["name"].as_str().unwrap_or("(none)").to_string();
-            let dest = format!(
-                "{}:{}",
-                r["host"].as_str().unwrap_or("?"),
-                r["port"].as_u64().unwrap_or(0)
-            );
+        for r in records.iter().filter(|r| !r.opened_tunnel()) {
+            let intent = r.intent.name.as_deref().unwrap_or("(none)").to_string();
+            let dest = format!("{}:{}", r.host, r.port);
             let line = s
                 .intents
                 .entry(intent)
@@ -86,29 +85,32 @@ impl Summary {
                 .entry(dest)
                 .or_default();
             s.calls += 1;
-            if r["connection"] == "transparent" {
+            if r.connection == Some(crate::vocab::ConnectionMode::Transparent) {
                 s.redirected += 1;
             }
-            match r["decision"].as_str() {
-                Some("allow") => {
-                    line.allowed += 1;
-                    s.allowed += 1;
+            // Forwarded as decided, unless an error came after the decision: the upstream's
+            // (failed) or intentgate's own refusal (blocked).
+            let forwarded = matches!(r.error, None | Some(ErrorCode::PolicyError));
+            let (mine, all) = match (r.decision, r.error) {
+                (_, Some(e)) if e.upstream_failure() => (&mut line.failed, &mut s.failed),
+                (Some(Verdict::Allow), _) if forwarded => (&mut line.allowed, &mut s.allowed),
+                (Some(Verdict::WouldDeny), _) if forwarded => {
+                    (&mut line.would_block, &mut s.would_block)
                 }
-                Some("would_deny") => {
-                    line.would_block += 1;
-                    s.would_block += 1;
-                }
-                _ => {
-                    line.blocked += 1;
-                    s.blocked += 1;
-                }
-            }
-            if r["decision"] != "allow" && line.first_reason.is_none() {
-                let reason = r["reasons"][0]
-                    .as_str()
-                    .or(r["error"].as_str())
-                    .unwrap_or("refused");
-                line.first_reason = Some(reason.to_string());
+                _ => (&mut line.blocked, &mut s.blocked),
+            };
+            *mine += 1;
+            *all += 1;
+            let allowed = r.decision == Some(Verdict::Allow) && forwarded;
+            if !allowed && line.first_reason.is_none() {
+                let reason = r.reasons.first().map(String::as_str);
+                let code = r.error.map(ErrorCode::as_str);
+                // A failure's own code says more than the decision's reason that let it go.
+                let reason = match r.error {
+                    Some(e) if e.upstream_failure() => code.or(reason),
+                    _ => reason.or(code),
+                };
+                line.first_reason = Some(reason.unwrap_or("refused").to_string());
             }
         }
         s
@@ -154,13 +156,15 @@ impl Summary {
     /// The text printed to stderr.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "intentgate: `{}` exited with {}; {} calls: {} allowed, {} blocked, {} would-block\n",
+            "intentgate: `{}` exited with {}; {} calls: {} allowed, {} blocked, {} would-block, \
+             {} failed\n",
             self.command.join(" "),
             self.exit_code,
             self.calls,
             self.allowed,
             self.blocked,
-            self.would_block
+            self.would_block,
+            self.failed
         );
         if let Some(agent) = &self.agent {
             let owner = match (&self.owner, self.owner_source) {
@@ -176,8 +180,8 @@ impl Summary {
             out.push_str(&format!("  intent {intent}\n"));
             for (dest, l) in dests {
                 out.push_str(&format!(
-                    "    {dest:<32} allowed {:<4} blocked {:<4} would-block {:<4}",
-                    l.allowed, l.blocked, l.would_block
+                    "    {dest:<32} allowed {:<4} blocked {:<4} would-block {:<4} failed {:<4}",
+                    l.allowed, l.blocked, l.would_block, l.failed
                 ));
                 if let Some(r) = &l.first_reason {
                     out.push_str(&format!(" first: {r}"));

@@ -13,6 +13,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::leaf::{LeafMinter, LeafName};
+use crate::vocab::ErrorCode;
 
 /// ALPN protocol ids.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -31,11 +32,11 @@ pub enum SniRefusal {
 
 impl SniRefusal {
     /// A stable code for the audit log and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SniRefusal::Missing { .. } => "sni_missing",
-            SniRefusal::Mismatch { .. } => "sni_mismatch",
-            SniRefusal::Invalid { .. } => "sni_invalid",
+            SniRefusal::Missing { .. } => ErrorCode::SniMissing,
+            SniRefusal::Mismatch { .. } => ErrorCode::SniMismatch,
+            SniRefusal::Invalid { .. } => ErrorCode::SniInvalid,
         }
     }
 }

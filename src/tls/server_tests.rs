@@ -168,18 +168,18 @@ fn check_sni_rules() {
         tunnel
     );
     let e = check_sni(&tunnel, Some("bad name")).unwrap_err();
-    assert_eq!(e.code(), "sni_invalid");
+    assert_eq!(e.code(), ErrorCode::SniInvalid);
     let e = check_sni(&tunnel, Some("x.api.example.com")).unwrap_err();
-    assert_eq!(e.code(), "sni_mismatch");
+    assert_eq!(e.code(), ErrorCode::SniMismatch);
     let e = check_sni(&tunnel, None).unwrap_err();
-    assert_eq!(e.code(), "sni_missing");
+    assert_eq!(e.code(), ErrorCode::SniMissing);
     assert!(e.to_string().contains("no server name"), "{e}");
     let ip = LeafName::parse("10.0.0.1").unwrap();
     assert_eq!(check_sni(&ip, None).unwrap(), ip);
     assert_eq!(check_sni(&ip, Some("10.0.0.1")).unwrap(), ip);
     assert_eq!(
         check_sni(&ip, Some("a.example")).unwrap_err().code(),
-        "sni_mismatch"
+        ErrorCode::SniMismatch
     );
 }
 
