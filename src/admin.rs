@@ -283,9 +283,7 @@ pub async fn serve(
         let live = match tracker.admit(cap) {
             Ok(live) => live,
             Err(live) => {
-                state
-                    .metrics
-                    .refused(ErrorCode::TooManyAdminConnections);
+                state.metrics.refused(ErrorCode::TooManyAdminConnections);
                 listen::refuse_overloaded(stream, live);
                 continue;
             }

@@ -263,8 +263,8 @@ fn explain_with(
     let overruled = refusal.is_some() || tunnel_refusal.is_some();
     let allow = d.allow && lifecycle.is_none() && !overruled;
     // What the policy alone says of the request, shown when the destination or tunnel overrules.
-    let policy_view = overruled
-        .then(|| json!({"allow": d.allow, "code": d.code_text(), "reasons": d.reasons}));
+    let policy_view =
+        overruled.then(|| json!({"allow": d.allow, "code": d.code_text(), "reasons": d.reasons}));
     let (code, reasons, hint) = match (&refusal, tunnel_refusal, lifecycle) {
         (Some(e), _, _) => (e.code().as_str(), vec![e.to_string()], e.hint()),
         (None, Some(t), _) => (t.code_text(), t.reasons.clone(), t.hint.clone()),

@@ -135,8 +135,7 @@ pub mod blank {
         if text.is_empty() {
             return Ok(None);
         }
-        let de: serde::de::value::StrDeserializer<'_, D::Error> =
-            text.as_str().into_deserializer();
+        let de: serde::de::value::StrDeserializer<'_, D::Error> = text.as_str().into_deserializer();
         T::deserialize(de).map(Some).map_err(D::Error::custom)
     }
 }

@@ -175,8 +175,11 @@ mod tests {
                     [(n % 3) as usize],
                 verified: n % 2 == 0,
             },
-            connection: [None, Some(ConnectionMode::Forward), Some(ConnectionMode::Transparent)]
-                [(n % 3) as usize],
+            connection: [
+                None,
+                Some(ConnectionMode::Forward),
+                Some(ConnectionMode::Transparent),
+            ][(n % 3) as usize],
             method: "GET".into(),
             scheme: (n % 2 == 0).then_some(Scheme::Https),
             host: text.into(),

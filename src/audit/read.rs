@@ -78,7 +78,9 @@ mod tests {
                 Some(ErrorCode::UpstreamTls)
             )
         );
-        let e = log.add_lines("{\"method\": \"GET\"\n", "b.log").unwrap_err();
+        let e = log
+            .add_lines("{\"method\": \"GET\"\n", "b.log")
+            .unwrap_err();
         assert!(e.starts_with("b.log:1: not an audit record"), "{e}");
     }
 }

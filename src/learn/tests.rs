@@ -240,8 +240,13 @@ fn intents_tunnels_and_awkward_names_and_paths() {
         text.contains("#   intent yes: GET h:443/x y (1 calls)"),
         "{text}"
     );
-    assert!(describe(&log(&records).records).contains("agent a, intent reader: 1 calls to h:443\n"));
-    assert!(describe(&log(&records).records).contains("agent a, intent yes: 0 calls; 1 refused (not learned)"));
+    assert!(
+        describe(&log(&records).records).contains("agent a, intent reader: 1 calls to h:443\n")
+    );
+    assert!(
+        describe(&log(&records).records)
+            .contains("agent a, intent yes: 0 calls; 1 refused (not learned)")
+    );
 }
 
 #[test]

@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::Scan;
 use crate::error::raw_error_response;
-use crate::vocab::ErrorCode;
 use crate::proxy::KeptUpstream;
+use crate::vocab::ErrorCode;
 
 /// What one client connection's requests share: its open tunnels (the guard stays out of their
 /// bytes) and the upstream connection its plain-HTTP requests reuse.

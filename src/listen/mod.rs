@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::audit::Audit;
 use crate::config::Limits;
 use crate::error::raw_error_response;
-use crate::vocab::ErrorCode;
 use crate::proxy::Proxy;
+use crate::vocab::ErrorCode;
 use guard::{Guard, InFlight};
 
 /// Counts live connections and wakes the drain when the last one ends.

@@ -78,7 +78,10 @@ fn hosts_exact_and_wildcard() {
         ScopeCode::Matched
     );
     assert_eq!(check(&c, "GET", "a.example.org", 443, "/").rule, Some(1));
-    assert_eq!(check(&c, "GET", "a.b.example.org", 80, "/").code, ScopeCode::Matched);
+    assert_eq!(
+        check(&c, "GET", "a.b.example.org", 80, "/").code,
+        ScopeCode::Matched
+    );
     let v = check(&c, "GET", "example.org", 443, "/x");
     assert_eq!(v.code, ScopeCode::HostNotInScope);
     assert!(
@@ -259,7 +262,10 @@ fn claimable_by_each_list_present_must_match() {
         c.verdict(&agent("bot", None), Some("nope"), &q).code,
         ScopeCode::UnknownIntent
     );
-    assert_eq!(c.verdict(&agent("bot", None), None, &q).code, ScopeCode::NoIntent);
+    assert_eq!(
+        c.verdict(&agent("bot", None), None, &q).code,
+        ScopeCode::NoIntent
+    );
 }
 
 #[test]

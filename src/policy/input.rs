@@ -219,7 +219,9 @@ pub fn build(
             s(req.protocol.as_str())
         }),
         (has!(m, "request.method"), "method", &|| s(req.method)),
-        (has!(m, "request.scheme"), "scheme", &|| s(req.scheme.as_str())),
+        (has!(m, "request.scheme"), "scheme", &|| {
+            s(req.scheme.as_str())
+        }),
         (has!(m, "request.host"), "host", &|| s(req.host)),
         (has!(m, "request.port"), "port", &|| {
             Value::from(u64::from(req.port))

@@ -81,7 +81,13 @@ pub(super) fn note(
 impl super::Target {
     /// `note` for a request's canonical target.
     pub(super) fn note(&self, rec: &mut AuditRecord) {
-        note(rec, self.mode, self.scheme, &self.authority, Some(&self.path));
+        note(
+            rec,
+            self.mode,
+            self.scheme,
+            &self.authority,
+            Some(&self.path),
+        );
     }
 }
 

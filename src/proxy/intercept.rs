@@ -113,7 +113,11 @@ impl TunnelInfo {
             authority: self.authority.clone(),
             path: target::canonical_path(req.uri().path())?,
             query: req.uri().query().map(str::to_string),
-            scheme: if self.tls { Scheme::Https } else { Scheme::Http },
+            scheme: if self.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            },
             mode: self.mode,
             sni: self.sni.clone(),
         })

@@ -234,7 +234,13 @@ impl Proxy {
             Protocol::Tls => Scheme::Tls,
             _ => Scheme::Tcp,
         };
-        decide::note(&mut rec, ConnectionMode::Transparent, scheme, authority, None);
+        decide::note(
+            &mut rec,
+            ConnectionMode::Transparent,
+            scheme,
+            authority,
+            None,
+        );
         let live = self.live.load_full();
         let result = if blocked {
             Err(ProxyError::AuditUnavailable)
@@ -342,7 +348,11 @@ mod tests {
         ] {
             let e = target("10.0.0.9:80", uri, host).err();
             let code = e.map(|e| e.code());
-            assert_eq!(code, Some(crate::vocab::ErrorCode::BadRequest), "{uri} {host:?}");
+            assert_eq!(
+                code,
+                Some(crate::vocab::ErrorCode::BadRequest),
+                "{uri} {host:?}"
+            );
         }
         let connect = Request::builder()
             .method(http::Method::CONNECT)
