@@ -92,11 +92,38 @@ pub struct AuditRecord {
     pub at: Option<SystemTime>,
 }
 
+/// What became of a call, read from its record (the `run` summary, `learn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The policy allowed it and it was forwarded.
+    Allowed,
+    /// Monitor mode: enforce would have denied it; forwarded.
+    WouldBlock,
+    /// Refused: by the policy, or by intentgate before or after the decision.
+    Blocked,
+    /// The decision let it go, but the upstream side gave no answer (502/504).
+    Failed,
+}
+
 impl AuditRecord {
-    /// Whether this is the CONNECT of an intercepted tunnel: not a call of its own (the requests
-    /// inside are, a refusal decided at the CONNECT included).
+    /// Whether this is the CONNECT of an intercepted tunnel that was opened: not a call of its
+    /// own (the requests inside are, a refusal decided at the CONNECT included). One that was
+    /// not opened (an error status) is a refused call.
     pub fn opened_tunnel(&self) -> bool {
-        self.method == "CONNECT" && self.connection == Some(ConnectionMode::Intercepted)
+        self.method == "CONNECT"
+            && self.connection == Some(ConnectionMode::Intercepted)
+            && self.status == 200
+    }
+
+    /// What became of the call. A policy that could not decide (`policy_error`) under
+    /// `policy.on_error: allow` still let it go.
+    pub fn outcome(&self) -> Outcome {
+        match (self.decision, self.error) {
+            (_, Some(e)) if e.upstream_failure() => Outcome::Failed,
+            (Some(Verdict::Allow), None | Some(ErrorCode::PolicyError)) => Outcome::Allowed,
+            (Some(Verdict::WouldDeny), None | Some(ErrorCode::PolicyError)) => Outcome::WouldBlock,
+            _ => Outcome::Blocked,
+        }
     }
 }
 

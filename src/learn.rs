@@ -13,9 +13,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::audit::{AuditLog, AuditRecord};
+use crate::audit::{AuditLog, AuditRecord, Outcome};
 use crate::config::IntentSpec;
-use crate::vocab::Verdict;
 use rules::{Dest, Rule, rules};
 
 /// The intent name given to calls that declared none.
@@ -73,13 +72,15 @@ impl Catalog {
             if r.opened_tunnel() {
                 continue;
             }
-            let Some(decision) = r.decision else {
+            if r.decision.is_none() {
                 unreadable += 1;
                 continue;
-            };
+            }
             let intent = r.intent.name.as_deref().unwrap_or(UNNAMED).to_string();
-            match decision {
-                Verdict::Allow | Verdict::WouldDeny => {
+            // What the decision let go is learned (an upstream's failure included: the call was
+            // made); what was refused, before or after the decision, is listed.
+            match r.outcome() {
+                Outcome::Allowed | Outcome::WouldBlock | Outcome::Failed => {
                     let s = seen.entry(intent).or_default();
                     s.calls += 1;
                     s.agents.insert(r.agent.id.clone());
@@ -93,7 +94,7 @@ impl Catalog {
                             .insert(r.method.clone());
                     }
                 }
-                Verdict::Deny | Verdict::Error => {
+                Outcome::Blocked => {
                     let key = (r.method.clone(), dest(&r.host, r.port), r.path.clone());
                     let e = refused.entry(intent).or_default().entry(key).or_default();
                     if e.calls == 0 {
@@ -224,12 +225,12 @@ pub fn describe(records: &[AuditRecord]) -> String {
     }
     let mut counts: BTreeMap<(String, String), Counts> = BTreeMap::new();
     for r in records {
-        let Some(decision) = r.decision.filter(|_| !r.opened_tunnel()) else {
+        if r.decision.is_none() || r.opened_tunnel() {
             continue;
-        };
+        }
         let intent = r.intent.name.as_deref().unwrap_or(UNNAMED).to_string();
         let e = counts.entry((r.agent.id.clone(), intent)).or_default();
-        if matches!(decision, Verdict::Allow | Verdict::WouldDeny) {
+        if r.outcome() != Outcome::Blocked {
             e.forwarded += 1;
             e.dests.insert(dest(&r.host, r.port));
         } else {

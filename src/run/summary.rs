@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Outcome};
 use crate::identity::{Agent, OwnerSource};
-use crate::vocab::{ErrorCode, Verdict};
+use crate::vocab::ErrorCode;
 
 /// How `--isolate` ran the command (see `run::isolate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,26 +88,21 @@ impl Summary {
             if r.connection == Some(crate::vocab::ConnectionMode::Transparent) {
                 s.redirected += 1;
             }
-            // Forwarded as decided, unless an error came after the decision: the upstream's
-            // (failed) or intentgate's own refusal (blocked).
-            let forwarded = matches!(r.error, None | Some(ErrorCode::PolicyError));
-            let (mine, all) = match (r.decision, r.error) {
-                (_, Some(e)) if e.upstream_failure() => (&mut line.failed, &mut s.failed),
-                (Some(Verdict::Allow), _) if forwarded => (&mut line.allowed, &mut s.allowed),
-                (Some(Verdict::WouldDeny), _) if forwarded => {
-                    (&mut line.would_block, &mut s.would_block)
-                }
-                _ => (&mut line.blocked, &mut s.blocked),
+            let outcome = r.outcome();
+            let (mine, all) = match outcome {
+                Outcome::Allowed => (&mut line.allowed, &mut s.allowed),
+                Outcome::WouldBlock => (&mut line.would_block, &mut s.would_block),
+                Outcome::Blocked => (&mut line.blocked, &mut s.blocked),
+                Outcome::Failed => (&mut line.failed, &mut s.failed),
             };
             *mine += 1;
             *all += 1;
-            let allowed = r.decision == Some(Verdict::Allow) && forwarded;
-            if !allowed && line.first_reason.is_none() {
+            if outcome != Outcome::Allowed && line.first_reason.is_none() {
                 let reason = r.reasons.first().map(String::as_str);
                 let code = r.error.map(ErrorCode::as_str);
                 // A failure's own code says more than the decision's reason that let it go.
-                let reason = match r.error {
-                    Some(e) if e.upstream_failure() => code.or(reason),
+                let reason = match outcome {
+                    Outcome::Failed => code.or(reason),
                     _ => reason.or(code),
                 };
                 line.first_reason = Some(reason.unwrap_or("refused").to_string());

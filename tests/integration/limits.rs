@@ -1,6 +1,8 @@
 //! Limits of issue 8 not covered by the bypass suite: CONNECT only to ports the policy allows,
 //! whatever the interception setting.
 
+use std::io::{Read, Write};
+
 use crate::common::*;
 use crate::connect::connect_tunnel;
 
@@ -10,6 +12,19 @@ fn refused(resp: &str, status: u16, code: &str) {
         "want {status} {code}: {resp}"
     );
     assert_eq!(raw_json(resp)["error"], code, "{resp}");
+}
+
+/// A CONNECT to `target` opens, and a request inside gets 403 `port_not_in_scope`.
+fn refused_inside(proxy: std::net::SocketAddr, target: &str) {
+    let mut tunnel = connect_tunnel(proxy, target);
+    write!(
+        tunnel,
+        "GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    tunnel.read_to_string(&mut resp).unwrap();
+    refused(&resp, 403, "port_not_in_scope");
 }
 
 /// A fresh intentgate CA (so `tls.intercept: auto` intercepts): (dir, ca_cert, ca_key).
@@ -33,15 +48,14 @@ fn an_intercepted_connect_is_refused_at_connect_to_ports_no_intent_allows() {
              intent: web\nintents:\n  web:\n    allow:\n      - hosts: [localhost, 127.0.0.1]\n        ports: [{}]\n",
             up.addr.port()
         ));
+        // Refused by the tunnel rule: the tunnel is opened all the same (the client would
+        // trust our CA) and the request inside gets the refusal (src/proxy/decide.rs).
         for port in [22, 25, 6379, other.addr.port()] {
-            let resp = raw(
-                proxy.addr,
-                format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
-                    .as_bytes(),
-            );
-            refused(&resp, 403, "port_not_in_scope");
+            refused_inside(proxy.addr, &format!("127.0.0.1:{port}"));
         }
-        let recs = proxy.audit_n(4);
+        let recs = proxy.audit_n(8);
+        let connects: Vec<_> = recs.iter().filter(|r| r["method"] == "CONNECT").collect();
+        assert_eq!(connects.len(), 4, "{recs:?}");
         assert!(
             recs.iter()
                 .all(|r| r["decision"] == "deny" && r["error"] == "port_not_in_scope"),
@@ -68,11 +82,7 @@ fn an_intercepted_connect_is_refused_at_connect_to_ports_no_intent_allows() {
         proxy.addr,
         &format!("127.0.0.1:{}", other.addr.port()),
     ));
-    refused(
-        &raw(proxy.addr, b"CONNECT 127.0.0.1:6379 HTTP/1.1\r\n\r\n"),
-        403,
-        "port_not_in_scope",
-    );
+    refused_inside(proxy.addr, "127.0.0.1:6379");
     let monitor = ProxyProc::start(&format!(
         "agent: {{id: a, owner: o}}\nmode: monitor\ntls: {{ca_cert: \"{cert}\", ca_key: \"{key}\"}}\n"
     ));
