@@ -107,12 +107,12 @@ pub enum Outcome {
 
 impl AuditRecord {
     /// Whether this is the CONNECT of an intercepted tunnel that was opened: not a call of its
-    /// own (the requests inside are, a refusal decided at the CONNECT included). One that was
-    /// not opened (an error status) is a refused call.
+    /// own (the requests inside are, a refusal decided at the CONNECT included). One answered
+    /// with an error status (not opened) is a refused call.
     pub fn opened_tunnel(&self) -> bool {
         self.method == "CONNECT"
             && self.connection == Some(ConnectionMode::Intercepted)
-            && self.status == 200
+            && self.status < 400
     }
 
     /// What became of the call. A policy that could not decide (`policy_error`) under

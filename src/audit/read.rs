@@ -83,4 +83,76 @@ mod tests {
             .unwrap_err();
         assert!(e.starts_with("b.log:1: not an audit record"), "{e}");
     }
+
+    #[test]
+    fn a_record_says_what_became_of_its_call() {
+        use crate::audit::Outcome;
+        let mut log = AuditLog::default();
+        let rec = |decision: &str, error: &str, method: &str, status: u16| {
+            let error = if error.is_empty() {
+                String::new()
+            } else {
+                format!(",\"error\":\"{error}\"")
+            };
+            format!(
+                "{{\"method\":\"{method}\",\"host\":\"h\",\"port\":443,\"decision\":\"{decision}\",\
+                 \"connection\":\"intercepted\",\"status\":{status}{error}}}\n"
+            )
+        };
+        let cases = [
+            (rec("allow", "", "GET", 200), Outcome::Allowed, false),
+            (
+                rec("allow", "policy_error", "GET", 200),
+                Outcome::Allowed,
+                false,
+            ),
+            (
+                rec("would_deny", "", "GET", 200),
+                Outcome::WouldBlock,
+                false,
+            ),
+            (
+                rec("allow", "upstream_tls", "GET", 502),
+                Outcome::Failed,
+                false,
+            ),
+            (
+                rec("allow", "overloaded", "GET", 503),
+                Outcome::Blocked,
+                false,
+            ),
+            (
+                rec("deny", "port_not_in_scope", "GET", 403),
+                Outcome::Blocked,
+                false,
+            ),
+            (
+                rec("error", "destination_forbidden", "GET", 403),
+                Outcome::Blocked,
+                false,
+            ),
+            (rec("allow", "", "CONNECT", 200), Outcome::Allowed, true),
+            (
+                rec("deny", "port_not_in_scope", "CONNECT", 200),
+                Outcome::Blocked,
+                true,
+            ),
+            (
+                rec("allow", "overloaded", "CONNECT", 503),
+                Outcome::Blocked,
+                false,
+            ),
+        ];
+        for (line, _, _) in &cases {
+            log.add_lines(line, "t.log").unwrap();
+        }
+        assert_eq!(log.records.len(), cases.len());
+        for (r, (line, outcome, opened)) in log.records.iter().zip(&cases) {
+            assert_eq!(
+                (r.outcome(), r.opened_tunnel()),
+                (*outcome, *opened),
+                "{line}"
+            );
+        }
+    }
 }

@@ -205,3 +205,58 @@ fn explain_and_check_stop_quietly_when_their_reader_goes_away() {
         assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn explain_shows_the_tunnel_rule_an_https_url_meets_first() {
+    // A Rego policy that allows everything, and no catalog: the tunnel rule (native code in the
+    // policy step) still lets an intercepted tunnel open only to egress.connect_ports (443).
+    let dir = tempfile::tempdir().unwrap();
+    let rego = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/variants/allow-all.rego");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "agent: {{id: bot, owner: me}}\nmode: enforce\npolicy: {{builtin: false, paths: [\"{rego}\"]}}\n"
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let explain = |url| {
+        explain_json(
+            &["--config", c, "--resolve", "api.example.com=93.184.216.34"],
+            "GET",
+            url,
+        )
+    };
+    let (code, j) = explain("https://api.example.com:8443/x");
+    assert_eq!(code, 1, "{j}");
+    let d = &j["decision"];
+    assert_eq!(
+        (&d["allow"], &d["code"], &d["would_block"]),
+        (&json!(false), &json!("port_not_in_scope"), &json!(true)),
+        "{j}"
+    );
+    assert!(
+        d["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("egress.connect_ports"),
+        "{j}"
+    );
+    assert_eq!(
+        (&d["tunnel"]["allow"], &d["tunnel"]["code"]),
+        (&json!(false), &json!("port_not_in_scope")),
+        "{j}"
+    );
+    // What the policy alone says of the request inside: allowed.
+    assert_eq!(d["policy"]["allow"], true, "{j}");
+
+    // Port 443: the tunnel opens, and the request is the policy's.
+    let (code, j) = explain("https://api.example.com/x");
+    assert_eq!(code, 0, "{j}");
+    assert_eq!(j["decision"]["tunnel"]["allow"], true, "{j}");
+    assert_eq!(j["decision"]["code"], "allowed", "{j}");
+    // Plain HTTP has no tunnel.
+    let (_, j) = explain("http://api.example.com:8443/x");
+    assert!(j["decision"].get("tunnel").is_none(), "{j}");
+}

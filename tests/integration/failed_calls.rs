@@ -4,30 +4,25 @@
 
 use crate::common::tls::TestCa;
 use crate::common::*;
+use crate::limits::ca;
 use crate::run::{run, world};
 
 /// An intercepting proxy that trusts `trusted` for upstreams, and an HTTPS upstream whose
 /// certificate is signed by another CA (not trusted); intent `web` allows it and `dead` (where
 /// nothing listens): (dir, proxy, rogue upstream, our CA file).
 fn untrusted_upstream(dead: u16) -> (tempfile::TempDir, ProxyProc, Upstream, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ca");
-    let (rc, o, e) = run_cli(&["ca", "init", "--out", out.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{o}{e}");
+    let (dir, cert, key) = ca();
     let trusted = TestCa::new("trusted upstream CA").write_pem(dir.path());
     let rogue = Upstream::start_tls(TestCa::new("rogue CA").server_config(&["localhost"]));
     let proxy = ProxyProc::start(&format!(
         "agent: {{id: a, owner: o}}\n\
          egress: {{allow_cidrs: [127.0.0.0/8]}}\n\
-         tls: {{ca_cert: \"{}\", ca_key: \"{}\", upstream_ca: \"{}\"}}\n\
+         tls: {{ca_cert: \"{cert}\", ca_key: \"{key}\", upstream_ca: \"{}\"}}\n\
          intent: web\nintents:\n  web:\n    allow:\n      - hosts: [localhost, 127.0.0.1]\n        ports: [{}, {dead}]\n",
-        out.join("ca.pem").display(),
-        out.join("ca-key.pem").display(),
         trusted.display(),
         rogue.addr.port()
     ));
-    let ca = out.join("ca.pem").display().to_string();
-    (dir, proxy, rogue, ca)
+    (dir, proxy, rogue, cert)
 }
 
 #[test]

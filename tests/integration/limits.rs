@@ -28,7 +28,7 @@ fn refused_inside(proxy: std::net::SocketAddr, target: &str) {
 }
 
 /// A fresh intentgate CA (so `tls.intercept: auto` intercepts): (dir, ca_cert, ca_key).
-fn ca() -> (tempfile::TempDir, String, String) {
+pub(crate) fn ca() -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ca");
     let (code, o, e) = run_cli(&["ca", "init", "--out", out.to_str().unwrap()]);

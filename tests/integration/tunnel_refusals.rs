@@ -6,6 +6,7 @@
 
 use crate::common::tls::TestCa;
 use crate::common::*;
+use crate::limits::ca;
 
 /// The code of a JSON refusal (`error` as a string, or as an object with `code`).
 fn code(v: &serde_json::Value) -> String {
@@ -16,19 +17,9 @@ fn code(v: &serde_json::Value) -> String {
         .to_string()
 }
 
-/// An intentgate CA (`ca init`): (dir, ca_cert, ca_key).
-fn ig_ca() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ca");
-    let (rc, o, e) = run_cli(&["ca", "init", "--out", out.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{o}{e}");
-    let p = |f: &str| out.join(f).display().to_string();
-    (dir, p("ca.pem"), p("ca-key.pem"))
-}
-
 #[test]
 fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {
-    let (dir, cert, key) = ig_ca();
+    let (dir, cert, key) = ca();
     let up_ca = TestCa::new("tunnel refusal upstream CA");
     let up_ca_file = up_ca.write_pem(dir.path());
     let allowed = Upstream::start_tls(up_ca.server_config(&["localhost", "127.0.0.1"]));
@@ -120,7 +111,7 @@ fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {
 
 #[test]
 fn a_spliced_tunnel_keeps_the_403_at_its_connect() {
-    let (_dir, cert, key) = ig_ca();
+    let (_dir, cert, key) = ca();
     let other = Upstream::start();
     let q = other.addr.port();
     let proxy = ProxyProc::start(&format!(
