@@ -165,6 +165,11 @@ fn a_denied_request_inside_an_intercepted_tunnel_is_never_looked_up() {
     let denied = get(SECRET);
     assert_eq!(denied.status, 403, "{denied:?}");
     assert_eq!(denied.json()["error"], "intent_violation", "{denied:?}");
+    // A tunnel refused at its CONNECT (a port no intent allows) answers inside it, unresolved.
+    let url = format!("https://{SECRET}:8443/echo");
+    let refused = curl(&["-x", &proxy.url(), "--cacert", ca.to_str().unwrap(), &url]);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.json()["error"], "port_not_in_scope", "{refused:?}");
     let ok = get("allowed.test");
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(dns.asked(SECRET), vec![], "a denied name leaked to DNS");
