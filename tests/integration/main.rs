@@ -41,4 +41,5 @@ mod run_details;
 mod runtimes;
 mod selfaddr;
 mod transparent;
+mod upstreams;
 mod websocket;
