@@ -18,12 +18,16 @@ fn a_connection_a_client_connection_kept_serves_plain_http_inside_a_tunnel_too()
     assert_eq!(out.status, 200, "{out:?}");
     assert_eq!(out.json()["uri"], "/echo?via=tunnel", "{out:?}");
     // The inner request was decided (and sent) as an intercepted tunnel's, not spliced.
-    eventually("the inner request's record", Duration::from_secs(10), || {
-        proxy
-            .audit()
-            .into_iter()
-            .find(|r| r["method"] == "GET" && r["connection"] == "intercepted")
-    });
+    eventually(
+        "the inner request's record",
+        Duration::from_secs(10),
+        || {
+            proxy
+                .audit()
+                .into_iter()
+                .find(|r| r["method"] == "GET" && r["connection"] == "intercepted")
+        },
+    );
     assert_eq!(up.requests(), 2);
     assert_eq!(
         up.connections(),
