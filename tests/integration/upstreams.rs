@@ -1,6 +1,7 @@
 //! One upstream sender for every way a request arrives (src/proxy/sender/): a connection that a
 //! client connection of the proxy listener kept serves plain HTTP inside an intercepted tunnel
-//! too, and through a parent proxy plain requests go in absolute-form over one kept connection.
+//! too, through a parent proxy plain requests go in absolute-form over one kept connection, and a
+//! kept connection idles only from the end of its last exchange.
 
 use std::time::Duration;
 
@@ -60,4 +61,17 @@ fn through_a_parent_proxy_plain_requests_share_one_connection_in_absolute_form()
         "{seen:?}"
     );
     assert_eq!(parent.connections(), 1, "one kept connection to the parent");
+}
+
+#[test]
+fn a_kept_connection_busy_for_longer_than_the_idle_timeout_is_reused_afterwards() {
+    let up = Upstream::start();
+    let proxy = ProxyProc::start("limits: {pool_idle_timeout_ms: 2000}\n");
+    let mut conn = ProxyConn::open(proxy.addr);
+    // The first exchange outlasts the idle timeout, but the connection was busy, not idle: its
+    // idle time starts when it is kept again.
+    assert_eq!(conn.get(&up.url("/slow?ms=2500")).status(), 200);
+    assert_eq!(conn.get(&up.url("/echo")).status(), 200);
+    assert_eq!(up.requests(), 2);
+    assert_eq!(up.connections(), 1, "the kept connection was reused");
 }

@@ -26,7 +26,7 @@ pub(super) enum Conn {
 }
 
 impl Conn {
-    fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         match self {
             Conn::H1(s) => s.is_closed(),
             Conn::H2(s) => s.is_closed(),

@@ -71,20 +71,25 @@ impl Slot {
         share_or_remove(&mut held.list, at)
     }
 
-    /// Keeps `idle` for the next request. An HTTP/2 connection already listed for its
-    /// destination stays the one listed; over the limit, the oldest goes to the registry.
-    pub fn put(&self, idle: Idle, home: &Arc<Registry>) {
+    /// Keeps `idle` for the next request, its idle time starting now. An open HTTP/2
+    /// connection already listed for its destination stays the one listed (a closed one is
+    /// replaced); over the limit, the oldest goes to the registry.
+    pub fn put(&self, mut idle: Idle, home: &Arc<Registry>) {
         let Ok(mut held) = self.0.lock() else {
             return;
         };
-        if matches!(idle.conn, Conn::H2(_))
-            && held
+        if matches!(idle.conn, Conn::H2(_)) {
+            let listed = held
                 .list
                 .iter()
-                .any(|i| matches!(i.conn, Conn::H2(_)) && i.key == idle.key)
-        {
-            return;
+                .position(|i| matches!(i.conn, Conn::H2(_)) && i.key == idle.key);
+            match listed {
+                Some(at) if held.list[at].conn.is_closed() => drop(held.list.remove(at)),
+                Some(_) => return,
+                None => {}
+            }
         }
+        idle.since = Instant::now();
         if held.home.is_none() {
             held.home = Some(home.clone());
         }
