@@ -75,3 +75,34 @@ fn a_kept_connection_busy_for_longer_than_the_idle_timeout_is_reused_afterwards(
     assert_eq!(up.requests(), 2);
     assert_eq!(up.connections(), 1, "the kept connection was reused");
 }
+
+#[test]
+fn a_connection_kept_for_one_name_never_serves_another_name_of_the_same_address() {
+    let up = Upstream::start();
+    let p = up.addr.port();
+    let (by_ip, by_name) = (up.url("/echo"), format!("http://localhost:{p}/echo"));
+    let proxy = ProxyProc::start("");
+    let mut first = ProxyConn::open(proxy.addr);
+    for url in [&by_ip, &by_name, &by_ip, &by_name] {
+        assert_eq!(first.get(url).status(), 200, "{url}");
+    }
+    assert_eq!(up.connections(), 2, "one kept connection per name");
+    // Its client connection ends: both are left for the next client, each for its own name.
+    drop(first);
+    let mut second = ProxyConn::open(proxy.addr);
+    for url in [&by_name, &by_ip] {
+        assert_eq!(second.get(url).status(), 200, "{url}");
+    }
+    let hosts: Vec<String> = up
+        .seen()
+        .iter()
+        .map(|s| s.header("host").unwrap_or_default().to_string())
+        .collect();
+    let (ip, name) = (format!("127.0.0.1:{p}"), format!("localhost:{p}"));
+    assert_eq!(hosts, [&ip, &name, &ip, &name, &name, &ip].map(String::as_str));
+    assert_eq!(
+        up.connections(),
+        2,
+        "the left connections served their own names again"
+    );
+}
