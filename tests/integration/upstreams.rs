@@ -99,7 +99,10 @@ fn a_connection_kept_for_one_name_never_serves_another_name_of_the_same_address(
         .map(|s| s.header("host").unwrap_or_default().to_string())
         .collect();
     let (ip, name) = (format!("127.0.0.1:{p}"), format!("localhost:{p}"));
-    assert_eq!(hosts, [&ip, &name, &ip, &name, &name, &ip].map(String::as_str));
+    assert_eq!(
+        hosts,
+        [&ip, &name, &ip, &name, &name, &ip].map(String::as_str)
+    );
     assert_eq!(
         up.connections(),
         2,
