@@ -2,7 +2,7 @@
 //!
 //! Request flow: a client connection is accepted by `listen` (limits, timeouts, JSON answers for
 //! unparseable input), each request goes through `proxy::Proxy::handle` — the pipeline, in order,
-//! in one place — and is forwarded over the pooled client in `proxy::upstream` or tunnelled by
+//! in one place — and is forwarded by the upstream sender in `proxy::sender` or tunnelled by
 //! `proxy::tunnel`. Every error becomes a JSON response in `error`. `config` holds the typed
 //! configuration, `app` wires the parts together and `cli` is the command line.
 #![forbid(unsafe_code)]

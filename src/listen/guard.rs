@@ -20,18 +20,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::Scan;
 use crate::error::raw_error_response;
-use crate::proxy::KeptUpstream;
 use crate::vocab::ErrorCode;
 
-/// What one client connection's requests share: its open tunnels (the guard stays out of their
-/// bytes) and the upstream connection its plain-HTTP requests reuse.
+/// What one client connection's requests share with its guard: its open tunnels (the guard
+/// stays out of their bytes) and whether its request stream turned ambiguous.
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<Shared>);
 
 #[derive(Default)]
 struct Shared {
     tunnels: AtomicUsize,
-    upstream: KeptUpstream,
     /// The raw request stream turned ambiguous (src/listen/framing.rs).
     ambiguous: AtomicBool,
 }
@@ -41,11 +39,6 @@ impl InFlight {
     pub fn start(&self) -> InFlightToken {
         self.0.tunnels.fetch_add(1, Ordering::AcqRel);
         InFlightToken(self.0.clone())
-    }
-
-    /// The upstream connection this client connection keeps between requests.
-    pub fn upstream(&self) -> &KeptUpstream {
-        &self.0.upstream
     }
 
     /// Whether the connection's raw request stream turned ambiguous: a head with both

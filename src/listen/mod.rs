@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::audit::Audit;
 use crate::config::Limits;
 use crate::error::raw_error_response;
-use crate::proxy::Proxy;
+use crate::proxy::{ClientConn, Proxy};
 use crate::vocab::ErrorCode;
 use guard::{Guard, InFlight};
 
@@ -169,8 +169,9 @@ pub async fn serve_proxy(
                 let _live = live;
                 let in_flight = InFlight::default();
                 let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
+                let client = Arc::new(ClientConn::new(in_flight));
                 let own = proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req, in_flight.clone()));
+                let service = service_fn(move |req| proxy.clone().handle(req, client.clone()));
                 let conn = builder.serve_connection(io, service).with_upgrades();
                 tokio::pin!(conn);
                 let result = tokio::select! {

@@ -174,10 +174,7 @@ async fn serve_one(
         .inc();
     let in_flight = InFlight::default();
     let io = TokioIo::new(Guard::new(io, in_flight.clone()));
-    let info = Arc::new(Redirected {
-        original,
-        in_flight,
-    });
+    let info = Arc::new(Redirected::new(original, in_flight));
     let own = proxy.clone();
     let service = service_fn(move |req| proxy.clone().handle_transparent(req, info.clone()));
     // With upgrades: an allowed WebSocket is relayed as on the proxy listener.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
 use super::decide::Refused;
-use super::kept_tls::TunnelUpstream;
+use super::sender::Affinity;
 use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
@@ -36,8 +36,8 @@ pub struct TunnelInfo {
     /// The authority as its canonical `host:port` and Host-header forms: a request naming one of
     /// these exactly names the tunnel's authority without being parsed again.
     canonical: [String; 2],
-    /// A TLS tunnel's upstream connection, kept between its requests (src/proxy/kept_tls.rs).
-    pub(super) upstream: Option<Arc<TunnelUpstream>>,
+    /// The upstream connections its requests reuse (src/proxy/sender/).
+    pub(super) kept: Affinity,
     /// The inner connection as its guard sees it (src/listen/guard.rs): its framing flag.
     pub(super) in_flight: InFlight,
     /// The refusal its CONNECT got, answered to each request inside (src/proxy/decide.rs).
@@ -62,7 +62,7 @@ impl TunnelInfo {
             sni,
             mode,
             canonical,
-            upstream: None,
+            kept: Affinity::default(),
             in_flight: InFlight::default(),
             refused,
         }
@@ -176,19 +176,10 @@ impl Proxy {
         }
     }
 
-    async fn serve_tunnel<IO>(self: Arc<Self>, io: TokioIo<IO>, mut info: TunnelInfo)
+    async fn serve_tunnel<IO>(self: Arc<Self>, io: TokioIo<IO>, info: TunnelInfo)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // A TLS tunnel keeps the upstream connection of its last request (src/proxy/kept_tls.rs);
-        // through a parent proxy its requests take the pooled client instead. A refused one
-        // never has an upstream.
-        if info.tls && self.dialer.is_direct() && info.refused.is_none() {
-            info.upstream = Some(Arc::new(TunnelUpstream::new(
-                info.authority.clone(),
-                &self.idle,
-            )));
-        }
         // The guard follows the inner request heads as on the listener (and answers hyper's
         // own refusals in JSON).
         let io = TokioIo::new(Guard::new(io.into_inner(), info.in_flight.clone()));

@@ -3,17 +3,14 @@
 
 mod audited;
 mod connect;
-pub mod connector;
 pub mod decide;
 mod dns;
 mod failure;
 pub mod headers;
-mod idle;
 mod inspect;
 mod intercept;
-mod kept_tls;
 mod rate;
-mod reuse;
+mod sender;
 mod setup;
 mod stub;
 pub mod target;
@@ -30,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::{Instrument, debug, debug_span};
@@ -45,22 +42,19 @@ use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::{Audited, Counted};
-use connector::{HttpClient, HttpsClient};
 use decide::Live;
+use sender::{Affinity, Destination, Upstreams};
 use target::Authority;
 use upstream::Dialer;
 
 pub use headers::VIA;
-pub use reuse::KeptUpstream;
 pub use setup::{Parts, dns_server};
 
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
     cfg: Arc<Config>,
-    client: HttpClient,
-    https: HttpsClient,
-    /// Idle upstream connections held by client connections (src/proxy/idle.rs).
-    idle: Arc<idle::IdleUpstreams>,
+    /// Where forwarded requests go upstream (src/proxy/sender/).
+    upstreams: Upstreams,
     dialer: Dialer,
     tls: Arc<Tls>,
     /// Whether clients were given intentgate's CA (a configured CA, `run`, an injected pod):
@@ -82,10 +76,27 @@ pub struct Proxy {
     pub audit: Audit,
 }
 
+/// One client connection of the proxy listener, as its requests share it.
+pub struct ClientConn {
+    /// Its guard's view (src/listen/guard.rs): open tunnels, the framing flag.
+    in_flight: InFlight,
+    /// The upstream connections its requests reuse.
+    kept: Affinity,
+}
+
+impl ClientConn {
+    pub fn new(in_flight: InFlight) -> Self {
+        Self {
+            in_flight,
+            kept: Affinity::default(),
+        }
+    }
+}
+
 /// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
 /// tunnel (origin-form, its destination fixed by the CONNECT).
 enum Entry<'a> {
-    Listener(&'a InFlight),
+    Listener(&'a ClientConn),
     Tunnel(&'a intercept::TunnelInfo),
     /// Plain HTTP on a connection redirected to the transparent listener.
     Transparent(&'a transparent::Redirected),
@@ -96,20 +107,11 @@ impl Entry<'_> {
     /// Content-Length and Transfer-Encoding, src/listen/framing.rs).
     fn ambiguous_framing(&self) -> bool {
         match self {
-            Entry::Listener(f) => f.ambiguous_framing(),
+            Entry::Listener(c) => c.in_flight.ambiguous_framing(),
             Entry::Tunnel(t) => t.in_flight.ambiguous_framing(),
             Entry::Transparent(r) => r.in_flight.ambiguous_framing(),
         }
     }
-}
-
-/// The upstream connection a request's client side keeps between its requests.
-#[derive(Clone, Copy)]
-enum Kept<'a> {
-    /// Plain HTTP from the proxy listener: the client connection's (src/proxy/reuse.rs).
-    Http(&'a KeptUpstream),
-    /// HTTPS inside an intercepted TLS tunnel: the tunnel's (src/proxy/kept_tls.rs).
-    Tls(&'a Arc<kept_tls::TunnelUpstream>),
 }
 
 /// The canonical destination of a forwarded request, and how it arrived.
@@ -141,9 +143,9 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        in_flight: InFlight,
+        client: Arc<ClientConn>,
     ) -> Result<Response<Body>, Infallible> {
-        self.run(req, Entry::Listener(&in_flight)).await
+        self.run(req, Entry::Listener(&client)).await
     }
 
     async fn run(
@@ -256,7 +258,7 @@ impl Proxy {
                 retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
             });
         }
-        let in_flight = match entry {
+        let client = match entry {
             // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
             //    name the same authority (else 421), and its origin-form path is canonicalised.
             //    A tunnel refused at its CONNECT answers each request with that refusal.
@@ -266,8 +268,7 @@ impl Proxy {
                     target.note(rec);
                     return Err(refused.answer(rec));
                 }
-                let kept = t.upstream.as_ref().map(Kept::Tls);
-                return self.forward(req, live, rec, target, ws, kept).await;
+                return self.forward(req, live, rec, target, ws, &t.kept).await;
             }
             // 2b. On a transparent connection the destination is the host the request names
             //     (Host) at the port the client dialled, never the IP it chose
@@ -276,14 +277,14 @@ impl Proxy {
             Entry::Transparent(r) => {
                 let target = r.target_of(&req)?;
                 let ws = ws.map(|w| w.held_by(&r.in_flight));
-                return self.forward(req, live, rec, target, ws, None).await;
+                return self.forward(req, live, rec, target, ws, &r.kept).await;
             }
-            Entry::Listener(in_flight) => in_flight,
+            Entry::Listener(client) => client,
         };
         // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is forwarded.
         if req.method() == Method::CONNECT {
             // Boxed: a tunnel's state is large and would otherwise size every request's future.
-            return Box::pin(self.connect(req, live, rec, in_flight.start())).await;
+            return Box::pin(self.connect(req, live, rec, client.in_flight.start())).await;
         }
         // 4. The canonical target: absolute-form only (origin-form means someone mistook us for
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
@@ -297,12 +298,8 @@ impl Proxy {
             mode: ConnectionMode::Forward,
             sni: None,
         };
-        let ws = ws.map(|w| w.held_by(in_flight));
-        let kept = self
-            .dialer
-            .is_direct()
-            .then(|| Kept::Http(in_flight.upstream()));
-        self.forward(req, live, rec, target, ws, kept).await
+        let ws = ws.map(|w| w.held_by(&client.in_flight));
+        self.forward(req, live, rec, target, ws, &client.kept).await
     }
 
     async fn forward(
@@ -312,7 +309,7 @@ impl Proxy {
         rec: &mut AuditRecord,
         target: Target,
         ws: Option<websocket::Upgrading>,
-        kept: Option<Kept<'_>>,
+        kept: &Affinity,
     ) -> Result<Outcome, ProxyError> {
         target.note(rec);
         let Target {
@@ -398,33 +395,20 @@ impl Proxy {
         if let Some(ws) = ws {
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }
-        // The send path below takes the scheme as its text.
-        let scheme = scheme.as_str();
-        // 9. Forward in origin-form (absolute-form to a parent proxy), the body streamed and
-        //    counted, bounded by the upstream response timeout: plain HTTP from the listener over
-        //    the upstream connection its client connection keeps (src/proxy/reuse.rs), HTTPS in
-        //    an intercepted tunnel over the TLS connection the tunnel keeps
-        //    (src/proxy/kept_tls.rs), the rest over the pooled clients.
+        // 9. Forward (src/proxy/sender/), the body streamed and counted, bounded by the upstream
+        //    response timeout: over a connection this client connection or tunnel kept from an
+        //    earlier request to the same destination, else an idle or a new one.
         let bytes_in = Arc::new(AtomicU64::new(0));
-        let (mut parts, body) = req.into_parts();
-        // An HTTP/2 client inside a tunnel sends requests concurrently, an HTTP/1 one in turn.
-        let sequential = parts.version != Version::HTTP_2;
-        parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, Counted::new(body, bytes_in.clone()));
+        let req = req.map(|body| Counted::new(body, bytes_in.clone()));
+        let to = Destination {
+            authority: &authority,
+            tls: scheme == Scheme::Https,
+            path_and_query: pq,
+        };
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
         //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
-        let sending = std::pin::pin!(async {
-            match kept {
-                Some(Kept::Http(k)) if scheme == "http" => {
-                    self.send_kept(k, req, &authority, &pq).await
-                }
-                Some(Kept::Tls(t)) if scheme == "https" => {
-                    self.send_kept_tls(t, sequential, req, &pq).await
-                }
-                _ => self.send_pooled(req, scheme, &authority, &pq).await,
-            }
-        });
+        let sending = std::pin::pin!(self.upstreams.send(kept, to, req));
         let resp = match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
             // A send that failed on the client's body is the client's error (400), not a 502.
             Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {

@@ -1,4 +1,4 @@
-//! Building a `Proxy` from its parts: the resolver, dialer, pooled clients and header names,
+//! Building a `Proxy` from its parts: the resolver, dialer, upstream sender and header names,
 //! and the read-only views the admin API uses.
 
 use std::sync::Arc;
@@ -9,9 +9,10 @@ use arc_swap::ArcSwap;
 use http::header::HeaderName;
 
 use super::decide::Live;
+use super::sender::Upstreams;
 use super::target::Authority;
 use super::upstream::Dialer;
-use super::{Proxy, connector, dns, rate};
+use super::{Proxy, dns, rate};
 use crate::audit::Audit;
 use crate::config::Config;
 use crate::egress::EgressPolicy;
@@ -72,21 +73,10 @@ impl Proxy {
             resolver,
             Arc::new(p.egress),
         );
-        let client = connector::http_client(dialer.clone(), &cfg.limits);
-        let https = connector::https_client(
-            dialer.clone(),
-            Arc::new(p.tls.upstream.clone()),
-            &cfg.limits,
-        );
+        let upstreams = Upstreams::new(dialer.clone(), p.tls.clone(), &cfg.limits);
         let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
-        let idle = Arc::new(super::idle::IdleUpstreams::new(
-            Duration::from_millis(cfg.limits.pool_idle_timeout_ms),
-            cfg.limits.pool_max_idle_per_host,
-        ));
         Ok(Self {
-            client,
-            https,
-            idle,
+            upstreams,
             dialer,
             tls: p.tls,
             clients_trust_ca: p.clients_trust_ca,

@@ -54,13 +54,23 @@ pub enum Sniffed {
 }
 
 /// The original destination of a redirected connection carrying plain HTTP, and what its
-/// requests share (a relayed WebSocket keeps the connection guard out of its bytes).
+/// requests share (a relayed WebSocket keeps the connection guard out of its bytes; the
+/// upstream connections they reuse).
 pub struct Redirected {
     pub original: SocketAddr,
     pub in_flight: crate::listen::guard::InFlight,
+    pub(super) kept: super::sender::Affinity,
 }
 
 impl Redirected {
+    pub fn new(original: SocketAddr, in_flight: crate::listen::guard::InFlight) -> Self {
+        Self {
+            original,
+            in_flight,
+            kept: Default::default(),
+        }
+    }
+
     /// The canonical target of one request: the host it names (Host, or an absolute-form URI) at
     /// the port the client dialled. Without any host (HTTP/1.0) it is the IP the client dialled.
     pub(super) fn target_of<B>(&self, req: &Request<B>) -> Result<Target, ProxyError> {
@@ -314,6 +324,7 @@ mod tests {
         let r = Redirected {
             original: original.parse().unwrap(),
             in_flight: Default::default(),
+            kept: Default::default(),
         };
         r.target_of(&b.body(()).unwrap())
     }
@@ -362,6 +373,7 @@ mod tests {
         let r = Redirected {
             original: "10.0.0.9:443".parse().unwrap(),
             in_flight: Default::default(),
+            kept: Default::default(),
         };
         assert!(r.target_of(&connect).is_err());
     }

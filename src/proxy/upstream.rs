@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -181,15 +180,12 @@ impl Dialer {
         self.dial_checked(host, port, true).await
     }
 
-    /// A connection for a plain-HTTP request to `uri`: to the parent proxy when there is one
-    /// (which then gets absolute-form targets: `true`), else to the vetted destination.
-    pub(super) async fn dial_for_http(&self, uri: &Uri) -> Result<(TcpStream, bool), DialError> {
+    /// A connection for plain-HTTP requests to `dest`: to the parent proxy when there is one
+    /// (which then gets absolute-form targets), else to the vetted destination.
+    pub(super) async fn dial_plain(&self, dest: &Authority) -> Result<TcpStream, DialError> {
         match &self.parent {
-            Some(p) => Ok((self.dial_parent(p).await?, true)),
-            None => {
-                let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-                Ok((self.dial(host, uri.port_u16().unwrap_or(80)).await?, false))
-            }
+            Some(p) => self.dial_parent(p).await,
+            None => self.dial(&dest.host, dest.port).await,
         }
     }
 
@@ -300,35 +296,5 @@ async fn read_connect_reply(stream: &TcpStream) -> std::io::Result<String> {
                 "reply head too large",
             ));
         }
-    }
-}
-
-/// Maps a client error to the proxy error it means, finding our dial error inside it if any.
-pub fn classify_client_error(err: &hyper_util::client::legacy::Error, target: &str) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(s) = source {
-        if let Some(d) = s.downcast_ref::<DialError>() {
-            return ProxyError::from(d.clone());
-        }
-        if let Some(t) = s.downcast_ref::<crate::tls::client::UpstreamTlsError>() {
-            return ProxyError::from(t.clone());
-        }
-        match s.downcast_ref::<super::connector::TlsDialError>() {
-            Some(super::connector::TlsDialError::Dial(d)) => return ProxyError::from(d.clone()),
-            Some(super::connector::TlsDialError::Tls(t)) => return ProxyError::from(t.clone()),
-            None => {}
-        }
-        source = s.source();
-    }
-    if err.is_connect() {
-        return ProxyError::UpstreamConnect {
-            target: target.to_string(),
-            detail: err.to_string(),
-        };
-    }
-    let detail = std::error::Error::source(err).map_or_else(|| err.to_string(), |s| s.to_string());
-    ProxyError::UpstreamProtocol {
-        target: target.to_string(),
-        detail,
     }
 }

@@ -242,3 +242,39 @@ fn an_idle_kept_upstream_connection_is_closed_after_the_pool_idle_timeout() {
     );
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn open_tunnels_to_one_host_share_one_http2_upstream_connection() {
+    let ca = TestCa::new("upstream test CA");
+    let up = Upstream::start_tls(ca.server_config(&["localhost"]));
+    let port = up.addr.port();
+    let (proxy, ig_ca, _dir) = proxy(&ca, port, "");
+    let mut tunnels = [
+        open_tunnel(&proxy, &ig_ca, port),
+        open_tunnel(&proxy, &ig_ca, port),
+    ];
+    // Both tunnels stay open: the second takes the HTTP/2 connection the first one holds.
+    for (i, path) in [(0, "/echo/1"), (1, "/echo/2"), (0, "/echo/3")] {
+        let got = get_all(&mut tunnels[i], port, &[path]);
+        assert_eq!(got[0].0, 200, "{path}: {got:?}");
+    }
+    assert_eq!(up.requests(), 3);
+    assert_eq!(up.connections(), 1, "one upstream HTTP/2 connection");
+}
+
+#[test]
+fn through_a_parent_proxy_a_tunnel_reuses_one_upstream_connection() {
+    let ca = TestCa::new("upstream test CA");
+    let up = RawUpstream::start(&ca, false);
+    let parent = ProxyProc::start("");
+    let extra = format!("upstream: {{proxy: \"{}\"}}\n", parent.url());
+    let (proxy, ig_ca, _dir) = proxy(&ca, up.port, &extra);
+    let got = through_one_tunnel(&proxy, &ig_ca, up.port, &["/a", "/b", "/c"]);
+    let want: Vec<(u16, String)> = (1..=3).map(|n| (200, format!("ok {n}"))).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        1,
+        "one CONNECT through the parent carries the tunnel's three requests"
+    );
+}

@@ -43,4 +43,5 @@ mod runtimes;
 mod selfaddr;
 mod transparent;
 mod tunnel_refusals;
+mod upstreams;
 mod websocket;

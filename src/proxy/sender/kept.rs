@@ -1,0 +1,125 @@
+//! The upstream connections one client connection (or one intercepted tunnel) keeps between its
+//! requests: its next request to the same destination reuses one with no pool checkout, no
+//! idle-list bookkeeping and no extra task. When it ends they go to the shared registry
+//! (src/proxy/sender/idle.rs) for whoever needs them next.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::super::target::Authority;
+use super::conn::{Conn, Idle};
+use super::idle::Registry;
+
+/// What a client connection or an intercepted tunnel hands to `Upstreams::send` so that its
+/// requests go over the connections its earlier ones used.
+#[derive(Default)]
+pub(crate) struct Affinity(pub(super) Arc<Slot>);
+
+#[derive(Default)]
+pub(super) struct Slot(Mutex<Held>);
+
+#[derive(Default)]
+struct Held {
+    /// Oldest first; at most `limits.pool_max_idle_per_host` (at least one).
+    list: Vec<Idle>,
+    /// Where they go when the slot ends: set with the first one kept.
+    home: Option<Arc<Registry>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(held) = self.0.get_mut() {
+            if let Some(home) = held.home.take() {
+                home.adopt(std::mem::take(&mut held.list));
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// A kept connection to `authority`. `sequential` (an HTTP/1 client: its next request
+    /// comes after the last response) takes the newest HTTP/1 one even if the last response is
+    /// still finishing, and the caller waits for it; otherwise only one that is ready now. An
+    /// HTTP/2 one is shared (it stays listed). Expired ones are closed on the way.
+    pub fn take(
+        &self,
+        authority: &Authority,
+        tls: bool,
+        max_idle: Duration,
+        sequential: bool,
+    ) -> Option<Idle> {
+        let mut held = self.0.lock().ok()?;
+        held.list.retain(|i| !i.expired(max_idle));
+        let at = held.list.iter().rposition(|i| {
+            i.key.is(authority, tls)
+                && match &i.conn {
+                    Conn::H1(s) => sequential || s.is_ready(),
+                    Conn::H2(_) => true,
+                }
+        })?;
+        share_or_remove(&mut held.list, at)
+    }
+
+    /// Takes a connection to `authority` only if it is idle and fresh; never waits for the
+    /// slot's own client connection (another one asks).
+    pub fn take_idle(&self, authority: &Authority, tls: bool, max_idle: Duration) -> Option<Idle> {
+        let mut held = self.0.try_lock().ok()?;
+        let at = held
+            .list
+            .iter()
+            .rposition(|i| i.key.is(authority, tls) && i.conn.is_idle() && i.fresh(max_idle))?;
+        share_or_remove(&mut held.list, at)
+    }
+
+    /// Keeps `idle` for the next request, its idle time starting now. An open HTTP/2
+    /// connection already listed for its destination stays the one listed (a closed one is
+    /// replaced); over the limit, the oldest goes to the registry.
+    pub fn put(&self, mut idle: Idle, home: &Arc<Registry>) {
+        let Ok(mut held) = self.0.lock() else {
+            return;
+        };
+        if matches!(idle.conn, Conn::H2(_)) {
+            let listed = held
+                .list
+                .iter()
+                .position(|i| matches!(i.conn, Conn::H2(_)) && i.key == idle.key);
+            match listed {
+                Some(at) if held.list[at].conn.is_closed() => drop(held.list.remove(at)),
+                Some(_) => return,
+                None => {}
+            }
+        }
+        idle.since = Instant::now();
+        if held.home.is_none() {
+            held.home = Some(home.clone());
+        }
+        let evicted = (held.list.len() >= home.max_per_host().max(1)).then(|| held.list.remove(0));
+        held.list.push(idle);
+        drop(held);
+        if let Some(old) = evicted {
+            home.adopt([old]);
+        }
+    }
+
+    /// Closes the expired connections (the reaper calls it; skipped while a request holds the
+    /// slot).
+    pub fn expire(&self, max_idle: Duration) {
+        if let Ok(mut held) = self.0.try_lock() {
+            held.list.retain(|i| !i.expired(max_idle));
+        }
+    }
+}
+
+/// The HTTP/2 connection at `at` shared (its idle time restarts), or the HTTP/1 one taken out.
+fn share_or_remove(list: &mut Vec<Idle>, at: usize) -> Option<Idle> {
+    let i = &mut list[at];
+    if let Conn::H2(s) = &i.conn {
+        i.since = Instant::now();
+        return Some(Idle {
+            key: i.key.clone(),
+            conn: Conn::H2(s.clone()),
+            since: i.since,
+        });
+    }
+    Some(list.remove(at))
+}

@@ -1,0 +1,182 @@
+//! The upstream sender: `Upstreams::send` takes every forwarded request to its upstream (plain
+//! HTTP from the proxy listener or a redirected connection, HTTP or HTTPS inside an intercepted
+//! tunnel, directly or through a parent proxy). The request goes over a connection that its
+//! client connection or tunnel (its `Affinity`) kept from an earlier request to the same
+//! destination, else one another left idle (src/proxy/sender/idle.rs), else a new one.
+//!
+//! A connection serves only the destination (host, port, TLS or not) it was dialled for, by
+//! `Dialer`, which vets every address right before connecting (src/proxy/upstream.rs); HTTPS is
+//! verified against the configured roots. It is not reused once idle for longer than
+//! `limits.pool_idle_timeout_ms`, and a request that a reused connection closed before sending is
+//! retried once on a new one.
+
+mod conn;
+mod idle;
+mod kept;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::audited::Counted;
+use super::inspect::Replay;
+use super::target::Authority;
+use super::upstream::Dialer;
+use crate::config::Limits;
+use crate::error::ProxyError;
+use crate::tls::Tls;
+pub(crate) use kept::Affinity;
+
+use conn::{Conn, Idle, Key};
+use idle::Registry;
+use kept::Slot;
+
+pub(crate) type Outgoing = Request<Counted<Replay>>;
+
+/// Where a request goes upstream.
+pub(crate) struct Destination<'a> {
+    pub authority: &'a Authority,
+    /// HTTPS (an intercepted TLS tunnel's requests): verified TLS to `authority`.
+    pub tls: bool,
+    /// The canonical path and query, sent in origin-form.
+    pub path_and_query: String,
+}
+
+/// The proxy's upstream connections, and how requests find them.
+pub(crate) struct Upstreams {
+    dialer: Dialer,
+    tls: Arc<Tls>,
+    handshake_timeout: Duration,
+    registry: Arc<Registry>,
+}
+
+impl Upstreams {
+    pub(crate) fn new(dialer: Dialer, tls: Arc<Tls>, limits: &Limits) -> Self {
+        Self {
+            dialer,
+            tls,
+            handshake_timeout: Duration::from_millis(limits.connect_timeout_ms),
+            registry: Arc::new(Registry::new(
+                Duration::from_millis(limits.pool_idle_timeout_ms),
+                limits.pool_max_idle_per_host,
+            )),
+        }
+    }
+
+    /// Sends `req` to `to` over a connection `from` keeps when one fits, else one another
+    /// client connection or tunnel left idle, else a new one, which `from` then keeps.
+    pub(crate) async fn send(
+        &self,
+        from: &Affinity,
+        to: Destination<'_>,
+        mut req: Outgoing,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let Destination {
+            authority,
+            tls,
+            path_and_query,
+        } = to;
+        // An HTTP/2 client (in a tunnel) sends requests concurrently, an HTTP/1 one in turn.
+        let sequential = req.version() != Version::HTTP_2;
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::try_from(path_and_query).map_err(|_| unbuildable())?;
+        let slot = &from.0;
+        let max_idle = self.registry.max_idle();
+        let reused = slot.take(authority, tls, max_idle, sequential).or_else(|| {
+            let other = self.registry.take(authority, tls, slot)?;
+            self.registry.holds(&other.key, slot);
+            Some(other)
+        });
+        if let Some(idle) = reused {
+            match self.try_send(slot, idle, req, authority, true).await? {
+                Ok(resp) => return Ok(resp),
+                Err(unsent) => req = unsent,
+            }
+        }
+        let handshake = tls.then(|| (&self.tls.upstream, self.handshake_timeout));
+        let conn = conn::dial(&self.dialer, handshake, authority).await?;
+        let idle = Idle::new(Key::new(authority, tls), conn);
+        self.registry.holds(&idle.key, slot);
+        self.try_send(slot, idle, req, authority, false)
+            .await?
+            .map_err(|_| ProxyError::UpstreamProtocol {
+                target: authority.to_host_port(),
+                detail: "connection closed before the request was sent".to_string(),
+            })
+    }
+
+    /// Sends on `idle`'s connection and keeps it in `slot`. `Ok(Err(req))`: a `reused`
+    /// connection closed before the request left, so it can go on a new one.
+    async fn try_send(
+        &self,
+        slot: &Slot,
+        mut idle: Idle,
+        mut req: Outgoing,
+        authority: &Authority,
+        reused: bool,
+    ) -> Result<Result<Response<Incoming>, Outgoing>, ProxyError> {
+        if idle.conn.ready().await.is_err() && reused {
+            return Ok(Err(req));
+        }
+        // Origin-form, except to a parent proxy (plain HTTP) and over HTTP/2, where the scheme
+        // and authority travel with the target (`:scheme`, `:authority`).
+        let absolute = match idle.conn {
+            Conn::H2(_) => Some("https"),
+            Conn::H1(_) if !idle.key.tls && !self.dialer.is_direct() => Some("http"),
+            Conn::H1(_) => None,
+        };
+        aim(&mut req, absolute, authority)?;
+        let sent = match &mut idle.conn {
+            Conn::H1(s) => {
+                let sent = s.try_send_request(req).await;
+                if sent.is_ok() {
+                    slot.put(idle, &self.registry);
+                }
+                sent
+            }
+            Conn::H2(s) => {
+                let mut s = s.clone();
+                slot.put(idle, &self.registry);
+                s.try_send_request(req).await
+            }
+        };
+        match sent {
+            Ok(resp) => Ok(Ok(resp)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if reused => Ok(Err(unsent)),
+                _ => Err(conn::protocol_error(authority, &e.into_error())),
+            },
+        }
+    }
+}
+
+/// Puts the request target in origin-form (`absolute` is `None`), or in absolute-form with
+/// that scheme and `authority`.
+fn aim(
+    req: &mut Outgoing,
+    absolute: Option<&str>,
+    authority: &Authority,
+) -> Result<(), ProxyError> {
+    let uri = req.uri();
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let aimed = match absolute {
+        None if uri.scheme().is_none() => return Ok(()),
+        None => Uri::try_from(pq),
+        Some(scheme) => {
+            let host_port = authority.to_host_port();
+            let mut s = String::with_capacity(scheme.len() + 3 + host_port.len() + pq.len());
+            for part in [scheme, "://", &host_port, pq] {
+                s.push_str(part);
+            }
+            Uri::try_from(s)
+        }
+    };
+    *req.uri_mut() = aimed.map_err(|_| unbuildable())?;
+    Ok(())
+}
+
+fn unbuildable() -> ProxyError {
+    ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
+}
