@@ -125,7 +125,8 @@ impl Default for LeafSettings {
 pub struct LeafStats {
     /// Certificates signed.
     pub mints: u64,
-    /// Requests answered from the cache.
+    /// Requests answered without a mint of their own: from the cache, or by waiting for the
+    /// mint another handshake for the name had under way.
     pub hits: u64,
     /// Entries dropped because the cache was full.
     pub evictions: u64,
@@ -226,7 +227,11 @@ impl LeafMinter {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
         }
-        let mut flight = self.flight(name);
+        let (mut flight, started) = self.flight(name);
+        if !started {
+            // Answered without a mint of its own, like a cache hit.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
         let outcome = flight.wait_for(Option::is_some).await;
         match outcome.as_deref() {
             Ok(Some(r)) => r.clone(),
@@ -237,11 +242,11 @@ impl LeafMinter {
         }
     }
 
-    /// The mint in flight for `name`, started if there is none.
-    fn flight(self: &Arc<Self>, name: &LeafName) -> Flight {
+    /// The mint in flight for `name`, and whether this call started it (there was none).
+    fn flight(self: &Arc<Self>, name: &LeafName) -> (Flight, bool) {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = inflight.get(name) {
-            return f.clone();
+            return (f.clone(), false);
         }
         let (tx, rx) = watch::channel(None);
         inflight.insert(name.clone(), rx.clone());
@@ -269,7 +274,7 @@ impl LeafMinter {
                 .remove(&name);
             let _ = tx.send(Some(done));
         });
-        rx
+        (rx, true)
     }
 
     /// The certificate and key for `name`, minted on this thread on a miss (for callers off
