@@ -2,8 +2,10 @@
 //! - on glibc Linux, relative relocations are packed (DT_RELR, glibc ≥ 2.36, binutils ≥ 2.38), so
 //!   the loader does not touch ~1.1 MiB of `.rela.dyn` at every start;
 //! - on x86_64 glibc Linux with rustc ≥ 1.90 (which links with its bundled lld), functions are
-//!   laid out in the order of `src/link.order` (written by `bench/order.sh`): what start-up and an
-//!   idle sidecar run sits in ~2 MiB instead of being spread over the whole `.text`. Unknown names are skipped, so a
+//!   laid out in the order of `layout/link.order` (written by `bench/order.sh` as a release step):
+//!   what start-up and an idle sidecar run sits in ~2 MiB instead of being spread over the whole
+//!   `.text`. Its names hold for a checkout at any path (the release profile has no debug info,
+//!   whose paths would change ThinLTO's `.llvm.<hash>` suffixes). Unknown names are skipped, so a
 //!   stale file costs memory, never correctness. `INTENTGATE_NO_ORDER=1` turns it off (e.g. for a
 //!   linker other than lld or mold).
 
@@ -16,14 +18,14 @@ fn main() {
     }
     let lld = os == "linux" && env == "gnu" && arch == "x86_64" && rustc_minor() >= 90;
     if lld && std::env::var_os("INTENTGATE_NO_ORDER").is_none() {
-        let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/link.order");
+        let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("layout/link.order");
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
-    println!("cargo:rerun-if-changed=src/link.order");
+    println!("cargo:rerun-if-changed=layout/link.order");
     println!("cargo:rerun-if-env-changed=INTENTGATE_NO_ORDER");
     println!("cargo:rerun-if-env-changed=INTENTGATE_NO_RELR");
 }

@@ -1,26 +1,29 @@
 #!/usr/bin/env bash
-# Regenerates src/link.order, the order in which the linker lays out the functions of the
+# Regenerates layout/link.order, the order in which the linker lays out the functions of the
 # `intentgate` binary (build.rs passes it to lld as --symbol-ordering-file), or checks it.
 #
-#   bench/order.sh [BIN]          rewrite src/link.order from a run of BIN
+#   bench/order.sh [BIN]          rewrite layout/link.order from a run of BIN
 #   bench/order.sh --check [BIN]  how many of its names BIN still defines (nothing written)
 #
 # BIN defaults to target/release/intentgate. The functions that start-up, an idle sidecar and its
 # probes run come first, then those that serve plain HTTP, then intercepted HTTPS: packed, the kernel
 # maps ~2 MiB of code instead of ~7 MiB spread over the whole 11 MB `.text` (it maps 64 KiB around
 # every page touched), which is most of the idle RSS (docs/performance.md). The names are the
-# mangled symbols of this toolchain and Cargo.lock; stale names are skipped by the linker, so a
-# stale file costs memory, never correctness. Regenerate after a toolchain or dependency update or
-# when `--check` reports under ~90 %. Needs valgrind, nginx, curl and openssl; all on 127.0.0.1.
+# mangled symbols of this toolchain and Cargo.lock, the same for a checkout at any path (the
+# release profile has no debug info, whose paths would change ThinLTO's `.llvm.<hash>` suffixes)
+# and for the dist profile; stale names are skipped by the linker, so a stale file costs memory,
+# never correctness. Regenerate it as a release step (after a toolchain or dependency update, or
+# when `--check` reports under ~90 %), not in everyday commits. Needs valgrind, nginx, curl and
+# openssl; all on 127.0.0.1.
 set -euo pipefail
 export LC_ALL=C
 
 here=$(cd "$(dirname "$0")" && pwd)
-out="$here/../src/link.order"
+out="$here/../layout/link.order"
 check=0
 if [[ "${1:-}" == "--check" ]]; then check=1; shift; fi
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 bin=$(realpath "${1:-$here/../target/release/intentgate}")
@@ -30,7 +33,7 @@ defined() { nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -
 if [[ $check -eq 1 ]]; then
     total=$(grep -cv '^#' "$out")
     found=$(comm -12 <(grep -v '^#' "$out" | sort -u) <(defined) | wc -l)
-    echo "src/link.order: $found of $total names defined in $bin ($((100 * found / total)) %)"
+    echo "layout/link.order: $found of $total names defined in $bin ($((100 * found / total)) %)"
     exit 0
 fi
 for tool in valgrind nginx curl nm openssl; do
@@ -100,4 +103,4 @@ sort -u "$tmp/first" "$tmp/second" | comm -13 - "$tmp/https.names" | comm -12 - 
     echo "# Function layout for the intentgate binary: written by bench/order.sh, read by build.rs."
     cat "$tmp/first" "$tmp/second" "$tmp/third"
 } >"$out"
-echo "order.sh: wrote $(grep -cv '^#' "$out") names to src/link.order"
+echo "order.sh: wrote $(grep -cv '^#' "$out") names to layout/link.order"

@@ -1,6 +1,7 @@
 //! One full decision (request facts → catalog → input → Rego evaluation → decision) with the
-//! default policy and catalogs of 10 and 1,000 intents × 20 rules. Criterion reports the
-//! median; a plain timing loop at the end prints p50 and p99.
+//! default policy and catalogs of 10 to 10,000 intents × 20 rules (uncached; 10 and 1,000 also
+//! with the decision cache). Criterion reports the median; a plain timing loop at the end prints
+//! p50 and p99. `cargo bench --bench decision -- uncached` runs the criterion uncached cases only.
 #![allow(clippy::expect_used)] // set-up of a benchmark, not the request path
 
 use std::time::Instant;
@@ -119,7 +120,14 @@ impl Case {
     }
 }
 
-const CASES: [(usize, bool); 4] = [(10, false), (1000, false), (10, true), (1000, true)];
+const CASES: [(usize, bool); 6] = [
+    (10, false),
+    (100, false),
+    (1000, false),
+    (10_000, false),
+    (10, true),
+    (1000, true),
+];
 
 fn label(cached: bool) -> &'static str {
     if cached { "cached" } else { "uncached" }
@@ -158,7 +166,7 @@ fn percentiles() {
             t.sort_unstable();
             let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)] as f64 / 1000.0;
             println!(
-                "{l:>8} {label:<5} {n:>4} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+                "{l:>8} {label:<5} {n:>5} intents x 20 rules: p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
                 p(0.5),
                 p(0.99),
                 p(1.0)

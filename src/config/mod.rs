@@ -1,6 +1,7 @@
 //! Configuration: the typed document, the embedded default, loading and validation with errors
 //! that name the file, the field and the line.
 
+mod chunked;
 mod tls;
 mod types;
 mod validate;
@@ -85,7 +86,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
     let parsed: Option<Config> = if text.trim().is_empty() {
         None // also tabs, which YAML itself refuses
     } else {
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        chunked::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             line: e.location().map(|l| l.line()),
             msg: e.to_string(),

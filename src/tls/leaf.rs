@@ -1,7 +1,11 @@
 //! Leaf certificates for intercepted hosts: minted on demand for one DNS name or IP address,
 //! signed by the local CA with ONE key pair reused for every leaf (so a mint is a signature),
 //! and kept in a bounded LRU cache whose TTL is shorter than the certificates' lifetime.
+//! Handshakes ask `get`: a cache hit is answered in place; a miss is minted once per name
+//! (later handshakes for the name wait for that mint) on tokio's blocking pool, never on a
+//! runtime thread, with at most as many mints at once as there are cores.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -16,6 +20,7 @@ use rcgen::{
 };
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::{Semaphore, watch};
 
 use super::ca::{CaError, CertificateAuthority, datetime, unix_now};
 
@@ -120,7 +125,8 @@ impl Default for LeafSettings {
 pub struct LeafStats {
     /// Certificates signed.
     pub mints: u64,
-    /// Requests answered from the cache.
+    /// Requests answered without a mint of their own: from the cache, or by waiting for the
+    /// mint another handshake for the name had under way.
     pub hits: u64,
     /// Entries dropped because the cache was full.
     pub evictions: u64,
@@ -135,6 +141,9 @@ struct Entry {
     minted: Instant,
 }
 
+/// The outcome of a mint in flight, `None` until it is known.
+type Flight = watch::Receiver<Option<Result<Arc<CertifiedKey>, LeafError>>>;
+
 /// Mints and caches leaf certificates; shared by every connection (`Send + Sync`).
 pub struct LeafMinter {
     ca: Arc<CertificateAuthority>,
@@ -144,10 +153,17 @@ pub struct LeafMinter {
     signing_key: Arc<dyn rustls::sign::SigningKey>,
     settings: LeafSettings,
     cache: Mutex<LruCache<LeafName, Entry>>,
+    /// Mints under way, by name: a second handshake for the name waits for the first's.
+    inflight: Mutex<HashMap<LeafName, Flight>>,
+    /// Bounds the blocking-pool threads minting at once (one per core).
+    minting: Arc<Semaphore>,
     mints: AtomicU64,
     hits: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    /// The threads certificates were signed on (tests check it is not the runtime's).
+    #[cfg(test)]
+    minted_on: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 impl fmt::Debug for LeafMinter {
@@ -182,10 +198,16 @@ impl LeafMinter {
             signing_key,
             settings,
             cache: Mutex::new(LruCache::new(cap)),
+            inflight: Mutex::new(HashMap::new()),
+            minting: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, NonZeroUsize::get),
+            )),
             mints: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            #[cfg(test)]
+            minted_on: Mutex::default(),
         })
     }
 
@@ -197,8 +219,66 @@ impl LeafMinter {
         self.settings
     }
 
-    /// The certificate and key for `name`: from the cache when fresh, else minted (the lock is
-    /// not held while signing; two first requests for one name may both mint, the last wins).
+    /// The certificate and key for `name`, for a handshake on the runtime: from the cache when
+    /// fresh; else minted on the blocking pool, once however many handshakes ask at the same
+    /// time (the mint runs to its end, and fills the cache, even if they all go away).
+    pub async fn get(self: &Arc<Self>, name: &LeafName) -> Result<Arc<CertifiedKey>, LeafError> {
+        if let Some(hit) = self.lookup(name, Instant::now()) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let (mut flight, started) = self.flight(name);
+        if !started {
+            // Answered without a mint of its own, like a cache hit.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = flight.wait_for(Option::is_some).await;
+        match outcome.as_deref() {
+            Ok(Some(r)) => r.clone(),
+            _ => Err(LeafError::Mint {
+                name: name.to_string(),
+                detail: "the minting task ended without an answer".into(),
+            }),
+        }
+    }
+
+    /// The mint in flight for `name`, and whether this call started it (there was none).
+    fn flight(self: &Arc<Self>, name: &LeafName) -> (Flight, bool) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = inflight.get(name) {
+            return (f.clone(), false);
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(name.clone(), rx.clone());
+        drop(inflight);
+        let (me, name) = (self.clone(), name.clone());
+        tokio::spawn(async move {
+            let permit = me.minting.clone().acquire_owned().await;
+            let (minter, n) = (me.clone(), name.clone());
+            // `certified_key` looks in the cache again: a flight that ended between our miss
+            // and this one's start has filled it.
+            let done = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                minter.certified_key(&n)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(LeafError::Mint {
+                    name: name.to_string(),
+                    detail: format!("the minting task failed: {e}"),
+                })
+            });
+            me.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            let _ = tx.send(Some(done));
+        });
+        (rx, true)
+    }
+
+    /// The certificate and key for `name`, minted on this thread on a miss (for callers off
+    /// the runtime; handshakes use `get`). The lock is not held while signing.
     pub fn certified_key(&self, name: &LeafName) -> Result<Arc<CertifiedKey>, LeafError> {
         self.certified_key_at(name, Instant::now())
     }
@@ -215,6 +295,11 @@ impl LeafMinter {
         }
         let key = Arc::new(self.mint(name)?);
         self.mints.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        self.minted_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(std::thread::current().id());
         let mut cache = self.lock();
         let entry = Entry {
             key: key.clone(),

@@ -270,3 +270,50 @@ fn openssl_verifies_minted_leaves() {
         assert!(out.status.success(), "{text}");
     }
 }
+
+/// Five handshakes asking at once for a name not yet cached share ONE mint, and it runs on the
+/// blocking pool, not on the runtime's thread (which stays free for other connections).
+#[tokio::test]
+async fn concurrent_gets_share_one_mint_made_off_the_runtime_thread() {
+    let m = Arc::new(LeafMinter::new(ca(), settings(10)).unwrap());
+    let name = dns("new.example");
+    // On this one-thread runtime all five ask before the mint can start.
+    let (a, b, c, d, e) = tokio::join!(
+        m.get(&name),
+        m.get(&name),
+        m.get(&name),
+        m.get(&name),
+        m.get(&name)
+    );
+    let keys = [a, b, c, d, e].map(Result::unwrap);
+    assert!(
+        keys.iter().all(|k| Arc::ptr_eq(k, &keys[0])),
+        "one key for all"
+    );
+    let s = m.stats();
+    assert_eq!((s.mints, s.hits, s.entries), (1, 4, 1));
+    let on = m.minted_on.lock().unwrap().clone();
+    assert_eq!(on.len(), 1);
+    assert_ne!(
+        on[0],
+        std::thread::current().id(),
+        "minted on the runtime thread"
+    );
+    // Later handshakes are answered from the cache, in place.
+    assert!(Arc::ptr_eq(&m.get(&name).await.unwrap(), &keys[0]));
+    assert_eq!(m.stats().hits, 5);
+}
+
+/// A mint that fails is reported to every waiter and not cached: the next handshake tries again.
+#[tokio::test]
+async fn a_failed_mint_reaches_every_waiter() {
+    let m = Arc::new(LeafMinter::new(ca(), settings(10)).unwrap());
+    // Not ASCII: rcgen cannot put it in a certificate (`parse` would have refused it).
+    let name = LeafName::Dns("bäd.example".into());
+    let (a, b, c) = tokio::join!(m.get(&name), m.get(&name), m.get(&name));
+    for got in [a, b, c] {
+        assert!(matches!(got, Err(LeafError::Mint { .. })), "{got:?}");
+    }
+    assert_eq!(m.stats().entries, 0);
+    assert!(m.inflight.lock().unwrap().is_empty());
+}

@@ -1,6 +1,7 @@
-//! The client-facing side of interception: a rustls `ServerConfig` per tunnel whose certificate
-//! resolver mints (or takes from the cache) a leaf for the tunnel's host, after checking the
-//! client's SNI against the CONNECT authority; ALPN offers `h2` and `http/1.1`.
+//! The client-facing side of interception: the client's SNI is checked against the CONNECT
+//! authority, the leaf for the tunnel's host is taken from the cache or minted (off the runtime
+//! threads, `leaf::LeafMinter::get`), and a rustls `ServerConfig` per tunnel answers with it;
+//! ALPN offers `h2` and `http/1.1`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -63,44 +64,14 @@ pub fn check_sni(tunnel: &LeafName, sni: Option<&str>) -> Result<LeafName, SniRe
     }
 }
 
-/// Resolves the certificate for one tunnel. Refusing (`None`) makes rustls end the handshake
-/// with an `access_denied` alert.
-pub struct TunnelResolver {
-    minter: Arc<LeafMinter>,
-    tunnel: LeafName,
-}
+/// Answers every handshake of one tunnel with the leaf fetched before it started (`None`
+/// refuses: rustls ends the handshake with an `access_denied` alert).
+#[derive(Debug)]
+struct Fetched(Option<Arc<CertifiedKey>>);
 
-impl fmt::Debug for TunnelResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TunnelResolver")
-            .field("tunnel", &self.tunnel)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TunnelResolver {
-    /// A resolver for a tunnel to `tunnel` (for callers building their own `ServerConfig`).
-    pub fn new(minter: Arc<LeafMinter>, tunnel: LeafName) -> Self {
-        Self { minter, tunnel }
-    }
-}
-
-impl ResolvesServerCert for TunnelResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = match check_sni(&self.tunnel, hello.server_name()) {
-            Ok(n) => n,
-            Err(why) => {
-                tracing::debug!(reason = %why, "refusing TLS client");
-                return None;
-            }
-        };
-        match self.minter.certified_key(&name) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot mint leaf certificate");
-                None
-            }
-        }
+impl ResolvesServerCert for Fetched {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.clone()
     }
 }
 
@@ -149,11 +120,8 @@ impl Interceptor {
     /// resumption shared by all tunnels (rustls only resumes a session for the server name it
     /// was made for).
     pub fn new(minter: Arc<LeafMinter>) -> Result<Self, rustls::Error> {
-        // Every tunnel gets its own resolver (`config_for`); this one is never asked.
-        let resolver = Arc::new(TunnelResolver::new(
-            minter.clone(),
-            LeafName::Dns("invalid".into()),
-        ));
+        // Every tunnel gets its own resolver (`accept`); this one is never asked.
+        let resolver = Arc::new(Fetched(None));
         let mut base = ServerConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -178,13 +146,6 @@ impl Interceptor {
         &self.minter
     }
 
-    /// The server config for one tunnel to `tunnel` (the CONNECT authority's host).
-    pub fn config_for(&self, tunnel: &LeafName) -> Arc<ServerConfig> {
-        let mut cfg = self.base.clone();
-        cfg.cert_resolver = Arc::new(TunnelResolver::new(self.minter.clone(), tunnel.clone()));
-        Arc::new(cfg)
-    }
-
     /// Performs the handshake with a client inside a tunnel to `tunnel`. The SNI is checked
     /// (and a refusal reported with its reason) before any certificate is minted; a refused
     /// client gets an `access_denied` alert. The caller bounds this with a timeout.
@@ -200,9 +161,24 @@ impl Interceptor {
             .await
             .map_err(InterceptError::Handshake)?;
         let verdict = check_sni(tunnel, start.client_hello().server_name());
-        // Refused or not, the handshake runs: the resolver refuses the same way and rustls
-        // sends the client an alert instead of a bare close.
-        let result = start.into_stream(self.config_for(tunnel)).await;
+        let key = match &verdict {
+            Ok(name) => match self.minter.get(name).await {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot mint leaf certificate");
+                    None
+                }
+            },
+            Err(why) => {
+                tracing::debug!(reason = %why, "refusing TLS client");
+                None
+            }
+        };
+        // Refused or not, the handshake runs: without a key rustls sends the client an alert
+        // instead of a bare close.
+        let mut cfg = self.base.clone();
+        cfg.cert_resolver = Arc::new(Fetched(key));
+        let result = start.into_stream(Arc::new(cfg)).await;
         let name = verdict.map_err(InterceptError::Sni)?;
         let stream = result.map_err(InterceptError::Handshake)?;
         let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);

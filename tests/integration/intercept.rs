@@ -268,6 +268,38 @@ fn leaf_certificates_are_minted_once_per_host() {
     );
 }
 
+/// Five tunnels to a host with no certificate yet, their ClientHellos sent at once: one mint,
+/// the other four handshakes wait for it (and all five succeed).
+#[test]
+fn concurrent_tunnels_to_a_new_host_mint_once() {
+    let s = setup("");
+    let target = format!("localhost:{}", s.up.addr.port());
+    // The tunnels are open before any handshake starts, so the five ClientHellos arrive together.
+    let tunnels: Vec<_> = (0..5)
+        .map(|_| crate::connect::connect_tunnel(s.proxy.addr, &target))
+        .collect();
+    let cfg = client_config_trusting(&s.ig_ca_pem, &[b"http/1.1"]);
+    let done = rt().block_on(async move {
+        let handshakes = tunnels.into_iter().map(|t| {
+            t.set_nonblocking(true).unwrap();
+            let tcp = tokio::net::TcpStream::from_std(t).unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            tokio::spawn(tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp))
+        });
+        let mut ok = 0;
+        for h in handshakes.collect::<Vec<_>>() {
+            h.await.unwrap().unwrap();
+            ok += 1;
+        }
+        ok
+    });
+    assert_eq!(done, 5);
+    let mint = r#"intentgate_tls_leaf_certificates{result="mint"}"#;
+    let hit = r#"intentgate_tls_leaf_certificates{result="cache_hit"}"#;
+    assert_eq!(s.proxy.metric(mint), 1.0, "one mint for five tunnels");
+    assert_eq!(s.proxy.metric(hit), 4.0);
+}
+
 #[test]
 fn http2_multiplexed_requests_each_get_their_own_decision() {
     let s = setup("");

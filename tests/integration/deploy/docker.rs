@@ -192,7 +192,7 @@ fn dockerfile_builds_a_distroless_sidecar_and_an_iptables_init_image_from_pinned
     }
     for kept in [
         "src/main.rs",
-        "src/link.order",
+        "layout/link.order",
         "config/default.yaml",
         ".cargo/config.toml",
     ] {
