@@ -39,15 +39,11 @@ impl Resolver {
 
     /// Asks these DNS servers instead of the system resolver (none: the system resolver), each
     /// within `timeout`.
-    pub fn with_servers(
-        mut self,
-        servers: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<Self, String> {
+    pub fn with_servers(mut self, servers: &[SocketAddr], timeout: Duration) -> Self {
         if !servers.is_empty() {
-            self.stub = Some(Stub::new(servers, timeout)?);
+            self.stub = Some(Stub::new(servers, timeout));
         }
-        Ok(self)
+        self
     }
 
     /// A fresh resolution of `host`, and how long it may be reused.
