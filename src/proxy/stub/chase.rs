@@ -13,6 +13,10 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 /// for the targets): one query for the name and at most this many more.
 pub(super) const MAX_CNAMES: usize = 8;
 
+/// A query's header after its id: a standard query with recursion desired (flags 0x0100), one
+/// question, no answer, authority or additional records.
+const HEADER: [u8; 10] = [0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+
 /// What a server said about one question.
 #[derive(Debug, PartialEq)]
 pub(super) enum Outcome {
@@ -61,12 +65,24 @@ impl Chase {
 
     /// The query in flight, encoded: recursion desired, no EDNS (a server answers at most 512
     /// bytes over UDP, so no answer is ever fragmented; a longer one comes truncated, then over
-    /// TCP).
+    /// TCP). Written here rather than by hickory-proto's encoder (a tenth of its cost): a query is
+    /// a fixed header and one question, the name's labels as `Name` already checked them.
     pub fn wire(&self) -> Result<Vec<u8>, String> {
-        let mut m = Message::new(self.id, MessageType::Query, OpCode::Query);
-        m.metadata.recursion_desired = true;
-        m.add_query(self.query.clone());
-        m.to_vec().map_err(|e| e.to_string())
+        let mut out = Vec::with_capacity(HEADER.len() + 2 + 255 + 4);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&HEADER);
+        for label in self.query.name.iter() {
+            let len = u8::try_from(label.len())
+                .ok()
+                .filter(|&l| l <= 63)
+                .ok_or("a label longer than 63 bytes")?;
+            out.push(len);
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        out.extend_from_slice(&u16::from(self.query.query_type).to_be_bytes());
+        out.extend_from_slice(&u16::from(self.query.query_class).to_be_bytes());
+        Ok(out)
     }
 
     /// Whether `reply` answers the query in flight: its id, a response to a standard query, and

@@ -130,7 +130,10 @@ fn a_loop_or_a_chain_longer_than_eight_ends_the_chase() {
     let mut c = Chase::new(name("a.test."), RecordType::A, 1);
     let r = ok(
         &c,
-        vec![cname("a.test.", 5, "b.test."), cname("b.test.", 5, "A.test.")],
+        vec![
+            cname("a.test.", 5, "b.test."),
+            cname("b.test.", 5, "A.test."),
+        ],
     );
     assert!(!c.take(&r));
     assert_eq!(c.finish(0), Outcome::Empty("CNAME loop"));
@@ -175,7 +178,10 @@ fn the_response_code_decides_between_no_addresses_and_another_server() {
     assert_eq!(nx.finish(0), Outcome::Empty("NXDOMAIN"));
 
     let mut none = c();
-    assert!(!none.take(&ok(&none, vec![a("a.test.", 5, 1)])), "A in AAAA");
+    assert!(
+        !none.take(&ok(&none, vec![a("a.test.", 5, 1)])),
+        "A in AAAA"
+    );
     assert_eq!(none.finish(0), Outcome::Empty("no records"));
 
     for rcode in [ResponseCode::ServFail, ResponseCode::Refused] {
@@ -187,4 +193,18 @@ fn the_response_code_decides_between_no_addresses_and_another_server() {
         c().finish(1500),
         Outcome::Failed("no answer within 1500 ms".into())
     );
+}
+
+#[test]
+fn the_query_is_encoded_as_hickory_proto_encodes_it() {
+    for (host, qtype) in [
+        ("a.test.", RecordType::A),
+        ("x.Very-Long.example.test.", RecordType::AAAA),
+    ] {
+        let c = Chase::new(name(host), qtype, 0xbeef);
+        let mut m = Message::new(0xbeef, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(name(host), qtype));
+        assert_eq!(c.wire().unwrap(), m.to_vec().unwrap(), "{host} {qtype}");
+    }
 }

@@ -43,13 +43,25 @@ pub(super) async fn ask(
     for c in &chases {
         sock.send(&c.wire()?).await.map_err(io)?;
     }
-    let mut buf = [0u8; UDP_READ];
+    // Not zeroed: `recv_buf` writes into the spare capacity and counts what it wrote.
+    let mut buf = Vec::with_capacity(UDP_READ);
     while chases.iter().any(Chase::pending) {
-        // A refused port (ICMP) ends the exchange with this server; a timeout ends the wait.
-        let Ok(read) = timeout_at(until, sock.recv(&mut buf)).await else {
-            break;
+        buf.clear();
+        // A timeout ends the wait; a refused port (ICMP) or another socket error ends the exchange
+        // with this server for the questions still open (an answer already taken is kept).
+        let read = match timeout_at(until, sock.recv_buf(&mut buf)).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                let why = e.to_string();
+                chases
+                    .iter_mut()
+                    .filter(|c| c.pending())
+                    .for_each(|c| c.fail(why.clone()));
+                break;
+            }
+            Ok(Ok(read)) => read,
         };
-        let got = buf.get(..read.map_err(io)?).unwrap_or_default();
+        let got = buf.get(..read).unwrap_or_default();
         // The id before anything else: a datagram for no query in flight is not decoded.
         let Some(id) = got.first_chunk::<2>().map(|b| u16::from_be_bytes(*b)) else {
             continue;
@@ -113,8 +125,8 @@ async fn over_tcp(server: SocketAddr, chase: &Chase, until: Instant) -> Result<M
         .map_err(|_| "no answer in time".to_string())?
 }
 
-/// Random query ids, read from the system's generator eight at a time (one read covers a lookup
-/// that follows no more than a CNAME per question).
+/// Random query ids, read from the system's generator eight at a time (one read covers the two
+/// questions of a lookup and up to six CNAME targets asked after them).
 struct Ids {
     bytes: [u8; 16],
     used: usize,

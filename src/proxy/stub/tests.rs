@@ -82,7 +82,10 @@ fn reply(q: &Message, rcode: ResponseCode, data: Vec<RData>) -> Message {
     m.metadata.response_code = rcode;
     m.add_queries(q.queries.clone());
     let owner = q.queries[0].name.clone();
-    m.add_answers(data.into_iter().map(|d| Record::from_rdata(owner.clone(), 60, d)));
+    m.add_answers(
+        data.into_iter()
+            .map(|d| Record::from_rdata(owner.clone(), 60, d)),
+    );
     m
 }
 
@@ -110,13 +113,17 @@ fn ips(v: &[&str]) -> Vec<IpAddr> {
 
 #[tokio::test]
 async fn a_and_aaaa_come_from_one_exchange() {
-    let server = Server::start(|q, _| vec![wire(q, ResponseCode::NoError, vec![address(q, 1)])]).await;
+    let server =
+        Server::start(|q, _| vec![wire(q, ResponseCode::NoError, vec![address(q, 1)])]).await;
     let got = stub(&[&server]).lookup("both.test").await.unwrap();
     assert_eq!(got.ips, ips(&["127.0.0.1", "::1"]));
     assert_eq!(got.ttl, Duration::from_secs(60));
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen.iter().all(|(n, _, via)| n == "both.test." && *via == Via::Udp));
+    assert!(
+        seen.iter()
+            .all(|(n, _, via)| n == "both.test." && *via == Via::Udp)
+    );
 }
 
 #[tokio::test]
@@ -133,7 +140,11 @@ async fn a_truncated_answer_is_asked_again_over_tcp() {
     .await;
     let got = stub(&[&server]).lookup("big.test").await.unwrap();
     assert_eq!(got.ips, ips(&["127.0.0.5"]));
-    let tcp: Vec<_> = server.seen().into_iter().filter(|s| s.2 == Via::Tcp).collect();
+    let tcp: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.2 == Via::Tcp)
+        .collect();
     assert_eq!(tcp, [("big.test.".to_string(), RecordType::A, Via::Tcp)]);
 }
 
@@ -160,7 +171,8 @@ async fn replies_with_another_id_or_question_are_ignored() {
 async fn a_server_that_fails_is_passed_over_and_one_that_says_no_is_final() {
     let failing = Server::start(|q, _| vec![wire(q, ResponseCode::ServFail, vec![])]).await;
     let nx = Server::start(|q, _| vec![wire(q, ResponseCode::NXDomain, vec![])]).await;
-    let good = Server::start(|q, _| vec![wire(q, ResponseCode::NoError, vec![address(q, 9)])]).await;
+    let good =
+        Server::start(|q, _| vec![wire(q, ResponseCode::NoError, vec![address(q, 9)])]).await;
     // A closed port: the ICMP refusal ends that server's turn at once.
     let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let closed_addr = closed.local_addr().unwrap();
@@ -170,12 +182,18 @@ async fn a_server_that_fails_is_passed_over_and_one_that_says_no_is_final() {
         &[closed_addr, failing.addr, good.addr],
         Duration::from_secs(10),
     );
-    assert_eq!(s.lookup("x.test").await.unwrap().ips, ips(&["127.0.0.9", "::9"]));
+    assert_eq!(
+        s.lookup("x.test").await.unwrap().ips,
+        ips(&["127.0.0.9", "::9"])
+    );
 
     let s = Stub::new(&[nx.addr, good.addr], Duration::from_secs(10));
     let err = s.lookup("gone.test").await.unwrap_err();
     assert_eq!(err, "no addresses (NXDOMAIN)");
-    assert!(good.seen().iter().all(|(n, ..)| n != "gone.test."), "not sent further");
+    assert!(
+        good.seen().iter().all(|(n, ..)| n != "gone.test."),
+        "not sent further"
+    );
 
     let s = Stub::new(&[failing.addr], Duration::from_secs(10));
     let err = s.lookup("x.test").await.unwrap_err();
@@ -202,10 +220,7 @@ async fn a_cname_chain_is_asked_link_by_link() {
 #[test]
 fn both_answers_and_the_smallest_ttl_make_the_answer() {
     let v4 = IpAddr::from([192, 0, 2, 1]);
-    let found = answer([
-        Outcome::Found(vec![v4], 300),
-        Outcome::Empty("no records"),
-    ]);
+    let found = answer([Outcome::Found(vec![v4], 300), Outcome::Empty("no records")]);
     assert_eq!(
         found,
         Ok(Answer {
