@@ -1,6 +1,6 @@
 //! Name resolution with a short-lived shared cache, so the address the vetting saw is the address
 //! the connection uses, and a request does not pay for a lookup when its host was resolved recently.
-//! `dns.servers` are asked by the stub resolver (src/proxy/stub.rs); without them, the system's
+//! `dns.servers` are asked by the stub resolver (src/proxy/stub/); without them, the system's
 //! (getaddrinfo: /etc/hosts, nsswitch and resolv.conf search lists, as every other program there).
 
 use std::collections::HashMap;
@@ -39,15 +39,11 @@ impl Resolver {
 
     /// Asks these DNS servers instead of the system resolver (none: the system resolver), each
     /// within `timeout`.
-    pub fn with_servers(
-        mut self,
-        servers: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<Self, String> {
+    pub fn with_servers(mut self, servers: &[SocketAddr], timeout: Duration) -> Self {
         if !servers.is_empty() {
-            self.stub = Some(Stub::new(servers, timeout)?);
+            self.stub = Some(Stub::new(servers, timeout));
         }
-        Ok(self)
+        self
     }
 
     /// A fresh resolution of `host`, and how long it may be reused.

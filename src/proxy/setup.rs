@@ -65,7 +65,7 @@ impl Proxy {
             dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
                 &servers,
                 Duration::from_millis(cfg.limits.connect_timeout_ms),
-            )?,
+            ),
         );
         let dialer = Dialer::new(
             Duration::from_millis(cfg.limits.connect_timeout_ms),
