@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::error::{Body, full, json_response};
+use crate::error::{Blame, Body, ErrorReply, full, json_response};
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
 use crate::offline::{ExplainRequest, explain_json};
@@ -44,12 +44,21 @@ pub struct AdminState {
     pub body_timeout: Duration,
 }
 
+/// An admin error in the one error shape (src/error.rs); the id names its debug log line.
 fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
-    json_response(
+    let (reason, id) = (reason.into(), crate::ids::decision_id());
+    debug!(decision_id = %id, code, reason = %reason, "admin request refused");
+    ErrorReply {
         status,
-        &json!({"error": code, "reason": reason.into(), "hint": hint,
-                "decision_id": crate::ids::decision_id()}),
-    )
+        blame: Blame::Client,
+        code,
+        reason: &reason,
+        hint,
+        decision_id: &id,
+        agent: None,
+        intent: None,
+    }
+    .response()
 }
 
 fn metrics(state: &AdminState) -> Response<Body> {
@@ -206,7 +215,17 @@ fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
     let name = b.name.trim();
     let live = state.proxy.live.load();
     if let Err(r) = live.policy.claim(&live.agent, name) {
-        return error(r.kind.status(), r.kind.code(), r.reason, &r.hint);
+        return ErrorReply {
+            status: r.kind.status(),
+            blame: Blame::Policy,
+            code: r.kind.code(),
+            reason: &r.reason,
+            hint: &r.hint,
+            decision_id: &crate::ids::decision_id(),
+            agent: Some(&live.agent.id),
+            intent: Some(name),
+        }
+        .response();
     }
     let s = state.proxy.session.set(
         name,
