@@ -39,6 +39,7 @@ mod policy;
 mod run;
 mod run_details;
 mod runtimes;
+mod sdks;
 mod selfaddr;
 mod transparent;
 mod websocket;
