@@ -3,9 +3,13 @@
 //! in `access`; the listener has the proxy listener's limits and a connection cap of its own.
 
 mod access;
+mod door;
+mod reply;
+
+pub use door::AgentEndpoints;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,12 +27,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::error::{Blame, Body, ErrorReply, full, json_response};
+use crate::error::{Body, full, json_response};
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
 use crate::offline::{ExplainRequest, explain_json};
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
+use reply::AdminError;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -42,23 +47,6 @@ pub struct AdminState {
     pub token: Option<String>,
     /// How long a request body may take to arrive (`limits.header_read_timeout_ms`).
     pub body_timeout: Duration,
-}
-
-/// An admin error in the one error shape (src/error.rs); the id names its debug log line.
-fn error(status: StatusCode, code: &str, reason: impl Into<String>, hint: &str) -> Response<Body> {
-    let (reason, id) = (reason.into(), crate::ids::decision_id());
-    debug!(decision_id = %id, code, reason = %reason, "admin request refused");
-    ErrorReply {
-        status,
-        blame: Blame::Client,
-        code,
-        reason: &reason,
-        hint,
-        decision_id: &id,
-        agent: None,
-        intent: None,
-    }
-    .response()
 }
 
 fn metrics(state: &AdminState) -> Response<Body> {
@@ -88,12 +76,12 @@ fn metrics(state: &AdminState) -> Response<Body> {
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     wait: Duration,
-) -> Result<T, Response<Body>> {
+) -> Result<T, AdminError> {
     let body = Limited::new(req.into_body(), 64 * 1024).collect();
     let bytes = match tokio::time::timeout(wait, body).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => {
-            return Err(error(
+            return Err(AdminError::client(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("cannot read the body: {e}"),
@@ -101,7 +89,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
             ));
         }
         Err(_) => {
-            return Err(error(
+            return Err(AdminError::client(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
                 format!("the body did not arrive within {} ms", wait.as_millis()),
@@ -110,7 +98,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
-        error(
+        AdminError::client(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("invalid JSON: {e}"),
@@ -150,16 +138,35 @@ async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    Ok(answer(&state, peer.ip(), req, None).await)
+}
+
+/// Answers one call from `peer`: who may call what (`access`), then the endpoint. Errors become
+/// responses here, with `decision_id` when the call has one (through the proxy).
+async fn answer(
+    state: &AdminState,
+    peer: IpAddr,
+    req: Request<Incoming>,
+    decision_id: Option<&str>,
+) -> Response<Body> {
+    let access = access::Access::of(req.method(), req.uri().path());
+    let result = match access::check(access, state.token.as_deref(), peer, req.headers()) {
+        Ok(()) => endpoint(state, req).await,
+        Err(refusal) => Err(refusal.into()),
+    };
+    result.unwrap_or_else(|e| e.response(decision_id))
+}
+
+async fn endpoint(
+    state: &AdminState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AdminError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let access = access::Access::of(&method, &path);
-    if let Err(refusal) = access::check(access, state.token.as_deref(), peer.ip(), req.headers()) {
-        return Ok(refusal.response());
-    }
     let wait = state.body_timeout;
     let ready = state.ready.load(Ordering::Acquire);
     Ok(match (&method, path.as_str()) {
-        (&Method::GET, "/metrics") => metrics(&state),
+        (&Method::GET, "/metrics") => metrics(state),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") if state.proxy.audit.blocked() => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -172,26 +179,25 @@ async fn route(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "starting"}),
         ),
-        (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(&state)),
-        (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req, wait).await {
-            Ok(b) if !b.name.trim().is_empty() => set_session(&state, &b),
-            Ok(_) => error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the intent name is empty",
-                "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
-            ),
-            Err(resp) => resp,
-        },
+        (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(state)),
+        (&Method::PUT, "/v1/intent") => {
+            let b = read_json::<IntentBody>(req, wait).await?;
+            if b.name.trim().is_empty() {
+                return Err(AdminError::client(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the intent name is empty",
+                    "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
+                ));
+            }
+            set_session(state, &b)?
+        }
         (&Method::DELETE, "/v1/intent") => {
             let had = state.proxy.session.clear();
             json_response(StatusCode::OK, &json!({"session": null, "cleared": had}))
         }
-        (&Method::POST, "/v1/explain") => match read_json::<ExplainBody>(req, wait).await {
-            Ok(b) => explain(&state, b),
-            Err(resp) => resp,
-        },
-        (&Method::GET, "/v1/policy") => policy(&state),
+        (&Method::POST, "/v1/explain") => explain(state, read_json(req, wait).await?)?,
+        (&Method::GET, "/v1/policy") => policy(state),
         (&Method::POST, "/v1/reload") => {
             let status = state.reloader.reload("admin api").await;
             let code = if status.result == "success" {
@@ -201,41 +207,33 @@ async fn route(
             };
             json_response(code, &status)
         }
-        (_, p) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {method} {p}"),
-            "see docs/operations.md for the admin API",
-        ),
+        (_, p) => {
+            return Err(AdminError::client(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no admin endpoint {method} {p}"),
+                "see docs/operations.md for the admin API",
+            ));
+        }
     })
 }
 
 /// Sets the session intent: only one in the catalog that the agent may claim.
-fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
+fn set_session(state: &AdminState, b: &IntentBody) -> Result<Response<Body>, AdminError> {
     let name = b.name.trim();
     let live = state.proxy.live.load();
     if let Err(r) = live.policy.claim(&live.agent, name) {
-        return ErrorReply {
-            status: r.kind.status(),
-            blame: Blame::Policy,
-            code: r.kind.code(),
-            reason: &r.reason,
-            hint: &r.hint,
-            decision_id: &crate::ids::decision_id(),
-            agent: Some(&live.agent.id),
-            intent: Some(name),
-        }
-        .response();
+        return Err(AdminError::claim(r, &live.agent.id, name));
     }
     let s = state.proxy.session.set(
         name,
         b.task.as_deref(),
         b.ttl_seconds.map(Duration::from_secs),
     );
-    json_response(StatusCode::OK, &json!({"session": s}))
+    Ok(json_response(StatusCode::OK, &json!({"session": s})))
 }
 
-fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
+fn explain(state: &AdminState, b: ExplainBody) -> Result<Response<Body>, AdminError> {
     let live = state.proxy.live.load();
     let headers: Vec<String> = b.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let cfg = state.reloader.config();
@@ -247,13 +245,13 @@ fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
         headers: &headers,
     };
     match explain_json(&cfg, &live.agent, &live.policy, &req) {
-        Ok((_, out)) => json_response(StatusCode::OK, &out),
-        Err(e) => error(
+        Ok((_, out)) => Ok(json_response(StatusCode::OK, &out)),
+        Err(e) => Err(AdminError::client(
             StatusCode::BAD_REQUEST,
             "bad_request",
             e,
             "send {\"method\": \"GET\", \"url\": \"https://host/path\", \"intent\": \"NAME\"}",
-        ),
+        )),
     }
 }
 

@@ -61,6 +61,9 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     DestinationForbidden(String),
+    /// A destination that is one of intentgate's own listeners (`destination_forbidden`).
+    #[error("{0}")]
+    Ourselves(String),
     #[error("the request names {named} but its tunnel goes to {tunnel}")]
     Misdirected { named: String, tunnel: String },
     #[error("too many {what}; limit is {limit}")]
@@ -122,9 +125,9 @@ impl ProxyError {
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Denied { .. }
+            | ProxyError::DestinationForbidden(_)
+            | ProxyError::Ourselves(_) => StatusCode::FORBIDDEN,
             ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -146,7 +149,9 @@ impl ProxyError {
             ProxyError::ParentProxy { .. } => "parent_proxy_error",
             ProxyError::UpstreamTls { .. } => "upstream_tls",
             ProxyError::Denied { code, .. } => code,
-            ProxyError::DestinationForbidden(_) => "destination_forbidden",
+            ProxyError::DestinationForbidden(_) | ProxyError::Ourselves(_) => {
+                "destination_forbidden"
+            }
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::AuditUnavailable => "audit_unavailable",
@@ -174,7 +179,9 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => Blame::Upstream,
-            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
+            ProxyError::Denied { .. }
+            | ProxyError::DestinationForbidden(_)
+            | ProxyError::Ourselves(_) => Blame::Policy,
             ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::AuditUnavailable => Blame::Proxy,
@@ -199,6 +206,7 @@ impl ProxyError {
             ProxyError::DestinationForbidden(_) => {
                 "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()
             }
+            ProxyError::Ourselves(_) => "intentgate is never a destination of its own proxy: call the admin API at $INTENTGATE_ADMIN_URL, where /v1/intent and /v1/explain also answer through the proxy; the other admin endpoints answer direct calls only".into(),
             ProxyError::Overloaded { .. } => "retry after a short wait".into(),
             ProxyError::RateLimited { retry_after_s, .. } => {
                 format!("slow down: retry after {retry_after_s} s (see Retry-After)")
@@ -354,7 +362,7 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     let headers = resp.headers_mut();
     if matches!(
         err,
-        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_)
+        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) | ProxyError::Ourselves(_)
     ) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }

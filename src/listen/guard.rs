@@ -33,9 +33,24 @@ struct Shared {
     upstream: KeptUpstream,
     /// The raw request stream turned ambiguous (src/listen/framing.rs).
     ambiguous: AtomicBool,
+    /// The client's address, on the proxy listener (the admin door judges it, src/proxy/door.rs).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl InFlight {
+    /// A connection from `peer`.
+    pub fn from_peer(peer: std::net::IpAddr) -> Self {
+        InFlight(Arc::new(Shared {
+            peer: Some(peer),
+            ..Shared::default()
+        }))
+    }
+
+    /// The client's address, when known.
+    pub fn peer(&self) -> Option<std::net::IpAddr> {
+        self.0.peer
+    }
+
     /// Marks a tunnel as open; the returned token closes it when dropped.
     pub fn start(&self) -> InFlightToken {
         self.0.tunnels.fetch_add(1, Ordering::AcqRel);

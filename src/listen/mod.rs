@@ -174,7 +174,7 @@ pub async fn serve_proxy(
         tokio::spawn(
             async move {
                 let _live = live;
-                let in_flight = InFlight::default();
+                let in_flight = InFlight::from_peer(peer.ip());
                 let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
                 let own = proxy.clone();
                 let service = service_fn(move |req| proxy.clone().handle(req, in_flight.clone()));

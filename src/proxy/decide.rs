@@ -43,6 +43,13 @@ impl Live {
     }
 }
 
+impl Live {
+    /// The agent as audit records carry it.
+    pub(crate) fn audit_agent(&self) -> &Arc<AuditAgent> {
+        &self.audit_agent
+    }
+}
+
 /// The intent the agent declared in headers (both values checked for duplicates).
 pub fn header_intent<'a>(
     h: &'a HeaderMap,

@@ -6,6 +6,7 @@ mod connect;
 pub mod connector;
 pub mod decide;
 mod dns;
+mod door;
 pub mod headers;
 mod idle;
 mod inspect;
@@ -48,6 +49,7 @@ use decide::Live;
 use target::Authority;
 use upstream::Dialer;
 
+pub use door::AdminDoor;
 pub use headers::VIA;
 pub use reuse::KeptUpstream;
 pub use setup::{Parts, dns_server};
@@ -78,6 +80,8 @@ pub struct Proxy {
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
+    /// The agent-facing admin endpoints at the admin listener's address (src/proxy/door.rs).
+    door: std::sync::OnceLock<door::Door>,
 }
 
 /// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
@@ -173,6 +177,8 @@ impl Proxy {
             ..AuditRecord::default()
         };
         let live = self.live.load_full();
+        // Every record names the agent, also one refused before its decision.
+        rec.agent = Arc::clone(live.audit_agent());
         // At debug level: recording a span costs ~12k instructions a request (a quarter of the
         // path) at the default `info`, where nothing inside a request logs; the few warnings that
         // can name their decision_id do so themselves.
@@ -309,6 +315,15 @@ impl Proxy {
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
         let (authority, path, query) = target::absolute_target(req.uri())?;
         target::check_host_header_of(req.uri(), req.headers(), &authority)?;
+        // 4b. The one door to intentgate itself: plain HTTP to the admin listener's own address
+        //     is answered in-process by the agent-facing admin endpoints, never forwarded
+        //     (src/proxy/door.rs); every other way to our listeners is refused at step 5.
+        let written = req.uri().authority().map(|a| a.as_str());
+        if let Some(door) = self.door_at(&authority, written) {
+            return self
+                .through_door(door, req, rec, &path, in_flight.peer())
+                .await;
+        }
         let target = Target {
             authority,
             path,

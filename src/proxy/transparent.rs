@@ -233,6 +233,7 @@ impl Proxy {
             ..AuditRecord::default()
         };
         let live = self.live.load_full();
+        rec.agent = Arc::clone(live.audit_agent());
         let result = if blocked {
             Err(ProxyError::AuditUnavailable)
         } else {

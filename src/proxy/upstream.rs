@@ -46,6 +46,9 @@ impl From<DialError> for ProxyError {
                 after_ms: ms,
             },
             DialError::Parent { target, detail } => ProxyError::ParentProxy { target, detail },
+            e @ DialError::Forbidden { class, .. } if class == Class::Proxy.as_str() => {
+                ProxyError::Ourselves(e.to_string())
+            }
             e @ DialError::Forbidden { .. } => ProxyError::DestinationForbidden(e.to_string()),
         }
     }

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_door;
 mod admin_limits;
 mod ambiguity;
 mod audit_durability;

@@ -1,6 +1,8 @@
 //! intentgate's own listeners are never a destination through the proxy, however their address
 //! is spelled: IPv4-mapped and IPv4-compatible IPv6, names resolving to them, any address of the
-//! host for a listener bound to 0.0.0.0/[::], and CONNECT to the proxy itself (nesting).
+//! host for a listener bound to 0.0.0.0/[::], and CONNECT to the proxy itself (nesting). The one
+//! door: plain HTTP to the admin listener's address as written, for the agent-facing endpoints
+//! (tests/integration/admin_door.rs).
 
 use std::time::Duration;
 
@@ -71,12 +73,17 @@ fn every_spelling_of_our_own_addresses_is_refused_and_the_admin_api_sees_nothing
     for port in ports {
         for host in hosts {
             let put = format!(
-                "PUT http://{host}:{port}/v1/intent HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{{\"name\": \"own\"}}"
+                "PUT http://{host}:{port}/v1/intent HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{{\"name\": \"own\"}}"
             );
-            forbidden(
-                &raw(proxy.addr, put.as_bytes()),
-                &format!("PUT {host}:{port}"),
-            );
+            let answer = raw(proxy.addr, put.as_bytes());
+            if host == "127.0.0.1" && port == ports[0] {
+                // The one door: the admin URL as written, answered by the admin API in-process.
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert_eq!(raw_json(&answer)["session"]["name"], "own", "{answer}");
+                curl(&["-X", "DELETE", &proxy.admin_url("/v1/intent")]);
+            } else {
+                forbidden(&answer, &format!("PUT {host}:{port}"));
+            }
             let reload = format!(
                 "POST http://{host}:{port}/v1/reload HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n"
             );
@@ -91,16 +98,19 @@ fn every_spelling_of_our_own_addresses_is_refused_and_the_admin_api_sees_nothing
             );
         }
     }
-    // The admin API saw nothing: no session intent, no reload.
+    // The admin API saw nothing else: the door's session intent was cleared, no reload.
     let session = curl(&[&proxy.admin_url("/v1/intent")]).json();
     assert!(session["session"].is_null(), "{session}");
     assert_eq!(proxy.metric(RELOADS), reloads);
-    // Every refusal was audited as one.
+    // Every refusal was audited as one (and the door's answer as an answer).
     let n = ports.len() * hosts.len() * 3;
     let audit = proxy.audit_n(n);
     assert_eq!(audit.len(), n);
+    let (door, refused): (Vec<_>, Vec<_>) = audit.iter().partition(|r| r["decision"] == "allow");
+    assert_eq!(door.len(), 1, "{audit:?}");
+    assert_eq!(door[0]["status"], 200, "{audit:?}");
     assert!(
-        audit
+        refused
             .iter()
             .all(|r| r["error"] == "destination_forbidden" && r["status"] == 403),
         "{audit:?}"
