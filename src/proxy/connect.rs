@@ -48,7 +48,9 @@ impl Proxy {
             .unwrap_or_default();
         let authority = target::parse_authority(raw, None)?;
         rec.connection = "connect";
-        rec.scheme = "tcp";
+        // A CONNECT opens a tunnel for an https URL (RFC 9110 9.3.6): its record and policy input
+        // say so (a spliced tunnel's bytes are not looked at).
+        rec.scheme = "https";
         rec.host.clone_from(&authority.host);
         rec.port = authority.port;
 
@@ -81,7 +83,7 @@ impl Proxy {
             id: &id,
             protocol: "HTTP/1.1",
             method: "CONNECT",
-            scheme: "tcp",
+            scheme: "https",
             host: &authority.host,
             port: authority.port,
             path: None,
