@@ -60,11 +60,7 @@ fn metrics(state: &AdminState) -> Response<Body> {
         .tunnels_active
         .set(state.proxy.tunnels_active() as i64);
     let leaf = state.proxy.leaf_stats();
-    let certs = &state.metrics.leaf_certs;
-    certs.with_label_values(&["mint"]).set(leaf.mints as i64);
-    certs
-        .with_label_values(&["cache_hit"])
-        .set(leaf.hits as i64);
+    state.metrics.sync_leaf_certs(leaf.mints, leaf.hits);
     let mut resp = Response::new(full(Bytes::from(state.metrics.render())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

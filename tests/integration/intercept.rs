@@ -236,7 +236,7 @@ fn hosts_not_intercepted_are_spliced_end_to_end() {
         &https(&s, "/echo/anything"),
     ]);
     assert_eq!(out.status, 0, "{out:?}");
-    assert!(spliced.metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#) == 0.0);
+    assert!(spliced.metric(r#"intentgate_tls_leaf_certificates_total{result="mint"}"#) == 0.0);
 }
 
 #[test]
@@ -257,13 +257,13 @@ fn leaf_certificates_are_minted_once_per_host() {
     let m = curl(&[&s.proxy.admin_url("/metrics")]).body;
     assert_eq!(
         s.proxy
-            .metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#),
+            .metric(r#"intentgate_tls_leaf_certificates_total{result="mint"}"#),
         1.0,
         "{m}"
     );
     assert!(
         s.proxy
-            .metric(r#"intentgate_tls_leaf_certificates{result="cache_hit"}"#)
+            .metric(r#"intentgate_tls_leaf_certificates_total{result="cache_hit"}"#)
             >= 3.0
     );
 }
