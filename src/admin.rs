@@ -6,7 +6,7 @@ mod access;
 mod door;
 mod reply;
 
-pub use door::AgentEndpoints;
+pub(crate) use door::AgentEndpoints;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

@@ -17,7 +17,7 @@ use crate::proxy::AdminDoor;
 
 /// The endpoints an agent uses: its session intent and explanations. (Weak: the admin state
 /// holds the proxy, which holds this.)
-pub struct AgentEndpoints(pub Weak<AdminState>);
+pub(crate) struct AgentEndpoints(Weak<AdminState>);
 
 impl AdminDoor for AgentEndpoints {
     fn serves(&self, method: &Method, path: &str) -> bool {
@@ -47,7 +47,7 @@ impl AdminDoor for AgentEndpoints {
 
 impl AgentEndpoints {
     /// The door's endpoints for `state`.
-    pub fn of(state: &Arc<AdminState>) -> Arc<Self> {
+    pub(crate) fn of(state: &Arc<AdminState>) -> Arc<Self> {
         Arc::new(AgentEndpoints(Arc::downgrade(state)))
     }
 }

@@ -39,7 +39,7 @@ struct Shared {
 
 impl InFlight {
     /// A connection from `peer`.
-    pub fn from_peer(peer: std::net::IpAddr) -> Self {
+    pub(crate) fn from_peer(peer: std::net::IpAddr) -> Self {
         InFlight(Arc::new(Shared {
             peer: Some(peer),
             ..Shared::default()
@@ -47,7 +47,7 @@ impl InFlight {
     }
 
     /// The client's address, when known.
-    pub fn peer(&self) -> Option<std::net::IpAddr> {
+    pub(crate) fn peer(&self) -> Option<std::net::IpAddr> {
         self.0.peer
     }
 

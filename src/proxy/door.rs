@@ -19,7 +19,7 @@ use crate::audit::AuditRecord;
 use crate::error::{Body, ProxyError};
 
 /// The admin endpoints an agent may reach through the proxy (implemented by src/admin.rs).
-pub trait AdminDoor: Send + Sync {
+pub(crate) trait AdminDoor: Send + Sync {
     /// Whether `method path` is one of them (`/v1/intent`, `/v1/explain`).
     fn serves(&self, method: &Method, path: &str) -> bool;
 
@@ -69,7 +69,7 @@ impl Door {
 impl Proxy {
     /// Lets the agent-facing admin endpoints answer at the admin listener's address through the
     /// proxy (once, at start).
-    pub fn open_admin_door(&self, admin: SocketAddr, endpoints: Arc<dyn AdminDoor>) {
+    pub(crate) fn open_admin_door(&self, admin: SocketAddr, endpoints: Arc<dyn AdminDoor>) {
         let _ = self.door.set(Door::new(admin, endpoints));
     }
 

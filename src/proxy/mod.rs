@@ -49,7 +49,7 @@ use decide::Live;
 use target::Authority;
 use upstream::Dialer;
 
-pub use door::AdminDoor;
+pub(crate) use door::AdminDoor;
 pub use headers::VIA;
 pub use reuse::KeptUpstream;
 pub use setup::{Parts, dns_server};
