@@ -3,9 +3,13 @@
 //! in `access`; the listener has the proxy listener's limits and a connection cap of its own.
 
 mod access;
+mod door;
+mod reply;
+
+pub(crate) use door::AgentEndpoints;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +34,7 @@ use crate::offline::{ExplainRequest, explain_json};
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::vocab::ErrorCode;
+use reply::AdminError;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -45,19 +50,6 @@ pub struct AdminState {
     pub body_timeout: Duration,
 }
 
-fn error(
-    status: StatusCode,
-    code: ErrorCode,
-    reason: impl Into<String>,
-    hint: &str,
-) -> Response<Body> {
-    json_response(
-        status,
-        &json!({"error": code, "reason": reason.into(), "hint": hint,
-                "decision_id": crate::ids::decision_id()}),
-    )
-}
-
 fn metrics(state: &AdminState) -> Response<Body> {
     // Gauges that are cheapest to read at scrape time rather than to keep up to date per request.
     state
@@ -69,11 +61,7 @@ fn metrics(state: &AdminState) -> Response<Body> {
         .tunnels_active
         .set(state.proxy.tunnels_active() as i64);
     let leaf = state.proxy.leaf_stats();
-    let certs = &state.metrics.leaf_certs;
-    certs.with_label_values(&["mint"]).set(leaf.mints as i64);
-    certs
-        .with_label_values(&["cache_hit"])
-        .set(leaf.hits as i64);
+    state.metrics.sync_leaf_certs(leaf.mints, leaf.hits);
     let mut resp = Response::new(full(Bytes::from(state.metrics.render())));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -85,12 +73,12 @@ fn metrics(state: &AdminState) -> Response<Body> {
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     wait: Duration,
-) -> Result<T, Response<Body>> {
+) -> Result<T, AdminError> {
     let body = Limited::new(req.into_body(), 64 * 1024).collect();
     let bytes = match tokio::time::timeout(wait, body).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => {
-            return Err(error(
+            return Err(AdminError::client(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::BadRequest,
                 format!("cannot read the body: {e}"),
@@ -98,7 +86,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
             ));
         }
         Err(_) => {
-            return Err(error(
+            return Err(AdminError::client(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::BodyTimeout,
                 format!("the body did not arrive within {} ms", wait.as_millis()),
@@ -107,7 +95,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
-        error(
+        AdminError::client(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             format!("invalid JSON: {e}"),
@@ -147,16 +135,35 @@ async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    Ok(answer(&state, peer.ip(), req, None).await)
+}
+
+/// Answers one call from `peer`: who may call what (`access`), then the endpoint. Errors become
+/// responses here, with `decision_id` when the call has one (through the proxy).
+async fn answer(
+    state: &AdminState,
+    peer: IpAddr,
+    req: Request<Incoming>,
+    decision_id: Option<&str>,
+) -> Response<Body> {
+    let access = access::Access::of(req.method(), req.uri().path());
+    let result = match access::check(access, state.token.as_deref(), peer, req.headers()) {
+        Ok(()) => endpoint(state, req).await,
+        Err(refusal) => Err(refusal.into()),
+    };
+    result.unwrap_or_else(|e| e.response(decision_id))
+}
+
+async fn endpoint(
+    state: &AdminState,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, AdminError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let access = access::Access::of(&method, &path);
-    if let Err(refusal) = access::check(access, state.token.as_deref(), peer.ip(), req.headers()) {
-        return Ok(refusal.response());
-    }
     let wait = state.body_timeout;
     let ready = state.ready.load(Ordering::Acquire);
     Ok(match (&method, path.as_str()) {
-        (&Method::GET, "/metrics") => metrics(&state),
+        (&Method::GET, "/metrics") => metrics(state),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") if state.proxy.audit.blocked() => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -169,26 +176,25 @@ async fn route(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "starting"}),
         ),
-        (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(&state)),
-        (&Method::PUT, "/v1/intent") => match read_json::<IntentBody>(req, wait).await {
-            Ok(b) if !b.name.trim().is_empty() => set_session(&state, &b),
-            Ok(_) => error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                "the intent name is empty",
-                "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
-            ),
-            Err(resp) => resp,
-        },
+        (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(state)),
+        (&Method::PUT, "/v1/intent") => {
+            let b = read_json::<IntentBody>(req, wait).await?;
+            if b.name.trim().is_empty() {
+                return Err(AdminError::client(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BadRequest,
+                    "the intent name is empty",
+                    "send {\"name\": \"INTENT\", \"task\": \"REF\", \"ttl_seconds\": 600}",
+                ));
+            }
+            set_session(state, &b)?
+        }
         (&Method::DELETE, "/v1/intent") => {
             let had = state.proxy.session.clear();
             json_response(StatusCode::OK, &json!({"session": null, "cleared": had}))
         }
-        (&Method::POST, "/v1/explain") => match read_json::<ExplainBody>(req, wait).await {
-            Ok(b) => explain(&state, b),
-            Err(resp) => resp,
-        },
-        (&Method::GET, "/v1/policy") => policy(&state),
+        (&Method::POST, "/v1/explain") => explain(state, read_json(req, wait).await?)?,
+        (&Method::GET, "/v1/policy") => policy(state),
         (&Method::POST, "/v1/reload") => {
             let status = state.reloader.reload("admin api").await;
             let code = if status.result == "success" {
@@ -198,31 +204,33 @@ async fn route(
             };
             json_response(code, &status)
         }
-        (_, p) => error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::NotFound,
-            format!("no admin endpoint {method} {p}"),
-            "see docs/operations.md for the admin API",
-        ),
+        (_, p) => {
+            return Err(AdminError::client(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no admin endpoint {method} {p}"),
+                "see docs/operations.md for the admin API",
+            ));
+        }
     })
 }
 
 /// Sets the session intent: only one in the catalog that the agent may claim.
-fn set_session(state: &AdminState, b: &IntentBody) -> Response<Body> {
+fn set_session(state: &AdminState, b: &IntentBody) -> Result<Response<Body>, AdminError> {
     let name = b.name.trim();
     let live = state.proxy.live.load();
     if let Err(r) = live.policy.claim(&live.agent, name) {
-        return error(r.kind.status(), r.kind.code(), r.reason, &r.hint);
+        return Err(AdminError::claim(r, &live.agent.id, name));
     }
     let s = state.proxy.session.set(
         name,
         b.task.as_deref(),
         b.ttl_seconds.map(Duration::from_secs),
     );
-    json_response(StatusCode::OK, &json!({"session": s}))
+    Ok(json_response(StatusCode::OK, &json!({"session": s})))
 }
 
-fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
+fn explain(state: &AdminState, b: ExplainBody) -> Result<Response<Body>, AdminError> {
     let live = state.proxy.live.load();
     let headers: Vec<String> = b.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let cfg = state.reloader.config();
@@ -234,13 +242,13 @@ fn explain(state: &AdminState, b: ExplainBody) -> Response<Body> {
         headers: &headers,
     };
     match explain_json(&cfg, &live.agent, &live.policy, &req) {
-        Ok((_, out)) => json_response(StatusCode::OK, &out),
-        Err(e) => error(
+        Ok((_, out)) => Ok(json_response(StatusCode::OK, &out)),
+        Err(e) => Err(AdminError::client(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             e,
             "send {\"method\": \"GET\", \"url\": \"https://host/path\", \"intent\": \"NAME\"}",
-        ),
+        )),
     }
 }
 

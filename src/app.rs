@@ -214,6 +214,11 @@ pub async fn start_with(
         token,
         body_timeout: Duration::from_millis(cfg.limits.header_read_timeout_ms),
     });
+    // The agent-facing admin endpoints also answer at the admin address through the proxy (an
+    // HTTP client that ignores NO_PROXY for IP hosts sends INTENTGATE_ADMIN_URL calls there).
+    if let Some(addr) = admin_addr {
+        proxy.open_admin_door(addr, admin::AgentEndpoints::of(&admin_state));
+    }
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(admin::serve(
             l,

@@ -220,12 +220,6 @@ pub struct ConfigArgs {
     /// Configuration file (YAML). Without it the embedded default is used.
     #[arg(long, short = 'c', env = "INTENTGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Proxy listen address (overrides listen.proxy).
-    #[arg(long)]
-    pub listen: Option<SocketAddr>,
-    /// Admin listen address (overrides listen.admin).
-    #[arg(long)]
-    pub admin: Option<SocketAddr>,
     /// Agent id (overrides agent.id).
     #[arg(long)]
     pub agent: Option<String>,
@@ -254,6 +248,30 @@ pub struct ConfigArgs {
     pub bundle_token_file: Option<PathBuf>,
 }
 
+/// The listen addresses: `serve` only (`run` listens on loopback ports of its own; `check` and
+/// `explain` listen on nothing).
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct ListenArgs {
+    /// Proxy listen address (overrides listen.proxy).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address (overrides listen.admin).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+}
+
+impl ListenArgs {
+    fn apply(self, loaded: &mut Loaded) {
+        let c = &mut loaded.config;
+        if let Some(a) = self.listen {
+            c.listen.proxy = a;
+        }
+        if let Some(a) = self.admin {
+            c.listen.admin = Some(a);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CliMode {
     Enforce,
@@ -264,6 +282,8 @@ pub enum CliMode {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Once listening, write the bound addresses as JSON to this file (for wrappers and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -277,8 +297,10 @@ pub struct ServeArgs {
     pub generalise: Option<u32>,
 }
 
-/// Learn mode for `serve`: monitor everything, and keep the audit in a file to learn from.
-fn learn_overrides(loaded: &mut Loaded, learn: Option<&std::path::Path>) {
+/// The listen flags, and learn mode for `serve`: monitor everything, and keep the audit in a file
+/// to learn from.
+fn serve_overrides(loaded: &mut Loaded, listen: ListenArgs, learn: Option<&std::path::Path>) {
+    listen.apply(loaded);
     let Some(out) = learn else { return };
     let c = &mut loaded.config;
     c.mode_override = Some(Mode::Monitor);
@@ -298,12 +320,6 @@ impl ConfigArgs {
     pub fn load(&self) -> Result<Loaded, config::ConfigError> {
         let mut loaded = config::load(self.config.as_deref())?;
         let c = &mut loaded.config;
-        if let Some(a) = self.listen {
-            c.listen.proxy = a;
-        }
-        if let Some(a) = self.admin {
-            c.listen.admin = Some(a);
-        }
         if let Some(v) = &self.agent {
             c.agent.id = Some(v.clone());
         }
@@ -421,7 +437,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    learn_overrides(&mut loaded, args.learn.as_deref());
+    serve_overrides(&mut loaded, args.listen, args.learn.as_deref());
     let runtime = match crate::app::runtime(&loaded.config.limits) {
         Ok(r) => r,
         Err(e) => {
@@ -431,10 +447,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async {
         let config_args = args.config.clone();
-        let learn = args.learn.clone();
+        let (listen, learn) = (args.listen, args.learn.clone());
         let reload: crate::reload::LoadFn = Box::new(move || {
             let mut l = config_args.load().map_err(|e| e.to_string())?;
-            learn_overrides(&mut l, learn.as_deref());
+            serve_overrides(&mut l, listen, learn.as_deref());
             Ok(l)
         });
         let audit_path = loaded.config.audit.path.clone();

@@ -1,8 +1,10 @@
 //! The proxy's error type and the ONE place where errors become HTTP responses.
 //!
-//! Every response intentgate writes itself is JSON with a stable `error` code, a human `reason`,
-//! the request's `decision_id`, and a `hint` saying what to do next: an agent (often an LLM) reads
-//! it and must understand it.
+//! Every error intentgate answers itself is JSON of one shape (`ErrorReply`): `error` is an object
+//! as the LLM SDKs read errors — `message` (the reason and the hint in one sentence), `type`, and
+//! `code` (the stable code) — followed by a human `reason`, the `decision_id`, a `hint` saying
+//! what to do next, and the `agent` and `intent` a refusal concerns: an agent (often an LLM)
+//! reads it and must understand it.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -61,6 +63,9 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     DestinationForbidden(String),
+    /// A destination that is one of intentgate's own listeners (`destination_forbidden`).
+    #[error("{0}")]
+    Ourselves(String),
     #[error("the request names {named} but its tunnel goes to {tunnel}")]
     Misdirected { named: String, tunnel: String },
     #[error("too many {what}; limit is {limit}")]
@@ -122,9 +127,9 @@ impl ProxyError {
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ProxyError::Denied { .. }
+            | ProxyError::DestinationForbidden(_)
+            | ProxyError::Ourselves(_) => StatusCode::FORBIDDEN,
             ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -146,7 +151,9 @@ impl ProxyError {
             ProxyError::ParentProxy { .. } => ErrorCode::ParentProxyError,
             ProxyError::UpstreamTls { .. } => ErrorCode::UpstreamTls,
             ProxyError::Denied { code, .. } => *code,
-            ProxyError::DestinationForbidden(_) => ErrorCode::DestinationForbidden,
+            ProxyError::DestinationForbidden(_) | ProxyError::Ourselves(_) => {
+                ErrorCode::DestinationForbidden
+            }
             ProxyError::Overloaded { .. } => ErrorCode::Overloaded,
             ProxyError::RateLimited { .. } => ErrorCode::RateLimited,
             ProxyError::AuditUnavailable => ErrorCode::AuditUnavailable,
@@ -174,7 +181,9 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol { .. }
             | ProxyError::ParentProxy { .. }
             | ProxyError::UpstreamTls { .. } => Blame::Upstream,
-            ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) => Blame::Policy,
+            ProxyError::Denied { .. }
+            | ProxyError::DestinationForbidden(_)
+            | ProxyError::Ourselves(_) => Blame::Policy,
             ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::AuditUnavailable => Blame::Proxy,
@@ -199,6 +208,7 @@ impl ProxyError {
             ProxyError::DestinationForbidden(_) => {
                 "internal, loopback and metadata addresses are not reachable through intentgate; ask the platform team to add an egress.allow_cidrs exception if this is intended".into()
             }
+            ProxyError::Ourselves(_) => "intentgate is never a destination of its own proxy: call the admin API at $INTENTGATE_ADMIN_URL, where /v1/intent and /v1/explain also answer through the proxy; the other admin endpoints answer direct calls only".into(),
             ProxyError::Overloaded { .. } => "retry after a short wait".into(),
             ProxyError::RateLimited { retry_after_s, .. } => {
                 format!("slow down: retry after {retry_after_s} s (see Retry-After)")
@@ -209,16 +219,128 @@ impl ProxyError {
     }
 }
 
+impl Blame {
+    /// The error's `error.type`: what kind of refusal it is, for SDKs that branch on it.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Blame::Policy => "intent_violation",
+            Blame::Client => "invalid_request",
+            Blame::Upstream => "upstream_error",
+            Blame::Proxy => "proxy_unavailable",
+        }
+    }
+}
+
+/// One error answer, in the one body shape every JSON error intentgate writes has (proxy, admin
+/// API, webhook, the listeners' raw answers). `error` is an object as the LLM SDKs read errors
+/// (`message`, `type`, `code`), so an SDK's exception shows the reason and the hint; our own
+/// fields follow it.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReply<'a> {
+    pub status: StatusCode,
+    pub blame: Blame,
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+    pub reason: &'a str,
+    pub hint: &'a str,
+    pub decision_id: &'a str,
+    /// The agent and its intent, on refusals that concern them.
+    pub agent: Option<&'a str>,
+    pub intent: Option<&'a str>,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    error: ErrorCode,
-    reason: String,
+    error: ErrorObject<'a>,
+    reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     intent: Option<&'a str>,
     decision_id: &'a str,
-    hint: String,
+    hint: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: Message<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: ErrorCode,
+}
+
+/// `error.message`: the reason and the hint in one sentence, written straight into the JSON
+/// (no string built for it).
+struct Message<'a> {
+    reason: &'a str,
+    hint: &'a str,
+}
+
+impl std::fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason)?;
+        if !self.hint.is_empty() {
+            f.write_str(" \u{2014} ")?;
+            f.write_str(self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Message<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl ErrorReply<'_> {
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorObject {
+                message: Message {
+                    reason: self.reason,
+                    hint: self.hint,
+                },
+                kind: self.blame.error_type(),
+                code: self.code,
+            },
+            reason: self.reason,
+            agent: self.agent,
+            intent: self.intent,
+            decision_id: self.decision_id,
+            hint: self.hint,
+        }
+    }
+
+    /// The JSON response, with `intentgate-decision-id`.
+    pub fn response(&self) -> Response<Body> {
+        let mut resp = json_response(self.status, &self.body());
+        if let Ok(v) = HeaderValue::from_str(self.decision_id) {
+            resp.headers_mut().insert("intentgate-decision-id", v);
+        }
+        resp
+    }
+
+    /// The raw bytes of the response, for errors found before hyper parsed a request
+    /// (malformed request lines, oversized heads) or outside it (a connection over the cap).
+    /// Closes the connection.
+    pub fn raw(&self) -> Vec<u8> {
+        let body = serde_json::to_string(&self.body()).unwrap_or_else(|_| "{}".into());
+        let retry = if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            "retry-after: 1\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nintentgate-decision-id: {}\r\n{retry}connection: close\r\n\r\n{}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len(),
+            self.decision_id,
+            body
+        )
+        .into_bytes()
+    }
 }
 
 /// Turns an error into the JSON response the client receives. The only such place.
@@ -227,22 +349,22 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
         ProxyError::Denied { agent, intent, .. } => (Some(agent.as_str()), intent.as_deref()),
         _ => (None, None),
     };
-    let body = ErrorBody {
-        error: err.code(),
-        reason: err.to_string(),
+    let (reason, hint) = (err.to_string(), err.hint());
+    let mut resp = ErrorReply {
+        status: err.status(),
+        blame: err.blame(),
+        code: err.code(),
+        reason: &reason,
+        hint: &hint,
+        decision_id,
         agent,
         intent,
-        decision_id,
-        hint: err.hint(),
-    };
-    let mut resp = json_response(err.status(), &body);
-    let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(decision_id) {
-        headers.insert("intentgate-decision-id", v);
     }
+    .response();
+    let headers = resp.headers_mut();
     if matches!(
         err,
-        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_)
+        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) | ProxyError::Ourselves(_)
     ) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }
@@ -277,33 +399,4 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Bo
 /// A complete in-memory body.
 pub fn full(bytes: Bytes) -> Body {
     Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-/// The raw bytes of a JSON error response, for errors found before hyper parsed a request
-/// (malformed request lines, oversized heads). Closes the connection.
-pub fn raw_error_response(
-    status: StatusCode,
-    code: ErrorCode,
-    reason: &str,
-    hint: &str,
-    decision_id: &str,
-) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": code, "reason": reason, "decision_id": decision_id, "hint": hint,
-    })
-    .to_string();
-    let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
-        "retry-after: 1\r\n"
-    } else {
-        ""
-    };
-    format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nintentgate-decision-id: {}\r\n{retry}connection: close\r\n\r\n{}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len(),
-        decision_id,
-        body
-    )
-    .into_bytes()
 }

@@ -20,7 +20,11 @@ pub struct Metrics {
     pub audit_queue_depth: IntGauge,
     /// `intentgate_decision_cache_total{result="hit"|"miss"}`, resolved once (every request).
     pub decision_cache: [IntCounter; 2],
-    pub leaf_certs: IntGaugeVec,
+    /// `intentgate_tls_leaf_certificates_total{result="mint"|"cache_hit"}`: the leaf cache keeps
+    /// the counts; `sync_leaf_certs` brings these up to them at scrape time.
+    leaf_certs: [IntCounter; 2],
+    /// Serialises `sync_leaf_certs`, so two scrapes never add the same certificates twice.
+    leaf_sync: std::sync::Mutex<()>,
     pub transparent_connections: IntCounterVec,
     pub websocket_upgrades: IntCounterVec,
     pub bodies_inspected: IntCounterVec,
@@ -117,10 +121,10 @@ impl Metrics {
             ),
             &["result"],
         )?;
-        let leaf_certs = IntGaugeVec::new(
+        let leaf_certs = IntCounterVec::new(
             Opts::new(
-                "intentgate_tls_leaf_certificates",
-                "Leaf certificates minted and served from the cache, since start.",
+                "intentgate_tls_leaf_certificates_total",
+                "Leaf certificates minted and served from the cache.",
             ),
             &["result"],
         )?;
@@ -196,7 +200,11 @@ impl Metrics {
                 decision_cache.with_label_values(&["hit"]),
                 decision_cache.with_label_values(&["miss"]),
             ],
-            leaf_certs,
+            leaf_certs: [
+                leaf_certs.with_label_values(&["mint"]),
+                leaf_certs.with_label_values(&["cache_hit"]),
+            ],
+            leaf_sync: std::sync::Mutex::new(()),
             transparent_connections,
             websocket_upgrades,
             bodies_inspected,
@@ -215,6 +223,14 @@ impl Metrics {
     pub fn set_policy_revision(&self, revision: &str) {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[revision]).set(1);
+    }
+
+    /// Brings the leaf certificate counters up to the leaf cache's totals since start.
+    pub fn sync_leaf_certs(&self, mints: u64, hits: u64) {
+        let _one = self.leaf_sync.lock().unwrap_or_else(|p| p.into_inner());
+        for (counter, total) in self.leaf_certs.iter().zip([mints, hits]) {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -245,5 +261,12 @@ mod tests {
         assert!(text.contains("intentgate_policy_info{revision=\"def\"} 1"));
         assert!(!text.contains("revision=\"abc\""));
         assert!(text.contains("intentgate_build_info"));
+        // The leaf certificate counts are counters that follow the cache's totals.
+        m.sync_leaf_certs(2, 5);
+        m.sync_leaf_certs(3, 5);
+        let text = m.render();
+        assert!(text.contains("# TYPE intentgate_tls_leaf_certificates_total counter"));
+        assert!(text.contains("intentgate_tls_leaf_certificates_total{result=\"mint\"} 3"));
+        assert!(text.contains("intentgate_tls_leaf_certificates_total{result=\"cache_hit\"} 5"));
     }
 }

@@ -4,10 +4,9 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
-use super::error;
-use crate::error::Body;
+use super::reply::AdminError;
 use crate::vocab::ErrorCode;
 
 /// What an endpoint gives away or changes.
@@ -45,10 +44,10 @@ pub(super) enum Refusal {
     Unauthorized,
 }
 
-impl Refusal {
-    pub(super) fn response(self) -> Response<Body> {
-        match self {
-            Refusal::ReadLoopbackOnly(peer) => error(
+impl From<Refusal> for AdminError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::ReadLoopbackOnly(peer) => AdminError::client(
                 StatusCode::FORBIDDEN,
                 ErrorCode::AdminLoopbackOnly,
                 format!(
@@ -58,13 +57,13 @@ impl Refusal {
                 "call it from inside the pod or host (127.0.0.1), or set admin.token_file and \
                  send Authorization: Bearer TOKEN",
             ),
-            Refusal::MutateLoopbackOnly(peer) => error(
+            Refusal::MutateLoopbackOnly(peer) => AdminError::client(
                 StatusCode::FORBIDDEN,
                 ErrorCode::AdminLoopbackOnly,
                 format!("mutating admin endpoints accept loopback peers only; {peer} is not"),
                 "call the admin API from inside the pod or host (127.0.0.1)",
             ),
-            Refusal::Unauthorized => error(
+            Refusal::Unauthorized => AdminError::client(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::AdminUnauthorized,
                 "a valid bearer token is required",
@@ -125,7 +124,7 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let far: IpAddr = "198.18.0.1".parse().unwrap();
-        let status = |r: Result<(), Refusal>| r.err().map(|r| r.response().status().as_u16());
+        let status = |r: Result<(), Refusal>| r.err().map(|r| AdminError::from(r).status.as_u16());
         let read = Access::of(&Method::GET, "/v1/policy");
         let write = Access::of(&Method::POST, "/v1/reload");
         assert_eq!(Access::of(&Method::GET, "/metrics"), Access::Probe);

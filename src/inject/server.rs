@@ -25,7 +25,7 @@ use super::floor::InjectConfig;
 use super::patch::{Verdict, mutate};
 use super::version::KubeVersion;
 use crate::bundle::serve::Refusal;
-use crate::error::{Body, full, json_response};
+use crate::error::{Blame, Body, ErrorReply, full, json_response};
 use crate::vocab::ErrorCode;
 
 /// The largest AdmissionReview accepted (pods with big specs stay well under this).
@@ -46,8 +46,8 @@ enum ControlError {
     Method { method: Method, allow: &'static str },
 }
 
-/// The one place the control deployment's errors become responses: JSON with `error`, `reason`,
-/// `decision_id` (an id to find the log line by) and `hint`.
+/// The one place the control deployment's errors become responses, in the one error shape
+/// (src/error.rs), with a `decision_id` to find the log line by.
 fn refuse(e: &ControlError) -> Response<Body> {
     let (status, code, hint) = match e {
         ControlError::BadReview(_) => (
@@ -73,8 +73,23 @@ fn refuse(e: &ControlError) -> Response<Body> {
     } else {
         debug!(decision_id = %id, error = %e, "request refused");
     }
-    let body = json!({"error": code, "reason": e.to_string(), "decision_id": id, "hint": hint});
-    let mut resp = json_response(status, &body);
+    let blame = if status.is_server_error() {
+        Blame::Proxy
+    } else {
+        Blame::Client
+    };
+    let reason = e.to_string();
+    let mut resp = ErrorReply {
+        status,
+        blame,
+        code,
+        reason: &reason,
+        hint,
+        decision_id: &id,
+        agent: None,
+        intent: None,
+    }
+    .response();
     let h = resp.headers_mut();
     match e {
         ControlError::Method { allow, .. } => {

@@ -5,7 +5,7 @@
 //! a whole write that is exactly a 400/414/431 head carrying nothing but `content-length: 0`,
 //! `date` and `connection`, which no response of ours looks like (ours always carry `via` or
 //! `intentgate-*`) — and writes our JSON refusal in its place, so every answer a client gets from
-//! intentgate has `error`, `reason`, `decision_id` and `hint`. While a tunnel is open the guard is
+//! intentgate has the one error shape (src/error.rs). While a tunnel is open the guard is
 //! off: tunnelled bytes are never inspected. It also follows the request heads as they are read
 //! (src/listen/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding).
 
@@ -19,7 +19,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::framing::Scan;
-use crate::error::raw_error_response;
+use crate::error::{Blame, ErrorReply};
 use crate::vocab::ErrorCode;
 
 /// What one client connection's requests share with its guard: its open tunnels (the guard
@@ -32,9 +32,24 @@ struct Shared {
     tunnels: AtomicUsize,
     /// The raw request stream turned ambiguous (src/listen/framing.rs).
     ambiguous: AtomicBool,
+    /// The client's address, on the proxy listener (the admin door judges it, src/proxy/door.rs).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl InFlight {
+    /// A connection from `peer`.
+    pub(crate) fn from_peer(peer: std::net::IpAddr) -> Self {
+        InFlight(Arc::new(Shared {
+            peer: Some(peer),
+            ..Shared::default()
+        }))
+    }
+
+    /// The client's address, when known.
+    pub(crate) fn peer(&self) -> Option<std::net::IpAddr> {
+        self.0.peer
+    }
+
     /// Marks a tunnel as open; the returned token closes it when dropped.
     pub fn start(&self) -> InFlightToken {
         self.0.tunnels.fetch_add(1, Ordering::AcqRel);
@@ -129,13 +144,19 @@ fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    Some(raw_error_response(
-        status,
-        code,
-        reason,
-        hint,
-        &crate::ids::decision_id(),
-    ))
+    Some(
+        ErrorReply {
+            status,
+            blame: Blame::Client,
+            code,
+            reason,
+            hint,
+            decision_id: &crate::ids::decision_id(),
+            agent: None,
+            intent: None,
+        }
+        .raw(),
+    )
 }
 
 impl<S: AsyncWrite + Unpin> Guard<S> {
@@ -261,7 +282,10 @@ mod tests {
         let r = replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").unwrap();
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-        assert!(text.contains("\"error\":\"malformed_request\""));
+        let body: serde_json::Value =
+            serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"]["code"], "malformed_request");
+        assert_eq!(body["error"]["type"], "invalid_request");
         assert!(replacement(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n").is_some());
         // Ours always carry via or intentgate-* headers, and bodies never end a head exactly.
         assert!(replacement(b"HTTP/1.1 400 Bad Request\r\nvia: 1.1 intentgate\r\n\r\n").is_none());

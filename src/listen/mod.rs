@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::audit::Audit;
 use crate::config::Limits;
-use crate::error::raw_error_response;
+use crate::error::{Blame, ErrorReply};
 use crate::proxy::{ClientConn, Proxy};
 use crate::vocab::ErrorCode;
 use guard::{Guard, InFlight};
@@ -115,13 +115,17 @@ pub(crate) async fn accept(
 pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: Live) {
     tokio::spawn(async move {
         let _live = live;
-        let body = raw_error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Overloaded,
-            "too many client connections",
-            "retry after a short wait",
-            &crate::ids::decision_id(),
-        );
+        let body = ErrorReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            blame: Blame::Proxy,
+            code: ErrorCode::Overloaded,
+            reason: "too many client connections",
+            hint: "retry after a short wait",
+            decision_id: &crate::ids::decision_id(),
+            agent: None,
+            intent: None,
+        }
+        .raw();
         let _ = stream.write_all(&body).await;
     });
 }
@@ -167,7 +171,7 @@ pub async fn serve_proxy(
         tokio::spawn(
             async move {
                 let _live = live;
-                let in_flight = InFlight::default();
+                let in_flight = InFlight::from_peer(peer.ip());
                 let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
                 let client = Arc::new(ClientConn::new(in_flight));
                 let own = proxy.clone();

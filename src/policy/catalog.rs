@@ -40,11 +40,12 @@ crate::vocab::words! {
 
 /// A catalog entry that cannot be compiled.
 #[derive(Debug, thiserror::Error)]
-#[error("{origin}: intent '{intent}'{}: {msg}", rule.map(|r| format!(" allow[{r}]")).unwrap_or_default())]
+#[error("{origin}: intent '{intent}'{}: {msg}", rule.map(|r| format!(" rule {r}")).unwrap_or_default())]
 pub struct CatalogError {
     /// Where the intent was written (config file or catalog file).
     pub origin: String,
     pub intent: String,
+    /// The rule: 1-based position in the intent's `allow` list, as decisions number it.
     pub rule: Option<usize>,
     pub msg: String,
 }
@@ -214,8 +215,9 @@ impl Catalog {
             }
             return v;
         }
-        // Candidate rules: exact host, then `*.parent` for every parent.
-        let mut stage = 0u8; // 1 host, 2 port, 3 method: the furthest any rule got
+        // Candidate rules: exact host, then `*.parent` for every parent. `closest`: the furthest
+        // stage any rule got (1 host, 2 port, 3 method) and the first rule that got there.
+        let mut closest = (0u8, 0usize);
         let mut tried: Vec<usize> = Vec::new();
         let mut check = |rules: Option<&Vec<usize>>, tried: &mut Vec<usize>| -> Option<usize> {
             for &i in rules.into_iter().flatten() {
@@ -224,7 +226,12 @@ impl Catalog {
                 }
                 tried.push(i);
                 let r = &c.rules[i];
-                stage = stage.max(1);
+                let mut reached = |stage: u8| {
+                    if stage > closest.0 {
+                        closest = (stage, i);
+                    }
+                };
+                reached(1);
                 let port_ok = match &r.ports {
                     None => q.port == 80 || q.port == 443,
                     Some(ps) => ps.contains(&q.port),
@@ -232,7 +239,7 @@ impl Catalog {
                 if !port_ok {
                     continue;
                 }
-                stage = stage.max(2);
+                reached(2);
                 if q.destination_only {
                     return Some(i);
                 }
@@ -243,7 +250,7 @@ impl Catalog {
                 {
                     continue;
                 }
-                stage = stage.max(3);
+                reached(3);
                 if r.paths
                     .as_ref()
                     .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
@@ -269,12 +276,14 @@ impl Catalog {
             v.rule = Some(i + 1);
             v.code = ScopeCode::Matched;
             v.why = if q.destination_only {
-                format!(
-                    "{} matches the destination of rule {} of intent '{name}' \
+                let mut w = req_text("", q);
+                let _ = write!(
+                    w,
+                    " matches the destination of rule {} of intent '{name}' \
                      (methods and paths are not visible in a tunnel that is not intercepted)",
-                    Req(q),
                     i + 1
-                )
+                );
+                w
             } else {
                 // By hand, not `format!`: this runs for every allowed request.
                 let mut w = req_text("", q);
@@ -287,9 +296,12 @@ impl Catalog {
             };
             return v;
         }
-        let mut why = format!("intent '{name}' does not permit {}: the ", Req(q));
-        let first = |tried: &[usize]| tried.first().map(|&i| &c.rules[i]);
-        match (stage, first(&tried)) {
+        let mut why = req_text(&format!("intent '{name}' does not permit "), q);
+        why.push_str(": the ");
+        // What the rule that came closest allows, named as decisions number rules.
+        let (stage, i) = closest;
+        let n = i + 1;
+        match (stage, c.rules.get(i)) {
             (0, _) | (_, None) => {
                 v.code = ScopeCode::HostNotInScope;
                 why.push_str("host is not in scope");
@@ -297,18 +309,18 @@ impl Catalog {
             (1, Some(r)) => {
                 v.code = ScopeCode::PortNotInScope;
                 let allowed = r.ports.as_deref().unwrap_or(&[80, 443]);
-                let _ = write!(why, "port is not in scope (allowed: {allowed:?})");
+                let _ = write!(why, "port is not in scope (rule {n} allows: {allowed:?})");
             }
             (2, Some(r)) => {
                 v.code = ScopeCode::MethodNotInScope;
                 let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
-                let _ = write!(why, "method is not in scope (allowed: {allowed})");
+                let _ = write!(why, "method is not in scope (rule {n} allows: {allowed})");
             }
             (_, Some(r)) => {
                 v.code = ScopeCode::PathNotInScope;
                 let _ = write!(
                     why,
-                    "path is not in scope (allowed: {})",
+                    "path is not in scope (rule {n} allows: {})",
                     r.paths_text.join(", ")
                 );
             }
@@ -318,32 +330,23 @@ impl Catalog {
     }
 }
 
-/// `GET api.zendesk.com/api/v2/tickets`, with the port when it is not 80/443.
-struct Req<'a>(&'a ScopeQuery<'a>);
-
-impl std::fmt::Display for Req<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = self.0;
-        if q.destination_only {
-            return write!(f, "{} {}:{}", q.method, q.host, q.port);
-        }
-        write!(f, "{} {}", q.method, q.host)?;
-        if q.port != 80 && q.port != 443 {
-            write!(f, ":{}", q.port)?;
-        }
-        f.write_str(q.path)
-    }
-}
-
-/// `prefix` followed by the request as `Req` writes it, built without the formatting machinery
-/// (it runs on every request).
+/// `prefix` followed by the request: `GET api.zendesk.com/api/v2/tickets`, with the port when it
+/// is not 80/443 (`GET [::1]:8080/x`), or `CONNECT host:port` on a tunnel that is not intercepted.
+/// Built without the formatting machinery (it runs on every request).
 fn req_text(prefix: &str, q: &ScopeQuery<'_>) -> String {
     let mut s =
         String::with_capacity(prefix.len() + q.method.len() + q.host.len() + q.path.len() + 8);
     s.push_str(prefix);
     s.push_str(q.method);
     s.push(' ');
-    s.push_str(q.host);
+    // An IPv6 literal in brackets, so its port cannot be read as part of it.
+    if q.host.contains(':') {
+        s.push('[');
+        s.push_str(q.host);
+        s.push(']');
+    } else {
+        s.push_str(q.host);
+    }
     if q.destination_only || (q.port != 80 && q.port != 443) {
         s.push(':');
         push_num(&mut s, q.port.into());

@@ -121,7 +121,7 @@ fn other_wildcards_are_refused_naming_intent_and_rule() {
         .unwrap_err()
         .to_string();
         assert!(
-            err.starts_with("test.yaml: intent 'triage' allow[1]:"),
+            err.starts_with("test.yaml: intent 'triage' rule 2:"),
             "{bad}: {err}"
         );
     }
@@ -315,19 +315,22 @@ fn ip_literals_name_raw_tcp_destinations() {
 }
 
 #[test]
-fn the_request_is_written_the_same_by_hand_and_by_display() {
-    for (port, destination_only) in [(80, false), (443, false), (8080, false), (443, true)] {
-        for path in ["/", "/a/b?c"] {
-            let q = ScopeQuery {
-                method: "GET",
-                host: "api.example.com",
-                port,
-                path,
-                segments: &[],
-                destination_only,
-            };
-            assert_eq!(req_text("x ", &q), format!("x {}", Req(&q)));
-        }
+fn the_request_is_written_with_its_port_when_not_80_or_443() {
+    for (port, destination_only, want) in [
+        (80, false, "x GET api.example.com/a/b?c"),
+        (443, false, "x GET api.example.com/a/b?c"),
+        (8080, false, "x GET api.example.com:8080/a/b?c"),
+        (443, true, "x GET api.example.com:443"),
+    ] {
+        let q = ScopeQuery {
+            method: "GET",
+            host: "api.example.com",
+            port,
+            path: "/a/b?c",
+            segments: &[],
+            destination_only,
+        };
+        assert_eq!(req_text("x ", &q), want);
     }
     let mut s = String::new();
     push_num(&mut s, 1207);
@@ -370,4 +373,41 @@ fn body_methods_name_bodyless_methods_of_the_rule() {
             .msg
             .contains("not among")
     );
+}
+
+#[test]
+fn a_refusal_names_the_rule_that_came_closest() {
+    let c = catalog(
+        vec![
+            rule(&["api.x.com"], Some(&[8443]), None, None),
+            rule(&["api.x.com"], None, Some(&["POST"]), Some(&["/x"])),
+            rule(&["api.x.com"], None, Some(&["GET"]), Some(&["/tickets/*"])),
+        ],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    let v = check(&c, "DELETE", "api.x.com", 443, "/tickets/1");
+    assert_eq!(v.code, ScopeCode::MethodNotInScope);
+    assert!(v.why.ends_with("(rule 2 allows: POST)"), "{}", v.why);
+    let v = check(&c, "GET", "api.x.com", 443, "/users");
+    assert_eq!(v.code, ScopeCode::PathNotInScope);
+    assert!(v.why.ends_with("(rule 3 allows: /tickets/*)"), "{}", v.why);
+    let v = check(&c, "GET", "api.x.com", 9000, "/tickets/1");
+    assert_eq!(v.code, ScopeCode::PortNotInScope);
+    assert!(v.why.ends_with("(rule 1 allows: [8443])"), "{}", v.why);
+}
+
+#[test]
+fn ipv6_hosts_are_bracketed_in_reasons() {
+    let c = catalog(
+        vec![rule(&["::1"], Some(&[18080]), Some(&["GET"]), None)],
+        ClaimableBy::default(),
+    )
+    .unwrap();
+    let v = check(&c, "GET", "::1", 18080, "/x");
+    assert_eq!(v.why, "GET [::1]:18080/x matches rule 1 of intent 'triage'");
+    let v = check(&c, "PUT", "::1", 18080, "/x");
+    assert!(v.why.contains("permit PUT [::1]:18080/x: the"), "{}", v.why);
+    let v = check(&c, "CONNECT", "::2", 443, "");
+    assert!(v.why.contains("permit CONNECT [::2]:443: the"), "{}", v.why);
 }

@@ -378,5 +378,5 @@ fn load_errors_name_file_and_line() {
     let err = PolicySet::load(&config(&[dir.path()]), &agent(None))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("c.yaml: intent 'x' allow[0]"), "{err}");
+    assert!(err.contains("c.yaml: intent 'x' rule 1:"), "{err}");
 }

@@ -61,13 +61,13 @@ impl Proxy {
         } else {
             ConnectionMode::Connect
         };
-        decide::note(rec, mode, Scheme::Tcp, &authority, None);
+        decide::note(rec, mode, Scheme::Https, &authority, None);
         let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let facts = RequestFacts {
             id: "",
             protocol: Protocol::Http11,
             method: "CONNECT",
-            scheme: Scheme::Tcp,
+            scheme: Scheme::Https,
             host: &authority.host,
             port: authority.port,
             path: None,

@@ -48,6 +48,11 @@ impl Live {
             default_intent,
         }
     }
+
+    /// The agent as audit records carry it.
+    pub(crate) fn audit_agent(&self) -> &Arc<AuditAgent> {
+        &self.audit_agent
+    }
 }
 
 /// The intent the agent declared in headers (both values checked for duplicates).

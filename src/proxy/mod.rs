@@ -5,6 +5,7 @@ mod audited;
 mod connect;
 pub mod decide;
 mod dns;
+mod door;
 mod failure;
 pub mod headers;
 mod inspect;
@@ -47,6 +48,7 @@ use sender::{Affinity, Destination, Upstreams};
 use target::Authority;
 use upstream::Dialer;
 
+pub(crate) use door::AdminDoor;
 pub use headers::VIA;
 pub use setup::{Parts, dns_server};
 
@@ -74,6 +76,8 @@ pub struct Proxy {
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
+    /// The agent-facing admin endpoints at the admin listener's address (src/proxy/door.rs).
+    door: std::sync::OnceLock<door::Door>,
 }
 
 /// One client connection of the proxy listener, as its requests share it.
@@ -169,6 +173,8 @@ impl Proxy {
             ..AuditRecord::default()
         };
         let live = self.live.load_full();
+        // Every record names the agent, also one refused before its decision.
+        rec.agent = Arc::clone(live.audit_agent());
         // At debug level: recording a span costs ~12k instructions a request (a quarter of the
         // path) at the default `info`, where nothing inside a request logs; the few warnings that
         // can name their decision_id do so themselves.
@@ -290,6 +296,15 @@ impl Proxy {
         //    the origin), host and path canonicalised ONCE and used for the decision and forwarding.
         let (authority, path, query) = target::absolute_target(req.uri())?;
         target::check_host_header_of(req.uri(), req.headers(), &authority)?;
+        // 4b. The one door to intentgate itself: plain HTTP to the admin listener's own address
+        //     is answered in-process by the agent-facing admin endpoints, never forwarded
+        //     (src/proxy/door.rs); every other way to our listeners is refused at step 5.
+        let written = req.uri().authority().map(|a| a.as_str());
+        if let Some(door) = self.door_at(&authority, written) {
+            return self
+                .through_door(door, req, rec, &path, client.in_flight.peer())
+                .await;
+        }
         let target = Target {
             authority,
             path,

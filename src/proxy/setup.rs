@@ -91,6 +91,7 @@ impl Proxy {
             session: p.session,
             metrics: p.metrics,
             audit: p.audit,
+            door: std::sync::OnceLock::new(),
             cfg,
         })
     }

@@ -252,6 +252,7 @@ impl Proxy {
             None,
         );
         let live = self.live.load_full();
+        rec.agent = Arc::clone(live.audit_agent());
         let result = if blocked {
             Err(ProxyError::AuditUnavailable)
         } else {

@@ -45,6 +45,9 @@ impl From<DialError> for ProxyError {
                 after_ms: ms,
             },
             DialError::Parent { target, detail } => ProxyError::ParentProxy { target, detail },
+            e @ DialError::Forbidden { class, .. } if class == Class::Proxy.as_str() => {
+                ProxyError::Ourselves(e.to_string())
+            }
             e @ DialError::Forbidden { .. } => ProxyError::DestinationForbidden(e.to_string()),
         }
     }
@@ -195,7 +198,11 @@ impl Dialer {
     }
 
     async fn dial_checked(&self, host: &str, port: u16, vet: bool) -> Result<TcpStream, DialError> {
-        let target = format!("{host}:{port}");
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         let work = async {
             let addrs = self.resolver.resolve(host, port).await?;
             let addrs: Vec<SocketAddr> = if vet {

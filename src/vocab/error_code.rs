@@ -87,6 +87,8 @@ super::words! {
         MethodNotAllowed = "method_not_allowed",
         /// A request body did not arrive within `limits.header_read_timeout_ms` (408).
         BodyTimeout = "body_timeout",
+        /// intentgate is stopping: the admin state is gone (503).
+        ShuttingDown = "shutting_down",
         /// An admin endpoint that answers loopback peers only (403).
         AdminLoopbackOnly = "admin_loopback_only",
         /// `admin.token_file` is set and the bearer token is missing or wrong (401).

@@ -3,7 +3,10 @@ and CA bundle the environment names (as intentgate run sets them), and prints th
 
 usage: agent.py PLAN_JSON
 PLAN: [{"lib": "requests"|"httpx"|"urllib"|"aiohttp", "method": "GET", "url": "...", "headers": {}},
-       {"set_intent": "NAME"}, {"clear_intent": true}, {"touch": "FILE"}, {"sleep_until_file": "FILE"}]
+       {"set_intent": "NAME"}, {"clear_intent": true}, {"touch": "FILE"}, {"sleep_until_file": "FILE"},
+       {"admin_lib": "requests"|"httpx"|"aiohttp"|"curl", "method": "PUT", "path": "/v1/intent",
+        "body": {...}} (a call to $INTENTGATE_ADMIN_URL with that client, as the environment
+       tells it: proxy variables and NO_PROXY), {"unset_no_proxy": true}]
 """
 import asyncio
 import json
@@ -31,13 +34,39 @@ def admin(method, path, body=None):
         return r.status
 
 
+def admin_with(step):
+    """An admin API call with the client `admin_lib`, honouring the proxy variables and NO_PROXY
+    as that client does; its status."""
+    lib, method = step["admin_lib"], step["method"]
+    url = os.environ["INTENTGATE_ADMIN_URL"] + step["path"]
+    body = step.get("body")
+    if lib == "requests":
+        import requests
+
+        return requests.request(method, url, json=body, timeout=20).status_code
+    if lib == "httpx":
+        import httpx
+
+        with httpx.Client(timeout=20) as c:
+            return c.request(method, url, json=body).status_code
+    if lib == "aiohttp":
+        return asyncio.run(aiohttp_request({"method": method, "url": url, "json": body}))
+    import subprocess
+
+    args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, url]
+    if body is not None:
+        args[1:1] = ["-H", "content-type: application/json", "-d", json.dumps(body)]
+    return int(subprocess.run(args, capture_output=True, text=True, timeout=30).stdout)
+
+
 async def aiohttp_request(step):
     import aiohttp
 
     # trust_env: the proxy variables (aiohttp ignores them otherwise); TLS trust comes from
     # SSL_CERT_FILE through Python's default context.
     async with aiohttp.ClientSession(trust_env=True) as session:
-        async with session.request(step["method"], step["url"], headers=step.get("headers", {})) as r:
+        async with session.request(step["method"], step["url"], headers=step.get("headers", {}),
+                                   json=step.get("json")) as r:
             await r.read()
             return r.status
 
@@ -51,6 +80,11 @@ def main():
             out.append(admin("PUT", "/v1/intent", {"name": step["set_intent"]}))
         elif "clear_intent" in step:
             out.append(admin("DELETE", "/v1/intent"))
+        elif "admin_lib" in step:
+            out.append(admin_with(step))
+        elif "unset_no_proxy" in step:
+            os.environ.pop("NO_PROXY", None)
+            os.environ.pop("no_proxy", None)
         elif "touch" in step:
             open(step["touch"], "w").close()
         elif "sleep_until_file" in step:

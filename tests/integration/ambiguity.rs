@@ -16,7 +16,7 @@ use crate::connect::tls_in_tunnel;
 fn refused(resp: &str, code: &str) {
     assert!(resp.starts_with("HTTP/1.1 400"), "want 400 {code}: {resp}");
     let j = raw_json(resp);
-    assert_eq!(j["error"], code, "{resp}");
+    assert_eq!(error_code(&j), code, "{resp}");
     assert!(
         j["hint"].as_str().is_some_and(|h| !h.is_empty()) && j["decision_id"].is_string(),
         "{resp}"

@@ -124,6 +124,18 @@ fn help_describes_the_commands() {
     ] {
         assert!(stdout.contains(flag), "{flag}: {stdout}");
     }
+    // The listen addresses are serve's: check, explain and run neither list nor take them.
+    for cmd in ["check", "explain", "run"] {
+        let (code, stdout, _) = run_cli(&[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd}");
+        assert!(stdout.contains("--agent"), "{cmd}: {stdout}");
+        for flag in ["--listen", "--admin"] {
+            assert!(!stdout.contains(flag), "{cmd} {flag}: {stdout}");
+        }
+    }
+    let (code, _, stderr) = run_cli(&["check", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn connect_refusals_are_json() {
     );
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
     let j = raw_json(&resp);
-    assert_eq!(j["error"], "upstream_unreachable");
+    assert_eq!(error_code(&j), "upstream_unreachable");
     assert!(j["decision_id"].as_str().is_some_and(|s| !s.is_empty()));
 
     let resp = raw(
@@ -126,11 +126,26 @@ fn connect_refusals_are_json() {
         b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
     );
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    assert_eq!(raw_json(&resp)["error"], "bad_request");
+    assert_eq!(raw_error_code(&resp), "bad_request");
 
     // curl sees the refusal as a failed CONNECT.
     let out = curl(&["-x", &proxy.url(), &format!("https://{closed}/")]);
     assert_ne!(out.status, 200);
+
+    // Every record names the agent, also one refused before its decision (the CONNECT without a
+    // port, a request in origin form); a CONNECT's scheme is that of the URL it tunnels.
+    let resp = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let recs = proxy.audit_n(4);
+    for r in &recs {
+        assert_eq!(r["agent"]["id"], "test-agent", "{r}");
+    }
+    let connects: Vec<_> = recs
+        .iter()
+        .filter(|r| r["connection"] == "connect")
+        .collect();
+    assert_eq!(connects.len(), 2, "{recs:?}");
+    assert!(connects.iter().all(|r| r["scheme"] == "https"), "{recs:?}");
 }
 
 #[test]

@@ -115,7 +115,7 @@ const LABELS: [&str; 6] = [
 
 /// Both renders validate for 1.29 and the newest schema; the base is the control plane only
 /// (no agent namespace, nothing injected until an overlay lists one); the MutatingWebhook
-/// selectors match the inject label, so unlabelled pods never reach the webhook.
+/// selectors match the inject label: every pod of a labelled namespace, labelled pods elsewhere.
 #[test]
 fn deploy_manifests_render_and_validate() {
     let base = base();
@@ -156,6 +156,29 @@ fn deploy_manifests_render_and_validate() {
     for w in hook["webhooks"].as_array().unwrap() {
         assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
     }
+    // In a labelled namespace every pod reaches the webhook, labelled or not (no object
+    // selector); elsewhere only a labelled pod does. docs/kubernetes.md says so.
+    let hooks = hook["webhooks"].as_array().unwrap();
+    let named = |n: &str| hooks.iter().find(|w| w["name"] == n).unwrap();
+    let ns = named("namespace.inject.intentgate.io");
+    assert!(ns["objectSelector"].is_null(), "{ns}");
+    assert!(
+        ns["namespaceSelector"]
+            .to_string()
+            .contains("intentgate.io/inject")
+    );
+    let pod = named("pod.inject.intentgate.io");
+    assert_eq!(
+        pod["objectSelector"]["matchLabels"]["intentgate.io/inject"],
+        "true"
+    );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kubernetes.md"))
+        .unwrap()
+        .replace('\n', " ");
+    assert!(
+        doc.contains("In a labelled namespace every pod reaches the webhook, labelled or not"),
+        "docs/kubernetes.md"
+    );
 
     let example = example();
     validate_all(&example);

@@ -105,7 +105,7 @@ fn a_denied_host_is_never_looked_up_and_an_allowed_one_once() {
 
     let denied = curl(&["-x", &proxy.url(), &format!("http://{SECRET}:{p}/echo")]);
     assert_eq!(denied.status, 403, "{denied:?}");
-    assert_eq!(denied.json()["error"], "intent_violation", "{denied:?}");
+    assert_eq!(error_code(&denied.json()), "intent_violation", "{denied:?}");
     for _ in 0..2 {
         let ok = curl(&["-x", &proxy.url(), &format!("http://allowed.test:{p}/echo")]);
         assert_eq!(ok.status, 200, "{ok:?}");
@@ -126,7 +126,7 @@ fn a_denied_host_is_never_looked_up_and_an_allowed_one_once() {
         format!("CONNECT {SECRET}:{p} HTTP/1.1\r\nHost: {SECRET}:{p}\r\n\r\n").as_bytes(),
     );
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    assert_eq!(raw_json(&refused)["error"], "intent_violation", "{refused}");
+    assert_eq!(raw_error_code(&refused), "intent_violation", "{refused}");
     drop(crate::connect::connect_tunnel(
         proxy.addr,
         &format!("allowed.test:{p}"),
@@ -164,12 +164,16 @@ fn a_denied_request_inside_an_intercepted_tunnel_is_never_looked_up() {
     };
     let denied = get(SECRET);
     assert_eq!(denied.status, 403, "{denied:?}");
-    assert_eq!(denied.json()["error"], "intent_violation", "{denied:?}");
+    assert_eq!(error_code(&denied.json()), "intent_violation", "{denied:?}");
     // A tunnel refused at its CONNECT (a port no intent allows) answers inside it, unresolved.
     let url = format!("https://{SECRET}:8443/echo");
     let refused = curl(&["-x", &proxy.url(), "--cacert", ca.to_str().unwrap(), &url]);
     assert_eq!(refused.status, 403, "{refused:?}");
-    assert_eq!(refused.json()["error"], "port_not_in_scope", "{refused:?}");
+    assert_eq!(
+        error_code(&refused.json()),
+        "port_not_in_scope",
+        "{refused:?}"
+    );
     let ok = get("allowed.test");
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(dns.asked(SECRET), vec![], "a denied name leaked to DNS");
@@ -189,7 +193,7 @@ fn with_dns_unreachable_a_denied_call_gets_the_intent_refusal() {
     ));
     let out = curl(&["-x", &proxy.url(), "http://example.com/"]);
     assert_eq!(out.status, 403, "{out:?}");
-    assert_eq!(out.json()["error"], "intent_violation", "{out:?}");
+    assert_eq!(error_code(&out.json()), "intent_violation", "{out:?}");
     let mut buf = [0u8; 512];
     assert!(blackhole.recv(&mut buf).is_err(), "a query was sent");
     // A call that may go does ask, and says why it failed.
@@ -198,7 +202,7 @@ fn with_dns_unreachable_a_denied_call_gets_the_intent_refusal() {
     ));
     let out = curl(&["-x", &monitor.url(), "http://example.com/"]);
     assert_eq!(out.status, 502, "{out:?}");
-    assert_eq!(out.json()["error"], "upstream_unresolvable", "{out:?}");
+    assert_eq!(error_code(&out.json()), "upstream_unresolvable", "{out:?}");
     eventually("the query to arrive", Duration::from_secs(10), || {
         blackhole.recv(&mut buf).ok()
     });
@@ -242,7 +246,7 @@ fn the_resolver_retries_truncated_answers_over_tcp_and_follows_cname_chains() {
     for looped in ["loop-a.test", "c0.test"] {
         let out = get(looped);
         assert_eq!(out.status, 502, "{looped}: {out:?}");
-        assert_eq!(out.json()["error"], "upstream_unresolvable", "{out:?}");
+        assert_eq!(error_code(&out.json()), "upstream_unresolvable", "{out:?}");
     }
     // Bounded: a handful of queries, not one per link (nor an endless loop).
     let chain: usize = (0..=20).map(|i| dns.lookups(&format!("c{i}.test"))).sum();
@@ -275,7 +279,7 @@ fn answers_that_do_not_belong_to_the_question_are_not_used() {
         let out = curl(&["-x", &proxy.url(), &format!("http://{host}:{p}/echo")]);
         assert_eq!(out.status, 502, "{host}: {out:?}");
         assert_eq!(
-            out.json()["error"],
+            error_code(&out.json()),
             "upstream_unresolvable",
             "{host}: {out:?}"
         );

@@ -1,4 +1,4 @@
-//! Every answer intentgate writes itself is JSON with error, reason, decision_id and hint.
+//! Every answer intentgate writes itself is JSON of the one error shape (`common::error_code`).
 
 use bytes::Bytes;
 use http::Request;
@@ -7,7 +7,7 @@ use http_body_util::Full;
 use crate::common::*;
 
 fn assert_json_error(j: &serde_json::Value, code: &str) {
-    assert_eq!(j["error"], code, "{j}");
+    assert_eq!(error_code(j), code, "{j}");
     for field in ["reason", "hint", "decision_id"] {
         assert!(
             j[field].as_str().is_some_and(|s| !s.is_empty()),

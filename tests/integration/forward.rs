@@ -329,6 +329,6 @@ fn python_clients_work_through_the_proxy() {
             .unwrap();
         let out = python(lib, &proxy.url(), "GET", &format!("http://{closed}/"), &[]);
         assert_eq!(out.status, 502);
-        assert_eq!(out.json()["error"], "upstream_unreachable");
+        assert_eq!(error_code(&out.json()), "upstream_unreachable");
     }
 }

@@ -98,7 +98,7 @@ fn https_requests_are_decided_by_path_with_curl_and_python() {
             &https(&s, "/echo/admin"),
         ]);
         assert_eq!(denied.status, 403, "{proto}: {denied:?}");
-        assert_eq!(denied.json()["error"], "intent_violation");
+        assert_eq!(error_code(&denied.json()), "intent_violation");
         assert!(
             denied.json()["reason"]
                 .as_str()
@@ -118,7 +118,7 @@ fn https_requests_are_decided_by_path_with_curl_and_python() {
             &[&h[..], &["body"]].concat(),
         );
         assert_eq!(denied.status, 403, "{lib}: {denied:?}");
-        assert_eq!(denied.json()["error"], "intent_violation");
+        assert_eq!(error_code(&denied.json()), "intent_violation");
     }
     assert_eq!(
         s.up.requests(),
@@ -173,7 +173,7 @@ fn sni_and_host_must_match_the_tunnel() {
         &https(&s, "/echo/tickets/1"),
     ]);
     assert_eq!(out.status, 421, "{out:?}");
-    assert_eq!(out.json()["error"], "misdirected_request");
+    assert_eq!(error_code(&out.json()), "misdirected_request");
     assert_eq!(s.up.requests(), 0);
 }
 
@@ -197,7 +197,7 @@ fn an_untrusted_upstream_certificate_is_a_502_never_a_downgrade() {
         &format!("https://localhost:{p}/echo"),
     ]);
     assert_eq!(out.status, 502, "{out:?}");
-    assert_eq!(out.json()["error"], "upstream_tls");
+    assert_eq!(error_code(&out.json()), "upstream_tls");
     assert!(
         out.json()["reason"]
             .as_str()
@@ -236,7 +236,7 @@ fn hosts_not_intercepted_are_spliced_end_to_end() {
         &https(&s, "/echo/anything"),
     ]);
     assert_eq!(out.status, 0, "{out:?}");
-    assert!(spliced.metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#) == 0.0);
+    assert!(spliced.metric(r#"intentgate_tls_leaf_certificates_total{result="mint"}"#) == 0.0);
 }
 
 #[test]
@@ -257,13 +257,13 @@ fn leaf_certificates_are_minted_once_per_host() {
     let m = curl(&[&s.proxy.admin_url("/metrics")]).body;
     assert_eq!(
         s.proxy
-            .metric(r#"intentgate_tls_leaf_certificates{result="mint"}"#),
+            .metric(r#"intentgate_tls_leaf_certificates_total{result="mint"}"#),
         1.0,
         "{m}"
     );
     assert!(
         s.proxy
-            .metric(r#"intentgate_tls_leaf_certificates{result="cache_hit"}"#)
+            .metric(r#"intentgate_tls_leaf_certificates_total{result="cache_hit"}"#)
             >= 3.0
     );
 }

@@ -92,14 +92,12 @@ impl World {
         curl(&args)
     }
 
-    /// curl through `proxy` gets a 403 from the policy naming the call it does not permit (the
-    /// code read from either body shape: `"error": CODE` or `"error": {"code": CODE}`).
+    /// curl through `proxy` gets a 403 from the policy naming the call it does not permit.
     fn refused(&self, proxy: &ProxyProc, intent: Option<&str>, method: &str, url: &str) {
         let out = self.curl(proxy, intent, method, url);
         assert_eq!(out.status, 403, "{method} {url}: {out:?}");
         let j = out.json();
-        let code = j["error"].as_str().or(j["error"]["code"].as_str());
-        assert_eq!(code, Some("intent_violation"), "{j}");
+        assert_eq!(error_code(&j), "intent_violation", "{j}");
         let call = url.split_once("://").map_or(url, |(_, rest)| rest);
         let why = format!("does not permit {method} {call}");
         assert!(j["reason"].as_str().unwrap().contains(&why), "{why}: {j}");

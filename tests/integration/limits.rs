@@ -11,7 +11,7 @@ fn refused(resp: &str, status: u16, code: &str) {
         resp.starts_with(&format!("HTTP/1.1 {status}")),
         "want {status} {code}: {resp}"
     );
-    assert_eq!(raw_json(resp)["error"], code, "{resp}");
+    assert_eq!(raw_error_code(resp), code, "{resp}");
 }
 
 /// A CONNECT to `target` opens, and a request inside gets 403 `port_not_in_scope`.
@@ -107,7 +107,7 @@ fn a_burst_over_the_agent_rate_gets_exactly_the_expected_429s_then_recovers() {
                     .unwrap();
                 assert!((1..=2).contains(&retry), "Retry-After {retry}");
                 let body = body_json(&resp);
-                assert_eq!(body["error"], "rate_limited", "{body}");
+                assert_eq!(error_code(&body), "rate_limited", "{body}");
                 assert!(body["hint"].as_str().unwrap().contains("retry after"));
             }
             resp.status().as_u16()

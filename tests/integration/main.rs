@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_door;
 mod admin_limits;
 mod ambiguity;
 mod audit_durability;
@@ -40,6 +41,7 @@ mod policy;
 mod run;
 mod run_details;
 mod runtimes;
+mod sdks;
 mod selfaddr;
 mod transparent;
 mod tunnel_refusals;

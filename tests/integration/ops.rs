@@ -276,8 +276,8 @@ fn admin_endpoints_and_the_session_intent_lifecycle() {
     assert_eq!(curl(&[&proxy.admin_url("/readyz")]).status, 200);
     let nf = curl(&[&proxy.admin_url("/nope")]);
     assert_eq!(
-        (nf.status, nf.json()["error"].as_str()),
-        (404, Some("not_found"))
+        (nf.status, error_code(&nf.json()).as_str()),
+        (404, "not_found")
     );
     let pol = curl(&[&proxy.admin_url("/v1/policy")]).json();
     assert_eq!(pol["intents"], serde_json::json!(["probe", "read"]));

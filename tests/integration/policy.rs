@@ -103,7 +103,7 @@ fn allowed_and_denied_by_host_port_method_and_path() {
         assert_eq!(out.status, *status, "{args:?} {url}: {out:?}");
         if *status == 403 {
             let j = out.json();
-            assert_eq!(j["error"], "intent_violation");
+            assert_eq!(error_code(&j), "intent_violation");
             assert_eq!(j["agent"], "support-bot");
             assert_eq!(j["intent"], "triage");
             assert!(
@@ -351,7 +351,7 @@ fn expired_or_ownerless_agents_get_no_egress() {
     ));
     let out = curl(&["-x", &expired.url(), &url]);
     assert_eq!(out.status, 403);
-    assert_eq!(out.json()["error"], "agent_refused");
+    assert_eq!(error_code(&out.json()), "agent_refused");
     assert!(
         out.json()["reason"]
             .as_str()
@@ -398,7 +398,7 @@ fn a_policy_runtime_error_fails_closed() {
         &format!("http://localhost:{}/echo/tickets/1", up.addr.port()),
     ]);
     assert_eq!(out.status, 403, "{out:?}");
-    assert_eq!(out.json()["error"], "policy_error");
+    assert_eq!(error_code(&out.json()), "policy_error");
     assert_eq!(up.requests(), 0);
 }
 

@@ -117,10 +117,7 @@ fn run_wraps_curl_and_python_and_summarises_exactly() {
     );
     assert_eq!((code, stdout.as_str()), (0, "200"), "{stderr}");
     let (_, stdout, _) = run(&w, &["--intent", "work", "-q"], &["curl", "-s", &https_no]);
-    assert!(
-        stdout.contains("\"error\":\"intent_violation\""),
-        "{stdout}"
-    );
+    assert!(has_error_code(&stdout, "intent_violation"), "{stdout}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! intentgate's own listeners are never a destination through the proxy, however their address
 //! is spelled: IPv4-mapped and IPv4-compatible IPv6, names resolving to them, any address of the
-//! host for a listener bound to 0.0.0.0/[::], and CONNECT to the proxy itself (nesting).
+//! host for a listener bound to 0.0.0.0/[::], and CONNECT to the proxy itself (nesting). The one
+//! door: plain HTTP to the admin listener's address as written, for the agent-facing endpoints
+//! (tests/integration/admin_door.rs).
 
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ fn dns_server(dir: &std::path::Path, plan: &str) -> (std::process::Child, u16) {
 fn forbidden(resp: &str, what: &str) {
     assert!(resp.starts_with("HTTP/1.1 403"), "{what}: {resp}");
     let j = raw_json(resp);
-    assert_eq!(j["error"], "destination_forbidden", "{what}: {resp}");
+    assert_eq!(error_code(&j), "destination_forbidden", "{what}: {resp}");
     assert!(
         j["reason"].as_str().unwrap().contains("intentgate itself"),
         "{what}: {resp}"
@@ -71,12 +73,17 @@ fn every_spelling_of_our_own_addresses_is_refused_and_the_admin_api_sees_nothing
     for port in ports {
         for host in hosts {
             let put = format!(
-                "PUT http://{host}:{port}/v1/intent HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{{\"name\": \"own\"}}"
+                "PUT http://{host}:{port}/v1/intent HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{{\"name\": \"own\"}}"
             );
-            forbidden(
-                &raw(proxy.addr, put.as_bytes()),
-                &format!("PUT {host}:{port}"),
-            );
+            let answer = raw(proxy.addr, put.as_bytes());
+            if host == "127.0.0.1" && port == ports[0] {
+                // The one door: the admin URL as written, answered by the admin API in-process.
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert_eq!(raw_json(&answer)["session"]["name"], "own", "{answer}");
+                curl(&["-X", "DELETE", &proxy.admin_url("/v1/intent")]);
+            } else {
+                forbidden(&answer, &format!("PUT {host}:{port}"));
+            }
             let reload = format!(
                 "POST http://{host}:{port}/v1/reload HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\n\r\n"
             );
@@ -91,16 +98,19 @@ fn every_spelling_of_our_own_addresses_is_refused_and_the_admin_api_sees_nothing
             );
         }
     }
-    // The admin API saw nothing: no session intent, no reload.
+    // The admin API saw nothing else: the door's session intent was cleared, no reload.
     let session = curl(&[&proxy.admin_url("/v1/intent")]).json();
     assert!(session["session"].is_null(), "{session}");
     assert_eq!(proxy.metric(RELOADS), reloads);
-    // Every refusal was audited as one.
+    // Every refusal was audited as one (and the door's answer as an answer).
     let n = ports.len() * hosts.len() * 3;
     let audit = proxy.audit_n(n);
     assert_eq!(audit.len(), n);
+    let (door, refused): (Vec<_>, Vec<_>) = audit.iter().partition(|r| r["decision"] == "allow");
+    assert_eq!(door.len(), 1, "{audit:?}");
+    assert_eq!(door[0]["status"], 200, "{audit:?}");
     assert!(
-        audit
+        refused
             .iter()
             .all(|r| r["error"] == "destination_forbidden" && r["status"] == 403),
         "{audit:?}"
@@ -164,7 +174,7 @@ fn a_wildcard_listener_is_refused_at_every_address_of_the_host() {
         for p in [proxy_port, admin_port] {
             let out = via(&ns, &format!("http://{addr}:{p}/v1/reload"));
             assert!(
-                out.contains("\"error\":\"destination_forbidden\"") && out.ends_with(" 403"),
+                has_error_code(&out, "destination_forbidden") && out.ends_with(" 403"),
                 "{addr}:{p}: {out}"
             );
         }
@@ -177,11 +187,11 @@ fn a_wildcard_listener_is_refused_at_every_address_of_the_host() {
     );
     let out = via(&ns, &format!("http://192.88.99.8:{admin_port}/v1/reload"));
     assert!(
-        out.contains("\"error\":\"destination_forbidden\"") && out.ends_with(" 403"),
+        has_error_code(&out, "destination_forbidden") && out.ends_with(" 403"),
         "{out}"
     );
     assert_eq!(reloads(&ns), before);
     // The same address at another port is an ordinary destination (nothing listens there).
     let out = via(&ns, "http://192.88.99.7:9/");
-    assert!(out.contains("\"error\":\"upstream_unreachable\""), "{out}");
+    assert!(has_error_code(&out, "upstream_unreachable"), "{out}");
 }

@@ -318,7 +318,7 @@ fn transparent_connections_under_a_default_intent_the_agent_may_not_claim_are_re
     ]);
     assert_eq!(code, 403, "{body}");
     assert!(
-        body.contains("\"error\":\"intent_not_claimable\""),
+        crate::common::has_error_code(&body, "intent_not_claimable"),
         "{body}"
     );
     // Spliced TLS, decided on its SNI: closed before anything is dialled.

@@ -271,7 +271,7 @@ fn a_denied_websocket_is_403_and_never_reaches_the_upstream() {
     let (mut s, head) = upgrade(proxy.addr, up.addr, "/admin", "websocket");
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let body = json_after(&mut s, &head);
-    assert_eq!(body["error"], "intent_violation", "{body}");
+    assert_eq!(error_code(&body), "intent_violation", "{body}");
     assert_eq!(up.seen(), 0);
 }
 
@@ -282,7 +282,7 @@ fn other_upgrade_tokens_are_400_and_never_reach_the_upstream() {
     for token in ["foo", "websocket, tls/1.0"] {
         let (mut s, head) = upgrade(proxy.addr, up.addr, "/chat", token);
         assert!(head.starts_with("HTTP/1.1 400"), "{token}: {head}");
-        assert_eq!(json_after(&mut s, &head)["error"], "bad_request");
+        assert_eq!(error_code(&json_after(&mut s, &head)), "bad_request");
     }
     assert_eq!(up.seen(), 0);
 }
@@ -302,7 +302,7 @@ fn websockets_count_against_the_tunnel_limit_and_close_when_idle() {
         head.to_ascii_lowercase().contains("retry-after: 1"),
         "{head}"
     );
-    assert_eq!(json_after(&mut second, &head)["error"], "overloaded");
+    assert_eq!(error_code(&json_after(&mut second, &head)), "overloaded");
     assert_eq!(up.seen(), 1, "the refused upgrade reached the upstream");
     // Left idle, the first is closed by the proxy (a read sees EOF, not the 10 s read timeout).
     let mut buf = [0u8; 16];

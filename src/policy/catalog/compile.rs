@@ -39,11 +39,13 @@ impl Catalog {
                     rules: Vec::with_capacity(spec.allow.len()),
                 };
                 for (i, r) in spec.allow.iter().enumerate() {
+                    // Rules are counted from 1, as decisions name them ("rule 2").
+                    let at = Some(i + 1);
                     if r.hosts.is_empty() {
-                        return Err(err(Some(i), "a rule needs at least one host".into()));
+                        return Err(err(at, "a rule needs at least one host".into()));
                     }
                     for h in &r.hosts {
-                        let (wild, name) = host_pattern(h).map_err(|m| err(Some(i), m))?;
+                        let (wild, name) = host_pattern(h).map_err(|m| err(at, m))?;
                         let index = if wild { &mut c.wildcard } else { &mut c.exact };
                         let v = index.entry(name).or_default();
                         if v.last() != Some(&i) {
@@ -56,7 +58,7 @@ impl Catalog {
                             ps.iter()
                                 .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
                                 .collect::<Result<Box<[_]>, _>>()
-                                .map_err(|m| err(Some(i), m))?,
+                                .map_err(|m| err(at, m))?,
                         ),
                     };
                     if let Some(ms) = &r.methods {
@@ -64,7 +66,7 @@ impl Catalog {
                             .iter()
                             .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
                         {
-                            return Err(err(Some(i), format!("'{bad}' is not an HTTP method")));
+                            return Err(err(at, format!("'{bad}' is not an HTTP method")));
                         }
                     }
                     let mut body_methods = 0;

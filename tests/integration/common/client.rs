@@ -97,6 +97,44 @@ pub fn raw_json(resp: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {resp}"))
 }
 
+/// The stable code of an error body intentgate wrote, after checking it has the one error shape:
+/// `error` as the LLM SDKs read it (`message` = the reason and the hint in one sentence, `type`,
+/// `code`), then our `reason`, `hint` and `decision_id`.
+pub fn error_code(body: &serde_json::Value) -> String {
+    let e = &body["error"];
+    let field = |v: &serde_json::Value, k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("no string {k} in the error body {body}"))
+            .to_string()
+    };
+    let (reason, hint, message) = (
+        field(body, "reason"),
+        field(body, "hint"),
+        field(e, "message"),
+    );
+    field(body, "decision_id");
+    field(e, "type");
+    assert!(
+        message.starts_with(&reason) && message.ends_with(&hint),
+        "error.message carries the reason and the hint: {body}"
+    );
+    field(e, "code")
+}
+
+/// The code of the error body in a raw HTTP response (see `error_code`).
+pub fn raw_error_code(resp: &str) -> String {
+    error_code(&raw_json(resp))
+}
+
+/// Whether `text` (a body, maybe in a raw response or followed by curl's `-w` output) is an
+/// error body (of the one shape, see `error_code`) with `code`.
+pub fn has_error_code(text: &str, code: &str) -> bool {
+    let body = text.rfind('}').map_or("", |end| &text[..=end]);
+    let body = body.find('{').map_or("", |start| &body[start..]);
+    serde_json::from_str(body)
+        .is_ok_and(|v: serde_json::Value| v["error"].is_object() && error_code(&v) == code)
+}
+
 /// A keep-alive HTTP/1.1 connection to the proxy, sending absolute-form requests.
 pub struct ProxyConn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
