@@ -52,6 +52,10 @@ pub struct AuditRecord {
     pub reasons: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// The policy's code when it did not allow (`deny`, `would_deny`): `intent_violation`,
+    /// `intent_not_claimable`, `agent_refused` or `policy_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
     pub policy_revision: Arc<str>,
     pub status: u16,
     pub bytes_in: u64,
@@ -95,6 +99,10 @@ pub struct AuditAgent {
     pub id: String,
     pub namespace: Option<String>,
     pub spiffe_id: Option<String>,
+    pub service_account: Option<String>,
+    pub owner: Option<String>,
+    /// RFC 3339, to the second.
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

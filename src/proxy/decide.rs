@@ -35,6 +35,11 @@ impl Live {
                 id: agent.id.clone(),
                 namespace: agent.namespace.clone(),
                 spiffe_id: agent.spiffe_id.clone(),
+                service_account: agent.service_account.clone(),
+                owner: agent.owner.clone(),
+                expires: agent
+                    .expires
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
             policy,
             agent,
@@ -92,6 +97,7 @@ pub fn decide(
     if d.code == "policy_error" {
         rec.error = Some("policy_error");
     }
+    rec.code = (!d.allow).then_some(d.code);
     let label = if d.allow {
         "allow"
     } else if d.blocks() {
