@@ -36,6 +36,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod policy;
+mod report;
 mod run;
 mod run_details;
 mod runtimes;
