@@ -186,16 +186,16 @@ pub struct LearnArgs {
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Audit log files (JSON lines), `-` for stdin; large files are streamed.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
     pub audit: Vec<PathBuf>,
     /// Where to write the report (HTML).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Judge the inventory's flags (past expiry, idle) at this time (RFC 3339); default now.
-    #[arg(long, value_parser = crate::report::parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = crate::report::parse_time)]
     pub as_of: Option<i64>,
     /// Flag an agent as idle when its last call is older than this, e.g. `7d`, `12h`.
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub idle: std::time::Duration,
 }
 
@@ -203,11 +203,11 @@ pub struct ReportArgs {
 #[derive(Args, Debug)]
 pub struct InventoryArgs {
     /// `kubectl get pods -A -o json` output, or `-` for stdin.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub pods: PathBuf,
     /// `kubectl get namespaces -o json` output: pods in namespaces labelled
     /// `intentgate.io/inject=true` count as agent pods too.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub namespaces: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]

@@ -303,3 +303,42 @@ fn report_renders_in_chromium_with_the_counts_of_the_log() {
         assert!(l.trim_start().starts_with('#'), "refused call granted: {l}");
     }
 }
+
+/// On a terminal (a pseudo-terminal from `script`, util-linux), a progress bar is drawn on stderr
+/// while a large log is read, then cleared before the summary line.
+#[test]
+fn report_draws_a_progress_bar_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, html) = (
+        dir.path().join("audit.jsonl"),
+        dir.path().join("report.html"),
+    );
+    let calls = calls();
+    let mut text = String::new();
+    // More lines than one progress step (65,536): each of the fleet's calls, repeated.
+    for i in 0..70_000 {
+        text.push_str(&fleet::line(&calls[i % calls.len()], i, "intercepted"));
+        text.push('\n');
+    }
+    std::fs::write(&log, text).unwrap();
+    let cmd = format!(
+        "{BIN} report --audit {} --out {}",
+        log.display(),
+        html.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(
+        tty.contains("\r[") && tty.contains("%  65536 lines"),
+        "{tty:?}"
+    );
+    assert!(tty.contains("\r\x1b[2K"), "the bar is cleared: {tty:?}");
+    assert!(
+        tty.contains("report: 70000 records (70000 calls, 3 agents)"),
+        "{tty:?}"
+    );
+}
