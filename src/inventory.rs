@@ -8,7 +8,7 @@
 //! Exit codes: 0 nothing found, 1 something found, 2 the input could not be read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -199,16 +199,23 @@ pub fn main(pods: &Path, namespaces: Option<&Path>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if json {
+    let output = if json {
         match serde_json::to_string_pretty(&inv) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("intentgate: {e}");
                 return ExitCode::from(2);
             }
         }
     } else {
-        print!("{}", text(&inv));
+        text(&inv)
+    };
+    // A reader that went away (`| head`) is not an error.
+    if let Err(e) = std::io::stdout().lock().write_all(output.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("intentgate: cannot write the output: {e}");
+            return ExitCode::from(2);
+        }
     }
     if inv.findings.is_empty() {
         ExitCode::SUCCESS

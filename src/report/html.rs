@@ -143,7 +143,10 @@ fn footer(s: &mut String, stats: &Stats) {
             esc(at)
         ));
     }
-    if stats.refusals.other + stats.would.other.calls > 0 || stats.learn_skipped > 0 {
+    let d = &stats.dests.other;
+    if stats.refusals.other + stats.would.other.calls + d.allowed + d.would_deny + d.refused > 0
+        || stats.learn_skipped > 0
+    {
         notes.push(
             "Some tables reached their size limit; the rest is counted under “other”.".to_string(),
         );

@@ -117,18 +117,15 @@ pub(crate) fn epoch_secs(s: &str) -> Option<i64> {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
         rest = &frac[digits..];
     }
+    let at = s.len() - rest.len();
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[..1], "+" | "-") && &rest[3..4] == ":" => {
-            let o = rest.as_bytes();
-            let mins =
-                (i64::from(o[1].wrapping_sub(b'0')) * 10 + i64::from(o[2].wrapping_sub(b'0'))) * 60
-                    + i64::from(o[4].wrapping_sub(b'0')) * 10
-                    + i64::from(o[5].wrapping_sub(b'0'));
-            if rest.starts_with('-') {
-                -mins * 60
-            } else {
-                mins * 60
+        _ if rest.len() == 6 && &rest[3..4] == ":" => {
+            let mins = num(at + 1, at + 3)? * 60 + num(at + 4, at + 6)?;
+            match &rest[..1] {
+                "+" => mins * 60,
+                "-" => -mins * 60,
+                _ => return None,
             }
         }
         _ => return None,
