@@ -87,6 +87,15 @@ pub(crate) struct Timeline {
     pub(crate) buckets: HashMap<(u32, u32, i64), u64>,
 }
 
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            width: WIDTHS[0],
+            buckets: HashMap::new(),
+        }
+    }
+}
+
 impl Timeline {
     fn add(&mut self, agent: u32, intent: u32, t: i64) {
         *self
@@ -155,6 +164,7 @@ impl Names {
 }
 
 /// Everything the report shows, as counted so far.
+#[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) records: u64,
     /// Records that are calls (not the CONNECT of an intercepted tunnel), by decision.
@@ -186,37 +196,6 @@ pub(crate) struct Stats {
 
 /// The intent name of calls that declared none (as `learn` names them).
 pub(crate) const NO_INTENT: &str = crate::learn::UNNAMED;
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            records: 0,
-            allowed: 0,
-            would_deny: 0,
-            denied: 0,
-            errors: 0,
-            unreadable: 0,
-            first_unreadable: None,
-            first: None,
-            last: None,
-            agent_names: Names::default(),
-            intent_names: Names::default(),
-            agents: Vec::new(),
-            timeline: Timeline {
-                width: WIDTHS[0],
-                buckets: HashMap::new(),
-            },
-            refusals: Counter::default(),
-            dests: Counter::default(),
-            would: Counter::default(),
-            learn_seen: HashSet::new(),
-            learn_key: String::new(),
-            dest_buf: String::new(),
-            learn_records: Vec::new(),
-            learn_skipped: 0,
-        }
-    }
-}
 
 impl Stats {
     /// Calls counted (every decision).
