@@ -74,6 +74,10 @@ pub struct AuditRecord {
     /// decision let go got no upstream answer (`ErrorCode::upstream_failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorCode>,
+    /// The policy's code when it did not allow (`deny`, `would_deny`): `intent_violation`,
+    /// `intent_not_claimable`, `agent_refused` or `policy_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
     #[serde(default)]
     pub policy_revision: Arc<str>,
     #[serde(default)]
@@ -158,6 +162,10 @@ pub struct AuditAgent {
     pub id: String,
     pub namespace: Option<String>,
     pub spiffe_id: Option<String>,
+    pub service_account: Option<String>,
+    pub owner: Option<String>,
+    /// RFC 3339, to the second.
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -40,6 +40,13 @@ pub enum Command {
     /// Write the intent catalog that would have allowed exactly the forwarded calls in audit logs
     /// (per intent, each path with its own methods); refused calls are listed, never granted.
     Learn(LearnArgs),
+    /// Write one self-contained HTML report from audit logs: calls over time, refusals, what
+    /// enforcing would break, top destinations, suggested catalog and the agent inventory;
+    /// exit 0 written, 2 an input unreadable or the output not writable.
+    Report(ReportArgs),
+    /// List agent pods (from `kubectl get pods -A -o json`) running without the intentgate
+    /// sidecar, and injected pods without an owner; exit 0 none, 1 some found, 2 unreadable input.
+    Inventory(InventoryArgs),
     /// Manage intentgate's local certificate authority (for TLS interception).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -173,6 +180,38 @@ pub struct LearnArgs {
     #[arg(long, value_name = "MIN", num_args = 0..=1, default_missing_value = "2", help = GENERALISE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub generalise: Option<u32>,
+}
+
+/// `intentgate report`: see `crate::report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Audit log files (JSON lines), `-` for stdin; large files are streamed.
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    pub audit: Vec<PathBuf>,
+    /// Where to write the report (HTML).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Judge the inventory's flags (past expiry, idle) at this time (RFC 3339); default now.
+    #[arg(long, value_name = "TIME", value_parser = crate::report::parse_time)]
+    pub as_of: Option<i64>,
+    /// Flag an agent as idle when its last call is older than this, e.g. `7d`, `12h`.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub idle: std::time::Duration,
+}
+
+/// `intentgate inventory`: see `crate::inventory`.
+#[derive(Args, Debug)]
+pub struct InventoryArgs {
+    /// `kubectl get pods -A -o json` output, or `-` for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub pods: PathBuf,
+    /// `kubectl get namespaces -o json` output: pods in namespaces labelled
+    /// `intentgate.io/inject=true` count as agent pods too.
+    #[arg(long, value_name = "FILE")]
+    pub namespaces: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -382,6 +421,13 @@ pub fn main() -> ExitCode {
         }),
         Command::IsolateHelper(a) => crate::run::helper_main(a),
         Command::Learn(a) => crate::offline::learn(a),
+        Command::Report(a) => crate::report::main(&crate::report::Options {
+            audit: a.audit,
+            out: a.out,
+            as_of: a.as_of,
+            idle: a.idle,
+        }),
+        Command::Inventory(a) => crate::inventory::main(&a.pods, a.namespaces.as_deref(), a.json),
         Command::Inject(a) => crate::inject::main(
             a.tls_cert,
             a.tls_key,

@@ -21,6 +21,12 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     opt_string(out, rec.agent.namespace.as_deref());
     out.extend_from_slice(b",\"spiffe_id\":");
     opt_string(out, rec.agent.spiffe_id.as_deref());
+    out.extend_from_slice(b",\"service_account\":");
+    opt_string(out, rec.agent.service_account.as_deref());
+    out.extend_from_slice(b",\"owner\":");
+    opt_string(out, rec.agent.owner.as_deref());
+    out.extend_from_slice(b",\"expires\":");
+    opt_string(out, rec.agent.expires.as_deref());
     out.extend_from_slice(b"},\"intent\":{\"name\":");
     opt_string(out, rec.intent.name.as_deref());
     out.extend_from_slice(b",\"task\":");
@@ -58,6 +64,10 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     if let Some(e) = rec.error {
         out.extend_from_slice(b",\"error\":");
         string(out, e.as_str());
+    }
+    if let Some(c) = rec.code {
+        out.extend_from_slice(b",\"code\":");
+        string(out, c.as_str());
     }
     out.extend_from_slice(b",\"policy_revision\":");
     string(out, &rec.policy_revision);
@@ -167,6 +177,9 @@ mod tests {
                 id: text.into(),
                 namespace: (n % 2 == 0).then(|| text.to_string()),
                 spiffe_id: (n % 3 == 0).then(|| format!("spiffe://x/{text}")),
+                service_account: (n % 4 == 1).then(|| text.to_string()),
+                owner: (n % 2 == 1).then(|| format!("team-{text}")),
+                expires: (n % 3 == 2).then(|| text.to_string()),
             }),
             intent: AuditIntent {
                 name: (n % 2 == 1).then(|| text.to_string()),
@@ -189,6 +202,7 @@ mod tests {
             mode: (n % 2 == 1).then_some(Mode::Monitor),
             reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
             error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
+            code: (n % 4 == 2).then_some(ErrorCode::IntentViolation),
             policy_revision: text.into(),
             status: 403,
             bytes_in: n * 1_000_003,

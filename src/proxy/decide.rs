@@ -42,6 +42,11 @@ impl Live {
                 id: agent.id.clone(),
                 namespace: agent.namespace.clone(),
                 spiffe_id: agent.spiffe_id.clone(),
+                service_account: agent.service_account.clone(),
+                owner: agent.owner.clone(),
+                expires: agent
+                    .expires
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
             policy,
             agent,
@@ -194,6 +199,7 @@ fn settle(
     rec.error = d
         .code
         .filter(|c| matches!(c, ErrorCode::PolicyError | ErrorCode::PortNotInScope));
+    rec.code = (!d.allow).then(|| d.code.unwrap_or(ErrorCode::IntentViolation));
     let verdict = if d.allow {
         Verdict::Allow
     } else if d.blocks() {

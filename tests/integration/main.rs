@@ -38,6 +38,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod policy;
+mod report;
 mod run;
 mod run_details;
 mod runtimes;
