@@ -33,4 +33,5 @@ pub mod reload;
 pub mod run;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 pub mod watch;

@@ -40,5 +40,6 @@ mod run;
 mod run_details;
 mod runtimes;
 mod selfaddr;
+mod token;
 mod transparent;
 mod websocket;
