@@ -40,9 +40,10 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A fresh Ed25519 key; its PKCS#8 document too (to be written to a file).
+    /// A fresh Ed25519 key; its PKCS#8 document too (to be written to a file). Version 1 (no
+    /// public key inside): what other tools (OpenSSL, Python's cryptography) read.
     pub fn generate_ed25519() -> Result<(Self, Vec<u8>), String> {
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        let doc = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
             .map_err(|_| "cannot generate an Ed25519 key".to_string())?;
         let key = Self::from_pkcs8(doc.as_ref())?;
         Ok((key, doc.as_ref().to_vec()))
