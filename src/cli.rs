@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Loaded, Mode};
 use crate::telemetry::{self, LogFormat};
 
+mod token;
+pub use token::{AttestArgs, MintArgs, TokenCommand, VerifyArgs};
+
 /// intentgate: a sidecar forward proxy that enforces declared intent for AI agents.
 ///
 /// Every outbound call of the agent passes through intentgate, is tagged with the agent's
@@ -57,6 +60,9 @@ pub enum Command {
     /// into labelled pods, enforcing the platform floor from --config, and the policy bundle
     /// server (`GET /bundles/NAMESPACE`, from `bundles.policy_dir`).
     Inject(InjectArgs),
+    /// Signed intent tokens and attestations: keygen, jwks, mint, verify.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// (internal) The namespace side of `run --isolate`; `run` starts it.
     #[command(name = "isolate-helper", hide = true)]
     IsolateHelper(IsolateHelperArgs),
@@ -409,6 +415,7 @@ pub fn main() -> ExitCode {
     crate::tls::install_default_provider();
     match cli.command {
         Command::Ca(cmd) => crate::offline::ca(cmd),
+        Command::Token(cmd) => token::run(cmd),
         Command::Run(a) => crate::run::run(crate::run::RunRequest {
             config: a.config,
             report: a.report,

@@ -1,13 +1,15 @@
 //! JSON Web Signatures in compact form (RFC 7515) verified against a JWK Set (RFC 7517), and
 //! the registered JWT claims checked (RFC 7519: `iss`, `aud`, `exp`, `nbf`). RS256 and ES256 —
-//! what Kubernetes service-account issuers sign with — on aws-lc-rs; `none`, HMAC and anything
+//! what Kubernetes service-account issuers sign with — and EdDSA (Ed25519, RFC 8037) on
+//! aws-lc-rs; `none`, HMAC and anything
 //! else are refused, and a key is only ever used with the algorithm of its own type. The bundle
 //! server verifies projected service-account tokens with it; signed intent tokens can use the same.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
+    RsaPublicKeyComponents,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,14 +23,25 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub enum Alg {
     Rs256,
     Es256,
+    EdDsa,
 }
 
 impl Alg {
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "RS256" => Some(Alg::Rs256),
             "ES256" => Some(Alg::Es256),
+            "EdDSA" => Some(Alg::EdDsa),
             _ => None,
+        }
+    }
+
+    /// The name in a JWS header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
         }
     }
 }
@@ -38,7 +51,7 @@ impl Alg {
 pub enum JwsError {
     #[error("not a compact JWS (three base64url parts, at most {MAX_TOKEN_BYTES} bytes)")]
     Malformed,
-    #[error("unsupported algorithm '{0}' (RS256 and ES256 are accepted)")]
+    #[error("unsupported algorithm '{0}' (RS256, ES256 and EdDSA are accepted)")]
     Algorithm(String),
     #[error("the header names critical extensions, none of which is supported")]
     Critical,
@@ -126,13 +139,24 @@ impl Jwks {
                         .map_err(|e| JwsError::KeySet(format!("EC key: {e}")))?;
                     (Alg::Es256, key)
                 }
+                (Some("OKP"), Some("Ed25519")) if declared.is_none_or(|a| a == "EdDSA") => {
+                    let x = b64(k, "x")?;
+                    if x.len() != 32 {
+                        return Err(JwsError::KeySet("Ed25519 keys are 32 bytes".into()));
+                    }
+                    let key = ParsedPublicKey::new(&ED25519, x)
+                        .map_err(|e| JwsError::KeySet(format!("Ed25519 key: {e}")))?;
+                    (Alg::EdDsa, key)
+                }
                 _ => continue,
             };
             let kid = k["kid"].as_str().map(str::to_string);
             keys.push(Key { kid, alg, key });
         }
         if keys.is_empty() {
-            return Err(JwsError::KeySet("no RS256 or ES256 signing key".into()));
+            return Err(JwsError::KeySet(
+                "no RS256, ES256 or EdDSA signing key".into(),
+            ));
         }
         Ok(Jwks { keys })
     }
@@ -140,6 +164,11 @@ impl Jwks {
     /// Whether a key with this id is in the set.
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// The key ids in the set, in order.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
     }
 
     pub fn len(&self) -> usize {

@@ -35,5 +35,6 @@ pub mod report;
 pub mod run;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 pub mod vocab;
 pub mod watch;

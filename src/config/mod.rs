@@ -3,6 +3,7 @@
 
 mod chunked;
 mod tls;
+mod tokens;
 mod types;
 mod validate;
 
@@ -12,6 +13,7 @@ use validate::validate;
 use std::path::{Path, PathBuf};
 
 pub use tls::*;
+pub use tokens::*;
 pub use types::*;
 
 use crate::proxy::target::{self, Authority};
@@ -111,6 +113,17 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
                 .into_iter()
                 .flatten(),
         )
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    let tokens = &mut config.intent_tokens;
+    for p in tokens
+        .issuers
+        .iter_mut()
+        .filter_map(|i| i.jwks_file.as_mut())
+        .chain(tokens.revoked.as_mut())
     {
         if p.is_relative() {
             *p = base.join(&*p);

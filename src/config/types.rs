@@ -32,6 +32,7 @@ pub struct Config {
     pub limits: Limits,
     pub headers: HeaderNames,
     pub admin: AdminConfig,
+    pub intent_tokens: super::IntentTokensConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,

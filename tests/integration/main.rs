@@ -44,6 +44,7 @@ mod run_details;
 mod runtimes;
 mod sdks;
 mod selfaddr;
+mod token;
 mod transparent;
 mod tunnel_refusals;
 mod upstreams;
