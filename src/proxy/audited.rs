@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::oneshot;
 
+use super::sender::UncleanClose;
 use super::tunnel::Spliced;
 use crate::audit::{AuditRecord, Ended, Slot};
 
@@ -70,6 +71,8 @@ pub struct Audited<B: HttpBody> {
     bytes_in: Arc<AtomicU64>,
     started: Instant,
     pending: Option<(Box<AuditRecord>, Option<Slot>)>,
+    /// Set when the upstream ended the body by closing without TLS `close_notify`.
+    unclean: Option<UncleanClose>,
 }
 
 impl<B: HttpBody> Audited<B> {
@@ -79,6 +82,7 @@ impl<B: HttpBody> Audited<B> {
         slot: Option<Slot>,
         bytes_in: Arc<AtomicU64>,
         started: Instant,
+        unclean: Option<UncleanClose>,
     ) -> Self {
         Self {
             inner,
@@ -86,6 +90,7 @@ impl<B: HttpBody> Audited<B> {
             bytes_in,
             started,
             pending: Some((Box::new(record), slot)),
+            unclean,
         }
     }
 
@@ -96,6 +101,11 @@ impl<B: HttpBody> Audited<B> {
             rec.bytes_out = self.out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed) & !CLIENT_BODY_FAILED;
             rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
+            if complete && self.unclean.as_ref().is_some_and(UncleanClose::happened) {
+                rec.ended = Some(Ended::Closed);
+                rec.reasons
+                    .push("the upstream ended the body by closing without TLS close_notify".into());
+            }
             if let Some(slot) = slot {
                 if !complete && !self.inner.is_end_stream() && slot.closing() {
                     rec.ended = Some(Ended::Shutdown);

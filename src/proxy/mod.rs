@@ -198,7 +198,10 @@ impl Proxy {
                 rec.status = resp.status().as_u16();
                 let id = rec.decision_id.clone();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
-                let mut resp = resp.map(|b| Audited::new(b, rec, slot, bytes_in, started).boxed());
+                let (mut parts, body) = resp.into_parts();
+                let unclean = parts.extensions.remove::<sender::UncleanClose>();
+                let body = Audited::new(body, rec, slot, bytes_in, started, unclean);
+                let mut resp = Response::from_parts(parts, body.boxed());
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }

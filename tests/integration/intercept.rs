@@ -294,8 +294,8 @@ fn concurrent_tunnels_to_a_new_host_mint_once() {
         ok
     });
     assert_eq!(done, 5);
-    let mint = r#"intentgate_tls_leaf_certificates{result="mint"}"#;
-    let hit = r#"intentgate_tls_leaf_certificates{result="cache_hit"}"#;
+    let mint = r#"intentgate_tls_leaf_certificates_total{result="mint"}"#;
+    let hit = r#"intentgate_tls_leaf_certificates_total{result="cache_hit"}"#;
     assert_eq!(s.proxy.metric(mint), 1.0, "one mint for five tunnels");
     assert_eq!(s.proxy.metric(hit), 4.0);
 }

@@ -24,6 +24,7 @@ mod failed_calls;
 mod forward;
 mod fuzz_corpus;
 mod intercept;
+mod intercept_close;
 mod intercept_reuse;
 mod iptables;
 mod isolate;

@@ -8,15 +8,6 @@ use crate::common::tls::TestCa;
 use crate::common::*;
 use crate::limits::ca;
 
-/// The code of a JSON refusal (`error` as a string, or as an object with `code`).
-fn code(v: &serde_json::Value) -> String {
-    v["error"]
-        .as_str()
-        .or(v["error"]["code"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {
     let (dir, cert, key) = ca();
@@ -52,7 +43,7 @@ fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {
     for (url, _, want, _) in &cases {
         let out = curl(&["-x", &proxy.url(), "--cacert", &cert, url]);
         assert_eq!(out.status, 403, "curl {url}: {out:?}");
-        assert_eq!(code(&out.json()), *want, "curl {url}: {out:?}");
+        assert_eq!(error_code(&out.json()), *want, "curl {url}: {out:?}");
         assert!(
             !out.json()["reason"].as_str().unwrap().is_empty(),
             "{out:?}"
@@ -60,7 +51,7 @@ fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {
         for lib in ["requests", "httpx"] {
             let out = python(lib, &proxy.url(), "GET", url, &["--cacert", &cert]);
             assert_eq!(out.status, 403, "{lib} {url}: {out:?}");
-            assert_eq!(code(&out.json()), *want, "{lib} {url}: {out:?}");
+            assert_eq!(error_code(&out.json()), *want, "{lib} {url}: {out:?}");
         }
     }
     // The allowed destination still works, and nothing refused was ever dialled.
@@ -124,7 +115,7 @@ fn a_spliced_tunnel_keeps_the_403_at_its_connect() {
         format!("CONNECT localhost:{q} HTTP/1.1\r\nHost: localhost:{q}\r\n\r\n").as_bytes(),
     );
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
-    assert_eq!(code(&raw_json(&resp)), "intent_violation", "{resp}");
+    assert_eq!(error_code(&raw_json(&resp)), "intent_violation", "{resp}");
     let rec = proxy.audit_n(1).pop().unwrap();
     assert_eq!(
         (&rec["connection"], &rec["decision"], &rec["status"]),

@@ -15,12 +15,14 @@ use super::super::audited::Counted;
 use super::super::inspect::Replay;
 use super::super::target::Authority;
 use super::super::upstream::{DialError, Dialer};
+use super::eof::{EndAtClose, UncleanClose};
 use crate::error::ProxyError;
 use crate::tls::client::{UpstreamAlpn, UpstreamTls};
 
 /// A request sender on an upstream connection.
 pub(super) enum Conn {
-    H1(http1::SendRequest<Counted<Replay>>),
+    /// With its TLS stream's close note, when it is HTTPS (src/proxy/sender/eof.rs).
+    H1(http1::SendRequest<Counted<Replay>>, Option<UncleanClose>),
     /// Shared: every request to its destination may use it at once.
     H2(http2::SendRequest<Counted<Replay>>),
 }
@@ -28,7 +30,7 @@ pub(super) enum Conn {
 impl Conn {
     pub(super) fn is_closed(&self) -> bool {
         match self {
-            Conn::H1(s) => s.is_closed(),
+            Conn::H1(s, _) => s.is_closed(),
             Conn::H2(s) => s.is_closed(),
         }
     }
@@ -37,7 +39,7 @@ impl Conn {
     /// `since` is refreshed on each use and it counts as idle).
     pub(super) fn is_idle(&self) -> bool {
         match self {
-            Conn::H1(s) => s.is_ready(),
+            Conn::H1(s, _) => s.is_ready(),
             Conn::H2(_) => true,
         }
     }
@@ -45,7 +47,7 @@ impl Conn {
     /// Waits until it can take a request; an error means it closed meanwhile.
     pub(super) async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
-            Conn::H1(s) => s.ready().await,
+            Conn::H1(s, _) => s.ready().await,
             Conn::H2(s) => s.ready().await,
         }
     }
@@ -112,14 +114,15 @@ pub(super) async fn dial(
 ) -> Result<Conn, ProxyError> {
     let Some((tls, handshake_timeout)) = tls else {
         let tcp = dialer.dial_plain(authority).await?;
-        return h1(TokioIo::new(tcp), authority).await;
+        return h1(TokioIo::new(tcp), authority, None).await;
     };
     let tcp = dialer.tunnel(authority).await?;
     let (stream, h2) = tls_handshake(tls, tcp, authority, handshake_timeout).await?;
-    let io = TokioIo::new(stream);
     if !h2 {
-        return h1(io, authority).await;
+        let (stream, unclean) = EndAtClose::new(stream);
+        return h1(TokioIo::new(stream), authority, Some(unclean)).await;
     }
+    let io = TokioIo::new(stream);
     let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(io)
@@ -133,7 +136,11 @@ pub(super) async fn dial(
     Ok(Conn::H2(sender))
 }
 
-async fn h1<IO>(io: TokioIo<IO>, authority: &Authority) -> Result<Conn, ProxyError>
+async fn h1<IO>(
+    io: TokioIo<IO>,
+    authority: &Authority,
+    unclean: Option<UncleanClose>,
+) -> Result<Conn, ProxyError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -141,7 +148,7 @@ where
         .await
         .map_err(|e| protocol_error(authority, &e))?;
     drive(conn);
-    Ok(Conn::H1(sender))
+    Ok(Conn::H1(sender, unclean))
 }
 
 /// Verified TLS over `tcp` to `authority` (its host as SNI and for the certificate check, `h2`

@@ -53,7 +53,7 @@ impl Slot {
         let at = held.list.iter().rposition(|i| {
             i.key.is(authority, tls)
                 && match &i.conn {
-                    Conn::H1(s) => sequential || s.is_ready(),
+                    Conn::H1(s, _) => sequential || s.is_ready(),
                     Conn::H2(_) => true,
                 }
         })?;

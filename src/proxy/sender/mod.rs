@@ -11,6 +11,7 @@
 //! retried once on a new one.
 
 mod conn;
+mod eof;
 mod idle;
 mod kept;
 
@@ -27,6 +28,7 @@ use super::upstream::Dialer;
 use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::tls::Tls;
+pub(crate) use eof::UncleanClose;
 pub(crate) use kept::Affinity;
 
 use conn::{Conn, Idle, Key};
@@ -124,13 +126,19 @@ impl Upstreams {
         // and authority travel with the target (`:scheme`, `:authority`).
         let absolute = match idle.conn {
             Conn::H2(_) => Some("https"),
-            Conn::H1(_) if !idle.key.tls && !self.dialer.is_direct() => Some("http"),
-            Conn::H1(_) => None,
+            Conn::H1(..) if !idle.key.tls && !self.dialer.is_direct() => Some("http"),
+            Conn::H1(..) => None,
         };
         aim(&mut req, absolute, authority)?;
         let sent = match &mut idle.conn {
-            Conn::H1(s) => {
+            Conn::H1(s, unclean) => {
                 let sent = s.try_send_request(req).await;
+                let sent = sent.map(|mut resp| {
+                    if let Some(u) = unclean {
+                        resp.extensions_mut().insert(u.clone());
+                    }
+                    resp
+                });
                 if sent.is_ok() {
                     slot.put(idle, &self.registry);
                 }

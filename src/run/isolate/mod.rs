@@ -151,7 +151,10 @@ async fn handshake(
     control: &UnixListener,
     helper: &mut Child,
 ) -> Result<(UnixStream, Isolation, Vec<(Listener, OwnedFd)>), String> {
+    // Accept first: a helper that failed has connected, said why and exited, and its word
+    // waits in the socket whichever the runtime notices first.
     let stream = tokio::select! {
+        biased;
         r = control.accept() => r.map_err(|e| format!("control socket: {e}"))?.0,
         status = helper.wait() => {
             return Err(format!(
