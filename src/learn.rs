@@ -194,11 +194,7 @@ impl Learned {
 
 /// `host:port`, an IPv6 address in brackets.
 fn dest(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    crate::hostport::HostPort(host, port).to_string()
 }
 
 /// Learns from the records of this process (its `boot_id`) in `audit` and writes the catalog to

@@ -17,6 +17,7 @@ pub mod egress;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hostport;
 pub mod identity;
 pub mod ids;
 pub mod inject;

@@ -32,11 +32,7 @@ impl PolicySet {
         let why = if allow {
             INTERCEPTED.to_string()
         } else {
-            let host = if req.host.contains(':') {
-                format!("[{}]", req.host)
-            } else {
-                req.host.to_string()
-            };
+            let host = crate::hostport::Host(req.host);
             format!(
                 "CONNECT {host}:{port}: port {port} is not allowed by any intent nor \
                  egress.connect_ports"

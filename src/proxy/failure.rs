@@ -41,11 +41,7 @@ impl Proxy {
             Some(_) => {}
         }
         if code.upstream_failure() {
-            let target = if rec.host.contains(':') {
-                format!("[{}]:{}", rec.host, rec.port)
-            } else {
-                format!("{}:{}", rec.host, rec.port)
-            };
+            let target = crate::hostport::HostPort(&rec.host, rec.port);
             warn!(
                 decision_id = %rec.decision_id,
                 error = %code,

@@ -198,11 +198,7 @@ impl Dialer {
     }
 
     async fn dial_checked(&self, host: &str, port: u16, vet: bool) -> Result<TcpStream, DialError> {
-        let target = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let target = crate::hostport::HostPort(host, port).to_string();
         let work = async {
             let addrs = self.resolver.resolve(host, port).await?;
             let addrs: Vec<SocketAddr> = if vet {

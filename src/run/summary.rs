@@ -77,7 +77,7 @@ impl Summary {
         let mut s = Summary::default();
         for r in records.iter().filter(|r| !r.opened_tunnel()) {
             let intent = r.intent.name.as_deref().unwrap_or("(none)").to_string();
-            let dest = format!("{}:{}", r.host, r.port);
+            let dest = crate::hostport::HostPort(&r.host, r.port).to_string();
             let line = s
                 .intents
                 .entry(intent)
@@ -186,5 +186,25 @@ impl Summary {
         }
         out.push_str(&format!("  audit log: {}\n", self.audit_log));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::Verdict;
+
+    #[test]
+    fn destinations_print_ipv6_hosts_in_brackets() {
+        let rec = |host: &str| AuditRecord {
+            method: "GET".into(),
+            host: host.into(),
+            port: 8080,
+            decision: Some(Verdict::Allow),
+            ..AuditRecord::default()
+        };
+        let s = Summary::from_records(&[rec("::1"), rec("127.0.0.1")]);
+        let dests: Vec<_> = s.intents["(none)"].keys().cloned().collect();
+        assert_eq!(dests, ["127.0.0.1:8080", "[::1]:8080"]);
     }
 }
