@@ -38,7 +38,7 @@ pub(crate) fn ca() -> (tempfile::TempDir, String, String) {
 }
 
 #[test]
-fn an_intercepted_connect_is_refused_at_connect_to_ports_no_intent_allows() {
+fn an_intercepted_connect_to_a_port_no_intent_allows_is_refused_inside_its_tunnel() {
     let up = Upstream::start();
     let other = Upstream::start();
     let (_dir, cert, key) = ca();
