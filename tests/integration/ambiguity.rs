@@ -155,13 +155,7 @@ fn content_length_with_transfer_encoding_and_malformed_chunks_are_client_errors(
 #[test]
 fn inside_an_intercepted_tunnel_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_cli(&[
-        "ca",
-        "init",
-        "--out",
-        dir.path().join("ca").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_ca(dir.path());
     let test_ca = TestCa::new("ambiguity upstream CA");
     let up_ca = test_ca.write_pem(dir.path());
     let up = Upstream::start_tls(test_ca.server_config(&["localhost"]));

@@ -138,13 +138,7 @@ fn a_denied_host_is_never_looked_up_and_an_allowed_one_once() {
 #[test]
 fn a_denied_request_inside_an_intercepted_tunnel_is_never_looked_up() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_cli(&[
-        "ca",
-        "init",
-        "--out",
-        dir.path().join("ca").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_ca(dir.path());
     let test_ca = TestCa::new("dns test upstream CA");
     let up_ca = test_ca.write_pem(dir.path());
     let up = Upstream::start_tls(test_ca.server_config(&["allowed.test", SECRET]));

@@ -4,7 +4,6 @@
 
 use crate::common::tls::TestCa;
 use crate::common::*;
-use crate::limits::ca;
 use crate::run::{run, world};
 
 /// An intercepting proxy that trusts `trusted` for upstreams, and an HTTPS upstream whose

@@ -25,13 +25,7 @@ struct Setup {
 
 fn setup(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_cli(&[
-        "ca",
-        "init",
-        "--out",
-        dir.path().join("ca").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = init_ca(dir.path());
     assert!(out.contains("fingerprint:"), "{out}");
     let ig_ca = dir.path().join("ca/ca.pem");
     let ig_key = dir.path().join("ca/ca-key.pem");

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use crate::common::tls::TestCa;
 use crate::common::*;
-use crate::limits::ca;
 
 /// A TLS server that answers each connection with `response` and closes the TCP connection
 /// without `close_notify` (the rustls connection is dropped, never shut down).

@@ -24,13 +24,7 @@ struct World {
 
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_cli(&[
-        "ca",
-        "init",
-        "--out",
-        dir.path().join("ca").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_ca(dir.path());
     let test_ca = TestCa::new("learn upstream CA");
     let up_ca = test_ca.write_pem(dir.path());
     World {

@@ -27,16 +27,6 @@ fn refused_inside(proxy: std::net::SocketAddr, target: &str) {
     refused(&resp, 403, "port_not_in_scope");
 }
 
-/// A fresh intentgate CA (so `tls.intercept: auto` intercepts): (dir, ca_cert, ca_key).
-pub(crate) fn ca() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ca");
-    let (code, o, e) = run_cli(&["ca", "init", "--out", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{o}{e}");
-    let p = |f: &str| out.join(f).display().to_string();
-    (dir, p("ca.pem"), p("ca-key.pem"))
-}
-
 #[test]
 fn an_intercepted_connect_to_a_port_no_intent_allows_is_refused_inside_its_tunnel() {
     let up = Upstream::start();

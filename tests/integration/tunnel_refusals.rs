@@ -6,7 +6,6 @@
 
 use crate::common::tls::TestCa;
 use crate::common::*;
-use crate::limits::ca;
 
 #[test]
 fn a_connect_refused_by_policy_is_answered_inside_the_intercepted_tunnel() {

@@ -324,13 +324,7 @@ fn websockets_count_against_the_tunnel_limit_and_close_when_idle() {
 #[test]
 fn a_websocket_inside_an_intercepted_tls_tunnel_with_python_websocket_client() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run_cli(&[
-        "ca",
-        "init",
-        "--out",
-        dir.path().join("ca").to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    init_ca(dir.path());
     let test_ca = TestCa::new("ws upstream CA");
     let up_ca = test_ca.write_pem(dir.path());
     let up = WsUpstream::start(Some(test_ca.server_config(&["localhost"])));

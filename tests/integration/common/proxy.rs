@@ -219,3 +219,20 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Makes intentgate's interception CA in `dir/ca` (`ca init`); its output.
+pub fn init_ca(dir: &std::path::Path) -> String {
+    let out = dir.join("ca");
+    let (code, o, e) = run_cli(&["ca", "init", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    o
+}
+
+/// A temporary directory with intentgate's interception CA: (dir, ca.pem, ca-key.pem).
+pub fn ca() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    init_ca(dir.path());
+    let p = |f: &str| dir.path().join("ca").join(f).display().to_string();
+    let (cert, key) = (p("ca.pem"), p("ca-key.pem"));
+    (dir, cert, key)
+}
