@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::audit::Audit;
+use crate::bundle::Bundle;
 use crate::config::{self, Config, Loaded};
 use crate::egress::EgressPolicy;
 use crate::identity::Agent;
@@ -40,11 +41,12 @@ pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runti
     }
 }
 
-pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
+/// The live state for `cfg`, with the policy `bundle` in force (`policy.bundle_url`).
+pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<Live> {
     let agent =
         Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    let policy =
-        PolicySet::load(cfg, &agent).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    let policy = PolicySet::load_with(cfg, bundle, &agent, false)
+        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
     Ok(Live::new(
         policy,
         agent,
@@ -71,18 +73,15 @@ pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
 
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
-pub async fn start_with(
-    mut loaded: Loaded,
-    reload: LoadFn,
-    trust_ca: bool,
-) -> anyhow::Result<Running> {
+pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyhow::Result<Running> {
     // With `policy.bundle_url`, the first bundle before anything listens (fail closed).
     let wait = Duration::from_millis(loaded.config.policy.bundle_wait_ms);
-    let bundles = crate::bundle::fetch::first_into(&mut loaded.config, wait)
+    let first = crate::bundle::fetch::first(&loaded.config, wait)
         .await
         .map_err(anyhow::Error::msg)?;
+    let bundle = first.as_ref().map(|f| f.bundle.clone());
     // The policy (and its compiled catalog) first; what stays is the config without its catalog.
-    let live = build_live(&loaded.config)?;
+    let live = build_live(&loaded.config, bundle.as_deref())?;
     let source = loaded.source;
     let cfg = Arc::new(loaded.config.drop_catalog());
     let parent = match &cfg.upstream.proxy {
@@ -169,6 +168,7 @@ pub async fn start_with(
         reload,
         proxy.clone(),
         cfg.clone(),
+        bundle,
         source.clone(),
     ));
     if cfg.policy.watch_interval_ms > 0 {
@@ -177,7 +177,7 @@ pub async fn start_with(
             reloader.clone().watch_loop(interval, rx.clone()),
         ));
     }
-    if let Some((source, etag)) = bundles {
+    if let Some(crate::bundle::fetch::First { source, etag, .. }) = first {
         let interval = Duration::from_millis(cfg.policy.bundle_poll_ms);
         tasks.push(tokio::spawn(source.poll_loop(
             reloader.clone(),

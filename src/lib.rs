@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod run;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

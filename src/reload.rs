@@ -33,6 +33,8 @@ pub struct Reloader {
     proxy: Arc<Proxy>,
     /// The configuration in force, without its catalog (to tell which changes need a restart).
     current: Mutex<Arc<Config>>,
+    /// The policy bundle in force (`policy.bundle_url`), set at start and by the poller.
+    bundle: Mutex<Option<Arc<Bundle>>>,
     /// The config file (or `<embedded>`): watched with the policy paths.
     source: String,
     last: Mutex<ReloadStatus>,
@@ -41,12 +43,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(load: LoadFn, proxy: Arc<Proxy>, current: Arc<Config>, source: String) -> Self {
+    pub fn new(
+        load: LoadFn,
+        proxy: Arc<Proxy>,
+        current: Arc<Config>,
+        bundle: Option<Arc<Bundle>>,
+        source: String,
+    ) -> Self {
         let revision = proxy.live.load().policy.revision().to_string();
         Self {
             load,
             proxy,
             current: Mutex::new(current),
+            bundle: Mutex::new(bundle),
             source,
             last: Mutex::new(ReloadStatus {
                 result: "initial",
@@ -62,6 +71,11 @@ impl Reloader {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The policy bundle in force, if any.
+    pub fn bundle(&self) -> Option<Arc<Bundle>> {
+        self.bundle.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -83,11 +97,7 @@ impl Reloader {
 
     /// The revision of the bundle in force (`policy.bundle_url`).
     pub fn bundle_revision(&self) -> Option<String> {
-        self.config()
-            .policy
-            .bundle
-            .as_ref()
-            .map(|b| b.revision.clone())
+        self.bundle().map(|b| b.revision.clone())
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -138,20 +148,23 @@ impl Reloader {
     async fn rebuild(self: &Arc<Self>, trigger: &str, bundle: Option<Arc<Bundle>>) -> ReloadStatus {
         let _one = self.busy.lock().await;
         let this = self.clone();
-        let bundle = bundle.or_else(|| self.config().policy.bundle.clone());
+        let bundle = bundle.or_else(|| self.bundle());
         let built = tokio::task::spawn_blocking(move || {
-            let mut loaded = (this.load)()?;
-            loaded.config.policy.bundle = bundle;
-            let live = crate::app::build_live(&loaded.config).map_err(|e| format!("{e:#}"))?;
-            Ok::<_, String>((loaded, live))
+            let loaded = (this.load)()?;
+            let live = crate::app::build_live(&loaded.config, bundle.as_deref())
+                .map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((loaded, live, bundle))
         })
         .await
         .map_err(|e| format!("reload task failed: {e}"))
         .and_then(|r| r);
         let status = match built {
-            Ok((loaded, live)) => {
+            Ok((loaded, live, bundle)) => {
                 let revision = live.policy.revision().to_string();
                 self.proxy.live.store(Arc::new(live));
+                if let Ok(mut b) = self.bundle.lock() {
+                    *b = bundle;
+                }
                 self.proxy.metrics.set_policy_revision(&revision);
                 let restart = match self.current.lock() {
                     Ok(mut cur) => {

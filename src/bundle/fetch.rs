@@ -199,12 +199,15 @@ impl Source {
     }
 }
 
-/// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`) into `cfg`;
-/// returns the source to poll and the ETag in force.
-pub async fn first_into(
-    cfg: &mut Config,
-    wait: Duration,
-) -> Result<Option<(Source, String)>, String> {
+/// What `first` fetched: the bundle, the source to poll and the ETag in force.
+pub struct First {
+    pub bundle: Arc<Bundle>,
+    pub source: Source,
+    pub etag: String,
+}
+
+/// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`).
+pub async fn first(cfg: &Config, wait: Duration) -> Result<Option<First>, String> {
     let Some(url) = cfg.policy.bundle_url.clone() else {
         return Ok(None);
     };
@@ -222,19 +225,22 @@ pub async fn first_into(
     let bundle = source.first(wait).await?;
     info!(namespace = %ns, bundle = %bundle.revision, files = bundle.files.len(), "policy bundle loaded");
     let etag = bundle.etag();
-    cfg.policy.bundle = Some(Arc::new(bundle));
-    Ok(Some((source, etag)))
+    Ok(Some(First {
+        bundle: Arc::new(bundle),
+        source,
+        etag,
+    }))
 }
 
 /// For commands that do not serve (`check`, `explain`): one attempt, on a runtime of its own.
-pub fn first_blocking(cfg: &mut Config) -> Result<(), String> {
+pub fn first_blocking(cfg: &Config) -> Result<Option<Arc<Bundle>>, String> {
     if cfg.policy.bundle_url.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?
-        .block_on(first_into(cfg, Duration::ZERO))
-        .map(|_| ())
+        .block_on(first(cfg, Duration::ZERO))
+        .map(|f| f.map(|f| f.bundle))
 }

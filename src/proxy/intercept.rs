@@ -16,10 +16,10 @@ use tracing::{debug, warn};
 
 use super::decide::Refused;
 use super::sender::Affinity;
-use super::target::{self, Authority};
 use super::{Proxy, Target};
 use crate::error::{Body, ProxyError};
 use crate::listen::guard::{Guard, InFlight};
+use crate::target::{self, Authority};
 use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
 use crate::tls::server::InterceptError;

@@ -14,7 +14,6 @@ mod rate;
 mod sender;
 mod setup;
 mod stub;
-pub mod target;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
@@ -40,17 +39,17 @@ use crate::intent::SessionStore;
 use crate::listen::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::target::{self, Authority};
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::{Audited, Counted};
 use decide::Live;
 use sender::{Affinity, Destination, Upstreams};
-use target::Authority;
 use upstream::Dialer;
 
 pub(crate) use door::AdminDoor;
 pub use headers::VIA;
-pub use setup::{Parts, dns_server};
+pub use setup::Parts;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
