@@ -34,9 +34,9 @@ use tracing::{Instrument, debug, debug_span};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
+use crate::conn::guard::InFlight;
 use crate::error::{self, Body, ProxyError};
 use crate::intent::SessionStore;
-use crate::listen::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::target::{self, Authority};
@@ -81,7 +81,7 @@ pub struct Proxy {
 
 /// One client connection of the proxy listener, as its requests share it.
 pub struct ClientConn {
-    /// Its guard's view (src/listen/guard.rs): open tunnels, the framing flag.
+    /// Its guard's view (src/conn/guard.rs): open tunnels, the framing flag.
     in_flight: InFlight,
     /// The upstream connections its requests reuse.
     kept: Affinity,
@@ -107,7 +107,7 @@ enum Entry<'a> {
 
 impl Entry<'_> {
     /// Whether the raw request stream of the client connection turned ambiguous (a head with
-    /// Content-Length and Transfer-Encoding, src/listen/framing.rs).
+    /// Content-Length and Transfer-Encoding, src/conn/framing.rs).
     fn ambiguous_framing(&self) -> bool {
         match self {
             Entry::Listener(c) => c.in_flight.ambiguous_framing(),

@@ -58,12 +58,12 @@ pub enum Sniffed {
 /// upstream connections they reuse).
 pub struct Redirected {
     pub original: SocketAddr,
-    pub in_flight: crate::listen::guard::InFlight,
+    pub in_flight: crate::conn::guard::InFlight,
     pub(super) kept: super::sender::Affinity,
 }
 
 impl Redirected {
-    pub fn new(original: SocketAddr, in_flight: crate::listen::guard::InFlight) -> Self {
+    pub fn new(original: SocketAddr, in_flight: crate::conn::guard::InFlight) -> Self {
         Self {
             original,
             in_flight,
