@@ -14,17 +14,13 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::audit::Audit;
-use crate::bundle::Bundle;
-use crate::config::{self, Config, Loaded};
+use crate::config::{self, Loaded};
 use crate::egress::EgressPolicy;
-use crate::identity::Agent;
 use crate::intent::SessionStore;
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
-use crate::policy::PolicySet;
-use crate::proxy::decide::Live;
 use crate::proxy::{Parts, Proxy};
-use crate::reload::{LoadFn, Reloader};
+use crate::reload::{LoadFn, Reloader, build_live};
 
 /// The identity and compiled policy for a configuration (what a reload rebuilds).
 /// The runtime the proxy serves on: one thread when `limits.workers` is 1 (no cross-thread
@@ -39,19 +35,6 @@ pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runti
             .enable_all()
             .build(),
     }
-}
-
-/// The live state for `cfg`, with the policy `bundle` in force (`policy.bundle_url`).
-pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<Live> {
-    let agent =
-        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    let policy = PolicySet::load_with(cfg, bundle, &agent, false)
-        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
-    Ok(Live::new(
-        policy,
-        agent,
-        cfg.intent.clone().map(|i| (i, cfg.task.clone())),
-    ))
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -179,8 +162,8 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
     }
     if let Some(crate::bundle::fetch::First { source, etag, .. }) = first {
         let interval = Duration::from_millis(cfg.policy.bundle_poll_ms);
-        tasks.push(tokio::spawn(source.poll_loop(
-            reloader.clone(),
+        tasks.push(tokio::spawn(reloader.clone().poll_bundles(
+            source,
             etag,
             interval,
             rx.clone(),

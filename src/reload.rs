@@ -10,9 +10,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::bundle::Bundle;
+use crate::bundle::{self, Bundle, fetch::Source};
 use crate::config::{Config, Loaded};
+use crate::identity::Agent;
+use crate::policy::PolicySet;
 use crate::proxy::Proxy;
+use crate::proxy::decide::Live;
 use crate::watch::Watched;
 
 /// Loads the configuration again (file + the same command-line overrides).
@@ -26,6 +29,19 @@ pub struct ReloadStatus {
     pub at: String,
     pub message: String,
     pub revision: String,
+}
+
+/// The live state for `cfg`, with the policy `bundle` in force (`policy.bundle_url`).
+pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<Live> {
+    let agent =
+        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let policy = PolicySet::load_with(cfg, bundle, &agent, false)
+        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    Ok(Live::new(
+        policy,
+        agent,
+        cfg.intent.clone().map(|i| (i, cfg.task.clone())),
+    ))
 }
 
 pub struct Reloader {
@@ -151,8 +167,8 @@ impl Reloader {
         let bundle = bundle.or_else(|| self.bundle());
         let built = tokio::task::spawn_blocking(move || {
             let loaded = (this.load)()?;
-            let live = crate::app::build_live(&loaded.config, bundle.as_deref())
-                .map_err(|e| format!("{e:#}"))?;
+            let live =
+                build_live(&loaded.config, bundle.as_deref()).map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>((loaded, live, bundle))
         })
         .await
@@ -207,6 +223,73 @@ impl Reloader {
         };
         self.finish(status.clone());
         status
+    }
+
+    /// Polls `source` every `interval` until shutdown; new bundles are reloaded. `etag` starts as
+    /// the revision in force; every ETag the server sends is remembered, so a refused bundle is
+    /// fetched and reported once, not at every poll.
+    pub async fn poll_bundles(
+        self: Arc<Self>,
+        source: Source,
+        mut etag: String,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let metric = |result: &str| {
+            self.metrics()
+                .bundle_fetches
+                .with_label_values(&[result])
+                .inc();
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let (tag, bytes) = match source.fetch(Some(&etag)).await {
+                Ok(bundle::fetch::Fetched::NotModified) => {
+                    metric("unchanged");
+                    continue;
+                }
+                Ok(bundle::fetch::Fetched::Archive(tag, bytes)) => (tag, bytes),
+                Err(e) => {
+                    metric("error");
+                    warn!(error = %e, "policy bundle server unreachable; the last good bundle stays in force");
+                    continue;
+                }
+            };
+            // Remember what the server calls it, so the next poll is answered 304.
+            if let Some(t) = tag {
+                etag = t;
+            }
+            match source.unpack(bytes).await {
+                Ok(b) if Some(&b.revision) == self.bundle_revision().as_ref() => {
+                    metric("unchanged");
+                    self.record_in_force(
+                        "bundle",
+                        format!(
+                            "the server serves the bundle in force again ({})",
+                            b.revision
+                        ),
+                    );
+                }
+                Ok(b) => {
+                    let revision = b.revision.clone();
+                    let status = self.reload_bundle(Arc::new(b)).await;
+                    if status.result == "success" {
+                        metric("updated");
+                        info!(bundle = %revision, "policy bundle applied");
+                    } else {
+                        metric("refused");
+                    }
+                }
+                Err(e) => {
+                    metric("refused");
+                    self.record_failure("bundle", e.clone());
+                    warn!(error = %e, "policy bundle refused; the last good bundle stays in force");
+                }
+            }
+        }
     }
 
     fn finish(&self, status: ReloadStatus) {
