@@ -40,3 +40,7 @@ pub mod tls;
 pub mod token;
 pub mod vocab;
 pub mod watch;
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod layers_tests;
