@@ -13,7 +13,7 @@ pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod egress;
 pub mod error;
 #[doc(hidden)]

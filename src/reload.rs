@@ -90,7 +90,7 @@ impl Reloader {
     }
 
     /// The policy bundle in force, if any.
-    pub fn bundle(&self) -> Option<Arc<Bundle>> {
+    pub(crate) fn bundle(&self) -> Option<Arc<Bundle>> {
         self.bundle.lock().ok().and_then(|b| b.clone())
     }
 

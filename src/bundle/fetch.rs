@@ -131,14 +131,14 @@ impl Source {
 }
 
 /// What `first` fetched: the bundle, the source to poll and the ETag in force.
-pub struct First {
-    pub bundle: Arc<Bundle>,
-    pub source: Source,
-    pub etag: String,
+pub(crate) struct First {
+    pub(crate) bundle: Arc<Bundle>,
+    pub(crate) source: Source,
+    pub(crate) etag: String,
 }
 
 /// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`).
-pub async fn first(cfg: &Config, wait: Duration) -> Result<Option<First>, String> {
+pub(crate) async fn first(cfg: &Config, wait: Duration) -> Result<Option<First>, String> {
     let Some(url) = cfg.policy.bundle_url.clone() else {
         return Ok(None);
     };
