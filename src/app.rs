@@ -22,7 +22,6 @@ use crate::metrics::Metrics;
 use crate::proxy::{Parts, Proxy};
 use crate::reload::{LoadFn, Reloader, build_live};
 
-/// The identity and compiled policy for a configuration (what a reload rebuilds).
 /// The runtime the proxy serves on: one thread when `limits.workers` is 1 (no cross-thread
 /// wake-ups or work stealing on the request path), else a multi-threaded one of that size.
 pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runtime> {
