@@ -9,7 +9,8 @@ use intentgate::identity::Agent;
 use intentgate::intent::{Intent, IntentSource};
 use intentgate::policy::catalog::{ScopeCode, ScopeVerdict};
 use intentgate::policy::{ConnectionFacts, RequestFacts, input};
-use intentgate::proxy::{headers, target};
+use intentgate::proxy::headers;
+use intentgate::target;
 use intentgate::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// An agent's request head as HTTP clients send it, with hop-by-hop headers and a forged claim.

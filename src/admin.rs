@@ -256,7 +256,7 @@ fn policy(state: &AdminState) -> Response<Body> {
     let live = state.proxy.live.load();
     let p = &live.policy;
     let cfg = state.reloader.config();
-    let bundle = cfg.policy.bundle.as_ref().map(|b| {
+    let bundle = state.reloader.bundle().map(|b| {
         json!({"url": cfg.policy.bundle_url, "namespace": b.namespace, "revision": b.revision,
                "files": b.files.len()})
     });

@@ -14,18 +14,14 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::audit::Audit;
-use crate::config::{self, Config, Loaded};
+use crate::config::{self, Loaded};
 use crate::egress::EgressPolicy;
-use crate::identity::Agent;
 use crate::intent::SessionStore;
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
-use crate::policy::PolicySet;
-use crate::proxy::decide::Live;
 use crate::proxy::{Parts, Proxy};
-use crate::reload::{LoadFn, Reloader};
+use crate::reload::{LoadFn, Reloader, build_live};
 
-/// The identity and compiled policy for a configuration (what a reload rebuilds).
 /// The runtime the proxy serves on: one thread when `limits.workers` is 1 (no cross-thread
 /// wake-ups or work stealing on the request path), else a multi-threaded one of that size.
 pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runtime> {
@@ -38,18 +34,6 @@ pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runti
             .enable_all()
             .build(),
     }
-}
-
-pub fn build_live(cfg: &Config) -> anyhow::Result<Live> {
-    let agent =
-        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    let policy =
-        PolicySet::load(cfg, &agent).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
-    Ok(Live::new(
-        policy,
-        agent,
-        cfg.intent.clone().map(|i| (i, cfg.task.clone())),
-    ))
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -71,18 +55,15 @@ pub async fn start(loaded: Loaded, reload: LoadFn) -> anyhow::Result<Running> {
 
 /// As `start`; `trust_ca` says the clients were given intentgate's CA (`run`, an injected pod),
 /// so `tls.intercept: auto` intercepts even with an ephemeral CA.
-pub async fn start_with(
-    mut loaded: Loaded,
-    reload: LoadFn,
-    trust_ca: bool,
-) -> anyhow::Result<Running> {
+pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyhow::Result<Running> {
     // With `policy.bundle_url`, the first bundle before anything listens (fail closed).
     let wait = Duration::from_millis(loaded.config.policy.bundle_wait_ms);
-    let bundles = crate::bundle::fetch::first_into(&mut loaded.config, wait)
+    let first = crate::bundle::fetch::first(&loaded.config, wait)
         .await
         .map_err(anyhow::Error::msg)?;
+    let bundle = first.as_ref().map(|f| f.bundle.clone());
     // The policy (and its compiled catalog) first; what stays is the config without its catalog.
-    let live = build_live(&loaded.config)?;
+    let live = build_live(&loaded.config, bundle.as_deref())?;
     let source = loaded.source;
     let cfg = Arc::new(loaded.config.drop_catalog());
     let parent = match &cfg.upstream.proxy {
@@ -169,6 +150,7 @@ pub async fn start_with(
         reload,
         proxy.clone(),
         cfg.clone(),
+        bundle,
         source.clone(),
     ));
     if cfg.policy.watch_interval_ms > 0 {
@@ -177,10 +159,10 @@ pub async fn start_with(
             reloader.clone().watch_loop(interval, rx.clone()),
         ));
     }
-    if let Some((source, etag)) = bundles {
+    if let Some(crate::bundle::fetch::First { source, etag, .. }) = first {
         let interval = Duration::from_millis(cfg.policy.bundle_poll_ms);
-        tasks.push(tokio::spawn(source.poll_loop(
-            reloader.clone(),
+        tasks.push(tokio::spawn(reloader.clone().poll_bundles(
+            source,
             etag,
             interval,
             rx.clone(),

@@ -1,7 +1,7 @@
 //! Entry points shared by the fuzz targets (`fuzz/`) and the corpus replay test, each asserting
 //! the properties the parsers promise beyond "does not panic".
 
-use crate::proxy::target;
+use crate::target;
 
 /// The authority parser: whatever it accepts is canonical (parsing it again is the identity).
 pub fn authority(s: &str) {

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub(crate) mod conn;
 pub mod egress;
 pub mod error;
 #[doc(hidden)]
@@ -34,8 +35,13 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod run;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod vocab;
 pub mod watch;
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod layers_tests;

@@ -7,16 +7,18 @@ mod destination;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
+use crate::bundle::Bundle;
 use crate::cli::{CaCommand, LearnArgs};
 use crate::config::{Config, Loaded};
 use crate::identity::Agent;
 use crate::intent::{self, Intent, IntentSource, SessionStore};
 use crate::policy::{ConnectionFacts, PolicySet, RequestFacts};
-use crate::proxy::target;
+use crate::target;
 use crate::vocab::{ConnectionMode, ErrorCode, Protocol, Scheme};
 
 use destination::Destination;
@@ -53,28 +55,26 @@ fn agent_or_exit(cfg: &Config) -> Result<Agent, ExitCode> {
 }
 
 /// With `policy.bundle_url`, the bundle is fetched once, as `serve` would.
-fn with_bundle(loaded: &Loaded) -> Result<Loaded, ExitCode> {
-    let mut loaded = loaded.clone();
-    crate::bundle::fetch::first_blocking(&mut loaded.config).map_err(|e| {
+fn bundle(loaded: &Loaded) -> Result<Option<Arc<Bundle>>, ExitCode> {
+    crate::bundle::fetch::first_blocking(&loaded.config).map_err(|e| {
         eprintln!("intentgate: policy bundle: {e}");
         ExitCode::from(2)
-    })?;
-    Ok(loaded)
+    })
 }
 
 /// Validates the configuration and policy (fetching the bundle when there is one), then runs the
 /// Rego unit tests (`test_*` rules).
 /// Exit 0 when all is well, 1 when a test fails, 2 when the config or policy is invalid.
 pub fn check(loaded: &Loaded) -> ExitCode {
-    let loaded = &match with_bundle(loaded) {
-        Ok(l) => l,
+    let bundle = match bundle(loaded) {
+        Ok(b) => b,
         Err(code) => return code,
     };
     let agent = match agent_or_exit(&loaded.config) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let mut policy = match PolicySet::load_with(&loaded.config, &agent, true) {
+    let mut policy = match PolicySet::load_with(&loaded.config, bundle.as_deref(), &agent, true) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("intentgate: invalid policy: {e}");
@@ -121,15 +121,15 @@ pub struct ExplainRequest<'a> {
 /// `pinned` addresses first, and vetted by the egress rules as the proxy does) and the input it
 /// evaluated. Exit 0 allow, 1 deny, 2 invalid config, policy or request.
 pub fn explain(loaded: &Loaded, req: &ExplainRequest<'_>, pinned: &[Pinned]) -> ExitCode {
-    let loaded = &match with_bundle(loaded) {
-        Ok(l) => l,
+    let bundle = match bundle(loaded) {
+        Ok(b) => b,
         Err(code) => return code,
     };
     let agent = match agent_or_exit(&loaded.config) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let policy = match PolicySet::load(&loaded.config, &agent) {
+    let policy = match PolicySet::load_with(&loaded.config, bundle.as_deref(), &agent, false) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("intentgate: invalid policy: {e}");

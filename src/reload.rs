@@ -10,9 +10,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::bundle::Bundle;
+use crate::bundle::{self, Bundle, fetch::Source};
 use crate::config::{Config, Loaded};
+use crate::identity::Agent;
+use crate::policy::PolicySet;
 use crate::proxy::Proxy;
+use crate::proxy::decide::Live;
 use crate::watch::Watched;
 
 /// Loads the configuration again (file + the same command-line overrides).
@@ -28,11 +31,26 @@ pub struct ReloadStatus {
     pub revision: String,
 }
 
+/// The live state for `cfg`, with the policy `bundle` in force (`policy.bundle_url`).
+pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<Live> {
+    let agent =
+        Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let policy = PolicySet::load_with(cfg, bundle, &agent, false)
+        .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    Ok(Live::new(
+        policy,
+        agent,
+        cfg.intent.clone().map(|i| (i, cfg.task.clone())),
+    ))
+}
+
 pub struct Reloader {
     load: LoadFn,
     proxy: Arc<Proxy>,
     /// The configuration in force, without its catalog (to tell which changes need a restart).
     current: Mutex<Arc<Config>>,
+    /// The policy bundle in force (`policy.bundle_url`), set at start and by the poller.
+    bundle: Mutex<Option<Arc<Bundle>>>,
     /// The config file (or `<embedded>`): watched with the policy paths.
     source: String,
     last: Mutex<ReloadStatus>,
@@ -41,12 +59,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(load: LoadFn, proxy: Arc<Proxy>, current: Arc<Config>, source: String) -> Self {
+    pub fn new(
+        load: LoadFn,
+        proxy: Arc<Proxy>,
+        current: Arc<Config>,
+        bundle: Option<Arc<Bundle>>,
+        source: String,
+    ) -> Self {
         let revision = proxy.live.load().policy.revision().to_string();
         Self {
             load,
             proxy,
             current: Mutex::new(current),
+            bundle: Mutex::new(bundle),
             source,
             last: Mutex::new(ReloadStatus {
                 result: "initial",
@@ -62,6 +87,11 @@ impl Reloader {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The policy bundle in force, if any.
+    pub(crate) fn bundle(&self) -> Option<Arc<Bundle>> {
+        self.bundle.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -83,11 +113,7 @@ impl Reloader {
 
     /// The revision of the bundle in force (`policy.bundle_url`).
     pub fn bundle_revision(&self) -> Option<String> {
-        self.config()
-            .policy
-            .bundle
-            .as_ref()
-            .map(|b| b.revision.clone())
+        self.bundle().map(|b| b.revision.clone())
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
@@ -138,20 +164,23 @@ impl Reloader {
     async fn rebuild(self: &Arc<Self>, trigger: &str, bundle: Option<Arc<Bundle>>) -> ReloadStatus {
         let _one = self.busy.lock().await;
         let this = self.clone();
-        let bundle = bundle.or_else(|| self.config().policy.bundle.clone());
+        let bundle = bundle.or_else(|| self.bundle());
         let built = tokio::task::spawn_blocking(move || {
-            let mut loaded = (this.load)()?;
-            loaded.config.policy.bundle = bundle;
-            let live = crate::app::build_live(&loaded.config).map_err(|e| format!("{e:#}"))?;
-            Ok::<_, String>((loaded, live))
+            let loaded = (this.load)()?;
+            let live =
+                build_live(&loaded.config, bundle.as_deref()).map_err(|e| format!("{e:#}"))?;
+            Ok::<_, String>((loaded, live, bundle))
         })
         .await
         .map_err(|e| format!("reload task failed: {e}"))
         .and_then(|r| r);
         let status = match built {
-            Ok((loaded, live)) => {
+            Ok((loaded, live, bundle)) => {
                 let revision = live.policy.revision().to_string();
                 self.proxy.live.store(Arc::new(live));
+                if let Ok(mut b) = self.bundle.lock() {
+                    *b = bundle;
+                }
                 self.proxy.metrics.set_policy_revision(&revision);
                 let restart = match self.current.lock() {
                     Ok(mut cur) => {
@@ -194,6 +223,73 @@ impl Reloader {
         };
         self.finish(status.clone());
         status
+    }
+
+    /// Polls `source` every `interval` until shutdown; new bundles are reloaded. `etag` starts as
+    /// the revision in force; every ETag the server sends is remembered, so a refused bundle is
+    /// fetched and reported once, not at every poll.
+    pub async fn poll_bundles(
+        self: Arc<Self>,
+        source: Source,
+        mut etag: String,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let metric = |result: &str| {
+            self.metrics()
+                .bundle_fetches
+                .with_label_values(&[result])
+                .inc();
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let (tag, bytes) = match source.fetch(Some(&etag)).await {
+                Ok(bundle::fetch::Fetched::NotModified) => {
+                    metric("unchanged");
+                    continue;
+                }
+                Ok(bundle::fetch::Fetched::Archive(tag, bytes)) => (tag, bytes),
+                Err(e) => {
+                    metric("error");
+                    warn!(error = %e, "policy bundle server unreachable; the last good bundle stays in force");
+                    continue;
+                }
+            };
+            // Remember what the server calls it, so the next poll is answered 304.
+            if let Some(t) = tag {
+                etag = t;
+            }
+            match source.unpack(bytes).await {
+                Ok(b) if Some(&b.revision) == self.bundle_revision().as_ref() => {
+                    metric("unchanged");
+                    self.record_in_force(
+                        "bundle",
+                        format!(
+                            "the server serves the bundle in force again ({})",
+                            b.revision
+                        ),
+                    );
+                }
+                Ok(b) => {
+                    let revision = b.revision.clone();
+                    let status = self.reload_bundle(Arc::new(b)).await;
+                    if status.result == "success" {
+                        metric("updated");
+                        info!(bundle = %revision, "policy bundle applied");
+                    } else {
+                        metric("refused");
+                    }
+                }
+                Err(e) => {
+                    metric("refused");
+                    self.record_failure("bundle", e.clone());
+                    warn!(error = %e, "policy bundle refused; the last good bundle stays in force");
+                }
+            }
+        }
     }
 
     fn finish(&self, status: ReloadStatus) {

@@ -1,7 +1,8 @@
 //! The sidecar side of bundles: `GET policy.bundle_url` over verified HTTPS with
 //! `If-None-Match`, unpacked and checked against this sidecar's namespace; the first bundle is
-//! awaited at start, later ones are polled and handed to the reloader, which swaps the policy only
-//! once it builds. When the server is away, the last good bundle stays in force.
+//! awaited at start, later ones are polled by the reloader (`Reloader::poll_bundles`), which
+//! swaps the policy only once it builds. When the server is away, the last good bundle stays in
+//! force.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +11,12 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header};
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::client::{Origin, bearer_header};
 use super::{Bundle, MAX_BYTES};
 use crate::config::Config;
 use crate::identity::Agent;
-use crate::reload::Reloader;
 
 /// How long one fetch may take, connect to last byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -129,82 +128,17 @@ impl Source {
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
-
-    /// Polls every `interval` until shutdown; new bundles go to `reloader`. `etag` starts as
-    /// the revision in force; every ETag the server sends is remembered, so a refused bundle is
-    /// fetched and reported once, not at every poll.
-    pub async fn poll_loop(
-        self,
-        reloader: Arc<Reloader>,
-        mut etag: String,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let metric = |result: &str| {
-            reloader
-                .metrics()
-                .bundle_fetches
-                .with_label_values(&[result])
-                .inc();
-        };
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            let (tag, bytes) = match self.fetch(Some(&etag)).await {
-                Ok(Fetched::NotModified) => {
-                    metric("unchanged");
-                    continue;
-                }
-                Ok(Fetched::Archive(tag, bytes)) => (tag, bytes),
-                Err(e) => {
-                    metric("error");
-                    warn!(error = %e, "policy bundle server unreachable; the last good bundle stays in force");
-                    continue;
-                }
-            };
-            // Remember what the server calls it, so the next poll is answered 304.
-            if let Some(t) = tag {
-                etag = t;
-            }
-            match self.unpack(bytes).await {
-                Ok(b) if Some(&b.revision) == reloader.bundle_revision().as_ref() => {
-                    metric("unchanged");
-                    reloader.record_in_force(
-                        "bundle",
-                        format!(
-                            "the server serves the bundle in force again ({})",
-                            b.revision
-                        ),
-                    );
-                }
-                Ok(b) => {
-                    let revision = b.revision.clone();
-                    let status = reloader.reload_bundle(Arc::new(b)).await;
-                    if status.result == "success" {
-                        metric("updated");
-                        info!(bundle = %revision, "policy bundle applied");
-                    } else {
-                        metric("refused");
-                    }
-                }
-                Err(e) => {
-                    metric("refused");
-                    reloader.record_failure("bundle", e.clone());
-                    warn!(error = %e, "policy bundle refused; the last good bundle stays in force");
-                }
-            }
-        }
-    }
 }
 
-/// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`) into `cfg`;
-/// returns the source to poll and the ETag in force.
-pub async fn first_into(
-    cfg: &mut Config,
-    wait: Duration,
-) -> Result<Option<(Source, String)>, String> {
+/// What `first` fetched: the bundle, the source to poll and the ETag in force.
+pub(crate) struct First {
+    pub(crate) bundle: Arc<Bundle>,
+    pub(crate) source: Source,
+    pub(crate) etag: String,
+}
+
+/// With `policy.bundle_url` set, fetches the first bundle (retrying for `wait`).
+pub(crate) async fn first(cfg: &Config, wait: Duration) -> Result<Option<First>, String> {
     let Some(url) = cfg.policy.bundle_url.clone() else {
         return Ok(None);
     };
@@ -222,19 +156,22 @@ pub async fn first_into(
     let bundle = source.first(wait).await?;
     info!(namespace = %ns, bundle = %bundle.revision, files = bundle.files.len(), "policy bundle loaded");
     let etag = bundle.etag();
-    cfg.policy.bundle = Some(Arc::new(bundle));
-    Ok(Some((source, etag)))
+    Ok(Some(First {
+        bundle: Arc::new(bundle),
+        source,
+        etag,
+    }))
 }
 
 /// For commands that do not serve (`check`, `explain`): one attempt, on a runtime of its own.
-pub fn first_blocking(cfg: &mut Config) -> Result<(), String> {
+pub fn first_blocking(cfg: &Config) -> Result<Option<Arc<Bundle>>, String> {
     if cfg.policy.bundle_url.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?
-        .block_on(first_into(cfg, Duration::ZERO))
-        .map(|_| ())
+        .block_on(first(cfg, Duration::ZERO))
+        .map(|f| f.map(|f| f.bundle))
 }

@@ -8,6 +8,7 @@ mod types;
 mod validate;
 
 pub use validate::check_bundle;
+pub(crate) use validate::dns_server;
 use validate::validate;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub use tls::*;
 pub use tokens::*;
 pub use types::*;
 
-use crate::proxy::target::{self, Authority};
+use crate::target::{self, Authority};
 
 /// The default configuration compiled into the binary (`config/default.yaml`).
 pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");

@@ -199,9 +199,6 @@ pub struct PolicyConfig {
     pub bundle_poll_ms: u64,
     /// How long `serve` waits for the first bundle before giving up.
     pub bundle_wait_ms: u64,
-    /// The bundle in force (set at start and by the poller, never read from the file).
-    #[serde(skip)]
-    pub bundle: Option<std::sync::Arc<crate::bundle::Bundle>>,
     /// How often the config file and policy paths are checked for changes; 0 disables watching.
     pub watch_interval_ms: u64,
     /// Cache decisions when the loaded modules make that provably safe (see docs/policy.md).
@@ -220,7 +217,6 @@ impl Default for PolicyConfig {
             bundle_token_file: None,
             bundle_poll_ms: 10_000,
             bundle_wait_ms: 30_000,
-            bundle: None,
             watch_interval_ms: 1000,
             decision_cache: true,
         }

@@ -118,7 +118,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         return Err(invalid("dns.cache_ttl_ms", "must be at least 1000".into()));
     }
     for s in &c.dns.servers {
-        if crate::proxy::dns_server(s).is_none() {
+        if dns_server(s).is_none() {
             return Err(invalid(
                 "dns.servers",
                 format!("'{s}' is not IP or IP:PORT (a port from 1 to 65535)"),
@@ -178,4 +178,17 @@ fn validate_tls(t: &TlsConfig) -> Result<(), (&'static str, String)> {
         }
     }
     Ok(())
+}
+
+/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default, never 0); validated at config
+/// load.
+pub(crate) fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
+    let with_port = s.parse::<std::net::SocketAddr>().ok();
+    with_port
+        .or_else(|| {
+            s.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .filter(|a| a.port() != 0)
 }

@@ -156,7 +156,6 @@ fn builds(snapshot: &Snapshot) -> Result<(), String> {
         let bundle = snapshot.bundle(ns).map_err(|e| e.to_string())?;
         let mut cfg = crate::config::Config::default();
         cfg.limits.workers = 1;
-        cfg.policy.bundle = Some(Arc::new(bundle));
         let agent = crate::identity::Agent {
             id: "bundle-check".into(),
             namespace: Some(ns.to_string()),
@@ -167,7 +166,7 @@ fn builds(snapshot: &Snapshot) -> Result<(), String> {
             labels: std::collections::BTreeMap::new(),
             expires: None,
         };
-        crate::policy::PolicySet::load(&cfg, &agent).map_err(|e| {
+        crate::policy::PolicySet::load_with(&cfg, Some(&bundle), &agent, false).map_err(|e| {
             if ns == folderless {
                 format!("the global policy does not build: {e}")
             } else {

@@ -1,8 +1,6 @@
 //! Listeners: accept client connections, serve HTTP/1.1 on them with our limits and timeouts,
 //! and drain them gracefully on shutdown.
 
-mod framing;
-pub mod guard;
 pub mod transparent;
 
 use std::net::SocketAddr;
@@ -21,10 +19,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::audit::Audit;
 use crate::config::Limits;
+use crate::conn::guard::{Guard, InFlight};
 use crate::error::{Blame, ErrorReply};
 use crate::proxy::{ClientConn, Proxy};
 use crate::vocab::ErrorCode;
-use guard::{Guard, InFlight};
 
 /// Counts live connections and wakes the drain when the last one ends.
 #[derive(Default)]

@@ -14,9 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::guard::{Guard, InFlight};
 use super::{Tracker, finish_or_close, http1_builder};
 use crate::config::Limits;
+use crate::conn::guard::{Guard, InFlight};
 use crate::proxy::Proxy;
 use crate::proxy::transparent::{Redirected, Sniffed};
 use crate::tls::rewind::Rewind;

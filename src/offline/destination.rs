@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::config::Config;
 use crate::egress::{Class, EgressPolicy, Forbidden};
 use crate::error::ProxyError;
-use crate::proxy::target;
 use crate::proxy::upstream::DialError;
+use crate::target;
 
 /// `--resolve HOST=IP`: the address the host is taken to resolve to (repeat for several).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,7 @@ use regorus::{Engine, Value};
 pub use catalog::{Catalog, CatalogError, ScopeCode, ScopeQuery, ScopeVerdict};
 pub use decision::{DECLARE_HINT, Decision};
 
+use crate::bundle::Bundle;
 use crate::config::{Config, Mode, OnError};
 use crate::identity::Agent;
 use crate::intent::Intent;
@@ -195,12 +196,18 @@ impl std::fmt::Debug for PolicySet {
 impl PolicySet {
     /// Loads the catalog and policies that apply to `agent` (global, plus its namespace's).
     pub fn load(cfg: &Config, agent: &Agent) -> Result<Self, PolicyError> {
-        Self::load_with(cfg, agent, false)
+        Self::load_with(cfg, None, agent, false)
     }
 
-    /// As `load`; with `tests`, also compiles the `*_test.rego` modules for `run_tests`.
-    pub fn load_with(cfg: &Config, agent: &Agent, tests: bool) -> Result<Self, PolicyError> {
-        let src = engine::Sources::collect(cfg, agent.namespace.as_deref())?;
+    /// As `load`, with the policy `bundle` in force (`policy.bundle_url`) added to the sources;
+    /// with `tests`, also compiles the `*_test.rego` modules for `run_tests`.
+    pub fn load_with(
+        cfg: &Config,
+        bundle: Option<&Bundle>,
+        agent: &Agent,
+        tests: bool,
+    ) -> Result<Self, PolicyError> {
+        let src = engine::Sources::collect(cfg, bundle, agent.namespace.as_deref())?;
         let catalog = Catalog::compile(&src.catalogs, cfg.mode)?;
         let agent_value = input::agent_value(agent);
         let query = cfg.policy.query.trim().to_string();

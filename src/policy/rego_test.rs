@@ -136,7 +136,7 @@ pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyErro
     let mut runs: Vec<Option<String>> = vec![None];
     runs.extend(engine::namespaces(cfg).into_iter().map(Some));
     for ns in runs {
-        let src = Sources::collect(cfg, ns.as_deref())?;
+        let src = Sources::collect(cfg, None, ns.as_deref())?;
         super::Catalog::compile(&src.catalogs, cfg.mode)?;
         let (mut e, packages) = engine::build(&src, &engine::catalog_data(&src), true)?;
         e.eval_query("true".into(), false)

@@ -130,8 +130,12 @@ pub fn namespaces(cfg: &Config) -> Vec<String> {
 
 impl<'a> Sources<'a> {
     /// Reads the builtin policy (if enabled), the global files of every policy path and the
-    /// folder of `namespace`.
-    pub fn collect(cfg: &'a Config, namespace: Option<&str>) -> Result<Self, PolicyError> {
+    /// folder of `namespace`, and the policy `bundle` in force.
+    pub fn collect(
+        cfg: &'a Config,
+        bundle: Option<&Bundle>,
+        namespace: Option<&str>,
+    ) -> Result<Self, PolicyError> {
         let mut s = Sources {
             digest: FNV_START,
             ..Sources::default()
@@ -185,7 +189,7 @@ impl<'a> Sources<'a> {
                 }
             }
         }
-        if let Some(b) = &cfg.policy.bundle {
+        if let Some(b) = bundle {
             s.add_bundle(b, namespace)?;
         }
         Ok(s)

@@ -20,8 +20,8 @@ use super::audited::Relayed;
 use super::decide::{self, Live, Refused};
 use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
+use crate::conn::guard::InFlightToken;
 use crate::error::{Blame, ProxyError};
-use crate::listen::guard::InFlightToken;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::vocab::{ConnectionMode, Protocol, Scheme};
 

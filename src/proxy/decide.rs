@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
-use super::target::Authority;
 use super::{Proxy, headers};
 use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
 use crate::config::Mode;
@@ -19,6 +18,7 @@ use crate::identity::Agent;
 use crate::intent::{self, Intent, SessionStore};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, PolicySet, RequestFacts};
+use crate::target::Authority;
 use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
 
 /// What a reload swaps: the compiled policy and the identity it was compiled for.

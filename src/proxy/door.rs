@@ -13,10 +13,10 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::target::Authority;
 use super::{Outcome, Proxy};
 use crate::audit::AuditRecord;
 use crate::error::{Body, ProxyError};
+use crate::target::Authority;
 use crate::vocab::{ConnectionMode, Scheme, Verdict};
 
 /// The admin endpoints an agent may reach through the proxy (implemented by src/admin.rs).
@@ -134,7 +134,7 @@ mod tests {
     /// Whether the door is at the target of `url`, as the pipeline reads it.
     fn opens(door: &Door, url: &str) -> bool {
         let uri: http::Uri = url.parse().unwrap();
-        let (authority, _, _) = super::super::target::absolute_target(&uri).unwrap();
+        let (authority, _, _) = crate::target::absolute_target(&uri).unwrap();
         door.is_at(&authority, uri.authority().map(|a| a.as_str()))
     }
 

@@ -167,7 +167,7 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
 
 /// Content-Length with Transfer-Encoding: 400 `ambiguous_framing` (the connection is closed).
 /// hyper lets Transfer-Encoding win and drops Content-Length before a request reaches us; the
-/// listeners see both in the raw head (src/listen/framing.rs) and flag the connection.
+/// listeners see both in the raw head (src/conn/framing.rs) and flag the connection.
 pub fn ambiguous_framing() -> ProxyError {
     ProxyError::ambiguous(
         Ambiguity::Framing,

@@ -16,10 +16,10 @@ use tracing::{debug, warn};
 
 use super::decide::Refused;
 use super::sender::Affinity;
-use super::target::{self, Authority};
 use super::{Proxy, Target};
+use crate::conn::guard::{Guard, InFlight};
 use crate::error::{Body, ProxyError};
-use crate::listen::guard::{Guard, InFlight};
+use crate::target::{self, Authority};
 use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
 use crate::tls::server::InterceptError;
@@ -38,7 +38,7 @@ pub struct TunnelInfo {
     canonical: [String; 2],
     /// The upstream connections its requests reuse (src/proxy/sender/).
     pub(super) kept: Affinity,
-    /// The inner connection as its guard sees it (src/listen/guard.rs): its framing flag.
+    /// The inner connection as its guard sees it (src/conn/guard.rs): its framing flag.
     pub(super) in_flight: InFlight,
     /// The refusal its CONNECT got, answered to each request inside (src/proxy/decide.rs).
     pub(super) refused: Option<Refused>,

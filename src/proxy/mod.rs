@@ -14,7 +14,6 @@ mod rate;
 mod sender;
 mod setup;
 mod stub;
-pub mod target;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
@@ -35,22 +34,22 @@ use tracing::{Instrument, debug, debug_span};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
+use crate::conn::guard::InFlight;
 use crate::error::{self, Body, ProxyError};
 use crate::intent::SessionStore;
-use crate::listen::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::target::{self, Authority};
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::{Audited, Counted};
 use decide::Live;
 use sender::{Affinity, Destination, Upstreams};
-use target::Authority;
 use upstream::Dialer;
 
 pub(crate) use door::AdminDoor;
 pub use headers::VIA;
-pub use setup::{Parts, dns_server};
+pub use setup::Parts;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
@@ -82,7 +81,7 @@ pub struct Proxy {
 
 /// One client connection of the proxy listener, as its requests share it.
 pub struct ClientConn {
-    /// Its guard's view (src/listen/guard.rs): open tunnels, the framing flag.
+    /// Its guard's view (src/conn/guard.rs): open tunnels, the framing flag.
     in_flight: InFlight,
     /// The upstream connections its requests reuse.
     kept: Affinity,
@@ -108,7 +107,7 @@ enum Entry<'a> {
 
 impl Entry<'_> {
     /// Whether the raw request stream of the client connection turned ambiguous (a head with
-    /// Content-Length and Transfer-Encoding, src/listen/framing.rs).
+    /// Content-Length and Transfer-Encoding, src/conn/framing.rs).
     fn ambiguous_framing(&self) -> bool {
         match self {
             Entry::Listener(c) => c.in_flight.ambiguous_framing(),

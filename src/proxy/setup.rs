@@ -10,7 +10,6 @@ use http::header::HeaderName;
 
 use super::decide::Live;
 use super::sender::Upstreams;
-use super::target::Authority;
 use super::upstream::Dialer;
 use super::{Proxy, dns, rate};
 use crate::audit::Audit;
@@ -18,6 +17,7 @@ use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::intent::SessionStore;
 use crate::metrics::Metrics;
+use crate::target::Authority;
 use crate::tls::Tls;
 
 /// The shared parts a `Proxy` is built from.
@@ -33,19 +33,6 @@ pub struct Parts {
     pub clients_trust_ca: bool,
 }
 
-/// A `dns.servers` entry: `IP` or `IP:PORT` (port 53 by default, never 0); validated at config
-/// load.
-pub fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
-    let with_port = s.parse::<std::net::SocketAddr>().ok();
-    with_port
-        .or_else(|| {
-            s.parse::<std::net::IpAddr>()
-                .ok()
-                .map(|ip| std::net::SocketAddr::new(ip, 53))
-        })
-        .filter(|a| a.port() != 0)
-}
-
 fn header_name(name: &str) -> HeaderName {
     // Names are validated at config load; fall back to the default spelling if one slipped by.
     HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("intentgate-unnamed"))
@@ -59,7 +46,7 @@ impl Proxy {
             .dns
             .servers
             .iter()
-            .filter_map(|s| dns_server(s))
+            .filter_map(|s| crate::config::dns_server(s))
             .collect();
         let resolver = Arc::new(
             dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(

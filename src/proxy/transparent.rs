@@ -21,11 +21,11 @@ use tracing::{Instrument, debug, info_span};
 use super::audited::{Relayed, write_relayed};
 use super::connect::TunnelCount;
 use super::decide::{self, Live};
-use super::target::{self, Authority};
 use super::{Entry, Proxy, Target, tunnel};
 use crate::audit::{AuditRecord, Slot};
 use crate::error::{Body, ProxyError};
 use crate::policy::{ConnectionFacts, RequestFacts};
+use crate::target::{self, Authority};
 use crate::tls::sni::ClientHello;
 use crate::vocab::{ConnectionMode, Protocol, Scheme};
 
@@ -58,12 +58,12 @@ pub enum Sniffed {
 /// upstream connections they reuse).
 pub struct Redirected {
     pub original: SocketAddr,
-    pub in_flight: crate::listen::guard::InFlight,
+    pub in_flight: crate::conn::guard::InFlight,
     pub(super) kept: super::sender::Affinity,
 }
 
 impl Redirected {
-    pub fn new(original: SocketAddr, in_flight: crate::listen::guard::InFlight) -> Self {
+    pub fn new(original: SocketAddr, in_flight: crate::conn::guard::InFlight) -> Self {
         Self {
             original,
             in_flight,

@@ -9,10 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::dns::Resolver;
-use super::target::Authority;
 use crate::audit::AuditRecord;
 use crate::egress::{Class, EgressPolicy};
 use crate::error::ProxyError;
+use crate::target::Authority;
 
 /// Why a connection to the upstream could not be made.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -19,11 +19,11 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::audited::Relayed;
 use super::connect::TunnelCount;
-use super::target::Authority;
 use super::{Outcome, Proxy, headers, tunnel};
 use crate::audit::Ended;
+use crate::conn::guard::{InFlight, InFlightToken};
 use crate::error::ProxyError;
-use crate::listen::guard::{InFlight, InFlightToken};
+use crate::target::Authority;
 use crate::tls::client::UpstreamAlpn;
 use crate::vocab::Scheme;
 

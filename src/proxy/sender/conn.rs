@@ -13,10 +13,10 @@ use tracing::debug;
 
 use super::super::audited::Counted;
 use super::super::inspect::Replay;
-use super::super::target::Authority;
 use super::super::upstream::{DialError, Dialer};
 use super::eof::{EndAtClose, UncleanClose};
 use crate::error::ProxyError;
+use crate::target::Authority;
 use crate::tls::client::{UpstreamAlpn, UpstreamTls};
 
 /// A request sender on an upstream connection.

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::super::target::Authority;
 use super::conn::{Idle, Key};
 use super::kept::Slot;
+use crate::target::Authority;
 
 /// The slots that hold an upstream connection, by its destination, and the connections of
 /// ended ones (at most `max_per_host` per destination).

@@ -6,9 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::super::target::Authority;
 use super::conn::{Conn, Idle};
 use super::idle::Registry;
+use crate::target::Authority;
 
 /// What a client connection or an intercepted tunnel hands to `Upstreams::send` so that its
 /// requests go over the connections its earlier ones used.

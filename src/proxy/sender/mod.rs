@@ -23,10 +23,10 @@ use hyper::body::Incoming;
 
 use super::audited::Counted;
 use super::inspect::Replay;
-use super::target::Authority;
 use super::upstream::Dialer;
 use crate::config::Limits;
 use crate::error::ProxyError;
+use crate::target::Authority;
 use crate::tls::Tls;
 pub(crate) use eof::UncleanClose;
 pub(crate) use kept::Affinity;

@@ -7,7 +7,7 @@
 //! `intentgate-*`) — and writes our JSON refusal in its place, so every answer a client gets from
 //! intentgate has the one error shape (src/error.rs). While a tunnel is open the guard is
 //! off: tunnelled bytes are never inspected. It also follows the request heads as they are read
-//! (src/listen/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding).
+//! (src/conn/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding).
 
 use std::io;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ pub struct InFlight(Arc<Shared>);
 #[derive(Default)]
 struct Shared {
     tunnels: AtomicUsize,
-    /// The raw request stream turned ambiguous (src/listen/framing.rs).
+    /// The raw request stream turned ambiguous (src/conn/framing.rs).
     ambiguous: AtomicBool,
     /// The client's address, on the proxy listener (the admin door judges it, src/proxy/door.rs).
     peer: Option<std::net::IpAddr>,
