@@ -414,10 +414,27 @@ pub fn main() -> ExitCode {
     telemetry::init(cli.log_format, level);
     crate::tls::install_default_provider();
     match cli.command {
-        Command::Ca(cmd) => crate::offline::ca(cmd),
+        Command::Ca(CaCommand::Init { out }) => crate::offline::ca_init(&out),
+        Command::Ca(CaCommand::Show { cert, config }) => {
+            let path = match cert {
+                Some(p) => p,
+                None => match load_or_exit(&config).map(|l| l.config.tls.ca_cert) {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        eprintln!("intentgate: no CA configured (tls.ca_cert); pass --cert FILE");
+                        return ExitCode::from(2);
+                    }
+                    Err(code) => return code,
+                },
+            };
+            crate::offline::ca_show(&path)
+        }
         Command::Token(cmd) => token::run(cmd),
         Command::Run(a) => crate::run::run(crate::run::RunRequest {
-            config: a.config,
+            config: {
+                let c = a.config;
+                std::sync::Arc::new(move || c.load().map_err(|e| e.to_string()))
+            },
             report: a.report,
             audit: a.audit,
             learn: a.learn,
@@ -426,8 +443,10 @@ pub fn main() -> ExitCode {
             isolate: a.isolate,
             command: a.command,
         }),
-        Command::IsolateHelper(a) => crate::run::helper_main(a),
-        Command::Learn(a) => crate::offline::learn(a),
+        Command::IsolateHelper(a) => {
+            crate::run::helper_main(a.control, a.proxy_port, a.admin_port, a.command)
+        }
+        Command::Learn(a) => crate::offline::learn(&a.from_audit, &a.out, a.generalise),
         Command::Report(a) => crate::report::main(&crate::report::Options {
             audit: a.audit,
             out: a.out,

@@ -240,22 +240,14 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
         .collect()
 }
 
-/// Edges that still close a cycle and are yet to go (issue 20 item 2: `offline` and `run` take
-/// the CLI's clap types). The list only shrinks: an entry no longer in the source fails the test.
-const NOT_YET_BROKEN: &[(&str, &str)] = &[("offline", "cli"), ("run", "cli")];
-
 #[test]
 fn top_level_modules_import_each_other_one_way_only() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut edges = graph(&src);
+    let edges = graph(&src);
     assert!(
         edges.contains_key("proxy"),
         "the graph reads the source: {edges:?}"
     );
-    for (from, to) in NOT_YET_BROKEN {
-        let gone = edges.get_mut(*from).is_none_or(|e| !e.remove(*to));
-        assert!(!gone, "{from} -> {to} is gone: take it off NOT_YET_BROKEN");
-    }
     let found = cycles(&edges);
     assert!(
         found.is_empty(),

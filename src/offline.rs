@@ -6,6 +6,7 @@
 mod destination;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,7 +14,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
 use crate::bundle::Bundle;
-use crate::cli::{CaCommand, LearnArgs};
 use crate::config::{Config, Loaded};
 use crate::identity::Agent;
 use crate::intent::{self, Intent, IntentSource, SessionStore};
@@ -298,74 +298,54 @@ fn explain_with(
     Ok((allow, out))
 }
 
-/// `intentgate ca init|show`.
-pub fn ca(cmd: CaCommand) -> ExitCode {
-    match cmd {
-        CaCommand::Init { out } => match crate::tls::ca::init(&out) {
-            Ok(files) => {
-                say!("CA certificate: {}", files.cert.display());
-                say!("CA key:         {} (mode 0600)", files.key.display());
-                say!("fingerprint:    {}", files.fingerprint);
-                say!(
-                    "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("intentgate: {e}");
-                ExitCode::from(2)
-            }
-        },
-        CaCommand::Show { cert, config } => {
-            let path = match cert {
-                Some(p) => p,
-                None => match crate::cli::load_or_exit(&config).map(|l| l.config.tls.ca_cert) {
-                    Ok(Some(p)) => p,
-                    Ok(None) => {
-                        eprintln!("intentgate: no CA configured (tls.ca_cert); pass --cert FILE");
-                        return ExitCode::from(2);
-                    }
-                    Err(code) => return code,
-                },
-            };
-            match crate::tls::ca::show(&path) {
-                Ok(s) => {
-                    say!("certificate: {}", s.path.display());
-                    say!("fingerprint: {}", s.fingerprint);
-                    say!("subject:     {}", s.subject);
-                    say!("not after:   {}", s.not_after);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("intentgate: {e}");
-                    ExitCode::from(2)
-                }
-            }
+/// `intentgate ca init`: a new CA in `out`.
+pub fn ca_init(out: &Path) -> ExitCode {
+    match crate::tls::ca::init(out) {
+        Ok(files) => {
+            say!("CA certificate: {}", files.cert.display());
+            say!("CA key:         {} (mode 0600)", files.key.display());
+            say!("fingerprint:    {}", files.fingerprint);
+            say!(
+                "next: set tls.ca_cert and tls.ca_key in your config, and give the certificate to your clients"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("intentgate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `intentgate ca show`: the CA certificate at `path`.
+pub fn ca_show(path: &Path) -> ExitCode {
+    match crate::tls::ca::show(path) {
+        Ok(s) => {
+            say!("certificate: {}", s.path.display());
+            say!("fingerprint: {}", s.fingerprint);
+            say!("subject:     {}", s.subject);
+            say!("not after:   {}", s.not_after);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("intentgate: {e}");
+            ExitCode::from(2)
         }
     }
 }
 
 /// `intentgate learn --from-audit FILE… --out FILE [--generalise [MIN]]`.
-pub fn learn(a: LearnArgs) -> ExitCode {
-    let log = match crate::audit::AuditLog::read(&a.from_audit) {
+pub fn learn(from_audit: &[PathBuf], out: &Path, generalise: Option<u32>) -> ExitCode {
+    let log = match crate::audit::AuditLog::read(from_audit) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("intentgate: {e}");
             return ExitCode::from(2);
         }
     };
-    let catalog = crate::learn::Catalog::learn(
-        &log,
-        crate::learn::Options {
-            generalise: a.generalise,
-        },
-    );
-    let files: Vec<String> = a
-        .from_audit
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    if let Err(e) = catalog.write(&a.out, &files.join(", ")) {
+    let catalog = crate::learn::Catalog::learn(&log, crate::learn::Options { generalise });
+    let files: Vec<String> = from_audit.iter().map(|p| p.display().to_string()).collect();
+    if let Err(e) = catalog.write(out, &files.join(", ")) {
         eprintln!("intentgate: {e}");
         return ExitCode::FAILURE;
     }
@@ -375,6 +355,6 @@ pub fn learn(a: LearnArgs) -> ExitCode {
         files.len()
     );
     eprint!("{}", crate::learn::describe(&log.records));
-    eprintln!("intentgate: {}", catalog.outcome(&a.out));
+    eprintln!("intentgate: {}", catalog.outcome(out));
     ExitCode::SUCCESS
 }

@@ -17,12 +17,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::ConfigArgs;
 use crate::config::{Loaded, Mode};
 
 /// What `run` was asked to do.
 pub struct RunRequest {
-    pub config: ConfigArgs,
+    /// Loads the configuration (the CLI's flags applied), at start and on each reload.
+    pub config: ConfigLoader,
     pub report: Option<PathBuf>,
     pub audit: Option<PathBuf>,
     pub learn: Option<PathBuf>,
@@ -32,6 +32,9 @@ pub struct RunRequest {
     pub isolate: bool,
     pub command: Vec<String>,
 }
+
+/// How `run` loads its configuration.
+pub type ConfigLoader = std::sync::Arc<dyn Fn() -> Result<Loaded, String> + Send + Sync>;
 
 fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     let c = &mut loaded.config;
@@ -85,7 +88,7 @@ pub fn run(req: RunRequest) -> ExitCode {
         Err(e) => return fail(e, 1),
     };
     let learn = req.learn.is_some();
-    let mut loaded = match req.config.load() {
+    let mut loaded = match (req.config)() {
         Ok(l) => l,
         Err(e) => return fail(format!("invalid configuration: {e}"), 2),
     };
@@ -97,9 +100,9 @@ pub fn run(req: RunRequest) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
     runtime.block_on(async move {
-        let (cfg_args, audit2) = (req.config.clone(), audit.clone());
+        let (load, audit2) = (req.config.clone(), audit.clone());
         let reload: crate::reload::LoadFn = Box::new(move || {
-            let mut l = cfg_args.load().map_err(|e| e.to_string())?;
+            let mut l = load()?;
             overrides(&mut l, &audit2, learn);
             Ok(l)
         });
@@ -234,19 +237,24 @@ fn finish(req: &RunRequest, audit: &Path, code: i32, ctx: summary::Context) -> E
 }
 
 /// `intentgate isolate-helper` (started by `run --isolate`).
-pub fn helper_main(args: crate::cli::IsolateHelperArgs) -> ExitCode {
+pub fn helper_main(
+    control: PathBuf,
+    proxy_port: u16,
+    admin_port: Option<u16>,
+    command: Vec<String>,
+) -> ExitCode {
     #[cfg(target_os = "linux")]
     {
         isolate::helper::main(isolate::helper::HelperArgs {
-            control: args.control,
-            proxy_port: args.proxy_port,
-            admin_port: args.admin_port,
-            command: args.command,
+            control,
+            proxy_port,
+            admin_port,
+            command,
         })
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = args;
+        let _ = (control, proxy_port, admin_port, command);
         fail("--isolate needs Linux (network namespaces)", 2)
     }
 }
