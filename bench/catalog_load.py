@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start-up with a large intent catalog: load time and memory (docs/performance.md, "Scale").
+"""Start-up with a large intent catalog: load time and memory (docs/performance-log.md, "Scale and memory").
 
     python3 bench/catalog_load.py [--bin BIN] [--sizes 100,1000,10000] [--rules 20] [--reps 3]
 

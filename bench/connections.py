@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Many idle keep-alive client connections: proxy memory per connection, then added latency at a
-steady rate spread over them (docs/performance.md, "Scale").
+steady rate spread over them (docs/performance-log.md, "Scale and memory").
 
     python3 bench/connections.py [--bin BIN] [--conns 10000] [--rate 1000] [--seconds 10]
 
