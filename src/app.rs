@@ -19,7 +19,7 @@ use crate::egress::EgressPolicy;
 use crate::intent::SessionStore;
 use crate::listen::{self, Tracker};
 use crate::metrics::Metrics;
-use crate::proxy::{Parts, Proxy};
+use crate::proxy::{Proxy, ProxyParts};
 use crate::reload::{LoadFn, Reloader, build_live};
 
 /// The runtime the proxy serves on: one thread when `limits.workers` is 1 (no cross-thread
@@ -117,7 +117,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
     );
     let clients_trust_ca = trust_ca || tls.ca_configured;
     let proxy = Arc::new(
-        Proxy::new(Parts {
+        Proxy::new(ProxyParts {
             cfg: cfg.clone(),
             parent,
             egress,
@@ -138,7 +138,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         rx.clone(),
     ))];
     if let Some(l) = transparent_listener {
-        tasks.push(tokio::spawn(listen::transparent::serve_transparent(
+        tasks.push(tokio::spawn(listen::redirect::serve_transparent(
             l,
             proxy.clone(),
             cfg.limits.clone(),

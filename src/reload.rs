@@ -15,7 +15,7 @@ use crate::config::{Config, Loaded};
 use crate::identity::Agent;
 use crate::policy::PolicySet;
 use crate::proxy::Proxy;
-use crate::proxy::decide::Live;
+use crate::proxy::gate::LivePolicy;
 use crate::watch::Watched;
 
 /// Loads the configuration again (file + the same command-line overrides).
@@ -32,12 +32,12 @@ pub struct ReloadStatus {
 }
 
 /// The live state for `cfg`, with the policy `bundle` in force (`policy.bundle_url`).
-pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<Live> {
+pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<LivePolicy> {
     let agent =
         Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let policy = PolicySet::load_with(cfg, bundle, &agent, false)
         .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
-    Ok(Live::new(
+    Ok(LivePolicy::new(
         policy,
         agent,
         cfg.intent.clone().map(|i| (i, cfg.task.clone())),

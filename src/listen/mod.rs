@@ -1,7 +1,7 @@
 //! Listeners: accept client connections, serve HTTP/1.1 on them with our limits and timeouts,
 //! and drain them gracefully on shutdown.
 
-pub mod transparent;
+pub mod redirect;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +38,9 @@ impl Tracker {
 
     /// Counts a new connection. `Err` when `cap` were already live: the connection is still
     /// counted (until the token drops) while it is refused.
-    pub(crate) fn admit(self: &Arc<Self>, cap: usize) -> Result<Live, Live> {
+    pub(crate) fn admit(self: &Arc<Self>, cap: usize) -> Result<LiveConn, LiveConn> {
         let over = self.live.fetch_add(1, Ordering::AcqRel) >= cap;
-        let live = Live(self.clone());
+        let live = LiveConn(self.clone());
         if over { Err(live) } else { Ok(live) }
     }
 
@@ -61,9 +61,9 @@ impl Tracker {
 }
 
 /// Decrements the live count on drop, however the connection task ends.
-pub(crate) struct Live(Arc<Tracker>);
+pub(crate) struct LiveConn(Arc<Tracker>);
 
-impl Drop for Live {
+impl Drop for LiveConn {
     fn drop(&mut self) {
         if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -110,7 +110,7 @@ pub(crate) async fn accept(
 
 /// Answers a connection over its listener's cap with 503 `overloaded` and closes it; `live`
 /// keeps it counted until then.
-pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: Live) {
+pub(crate) fn refuse_overloaded(mut stream: TcpStream, live: LiveConn) {
     tokio::spawn(async move {
         let _live = live;
         let body = ErrorReply {

@@ -1,4 +1,4 @@
-//! CONNECT, through the decision step (src/proxy/decide.rs). Spliced: decided on host and port
+//! CONNECT, through the decision step (src/proxy/gate.rs). Spliced: decided on host and port
 //! (with the CONNECT's own intent headers, else session, else default), the upstream dialled
 //! BEFORE the 200 so failures are clear, then bytes spliced; its record is written when it ends,
 //! with the bytes it moved. Intercepted: decided by the tunnel rule alone, its record written at
@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::audited::Relayed;
-use super::decide::{self, Live, Refused};
+use super::gate::{self, LivePolicy, Refused};
 use super::{Outcome, Proxy, VIA, target, tunnel};
 use crate::audit::AuditRecord;
 use crate::conn::guard::InFlightToken;
@@ -38,7 +38,7 @@ impl Proxy {
     pub(super) async fn connect(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        live: &Live,
+        live: &LivePolicy,
         rec: &mut AuditRecord,
         token: InFlightToken,
     ) -> Result<Outcome, ProxyError> {
@@ -61,8 +61,8 @@ impl Proxy {
         } else {
             ConnectionMode::Connect
         };
-        decide::note(rec, mode, Scheme::Https, &authority, None);
-        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        gate::note(rec, mode, Scheme::Https, &authority, None);
+        let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let facts = RequestFacts {
             id: "",
             protocol: Protocol::Http11,
@@ -81,7 +81,7 @@ impl Proxy {
             destination: None,
             body: None,
         };
-        let call = decide::Call {
+        let call = gate::Call {
             facts,
             declared,
             bodyless_with_body: None,

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::Proxy;
-use super::decide::Live;
+use super::gate::LivePolicy;
 use crate::error::ProxyError;
 use crate::policy::BodyFacts;
 
@@ -23,7 +23,7 @@ impl Proxy {
     pub(super) async fn inspect_body(
         &self,
         req: http::Request<Incoming>,
-        live: &Live,
+        live: &LivePolicy,
     ) -> Result<(http::Request<Replay>, bool), ProxyError> {
         let mut req = req.map(Replay::new);
         if live.policy.reads_body() {

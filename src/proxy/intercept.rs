@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 
-use super::decide::Refused;
+use super::gate::Refused;
 use super::sender::Affinity;
 use super::{Proxy, Target};
 use crate::conn::guard::{Guard, InFlight};
@@ -40,7 +40,7 @@ pub struct TunnelInfo {
     pub(super) kept: Affinity,
     /// The inner connection as its guard sees it (src/conn/guard.rs): its framing flag.
     pub(super) in_flight: InFlight,
-    /// The refusal its CONNECT got, answered to each request inside (src/proxy/decide.rs).
+    /// The refusal its CONNECT got, answered to each request inside (src/proxy/gate.rs).
     pub(super) refused: Option<Refused>,
 }
 

@@ -3,10 +3,10 @@
 
 mod audited;
 mod connect;
-pub mod decide;
 mod dns;
 mod door;
 mod failure;
+pub mod gate;
 pub mod headers;
 mod inspect;
 mod intercept;
@@ -43,13 +43,13 @@ use crate::target::{self, Authority};
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::{Audited, Counted};
-use decide::Live;
+use gate::LivePolicy;
 use sender::{Affinity, Destination, Upstreams};
 use upstream::Dialer;
 
 pub(crate) use door::AdminDoor;
 pub use headers::VIA;
-pub use setup::Parts;
+pub use setup::ProxyParts;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
@@ -71,7 +71,7 @@ pub struct Proxy {
     rate: rate::RateLimiter,
     /// The policy and identity in force; swapped whole on reload. A request keeps the one it
     /// started with until it ends.
-    pub live: ArcSwap<Live>,
+    pub live: ArcSwap<LivePolicy>,
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
@@ -240,7 +240,7 @@ impl Proxy {
     async fn pipeline(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        live: &Live,
+        live: &LivePolicy,
         rec: &mut AuditRecord,
         entry: Entry<'_>,
     ) -> Result<Outcome, ProxyError> {
@@ -322,7 +322,7 @@ impl Proxy {
     async fn forward(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        live: &Live,
+        live: &LivePolicy,
         rec: &mut AuditRecord,
         target: Target,
         ws: Option<websocket::Upgrading>,
@@ -343,11 +343,11 @@ impl Proxy {
         //    limits.inspect_body_bytes; replayed in front of the rest when forwarded).
         let (mut req, json) = self.inspect_body(req, live).await?;
 
-        // 6. The decision step (src/proxy/decide.rs): destination safety, identity from config
+        // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
         //    session > default, the policy; enforce blocks; then the name of what may go is
         //    resolved and vetted (the connection later dials only vetted addresses of it).
-        let declared = decide::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
         let facts = RequestFacts {
             id: "",
             protocol: req.version().into(),
@@ -366,12 +366,12 @@ impl Proxy {
             destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
         };
-        let call = decide::Call {
+        let call = gate::Call {
             facts,
             declared,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
-        let decide::Allowed { decision, intent } = self.decide(live, rec, call).await?;
+        let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::header::HeaderName;
 
-use super::decide::Live;
+use super::gate::LivePolicy;
 use super::sender::Upstreams;
 use super::upstream::Dialer;
 use super::{Proxy, dns, rate};
@@ -21,11 +21,11 @@ use crate::target::Authority;
 use crate::tls::Tls;
 
 /// The shared parts a `Proxy` is built from.
-pub struct Parts {
+pub struct ProxyParts {
     pub cfg: Arc<Config>,
     pub parent: Option<Authority>,
     pub egress: EgressPolicy,
-    pub live: Live,
+    pub live: LivePolicy,
     pub session: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
     pub audit: Audit,
@@ -40,7 +40,7 @@ fn header_name(name: &str) -> HeaderName {
 
 impl Proxy {
     /// Fails only when the resolver for `dns.servers` cannot be set up.
-    pub fn new(p: Parts) -> Result<Self, String> {
+    pub fn new(p: ProxyParts) -> Result<Self, String> {
         let cfg = p.cfg;
         let servers: Vec<_> = cfg
             .dns

@@ -1,9 +1,9 @@
 //! Transparent mode: connections redirected by iptables to `listen.transparent`, their original
-//! destination recovered by the listener (src/listen/transparent.rs), which sniffs the first
+//! destination recovered by the listener (src/listen/redirect.rs), which sniffs the first
 //! bytes. Plain HTTP is served and each request decided on the host it names; TLS is decided on
 //! its SNI, intercepted or spliced exactly as a CONNECT would be; anything else, or silence (the
 //! server speaks first), is decided on the IP and port (`connection.protocol = "tcp"`) and
-//! spliced. Every one goes through the decision step (src/proxy/decide.rs). A name is always dialled at intentgate's own vetted resolution, never at the IP the
+//! spliced. Every one goes through the decision step (src/proxy/gate.rs). A name is always dialled at intentgate's own vetted resolution, never at the IP the
 //! client chose, so a Host or SNI cannot carry a decision for one host onto another.
 
 use std::convert::Infallible;
@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::audited::{Relayed, write_relayed};
 use super::connect::TunnelCount;
-use super::decide::{self, Live};
+use super::gate::{self, LivePolicy};
 use super::{Entry, Proxy, Target, tunnel};
 use crate::audit::{AuditRecord, Slot};
 use crate::error::{Body, ProxyError};
@@ -244,7 +244,7 @@ impl Proxy {
             Protocol::Tls => Scheme::Tls,
             _ => Scheme::Tcp,
         };
-        decide::note(
+        gate::note(
             &mut rec,
             ConnectionMode::Transparent,
             scheme,
@@ -268,7 +268,7 @@ impl Proxy {
 
     async fn opaque_pipeline(
         self: &Arc<Self>,
-        live: &Live,
+        live: &LivePolicy,
         rec: &mut AuditRecord,
         authority: &Authority,
         protocol: Protocol,
@@ -296,7 +296,7 @@ impl Proxy {
             destination: None,
             body: None,
         };
-        let call = decide::Call {
+        let call = gate::Call {
             facts,
             declared: None,
             bodyless_with_body: None,

@@ -39,7 +39,7 @@ fn an_intercepted_connect_to_a_port_no_intent_allows_is_refused_inside_its_tunne
             up.addr.port()
         ));
         // Refused by the tunnel rule: the tunnel is opened all the same (the client would
-        // trust our CA) and the request inside gets the refusal (src/proxy/decide.rs).
+        // trust our CA) and the request inside gets the refusal (src/proxy/gate.rs).
         for port in [22, 25, 6379, other.addr.port()] {
             refused_inside(proxy.addr, &format!("127.0.0.1:{port}"));
         }

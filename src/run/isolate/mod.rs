@@ -122,7 +122,7 @@ pub(crate) async fn start(
             Listener::Proxy => {
                 tokio::spawn(listen::serve_proxy(listener, proxy, limits, tracker, rx))
             }
-            Listener::Transparent => tokio::spawn(listen::transparent::serve_transparent(
+            Listener::Transparent => tokio::spawn(listen::redirect::serve_transparent(
                 listener, proxy, limits, tracker, rx,
             )),
             Listener::Admin => match running.admin_addr {

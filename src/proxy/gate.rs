@@ -22,7 +22,7 @@ use crate::target::Authority;
 use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
 
 /// What a reload swaps: the compiled policy and the identity it was compiled for.
-pub struct Live {
+pub struct LivePolicy {
     pub policy: PolicySet,
     pub agent: Agent,
     /// The agent as audit records carry it, built once from `agent`.
@@ -31,13 +31,13 @@ pub struct Live {
     pub default_intent: Option<(String, Option<String>)>,
 }
 
-impl Live {
+impl LivePolicy {
     pub fn new(
         policy: PolicySet,
         agent: Agent,
         default_intent: Option<(String, Option<String>)>,
     ) -> Self {
-        Live {
+        LivePolicy {
             audit_agent: Arc::new(AuditAgent {
                 id: agent.id.clone(),
                 namespace: agent.namespace.clone(),
@@ -124,7 +124,7 @@ impl Proxy {
     /// decision; an `Err` is the refusal to answer.
     pub(super) async fn decide(
         &self,
-        live: &Live,
+        live: &LivePolicy,
         rec: &mut AuditRecord,
         call: Call<'_>,
     ) -> Result<Allowed, ProxyError> {
@@ -167,7 +167,7 @@ impl Proxy {
 /// Decides `facts`, records the outcome in `rec` and the metrics, and refuses (in enforce mode)
 /// what policy denies. Ok carries the decision and intent of a call that may proceed.
 fn settle(
-    live: &Live,
+    live: &LivePolicy,
     session: &SessionStore,
     metrics: &Metrics,
     declared: Option<(&str, Option<&str>)>,
@@ -233,7 +233,7 @@ fn settle(
 }
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
-fn count(metrics: &Metrics, live: &Live, decision: Verdict, mode: Mode, intent: &Intent) {
+fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
     let label = match intent.name.as_deref() {
         None => "none",
         Some(n) if live.policy.catalog().contains(n) => n,
