@@ -12,8 +12,8 @@ use crate::telemetry::{self, LogFormat};
 
 mod args;
 mod token;
-pub use args::*;
 use args::GENERALISE;
+pub use args::*;
 pub use token::{AttestArgs, MintArgs, TokenCommand, VerifyArgs};
 
 /// intentgate: a sidecar forward proxy that enforces declared intent for AI agents.
