@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::netns::Netns;
@@ -16,6 +16,18 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// Leaves the process `pid` only `spare` file descriptors beyond those it has open.
+fn limit_fds(pid: u32, spare: usize) {
+    let limit = open_fds(pid) + spare;
+    let ok = Command::new("prlimit")
+        .args(["--pid", &pid.to_string()])
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prlimit (util-linux)");
+}
+
 #[test]
 fn an_idle_connection_flood_on_admin_neither_starves_the_proxy_nor_outlives_the_header_timeout() {
     let up = Upstream::start();
@@ -24,14 +36,7 @@ fn an_idle_connection_flood_on_admin_neither_starves_the_proxy_nor_outlives_the_
     // Few file descriptors to spare: before the admin listener had a cap, the flood took them all
     // and the proxy could accept nothing (its accept loop only backs off on EMFILE).
     let spare = 64;
-    let limit = open_fds(proxy.pid()) + spare;
-    let ok = Command::new("prlimit")
-        .args(["--pid", &proxy.pid().to_string()])
-        .arg(format!("--nofile={limit}:{limit}"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "prlimit (util-linux)");
+    limit_fds(proxy.pid(), spare);
     let admin = proxy.admin.unwrap();
     let flood: Vec<TcpStream> = (0..4 * spare)
         .map(|_| {
@@ -183,33 +188,9 @@ fn an_empty_admin_token_file_is_refused_at_start() {
         ),
     )
     .unwrap();
-    let ready = dir.path().join("ready.json");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // It exits, or it is listening (the empty token was accepted: `Bearer ` would match it).
-    let exited = eventually(
-        "serve to exit or listen",
-        Duration::from_secs(20),
-        || match child.try_wait().unwrap() {
-            Some(status) => Some(Some(status)),
-            None => ready.exists().then_some(None),
-        },
-    );
-    let _ = child.kill();
-    let err = child.wait_with_output().unwrap().stderr;
-    let err = String::from_utf8_lossy(&err);
-    assert_eq!(exited.and_then(|s| s.code()), Some(2), "{err}");
+    let (code, err) = serve_outcome(&config, &dir.path().join("ready.json"));
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!("admin.token_file {} is empty", token.display())),
         "{err}"
@@ -221,14 +202,7 @@ fn the_proxy_listener_backs_off_when_out_of_file_descriptors_and_recovers() {
     let up = Upstream::start();
     let proxy = ProxyProc::start("limits: {header_read_timeout_ms: 1500}\n");
     let spare = 32;
-    let limit = open_fds(proxy.pid()) + spare;
-    let ok = Command::new("prlimit")
-        .args(["--pid", &proxy.pid().to_string()])
-        .arg(format!("--nofile={limit}:{limit}"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "prlimit (util-linux)");
+    limit_fds(proxy.pid(), spare);
     // More idle connections than descriptors: accept fails with EMFILE until some time out.
     let flood: Vec<TcpStream> = (0..3 * spare)
         .map(|_| TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(10)).unwrap())

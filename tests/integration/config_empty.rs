@@ -1,9 +1,6 @@
 //! An empty configuration file (nothing, whitespace, comments only) is refused: at start with
 //! exit 2 and a message naming the file, on reload with the last good configuration kept.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use crate::common::*;
 
 const EMPTY: [&str; 4] = ["", "  \n\n\t\n", "# all\n  # commented out\n", "---\n# c\n"];
@@ -15,30 +12,9 @@ fn an_empty_config_file_is_exit_2_at_start_naming_the_file() {
         let file = dir.path().join(format!("empty{i}.yaml"));
         std::fs::write(&file, text).unwrap();
         let path = file.to_str().unwrap();
-        // Ephemeral listeners: before the fix the file was taken for "all defaults" and served.
-        let ready = dir.path().join(format!("ready{i}.json"));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--config", path, "--ready-file"])
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It exits, or it is listening (the empty file was accepted).
-        let exited = eventually(
-            "serve to exit or listen",
-            Duration::from_secs(20),
-            || match child.try_wait().unwrap() {
-                Some(status) => Some(Some(status)),
-                None => ready.exists().then_some(None),
-            },
-        );
-        let _ = child.kill();
-        let err = child.wait_with_output().unwrap().stderr;
-        let err = String::from_utf8_lossy(&err);
-        assert_eq!(exited.and_then(|s| s.code()), Some(2), "{text:?}: {err}");
+        // Before the fix the file was taken for "all defaults" and served.
+        let (code, err) = serve_outcome(&file, &dir.path().join(format!("ready{i}.json")));
+        assert_eq!(code, Some(2), "{text:?}: {err}");
         assert!(
             err.contains(&format!("{path}: the configuration is empty")),
             "{text:?}: {err}"

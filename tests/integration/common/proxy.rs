@@ -220,6 +220,36 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `serve --config CONFIG` (ephemeral listeners, `--ready-file`) until it exits or is
+/// listening: its exit code (`None` when it listened: it accepted the configuration) and stderr.
+pub fn serve_outcome(config: &std::path::Path, ready: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(config)
+        .arg("--ready-file")
+        .arg(ready)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually(
+        "serve to exit or listen",
+        Duration::from_secs(20),
+        || match child.try_wait().unwrap() {
+            Some(status) => Some(Some(status)),
+            None => ready.exists().then_some(None),
+        },
+    );
+    let _ = child.kill();
+    let err = child.wait_with_output().unwrap().stderr;
+    (
+        exited.and_then(|s| s.code()),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
 /// Makes intentgate's interception CA in `dir/ca` (`ca init`); its output.
 pub fn init_ca(dir: &std::path::Path) -> String {
     let out = dir.join("ca");
