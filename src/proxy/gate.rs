@@ -175,7 +175,7 @@ fn settle(
     rec: &mut AuditRecord,
 ) -> Result<(Decision, Intent), ProxyError> {
     let agent = &live.agent;
-    rec.agent = Arc::clone(&live.audit_agent);
+    // rec.agent is set where the record is made (src/proxy/mod.rs, transparent.rs).
     rec.policy_revision = live.policy.shared_revision();
     let default = live
         .default_intent
