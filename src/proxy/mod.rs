@@ -129,7 +129,13 @@ struct Target {
 
 /// What the pipeline produced: an upstream response to stream back, or a finished response.
 enum Outcome {
-    Forwarded(Response<Incoming>, Arc<AtomicU64>),
+    /// With the request body's byte count, and the upstream connection's close note
+    /// (src/proxy/sender/eof.rs).
+    Forwarded(
+        Response<Incoming>,
+        Arc<AtomicU64>,
+        Option<sender::UncleanClose>,
+    ),
     Done(Response<Body>),
     /// A 101 (WebSocket) or a CONNECT's 200 (spliced tunnel) whose connections are relayed in
     /// the background; the audit record waits for the relay to end, and names it in its reasons.
@@ -193,14 +199,12 @@ impl Proxy {
             outcome
         };
         let resp = match outcome {
-            Ok(Outcome::Forwarded(resp, bytes_in)) => {
+            Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
                 rec.status = resp.status().as_u16();
                 let id = rec.decision_id.clone();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
-                let (mut parts, body) = resp.into_parts();
-                let unclean = parts.extensions.remove::<sender::UncleanClose>();
-                let body = Audited::new(body, rec, slot, bytes_in, started, unclean);
-                let mut resp = Response::from_parts(parts, body.boxed());
+                let mut resp =
+                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }
@@ -426,20 +430,21 @@ impl Proxy {
         let sent = Instant::now();
         //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
         let sending = std::pin::pin!(self.upstreams.send(kept, to, req));
-        let resp = match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
-            // A send that failed on the client's body is the client's error (400), not a 502.
-            Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
-                return Err(headers::malformed_body());
-            }
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    target: authority.to_host_port(),
-                    stage: "response headers",
-                    after_ms: limit_ms,
-                });
-            }
-        };
+        let sender::Sent { resp, unclean } =
+            match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
+                // A send that failed on the client's body is the client's error (400), not a 502.
+                Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
+                    return Err(headers::malformed_body());
+                }
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        target: authority.to_host_port(),
+                        stage: "response headers",
+                        after_ms: limit_ms,
+                    });
+                }
+            };
         let upstream = sent.elapsed();
         self.metrics
             .upstream_seconds
@@ -453,6 +458,7 @@ impl Proxy {
         Ok(Outcome::Forwarded(
             Response::from_parts(parts, body),
             bytes_in,
+            unclean,
         ))
     }
 }

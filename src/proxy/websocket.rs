@@ -167,6 +167,7 @@ impl Proxy {
             return Ok(Outcome::Forwarded(
                 Response::from_parts(parts, body),
                 bytes_in,
+                None,
             ));
         }
         if !websocket_only(resp.headers()) {

@@ -37,6 +37,12 @@ use kept::Slot;
 
 pub(crate) type Outgoing = Request<Counted<Replay>>;
 
+/// An upstream's response, and for HTTPS over HTTP/1.1 its connection's close note.
+pub(crate) struct Sent {
+    pub resp: Response<Incoming>,
+    pub unclean: Option<UncleanClose>,
+}
+
 /// Where a request goes upstream.
 pub(crate) struct Destination<'a> {
     pub authority: &'a Authority,
@@ -74,7 +80,7 @@ impl Upstreams {
         from: &Affinity,
         to: Destination<'_>,
         mut req: Outgoing,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Sent, ProxyError> {
         let Destination {
             authority,
             tls,
@@ -118,7 +124,7 @@ impl Upstreams {
         mut req: Outgoing,
         authority: &Authority,
         reused: bool,
-    ) -> Result<Result<Response<Incoming>, Outgoing>, ProxyError> {
+    ) -> Result<Result<Sent, Outgoing>, ProxyError> {
         if idle.conn.ready().await.is_err() && reused {
             return Ok(Err(req));
         }
@@ -132,22 +138,20 @@ impl Upstreams {
         aim(&mut req, absolute, authority)?;
         let sent = match &mut idle.conn {
             Conn::H1(s, unclean) => {
+                let unclean = unclean.clone();
                 let sent = s.try_send_request(req).await;
-                let sent = sent.map(|mut resp| {
-                    if let Some(u) = unclean {
-                        resp.extensions_mut().insert(u.clone());
-                    }
-                    resp
-                });
                 if sent.is_ok() {
                     slot.put(idle, &self.registry);
                 }
-                sent
+                sent.map(|resp| Sent { resp, unclean })
             }
             Conn::H2(s) => {
                 let mut s = s.clone();
                 slot.put(idle, &self.registry);
-                s.try_send_request(req).await
+                s.try_send_request(req).await.map(|resp| Sent {
+                    resp,
+                    unclean: None,
+                })
             }
         };
         match sent {
