@@ -11,6 +11,7 @@ pub mod headers;
 mod inspect;
 mod intercept;
 mod rate;
+mod respond;
 mod sender;
 mod setup;
 mod stub;
@@ -28,22 +29,22 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug_span};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
 use crate::conn::guard::InFlight;
-use crate::error::{self, Body, ProxyError};
+use crate::error::{Body, ProxyError};
 use crate::intent::SessionStore;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::target::{self, Authority};
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
-use audited::{Audited, Counted};
+use audited::Counted;
 use gate::LivePolicy;
+use respond::Outcome;
 use sender::{Affinity, Destination, Upstreams};
 use upstream::Dialer;
 
@@ -127,25 +128,6 @@ struct Target {
     sni: Option<String>,
 }
 
-/// What the pipeline produced: an upstream response to stream back, or a finished response.
-enum Outcome {
-    /// With the request body's byte count, and the upstream connection's close note
-    /// (src/proxy/sender/eof.rs).
-    Forwarded(
-        Response<Incoming>,
-        Arc<AtomicU64>,
-        Option<sender::UncleanClose>,
-    ),
-    Done(Response<Body>),
-    /// A 101 (WebSocket) or a CONNECT's 200 (spliced tunnel) whose connections are relayed in
-    /// the background; the audit record waits for the relay to end, and names it in its reasons.
-    Upgraded(
-        Response<Body>,
-        tokio::sync::oneshot::Receiver<audited::Relayed>,
-        &'static str,
-    ),
-}
-
 impl Proxy {
     /// The service entry point: never fails; errors become JSON responses (in `error`), and every
     /// request leaves exactly one audit record.
@@ -198,47 +180,7 @@ impl Proxy {
             armed.disarm();
             outcome
         };
-        let resp = match outcome {
-            Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
-                rec.status = resp.status().as_u16();
-                let id = rec.decision_id.clone();
-                span.in_scope(|| debug!(status = rec.status, "forwarded"));
-                let mut resp =
-                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
-                }
-                return Ok(resp);
-            }
-            Ok(Outcome::Done(resp)) => {
-                rec.status = resp.status().as_u16();
-                resp
-            }
-            Ok(Outcome::Upgraded(mut resp, relayed, what)) => {
-                // One record per WebSocket or spliced tunnel, written when its relay ends, with
-                // the byte counts and how it ended.
-                rec.status = resp.status().as_u16();
-                if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
-                }
-                tokio::spawn(audited::audit_when_relayed(
-                    rec, slot, relayed, started, what,
-                ));
-                return Ok(resp);
-            }
-            Err(err) => {
-                span.in_scope(
-                    || debug!(error = %err, code = %err.code(), blame = ?err.blame(), "refused"),
-                );
-                self.failed(&mut rec, &err);
-                error::into_response(&err, &rec.decision_id)
-            }
-        };
-        rec.durations.total_ms = crate::audit::millis(started.elapsed());
-        if let Some(slot) = slot {
-            slot.send(rec);
-        }
-        Ok(resp)
+        Ok(self.respond(outcome, rec, slot, &span, started))
     }
 
     async fn pipeline(

@@ -1,0 +1,88 @@
+//! The end of a request: what the pipeline produced (`Outcome`) becomes the response, and the
+//! audit record is sent now (a finished response, a refusal) or when its body or relay ends.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use http::Response;
+use http::header::HeaderValue;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{Span, debug};
+
+use super::Proxy;
+use super::audited::{self, Audited};
+use super::sender::UncleanClose;
+use crate::audit::{AuditRecord, Slot};
+use crate::error::{self, Body};
+
+/// What the pipeline produced: an upstream response to stream back, or a finished response.
+pub(super) enum Outcome {
+    /// With the request body's byte count, and the upstream connection's close note
+    /// (src/proxy/sender/eof.rs).
+    Forwarded(Response<Incoming>, Arc<AtomicU64>, Option<UncleanClose>),
+    Done(Response<Body>),
+    /// A 101 (WebSocket) or a CONNECT's 200 (spliced tunnel) whose connections are relayed in
+    /// the background; the audit record waits for the relay to end, and names it in its reasons.
+    Upgraded(
+        Response<Body>,
+        tokio::sync::oneshot::Receiver<audited::Relayed>,
+        &'static str,
+    ),
+}
+
+impl Proxy {
+    /// The response for `outcome`; `rec` goes to `slot` now or when the response's body or
+    /// relay ends.
+    pub(super) fn respond(
+        &self,
+        outcome: Result<Outcome, crate::error::ProxyError>,
+        mut rec: AuditRecord,
+        slot: Option<Slot>,
+        span: &Span,
+        started: Instant,
+    ) -> Response<Body> {
+        let resp = match outcome {
+            Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
+                rec.status = resp.status().as_u16();
+                let id = rec.decision_id.clone();
+                span.in_scope(|| debug!(status = rec.status, "forwarded"));
+                let mut resp =
+                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert("intentgate-decision-id", v);
+                }
+                return resp;
+            }
+            Ok(Outcome::Done(resp)) => {
+                rec.status = resp.status().as_u16();
+                resp
+            }
+            Ok(Outcome::Upgraded(mut resp, relayed, what)) => {
+                // One record per WebSocket or spliced tunnel, written when its relay ends, with
+                // the byte counts and how it ended.
+                rec.status = resp.status().as_u16();
+                if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
+                    resp.headers_mut().insert("intentgate-decision-id", v);
+                }
+                tokio::spawn(audited::audit_when_relayed(
+                    rec, slot, relayed, started, what,
+                ));
+                return resp;
+            }
+            Err(err) => {
+                span.in_scope(
+                    || debug!(error = %err, code = %err.code(), blame = ?err.blame(), "refused"),
+                );
+                self.failed(&mut rec, &err);
+                error::into_response(&err, &rec.decision_id)
+            }
+        };
+        rec.durations.total_ms = crate::audit::millis(started.elapsed());
+        if let Some(slot) = slot {
+            slot.send(rec);
+        }
+        resp
+    }
+}
