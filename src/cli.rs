@@ -50,6 +50,10 @@ pub enum Command {
     /// enforcing would break, top destinations, suggested catalog and the agent inventory;
     /// exit 0 written, 2 an input unreadable or the output not writable.
     Report(ReportArgs),
+    /// Re-decide recorded calls (audit logs) under a candidate config and policy, offline, and
+    /// report what it would newly deny or allow, grouped by agent, intent and destination;
+    /// exit 0 no change, 1 new denials, 3 new grants, 4 both, 2 unusable config, policy or log.
+    Replay(ReplayArgs),
     /// List agent pods (from `kubectl get pods -A -o json`) running without the intentgate
     /// sidecar, and injected pods without an owner; exit 0 none, 1 some found, 2 unreadable input.
     Inventory(InventoryArgs),
@@ -264,6 +268,12 @@ pub fn main() -> ExitCode {
             out: a.out,
             as_of: a.as_of,
             idle: a.idle,
+        }),
+        Command::Replay(a) => crate::replay::main(&crate::replay::Options {
+            audit: a.audit,
+            candidate: a.config,
+            base: a.base,
+            format: a.format,
         }),
         Command::Inventory(a) => crate::inventory::main(&a.pods, a.namespaces.as_deref(), a.json),
         Command::Inject(a) => crate::inject::main(

@@ -33,6 +33,7 @@ pub mod offline;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod target;

@@ -145,6 +145,23 @@ pub struct ReportArgs {
     pub idle: std::time::Duration,
 }
 
+/// `intentgate replay`: see `crate::replay`.
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Audit log files (JSON lines), `-` for stdin.
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    pub audit: Vec<PathBuf>,
+    /// The candidate configuration (its intents and policy paths) to judge.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Compare with this configuration decided the same way, instead of the recorded decisions.
+    #[arg(long, value_name = "FILE")]
+    pub base: Option<PathBuf>,
+    /// Output: text, json, or markdown (for a pull-request comment).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::replay::Format,
+}
+
 /// `intentgate inventory`: see `crate::inventory`.
 #[derive(Args, Debug)]
 pub struct InventoryArgs {

@@ -303,6 +303,15 @@ impl PolicySet {
         self.reads & DEST != 0
     }
 
+    /// The input fields (`input.` paths) the loaded modules read, as `replay` asks.
+    pub fn reads_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        cache::LEAVES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.reads & (1 << i) != 0)
+            .map(|(_, (path, _))| *path)
+    }
+
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
     pub fn cache_plan(&self) -> String {
         cache::describe(&self.cache_plan)
