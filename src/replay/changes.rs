@@ -164,9 +164,7 @@ impl Changes {
     pub fn print(&self, format: Format, took: Duration) {
         let out = match format {
             Format::Text => self.text(took),
-            Format::Json => {
-                serde_json::to_string_pretty(&self.json()).unwrap_or_default() + "\n"
-            }
+            Format::Json => serde_json::to_string_pretty(&self.json()).unwrap_or_default() + "\n",
             Format::Markdown => self.markdown(),
         };
         print!("{out}");

@@ -12,11 +12,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn record(method: &str, path: &str, decision: &str, code: Option<&str>) -> String {
     let code = code.map_or(String::new(), |c| format!(",\"code\":\"{c}\""));
-    let mode = if decision == "error" {
-        ""
-    } else {
-        "enforce"
-    };
+    let mode = if decision == "error" { "" } else { "enforce" };
     format!(
         "{{\"agent\":{{\"id\":\"a1\",\"owner\":\"team\"}},\"intent\":{{\"name\":\"triage\",\"source\":\"header\"}},\
          \"connection\":\"forward\",\"method\":\"{method}\",\"scheme\":\"http\",\"host\":\"api.example.com\",\
@@ -46,7 +42,10 @@ fn a_narrower_candidate_shows_new_denials_against_the_recorded_decisions() {
     assert_eq!(c.count(Change::NewGrant), 0);
     let j = c.json();
     assert_eq!(j["new_denials"]["groups"][0]["calls"], 2);
-    assert_eq!(j["new_denials"]["groups"][0]["after"]["code"], "intent_violation");
+    assert_eq!(
+        j["new_denials"]["groups"][0]["after"]["code"],
+        "intent_violation"
+    );
 }
 
 #[test]
@@ -80,7 +79,10 @@ fn a_policy_reading_what_records_lack_makes_the_call_undecidable() {
     let c = run(&cfg, None, &record("GET", "/a", "allow", None));
     let j = c.json();
     assert_eq!((c.decided, &j["undecidable"]["calls"]), (0, &1.into()));
-    assert_eq!(j["undecidable"]["lacking"], serde_json::json!(["request.query"]));
+    assert_eq!(
+        j["undecidable"]["lacking"],
+        serde_json::json!(["request.query"])
+    );
 }
 
 #[test]
@@ -88,7 +90,11 @@ fn a_broken_candidate_is_refused_naming_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         audit: vec![],
-        candidate: write(dir.path(), "bad.yaml", "intents: {x: {allow: [{hostz: []}]}}\n"),
+        candidate: write(
+            dir.path(),
+            "bad.yaml",
+            "intents: {x: {allow: [{hostz: []}]}}\n",
+        ),
         base: None,
         format: Format::Text,
     };

@@ -39,6 +39,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod policy;
+mod replay;
 mod report;
 mod run;
 mod run_details;
