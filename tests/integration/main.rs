@@ -23,6 +23,7 @@ mod explain;
 mod failed_calls;
 mod forward;
 mod fuzz_corpus;
+mod grafana;
 mod intercept;
 mod intercept_close;
 mod intercept_reuse;
