@@ -34,9 +34,11 @@ fn scrape(text: &str) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
     out
 }
 
-/// The metric names in a PromQL expression, each with the `label="value"` matchers of its
-/// selector; and the labels of its `by (...)` clauses.
-fn query_parts(expr: &str) -> (Vec<(String, Vec<(String, String)>)>, Vec<String>) {
+/// A metric a query names, with the `label="value"` matchers of its selector.
+type Selector = (String, Vec<(String, String)>);
+
+/// The metrics a PromQL expression names, and the labels of its `by (...)` clauses.
+fn query_parts(expr: &str) -> (Vec<Selector>, Vec<String>) {
     let mut metrics = Vec::new();
     let mut rest = expr;
     while let Some(i) = rest.find("intentgate_") {
