@@ -21,12 +21,13 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{AuditConfig, AuditOnFailure, Mode};
+use crate::config::{AuditConfig, AuditFormat, AuditOnFailure, Mode};
 use crate::intent::IntentSource;
 use crate::metrics::Metrics;
 use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict, blank};
 
 mod line;
+mod opa;
 mod read;
 mod writer;
 
@@ -201,6 +202,7 @@ enum Msg {
 struct Shared {
     metrics: Arc<Metrics>,
     on_failure: AuditOnFailure,
+    format: AuditFormat,
     /// Set by SIGHUP: the writer reopens a file sink before its next record.
     reopen: AtomicBool,
     /// `audit.on_failure: block` and the last write failed: requests are refused.
@@ -214,10 +216,11 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(metrics: Arc<Metrics>, on_failure: AuditOnFailure) -> Arc<Self> {
+    fn new(metrics: Arc<Metrics>, on_failure: AuditOnFailure, format: AuditFormat) -> Arc<Self> {
         Arc::new(Self {
             metrics,
             on_failure,
+            format,
             reopen: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             unwritten: AtomicUsize::new(0),
@@ -277,7 +280,7 @@ impl Audit {
     /// Starts the writer thread for `cfg.path` (`stdout`, `stderr`, `off` or a file opened with
     /// O_APPEND). Fails if the file cannot be opened.
     pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let shared = Shared::new(metrics, cfg.on_failure);
+        let shared = Shared::new(metrics, cfg.on_failure, cfg.format);
         let sink = match cfg.path.as_str() {
             "off" => return Ok(Self { tx: None, shared }),
             "stdout" => Sink::Stdout,

@@ -94,7 +94,11 @@ async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
             l.len()
         };
         disk.room.store(one * 3 / 2, Ordering::SeqCst);
-        let shared = Shared::new(metrics.clone(), on_failure);
+        let shared = Shared::new(
+            metrics.clone(),
+            on_failure,
+            crate::config::AuditFormat::Intentgate,
+        );
         let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 64).unwrap();
         send(&audit, 10).await;
         let failed = || audit.blocked() || metrics.audit_records_lost.get() > 0;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditRecord, Msg, Shared, Sink};
-use crate::config::AuditOnFailure;
+use crate::config::{AuditFormat, AuditOnFailure};
 
 /// How long the writer lets records gather after a batch before it looks again. A record reaches
 /// the log at most this much later; `Audit::flush` (shutdown) waits for it.
@@ -134,7 +134,10 @@ impl Writer {
         rec.boot_id.clone_from(&self.boot_id);
         rec.time =
             humantime::format_rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now)).to_string();
-        super::line::write(&rec, &mut self.pending);
+        match self.shared.format {
+            AuditFormat::Intentgate => super::line::write(&rec, &mut self.pending),
+            AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
+        }
         self.pending.push(b'\n');
     }
 

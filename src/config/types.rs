@@ -252,6 +252,19 @@ pub struct AuditConfig {
     pub queue: usize,
     /// What happens while the log cannot be written (disk full, I/O error).
     pub on_failure: AuditOnFailure,
+    /// `intentgate` (the default) or `opa`: each record as an OPA decision-log event.
+    pub format: AuditFormat,
+}
+
+/// `audit.format`: how each record is written.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// intentgate's own record (docs/operations.md); what `report`, `learn` and `replay` read.
+    #[default]
+    Intentgate,
+    /// An OPA decision-log event per line.
+    Opa,
 }
 
 /// `audit.on_failure`: what the proxy does while audit records cannot be written.
@@ -272,6 +285,7 @@ impl Default for AuditConfig {
             path: "stdout".into(),
             queue: 4096,
             on_failure: AuditOnFailure::Block,
+            format: AuditFormat::Intentgate,
         }
     }
 }
