@@ -109,7 +109,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         .chain(transparent_addr)
         .collect();
     metrics.set_policy_revision(live.policy.revision());
-    let audit = Audit::start(&cfg.audit, metrics.clone())
+    let audit = Audit::start(&cfg.audit, cfg.telemetry.otlp.as_ref(), metrics.clone())
         .with_context(|| format!("cannot open the audit log {} (audit.path)", cfg.audit.path))?;
     let tls = Arc::new(
         crate::tls::Tls::from_config(&cfg.tls)

@@ -21,17 +21,20 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{AuditConfig, AuditFormat, AuditOnFailure, Mode};
+use crate::config::{AuditConfig, AuditFormat, AuditOnFailure, Mode, OtlpConfig};
 use crate::intent::IntentSource;
 use crate::metrics::Metrics;
 use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict, blank};
 
 mod line;
 mod opa;
+mod otlp;
 mod read;
+mod trace;
 mod writer;
 
 pub use read::AuditLog;
+pub use trace::Trace;
 
 /// One decision, as written to the audit log, and read back from it (`learn`, the `run` summary).
 /// `line::write` writes it; its test fails until a field added here is written there too. Reading,
@@ -93,6 +96,9 @@ pub struct AuditRecord {
     pub ended: Option<Ended>,
     #[serde(default)]
     pub durations: Durations,
+    /// The call's place in the agent's trace (with `telemetry.otlp` on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }
@@ -257,6 +263,8 @@ impl Slot {
 
 /// Where records go.
 enum Sink {
+    /// Nothing kept (`audit.path: off` while records are exported).
+    Off,
     Stdout,
     Stderr,
     File(std::path::PathBuf),
@@ -265,6 +273,7 @@ enum Sink {
 impl Sink {
     fn open(&self) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
+            Sink::Off => Box::new(io::sink()),
             Sink::Stdout => Box::new(io::stdout()),
             Sink::Stderr => Box::new(io::stderr()),
             Sink::File(p) => Box::new(open_append(p)?),
@@ -279,16 +288,26 @@ fn open_append(p: &std::path::Path) -> io::Result<File> {
 impl Audit {
     /// Starts the writer thread for `cfg.path` (`stdout`, `stderr`, `off` or a file opened with
     /// O_APPEND). Fails if the file cannot be opened.
-    pub fn start(cfg: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
+    /// With `otlp`, each written record of a traced call is also handed to the OpenTelemetry
+    /// exporter (`off` then still runs the writer, into nothing, for the export).
+    pub fn start(
+        cfg: &AuditConfig,
+        otlp: Option<&OtlpConfig>,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Self> {
+        let exporter = otlp
+            .map(|o| otlp::Exporter::start(o, metrics.clone()))
+            .transpose()?;
         let shared = Shared::new(metrics, cfg.on_failure, cfg.format);
         let sink = match cfg.path.as_str() {
+            "off" if exporter.is_some() => Sink::Off,
             "off" => return Ok(Self { tx: None, shared }),
             "stdout" => Sink::Stdout,
             "stderr" => Sink::Stderr,
             file => Sink::File(file.into()),
         };
         let out = sink.open()?;
-        Self::spawn(shared, sink, out, cfg.queue)
+        Self::spawn(shared, sink, out, cfg.queue, exporter)
     }
 
     fn spawn(
@@ -296,12 +315,13 @@ impl Audit {
         sink: Sink,
         out: Box<dyn Write + Send>,
         queue: usize,
+        exporter: Option<otlp::Exporter>,
     ) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let s = shared.clone();
         std::thread::Builder::new()
             .name("intentgate-audit".into())
-            .spawn(move || writer::run(rx, sink, out, s))?;
+            .spawn(move || writer::run(rx, sink, out, s, exporter))?;
         Ok(Self {
             tx: Some(tx),
             shared,

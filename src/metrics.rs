@@ -34,6 +34,8 @@ pub struct Metrics {
     pub audit_records_lost: IntCounter,
     /// 1 while `audit.on_failure: block` refuses requests because the log cannot be written.
     pub audit_blocked: IntGauge,
+    /// `intentgate_otlp_calls_total{result}`: calls exported to OpenTelemetry, or dropped.
+    pub otlp: IntCounterVec,
 }
 
 impl Metrics {
@@ -183,6 +185,14 @@ impl Metrics {
         registry.register(Box::new(bundle_fetches.clone()))?;
         registry.register(Box::new(audit_records_lost.clone()))?;
         registry.register(Box::new(audit_blocked.clone()))?;
+        let otlp = IntCounterVec::new(
+            Opts::new(
+                "intentgate_otlp_calls_total",
+                "Calls exported as OTLP spans and log records (`exported`), or dropped (`queue_full`, `export_failed`).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(otlp.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -211,6 +221,7 @@ impl Metrics {
             bundle_fetches,
             audit_records_lost,
             audit_blocked,
+            otlp,
         })
     }
 

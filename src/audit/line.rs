@@ -87,7 +87,17 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     float(out, rec.durations.upstream_ms);
     out.extend_from_slice(b",\"total_ms\":");
     float(out, rec.durations.total_ms);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if let Some(t) = &rec.trace {
+        out.extend_from_slice(b",\"trace\":{\"trace_id\":");
+        string(out, &super::trace::hex(&t.trace_id));
+        out.extend_from_slice(b",\"span_id\":");
+        string(out, &super::trace::hex(&t.span_id));
+        out.extend_from_slice(b",\"parent_span_id\":");
+        opt_string(out, t.parent.map(|p| super::trace::hex(&p)).as_deref());
+        out.push(b'}');
+    }
+    out.push(b'}');
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -99,7 +109,7 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
 /// (as serde_json writes them); everything else, UTF-8 included, as is.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub(super) fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -138,7 +148,7 @@ fn escape(out: &mut Vec<u8>, b: u8) {
     out.push(short);
 }
 
-fn uint(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn uint(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
     loop {
@@ -219,6 +229,12 @@ mod tests {
                 upstream_ms: n as f64 / 7.0,
                 total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
             },
+            trace: (n % 3 != 0).then(|| crate::audit::Trace {
+                trace_id: [n as u8; 16],
+                span_id: [0xab; 8],
+                parent: (n % 2 == 0).then_some([0x0f; 8]),
+                flags: 1,
+            }),
             at: None,
         }
     }

@@ -12,7 +12,7 @@ async fn records_are_numbered_written_and_reopened() {
         queue: 2,
         ..AuditConfig::default()
     };
-    let audit = Audit::start(&cfg, metrics).unwrap();
+    let audit = Audit::start(&cfg, None, metrics).unwrap();
     for i in 0..10 {
         let slot = audit.reserve().await.unwrap();
         slot.send(AuditRecord {
@@ -99,7 +99,7 @@ async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
             on_failure,
             crate::config::AuditFormat::Intentgate,
         );
-        let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 64).unwrap();
+        let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 64, None).unwrap();
         send(&audit, 10).await;
         let failed = || audit.blocked() || metrics.audit_records_lost.get() > 0;
         for _ in 0..500 {

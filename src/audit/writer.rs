@@ -39,6 +39,8 @@ struct Writer {
     waiting: Vec<oneshot::Sender<()>>,
     seq: u64,
     boot_id: String,
+    /// `telemetry.otlp`: written records of traced calls go on to the exporter.
+    exporter: Option<super::otlp::Exporter>,
 }
 
 /// Runs the writer until every sender is gone: takes a record, then the rest of the batch
@@ -48,6 +50,7 @@ pub(super) fn run(
     sink: Sink,
     out: Box<dyn Write + Send>,
     shared: Arc<Shared>,
+    exporter: Option<super::otlp::Exporter>,
 ) {
     let mut w = Writer {
         sink,
@@ -59,6 +62,7 @@ pub(super) fn run(
         waiting: Vec::new(),
         seq: 0,
         boot_id: format!("{:016x}", crate::ids::boot_id()),
+        exporter,
     };
     let mut retry = RETRY_FIRST;
     loop {
@@ -139,6 +143,9 @@ impl Writer {
             AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
         }
         self.pending.push(b'\n');
+        if let Some(e) = self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
+            e.offer(rec);
+        }
     }
 
     /// Writes everything pending, from the first byte the sink has not taken. Returns whether

@@ -48,6 +48,9 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         parent_proxy(p).map_err(|m| invalid("upstream.proxy", m))?;
     }
     check_bundle(c).map_err(|(field, msg)| invalid(field, msg))?;
+    if let Some(o) = &c.telemetry.otlp {
+        o.check().map_err(|(field, msg)| invalid(field, msg))?;
+    }
     let l = &c.limits;
     for (field, v) in [
         ("limits.connect_timeout_ms", l.connect_timeout_ms),

@@ -21,6 +21,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
 pub const OWN_PREFIX: &str = "intentgate-";
 
+/// W3C trace context (continued, with OpenTelemetry export on; else passed through as is).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The value added to `Via` by this proxy.
 pub const VIA: &str = "1.1 intentgate";
 

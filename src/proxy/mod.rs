@@ -162,6 +162,14 @@ impl Proxy {
         let live = self.live.load_full();
         // Every record names the agent, also one refused before its decision.
         rec.agent = Arc::clone(live.audit_agent());
+        // With OpenTelemetry export on, the call's span in the agent's trace (its traceparent).
+        if self.cfg.telemetry.otlp.is_some() {
+            let parent = req
+                .headers()
+                .get(headers::TRACEPARENT)
+                .map(|v| v.as_bytes());
+            rec.trace = Some(crate::audit::Trace::continue_from(parent));
+        }
         // At debug level: recording a span costs ~12k instructions a request (a quarter of the
         // path) at the default `info`, where nothing inside a request logs; the few warnings that
         // can name their decision_id do so themselves.
@@ -341,6 +349,10 @@ impl Proxy {
             if let (Ok(k), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), tag(v)) {
                 h.insert(k, v);
             }
+        }
+        //    With a trace, the upstream's parent is this call's span.
+        if let Some(v) = rec.trace.as_ref().and_then(|t| tag(&t.header())) {
+            h.insert(headers::TRACEPARENT, v);
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
         if let Some(host) = tag(&authority.host_header(default_port)) {

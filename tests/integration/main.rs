@@ -40,6 +40,7 @@ mod learn;
 mod lifecycle;
 mod limits;
 mod ops;
+mod otlp;
 mod policy;
 mod replay;
 mod report;

@@ -1,0 +1,216 @@
+//! OTLP/HTTP JSON bodies (the OTLP specification's JSON encoding: ids as lowercase hex, 64-bit
+//! integers as strings) of a batch of calls: an `ExportTraceServiceRequest` with one span per
+//! call and an `ExportLogsServiceRequest` with one log record per call (its audit line as body).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::super::line::{self, string, uint};
+use super::super::trace::hex;
+use super::AuditRecord;
+use crate::vocab::Verdict;
+
+/// `SPAN_KIND_SERVER`: the call as intentgate served it.
+const KIND_SERVER: u8 = 2;
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// `"key":"decimal"` (OTLP JSON writes 64-bit integers as strings).
+fn int_field(out: &mut Vec<u8>, key: &str, n: u64) {
+    string(out, key);
+    out.extend_from_slice(b":\"");
+    uint(out, n);
+    out.push(b'"');
+}
+
+/// The attribute list's members, comma-separated, from (key, value) pairs.
+struct Attrs<'a>(&'a mut Vec<u8>, bool);
+
+impl Attrs<'_> {
+    fn sep(&mut self) {
+        if self.1 {
+            self.0.push(b',');
+        }
+        self.1 = true;
+    }
+
+    fn text(&mut self, key: &str, value: Option<&str>) {
+        let Some(v) = value.filter(|v| !v.is_empty()) else {
+            return;
+        };
+        self.sep();
+        self.0.extend_from_slice(b"{\"key\":");
+        string(self.0, key);
+        self.0.extend_from_slice(b",\"value\":{\"stringValue\":");
+        string(self.0, v);
+        self.0.extend_from_slice(b"}}");
+    }
+
+    fn int(&mut self, key: &str, v: u64) {
+        self.sep();
+        self.0.extend_from_slice(b"{\"key\":");
+        string(self.0, key);
+        self.0.extend_from_slice(b",\"value\":{");
+        int_field(self.0, "intValue", v);
+        self.0.extend_from_slice(b"}}");
+    }
+}
+
+/// `"resource":{...},"scope":` up to the scope's own object.
+fn resource(out: &mut Vec<u8>, service: &str, first: &AuditRecord) {
+    out.extend_from_slice(b"{\"resource\":{\"attributes\":[");
+    let mut a = Attrs(out, false);
+    a.text("service.name", Some(service));
+    a.text("service.version", Some(env!("CARGO_PKG_VERSION")));
+    a.text("service.instance.id", Some(&first.boot_id));
+    a.text("k8s.namespace.name", first.agent.namespace.as_deref());
+    out.extend_from_slice(b"]}");
+}
+
+fn scope(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"scope\":{\"name\":\"intentgate\",\"version\":");
+    string(out, env!("CARGO_PKG_VERSION"));
+    out.push(b'}');
+}
+
+/// What a span or log record says of its call.
+fn call_attributes(out: &mut Vec<u8>, rec: &AuditRecord) {
+    out.extend_from_slice(b"\"attributes\":[");
+    let mut a = Attrs(out, false);
+    a.text("http.request.method", Some(&rec.method));
+    a.text("url.scheme", rec.scheme.map(|s| s.as_str()));
+    a.text("server.address", Some(&rec.host));
+    a.int("server.port", u64::from(rec.port));
+    a.text("url.path", Some(&rec.path));
+    if rec.status != 0 {
+        a.int("http.response.status_code", u64::from(rec.status));
+    }
+    a.text("intentgate.agent", Some(&rec.agent.id));
+    a.text("intentgate.namespace", rec.agent.namespace.as_deref());
+    a.text("intentgate.intent", rec.intent.name.as_deref());
+    a.text("intentgate.decision", rec.decision.map(|d| d.as_str()));
+    a.text(
+        "intentgate.code",
+        rec.code.or(rec.error).map(|c| c.as_str()),
+    );
+    a.text("intentgate.decision_id", Some(&rec.decision_id));
+    a.text("intentgate.policy_revision", Some(&rec.policy_revision));
+    a.text("intentgate.connection", rec.connection.map(|c| c.as_str()));
+    out.push(b']');
+}
+
+/// Whether the call failed or was refused (span status ERROR, log severity WARN).
+fn refused(rec: &AuditRecord) -> bool {
+    matches!(rec.decision, Some(Verdict::Deny | Verdict::Error)) || rec.status >= 500
+}
+
+fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
+    let Some(t) = &rec.trace else { return };
+    let start = rec.at.map_or(0, nanos);
+    let took = Duration::from_secs_f64(rec.durations.total_ms.max(0.0) / 1000.0);
+    out.extend_from_slice(b"{\"traceId\":");
+    string(out, &hex(&t.trace_id));
+    out.extend_from_slice(b",\"spanId\":");
+    string(out, &hex(&t.span_id));
+    if let Some(p) = &t.parent {
+        out.extend_from_slice(b",\"parentSpanId\":");
+        string(out, &hex(p));
+    }
+    out.extend_from_slice(b",\"name\":");
+    string(out, &format!("{} {}", rec.method, rec.host));
+    out.extend_from_slice(b",\"kind\":");
+    uint(out, u64::from(KIND_SERVER));
+    out.push(b',');
+    int_field(out, "startTimeUnixNano", start);
+    out.push(b',');
+    int_field(
+        out,
+        "endTimeUnixNano",
+        start.saturating_add(took.as_nanos() as u64),
+    );
+    out.push(b',');
+    call_attributes(out, rec);
+    // STATUS_CODE_ERROR (2) for a refused or failed call; unset otherwise.
+    if refused(rec) {
+        out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
+        string(out, rec.reasons.first().map_or("", String::as_str));
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, line_buf: &mut Vec<u8>) {
+    let at = rec.at.map_or(0, nanos);
+    out.push(b'{');
+    int_field(out, "timeUnixNano", at);
+    out.push(b',');
+    int_field(out, "observedTimeUnixNano", nanos(SystemTime::now()));
+    // SEVERITY_NUMBER_INFO (9) / SEVERITY_NUMBER_WARN (13).
+    let (n, text) = if refused(rec) {
+        (13, "WARN")
+    } else {
+        (9, "INFO")
+    };
+    out.extend_from_slice(b",\"severityNumber\":");
+    uint(out, n);
+    out.extend_from_slice(b",\"severityText\":");
+    string(out, text);
+    line_buf.clear();
+    line::write(rec, line_buf);
+    out.extend_from_slice(b",\"body\":{\"stringValue\":");
+    string(out, &String::from_utf8_lossy(line_buf));
+    out.extend_from_slice(b"},");
+    call_attributes(out, rec);
+    if let Some(t) = &rec.trace {
+        out.extend_from_slice(b",\"traceId\":");
+        string(out, &hex(&t.trace_id));
+        out.extend_from_slice(b",\"spanId\":");
+        string(out, &hex(&t.span_id));
+    }
+    out.push(b'}');
+}
+
+/// `ExportTraceServiceRequest` of the batch.
+pub(super) fn traces(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 * batch.len());
+    out.extend_from_slice(b"{\"resourceSpans\":[");
+    if let Some(first) = batch.first() {
+        resource(&mut out, service, first);
+        out.extend_from_slice(b",\"scopeSpans\":[{");
+        scope(&mut out);
+        out.extend_from_slice(b",\"spans\":[");
+        for (i, rec) in batch.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            span(&mut out, rec);
+        }
+        out.extend_from_slice(b"]}]}");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// `ExportLogsServiceRequest` of the batch.
+pub(super) fn logs(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2048 * batch.len());
+    let mut line_buf = Vec::with_capacity(1024);
+    out.extend_from_slice(b"{\"resourceLogs\":[");
+    if let Some(first) = batch.first() {
+        resource(&mut out, service, first);
+        out.extend_from_slice(b",\"scopeLogs\":[{");
+        scope(&mut out);
+        out.extend_from_slice(b",\"logRecords\":[");
+        for (i, rec) in batch.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            log_record(&mut out, rec, &mut line_buf);
+        }
+        out.extend_from_slice(b"]}]}");
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
