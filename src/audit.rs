@@ -30,10 +30,12 @@ mod line;
 mod opa;
 mod otlp;
 mod read;
+mod shadow;
 mod trace;
 mod writer;
 
 pub use read::AuditLog;
+pub use shadow::Shadow;
 pub use trace::Trace;
 
 /// One decision, as written to the audit log, and read back from it (`learn`, the `run` summary).
@@ -96,6 +98,9 @@ pub struct AuditRecord {
     pub ended: Option<Ended>,
     #[serde(default)]
     pub durations: Durations,
+    /// The shadow policy's decision, when it disagreed with the live one (`policy.shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Box<Shadow>>,
     /// The call's place in the agent's trace (with `telemetry.otlp` on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub audit_blocked: IntGauge,
     /// `intentgate_otlp_calls_total{result}`: calls exported to OpenTelemetry, or dropped.
     pub otlp: IntCounterVec,
+    /// `intentgate_shadow_disagreements_total{intent,live,shadow}` (`policy.shadow`).
+    pub shadow_disagreements: IntCounterVec,
 }
 
 impl Metrics {
@@ -193,6 +195,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(otlp.clone()))?;
+        let shadow_disagreements = IntCounterVec::new(
+            Opts::new(
+                "intentgate_shadow_disagreements_total",
+                "Calls the shadow policy decided differently from the live one, by intent and both verdicts.",
+            ),
+            &["intent", "live", "shadow"],
+        )?;
+        registry.register(Box::new(shadow_disagreements.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -222,6 +232,7 @@ impl Metrics {
             audit_records_lost,
             audit_blocked,
             otlp,
+            shadow_disagreements,
         })
     }
 

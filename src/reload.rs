@@ -37,11 +37,26 @@ pub fn build_live(cfg: &Config, bundle: Option<&Bundle>) -> anyhow::Result<LiveP
         Agent::from_config(&cfg.agent, &|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
     let policy = PolicySet::load_with(cfg, bundle, &agent, false)
         .map_err(|e| anyhow::anyhow!("invalid policy: {e}"))?;
+    // The shadow policy: the same configuration with the candidate's paths (and never a
+    // bundle), compiled for the same agent.
+    let shadow = match &cfg.policy.shadow {
+        None => None,
+        Some(s) => {
+            let mut c = cfg.clone();
+            c.policy.paths.clone_from(&s.paths);
+            c.policy.bundle_url = None;
+            c.policy.shadow = None;
+            let set = PolicySet::load_with(&c, None, &agent, false)
+                .map_err(|e| anyhow::anyhow!("invalid shadow policy (policy.shadow): {e}"))?;
+            Some(set)
+        }
+    };
     Ok(LivePolicy::new(
         policy,
         agent,
         cfg.intent.clone().map(|i| (i, cfg.task.clone())),
-    ))
+    )
+    .with_shadow(shadow))
 }
 
 pub struct Reloader {
@@ -103,7 +118,11 @@ impl Reloader {
     /// tens of MiB).
     pub fn watched(&self) -> Watched {
         let mut w = Watched {
-            paths: self.config().policy.paths.clone(),
+            paths: {
+                let c = self.config();
+                let shadow = c.policy.shadow.iter().flat_map(|s| s.paths.iter().cloned());
+                c.policy.paths.iter().cloned().chain(shadow).collect()
+            },
         };
         if !self.source.starts_with('<') {
             w.paths.push(self.source.clone().into());

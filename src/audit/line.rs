@@ -88,6 +88,22 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"total_ms\":");
     float(out, rec.durations.total_ms);
     out.push(b'}');
+    if let Some(sh) = &rec.shadow {
+        out.extend_from_slice(b",\"shadow\":{\"decision\":");
+        string(out, sh.decision.as_str());
+        if let Some(c) = sh.code {
+            out.extend_from_slice(b",\"code\":");
+            string(out, c.as_str());
+        }
+        out.extend_from_slice(b",\"reasons\":[");
+        for (i, r) in sh.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, r);
+        }
+        out.extend_from_slice(b"]}");
+    }
     if let Some(t) = &rec.trace {
         out.extend_from_slice(b",\"trace\":{\"trace_id\":");
         string(out, &super::trace::hex(&t.trace_id));
@@ -229,6 +245,13 @@ mod tests {
                 upstream_ms: n as f64 / 7.0,
                 total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
             },
+            shadow: (n % 4 == 3).then(|| {
+                Box::new(crate::audit::Shadow {
+                    decision: Verdict::Allow,
+                    code: (n % 8 == 7).then_some(ErrorCode::IntentViolation),
+                    reasons: (0..n % 3).map(|i| format!("{text}{i}")).collect(),
+                })
+            }),
             trace: (n % 3 != 0).then(|| crate::audit::Trace {
                 trace_id: [n as u8; 16],
                 span_id: [0xab; 8],

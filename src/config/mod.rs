@@ -2,7 +2,7 @@
 //! that name the file, the field and the line.
 
 mod chunked;
-mod telemetry;
+mod evidence;
 mod tls;
 mod tokens;
 mod types;
@@ -14,7 +14,7 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
-pub use telemetry::*;
+pub use evidence::*;
 pub use tls::*;
 pub use tokens::*;
 pub use types::*;

@@ -204,6 +204,10 @@ pub struct PolicyConfig {
     pub watch_interval_ms: u64,
     /// Cache decisions when the loaded modules make that provably safe (see docs/policy.md).
     pub decision_cache: bool,
+    /// A candidate policy decided beside the live one on live traffic; only the live decision
+    /// is enforced, every disagreement is recorded and counted (docs/policy.md, "Shadow policy").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<super::ShadowConfig>,
 }
 
 impl Default for PolicyConfig {
@@ -220,6 +224,7 @@ impl Default for PolicyConfig {
             bundle_wait_ms: 30_000,
             watch_interval_ms: 1000,
             decision_cache: true,
+            shadow: None,
         }
     }
 }

@@ -48,6 +48,12 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
         parent_proxy(p).map_err(|m| invalid("upstream.proxy", m))?;
     }
     check_bundle(c).map_err(|(field, msg)| invalid(field, msg))?;
+    if c.policy.shadow.as_ref().is_some_and(|s| s.paths.is_empty()) {
+        return Err(invalid(
+            "policy.shadow.paths",
+            "names no policy: list the candidate's directories or files".into(),
+        ));
+    }
     if let Some(o) = &c.telemetry.otlp {
         o.check().map_err(|(field, msg)| invalid(field, msg))?;
     }

@@ -29,6 +29,8 @@ pub struct LivePolicy {
     audit_agent: Arc<AuditAgent>,
     /// The default intent and task (config / `--intent`).
     pub default_intent: Option<(String, Option<String>)>,
+    /// `policy.shadow`: decided beside `policy`, never enforced.
+    pub shadow: Option<PolicySet>,
 }
 
 impl LivePolicy {
@@ -51,7 +53,13 @@ impl LivePolicy {
             policy,
             agent,
             default_intent,
+            shadow: None,
         }
+    }
+
+    /// With a shadow policy (`policy.shadow`).
+    pub fn with_shadow(self, shadow: Option<PolicySet>) -> Self {
+        LivePolicy { shadow, ..self }
     }
 
     /// The agent as audit records carry it.
@@ -193,6 +201,9 @@ fn settle(
     // in any mode: `Decision::blocks`).
     let d = live.policy.decide(agent, &intent, facts);
     rec.durations.policy_us = d.policy_micros;
+    if let Some(shadow) = &live.shadow {
+        super::shadow::compare(shadow, live, metrics, &intent, facts, &d, rec);
+    }
     rec.mode = Some(d.mode);
     rec.reasons.clone_from(&d.reasons);
     // A policy that could not decide, and the native tunnel rule, name themselves in the record.
@@ -200,13 +211,7 @@ fn settle(
         .code
         .filter(|c| matches!(c, ErrorCode::PolicyError | ErrorCode::PortNotInScope));
     rec.code = (!d.allow).then(|| d.code.unwrap_or(ErrorCode::IntentViolation));
-    let verdict = if d.allow {
-        Verdict::Allow
-    } else if d.blocks() {
-        Verdict::Deny
-    } else {
-        Verdict::WouldDeny
-    };
+    let verdict = verdict(&d);
     rec.decision = Some(verdict);
     if facts.opens_tunnel() {
         // Not a call of its own (its requests are): counted only when the tunnel rule refuses.
@@ -232,13 +237,29 @@ fn settle(
     Ok((d, intent))
 }
 
-/// `intentgate_requests_total`, with the intent label bounded to catalog names.
-fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    let label = match intent.name.as_deref() {
+/// The intent as a metric label: bounded to catalog names.
+pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str {
+    match intent.name.as_deref() {
         None => "none",
         Some(n) if live.policy.catalog().contains(n) => n,
         Some(_) => "unknown",
-    };
+    }
+}
+
+/// The verdict a decision is recorded as.
+pub(super) fn verdict(d: &Decision) -> Verdict {
+    if d.allow {
+        Verdict::Allow
+    } else if d.blocks() {
+        Verdict::Deny
+    } else {
+        Verdict::WouldDeny
+    }
+}
+
+/// `intentgate_requests_total`, with the intent label bounded to catalog names.
+fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
+    let label = intent_label(live, intent);
     metrics
         .requests
         .with_label_values(&[decision.as_str(), mode.as_str(), label])

@@ -14,6 +14,7 @@ mod rate;
 mod respond;
 mod sender;
 mod setup;
+mod shadow;
 mod stub;
 pub mod transparent;
 pub mod tunnel;

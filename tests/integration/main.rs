@@ -49,6 +49,7 @@ mod run_details;
 mod runtimes;
 mod sdks;
 mod selfaddr;
+mod shadow;
 mod token;
 mod transparent;
 mod tunnel_refusals;

@@ -1,4 +1,7 @@
-//! `telemetry:`: OpenTelemetry export (off unless `telemetry.otlp.endpoint` is set).
+//! Evidence settings: `telemetry:` (OpenTelemetry export, off unless `telemetry.otlp.endpoint`
+//! is set) and `policy.shadow` (a candidate policy decided beside the live one).
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,4 +69,12 @@ impl OtlpConfig {
         }
         Ok(())
     }
+}
+
+/// `policy.shadow`: the candidate policy's directories and files (Rego, data, catalogs), loaded
+/// like `policy.paths` (with the builtin policy and `intents` as the live one has them).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub paths: Vec<PathBuf>,
 }
