@@ -11,6 +11,8 @@
 # nginx and oha (bench/load.sh installs the last two). Everything runs on 127.0.0.1.
 # KEEP_CALLGRIND=PREFIX keeps each profile as PREFIX.<basename of BIN> (for callgrind_annotate).
 # The proxy logs at INTENTGATE_LOG (default info, as a deployment does).
+# EXTRA_YAML (optional) is appended to the proxy's config, e.g. a feature to measure on and off:
+#   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -36,7 +38,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -78,6 +80,7 @@ EOF
     if [[ -n "$dns_miss" ]]; then
         echo "dns: {servers: [\"127.0.0.1:$(cat "$tmp/dns.port")\"], cache_ttl_ms: 600000}" >>"$tmp/proxy.yaml"
     fi
+    if [[ -n "${EXTRA_YAML:-}" ]]; then echo "$EXTRA_YAML" >>"$tmp/proxy.yaml"; fi
     url=http://127.0.0.1:$up/small
     trust=()
     if [[ -n "$https" ]]; then
