@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditAgent, AuditRecord};
 use crate::config::{self, Config};
 use crate::identity::{Agent, OwnerSource};
 use crate::intent::{Intent, IntentSource};
@@ -123,7 +123,7 @@ impl Judge {
         if !set.unrecorded.is_empty() {
             return Ok(Err(set.unrecorded.clone()));
         }
-        let d = set.policy.decide(&call.agent, &call.intent, &call.facts());
+        let d = set.policy.decide(call.agent, &call.intent, &call.facts());
         let verdict = if d.allow {
             Verdict::Allow
         } else if d.blocks() {
@@ -142,27 +142,45 @@ impl Judge {
 /// A record turned back into what the proxy decided on.
 struct Recorded<'a> {
     rec: &'a AuditRecord,
-    agent: Agent,
+    agent: &'a Agent,
     intent: Intent,
+}
+
+/// The identities of the records seen so far, by agent id (built once per agent, not per call).
+#[derive(Default)]
+struct Agents(HashMap<String, Agent>);
+
+impl Agents {
+    fn of(&mut self, a: &AuditAgent) -> &Agent {
+        let known = self.0.get(&a.id).is_some_and(|k| {
+            k.namespace == a.namespace
+                && k.service_account == a.service_account
+                && k.owner == a.owner
+                && k.spiffe_id == a.spiffe_id
+        });
+        if !known {
+            let agent = Agent {
+                id: a.id.clone(),
+                namespace: a.namespace.clone(),
+                service_account: a.service_account.clone(),
+                owner: a.owner.clone(),
+                owner_source: a.owner.as_ref().map(|_| OwnerSource::Config),
+                spiffe_id: a.spiffe_id.clone(),
+                // Records do not carry labels.
+                labels: BTreeMap::new(),
+                // Expiry is a matter of when, not of the policy: not replayed.
+                expires: None,
+            };
+            self.0.insert(a.id.clone(), agent);
+        }
+        &self.0[&a.id]
+    }
 }
 
 impl<'a> Recorded<'a> {
     /// `None` for a call refused before the policy was asked (it has no mode).
-    fn of(rec: &'a AuditRecord) -> Option<Self> {
+    fn of(rec: &'a AuditRecord, agents: &'a mut Agents) -> Option<Self> {
         rec.mode?;
-        let a = &rec.agent;
-        let agent = Agent {
-            id: a.id.clone(),
-            namespace: a.namespace.clone(),
-            service_account: a.service_account.clone(),
-            owner: a.owner.clone(),
-            owner_source: a.owner.as_ref().map(|_| OwnerSource::Config),
-            spiffe_id: a.spiffe_id.clone(),
-            // Records do not carry labels.
-            labels: BTreeMap::new(),
-            // Expiry is a matter of when, not of the policy: not replayed.
-            expires: None,
-        };
         let intent = Intent {
             name: rec.intent.name.clone(),
             task: rec.intent.task.clone(),
@@ -170,7 +188,11 @@ impl<'a> Recorded<'a> {
             verified: rec.intent.verified,
             claims: serde_json::Map::new(),
         };
-        Some(Recorded { rec, agent, intent })
+        Some(Recorded {
+            rec,
+            agent: agents.of(&rec.agent),
+            intent,
+        })
     }
 
     fn facts(&self) -> RequestFacts<'_> {
@@ -247,9 +269,10 @@ fn replay(opts: &Options) -> Result<Changes, String> {
     let mut base = opts.base.as_deref().map(Judge::open).transpose()?;
     let mut changes = Changes::new(&opts.candidate, opts.base.as_deref());
     let mut unreadable = 0;
+    let mut agents = Agents::default();
     for path in &opts.audit {
         let each = |rec: &AuditRecord| -> Result<(), String> {
-            let Some(call) = Recorded::of(rec) else {
+            let Some(call) = Recorded::of(rec, &mut agents) else {
                 changes.not_decided += 1;
                 return Ok(());
             };

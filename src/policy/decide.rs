@@ -131,8 +131,11 @@ impl PolicySet {
             ))
         } else {
             let mut key = Vec::new();
+            // The agent is constant in the key: another agent's call (replay) is cached only
+            // when no module reads `input.agent`.
+            const AGENT: u64 = input::bit("agent");
             let cacheable = !want_input
-                && *agent == self.agent
+                && (self.reads & AGENT == 0 || *agent == self.agent)
                 && match &self.cache_plan {
                     cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, &mut key),
                     cache::Plan::Disabled(_) => false,

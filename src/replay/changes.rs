@@ -1,8 +1,10 @@
 //! What a replay found: the calls whose decision the candidate changes, grouped by agent, intent,
 //! destination and the two answers, with counts; printed as text, JSON or Markdown.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ pub(super) struct Side {
 
 /// An answer as calls are grouped by it: the verdict and code (reasons often name the call's
 /// own path, so one reason of the group is kept as its example).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Answer {
     verdict: Verdict,
     code: Option<&'static str>,
@@ -52,7 +54,7 @@ impl Answer {
 }
 
 /// How the candidate changes a call's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Change {
     /// Allowed before, not allowed by the candidate (denied, or would-denied in monitor mode).
     NewDenial,
@@ -92,7 +94,9 @@ pub(super) struct Changes {
     /// Calls a policy could decide only from fields records lack, and those fields.
     undecidable: u64,
     lacking: BTreeSet<&'static str>,
-    groups: BTreeMap<Key, Group>,
+    /// Groups by a hash of their key (looked up without building the key: most calls of a
+    /// replay that changes much fall into a group that exists).
+    groups: HashMap<u64, Vec<(Key, Group)>>,
 }
 
 impl Changes {
@@ -105,7 +109,7 @@ impl Changes {
             unreadable: 0,
             undecidable: 0,
             lacking: BTreeSet::new(),
-            groups: BTreeMap::new(),
+            groups: HashMap::new(),
         }
     }
 
@@ -126,6 +130,28 @@ impl Changes {
             (false, true) => Change::NewGrant,
             _ => return,
         };
+        let mut h = DefaultHasher::new();
+        (
+            change,
+            &rec.agent.id,
+            &rec.intent.name,
+            &rec.host,
+            rec.port,
+            b,
+            a,
+        )
+            .hash(&mut h);
+        let bucket = self.groups.entry(h.finish()).or_default();
+        let same = |k: &Key| {
+            (k.change, k.port, k.before, k.after) == (change, rec.port, b, a)
+                && k.agent == rec.agent.id
+                && k.intent == rec.intent.name
+                && k.host == rec.host
+        };
+        if let Some((_, g)) = bucket.iter_mut().find(|(k, _)| same(k)) {
+            g.calls += 1;
+            return;
+        }
         let key = Key {
             change,
             agent: rec.agent.id.clone(),
@@ -135,14 +161,12 @@ impl Changes {
             before: b,
             after: a,
         };
-        self.groups
-            .entry(key)
-            .or_insert_with(|| Group {
-                calls: 0,
-                example: format!("{} {}", rec.method, rec.path),
-                reasons: [before.reason, after.reason],
-            })
-            .calls += 1;
+        let group = Group {
+            calls: 1,
+            example: format!("{} {}", rec.method, rec.path),
+            reasons: [before.reason, after.reason],
+        };
+        bucket.push((key, group));
     }
 
     /// Calls changed this way.
@@ -150,8 +174,17 @@ impl Changes {
         self.of(change).map(|(_, g)| g.calls).sum()
     }
 
+    /// The groups changed this way, the largest first.
     fn of(&self, change: Change) -> impl Iterator<Item = (&Key, &Group)> {
-        self.groups.iter().filter(move |(k, _)| k.change == change)
+        let mut groups: Vec<_> = self
+            .groups
+            .values()
+            .flatten()
+            .filter(|(k, _)| k.change == change)
+            .map(|(k, g)| (k, g))
+            .collect();
+        groups.sort_by(|(ka, ga), (kb, gb)| gb.calls.cmp(&ga.calls).then_with(|| ka.cmp(kb)));
+        groups.into_iter()
     }
 
     fn base_name(&self) -> String {

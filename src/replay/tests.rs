@@ -101,3 +101,23 @@ fn a_broken_candidate_is_refused_naming_its_file() {
     let e = replay(&opts).err().unwrap();
     assert!(e.contains("bad.yaml"), "{e}");
 }
+
+#[test]
+fn a_policy_reading_the_agent_is_decided_per_record_not_from_a_cache_of_another_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.rego",
+        "package intentgate.namespace\nimport rego.v1\ndeny contains \"b\" if input.agent.id == \"b1\"\n",
+    );
+    let cfg = format!(
+        "{CATALOG}policy:\n  paths: [{}]\n",
+        dir.path().join("a.rego").display()
+    );
+    let a1 = record("GET", "/a", "allow", None);
+    let b1 = a1.replace("\"id\":\"a1\"", "\"id\":\"b1\"");
+    let c = run(&cfg, None, &(a1.clone() + &b1 + &a1));
+    let j = c.json();
+    assert_eq!(j["new_denials"]["calls"], 1, "{j}");
+    assert_eq!(j["new_denials"]["groups"][0]["agent"], "b1", "{j}");
+}
