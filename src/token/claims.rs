@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a token was refused. The messages name what failed and never contain the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +59,8 @@ impl TokenError {
 }
 
 /// The verified claims of an intent token. Claims we do not know are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Serialised for the policy input (`input.intent.token`), an absent claim as null.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IntentClaims {
     pub iss: String,
     #[serde(deserialize_with = "one_or_many")]
