@@ -21,6 +21,19 @@ pub struct IntentTokensConfig {
     pub header: String,
     /// Verified tokens kept (by hash, until `exp`).
     pub cache_entries: usize,
+    /// `run --intent-token FILE`: the token presented for the calls that bring none.
+    #[serde(skip)]
+    pub presented: Option<PresentedToken>,
+}
+
+/// A token text that is never printed (`Debug` shows only that there is one).
+#[derive(Clone, PartialEq)]
+pub struct PresentedToken(pub String);
+
+impl std::fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresentedToken(..)")
+    }
 }
 
 impl Default for IntentTokensConfig {
@@ -32,6 +45,7 @@ impl Default for IntentTokensConfig {
             required: false,
             header: "intentgate-intent-token".into(),
             cache_entries: 4096,
+            presented: None,
         }
     }
 }

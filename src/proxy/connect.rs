@@ -63,6 +63,7 @@ impl Proxy {
         };
         gate::note(rec, mode, Scheme::Https, &authority, None);
         let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        let intent_token = gate::header_token(req.headers(), self.intent_tokens.header())?;
         let facts = RequestFacts {
             id: "",
             protocol: Protocol::Http11,
@@ -84,6 +85,7 @@ impl Proxy {
         let call = gate::Call {
             facts,
             declared,
+            intent_token,
             bodyless_with_body: None,
         };
         let decided = self.decide(live, rec, call).await;

@@ -9,6 +9,7 @@ mod failure;
 pub mod gate;
 pub mod headers;
 mod inspect;
+pub(crate) mod intent_token;
 mod intercept;
 mod rate;
 mod respond;
@@ -78,6 +79,8 @@ pub struct Proxy {
     pub audit: Audit,
     /// The agent-facing admin endpoints at the admin listener's address (src/proxy/door.rs).
     door: std::sync::OnceLock<door::Door>,
+    /// Signed intent tokens (src/proxy/intent_token.rs).
+    pub(crate) intent_tokens: intent_token::IntentTokens,
 }
 
 /// One client connection of the proxy listener, as its requests share it.
@@ -294,6 +297,7 @@ impl Proxy {
         //    session > default, the policy; enforce blocks; then the name of what may go is
         //    resolved and vetted (the connection later dials only vetted addresses of it).
         let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        let intent_token = gate::header_token(req.headers(), self.intent_tokens.header())?;
         let facts = RequestFacts {
             id: "",
             protocol: req.version().into(),
@@ -315,6 +319,7 @@ impl Proxy {
         let call = gate::Call {
             facts,
             declared,
+            intent_token,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
         let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
