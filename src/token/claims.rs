@@ -59,24 +59,34 @@ impl TokenError {
 }
 
 /// The verified claims of an intent token. Claims we do not know are ignored.
-/// Serialised for the policy input (`input.intent.token`), an absent claim as null.
+/// Serialised for the policy input (`input.intent.token`) without the absent claims.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IntentClaims {
     pub iss: String,
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     pub intent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     pub exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     /// Narrowing claims: they may only narrow what the catalog's intent allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
 }
 

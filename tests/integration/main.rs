@@ -46,6 +46,7 @@ mod runtimes;
 mod sdks;
 mod selfaddr;
 mod token;
+mod tokwire;
 mod transparent;
 mod tunnel_refusals;
 mod upstreams;
