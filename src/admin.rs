@@ -181,6 +181,9 @@ async fn endpoint(
             &json!({"status": "starting"}),
         ),
         (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(state)),
+        (&Method::GET, "/.well-known/jwks.json") => {
+            json_response(StatusCode::OK, &state.proxy.attestation.jwks())
+        }
         (&Method::PUT, "/v1/intent") => {
             let b = read_json::<IntentBody>(req, wait).await?;
             if let Some(t) = &b.token {

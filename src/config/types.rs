@@ -33,6 +33,7 @@ pub struct Config {
     pub headers: HeaderNames,
     pub admin: AdminConfig,
     pub intent_tokens: super::IntentTokensConfig,
+    pub attestation: super::AttestationConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,

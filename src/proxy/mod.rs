@@ -1,6 +1,7 @@
 //! The request pipeline: every request the agent sends passes through `Proxy::handle`, in the
 //! order written down in `forward` (one comment per step, so a reader finds the path in one place).
 
+mod attest;
 mod audited;
 mod connect;
 mod dns;
@@ -81,6 +82,8 @@ pub struct Proxy {
     door: std::sync::OnceLock<door::Door>,
     /// Signed intent tokens (src/proxy/intent_token.rs).
     pub(crate) intent_tokens: intent_token::IntentTokens,
+    /// Attestations of forwarded requests (src/proxy/attest.rs).
+    pub(crate) attestation: attest::Attestation,
 }
 
 /// One client connection of the proxy listener, as its requests share it.
@@ -360,6 +363,9 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
+        // 8c. The signed attestation of what was vetted, bound to what goes upstream, when
+        //     the intent attests (src/proxy/attest.rs).
+        self.attest(&mut req, live, &intent, rec, &authority.host, &pq)?;
         if let Some(ws) = ws {
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }

@@ -66,6 +66,9 @@ impl Proxy {
         let intent_tokens =
             super::intent_token::IntentTokens::new(&cfg.intent_tokens, &p.live.agent)?;
         strip.push(intent_tokens.header().clone());
+        // Nor does an attestation the agent made up.
+        let attestation = super::attest::Attestation::new(&cfg.attestation, &p.live.agent)?;
+        strip.push(attestation.header().clone());
         Ok(Self {
             upstreams,
             dialer,
@@ -84,6 +87,7 @@ impl Proxy {
             audit: p.audit,
             door: std::sync::OnceLock::new(),
             intent_tokens,
+            attestation,
             cfg,
         })
     }

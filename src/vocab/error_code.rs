@@ -123,6 +123,8 @@ super::words! {
         IntentTokenMismatch = "intent_token_mismatch",
         /// A call outside the intent token's narrowing claims (`hosts`, `methods`, `paths`).
         OutsideTokenScope = "outside_token_scope",
+        /// A request's attestation could not be signed; it is not forwarded without one.
+        AttestationFailed = "attestation_failed",
     }
 }
 
