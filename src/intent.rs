@@ -201,13 +201,22 @@ pub fn resolve_at(
     default: Option<(&str, Option<&str>)>,
     now: Instant,
 ) -> Intent {
+    resolve_with(header, session.get_shared(now).as_deref(), default)
+}
+
+/// `resolve` with the session intent in force already read.
+pub fn resolve_with(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+) -> Intent {
     let pick = |(name, task): (&str, Option<&str>), source| {
         present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
     };
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
         return i;
     }
-    if let Some(s) = session.get_shared(now) {
+    if let Some(s) = session {
         return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
     }
     default

@@ -131,8 +131,8 @@ pub struct AttestationConfig {
     pub enabled: bool,
     /// The request header that carries it (lowercase; `Txn-Token` on the wire is the same).
     pub header: String,
-    /// An Ed25519 PKCS#8 PEM key (`intentgate token keygen`); re-read when it changes. Without
-    /// one, a key is made at start (local use: it changes at every start).
+    /// An Ed25519 PKCS#8 PEM key (`intentgate token keygen`), read at start. Without one, a
+    /// key is made at start (local use: it changes at every start).
     pub key_file: Option<PathBuf>,
     /// `iss` of the attestations; default this agent's SPIFFE id, else its id.
     pub issuer: Option<String>,

@@ -152,10 +152,11 @@ impl IntentTokens {
         if facts.opens_tunnel() {
             return Ok(intent::resolve(declared, session, default));
         }
+        // The session is read once (a shared lock), for its token and for its bare name.
         let current = session.get_shared(Instant::now());
         let session_token = current.as_ref().and_then(|s| s.token.as_deref());
         let Some(token) = token.or(session_token).or(self.presented.as_deref()) else {
-            let intent = intent::resolve(declared, session, default);
+            let intent = intent::resolve_with(declared, current.as_deref(), default);
             return match intent.name.as_deref() {
                 Some(n) if self.required || live.policy.catalog().requires_token(n) => {
                     Err(self.required(&intent))
