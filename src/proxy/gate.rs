@@ -2,9 +2,10 @@
 //! intercepted tunnel, on a transparent connection), a spliced CONNECT, the CONNECT of a tunnel to
 //! be intercepted, and a transparent connection decided on its destination alone. In order:
 //! destination safety that needs no lookup; who is calling (never from the request); which intent
-//! is in force (header > session > default); the policy's answer (its native rules, then Rego);
-//! its enforcement (enforce blocks, monitor records); then, for a call that may go, its name
-//! resolved and every address vetted. Nothing denied is ever looked up in DNS.
+//! is in force (token > header > session > default, src/proxy/intent_token.rs); the policy's
+//! answer (its native rules, then Rego); its enforcement (enforce blocks, monitor records); then,
+//! for a call that may go, its name resolved and every address vetted. Nothing denied is ever
+//! looked up in DNS.
 
 use std::sync::Arc;
 
