@@ -61,14 +61,6 @@ impl LivePolicy {
     }
 }
 
-/// The intent token in the request's headers (a duplicate refused).
-pub fn header_token<'a>(
-    h: &'a HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'a str>, ProxyError> {
-    headers::single_value(h, name)
-}
-
 /// The intent the agent declared in headers (both values checked for duplicates).
 pub fn header_intent<'a>(
     h: &'a HeaderMap,
