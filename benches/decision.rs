@@ -91,6 +91,7 @@ impl Case {
                 source: IntentSource::Header,
                 verified: false,
                 claims: Default::default(),
+                token: None,
             },
             headers,
             host: format!("api7.svc{mid}.example.com"),

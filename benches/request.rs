@@ -59,6 +59,7 @@ fn bench(c: &mut Criterion) {
         source: IntentSource::Header,
         verified: false,
         claims: Default::default(),
+        token: None,
     };
     let request_headers = agent_headers();
     let facts = RequestFacts {

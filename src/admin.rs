@@ -5,6 +5,7 @@
 mod access;
 mod door;
 mod reply;
+mod token;
 
 pub(crate) use door::AgentEndpoints;
 
@@ -107,9 +108,12 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IntentBody {
+    #[serde(default)]
     name: String,
     task: Option<String>,
     ttl_seconds: Option<u64>,
+    /// A signed intent token that declares the session intent (src/admin/token.rs).
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -177,8 +181,14 @@ async fn endpoint(
             &json!({"status": "starting"}),
         ),
         (&Method::GET, "/v1/intent") => json_response(StatusCode::OK, &intent_view(state)),
+        (&Method::GET, "/.well-known/jwks.json") => {
+            json_response(StatusCode::OK, &state.proxy.attestation.jwks())
+        }
         (&Method::PUT, "/v1/intent") => {
             let b = read_json::<IntentBody>(req, wait).await?;
+            if let Some(t) = &b.token {
+                return token::set_session(state, t, &b.name, b.ttl_seconds);
+            }
             if b.name.trim().is_empty() {
                 return Err(AdminError::client(
                     StatusCode::BAD_REQUEST,
@@ -221,6 +231,9 @@ fn set_session(state: &AdminState, b: &IntentBody) -> Result<Response<Body>, Adm
     let live = state.proxy.live.load();
     if let Err(r) = live.policy.claim(&live.agent, name) {
         return Err(AdminError::claim(r, &live.agent.id, name));
+    }
+    if let Some(r) = state.proxy.intent_tokens.bare_session(&live, name) {
+        return Err(AdminError::token(r, &live.agent.id));
     }
     let s = state.proxy.session.set(
         name,

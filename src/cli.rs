@@ -248,8 +248,12 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => token::run(cmd),
         Command::Run(a) => crate::run::run(crate::run::RunRequest {
             config: {
-                let c = a.config;
-                std::sync::Arc::new(move || c.load().map_err(|e| e.to_string()))
+                let (c, token) = (a.config, a.intent_token);
+                std::sync::Arc::new(move || {
+                    let mut l = c.load().map_err(|e| e.to_string())?;
+                    crate::run::present_token(&mut l, token.as_deref())?;
+                    Ok(l)
+                })
             },
             report: a.report,
             audit: a.audit,

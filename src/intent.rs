@@ -1,11 +1,13 @@
 //! What the agent declared it is doing, and how: a per-request header, a session intent set on
-//! the admin API, a (planned) signed token, or the configured default. Precedence, strongest
-//! first: header > session > default.
+//! the admin API, a signed intent token (src/proxy/intent_token.rs), or the configured default.
+//! Precedence, strongest first: token > header > session > default.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::token::IntentClaims;
 
 /// How an intent was declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub enum IntentSource {
     Header,
     Session,
-    /// A signed intent token (planned).
+    /// A verified signed intent token.
     Token,
     Default,
     None,
@@ -41,6 +43,9 @@ pub struct Intent {
     pub verified: bool,
     /// Claims of a signed token (empty otherwise).
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The verified claims of the intent token it was declared with (`input.intent.token`).
+    #[serde(skip)]
+    pub token: Option<Arc<IntentClaims>>,
 }
 
 impl Intent {
@@ -56,6 +61,19 @@ impl Intent {
             source,
             verified: false,
             claims: serde_json::Map::new(),
+            token: None,
+        }
+    }
+
+    /// The intent a verified token declares.
+    pub fn from_token(claims: Arc<IntentClaims>) -> Self {
+        Intent {
+            name: Some(claims.intent.clone()),
+            task: claims.task.clone(),
+            source: IntentSource::Token,
+            verified: true,
+            claims: serde_json::Map::new(),
+            token: Some(claims),
         }
     }
 }
@@ -70,6 +88,24 @@ pub struct SessionIntent {
     /// When it stops applying (monotonic, so clock changes do not extend or cut it).
     #[serde(skip)]
     deadline: Option<Instant>,
+    /// The intent token it was set with (`PUT /v1/intent {"token": …}`), verified again on
+    /// every request (a cache hit); never shown.
+    #[serde(skip)]
+    pub token: Option<Arc<str>>,
+}
+
+impl SessionIntent {
+    fn new(name: &str, task: Option<&str>, ttl: Option<Duration>, now: Instant) -> Self {
+        SessionIntent {
+            name: name.trim().to_string(),
+            task: task.and_then(present),
+            expires: ttl
+                .and_then(|t| SystemTime::now().checked_add(t))
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
+            deadline: ttl.and_then(|t| now.checked_add(t)),
+            token: None,
+        }
+    }
 }
 
 /// Holds the session intent. Reads take a shared lock; writes are rare.
@@ -96,14 +132,24 @@ impl SessionStore {
         ttl: Option<Duration>,
         now: Instant,
     ) -> SessionIntent {
-        let s = SessionIntent {
-            name: name.trim().to_string(),
-            task: task.and_then(present),
-            expires: ttl
-                .and_then(|t| SystemTime::now().checked_add(t))
-                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
-            deadline: ttl.and_then(|t| now.checked_add(t)),
-        };
+        self.store(SessionIntent::new(name, task, ttl, now))
+    }
+
+    /// Sets a session intent declared by a verified intent token, for `ttl` (at most the
+    /// token's own remaining life, which the caller passes).
+    pub fn set_token(
+        &self,
+        token: &str,
+        name: &str,
+        task: Option<&str>,
+        ttl: Duration,
+    ) -> SessionIntent {
+        let mut s = SessionIntent::new(name, task, Some(ttl), Instant::now());
+        s.token = Some(Arc::from(token));
+        self.store(s)
+    }
+
+    fn store(&self, s: SessionIntent) -> SessionIntent {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(s.clone()));
         s
     }
@@ -113,7 +159,8 @@ impl SessionStore {
         self.get_shared(now).map(|s| (*s).clone())
     }
 
-    fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
+    /// The session intent in force at `now`, shared.
+    pub(crate) fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
         let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(s) if s.deadline.is_none_or(|d| now < d) => Some(Arc::clone(s)),
@@ -154,13 +201,22 @@ pub fn resolve_at(
     default: Option<(&str, Option<&str>)>,
     now: Instant,
 ) -> Intent {
+    resolve_with(header, session.get_shared(now).as_deref(), default)
+}
+
+/// `resolve` with the session intent in force already read.
+pub fn resolve_with(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+) -> Intent {
     let pick = |(name, task): (&str, Option<&str>), source| {
         present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
     };
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
         return i;
     }
-    if let Some(s) = session.get_shared(now) {
+    if let Some(s) = session {
         return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
     }
     default

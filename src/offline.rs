@@ -212,6 +212,7 @@ fn explain_with(
             source: IntentSource::Header,
             verified: false,
             claims: Default::default(),
+            token: None,
         },
         None => intent::resolve(
             None,

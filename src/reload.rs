@@ -377,6 +377,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.headers != new.headers || old.dns != new.dns {
         out.push("headers/dns");
     }
+    if old.intent_tokens != new.intent_tokens {
+        out.push("intent_tokens");
+    }
     let (o, n) = (&old.policy, &new.policy);
     if (&o.bundle_url, &o.bundle_ca, o.bundle_poll_ms)
         != (&n.bundle_url, &n.bundle_ca, n.bundle_poll_ms)

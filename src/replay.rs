@@ -40,6 +40,7 @@ pub struct Options {
 /// differently from the live one for that reason alone.
 const UNRECORDED: &[&str] = &[
     "intent.claims",
+    "intent.token",
     "request.protocol",
     "request.query",
     "request.headers",
@@ -187,6 +188,7 @@ impl<'a> Recorded<'a> {
             source: rec.intent.source.unwrap_or(IntentSource::None),
             verified: rec.intent.verified,
             claims: serde_json::Map::new(),
+            token: None,
         };
         Some(Recorded {
             rec,

@@ -24,7 +24,10 @@ pub(super) enum Access {
 impl Access {
     pub(super) fn of(method: &Method, path: &str) -> Self {
         match (method, path) {
-            (&Method::GET, "/healthz" | "/readyz" | "/metrics") => Access::Probe,
+            // The attestation keys are public: upstreams fetch them from anywhere.
+            (&Method::GET, "/healthz" | "/readyz" | "/metrics" | "/.well-known/jwks.json") => {
+                Access::Probe
+            }
             (&Method::PUT | &Method::DELETE, "/v1/intent") | (&Method::POST, "/v1/reload") => {
                 Access::Mutate
             }

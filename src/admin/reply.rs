@@ -52,6 +52,18 @@ impl AdminError {
         }
     }
 
+    /// An intent token refused for the session (403, its own code; the token never echoed).
+    pub(super) fn token(r: crate::proxy::intent_token::Refusal, agent: &str) -> Self {
+        AdminError {
+            status: StatusCode::FORBIDDEN,
+            blame: Blame::Policy,
+            code: r.code,
+            reason: r.reason,
+            hint: Cow::Owned(r.hint),
+            claim: r.intent.map(|i| (agent.to_string(), i)),
+        }
+    }
+
     /// A session intent the catalog does not let `agent` claim.
     pub(super) fn claim(r: crate::policy::ClaimRefusal, agent: &str, intent: &str) -> Self {
         AdminError {

@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// kernel does not allow it; never runs CMD without it.
     #[arg(long)]
     pub isolate: bool,
+    /// A signed intent token (a file holding the compact JWS) presented for every call of the
+    /// command that brings none of its own; re-read on reload.
+    #[arg(long, value_name = "FILE")]
+    pub intent_token: Option<PathBuf>,
     /// The agent command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

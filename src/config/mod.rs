@@ -127,6 +127,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
         .iter_mut()
         .filter_map(|i| i.jwks_file.as_mut())
         .chain(tokens.revoked.as_mut())
+        .chain(config.attestation.key_file.as_mut())
     {
         if p.is_relative() {
             *p = base.join(&*p);

@@ -21,6 +21,19 @@ pub struct IntentTokensConfig {
     pub header: String,
     /// Verified tokens kept (by hash, until `exp`).
     pub cache_entries: usize,
+    /// `run --intent-token FILE`: the token presented for the calls that bring none.
+    #[serde(skip)]
+    pub presented: Option<PresentedToken>,
+}
+
+/// A token text that is never printed (`Debug` shows only that there is one).
+#[derive(Clone, PartialEq)]
+pub struct PresentedToken(pub String);
+
+impl std::fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresentedToken(..)")
+    }
 }
 
 impl Default for IntentTokensConfig {
@@ -32,6 +45,7 @@ impl Default for IntentTokensConfig {
             required: false,
             header: "intentgate-intent-token".into(),
             cache_entries: 4096,
+            presented: None,
         }
     }
 }
@@ -104,6 +118,67 @@ pub fn validate_intent_tokens(t: &IntentTokensConfig) -> Result<(), (String, Str
     }
     if let Some(r) = &t.revoked {
         std::fs::read(r).map_err(|e| (field("revoked"), format!("{}: {e}", r.display())))?;
+    }
+    Ok(())
+}
+
+/// Attestations of forwarded requests (`attestation:`): a signed statement (compact JWS,
+/// Ed25519) of what was vetted, added to each forwarded request for the upstream to verify.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationConfig {
+    /// Attest every forwarded request; else only those under intents with `attest: true`.
+    pub enabled: bool,
+    /// The request header that carries it (lowercase; `Txn-Token` on the wire is the same).
+    pub header: String,
+    /// An Ed25519 PKCS#8 PEM key (`intentgate token keygen`), read at start. Without one, a
+    /// key is made at start (local use: it changes at every start).
+    pub key_file: Option<PathBuf>,
+    /// `iss` of the attestations; default this agent's SPIFFE id, else its id.
+    pub issuer: Option<String>,
+    /// How long an attestation is valid, in seconds (1 to 60).
+    pub ttl_seconds: u64,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            header: "txn-token".into(),
+            key_file: None,
+            issuer: None,
+            ttl_seconds: 60,
+        }
+    }
+}
+
+/// Checks the `attestation` section; the error names the field.
+pub fn validate_attestation(a: &AttestationConfig) -> Result<(), (String, String)> {
+    let field = |f: &str| format!("attestation.{f}");
+    if !(1..=60).contains(&a.ttl_seconds) {
+        return Err((field("ttl_seconds"), "must be between 1 and 60".into()));
+    }
+    if http::HeaderName::from_bytes(a.header.as_bytes()).is_err()
+        || a.header.chars().any(|c| c.is_ascii_uppercase())
+    {
+        return Err((
+            field("header"),
+            format!("'{}' is not a valid lowercase header name", a.header),
+        ));
+    }
+    if let Some(k) = &a.key_file {
+        // Read here; that it is an Ed25519 key is checked where it is loaded (src/proxy/attest.rs).
+        let text =
+            std::fs::read(k).map_err(|e| (field("key_file"), format!("{}: {e}", k.display())))?;
+        match pem::parse(&text) {
+            Ok(b) if b.tag() == "PRIVATE KEY" => {}
+            _ => {
+                return Err((
+                    field("key_file"),
+                    format!("{}: not a PKCS#8 'PRIVATE KEY' PEM file", k.display()),
+                ));
+            }
+        }
     }
     Ok(())
 }

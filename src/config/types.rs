@@ -34,6 +34,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub intent_tokens: super::IntentTokensConfig,
     pub telemetry: super::TelemetryConfig,
+    pub attestation: super::AttestationConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -130,6 +131,13 @@ pub struct IntentSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     pub allow: Vec<ScopeRule>,
+    /// Only a verified intent token may declare this intent (a bare name is refused).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requires_token: bool,
+    /// Requests under this intent carry a signed attestation (`attestation:`), also when it
+    /// is off globally.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attest: bool,
 }
 
 /// Who may claim an intent: each list present must contain the agent's id / namespace.

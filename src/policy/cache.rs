@@ -77,6 +77,7 @@ pub const LEAVES: &[(&str, Leaf)] = &[
     ("connection.intercepted", Leaf::ConnIntercepted),
     ("mcp", Leaf::Const),
     ("time", Leaf::Never),
+    ("intent.token", Leaf::IntentClaims),
 ];
 
 /// Built-ins whose answer is not a function of their arguments.
@@ -269,7 +270,9 @@ pub fn key(
             Leaf::IntentTask => put(buf, intent.task.as_deref()),
             Leaf::IntentSource => put(buf, Some(intent.source.as_str())),
             Leaf::IntentVerified => put(buf, Some(if intent.verified { "1" } else { "0" })),
-            Leaf::IntentClaims if !intent.claims.is_empty() => return false,
+            Leaf::IntentClaims if !intent.claims.is_empty() || intent.token.is_some() => {
+                return false;
+            }
             Leaf::IntentClaims => put(buf, None),
             Leaf::Protocol => put(buf, Some(req.protocol.as_str())),
             Leaf::Method => put(buf, Some(req.method)),

@@ -3,6 +3,7 @@
 //! Cost per request does not grow with the number of intents.
 
 mod compile;
+mod narrow;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -104,6 +105,9 @@ struct Compiled {
     /// `*.zendesk.com` is stored under `zendesk.com`.
     wildcard: HashMap<String, Vec<usize>>,
     rules: Vec<Rule>,
+    /// `requires_token`, `attest` (src/policy/catalog/narrow.rs).
+    requires_token: bool,
+    attest: bool,
 }
 
 /// The compiled catalog.

@@ -48,10 +48,15 @@ pub fn agent_value(a: &Agent) -> Value {
 }
 
 fn intent_value(i: &Intent) -> Value {
-    let claims = if i.claims.is_empty() {
-        Value::new_object()
-    } else {
-        Value::from(serde_json::Value::Object(i.claims.clone()))
+    // A verified token's claims are `claims` and `token` (null without one).
+    let token = i
+        .token
+        .as_ref()
+        .and_then(|t| serde_json::to_value(&**t).ok());
+    let claims = match &token {
+        Some(t) => Value::from(t.clone()),
+        None if i.claims.is_empty() => Value::new_object(),
+        None => Value::from(serde_json::Value::Object(i.claims.clone())),
     };
     obj([
         ("name", opt(i.name.as_deref())),
@@ -59,6 +64,7 @@ fn intent_value(i: &Intent) -> Value {
         ("source", s(i.source.as_str())),
         ("verified", Value::from(i.verified)),
         ("claims", claims),
+        ("token", token.map_or(Value::Null, Value::from)),
     ])
 }
 

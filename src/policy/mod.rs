@@ -283,7 +283,11 @@ impl PolicySet {
             mode_override: cfg.mode_override,
             connect_ports: cfg.egress.connect_ports.clone(),
             enforce_lifecycle: cfg.agent.enforce_lifecycle,
-            strip: cfg.headers.strip.clone(),
+            // The intent token is a credential: never in the input (nor `explain`).
+            strip: (cfg.headers.strip.iter())
+                .chain([&cfg.intent_tokens.header])
+                .cloned()
+                .collect(),
             cache_plan,
             reads,
             hits: AtomicU64::new(0),

@@ -27,6 +27,7 @@ pub(super) fn intent(name: &str) -> Intent {
         source: IntentSource::Header,
         verified: false,
         claims: Default::default(),
+        token: None,
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::audited::Relayed;
 use super::gate::{self, LivePolicy, Refused};
-use super::{Outcome, Proxy, VIA, target, tunnel};
+use super::{Outcome, Proxy, VIA, headers, target, tunnel};
 use crate::audit::AuditRecord;
 use crate::conn::guard::InFlightToken;
 use crate::error::{Blame, ProxyError};
@@ -63,6 +63,7 @@ impl Proxy {
         };
         gate::note(rec, mode, Scheme::Https, &authority, None);
         let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        let intent_token = headers::single_value(req.headers(), self.intent_tokens.header())?;
         let facts = RequestFacts {
             id: "",
             protocol: Protocol::Http11,
@@ -84,6 +85,7 @@ impl Proxy {
         let call = gate::Call {
             facts,
             declared,
+            intent_token,
             bodyless_with_body: None,
         };
         let decided = self.decide(live, rec, call).await;

@@ -2,9 +2,10 @@
 //! intercepted tunnel, on a transparent connection), a spliced CONNECT, the CONNECT of a tunnel to
 //! be intercepted, and a transparent connection decided on its destination alone. In order:
 //! destination safety that needs no lookup; who is calling (never from the request); which intent
-//! is in force (header > session > default); the policy's answer (its native rules, then Rego);
-//! its enforcement (enforce blocks, monitor records); then, for a call that may go, its name
-//! resolved and every address vetted. Nothing denied is ever looked up in DNS.
+//! is in force (token > header > session > default, src/proxy/intent_token.rs); the policy's
+//! answer (its native rules, then Rego); its enforcement (enforce blocks, monitor records); then,
+//! for a call that may go, its name resolved and every address vetted. Nothing denied is ever
+//! looked up in DNS.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
 use crate::config::Mode;
 use crate::error::ProxyError;
 use crate::identity::Agent;
-use crate::intent::{self, Intent, SessionStore};
+use crate::intent::Intent;
 use crate::metrics::Metrics;
 use crate::policy::{Decision, PolicySet, RequestFacts};
 use crate::target::Authority;
@@ -115,6 +116,8 @@ pub(super) struct Call<'a> {
     pub facts: RequestFacts<'a>,
     /// The intent the call's own headers declare.
     pub declared: Option<(&'a str, Option<&'a str>)>,
+    /// The intent token the call's own headers carry (`intent_tokens.header`).
+    pub intent_token: Option<&'a str>,
     /// The method of a GET, HEAD, OPTIONS or DELETE that carries a body: it may go only where
     /// the matched rule's `body_methods` allows it (an upstream that ignores the body would
     /// read it as the next request).
@@ -139,6 +142,7 @@ impl Proxy {
         let Call {
             mut facts,
             declared,
+            intent_token,
             bodyless_with_body,
         } = call;
         let (host, port) = (facts.host, facts.port);
@@ -153,7 +157,15 @@ impl Proxy {
         // The id is lent to the facts for the decision (not copied: this runs on every request).
         let id = std::mem::take(&mut rec.decision_id);
         let facts = RequestFacts { id: &id, ..facts };
-        let decided = settle(live, &self.session, &self.metrics, declared, &facts, rec);
+        // The intent, with intent tokens (src/proxy/intent_token.rs): verified, and their
+        // narrowing claims applied, before the policy.
+        let intent =
+            self.intent_tokens
+                .resolve(live, &self.session, declared, intent_token, &facts);
+        let decided = match intent {
+            Ok(intent) => settle(live, &self.metrics, intent, &facts, rec),
+            Err(refusal) => Err(refusal.refuse(live, rec, &self.metrics)),
+        };
         rec.decision_id = id;
         let (decision, intent) = decided?;
         if let Some(method) = bodyless_with_body {
@@ -176,20 +188,14 @@ impl Proxy {
 /// what policy denies. Ok carries the decision and intent of a call that may proceed.
 fn settle(
     live: &LivePolicy,
-    session: &SessionStore,
     metrics: &Metrics,
-    declared: Option<(&str, Option<&str>)>,
+    intent: Intent,
     facts: &RequestFacts<'_>,
     rec: &mut AuditRecord,
 ) -> Result<(Decision, Intent), ProxyError> {
     let agent = &live.agent;
     // rec.agent is set where the record is made (src/proxy/mod.rs, transparent.rs).
     rec.policy_revision = live.policy.shared_revision();
-    let default = live
-        .default_intent
-        .as_ref()
-        .map(|(n, t)| (n.as_str(), t.as_deref()));
-    let intent = intent::resolve(declared, session, default);
     rec.intent = AuditIntent {
         name: intent.name.clone(),
         task: intent.task.clone(),

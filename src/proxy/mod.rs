@@ -1,6 +1,7 @@
 //! The request pipeline: every request the agent sends passes through `Proxy::handle`, in the
 //! order written down in `forward` (one comment per step, so a reader finds the path in one place).
 
+mod attest;
 mod audited;
 mod connect;
 mod dns;
@@ -9,6 +10,7 @@ mod failure;
 pub mod gate;
 pub mod headers;
 mod inspect;
+pub(crate) mod intent_token;
 mod intercept;
 mod rate;
 mod respond;
@@ -79,6 +81,10 @@ pub struct Proxy {
     pub audit: Audit,
     /// The agent-facing admin endpoints at the admin listener's address (src/proxy/door.rs).
     door: std::sync::OnceLock<door::Door>,
+    /// Signed intent tokens (src/proxy/intent_token.rs).
+    pub(crate) intent_tokens: intent_token::IntentTokens,
+    /// Attestations of forwarded requests (src/proxy/attest.rs).
+    pub(crate) attestation: attest::Attestation,
 }
 
 /// One client connection of the proxy listener, as its requests share it.
@@ -303,6 +309,7 @@ impl Proxy {
         //    session > default, the policy; enforce blocks; then the name of what may go is
         //    resolved and vetted (the connection later dials only vetted addresses of it).
         let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
+        let intent_token = headers::single_value(req.headers(), self.intent_tokens.header())?;
         let facts = RequestFacts {
             id: "",
             protocol: req.version().into(),
@@ -324,6 +331,7 @@ impl Proxy {
         let call = gate::Call {
             facts,
             declared,
+            intent_token,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
         let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
@@ -368,6 +376,9 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
+        // 8c. The signed attestation of what was vetted, bound to what goes upstream, when
+        //     the intent attests (src/proxy/attest.rs).
+        self.attest(&mut req, live, &intent, rec, &authority.host, &pq)?;
         if let Some(ws) = ws {
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }

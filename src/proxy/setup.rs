@@ -61,7 +61,14 @@ impl Proxy {
             Arc::new(p.egress),
         );
         let upstreams = Upstreams::new(dialer.clone(), p.tls.clone(), &cfg.limits);
-        let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        let mut strip: Vec<HeaderName> = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        // The intent token never goes upstream, whatever its header is called.
+        let intent_tokens =
+            super::intent_token::IntentTokens::new(&cfg.intent_tokens, &p.live.agent)?;
+        strip.push(intent_tokens.header().clone());
+        // Nor does an attestation the agent made up.
+        let attestation = super::attest::Attestation::new(&cfg.attestation, &p.live.agent)?;
+        strip.push(attestation.header().clone());
         Ok(Self {
             upstreams,
             dialer,
@@ -79,6 +86,8 @@ impl Proxy {
             metrics: p.metrics,
             audit: p.audit,
             door: std::sync::OnceLock::new(),
+            intent_tokens,
+            attestation,
             cfg,
         })
     }

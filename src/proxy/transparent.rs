@@ -299,6 +299,7 @@ impl Proxy {
         let call = gate::Call {
             facts,
             declared: None,
+            intent_token: None,
             bodyless_with_body: None,
         };
         self.decide(live, rec, call).await?;

@@ -47,6 +47,22 @@ fn overrides(loaded: &mut Loaded, audit: &Path, learn: bool) {
     }
 }
 
+/// `--intent-token FILE`: the token presented for the command's calls that bring none.
+pub fn present_token(loaded: &mut Loaded, file: Option<&Path>) -> Result<(), String> {
+    let Some(file) = file else { return Ok(()) };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("--intent-token {}: {e}", file.display()))?;
+    if text.trim().is_empty() {
+        return Err(format!(
+            "--intent-token {}: the file is empty",
+            file.display()
+        ));
+    }
+    loaded.config.intent_tokens.presented =
+        Some(crate::config::PresentedToken(text.trim().to_string()));
+    Ok(())
+}
+
 /// Where this run's audit records go: `--audit`, else the config's `audit.path` when it names a
 /// file, else a file in the run's folder (stdout belongs to the agent, and the summary is read
 /// back from the file).

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Why a token was refused. The messages name what failed and never contain the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -59,23 +59,34 @@ impl TokenError {
 }
 
 /// The verified claims of an intent token. Claims we do not know are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Serialised for the policy input (`input.intent.token`) without the absent claims.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IntentClaims {
     pub iss: String,
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     pub intent: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     pub exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
     /// Narrowing claims: they may only narrow what the catalog's intent allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
 }
 

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod claims;
 pub mod keys;
 pub mod mint;
+pub mod narrow;
 pub mod verify;
 
 pub use claims::{IntentClaims, TokenError};

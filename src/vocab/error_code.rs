@@ -99,6 +99,32 @@ super::words! {
         Forbidden = "forbidden",
         /// The bundle server cannot verify tokens or read bundles right now (503).
         BundleUnavailable = "bundle_unavailable",
+
+        // Signed intent tokens (403, src/proxy/intent_token.rs).
+        /// A bare intent name where a signed intent token is required (`intent_tokens.required`, `intents.X.requires_token`).
+        IntentTokenRequired = "intent_token_required",
+        /// An intent token that is malformed, not valid yet, of a refused algorithm, or lacks or mistypes a claim.
+        IntentTokenInvalid = "intent_token_invalid",
+        /// An intent token past its `exp` (beyond `intent_tokens.clock_skew_seconds`).
+        IntentTokenExpired = "intent_token_expired",
+        /// An intent token whose signature does not verify with its issuer's keys (or names a key they do not have).
+        IntentTokenBadSignature = "intent_token_bad_signature",
+        /// An intent token from an issuer not in `intent_tokens.issuers`.
+        IntentTokenUnknownIssuer = "intent_token_unknown_issuer",
+        /// An intent token whose `aud` does not name this agent.
+        IntentTokenWrongAudience = "intent_token_wrong_audience",
+        /// An intent token whose `jti` is in `intent_tokens.revoked`.
+        IntentTokenRevoked = "intent_token_revoked",
+        /// An intent token whose `hosts`, `methods` or `paths` name more than its intent's catalog rules allow.
+        IntentTokenWidening = "intent_token_widening",
+        /// An intent token that declares an intent not in the catalog.
+        IntentTokenUnknownIntent = "intent_token_unknown_intent",
+        /// A bare intent name (header or session) that contradicts the intent token's intent.
+        IntentTokenMismatch = "intent_token_mismatch",
+        /// A call outside the intent token's narrowing claims (`hosts`, `methods`, `paths`).
+        OutsideTokenScope = "outside_token_scope",
+        /// A request's attestation could not be signed; it is not forwarded without one.
+        AttestationFailed = "attestation_failed",
     }
 }
 

@@ -51,6 +51,7 @@ mod sdks;
 mod selfaddr;
 mod shadow;
 mod token;
+mod tokwire;
 mod transparent;
 mod tunnel_refusals;
 mod upstreams;

@@ -37,6 +37,8 @@ impl Catalog {
                     exact: HashMap::new(),
                     wildcard: HashMap::new(),
                     rules: Vec::with_capacity(spec.allow.len()),
+                    requires_token: spec.requires_token,
+                    attest: spec.attest,
                 };
                 for (i, r) in spec.allow.iter().enumerate() {
                     // Rules are counted from 1, as decisions name them ("rule 2").

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The CPU an attestation adds per forwarded request, end to end: the same intentgate binary with
+# `attestation.enabled` off and on, alternately (REPS times each), forwarding N plain-HTTP
+# requests from oha (C connections) to a local nginx; the proxy's CPU time (utime + stime from
+# /proc) over the requests it served. Prints one line per run and the medians.
+#   bench/attest_cpu.sh BIN [N] [C] [REPS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/upstream.sh
+bin=$1 n=${2:-20000} c=${3:-8} reps=${4:-3}
+tmp=$(mktemp -d)
+trap 'kill $nginx_pid ${ig:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
+up=$(free_port)
+start_nginx "$tmp" "$up"
+ticks=$(getconf CLK_TCK)
+cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+run() { # attestation on|off -> µs of proxy CPU per request
+    local on=$1 p a
+    p=$(free_port) a=$(free_port)
+    cat >"$tmp/c.yaml" <<YAML
+listen: {proxy: 127.0.0.1:$p, admin: 127.0.0.1:$a}
+agent: {id: bench, owner: bench}
+audit: {path: off}
+egress: {allow_cidrs: [127.0.0.0/8]}
+attestation: {enabled: $on}
+intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]}]}}
+intent: bench
+YAML
+    "$bin" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
+    ig=$!
+    until curl -s "http://127.0.0.1:$a/readyz" >/dev/null; do sleep 0.05; done
+    # Warm up (connections, caches), then measure.
+    oha -n 2000 -c "$c" --no-tui -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/x" >/dev/null
+    local before after
+    before=$(cpu $ig)
+    oha -n "$n" -c "$c" --no-tui -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/x" >/dev/null
+    after=$(cpu $ig)
+    kill $ig; wait $ig 2>/dev/null || true
+    awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN {printf "%.1f\n", (a - b) * 1e6 / n}'
+}
+off=() on=()
+for i in $(seq "$reps"); do
+    off+=("$(run false)"); on+=("$(run true)")
+    echo "rep $i: off ${off[-1]} µs, on ${on[-1]} µs per request"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mo=$(median "${off[@]}") mn=$(median "${on[@]}")
+echo "median: off $mo µs, on $mn µs, added $(awk -v a="$mn" -v b="$mo" 'BEGIN {printf "%.1f", a - b}') µs per request"
