@@ -10,6 +10,7 @@ pub mod gate;
 pub mod headers;
 mod inspect;
 mod intercept;
+mod mcp;
 mod rate;
 mod respond;
 mod sender;
@@ -285,9 +286,16 @@ impl Proxy {
         } = target;
         let bodyless_with_body = headers::body_on_bodyless(&req);
 
-        // 5. The body's start, only when a loaded module reads input.request.body (at most
-        //    limits.inspect_body_bytes; replayed in front of the rest when forwarded).
-        let (mut req, json) = self.inspect_body(req, live).await?;
+        // 5. The body's start, only when a loaded module reads input.request.body or the call
+        //    is MCP (at most limits.inspect_body_bytes; replayed in front of the rest when
+        //    forwarded). 5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
+        let mcp = self.speaks_mcp(&req, live, &authority.host);
+        let (mut req, json) = self.inspect_body(req, live, mcp).await?;
+        let mcp = if mcp {
+            Some(self.read_mcp(&req, json)?)
+        } else {
+            None
+        };
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
@@ -311,13 +319,19 @@ impl Proxy {
             },
             destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
+            mcp: mcp.as_ref().map(|m| &m.call),
         };
         let call = gate::Call {
             facts,
             declared,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
-        let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
+        //    A refused MCP call is answered in-band, as JSON-RPC the model reads.
+        let decided = self.decide(live, rec, call).await;
+        let gate::Allowed { decision, intent } = match (decided, &mcp) {
+            (Err(e), Some(m)) => return Err(m.refusal(e)),
+            (d, _) => d?,
+        };
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

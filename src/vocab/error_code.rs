@@ -99,6 +99,11 @@ super::words! {
         Forbidden = "forbidden",
         /// The bundle server cannot verify tokens or read bundles right now (503).
         BundleUnavailable = "bundle_unavailable",
+
+        // MCP awareness (issue 24).
+        /// A request to an MCP server whose body is not JSON-RPC 2.0 intentgate can read: not
+        /// JSON (400), malformed (400), or over `limits.inspect_body_bytes` (413).
+        McpUnreadable = "mcp_unreadable",
     }
 }
 
