@@ -92,6 +92,9 @@ pub struct AuditRecord {
     pub ended: Option<Ended>,
     #[serde(default)]
     pub durations: Durations,
+    /// An MCP call's method and tool (the first message of a batch), when the call was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::Noted>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }

@@ -87,7 +87,15 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     float(out, rec.durations.upstream_ms);
     out.extend_from_slice(b",\"total_ms\":");
     float(out, rec.durations.total_ms);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if let Some(m) = &rec.mcp {
+        out.extend_from_slice(b",\"mcp\":{\"method\":");
+        string(out, &m.method);
+        out.extend_from_slice(b",\"tool\":");
+        opt_string(out, m.tool.as_deref());
+        out.push(b'}');
+    }
+    out.push(b'}');
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -219,6 +227,10 @@ mod tests {
                 upstream_ms: n as f64 / 7.0,
                 total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
             },
+            mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
+                method: text.into(),
+                tool: (n % 2 == 0).then(|| text.to_string()),
+            }),
             at: None,
         }
     }

@@ -6,8 +6,8 @@
 pub mod reply;
 pub mod scope;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use reply::Reply;
@@ -198,7 +198,23 @@ fn message(w: Wire) -> Result<Message, String> {
     })
 }
 
+/// What an audit record notes of an MCP call: the method and tool of its first message that
+/// asks something.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Noted {
+    pub method: String,
+    pub tool: Option<String>,
+}
+
 impl Call {
+    /// The audit record's note of this call.
+    pub fn noted(&self) -> Noted {
+        self.first().map_or_else(Noted::default, |m| Noted {
+            method: m.method.clone().unwrap_or_default(),
+            tool: m.tool.clone(),
+        })
+    }
+
     /// The first message that asks something (has a method), for the audit record.
     pub fn first(&self) -> Option<&Message> {
         self.messages.iter().find(|m| m.method.is_some())

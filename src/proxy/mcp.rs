@@ -33,7 +33,7 @@ impl Proxy {
     /// Whether the request is read as MCP: one that may carry a body to a host a `protocol: mcp`
     /// rule names, or (`mcp.detect: auto`) one that says it is MCP.
     pub(super) fn speaks_mcp<B>(&self, req: &Request<B>, live: &LivePolicy, host: &str) -> bool {
-        (!BODYLESS.contains(req.method()) && live.policy.catalog().speaks_mcp(host))
+        (live.policy.catalog().speaks_mcp(host) && !BODYLESS.contains(req.method()))
             || (self.cfg.mcp.detect == McpDetect::Auto
                 && crate::mcp::announced(
                     req.method(),

@@ -292,7 +292,9 @@ impl Proxy {
         let mcp = self.speaks_mcp(&req, live, &authority.host);
         let (mut req, json) = self.inspect_body(req, live, mcp).await?;
         let mcp = if mcp {
-            Some(self.read_mcp(&req, json)?)
+            let read = self.read_mcp(&req, json)?;
+            rec.mcp = Some(read.call.noted());
+            Some(read)
         } else {
             None
         };

@@ -204,6 +204,19 @@ fn a_refused_tool_call_reaches_the_sdk_client_as_a_tool_error_and_never_the_serv
     });
     assert_eq!(rec["code"], "intent_violation", "{rec}");
     assert_eq!(rec["status"], 200, "{rec}");
+    assert_eq!(
+        rec["mcp"],
+        json!({"method": "tools/call", "tool": "delete_customer"}),
+        "{rec}"
+    );
+    // Allowed calls carry their method and tool too; the event stream's GET none.
+    let all = s.proxy.audit();
+    let noted: Vec<&Value> = all.iter().map(|r| &r["mcp"]).collect();
+    assert!(
+        noted.contains(&&json!({"method": "initialize", "tool": null}))
+            && noted.contains(&&json!({"method": "tools/call", "tool": "read_ticket"})),
+        "{noted:?}"
+    );
 }
 
 #[test]

@@ -102,3 +102,7 @@ impl Catalog {
         rule.mcp.as_ref().map(|s| s.permits_tool(name))
     }
 }
+
+#[cfg(test)]
+#[path = "mcp_tests.rs"]
+mod tests;
