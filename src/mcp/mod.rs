@@ -1,8 +1,9 @@
 //! MCP awareness (streamable HTTP transport): the JSON-RPC message(s) of a request to an MCP
 //! server read for the decision (`parse`), a rule's `mcp:` scope matched against them (`scope`),
-//! a refusal answered in-band as JSON-RPC so it reaches the model (`reply`). Pure: no I/O, no
-//! other module of ours.
+//! a refusal answered in-band as JSON-RPC so it reaches the model (`reply`), and `tools/list`
+//! answers cut down to the permitted tools (`filter`). No I/O, no other module of ours.
 
+pub mod filter;
 pub mod reply;
 pub mod scope;
 

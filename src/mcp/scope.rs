@@ -103,6 +103,11 @@ impl Scope {
         }
     }
 
+    /// Whether the scope limits tools at all (else there is nothing to filter).
+    pub fn names_tools(&self) -> bool {
+        self.tools.is_some() || self.methods.is_some()
+    }
+
     /// Whether a tool of this name may be called (for `tools/list` filtering).
     pub fn permits_tool(&self, name: &str) -> bool {
         self.methods

@@ -335,6 +335,9 @@ impl Proxy {
             (d, _) => d?,
         };
 
+        //    An allowed `tools/list` whose answer is to be cut down (src/proxy/mcp.rs).
+        let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
+
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
@@ -413,6 +416,9 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);
+        if let Some(f) = tools {
+            self.filter_answer(&mut parts, f, &authority.to_host_port())?;
+        }
         Ok(Outcome::Forwarded(
             Response::from_parts(parts, body),
             bytes_in,

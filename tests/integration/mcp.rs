@@ -84,8 +84,13 @@ pub struct Setup {
 }
 
 pub fn setup(mcp_scope: &str, extra: &str) -> Setup {
+    setup_with(mcp_scope, extra, false)
+}
+
+/// `setup` with a server that answers in JSON (`json_response`) rather than SSE.
+pub fn setup_with(mcp_scope: &str, extra: &str, json_response: bool) -> Setup {
     let (dir, ca, ca_key) = ca();
-    let server = McpServer::start(dir.path(), false);
+    let server = McpServer::start(dir.path(), json_response);
     let proxy = ProxyProc::start(&format!(
         "agent: {{id: mcp-agent, owner: o}}\nintent: tickets\n\
          tls: {{ca_cert: \"{ca}\", ca_key: \"{ca_key}\", upstream_ca: \"{}\"}}\n{extra}\
@@ -315,4 +320,22 @@ fn a_batch_goes_only_if_every_message_may_and_unreadable_bodies_get_a_clear_answ
     let big = call(9, &"read_ticket".repeat(200));
     unreadable(&big, JSON, 413, "over the 2048 bytes");
     assert_eq!(s.server.seen(), "", "nothing unreadable reached the server");
+}
+
+#[test]
+fn tools_list_answers_are_cut_down_to_the_permitted_tools_in_sse_and_json() {
+    for json_response in [false, true] {
+        let s = setup_with(
+            "{tools: [read_ticket]}",
+            "mcp: {filter_tools_list: true}\n",
+            json_response,
+        );
+        let r = s.client(&["read_ticket"]);
+        assert_eq!(
+            r["tools"],
+            json!(["read_ticket"]),
+            "json {json_response}: {r}"
+        );
+        assert_eq!(r["calls"]["read_ticket"]["isError"], false, "{r}");
+    }
 }

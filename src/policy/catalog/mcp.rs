@@ -91,15 +91,18 @@ impl Catalog {
         self.mcp_hosts.contains(host)
     }
 
-    /// Whether the rule a verdict matched permits calling tool `name` (`mcp.filter_tools_list`);
-    /// `None` when that rule is not a `protocol: mcp` rule (nothing to filter by).
-    pub fn permits_tool(&self, scope: &ScopeVerdict, name: &str) -> Option<bool> {
+    /// The `mcp:` scope of the rule a verdict matched (`mcp.filter_tools_list`); `None` when
+    /// nothing matched or the rule is not a `protocol: mcp` rule.
+    pub fn mcp_scope(&self, scope: &ScopeVerdict) -> Option<&Scope> {
+        if !scope.matched {
+            return None;
+        }
         let rule = self
             .intents
             .get(scope.intent.as_deref()?)?
             .rules
             .get(scope.rule?.checked_sub(1)?)?;
-        rule.mcp.as_ref().map(|s| s.permits_tool(name))
+        rule.mcp.as_deref()
     }
 }
 
