@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use super::Proxy;
 use super::gate::LivePolicy;
 use super::inspect::Replay;
+use crate::audit::AuditRecord;
 use crate::config::McpDetect;
 use crate::error::{Body, ProxyError};
 use crate::mcp::filter::ToolsFilter;
@@ -23,13 +24,11 @@ pub(super) struct Read {
     reply: Option<Reply>,
 }
 
-impl Read {
-    /// `err` answered in-band as JSON-RPC when the call has requests to answer.
-    pub(super) fn refusal(&self, err: ProxyError) -> ProxyError {
-        match &self.reply {
-            Some(r) => ProxyError::Mcp(Box::new((err, r.clone()))),
-            None => err,
-        }
+/// `err` answered in-band as JSON-RPC when the call is MCP and has requests to answer.
+pub(super) fn refusal(read: &Option<Read>, err: ProxyError) -> ProxyError {
+    match read.as_ref().and_then(|r| r.reply.as_ref()) {
+        Some(r) => ProxyError::Mcp(Box::new((err, r.clone()))),
+        None => err,
     }
 }
 
@@ -47,8 +46,13 @@ impl Proxy {
     }
 
     /// Reads the MCP message(s) from the inspected body (filled by `inspect_body`): the whole
-    /// body is needed, so one over the inspection limit is refused.
-    pub(super) fn read_mcp(&self, req: &Request<Replay>, json: bool) -> Result<Read, ProxyError> {
+    /// body is needed, so one over the inspection limit is refused. The record notes the call.
+    pub(super) fn read_mcp(
+        &self,
+        req: &Request<Replay>,
+        json: bool,
+        rec: &mut AuditRecord,
+    ) -> Result<Read, ProxyError> {
         let body = req.body().facts(json);
         if body.truncated {
             return Err(ProxyError::McpUnreadable(Unreadable::TooLarge(
@@ -66,6 +70,7 @@ impl Proxy {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok());
         let reply = call.reply(accept);
+        rec.mcp = Some(call.noted());
         Ok(Read { call, reply })
     }
 }

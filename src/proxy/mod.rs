@@ -291,13 +291,7 @@ impl Proxy {
         //    forwarded). 5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
         let mcp = self.speaks_mcp(&req, live, &authority.host);
         let (mut req, json) = self.inspect_body(req, live, mcp).await?;
-        let mcp = if mcp {
-            let read = self.read_mcp(&req, json)?;
-            rec.mcp = Some(read.call.noted());
-            Some(read)
-        } else {
-            None
-        };
+        let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
@@ -328,14 +322,10 @@ impl Proxy {
             declared,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
-        //    A refused MCP call is answered in-band, as JSON-RPC the model reads.
+        //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
+        //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
         let decided = self.decide(live, rec, call).await;
-        let gate::Allowed { decision, intent } = match (decided, &mcp) {
-            (Err(e), Some(m)) => return Err(m.refusal(e)),
-            (d, _) => d?,
-        };
-
-        //    An allowed `tools/list` whose answer is to be cut down (src/proxy/mcp.rs).
+        let gate::Allowed { decision, intent } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
         let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
