@@ -116,6 +116,7 @@ impl Case {
             },
             destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
             body: None,
+            mcp: None,
         };
         self.policy.decide(&self.agent, &self.intent, &facts).allow
     }

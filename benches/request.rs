@@ -79,6 +79,7 @@ fn bench(c: &mut Criterion) {
         },
         destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
         body: None,
+        mcp: None,
     };
     let segments = input::segments("/v1/tickets/43");
     let verdict = ScopeVerdict {

@@ -104,6 +104,8 @@ pub struct AuditRecord {
     /// The call's place in the agent's trace (with `telemetry.otlp` on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,
+    /// An MCP call's method and tool (the first message of a batch), when the call was one.
+    pub mcp: Option<crate::mcp::Noted>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }

@@ -84,6 +84,13 @@ pub enum ProxyError {
         reason: String,
         hint: &'static str,
     },
+    /// A refusal of an MCP call, answered in-band as JSON-RPC so it reaches the model
+    /// (src/mcp/reply.rs); everything else about it is the wrapped error's.
+    #[error("{}", .0.0)]
+    Mcp(Box<(ProxyError, crate::mcp::Reply)>),
+    /// A request to an MCP server whose body cannot be read as MCP (`mcp_unreadable`).
+    #[error("{0}")]
+    McpUnreadable(crate::mcp::Unreadable),
 }
 
 /// What an ambiguous request leaves open.
@@ -134,6 +141,11 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Mcp(_) => StatusCode::OK,
+            ProxyError::McpUnreadable(crate::mcp::Unreadable::TooLarge(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ProxyError::McpUnreadable(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -165,6 +177,8 @@ impl ProxyError {
                 kind: Ambiguity::Request,
                 ..
             } => ErrorCode::AmbiguousRequest,
+            ProxyError::Mcp(m) => m.0.code(),
+            ProxyError::McpUnreadable(_) => ErrorCode::McpUnreadable,
         }
     }
 
@@ -187,6 +201,8 @@ impl ProxyError {
             ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::AuditUnavailable => Blame::Proxy,
+            ProxyError::Mcp(m) => m.0.blame(),
+            ProxyError::McpUnreadable(_) => Blame::Client,
         }
     }
 
@@ -215,6 +231,8 @@ impl ProxyError {
             }
             ProxyError::AuditUnavailable => "retry later: intentgate answers again once its audit log can be written (an operator must free space or fix the audit.path file system)".into(),
             ProxyError::Ambiguous { hint, .. } => (*hint).to_string(),
+            ProxyError::Mcp(m) => m.0.hint(),
+            ProxyError::McpUnreadable(u) => u.hint().to_string(),
         }
     }
 }
@@ -345,6 +363,9 @@ impl ErrorReply<'_> {
 
 /// Turns an error into the JSON response the client receives. The only such place.
 pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
+    if let ProxyError::Mcp(m) = err {
+        return mcp_response(&m.0, &m.1, decision_id);
+    }
     let (agent, intent) = match err {
         ProxyError::Denied { agent, intent, .. } => (Some(agent.as_str()), intent.as_deref()),
         _ => (None, None),
@@ -380,6 +401,25 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     }
     if let ProxyError::RateLimited { retry_after_s, .. } = err {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+    }
+    resp
+}
+
+/// A refused MCP call's in-band answer (src/mcp/reply.rs): HTTP 200, JSON-RPC under the ids
+/// of its requests, the reason and hint as text, the decision id and code in the errors' data.
+fn mcp_response(err: &ProxyError, reply: &crate::mcp::Reply, decision_id: &str) -> Response<Body> {
+    let text = Message {
+        reason: &err.to_string(),
+        hint: &err.hint(),
+    }
+    .to_string();
+    let (content_type, body) = reply.render(&text, decision_id, err.code().as_str());
+    let mut resp = Response::new(full(Bytes::from(body)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert("intentgate-decision", HeaderValue::from_static("deny"));
+    if let Ok(v) = HeaderValue::from_str(decision_id) {
+        h.insert("intentgate-decision-id", v);
     }
     resp
 }

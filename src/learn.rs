@@ -85,6 +85,10 @@ impl Catalog {
                     s.calls += 1;
                     s.agents.insert(r.agent.id.clone());
                     let d = s.dests.entry((r.host.clone(), r.port)).or_default();
+                    if let Some(m) = &r.mcp {
+                        let tools = d.mcp_tools.get_or_insert_with(BTreeSet::new);
+                        tools.extend(m.tool.iter().cloned());
+                    }
                     if r.method == "CONNECT" || r.path.is_empty() {
                         d.opaque += 1;
                     } else {

@@ -224,6 +224,7 @@ impl<'a> Recorded<'a> {
             },
             destination: None,
             body: None,
+            mcp: None,
         }
     }
 

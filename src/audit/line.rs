@@ -113,6 +113,13 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
         opt_string(out, t.parent.map(|p| super::trace::hex(&p)).as_deref());
         out.push(b'}');
     }
+    if let Some(m) = &rec.mcp {
+        out.extend_from_slice(b",\"mcp\":{\"method\":");
+        string(out, &m.method);
+        out.extend_from_slice(b",\"tool\":");
+        opt_string(out, m.tool.as_deref());
+        out.push(b'}');
+    }
     out.push(b'}');
 }
 
@@ -257,6 +264,10 @@ mod tests {
                 span_id: [0xab; 8],
                 parent: (n % 2 == 0).then_some([0x0f; 8]),
                 flags: 1,
+            }),
+            mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
+                method: text.into(),
+                tool: (n % 2 == 0).then(|| text.to_string()),
             }),
             at: None,
         }

@@ -3,6 +3,7 @@
 
 mod chunked;
 mod evidence;
+mod mcp;
 mod tls;
 mod tokens;
 mod types;
@@ -15,6 +16,7 @@ use validate::validate;
 use std::path::{Path, PathBuf};
 
 pub use evidence::*;
+pub use mcp::*;
 pub use tls::*;
 pub use tokens::*;
 pub use types::*;

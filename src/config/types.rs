@@ -35,6 +35,8 @@ pub struct Config {
     pub intent_tokens: super::IntentTokensConfig,
     pub telemetry: super::TelemetryConfig,
     pub attestation: super::AttestationConfig,
+    /// MCP awareness beyond what catalog rules say (`detect`, `filter_tools_list`).
+    pub mcp: super::McpConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -175,6 +177,20 @@ pub struct ScopeRule {
     /// on them is refused elsewhere: an upstream that ignores it reads it as the next request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_methods: Option<Vec<String>>,
+    /// `mcp` or `llm`: requests under this rule are parsed as that protocol (issue 24).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<RuleProtocol>,
+    /// With `protocol: mcp`: the JSON-RPC methods, tools and resources the rule permits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<super::McpScope>,
+}
+
+/// `protocol` of a scope rule: how requests under it are read beyond HTTP.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    Mcp,
+    Llm,
 }
 
 /// What to do when policy evaluation fails.

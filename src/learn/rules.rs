@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Options, paths};
-use crate::config::ScopeRule;
+use crate::config::{McpScope, RuleProtocol, ScopeRule};
 
 /// What was seen of one host:port under one intent.
 #[derive(Default)]
@@ -13,6 +13,8 @@ pub(super) struct Dest {
     pub(super) opaque: usize,
     /// Path as seen → the methods seen on it.
     pub(super) paths: BTreeMap<String, BTreeSet<String>>,
+    /// MCP calls were seen here: the tools they called (`protocol: mcp`, `mcp: {tools}`).
+    pub(super) mcp_tools: Option<BTreeSet<String>>,
 }
 
 /// One learned rule with the notes shown above it.
@@ -25,12 +27,19 @@ pub(super) struct Rule {
 /// methods (so no method seen on one path is granted on another). A tunnel that was not
 /// intercepted showed no method or path, so its host:port gets one rule naming neither.
 pub(super) fn rules((host, port): (String, u16), d: Dest, opts: Options) -> Vec<Rule> {
+    // MCP calls were seen: the rule names exactly the tools they called.
+    let mcp = d.mcp_tools.as_ref().map(|tools| McpScope {
+        tools: Some(tools.iter().cloned().collect()),
+        ..McpScope::default()
+    });
     let rule = |methods: Option<Vec<String>>, paths: Option<Vec<String>>| ScopeRule {
         hosts: vec![host.clone()],
         ports: Some(vec![port]),
         methods,
         paths,
         body_methods: None,
+        protocol: mcp.is_some().then_some(RuleProtocol::Mcp),
+        mcp: mcp.clone(),
     };
     if d.opaque > 0 {
         let seen = d.paths.len();

@@ -261,3 +261,38 @@ fn nothing_forwarded_is_an_empty_catalog() {
             .contains("learned 0 intents from 0 forwarded calls")
     );
 }
+
+#[test]
+fn mcp_calls_teach_the_tools_of_each_intent() {
+    let mcp = |intent: &str, decision: &str, method: &str, tool: Option<&str>| {
+        let mut r = rec(Some(intent), decision, "POST", "mcp.x.com", "/mcp");
+        r["mcp"] = json!({"method": method, "tool": tool});
+        r
+    };
+    let records = vec![
+        mcp("support", "allow", "initialize", None),
+        mcp("support", "allow", "tools/call", Some("read_ticket")),
+        mcp("support", "would_deny", "tools/call", Some("add_note")),
+        mcp("support", "deny", "tools/call", Some("delete_customer")),
+        mcp("billing", "allow", "tools/call", Some("refund")),
+        rec(Some("support"), "allow", "GET", "api.x.com", "/v1/a"),
+    ];
+    let specs = parsed(&Catalog::learn(&log(&records), Options::default()));
+    let mcp_rule = |intent: &str| {
+        specs[intent]
+            .allow
+            .iter()
+            .find(|r| r.hosts == ["mcp.x.com"])
+            .cloned()
+            .unwrap()
+    };
+    let r = mcp_rule("support");
+    assert_eq!(r.protocol, Some(crate::config::RuleProtocol::Mcp));
+    assert_eq!(r.mcp.unwrap().tools, strs(&["add_note", "read_ticket"]));
+    assert_eq!(mcp_rule("billing").mcp.unwrap().tools, strs(&["refund"]));
+    let plain = specs["support"]
+        .allow
+        .iter()
+        .find(|r| r.hosts == ["api.x.com"]);
+    assert_eq!(plain.unwrap().protocol, None);
+}

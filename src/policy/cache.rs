@@ -75,7 +75,8 @@ pub const LEAVES: &[(&str, Leaf)] = &[
     ("connection.protocol", Leaf::Protocol),
     ("connection.sni", Leaf::ConnSni),
     ("connection.intercepted", Leaf::ConnIntercepted),
-    ("mcp", Leaf::Const),
+    // Per call (a tool's arguments): a policy reading it is not cached.
+    ("mcp", Leaf::Never),
     ("time", Leaf::Never),
     ("intent.token", Leaf::IntentClaims),
 ];

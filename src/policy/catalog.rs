@@ -4,6 +4,7 @@
 
 mod compile;
 mod narrow;
+mod mcp;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -36,6 +37,9 @@ crate::vocab::words! {
         PortNotInScope = "port_not_in_scope",
         MethodNotInScope = "method_not_in_scope",
         PathNotInScope = "path_not_in_scope",
+        /// A `protocol: mcp` rule's `mcp:` scope does not permit the call's method, tool or
+        /// resource.
+        McpNotInScope = "mcp_not_in_scope",
     }
 }
 
@@ -62,6 +66,8 @@ pub struct ScopeQuery<'a> {
     pub segments: &'a [&'a str],
     /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
     pub destination_only: bool,
+    /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/).
+    pub mcp: Option<&'a crate::mcp::Call>,
 }
 
 #[derive(Debug)]
@@ -78,6 +84,8 @@ struct Rule {
     paths_text: Box<[Box<str>]>,
     /// Which body-less methods may carry a body here (`body_methods`), as `BODYLESS` bits.
     body_methods: u8,
+    /// `protocol: mcp`: the rule's `mcp:` scope.
+    mcp: Option<Box<crate::mcp::Scope>>,
 }
 
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
@@ -115,6 +123,8 @@ struct Compiled {
 pub struct Catalog {
     intents: HashMap<String, Compiled>,
     default_mode: Mode,
+    /// The hosts `protocol: mcp` rules name: requests to them are read as MCP.
+    mcp_hosts: mcp::McpHosts,
 }
 
 impl Catalog {
@@ -220,7 +230,7 @@ impl Catalog {
             return v;
         }
         // Candidate rules: exact host, then `*.parent` for every parent. `closest`: the furthest
-        // stage any rule got (1 host, 2 port, 3 method) and the first rule that got there.
+        // stage any rule got (1 host, 2 port, 3 method, 4 path) and the first rule that got there.
         let mut closest = (0u8, 0usize);
         let mut tried: Vec<usize> = Vec::new();
         let mut check = |rules: Option<&Vec<usize>>, tried: &mut Vec<usize>| -> Option<usize> {
@@ -259,7 +269,11 @@ impl Catalog {
                     .as_ref()
                     .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
                 {
-                    return Some(i);
+                    // An MCP call also needs the rule's `mcp:` scope (src/mcp/scope.rs).
+                    if mcp::miss(r, q).is_none() {
+                        return Some(i);
+                    }
+                    reached(4);
                 }
             }
             None
@@ -319,6 +333,10 @@ impl Catalog {
                 v.code = ScopeCode::MethodNotInScope;
                 let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (rule {n} allows: {allowed})");
+            }
+            (4, Some(r)) => {
+                v.code = ScopeCode::McpNotInScope;
+                mcp::why_not(&mut why, r, q, n);
             }
             (_, Some(r)) => {
                 v.code = ScopeCode::PathNotInScope;

@@ -65,6 +65,7 @@ impl PolicySet {
             segments: &segments,
             destination_only: req.path.is_none()
                 || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
+            mcp: req.mcp,
         };
         let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

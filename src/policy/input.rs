@@ -294,7 +294,9 @@ pub fn build(
             "connection",
             &some(connection.clone()),
         ),
-        (has!(m, "mcp"), "mcp", &|| Value::Null),
+        (has!(m, "mcp"), "mcp", &|| {
+            req.mcp.map_or(Value::Null, |c| Value::from(c.to_json()))
+        }),
         (has!(m, "time"), "time", &|| {
             obj([("unix", Value::from(now_unix))])
         }),

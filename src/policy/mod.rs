@@ -90,6 +90,8 @@ pub struct RequestFacts<'a> {
     pub destination: Option<(std::net::IpAddr, &'a str)>,
     /// The first `limits.inspect_body_bytes` of the body, read only when a module reads it.
     pub body: Option<BodyFacts<'a>>,
+    /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/): `input.mcp`.
+    pub mcp: Option<&'a crate::mcp::Call>,
 }
 
 /// The inspected start of a request body.
@@ -392,6 +394,7 @@ impl PolicySet {
             path: "",
             segments: &[],
             destination_only: true,
+            mcp: None,
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
         let kind = match v.code {

@@ -100,6 +100,7 @@ impl Req {
             },
             destination: None,
             body: None,
+            mcp: None,
         }
     }
 }

@@ -81,6 +81,7 @@ impl Proxy {
             },
             destination: None,
             body: None,
+            mcp: None,
         };
         let call = gate::Call {
             facts,

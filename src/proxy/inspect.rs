@@ -18,15 +18,17 @@ use crate::error::ProxyError;
 use crate::policy::BodyFacts;
 
 impl Proxy {
-    /// Reads the body's start when a loaded module reads it; returns the request to forward
-    /// (the bytes read replayed in front) and whether its `Content-Type` is JSON.
+    /// Reads the body's start when a loaded module reads it or the request is `mcp`; returns
+    /// the request to forward (the bytes read replayed in front) and whether its
+    /// `Content-Type` is JSON.
     pub(super) async fn inspect_body(
         &self,
         req: http::Request<Incoming>,
         live: &LivePolicy,
+        mcp: bool,
     ) -> Result<(http::Request<Replay>, bool), ProxyError> {
         let mut req = req.map(Replay::new);
-        if live.policy.reads_body() {
+        if mcp || live.policy.reads_body() {
             req.body_mut()
                 .fill(self.cfg.limits.inspect_body_bytes)
                 .await?;

@@ -12,6 +12,7 @@ pub mod headers;
 mod inspect;
 pub(crate) mod intent_token;
 mod intercept;
+mod mcp;
 mod rate;
 mod respond;
 mod sender;
@@ -300,9 +301,12 @@ impl Proxy {
         } = target;
         let bodyless_with_body = headers::body_on_bodyless(&req);
 
-        // 5. The body's start, only when a loaded module reads input.request.body (at most
-        //    limits.inspect_body_bytes; replayed in front of the rest when forwarded).
-        let (mut req, json) = self.inspect_body(req, live).await?;
+        // 5. The body's start, only when a loaded module reads input.request.body or the call
+        //    is MCP (at most limits.inspect_body_bytes; replayed in front of the rest when
+        //    forwarded). 5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
+        let mcp = self.speaks_mcp(&req, live, &authority.host);
+        let (mut req, json) = self.inspect_body(req, live, mcp).await?;
+        let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
@@ -327,6 +331,7 @@ impl Proxy {
             },
             destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
+            mcp: mcp.as_ref().map(|m| &m.call),
         };
         let call = gate::Call {
             facts,
@@ -334,7 +339,11 @@ impl Proxy {
             intent_token,
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
-        let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
+        //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
+        //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
+        let decided = self.decide(live, rec, call).await;
+        let gate::Allowed { decision, intent } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();
@@ -421,6 +430,9 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers);
+        if let Some(f) = tools {
+            self.filter_answer(&mut parts, f, &authority.to_host_port())?;
+        }
         Ok(Outcome::Forwarded(
             Response::from_parts(parts, body),
             bytes_in,

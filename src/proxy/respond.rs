@@ -44,12 +44,17 @@ impl Proxy {
         started: Instant,
     ) -> Response<Body> {
         let resp = match outcome {
-            Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
+            Ok(Outcome::Forwarded(mut resp, bytes_in, unclean)) => {
                 rec.status = resp.status().as_u16();
                 let id = rec.decision_id.clone();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
+                // A `tools/list` answer cut down to the permitted tools (src/proxy/mcp.rs).
+                let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
                 let mut resp =
                     resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
+                if let Some(f) = tools {
+                    resp = resp.map(|b| f.wrap(b));
+                }
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }

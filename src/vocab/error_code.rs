@@ -125,6 +125,10 @@ super::words! {
         OutsideTokenScope = "outside_token_scope",
         /// A request's attestation could not be signed; it is not forwarded without one.
         AttestationFailed = "attestation_failed",
+        // MCP awareness (issue 24).
+        /// A request to an MCP server whose body is not JSON-RPC 2.0 intentgate can read: not
+        /// JSON (400), malformed (400), or over `limits.inspect_body_bytes` (413).
+        McpUnreadable = "mcp_unreadable",
     }
 }
 

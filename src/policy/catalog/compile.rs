@@ -15,6 +15,7 @@ impl Catalog {
         default_mode: Mode,
     ) -> Result<Self, CatalogError> {
         let mut intents = HashMap::new();
+        let mut mcp_hosts = super::mcp::McpHosts::default();
         let mut origin_of: HashMap<&str, &str> = HashMap::new();
         for (origin, entries) in sources {
             for (name, spec) in entries.borrow() {
@@ -109,6 +110,7 @@ impl Catalog {
                             .map(|p| p.as_str().into())
                             .collect(),
                         body_methods,
+                        mcp: super::mcp::compile_rule(r, &mut mcp_hosts).map_err(|m| err(at, m))?,
                     });
                 }
                 for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
@@ -122,6 +124,7 @@ impl Catalog {
         Ok(Catalog {
             intents,
             default_mode,
+            mcp_hosts,
         })
     }
 }
