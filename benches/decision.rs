@@ -115,6 +115,7 @@ impl Case {
             },
             destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
             body: None,
+            llm: None,
         };
         self.policy.decide(&self.agent, &self.intent, &facts).allow
     }

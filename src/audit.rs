@@ -92,6 +92,9 @@ pub struct AuditRecord {
     pub ended: Option<Ended>,
     #[serde(default)]
     pub durations: Durations,
+    /// An LLM API call (issue 24): provider, model and the tokens its response reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Box<crate::llm::AuditLlm>>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub audit_records_lost: IntCounter,
     /// 1 while `audit.on_failure: block` refuses requests because the log cannot be written.
     pub audit_blocked: IntGauge,
+    /// `intentgate_llm_tokens_total{agent,intent,model,kind}`: tokens LLM responses reported.
+    pub llm_tokens: IntCounterVec,
 }
 
 impl Metrics {
@@ -145,7 +147,8 @@ impl Metrics {
         let bodies_inspected = IntCounterVec::new(
             Opts::new(
                 "intentgate_bodies_inspected_total",
-                "Request bodies read for a policy that reads input.request.body, by truncated.",
+                "Request bodies read for a policy that reads input.request.body (or for an LLM \
+                 call's model), by truncated.",
             ),
             &["truncated"],
         )?;
@@ -156,6 +159,14 @@ impl Metrics {
                  policy), error (server unreachable or not 200/304).",
             ),
             &["result"],
+        )?;
+        let llm_tokens = IntCounterVec::new(
+            Opts::new(
+                "intentgate_llm_tokens_total",
+                "Tokens LLM API responses reported (usage), by agent, intent, model and kind: \
+                 input or output.",
+            ),
+            &["agent", "intent", "model", "kind"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
@@ -183,6 +194,7 @@ impl Metrics {
         registry.register(Box::new(bundle_fetches.clone()))?;
         registry.register(Box::new(audit_records_lost.clone()))?;
         registry.register(Box::new(audit_blocked.clone()))?;
+        registry.register(Box::new(llm_tokens.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -211,6 +223,7 @@ impl Metrics {
             bundle_fetches,
             audit_records_lost,
             audit_blocked,
+            llm_tokens,
         })
     }
 

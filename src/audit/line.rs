@@ -87,7 +87,15 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     float(out, rec.durations.upstream_ms);
     out.extend_from_slice(b",\"total_ms\":");
     float(out, rec.durations.total_ms);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if let Some(l) = &rec.llm {
+        // Rare (LLM calls only), so serde's own writer: the same bytes by construction.
+        out.extend_from_slice(b",\"llm\":");
+        if serde_json::to_writer(&mut *out, l).is_err() {
+            out.extend_from_slice(b"null");
+        }
+    }
+    out.push(b'}');
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -219,6 +227,13 @@ mod tests {
                 upstream_ms: n as f64 / 7.0,
                 total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
             },
+            llm: (n % 3 == 1).then(|| {
+                let model = serde_json::to_string(text).unwrap();
+                let l = format!(
+                    r#"{{"provider":"openai","model":{model},"stream":true,"input_tokens":{n},"output_tokens":null}}"#
+                );
+                serde_json::from_str(&l).unwrap()
+            }),
             at: None,
         }
     }

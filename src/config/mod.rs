@@ -2,6 +2,7 @@
 //! that name the file, the field and the line.
 
 mod chunked;
+mod llm;
 mod tls;
 mod tokens;
 mod types;
@@ -13,6 +14,7 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
+pub use llm::*;
 pub use tls::*;
 pub use tokens::*;
 pub use types::*;

@@ -166,6 +166,23 @@ pub struct ScopeRule {
     /// on them is refused elsewhere: an upstream that ignores it reads it as the next request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_methods: Option<Vec<String>>,
+    /// `mcp` or `llm`: requests under this rule are parsed as that protocol (issue 24).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<RuleProtocol>,
+    /// With `protocol: llm`: whose wire format the calls speak; absent = detected by path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<super::LlmProvider>,
+    /// With `protocol: llm`: the models and the output-token bound the rule allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<super::LlmScope>,
+}
+
+/// `protocol` of a scope rule: how the bodies of the requests it matches are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    Mcp,
+    Llm,
 }
 
 /// What to do when policy evaluation fails.

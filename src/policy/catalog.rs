@@ -3,6 +3,7 @@
 //! Cost per request does not grow with the number of intents.
 
 mod compile;
+mod llm;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,6 +23,9 @@ pub struct ScopeVerdict {
     pub code: ScopeCode,
     /// The intent's mode, else the top-level mode.
     pub mode: Mode,
+    /// `llm_not_in_scope`: what the rule allows (models, token bound), for the hint.
+    #[serde(skip)]
+    pub llm_allows: Option<String>,
 }
 
 crate::vocab::words! {
@@ -35,6 +39,7 @@ crate::vocab::words! {
         PortNotInScope = "port_not_in_scope",
         MethodNotInScope = "method_not_in_scope",
         PathNotInScope = "path_not_in_scope",
+        LlmNotInScope = "llm_not_in_scope",
     }
 }
 
@@ -61,6 +66,8 @@ pub struct ScopeQuery<'a> {
     pub segments: &'a [&'a str],
     /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
     pub destination_only: bool,
+    /// The LLM API call the request is, read under a `protocol: llm` rule (src/llm/).
+    pub llm: Option<&'a crate::llm::LlmCall>,
 }
 
 #[derive(Debug)]
@@ -77,6 +84,8 @@ struct Rule {
     paths_text: Box<[Box<str>]>,
     /// Which body-less methods may carry a body here (`body_methods`), as `BODYLESS` bits.
     body_methods: u8,
+    /// `protocol: llm`: the models and token bound its LLM calls must keep to.
+    llm: Option<Box<crate::llm::LlmRule>>,
 }
 
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
@@ -111,6 +120,8 @@ struct Compiled {
 pub struct Catalog {
     intents: HashMap<String, Compiled>,
     default_mode: Mode,
+    /// The hosts of `protocol: llm` rules (src/policy/catalog/llm.rs).
+    llm_hosts: llm::LlmHosts,
 }
 
 impl Catalog {
@@ -181,6 +192,7 @@ impl Catalog {
             why: String::new(),
             code: ScopeCode::NoIntent,
             mode: self.default_mode,
+            llm_allows: None,
         };
         let Some(name) = intent else {
             v.why = req_text("no intent declared for ", q);
@@ -216,7 +228,7 @@ impl Catalog {
             return v;
         }
         // Candidate rules: exact host, then `*.parent` for every parent. `closest`: the furthest
-        // stage any rule got (1 host, 2 port, 3 method) and the first rule that got there.
+        // stage any rule got (1 host, 2 port, 3 method, 4 path) and the first rule that got there.
         let mut closest = (0u8, 0usize);
         let mut tried: Vec<usize> = Vec::new();
         let mut check = |rules: Option<&Vec<usize>>, tried: &mut Vec<usize>| -> Option<usize> {
@@ -251,10 +263,15 @@ impl Catalog {
                     continue;
                 }
                 reached(3);
-                if r.paths
+                if !r
+                    .paths
                     .as_ref()
                     .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
                 {
+                    continue;
+                }
+                reached(4);
+                if r.llm.as_ref().is_none_or(|l| l.check(q.llm).is_ok()) {
                     return Some(i);
                 }
             }
@@ -315,6 +332,18 @@ impl Catalog {
                 v.code = ScopeCode::MethodNotInScope;
                 let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (rule {n} allows: {allowed})");
+            }
+            (4, Some(r)) => {
+                v.code = ScopeCode::LlmNotInScope;
+                if let Some(l) = &r.llm {
+                    let why_not = l.check(q.llm).err().unwrap_or_default();
+                    let allows = l.allows();
+                    let _ = write!(
+                        why,
+                        "LLM call is not in scope: {why_not} (rule {n} allows {allows})"
+                    );
+                    v.llm_allows = Some(allows);
+                }
             }
             (_, Some(r)) => {
                 v.code = ScopeCode::PathNotInScope;

@@ -31,6 +31,7 @@ fn rule(
         methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
         paths: paths.map(|p| p.iter().map(|s| s.to_string()).collect()),
         body_methods: None,
+        ..ScopeRule::default()
     }
 }
 
@@ -57,6 +58,7 @@ fn check(c: &Catalog, method: &str, host: &str, port: u16, path: &str) -> ScopeV
         path,
         segments: &segs,
         destination_only: method == "CONNECT",
+        llm: None,
     };
     c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
 }
@@ -230,6 +232,7 @@ fn claimable_by_each_list_present_must_match() {
         path: "/",
         segments: &segs,
         destination_only: false,
+        llm: None,
     };
     assert!(
         c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
@@ -329,6 +332,7 @@ fn the_request_is_written_with_its_port_when_not_80_or_443() {
             path: "/a/b?c",
             segments: &[],
             destination_only,
+            llm: None,
         };
         assert_eq!(req_text("x ", &q), want);
     }
@@ -353,6 +357,7 @@ fn body_methods_name_bodyless_methods_of_the_rule() {
         path: "/x",
         segments: &["x"],
         destination_only: false,
+        llm: None,
     };
     let v = c.verdict(&agent, Some("triage"), &q("DELETE"));
     assert!(c.allows_body(&v, &http::Method::DELETE));

@@ -90,6 +90,8 @@ pub struct RequestFacts<'a> {
     pub destination: Option<(std::net::IpAddr, &'a str)>,
     /// The first `limits.inspect_body_bytes` of the body, read only when a module reads it.
     pub body: Option<BodyFacts<'a>>,
+    /// An LLM API call under a `protocol: llm` rule, read from the body (`input.llm`).
+    pub llm: Option<&'a crate::llm::LlmCall>,
 }
 
 /// The inspected start of a request body.
@@ -379,6 +381,7 @@ impl PolicySet {
             path: "",
             segments: &[],
             destination_only: true,
+            llm: None,
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
         let kind = match v.code {

@@ -99,6 +99,7 @@ impl Req {
             },
             destination: None,
             body: None,
+            llm: None,
         }
     }
 }

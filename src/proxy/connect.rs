@@ -80,6 +80,7 @@ impl Proxy {
             },
             destination: None,
             body: None,
+            llm: None,
         };
         let call = gate::Call {
             facts,

@@ -232,13 +232,18 @@ fn settle(
     Ok((d, intent))
 }
 
-/// `intentgate_requests_total`, with the intent label bounded to catalog names.
-fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    let label = match intent.name.as_deref() {
+/// An intent as a metric label: bounded to catalog names (`none`, `unknown` else).
+pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str {
+    match intent.name.as_deref() {
         None => "none",
         Some(n) if live.policy.catalog().contains(n) => n,
         Some(_) => "unknown",
-    };
+    }
+}
+
+/// `intentgate_requests_total`, with the intent label bounded to catalog names.
+fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
+    let label = intent_label(live, intent);
     metrics
         .requests
         .with_label_values(&[decision.as_str(), mode.as_str(), label])

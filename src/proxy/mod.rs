@@ -285,9 +285,10 @@ impl Proxy {
         } = target;
         let bodyless_with_body = headers::body_on_bodyless(&req);
 
-        // 5. The body's start, only when a loaded module reads input.request.body (at most
-        //    limits.inspect_body_bytes; replayed in front of the rest when forwarded).
-        let (mut req, json) = self.inspect_body(req, live).await?;
+        // 5. The body's start, only when a loaded module reads input.request.body, or the
+        //    request is an LLM API call to a host of a `protocol: llm` rule (src/llm/): at most
+        //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
+        let (mut req, json, llm) = self.inspect_body(req, live, &authority.host, &path).await?;
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
@@ -311,6 +312,7 @@ impl Proxy {
             },
             destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
+            llm: llm.as_ref(),
         };
         let call = gate::Call {
             facts,
@@ -318,6 +320,11 @@ impl Proxy {
             bodyless_with_body: bodyless_with_body.then(|| req.method()),
         };
         let gate::Allowed { decision, intent } = self.decide(live, rec, call).await?;
+        //    An LLM call's record names its model; its usage is read from the response (step 10).
+        if let Some(c) = &llm {
+            let label = gate::intent_label(live, &intent);
+            rec.llm = Some(Box::new(crate::llm::AuditLlm::new(c, label)));
+        }
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

@@ -48,8 +48,14 @@ impl Proxy {
                 rec.status = resp.status().as_u16();
                 let id = rec.decision_id.clone();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
-                let mut resp =
-                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
+                // An LLM call's usage is read as its response passes (src/llm/usage.rs).
+                let ct = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+                let mut resp = resp.map(|b| {
+                    let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
+                        l.counters(&self.metrics.llm_tokens, &rec.agent.id)
+                    });
+                    Audited::new(b, rec, slot, bytes_in, started, unclean).boxed()
+                });
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }

@@ -295,6 +295,7 @@ impl Proxy {
             },
             destination: None,
             body: None,
+            llm: None,
         };
         let call = gate::Call {
             facts,

@@ -99,6 +99,9 @@ super::words! {
         Forbidden = "forbidden",
         /// The bundle server cannot verify tokens or read bundles right now (503).
         BundleUnavailable = "bundle_unavailable",
+        /// An LLM API call names a model, or asks for more output tokens, than its intent's
+        /// `protocol: llm` rule allows (403).
+        LlmNotInScope = "llm_not_in_scope",
     }
 }
 
