@@ -232,17 +232,16 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(s) = &mut this.scan {
-            match &r {
-                Poll::Ready(Some(Ok(f))) => {
-                    if let Some(d) = f.data_ref() {
-                        s.data(d);
-                    }
+            if let Poll::Ready(Some(Ok(f))) = &r {
+                if let Some(d) = f.data_ref() {
+                    s.data(d);
                 }
-                Poll::Ready(None) => {
-                    s.finish();
-                    this.scan = None;
-                }
-                _ => {}
+            }
+            // A body of known length ends with its last frame: hyper polls no further and
+            // drops it, so the usage must be read before the audit record is written.
+            if matches!(r, Poll::Ready(None)) || this.inner.is_end_stream() {
+                s.finish();
+                this.scan = None;
             }
         }
         r

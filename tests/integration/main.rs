@@ -37,6 +37,7 @@ mod k8s_trust;
 mod learn;
 mod lifecycle;
 mod limits;
+mod llm;
 mod ops;
 mod policy;
 mod report;
