@@ -1,20 +1,33 @@
 //! What an audit record says about an LLM call: the provider, the model asked for, whether it
 //! streamed, and the tokens its response reports, counted while the response passes (`Usage`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{IntCounter, IntCounterVec};
 use serde::{Deserialize, Serialize};
 
 /// The token counts of one call's response, filled in as its body streams by and final when it
-/// ends (when the audit record is written). Shared with whoever wants to charge them (a budget):
-/// hold the `Arc` from `AuditLlm::usage` and read it once the response has ended.
-#[derive(Debug)]
+/// ends (before the audit record is written). Whoever wants to charge them (a budget) takes the
+/// `Arc` from `AuditLlm::usage` after the decision and either reads it later or registers
+/// `on_settled`, called once with the final counts when a JSON or event-stream response ends or
+/// is dropped (never for a call that got no such response: nothing to charge then).
 pub struct Usage {
     /// `u64::MAX` until the response reports it.
     input: AtomicU64,
     output: AtomicU64,
+    settled: OnSettled,
+}
+
+type OnSettled = OnceLock<Box<dyn Fn(Option<u64>, Option<u64>) + Send + Sync>>;
+
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Usage")
+            .field("input", &self.input())
+            .field("output", &self.output())
+            .finish_non_exhaustive()
+    }
 }
 
 const UNKNOWN: u64 = u64::MAX;
@@ -30,6 +43,24 @@ impl Usage {
         Usage {
             input: AtomicU64::new(input.unwrap_or(UNKNOWN)),
             output: AtomicU64::new(output.unwrap_or(UNKNOWN)),
+            settled: OnceLock::new(),
+        }
+    }
+
+    /// Calls `f` with the final (input, output) counts when the response ends; one callback per
+    /// call (a second one is refused and returned).
+    #[allow(clippy::type_complexity)]
+    pub fn on_settled(
+        &self,
+        f: Box<dyn Fn(Option<u64>, Option<u64>) + Send + Sync>,
+    ) -> Result<(), Box<dyn Fn(Option<u64>, Option<u64>) + Send + Sync>> {
+        self.settled.set(f)
+    }
+
+    /// The response ended: the callback, if any, gets the counts.
+    pub(super) fn settle(&self) {
+        if let Some(f) = self.settled.get() {
+            f(self.input(), self.output());
         }
     }
 

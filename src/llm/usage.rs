@@ -125,6 +125,7 @@ impl Scanner {
             }
         }
         self.buf = Vec::new();
+        self.usage.settle();
         for (c, n) in self
             .counters
             .iter()

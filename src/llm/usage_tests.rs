@@ -57,6 +57,33 @@ fn gemini_and_json_usage_is_read_from_the_tail() {
 }
 
 #[test]
+fn the_settled_callback_gets_the_final_counts_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let usage = Arc::new(Usage::default());
+    let seen = Arc::new(AtomicU64::new(0));
+    let s2 = Arc::clone(&seen);
+    usage
+        .on_settled(Box::new(move |i, o| {
+            s2.fetch_add(i.unwrap_or(0) * 1000 + o.unwrap_or(0), Ordering::Relaxed);
+        }))
+        .ok()
+        .unwrap();
+    let c = IntCounter::new("t", "t").unwrap();
+    let mut s = Scanner {
+        usage: Arc::clone(&usage),
+        sse: true,
+        buf: Vec::new(),
+        skipping: false,
+        counters: [c.clone(), c],
+    };
+    s.data(b"data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n");
+    s.data(b"data: {\"usage\":{\"output_tokens\":9}}\n");
+    assert_eq!(seen.load(Ordering::Relaxed), 0, "not before the end");
+    s.finish();
+    assert_eq!(seen.load(Ordering::Relaxed), 3009);
+}
+
+#[test]
 fn an_overlong_event_line_is_skipped_and_the_next_read() {
     let mut text = b"data: {\"usage\":{\"prompt_tokens\":1,\"x\":\"".to_vec();
     text.extend(std::iter::repeat_n(b'a', 2 * MAX_LINE));

@@ -49,7 +49,8 @@ impl Proxy {
                 let id = rec.decision_id.clone();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
                 // An LLM call's usage is read as its response passes (src/llm/usage.rs).
-                let ct = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+                let ct = (rec.llm.as_ref())
+                    .and_then(|_| resp.headers().get(http::header::CONTENT_TYPE).cloned());
                 let mut resp = resp.map(|b| {
                     let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
                         l.counters(&self.metrics.llm_tokens, &rec.agent.id)
