@@ -73,7 +73,7 @@ impl Scanner {
             }
             return;
         }
-        while let Some(n) = d.iter().position(|&b| b == b'\n') {
+        while let Some(n) = memchr::memchr(b'\n', d) {
             let (line, rest) = (&d[..n], &d[n + 1..]);
             if self.skipping {
                 self.skipping = false;
@@ -183,7 +183,7 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn trim(s: &[u8]) -> &[u8] {
