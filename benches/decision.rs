@@ -117,6 +117,7 @@ impl Case {
             destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
             body: None,
             mcp: None,
+            llm: None,
         };
         self.policy.decide(&self.agent, &self.intent, &facts).allow
     }

@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
         destination: Some(("203.0.113.7".parse().expect("ip"), "public")),
         body: None,
         mcp: None,
+        llm: None,
     };
     let segments = input::segments("/v1/tickets/43");
     let verdict = ScopeVerdict {
@@ -89,6 +90,7 @@ fn bench(c: &mut Criterion) {
         why: "GET api.example.com:443/v1/tickets/43 matches intent 'triage' allow[1]".into(),
         code: ScopeCode::Matched,
         mode: Mode::Enforce,
+        llm_allows: None,
     };
     let strip = vec!["authorization".to_string()];
     c.bench_function("input/build, every field", |b| {

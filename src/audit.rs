@@ -105,7 +105,11 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,
     /// An MCP call's method and tool (the first message of a batch), when the call was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<crate::mcp::Noted>,
+    /// An LLM API call (issue 24): provider, model and the tokens its response reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Box<crate::llm::AuditLlm>>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
 }

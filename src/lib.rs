@@ -28,6 +28,7 @@ pub mod iptables;
 pub mod jws;
 pub mod learn;
 pub mod listen;
+pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod offline;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub otlp: IntCounterVec,
     /// `intentgate_shadow_disagreements_total{intent,live,shadow}` (`policy.shadow`).
     pub shadow_disagreements: IntCounterVec,
+    /// `intentgate_llm_tokens_total{agent,intent,model,kind}`: tokens LLM responses reported.
+    pub llm_tokens: IntCounterVec,
 }
 
 impl Metrics {
@@ -149,7 +151,8 @@ impl Metrics {
         let bodies_inspected = IntCounterVec::new(
             Opts::new(
                 "intentgate_bodies_inspected_total",
-                "Request bodies read for a policy that reads input.request.body, by truncated.",
+                "Request bodies read for a policy that reads input.request.body (or for an LLM \
+                 call's model), by truncated.",
             ),
             &["truncated"],
         )?;
@@ -160,6 +163,14 @@ impl Metrics {
                  policy), error (server unreachable or not 200/304).",
             ),
             &["result"],
+        )?;
+        let llm_tokens = IntCounterVec::new(
+            Opts::new(
+                "intentgate_llm_tokens_total",
+                "Tokens LLM API responses reported (usage), by agent, intent, model and kind: \
+                 input or output.",
+            ),
+            &["agent", "intent", "model", "kind"],
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
@@ -203,6 +214,7 @@ impl Metrics {
             &["intent", "live", "shadow"],
         )?;
         registry.register(Box::new(shadow_disagreements.clone()))?;
+        registry.register(Box::new(llm_tokens.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -233,6 +245,7 @@ impl Metrics {
             audit_blocked,
             otlp,
             shadow_disagreements,
+            llm_tokens,
         })
     }
 

@@ -238,6 +238,7 @@ fn explain_with(
         destination: vetted.map(|(ip, class)| (ip, class.as_str())),
         body: None,
         mcp: None,
+        llm: None,
     };
     let (d, input) = policy.explain(agent, &intent, &facts);
     // An https URL is reached through an intercepted tunnel: its CONNECT is decided first, by

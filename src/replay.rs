@@ -51,6 +51,7 @@ const UNRECORDED: &[&str] = &[
     "connection.protocol",
     "connection.sni",
     "mcp",
+    "llm",
     "time",
 ];
 
@@ -225,6 +226,7 @@ impl<'a> Recorded<'a> {
             destination: None,
             body: None,
             mcp: None,
+            llm: None,
         }
     }
 

@@ -119,6 +119,14 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"tool\":");
         opt_string(out, m.tool.as_deref());
         out.push(b'}');
+        out.push(b'}');
+    }
+    if let Some(l) = &rec.llm {
+        // Rare (LLM calls only), so serde's own writer: the same bytes by construction.
+        out.extend_from_slice(b",\"llm\":");
+        if serde_json::to_writer(&mut *out, l).is_err() {
+            out.extend_from_slice(b"null");
+        }
     }
     out.push(b'}');
 }
@@ -268,6 +276,13 @@ mod tests {
             mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
                 method: text.into(),
                 tool: (n % 2 == 0).then(|| text.to_string()),
+            }),
+            llm: (n % 3 == 1).then(|| {
+                let model = serde_json::to_string(text).unwrap();
+                let l = format!(
+                    r#"{{"provider":"openai","model":{model},"stream":true,"input_tokens":{n},"output_tokens":null}}"#
+                );
+                serde_json::from_str(&l).unwrap()
             }),
             at: None,
         }

@@ -3,6 +3,7 @@
 
 mod chunked;
 mod evidence;
+mod llm;
 mod mcp;
 mod tls;
 mod tokens;
@@ -16,6 +17,7 @@ use validate::validate;
 use std::path::{Path, PathBuf};
 
 pub use evidence::*;
+pub use llm::*;
 pub use mcp::*;
 pub use tls::*;
 pub use tokens::*;

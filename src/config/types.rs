@@ -183,9 +183,15 @@ pub struct ScopeRule {
     /// With `protocol: mcp`: the JSON-RPC methods, tools and resources the rule permits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp: Option<super::McpScope>,
+    /// With `protocol: llm`: whose wire format the calls speak; absent = detected by path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<super::LlmProvider>,
+    /// With `protocol: llm`: the models and the output-token bound the rule allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<super::LlmScope>,
 }
 
-/// `protocol` of a scope rule: how requests under it are read beyond HTTP.
+/// `protocol` of a scope rule: how the bodies of the requests it matches are read.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleProtocol {

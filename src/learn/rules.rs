@@ -40,6 +40,7 @@ pub(super) fn rules((host, port): (String, u16), d: Dest, opts: Options) -> Vec<
         body_methods: None,
         protocol: mcp.is_some().then_some(RuleProtocol::Mcp),
         mcp: mcp.clone(),
+        ..ScopeRule::default()
     };
     if d.opaque > 0 {
         let seen = d.paths.len();

@@ -40,6 +40,8 @@ pub enum Leaf {
     ConnMode,
     ConnSni,
     ConnIntercepted,
+    /// `input.llm`: a request that carries an LLM call is not cached.
+    Llm,
 }
 
 /// Every field of the input document, with how it keys the cache. The position of a field here
@@ -79,6 +81,7 @@ pub const LEAVES: &[(&str, Leaf)] = &[
     ("mcp", Leaf::Never),
     ("time", Leaf::Never),
     ("intent.token", Leaf::IntentClaims),
+    ("llm", Leaf::Llm),
 ];
 
 /// Built-ins whose answer is not a function of their arguments.
@@ -301,6 +304,8 @@ pub fn key(
                 buf,
                 Some(if req.connection.intercepted { "1" } else { "0" }),
             ),
+            Leaf::Llm if req.llm.is_some() => return false,
+            Leaf::Llm => put(buf, None),
         }
     }
     true

@@ -3,8 +3,9 @@
 //! Cost per request does not grow with the number of intents.
 
 mod compile;
-mod narrow;
+mod llm;
 mod mcp;
+mod narrow;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,6 +25,9 @@ pub struct ScopeVerdict {
     pub code: ScopeCode,
     /// The intent's mode, else the top-level mode.
     pub mode: Mode,
+    /// `llm_not_in_scope`: what the rule allows (models, token bound), for the hint.
+    #[serde(skip)]
+    pub llm_allows: Option<String>,
 }
 
 crate::vocab::words! {
@@ -40,6 +44,8 @@ crate::vocab::words! {
         /// A `protocol: mcp` rule's `mcp:` scope does not permit the call's method, tool or
         /// resource.
         McpNotInScope = "mcp_not_in_scope",
+        /// A `protocol: llm` rule's `llm:` bounds do not permit the call's model or token bound.
+        LlmNotInScope = "llm_not_in_scope",
     }
 }
 
@@ -68,6 +74,8 @@ pub struct ScopeQuery<'a> {
     pub destination_only: bool,
     /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/).
     pub mcp: Option<&'a crate::mcp::Call>,
+    /// The LLM API call the request is, read under a `protocol: llm` rule (src/llm/).
+    pub llm: Option<&'a crate::llm::LlmCall>,
 }
 
 #[derive(Debug)]
@@ -86,6 +94,8 @@ struct Rule {
     body_methods: u8,
     /// `protocol: mcp`: the rule's `mcp:` scope.
     mcp: Option<Box<crate::mcp::Scope>>,
+    /// `protocol: llm`: the models and token bound its LLM calls must keep to.
+    llm: Option<Box<crate::llm::LlmRule>>,
 }
 
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
@@ -125,6 +135,8 @@ pub struct Catalog {
     default_mode: Mode,
     /// The hosts `protocol: mcp` rules name: requests to them are read as MCP.
     mcp_hosts: mcp::McpHosts,
+    /// The hosts of `protocol: llm` rules (src/policy/catalog/llm.rs).
+    llm_hosts: llm::LlmHosts,
 }
 
 impl Catalog {
@@ -195,6 +207,7 @@ impl Catalog {
             why: String::new(),
             code: ScopeCode::NoIntent,
             mode: self.default_mode,
+            llm_allows: None,
         };
         let Some(name) = intent else {
             v.why = req_text("no intent declared for ", q);
@@ -265,15 +278,20 @@ impl Catalog {
                     continue;
                 }
                 reached(3);
-                if r.paths
+                if !r
+                    .paths
                     .as_ref()
                     .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
                 {
-                    // An MCP call also needs the rule's `mcp:` scope (src/mcp/scope.rs).
-                    if mcp::miss(r, q).is_none() {
-                        return Some(i);
-                    }
-                    reached(4);
+                    continue;
+                }
+                reached(4);
+                // An MCP call also needs the rule's `mcp:` scope (src/mcp/scope.rs), an LLM call
+                // its `llm:` bounds (src/policy/catalog/llm.rs).
+                if mcp::miss(r, q).is_none()
+                    && r.llm.as_ref().is_none_or(|l| l.check(q.llm).is_ok())
+                {
+                    return Some(i);
                 }
             }
             None
@@ -334,9 +352,21 @@ impl Catalog {
                 let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
                 let _ = write!(why, "method is not in scope (rule {n} allows: {allowed})");
             }
-            (4, Some(r)) => {
+            (4, Some(r)) if r.llm.is_none() => {
                 v.code = ScopeCode::McpNotInScope;
                 mcp::why_not(&mut why, r, q, n);
+            }
+            (4, Some(r)) => {
+                v.code = ScopeCode::LlmNotInScope;
+                if let Some(l) = &r.llm {
+                    let why_not = l.check(q.llm).err().unwrap_or_default();
+                    let allows = l.allows();
+                    let _ = write!(
+                        why,
+                        "LLM call is not in scope: {why_not} (rule {n} allows {allows})"
+                    );
+                    v.llm_allows = Some(allows);
+                }
             }
             (_, Some(r)) => {
                 v.code = ScopeCode::PathNotInScope;

@@ -60,6 +60,7 @@ fn check(c: &Catalog, method: &str, host: &str, port: u16, path: &str) -> ScopeV
         segments: &segs,
         destination_only: method == "CONNECT",
         mcp: None,
+        llm: None,
     };
     c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
 }
@@ -234,6 +235,7 @@ fn claimable_by_each_list_present_must_match() {
         segments: &segs,
         destination_only: false,
         mcp: None,
+        llm: None,
     };
     assert!(
         c.verdict(&agent("bot", Some("support")), Some("triage"), &q)
@@ -334,6 +336,7 @@ fn the_request_is_written_with_its_port_when_not_80_or_443() {
             segments: &[],
             destination_only,
             mcp: None,
+            llm: None,
         };
         assert_eq!(req_text("x ", &q), want);
     }
@@ -359,6 +362,7 @@ fn body_methods_name_bodyless_methods_of_the_rule() {
         segments: &["x"],
         destination_only: false,
         mcp: None,
+        llm: None,
     };
     let v = c.verdict(&agent, Some("triage"), &q("DELETE"));
     assert!(c.allows_body(&v, &http::Method::DELETE));

@@ -66,6 +66,7 @@ impl PolicySet {
             destination_only: req.path.is_none()
                 || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
             mcp: req.mcp,
+            llm: req.llm,
         };
         let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -172,6 +173,9 @@ impl PolicySet {
                         d.reasons.push(format!("denied by policy: {}", d.scope.why));
                     }
                     d.hint = decision::hint_for(&d.scope);
+                    if d.scope.code == ScopeCode::LlmNotInScope {
+                        d.code = Some(ErrorCode::LlmNotInScope);
+                    }
                 }
             }
             Err(msg) => {

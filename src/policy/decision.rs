@@ -71,6 +71,10 @@ pub fn hint_for(scope: &ScopeVerdict) -> String {
              platform team to add it"
                 .to_string()
         }
+        (ScopeCode::LlmNotInScope, Some(i)) => format!(
+            "call a model the intent allows ({}), or ask the platform team to extend intent '{i}'",
+            scope.llm_allows.as_deref().unwrap_or("see the reason")
+        ),
         (_, Some(i)) => format!(
             "declare an intent that permits this call, or ask the platform team to extend intent '{i}'"
         ),

@@ -300,6 +300,9 @@ pub fn build(
         (has!(m, "time"), "time", &|| {
             obj([("unix", Value::from(now_unix))])
         }),
+        (has!(m, "llm"), "llm", &|| {
+            req.llm.map_or(Value::Null, crate::llm::LlmCall::value)
+        }),
     ])
     .unwrap_or_else(Value::new_object)
 }

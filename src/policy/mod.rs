@@ -92,6 +92,8 @@ pub struct RequestFacts<'a> {
     pub body: Option<BodyFacts<'a>>,
     /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/): `input.mcp`.
     pub mcp: Option<&'a crate::mcp::Call>,
+    /// An LLM API call under a `protocol: llm` rule, read from the body (`input.llm`).
+    pub llm: Option<&'a crate::llm::LlmCall>,
 }
 
 /// The inspected start of a request body.
@@ -395,6 +397,7 @@ impl PolicySet {
             segments: &[],
             destination_only: true,
             mcp: None,
+            llm: None,
         };
         let v = self.catalog.verdict(agent, Some(name), &q);
         let kind = match v.code {

@@ -101,6 +101,7 @@ impl Req {
             destination: None,
             body: None,
             mcp: None,
+            llm: None,
         }
     }
 }

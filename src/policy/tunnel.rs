@@ -67,6 +67,7 @@ impl PolicySet {
                     ScopeCode::PortNotInScope
                 },
                 mode,
+                llm_allows: None,
             },
             policy_micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             cached: false,

@@ -15,20 +15,24 @@ use hyper::body::Incoming;
 use super::Proxy;
 use super::gate::LivePolicy;
 use crate::error::ProxyError;
+use crate::llm::LlmCall;
 use crate::policy::BodyFacts;
 
 impl Proxy {
-    /// Reads the body's start when a loaded module reads it or the request is `mcp`; returns
-    /// the request to forward (the bytes read replayed in front) and whether its
-    /// `Content-Type` is JSON.
+    /// Reads the body's start when a loaded module reads it, the request is `mcp`, or it is an
+    /// LLM API call to a host of a `protocol: llm` rule; returns the request to forward (the
+    /// bytes read replayed in front), whether its `Content-Type` is JSON, and the LLM call.
     pub(super) async fn inspect_body(
         &self,
         req: http::Request<Incoming>,
         live: &LivePolicy,
         mcp: bool,
-    ) -> Result<(http::Request<Replay>, bool), ProxyError> {
+        host: &str,
+        path: &str,
+    ) -> Result<(http::Request<Replay>, bool, Option<LlmCall>), ProxyError> {
         let mut req = req.map(Replay::new);
-        if mcp || live.policy.reads_body() {
+        let llm_api = live.policy.catalog().llm_api(host, path);
+        if mcp || live.policy.reads_body() || llm_api.is_some() {
             req.body_mut()
                 .fill(self.cfg.limits.inspect_body_bytes)
                 .await?;
@@ -43,7 +47,11 @@ impl Proxy {
                 .inc();
         }
         let json = is_json(req.headers());
-        Ok((req, json))
+        let llm = llm_api.map(|(provider, api)| {
+            let b = req.body().facts(json);
+            LlmCall::parse(provider, api, path, b.bytes, b.truncated)
+        });
+        Ok((req, json, llm))
     }
 }
 

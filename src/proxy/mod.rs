@@ -301,11 +301,14 @@ impl Proxy {
         } = target;
         let bodyless_with_body = headers::body_on_bodyless(&req);
 
-        // 5. The body's start, only when a loaded module reads input.request.body or the call
-        //    is MCP (at most limits.inspect_body_bytes; replayed in front of the rest when
-        //    forwarded). 5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
+        // 5. The body's start, only when a loaded module reads input.request.body, the call is
+        //    MCP, or it is an LLM API call to a host of a `protocol: llm` rule (src/llm/): at most
+        //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
+        //    5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
         let mcp = self.speaks_mcp(&req, live, &authority.host);
-        let (mut req, json) = self.inspect_body(req, live, mcp).await?;
+        let (mut req, json, llm) = self
+            .inspect_body(req, live, mcp, &authority.host, &path)
+            .await?;
         let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
@@ -332,6 +335,7 @@ impl Proxy {
             destination: None,
             body: live.policy.reads_body().then(|| req.body().facts(json)),
             mcp: mcp.as_ref().map(|m| &m.call),
+            llm: llm.as_ref(),
         };
         let call = gate::Call {
             facts,
@@ -344,6 +348,11 @@ impl Proxy {
         let decided = self.decide(live, rec, call).await;
         let gate::Allowed { decision, intent } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
         let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
+        //    An LLM call's record names its model; its usage is read from the response (step 10).
+        if let Some(c) = &llm {
+            let label = gate::intent_label(live, &intent);
+            rec.llm = Some(Box::new(crate::llm::AuditLlm::new(c, label)));
+        }
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
         let h = req.headers_mut();

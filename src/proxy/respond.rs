@@ -50,8 +50,15 @@ impl Proxy {
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
                 // A `tools/list` answer cut down to the permitted tools (src/proxy/mcp.rs).
                 let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
-                let mut resp =
-                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed());
+                // An LLM call's usage is read as its response passes (src/llm/usage.rs).
+                let ct = (rec.llm.as_ref())
+                    .and_then(|_| resp.headers().get(http::header::CONTENT_TYPE).cloned());
+                let mut resp = resp.map(|b| {
+                    let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
+                        l.counters(&self.metrics.llm_tokens, &rec.agent.id)
+                    });
+                    Audited::new(b, rec, slot, bytes_in, started, unclean).boxed()
+                });
                 if let Some(f) = tools {
                     resp = resp.map(|b| f.wrap(b));
                 }

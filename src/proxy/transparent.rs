@@ -296,6 +296,7 @@ impl Proxy {
             destination: None,
             body: None,
             mcp: None,
+            llm: None,
         };
         let call = gate::Call {
             facts,

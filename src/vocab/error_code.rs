@@ -129,6 +129,9 @@ super::words! {
         /// A request to an MCP server whose body is not JSON-RPC 2.0 intentgate can read: not
         /// JSON (400), malformed (400), or over `limits.inspect_body_bytes` (413).
         McpUnreadable = "mcp_unreadable",
+        /// An LLM API call names a model, or asks for more output tokens, than its intent's
+        /// `protocol: llm` rule allows (403).
+        LlmNotInScope = "llm_not_in_scope",
     }
 }
 

@@ -39,6 +39,7 @@ mod k8s_trust;
 mod learn;
 mod lifecycle;
 mod limits;
+mod llm;
 mod mcp;
 mod ops;
 mod otlp;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::super::pattern::{host_pattern, path_pattern};
 use super::{Catalog, CatalogError, Compiled, Rule, bodyless_bit};
-use crate::config::{IntentSpec, Mode};
+use crate::config::{IntentSpec, Mode, RuleProtocol};
 
 impl Catalog {
     /// Compiles catalogs, each with the place it was written (for errors). An intent defined
@@ -16,6 +16,7 @@ impl Catalog {
     ) -> Result<Self, CatalogError> {
         let mut intents = HashMap::new();
         let mut mcp_hosts = super::mcp::McpHosts::default();
+        let mut llm_hosts = super::llm::LlmHosts::default();
         let mut origin_of: HashMap<&str, &str> = HashMap::new();
         for (origin, entries) in sources {
             for (name, spec) in entries.borrow() {
@@ -47,8 +48,24 @@ impl Catalog {
                     if r.hosts.is_empty() {
                         return Err(err(at, "a rule needs at least one host".into()));
                     }
+                    let llm = match r.protocol {
+                        Some(RuleProtocol::Llm) => Some(Box::new(
+                            crate::llm::LlmRule::new(r.provider, r.llm.as_ref())
+                                .map_err(|m| err(at, m))?,
+                        )),
+                        _ if r.provider.is_some() || r.llm.is_some() => {
+                            return Err(err(
+                                at,
+                                "`provider` and `llm` need `protocol: llm` on the rule".into(),
+                            ));
+                        }
+                        _ => None,
+                    };
                     for h in &r.hosts {
                         let (wild, name) = host_pattern(h).map_err(|m| err(at, m))?;
+                        if llm.is_some() {
+                            llm_hosts.add(wild, &name, r.provider);
+                        }
                         let index = if wild { &mut c.wildcard } else { &mut c.exact };
                         let v = index.entry(name).or_default();
                         if v.last() != Some(&i) {
@@ -111,6 +128,7 @@ impl Catalog {
                             .collect(),
                         body_methods,
                         mcp: super::mcp::compile_rule(r, &mut mcp_hosts).map_err(|m| err(at, m))?,
+                        llm,
                     });
                 }
                 for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
@@ -125,6 +143,7 @@ impl Catalog {
             intents,
             default_mode,
             mcp_hosts,
+            llm_hosts,
         })
     }
 }

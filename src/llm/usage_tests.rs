@@ -1,0 +1,93 @@
+//! Usage read from responses as they pass, split anywhere.
+
+use super::*;
+
+fn run(sse: bool, chunks: &[&[u8]]) -> (Option<u64>, Option<u64>) {
+    let usage = Arc::new(Usage::default());
+    let c = IntCounter::new("t", "t").unwrap();
+    let mut s = Scanner {
+        usage: Arc::clone(&usage),
+        sse,
+        buf: Vec::new(),
+        skipping: false,
+        counters: [c.clone(), c],
+    };
+    for ch in chunks {
+        s.data(ch);
+    }
+    s.finish();
+    (usage.input(), usage.output())
+}
+
+/// Every way to cut `text` in two.
+fn every_split(sse: bool, text: &[u8], want: (Option<u64>, Option<u64>)) {
+    for i in 0..=text.len() {
+        assert_eq!(run(sse, &[&text[..i], &text[i..]]), want, "split at {i}");
+    }
+}
+
+#[test]
+fn openai_stream_usage_is_the_final_chunk() {
+    let text = b"data: {\"id\":\"1\",\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":{}\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"1\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,\"total_tokens\":18}}\n\n\
+data: [DONE]\n\n";
+    every_split(true, text, (Some(11), Some(7)));
+}
+
+#[test]
+fn anthropic_stream_usage_is_message_start_then_delta() {
+    let text = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"hi\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n";
+    every_split(true, text, (Some(25), Some(15)));
+}
+
+#[test]
+fn gemini_and_json_usage_is_read_from_the_tail() {
+    let gemini = br#"{"candidates":[{"content":{"parts":[{"text":"x"}]}}],"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 10, "totalTokenCount": 14},"modelVersion":"g"}"#;
+    every_split(false, gemini, (Some(4), Some(10)));
+    let openai = br#"{"id":"c","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 1}"}}],"usage":{"prompt_tokens":9,"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+    every_split(false, openai, (Some(9), Some(3)));
+    // A long body: only its tail is kept, and the usage is in it.
+    let mut long = br#"{"x":""#.to_vec();
+    long.extend(std::iter::repeat_n(b'a', 5 * TAIL));
+    long.extend_from_slice(br#"","usage":{"input_tokens":2,"output_tokens":5}}"#);
+    let chunks: Vec<&[u8]> = long.chunks(1000).collect();
+    assert_eq!(run(false, &chunks), (Some(2), Some(5)));
+}
+
+#[test]
+fn the_settled_callback_gets_the_final_counts_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let usage = Arc::new(Usage::default());
+    let seen = Arc::new(AtomicU64::new(0));
+    let s2 = Arc::clone(&seen);
+    usage
+        .on_settled(Box::new(move |i, o| {
+            s2.fetch_add(i.unwrap_or(0) * 1000 + o.unwrap_or(0), Ordering::Relaxed);
+        }))
+        .ok()
+        .unwrap();
+    let c = IntCounter::new("t", "t").unwrap();
+    let mut s = Scanner {
+        usage: Arc::clone(&usage),
+        sse: true,
+        buf: Vec::new(),
+        skipping: false,
+        counters: [c.clone(), c],
+    };
+    s.data(b"data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n");
+    s.data(b"data: {\"usage\":{\"output_tokens\":9}}\n");
+    assert_eq!(seen.load(Ordering::Relaxed), 0, "not before the end");
+    s.finish();
+    assert_eq!(seen.load(Ordering::Relaxed), 3009);
+}
+
+#[test]
+fn an_overlong_event_line_is_skipped_and_the_next_read() {
+    let mut text = b"data: {\"usage\":{\"prompt_tokens\":1,\"x\":\"".to_vec();
+    text.extend(std::iter::repeat_n(b'a', 2 * MAX_LINE));
+    text.extend_from_slice(b"\"}}\ndata: {\"usage\":{\"completion_tokens\":4}}\n");
+    let chunks: Vec<&[u8]> = text.chunks(4096).collect();
+    assert_eq!(run(true, &chunks), (None, Some(4)));
+}
