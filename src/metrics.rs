@@ -34,6 +34,10 @@ pub struct Metrics {
     pub audit_records_lost: IntCounter,
     /// 1 while `audit.on_failure: block` refuses requests because the log cannot be written.
     pub audit_blocked: IntGauge,
+    /// `intentgate_credential_refresh_total{credential,result}` (src/cred/).
+    pub credential_refresh: IntCounterVec,
+    /// `intentgate_credential_expiry_seconds{credential}`: the current value's expiry (Unix).
+    pub credential_expiry: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -157,6 +161,21 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let credential_refresh = IntCounterVec::new(
+            Opts::new(
+                "intentgate_credential_refresh_total",
+                "Credential values loaded (a file read, a token fetched), by credential and \
+                 result: ok, error.",
+            ),
+            &["credential", "result"],
+        )?;
+        let credential_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "intentgate_credential_expiry_seconds",
+                "When the credential's current token expires (Unix seconds).",
+            ),
+            &["credential"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -183,6 +202,8 @@ impl Metrics {
         registry.register(Box::new(bundle_fetches.clone()))?;
         registry.register(Box::new(audit_records_lost.clone()))?;
         registry.register(Box::new(audit_blocked.clone()))?;
+        registry.register(Box::new(credential_refresh.clone()))?;
+        registry.register(Box::new(credential_expiry.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -211,7 +232,18 @@ impl Metrics {
             bundle_fetches,
             audit_records_lost,
             audit_blocked,
+            credential_refresh,
+            credential_expiry,
         })
+    }
+
+    /// Counts a credential load in `intentgate_credential_refresh_total` (names are config keys:
+    /// a bounded set).
+    pub fn credential_refreshed(&self, credential: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.credential_refresh
+            .with_label_values(&[credential, result])
+            .inc();
     }
 
     /// Counts a refusal in `intentgate_refusals_total{error}`.

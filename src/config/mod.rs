@@ -2,6 +2,7 @@
 //! that name the file, the field and the line.
 
 mod chunked;
+mod credentials;
 mod tls;
 mod tokens;
 mod types;
@@ -13,6 +14,7 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
+pub use credentials::*;
 pub use tls::*;
 pub use tokens::*;
 pub use types::*;
@@ -125,6 +127,15 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
         .iter_mut()
         .filter_map(|i| i.jwks_file.as_mut())
         .chain(tokens.revoked.as_mut())
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    for p in config
+        .credentials
+        .values_mut()
+        .flat_map(credentials::paths_mut)
     {
         if p.is_relative() {
             *p = base.join(&*p);

@@ -33,6 +33,9 @@ pub struct Config {
     pub headers: HeaderNames,
     pub admin: AdminConfig,
     pub intent_tokens: super::IntentTokensConfig,
+    /// Named secrets the proxy injects for the agent (src/cred/, docs/credentials.md).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, super::CredentialSpec>,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -166,6 +169,9 @@ pub struct ScopeRule {
     /// on them is refused elsewhere: an upstream that ignores it reads it as the next request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_methods: Option<Vec<String>>,
+    /// A credential added to the requests this rule allows (docs/credentials.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject: Option<super::InjectSpec>,
 }
 
 /// What to do when policy evaluation fails.

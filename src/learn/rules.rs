@@ -31,6 +31,7 @@ pub(super) fn rules((host, port): (String, u16), d: Dest, opts: Options) -> Vec<
         methods,
         paths,
         body_methods: None,
+        inject: None,
     };
     if d.opaque > 0 {
         let seen = d.paths.len();

@@ -31,6 +31,7 @@ fn rule(
         methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
         paths: paths.map(|p| p.iter().map(|s| s.to_string()).collect()),
         body_methods: None,
+        inject: None,
     }
 }
 

@@ -103,6 +103,7 @@ impl PolicySet {
                     scope,
                     policy_micros: micros(start),
                     cached: false,
+                    credential: None,
                 };
                 return (d, doc);
             }
@@ -121,6 +122,7 @@ impl PolicySet {
                 scope,
                 policy_micros: micros(start),
                 cached: false,
+                credential: None,
             };
             return (d, doc);
         }
@@ -153,6 +155,7 @@ impl PolicySet {
             scope,
             policy_micros: 0,
             cached: false,
+            credential: None,
         };
         match result {
             Ok((p, hit)) => {
@@ -160,6 +163,7 @@ impl PolicySet {
                 d.allow = p.allow;
                 d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
                 d.headers.clone_from(&p.headers);
+                d.credential.clone_from(&p.credential);
                 d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
                 if p.allow {
                     d.code = None;

@@ -39,7 +39,7 @@ fn header_name(name: &str) -> HeaderName {
 }
 
 impl Proxy {
-    /// Fails only when the resolver for `dns.servers` cannot be set up.
+    /// Fails when a credential source cannot be read (the message names its field).
     pub fn new(p: ProxyParts) -> Result<Self, String> {
         let cfg = p.cfg;
         let servers: Vec<_> = cfg
@@ -62,6 +62,7 @@ impl Proxy {
         );
         let upstreams = Upstreams::new(dialer.clone(), p.tls.clone(), &cfg.limits);
         let strip = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
+        let creds = crate::cred::Store::new(&cfg.credentials, &p.tls, &p.metrics)?;
         Ok(Self {
             upstreams,
             dialer,
@@ -79,6 +80,7 @@ impl Proxy {
             metrics: p.metrics,
             audit: p.audit,
             door: std::sync::OnceLock::new(),
+            creds,
             cfg,
         })
     }
@@ -91,6 +93,11 @@ impl Proxy {
     /// Leaf certificate minting and cache counts.
     pub fn leaf_stats(&self) -> crate::tls::leaf::LeafStats {
         self.tls.interceptor.minter().stats()
+    }
+
+    /// The environment variables credential sources read: `run` never passes them to its child.
+    pub fn credential_env(&self) -> Vec<String> {
+        crate::cred::env_vars(&self.cfg.credentials)
     }
 
     /// Number of open CONNECT tunnels.

@@ -99,6 +99,16 @@ super::words! {
         Forbidden = "forbidden",
         /// The bundle server cannot verify tokens or read bundles right now (503).
         BundleUnavailable = "bundle_unavailable",
+
+        // Credentials brokered for the agent (src/cred/).
+        /// The agent sent the credential its rule injects, and the rule has `require_absent`.
+        CredentialPresent = "credential_present",
+        /// A rule would inject a credential into plain HTTP without `allow_plaintext` (403).
+        CredentialRequiresTls = "credential_requires_tls",
+        /// A tunnel that is spliced, not intercepted, to a host whose rule binds a credential.
+        CredentialRequiresInterception = "credential_requires_interception",
+        /// The credential has no usable value (unreadable, expired, its token request failed).
+        CredentialUnavailable = "credential_unavailable",
     }
 }
 

@@ -16,6 +16,7 @@ mod claims;
 mod cli;
 mod config_empty;
 mod connect;
+mod cred;
 mod deploy;
 mod dns;
 mod errors;
