@@ -203,7 +203,7 @@ fn decoded_eq(key: &str, want: &str) -> bool {
 }
 
 /// Appends `text` percent-encoded (all but RFC 3986 unreserved characters).
-fn encode_into(out: &mut String, text: &str) {
+pub(super) fn encode_into(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_secret_never_prints() {
-        let s = super::super::Secret::new("gh", "s3cr3t-value".into(), 2, None);
+        let s = super::super::Secret::new("gh", "s3cr3t-value".into(), 2);
         let shown = format!("{s:?} {s:#?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("gh"), "{shown}");

@@ -27,6 +27,8 @@ pub(crate) struct Secret {
     value: Box<str>,
     /// What the audit record says of it.
     audit: Arc<AuditCredential>,
+    /// When a token stops being usable (Unix ms); `u64::MAX` for a value that does not expire.
+    expires_ms: u64,
 }
 
 impl std::fmt::Debug for Secret {
@@ -39,15 +41,31 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    fn new(name: &str, value: Box<str>, version: u64, expires: Option<SystemTime>) -> Self {
+    fn new(name: &str, value: Box<str>, version: u64) -> Self {
         Secret {
             value,
             audit: Arc::new(AuditCredential {
                 name: name.to_string(),
                 version,
-                expires: expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                expires: None,
             }),
+            expires_ms: u64::MAX,
         }
+    }
+
+    /// A token that expires at `expires`.
+    fn token(name: &str, value: Box<str>, version: u64, expires: SystemTime) -> Self {
+        let mut s = Secret::new(name, value, version);
+        s.expires_ms = oauth2::unix_ms(expires);
+        s.audit = Arc::new(AuditCredential {
+            expires: Some(humantime::format_rfc3339_seconds(expires).to_string()),
+            ..(*s.audit).clone()
+        });
+        s
+    }
+
+    fn usable_at(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
     }
 }
 

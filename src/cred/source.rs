@@ -48,9 +48,7 @@ pub(super) fn file(
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<ArcSwapOption<Secret>>, String> {
     let value = read_clean(path).map_err(|m| format!("credentials.{name}.file: {m}"))?;
-    let cell = Arc::new(ArcSwapOption::from_pointee(Secret::new(
-        name, value, 1, None,
-    )));
+    let cell = Arc::new(ArcSwapOption::from_pointee(Secret::new(name, value, 1)));
     metrics.credential_refreshed(name, true);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         let poll = Poll {
@@ -102,7 +100,7 @@ impl Poll {
                 }
                 Ok(v) => {
                     version += 1;
-                    cell.store(Some(Arc::new(Secret::new(&self.name, v, version, None))));
+                    cell.store(Some(Arc::new(Secret::new(&self.name, v, version))));
                     self.metrics.credential_refreshed(&self.name, true);
                     info!(credential = %self.name, version, "credential file changed: new value in use");
                     seen = now;
@@ -133,6 +131,5 @@ pub(super) fn env(name: &str, var: &str) -> Result<Arc<ArcSwapOption<Secret>>, S
         name,
         value.into(),
         1,
-        None,
     ))))
 }

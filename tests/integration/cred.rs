@@ -426,7 +426,8 @@ fn the_policy_picks_or_vetoes_and_a_would_deny_gets_nothing() {
     assert_eq!(call("deny"), "", "a would-deny in monitor mode: none");
     let recs = eventually("the records", Duration::from_secs(10), || {
         let r = proxy.audit();
-        (r.len() >= 4).then_some(r)
+        let done = r.iter().filter(|r| r["path"] == "/api/x").count() == 4;
+        done.then_some(r)
     });
     let would = recs.iter().find(|r| r["decision"] == "would_deny").unwrap();
     assert!(would.get("credential").is_none(), "{would}");
@@ -445,12 +446,13 @@ fn run_keeps_credential_variables_from_the_child() {
     let config = dir.path().join("c.yaml");
     std::fs::write(
         &config,
-        "agent: {id: r, owner: o}\ncredentials:\n  api: {env: CRED_TEST_TOKEN}\n",
+        "agent: {id: r, owner: o}\ncredentials:\n  api: {env: CRED_TEST_TOKEN}\n  oa:\n    oauth2_client_credentials: {token_url: \"https://localhost:1/t\", client_id: c, client_secret: {env: CRED_TEST_CLIENT_SECRET}}\n",
     )
     .unwrap();
     let out = Command::new(BIN)
         .args(["run", "--config", config.to_str().unwrap(), "--", "env"])
         .env("CRED_TEST_TOKEN", S1)
+        .env("CRED_TEST_CLIENT_SECRET", S2)
         .env("CRED_TEST_OTHER", "kept")
         .stdin(Stdio::null())
         .output()
@@ -460,7 +462,8 @@ fn run_keeps_credential_variables_from_the_child() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("CRED_TEST_OTHER=kept"), "{stdout}");
     assert!(!stdout.contains("CRED_TEST_TOKEN"), "{stdout}");
-    for s in [S1] {
+    assert!(!stdout.contains("CRED_TEST_CLIENT_SECRET"), "{stdout}");
+    for s in [S1, S2] {
         assert!(
             !stdout.contains(s) && !stderr.contains(s),
             "{stdout}{stderr}"

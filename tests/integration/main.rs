@@ -17,6 +17,7 @@ mod cli;
 mod config_empty;
 mod connect;
 mod cred;
+mod cred_oauth;
 mod deploy;
 mod dns;
 mod errors;
