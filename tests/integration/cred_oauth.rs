@@ -11,7 +11,7 @@ use base64::Engine as _;
 
 use crate::common::tls::TestCa;
 use crate::common::*;
-use crate::cred::serve;
+use crate::cred_server::serve;
 
 const CLIENT_SECRET: &str = "client-s3cr3t-5d2c";
 const SUBJECT: &str = "sa-jwt-subject-77aa";

@@ -18,6 +18,7 @@ mod config_empty;
 mod connect;
 mod cred;
 mod cred_oauth;
+mod cred_server;
 mod deploy;
 mod dns;
 mod errors;
