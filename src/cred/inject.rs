@@ -17,7 +17,7 @@ use crate::policy::{Catalog, CredentialChoice, Decision};
 use crate::vocab::{ErrorCode, Scheme, Verdict};
 
 /// One request's injection: what the step reads and what it may change.
-pub(crate) struct Injection<'a> {
+pub struct Injection<'a> {
     pub decision: &'a Decision,
     pub catalog: &'a Catalog,
     pub scheme: Scheme,
@@ -31,7 +31,7 @@ pub(crate) struct Injection<'a> {
 impl Store {
     /// Applies the step to one request; the record names the credential injected. An `Err` is
     /// the refusal to answer (nothing is sent upstream).
-    pub(crate) async fn inject(
+    pub async fn inject(
         &self,
         call: Injection<'_>,
         rec: &mut AuditRecord,

@@ -20,7 +20,8 @@ use crate::config::{CredentialSpec, ExchangeScope};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
-pub(crate) use inject::{Injection, refuse_spliced};
+pub use inject::Injection;
+pub(crate) use inject::refuse_spliced;
 
 /// One value of a credential. Its `Debug` never shows the value.
 pub(crate) struct Secret {
