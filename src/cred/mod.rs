@@ -127,7 +127,14 @@ impl Store {
             Some(Kind::Held(cell)) => cell
                 .load_full()
                 .ok_or_else(|| unavailable("its source has no value")),
-            Some(Kind::Token(t)) => t.current(scope).await.map_err(|why| unavailable(&why)),
+            // The cached token needs no waiting; a fetch (boxed: its state would otherwise size
+            // every request's future) only when there is none usable.
+            Some(Kind::Token(t)) => match t.cached(scope) {
+                Some(s) => Ok(s),
+                None => Box::pin(t.fetch_now(scope))
+                    .await
+                    .map_err(|why| unavailable(&why)),
+            },
         }
     }
 }

@@ -143,37 +143,47 @@ impl Tokens {
         })
     }
 
-    /// The token for `scope` (client credentials: the one token), fetched now if there is no
-    /// usable one; a refresh due is started in the background.
-    pub(super) async fn current(&self, scope: &ExchangeScope) -> Result<Arc<Secret>, String> {
-        let slot = {
-            let key = match self.inner.grant {
-                Grant::ClientCredentials { .. } => ExchangeScope::default(),
-                Grant::Exchange { .. } => scope.clone(),
-            };
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(key).or_default().clone()
+    /// The slot of `scope` (client credentials: the one slot).
+    fn slot(&self, scope: &ExchangeScope) -> Arc<Slot> {
+        let none = ExchangeScope::default();
+        let key = match self.inner.grant {
+            Grant::ClientCredentials { .. } => &none,
+            Grant::Exchange { .. } => scope,
         };
-        let now = unix_ms(SystemTime::now());
-        if let Some(t) = slot.token.load_full().filter(|t| t.usable_at(now)) {
-            if now >= slot.refresh_at.load(Ordering::Relaxed)
-                && now >= slot.retry_at.load(Ordering::Relaxed)
-                && !slot.refreshing.swap(true, Ordering::AcqRel)
-            {
-                let (inner, slot, scope) = (self.inner.clone(), slot.clone(), scope.clone());
-                let span = info_span!("credential_refresh", credential = %inner.name);
-                tokio::spawn(
-                    async move {
-                        let _one = slot.fetching.lock().await;
-                        let _ = inner.fetch_into(&slot, &scope).await;
-                        slot.refreshing.store(false, Ordering::Release);
-                    }
-                    .instrument(span),
-                );
-            }
-            return Ok(t);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.get(key) {
+            Some(s) => s.clone(),
+            None => slots.entry(key.clone()).or_default().clone(),
         }
-        // None usable: this request waits for a fetch (one at a time; the others then use it).
+    }
+
+    /// The cached token for `scope` if it is usable (no waiting: the request path's common
+    /// case); a refresh that is due is started in the background.
+    pub(super) fn cached(&self, scope: &ExchangeScope) -> Option<Arc<Secret>> {
+        let slot = self.slot(scope);
+        let now = unix_ms(SystemTime::now());
+        let t = slot.token.load_full().filter(|t| t.usable_at(now))?;
+        if now >= slot.refresh_at.load(Ordering::Relaxed)
+            && now >= slot.retry_at.load(Ordering::Relaxed)
+            && !slot.refreshing.swap(true, Ordering::AcqRel)
+        {
+            let (inner, slot, scope) = (self.inner.clone(), slot.clone(), scope.clone());
+            let span = info_span!("credential_refresh", credential = %inner.name);
+            tokio::spawn(
+                async move {
+                    let _one = slot.fetching.lock().await;
+                    let _ = inner.fetch_into(&slot, &scope).await;
+                    slot.refreshing.store(false, Ordering::Release);
+                }
+                .instrument(span),
+            );
+        }
+        Some(t)
+    }
+
+    /// No usable token: this request waits for a fetch (one at a time; the others then use it).
+    pub(super) async fn fetch_now(&self, scope: &ExchangeScope) -> Result<Arc<Secret>, String> {
+        let slot = self.slot(scope);
         let _one = slot.fetching.lock().await;
         let now = unix_ms(SystemTime::now());
         if let Some(t) = slot.token.load_full().filter(|t| t.usable_at(now)) {
