@@ -17,6 +17,7 @@ mod cli;
 mod config_empty;
 mod connect;
 mod cred;
+mod cred_inject;
 mod cred_oauth;
 mod cred_server;
 mod deploy;
