@@ -112,10 +112,6 @@ impl Store {
         Ok(Store { by_name })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     /// The current value of `name` (for a token exchange, the token for `scope`).
     async fn current(&self, name: &str, scope: &ExchangeScope) -> Result<Arc<Secret>, ProxyError> {
         let unavailable = |why: &str| ProxyError::CredentialUnavailable {
