@@ -128,7 +128,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
             tls,
             clients_trust_ca,
         })
-        .map_err(|e| anyhow::anyhow!("cannot set up the proxy: {e}"))?,
+        .map_err(|e| anyhow::anyhow!("{source}: {e}"))?,
     );
     let mut tasks = vec![tokio::spawn(listen::serve_proxy(
         proxy_listener,

@@ -84,6 +84,9 @@ pub struct AuditRecord {
     /// `intent_not_claimable`, `agent_refused` or `policy_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<ErrorCode>,
+    /// The credential injected into the call (src/cred/): never its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Arc<AuditCredential>>,
     #[serde(default)]
     pub policy_revision: Arc<str>,
     #[serde(default)]
@@ -194,6 +197,18 @@ pub struct AuditIntent {
     #[serde(with = "blank")]
     pub source: Option<IntentSource>,
     pub verified: bool,
+}
+
+/// `credential` in the record: which credential was injected, its version and expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditCredential {
+    pub name: String,
+    /// Counts the values the source has had since start (1 = the first).
+    pub version: u64,
+    /// RFC 3339, for a token that expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

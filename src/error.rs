@@ -77,6 +77,9 @@ pub enum ProxyError {
         "the audit log cannot be written (disk full or an I/O error); nothing is forwarded without its record"
     )]
     AuditUnavailable,
+    /// A credential to inject has no usable value (src/cred/): 503 `credential_unavailable`.
+    #[error("credential '{name}' is unavailable: {why}")]
+    CredentialUnavailable { name: String, why: String },
     /// A request that the proxy and an upstream could read differently (docs/security.md).
     #[error("{reason}")]
     Ambiguous {
@@ -137,9 +140,9 @@ impl ProxyError {
             ProxyError::Denied { .. }
             | ProxyError::DestinationForbidden(_)
             | ProxyError::Ourselves(_) => StatusCode::FORBIDDEN,
-            ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Overloaded { .. }
+            | ProxyError::AuditUnavailable
+            | ProxyError::CredentialUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Mcp(_) => StatusCode::OK,
             ProxyError::McpUnreadable(crate::mcp::Unreadable::TooLarge(_)) => {
@@ -169,6 +172,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => ErrorCode::Overloaded,
             ProxyError::RateLimited { .. } => ErrorCode::RateLimited,
             ProxyError::AuditUnavailable => ErrorCode::AuditUnavailable,
+            ProxyError::CredentialUnavailable { .. } => ErrorCode::CredentialUnavailable,
             ProxyError::Ambiguous {
                 kind: Ambiguity::Framing,
                 ..
@@ -200,7 +204,8 @@ impl ProxyError {
             | ProxyError::Ourselves(_) => Blame::Policy,
             ProxyError::Overloaded { .. }
             | ProxyError::RateLimited { .. }
-            | ProxyError::AuditUnavailable => Blame::Proxy,
+            | ProxyError::AuditUnavailable
+            | ProxyError::CredentialUnavailable { .. } => Blame::Proxy,
             ProxyError::Mcp(m) => m.0.blame(),
             ProxyError::McpUnreadable(_) => Blame::Client,
         }
@@ -233,6 +238,7 @@ impl ProxyError {
             ProxyError::Ambiguous { hint, .. } => (*hint).to_string(),
             ProxyError::Mcp(m) => m.0.hint(),
             ProxyError::McpUnreadable(u) => u.hint().to_string(),
+            ProxyError::CredentialUnavailable { .. } => "retry later; if it persists, the platform team must fix the credential's source (docs/credentials.md)".into(),
         }
     }
 }
@@ -395,7 +401,9 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     }
     if matches!(
         err,
-        ProxyError::Overloaded { .. } | ProxyError::AuditUnavailable
+        ProxyError::Overloaded { .. }
+            | ProxyError::AuditUnavailable
+            | ProxyError::CredentialUnavailable { .. }
     ) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

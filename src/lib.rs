@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub(crate) mod conn;
+pub mod cred;
 pub mod egress;
 pub mod error;
 #[doc(hidden)]

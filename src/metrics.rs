@@ -40,6 +40,10 @@ pub struct Metrics {
     pub shadow_disagreements: IntCounterVec,
     /// `intentgate_llm_tokens_total{agent,intent,model,kind}`: tokens LLM responses reported.
     pub llm_tokens: IntCounterVec,
+    /// `intentgate_credential_refresh_total{credential,result}` (src/cred/).
+    pub credential_refresh: IntCounterVec,
+    /// `intentgate_credential_expiry_seconds{credential}`: the current value's expiry (Unix).
+    pub credential_expiry: prometheus::GaugeVec,
 }
 
 impl Metrics {
@@ -172,6 +176,21 @@ impl Metrics {
             ),
             &["agent", "intent", "model", "kind"],
         )?;
+        let credential_refresh = IntCounterVec::new(
+            Opts::new(
+                "intentgate_credential_refresh_total",
+                "Credential values loaded (a file read, a token fetched), by credential and \
+                 result: ok, error.",
+            ),
+            &["credential", "result"],
+        )?;
+        let credential_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "intentgate_credential_expiry_seconds",
+                "When the credential's current token expires (Unix seconds).",
+            ),
+            &["credential"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("intentgate_build_info", "Build information (value 1)."),
             &["version"],
@@ -215,6 +234,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(shadow_disagreements.clone()))?;
         registry.register(Box::new(llm_tokens.clone()))?;
+        registry.register(Box::new(credential_refresh.clone()))?;
+        registry.register(Box::new(credential_expiry.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -246,7 +267,18 @@ impl Metrics {
             otlp,
             shadow_disagreements,
             llm_tokens,
+            credential_refresh,
+            credential_expiry,
         })
+    }
+
+    /// Counts a credential load in `intentgate_credential_refresh_total` (names are config keys:
+    /// a bounded set).
+    pub fn credential_refreshed(&self, credential: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.credential_refresh
+            .with_label_values(&[credential, result])
+            .inc();
     }
 
     /// Counts a refusal in `intentgate_refusals_total{error}`.

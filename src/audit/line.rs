@@ -69,6 +69,17 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"code\":");
         string(out, c.as_str());
     }
+    if let Some(c) = &rec.credential {
+        out.extend_from_slice(b",\"credential\":{\"name\":");
+        string(out, &c.name);
+        out.extend_from_slice(b",\"version\":");
+        uint(out, c.version);
+        if let Some(e) = &c.expires {
+            out.extend_from_slice(b",\"expires\":");
+            string(out, e);
+        }
+        out.push(b'}');
+    }
     out.extend_from_slice(b",\"policy_revision\":");
     string(out, &rec.policy_revision);
     out.extend_from_slice(b",\"status\":");
@@ -244,6 +255,13 @@ mod tests {
             reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
             error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
             code: (n % 4 == 2).then_some(ErrorCode::IntentViolation),
+            credential: (n % 3 != 0).then(|| {
+                std::sync::Arc::new(crate::audit::AuditCredential {
+                    name: text.into(),
+                    version: n,
+                    expires: (n % 2 == 0).then(|| text.to_string()),
+                })
+            }),
             policy_revision: text.into(),
             status: 403,
             bytes_in: n * 1_000_003,

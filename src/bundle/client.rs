@@ -1,13 +1,14 @@
-//! One HTTPS GET with a verified certificate, a deadline and a body limit: the sidecar polling
-//! its bundle, the bundle server reading the service-account issuer's discovery document and
-//! keys, and the webhook asking the API server for its version.
+//! One HTTPS GET (or form POST) with a verified certificate, a deadline and a body limit: the
+//! sidecar polling its bundle, the bundle server reading the service-account issuer's discovery
+//! document and keys, the webhook asking the API server for its version, and credential sources
+//! asking an OAuth 2.0 token endpoint for a token (src/cred/oauth2.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -99,8 +100,35 @@ impl Origin {
         limit: usize,
         deadline: Duration,
     ) -> Result<Answer, String> {
+        self.send(Method::GET, path_and_query, headers, None, limit, deadline)
+            .await
+    }
+
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to `path`, as `get` otherwise.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        form: String,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Answer, String> {
+        self.send(Method::POST, path, headers, Some(form), limit, deadline)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        form: Option<String>,
+        limit: usize,
+        deadline: Duration,
+    ) -> Result<Answer, String> {
         let at = |e: String| format!("https://{}{path_and_query}: {e}", self.authority);
-        tokio::time::timeout(deadline, self.exchange(path_and_query, headers, limit))
+        let exchange = self.exchange(method, path_and_query, headers, form, limit);
+        tokio::time::timeout(deadline, exchange)
             .await
             .map_err(|_| at(format!("no answer within {deadline:?}")))?
             .map_err(at)
@@ -108,10 +136,13 @@ impl Origin {
 
     async fn exchange(
         &self,
+        method: Method,
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
+        form: Option<String>,
         limit: usize,
     ) -> Result<Answer, String> {
+        let is_form = form.is_some();
         let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
@@ -125,14 +156,22 @@ impl Origin {
             .await
             .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
-        let mut req = Request::get(path)
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, self.authority.as_str())
             .header(
                 header::USER_AGENT,
                 concat!("intentgate/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
+        if is_form {
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+        }
         for (k, v) in headers {
             req.headers_mut().insert(k.clone(), v.clone());
         }

@@ -2,6 +2,7 @@
 //! that name the file, the field and the line.
 
 mod chunked;
+mod credentials;
 mod evidence;
 mod llm;
 mod mcp;
@@ -16,6 +17,7 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
+pub use credentials::*;
 pub use evidence::*;
 pub use llm::*;
 pub use mcp::*;
@@ -132,6 +134,15 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
         .filter_map(|i| i.jwks_file.as_mut())
         .chain(tokens.revoked.as_mut())
         .chain(config.attestation.key_file.as_mut())
+    {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+    for p in config
+        .credentials
+        .values_mut()
+        .flat_map(credentials::paths_mut)
     {
         if p.is_relative() {
             *p = base.join(&*p);

@@ -37,6 +37,9 @@ pub struct Config {
     pub attestation: super::AttestationConfig,
     /// MCP awareness beyond what catalog rules say (`detect`, `filter_tools_list`).
     pub mcp: super::McpConfig,
+    /// Named secrets the proxy injects for the agent (src/cred/, docs/credentials.md).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, super::CredentialSpec>,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -189,6 +192,9 @@ pub struct ScopeRule {
     /// With `protocol: llm`: the models and the output-token bound the rule allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<super::LlmScope>,
+    /// A credential added to the requests this rule allows (docs/credentials.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inject: Option<super::InjectSpec>,
 }
 
 /// `protocol` of a scope rule: how the bodies of the requests it matches are read.

@@ -112,6 +112,8 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     validate_tls(&c.tls).map_err(|(field, msg)| invalid(field, msg))?;
     super::validate_intent_tokens(&c.intent_tokens).map_err(|(field, msg)| invalid(&field, msg))?;
     super::validate_attestation(&c.attestation).map_err(|(field, msg)| invalid(&field, msg))?;
+    super::validate_credentials(&c.credentials, &c.intents)
+        .map_err(|(field, msg)| invalid(&field, msg))?;
     if c.audit.path.is_empty() {
         return Err(invalid(
             "audit.path",

@@ -100,7 +100,7 @@ pub fn app_containers(
     let pod_uid = pod["spec"]["securityContext"]["runAsUser"].as_u64();
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or("");
-        if RESERVED_VOLUMES.contains(&name) {
+        if RESERVED_VOLUMES.contains(&name) || name.starts_with(super::credentials::VOLUME_PREFIX) {
             return Err(format!("volume name '{name}' is reserved for the webhook"));
         }
     }
@@ -114,7 +114,9 @@ pub fn app_containers(
         }
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
             let vol = m["name"].as_str().unwrap_or("");
-            if SIDECAR_ONLY_VOLUMES.contains(&vol) {
+            if SIDECAR_ONLY_VOLUMES.contains(&vol)
+                || vol.starts_with(super::credentials::VOLUME_PREFIX)
+            {
                 return Err(format!(
                     "{kind} '{name}' mounts volume '{vol}', which only the intentgate sidecar may mount"
                 ));

@@ -14,6 +14,7 @@
 pub mod certs;
 pub mod checks;
 pub mod control;
+pub mod credentials;
 pub mod floor;
 pub mod patch;
 pub mod server;

@@ -136,6 +136,7 @@ fn settings(pod: &Value, namespace: &str, floor: &NamespaceFloor) -> Result<Side
         ports,
         cidrs,
         trust: Trust::parse(ann(ANN_TRUST))?,
+        credential_secrets: super::credentials::parse(pod)?,
     })
 }
 

@@ -21,6 +21,8 @@ pub struct Sidecar {
     pub ports: Vec<u16>,
     pub cidrs: Vec<Cidr>,
     pub trust: Trust,
+    /// Credential Secrets mounted into the sidecar only (src/inject/credentials.rs).
+    pub credential_secrets: Vec<String>,
 }
 
 pub const CONFIG_VOLUME: &str = "intentgate-config";
@@ -130,6 +132,7 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
             list.push(json!({"name": "INTENTGATE_BUNDLE_CA", "value": pem}));
         }
     }
+    mounts.extend(super::credentials::mounts(&s.credential_secrets));
     json!({
         "name": SIDECAR,
         "image": cfg.image,
@@ -177,6 +180,7 @@ fn volumes(s: &Sidecar, cfg: &InjectConfig) -> Vec<Value> {
         );
     }
     v.extend(trust::volume(s.trust));
+    v.extend(super::credentials::volumes(&s.credential_secrets));
     v
 }
 

@@ -243,6 +243,7 @@ fn bundle_settings_are_checked_at_load_and_name_the_field() {
             ports: vec![],
             cidrs: vec![],
             trust: super::trust::Trust::Bundle,
+            credential_secrets: vec![],
         },
         &cfg(),
     ))

@@ -96,6 +96,8 @@ struct Rule {
     mcp: Option<Box<crate::mcp::Scope>>,
     /// `protocol: llm`: the models and token bound its LLM calls must keep to.
     llm: Option<Box<crate::llm::LlmRule>>,
+    /// The credential injected into the requests it allows (src/cred/).
+    inject: Option<std::sync::Arc<crate::config::Binding>>,
 }
 
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
@@ -189,6 +191,13 @@ impl Catalog {
                 .get(intent)
                 .and_then(|c| c.rules.get(rule.wrapping_sub(1)))
                 .is_some_and(|r| r.body_methods & bit != 0)
+    }
+
+    /// The credential binding of the rule `scope` matched, if it has one.
+    pub fn binding(&self, scope: &ScopeVerdict) -> Option<&std::sync::Arc<crate::config::Binding>> {
+        let (intent, rule) = (scope.intent.as_deref()?, scope.rule?);
+        let c = self.intents.get(intent).filter(|_| scope.matched)?;
+        c.rules.get(rule.wrapping_sub(1))?.inject.as_ref()
     }
 
     /// The intent names, sorted.

@@ -105,6 +105,7 @@ impl PolicySet {
                     scope,
                     policy_micros: micros(start),
                     cached: false,
+                    credential: None,
                 };
                 return (d, doc);
             }
@@ -123,6 +124,7 @@ impl PolicySet {
                 scope,
                 policy_micros: micros(start),
                 cached: false,
+                credential: None,
             };
             return (d, doc);
         }
@@ -158,6 +160,7 @@ impl PolicySet {
             scope,
             policy_micros: 0,
             cached: false,
+            credential: None,
         };
         match result {
             Ok((p, hit)) => {
@@ -165,6 +168,7 @@ impl PolicySet {
                 d.allow = p.allow;
                 d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
                 d.headers.clone_from(&p.headers);
+                d.credential.clone_from(&p.credential);
                 d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
                 if p.allow {
                     d.code = None;

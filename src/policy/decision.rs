@@ -28,6 +28,16 @@ pub struct Decision {
     pub policy_micros: u64,
     /// Answered from the decision cache.
     pub cached: bool,
+    /// `decision.credential`: the policy picks or vetoes the injected credential (src/cred/).
+    #[serde(skip)]
+    pub credential: Option<CredentialChoice>,
+}
+
+/// What `decision.credential` says: a credential's name, or `false` (inject none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialChoice {
+    Use(Box<str>),
+    Veto,
 }
 
 impl Decision {
@@ -136,6 +146,7 @@ pub struct Parsed {
     pub reasons: Vec<Reason>,
     pub mode: Option<Mode>,
     pub headers: Vec<(String, String)>,
+    pub credential: Option<CredentialChoice>,
 }
 
 /// Reads the decision document; `Err` (a message) when it is undefined or malformed.
@@ -178,10 +189,22 @@ pub fn parse(doc: &Value) -> Result<Parsed, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("the decision's headers must be an object".into()),
     };
+    let credential = match field("credential") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(false)) => Some(CredentialChoice::Veto),
+        Some(Value::String(s)) if !s.is_empty() => Some(CredentialChoice::Use(Box::from(&**s))),
+        Some(other) => {
+            return Err(format!(
+                "the decision's credential {} is not a credential name or false",
+                json_of(other)
+            ));
+        }
+    };
     Ok(Parsed {
         allow,
         reasons,
         mode,
         headers,
+        credential,
     })
 }

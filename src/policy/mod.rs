@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use regorus::{Engine, Value};
 
 pub use catalog::{Catalog, CatalogError, ScopeCode, ScopeQuery, ScopeVerdict};
-pub use decision::{DECLARE_HINT, Decision};
+pub use decision::{CredentialChoice, DECLARE_HINT, Decision};
 
 use crate::bundle::Bundle;
 use crate::config::{Config, Mode, OnError};

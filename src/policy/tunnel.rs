@@ -71,6 +71,7 @@ impl PolicySet {
             },
             policy_micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             cached: false,
+            credential: None,
         }
     }
 }

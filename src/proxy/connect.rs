@@ -109,7 +109,13 @@ impl Proxy {
             };
             return self.open_tunnel(req, authority, token, None, refused, rec);
         }
-        decided?;
+        let allowed = decided?;
+        crate::cred::refuse_spliced(
+            live.policy.catalog(),
+            &allowed.decision,
+            &live.agent.id,
+            rec,
+        )?;
 
         // Dialled before the 200, so a failure is a clear 502 rather than a dead tunnel.
         self.tunnel_slot()?;

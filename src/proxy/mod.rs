@@ -86,6 +86,8 @@ pub struct Proxy {
     pub(crate) intent_tokens: intent_token::IntentTokens,
     /// Attestations of forwarded requests (src/proxy/attest.rs).
     pub(crate) attestation: attest::Attestation,
+    /// The credentials injected for the agent (src/cred/).
+    creds: crate::cred::Store,
 }
 
 /// One client connection of the proxy listener, as its requests share it.
@@ -294,7 +296,7 @@ impl Proxy {
         let Target {
             authority,
             path,
-            query,
+            mut query,
             scheme,
             mode,
             sni,
@@ -358,6 +360,21 @@ impl Proxy {
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
         headers::strip_agent_claims(h, &self.strip);
+
+        // 7b. The credential the matched rule binds, or the decision picks (src/cred/): what the
+        //     agent sent in its place removed (or refused), the value added on an allowed call
+        //     over intercepted TLS (plain HTTP only if the rule allows it).
+        let injection = crate::cred::Injection {
+            decision: &decision,
+            catalog: live.policy.catalog(),
+            scheme,
+            headers: h,
+            query: &mut query,
+            agent: &live.agent.id,
+            intent: intent.name.as_deref(),
+        };
+        self.creds.inject(injection, rec).await?;
+        let h = req.headers_mut();
 
         // 8. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
         //    and Host from the canonical authority.

@@ -39,7 +39,7 @@ fn header_name(name: &str) -> HeaderName {
 }
 
 impl Proxy {
-    /// Fails only when the resolver for `dns.servers` cannot be set up.
+    /// Fails when a credential source cannot be read (the message names its field).
     pub fn new(p: ProxyParts) -> Result<Self, String> {
         let cfg = p.cfg;
         let servers: Vec<_> = cfg
@@ -69,6 +69,7 @@ impl Proxy {
         // Nor does an attestation the agent made up.
         let attestation = super::attest::Attestation::new(&cfg.attestation, &p.live.agent)?;
         strip.push(attestation.header().clone());
+        let creds = crate::cred::Store::new(&cfg.credentials, &p.tls, &p.metrics)?;
         Ok(Self {
             upstreams,
             dialer,
@@ -88,6 +89,7 @@ impl Proxy {
             door: std::sync::OnceLock::new(),
             intent_tokens,
             attestation,
+            creds,
             cfg,
         })
     }
@@ -100,6 +102,11 @@ impl Proxy {
     /// Leaf certificate minting and cache counts.
     pub fn leaf_stats(&self) -> crate::tls::leaf::LeafStats {
         self.tls.interceptor.minter().stats()
+    }
+
+    /// The environment variables credential sources read: `run` never passes them to its child.
+    pub fn credential_env(&self) -> Vec<String> {
+        crate::cred::env_vars(&self.cfg.credentials)
     }
 
     /// Number of open CONNECT tunnels.

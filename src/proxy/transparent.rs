@@ -304,7 +304,13 @@ impl Proxy {
             intent_token: None,
             bodyless_with_body: None,
         };
-        self.decide(live, rec, call).await?;
+        let allowed = self.decide(live, rec, call).await?;
+        crate::cred::refuse_spliced(
+            live.policy.catalog(),
+            &allowed.decision,
+            &live.agent.id,
+            rec,
+        )?;
         self.tunnel_slot()?;
         match self.dialer.tunnel(authority).await {
             Ok(u) => Ok(u),

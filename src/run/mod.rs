@@ -152,8 +152,13 @@ pub fn run(req: RunRequest) -> ExitCode {
                 }
             }
         } else {
+            let scrub = running.proxy.credential_env();
             let code = match child::spawn(&req.command, |cmd| {
                 cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+                // The credentials intentgate injects stay intentgate's (docs/credentials.md).
+                scrub.iter().for_each(|v| {
+                    cmd.env_remove(v);
+                });
             }) {
                 Ok(c) => child::wait(c, std::future::pending()).await,
                 Err(code) => code,

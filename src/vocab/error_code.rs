@@ -132,6 +132,15 @@ super::words! {
         /// An LLM API call names a model, or asks for more output tokens, than its intent's
         /// `protocol: llm` rule allows (403).
         LlmNotInScope = "llm_not_in_scope",
+        // Credentials brokered for the agent (src/cred/).
+        /// The agent sent the credential its rule injects, and the rule has `require_absent`.
+        CredentialPresent = "credential_present",
+        /// A rule would inject a credential into plain HTTP without `allow_plaintext` (403).
+        CredentialRequiresTls = "credential_requires_tls",
+        /// A tunnel that is spliced, not intercepted, to a host whose rule binds a credential.
+        CredentialRequiresInterception = "credential_requires_interception",
+        /// The credential has no usable value (unreadable, expired, its token request failed).
+        CredentialUnavailable = "credential_unavailable",
     }
 }
 

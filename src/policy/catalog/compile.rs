@@ -112,7 +112,14 @@ impl Catalog {
                         }
                         body_methods |= bit;
                     }
+                    let inject = match &r.inject {
+                        Some(spec) => {
+                            Some(std::sync::Arc::new(spec.compile().map_err(|m| err(at, m))?))
+                        }
+                        None => None,
+                    };
                     c.rules.push(Rule {
+                        inject,
                         ports: r.ports.as_deref().map(Box::from),
                         methods: r.methods.as_ref().map(|ms| {
                             ms.iter()

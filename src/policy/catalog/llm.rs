@@ -98,6 +98,7 @@ chat:
             path,
             segments: &segs,
             destination_only: false,
+            mcp: None,
             llm: call,
         };
         let agent = Agent {

@@ -38,6 +38,7 @@ fn check(c: &Catalog, host: &str, method: &str, mcp: Option<&Call>) -> ScopeVerd
         segments: &["mcp"],
         destination_only: false,
         mcp,
+        llm: None,
     };
     let agent = Agent {
         id: "bot".into(),

@@ -79,6 +79,10 @@ pub(crate) async fn start(
         .args(command)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env(helper::MALLOC_CONF.0, helper::MALLOC_CONF.1);
+    // The credentials intentgate injects stay intentgate's: not the helper's, not the child's.
+    for v in running.proxy.credential_env() {
+        cmd.env_remove(v);
+    }
     let mut helper = cmd
         .spawn()
         .map_err(|e| format!("cannot start the isolation helper: {e}"))?;
