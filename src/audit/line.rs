@@ -87,7 +87,13 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     float(out, rec.durations.upstream_ms);
     out.extend_from_slice(b",\"total_ms\":");
     float(out, rec.durations.total_ms);
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
+    if let Some(b) = &rec.budget {
+        // Only on a call refused for its budget: serde's own writer is fast enough there.
+        out.extend_from_slice(b",\"budget\":");
+        let _ = serde_json::to_writer(&mut *out, b);
+    }
+    out.push(b'}');
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -220,6 +226,8 @@ mod tests {
                 total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
             },
             at: None,
+            budget: None,
+            charge: None,
         }
     }
 

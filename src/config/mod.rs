@@ -1,6 +1,7 @@
 //! Configuration: the typed document, the embedded default, loading and validation with errors
 //! that name the file, the field and the line.
 
+mod budget;
 mod chunked;
 mod tls;
 mod tokens;
@@ -13,6 +14,7 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
+pub use budget::*;
 pub use tls::*;
 pub use tokens::*;
 pub use types::*;

@@ -33,6 +33,8 @@ pub struct Config {
     pub headers: HeaderNames,
     pub admin: AdminConfig,
     pub intent_tokens: super::IntentTokensConfig,
+    /// Where budget counters live (src/budget/).
+    pub budgets: super::BudgetsConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -129,6 +131,9 @@ pub struct IntentSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     pub allow: Vec<ScopeRule>,
+    /// How much the intent may do, and for how long (src/budget/).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::BudgetSpec>,
 }
 
 /// Who may claim an intent: each list present must contain the agent's id / namespace.

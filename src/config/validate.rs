@@ -102,6 +102,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     }
     validate_tls(&c.tls).map_err(|(field, msg)| invalid(field, msg))?;
     super::validate_intent_tokens(&c.intent_tokens).map_err(|(field, msg)| invalid(&field, msg))?;
+    super::validate_budgets(c).map_err(|(field, msg)| invalid(&field, msg))?;
     if c.audit.path.is_empty() {
         return Err(invalid(
             "audit.path",

@@ -104,6 +104,8 @@ struct Compiled {
     /// `*.zendesk.com` is stored under `zendesk.com`.
     wildcard: HashMap<String, Vec<usize>>,
     rules: Vec<Rule>,
+    /// `budget:` (src/budget/).
+    budget: Option<std::sync::Arc<crate::budget::Limits>>,
 }
 
 /// The compiled catalog.
@@ -135,6 +137,11 @@ impl Catalog {
     /// Whether the catalog defines `intent`.
     pub fn contains(&self, intent: &str) -> bool {
         self.intents.contains_key(intent)
+    }
+
+    /// The budget of `intent`, if it has one.
+    pub fn budget(&self, intent: &str) -> Option<&std::sync::Arc<crate::budget::Limits>> {
+        self.intents.get(intent)?.budget.as_ref()
     }
 
     /// Whether any rule of any intent allows `port` (a rule without `ports` allows 80 and 443).

@@ -43,6 +43,7 @@ fn catalog(rules: Vec<ScopeRule>, claim: ClaimableBy) -> Result<Catalog, Catalog
             claimable_by: claim,
             mode: Some(Mode::Monitor),
             allow: rules,
+            ..IntentSpec::default()
         },
     );
     Catalog::compile(&[("test.yaml".into(), m)], Mode::Enforce)

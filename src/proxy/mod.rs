@@ -2,6 +2,7 @@
 //! order written down in `forward` (one comment per step, so a reader finds the path in one place).
 
 mod audited;
+mod budget;
 mod connect;
 mod dns;
 mod door;
@@ -78,6 +79,8 @@ pub struct Proxy {
     pub audit: Audit,
     /// The agent-facing admin endpoints at the admin listener's address (src/proxy/door.rs).
     door: std::sync::OnceLock<door::Door>,
+    /// Budget counters per intent (src/budget/); they outlive reloads.
+    pub budgets: crate::budget::Budgets,
 }
 
 /// One client connection of the proxy listener, as its requests share it.

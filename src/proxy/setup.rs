@@ -79,6 +79,7 @@ impl Proxy {
             metrics: p.metrics,
             audit: p.audit,
             door: std::sync::OnceLock::new(),
+            budgets: crate::budget::Budgets::new(&cfg.budgets),
             cfg,
         })
     }

@@ -99,6 +99,15 @@ super::words! {
         Forbidden = "forbidden",
         /// The bundle server cannot verify tokens or read bundles right now (503).
         BundleUnavailable = "bundle_unavailable",
+
+        // Budgets per intent (src/budget/).
+        /// A count of the intent's budget is used up until its window resets (429, `Retry-After`).
+        BudgetExhausted = "budget_exhausted",
+        /// The intent's budget `expires_after` has passed: the intent has ended (429).
+        BudgetExpired = "budget_expired",
+        /// The budget store (`budgets.redis_url`) cannot be reached and `budgets.on_store_error`
+        /// is `deny` (503).
+        BudgetStoreUnavailable = "budget_store_unavailable",
     }
 }
 

@@ -8,6 +8,7 @@ mod admin_door;
 mod admin_limits;
 mod ambiguity;
 mod audit_durability;
+mod budget;
 mod bundle_auth;
 mod bundle_rogue;
 pub mod bundles;

@@ -37,6 +37,12 @@ impl Catalog {
                     exact: HashMap::new(),
                     wildcard: HashMap::new(),
                     rules: Vec::with_capacity(spec.allow.len()),
+                    budget: match &spec.budget {
+                        None => None,
+                        Some(b) => Some(std::sync::Arc::new(
+                            crate::budget::Limits::compile(b).map_err(|m| err(None, m))?,
+                        )),
+                    },
                 };
                 for (i, r) in spec.allow.iter().enumerate() {
                     // Rules are counted from 1, as decisions name them ("rule 2").
