@@ -112,6 +112,26 @@ impl Local {
         }
     }
 
+    /// Sets the counter of `key` to what the shared store answered (`GET /v1/budgets` with Redis).
+    pub fn mirror(
+        &self,
+        key: Key<'_>,
+        limits: &Arc<Limits>,
+        used: Used,
+        index: u64,
+        first_ms: u64,
+        now_ms: u64,
+    ) {
+        let entry = self.entry(key, limits, now_ms);
+        let mut c = entry.lock();
+        if !Arc::ptr_eq(&c.limits, limits) {
+            c.limits = Arc::clone(limits);
+        }
+        c.index = index;
+        c.used = used;
+        c.first_ms = Some(first_ms);
+    }
+
     /// The counter of `key`, added when it is new.
     fn entry(&self, key: Key<'_>, limits: &Arc<Limits>, now_ms: u64) -> Arc<Entry> {
         let hash = self.hasher.hash_one((key.agent, key.intent, key.scope));

@@ -8,6 +8,8 @@
 
 mod limits;
 mod local;
+mod remote;
+mod resp;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use limits::Limits;
 pub use state::{Refusal, RefusalKind, State, Used};
 
-use crate::config::BudgetsConfig;
+use crate::config::{BudgetsConfig, OnStoreError};
 
 crate::vocab::words! {
     /// What a budget counts.
@@ -61,6 +63,7 @@ pub struct Charge(ChargeTo);
 #[derive(Debug, Clone)]
 enum ChargeTo {
     Local(Arc<local::Entry>, u64),
+    Remote(remote::Charge),
 }
 
 impl Charge {
@@ -90,6 +93,7 @@ impl Charge {
         }
         match &self.0 {
             ChargeTo::Local(e, window) => e.add(*window, u),
+            ChargeTo::Remote(c) => c.add(u),
         }
     }
 }
@@ -97,13 +101,17 @@ impl Charge {
 /// Every budget counter of this process: in process, or in Redis with a local view.
 pub struct Budgets {
     local: local::Local,
+    remote: Option<remote::Remote>,
+    on_store_error: OnStoreError,
 }
 
 impl Budgets {
     /// Counters as `budgets:` says; a Redis store is dialled at its first use.
-    pub fn new(_cfg: &BudgetsConfig) -> Self {
+    pub fn new(cfg: &BudgetsConfig) -> Self {
         Budgets {
             local: local::Local::default(),
+            remote: cfg.redis_url.as_deref().and_then(remote::Remote::new),
+            on_store_error: cfg.on_store_error,
         }
     }
 
@@ -116,20 +124,37 @@ impl Budgets {
         enforce: bool,
         now: SystemTime,
     ) -> Result<Admission, StoreUnavailable> {
-        Ok(self.local.admit(key, limits, enforce, unix_ms(now)))
+        let now_ms = unix_ms(now);
+        let Some(remote) = &self.remote else {
+            return Ok(self.local.admit(key, limits, enforce, now_ms));
+        };
+        match remote.admit(key, limits, enforce, now_ms).await {
+            Ok(a) => Ok(a),
+            Err(e) => match self.on_store_error {
+                OnStoreError::Deny => Err(e),
+                // Uncounted: the call goes as if it had no budget.
+                OnStoreError::Allow => Ok(Admission::default()),
+            },
+        }
     }
 
     /// Ends the `per_session` counts: the session intent was set again or cleared.
     pub fn end_session(&self) {
         self.local
             .forget(|l| l.window == crate::config::BudgetWindow::PerSession);
+        if let Some(r) = &self.remote {
+            r.end_session();
+        }
     }
 
     /// Every counter this process has used, with its limits and when it resets (`GET
     /// /v1/budgets`). With Redis: as of this process's last exchange with the store.
     pub fn states(&self, now: SystemTime) -> Vec<State> {
         let now_ms = unix_ms(now);
-        let mut all = self.local.states(now_ms);
+        let mut all = match &self.remote {
+            None => self.local.states(now_ms),
+            Some(r) => r.states(now_ms),
+        };
         all.sort_by(|a, b| (&a.agent, &a.intent, &a.scope).cmp(&(&b.agent, &b.intent, &b.scope)));
         all
     }

@@ -9,6 +9,7 @@ mod admin_limits;
 mod ambiguity;
 mod audit_durability;
 mod budget;
+mod budget_redis;
 mod bundle_auth;
 mod bundle_rogue;
 pub mod bundles;
