@@ -47,15 +47,13 @@ impl Proxy {
         let Some(refusal) = admitted.refused else {
             return Ok(());
         };
+        rec.budget = Some(Box::new(refusal.state.clone()));
         let err = ProxyError::OverBudget {
             refusal,
             agent: live.agent.id.clone(),
         };
         let code = err.code();
         rec.reasons.push(err.to_string());
-        if let ProxyError::OverBudget { refusal, .. } = &err {
-            rec.budget = Some(Box::new(refusal.state.clone()));
-        }
         if enforce {
             self.metrics.refused(code);
             rec.decision = Some(Verdict::Deny);
@@ -125,5 +123,52 @@ impl<'a> TokenBudget<'a> {
             bytes_in: min(base.bytes_in, self.max_bytes),
             ..base
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::IntentSource;
+
+    fn token(claims: serde_json::Value, verified: bool) -> Intent {
+        Intent {
+            name: Some("work".into()),
+            task: None,
+            source: IntentSource::Token,
+            verified,
+            claims: claims.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_verified_token_counts_apart_and_narrows_the_catalog_budget() {
+        let i = token(
+            serde_json::json!({"jti": "t-1", "max_calls": 5, "max_bytes": 100}),
+            true,
+        );
+        let t = TokenBudget::of(&i);
+        assert_eq!(t.jti, Some("t-1"));
+        let catalog = Limits {
+            calls: Some(10),
+            bytes_out: None,
+            bytes_in: Some(50),
+            llm_tokens: Some(7),
+            window: BudgetWindow::Every(std::time::Duration::from_secs(60)),
+            expires_after_ms: None,
+        };
+        let l = t.narrow(Some(&catalog));
+        assert_eq!(
+            (l.calls, l.bytes_out, l.bytes_in),
+            (Some(5), Some(100), Some(50))
+        );
+        assert_eq!((l.llm_tokens, l.window), (Some(7), catalog.window));
+        // Without a catalog budget, the token's own, per token.
+        assert_eq!(t.narrow(None).window, BudgetWindow::PerToken);
+        // An unverified intent's claims count for nothing.
+        assert_eq!(
+            TokenBudget::of(&token(serde_json::json!({"jti": "x"}), false)),
+            TokenBudget::default()
+        );
     }
 }

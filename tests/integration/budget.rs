@@ -266,3 +266,32 @@ fn a_broken_budget_names_the_file_and_field() {
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
 }
+
+#[test]
+fn per_session_counts_start_again_with_a_new_session() {
+    let up = Upstream::start();
+    let p = proxy(&up, "enforce", "{calls: 1, window: per_session}");
+    let url = up.url("/echo");
+    let session = || {
+        let out = curl(&[
+            "-X",
+            "PUT",
+            "--data",
+            r#"{"name": "work", "task": "T-1"}"#,
+            &p.admin_url("/v1/intent"),
+        ]);
+        assert_eq!(out.status, 200, "{}", out.body);
+    };
+    session();
+    assert_eq!(call(&p, &[&url]).0.status, 200);
+    let (out, _) = call(&p, &[&url]);
+    assert_eq!(out.status, 429, "{}", out.body);
+    assert!(
+        out.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("for this session")
+    );
+    session();
+    assert_eq!(call(&p, &[&url]).0.status, 200);
+}
