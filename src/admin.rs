@@ -201,10 +201,15 @@ async fn endpoint(
         }
         (&Method::DELETE, "/v1/intent") => {
             let had = state.proxy.session.clear();
+            state.proxy.budgets.end_session();
             json_response(StatusCode::OK, &json!({"session": null, "cleared": had}))
         }
         (&Method::POST, "/v1/explain") => explain(state, read_json(req, wait).await?)?,
         (&Method::GET, "/v1/policy") => policy(state),
+        (&Method::GET, "/v1/budgets") => json_response(
+            StatusCode::OK,
+            &json!({"budgets": state.proxy.budgets.states(std::time::SystemTime::now())}),
+        ),
         (&Method::POST, "/v1/reload") => {
             let status = state.reloader.reload("admin api").await;
             let code = if status.result == "success" {
@@ -240,6 +245,7 @@ fn set_session(state: &AdminState, b: &IntentBody) -> Result<Response<Body>, Adm
         b.task.as_deref(),
         b.ttl_seconds.map(Duration::from_secs),
     );
+    state.proxy.budgets.end_session();
     Ok(json_response(StatusCode::OK, &json!({"session": s})))
 }
 

@@ -115,6 +115,13 @@ pub struct AuditRecord {
     pub llm: Option<Box<crate::llm::AuditLlm>>,
     #[serde(skip)]
     pub at: Option<SystemTime>,
+    /// The intent's budget counter, on a call refused (or, in monitor mode, that would be
+    /// refused) for it: what was used, the limits, when it resets (src/budget/).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Box<crate::budget::State>>,
+    /// Where the call's bytes are charged when the record is written (src/proxy/budget.rs).
+    #[serde(skip)]
+    pub charge: Option<crate::budget::Charge>,
 }
 
 /// What became of a call, read from its record (the `run` summary, `learn`).

@@ -94,6 +94,15 @@ pub enum ProxyError {
     /// A request to an MCP server whose body cannot be read as MCP (`mcp_unreadable`).
     #[error("{0}")]
     McpUnreadable(crate::mcp::Unreadable),
+    /// Over the intent's budget (src/budget/): 429 with the counter's state.
+    #[error("{}", .refusal.reason())]
+    OverBudget {
+        refusal: Box<crate::budget::Refusal>,
+        agent: String,
+    },
+    /// The budget store cannot be reached (`budgets.on_store_error: deny`).
+    #[error("{0}")]
+    BudgetStore(#[from] crate::budget::StoreUnavailable),
 }
 
 /// What an ambiguous request leaves open.
@@ -149,6 +158,8 @@ impl ProxyError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ProxyError::McpUnreadable(_) => StatusCode::BAD_REQUEST,
+            ProxyError::OverBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::BudgetStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -183,6 +194,11 @@ impl ProxyError {
             } => ErrorCode::AmbiguousRequest,
             ProxyError::Mcp(m) => m.0.code(),
             ProxyError::McpUnreadable(_) => ErrorCode::McpUnreadable,
+            ProxyError::OverBudget { refusal, .. } => match refusal.kind {
+                crate::budget::RefusalKind::Exhausted(_) => ErrorCode::BudgetExhausted,
+                crate::budget::RefusalKind::Expired => ErrorCode::BudgetExpired,
+            },
+            ProxyError::BudgetStore(_) => ErrorCode::BudgetStoreUnavailable,
         }
     }
 
@@ -208,6 +224,8 @@ impl ProxyError {
             | ProxyError::CredentialUnavailable { .. } => Blame::Proxy,
             ProxyError::Mcp(m) => m.0.blame(),
             ProxyError::McpUnreadable(_) => Blame::Client,
+            ProxyError::OverBudget { .. } => Blame::Policy,
+            ProxyError::BudgetStore(_) => Blame::Proxy,
         }
     }
 
@@ -239,6 +257,8 @@ impl ProxyError {
             ProxyError::Mcp(m) => m.0.hint(),
             ProxyError::McpUnreadable(u) => u.hint().to_string(),
             ProxyError::CredentialUnavailable { .. } => "retry later; if it persists, the platform team must fix the credential's source (docs/credentials.md)".into(),
+            ProxyError::OverBudget { refusal, .. } => refusal.hint(),
+            ProxyError::BudgetStore(_) => "retry later: intentgate counts this intent's budget in a store it cannot reach now (budgets.on_store_error: deny)".into(),
         }
     }
 }
@@ -338,11 +358,29 @@ impl ErrorReply<'_> {
 
     /// The JSON response, with `intentgate-decision-id`.
     pub fn response(&self) -> Response<Body> {
-        let mut resp = json_response(self.status, &self.body());
+        self.respond_with(&self.body())
+    }
+
+    fn respond_with<T: Serialize>(&self, body: &T) -> Response<Body> {
+        let mut resp = json_response(self.status, body);
         if let Ok(v) = HeaderValue::from_str(self.decision_id) {
             resp.headers_mut().insert("intentgate-decision-id", v);
         }
         resp
+    }
+
+    /// `response` with the budget counter's state as `budget`.
+    fn with_budget(&self, budget: &crate::budget::State) -> Response<Body> {
+        #[derive(Serialize)]
+        struct WithBudget<'a> {
+            #[serde(flatten)]
+            body: ErrorBody<'a>,
+            budget: &'a crate::budget::State,
+        }
+        self.respond_with(&WithBudget {
+            body: self.body(),
+            budget,
+        })
     }
 
     /// The raw bytes of the response, for errors found before hyper parsed a request
@@ -374,10 +412,13 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     }
     let (agent, intent) = match err {
         ProxyError::Denied { agent, intent, .. } => (Some(agent.as_str()), intent.as_deref()),
+        ProxyError::OverBudget { refusal, agent } => {
+            (Some(agent.as_str()), Some(refusal.state.intent.as_str()))
+        }
         _ => (None, None),
     };
     let (reason, hint) = (err.to_string(), err.hint());
-    let mut resp = ErrorReply {
+    let reply = ErrorReply {
         status: err.status(),
         blame: err.blame(),
         code: err.code(),
@@ -386,12 +427,19 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
         decision_id,
         agent,
         intent,
-    }
-    .response();
+    };
+    let mut resp = match err {
+        // The counter's state (used, limit, resets_at) follows the usual fields.
+        ProxyError::OverBudget { refusal, .. } => reply.with_budget(&refusal.state),
+        _ => reply.response(),
+    };
     let headers = resp.headers_mut();
     if matches!(
         err,
-        ProxyError::Denied { .. } | ProxyError::DestinationForbidden(_) | ProxyError::Ourselves(_)
+        ProxyError::Denied { .. }
+            | ProxyError::DestinationForbidden(_)
+            | ProxyError::Ourselves(_)
+            | ProxyError::OverBudget { .. }
     ) {
         headers.insert("intentgate-decision", HeaderValue::from_static("deny"));
     }
@@ -409,6 +457,14 @@ pub fn into_response(err: &ProxyError, decision_id: &str) -> Response<Body> {
     }
     if let ProxyError::RateLimited { retry_after_s, .. } = err {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+    }
+    if let ProxyError::OverBudget { refusal, .. } = err {
+        if let Some(s) = refusal.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+    }
+    if let ProxyError::BudgetStore(_) = err {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }

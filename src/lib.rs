@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod budget;
 pub mod bundle;
 pub mod cli;
 pub mod config;

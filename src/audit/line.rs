@@ -130,7 +130,6 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"tool\":");
         opt_string(out, m.tool.as_deref());
         out.push(b'}');
-        out.push(b'}');
     }
     if let Some(l) = &rec.llm {
         // Rare (LLM calls only), so serde's own writer: the same bytes by construction.
@@ -138,6 +137,11 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
         if serde_json::to_writer(&mut *out, l).is_err() {
             out.extend_from_slice(b"null");
         }
+    }
+    if let Some(b) = &rec.budget {
+        // Only on a call refused for its budget: serde's own writer is fast enough there.
+        out.extend_from_slice(b",\"budget\":");
+        let _ = serde_json::to_writer(&mut *out, b);
     }
     out.push(b'}');
 }
@@ -303,6 +307,8 @@ mod tests {
                 serde_json::from_str(&l).unwrap()
             }),
             at: None,
+            budget: None,
+            charge: None,
         }
     }
 

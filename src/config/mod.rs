@@ -1,6 +1,7 @@
 //! Configuration: the typed document, the embedded default, loading and validation with errors
 //! that name the file, the field and the line.
 
+mod budget;
 mod chunked;
 mod credentials;
 mod evidence;
@@ -17,6 +18,8 @@ use validate::validate;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::budget::spec::*;
+pub use budget::*;
 pub use credentials::*;
 pub use evidence::*;
 pub use llm::*;

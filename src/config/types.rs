@@ -40,6 +40,8 @@ pub struct Config {
     /// Named secrets the proxy injects for the agent (src/cred/, docs/credentials.md).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub credentials: BTreeMap<String, super::CredentialSpec>,
+    /// Where budget counters live (src/budget/).
+    pub budgets: super::BudgetsConfig,
     /// The `--mode` flag: overrides every intent's mode and the top-level one.
     #[serde(skip)]
     pub mode_override: Option<Mode>,
@@ -143,6 +145,9 @@ pub struct IntentSpec {
     /// is off globally.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub attest: bool,
+    /// How much the intent may do, and for how long (src/budget/).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::BudgetSpec>,
 }
 
 /// Who may claim an intent: each list present must contain the agent's id / namespace.

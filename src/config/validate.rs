@@ -114,6 +114,7 @@ pub(super) fn validate(loaded: &Loaded, text: &str) -> Result<(), ConfigError> {
     super::validate_attestation(&c.attestation).map_err(|(field, msg)| invalid(&field, msg))?;
     super::validate_credentials(&c.credentials, &c.intents)
         .map_err(|(field, msg)| invalid(&field, msg))?;
+    super::validate_budgets(c).map_err(|(field, msg)| invalid(&field, msg))?;
     if c.audit.path.is_empty() {
         return Err(invalid(
             "audit.path",

@@ -128,6 +128,8 @@ struct Compiled {
     /// `requires_token`, `attest` (src/policy/catalog/narrow.rs).
     requires_token: bool,
     attest: bool,
+    /// `budget:` (src/budget/).
+    budget: Option<std::sync::Arc<crate::budget::Limits>>,
 }
 
 /// The compiled catalog.
@@ -163,6 +165,11 @@ impl Catalog {
     /// Whether the catalog defines `intent`.
     pub fn contains(&self, intent: &str) -> bool {
         self.intents.contains_key(intent)
+    }
+
+    /// The budget of `intent`, if it has one.
+    pub fn budget(&self, intent: &str) -> Option<&std::sync::Arc<crate::budget::Limits>> {
+        self.intents.get(intent)?.budget.as_ref()
     }
 
     /// Whether any rule of any intent allows `port` (a rule without `ports` allows 80 and 443).

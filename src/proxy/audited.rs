@@ -101,6 +101,7 @@ impl<B: HttpBody> Audited<B> {
             rec.bytes_out = self.out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed) & !CLIENT_BODY_FAILED;
             rec.durations.total_ms = crate::audit::millis(self.started.elapsed());
+            super::budget::charge_bytes(&mut rec);
             if complete && self.unclean.as_ref().is_some_and(UncleanClose::happened) {
                 rec.ended = Some(Ended::Closed);
                 rec.reasons
@@ -243,6 +244,7 @@ pub fn write_relayed(
         rec.reasons
             .push(format!("{what} ended: {}", r.end.as_str()));
     }
+    super::budget::charge_bytes(&mut rec);
     rec.durations.total_ms = crate::audit::millis(started.elapsed());
     if let Some(slot) = slot {
         slot.send(rec);

@@ -175,6 +175,11 @@ impl Proxy {
                 return Err(headers::unexpected_body(method));
             }
         }
+        // The intent's budget (src/proxy/budget.rs): the call is checked and counted; over
+        // budget, refused (429) or, in monitor mode, recorded would_deny.
+        if !tunnel {
+            self.spend(live, &intent, decision.mode, rec).await?;
+        }
         // The name's own resolution, vetted; the connection later dials only vetted addresses
         // of it (a tunnel to be intercepted dials nothing: its requests do).
         if !tunnel {

@@ -3,6 +3,7 @@
 
 mod attest;
 mod audited;
+mod budget;
 mod connect;
 mod dns;
 mod door;
@@ -88,6 +89,8 @@ pub struct Proxy {
     pub(crate) attestation: attest::Attestation,
     /// The credentials injected for the agent (src/cred/).
     creds: crate::cred::Store,
+    /// Budget counters per intent (src/budget/); they outlive reloads.
+    pub budgets: crate::budget::Budgets,
 }
 
 /// One client connection of the proxy listener, as its requests share it.

@@ -90,6 +90,7 @@ impl Proxy {
             intent_tokens,
             attestation,
             creds,
+            budgets: crate::budget::Budgets::new(&cfg.budgets),
             cfg,
         })
     }

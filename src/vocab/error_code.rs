@@ -141,6 +141,14 @@ super::words! {
         CredentialRequiresInterception = "credential_requires_interception",
         /// The credential has no usable value (unreadable, expired, its token request failed).
         CredentialUnavailable = "credential_unavailable",
+        // Budgets per intent (src/budget/).
+        /// A count of the intent's budget is used up until its window resets (429, `Retry-After`).
+        BudgetExhausted = "budget_exhausted",
+        /// The intent's budget `expires_after` has passed: the intent has ended (429).
+        BudgetExpired = "budget_expired",
+        /// The budget store (`budgets.redis_url`) cannot be reached and `budgets.on_store_error`
+        /// is `deny` (503).
+        BudgetStoreUnavailable = "budget_store_unavailable",
     }
 }
 

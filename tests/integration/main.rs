@@ -9,6 +9,8 @@ mod admin_limits;
 mod ambiguity;
 mod audit_durability;
 mod audit_opa;
+mod budget;
+mod budget_redis;
 mod bundle_auth;
 mod bundle_rogue;
 pub mod bundles;

@@ -41,6 +41,12 @@ impl Catalog {
                     rules: Vec::with_capacity(spec.allow.len()),
                     requires_token: spec.requires_token,
                     attest: spec.attest,
+                    budget: match &spec.budget {
+                        None => None,
+                        Some(b) => Some(std::sync::Arc::new(
+                            crate::budget::Limits::compile(b).map_err(|m| err(None, m))?,
+                        )),
+                    },
                 };
                 for (i, r) in spec.allow.iter().enumerate() {
                     // Rules are counted from 1, as decisions name them ("rule 2").

@@ -1,0 +1,164 @@
+//! Budgets shared through a real `redis-server` (installed by scripts/test) that the test starts
+//! on a free loopback port: two proxies spend one budget; the store going away (deny: 503
+//! `budget_store_unavailable`; or allow) and coming back.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// A redis-server on 127.0.0.1:`port`, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        eventually("redis-server to listen", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Redis { child, port }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn proxy(up: &Upstream, redis: &Redis, budget: &str, on_error: &str) -> ProxyProc {
+    ProxyProc::start(&format!(
+        "intent: work\nbudgets: {{redis_url: \"redis://127.0.0.1:{}\", on_store_error: {on_error}}}\nintents:\n  work:\n    allow: [{{hosts: [127.0.0.1], ports: [{}]}}]\n    budget: {budget}\n",
+        redis.port,
+        up.addr.port()
+    ))
+}
+
+fn get(p: &ProxyProc, url: &str) -> CurlOut {
+    curl(&["-x", &p.url(), url])
+}
+
+#[test]
+fn two_proxies_share_one_budget() {
+    let redis = Redis::start(Redis::free_port());
+    let up = Upstream::start();
+    let a = proxy(
+        &up,
+        &redis,
+        "{calls: 3, bytes_out: 1000, window: 1h}",
+        "deny",
+    );
+    let b = proxy(
+        &up,
+        &redis,
+        "{calls: 3, bytes_out: 1000, window: 1h}",
+        "deny",
+    );
+    let url = up.url("/echo");
+    for p in [&a, &b, &a] {
+        let out = get(p, &url);
+        assert_eq!(out.status, 200, "{}", out.body);
+    }
+    let out = get(&b, &url);
+    assert_eq!(out.status, 429, "{}", out.body);
+    let body = out.json();
+    assert_eq!(error_code(&body), "budget_exhausted");
+    assert_eq!(body["budget"]["used"]["calls"], 3, "{body}");
+    assert_eq!(up.requests(), 3);
+    // Each proxy lists the shared counter as of its last exchange with the store.
+    let listed = curl(&[&b.admin_url("/v1/budgets")]).json();
+    assert_eq!(listed["budgets"][0]["used"]["calls"], 3, "{listed}");
+}
+
+#[test]
+fn bytes_are_shared_too() {
+    let redis = Redis::start(Redis::free_port());
+    let up = Upstream::start();
+    let a = proxy(&up, &redis, "{bytes_out: 100}", "deny");
+    let b = proxy(&up, &redis, "{bytes_out: 100}", "deny");
+    let url = up.url("/echo");
+    let body = "x".repeat(150);
+    assert_eq!(
+        curl(&["-x", &a.url(), "--data-binary", &body, &url]).status,
+        200
+    );
+    // The charge follows the call without a reply awaited: the other proxy sees it soon.
+    let out = eventually("b to see a's bytes", Duration::from_secs(20), || {
+        let out = get(&b, &url);
+        (out.status == 429).then_some(out)
+    });
+    assert_eq!(out.json()["budget"]["used"]["bytes_out"], 150);
+}
+
+#[test]
+fn the_store_going_away_fails_closed_or_open_and_coming_back_counts_again() {
+    let port = Redis::free_port();
+    let mut redis = Redis::start(port);
+    let up = Upstream::start();
+    let deny = proxy(&up, &redis, "{calls: 100, window: 1h}", "deny");
+    let allow = proxy(&up, &redis, "{calls: 100, window: 1h}", "allow");
+    let url = up.url("/echo");
+    assert_eq!(get(&deny, &url).status, 200);
+    assert_eq!(get(&allow, &url).status, 200);
+    redis.stop();
+    let out = eventually(
+        "a refusal while the store is away",
+        Duration::from_secs(20),
+        || {
+            let out = get(&deny, &url);
+            (out.status == 503).then_some(out)
+        },
+    );
+    let body = out.json();
+    assert_eq!(error_code(&body), "budget_store_unavailable", "{body}");
+    assert!(
+        body["hint"].as_str().unwrap().contains("on_store_error"),
+        "{body}"
+    );
+    // on_store_error: allow lets calls go uncounted.
+    eventually(
+        "allow to forward while the store is away",
+        Duration::from_secs(20),
+        || (get(&allow, &url).status == 200).then_some(()),
+    );
+    let recs = deny.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["status"] == 503 && r["error"] == "budget_store_unavailable"),
+        "{recs:?}"
+    );
+    // The store comes back (empty): calls go and are counted again.
+    let _redis = Redis::start(port);
+    eventually(
+        "calls to go once the store is back",
+        Duration::from_secs(30),
+        || (get(&deny, &url).status == 200).then_some(()),
+    );
+    let listed = curl(&[&deny.admin_url("/v1/budgets")]).json();
+    assert!(
+        listed["budgets"][0]["used"]["calls"].as_u64().unwrap() >= 1,
+        "{listed}"
+    );
+}
