@@ -76,6 +76,21 @@ pub(super) fn charge_bytes(rec: &mut AuditRecord) {
     }
 }
 
+/// Charges an LLM call's tokens (input + output, as its response's usage reports them) to the
+/// budget counter that admitted it, once the response ends (src/llm/usage.rs). A stream in
+/// flight is never cut: the next call is refused.
+pub(super) fn charge_llm_tokens(rec: &AuditRecord) {
+    let (Some(l), Some(c)) = (&rec.llm, &rec.charge) else {
+        return;
+    };
+    let c = c.clone();
+    let settled = Box::new(move |input: Option<u64>, output: Option<u64>| {
+        c.llm_tokens(input.unwrap_or(0) + output.unwrap_or(0));
+    });
+    // One callback per call: this is the only one.
+    let _ = l.usage().on_settled(settled);
+}
+
 /// What a verified intent token says about budgets: its id (each token counts on its own) and
 /// the narrowing claims `max_calls` and `max_bytes`.
 #[derive(Debug, Default, PartialEq, Eq)]

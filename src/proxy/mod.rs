@@ -357,6 +357,7 @@ impl Proxy {
         if let Some(c) = &llm {
             let label = gate::intent_label(live, &intent);
             rec.llm = Some(Box::new(crate::llm::AuditLlm::new(c, label)));
+            budget::charge_llm_tokens(rec);
         }
 
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.

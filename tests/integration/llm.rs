@@ -47,6 +47,11 @@ struct Setup {
 /// API bounded to three model families and 1000 output tokens; a policy module that refuses a
 /// call declaring the tool `shell` (input.llm).
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// `setup`, with `extra` appended to the intent `chat` (indented as its keys).
+fn setup_with(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     let (code, out, err) = run_cli(&["ca", "init", "--out", ca_dir.to_str().unwrap()]);
@@ -91,7 +96,7 @@ fn setup() -> Setup {
          policy: {{paths: [\"{}\"]}}\n\
          intents:\n  chat:\n    allow:\n      - hosts: [localhost]\n        ports: [{}]\n\
          \x20       protocol: llm\n\
-         \x20       llm: {{models: [gpt-4o-mini, \"claude-3-5-haiku-*\", gemini-2.0-flash], max_tokens: 1000}}\n",
+         \x20       llm: {{models: [gpt-4o-mini, \"claude-3-5-haiku-*\", gemini-2.0-flash], max_tokens: 1000}}\n{extra}",
         ca_dir.join("ca.pem").display(),
         ca_dir.join("ca-key.pem").display(),
         up_ca.display(),
@@ -394,4 +399,54 @@ fn gemini_raw_calls_are_bounded_counted_and_read_by_rego() {
     let calls = s.up.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[1]["released"], true, "{calls:?}");
+}
+
+#[test]
+fn llm_tokens_count_against_the_intents_budget() {
+    let s = setup_with("    budget: {llm_tokens: 20}\n");
+    let url = format!(
+        "https://localhost:{}/v1beta/models/gemini-2.0-flash:generateContent",
+        s.up.api
+    );
+    let body =
+        r#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":100}}"#;
+    let ca = s.ca.to_str().unwrap();
+    let call = || {
+        let h = "content-type: application/json";
+        curl(&[
+            "-x",
+            &s.proxy.url(),
+            "--cacert",
+            ca,
+            "-H",
+            h,
+            "-d",
+            body,
+            &url,
+        ])
+    };
+    let used = || {
+        let out = curl(&[&s.proxy.admin_url("/v1/budgets")]);
+        out.json()["budgets"][0]["used"]["llm_tokens"].as_u64()
+    };
+    // Each answer reports 4 + 10 tokens: the first two calls start under 20, the third not.
+    for (i, after) in [(1, 14), (2, 28)] {
+        let out = call();
+        assert_eq!(out.status, 200, "call {i}: {out:?}");
+        eventually(
+            "the tokens charged",
+            std::time::Duration::from_secs(10),
+            || (used() == Some(after)).then_some(()),
+        );
+    }
+    let out = call();
+    assert_eq!(out.status, 429, "{out:?}");
+    let j = out.json();
+    assert_eq!(error_code(&j), "budget_exhausted", "{j}");
+    assert!(j["reason"].as_str().unwrap().contains("20"), "{j}");
+    assert_eq!(
+        s.up.calls().len(),
+        2,
+        "the refused call never reached the upstream"
+    );
 }
