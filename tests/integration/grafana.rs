@@ -1,5 +1,6 @@
 //! deploy/grafana/intentgate.json queries only what intentgate exports: after real traffic
-//! (allowed, denied, would-deny, an upstream error, a malformed request, a reload), every metric each panel's query
+//! (allowed, denied, would-deny, an upstream error, a malformed request, a budget refusal, a
+//! credential loaded, a reload), every metric each panel's query
 //! names is in the proxy's `/metrics`, with the labels and label values the query uses.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,8 +81,12 @@ fn every_dashboard_query_names_metrics_and_labels_intentgate_exports() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = closed.local_addr().unwrap().port();
     drop(closed);
+    // A credential (loaded at start) and a budget of one call, so their metrics have series.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "s3cret").unwrap();
     let yaml = format!(
-        "agent: {{id: bot, owner: team}}\nintents:\n  read:\n    allow: [{{hosts: [localhost], ports: [{p}, {dead}], methods: [GET]}}]\n  watch:\n    mode: monitor\n    allow: [{{hosts: [localhost], ports: [{p}], methods: [GET]}}]\n"
+        "agent: {{id: bot, owner: team}}\ncredentials: {{api: {{file: \"{}\"}}}}\nintents:\n  read:\n    allow: [{{hosts: [localhost], ports: [{p}, {dead}], methods: [GET]}}]\n  watch:\n    mode: monitor\n    allow: [{{hosts: [localhost], ports: [{p}], methods: [GET]}}]\n  once:\n    allow: [{{hosts: [localhost], ports: [{p}]}}]\n    budget: {{calls: 1}}\n",
+        secret.path().display()
     );
     let proxy = ProxyProc::start(&yaml);
     let call = |intent: &str, method: &str, port: u16| {
@@ -94,11 +99,17 @@ fn every_dashboard_query_names_metrics_and_labels_intentgate_exports() {
     assert_eq!(call("read", "POST", p), 403);
     assert_eq!(call("watch", "POST", p), 200);
     assert_eq!(call("read", "GET", dead), 502);
+    assert_eq!(call("once", "GET", p), 200);
+    assert_eq!(call("once", "GET", p), 429);
+    assert_eq!(
+        proxy.metric("intentgate_refusals_total{error=\"budget_exhausted\"}"),
+        1.0
+    );
     // Origin-form on the proxy listener: refused before the policy.
     assert_eq!(curl(&[&format!("{}/x", proxy.url())]).status, 400);
     let reload = curl(&["-X", "POST", &proxy.admin_url("/v1/reload")]);
     assert_eq!(reload.status, 200, "{reload:?}");
-    proxy.audit_n(5);
+    proxy.audit_n(7);
     let exported = scrape(&curl(&[&proxy.admin_url("/metrics")]).body);
 
     let dash: serde_json::Value = serde_json::from_str(
