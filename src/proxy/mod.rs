@@ -7,6 +7,7 @@ mod budget;
 mod connect;
 mod dns;
 mod door;
+mod entry;
 mod failure;
 pub mod gate;
 pub mod headers;
@@ -39,15 +40,16 @@ use tracing::{Instrument, debug_span};
 
 use crate::audit::{Audit, AuditRecord};
 use crate::config::Config;
-use crate::conn::guard::InFlight;
 use crate::error::{Body, ProxyError};
 use crate::intent::SessionStore;
 use crate::metrics::Metrics;
 use crate::policy::{ConnectionFacts, RequestFacts};
-use crate::target::{self, Authority};
+use crate::target;
 use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::Counted;
+pub use entry::ClientConn;
+use entry::{Entry, Target};
 use gate::LivePolicy;
 use respond::Outcome;
 use sender::{Affinity, Destination, Upstreams};
@@ -91,54 +93,6 @@ pub struct Proxy {
     creds: crate::cred::Store,
     /// Budget counters per intent (src/budget/); they outlive reloads.
     pub budgets: crate::budget::Budgets,
-}
-
-/// One client connection of the proxy listener, as its requests share it.
-pub struct ClientConn {
-    /// Its guard's view (src/conn/guard.rs): open tunnels, the framing flag.
-    in_flight: InFlight,
-    /// The upstream connections its requests reuse.
-    kept: Affinity,
-}
-
-impl ClientConn {
-    pub fn new(in_flight: InFlight) -> Self {
-        Self {
-            in_flight,
-            kept: Affinity::default(),
-        }
-    }
-}
-
-/// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
-/// tunnel (origin-form, its destination fixed by the CONNECT).
-enum Entry<'a> {
-    Listener(&'a ClientConn),
-    Tunnel(&'a intercept::TunnelInfo),
-    /// Plain HTTP on a connection redirected to the transparent listener.
-    Transparent(&'a transparent::Redirected),
-}
-
-impl Entry<'_> {
-    /// Whether the raw request stream of the client connection turned ambiguous (a head with
-    /// Content-Length and Transfer-Encoding, src/conn/framing.rs).
-    fn ambiguous_framing(&self) -> bool {
-        match self {
-            Entry::Listener(c) => c.in_flight.ambiguous_framing(),
-            Entry::Tunnel(t) => t.in_flight.ambiguous_framing(),
-            Entry::Transparent(r) => r.in_flight.ambiguous_framing(),
-        }
-    }
-}
-
-/// The canonical destination of a forwarded request, and how it arrived.
-struct Target {
-    authority: Authority,
-    path: String,
-    query: Option<String>,
-    scheme: Scheme,
-    mode: ConnectionMode,
-    sni: Option<String>,
 }
 
 impl Proxy {
