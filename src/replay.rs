@@ -300,6 +300,13 @@ fn replay(opts: &Options) -> Result<Changes, String> {
         read(path, &mut unreadable, each).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     changes.unreadable = unreadable;
+    for judge in std::iter::once(&candidate).chain(base.as_ref()) {
+        for set in judge.sets.values() {
+            let stats = set.policy.cache_stats();
+            changes.cache.0 += stats.hits;
+            changes.cache.1 += stats.misses;
+        }
+    }
     Ok(changes)
 }
 

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,9 +23,16 @@ use crate::vocab::ErrorCode;
 /// Decisions cached per worker thread before the cache is emptied.
 const CACHE_ENTRIES: usize = 4096;
 
+/// Policy sets a worker thread keeps an engine for at once: in the proxy the live one and,
+/// while requests of the last reload finish, the one before; in `replay`, one per agent
+/// namespace of the records.
+const SLOTS: usize = 64;
+
 /// A worker thread's engine and decision cache, for one policy generation.
 struct Slot {
     generation: u64,
+    /// Gone once its policy set is dropped (the slot is then freed).
+    alive: std::sync::Weak<()>,
     engine: Engine,
     /// Decisions already read from their documents, by cache key.
     cache: HashMap<Vec<u8>, Rc<Parsed>>,
@@ -32,7 +40,7 @@ struct Slot {
 
 thread_local! {
     /// This worker's engine: no lock around evaluation.
-    static ENGINE: RefCell<Option<Slot>> = const { RefCell::new(None) };
+    static ENGINE: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
 impl PolicySet {
@@ -208,29 +216,39 @@ impl PolicySet {
         input: impl FnOnce() -> Value,
     ) -> Result<(Rc<Parsed>, bool), String> {
         ENGINE.with(|cell| {
-            let Ok(mut slot) = cell.try_borrow_mut() else {
+            let Ok(mut slots) = cell.try_borrow_mut() else {
                 // Re-entered on this thread (never in practice): use a private clone.
                 let mut e = self.template.clone();
                 e.set_input(input());
                 let v = e.eval_rule(self.query.clone()).map_err(|e| e.to_string())?;
                 return decision::parse(&v).map(|p| (Rc::new(p), false));
             };
-            if !matches!(&*slot, Some(s) if s.generation == self.generation) {
-                let engine = self
-                    .spare
-                    .lock()
-                    .ok()
-                    .and_then(|mut s| s.pop())
-                    .unwrap_or_else(|| self.template.clone());
-                *slot = Some(Slot {
-                    generation: self.generation,
-                    engine,
-                    cache: HashMap::new(),
-                });
+            // Slots of sets that are gone (after a reload) are freed; past SLOTS, the oldest goes.
+            if slots.len() > 1 {
+                slots.retain(|s| s.alive.strong_count() > 0);
             }
-            let Some(s) = slot.as_mut() else {
-                return Err("no engine".into());
+            let at = match slots.iter().position(|s| s.generation == self.generation) {
+                Some(i) => i,
+                None => {
+                    if slots.len() >= SLOTS {
+                        slots.remove(0);
+                    }
+                    let engine = self
+                        .spare
+                        .lock()
+                        .ok()
+                        .and_then(|mut s| s.pop())
+                        .unwrap_or_else(|| self.template.clone());
+                    slots.push(Slot {
+                        generation: self.generation,
+                        alive: Arc::downgrade(&self.alive),
+                        engine,
+                        cache: HashMap::new(),
+                    });
+                    slots.len() - 1
+                }
             };
+            let s = &mut slots[at];
             if let Some(k) = key {
                 if let Some(p) = s.cache.get(k) {
                     self.hits.fetch_add(1, Ordering::Relaxed);

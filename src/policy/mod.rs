@@ -164,6 +164,9 @@ pub struct PolicySet {
     /// Shared: every audit record carries it without a copy.
     revision: Arc<str>,
     generation: u64,
+    /// Held while this set lives: a worker's engine slot for it (src/policy/decide.rs) is
+    /// dropped once it is gone.
+    alive: Arc<()>,
     modules: Vec<String>,
     namespace: Option<String>,
     agent: Agent,
@@ -279,6 +282,7 @@ impl PolicySet {
             query,
             revision: src.revision().into(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            alive: Arc::new(()),
             modules: names.into_iter().map(|(file, _)| file).collect(),
             namespace: agent.namespace.clone(),
             agent: agent.clone(),

@@ -91,6 +91,8 @@ pub(super) struct Changes {
     pub not_decided: u64,
     /// Lines that are no audit record.
     pub unreadable: u64,
+    /// Decisions answered from the decision cache, and evaluated.
+    pub cache: (u64, u64),
     /// Calls a policy could decide only from fields records lack, and those fields.
     undecidable: u64,
     lacking: BTreeSet<&'static str>,
@@ -107,6 +109,7 @@ impl Changes {
             decided: 0,
             not_decided: 0,
             unreadable: 0,
+            cache: (0, 0),
             undecidable: 0,
             lacking: BTreeSet::new(),
             groups: HashMap::new(),
@@ -206,13 +209,15 @@ impl Changes {
     fn summary(&self, took: Duration) -> String {
         let rate = self.decided as f64 / took.as_secs_f64().max(1e-9);
         format!(
-            "replayed {} calls under {} against {} in {:.1} s ({:.0} calls/s): {} new denials, {} new grants; \
-             {} undecidable, {} not decided by policy, {} unreadable lines",
+            "replayed {} calls under {} against {} in {:.1} s ({:.0} calls/s, {} decisions from the cache, {} evaluated): \
+             {} new denials, {} new grants; {} undecidable, {} not decided by policy, {} unreadable lines",
             self.decided,
             self.candidate.display(),
             self.base_name(),
             took.as_secs_f64(),
             rate,
+            self.cache.0,
+            self.cache.1,
             self.count(Change::NewDenial),
             self.count(Change::NewGrant),
             self.undecidable,
