@@ -109,6 +109,10 @@ enum Sink {
 }
 
 impl Sink {
+    fn is_off(&self) -> bool {
+        matches!(self, Sink::Off)
+    }
+
     fn open(&self) -> io::Result<Box<dyn Write + Send>> {
         Ok(match self {
             Sink::Off => Box::new(io::sink()),

@@ -138,11 +138,14 @@ impl Writer {
         rec.boot_id.clone_from(&self.boot_id);
         rec.time =
             humantime::format_rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now)).to_string();
-        match self.shared.format {
-            AuditFormat::Intentgate => super::line::write(&rec, &mut self.pending),
-            AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
+        // With `audit.path: off` the writer runs for the export alone: nothing to serialise.
+        if !self.sink.is_off() {
+            match self.shared.format {
+                AuditFormat::Intentgate => super::line::write(&rec, &mut self.pending),
+                AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
+            }
+            self.pending.push(b'\n');
         }
-        self.pending.push(b'\n');
         if let Some(e) = self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
             e.offer(rec);
         }

@@ -2,7 +2,7 @@
 //! per call to an OTLP/HTTP receiver built on the official protobuf definitions
 //! (tests/clients/otlp_receiver.py refuses anything they do not define). The agent's
 //! `traceparent` is honoured (the span's trace and parent) and propagated (the upstream's parent
-//! is the span); a call without one starts a trace.
+//! is the span); a call without one starts a trace. The audit log is off: the export needs none.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -90,7 +90,7 @@ fn calls_are_exported_as_spans_in_the_agents_trace_and_as_log_records() {
     let up = Upstream::start();
     let p = up.addr.port();
     let proxy = ProxyProc::start(&format!(
-        "agent: {{id: bot, namespace: support, owner: team}}\n\
+        "agent: {{id: bot, namespace: support, owner: team}}\naudit: {{path: \"off\"}}\n\
          telemetry: {{otlp: {{endpoint: \"http://127.0.0.1:{}\", service_name: sidecar}}}}\n\
          intents:\n  read:\n    allow: [{{hosts: [localhost], ports: [{p}], methods: [GET]}}]\n",
         rx.port
