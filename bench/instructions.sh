@@ -13,6 +13,7 @@
 # The proxy logs at INTENTGATE_LOG (default info, as a deployment does).
 # EXTRA_YAML (optional) is appended to the proxy's config, e.g. a feature to measure on and off:
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
+# POLICY_YAML (optional) replaces the `policy:` line (policy off: allow-all.rego, no builtin).
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -68,6 +69,7 @@ if [[ -n "$dns_miss" ]]; then
 fi
 trap 'kill $nginx_pid $dns_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
 
+policy_yaml=${POLICY_YAML:-"policy: {builtin: false, paths: [\"$here/variants/allow-all.rego\"]}"}
 for bin in "$@"; do
     port=$(free_port)
     cat >"$tmp/proxy.yaml" <<EOF
@@ -75,7 +77,7 @@ listen: {proxy: "127.0.0.1:$port", admin: null}
 audit: {path: "$([[ $audit == off ]] && echo off || echo "$tmp/audit.log")"}
 agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
-policy: {builtin: false, paths: ["$here/variants/allow-all.rego"]}
+$policy_yaml
 EOF
     if [[ -n "$dns_miss" ]]; then
         echo "dns: {servers: [\"127.0.0.1:$(cat "$tmp/dns.port")\"], cache_ttl_ms: 600000}" >>"$tmp/proxy.yaml"
