@@ -6,7 +6,8 @@
 //! cache keyed by the token's hash. Outward, [`attest::Attester`] signs a short-lived statement
 //! of what was vetted for one request (Ed25519), bound to its method, authority and path, that an
 //! upstream verifies against our JWKS. [`mint`] holds the signing keys (also used by
-//! `intentgate token mint`). Wiring both into the request pipeline is a later step.
+//! `intentgate token mint`). The request pipeline uses them in src/proxy/intent_token.rs and
+//! src/proxy/attest.rs.
 
 pub mod attest;
 pub mod cache;
