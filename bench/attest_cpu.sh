@@ -4,6 +4,9 @@
 # requests from oha (C connections) to a local nginx; the proxy's CPU time (utime + stime from
 # /proc) over the requests it served. Prints one line per run and the medians.
 #   bench/attest_cpu.sh BIN [N] [C] [REPS]
+# ON_YAML (optional) measures another feature the same way: its config lines are added in the
+# "on" runs instead of `attestation.enabled`, e.g.
+#   ON_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/attest_cpu.sh BIN
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/upstream.sh
@@ -14,6 +17,11 @@ up=$(free_port)
 start_nginx "$tmp" "$up"
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+feature() { # on|off -> the config line(s) of the feature measured
+    if [[ -z "${ON_YAML:-}" ]]; then echo "attestation: {enabled: $1}"
+    elif [[ $1 == true ]]; then echo "$ON_YAML"
+    fi
+}
 run() { # attestation on|off -> µs of proxy CPU per request
     local on=$1 p a
     p=$(free_port) a=$(free_port)
@@ -22,7 +30,7 @@ listen: {proxy: 127.0.0.1:$p, admin: 127.0.0.1:$a}
 agent: {id: bench, owner: bench}
 audit: {path: off}
 egress: {allow_cidrs: [127.0.0.0/8]}
-attestation: {enabled: $on}
+$(feature "$on")
 intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]}]}}
 intent: bench
 YAML
