@@ -105,8 +105,9 @@ fn run(rx: &Receiver<Box<AuditRecord>>, target: &Target, max: usize, metrics: &M
 
 /// Posts one batch as spans, then as log records; counts the calls once.
 fn export(batch: &[Box<AuditRecord>], target: &Target, metrics: &Metrics) {
-    let spans = encode::traces(batch, &target.service);
-    let logs = encode::logs(batch, &target.service);
+    let prepared = encode::prepare(batch);
+    let spans = encode::traces(batch, &prepared, &target.service);
+    let logs = encode::logs(batch, &prepared, &target.service);
     let sent = post(target, &target.path("traces"), &spans)
         .and_then(|()| post(target, &target.path("logs"), &logs));
     let result = match sent {

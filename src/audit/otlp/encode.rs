@@ -117,19 +117,53 @@ fn call_attributes(out: &mut Vec<u8>, rec: &AuditRecord) {
     out.push(b']');
 }
 
+/// What the span and the log record of one call share, encoded once: its attributes and ids.
+pub(super) struct Prepared {
+    attrs: Vec<u8>,
+    trace_id: String,
+    span_id: String,
+}
+
+/// The shared parts of each call of a batch.
+pub(super) fn prepare(batch: &[Box<AuditRecord>]) -> Vec<Prepared> {
+    batch
+        .iter()
+        .map(|rec| {
+            let mut attrs = Vec::with_capacity(768);
+            call_attributes(&mut attrs, rec);
+            let (trace_id, span_id) = rec
+                .trace
+                .as_ref()
+                .map(|t| (hex(&t.trace_id), hex(&t.span_id)))
+                .unwrap_or_default();
+            Prepared {
+                attrs,
+                trace_id,
+                span_id,
+            }
+        })
+        .collect()
+}
+
+/// `"key":"hex"` (hex needs no escaping).
+fn id_field(out: &mut Vec<u8>, key: &[u8], hex: &str) {
+    out.extend_from_slice(key);
+    out.push(b'"');
+    out.extend_from_slice(hex.as_bytes());
+    out.push(b'"');
+}
+
 /// Whether the call failed or was refused (span status ERROR, log severity WARN).
 fn refused(rec: &AuditRecord) -> bool {
     matches!(rec.decision, Some(Verdict::Deny | Verdict::Error)) || rec.status >= 500
 }
 
-fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
+fn span(out: &mut Vec<u8>, rec: &AuditRecord, p: &Prepared) {
     let Some(t) = &rec.trace else { return };
     let start = rec.at.map_or(0, nanos);
     let took = Duration::from_secs_f64(rec.durations.total_ms.max(0.0) / 1000.0);
-    out.extend_from_slice(b"{\"traceId\":");
-    string(out, &hex(&t.trace_id));
-    out.extend_from_slice(b",\"spanId\":");
-    string(out, &hex(&t.span_id));
+    id_field(out, b"{\"traceId\":", &p.trace_id);
+    id_field(out, b",\"spanId\":", &p.span_id);
     if let Some(p) = &t.parent {
         out.extend_from_slice(b",\"parentSpanId\":");
         string(out, &hex(p));
@@ -147,7 +181,7 @@ fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
         start.saturating_add(took.as_nanos() as u64),
     );
     out.push(b',');
-    call_attributes(out, rec);
+    out.extend_from_slice(&p.attrs);
     // STATUS_CODE_ERROR (2) for a refused or failed call; unset otherwise.
     if refused(rec) {
         out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
@@ -157,7 +191,7 @@ fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
     out.push(b'}');
 }
 
-fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, line_buf: &mut Vec<u8>) {
+fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, p: &Prepared, line_buf: &mut Vec<u8>) {
     let at = rec.at.map_or(0, nanos);
     out.push(b'{');
     int_field(out, "timeUnixNano", at);
@@ -178,18 +212,16 @@ fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, line_buf: &mut Vec<u8>) {
     out.extend_from_slice(b",\"body\":{\"stringValue\":");
     json_text(out, line_buf);
     out.extend_from_slice(b"},");
-    call_attributes(out, rec);
-    if let Some(t) = &rec.trace {
-        out.extend_from_slice(b",\"traceId\":");
-        string(out, &hex(&t.trace_id));
-        out.extend_from_slice(b",\"spanId\":");
-        string(out, &hex(&t.span_id));
+    out.extend_from_slice(&p.attrs);
+    if rec.trace.is_some() {
+        id_field(out, b",\"traceId\":", &p.trace_id);
+        id_field(out, b",\"spanId\":", &p.span_id);
     }
     out.push(b'}');
 }
 
 /// `ExportTraceServiceRequest` of the batch.
-pub(super) fn traces(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
+pub(super) fn traces(batch: &[Box<AuditRecord>], prepared: &[Prepared], service: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024 * batch.len());
     out.extend_from_slice(b"{\"resourceSpans\":[");
     if let Some(first) = batch.first() {
@@ -197,11 +229,11 @@ pub(super) fn traces(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
         out.extend_from_slice(b",\"scopeSpans\":[{");
         scope(&mut out);
         out.extend_from_slice(b",\"spans\":[");
-        for (i, rec) in batch.iter().enumerate() {
+        for (i, (rec, p)) in batch.iter().zip(prepared).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            span(&mut out, rec);
+            span(&mut out, rec, p);
         }
         out.extend_from_slice(b"]}]}");
     }
@@ -210,7 +242,7 @@ pub(super) fn traces(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
 }
 
 /// `ExportLogsServiceRequest` of the batch.
-pub(super) fn logs(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
+pub(super) fn logs(batch: &[Box<AuditRecord>], prepared: &[Prepared], service: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(2048 * batch.len());
     let mut line_buf = Vec::with_capacity(1024);
     out.extend_from_slice(b"{\"resourceLogs\":[");
@@ -219,11 +251,11 @@ pub(super) fn logs(batch: &[Box<AuditRecord>], service: &str) -> Vec<u8> {
         out.extend_from_slice(b",\"scopeLogs\":[{");
         scope(&mut out);
         out.extend_from_slice(b",\"logRecords\":[");
-        for (i, rec) in batch.iter().enumerate() {
+        for (i, (rec, p)) in batch.iter().zip(prepared).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            log_record(&mut out, rec, &mut line_buf);
+            log_record(&mut out, rec, p, &mut line_buf);
         }
         out.extend_from_slice(b"]}]}");
     }
