@@ -126,15 +126,8 @@ impl Judge {
             return Ok(Err(set.unrecorded.clone()));
         }
         let d = set.policy.decide(call.agent, &call.intent, &call.facts());
-        let verdict = if d.allow {
-            Verdict::Allow
-        } else if d.blocks() {
-            Verdict::Deny
-        } else {
-            Verdict::WouldDeny
-        };
         Ok(Ok(Side {
-            verdict,
+            verdict: d.verdict(),
             code: d.code.filter(|_| !d.allow).map(|c| c.as_str()),
             reason: d.reasons.into_iter().next().unwrap_or_default(),
         }))

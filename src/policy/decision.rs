@@ -5,7 +5,7 @@ use regorus::Value;
 
 use super::catalog::{ScopeCode, ScopeVerdict};
 use crate::config::Mode;
-use crate::vocab::ErrorCode;
+use crate::vocab::{ErrorCode, Verdict};
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -41,6 +41,17 @@ pub enum CredentialChoice {
 }
 
 impl Decision {
+    /// The verdict the call is recorded as: allowed, denied (refused), or would-deny (monitor).
+    pub fn verdict(&self) -> Verdict {
+        if self.allow {
+            Verdict::Allow
+        } else if self.blocks() {
+            Verdict::Deny
+        } else {
+            Verdict::WouldDeny
+        }
+    }
+
     /// Whether the request must be refused: a deny in `enforce` mode, or a refused agent or
     /// claim (lifecycle and `claimable_by` are enforced whatever the mode).
     pub fn blocks(&self) -> bool {

@@ -222,7 +222,7 @@ fn settle(
         .code
         .filter(|c| matches!(c, ErrorCode::PolicyError | ErrorCode::PortNotInScope));
     rec.code = (!d.allow).then(|| d.code.unwrap_or(ErrorCode::IntentViolation));
-    let verdict = verdict(&d);
+    let verdict = d.verdict();
     rec.decision = Some(verdict);
     if facts.opens_tunnel() {
         // Not a call of its own (its requests are): counted only when the tunnel rule refuses.
@@ -254,17 +254,6 @@ pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str
         None => "none",
         Some(n) if live.policy.catalog().contains(n) => n,
         Some(_) => "unknown",
-    }
-}
-
-/// The verdict a decision is recorded as.
-pub(super) fn verdict(d: &Decision) -> Verdict {
-    if d.allow {
-        Verdict::Allow
-    } else if d.blocks() {
-        Verdict::Deny
-    } else {
-        Verdict::WouldDeny
     }
 }
 

@@ -20,7 +20,7 @@ pub(super) fn compare(
     rec: &mut AuditRecord,
 ) {
     let s = shadow.decide(&live.agent, intent, facts);
-    let (lv, sv) = (gate::verdict(live_d), gate::verdict(&s));
+    let (lv, sv) = (live_d.verdict(), s.verdict());
     let code = |d: &Decision| d.code.filter(|_| !d.allow);
     if lv == sv && code(live_d) == code(&s) {
         return;
