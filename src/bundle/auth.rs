@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::client::{Endpoint, Origin, trust};
+use crate::tls::fetch::{Endpoint, Origin, trust};
 use crate::jws::{Expect, Jwks, JwsError, unverified_kid};
 
 /// The audience sidecars ask the kubelet for, unless configured otherwise.
@@ -230,14 +230,14 @@ impl Auth {
     }
 }
 
-fn jwks_of(url: &str, a: super::client::Answer) -> Result<Jwks, String> {
+fn jwks_of(url: &str, a: crate::tls::fetch::Answer) -> Result<Jwks, String> {
     if !a.status.is_success() {
         return Err(format!("{url}: answered {}", a.status));
     }
     Jwks::parse(&a.body).map_err(|e| format!("{url}: {e}"))
 }
 
-fn json_of(a: super::client::Answer) -> Result<serde_json::Value, String> {
+fn json_of(a: crate::tls::fetch::Answer) -> Result<serde_json::Value, String> {
     if !a.status.is_success() {
         return Err(format!(
             "answered {}: {}",

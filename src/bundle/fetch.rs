@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header};
 use tracing::{info, warn};
 
-use super::client::{Origin, bearer_header};
+use crate::tls::fetch::{Origin, bearer_header};
 use super::{Bundle, MAX_BYTES};
 use crate::config::Config;
 use crate::identity::Agent;
@@ -55,7 +55,7 @@ impl Source {
                 "policy.bundle_url '{url}': must be an https:// URL (policy is not fetched in clear text)"
             ));
         }
-        let tls = super::client::trust(ca).map_err(|e| format!("policy.bundle_ca: {e}"))?;
+        let tls = crate::tls::fetch::trust(ca).map_err(|e| format!("policy.bundle_ca: {e}"))?;
         let origin = Origin::of(&uri, tls).map_err(|e| format!("policy.bundle_url {e}"))?;
         Ok(Source {
             uri,

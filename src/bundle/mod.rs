@@ -7,7 +7,6 @@
 //! the content, also the ETag) must match what arrived.
 
 pub mod auth;
-pub mod client;
 pub mod fetch;
 pub mod serve;
 pub mod store;

@@ -294,8 +294,8 @@ fn jwks_text(source: &str, ca: Option<&Path>) -> Result<Vec<u8>, String> {
     let uri: http::Uri = source
         .parse()
         .map_err(|e| format!("--jwks '{source}': {e}"))?;
-    let tls = crate::bundle::client::trust(ca.map(|p| p.display().to_string()).as_deref())?;
-    let origin = crate::bundle::client::Origin::of(&uri, tls)?;
+    let tls = crate::tls::fetch::trust(ca.map(|p| p.display().to_string()).as_deref())?;
+    let origin = crate::tls::fetch::Origin::of(&uri, tls)?;
     let pq = uri
         .path_and_query()
         .map_or("/", |pq| pq.as_str())

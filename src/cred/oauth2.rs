@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use tracing::{Instrument, info_span, warn};
 
 use super::Secret;
-use crate::bundle::client::Origin;
+use crate::tls::fetch::Origin;
 use crate::config::{CredentialSpec, ExchangeScope, SecretRef};
 use crate::metrics::Metrics;
 
@@ -122,7 +122,7 @@ impl Tokens {
             .parse()
             .map_err(|e| field(&format!("{kind}.token_url"), format!("'{url}': {e}")))?;
         let trust = match ca {
-            Some(ca) => crate::bundle::client::trust(Some(&ca.display().to_string()))
+            Some(ca) => crate::tls::fetch::trust(Some(&ca.display().to_string()))
                 .map_err(|m| field(&format!("{kind}.ca"), m))?,
             None => tls.upstream.clone(),
         };

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::bundle::auth::{AuthConfig, Keys};
-use crate::bundle::client::Endpoint;
+use crate::tls::fetch::Endpoint;
 use crate::config::ConfigError;
 use crate::iptables::Cidr;
 

@@ -14,7 +14,7 @@ use http::header;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::bundle::client::Endpoint;
+use crate::tls::fetch::Endpoint;
 
 /// The oldest Kubernetes with native sidecars on by default.
 pub const MINIMUM: (u32, u32) = (1, 29);

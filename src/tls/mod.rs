@@ -1,7 +1,7 @@
 //! TLS: the local CA (`ca`), leaf certificates minted per intercepted host (`leaf`), the
 //! client-facing interception config (`server`), the ClientHello peeker that tells TLS from
-//! plain HTTP and reads SNI/ALPN (`sni`) with its read-and-replay stream (`rewind`), and the
-//! verifying upstream client (`client`).
+//! plain HTTP and reads SNI/ALPN (`sni`) with its read-and-replay stream (`rewind`), the
+//! verifying upstream client (`client`) and one-shot HTTPS reads for the control plane (`fetch`).
 //!
 //! Everything runs on rustls with the aws-lc-rs provider, passed explicitly to every config.
 
@@ -11,6 +11,7 @@ use rustls::crypto::CryptoProvider;
 
 pub mod ca;
 pub mod client;
+pub mod fetch;
 pub mod leaf;
 pub mod rewind;
 pub mod server;

@@ -1,7 +1,8 @@
-//! One HTTPS GET (or form POST) with a verified certificate, a deadline and a body limit: the
-//! sidecar polling its bundle, the bundle server reading the service-account issuer's discovery
-//! document and keys, the webhook asking the API server for its version, and credential sources
-//! asking an OAuth 2.0 token endpoint for a token (src/cred/oauth2.rs).
+//! One HTTPS GET (or form POST) with a verified certificate, a deadline and a body limit, for the
+//! control-plane reads above this layer: the sidecar polling its bundle, the bundle server reading
+//! the service-account issuer's discovery document and keys, the webhook asking the API server for
+//! its version, credential sources asking an OAuth 2.0 token endpoint for a token (src/cred) and
+//! `intentgate token verify --jwks URL`.
 
 use std::path::PathBuf;
 use std::time::Duration;
