@@ -106,7 +106,7 @@ impl super::Proxy {
             .attester
             .header_value(&statement, SystemTime::now())
             .ok()
-            .and_then(|v| HeaderValue::from_str(&v).ok());
+            .and_then(|v| HeaderValue::try_from(v).ok());
         let Some(value) = signed else {
             return Err(ProxyError::Denied {
                 code: ErrorCode::AttestationFailed,

@@ -74,6 +74,8 @@ struct Claims<'a> {
 #[derive(Debug)]
 pub struct Attester {
     key: SigningKey,
+    /// The key's encoded JWS header, made once.
+    header: String,
     issuer: String,
     ttl: u64,
 }
@@ -85,6 +87,7 @@ impl Attester {
             return Err("attestations are signed with an Ed25519 key".into());
         }
         Ok(Attester {
+            header: key.encoded_header(TYP),
             key,
             issuer,
             ttl: ttl_seconds.clamp(1, MAX_TTL_SECONDS),
@@ -107,8 +110,7 @@ impl Attester {
             exp: iat + self.ttl,
             req: request_binding(s.method, s.authority, s.path_and_query),
         };
-        let claims = serde_json::to_value(&claims).map_err(|e| e.to_string())?;
-        self.key.sign(TYP, &claims)
+        self.key.sign_under(&self.header, &claims)
     }
 
     /// The JWK Set upstreams verify with.
