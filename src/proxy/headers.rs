@@ -7,8 +7,9 @@ use crate::error::{Ambiguity, ProxyError};
 
 /// Headers that describe one hop and never travel further.
 /// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
-/// A `static`, not a `const`: a const array is built (and dropped) again at every use.
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// A const (its compares inline), bound once per call: every use of a const array builds (and
+/// drops) one.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -43,19 +44,16 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
     // none or only `connection`, so one name is looked up and removed instead of eight.
+    let hop = HOP_BY_HOP;
     let mut present = 0u8;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop.iter().position(|h| h == k) {
             present |= 1 << i;
         }
     }
     // Every header `Connection` names goes too. Names in HOP_BY_HOP (`keep-alive`, the usual
     // token) are removed below anyway, so a list of only those allocates nothing here.
-    let other = |t: &&str| {
-        !HOP_BY_HOP
-            .iter()
-            .any(|h| h.as_str().eq_ignore_ascii_case(t))
-    };
+    let other = |t: &&str| !hop.iter().any(|h| h.as_str().eq_ignore_ascii_case(t));
     if present & 1 != 0 && list_tokens(headers, header::CONNECTION).any(|t| other(&t)) {
         let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(other)
@@ -65,7 +63,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, name) in hop.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -206,9 +204,9 @@ pub fn malformed_body() -> ProxyError {
     )
 }
 
-/// Headers that ask a server to run another method than the request line's (`static`, as
-/// `HOP_BY_HOP`).
-static OVERRIDES: [HeaderName; 3] = [
+/// Headers that ask a server to run another method than the request line's (bound once per
+/// call, as `HOP_BY_HOP`).
+const OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-method-override"),
     HeaderName::from_static("x-http-method"),
@@ -231,7 +229,8 @@ pub fn check_method_override(
             .eq_ignore_ascii_case(method.as_str().as_bytes())
     };
     // One pass over the names (compared, not hashed): usually none of them is there.
-    for name in headers.keys().filter(|k| OVERRIDES.contains(k)) {
+    let overrides = OVERRIDES;
+    for name in headers.keys().filter(|k| overrides.contains(k)) {
         if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
             return Err(ProxyError::ambiguous(
                 Ambiguity::Request,
