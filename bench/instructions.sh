@@ -14,6 +14,8 @@
 # EXTRA_YAML (optional) is appended to the proxy's config, e.g. a feature to measure on and off:
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
 # POLICY_YAML (optional) replaces the `policy:` line (policy off: allow-all.rego, no builtin).
+# SETTLE=SECONDS (optional) waits that long after the last request before counting stops, so work
+# done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post).
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -111,6 +113,7 @@ EOF
         oha --no-tui -c 4 -n "$n" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
         grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     fi
+    sleep "${SETTLE:-0}"
     callgrind_control -d "$vg" >/dev/null
     dump=$(ls -S "$tmp"/cg.* | head -1)
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")

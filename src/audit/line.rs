@@ -117,11 +117,14 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     }
     if let Some(t) = &rec.trace {
         out.extend_from_slice(b",\"trace\":{\"trace_id\":");
-        string(out, &super::trace::hex(&t.trace_id));
+        super::trace::hex_string(out, &t.trace_id);
         out.extend_from_slice(b",\"span_id\":");
-        string(out, &super::trace::hex(&t.span_id));
+        super::trace::hex_string(out, &t.span_id);
         out.extend_from_slice(b",\"parent_span_id\":");
-        opt_string(out, t.parent.map(|p| super::trace::hex(&p)).as_deref());
+        match &t.parent {
+            Some(p) => super::trace::hex_string(out, p),
+            None => out.extend_from_slice(b"null"),
+        }
         out.push(b'}');
     }
     if let Some(m) = &rec.mcp {
@@ -156,21 +159,47 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
 /// (as serde_json writes them); everything else, UTF-8 included, as is.
 pub(super) fn string(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    escaped(out, s);
+    out.push(b'"');
+}
+
+/// `string` without its quotes.
+pub(super) fn escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(n) = bytes[start..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-    {
+    while let Some(n) = to_escape(&bytes[start..]) {
         let i = start + n;
         out.extend_from_slice(&bytes[start..i]);
         escape(out, bytes[i]);
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+/// Where the first byte JSON must escape (`"`, `\`, a control character) is, tested eight bytes
+/// at a time (most strings hold none: ids, names, paths).
+fn to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether a byte of `x` is below `n` (exact for n <= 128, as an any-byte test).
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(c) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(c);
+        if below(x, 0x20) || below(x ^ (ONES * 0x22), 1) || below(x ^ (ONES * 0x5c), 1) {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|n| at + n)
 }
 
 fn escape(out: &mut Vec<u8>, b: u8) {
@@ -324,6 +353,14 @@ mod tests {
         // Every ASCII byte, alone and between others, control characters included.
         texts.extend((0u8..0x80).map(|b| format!("a{}b", char::from(b))));
         texts.push((0u8..0x80).map(char::from).collect());
+        // And at every place of a longer text (the scan tests eight bytes at a time).
+        for b in [0u8, 0x08, 0x1f, b' ', b'"', b'\\', b'~', 0x7f] {
+            for at in 0..20 {
+                let mut t: Vec<char> = "abcdefghijklmnopqrst".chars().collect();
+                t[at] = char::from(b);
+                texts.push(t.into_iter().collect());
+            }
+        }
         let mut line = Vec::new();
         for (n, text) in texts.iter().enumerate() {
             let rec = record(text, n as u64);

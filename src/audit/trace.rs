@@ -53,16 +53,15 @@ impl Trace {
         }
     }
 
-    /// `traceparent` for the upstream: our span as its parent.
-    pub fn header(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        hex_into(&mut s, &self.trace_id);
-        s.push('-');
-        hex_into(&mut s, &self.span_id);
-        s.push('-');
-        hex_into(&mut s, &[self.flags]);
-        s
+    /// `traceparent` for the upstream: our span as its parent (on the stack: the caller makes
+    /// the header value from it).
+    pub fn header(&self) -> [u8; 55] {
+        let mut h = [b'-'; 55];
+        h[..2].copy_from_slice(b"00");
+        hex_to(&mut h[3..35], &self.trace_id);
+        hex_to(&mut h[36..52], &self.span_id);
+        hex_to(&mut h[53..], &[self.flags]);
+        h
     }
 }
 
@@ -96,18 +95,27 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-pub(super) fn hex_into(s: &mut String, bytes: &[u8]) {
+/// Lowercase hex of `bytes` into `out` (twice as long).
+pub(super) fn hex_to(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    for (o, b) in out.chunks_exact_mut(2).zip(bytes) {
+        o[0] = HEX[usize::from(b >> 4)];
+        o[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
+/// `bytes` as a JSON string of lowercase hex (no escaping needed), appended to `out`.
+pub(super) fn hex_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    let at = out.len() + 1;
+    out.resize(at + 2 * bytes.len() + 1, b'"');
+    out[at - 1] = b'"';
+    hex_to(&mut out[at..at + 2 * bytes.len()], bytes);
+}
+
 pub(super) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 * bytes.len());
-    hex_into(&mut s, bytes);
-    s
+    let mut s = vec![0; 2 * bytes.len()];
+    hex_to(&mut s, bytes);
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// As records carry it: `{"trace_id": hex, "span_id": hex, "parent_span_id": hex | null}`.
@@ -159,7 +167,7 @@ mod tests {
             Some("00f067aa0ba902b7")
         );
         assert_ne!(hex(&t.span_id), "00f067aa0ba902b7");
-        let h = t.header();
+        let h = String::from_utf8(t.header().to_vec()).unwrap();
         assert!(
             h.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && h.ends_with("-01"),
             "{h}"

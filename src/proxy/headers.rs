@@ -7,6 +7,8 @@ use crate::error::{Ambiguity, ProxyError};
 
 /// Headers that describe one hop and never travel further.
 /// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
+/// A const (its compares inline), bound once per call: every use of a const array builds (and
+/// drops) one.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
@@ -42,19 +44,16 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
     // none or only `connection`, so one name is looked up and removed instead of eight.
+    let hop = HOP_BY_HOP;
     let mut present = 0u8;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop.iter().position(|h| h == k) {
             present |= 1 << i;
         }
     }
     // Every header `Connection` names goes too. Names in HOP_BY_HOP (`keep-alive`, the usual
     // token) are removed below anyway, so a list of only those allocates nothing here.
-    let other = |t: &&str| {
-        !HOP_BY_HOP
-            .iter()
-            .any(|h| h.as_str().eq_ignore_ascii_case(t))
-    };
+    let other = |t: &&str| !hop.iter().any(|h| h.as_str().eq_ignore_ascii_case(t));
     if present & 1 != 0 && list_tokens(headers, header::CONNECTION).any(|t| other(&t)) {
         let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(other)
@@ -64,7 +63,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+    for (i, name) in hop.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -85,12 +84,14 @@ pub fn add_via(headers: &mut HeaderMap) {
 /// Removes every `intentgate-*` header and every configured identity header the agent sent:
 /// they are never trusted and never forwarded.
 pub fn strip_agent_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    let own: Vec<HeaderName> = headers
+    // One pass over the names (compared, not hashed): usually none of them is there, and then
+    // nothing is looked up, removed or allocated.
+    let present: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(OWN_PREFIX))
+        .filter(|k| k.as_str().starts_with(OWN_PREFIX) || extra.contains(k))
         .cloned()
         .collect();
-    for name in own.iter().chain(extra) {
+    for name in present {
         headers.remove(name);
     }
 }
@@ -139,26 +140,38 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
             "use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS (upper case)",
         ));
     }
-    let te = headers.get_all(header::TRANSFER_ENCODING).iter().count();
-    if te > 0 && headers.contains_key(header::CONTENT_LENGTH) {
+    // One pass over the names (compared, not hashed): usually neither header is there, and
+    // then none is looked up.
+    let (mut te, mut cl, mut upgrade) = (false, false, false);
+    for k in headers.keys() {
+        te |= k == header::TRANSFER_ENCODING;
+        cl |= k == header::CONTENT_LENGTH;
+        upgrade |= k == header::UPGRADE;
+    }
+    if te && cl {
         return Err(ambiguous_framing());
     }
-    for v in headers.get_all(header::TRANSFER_ENCODING) {
-        if !v
-            .to_str()
-            .is_ok_and(|s| s.trim().eq_ignore_ascii_case("chunked"))
-            || te > 1
-        {
-            return Err(ProxyError::bad_request(
-                "only 'Transfer-Encoding: chunked' is accepted",
-                HINT_SMUGGLE,
-            ));
+    if te {
+        let values = headers.get_all(header::TRANSFER_ENCODING);
+        let n = values.iter().count();
+        for v in values {
+            if !v
+                .to_str()
+                .is_ok_and(|s| s.trim().eq_ignore_ascii_case("chunked"))
+                || n > 1
+            {
+                return Err(ProxyError::bad_request(
+                    "only 'Transfer-Encoding: chunked' is accepted",
+                    HINT_SMUGGLE,
+                ));
+            }
         }
     }
-    let h2c = headers.get_all(header::UPGRADE).iter().any(|v| {
-        v.to_str()
-            .map_or(true, |s| s.to_ascii_lowercase().contains("h2c"))
-    });
+    let h2c = upgrade
+        && headers.get_all(header::UPGRADE).iter().any(|v| {
+            v.to_str()
+                .map_or(true, |s| s.to_ascii_lowercase().contains("h2c"))
+        });
     if h2c {
         return Err(ProxyError::bad_request(
             "Upgrade: h2c is refused (it would take the connection out of the proxy's view)",
@@ -191,7 +204,8 @@ pub fn malformed_body() -> ProxyError {
     )
 }
 
-/// Headers that ask a server to run another method than the request line's.
+/// Headers that ask a server to run another method than the request line's (bound once per
+/// call, as `HOP_BY_HOP`).
 const OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-method-override"),
@@ -215,7 +229,8 @@ pub fn check_method_override(
             .eq_ignore_ascii_case(method.as_str().as_bytes())
     };
     // One pass over the names (compared, not hashed): usually none of them is there.
-    for name in headers.keys().filter(|k| OVERRIDES.contains(k)) {
+    let overrides = OVERRIDES;
+    for name in headers.keys().filter(|k| overrides.contains(k)) {
         if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
             return Err(ProxyError::ambiguous(
                 Ambiguity::Request,
@@ -264,6 +279,11 @@ pub fn single_value<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Result<Option<&'a str>, ProxyError> {
+    // Looked for among the names first (compared, not hashed): a request usually carries none
+    // of the headers asked for here (intent, task, intent token).
+    if !headers.keys().any(|k| k == name) {
+        return Ok(None);
+    }
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);

@@ -32,7 +32,8 @@ impl Proxy {
     ) -> Result<(http::Request<Replay>, bool, Option<LlmCall>), ProxyError> {
         let mut req = req.map(Replay::new);
         let llm_api = live.policy.catalog().llm_api(host, path);
-        if mcp || live.policy.reads_body() || llm_api.is_some() {
+        let inspected = mcp || live.policy.reads_body() || llm_api.is_some();
+        if inspected {
             req.body_mut()
                 .fill(self.cfg.limits.inspect_body_bytes)
                 .await?;
@@ -46,7 +47,8 @@ impl Proxy {
                 .with_label_values(&[truncated])
                 .inc();
         }
-        let json = is_json(req.headers());
+        // Read only with the body (MCP, a module that reads it, an LLM call).
+        let json = inspected && is_json(req.headers());
         let llm = llm_api.map(|(provider, api)| {
             let b = req.body().facts(json);
             LlmCall::parse(provider, api, path, b.bytes, b.truncated)
@@ -168,8 +170,12 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(|t| t.trim().as_bytes())
         .is_some_and(|t| {
-            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+            // In any case, without a lowercase copy.
+            t.eq_ignore_ascii_case(b"application/json")
+                || (t.len() >= 17
+                    && t[..12].eq_ignore_ascii_case(b"application/")
+                    && t[t.len() - 5..].eq_ignore_ascii_case(b"+json"))
         })
 }

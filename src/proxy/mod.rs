@@ -353,7 +353,9 @@ impl Proxy {
             }
         }
         //    With a trace, the upstream's parent is this call's span.
-        if let Some(v) = rec.trace.as_ref().and_then(|t| tag(&t.header())) {
+        if let Some(v) =
+            (rec.trace.as_ref()).and_then(|t| HeaderValue::from_bytes(&t.header()).ok())
+        {
             h.insert(headers::TRACEPARENT, v);
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };

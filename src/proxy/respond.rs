@@ -46,14 +46,19 @@ impl Proxy {
         let resp = match outcome {
             Ok(Outcome::Forwarded(mut resp, bytes_in, unclean)) => {
                 rec.status = resp.status().as_u16();
-                let id = rec.decision_id.clone();
+                // The header is made before the record moves into the body (no copy of the id).
+                let id = HeaderValue::from_str(&rec.decision_id).ok();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
                 // A `tools/list` answer cut down to the permitted tools (src/proxy/mcp.rs).
                 let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
-                // An LLM call's usage is read as its response passes (src/llm/usage.rs).
+                // An LLM call's usage is read as its response passes (src/llm/usage.rs); any
+                // other response's body is not wrapped for it.
                 let ct = (rec.llm.as_ref())
                     .and_then(|_| resp.headers().get(http::header::CONTENT_TYPE).cloned());
                 let mut resp = resp.map(|b| {
+                    if rec.llm.is_none() {
+                        return Audited::new(b, rec, slot, bytes_in, started, unclean).boxed();
+                    }
                     let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
                         l.counters(&self.metrics.llm_tokens, &rec.agent.id)
                     });
@@ -62,7 +67,7 @@ impl Proxy {
                 if let Some(f) = tools {
                     resp = resp.map(|b| f.wrap(b));
                 }
-                if let Ok(v) = HeaderValue::from_str(&id) {
+                if let Some(v) = id {
                     resp.headers_mut().insert("intentgate-decision-id", v);
                 }
                 return resp;

@@ -122,7 +122,14 @@ impl Dialer {
         port: u16,
         reads_destination: bool,
     ) -> Result<Early, DialError> {
-        if reads_destination || host.parse::<std::net::IpAddr>().is_ok() {
+        // An IP literal is its own (one) address: parsed once, vetted without a lookup.
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let addr = SocketAddr::new(ip, port);
+            return Ok(Early::Vetted(
+                self.allowed(host, &[addr])?.into_iter().next(),
+            ));
+        }
+        if reads_destination {
             return Ok(Early::Vetted(self.vet(host, port).await?));
         }
         Ok(Early::Pending)
