@@ -67,13 +67,19 @@ pub struct OAuth2ClientCredentials {
     pub ca: Option<PathBuf>,
 }
 
-/// `oauth2_token_exchange`: an access token for a subject token read from a file.
+/// `oauth2_token_exchange`: an access token for a subject token: a file's, or the call's own
+/// intent token.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuth2TokenExchange {
     pub token_url: String,
-    /// The subject token, e.g. the pod's projected service-account token (read at each exchange).
-    pub subject_token_file: PathBuf,
+    /// What is exchanged (default `file`).
+    pub subject_token: SubjectToken,
+    /// The subject token, e.g. the pod's projected service-account token (read at each exchange);
+    /// with `subject_token: intent_token`, what a call without an intent token exchanges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_token_file: Option<PathBuf>,
+    /// The type of the file's token (default `urn:ietf:params:oauth:token-type:jwt`).
     pub subject_token_type: String,
     /// Client authentication at the token endpoint, if it wants any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,6 +93,18 @@ pub struct OAuth2TokenExchange {
     pub resource: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
+}
+
+/// `oauth2_token_exchange.subject_token`: what the token endpoint is given as the subject.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectToken {
+    /// `subject_token_file`'s content.
+    #[default]
+    File,
+    /// The verified intent token of the call (a JWT), `subject_token_file` being the fallback for
+    /// a call that carries none.
+    IntentToken,
 }
 
 /// A catalog rule's `inject`: which credential goes into requests the rule allows, and where.
@@ -289,10 +307,13 @@ pub fn validate_credentials(
             if !x.token_url.starts_with("https://") {
                 return Err((field(".oauth2_token_exchange.token_url"), HTTPS.into()));
             }
-            if x.subject_token_file.as_os_str().is_empty() {
+            let file = x.subject_token_file.as_ref();
+            if file.is_some_and(|f| f.as_os_str().is_empty())
+                || (file.is_none() && x.subject_token == SubjectToken::File)
+            {
                 return Err((
                     field(".oauth2_token_exchange.subject_token_file"),
-                    "is empty".into(),
+                    "names no file (required unless subject_token is intent_token)".into(),
                 ));
             }
             if x.client_secret.as_ref().is_some_and(|s| !secret_ok(s)) {
@@ -334,7 +355,7 @@ pub(super) fn paths_mut(c: &mut CredentialSpec) -> impl Iterator<Item = &mut Pat
     };
     let (x_subject, x_secret, x_ca) = match c.oauth2_token_exchange.as_mut() {
         Some(x) => (
-            Some(&mut x.subject_token_file),
+            x.subject_token_file.as_mut(),
             x.client_secret.as_mut().and_then(|s| s.file.as_mut()),
             x.ca.as_mut(),
         ),

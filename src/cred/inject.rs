@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
-use super::Store;
+use super::{IntentToken, NoValue, Store};
 use crate::audit::AuditRecord;
 use crate::config::{Binding, Placement};
 use crate::error::ProxyError;
@@ -26,6 +26,8 @@ pub struct Injection<'a> {
     /// For a refusal's body.
     pub agent: &'a str,
     pub intent: Option<&'a str>,
+    /// The verified intent token of the call, if it carries one (a token exchange may trade it).
+    pub intent_token: Option<IntentToken<'a>>,
 }
 
 impl Store {
@@ -76,11 +78,32 @@ impl Store {
                  ask the platform team to set allow_plaintext on the rule's inject",
             ));
         }
-        let secret = match self.current(name, &binding.exchange).await {
+        let secret = match self
+            .current(name, &binding.exchange, call.intent_token)
+            .await
+        {
             Ok(s) => s,
-            Err(e) => {
+            Err(NoValue::Unavailable(why)) => {
                 rec.decision = Some(Verdict::Error);
-                return Err(e);
+                return Err(ProxyError::CredentialUnavailable {
+                    name: name.to_string(),
+                    why,
+                });
+            }
+            Err(NoValue::NeedsIntentToken) => {
+                return Err(refuse(
+                    &call,
+                    rec,
+                    ErrorCode::CredentialRequiresIntentToken,
+                    format!(
+                        "credential '{name}' is exchanged for the call's own signed intent \
+                         token, and this call carries none"
+                    ),
+                    "send the call with the intent token the orchestrator issued for this task \
+                     (in the intent token header, `intentgate-intent-token` by default, or on \
+                     the session: PUT /v1/intent with {\"token\": …}); a bare intent name is \
+                     not enough for this credential",
+                ));
             }
         };
         match &binding.placement {

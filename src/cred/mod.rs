@@ -3,7 +3,8 @@
 //! agent itself holds no keys. A value never reaches a log, `explain`, `/v1/policy` or the audit
 //! log: `Secret` prints redacted, and records carry only `AuditCredential` (name, version,
 //! expiry). Sources: `file` and `env` (src/cred/source.rs), OAuth 2.0 client credentials and
-//! token exchange (src/cred/oauth2.rs). The request step is src/cred/inject.rs.
+//! token exchange (src/cred/oauth2.rs; of the call's own intent token:
+//! src/cred/oauth2/per_token.rs). The request step is src/cred/inject.rs.
 
 mod inject;
 mod oauth2;
@@ -17,7 +18,6 @@ use arc_swap::ArcSwapOption;
 
 use crate::audit::AuditCredential;
 use crate::config::{CredentialSpec, ExchangeScope};
-use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
 pub use inject::Injection;
@@ -70,6 +70,34 @@ impl Secret {
     }
 }
 
+/// The verified intent token a call carries: the RFC 8693 subject token of a credential with
+/// `subject_token: intent_token`. Its `Debug` never shows it.
+#[derive(Clone, Copy)]
+pub struct IntentToken<'a> {
+    /// The compact JWS, as it came (a header's bytes, the session's or `run`'s text).
+    pub raw: &'a [u8],
+    /// Its `exp` (Unix seconds): no access token exchanged for it is used past it.
+    pub exp: u64,
+}
+
+impl std::fmt::Debug for IntentToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntentToken")
+            .field("raw", &"<redacted>")
+            .field("exp", &self.exp)
+            .finish()
+    }
+}
+
+/// Why a credential has no value for a call.
+enum NoValue {
+    /// Its source has none now (503 `credential_unavailable`).
+    Unavailable(String),
+    /// It exchanges the call's intent token, and the call carries none (nor is there a file to
+    /// fall back on).
+    NeedsIntentToken,
+}
+
 /// How one credential gets its value.
 enum Kind {
     /// A value kept current by its source (`file`: a poller; `env`: read once).
@@ -112,25 +140,21 @@ impl Store {
         Ok(Store { by_name })
     }
 
-    /// The current value of `name` (for a token exchange, the token for `scope`).
-    async fn current(&self, name: &str, scope: &ExchangeScope) -> Result<Arc<Secret>, ProxyError> {
-        let unavailable = |why: &str| ProxyError::CredentialUnavailable {
-            name: name.to_string(),
-            why: why.to_string(),
-        };
+    /// The current value of `name` for a call under `scope` (a token exchange's rule scope)
+    /// carrying the intent token `token`.
+    async fn current(
+        &self,
+        name: &str,
+        scope: &ExchangeScope,
+        token: Option<IntentToken<'_>>,
+    ) -> Result<Arc<Secret>, NoValue> {
+        let unavailable = |why: &str| NoValue::Unavailable(why.to_string());
         match self.by_name.get(name) {
             None => Err(unavailable("no such credential is configured")),
             Some(Kind::Held(cell)) => cell
                 .load_full()
                 .ok_or_else(|| unavailable("its source has no value")),
-            // The cached token needs no waiting; a fetch (boxed: its state would otherwise size
-            // every request's future) only when there is none usable.
-            Some(Kind::Token(t)) => match t.cached(scope) {
-                Some(s) => Ok(s),
-                None => Box::pin(t.fetch_now(scope))
-                    .await
-                    .map_err(|why| unavailable(&why)),
-            },
+            Some(Kind::Token(t)) => t.current(scope, token).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! OAuth 2.0 token sources: client credentials (RFC 6749 4.4) and token exchange (RFC 8693, a
-//! subject token read from a file, e.g. the pod's projected service-account token, for an access
-//! token scoped per rule). A token is fetched on first use (a denied call never asks for one),
+//! subject token read from a file, e.g. the pod's projected service-account token, or the call's
+//! own intent token (src/cred/oauth2/per_token.rs), for an access token scoped per rule). A token
+//! is fetched on first use (a denied call never asks for one),
 //! kept until shortly before its `expires_in`, then refreshed in the background while requests
 //! go on using it; a failed refresh keeps the old token until it expires (retried at most once a
 //! second), after which requests are refused (503 `credential_unavailable`) until a fetch works.
@@ -15,8 +16,13 @@ use base64::Engine as _;
 use http::{HeaderName, HeaderValue, Uri};
 use tracing::{Instrument, info_span, warn};
 
-use super::Secret;
-use crate::config::{CredentialSpec, ExchangeScope, SecretRef};
+mod form;
+mod per_token;
+
+use form::{Form, form_encode, read_ref};
+
+use super::{IntentToken, NoValue, Secret};
+use crate::config::{CredentialSpec, ExchangeScope, SecretRef, SubjectToken};
 use crate::metrics::Metrics;
 use crate::tls::fetch::Origin;
 
@@ -27,11 +33,15 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_secs(1);
 /// The lifetime assumed when the endpoint gives no `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The type of an intent token as a subject token.
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// The tokens of one OAuth 2.0 credential: one slot, or one per exchange scope.
 pub(super) struct Tokens {
     inner: Arc<Inner>,
     slots: Mutex<HashMap<ExchangeScope, Arc<Slot>>>,
+    /// `subject_token: intent_token`: the tokens exchanged for the calls' intent tokens.
+    per_token: Option<per_token::PerToken>,
 }
 
 struct Inner {
@@ -50,8 +60,8 @@ enum Grant {
         audience: Option<String>,
     },
     Exchange {
-        subject: std::path::PathBuf,
-        subject_type: String,
+        /// The file's token and its type: the subject, or the fallback of `intent_token`.
+        file: Option<(std::path::PathBuf, String)>,
         client: Option<(String, Option<SecretRef>)>,
         scopes: Option<String>,
         audience: Option<String>,
@@ -104,12 +114,17 @@ impl Tokens {
                     &x.token_url,
                     &x.ca,
                     Grant::Exchange {
-                        subject: x.subject_token_file.clone(),
-                        subject_type: if x.subject_token_type.is_empty() {
-                            "urn:ietf:params:oauth:token-type:jwt".into()
-                        } else {
-                            x.subject_token_type.clone()
-                        },
+                        file: x.subject_token_file.clone().map(|f| {
+                            let ty = &x.subject_token_type;
+                            (
+                                f,
+                                if ty.is_empty() {
+                                    JWT.into()
+                                } else {
+                                    ty.clone()
+                                },
+                            )
+                        }),
                         client: x.client_id.clone().map(|id| (id, x.client_secret.clone())),
                         scopes: (!x.scopes.is_empty()).then(|| x.scopes.join(" ")),
                         audience: x.audience.clone(),
@@ -131,7 +146,13 @@ impl Tokens {
         if let Grant::ClientCredentials { secret, .. } = &grant {
             read_ref(secret).map_err(|m| field(&format!("{kind}.client_secret"), m))?;
         }
+        let per_token = spec
+            .oauth2_token_exchange
+            .as_ref()
+            .filter(|x| x.subject_token == SubjectToken::IntentToken)
+            .map(|_| per_token::PerToken::default());
         Ok(Tokens {
+            per_token,
             inner: Arc::new(Inner {
                 name: name.to_string(),
                 grant,
@@ -157,9 +178,38 @@ impl Tokens {
         }
     }
 
+    /// The token for a call under `scope` that carries `token`: the call's own one under
+    /// `subject_token: intent_token` (else the file's, if there is one). The cached one needs no
+    /// waiting; a fetch (boxed: its state would otherwise size every request's future) only when
+    /// there is none usable.
+    pub(super) async fn current(
+        &self,
+        scope: &ExchangeScope,
+        token: Option<IntentToken<'_>>,
+    ) -> Result<Arc<Secret>, NoValue> {
+        match (&self.per_token, token) {
+            (Some(per), Some(token)) => {
+                let (entry, usable) = per.cached(scope, token);
+                match usable {
+                    Some(s) => Ok(s),
+                    None => Box::pin(per.fetch(&self.inner, &entry, scope, token))
+                        .await
+                        .map_err(NoValue::Unavailable),
+                }
+            }
+            (Some(_), None) if !self.inner.has_file() => Err(NoValue::NeedsIntentToken),
+            _ => match self.cached(scope) {
+                Some(s) => Ok(s),
+                None => Box::pin(self.fetch_now(scope))
+                    .await
+                    .map_err(NoValue::Unavailable),
+            },
+        }
+    }
+
     /// The cached token for `scope` if it is usable (no waiting: the request path's common
     /// case); a refresh that is due is started in the background.
-    pub(super) fn cached(&self, scope: &ExchangeScope) -> Option<Arc<Secret>> {
+    fn cached(&self, scope: &ExchangeScope) -> Option<Arc<Secret>> {
         let slot = self.slot(scope);
         let now = unix_ms(SystemTime::now());
         let t = slot.token.load_full().filter(|t| t.usable_at(now))?;
@@ -182,7 +232,7 @@ impl Tokens {
     }
 
     /// No usable token: this request waits for a fetch (one at a time; the others then use it).
-    pub(super) async fn fetch_now(&self, scope: &ExchangeScope) -> Result<Arc<Secret>, String> {
+    async fn fetch_now(&self, scope: &ExchangeScope) -> Result<Arc<Secret>, String> {
         let slot = self.slot(scope);
         let _one = slot.fetching.lock().await;
         let now = unix_ms(SystemTime::now());
@@ -196,31 +246,35 @@ impl Tokens {
     }
 }
 
+/// A token just fetched.
+struct Fetched {
+    value: Box<str>,
+    expires: SystemTime,
+    /// From when it is refreshed: a quarter of its lifetime before it expires, at most 60 s.
+    refresh_at: SystemTime,
+}
+
 impl Inner {
+    fn has_file(&self) -> bool {
+        matches!(&self.grant, Grant::Exchange { file: Some(_), .. })
+    }
+
     /// Fetches a token into `slot` (the caller holds its `fetching` lock).
     async fn fetch_into(&self, slot: &Slot, scope: &ExchangeScope) -> Result<Arc<Secret>, String> {
-        let started = SystemTime::now();
-        match self.fetch(scope).await {
-            Ok((value, lifetime)) => {
-                let expires = started + lifetime;
-                let margin = (lifetime / 4).min(Duration::from_secs(60));
+        let fetched = self.exchange(scope, None).await;
+        match fetched {
+            Ok(f) => {
                 let version = slot.version.fetch_add(1, Ordering::Relaxed) + 1;
-                let t = Arc::new(Secret::token(&self.name, value, version, expires));
+                let t = Arc::new(Secret::token(&self.name, f.value, version, f.expires));
                 slot.token.store(Some(t.clone()));
                 slot.refresh_at
-                    .store(unix_ms(expires - margin), Ordering::Relaxed);
+                    .store(unix_ms(f.refresh_at), Ordering::Relaxed);
                 slot.retry_at.store(0, Ordering::Relaxed);
-                self.metrics.credential_refreshed(&self.name, true);
-                self.metrics
-                    .credential_expiry
-                    .with_label_values(&[self.name.as_str()])
-                    .set(unix_ms(expires) as f64 / 1000.0);
                 Ok(t)
             }
             Err(why) => {
                 slot.retry_at
                     .store(unix_ms(SystemTime::now() + RETRY), Ordering::Relaxed);
-                self.metrics.credential_refreshed(&self.name, false);
                 let kept = slot.token.load().is_some();
                 warn!(credential = %self.name, error = %why, kept_until_expiry = kept, "credential token request failed");
                 Err(format!("its token request failed: {why}"))
@@ -228,8 +282,36 @@ impl Inner {
         }
     }
 
+    /// One token request (for an exchange, of `subject` if given, else of the file's token),
+    /// counted in the metrics.
+    async fn exchange(
+        &self,
+        scope: &ExchangeScope,
+        subject: Option<&str>,
+    ) -> Result<Fetched, String> {
+        let started = SystemTime::now();
+        let fetched = self.fetch(scope, subject).await;
+        self.metrics
+            .credential_refreshed(&self.name, fetched.is_ok());
+        let (value, lifetime) = fetched?;
+        let expires = started + lifetime;
+        self.metrics
+            .credential_expiry
+            .with_label_values(&[self.name.as_str()])
+            .set(unix_ms(expires) as f64 / 1000.0);
+        Ok(Fetched {
+            value,
+            expires,
+            refresh_at: expires - (lifetime / 4).min(Duration::from_secs(60)),
+        })
+    }
+
     /// One token request: the access token and its lifetime.
-    async fn fetch(&self, scope: &ExchangeScope) -> Result<(Box<str>, Duration), String> {
+    async fn fetch(
+        &self,
+        scope: &ExchangeScope,
+        subject: Option<&str>,
+    ) -> Result<(Box<str>, Duration), String> {
         let mut form = Form::default();
         let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
         let mut basic = |id: &str, secret: &SecretRef| -> Result<(), String> {
@@ -255,8 +337,7 @@ impl Inner {
                 form.opt("audience", audience.as_deref());
             }
             Grant::Exchange {
-                subject,
-                subject_type,
+                file,
                 client,
                 scopes,
                 audience,
@@ -267,13 +348,21 @@ impl Inner {
                     Some((id, None)) => form.add("client_id", id),
                     None => {}
                 }
-                let token = super::source::read_clean(subject)?;
+                let read;
+                let (token, token_type) = match (subject, file) {
+                    (Some(t), _) => (t, JWT),
+                    (None, Some((path, ty))) => {
+                        read = super::source::read_clean(path)?;
+                        (&*read, ty.as_str())
+                    }
+                    (None, None) => return Err("no subject token".into()),
+                };
                 form.add(
                     "grant_type",
                     "urn:ietf:params:oauth:grant-type:token-exchange",
                 );
-                form.add("subject_token", &token);
-                form.add("subject_token_type", subject_type);
+                form.add("subject_token", token);
+                form.add("subject_token_type", token_type);
                 form.add(
                     "requested_token_type",
                     "urn:ietf:params:oauth:token-type:access_token",
@@ -317,44 +406,4 @@ impl Inner {
             .map_or(DEFAULT_LIFETIME, Duration::from_secs);
         Ok((token.into(), lifetime))
     }
-}
-
-/// A `SecretRef`'s value, read now.
-fn read_ref(r: &SecretRef) -> Result<Box<str>, String> {
-    match (&r.file, &r.env) {
-        (Some(f), _) => super::source::read_clean(f),
-        (None, Some(v)) => std::env::var(v)
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| s.trim().into())
-            .ok_or_else(|| format!("the environment variable {v} is not set or empty")),
-        (None, None) => Err("no file or env".into()),
-    }
-}
-
-/// An `application/x-www-form-urlencoded` body.
-#[derive(Default)]
-struct Form(String);
-
-impl Form {
-    fn add(&mut self, k: &str, v: &str) {
-        if !self.0.is_empty() {
-            self.0.push('&');
-        }
-        self.0.push_str(&form_encode(k));
-        self.0.push('=');
-        self.0.push_str(&form_encode(v));
-    }
-
-    fn opt(&mut self, k: &str, v: Option<&str>) {
-        if let Some(v) = v {
-            self.add(k, v);
-        }
-    }
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    super::inject::encode_into(&mut out, s);
-    out
 }

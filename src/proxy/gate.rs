@@ -128,6 +128,8 @@ pub(super) struct Call<'a> {
 pub(super) struct Allowed {
     pub decision: Decision,
     pub intent: Intent,
+    /// Where the intent token the intent was verified from is.
+    pub presented: Option<super::intent_token::Presented>,
 }
 
 impl Proxy {
@@ -162,8 +164,12 @@ impl Proxy {
         let intent =
             self.intent_tokens
                 .resolve(live, &self.session, declared, intent_token, &facts);
+        let mut presented = None;
         let decided = match intent {
-            Ok(intent) => settle(live, &self.metrics, intent, &facts, rec),
+            Ok((intent, p)) => {
+                presented = p;
+                settle(live, &self.metrics, intent, &facts, rec)
+            }
             Err(refusal) => Err(refusal.refuse(live, rec, &self.metrics)),
         };
         rec.decision_id = id;
@@ -185,7 +191,11 @@ impl Proxy {
         if !tunnel {
             self.dialer.vet_pending(&early, host, port, rec).await?;
         }
-        Ok(Allowed { decision, intent })
+        Ok(Allowed {
+            decision,
+            intent,
+            presented,
+        })
     }
 }
 

@@ -32,7 +32,16 @@ pub(crate) struct IntentTokens {
     /// The issuers' names, for hints.
     issuers: String,
     /// `run --intent-token FILE`: the token presented for every call without one of its own.
-    presented: Option<Box<str>>,
+    presented: Option<Arc<str>>,
+}
+
+/// Where the intent token a call's intent was verified from is, for the credential step (an
+/// RFC 8693 subject token, src/cred/): a handle, not a copy.
+pub(crate) enum Presented {
+    /// The request's own `intent_tokens.header`.
+    Header,
+    /// The session's token, or `run --intent-token`'s.
+    Held(Arc<str>),
 }
 
 impl std::fmt::Debug for IntentTokens {
@@ -136,6 +145,7 @@ impl IntentTokens {
     /// The intent `facts` is decided under: `token` (the request's token header), else the
     /// session's token, else the presented one; without any, the bare name (`declared`, else
     /// the session, else the default), if the catalog and config let a bare name declare it.
+    /// With it, where the token it was verified from is.
     pub(crate) fn resolve(
         &self,
         live: &LivePolicy,
@@ -143,27 +153,32 @@ impl IntentTokens {
         declared: Option<(&str, Option<&str>)>,
         token: Option<&str>,
         facts: &RequestFacts<'_>,
-    ) -> Result<Intent, Refusal> {
+    ) -> Result<(Intent, Option<Presented>), Refusal> {
         let default = live
             .default_intent
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_deref()));
         // A tunnel to be intercepted is decided on its destination: its requests bring their own.
         if facts.opens_tunnel() {
-            return Ok(intent::resolve(declared, session, default));
+            return Ok((intent::resolve(declared, session, default), None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
         let current = session.get_shared(Instant::now());
-        let session_token = current.as_ref().and_then(|s| s.token.as_deref());
-        let Some(token) = token.or(session_token).or(self.presented.as_deref()) else {
-            let intent = intent::resolve_with(declared, current.as_deref(), default);
-            return match intent.name.as_deref() {
-                Some(n) if self.required || live.policy.catalog().requires_token(n) => {
-                    Err(self.required(&intent))
-                }
-                None if self.required => Err(self.required(&intent)),
-                _ => Ok(intent),
-            };
+        let session_token = current.as_ref().and_then(|s| s.token.as_ref());
+        let held = session_token.or(self.presented.as_ref());
+        let (token, presented) = match (token, held) {
+            (Some(t), _) => (t, Presented::Header),
+            (None, Some(t)) => (&**t, Presented::Held(t.clone())),
+            (None, None) => {
+                let intent = intent::resolve_with(declared, current.as_deref(), default);
+                return match intent.name.as_deref() {
+                    Some(n) if self.required || live.policy.catalog().requires_token(n) => {
+                        Err(self.required(&intent))
+                    }
+                    None if self.required => Err(self.required(&intent)),
+                    _ => Ok((intent, None)),
+                };
+            }
         };
         let claims = self.verify(token, live)?;
         // A bare name beside the token must name the same intent.
@@ -179,7 +194,7 @@ impl IntentTokens {
             return Err(self.mismatch(bare, &claims.intent));
         }
         narrow(&claims, facts)?;
-        Ok(Intent::from_token(claims))
+        Ok((Intent::from_token(claims), Some(presented)))
     }
 
     /// A bare name `bare` beside a token that declares `intent`.
@@ -258,6 +273,38 @@ impl IntentTokens {
             source: IntentSource::Token,
         }
     }
+}
+
+/// The intent token a call's intent was verified from, held past the removal of its header: a
+/// reference (a header value shares the request's buffer), never a copy.
+pub(crate) enum Subject {
+    Header(http::HeaderValue),
+    Held(Arc<str>),
+}
+
+/// The intent token `presented` points at, in `headers` (under `header`) or held.
+pub(crate) fn subject(
+    presented: Option<Presented>,
+    headers: &http::HeaderMap,
+    header: &HeaderName,
+) -> Option<Subject> {
+    match presented? {
+        Presented::Header => headers.get(header).cloned().map(Subject::Header),
+        Presented::Held(t) => Some(Subject::Held(t)),
+    }
+}
+
+/// The intent token of a call, for the credential step (src/cred/): its text and `exp`.
+pub(crate) fn for_credential<'a>(
+    subject: Option<&'a Subject>,
+    intent: &Intent,
+) -> Option<crate::cred::IntentToken<'a>> {
+    let raw = match subject? {
+        Subject::Header(v) => v.as_bytes(),
+        Subject::Held(t) => t.as_bytes(),
+    };
+    let exp = intent.token.as_ref()?.exp;
+    Some(crate::cred::IntentToken { raw, exp })
 }
 
 /// The token's narrowing claims against the call. A tunnel that is not intercepted shows only

@@ -305,7 +305,11 @@ impl Proxy {
         //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
         //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
         let decided = self.decide(live, rec, call).await;
-        let gate::Allowed { decision, intent } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        let gate::Allowed {
+            decision,
+            intent,
+            presented,
+        } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
         let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
         //    An LLM call's record names its model; its usage is read from the response (step 10).
         if let Some(c) = &llm {
@@ -314,7 +318,9 @@ impl Proxy {
             budget::charge_llm_tokens(rec);
         }
 
-        // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims.
+        // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims
+        //    (the intent token kept aside first, by reference, for step 7b).
+        let subject = intent_token::subject(presented, req.headers(), self.intent_tokens.header());
         let h = req.headers_mut();
         headers::remove_hop_by_hop(h);
         headers::strip_agent_claims(h, &self.strip);
@@ -330,6 +336,7 @@ impl Proxy {
             query: &mut query,
             agent: &live.agent.id,
             intent: intent.name.as_deref(),
+            intent_token: intent_token::for_credential(subject.as_ref(), &intent),
         };
         self.creds.inject(injection, rec).await?;
         let h = req.headers_mut();

@@ -149,6 +149,9 @@ super::words! {
         /// The budget store (`budgets.redis_url`) cannot be reached and `budgets.on_store_error`
         /// is `deny` (503).
         BudgetStoreUnavailable = "budget_store_unavailable",
+        /// A credential exchanged for the call's own intent token (`subject_token:
+        /// intent_token`, no fallback file), on a call that carries none (403).
+        CredentialRequiresIntentToken = "credential_requires_intent_token",
     }
 }
 

@@ -22,6 +22,7 @@ mod connect;
 mod cred;
 mod cred_inject;
 mod cred_oauth;
+mod cred_redirect;
 mod cred_server;
 mod deploy;
 mod dns;
