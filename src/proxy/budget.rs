@@ -71,10 +71,10 @@ impl Proxy {
     }
 
     /// `spent`, while the connection for the call to `to` (authority, TLS; none for a WebSocket,
-    /// which dials its own) is acquired, bounded by the upstream response timeout. Over budget
-    /// the connection is given back unused; the budget's refusal is the answer even when the
-    /// dial failed. A call admitted whose dial then fails stays counted, as in process (it is
-    /// counted when admitted, before anything is dialled).
+    /// which dials its own) is acquired, bounded by the upstream response timeout. `Err` is the
+    /// budget's refusal (the answer even when the dial failed; the connection is given back
+    /// unused), `Ok(Some(Err))` a failed acquisition. A call admitted whose dial then fails
+    /// stays counted, as in process (it is counted when admitted, before anything is dialled).
     pub(super) async fn spent_while_acquiring<B>(
         &self,
         live: &LivePolicy,
@@ -83,7 +83,7 @@ impl Proxy {
         kept: &Affinity,
         to: Option<(&Authority, bool)>,
         req: &Request<B>,
-    ) -> Result<Option<Acquired>, ProxyError> {
+    ) -> Result<Option<Result<Acquired, ProxyError>>, ProxyError> {
         let Some((authority, tls)) = to else {
             return self.spent(live, s, rec).await.map(|()| None);
         };
@@ -101,7 +101,7 @@ impl Proxy {
             })
         });
         match (spent, acquired) {
-            (Ok(()), acquired) => acquired.map(Some),
+            (Ok(()), acquired) => Ok(Some(acquired)),
             (Err(e), Ok(a)) => {
                 self.upstreams.release(kept, a);
                 Err(e)

@@ -317,7 +317,8 @@ impl Proxy {
                     .is_none()
                     .then_some((&authority, scheme == Scheme::Https));
                 let acquiring = self.spent_while_acquiring(live, s, rec, kept, to, &req);
-                acquiring.await.map_err(|e| mcp::refusal(&mcp, e))?
+                let acquired = acquiring.await.map_err(|e| mcp::refusal(&mcp, e))?;
+                acquired.transpose()?
             }
         };
         let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
