@@ -7,6 +7,11 @@
 # ON_YAML (optional) measures another feature the same way: its config lines are added in the
 # "on" runs instead of `attestation.enabled`, e.g.
 #   ON_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/attest_cpu.sh BIN
+# ON_RULE (optional) adds keys to the allow rule in the "on" runs (the "off" runs keep the plain
+# rule), e.g. ON_RULE='protocol: mcp, mcp: {tools: [read_ticket]}'.
+# The requests are GETs of /x unless: METHOD (e.g. POST), BODY_FILE (the body sent), CT (its
+# Content-Type), URL_PATH (e.g. /files/sse.txt: nginx serves files put in $FILES_DIR there, also
+# to a POST). bench/mcp_cpu.sh and bench/llm_usage_cpu.sh use these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/upstream.sh
@@ -22,6 +27,13 @@ feature() { # on|off -> the config line(s) of the feature measured
     elif [[ $1 == true ]]; then echo "$ON_YAML"
     fi
 }
+rule() { # on|off -> the keys ON_RULE adds to the allow rule
+    if [[ $1 == true && -n "${ON_RULE:-}" ]]; then echo ", ${ON_RULE}"; fi
+}
+req=(-m "${METHOD:-GET}")
+if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE"); fi
+if [[ -n "${CT:-}" ]]; then req+=(-T "$CT"); fi
+url_path=${URL_PATH:-/x}
 run() { # attestation on|off -> µs of proxy CPU per request
     local on=$1 p a
     p=$(free_port) a=$(free_port)
@@ -31,17 +43,18 @@ agent: {id: bench, owner: bench}
 audit: {path: off}
 egress: {allow_cidrs: [127.0.0.0/8]}
 $(feature "$on")
-intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]}]}}
+intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]$(rule "$on")}]}}
 intent: bench
 YAML
     "$bin" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
     ig=$!
     until curl -s "http://127.0.0.1:$a/readyz" >/dev/null; do sleep 0.05; done
     # Warm up (connections, caches), then measure.
-    oha -n 2000 -c "$c" --no-tui -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/x" >/dev/null
+    oha -n 2000 -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >/dev/null
     local before after
     before=$(cpu $ig)
-    oha -n "$n" -c "$c" --no-tui -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/x" >/dev/null
+    oha -n "$n" -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >"$tmp/oha.out"
+    grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     after=$(cpu $ig)
     kill $ig; wait $ig 2>/dev/null || true
     awk -v b="$before" -v a="$after" -v n="$n" 'BEGIN {printf "%.1f\n", (a - b) * 1e6 / n}'

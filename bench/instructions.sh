@@ -16,6 +16,9 @@
 # POLICY_YAML (optional) replaces the `policy:` line (policy off: allow-all.rego, no builtin).
 # SETTLE=SECONDS (optional) waits that long after the last request before counting stops, so work
 # done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post).
+# In both, @UP@ stands for the nginx upstream's port (for intents that name it).
+# METHOD, BODY_FILE, CT, URL_PATH (optional, plain HTTP only): the requests' method, body (a
+# file), Content-Type and path instead of GETs of /small (see bench/attest_cpu.sh, FILES_DIR).
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -41,7 +44,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -79,14 +82,17 @@ listen: {proxy: "127.0.0.1:$port", admin: null}
 audit: {path: "$([[ $audit == off ]] && echo off || echo "$tmp/audit.log")"}
 agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
-$policy_yaml
+${policy_yaml//@UP@/$up}
 EOF
     if [[ -n "$dns_miss" ]]; then
         echo "dns: {servers: [\"127.0.0.1:$(cat "$tmp/dns.port")\"], cache_ttl_ms: 600000}" >>"$tmp/proxy.yaml"
     fi
-    if [[ -n "${EXTRA_YAML:-}" ]]; then echo "$EXTRA_YAML" >>"$tmp/proxy.yaml"; fi
-    url=http://127.0.0.1:$up/small
+    if [[ -n "${EXTRA_YAML:-}" ]]; then echo "${EXTRA_YAML//@UP@/$up}" >>"$tmp/proxy.yaml"; fi
+    url=http://127.0.0.1:$up${URL_PATH:-/small}
     trust=()
+    req=(-m "${METHOD:-GET}") creq=(-X "${METHOD:-GET}")
+    if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE") creq+=(--data-binary "@$BODY_FILE"); fi
+    if [[ -n "${CT:-}" ]]; then req+=(-T "$CT") creq+=(-H "content-type: $CT"); fi
     if [[ -n "$https" ]]; then
         cat >>"$tmp/proxy.yaml" <<EOF
 tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: all}
@@ -99,7 +105,7 @@ EOF
         "$bin" serve --config "$tmp/proxy.yaml" 2>"$tmp/valgrind.err" &
     vg=$!
     for _ in $(seq 200); do
-        curl -sf -o /dev/null "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && break
+        curl -sf -o /dev/null "${creq[@]}" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && break
         sleep 0.2
     done
     if [[ -n "$dns_miss" ]]; then
@@ -108,9 +114,9 @@ EOF
         callgrind_control -z "$vg" >/dev/null
         python3 "$here/dns_mix.py" "$port" "$up" "$n" "r$tag" "${MISS_EVERY:-10}" || echo "$bin: not all $n answered 200" >&2
     else
-        oha --no-tui -c 4 -n 200 "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
+        oha --no-tui -c 4 -n 200 "${req[@]}" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
         callgrind_control -z "$vg" >/dev/null
-        oha --no-tui -c 4 -n "$n" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
+        oha --no-tui -c 4 -n "$n" "${req[@]}" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
         grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     fi
     sleep "${SETTLE:-0}"

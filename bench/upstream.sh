@@ -1,5 +1,6 @@
 # Shared by bench/instructions.sh and bench/order.sh (sourced): a free loopback port, and a local
 # nginx upstream answering `{"ok":true}` on HTTP and, when TLS material is made, also on TLS.
+# Files in $FILES_DIR (if set) are served under /files/, to a POST too (its body ignored).
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -39,7 +40,8 @@ events { worker_connections 1024; }
 http {
   access_log off;
   client_body_temp_path $tmp;
-  server { listen 127.0.0.1:$port; location / { return 200 '{"ok":true}'; } }
+  server { listen 127.0.0.1:$port; location / { return 200 '{"ok":true}'; }
+    location /files/ { alias ${FILES_DIR:-$tmp}/; default_type text/event-stream; error_page 405 =200 \$uri; } }
   $tls_server
 }
 NGINX

@@ -2,23 +2,19 @@
 //! window check, count) and charging its bytes when it ends; one counter, and 1,000 counters
 //! (1,000 intents) spread over the shards. Target: well under 1 µs.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use intentgate::budget::{Budgets, Key, Limits};
+use intentgate::budget::{Admission, Admit, Budgets, Key, Limits, StoreUnavailable};
 use intentgate::config::{BudgetSpec, BudgetWindow, BudgetsConfig};
 
-/// Polls an in-process admission, which is ready at once (no runtime needed).
-fn now<F: Future>(f: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(f).poll(&mut cx) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("an in-process admission never waits"),
+/// An in-process admission, which is answered at once.
+fn now(a: Admit<'_>) -> Result<Admission, StoreUnavailable> {
+    match a {
+        Admit::Now(r) => r,
+        Admit::Later(_) => panic!("an in-process admission never waits"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Budgets per intent: how many calls, bytes out and in, and LLM tokens an intent may spend per
 //! window, and how long it lasts (`intents.X.budget`). Counted per (agent, intent), or per
 //! intent token (`window: per_token`). The decision step admits a call the policy allowed
-//! (`Budgets::admit`: checked, then its call counted), the call's bytes are charged when its
+//! (`Budgets::admit`: checked, then its call counted; with Redis the answer is awaited while
+//! the upstream connection is acquired), the call's bytes are charged when its
 //! record is written (`Charge::transfer`), and an LLM usage reader charges tokens
 //! (`Charge::llm_tokens`). Counters live in process (`local`, sharded, one small lock per
 //! counter) or, for a fleet, in Redis (`remote`).
@@ -117,25 +118,36 @@ impl Budgets {
     }
 
     /// Checks the call of `key` against `limits` at `now`, and counts it unless it is refused in
-    /// enforce mode (`enforce: false` counts it all the same: monitor mode).
-    pub async fn admit(
+    /// enforce mode (`enforce: false` counts it all the same: monitor mode). In process the
+    /// answer is there at once; with Redis the check is on its way and `Pending::answer` awaits
+    /// it (the call is counted by the store whether or not that answer is awaited).
+    pub fn admit(
         &self,
         key: Key<'_>,
         limits: &Arc<Limits>,
         enforce: bool,
         now: SystemTime,
-    ) -> Result<Admission, StoreUnavailable> {
+    ) -> Admit<'_> {
         let now_ms = unix_ms(now);
         let Some(remote) = &self.remote else {
-            return Ok(self.local.admit(key, limits, enforce, now_ms));
+            return Admit::Now(Ok(self.local.admit(key, limits, enforce, now_ms)));
         };
-        match remote.admit(key, limits, enforce, now_ms).await {
-            Ok(a) => Ok(a),
-            Err(e) => match self.on_store_error {
-                OnStoreError::Deny => Err(e),
-                // Uncounted: the call goes as if it had no budget.
-                OnStoreError::Allow => Ok(Admission::default()),
-            },
+        match remote.begin(key, limits, enforce, now_ms) {
+            Ok(p) => Admit::Later(Pending {
+                budgets: self,
+                remote,
+                p,
+            }),
+            Err(e) => Admit::Now(self.store_error(e)),
+        }
+    }
+
+    /// `budgets.on_store_error` applied to a store that could not answer.
+    fn store_error(&self, e: StoreUnavailable) -> Result<Admission, StoreUnavailable> {
+        match self.on_store_error {
+            OnStoreError::Deny => Err(e),
+            // Uncounted: the call goes as if it had no budget.
+            OnStoreError::Allow => Ok(Admission::default()),
         }
     }
 
@@ -158,6 +170,30 @@ impl Budgets {
         };
         all.sort_by(|a, b| (&a.agent, &a.intent, &a.scope).cmp(&(&b.agent, &b.intent, &b.scope)));
         all
+    }
+}
+
+/// A budget's answer for one call: at once (in process, or a store that could not take the
+/// check), or after a round trip to the store.
+pub enum Admit<'a> {
+    Now(Result<Admission, StoreUnavailable>),
+    Later(Pending<'a>),
+}
+
+/// A check on its way to the Redis store.
+pub struct Pending<'a> {
+    budgets: &'a Budgets,
+    remote: &'a remote::Remote,
+    p: remote::Pending,
+}
+
+impl Pending<'_> {
+    /// The store's answer, `budgets.on_store_error` applied.
+    pub async fn answer(self) -> Result<Admission, StoreUnavailable> {
+        match self.p.answer(self.remote).await {
+            Ok(a) => Ok(a),
+            Err(e) => self.budgets.store_error(e),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Budget counters in Redis, shared by every replica of an agent (`budgets.redis_url`): one Lua
-//! script per call checks and counts atomically in one round trip; bytes and tokens follow
-//! without waiting for an answer. One connection per process, pipelined: the calls waiting when
+//! script per call checks and counts atomically in one round trip (queued at once, its answer
+//! awaited later: the proxy dials the upstream meanwhile); bytes and tokens follow without
+//! waiting for an answer. One connection per process, pipelined: the calls waiting when
 //! a round trip starts go in one write. A lost connection fails the calls in flight (then
 //! `budgets.on_store_error` decides) and is dialled again with backoff (50 ms doubling to 2 s).
 //! The counters this process used are mirrored in process for `GET /v1/budgets`.
@@ -143,14 +144,16 @@ impl Remote {
         })
     }
 
-    /// `Budgets::admit` against the store: one round trip.
-    pub async fn admit(
+    /// `Budgets::admit` against the store: the script is queued for the connection at once (no
+    /// await); its answer is awaited with `Pending::answer`, so the caller can do other work
+    /// (dial the upstream) during the round trip.
+    pub fn begin(
         &self,
         key: Key<'_>,
         limits: &Arc<Limits>,
         enforce: bool,
         now_ms: u64,
-    ) -> Result<Admission, StoreUnavailable> {
+    ) -> Result<Pending, StoreUnavailable> {
         let index = limits.window_index(now_ms);
         let session = match limits.window {
             BudgetWindow::PerSession => format!(":s{}", self.session.load(Ordering::Relaxed)),
@@ -191,7 +194,50 @@ impl Remote {
             reply: Some(reply_tx),
         })
         .map_err(|_| StoreUnavailable("the connection task has stopped".into()))?;
-        let reply = match tokio::time::timeout(IO_TIMEOUT, reply_rx).await {
+        Ok(Pending {
+            reply: reply_rx,
+            deadline: tokio::time::Instant::now() + IO_TIMEOUT,
+            key: [key.agent, key.intent, key.scope].map(Box::from),
+            limits: limits.clone(),
+            enforce,
+            now_ms,
+            index,
+            charge: Charge {
+                tx: tx.clone(),
+                key: window_key,
+            },
+        })
+    }
+
+    /// A new session: `per_session` keys of this process start again.
+    pub fn end_session(&self) {
+        self.session.fetch_add(1, Ordering::Relaxed);
+        self.mirror.forget(|l| l.window == BudgetWindow::PerSession);
+    }
+
+    pub fn states(&self, now_ms: u64) -> Vec<State> {
+        self.mirror.states(now_ms)
+    }
+}
+
+/// An admission whose script is on its way to the store.
+pub struct Pending {
+    reply: oneshot::Receiver<Result<Reply, String>>,
+    /// The round trip's end at the latest (`IO_TIMEOUT` from when it was queued).
+    deadline: tokio::time::Instant,
+    /// Agent, intent, scope.
+    key: [Box<str>; 3],
+    limits: Arc<Limits>,
+    enforce: bool,
+    now_ms: u64,
+    index: u64,
+    charge: Charge,
+}
+
+impl Pending {
+    /// The store's answer (`remote` is the store that `begin` queued it on).
+    pub async fn answer(self, remote: &Remote) -> Result<Admission, StoreUnavailable> {
+        let reply = match tokio::time::timeout_at(self.deadline, self.reply).await {
             Ok(Ok(Ok(r))) => r,
             Ok(Ok(Err(e))) => return Err(StoreUnavailable(e)),
             Ok(Err(_)) => return Err(StoreUnavailable("the connection was lost".into())),
@@ -213,7 +259,15 @@ impl Remote {
             llm_tokens: u(llm_tokens),
         };
         let first_ms = u(first);
-        self.mirror
+        let [agent, intent, scope] = &self.key;
+        let key = Key {
+            agent,
+            intent,
+            scope,
+        };
+        let (limits, index, now_ms) = (&self.limits, self.index, self.now_ms);
+        remote
+            .mirror
             .mirror(key, limits, used, index, first_ms, now_ms);
         let over = match over {
             1 => Some(Over::Exhausted(Measure::Calls)),
@@ -225,7 +279,7 @@ impl Remote {
         };
         let refused = over.map(|o| {
             let state = State::of(
-                (key.agent, key.intent, key.scope),
+                (agent, intent, scope),
                 limits,
                 used,
                 index,
@@ -234,26 +288,11 @@ impl Remote {
             );
             Box::new(Refusal::new(o, state, limits.resets_at_ms(index), now_ms))
         });
-        let go = over.is_none() || !enforce;
+        let go = over.is_none() || !self.enforce;
         Ok(Admission {
             refused,
-            charge: go.then(|| {
-                super::Charge(ChargeTo::Remote(Charge {
-                    tx: tx.clone(),
-                    key: window_key,
-                }))
-            }),
+            charge: go.then(|| super::Charge(ChargeTo::Remote(self.charge))),
         })
-    }
-
-    /// A new session: `per_session` keys of this process start again.
-    pub fn end_session(&self) {
-        self.session.fetch_add(1, Ordering::Relaxed);
-        self.mirror.forget(|l| l.window == BudgetWindow::PerSession);
-    }
-
-    pub fn states(&self, now_ms: u64) -> Vec<State> {
-        self.mirror.states(now_ms)
     }
 }
 

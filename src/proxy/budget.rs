@@ -1,35 +1,49 @@
 //! The budget step of a call the decision let go (src/budget/): its intent's budget is checked
 //! and the call counted; over budget it is refused with 429 (enforce) or recorded `would_deny`
 //! and forwarded (monitor). Its bytes are charged when its record is written (`charge_bytes`).
+//! With a Redis store the check's answer comes after a round trip, awaited while the upstream
+//! connection is acquired (src/proxy/mod.rs, step 6b).
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use http::Request;
 
 use super::Proxy;
 use super::gate::LivePolicy;
+use super::sender::{self, Acquired, Affinity};
 use crate::audit::AuditRecord;
-use crate::budget::{Key, Limits};
+use crate::budget::{Admission, Admit, Key, Limits};
 use crate::config::{BudgetWindow, Mode};
 use crate::error::ProxyError;
 use crate::intent::Intent;
+use crate::target::Authority;
 use crate::vocab::Verdict;
 
+/// A call's budget check on its way to the Redis store: `Proxy::spent` awaits its answer.
+pub(super) struct Spending<'a> {
+    pending: crate::budget::Pending<'a>,
+    enforce: bool,
+}
+
 impl Proxy {
-    /// Checks and counts the call of `rec` against its intent's budget, if it has one.
-    pub(super) async fn spend(
+    /// Checks and counts the call of `rec` against its intent's budget, if it has one. In process
+    /// that is done here, with no await; with Redis the check is sent and `Some` is its answer
+    /// to await (`spent`), so the upstream can be dialled meanwhile.
+    pub(super) fn spend(
         &self,
         live: &LivePolicy,
         intent: &Intent,
         mode: Mode,
         rec: &mut AuditRecord,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Option<Spending<'_>>, ProxyError> {
         let Some(name) = intent.name.as_deref() else {
-            return Ok(());
+            return Ok(None);
         };
         let token = TokenBudget::of(intent);
         let limits = match (live.policy.catalog().budget(name), token.narrows()) {
-            (None, false) => return Ok(()),
+            (None, false) => return Ok(None),
             (Some(l), false) => Cow::Borrowed(l),
             (l, true) => Cow::Owned(Arc::new(token.narrow(l.map(|l| &**l)))),
         };
@@ -39,10 +53,72 @@ impl Proxy {
             scope: token.jti.unwrap_or(""),
         };
         let enforce = mode == Mode::Enforce;
-        let admitted = self
-            .budgets
-            .admit(key, &limits, enforce, SystemTime::now())
-            .await?;
+        match self.budgets.admit(key, &limits, enforce, SystemTime::now()) {
+            Admit::Now(admitted) => self.settle(live, admitted?, enforce, rec).map(|()| None),
+            Admit::Later(pending) => Ok(Some(Spending { pending, enforce })),
+        }
+    }
+
+    /// The Redis store's answer to `spend`, recorded as `spend` records one in process.
+    pub(super) async fn spent(
+        &self,
+        live: &LivePolicy,
+        s: Spending<'_>,
+        rec: &mut AuditRecord,
+    ) -> Result<(), ProxyError> {
+        let admitted = s.pending.answer().await?;
+        self.settle(live, admitted, s.enforce, rec)
+    }
+
+    /// `spent`, while the connection for the call to `to` (authority, TLS; none for a WebSocket,
+    /// which dials its own) is acquired, bounded by the upstream response timeout. `Err` is the
+    /// budget's refusal (the answer even when the dial failed; the connection is given back
+    /// unused), `Ok(Some(Err))` a failed acquisition. A call admitted whose dial then fails
+    /// stays counted, as in process (it is counted when admitted, before anything is dialled).
+    pub(super) async fn spent_while_acquiring<B>(
+        &self,
+        live: &LivePolicy,
+        s: Spending<'_>,
+        rec: &mut AuditRecord,
+        kept: &Affinity,
+        to: Option<(&Authority, bool)>,
+        req: &Request<B>,
+    ) -> Result<Option<Result<Acquired, ProxyError>>, ProxyError> {
+        let Some((authority, tls)) = to else {
+            return self.spent(live, s, rec).await.map(|()| None);
+        };
+        let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
+        let acquiring = self
+            .upstreams
+            .acquire(kept, authority, tls, sender::is_sequential(req));
+        let acquiring = tokio::time::timeout(Duration::from_millis(limit_ms), acquiring);
+        let (spent, acquired) = tokio::join!(self.spent(live, s, rec), acquiring);
+        let acquired = acquired.unwrap_or_else(|_| {
+            Err(ProxyError::UpstreamTimeout {
+                target: authority.to_host_port(),
+                stage: "connect",
+                after_ms: limit_ms,
+            })
+        });
+        match (spent, acquired) {
+            (Ok(()), acquired) => Ok(Some(acquired)),
+            (Err(e), Ok(a)) => {
+                self.upstreams.release(kept, a);
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// The record and the answer of an admission: over budget, refused with 429 (enforce) or
+    /// recorded `would_deny` (monitor).
+    fn settle(
+        &self,
+        live: &LivePolicy,
+        admitted: Admission,
+        enforce: bool,
+        rec: &mut AuditRecord,
+    ) -> Result<(), ProxyError> {
         rec.charge = admitted.charge;
         let Some(refusal) = admitted.refused else {
             return Ok(());

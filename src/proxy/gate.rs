@@ -4,13 +4,14 @@
 //! destination safety that needs no lookup; who is calling (never from the request); which intent
 //! is in force (token > header > session > default, src/proxy/intent_token.rs); the policy's
 //! answer (its native rules, then Rego); its enforcement (enforce blocks, monitor records); then,
-//! for a call that may go, its name resolved and every address vetted. Nothing denied is ever
-//! looked up in DNS.
+//! for a call that may go, its name resolved and every address vetted. Nothing the policy
+//! denies is ever looked up in DNS.
 
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 
+use super::budget::Spending;
 use super::{Proxy, headers};
 use crate::audit::{AuditAgent, AuditIntent, AuditRecord};
 use crate::config::Mode;
@@ -141,6 +142,21 @@ impl Proxy {
         rec: &mut AuditRecord,
         call: Call<'_>,
     ) -> Result<Allowed, ProxyError> {
+        let (allowed, spending) = self.decide_pending(live, rec, call).await?;
+        if let Some(s) = spending {
+            self.spent(live, s, rec).await?;
+        }
+        Ok(allowed)
+    }
+
+    /// `decide`, except that a budget check sent to the Redis store is returned unanswered: the
+    /// caller awaits it (`Proxy::spent`) before anything goes upstream.
+    pub(super) async fn decide_pending(
+        &self,
+        live: &LivePolicy,
+        rec: &mut AuditRecord,
+        call: Call<'_>,
+    ) -> Result<(Allowed, Option<Spending<'_>>), ProxyError> {
         let Call {
             mut facts,
             declared,
@@ -182,20 +198,27 @@ impl Proxy {
             }
         }
         // The intent's budget (src/proxy/budget.rs): the call is checked and counted; over
-        // budget, refused (429) or, in monitor mode, recorded would_deny.
-        if !tunnel {
-            self.spend(live, &intent, decision.mode, rec).await?;
-        }
+        // budget, refused (429) or, in monitor mode, recorded would_deny. With Redis the check
+        // is sent now and answered later, while the name is resolved and the upstream dialled
+        // (a call then refused by its budget may have been resolved and dialled, never sent).
+        let spending = if tunnel {
+            None
+        } else {
+            self.spend(live, &intent, decision.mode, rec)?
+        };
         // The name's own resolution, vetted; the connection later dials only vetted addresses
         // of it (a tunnel to be intercepted dials nothing: its requests do).
         if !tunnel {
             self.dialer.vet_pending(&early, host, port, rec).await?;
         }
-        Ok(Allowed {
-            decision,
-            intent,
-            presented,
-        })
+        Ok((
+            Allowed {
+                decision,
+                intent,
+                presented,
+            },
+            spending,
+        ))
     }
 }
 

@@ -304,12 +304,30 @@ impl Proxy {
         };
         //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
         //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
-        let decided = self.decide(live, rec, call).await;
-        let gate::Allowed {
-            decision,
-            intent,
-            presented,
-        } = decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        let decided = self.decide_pending(live, rec, call).await;
+        let (
+            gate::Allowed {
+                decision,
+                intent,
+                presented,
+            },
+            spending,
+        ) =
+            decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        // 6b. A budget check sent to Redis is answered while the upstream connection is acquired
+        //     (the round trip overlaps DNS, TCP and TLS): over budget, nothing is sent and the
+        //     connection stays idle (src/proxy/budget.rs). In process it was answered above.
+        let acquired = match spending {
+            None => None,
+            Some(s) => {
+                let to = ws
+                    .is_none()
+                    .then_some((&authority, scheme == Scheme::Https));
+                let acquiring = self.spent_while_acquiring(live, s, rec, kept, to, &req);
+                let acquired = acquiring.await.map_err(|e| mcp::refusal(&mcp, e))?;
+                acquired.transpose()?
+            }
+        };
         let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
         //    An LLM call's record names its model; its usage is read from the response (step 10).
         if let Some(c) = &llm {
@@ -385,8 +403,9 @@ impl Proxy {
             return Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
         }
         // 9. Forward (src/proxy/sender/), the body streamed and counted, bounded by the upstream
-        //    response timeout: over a connection this client connection or tunnel kept from an
-        //    earlier request to the same destination, else an idle or a new one.
+        //    response timeout: over the connection acquired at 6b, else one this client
+        //    connection or tunnel kept from an earlier request to the same destination, else an
+        //    idle or a new one.
         let bytes_in = Arc::new(AtomicU64::new(0));
         let req = req.map(|body| Counted::new(body, bytes_in.clone()));
         let to = Destination {
@@ -397,7 +416,7 @@ impl Proxy {
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
         //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
-        let sending = std::pin::pin!(self.upstreams.send(kept, to, req));
+        let sending = std::pin::pin!(self.upstreams.send(kept, to, req, acquired));
         let sender::Sent { resp, unclean } =
             match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
                 // A send that failed on the client's body is the client's error (400), not a 502.

@@ -1,4 +1,5 @@
-"""An MCP server built with the official `mcp` SDK (MCPServer, streamable HTTP) for the MCP tests.
+"""An MCP server built with the official `mcp` SDK (MCPServer, streamable HTTP) for the MCP tests:
+tools read_ticket and delete_customer, resources tickets://{id} and customers://{id}.
 
 usage: mcp_server.py CERT KEY PORT_FILE LOG [--json]
 Serves /mcp over HTTPS on 127.0.0.1:0 with CERT/KEY (answering in SSE, or JSON with --json),
@@ -27,6 +28,16 @@ def main():
     def delete_customer(customer_id: str) -> str:
         """Deletes a customer and all their data."""
         return f"customer {customer_id} deleted"
+
+    @server.resource("tickets://{ticket_id}")
+    def ticket(ticket_id: str) -> str:
+        """A support ticket as a resource."""
+        return f"ticket {ticket_id}: printer on fire"
+
+    @server.resource("customers://{customer_id}")
+    def customer(customer_id: str) -> str:
+        """A customer's record as a resource."""
+        return f"customer {customer_id}: private details"
 
     app = server.streamable_http_app(json_response="--json" in sys.argv)
 

@@ -1,10 +1,13 @@
 //! Budgets shared through a real `redis-server` (installed by scripts/test) that the test starts
 //! on a free loopback port: two proxies spend one budget; the store going away (deny: 503
-//! `budget_store_unavailable`; or allow) and coming back.
+//! `budget_store_unavailable`; or allow) and coming back; the store's answer awaited while the
+//! upstream is dialled (through a relay that holds Redis's answers back).
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -160,5 +163,88 @@ fn the_store_going_away_fails_closed_or_open_and_coming_back_counts_again() {
     assert!(
         listed["budgets"][0]["used"]["calls"].as_u64().unwrap() >= 1,
         "{listed}"
+    );
+}
+
+/// A loopback relay in front of Redis that holds each of its answers back until the upstream has
+/// accepted a connection (at most 1 s, below the proxy's 2 s store timeout), and notes for each
+/// answer how many connections the upstream had accepted when it was let through.
+struct SlowRelay {
+    port: u16,
+    upstream_conns_at_answer: Arc<Mutex<Vec<usize>>>,
+}
+
+impl SlowRelay {
+    fn start(redis: &Redis, up: &Upstream) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let noted = Arc::new(Mutex::new(Vec::new()));
+        let (redis_port, state, at_answer) = (redis.port, up.state.clone(), noted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(store) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    return;
+                };
+                let (mut c_in, mut s_out) = (
+                    client.try_clone().expect("clone"),
+                    store.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || std::io::copy(&mut c_in, &mut s_out));
+                let (mut store, mut client) = (store, client);
+                let (state, at_answer) = (state.clone(), at_answer.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = store.read(&mut buf) {
+                        let held = Instant::now();
+                        let conns = || state.connections.load(std::sync::atomic::Ordering::SeqCst);
+                        while conns() == 0 && held.elapsed() < Duration::from_secs(1) {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        at_answer.lock().expect("lock").push(conns());
+                        if client.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowRelay {
+            port,
+            upstream_conns_at_answer: noted,
+        }
+    }
+}
+
+#[test]
+fn the_upstream_is_dialled_while_the_store_answers_and_a_refused_call_sends_nothing() {
+    let redis = Redis::start(Redis::free_port());
+    let up = Upstream::start();
+    let relay = SlowRelay::start(&redis, &up);
+    let p = ProxyProc::start(&format!(
+        "intent: work\nbudgets: {{redis_url: \"redis://127.0.0.1:{}\"}}\nintents:\n  work:\n    allow: [{{hosts: [127.0.0.1], ports: [{}]}}]\n    budget: {{calls: 1, window: 1h}}\n",
+        relay.port,
+        up.addr.port()
+    ));
+    let url = up.url("/echo");
+    let out = get(&p, &url);
+    assert_eq!(out.status, 200, "{}", out.body);
+    // The first answer the store gave (the call's check) was let through only after the
+    // upstream had accepted the call's connection: the dial did not wait for it.
+    let first = relay.upstream_conns_at_answer.lock().expect("lock")[0];
+    assert_eq!(
+        first, 1,
+        "the upstream connection was opened before the store answered"
+    );
+    // Over budget: refused, and the upstream never sees the request (its connection, if one
+    // was acquired, stays idle).
+    let out = get(&p, &url);
+    assert_eq!(out.status, 429, "{}", out.body);
+    assert_eq!(error_code(&out.json()), "budget_exhausted");
+    assert_eq!(up.requests(), 1);
+    let recs = p.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["status"] == 429 && r["code"] == "budget_exhausted"),
+        "{recs:?}"
     );
 }

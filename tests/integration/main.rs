@@ -48,6 +48,7 @@ mod lifecycle;
 mod limits;
 mod llm;
 mod mcp;
+mod mcp_paths;
 mod ops;
 mod otlp;
 mod policy;

@@ -8,7 +8,8 @@
 //! `Dialer`, which vets every address right before connecting (src/proxy/upstream.rs); HTTPS is
 //! verified against the configured roots. It is not reused once idle for longer than
 //! `limits.pool_idle_timeout_ms`, and a request that a reused connection closed before sending is
-//! retried once on a new one.
+//! retried once on a new one. A connection can be acquired before its request is ready
+//! (`Upstreams::acquire`, then `send` with it, or `release` when the request is not sent).
 
 mod conn;
 mod eof;
@@ -73,23 +74,48 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` to `to` over a connection `from` keeps when one fits, else one another
-    /// client connection or tunnel left idle, else a new one, which `from` then keeps.
+    /// Sends `req` to `to` over `acquired` (see `acquire`), or acquires one now.
     pub(crate) async fn send(
         &self,
         from: &Affinity,
         to: Destination<'_>,
         mut req: Outgoing,
+        acquired: Option<Acquired>,
     ) -> Result<Sent, ProxyError> {
         let Destination {
             authority,
             tls,
             path_and_query,
         } = to;
-        // An HTTP/2 client (in a tunnel) sends requests concurrently, an HTTP/1 one in turn.
-        let sequential = req.version() != Version::HTTP_2;
+        let sequential = is_sequential(&req);
         *req.version_mut() = Version::HTTP_11;
         *req.uri_mut() = Uri::try_from(path_and_query).map_err(|_| unbuildable())?;
+        let slot = &from.0;
+        let Acquired { idle, reused } = match acquired {
+            Some(a) => a,
+            None => self.acquire(from, authority, tls, sequential).await?,
+        };
+        // Only a reused connection gives the request back (it closed before it left).
+        let unsent = match self.try_send(slot, idle, req, authority, reused).await? {
+            Ok(resp) => return Ok(resp),
+            Err(unsent) => unsent,
+        };
+        let idle = self.dial(slot, authority, tls).await?;
+        self.try_send(slot, idle, unsent, authority, false)
+            .await?
+            .map_err(|_| closed_before_sent(authority))
+    }
+
+    /// A connection for a request to `authority` (`sequential`: see `is_sequential`), not yet
+    /// used: one `from` keeps when one fits, else one another client connection or tunnel left
+    /// idle, else a new one (vetted addresses dialled, TLS verified), which `from` then keeps.
+    pub(crate) async fn acquire(
+        &self,
+        from: &Affinity,
+        authority: &Authority,
+        tls: bool,
+        sequential: bool,
+    ) -> Result<Acquired, ProxyError> {
         let slot = &from.0;
         let max_idle = self.registry.max_idle();
         let reused = slot.take(authority, tls, max_idle, sequential).or_else(|| {
@@ -98,21 +124,32 @@ impl Upstreams {
             Some(other)
         });
         if let Some(idle) = reused {
-            match self.try_send(slot, idle, req, authority, true).await? {
-                Ok(resp) => return Ok(resp),
-                Err(unsent) => req = unsent,
-            }
+            return Ok(Acquired { idle, reused: true });
         }
+        let idle = self.dial(slot, authority, tls).await?;
+        Ok(Acquired {
+            idle,
+            reused: false,
+        })
+    }
+
+    /// Gives back a connection acquired for a request that is not sent: `from` keeps it idle.
+    pub(crate) fn release(&self, from: &Affinity, acquired: Acquired) {
+        from.0.put(acquired.idle, &self.registry);
+    }
+
+    /// A new connection to `authority`, which `slot` then holds.
+    async fn dial(
+        &self,
+        slot: &Arc<Slot>,
+        authority: &Authority,
+        tls: bool,
+    ) -> Result<Idle, ProxyError> {
         let handshake = tls.then(|| (&self.tls.upstream, self.handshake_timeout));
         let conn = conn::dial(&self.dialer, handshake, authority).await?;
         let idle = Idle::new(Key::new(authority, tls), conn);
         self.registry.holds(&idle.key, slot);
-        self.try_send(slot, idle, req, authority, false)
-            .await?
-            .map_err(|_| ProxyError::UpstreamProtocol {
-                target: authority.to_host_port(),
-                detail: "connection closed before the request was sent".to_string(),
-            })
+        Ok(idle)
     }
 
     /// Sends on `idle`'s connection and keeps it in `slot`. `Ok(Err(req))`: a `reused`
@@ -161,6 +198,27 @@ impl Upstreams {
                 _ => Err(conn::protocol_error(authority, &e.into_error())),
             },
         }
+    }
+}
+
+/// An upstream connection acquired for a request before it is sent (`Upstreams::acquire`).
+pub(crate) struct Acquired {
+    idle: Idle,
+    /// Kept from an earlier request: it may have closed meanwhile (the request then goes on a
+    /// new one).
+    reused: bool,
+}
+
+/// Whether `req`'s client sends its requests in turn (HTTP/1), not at once (HTTP/2, in a
+/// tunnel): its kept HTTP/1 connection may be taken while the last response ends.
+pub(crate) fn is_sequential<B>(req: &Request<B>) -> bool {
+    req.version() != Version::HTTP_2
+}
+
+fn closed_before_sent(authority: &Authority) -> ProxyError {
+    ProxyError::UpstreamProtocol {
+        target: authority.to_host_port(),
+        detail: "connection closed before the request was sent".to_string(),
     }
 }
 
