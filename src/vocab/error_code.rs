@@ -149,6 +149,9 @@ super::words! {
         /// The budget store (`budgets.redis_url`) cannot be reached and `budgets.on_store_error`
         /// is `deny` (503).
         BudgetStoreUnavailable = "budget_store_unavailable",
+        // Intent-token issuers' keys over HTTPS (issue 23).
+        /// An intent token from an issuer whose `jwks_url` key set has not been fetched yet.
+        IntentTokenKeysUnavailable = "intent_token_keys_unavailable",
     }
 }
 
