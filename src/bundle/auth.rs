@@ -14,8 +14,8 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::jws::{Expect, Jwks, JwsError, unverified_kid};
 use crate::tls::fetch::{Endpoint, Origin, trust};
+use crate::jws::{Expect, Jwks, JwsError, unverified_kid};
 
 /// The audience sidecars ask the kubelet for, unless configured otherwise.
 pub const DEFAULT_AUDIENCE: &str = "intentgate-bundles";

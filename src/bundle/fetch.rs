@@ -13,10 +13,10 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, Uri, header};
 use tracing::{info, warn};
 
+use crate::tls::fetch::{Origin, bearer_header};
 use super::{Bundle, MAX_BYTES};
 use crate::config::Config;
 use crate::identity::Agent;
-use crate::tls::fetch::{Origin, bearer_header};
 
 /// How long one fetch may take, connect to last byte.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);

@@ -16,9 +16,9 @@ use http::{HeaderName, HeaderValue, Uri};
 use tracing::{Instrument, info_span, warn};
 
 use super::Secret;
+use crate::tls::fetch::Origin;
 use crate::config::{CredentialSpec, ExchangeScope, SecretRef};
 use crate::metrics::Metrics;
-use crate::tls::fetch::Origin;
 
 /// A token endpoint's answer is small; an exchange never takes longer than this.
 const BODY_LIMIT: usize = 64 * 1024;

@@ -9,9 +9,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::bundle::auth::{AuthConfig, Keys};
+use crate::tls::fetch::Endpoint;
 use crate::config::ConfigError;
 use crate::iptables::Cidr;
-use crate::tls::fetch::Endpoint;
 
 /// `enforce` is stronger than `monitor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
