@@ -126,9 +126,16 @@ impl Attestation {
         };
         let until = Instant::now() + Duration::from_secs(old.ttl()) + RETIRED_EXTRA;
         if let Ok(mut retired) = self.retired.lock() {
-            let jwks = old.jwks();
-            let old_keys = jwks["keys"].as_array().into_iter().flatten();
-            retired.extend(old_keys.map(|jwk| (jwk.clone(), until)));
+            // A key is listed once: the same file again, or a key rotated back, is not retired.
+            let (old_jwks, new_jwks) = (old.jwks(), new.jwks());
+            let kid = &new_jwks["keys"][0]["kid"];
+            retired.retain(|(jwk, _)| jwk["kid"] != *kid);
+            let old_keys = old_jwks["keys"].as_array().into_iter().flatten();
+            retired.extend(
+                old_keys
+                    .filter(|jwk| jwk["kid"] != *kid)
+                    .map(|jwk| (jwk.clone(), until)),
+            );
         }
         self.attester.store(Arc::new(new));
         tracing::info!("attestation: signing key rotated (attestation.key_file changed)");

@@ -165,7 +165,8 @@ impl Proxy {
         // A token naming a key its issuer's fetched set lacks: the set is fetched again.
         if intent.is_err() && self.intent_tokens.refetch_keys().await {
             intent =
-                (self.intent_tokens).resolve(live, &self.session, declared, intent_token, &facts);
+                self.intent_tokens
+                    .resolve(live, &self.session, declared, intent_token, &facts);
         }
         let decided = match intent {
             Ok(intent) => settle(live, &self.metrics, intent, &facts, rec),

@@ -70,7 +70,9 @@ impl Verifier {
                     Remote::start(is, url, metrics)
                         .map_err(|e| format!("issuer '{}': jwks_url: {e}", is.issuer))?,
                 ),
-                (None, None) => return Err(format!("issuer '{}': no jwks_file", is.issuer)),
+                (None, None) => {
+                    return Err(format!("issuer '{}': no jwks_file nor jwks_url", is.issuer));
+                }
             };
             let audiences = if is.audiences.is_empty() {
                 agent.to_vec()
