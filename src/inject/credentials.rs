@@ -57,7 +57,7 @@ pub fn parse(pod: &Value) -> Result<Vec<String>, String> {
 }
 
 /// Where the pod's own spec reaches Secret `name`: a volume, or a container's env.
-fn reached_by_pod(pod: &Value, name: &str) -> Option<String> {
+pub(super) fn reached_by_pod(pod: &Value, name: &str) -> Option<String> {
     let spec = &pod["spec"];
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let projected = v["projected"]["sources"].as_array().into_iter().flatten();

@@ -104,7 +104,7 @@ impl Remote {
             return false;
         }
         let mut last = self.last.lock().await;
-        if !last.as_ref().is_some_and(|(at, _)| at.elapsed() < self.min) {
+        if last.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.min) {
             self.fetch(&mut last).await;
         }
         true
