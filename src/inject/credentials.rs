@@ -17,7 +17,7 @@ pub const VOLUME_PREFIX: &str = "intentgate-cred-";
 pub const DIR: &str = "/var/run/secrets/intentgate-credentials";
 
 /// A Secret name: a DNS-1123 subdomain.
-fn valid(name: &str) -> bool {
+pub(super) fn valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {

@@ -228,6 +228,14 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
         line: crate::config::locate(text, field),
         msg,
     };
+    if let Some(a) = &cfg.attestation
+        && !super::credentials::valid(&a.secret)
+    {
+        return Err(invalid(
+            "attestation.secret",
+            format!("'{}' is not a Secret name", a.secret),
+        ));
+    }
     let b = &mut cfg.bundles;
     if let Some(url) = &b.url {
         if !url.starts_with("https://") || url.ends_with('/') {
