@@ -12,6 +12,10 @@ use intentgate::token::verify::Verifier;
 
 const AGENT: &str = "spiffe://cluster.local/ns/agents/sa/triage";
 
+fn metrics() -> std::sync::Arc<intentgate::metrics::Metrics> {
+    std::sync::Arc::new(intentgate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")))
+}
+
 fn key() -> SigningKey {
     SigningKey::generate_ed25519()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -31,7 +35,8 @@ fn bench(c: &mut Criterion) {
         }],
         ..IntentTokensConfig::default()
     };
-    let verifier = Verifier::new(&cfg, &[AGENT.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let verifier =
+        Verifier::new(&cfg, &[AGENT.to_string()], &metrics()).unwrap_or_else(|e| panic!("{e}"));
     let mut req = MintRequest {
         issuer: "https://orchestrator.example".into(),
         agent: AGENT.into(),
@@ -61,7 +66,8 @@ fn bench(c: &mut Criterion) {
         cache_entries: 1,
         ..cfg.clone()
     };
-    let missing = Verifier::new(&one, &[AGENT.to_string()]).unwrap_or_else(|e| panic!("{e}"));
+    let missing =
+        Verifier::new(&one, &[AGENT.to_string()], &metrics()).unwrap_or_else(|e| panic!("{e}"));
     req.jti = Some("other".into());
     let other = mint(&signer, &req, SystemTime::now()).unwrap_or_else(|e| panic!("{e}"));
     let pair = [token.as_str(), other.as_str()];

@@ -107,6 +107,10 @@ pub struct ConfigArgs {
     /// Token presented to the bundle server (overrides policy.bundle_token_file).
     #[arg(long, env = "INTENTGATE_BUNDLE_TOKEN_FILE")]
     pub bundle_token_file: Option<PathBuf>,
+    /// Ed25519 key attestations are signed with (overrides attestation.key_file; the webhook
+    /// passes the namespace's key Secret).
+    #[arg(long)]
+    pub attestation_key: Option<PathBuf>,
 }
 
 /// The listen addresses: `serve` only (`run` listens on loopback ports of its own; `check` and
@@ -201,6 +205,17 @@ impl ConfigArgs {
         }
         if let Some(v) = &self.bundle_token_file {
             c.policy.bundle_token_file = Some(v.clone());
+        }
+        if let Some(v) = &self.attestation_key {
+            c.attestation.key_file = Some(v.clone());
+            config::validate_attestation(&c.attestation).map_err(|(field, msg)| {
+                config::ConfigError::Invalid {
+                    file: loaded.source.clone(),
+                    field,
+                    line: None,
+                    msg,
+                }
+            })?;
         }
         config::check_bundle(c).map_err(|(field, msg)| config::ConfigError::Invalid {
             file: loaded.source.clone(),

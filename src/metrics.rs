@@ -44,6 +44,8 @@ pub struct Metrics {
     pub credential_refresh: IntCounterVec,
     /// `intentgate_credential_expiry_seconds{credential}`: the current value's expiry (Unix).
     pub credential_expiry: prometheus::GaugeVec,
+    /// `intentgate_jwks_fetches_total{issuer,result}`: intent-token issuers' `jwks_url` fetches.
+    pub jwks_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -237,6 +239,15 @@ impl Metrics {
         registry.register(Box::new(credential_refresh.clone()))?;
         registry.register(Box::new(credential_expiry.clone()))?;
         registry.register(Box::new(build_info))?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new(
+                "intentgate_jwks_fetches_total",
+                "Fetches of intent-token issuers' key sets (jwks_url), by issuer and result: ok, \
+                 error (the last good set is kept).",
+            ),
+            &["issuer", "result"],
+        )?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -269,6 +280,7 @@ impl Metrics {
             llm_tokens,
             credential_refresh,
             credential_expiry,
+            jwks_fetches,
         })
     }
 

@@ -136,7 +136,8 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
     for p in tokens
         .issuers
         .iter_mut()
-        .filter_map(|i| i.jwks_file.as_mut())
+        .flat_map(|i| [i.jwks_file.as_mut(), i.ca_file.as_mut()])
+        .flatten()
         .chain(tokens.revoked.as_mut())
         .chain(config.attestation.key_file.as_mut())
     {

@@ -51,17 +51,40 @@ impl Default for IntentTokensConfig {
 }
 
 /// One issuer of intent tokens.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenIssuer {
     /// The `iss` its tokens carry.
     pub issuer: String,
     /// Its JWK Set as a file (re-read on change; the last good set is kept).
     pub jwks_file: Option<PathBuf>,
-    /// Its JWK Set over HTTPS (not fetched yet in this version: refused at load).
+    /// Its JWK Set over HTTPS: fetched at start (in the background), refreshed, and the last
+    /// good set kept when a fetch fails (src/token/remote.rs).
     pub jwks_url: Option<String>,
     /// The `aud` values accepted; empty means this agent's id and SPIFFE id.
     pub audiences: Vec<String>,
+    /// PEM roots trusted for `jwks_url` (default: the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// How often `jwks_url` is fetched again when its answer has no `Cache-Control: max-age`.
+    pub refresh_seconds: u64,
+    /// The shortest refresh interval: a smaller `max-age` is raised to it, a failed fetch is
+    /// retried after it, and a token naming a key the set lacks fetches the set again at most
+    /// this often.
+    pub min_refresh_seconds: u64,
+}
+
+impl Default for TokenIssuer {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            jwks_file: None,
+            jwks_url: None,
+            audiences: Vec::new(),
+            ca_file: None,
+            refresh_seconds: 300,
+            min_refresh_seconds: 30,
+        }
+    }
 }
 
 /// Checks the section; the error names the field.
@@ -96,18 +119,16 @@ pub fn validate_intent_tokens(t: &IntentTokensConfig) -> Result<(), (String, Str
             return Err((at("issuer"), format!("'{}' is listed twice", is.issuer)));
         }
         match (&is.jwks_file, &is.jwks_url) {
+            (Some(_), None) if is.ca_file.is_some() => {
+                return Err((at("ca_file"), "is only for jwks_url".into()));
+            }
             (Some(file), None) => {
                 let text = std::fs::read(file)
                     .map_err(|e| (at("jwks_file"), format!("{}: {e}", file.display())))?;
                 crate::jws::Jwks::parse(&text)
                     .map_err(|e| (at("jwks_file"), format!("{}: {e}", file.display())))?;
             }
-            (None, Some(_)) => {
-                return Err((
-                    at("jwks_url"),
-                    "is not supported yet in this version; use jwks_file".into(),
-                ));
-            }
+            (None, Some(url)) => validate_jwks_url(is, url).map_err(|(f, m)| (at(f), m))?,
             _ => {
                 return Err((
                     at("jwks_file"),
@@ -118,6 +139,35 @@ pub fn validate_intent_tokens(t: &IntentTokensConfig) -> Result<(), (String, Str
     }
     if let Some(r) = &t.revoked {
         std::fs::read(r).map_err(|e| (field("revoked"), format!("{}: {e}", r.display())))?;
+    }
+    Ok(())
+}
+
+/// The longest refresh interval of a `jwks_url` (a day).
+pub const MAX_REFRESH_SECONDS: u64 = 86_400;
+
+/// Checks a `jwks_url` issuer's fields: an https URL, a readable `ca_file`, sane intervals.
+fn validate_jwks_url(is: &TokenIssuer, url: &str) -> Result<(), (&'static str, String)> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ("jwks_url", format!("'{url}': {e}")))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(("jwks_url", format!("'{url}' must be an https:// URL")));
+    }
+    if let Some(ca) = &is.ca_file {
+        std::fs::read(ca).map_err(|e| ("ca_file", format!("{}: {e}", ca.display())))?;
+    }
+    if !(1..=MAX_REFRESH_SECONDS).contains(&is.min_refresh_seconds) {
+        return Err((
+            "min_refresh_seconds",
+            format!("must be between 1 and {MAX_REFRESH_SECONDS}"),
+        ));
+    }
+    if !(is.min_refresh_seconds..=MAX_REFRESH_SECONDS).contains(&is.refresh_seconds) {
+        return Err((
+            "refresh_seconds",
+            format!("must be between min_refresh_seconds and {MAX_REFRESH_SECONDS}"),
+        ));
     }
     Ok(())
 }

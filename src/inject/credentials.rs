@@ -17,7 +17,7 @@ pub const VOLUME_PREFIX: &str = "intentgate-cred-";
 pub const DIR: &str = "/var/run/secrets/intentgate-credentials";
 
 /// A Secret name: a DNS-1123 subdomain.
-fn valid(name: &str) -> bool {
+pub(super) fn valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
@@ -57,7 +57,7 @@ pub fn parse(pod: &Value) -> Result<Vec<String>, String> {
 }
 
 /// Where the pod's own spec reaches Secret `name`: a volume, or a container's env.
-fn reached_by_pod(pod: &Value, name: &str) -> Option<String> {
+pub(super) fn reached_by_pod(pod: &Value, name: &str) -> Option<String> {
     let spec = &pod["spec"];
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let projected = v["projected"]["sources"].as_array().into_iter().flatten();

@@ -96,6 +96,10 @@ pub struct InjectConfig {
     /// asked (pods are injected whatever the version).
     #[serde(default)]
     pub kubernetes: Option<Endpoint>,
+    /// Attestation keys per namespace (src/inject/attestation.rs). Unset: sidecars sign with
+    /// the key of their own config, and `GET /jwks/NS` serves nothing.
+    #[serde(default)]
+    pub attestation: Option<super::attestation::AttestationKeys>,
 }
 
 /// `bundles:` of the inject config.
@@ -174,6 +178,7 @@ impl Default for InjectConfig {
             default_floor: None,
             bundles: BundlesConfig::default(),
             kubernetes: None,
+            attestation: None,
         }
     }
 }
@@ -223,6 +228,14 @@ pub fn parse(file: &str, text: &str) -> Result<InjectConfig, ConfigError> {
         line: crate::config::locate(text, field),
         msg,
     };
+    if let Some(a) = &cfg.attestation
+        && !super::credentials::valid(&a.secret)
+    {
+        return Err(invalid(
+            "attestation.secret",
+            format!("'{}' is not a Secret name", a.secret),
+        ));
+    }
     let b = &mut cfg.bundles;
     if let Some(url) = &b.url {
         if !url.starts_with("https://") || url.ends_with('/') {

@@ -11,6 +11,7 @@
 //! `control` the state it serves from and how it follows its files, `certs` the serving
 //! certificate, `version` the cluster's Kubernetes version.
 
+pub mod attestation;
 pub mod certs;
 pub mod checks;
 pub mod control;

@@ -193,6 +193,9 @@ pub fn mutate(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Verdict {
     if let Err(msg) = checks::app_containers(pod, namespace, floor, cfg.proxy_uid) {
         return Verdict::Refused(msg);
     }
+    if let Err(msg) = super::attestation::check(pod, cfg.attestation.as_ref()) {
+        return Verdict::Refused(msg);
+    }
     match settings(pod, namespace, floor) {
         Ok(s) => Verdict::Patch(patch(pod, &s, cfg)),
         Err(msg) => Verdict::Refused(msg),

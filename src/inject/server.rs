@@ -1,6 +1,7 @@
 //! The control deployment's HTTPS server: `POST /mutate` (an AdmissionReview, answered in the
 //! version asked: `admission.k8s.io/v1` or `v1beta1`), `GET`/`HEAD /bundles/NAMESPACE` (policy
-//! bundles for sidecars, `bundle::serve`) and `GET /healthz`. TLS presents the certificate in
+//! bundles for sidecars, `bundle::serve`), `GET /jwks/NAMESPACE` (a namespace's attestation JWK
+//! Set, `attestation`) and `GET /healthz`. TLS presents the certificate in
 //! force at each handshake (`certs`); `:PORT` listens on IPv6 and IPv4.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::attestation::NoJwks;
 use super::control::Control;
 use super::floor::InjectConfig;
 use super::patch::{Verdict, mutate};
@@ -44,6 +46,8 @@ enum ControlError {
     NotFound(&'static str),
     #[error("method {method} is not allowed here")]
     Method { method: Method, allow: &'static str },
+    #[error("{0}")]
+    NoJwks(String),
 }
 
 /// The one place the control deployment's errors become responses, in the one error shape
@@ -59,12 +63,17 @@ fn refuse(e: &ControlError) -> Response<Body> {
         ControlError::NotFound(_) => (
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
-            "this server answers POST /mutate, GET /bundles/NAMESPACE and GET /healthz",
+            "this server answers POST /mutate, GET /bundles/NAMESPACE, GET /jwks/NAMESPACE and GET /healthz",
         ),
         ControlError::Method { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::MethodNotAllowed,
             "see the Allow header",
+        ),
+        ControlError::NoJwks(_) => (
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "GET /jwks/NAMESPACE serves attestation.jwks_dir/NAMESPACE.json of the inject config",
         ),
     };
     let id = crate::ids::decision_id();
@@ -190,8 +199,40 @@ async fn bundle(req: &Request<Incoming>, ns: &str, control: &Control) -> Respons
     resp
 }
 
+/// `GET /jwks/NS`: the namespace's attestation JWK Set (src/inject/attestation.rs).
+fn jwks(ns: &str, control: &Control) -> Response<Body> {
+    let cfg = control.config();
+    let dir = cfg.attestation.as_ref().and_then(|a| a.jwks_dir.as_deref());
+    match super::attestation::jwks(dir, ns) {
+        Ok(text) => {
+            let mut resp = Response::new(full(Bytes::from(text)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            resp
+        }
+        Err(NoJwks::NotFound(why)) => refuse(&ControlError::NoJwks(why)),
+        Err(NoJwks::Invalid(why)) => {
+            warn!(namespace = ns, error = %why, "attestation JWK Set not served");
+            refuse(&ControlError::NoJwks(format!(
+                "namespace '{ns}' has no valid attestation JWK Set"
+            )))
+        }
+    }
+}
+
 async fn handle(req: Request<Incoming>, control: Arc<Control>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(ns) = path.strip_prefix("/jwks/") {
+        return match *req.method() {
+            Method::GET => jwks(ns, &control),
+            _ => refuse(&ControlError::Method {
+                method: req.method().clone(),
+                allow: "GET",
+            }),
+        };
+    }
     if let Some(ns) = path.strip_prefix("/bundles/") {
         return match *req.method() {
             Method::GET | Method::HEAD => bundle(&req, ns, &control).await,
@@ -260,7 +301,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     on_bound(local);
     let cfg = control.config();
-    info!(%local, bundles = ?cfg.bundles.policy_dir, "intentgate inject: serving /mutate, /bundles and /healthz");
+    info!(%local, bundles = ?cfg.bundles.policy_dir, "intentgate inject: serving /mutate, /bundles, /jwks and /healthz");
     let acceptor = TlsAcceptor::from(Arc::new(control.certs.server_config()?));
     loop {
         let (tcp, peer) = match listener.accept().await {

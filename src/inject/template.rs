@@ -133,6 +133,9 @@ fn sidecar(s: &Sidecar, cfg: &InjectConfig) -> Value {
         }
     }
     mounts.extend(super::credentials::mounts(&s.credential_secrets));
+    let keys = cfg.attestation.as_ref();
+    args.extend(super::attestation::args(keys));
+    mounts.extend(super::attestation::mount(keys));
     json!({
         "name": SIDECAR,
         "image": cfg.image,
@@ -181,6 +184,7 @@ fn volumes(s: &Sidecar, cfg: &InjectConfig) -> Vec<Value> {
     }
     v.extend(trust::volume(s.trust));
     v.extend(super::credentials::volumes(&s.credential_secrets));
+    v.extend(super::attestation::volume(cfg.attestation.as_ref()));
     v
 }
 

@@ -296,3 +296,16 @@ fn serving_bundles_needs_auth_and_endpoints_are_https() {
     let err = floor::parse("f.yaml", "kubernetes: {url: http://api}\n").unwrap_err();
     assert!(err.to_string().contains("kubernetes.url"), "{err}");
 }
+
+#[test]
+fn an_attestation_secret_that_is_not_a_secret_name_is_refused_at_load() {
+    let err = floor::parse("f.yaml", "attestation: {secret: Bad_Name}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("f.yaml") && err.contains("attestation.secret"),
+        "{err}"
+    );
+    let ok = floor::parse("f.yaml", "attestation: {secret: ns-key}").unwrap();
+    assert_eq!(ok.attestation.map(|a| a.secret).as_deref(), Some("ns-key"));
+}

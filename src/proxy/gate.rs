@@ -177,9 +177,15 @@ impl Proxy {
         let facts = RequestFacts { id: &id, ..facts };
         // The intent, with intent tokens (src/proxy/intent_token.rs): verified, and their
         // narrowing claims applied, before the policy.
-        let intent =
+        let mut intent =
             self.intent_tokens
                 .resolve(live, &self.session, declared, intent_token, &facts);
+        // A token naming a key its issuer's fetched set lacks: the set is fetched again.
+        if intent.is_err() && self.intent_tokens.refetch_keys().await {
+            intent =
+                self.intent_tokens
+                    .resolve(live, &self.session, declared, intent_token, &facts);
+        }
         let mut presented = None;
         let decided = match intent {
             Ok((intent, p)) => {

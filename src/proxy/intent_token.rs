@@ -66,14 +66,21 @@ pub(crate) struct Refusal {
 
 impl IntentTokens {
     /// Loads the issuers' keys; `agent`'s id and SPIFFE id are the default audiences.
-    pub(crate) fn new(cfg: &IntentTokensConfig, agent: &Agent) -> Result<Self, String> {
+    pub(crate) fn new(
+        cfg: &IntentTokensConfig,
+        agent: &Agent,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, String> {
         let audiences: Vec<String> = std::iter::once(agent.id.clone())
             .chain(agent.spiffe_id.clone())
             .collect();
         let verifier = if cfg.issuers.is_empty() {
             None
         } else {
-            Some(Verifier::new(cfg, &audiences).map_err(|e| format!("intent_tokens: {e}"))?)
+            Some(
+                Verifier::new(cfg, &audiences, metrics)
+                    .map_err(|e| format!("intent_tokens: {e}"))?,
+            )
         };
         let issuers: Vec<&str> = cfg.issuers.iter().map(|i| i.issuer.as_str()).collect();
         Ok(IntentTokens {
@@ -84,6 +91,15 @@ impl IntentTokens {
             issuers: issuers.join(", "),
             presented: cfg.presented.as_ref().map(|p| p.0.trim().into()),
         })
+    }
+
+    /// After a refusal: fetches again (rate limited) the `jwks_url` key sets a token found
+    /// lacking a key; whether the call is worth resolving again.
+    pub(crate) async fn refetch_keys(&self) -> bool {
+        match &self.verifier {
+            Some(v) => v.refetch_wanted().await,
+            None => false,
+        }
     }
 
     /// The request header that carries a token.
@@ -257,6 +273,7 @@ impl IntentTokens {
             | TokenError::MissingClaim
             | TokenError::InvalidClaim
             | TokenError::BindingMismatch => ErrorCode::IntentTokenInvalid,
+            TokenError::KeysUnavailable => ErrorCode::IntentTokenKeysUnavailable,
         };
         let issuers = if self.issuers.is_empty() {
             "no issuer is configured (intent_tokens.issuers)".to_string()

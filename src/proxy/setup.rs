@@ -64,7 +64,7 @@ impl Proxy {
         let mut strip: Vec<HeaderName> = cfg.headers.strip.iter().map(|h| header_name(h)).collect();
         // The intent token never goes upstream, whatever its header is called.
         let intent_tokens =
-            super::intent_token::IntentTokens::new(&cfg.intent_tokens, &p.live.agent)?;
+            super::intent_token::IntentTokens::new(&cfg.intent_tokens, &p.live.agent, &p.metrics)?;
         strip.push(intent_tokens.header().clone());
         // Nor does an attestation the agent made up.
         let attestation = super::attest::Attestation::new(&cfg.attestation, &p.live.agent)?;

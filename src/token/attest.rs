@@ -3,6 +3,7 @@
 //! method, authority, path and query (`req`), valid for at most 60 seconds. Upstreams verify it
 //! against our JWKS (`intentgate token verify` or any JOSE library).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lc_rs::digest::{Context, SHA256};
@@ -73,7 +74,7 @@ struct Claims<'a> {
 /// Signs attestations with one Ed25519 key as one issuer.
 #[derive(Debug)]
 pub struct Attester {
-    key: SigningKey,
+    key: Arc<SigningKey>,
     /// The key's encoded JWS header, made once.
     header: String,
     issuer: String,
@@ -82,7 +83,12 @@ pub struct Attester {
 
 impl Attester {
     /// `key` must be Ed25519; `ttl_seconds` is capped at [`MAX_TTL_SECONDS`].
-    pub fn new(key: SigningKey, issuer: String, ttl_seconds: u64) -> Result<Self, String> {
+    pub fn new(
+        key: impl Into<Arc<SigningKey>>,
+        issuer: String,
+        ttl_seconds: u64,
+    ) -> Result<Self, String> {
+        let key = key.into();
         if key.alg() != crate::jws::Alg::EdDsa {
             return Err("attestations are signed with an Ed25519 key".into());
         }
@@ -115,7 +121,17 @@ impl Attester {
 
     /// The JWK Set upstreams verify with.
     pub fn jwks(&self) -> serde_json::Value {
-        super::mint::jwks_json(&[&self.key])
+        super::mint::jwks_json(&[self.key.as_ref()])
+    }
+
+    /// The same issuer and lifetime with another key (a rotated key file).
+    pub fn with_key(&self, key: Arc<SigningKey>) -> Result<Self, String> {
+        Self::new(key, self.issuer.clone(), self.ttl)
+    }
+
+    /// How long its attestations are valid, in seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
     }
 }
 

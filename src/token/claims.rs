@@ -35,6 +35,8 @@ pub enum TokenError {
     InvalidClaim,
     #[error("the request does not match the attestation's request binding (req)")]
     BindingMismatch,
+    #[error("the issuer's JWK Set (jwks_url) has not been fetched yet")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -54,6 +56,7 @@ impl TokenError {
             TokenError::MissingClaim => "missing_claim",
             TokenError::InvalidClaim => "invalid_claim",
             TokenError::BindingMismatch => "binding_mismatch",
+            TokenError::KeysUnavailable => "keys_unavailable",
         }
     }
 }

@@ -1,6 +1,6 @@
-//! Files the verifier reads and re-reads on change: an issuer's JWK Set (`jwks_file`) and the
-//! revocation list (`revoked`, one `jti` a line). A file that turns unreadable or invalid is
-//! logged and the last good content is kept.
+//! Files read and re-read on change: an issuer's JWK Set (`jwks_file`), the revocation list
+//! (`revoked`, one `jti` a line) and the attestation signing key (`attestation.key_file`). A
+//! file that turns unreadable or invalid is logged and the last good content is kept.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::mint::SigningKey;
 use crate::jws::Jwks;
 
 /// What identifies a version of a file without reading it.
@@ -72,12 +73,12 @@ impl<T> Watched<T> {
         match parsed {
             Ok(v) => {
                 self.current.store(Arc::new(v));
-                tracing::info!(file = %self.path.display(), "intent tokens: file reloaded");
+                tracing::info!(file = %self.path.display(), "token keys: file reloaded");
                 true
             }
             Err(error) => {
                 tracing::warn!(file = %self.path.display(), %error,
-                    "intent tokens: file not reloaded, the last good content is kept");
+                    "token keys: file not reloaded, the last good content is kept");
                 false
             }
         }
@@ -87,6 +88,15 @@ impl<T> Watched<T> {
 /// Parses a JWK Set document.
 pub fn parse_jwks(text: &[u8]) -> Result<Jwks, String> {
     Jwks::parse(text).map_err(|e| e.to_string())
+}
+
+/// Parses an Ed25519 signing key (PKCS#8 PEM), as attestations are signed with.
+pub fn parse_ed25519(text: &[u8]) -> Result<SigningKey, String> {
+    let key = SigningKey::from_pem(text)?;
+    if key.alg() != crate::jws::Alg::EdDsa {
+        return Err("attestations are signed with an Ed25519 key".into());
+    }
+    Ok(key)
 }
 
 /// Parses a revocation list: one `jti` a line; blank lines and `#` comments are skipped.

@@ -15,6 +15,7 @@ pub mod claims;
 pub mod keys;
 pub mod mint;
 pub mod narrow;
+pub mod remote;
 pub mod verify;
 
 pub use claims::{IntentClaims, TokenError};

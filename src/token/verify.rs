@@ -15,17 +15,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use super::cache::{TokenCache, token_hash};
 use super::claims::{check_times, from_jws, unix};
 use super::keys::{Watched, parse_jwks, parse_revoked};
+use super::remote::Remote;
 use super::{IntentClaims, TokenError};
 use crate::config::IntentTokensConfig;
 use crate::jws::{Jwks, JwsError, MAX_TOKEN_BYTES};
+use crate::metrics::Metrics;
 
 /// Files are looked at for changes at most this often (seconds).
 const REFRESH_EVERY: u64 = 1;
 
 struct Issuer {
     name: String,
-    keys: Watched<Jwks>,
+    keys: Keys,
     audiences: Vec<String>,
+}
+
+/// Where an issuer's keys come from.
+enum Keys {
+    File(Watched<Jwks>),
+    Url(Arc<Remote>),
 }
 
 /// Checks intent tokens against the configured issuers.
@@ -48,14 +56,23 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Loads every issuer's keys and the revocation list. `agent` is this agent's identities
     /// (id, SPIFFE id): the audiences of an issuer that lists none.
-    pub fn new(cfg: &IntentTokensConfig, agent: &[String]) -> Result<Self, String> {
+    /// A `jwks_url` issuer's keys are fetched in the background (`metrics` counts the fetches).
+    pub fn new(
+        cfg: &IntentTokensConfig,
+        agent: &[String],
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, String> {
         let mut issuers = Vec::with_capacity(cfg.issuers.len());
         for is in &cfg.issuers {
-            let Some(file) = &is.jwks_file else {
-                return Err(format!(
-                    "issuer '{}': only jwks_file is supported in this version",
-                    is.issuer
-                ));
+            let keys = match (&is.jwks_file, &is.jwks_url) {
+                (Some(file), _) => Keys::File(Watched::load(file, parse_jwks)?),
+                (None, Some(url)) => Keys::Url(
+                    Remote::start(is, url, metrics)
+                        .map_err(|e| format!("issuer '{}': jwks_url: {e}", is.issuer))?,
+                ),
+                (None, None) => {
+                    return Err(format!("issuer '{}': no jwks_file nor jwks_url", is.issuer));
+                }
             };
             let audiences = if is.audiences.is_empty() {
                 agent.to_vec()
@@ -64,7 +81,7 @@ impl Verifier {
             };
             issuers.push(Issuer {
                 name: is.issuer.clone(),
-                keys: Watched::load(file, parse_jwks)?,
+                keys,
                 audiences,
             });
         }
@@ -119,7 +136,10 @@ impl Verifier {
     pub fn refresh_now(&self) {
         let mut changed = false;
         for is in &self.issuers {
-            changed |= is.keys.refresh();
+            changed |= match &is.keys {
+                Keys::File(f) => f.refresh(),
+                Keys::Url(r) => r.take_changed(),
+            };
         }
         if changed {
             self.cache.clear();
@@ -143,7 +163,18 @@ impl Verifier {
             .iter()
             .find(|i| i.name == iss)
             .ok_or(TokenError::UnknownIssuer)?;
-        let verified = verify_signature(&issuer.keys.get(), token)?;
+        let verified = match &issuer.keys {
+            Keys::File(f) => verify_signature(&f.get(), token),
+            Keys::Url(r) => match r.keys() {
+                Some(keys) => verify_signature(&keys, token),
+                None => Err(TokenError::KeysUnavailable),
+            }
+            .inspect_err(|e| {
+                if matches!(e, TokenError::UnknownKid | TokenError::KeysUnavailable) {
+                    r.want();
+                }
+            }),
+        }?;
         let claims = IntentClaims::from_json(verified.claims)?;
         check_times(claims.exp, claims.nbf, claims.iat, now, self.skew)?;
         if !claims.addressed_to(&issuer.audiences) {
@@ -151,6 +182,21 @@ impl Verifier {
         }
         self.check_revoked(&claims)?;
         Ok(claims)
+    }
+
+    /// Fetches again the key sets a token found lacking (rate limited; see src/token/remote.rs);
+    /// whether a token refused for that is worth verifying again.
+    pub async fn refetch_wanted(&self) -> bool {
+        let mut again = false;
+        for is in &self.issuers {
+            if let Keys::Url(r) = &is.keys {
+                again |= r.refetch().await;
+            }
+        }
+        if again {
+            self.refresh_now();
+        }
+        again
     }
 
     /// How many verified tokens are cached.

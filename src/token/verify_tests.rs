@@ -18,6 +18,10 @@ use crate::token::mint::{MintRequest, SigningKey, jwks_json, mint};
 const ISS: &str = "https://orchestrator.example";
 const AGENT: &str = "spiffe://cluster.local/ns/a/sa/agent";
 
+fn metrics() -> Arc<crate::metrics::Metrics> {
+    Arc::new(crate::metrics::Metrics::new().unwrap())
+}
+
 fn ed() -> SigningKey {
     SigningKey::generate_ed25519().unwrap().0
 }
@@ -59,7 +63,7 @@ fn setup(keys: &[&SigningKey]) -> Setup {
         revoked: Some(revoked.path().to_path_buf()),
         ..IntentTokensConfig::default()
     };
-    let verifier = Verifier::new(&cfg, &[AGENT.to_string(), "agent".into()]).unwrap();
+    let verifier = Verifier::new(&cfg, &[AGENT.to_string(), "agent".into()], &metrics()).unwrap();
     Setup {
         verifier,
         jwks,
@@ -310,4 +314,24 @@ fn messages_never_contain_the_token() {
         assert!(!e.to_string().contains(part) && !format!("{e:?}").contains(part));
     }
     assert_eq!(e.code(), "expired");
+}
+
+#[test]
+fn an_issuer_whose_jwks_url_was_never_fetched_has_its_tokens_refused() {
+    let key = ed();
+    let cfg = IntentTokensConfig {
+        issuers: vec![TokenIssuer {
+            issuer: ISS.into(),
+            jwks_url: Some("https://127.0.0.1:9/jwks".into()),
+            ..TokenIssuer::default()
+        }],
+        ..IntentTokensConfig::default()
+    };
+    // No runtime here: nothing is fetched.
+    let verifier = Verifier::new(&cfg, &[AGENT.to_string()], &metrics()).unwrap();
+    let token = mint(&key, &request(), now()).unwrap();
+    assert_eq!(
+        verifier.verify(&token, now()),
+        Err(TokenError::KeysUnavailable)
+    );
 }

@@ -152,6 +152,9 @@ super::words! {
         /// A credential exchanged for the call's own intent token (`subject_token:
         /// intent_token`, no fallback file), on a call that carries none (403).
         CredentialRequiresIntentToken = "credential_requires_intent_token",
+        // Intent-token issuers' keys over HTTPS (issue 23).
+        /// An intent token from an issuer whose `jwks_url` key set has not been fetched yet.
+        IntentTokenKeysUnavailable = "intent_token_keys_unavailable",
     }
 }
 

@@ -39,6 +39,7 @@ mod iptables;
 mod isolate;
 pub mod issuer;
 mod k8s;
+mod k8s_attest;
 mod k8s_control;
 mod k8s_pods;
 mod k8s_sidecar;

@@ -391,8 +391,13 @@ fn intent_token_config_errors_name_the_file_and_field() {
         ),
         (
             "url.yaml",
-            "intent_tokens:\n  issuers:\n    - issuer: x\n      jwks_url: https://x.example/jwks\n",
+            "intent_tokens:\n  issuers:\n    - issuer: x\n      jwks_url: http://x.example/jwks\n",
             "intent_tokens.issuers[0].jwks_url",
+        ),
+        (
+            "url_ca.yaml",
+            "intent_tokens:\n  issuers:\n    - issuer: x\n      jwks_url: https://x.example/jwks\n      ca_file: nope.pem\n",
+            "intent_tokens.issuers[0].ca_file",
         ),
         (
             "skew.yaml",

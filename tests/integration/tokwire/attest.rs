@@ -230,3 +230,93 @@ fn an_intercepted_request_carries_an_attestation_bound_to_it() {
     let changed = verify("GET", "/echo/t?id=8");
     assert!(!changed.status.success(), "a changed request verified");
 }
+
+/// The `kid` in the header of a compact JWS.
+fn kid(token: &str) -> String {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap();
+    let head = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .unwrap();
+    let head: Value = serde_json::from_slice(&head).unwrap();
+    head["kid"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_rotated_key_file_changes_the_kid_and_the_jwks_keeps_the_old_key() {
+    let py = PyUpstream::start(SIDECAR);
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| {
+        let f = dir.path().join(name);
+        let (code, _, err) = run_cli(&["token", "keygen", "--out", p(&f)]);
+        assert_eq!(code, 0, "{err}");
+        f
+    };
+    let (first, second) = (keygen("first.pem"), keygen("second.pem"));
+    let key_file = dir.path().join("attest.pem");
+    std::fs::copy(&first, &key_file).unwrap();
+    let intent = format!(
+        "  attested:\n    allow: [{{hosts: [localhost], ports: [{}]}}]\n",
+        py.port
+    );
+    let env = Env::start_with(
+        &format!(
+            "attestation: {{enabled: true, issuer: \"{SIDECAR}\", key_file: \"{}\"}}\n",
+            key_file.display()
+        ),
+        &intent,
+    );
+    py.trust(&env.proxy);
+    // The upstream verifies each attestation against the JWK Set it fetches for the request.
+    let call = || {
+        let out = curl(&[
+            "-x",
+            &env.proxy.url(),
+            "-H",
+            "intentgate-intent: attested",
+            &py.url("/r"),
+        ]);
+        assert_eq!(out.status, 200, "{out:?}");
+        out.json()["token"].as_str().unwrap().to_string()
+    };
+    let old = call();
+    let old_kid = kid(&old);
+    // The key file is swapped (renamed over, as a Secret update does): the next requests carry
+    // the new kid, and verify.
+    let swap = |from: &Path| {
+        let tmp = dir.path().join("attest.pem.new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, &key_file).unwrap();
+    };
+    swap(&second);
+    let new = eventually("the new key to sign", Duration::from_secs(30), || {
+        let t = call();
+        (kid(&t) != old_kid).then_some(t)
+    });
+    let new_kid = kid(&new);
+    let jwks: Value = curl(&[&env.proxy.admin_url("/.well-known/jwks.json")]).json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&old_kid.as_str()), "{jwks}");
+    assert!(kids.contains(&new_kid.as_str()), "{jwks}");
+    // An attestation signed with the old key before the swap still verifies (overlap).
+    assert_eq!(py.direct("GET", "/r", &old).status, 200);
+    // A broken key file keeps the key in use, and says so.
+    std::fs::write(dir.path().join("broken.pem"), "not a key\n").unwrap();
+    swap(&dir.path().join("broken.pem"));
+    eventually(
+        "the broken file to be noticed",
+        Duration::from_secs(30),
+        || {
+            let t = call();
+            assert_eq!(kid(&t), new_kid, "a broken key file replaced the key");
+            let logs = format!("{}{}", env.proxy.stdout(), env.proxy.stderr());
+            logs.contains("file not reloaded").then_some(())
+        },
+    );
+    assert_eq!(kid(&call()), new_kid);
+}

@@ -7,6 +7,7 @@
 //! Attestations (`attestation:`) are verified by an upstream written with PyJWT (`attest`).
 
 mod attest;
+mod jwks_url;
 mod tokens;
 
 use std::path::{Path, PathBuf};

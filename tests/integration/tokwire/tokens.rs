@@ -319,3 +319,59 @@ fn run_presents_its_intent_token_for_the_child_calls() {
     let sig = t.rsplit('.').next().unwrap();
     assert!(!text.contains(sig) && !err.contains(sig) && !out.contains(sig));
 }
+
+#[test]
+fn hs256_keyed_with_the_issuers_public_key_and_alg_none_are_refused_on_a_real_request() {
+    use aws_lc_rs::hmac;
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let env = Env::start("");
+    // A good token of our issuer: its claims and kid are reused, only the algorithm changes.
+    let good = env.mint("read-issues", &[]);
+    assert_eq!(env.get("GET", "/issues/1", &[tok(&good)]).status, 200);
+    let payload = good.split('.').nth(1).unwrap();
+    let head: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(good.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let kid = head["kid"].as_str().unwrap();
+    // The public key, in each form a confused verifier might use as the HMAC secret.
+    let jwks_text = std::fs::read(env.keys.path().join("iss.jwks.json")).unwrap();
+    let jwks: Value = serde_json::from_slice(&jwks_text).unwrap();
+    let jwk = &jwks["keys"][0];
+    let x = jwk["x"].as_str().unwrap();
+    let x_raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .unwrap();
+    let mut forged = Vec::new();
+    for secret in [x.as_bytes(), &x_raw, &jwks_text, jwk.to_string().as_bytes()] {
+        let input = format!(
+            "{}.{payload}",
+            b64(json!({"alg": "HS256", "typ": "JWT", "kid": kid})
+                .to_string()
+                .as_bytes())
+        );
+        let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), input.as_bytes());
+        forged.push(format!("{input}.{}", b64(mac.as_ref())));
+    }
+    for alg in ["none", "None", "NONE"] {
+        let h = json!({"alg": alg, "kid": kid}).to_string();
+        forged.push(format!("{}.{payload}.", b64(h.as_bytes())));
+        // With the good signature left on, too.
+        let sig = good.rsplit('.').next().unwrap();
+        forged.push(format!("{}.{payload}.{sig}", b64(h.as_bytes())));
+    }
+    for (i, t) in forged.iter().enumerate() {
+        let out = env.get("GET", "/issues/1", &[tok(t)]);
+        let j = refused(&out, "intent_token_invalid", t);
+        assert!(
+            j["reason"].as_str().unwrap().contains("unsupported_alg"),
+            "{i}: {j}"
+        );
+    }
+    assert_eq!(env.up.requests(), 1, "a forged token's call went upstream");
+    let all: Vec<&str> = forged.iter().map(String::as_str).collect();
+    assert_never_leaked(&env, &all);
+}
