@@ -312,8 +312,7 @@ impl Proxy {
                 presented,
             },
             spending,
-        ) =
-            decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        ) = decided.map_err(|e| mcp::refusal(&mcp, e))?;
         // 6b. A budget check sent to Redis is answered while the upstream connection is acquired
         //     (the round trip overlaps DNS, TCP and TLS): over budget, nothing is sent and the
         //     connection stays idle (src/proxy/budget.rs). In process it was answered above.
