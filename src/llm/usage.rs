@@ -7,10 +7,11 @@
 //! where the providers write `usage`, and reads them when it ends.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use memchr::memmem;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus::IntCounter;
 use serde::Deserialize;
@@ -158,7 +159,7 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"usage";
     let mut found = None;
     let mut from = 0;
-    while let Some(i) = find(&text[from..], KEY).map(|i| i + from) {
+    while let Some(i) = USAGE_KEY.find(&text[from..]).map(|i| i + from) {
         from = i + KEY.len();
         if i > 0 && text[i - 1] == b'\\' {
             continue;
@@ -182,9 +183,10 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
     found
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
-}
+/// The searcher for `"usage`, made once: `memmem::find` builds one per call, which cost more
+/// than the search itself on every line of a stream.
+static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage"));
 
 fn trim(s: &[u8]) -> &[u8] {
     let n = s
