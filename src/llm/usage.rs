@@ -11,8 +11,8 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use memchr::memmem;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use memchr::memmem;
 use prometheus::IntCounter;
 use serde::Deserialize;
 
