@@ -1,11 +1,13 @@
 //! Token usage read from an LLM response as it passes, never holding it back: every frame goes
-//! on to the client as it arrives, unchanged. A server-sent event stream is read line by line
-//! (a line longer than `MAX_LINE` is skipped, so memory stays bounded per event) and each `data:`
-//! line that carries a usage object updates the counts: OpenAI's final chunk
-//! (`stream_options.include_usage`) and `response.completed`, Anthropic's `message_start` and
-//! `message_delta`, Gemini's `usageMetadata`. A JSON response keeps only its last `TAIL` bytes,
-//! where the providers write `usage`, and reads them when it ends.
+//! on to the client as it arrives, unchanged, and nothing is searched while it passes. The
+//! providers put their counts at the ends of a response: OpenAI's final chunk
+//! (`stream_options.include_usage`) and `response.completed`, Anthropic's `message_start` (first)
+//! and `message_delta` (last), Gemini's `usageMetadata` (cumulative, the last one final), a JSON
+//! response's `usage`. So an event stream's first `EDGE` bytes are copied, the frames holding its
+//! last `EDGE` bytes are kept (reference-counted, not copied), and when the body ends the whole
+//! `data:` lines among them that carry a usage object update the counts, in stream order.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
@@ -18,10 +20,8 @@ use serde::Deserialize;
 
 use super::{AuditLlm, Usage};
 
-/// The longest server-sent event line read for usage.
-const MAX_LINE: usize = 64 * 1024;
-/// How much of the end of a JSON response is kept to find its usage in.
-const TAIL: usize = 16 * 1024;
+/// How much of each end of a response is kept to find its usage in.
+const EDGE: usize = 16 * 1024;
 
 /// A response body, watched for token usage when it answers an LLM call.
 pub struct Scanned<B> {
@@ -32,10 +32,13 @@ pub struct Scanned<B> {
 struct Scanner {
     usage: Arc<Usage>,
     sse: bool,
-    /// SSE: the line begun in an earlier frame. JSON: the response's last bytes.
-    buf: Vec<u8>,
-    /// SSE: the current line is over `MAX_LINE` and skipped up to its end.
-    skipping: bool,
+    /// SSE: the stream's first `EDGE` bytes.
+    head: Vec<u8>,
+    /// The last frames, at least `EDGE` bytes of them when there were that many.
+    tail: VecDeque<Bytes>,
+    tail_len: usize,
+    /// Frames were dropped from the front of `tail`: its first line may be partial.
+    cut: bool,
     /// `intentgate_llm_tokens_total` for input and output, counted when the body ends.
     counters: [IntCounter; 2],
 }
@@ -52,80 +55,94 @@ pub(crate) fn scan<B>(
         let ct = ct.split(';').next().unwrap_or("").trim();
         let sse = ct.eq_ignore_ascii_case("text/event-stream");
         let json = ct.eq_ignore_ascii_case("application/json");
-        (sse || json).then(|| {
-            Box::new(Scanner {
-                usage: Arc::clone(l.usage()),
-                sse,
-                buf: Vec::new(),
-                skipping: false,
-                counters: counters(l),
-            })
-        })
+        (sse || json).then(|| Box::new(Scanner::new(Arc::clone(l.usage()), sse, counters(l))))
     });
     Scanned { inner: body, scan }
 }
 
 impl Scanner {
-    fn data(&mut self, mut d: &[u8]) {
-        if !self.sse {
-            self.buf.extend_from_slice(d);
-            if self.buf.len() > 2 * TAIL {
-                self.buf.drain(..self.buf.len() - TAIL);
-            }
-            return;
-        }
-        while let Some(n) = memchr::memchr(b'\n', d) {
-            let (line, rest) = (&d[..n], &d[n + 1..]);
-            if self.skipping {
-                self.skipping = false;
-            } else if self.buf.is_empty() {
-                self.line(line);
-            } else {
-                let mut whole = std::mem::take(&mut self.buf);
-                whole.extend_from_slice(line);
-                self.line(&whole);
-                whole.clear();
-                self.buf = whole;
-            }
-            d = rest;
-        }
-        if !self.skipping {
-            if self.buf.len() + d.len() > MAX_LINE {
-                self.buf.clear();
-                self.skipping = true;
-            } else {
-                self.buf.extend_from_slice(d);
-            }
+    fn new(usage: Arc<Usage>, sse: bool, counters: [IntCounter; 2]) -> Self {
+        Scanner {
+            usage,
+            sse,
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            tail_len: 0,
+            cut: false,
+            counters,
         }
     }
 
-    fn line(&self, line: &[u8]) {
-        if let Some(data) = line.strip_prefix(b"data:") {
-            if let Some(obj) = usage_object(data, false) {
-                self.report(obj);
+    /// A frame passes: a copy while the head is short, a reference count for the tail.
+    fn data(&mut self, d: &Bytes) {
+        if self.sse && self.head.len() < EDGE {
+            let n = (EDGE - self.head.len()).min(d.len());
+            self.head.extend_from_slice(&d[..n]);
+        }
+        self.tail.push_back(d.clone());
+        self.tail_len += d.len();
+        while let Some(front) = self.tail.front() {
+            if self.tail_len - front.len() < EDGE {
+                break;
             }
+            self.tail_len -= front.len();
+            self.tail.pop_front();
+            self.cut = true;
+        }
+    }
+
+    /// The counts of the first (or, `last`, the last) whole `data:` line of `text` with a usage
+    /// object: found by searching for the key from that end, so the rest is never read.
+    fn counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
+        let mut at = if last { text.len() } else { 0 };
+        loop {
+            let i = if last {
+                USAGE_KEY_REV.rfind(&text[..at])?
+            } else {
+                at + USAGE_KEY.find(&text[at..])?
+            };
+            let start = memchr::memrchr(b'\n', &text[..i]).map_or(0, |n| n + 1);
+            // A line the kept bytes end inside is not whole.
+            let end = memchr::memchr(b'\n', &text[i..]).map(|n| i + n);
+            let found = (text[start..end?].strip_prefix(b"data:"))
+                .and_then(|data| usage_object(data, false))
+                .and_then(|obj| serde_json::from_slice::<Counts>(obj).ok());
+            if let Some(c) = found {
+                return Some(c.pair());
+            }
+            at = if last { start } else { end? + 1 };
         }
     }
 
     fn report(&self, obj: &[u8]) {
         if let Ok(c) = serde_json::from_slice::<Counts>(obj) {
-            self.usage.report(
-                c.prompt_tokens.or(c.input_tokens).or(c.prompt_token_count),
-                c.completion_tokens
-                    .or(c.output_tokens)
-                    .or(c.candidates_token_count),
-            );
+            let (input, output) = c.pair();
+            self.usage.report(input, output);
         }
     }
 
-    /// The body ended (or was dropped): a JSON response's usage is read, the metric counted.
+    /// The body ended (or was dropped): the usage in its ends is read, the metric counted.
     fn finish(&mut self) {
-        if !self.sse {
-            if let Some(obj) = usage_object(&self.buf, true) {
-                self.report(obj);
-            }
+        let mut tail = Vec::with_capacity(self.tail_len);
+        for f in self.tail.drain(..) {
+            tail.extend_from_slice(&f);
         }
-        self.buf = Vec::new();
+        if self.sse {
+            let start = match self.cut {
+                true => memchr::memchr(b'\n', &tail).map_or(tail.len(), |n| n + 1),
+                false => 0,
+            };
+            // The last counts are final; a count they lack (Anthropic's input tokens, in
+            // `message_start`) is the first line's.
+            let (mut input, output) = Self::counts(&tail[start..], true).unwrap_or_default();
+            if input.is_none() {
+                input = Self::counts(&self.head, false).and_then(|c| c.0);
+            }
+            self.head = Vec::new();
+            self.usage.report(input, output);
+        } else if let Some(obj) = usage_object(&tail, true) {
+            self.report(obj);
+        }
         self.usage.settle();
         for (c, n) in self
             .counters
@@ -150,6 +167,20 @@ struct Counts {
     prompt_token_count: Option<u64>,
     #[serde(rename = "candidatesTokenCount")]
     candidates_token_count: Option<u64>,
+}
+
+impl Counts {
+    /// (input, output), whichever provider's names they came under.
+    fn pair(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.prompt_tokens
+                .or(self.input_tokens)
+                .or(self.prompt_token_count),
+            self.completion_tokens
+                .or(self.output_tokens)
+                .or(self.candidates_token_count),
+        )
+    }
 }
 
 /// The object value of a `"usage"` or `"usageMetadata"` key in `text` (the first, or with
@@ -187,6 +218,8 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
 /// than the search itself on every line of a stream.
 static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage"));
+static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"\"usage"));
 
 fn trim(s: &[u8]) -> &[u8] {
     let n = s

@@ -5,15 +5,9 @@ use super::*;
 fn run(sse: bool, chunks: &[&[u8]]) -> (Option<u64>, Option<u64>) {
     let usage = Arc::new(Usage::default());
     let c = IntCounter::new("t", "t").unwrap();
-    let mut s = Scanner {
-        usage: Arc::clone(&usage),
-        sse,
-        buf: Vec::new(),
-        skipping: false,
-        counters: [c.clone(), c],
-    };
+    let mut s = Scanner::new(Arc::clone(&usage), sse, [c.clone(), c]);
     for ch in chunks {
-        s.data(ch);
+        s.data(&Bytes::copy_from_slice(ch));
     }
     s.finish();
     (usage.input(), usage.output())
@@ -50,7 +44,7 @@ fn gemini_and_json_usage_is_read_from_the_tail() {
     every_split(false, openai, (Some(9), Some(3)));
     // A long body: only its tail is kept, and the usage is in it.
     let mut long = br#"{"x":""#.to_vec();
-    long.extend(std::iter::repeat_n(b'a', 5 * TAIL));
+    long.extend(std::iter::repeat_n(b'a', 5 * EDGE));
     long.extend_from_slice(br#"","usage":{"input_tokens":2,"output_tokens":5}}"#);
     let chunks: Vec<&[u8]> = long.chunks(1000).collect();
     assert_eq!(run(false, &chunks), (Some(2), Some(5)));
@@ -69,15 +63,13 @@ fn the_settled_callback_gets_the_final_counts_once() {
         .ok()
         .unwrap();
     let c = IntCounter::new("t", "t").unwrap();
-    let mut s = Scanner {
-        usage: Arc::clone(&usage),
-        sse: true,
-        buf: Vec::new(),
-        skipping: false,
-        counters: [c.clone(), c],
-    };
-    s.data(b"data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n");
-    s.data(b"data: {\"usage\":{\"output_tokens\":9}}\n");
+    let mut s = Scanner::new(Arc::clone(&usage), true, [c.clone(), c]);
+    s.data(&Bytes::from_static(
+        b"data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n",
+    ));
+    s.data(&Bytes::from_static(
+        b"data: {\"usage\":{\"output_tokens\":9}}\n",
+    ));
     assert_eq!(seen.load(Ordering::Relaxed), 0, "not before the end");
     s.finish();
     assert_eq!(seen.load(Ordering::Relaxed), 3009);
@@ -86,7 +78,7 @@ fn the_settled_callback_gets_the_final_counts_once() {
 #[test]
 fn an_overlong_event_line_is_skipped_and_the_next_read() {
     let mut text = b"data: {\"usage\":{\"prompt_tokens\":1,\"x\":\"".to_vec();
-    text.extend(std::iter::repeat_n(b'a', 2 * MAX_LINE));
+    text.extend(std::iter::repeat_n(b'a', 4 * EDGE));
     text.extend_from_slice(b"\"}}\ndata: {\"usage\":{\"completion_tokens\":4}}\n");
     let chunks: Vec<&[u8]> = text.chunks(4096).collect();
     assert_eq!(run(true, &chunks), (None, Some(4)));
