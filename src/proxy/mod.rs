@@ -21,6 +21,7 @@ mod sender;
 mod setup;
 mod shadow;
 mod stub;
+mod tags;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{Instrument, debug_span};
@@ -359,33 +360,8 @@ impl Proxy {
         let h = req.headers_mut();
 
         // 8. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
-        //    and Host from the canonical authority.
-        headers::add_via(h);
-        let tag = |v: &str| HeaderValue::from_str(v).ok();
-        if let Some(v) = tag(&live.agent.id) {
-            h.insert(self.tag_agent.clone(), v);
-        }
-        if let Some(v) = intent.name.as_deref().and_then(tag) {
-            h.insert(self.tag_intent.clone(), v);
-        }
-        if let Some(v) = tag(&rec.decision_id) {
-            h.insert(self.tag_decision.clone(), v);
-        }
-        for (k, v) in &decision.headers {
-            if let (Ok(k), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), tag(v)) {
-                h.insert(k, v);
-            }
-        }
-        //    With a trace, the upstream's parent is this call's span.
-        if let Some(v) =
-            (rec.trace.as_ref()).and_then(|t| HeaderValue::from_bytes(&t.header()).ok())
-        {
-            h.insert(headers::TRACEPARENT, v);
-        }
-        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        if let Some(host) = tag(&authority.host_header(default_port)) {
-            h.insert(HOST, host);
-        }
+        //    the trace parent, and Host from the canonical authority (src/proxy/tags.rs).
+        self.tag_upstream(h, live, &intent, &decision, rec, &authority, scheme);
 
         // 8b. A WebSocket upgrade (decided above like any GET) goes on its own connection and,
         //     upgraded, is relayed as a tunnel (src/proxy/websocket.rs). Boxed: a tunnel's state

@@ -1,0 +1,56 @@
+//! Step 8 of the pipeline: what the upstream is told about a call let go — the agent, the
+//! intent, the decision id and any headers the decision adds (configurable names), `Via`, our
+//! span as its `traceparent` parent, and `Host` from the canonical authority.
+
+use http::HeaderMap;
+use http::header::{HOST, HeaderName, HeaderValue};
+
+use super::gate::LivePolicy;
+use super::{Proxy, headers};
+use crate::audit::AuditRecord;
+use crate::intent::Intent;
+use crate::policy::Decision;
+use crate::target::Authority;
+use crate::vocab::Scheme;
+
+impl Proxy {
+    /// Tags the upstream request's headers `h` for the call of `rec`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn tag_upstream(
+        &self,
+        h: &mut HeaderMap,
+        live: &LivePolicy,
+        intent: &Intent,
+        decision: &Decision,
+        rec: &AuditRecord,
+        authority: &Authority,
+        scheme: Scheme,
+    ) {
+        headers::add_via(h);
+        let tag = |v: &str| HeaderValue::from_str(v).ok();
+        if let Some(v) = tag(&live.agent.id) {
+            h.insert(self.tag_agent.clone(), v);
+        }
+        if let Some(v) = intent.name.as_deref().and_then(tag) {
+            h.insert(self.tag_intent.clone(), v);
+        }
+        if let Some(v) = tag(&rec.decision_id) {
+            h.insert(self.tag_decision.clone(), v);
+        }
+        for (k, v) in &decision.headers {
+            if let (Ok(k), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), tag(v)) {
+                h.insert(k, v);
+            }
+        }
+        // With a trace, the upstream's parent is this call's span.
+        if let Some(v) =
+            (rec.trace.as_ref()).and_then(|t| HeaderValue::from_bytes(&t.header()).ok())
+        {
+            h.insert(headers::TRACEPARENT, v);
+        }
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+        if let Some(host) = tag(&authority.host_header(default_port)) {
+            h.insert(HOST, host);
+        }
+    }
+}
