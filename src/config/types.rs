@@ -137,6 +137,7 @@ pub struct IntentSpec {
     /// Overrides the top-level `mode` for this intent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    #[serde(deserialize_with = "exact")]
     pub allow: Vec<ScopeRule>,
     /// Only a verified intent token may declare this intent (a bare name is refused).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -171,35 +172,61 @@ impl ClaimableBy {
 #[serde(deny_unknown_fields, default)]
 pub struct ScopeRule {
     /// Exact host names or a leading `*.` wildcard.
+    #[serde(deserialize_with = "exact")]
     pub hosts: Vec<String>,
     /// Absent means 80 and 443.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "exact_opt")]
     pub ports: Option<Vec<u16>>,
     /// Absent means any method.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "exact_opt")]
     pub methods: Option<Vec<String>>,
     /// `*` matches one segment, `**` any number. Absent means any path.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "exact_opt")]
     pub paths: Option<Vec<String>>,
     /// Which of GET, HEAD, OPTIONS and DELETE may carry a request body under this rule (a body
     /// on them is refused elsewhere: an upstream that ignores it reads it as the next request).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "exact_opt")]
     pub body_methods: Option<Vec<String>>,
     /// `mcp` or `llm`: requests under this rule are parsed as that protocol (issue 24).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<RuleProtocol>,
     /// With `protocol: mcp`: the JSON-RPC methods, tools and resources the rule permits.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mcp: Option<super::McpScope>,
+    pub mcp: Option<Box<super::McpScope>>,
     /// With `protocol: llm`: whose wire format the calls speak; absent = detected by path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<super::LlmProvider>,
     /// With `protocol: llm`: the models and the output-token bound the rule allows.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub llm: Option<super::LlmScope>,
+    pub llm: Option<Box<super::LlmScope>>,
     /// A credential added to the requests this rule allows (docs/credentials.md).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inject: Option<super::InjectSpec>,
+    pub inject: Option<Box<super::InjectSpec>>,
+}
+
+/// A list read with no spare capacity: a large catalog holds tens of thousands of short ones,
+/// and the reader's doubling would leave up to half of each unused while the catalog loads.
+fn exact<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    let mut v = Vec::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
+}
+
+/// [`exact`] for an optional list.
+fn exact_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Option::<Vec<T>>::deserialize(d)?;
+    if let Some(v) = &mut v {
+        v.shrink_to_fit();
+    }
+    Ok(v)
 }
 
 /// `protocol` of a scope rule: how the bodies of the requests it matches are read.

@@ -28,9 +28,11 @@ pub(super) struct Rule {
 /// intercepted showed no method or path, so its host:port gets one rule naming neither.
 pub(super) fn rules((host, port): (String, u16), d: Dest, opts: Options) -> Vec<Rule> {
     // MCP calls were seen: the rule names exactly the tools they called.
-    let mcp = d.mcp_tools.as_ref().map(|tools| McpScope {
-        tools: Some(tools.iter().cloned().collect()),
-        ..McpScope::default()
+    let mcp = d.mcp_tools.as_ref().map(|tools| {
+        Box::new(McpScope {
+            tools: Some(tools.iter().cloned().collect()),
+            ..McpScope::default()
+        })
     });
     let rule = |methods: Option<Vec<String>>, paths: Option<Vec<String>>| ScopeRule {
         hosts: vec![host.clone()],

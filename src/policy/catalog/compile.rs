@@ -56,7 +56,7 @@ impl Catalog {
                     }
                     let llm = match r.protocol {
                         Some(RuleProtocol::Llm) => Some(Box::new(
-                            crate::llm::LlmRule::new(r.provider, r.llm.as_ref())
+                            crate::llm::LlmRule::new(r.provider, r.llm.as_deref())
                                 .map_err(|m| err(at, m))?,
                         )),
                         _ if r.provider.is_some() || r.llm.is_some() => {

@@ -21,10 +21,10 @@ fn mcp_rule(host: &str, tools: &[&str]) -> ScopeRule {
     ScopeRule {
         hosts: vec![host.into()],
         protocol: Some(RuleProtocol::Mcp),
-        mcp: Some(McpScope {
+        mcp: Some(Box::new(McpScope {
             tools: Some(tools.iter().map(|t| t.to_string()).collect()),
             ..McpScope::default()
-        }),
+        })),
         ..ScopeRule::default()
     }
 }
