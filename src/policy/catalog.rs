@@ -10,7 +10,7 @@ mod narrow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::pattern::{Seg, path_matches};
+use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
 
@@ -84,12 +84,11 @@ struct Rule {
     // in a 1,000-intent catalog).
     /// `None` = 80 and 443.
     ports: Option<Box<[u16]>>,
-    /// Uppercase; `None` = any.
-    methods: Option<Box<[Box<str>]>>,
-    /// Segment patterns; `None` = any path.
-    paths: Option<Box<[Box<[Seg]>]>>,
-    /// The patterns as written, for messages.
-    paths_text: Box<[Box<str>]>,
+    /// `None` = any.
+    methods: Option<Methods>,
+    /// Path patterns as written (checked at load, their segments read per match); `None` = any
+    /// path.
+    paths: Option<Box<[Box<str>]>>,
     /// Which body-less methods may carry a body here (`body_methods`), as `BODYLESS` bits.
     body_methods: u8,
     /// `protocol: mcp`: the rule's `mcp:` scope.
@@ -98,6 +97,64 @@ struct Rule {
     llm: Option<Box<crate::llm::LlmRule>>,
     /// The credential injected into the requests it allows (src/cred/).
     inject: Option<std::sync::Arc<crate::config::Binding>>,
+}
+
+/// A rule's methods: the standard ones as bits, others (extension methods) by name, uppercase.
+/// Bits, not names: a 10,000-intent catalog holds hundreds of thousands of rules.
+#[derive(Debug)]
+struct Methods {
+    bits: u16,
+    other: Box<[Box<str>]>,
+}
+
+/// The standard methods, in the order of `Methods::bits` and of messages.
+const STANDARD: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+impl Methods {
+    /// `names` uppercase.
+    fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let (mut bits, mut other) = (0, Vec::<Box<str>>::new());
+        for m in names {
+            match STANDARD.iter().position(|s| *s == m) {
+                Some(i) => bits |= 1 << i,
+                None if !other.iter().any(|o| &**o == m) => other.push(m.into()),
+                None => {}
+            }
+        }
+        Methods {
+            bits,
+            other: other.into(),
+        }
+    }
+
+    fn contains(&self, method: &str) -> bool {
+        let bit = match method {
+            "GET" => 0,
+            "HEAD" => 1,
+            "POST" => 2,
+            "PUT" => 3,
+            "DELETE" => 4,
+            "CONNECT" => 5,
+            "OPTIONS" => 6,
+            "TRACE" => 7,
+            "PATCH" => 8,
+            m => return self.other.iter().any(|o| &**o == m),
+        };
+        self.bits & (1 << bit) != 0
+    }
+
+    /// For messages: "GET, POST".
+    fn names(&self) -> String {
+        let standard = STANDARD
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.bits & (1 << i) != 0)
+            .map(|(_, m)| *m);
+        let all: Vec<&str> = standard.chain(self.other.iter().map(|m| &**m)).collect();
+        all.join(", ")
+    }
 }
 
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
@@ -286,18 +343,14 @@ impl Catalog {
                 if q.destination_only {
                     return Some(i);
                 }
-                if !r
-                    .methods
-                    .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|m| &**m == q.method))
-                {
+                if !r.methods.as_ref().is_none_or(|ms| ms.contains(q.method)) {
                     continue;
                 }
                 reached(3);
                 if !r
                     .paths
                     .as_ref()
-                    .is_none_or(|ps| ps.iter().any(|p| path_matches(p, q.segments)))
+                    .is_none_or(|ps| ps.iter().any(|p| text_matches(p, q.segments)))
                 {
                     continue;
                 }
@@ -365,7 +418,7 @@ impl Catalog {
             }
             (2, Some(r)) => {
                 v.code = ScopeCode::MethodNotInScope;
-                let allowed = r.methods.as_deref().unwrap_or_default().join(", ");
+                let allowed = r.methods.as_ref().map(Methods::names).unwrap_or_default();
                 let _ = write!(why, "method is not in scope (rule {n} allows: {allowed})");
             }
             (4, Some(r)) if r.llm.is_none() => {
@@ -389,7 +442,7 @@ impl Catalog {
                 let _ = write!(
                     why,
                     "path is not in scope (rule {n} allows: {})",
-                    r.paths_text.join(", ")
+                    r.paths.as_deref().unwrap_or_default().join(", ")
                 );
             }
         }

@@ -3,7 +3,7 @@
 use super::*;
 use std::collections::BTreeMap;
 
-use super::super::pattern::path_pattern;
+use super::super::pattern::{path_pattern, text_matches};
 use crate::config::{ClaimableBy, IntentSpec, ScopeRule};
 
 fn agent(id: &str, ns: Option<&str>) -> Agent {
@@ -207,16 +207,34 @@ fn methods_and_paths() {
 
 #[test]
 fn double_star_in_the_middle() {
-    let p = path_pattern("/a/**/b/*").unwrap();
-    let m = |s: &str| path_matches(&p, &super::super::input::segments(s));
+    let m = |s: &str| text_matches("/a/**/b/*", &super::super::input::segments(s));
     assert!(m("/a/b/c"));
     assert!(m("/a/x/y/b/c"));
     assert!(m("/a/b/b/c"));
     assert!(!m("/a/b"));
     assert!(!m("/a/x/b/c/d"));
-    let all = path_pattern("/**").unwrap();
-    assert!(path_matches(&all, &[]));
-    assert!(path_matches(&path_pattern("/").unwrap(), &[]));
+    assert!(text_matches("/**", &[]));
+    assert!(text_matches("/", &[]));
+}
+
+#[test]
+fn a_pattern_longer_than_the_stack_buffer_matches_the_same() {
+    let a = |n: usize| "/a".repeat(n);
+    let m = |pat: &str, path: &str| text_matches(pat, &super::super::input::segments(path));
+    let long = format!("{}/*/z", a(20));
+    assert!(path_pattern(&long).is_ok());
+    assert!(m(&long, &format!("{}/q/z", a(20))));
+    assert!(!m(&long, &format!("{}/q/y", a(20))));
+    assert!(!m(&long, &format!("{}/q/z", a(19))));
+    assert!(m(&format!("{}/**", a(17)), &a(30)));
+}
+
+#[test]
+fn methods_are_kept_as_bits_and_names() {
+    let m = Methods::new(["GET", "PURGE", "POST", "GET"]);
+    assert!(m.contains("GET") && m.contains("POST") && m.contains("PURGE"));
+    assert!(!m.contains("PUT") && !m.contains("get") && !m.contains("PURG"));
+    assert_eq!(m.names(), "GET, POST, PURGE");
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The patterns of catalog rules: host names (exact or a leading `*.`, or an IP literal) and
 //! paths (`*` one segment, `**` any number), checked at load and matched per request.
 
-/// One segment of a path pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Seg {
-    Lit(Box<str>),
+/// One segment of a path pattern, borrowed from the pattern's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seg<'a> {
+    Lit(&'a str),
     One,
     Any,
 }
@@ -49,7 +49,7 @@ pub(super) fn host_pattern(raw: &str) -> Result<(bool, String), String> {
 }
 
 /// Compiles a path pattern into segments: `*` one segment, `**` any number, else literal.
-pub(super) fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
+pub(super) fn path_pattern(raw: &str) -> Result<Vec<Seg<'_>>, String> {
     if !raw.starts_with('/') {
         return Err(format!("path pattern '{raw}' must start with '/'"));
     }
@@ -61,9 +61,29 @@ pub(super) fn path_pattern(raw: &str) -> Result<Vec<Seg>, String> {
             s if s.contains('*') => Err(format!(
                 "path pattern '{raw}': '*' must be a whole segment ('*' one segment, '**' any number)"
             )),
-            s => Ok(Seg::Lit(s.into())),
+            s => Ok(Seg::Lit(s)),
         })
         .collect()
+}
+
+/// Whether path `segs` matches the pattern written `raw` (one [`path_pattern`] accepted at
+/// load): a compiled rule keeps only the text, and its segments are read here, on the stack.
+pub(super) fn text_matches(raw: &str, segs: &[&str]) -> bool {
+    let mut buf = [Seg::Any; 16];
+    let mut n = 0;
+    for s in raw.split('/').filter(|s| !s.is_empty()) {
+        let Some(slot) = buf.get_mut(n) else {
+            // A pattern of more than 16 segments: rare enough to be read into a vector.
+            return path_pattern(raw).is_ok_and(|p| path_matches(&p, segs));
+        };
+        *slot = match s {
+            "*" => Seg::One,
+            "**" => Seg::Any,
+            s => Seg::Lit(s),
+        };
+        n += 1;
+    }
+    path_matches(&buf[..n], segs)
 }
 
 /// Segment glob: `*` exactly one segment, `**` zero or more. Greedy with one backtrack point.
@@ -80,7 +100,7 @@ pub(super) fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
                 p += 1;
                 s += 1;
             }
-            Some(Seg::Lit(l)) if &**l == segs[s] => {
+            Some(Seg::Lit(l)) if *l == segs[s] => {
                 p += 1;
                 s += 1;
             }

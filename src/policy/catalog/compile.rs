@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::super::pattern::{host_pattern, path_pattern};
-use super::{Catalog, CatalogError, Compiled, Rule, bodyless_bit};
+use super::{Catalog, CatalogError, Compiled, Methods, Rule, bodyless_bit};
 use crate::config::{IntentSpec, Mode, RuleProtocol};
 
 impl Catalog {
@@ -78,15 +78,9 @@ impl Catalog {
                             v.push(i);
                         }
                     }
-                    let paths = match &r.paths {
-                        None => None,
-                        Some(ps) => Some(
-                            ps.iter()
-                                .map(|p| path_pattern(p).map(Vec::into_boxed_slice))
-                                .collect::<Result<Box<[_]>, _>>()
-                                .map_err(|m| err(at, m))?,
-                        ),
-                    };
+                    for p in r.paths.iter().flatten() {
+                        path_pattern(p).map_err(|m| err(at, m))?;
+                    }
                     if let Some(ms) = &r.methods {
                         if let Some(bad) = ms
                             .iter()
@@ -128,17 +122,14 @@ impl Catalog {
                         inject,
                         ports: r.ports.as_deref().map(Box::from),
                         methods: r.methods.as_ref().map(|ms| {
-                            ms.iter()
-                                .map(|m| m.trim().to_ascii_uppercase().into_boxed_str())
-                                .collect()
+                            let upper: Vec<String> =
+                                ms.iter().map(|m| m.trim().to_ascii_uppercase()).collect();
+                            Methods::new(upper.iter().map(String::as_str))
                         }),
-                        paths,
-                        paths_text: r
+                        paths: r
                             .paths
-                            .iter()
-                            .flatten()
-                            .map(|p| p.as_str().into())
-                            .collect(),
+                            .as_ref()
+                            .map(|ps| ps.iter().map(|p| p.as_str().into()).collect()),
                         body_methods,
                         mcp: super::mcp::compile_rule(r, &mut mcp_hosts).map_err(|m| err(at, m))?,
                         llm,

@@ -35,11 +35,10 @@ impl Catalog {
         }
         for m in methods.unwrap_or_default() {
             let m = m.to_ascii_uppercase();
-            let covered = c.rules.iter().any(|r| {
-                r.methods
-                    .as_ref()
-                    .is_none_or(|ms| ms.iter().any(|x| **x == *m))
-            });
+            let covered = c
+                .rules
+                .iter()
+                .any(|r| r.methods.as_ref().is_none_or(|ms| ms.contains(&m)));
             if !covered {
                 return Some(format!("methods: '{m}'"));
             }
@@ -47,9 +46,11 @@ impl Catalog {
         for p in paths.unwrap_or_default() {
             let covered = path_pattern(p).is_ok_and(|claim| {
                 c.rules.iter().any(|r| {
-                    r.paths
-                        .as_ref()
-                        .is_none_or(|ps| ps.iter().any(|rule| covers_path(rule, &claim)))
+                    r.paths.as_ref().is_none_or(|ps| {
+                        ps.iter().any(|rule| {
+                            path_pattern(rule).is_ok_and(|rule| covers_path(&rule, &claim))
+                        })
+                    })
                 })
             });
             if !covered {
@@ -172,7 +173,9 @@ mod tests {
 
     #[test]
     fn path_coverage_is_conservative() {
-        let p = |s: &str| path_pattern(s).unwrap();
+        fn p(s: &str) -> Vec<Seg<'_>> {
+            path_pattern(s).unwrap()
+        }
         assert!(covers_path(&p("/a/**"), &p("/a/b/**")));
         assert!(covers_path(&p("/a/*/c"), &p("/a/*/c")));
         assert!(!covers_path(&p("/a/*/c"), &p("/a/**/c")));
