@@ -439,3 +439,19 @@ fn ipv6_hosts_are_bracketed_in_reasons() {
     let v = check(&c, "CONNECT", "::2", 443, "");
     assert!(v.why.contains("permit CONNECT [::2]:443: the"), "{}", v.why);
 }
+
+#[test]
+fn the_host_index_lists_a_hosts_rules_once_in_rule_order() {
+    let pair = |h: &str, i| (Box::<str>::from(h), i);
+    let index = HostIndex::new(vec![
+        pair("b.example", 3),
+        pair("a.example", 0),
+        pair("b.example", 1),
+        pair("b.example", 3),
+        pair("c.example", 2),
+    ]);
+    assert_eq!(index.get("b.example").collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(index.get("a.example").collect::<Vec<_>>(), [0]);
+    assert!(index.contains("c.example"));
+    assert!(!index.contains("example") && !index.contains("d.example"));
+}

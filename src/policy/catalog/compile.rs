@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::super::pattern::{host_pattern, path_pattern};
-use super::{Catalog, CatalogError, Compiled, Methods, Rule, bodyless_bit};
+use super::{Catalog, CatalogError, Compiled, HostIndex, Methods, Rule, bodyless_bit};
 use crate::config::{IntentSpec, Mode, RuleProtocol};
 
 impl Catalog {
@@ -32,12 +32,13 @@ impl Catalog {
                 if name.trim().is_empty() {
                     return Err(err(None, "an intent needs a name".into()));
                 }
+                let (mut exact, mut wildcard) = (Vec::new(), Vec::new());
                 let mut c = Compiled {
                     agents: spec.claimable_by.agents.clone(),
                     namespaces: spec.claimable_by.namespaces.clone(),
                     mode: spec.mode,
-                    exact: HashMap::new(),
-                    wildcard: HashMap::new(),
+                    exact: HostIndex::default(),
+                    wildcard: HostIndex::default(),
                     rules: Vec::with_capacity(spec.allow.len()),
                     requires_token: spec.requires_token,
                     attest: spec.attest,
@@ -72,11 +73,8 @@ impl Catalog {
                         if llm.is_some() {
                             llm_hosts.add(wild, &name, r.provider);
                         }
-                        let index = if wild { &mut c.wildcard } else { &mut c.exact };
-                        let v = index.entry(name).or_default();
-                        if v.last() != Some(&i) {
-                            v.push(i);
-                        }
+                        let index = if wild { &mut wildcard } else { &mut exact };
+                        index.push((name.into_boxed_str(), i));
                     }
                     for p in r.paths.iter().flatten() {
                         path_pattern(p).map_err(|m| err(at, m))?;
@@ -135,11 +133,8 @@ impl Catalog {
                         llm,
                     });
                 }
-                for v in c.exact.values_mut().chain(c.wildcard.values_mut()) {
-                    v.shrink_to_fit();
-                }
-                c.exact.shrink_to_fit();
-                c.wildcard.shrink_to_fit();
+                c.exact = HostIndex::new(exact);
+                c.wildcard = HostIndex::new(wildcard);
                 intents.insert(name.clone(), c);
             }
         }

@@ -64,16 +64,16 @@ impl Catalog {
 /// A rule host of `c` covers the claimed host (`*.name` when `wild`): the same exact name, or a
 /// wildcard at or above it (a claimed wildcard needs a wildcard).
 fn covers_host(c: &Compiled, wild: bool, name: &str) -> bool {
-    if !wild && c.exact.contains_key(name) {
+    if !wild && c.exact.contains(name) {
         return true;
     }
     // `*.x` covers every name strictly below x; a claimed `*.name` needs `*.name` or above.
     let mut rest = name;
-    if wild && c.wildcard.contains_key(rest) {
+    if wild && c.wildcard.contains(rest) {
         return true;
     }
     while let Some((_, parent)) = rest.split_once('.') {
-        if c.wildcard.contains_key(parent) {
+        if c.wildcard.contains(parent) {
             return true;
         }
         rest = parent;
