@@ -68,7 +68,8 @@ impl Fingerprint {
     }
 
     /// Lowercase hex without separators.
-    pub fn to_hex(&self) -> String {
+    #[cfg(test)]
+    pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -242,6 +243,7 @@ impl CertificateAuthority {
         self.fingerprint
     }
 
+    #[cfg(test)]
     pub fn origin(&self) -> &CaOrigin {
         &self.origin
     }

@@ -211,10 +211,7 @@ impl LeafMinter {
         })
     }
 
-    pub fn ca(&self) -> &Arc<CertificateAuthority> {
-        &self.ca
-    }
-
+    #[cfg(test)]
     pub fn settings(&self) -> LeafSettings {
         self.settings
     }
