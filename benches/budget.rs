@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use intentgate::budget::{Admission, Admit, Budgets, Key, Limits, StoreUnavailable};
-use intentgate::config::{BudgetSpec, BudgetWindow, BudgetsConfig};
+use intentgate::exposed::budget::{Admission, Admit, Budgets, Key, Limits, StoreUnavailable};
+use intentgate::exposed::config::{BudgetSpec, BudgetWindow, BudgetsConfig};
 
 /// An in-process admission, which is answered at once.
 fn now(a: Admit<'_>) -> Result<Admission, StoreUnavailable> {

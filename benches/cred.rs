@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
-use intentgate::audit::AuditRecord;
-use intentgate::config::{Config, IntentSpec, Mode};
-use intentgate::cred::{Injection, IntentToken, Store};
-use intentgate::policy::Decision;
-use intentgate::policy::catalog::{Catalog, ScopeCode, ScopeVerdict};
-use intentgate::vocab::Scheme;
+use intentgate::exposed::audit::AuditRecord;
+use intentgate::exposed::config::{Config, IntentSpec, Mode};
+use intentgate::exposed::cred::{Injection, IntentToken, Store};
+use intentgate::exposed::policy::Decision;
+use intentgate::exposed::policy::catalog::{Catalog, ScopeCode, ScopeVerdict};
+use intentgate::exposed::vocab::Scheme;
 
 fn headers() -> http::HeaderMap {
     let mut h = http::HeaderMap::new();
@@ -148,8 +148,8 @@ fn bench(c: &mut Criterion) {
     let intents: BTreeMap<String, IntentSpec> = cfg.intents.clone();
     let catalog =
         Catalog::compile(&[("bench".to_string(), intents)], Mode::Enforce).expect("catalog");
-    let tls = intentgate::tls::Tls::from_config(&cfg.tls).expect("tls");
-    let metrics = Arc::new(intentgate::metrics::Metrics::new().expect("metrics"));
+    let tls = intentgate::exposed::tls::Tls::from_config(&cfg.tls).expect("tls");
+    let metrics = Arc::new(intentgate::exposed::metrics::Metrics::new().expect("metrics"));
     // No runtime: the file source is read once here and not polled (the cached path is the same).
     let store = Store::new(&cfg.credentials, &tls, &metrics).expect("store");
     let mut cx = Context::from_waker(Waker::noop());

@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use criterion::{Criterion, black_box, criterion_group};
-use intentgate::config::{Config, IntentSpec, ScopeRule};
-use intentgate::identity::Agent;
-use intentgate::intent::{Intent, IntentSource};
-use intentgate::policy::{ConnectionFacts, PolicySet, RequestFacts};
-use intentgate::vocab::{ConnectionMode, Protocol, Scheme};
+use intentgate::exposed::config::{Config, IntentSpec, ScopeRule};
+use intentgate::exposed::identity::Agent;
+use intentgate::exposed::intent::{Intent, IntentSource};
+use intentgate::exposed::policy::{ConnectionFacts, PolicySet, RequestFacts};
+use intentgate::exposed::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// `INTENTGATE_BENCH_POLICY=DIR` decides with the Rego modules of DIR instead of the builtin
 /// policy (to compare rewrites of config/policy/*.rego without rebuilding the library).

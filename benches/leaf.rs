@@ -5,9 +5,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use intentgate::tls::ca::CertificateAuthority;
-use intentgate::tls::leaf::{LeafMinter, LeafName, LeafSettings};
-use intentgate::tls::sni;
+use intentgate::exposed::tls::ca::CertificateAuthority;
+use intentgate::exposed::tls::leaf::{LeafMinter, LeafName, LeafSettings};
+use intentgate::exposed::tls::sni;
 use rustls::pki_types::ServerName;
 
 fn minter(entries: usize) -> LeafMinter {
@@ -23,7 +23,7 @@ fn client_hello() -> Vec<u8> {
     let ca = CertificateAuthority::ephemeral().unwrap_or_else(|e| panic!("{e}"));
     let mut roots = rustls::RootCertStore::empty();
     let _ = roots.add(ca.cert_der().clone());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(intentgate::tls::provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(intentgate::exposed::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| panic!("{e}"))
         .with_root_certificates(roots)

@@ -4,14 +4,14 @@
 #![allow(clippy::expect_used)] // set-up of a benchmark, not the request path
 
 use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
-use intentgate::config::Mode;
-use intentgate::identity::Agent;
-use intentgate::intent::{Intent, IntentSource};
-use intentgate::policy::catalog::{ScopeCode, ScopeVerdict};
-use intentgate::policy::{ConnectionFacts, RequestFacts, input};
-use intentgate::proxy::headers;
-use intentgate::target;
-use intentgate::vocab::{ConnectionMode, Protocol, Scheme};
+use intentgate::exposed::config::Mode;
+use intentgate::exposed::identity::Agent;
+use intentgate::exposed::intent::{Intent, IntentSource};
+use intentgate::exposed::policy::catalog::{ScopeCode, ScopeVerdict};
+use intentgate::exposed::policy::{ConnectionFacts, RequestFacts, input};
+use intentgate::exposed::proxy::headers;
+use intentgate::exposed::target;
+use intentgate::exposed::vocab::{ConnectionMode, Protocol, Scheme};
 
 /// An agent's request head as HTTP clients send it, with hop-by-hop headers and a forged claim.
 fn agent_headers() -> http::HeaderMap {

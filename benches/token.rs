@@ -5,15 +5,17 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use intentgate::config::{IntentTokensConfig, TokenIssuer};
-use intentgate::token::attest::{Attester, Statement};
-use intentgate::token::mint::{MintRequest, SigningKey, jwks_json, mint};
-use intentgate::token::verify::Verifier;
+use intentgate::exposed::config::{IntentTokensConfig, TokenIssuer};
+use intentgate::exposed::token::attest::{Attester, Statement};
+use intentgate::exposed::token::mint::{MintRequest, SigningKey, jwks_json, mint};
+use intentgate::exposed::token::verify::Verifier;
 
 const AGENT: &str = "spiffe://cluster.local/ns/agents/sa/triage";
 
-fn metrics() -> std::sync::Arc<intentgate::metrics::Metrics> {
-    std::sync::Arc::new(intentgate::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")))
+fn metrics() -> std::sync::Arc<intentgate::exposed::metrics::Metrics> {
+    std::sync::Arc::new(
+        intentgate::exposed::metrics::Metrics::new().unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 fn key() -> SigningKey {

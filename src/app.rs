@@ -140,6 +140,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
     if let Some(l) = transparent_listener {
         tasks.push(tokio::spawn(listen::redirect::serve_transparent(
             l,
+            listen::redirect::SoOriginalDst,
             proxy.clone(),
             cfg.limits.clone(),
             tracker.clone(),

@@ -14,7 +14,7 @@ mod args;
 mod token;
 use args::GENERALISE;
 pub use args::*;
-pub use token::{AttestArgs, MintArgs, TokenCommand, VerifyArgs};
+pub use token::TokenCommand;
 
 /// intentgate: a sidecar forward proxy that enforces declared intent for AI agents.
 ///

@@ -90,11 +90,6 @@ fn ser_expires<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::
 pub const UNNAMED: &str = "unnamed-agent";
 
 impl Agent {
-    /// Builds the identity from the process environment.
-    pub fn from_env(cfg: &AgentConfig) -> Result<Self, IdentityError> {
-        Self::from_config(cfg, &|k| std::env::var(k).ok())
-    }
-
     /// Builds the identity: explicit config values (flags are already written into the config)
     /// win over the environment (`INTENTGATE_AGENT_ID`, `POD_NAME`, `POD_NAMESPACE`,
     /// `POD_SERVICE_ACCOUNT`); outside Kubernetes (no `POD_NAMESPACE`) the owner defaults to

@@ -115,10 +115,6 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Sets the session intent, replacing any previous one; `ttl: None` keeps it until cleared.
     pub fn set(&self, name: &str, task: Option<&str>, ttl: Option<Duration>) -> SessionIntent {
         self.set_at(name, task, ttl, Instant::now())
@@ -230,7 +226,7 @@ mod tests {
 
     #[test]
     fn header_beats_session_beats_default() {
-        let s = SessionStore::new();
+        let s = SessionStore::default();
         let now = Instant::now();
         let d = Some(("dflt", Some("T-1")));
         let i = resolve_at(None, &s, d, now);
@@ -264,7 +260,7 @@ mod tests {
 
     #[test]
     fn session_expires() {
-        let s = SessionStore::new();
+        let s = SessionStore::default();
         let now = Instant::now();
         let set = s.set_at("x", Some("t"), Some(Duration::from_secs(10)), now);
         assert!(set.expires.is_some());

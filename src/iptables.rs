@@ -152,6 +152,7 @@ pub struct Tables {
     pub backend: Backend,
 }
 
+#[cfg(test)]
 impl Tables {
     /// The system's `iptables` (IPv4) or `ip6tables` (IPv6).
     pub fn system(family: Family) -> Self {

@@ -166,17 +166,8 @@ impl Jwks {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
-    /// The key ids in the set, in order.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().filter_map(|k| k.kid.as_deref())
-    }
-
     pub fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// Verifies a compact JWS; its payload (the claims) as JSON.
@@ -220,7 +211,7 @@ impl Jwks {
         if !claims.is_object() {
             return Err(JwsError::Malformed);
         }
-        Ok(Verified { header, claims })
+        Ok(Verified { claims })
     }
 }
 
@@ -235,7 +226,6 @@ pub fn unverified_kid(token: &str) -> Option<String> {
 /// A token whose signature verified.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub header: Value,
     pub claims: Value,
 }
 

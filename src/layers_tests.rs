@@ -286,3 +286,30 @@ fn a_cycle_is_found_and_test_code_comments_and_strings_are_not_edges() {
     assert_eq!(edges, want);
     assert_eq!(cycles(&edges), ["a -> b -> a", "b -> a -> b"]);
 }
+
+/// The crate's modules are private: the binary, the benches and the integration tests reach the
+/// library through `exposed` only, the fuzz targets through `fuzzing` (docs/architecture.md,
+/// "Visibility"). A module made `pub` in lib.rs would export everything in it and hide its dead
+/// code from the compiler.
+#[test]
+fn lib_rs_exports_only_the_doors_for_the_other_targets() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let code = without_comments(&lib);
+    let lines: Vec<&str> = code.lines().map(str::trim).collect();
+    let public: Vec<(&str, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("pub"))
+        .map(|(i, l)| (lines[i.saturating_sub(1)], *l))
+        .collect();
+    assert_eq!(
+        public,
+        [
+            ("#[doc(hidden)]", "pub mod exposed;"),
+            ("#[doc(hidden)]", "pub mod fuzzing;")
+        ],
+        "src/lib.rs: modules are private (`mod x;`); what another target needs is re-exported \
+         from src/exposed.rs"
+    );
+}

@@ -5,47 +5,52 @@
 //! in one place — and is forwarded by the upstream sender in `proxy::sender` or tunnelled by
 //! `proxy::tunnel`. Every error becomes a JSON response in `error`. `config` holds the typed
 //! configuration, `app` wires the parts together and `cli` is the command line.
+//!
+//! The modules are private: the binary, the benches and the integration tests reach in through
+//! `exposed` (re-exports of exactly what they use), the fuzz targets through `fuzzing`.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod app;
-pub mod audit;
-pub mod budget;
-pub mod bundle;
-pub mod cli;
-pub mod config;
-pub(crate) mod conn;
-pub mod cred;
-pub mod egress;
-pub mod error;
+mod admin;
+mod app;
+mod audit;
+mod budget;
+mod bundle;
+mod cli;
+mod config;
+mod conn;
+mod cred;
+mod egress;
+mod error;
+#[doc(hidden)]
+pub mod exposed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hostport;
-pub mod identity;
-pub mod ids;
-pub mod inject;
-pub mod intent;
-pub mod inventory;
-pub mod iptables;
-pub mod jws;
-pub mod learn;
-pub mod listen;
-pub mod llm;
-pub mod mcp;
-pub mod metrics;
-pub mod offline;
-pub mod policy;
-pub mod proxy;
-pub mod reload;
-pub mod replay;
-pub mod report;
-pub mod run;
-pub mod target;
-pub mod telemetry;
-pub mod tls;
-pub mod token;
-pub mod vocab;
-pub mod watch;
+mod identity;
+mod ids;
+mod inject;
+mod intent;
+mod inventory;
+mod iptables;
+mod jws;
+mod learn;
+mod listen;
+mod llm;
+mod mcp;
+mod metrics;
+mod offline;
+mod policy;
+mod proxy;
+mod reload;
+mod replay;
+mod report;
+mod run;
+mod target;
+mod telemetry;
+mod tls;
+mod token;
+mod vocab;
+mod watch;
 
 #[cfg(test)]
 #[path = "layers_tests.rs"]

@@ -84,14 +84,4 @@ impl Limits {
         .find(|(_, limit, used)| limit.is_some_and(|l| *used >= l))
         .map(|(m, _, _)| Over::Exhausted(m))
     }
-
-    /// The limit of `m`.
-    pub fn limit(&self, m: Measure) -> Option<u64> {
-        match m {
-            Measure::Calls => self.calls,
-            Measure::BytesOut => self.bytes_out,
-            Measure::BytesIn => self.bytes_in,
-            Measure::LlmTokens => self.llm_tokens,
-        }
-    }
 }

@@ -99,10 +99,6 @@ impl Auth {
         }
     }
 
-    pub fn config(&self) -> &AuthConfig {
-        &self.cfg
-    }
-
     /// Checks the `Authorization` header of a request for `namespace`'s bundle.
     pub fn authorize(
         &self,

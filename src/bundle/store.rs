@@ -166,10 +166,6 @@ impl Store {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn current(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
     }

@@ -67,8 +67,6 @@ pub struct Loaded {
     pub config: Config,
     /// The file name, or `EMBEDDED`.
     pub source: String,
-    /// Directory relative paths in the file are resolved against.
-    pub base_dir: PathBuf,
 }
 
 /// Loads `path`, or the embedded default when `None`.
@@ -162,7 +160,6 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Loaded, ConfigError>
     let loaded = Loaded {
         config,
         source: file.to_string(),
-        base_dir: base.to_path_buf(),
     };
     validate(&loaded, text)?;
     Ok(loaded)

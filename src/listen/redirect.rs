@@ -23,31 +23,41 @@ use crate::tls::rewind::Rewind;
 use crate::tls::sni::{self, Peek};
 use crate::vocab::ErrorCode;
 
-/// The destination a redirected connection was made to, before iptables rewrote it.
-#[cfg(target_os = "linux")]
-pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
-    let sock = socket2::SockRef::from(stream);
-    let v4 = match stream.local_addr()? {
-        SocketAddr::V4(_) => true,
-        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
-    };
-    let addr = if v4 {
-        sock.original_dst_v4()?
-    } else {
-        sock.original_dst_v6()?
-    };
-    addr.as_socket()
-        .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
-        .ok_or_else(|| io::Error::other("the original destination is not an IP address"))
+/// Where a redirected connection was going before iptables rewrote it. The kernel knows
+/// (`SoOriginalDst`, the only production implementation); in-process tests name a loopback
+/// upstream instead, so transparent mode is exercised without root or iptables.
+pub trait OriginalDst: Send + Sync + 'static {
+    fn original_dst(&self, stream: &TcpStream) -> io::Result<SocketAddr>;
 }
 
-/// The destination a redirected connection was made to (Linux only).
-#[cfg(not(target_os = "linux"))]
-pub fn original_dst(_stream: &TcpStream) -> io::Result<SocketAddr> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "transparent mode needs Linux (SO_ORIGINAL_DST)",
-    ))
+/// The kernel's answer: `SO_ORIGINAL_DST` (Linux only).
+pub struct SoOriginalDst;
+
+impl OriginalDst for SoOriginalDst {
+    #[cfg(target_os = "linux")]
+    fn original_dst(&self, stream: &TcpStream) -> io::Result<SocketAddr> {
+        let sock = socket2::SockRef::from(stream);
+        let v4 = match stream.local_addr()? {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        let addr = if v4 {
+            sock.original_dst_v4()?
+        } else {
+            sock.original_dst_v6()?
+        };
+        addr.as_socket()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .ok_or_else(|| io::Error::other("the original destination is not an IP address"))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn original_dst(&self, _stream: &TcpStream) -> io::Result<SocketAddr> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "transparent mode needs Linux (SO_ORIGINAL_DST)",
+        ))
+    }
 }
 
 /// HTTP/1 methods that start a request line we serve ("PRI" — HTTP/2 prior knowledge — is not
@@ -106,10 +116,11 @@ pub async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, wait: Duration) -> (Sniff
     }
 }
 
-/// Accepts redirected connections until `shutdown` flips. The connection limit is shared with
-/// the proxy listener (`tracker`).
+/// Accepts redirected connections until `shutdown` flips, each one's destination from `dst`.
+/// The connection limit is shared with the proxy listener (`tracker`).
 pub async fn serve_transparent(
     listener: TcpListener,
+    dst: impl OriginalDst,
     proxy: Arc<Proxy>,
     limits: Limits,
     tracker: Arc<Tracker>,
@@ -131,7 +142,7 @@ pub async fn serve_transparent(
         let local = stream
             .local_addr()
             .map(|l| SocketAddr::new(l.ip().to_canonical(), l.port()));
-        let original = match (original_dst(&stream), local) {
+        let original = match (dst.original_dst(&stream), local) {
             (Ok(o), Ok(local)) if o != local => o,
             (r, _) => {
                 refuse(ErrorCode::TransparentNotRedirected);
@@ -240,3 +251,7 @@ mod tests {
         assert!(buf.starts_with(b"POST"));
     }
 }
+
+#[cfg(test)]
+#[path = "redirect_tests.rs"]
+mod redirect_tests;

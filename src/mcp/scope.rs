@@ -1,8 +1,6 @@
 //! A rule's `mcp:` scope compiled for matching: which methods, tools and resource URIs the
 //! message(s) of a call may name. A batch is in scope only if every message is.
 
-use std::fmt::Write as _;
-
 use super::{Call, Message, RESOURCES_READ, TOOLS_CALL};
 
 /// The compiled `mcp:` of one rule. `None` lists permit anything.
@@ -114,24 +112,6 @@ impl Scope {
             .as_ref()
             .is_none_or(|ms| any_matches(ms, TOOLS_CALL))
             && self.tools.as_ref().is_none_or(|ts| any_matches(ts, name))
-    }
-
-    /// The scope as a sentence fragment, for messages (`tools: a, b`).
-    pub fn describe(&self) -> String {
-        let mut s = String::new();
-        for (what, list) in [
-            ("methods", &self.methods),
-            ("tools", &self.tools),
-            ("resources", &self.resources),
-        ] {
-            if let Some(l) = list {
-                if !s.is_empty() {
-                    s.push_str("; ");
-                }
-                let _ = write!(s, "{what}: {}", l.join(", "));
-            }
-        }
-        s
     }
 }
 

@@ -311,7 +311,8 @@ pub fn key(
     true
 }
 
-/// The fields a plan keys on, for `/v1/policy` and logs.
+/// The fields a plan keys on, as the tests read it.
+#[cfg(test)]
 pub fn describe(plan: &Plan) -> String {
     match plan {
         Plan::Disabled(why) => format!("disabled: {why}"),

@@ -28,7 +28,9 @@ pub const EVAL_TIME_LIMIT: Duration = Duration::from_millis(250);
 /// The package a namespace module must declare (or a package below it).
 pub const NAMESPACE_PACKAGE: &str = "data.intentgate.namespace";
 
-pub use super::sources::{Module, Scope, Sources, namespaces};
+#[cfg(test)]
+pub use super::sources::namespaces;
+pub use super::sources::{Scope, Sources};
 
 /// Builds an engine from the sources (with or without `*_test.rego` modules) and `data`.
 /// Returns it with the loaded module names. Not yet prepared: evaluate once to warm it.

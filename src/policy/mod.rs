@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use regorus::{Engine, Value};
 
 pub use catalog::{Catalog, CatalogError, ScopeCode, ScopeQuery, ScopeVerdict};
-pub use decision::{CredentialChoice, DECLARE_HINT, Decision};
+pub use decision::{CredentialChoice, Decision};
 
 use crate::bundle::Bundle;
 use crate::config::{Config, Mode, OnError};
@@ -325,6 +325,7 @@ impl PolicySet {
     }
 
     /// How decisions are cached (`keyed on input.{...}` or `disabled: why`).
+    #[cfg(test)]
     pub fn cache_plan(&self) -> String {
         cache::describe(&self.cache_plan)
     }

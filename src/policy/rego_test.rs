@@ -4,11 +4,16 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::PolicyError;
 use regorus::Engine;
 
-use super::engine::{self, Scope, Sources};
-use crate::config::Config;
+use super::engine;
+// For `run`, the whole suite at once (the tests'; `check` runs each policy set's own).
+#[cfg(test)]
+use {
+    super::PolicyError,
+    super::engine::{Scope, Sources},
+    crate::config::Config,
+};
 
 /// One test's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +30,13 @@ pub struct TestResult {
 }
 
 /// All results.
+#[cfg(test)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TestReport {
     pub results: Vec<TestResult>,
 }
 
+#[cfg(test)]
 impl TestReport {
     pub fn passed(&self) -> usize {
         self.results.iter().filter(|r| r.passed).count()
@@ -131,6 +138,7 @@ pub fn run_modules(
 /// Runs the tests: those of the global modules (and of the builtin policy when
 /// `include_builtin`), then for each namespace folder the tests of its modules, loaded with the
 /// global ones. A policy that does not load is an error, not a failed test.
+#[cfg(test)]
 pub fn run(cfg: &Config, include_builtin: bool) -> Result<TestReport, PolicyError> {
     let mut report = TestReport::default();
     let mut runs: Vec<Option<String>> = vec![None];

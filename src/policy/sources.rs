@@ -110,6 +110,7 @@ fn files_under(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> Result<(), Poli
 }
 
 /// The namespaces that have a folder under any policy directory.
+#[cfg(test)]
 pub fn namespaces(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for p in &cfg.policy.paths {

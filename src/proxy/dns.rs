@@ -4,12 +4,60 @@
 //! (getaddrinfo: /etc/hosts, nsswitch and resolv.conf search lists, as every other program there).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::stub::Stub;
+use super::stub::{Answer, Stub};
 use super::upstream::DialError;
+
+/// Where the addresses of a name come from: the system resolver (`System`) or the `dns.servers`
+/// (`Stub`), the production implementations, one chosen when the proxy is built (`source`).
+/// In-process tests answer from a table instead, without any DNS. Asked on a cache miss only.
+pub(super) trait Resolve: Send + Sync {
+    fn lookup<'a>(&'a self, host: &'a str) -> Lookup<'a>;
+}
+
+/// A lookup in progress. Boxed: its state is large and only needed on a miss; inline it would
+/// make every request's future that much bigger to move around.
+pub(super) type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Answer, String>> + Send + 'a>>;
+
+/// getaddrinfo: /etc/hosts, nsswitch and resolv.conf search lists, as every other program here.
+struct System;
+
+impl Resolve for System {
+    fn lookup<'a>(&'a self, host: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            let ips = tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|a| a.ip())
+                .collect();
+            // getaddrinfo says nothing about TTLs: an entry lives dns.cache_ttl_ms.
+            Ok(Answer {
+                ips,
+                ttl: Duration::MAX,
+            })
+        })
+    }
+}
+
+impl Resolve for Stub {
+    fn lookup<'a>(&'a self, host: &'a str) -> Lookup<'a> {
+        Box::pin(Stub::lookup(self, host))
+    }
+}
+
+/// The `dns.servers` (each asked within `timeout`), or the system resolver when there are none.
+pub(super) fn source(servers: &[SocketAddr], timeout: Duration) -> Box<dyn Resolve> {
+    if servers.is_empty() {
+        Box::new(System)
+    } else {
+        Box::new(Stub::new(servers, timeout))
+    }
+}
 
 /// Until when a resolution may be used, and its addresses.
 type Entry = (Instant, Arc<[IpAddr]>);
@@ -23,46 +71,18 @@ pub struct Resolver {
     ttl: Duration,
     max_entries: usize,
     cache: Mutex<HashMap<String, Entry>>,
-    /// `dns.servers`; `None` means the system resolver.
-    stub: Option<Stub>,
+    /// Asked on a miss.
+    source: Box<dyn Resolve>,
 }
 
 impl Resolver {
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    pub(super) fn new(ttl: Duration, max_entries: usize, source: Box<dyn Resolve>) -> Self {
         Self {
             ttl: ttl.max(MIN_TTL),
             max_entries: max_entries.max(1),
             cache: Mutex::new(HashMap::new()),
-            stub: None,
+            source,
         }
-    }
-
-    /// Asks these DNS servers instead of the system resolver (none: the system resolver), each
-    /// within `timeout`.
-    pub fn with_servers(mut self, servers: &[SocketAddr], timeout: Duration) -> Self {
-        if !servers.is_empty() {
-            self.stub = Some(Stub::new(servers, timeout));
-        }
-        self
-    }
-
-    /// A fresh resolution of `host`, and how long it may be reused.
-    async fn lookup(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DialError> {
-        let err = |detail: String| DialError::Resolve {
-            host: host.to_string(),
-            detail,
-        };
-        if let Some(stub) = &self.stub {
-            let answer = stub.lookup(host).await.map_err(err)?;
-            return Ok((answer.ips, answer.ttl.clamp(MIN_TTL, self.ttl)));
-        }
-        // getaddrinfo says nothing about TTLs: an entry lives dns.cache_ttl_ms.
-        let ips = tokio::net::lookup_host((host, 0))
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .map(|a| a.ip())
-            .collect();
-        Ok((ips, self.ttl))
     }
 
     /// The addresses of `host` (an IP literal resolves to itself), with `port`.
@@ -74,9 +94,15 @@ impl Resolver {
         if let Some(ips) = self.cached(host, now) {
             return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
         }
-        // Boxed: the lookup's state is large and only needed on a miss; inline it would make
-        // every request's future that much bigger to move around.
-        let (found, ttl) = Box::pin(self.lookup(host)).await?;
+        let Answer { ips: found, ttl } =
+            self.source
+                .lookup(host)
+                .await
+                .map_err(|detail| DialError::Resolve {
+                    host: host.to_string(),
+                    detail,
+                })?;
+        let ttl = ttl.clamp(MIN_TTL, self.ttl);
         if found.is_empty() {
             return Err(DialError::Resolve {
                 host: host.to_string(),
@@ -109,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn literals_and_localhost() {
-        let r = Resolver::new(Duration::from_secs(5), 2);
+        let r = Resolver::new(Duration::from_secs(5), 2, Box::new(System));
         assert_eq!(
             r.resolve("127.0.0.1", 80).await.unwrap(),
             vec!["127.0.0.1:80".parse().unwrap()]
@@ -119,5 +145,50 @@ mod tests {
         // Served from the cache the second time, with the new port.
         let b = r.resolve("localhost", 82).await.unwrap();
         assert_eq!(a.len(), b.len());
+    }
+
+    /// Answers from a table, as a DNS server would, without one.
+    struct Table(&'static [(&'static str, &'static str)]);
+
+    impl Resolve for Table {
+        fn lookup<'a>(&'a self, host: &'a str) -> Lookup<'a> {
+            let ips = self.0.iter().filter(|(h, _)| *h == host);
+            let ips = ips.map(|(_, ip)| ip.parse().unwrap()).collect();
+            let ttl = Duration::from_secs(60);
+            Box::pin(async move { Ok(Answer { ips, ttl }) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_answered_with_a_private_or_metadata_address_is_refused_by_the_vetting() {
+        use super::super::upstream::{Dialer, Early};
+        let table = Table(&[
+            ("metadata.test", "169.254.169.254"),
+            ("metadata6.test", "fd00:ec2::254"),
+            ("internal.test", "10.1.2.3"),
+            ("public.test", "192.0.43.10"),
+        ]);
+        let resolver = Resolver::new(Duration::from_secs(5), 16, Box::new(table));
+        let egress = crate::egress::EgressPolicy::new(&[], &[]).unwrap();
+        let dialer = Dialer::new(
+            Duration::from_secs(1),
+            None,
+            Arc::new(resolver),
+            Arc::new(egress),
+        );
+        for (host, want) in [
+            ("metadata.test", "link_local"),
+            ("metadata6.test", "unique_local"),
+            ("internal.test", "private"),
+        ] {
+            match dialer.vet_early(host, 80, true).await {
+                Err(DialError::Forbidden { class, .. }) => assert_eq!(class, want, "{host}"),
+                Err(e) => panic!("{host}: {e}"),
+                Ok(_) => panic!("{host}: allowed"),
+            }
+        }
+        // The same table's public answer passes: the refusals are the addresses' classes.
+        let public = dialer.vet_early("public.test", 80, true).await;
+        assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
     }
 }

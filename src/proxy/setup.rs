@@ -48,12 +48,14 @@ impl Proxy {
             .iter()
             .filter_map(|s| crate::config::dns_server(s))
             .collect();
-        let resolver = Arc::new(
-            dns::Resolver::new(Duration::from_millis(cfg.dns.cache_ttl_ms), 4096).with_servers(
+        let resolver = Arc::new(dns::Resolver::new(
+            Duration::from_millis(cfg.dns.cache_ttl_ms),
+            4096,
+            dns::source(
                 &servers,
                 Duration::from_millis(cfg.limits.connect_timeout_ms),
             ),
-        );
+        ));
         let dialer = Dialer::new(
             Duration::from_millis(cfg.limits.connect_timeout_ms),
             p.parent,

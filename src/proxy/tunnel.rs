@@ -78,7 +78,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
 pub enum TunnelEnd {
     Closed,
     Idle,
-    Error(io::Error),
+    Error,
     /// Closed by intentgate at the end of the shutdown grace period.
     Shutdown,
 }
@@ -97,7 +97,7 @@ impl Spliced {
         match self.end {
             TunnelEnd::Closed => Ended::Closed,
             TunnelEnd::Idle => Ended::Idle,
-            TunnelEnd::Error(_) => Ended::Error,
+            TunnelEnd::Error => Ended::Error,
             TunnelEnd::Shutdown => Ended::Shutdown,
         }
     }
@@ -139,7 +139,7 @@ where
     let end = tokio::select! {
         r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
             Ok(_) => TunnelEnd::Closed,
-            Err(e) => TunnelEnd::Error(e),
+            Err(_) => TunnelEnd::Error,
         },
         () = watchdog => TunnelEnd::Idle,
         () = closing => TunnelEnd::Shutdown,

@@ -13,6 +13,37 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// What signs the leaf certificates (`super::leaf::LeafMinter`): the local CA
+/// (`CertificateAuthority`) is the only production implementation; tests may sign with a CA of
+/// their own making. Asked once per mint (leaves are cached), never per request.
+pub trait SignLeaf: Send + Sync + fmt::Debug {
+    /// `params` signed for the public key of `leaf_key`: the leaf, then the chain to send
+    /// after it.
+    fn sign(
+        &self,
+        params: CertificateParams,
+        leaf_key: &KeyPair,
+    ) -> Result<Vec<CertificateDer<'static>>, rcgen::Error>;
+
+    /// No leaf outlives this (Unix seconds).
+    fn not_after(&self) -> i64;
+}
+
+impl SignLeaf for CertificateAuthority {
+    fn sign(
+        &self,
+        params: CertificateParams,
+        leaf_key: &KeyPair,
+    ) -> Result<Vec<CertificateDer<'static>>, rcgen::Error> {
+        let leaf = params.signed_by(leaf_key, &self.issuer)?;
+        Ok(vec![leaf.der().clone(), self.cert_der.clone()])
+    }
+
+    fn not_after(&self) -> i64 {
+        self.not_after_unix
+    }
+}
+
 /// File names `init` writes into its directory.
 pub const CERT_FILE: &str = "ca.pem";
 pub const KEY_FILE: &str = "ca-key.pem";
@@ -68,7 +99,8 @@ impl Fingerprint {
     }
 
     /// Lowercase hex without separators.
-    pub fn to_hex(&self) -> String {
+    #[cfg(test)]
+    pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -242,6 +274,7 @@ impl CertificateAuthority {
         self.fingerprint
     }
 
+    #[cfg(test)]
     pub fn origin(&self) -> &CaOrigin {
         &self.origin
     }
@@ -249,10 +282,6 @@ impl CertificateAuthority {
     /// When the CA stops being valid (Unix seconds); leaves never outlive it.
     pub fn not_after_unix(&self) -> i64 {
         self.not_after_unix
-    }
-
-    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
-        &self.issuer
     }
 
     /// Writes the certificate (mode 0644), replacing any file there atomically; for handing

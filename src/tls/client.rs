@@ -55,6 +55,7 @@ pub enum TlsFailure {
 }
 
 impl TlsFailure {
+    #[cfg(test)]
     pub fn code(self) -> &'static str {
         match self {
             TlsFailure::UnknownIssuer => "unknown_issuer",
@@ -170,6 +171,7 @@ impl UpstreamTls {
     }
 
     /// How many trust anchors are in use.
+    #[cfg(test)]
     pub fn root_count(&self) -> usize {
         self.roots
     }

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::{Semaphore, watch};
 
-use super::ca::{CaError, CertificateAuthority, datetime, unix_now};
+use super::ca::{CaError, SignLeaf, datetime, unix_now};
 
 /// Why a leaf certificate could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,7 +146,8 @@ type Flight = watch::Receiver<Option<Result<Arc<CertifiedKey>, LeafError>>>;
 
 /// Mints and caches leaf certificates; shared by every connection (`Send + Sync`).
 pub struct LeafMinter {
-    ca: Arc<CertificateAuthority>,
+    /// The local CA in production.
+    ca: Arc<dyn SignLeaf>,
     /// The one leaf key pair: rcgen signs certificates for its public key …
     leaf_key: KeyPair,
     /// … and rustls signs handshakes with it.
@@ -178,7 +179,7 @@ impl fmt::Debug for LeafMinter {
 
 impl LeafMinter {
     /// Generates the process's leaf key pair (ECDSA P-256).
-    pub fn new(ca: Arc<CertificateAuthority>, settings: LeafSettings) -> Result<Self, LeafError> {
+    pub fn new(ca: Arc<dyn SignLeaf>, settings: LeafSettings) -> Result<Self, LeafError> {
         if settings.cache_ttl >= settings.lifetime {
             return Err(LeafError::Settings(
                 "the cache TTL must be shorter than the certificate lifetime".into(),
@@ -211,10 +212,7 @@ impl LeafMinter {
         })
     }
 
-    pub fn ca(&self) -> &Arc<CertificateAuthority> {
-        &self.ca
-    }
-
+    #[cfg(test)]
     pub fn settings(&self) -> LeafSettings {
         self.settings
     }
@@ -358,18 +356,15 @@ impl LeafMinter {
         // Unique serials: clients reject two certificates with the same issuer and serial.
         params.serial_number = Some(random_serial().map_err(|e| mint_err(e.to_string()))?);
         let now = unix_now();
-        let not_after =
-            (now + self.settings.lifetime.as_secs() as i64).min(self.ca.not_after_unix());
+        let not_after = (now + self.settings.lifetime.as_secs() as i64).min(self.ca.not_after());
         params.not_before = datetime(now - self.settings.backdate.as_secs() as i64)
             .map_err(|e| mint_err(e.to_string()))?;
         params.not_after = datetime(not_after).map_err(|e| mint_err(e.to_string()))?;
-        let cert = params
-            .signed_by(&self.leaf_key, self.ca.issuer())
+        let chain = self
+            .ca
+            .sign(params, &self.leaf_key)
             .map_err(|e| mint_err(e.to_string()))?;
-        Ok(CertifiedKey::new(
-            vec![cert.der().clone(), self.ca.cert_der().clone()],
-            self.signing_key.clone(),
-        ))
+        Ok(CertifiedKey::new(chain, self.signing_key.clone()))
     }
 
     pub fn stats(&self) -> LeafStats {

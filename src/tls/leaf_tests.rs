@@ -7,6 +7,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::{ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 
+use crate::tls::ca::CertificateAuthority;
 use crate::tls::test_support::{aki, ca, minter, ski};
 
 fn settings(entries: usize) -> LeafSettings {
@@ -22,8 +23,17 @@ fn dns(s: &str) -> LeafName {
 
 /// Verifies a minted chain for `name` the way a client trusting the CA would.
 fn verify(ca: &CertificateAuthority, key: &CertifiedKey, name: &str) -> Result<(), rustls::Error> {
+    verify_with(ca.cert_der(), key, name)
+}
+
+/// The same for a client trusting only `root`.
+fn verify_with(
+    root: &rustls_pki_types::CertificateDer<'static>,
+    key: &CertifiedKey,
+    name: &str,
+) -> Result<(), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
+    roots.add(root.clone()).unwrap();
     let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::tls::provider())
         .build()
         .unwrap();
@@ -316,4 +326,64 @@ async fn a_failed_mint_reaches_every_waiter() {
     }
     assert_eq!(m.stats().entries, 0);
     assert!(m.inflight.lock().unwrap().is_empty());
+}
+
+/// A CA of the test's own making (rcgen directly, not `CertificateAuthority`): what a minter
+/// signs with is a seam (`SignLeaf`).
+struct TestCa {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+    der: rustls_pki_types::CertificateDer<'static>,
+    not_after: i64,
+    signed: AtomicU64,
+}
+
+impl fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TestCa")
+    }
+}
+
+impl SignLeaf for TestCa {
+    fn sign(
+        &self,
+        params: CertificateParams,
+        leaf_key: &KeyPair,
+    ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, rcgen::Error> {
+        self.signed.fetch_add(1, Ordering::Relaxed);
+        let leaf = params.signed_by(leaf_key, &self.issuer)?;
+        Ok(vec![leaf.der().clone(), self.der.clone()])
+    }
+
+    fn not_after(&self) -> i64 {
+        self.not_after
+    }
+}
+
+#[test]
+fn a_leaf_is_minted_by_the_ca_the_minter_is_given() {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let der = params.self_signed(&key).unwrap().der().clone();
+    let test_ca = Arc::new(TestCa {
+        issuer: rcgen::Issuer::new(params, key),
+        der,
+        not_after: unix_now() + 3600,
+        signed: AtomicU64::new(0),
+    });
+    let m = LeafMinter::new(test_ca.clone(), settings(10)).unwrap();
+    let leaf = m.mint(&dns("api.example.com")).unwrap();
+    assert_eq!(test_ca.signed.load(Ordering::Relaxed), 1);
+    assert_eq!(leaf.cert[1], test_ca.der);
+    // A client trusting the test CA accepts it for its name only; one trusting another CA not.
+    verify_with(&test_ca.der, &leaf, "api.example.com").unwrap();
+    assert!(verify_with(&test_ca.der, &leaf, "other.example.com").is_err());
+    assert!(verify(&ca(), &leaf, "api.example.com").is_err());
+    // Never outliving the CA that signed it (an hour, less than the leaf lifetime).
+    let (_, x) = x509_parser::parse_x509_certificate(&leaf.cert[0]).unwrap();
+    assert!(x.validity().not_after.timestamp() <= test_ca.not_after);
 }

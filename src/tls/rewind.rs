@@ -28,10 +28,12 @@ impl<IO> Rewind<IO> {
     }
 
     /// The bytes that will be replayed (all of them, including any already replayed).
+    #[cfg(test)]
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
     }
 
+    #[cfg(test)]
     pub fn into_inner(self) -> (Vec<u8>, IO) {
         let rest = self.prefix.get(self.pos..).unwrap_or_default().to_vec();
         (rest, self.inner)

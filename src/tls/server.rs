@@ -137,6 +137,7 @@ impl Interceptor {
     }
 
     /// Replaces the offered ALPN protocols (e.g. only `http/1.1`).
+    #[cfg(test)]
     pub fn with_alpn(mut self, protocols: &[&[u8]]) -> Self {
         self.base.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         self

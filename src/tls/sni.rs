@@ -51,6 +51,7 @@ pub struct ClientHello {
 
 impl ClientHello {
     /// Whether `proto` (e.g. `b"h2"`) is among the offered ALPN protocols.
+    #[cfg(test)]
     pub fn offers_alpn(&self, proto: &[u8]) -> bool {
         self.alpn.iter().any(|p| p == proto)
     }

@@ -96,6 +96,7 @@ impl SigningKey {
         }
     }
 
+    #[cfg(test)]
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }

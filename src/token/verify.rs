@@ -200,6 +200,7 @@ impl Verifier {
     }
 
     /// How many verified tokens are cached.
+    #[cfg(test)]
     pub fn cached(&self) -> usize {
         self.cache.len()
     }

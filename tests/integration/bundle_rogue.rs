@@ -144,7 +144,7 @@ fn a_refused_bundle_is_reported_until_the_server_serves_the_one_in_force_again()
     write_catalog(&policy, "support", up.addr.port(), &["/echo/a/**"]);
     // Packed by the library, which does not check that the policy builds (the server does).
     let pack = || {
-        intentgate::bundle::Bundle::from_dir(&policy, "support")
+        intentgate::exposed::bundle::Bundle::from_dir(&policy, "support")
             .unwrap()
             .to_tar_gz()
             .unwrap()

@@ -127,7 +127,12 @@ pub(crate) async fn start(
                 tokio::spawn(listen::serve_proxy(listener, proxy, limits, tracker, rx))
             }
             Listener::Transparent => tokio::spawn(listen::redirect::serve_transparent(
-                listener, proxy, limits, tracker, rx,
+                listener,
+                listen::redirect::SoOriginalDst,
+                proxy,
+                limits,
+                tracker,
+                rx,
             )),
             Listener::Admin => match running.admin_addr {
                 Some(admin) => tokio::spawn(bridge(listener, admin, limits, tracker, rx)),
