@@ -9,6 +9,9 @@
 #   ON_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/attest_cpu.sh BIN
 # ON_RULE (optional) adds keys to the allow rule in the "on" runs (the "off" runs keep the plain
 # rule), e.g. ON_RULE='protocol: mcp, mcp: {tools: [read_ticket]}'.
+# OFF_BIN, OFF_YAML, OFF_RULE (optional) make the "off" runs another binary (a variant built
+# without the feature), with these config lines and rule keys: a same-run A/B of two builds
+# (bench/llm_usage_cpu.sh with VARIANT_BIN uses them).
 # The requests are GETs of /x unless: METHOD (e.g. POST), BODY_FILE (the body sent), CT (its
 # Content-Type), URL_PATH (e.g. /files/sse.txt: nginx serves files put in $FILES_DIR there, also
 # to a POST). bench/mcp_cpu.sh and bench/llm_usage_cpu.sh use these.
@@ -25,10 +28,12 @@ cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 feature() { # on|off -> the config line(s) of the feature measured
     if [[ -z "${ON_YAML:-}" ]]; then echo "attestation: {enabled: $1}"
     elif [[ $1 == true ]]; then echo "$ON_YAML"
+    else echo "${OFF_YAML:-}"
     fi
 }
 rule() { # on|off -> the keys ON_RULE adds to the allow rule
     if [[ $1 == true && -n "${ON_RULE:-}" ]]; then echo ", ${ON_RULE}"; fi
+    if [[ $1 == false && -n "${OFF_RULE:-}" ]]; then echo ", ${OFF_RULE}"; fi
 }
 req=(-m "${METHOD:-GET}")
 if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE"); fi
@@ -46,7 +51,9 @@ $(feature "$on")
 intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]$(rule "$on")}]}}
 intent: bench
 YAML
-    "$bin" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
+    local b=$bin
+    if [[ $on == false ]]; then b=${OFF_BIN:-$bin}; fi
+    "$b" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
     ig=$!
     until curl -s "http://127.0.0.1:$a/readyz" >/dev/null; do sleep 0.05; done
     # Warm up (connections, caches), then measure.

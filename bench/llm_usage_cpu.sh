@@ -9,10 +9,15 @@
 # through a `protocol: llm` rule (request read, model checked, every event scanned for usage,
 # tokens counted). Then bench/instructions.sh counts user-space instructions per response for
 # both. Needs nginx, oha, valgrind. Everything runs on 127.0.0.1.
+# VARIANT_BIN=BIN2 measures the usage counting alone instead: BIN2 is BIN built without it
+# (bench/variants/no-usage.patch), both under the same `protocol: llm` rule, same run ("off" =
+# BIN2, "on" = BIN); the counting's share is printed as % of BIN2's instructions per response.
+# EVENTS (or the 5th argument) sets the stream's length; SKIP_CPU=1 skips the CPU-time runs and
+# counts instructions only; INSN_N (default 1000) is how many responses callgrind counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $# -ge 1 ]] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
-bin=$1 events=${5:-200}
+[[ $# -ge 1 ]] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+bin=$1 events=${5:-${EVENTS:-200}} variant=${VARIANT_BIN:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/files/v1/chat"
@@ -35,11 +40,30 @@ chmod -R a+rX "$tmp"  # nginx workers read the files as an unprivileged user
 export FILES_DIR=$tmp/files METHOD=POST BODY_FILE=$tmp/req.json CT=application/json
 export URL_PATH=/files/v1/chat/completions
 llm_rule='protocol: llm, llm: {models: ["gpt-4o-*"]}'
-echo "== proxy CPU per streamed response ($events events, $(wc -c <"$tmp/files/v1/chat/completions") bytes): plain rule (off) vs protocol: llm (on)"
-ON_YAML='mcp: {detect: rules}' ON_RULE=$llm_rule bench/attest_cpu.sh "$bin" "${2:-5000}" "${3:-8}" "${4:-3}"
-echo "== user-space instructions per streamed response"
-for rule in "" ", $llm_rule"; do
-    echo "rule: {hosts: [127.0.0.1]${rule}}"
+size=$(wc -c <"$tmp/files/v1/chat/completions")
+insn() { # RULE_KEYS BIN... -> one line per BIN from bench/instructions.sh
+    echo "rule: {hosts: [127.0.0.1]$1}" >&2
     POLICY_YAML='policy: {}' EXTRA_YAML="intent: bench
-intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [@UP@]$rule}]}}" bench/instructions.sh -n "${INSN_N:-1000}" "$bin" || true  # it ends with status 1
+intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [@UP@]$1}]}}" bench/instructions.sh -n "${INSN_N:-1000}" "${@:2}" || true  # it ends with status 1
+}
+if [[ -n "$variant" ]]; then
+    if [[ -z "${SKIP_CPU:-}" ]]; then
+        echo "== proxy CPU per streamed response ($events events, $size bytes), protocol: llm: $variant (off, no usage counting) vs $bin (on)"
+        OFF_BIN=$variant OFF_YAML='mcp: {detect: rules}' OFF_RULE=$llm_rule \
+            ON_YAML='mcp: {detect: rules}' ON_RULE=$llm_rule bench/attest_cpu.sh "$bin" "${2:-5000}" "${3:-8}" "${4:-3}"
+    fi
+    echo "== user-space instructions per streamed response ($events events, $size bytes), same run"
+    out=$(insn ", $llm_rule" "$variant" "$bin")
+    echo "$out"
+    awk '{n[NR] = $2} END {printf "usage counting: %d instructions per response, %.2f %% of the response without it\n", n[2] - n[1], (n[2] - n[1]) * 100 / n[1]}' <<<"$out"
+    exit 0
+fi
+if [[ -z "${SKIP_CPU:-}" ]]; then
+    echo "== proxy CPU per streamed response ($events events, $size bytes): plain rule (off) vs protocol: llm (on)"
+    ON_YAML='mcp: {detect: rules}' ON_RULE=$llm_rule bench/attest_cpu.sh "$bin" "${2:-5000}" "${3:-8}" "${4:-3}"
+fi
+echo "== user-space instructions per streamed response ($events events, $size bytes)"
+for rule in "" ", $llm_rule"; do  # KEEP_CALLGRIND=P keeps P.plain.BIN and P.llm.BIN
+    KEEP_CALLGRIND=${KEEP_CALLGRIND:+$KEEP_CALLGRIND.$([[ -z $rule ]] && echo plain || echo llm)} \
+        insn "$rule" "$bin"
 done

@@ -80,18 +80,17 @@ impl LlmRule {
     }
 }
 
-/// `*` matches any run of characters (none included); everything else itself.
+/// `*` matches any run of characters (none included); everything else itself. Allocates
+/// nothing (it runs on every LLM call a `models:` rule checks).
 fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
+    let Some((first, after)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
     let Some(mut rest) = text.strip_prefix(first) else {
         return false;
     };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for p in middle {
+    let (middle, last) = after.rsplit_once('*').unwrap_or(("", after));
+    for p in middle.split('*') {
         match rest.find(p) {
             Some(i) => rest = &rest[i + p.len()..],
             None => return false,

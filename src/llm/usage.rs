@@ -3,9 +3,11 @@
 //! providers put their counts at the ends of a response: OpenAI's final chunk
 //! (`stream_options.include_usage`) and `response.completed`, Anthropic's `message_start` (first)
 //! and `message_delta` (last), Gemini's `usageMetadata` (cumulative, the last one final), a JSON
-//! response's `usage`. So an event stream's first `EDGE` bytes are copied, the frames holding its
-//! last `EDGE` bytes are kept (reference-counted, not copied), and when the body ends the whole
-//! `data:` lines among them that carry a usage object update the counts, in stream order.
+//! response's `usage`. So the frames holding an event stream's first and last `EDGE` bytes are
+//! kept (reference-counted, not copied), and when the body ends the whole `data:` lines among
+//! them that carry a usage object update the counts: looked for in the end frame alone first
+//! (nothing copied when it holds the line whole, as it nearly always does), then in the kept
+//! frames joined.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -32,8 +34,10 @@ pub struct Scanned<B> {
 struct Scanner {
     usage: Arc<Usage>,
     sse: bool,
-    /// SSE: the stream's first `EDGE` bytes.
-    head: Vec<u8>,
+    /// SSE: the frames of the stream's first `EDGE` bytes (read only when the last usage line
+    /// lacks the input count, as Anthropic's does).
+    head: Vec<Bytes>,
+    head_len: usize,
     /// The last frames, at least `EDGE` bytes of them when there were that many.
     tail: VecDeque<Bytes>,
     tail_len: usize,
@@ -66,6 +70,7 @@ impl Scanner {
             usage,
             sse,
             head: Vec::new(),
+            head_len: 0,
             tail: VecDeque::new(),
             tail_len: 0,
             cut: false,
@@ -73,11 +78,11 @@ impl Scanner {
         }
     }
 
-    /// A frame passes: a copy while the head is short, a reference count for the tail.
+    /// A frame passes: a reference count for the head while it is short, one for the tail.
     fn data(&mut self, d: &Bytes) {
-        if self.sse && self.head.len() < EDGE {
-            let n = (EDGE - self.head.len()).min(d.len());
-            self.head.extend_from_slice(&d[..n]);
+        if self.sse && self.head_len < EDGE {
+            self.head.push(d.clone());
+            self.head_len += d.len();
         }
         self.tail.push_back(d.clone());
         self.tail_len += d.len();
@@ -121,28 +126,52 @@ impl Scanner {
         }
     }
 
+    /// The counts of the last (`last`) or first whole usage line in `frames` (consecutive, the
+    /// stream's start unless `cut`): the end frame alone is read first, in place; only when the
+    /// line is not whole in it are the frames joined (a copy).
+    fn counts_in(frames: &[Bytes], cut: bool, last: bool) -> Option<(Option<u64>, Option<u64>)> {
+        let end = if last { frames.last() } else { frames.first() }?;
+        // Its first line is whole if it starts the stream or the frame before it ended a line.
+        let whole_start = match frames.len() {
+            1 => !cut,
+            n if last => frames[n - 2].ends_with(b"\n"),
+            _ => !cut,
+        };
+        if let Some(c) = Self::counts(lines(end, !whole_start), last) {
+            return Some(c);
+        }
+        if frames.len() == 1 {
+            return None;
+        }
+        let mut joined = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+        for f in frames {
+            joined.extend_from_slice(f);
+        }
+        Self::counts(lines(&joined, cut), last)
+    }
+
     /// The body ended (or was dropped): the usage in its ends is read, the metric counted.
     fn finish(&mut self) {
-        let mut tail = Vec::with_capacity(self.tail_len);
-        for f in self.tail.drain(..) {
-            tail.extend_from_slice(&f);
-        }
+        let tail = self.tail.make_contiguous();
         if self.sse {
-            let start = match self.cut {
-                true => memchr::memchr(b'\n', &tail).map_or(tail.len(), |n| n + 1),
-                false => 0,
-            };
             // The last counts are final; a count they lack (Anthropic's input tokens, in
             // `message_start`) is the first line's.
-            let (mut input, output) = Self::counts(&tail[start..], true).unwrap_or_default();
+            let (mut input, output) = Self::counts_in(tail, self.cut, true).unwrap_or_default();
             if input.is_none() {
-                input = Self::counts(&self.head, false).and_then(|c| c.0);
+                input = Self::counts_in(&self.head, false, false).and_then(|c| c.0);
             }
             self.head = Vec::new();
             self.usage.report(input, output);
-        } else if let Some(obj) = usage_object(&tail, true) {
-            self.report(obj);
+        } else {
+            let mut joined = Vec::with_capacity(self.tail_len);
+            for f in tail.iter() {
+                joined.extend_from_slice(f);
+            }
+            if let Some(obj) = usage_object(&joined, true) {
+                self.report(obj);
+            }
         }
+        self.tail = VecDeque::new();
         self.usage.settle();
         for (c, n) in self
             .counters
@@ -220,6 +249,14 @@ static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage"));
 static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
     LazyLock::new(|| memmem::FinderRev::new(b"\"usage"));
+
+/// `text` from its first whole line: after its first newline when `partial`.
+fn lines(text: &[u8], partial: bool) -> &[u8] {
+    match partial {
+        true => memchr::memchr(b'\n', text).map_or(&[], |n| &text[n + 1..]),
+        false => text,
+    }
+}
 
 fn trim(s: &[u8]) -> &[u8] {
     let n = s

@@ -83,3 +83,18 @@ fn an_overlong_event_line_is_skipped_and_the_next_read() {
     let chunks: Vec<&[u8]> = text.chunks(4096).collect();
     assert_eq!(run(true, &chunks), (None, Some(4)));
 }
+
+#[test]
+fn a_line_cut_by_a_frame_is_never_read_from_its_middle() {
+    // The last frame may start inside a line that looks like a usage line from there on (here
+    // an SSE comment): it is read from the line's real start, so the first line's counts hold.
+    let text = b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\
+: data: {\"usage\":{\"completion_tokens\":99}}\n\n";
+    every_split(true, text, (Some(1), Some(2)));
+    // Anthropic's input count, from the first frames when `message_start` is cut in two.
+    let text =
+        b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25}}}\n\n\
+data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+    let chunks: Vec<&[u8]> = text.chunks(7).collect();
+    assert_eq!(run(true, &chunks), (Some(25), Some(15)));
+}
