@@ -1,20 +1,23 @@
 //! OpenTelemetry export (`telemetry.otlp`): the audit writer hands each written record of a
 //! traced call to this exporter's bounded queue (never waiting: a full queue drops and counts,
 //! the audit log stays the lossless record); its own thread batches them and posts one OTLP/HTTP
-//! JSON request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as
-//! the body) per batch. Nothing here runs on the request path.
+//! request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as the
+//! body) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
+//! Nothing here runs on the request path.
 
-mod encode;
+mod client;
+mod json;
+mod proto;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use super::AuditRecord;
-use crate::config::OtlpConfig;
+use crate::config::{OtlpConfig, OtlpEncoding};
 use crate::metrics::Metrics;
+use client::Target;
 
 /// How long a batch gathers after its first call before it is sent.
 const GATHER: Duration = Duration::from_secs(1);
@@ -29,10 +32,10 @@ impl Exporter {
     pub(super) fn start(cfg: &OtlpConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(cfg.queue);
         let target = Target::of(cfg)?;
-        let (batch, m) = (cfg.batch, metrics.clone());
+        let (batch, m, encoding) = (cfg.batch, metrics.clone(), cfg.encoding);
         std::thread::Builder::new()
             .name("intentgate-otlp".into())
-            .spawn(move || run(&rx, &target, batch, &m))?;
+            .spawn(move || run(&rx, target, batch, encoding, &m))?;
         Ok(Exporter { tx, metrics })
     }
 
@@ -44,43 +47,15 @@ impl Exporter {
     }
 }
 
-/// The collector: where to connect, what to name in `Host`, the base path, the resource.
-struct Target {
-    authority: String,
-    base: String,
-    timeout: Duration,
-    service: String,
-}
-
-impl Target {
-    fn of(cfg: &OtlpConfig) -> io::Result<Self> {
-        let rest = cfg.endpoint.strip_prefix("http://").ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "telemetry.otlp.endpoint must be http://",
-            )
-        })?;
-        let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Target {
-            authority,
-            base: format!("/{}", base.trim_end_matches('/')).replace("//", "/"),
-            timeout: Duration::from_millis(cfg.timeout_ms),
-            service: cfg.service_name.clone(),
-        })
-    }
-
-    fn path(&self, signal: &str) -> String {
-        format!("{}/v1/{signal}", self.base.trim_end_matches('/'))
-    }
-}
-
-fn run(rx: &Receiver<Box<AuditRecord>>, target: &Target, max: usize, metrics: &Metrics) {
+fn run(
+    rx: &Receiver<Box<AuditRecord>>,
+    mut target: Target,
+    max: usize,
+    encoding: OtlpEncoding,
+    metrics: &Metrics,
+) {
     let mut batch = Vec::with_capacity(max);
+    let mut bodies = Bodies::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         let until = Instant::now() + GATHER;
@@ -95,7 +70,7 @@ fn run(rx: &Receiver<Box<AuditRecord>>, target: &Target, max: usize, metrics: &M
                 }
             }
         }
-        export(&batch, target, metrics);
+        export(&batch, &mut target, encoding, &mut bodies, metrics);
         batch.clear();
         if !open {
             return;
@@ -103,13 +78,37 @@ fn run(rx: &Receiver<Box<AuditRecord>>, target: &Target, max: usize, metrics: &M
     }
 }
 
+/// The request bodies, kept from batch to batch.
+#[derive(Default)]
+struct Bodies {
+    traces: Vec<u8>,
+    logs: Vec<u8>,
+    line: Vec<u8>,
+}
+
 /// Posts one batch as spans, then as log records; counts the calls once.
-fn export(batch: &[Box<AuditRecord>], target: &Target, metrics: &Metrics) {
-    let prepared = encode::prepare(batch);
-    let spans = encode::traces(batch, &prepared, &target.service);
-    let logs = encode::logs(batch, &prepared, &target.service);
-    let sent = post(target, &target.path("traces"), &spans)
-        .and_then(|()| post(target, &target.path("logs"), &logs));
+fn export(
+    batch: &[Box<AuditRecord>],
+    target: &mut Target,
+    encoding: OtlpEncoding,
+    b: &mut Bodies,
+    metrics: &Metrics,
+) {
+    let service = &target.service;
+    match encoding {
+        OtlpEncoding::Protobuf => {
+            proto::traces(&mut b.traces, batch, service);
+            proto::logs(&mut b.logs, batch, service, &mut b.line);
+        }
+        OtlpEncoding::Json => {
+            let prepared = json::prepare(batch);
+            b.traces = json::traces(batch, &prepared, service);
+            b.logs = json::logs(batch, &prepared, service);
+        }
+    }
+    let sent = target
+        .post("traces", encoding, &b.traces)
+        .and_then(|()| target.post("logs", encoding, &b.logs));
     let result = match sent {
         Ok(()) => "exported",
         Err(e) => {
@@ -121,42 +120,4 @@ fn export(batch: &[Box<AuditRecord>], target: &Target, metrics: &Metrics) {
         .otlp
         .with_label_values(&[result])
         .inc_by(batch.len() as u64);
-}
-
-/// One OTLP/HTTP JSON request; Ok for a 2xx answer.
-fn post(target: &Target, path: &str, body: &[u8]) -> Result<(), String> {
-    let addr = target
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", target.authority))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", target.authority))?;
-    let mut conn = TcpStream::connect_timeout(&addr, target.timeout)
-        .map_err(|e| format!("{}: {e}", target.authority))?;
-    let io = |e: io::Error| format!("{}: {e}", target.authority);
-    conn.set_read_timeout(Some(target.timeout)).map_err(io)?;
-    conn.set_write_timeout(Some(target.timeout)).map_err(io)?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: intentgate/{}\r\n\r\n",
-        target.authority,
-        body.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    conn.write_all(head.as_bytes()).map_err(io)?;
-    conn.write_all(body).map_err(io)?;
-    // The status line (at most 1 KiB of it) is all that is read of the answer.
-    let mut status = String::new();
-    BufReader::new(&conn)
-        .take(1024)
-        .read_line(&mut status)
-        .map_err(io)?;
-    let code = status.split_whitespace().nth(1).unwrap_or("");
-    if code.starts_with('2') {
-        Ok(())
-    } else {
-        Err(format!(
-            "{path}: the collector answered '{}'",
-            status.trim()
-        ))
-    }
 }
