@@ -4,14 +4,17 @@
 //! request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as the
 //! body) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
 //! Nothing here runs on the request path.
+//!
+//! The queue is a `Vec` behind a mutex that the thread swaps for an empty one: a call is one
+//! uncontended lock and a push, and the thread is woken only by a batch's first call (which
+//! starts its gathering time) and by the call that fills it.
 
 mod client;
 mod json;
 mod proto;
 
 use std::io;
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::AuditRecord;
@@ -24,57 +27,106 @@ const GATHER: Duration = Duration::from_secs(1);
 
 /// The writer's handle on the export thread.
 pub(super) struct Exporter {
-    tx: SyncSender<Box<AuditRecord>>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Calls per export request; calls waiting at most.
+    batch: usize,
+    cap: usize,
+}
+
+struct State {
+    /// Boxed as the writer hands them over: a push moves a pointer, not the record.
+    #[allow(clippy::vec_box)]
+    calls: Vec<Box<AuditRecord>>,
+    /// The writer is gone: export what is left, then stop.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Exporter {
     pub(super) fn start(cfg: &OtlpConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel(cfg.queue);
         let target = Target::of(cfg)?;
-        let (batch, m, encoding) = (cfg.batch, metrics.clone(), cfg.encoding);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                calls: Vec::with_capacity(cfg.batch.min(cfg.queue)),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            batch: cfg.batch,
+            cap: cfg.queue,
+        });
+        let (q, m, encoding) = (queue.clone(), metrics.clone(), cfg.encoding);
         std::thread::Builder::new()
             .name("intentgate-otlp".into())
-            .spawn(move || run(&rx, target, batch, encoding, &m))?;
-        Ok(Exporter { tx, metrics })
+            .spawn(move || run(&q, target, encoding, &m))?;
+        Ok(Exporter { queue, metrics })
     }
 
     /// Queues a written record for export; drops and counts it when the queue is full.
     pub(super) fn offer(&self, rec: Box<AuditRecord>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(rec) {
+        let mut s = self.queue.lock();
+        if s.calls.len() >= self.queue.cap {
+            drop(s);
             self.metrics.otlp.with_label_values(&["queue_full"]).inc();
+            return;
+        }
+        s.calls.push(rec);
+        let n = s.calls.len();
+        drop(s);
+        if n == 1 || n == self.queue.batch {
+            self.queue.wake.notify_one();
         }
     }
 }
 
-fn run(
-    rx: &Receiver<Box<AuditRecord>>,
-    mut target: Target,
-    max: usize,
-    encoding: OtlpEncoding,
-    metrics: &Metrics,
-) {
-    let mut batch = Vec::with_capacity(max);
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.wake.notify_one();
+    }
+}
+
+/// Waits for a first call, gathers until the batch is full or `GATHER` has passed, takes the
+/// queue whole and exports it, a batch per request.
+fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metrics) {
+    let mut taken = Vec::with_capacity(queue.batch.min(queue.cap));
     let mut bodies = Bodies::default();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        let until = Instant::now() + GATHER;
-        let mut open = true;
-        while batch.len() < max {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(rec) => batch.push(rec),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+    loop {
+        let mut s = queue.lock();
+        while s.calls.is_empty() {
+            if s.closed {
+                return;
             }
+            s = queue.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
-        export(&batch, &mut target, encoding, &mut bodies, metrics);
-        batch.clear();
-        if !open {
-            return;
+        let until = Instant::now() + GATHER;
+        while s.calls.len() < queue.batch && !s.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = queue
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
+        std::mem::swap(&mut s.calls, &mut taken);
+        drop(s);
+        for batch in taken.chunks(queue.batch) {
+            export(batch, &mut target, encoding, &mut bodies, metrics);
+        }
+        taken.clear();
     }
 }
 
