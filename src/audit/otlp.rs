@@ -136,6 +136,8 @@ struct Bodies {
     traces: Vec<u8>,
     logs: Vec<u8>,
     line: Vec<u8>,
+    /// Where each span's attributes are in `traces` (the log records copy them).
+    attrs: Vec<std::ops::Range<usize>>,
 }
 
 /// Posts one batch as spans, then as log records; counts the calls once.
@@ -147,20 +149,26 @@ fn export(
     metrics: &Metrics,
 ) {
     let service = &target.service;
-    match encoding {
+    // Where each request starts in its buffer.
+    let (traces, logs) = match encoding {
         OtlpEncoding::Protobuf => {
-            proto::traces(&mut b.traces, batch, service);
-            proto::logs(&mut b.logs, batch, service, &mut b.line);
+            let t = proto::traces(&mut b.traces, batch, service, &mut b.attrs);
+            let spans = (&b.traces[..], &b.attrs[..]);
+            (
+                t,
+                proto::logs(&mut b.logs, batch, service, &mut b.line, spans),
+            )
         }
         OtlpEncoding::Json => {
             let prepared = json::prepare(batch);
             b.traces = json::traces(batch, &prepared, service);
             b.logs = json::logs(batch, &prepared, service);
+            (0, 0)
         }
-    }
+    };
     let sent = target
-        .post("traces", encoding, &b.traces)
-        .and_then(|()| target.post("logs", encoding, &b.logs));
+        .post("traces", encoding, &b.traces[traces..])
+        .and_then(|()| target.post("logs", encoding, &b.logs[logs..]));
     let result = match sent {
         Ok(()) => "exported",
         Err(e) => {

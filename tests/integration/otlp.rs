@@ -221,6 +221,7 @@ fn calls_are_exported_as_spans_in_the_agents_trace_and_as_log_records() {
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(logs[1]["traceId"], refused["traceId"]);
     assert_eq!(logs[1]["severityText"], "WARN");
+    assert_eq!(attrs(&logs[1]), r, "{}", logs[1]);
     assert_eq!(record["trace"]["span_id"], refused["spanId"], "{record}");
     assert!(proxy.metric("intentgate_otlp_calls_total{result=\"exported\"}") >= 2.0);
 }

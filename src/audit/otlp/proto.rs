@@ -4,6 +4,7 @@
 //! numbers are those of opentelemetry-proto's trace, logs, common and resource `v1` messages;
 //! strings and ids are copied as they are (nothing to escape), lengths are minimal varints.
 
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use super::super::line;
@@ -21,12 +22,26 @@ const STATUS_ERROR: u64 = 2;
 const SEVERITY_INFO: u64 = 9;
 const SEVERITY_WARN: u64 = 13;
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
+fn varint(out: &mut Vec<u8>, n: u64) {
+    let (b, len) = varint_bytes(n);
+    out.extend_from_slice(&b[..len]);
+}
+
+/// `n` as a varint, on the stack: its bytes and how many there are.
+fn varint_bytes(mut n: u64) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    let mut i = 0;
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        b[i] = (n as u8) | 0x80;
         n >>= 7;
+        i += 1;
     }
-    out.push(n as u8);
+    b[i] = n as u8;
+    (b, i + 1)
+}
+
+fn varint_len(n: u64) -> usize {
+    (u64::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 /// A field's tag (all our field numbers are below 16: one byte).
@@ -50,59 +65,59 @@ fn uint(out: &mut Vec<u8>, field: u8, n: u64) {
     varint(out, n);
 }
 
-/// A nested message written by `body`: its length is known once written, so a one-byte length
-/// is reserved and, for a message of 128 bytes or more, the body is moved up to make room for
-/// the longer varint (a short move of bytes just written).
-fn message(out: &mut Vec<u8>, field: u8, body: impl FnOnce(&mut Vec<u8>)) {
+/// A nested message written by `body`, its length in front: `width` bytes are kept for the
+/// length (what the message is expected to need), and only when its length needs another
+/// width is the body moved to fit.
+fn message(out: &mut Vec<u8>, field: u8, width: usize, body: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let at = out.len();
-    out.push(0);
+    out.resize(at + width, 0);
     body(out);
-    let len = out.len() - at - 1;
-    if len < 0x80 {
-        out[at] = len as u8;
-        return;
-    }
-    let mut head = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        head[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    head[n] = v as u8;
-    n += 1;
     let end = out.len();
-    out.resize(end + n - 1, 0);
-    out.copy_within(at + 1..end, at + n);
+    let (head, n) = varint_bytes((end - at - width) as u64);
+    if n > width {
+        out.resize(end + n - width, 0);
+        out.copy_within(at + width..end, at + n);
+    } else if n < width {
+        out.copy_within(at + width..end, at + n);
+        out.truncate(end + n - width);
+    }
     out[at..at + n].copy_from_slice(&head[..n]);
 }
 
-/// One `KeyValue` in field `field` of its message, with a string value (none when empty).
+/// One `KeyValue` in field `field` of its message, with a string value (none when empty): its
+/// lengths are known, so it is written in one pass.
 fn text(out: &mut Vec<u8>, field: u8, key: &str, value: Option<&str>) {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return;
     };
-    message(out, field, |out| {
-        bytes(out, 1, key.as_bytes());
-        // AnyValue.string_value
-        message(out, 2, |out| bytes(out, 1, v.as_bytes()));
-    });
+    // AnyValue.string_value
+    let any = 1 + varint_len(v.len() as u64) + v.len();
+    key_value(out, field, key, any);
+    bytes(out, 1, v.as_bytes());
 }
 
 /// One `KeyValue` with an integer value (`AnyValue.int_value`).
 fn int(out: &mut Vec<u8>, field: u8, key: &str, v: u64) {
-    message(out, field, |out| {
-        bytes(out, 1, key.as_bytes());
-        message(out, 2, |out| uint(out, 3, v));
-    });
+    key_value(out, field, key, 1 + varint_len(v));
+    uint(out, 3, v);
+}
+
+/// A `KeyValue` up to its value's (`AnyValue`'s) content, which is `any` bytes long.
+fn key_value(out: &mut Vec<u8>, field: u8, key: &str, any: usize) {
+    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+    out.reserve(1 + varint_len(kv as u64) + kv);
+    tag(out, field, LEN);
+    varint(out, kv as u64);
+    bytes(out, 1, key.as_bytes());
+    tag(out, 2, LEN);
+    varint(out, any as u64);
 }
 
 /// `Resource` (field 1 of `ResourceSpans` and `ResourceLogs`) and the `InstrumentationScope`
 /// (field 1 of `ScopeSpans` and `ScopeLogs`) are written by the callers around these.
 fn resource(out: &mut Vec<u8>, service: &str, first: &AuditRecord) {
-    message(out, 1, |out| {
+    message(out, 1, 2, |out| {
         text(out, 1, "service.name", Some(service));
         text(out, 1, "service.version", Some(env!("CARGO_PKG_VERSION")));
         text(out, 1, "service.instance.id", Some(&first.boot_id));
@@ -116,7 +131,7 @@ fn resource(out: &mut Vec<u8>, service: &str, first: &AuditRecord) {
 }
 
 fn scope(out: &mut Vec<u8>) {
-    message(out, 1, |out| {
+    message(out, 1, 1, |out| {
         bytes(out, 1, b"intentgate");
         bytes(out, 2, env!("CARGO_PKG_VERSION").as_bytes());
     });
@@ -164,12 +179,15 @@ fn call_attributes(out: &mut Vec<u8>, field: u8, rec: &AuditRecord) {
     text(out, field, "intentgate.connection", connection);
 }
 
-/// One `Span` (field 2 of `ScopeSpans`).
-fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
-    let Some(t) = &rec.trace else { return };
+/// One `Span` (field 2 of `ScopeSpans`); where its attributes are in `out` goes into `attrs`.
+fn span(out: &mut Vec<u8>, rec: &AuditRecord, attrs: &mut Vec<Range<usize>>) {
+    let Some(t) = &rec.trace else {
+        attrs.push(0..0);
+        return;
+    };
     let start = rec.at.map_or(0, nanos);
     let took = Duration::from_secs_f64(rec.durations.total_ms.max(0.0) / 1000.0);
-    message(out, 2, |out| {
+    message(out, 2, 2, |out| {
         bytes(out, 1, &t.trace_id);
         bytes(out, 2, &t.span_id);
         if let Some(p) = &t.parent {
@@ -184,9 +202,11 @@ fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
         uint(out, 6, KIND_SERVER);
         fixed64(out, 7, start);
         fixed64(out, 8, start.saturating_add(took.as_nanos() as u64));
+        let at = out.len();
         call_attributes(out, 9, rec);
+        attrs.push(at..out.len());
         if refused(rec) {
-            message(out, 15, |out| {
+            message(out, 15, 1, |out| {
                 let reason = rec.reasons.first().map_or("", String::as_str);
                 if !reason.is_empty() {
                     bytes(out, 2, reason.as_bytes());
@@ -197,12 +217,38 @@ fn span(out: &mut Vec<u8>, rec: &AuditRecord) {
     });
 }
 
+/// The span's attributes (`KeyValue`s in field 9), copied as the log record's (field 6).
+fn retagged(out: &mut Vec<u8>, span_attrs: &[u8]) {
+    let mut i = out.len();
+    out.extend_from_slice(span_attrs);
+    while i < out.len() {
+        out[i] = 6 << 3 | LEN;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            i += 1;
+            let Some(&b) = out.get(i) else { return };
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        i += 1 + len;
+    }
+}
+
 /// One `LogRecord` (field 2 of `ScopeLogs`): the audit line, written into `line_buf` first
-/// (its length leads it).
-fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, now: u64, line_buf: &mut Vec<u8>) {
+/// (its length leads it), and the attributes of its span (`span_attrs`), or its own.
+fn log_record(
+    out: &mut Vec<u8>,
+    rec: &AuditRecord,
+    now: u64,
+    line_buf: &mut Vec<u8>,
+    span_attrs: Option<&[u8]>,
+) {
     line_buf.clear();
     line::write(rec, line_buf);
-    message(out, 2, |out| {
+    message(out, 2, 2, |out| {
         fixed64(out, 1, rec.at.map_or(0, nanos));
         let (n, text) = if refused(rec) {
             (SEVERITY_WARN, "WARN")
@@ -215,10 +261,13 @@ fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, now: u64, line_buf: &mut Vec
         tag(out, 5, LEN);
         varint(
             out,
-            (1 + varint_len(line_buf.len()) + line_buf.len()) as u64,
+            (1 + varint_len(line_buf.len() as u64) + line_buf.len()) as u64,
         );
         bytes(out, 1, line_buf);
-        call_attributes(out, 6, rec);
+        match span_attrs {
+            Some(a) => retagged(out, a),
+            None => call_attributes(out, 6, rec),
+        }
         if let Some(t) = &rec.trace {
             bytes(out, 9, &t.trace_id);
             bytes(out, 10, &t.span_id);
@@ -227,59 +276,125 @@ fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, now: u64, line_buf: &mut Vec
     });
 }
 
-fn varint_len(n: usize) -> usize {
-    let bits = usize::BITS - (n | 1).leading_zeros();
-    bits.div_ceil(7) as usize
-}
+/// Room kept in front of a batch's items for the request's two outer headers (a tag and a
+/// varint each).
+const OUTER: usize = 2 * 11;
 
-/// `ExportTraceServiceRequest` of the batch, into `out` (cleared first).
-pub(super) fn traces(out: &mut Vec<u8>, batch: &[Box<AuditRecord>], service: &str) {
+/// `ExportTraceServiceRequest` (or `ExportLogsServiceRequest`): one `ResourceSpans` (`…Logs`)
+/// holding the resource and one `ScopeSpans` (`…Logs`) of the items `items` writes. The items
+/// are written once, where they stay: the two headers in front of them are only known after,
+/// so room is kept for them and the (short) resource moved up to meet them. Returns where in
+/// `out` the request starts.
+fn envelope(
+    out: &mut Vec<u8>,
+    service: &str,
+    first: &AuditRecord,
+    items: impl FnOnce(&mut Vec<u8>),
+) -> usize {
     out.clear();
-    let Some(first) = batch.first() else { return };
-    message(out, 1, |out| {
-        resource(out, service, first);
-        message(out, 2, |out| {
-            scope(out);
-            for rec in batch {
-                span(out, rec);
-            }
-        });
-    });
+    out.resize(OUTER / 2, 0);
+    resource(out, service, first);
+    let res = (OUTER / 2, out.len());
+    out.resize(res.1 + OUTER / 2, 0);
+    let start = out.len();
+    scope(out);
+    items(out);
+    // ScopeSpans (field 2 of ResourceSpans), right before its content.
+    let (len, n) = varint_bytes((out.len() - start) as u64);
+    let mut at = start - n;
+    out[at..start].copy_from_slice(&len[..n]);
+    at -= 1;
+    out[at] = 2 << 3 | LEN;
+    // The resource, moved up to it.
+    out.copy_within(res.0..res.1, at - (res.1 - res.0));
+    at -= res.1 - res.0;
+    // ResourceSpans (field 1 of the request).
+    let (len, n) = varint_bytes((out.len() - at) as u64);
+    out[at - n..at].copy_from_slice(&len[..n]);
+    at -= n + 1;
+    out[at] = 1 << 3 | LEN;
+    at
 }
 
-/// `ExportLogsServiceRequest` of the batch, into `out` (cleared first).
+/// `ExportTraceServiceRequest` of the batch, into `out`; returns where it starts in `out`.
+/// Where each span's attributes are goes into `attrs` (cleared first), for `logs`.
+pub(super) fn traces(
+    out: &mut Vec<u8>,
+    batch: &[Box<AuditRecord>],
+    service: &str,
+    attrs: &mut Vec<Range<usize>>,
+) -> usize {
+    out.clear();
+    attrs.clear();
+    let Some(first) = batch.first() else { return 0 };
+    envelope(out, service, first, |out| {
+        for rec in batch {
+            span(out, rec, attrs);
+        }
+    })
+}
+
+/// `ExportLogsServiceRequest` of the batch, into `out`; returns where it starts in `out`.
+/// Each call's attributes are copied from its span in `spans` (`traces`' `out` and `attrs`).
 pub(super) fn logs(
     out: &mut Vec<u8>,
     batch: &[Box<AuditRecord>],
     service: &str,
     line_buf: &mut Vec<u8>,
-) {
+    (spans, attrs): (&[u8], &[Range<usize>]),
+) -> usize {
     out.clear();
-    let Some(first) = batch.first() else { return };
+    let Some(first) = batch.first() else { return 0 };
     let now = nanos(SystemTime::now());
-    message(out, 1, |out| {
-        resource(out, service, first);
-        message(out, 2, |out| {
-            scope(out);
-            for rec in batch {
-                log_record(out, rec, now, line_buf);
-            }
-        });
-    });
+    envelope(out, service, first, |out| {
+        for (i, rec) in batch.iter().enumerate() {
+            let span_attrs = attrs
+                .get(i)
+                .filter(|r| !r.is_empty())
+                .map(|r| &spans[r.clone()]);
+            log_record(out, rec, now, line_buf, span_attrs);
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn a_nested_message_carries_its_minimal_length() {
+    fn a_nested_message_carries_its_minimal_length_whatever_room_was_kept() {
         for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
-            let mut out = vec![9];
-            super::message(&mut out, 2, |out| out.resize(out.len() + len, 7));
             let mut want = vec![9, 2 << 3 | 2];
-            super::varint(&mut want, len as u64);
-            assert_eq!(want.len() - 2, super::varint_len(len), "{len}");
+            varint(&mut want, len as u64);
+            assert_eq!(want.len() - 2, varint_len(len as u64), "{len}");
             want.resize(want.len() + len, 7);
-            assert_eq!(out, want, "{len}");
+            for width in 1..=3 {
+                let mut out = vec![9];
+                message(&mut out, 2, width, |out| out.resize(out.len() + len, 7));
+                assert_eq!(out, want, "{len} in {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_the_nested_messages_written_in_place() {
+        let rec = AuditRecord {
+            boot_id: "b00t".into(),
+            ..AuditRecord::default()
+        };
+        for len in [0usize, 100, 200, 20_000, 3_000_000] {
+            let items = |out: &mut Vec<u8>| out.resize(out.len() + len, 7);
+            let mut want = Vec::new();
+            message(&mut want, 1, 1, |out| {
+                resource(out, "svc", &rec);
+                message(out, 2, 1, |out| {
+                    scope(out);
+                    items(out);
+                });
+            });
+            let mut out = vec![1, 2, 3];
+            let at = envelope(&mut out, "svc", &rec, items);
+            assert!(out[at..] == want[..], "{len}");
         }
     }
 }
