@@ -22,9 +22,13 @@ const STATUS_ERROR: u64 = 2;
 const SEVERITY_INFO: u64 = 9;
 const SEVERITY_WARN: u64 = 13;
 
-fn varint(out: &mut Vec<u8>, n: u64) {
-    let (b, len) = varint_bytes(n);
-    out.extend_from_slice(&b[..len]);
+/// Byte by byte: a copy of a short, variable-length slice would be a `memcpy` call.
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// `n` as a varint, on the stack: its bytes and how many there are.
