@@ -1,115 +1,174 @@
 //! OpenTelemetry export (`telemetry.otlp`): the audit writer hands each written record of a
 //! traced call to this exporter's bounded queue (never waiting: a full queue drops and counts,
 //! the audit log stays the lossless record); its own thread batches them and posts one OTLP/HTTP
-//! JSON request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as
-//! the body) per batch. Nothing here runs on the request path.
+//! request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as the
+//! body) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
+//! Nothing here runs on the request path.
+//!
+//! The queue is a `Vec` behind a mutex that the thread swaps for an empty one: a call is one
+//! uncontended lock and a push, and the thread is woken only by a batch's first call (which
+//! starts its gathering time) and by the call that fills it.
 
-mod encode;
+mod client;
+mod json;
+mod proto;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::AuditRecord;
-use crate::config::OtlpConfig;
+use crate::config::{OtlpConfig, OtlpEncoding};
 use crate::metrics::Metrics;
+use client::Target;
 
 /// How long a batch gathers after its first call before it is sent.
 const GATHER: Duration = Duration::from_secs(1);
 
 /// The writer's handle on the export thread.
 pub(super) struct Exporter {
-    tx: SyncSender<Box<AuditRecord>>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Calls per export request; calls waiting at most.
+    batch: usize,
+    cap: usize,
+}
+
+struct State {
+    /// Boxed as the writer hands them over: a push moves a pointer, not the record.
+    #[allow(clippy::vec_box)]
+    calls: Vec<Box<AuditRecord>>,
+    /// The writer is gone: export what is left, then stop.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Exporter {
     pub(super) fn start(cfg: &OtlpConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel(cfg.queue);
         let target = Target::of(cfg)?;
-        let (batch, m) = (cfg.batch, metrics.clone());
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State {
+                calls: Vec::with_capacity(cfg.batch.min(cfg.queue)),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            batch: cfg.batch,
+            cap: cfg.queue,
+        });
+        let (q, m, encoding) = (queue.clone(), metrics.clone(), cfg.encoding);
         std::thread::Builder::new()
             .name("intentgate-otlp".into())
-            .spawn(move || run(&rx, &target, batch, &m))?;
-        Ok(Exporter { tx, metrics })
+            .spawn(move || run(&q, target, encoding, &m))?;
+        Ok(Exporter { queue, metrics })
     }
 
     /// Queues a written record for export; drops and counts it when the queue is full.
     pub(super) fn offer(&self, rec: Box<AuditRecord>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(rec) {
+        let mut s = self.queue.lock();
+        if s.calls.len() >= self.queue.cap {
+            drop(s);
             self.metrics.otlp.with_label_values(&["queue_full"]).inc();
-        }
-    }
-}
-
-/// The collector: where to connect, what to name in `Host`, the base path, the resource.
-struct Target {
-    authority: String,
-    base: String,
-    timeout: Duration,
-    service: String,
-}
-
-impl Target {
-    fn of(cfg: &OtlpConfig) -> io::Result<Self> {
-        let rest = cfg.endpoint.strip_prefix("http://").ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "telemetry.otlp.endpoint must be http://",
-            )
-        })?;
-        let (authority, base) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
-        let authority = if authority.contains(':') && !authority.ends_with(']') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        Ok(Target {
-            authority,
-            base: format!("/{}", base.trim_end_matches('/')).replace("//", "/"),
-            timeout: Duration::from_millis(cfg.timeout_ms),
-            service: cfg.service_name.clone(),
-        })
-    }
-
-    fn path(&self, signal: &str) -> String {
-        format!("{}/v1/{signal}", self.base.trim_end_matches('/'))
-    }
-}
-
-fn run(rx: &Receiver<Box<AuditRecord>>, target: &Target, max: usize, metrics: &Metrics) {
-    let mut batch = Vec::with_capacity(max);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        let until = Instant::now() + GATHER;
-        let mut open = true;
-        while batch.len() < max {
-            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(rec) => batch.push(rec),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        export(&batch, target, metrics);
-        batch.clear();
-        if !open {
             return;
         }
+        s.calls.push(rec);
+        let n = s.calls.len();
+        drop(s);
+        if n == 1 || n == self.queue.batch {
+            self.queue.wake.notify_one();
+        }
     }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.wake.notify_one();
+    }
+}
+
+/// Waits for a first call, gathers until the batch is full or `GATHER` has passed, takes the
+/// queue whole and exports it, a batch per request.
+fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metrics) {
+    let mut taken = Vec::with_capacity(queue.batch.min(queue.cap));
+    let mut bodies = Bodies::default();
+    loop {
+        let mut s = queue.lock();
+        while s.calls.is_empty() {
+            if s.closed {
+                return;
+            }
+            s = queue.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        let until = Instant::now() + GATHER;
+        while s.calls.len() < queue.batch && !s.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = queue
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::swap(&mut s.calls, &mut taken);
+        drop(s);
+        for batch in taken.chunks(queue.batch) {
+            export(batch, &mut target, encoding, &mut bodies, metrics);
+        }
+        taken.clear();
+    }
+}
+
+/// The request bodies, kept from batch to batch.
+#[derive(Default)]
+struct Bodies {
+    traces: Vec<u8>,
+    logs: Vec<u8>,
+    line: Vec<u8>,
+    /// Where each span's attributes are in `traces` (the log records copy them).
+    attrs: Vec<std::ops::Range<usize>>,
 }
 
 /// Posts one batch as spans, then as log records; counts the calls once.
-fn export(batch: &[Box<AuditRecord>], target: &Target, metrics: &Metrics) {
-    let prepared = encode::prepare(batch);
-    let spans = encode::traces(batch, &prepared, &target.service);
-    let logs = encode::logs(batch, &prepared, &target.service);
-    let sent = post(target, &target.path("traces"), &spans)
-        .and_then(|()| post(target, &target.path("logs"), &logs));
+fn export(
+    batch: &[Box<AuditRecord>],
+    target: &mut Target,
+    encoding: OtlpEncoding,
+    b: &mut Bodies,
+    metrics: &Metrics,
+) {
+    let service = &target.service;
+    // Where each request starts in its buffer.
+    let (traces, logs) = match encoding {
+        OtlpEncoding::Protobuf => {
+            let t = proto::traces(&mut b.traces, batch, service, &mut b.attrs);
+            let spans = (&b.traces[..], &b.attrs[..]);
+            (
+                t,
+                proto::logs(&mut b.logs, batch, service, &mut b.line, spans),
+            )
+        }
+        OtlpEncoding::Json => {
+            let prepared = json::prepare(batch);
+            b.traces = json::traces(batch, &prepared, service);
+            b.logs = json::logs(batch, &prepared, service);
+            (0, 0)
+        }
+    };
+    let sent = target
+        .post("traces", encoding, &b.traces[traces..])
+        .and_then(|()| target.post("logs", encoding, &b.logs[logs..]));
     let result = match sent {
         Ok(()) => "exported",
         Err(e) => {
@@ -121,42 +180,4 @@ fn export(batch: &[Box<AuditRecord>], target: &Target, metrics: &Metrics) {
         .otlp
         .with_label_values(&[result])
         .inc_by(batch.len() as u64);
-}
-
-/// One OTLP/HTTP JSON request; Ok for a 2xx answer.
-fn post(target: &Target, path: &str, body: &[u8]) -> Result<(), String> {
-    let addr = target
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", target.authority))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", target.authority))?;
-    let mut conn = TcpStream::connect_timeout(&addr, target.timeout)
-        .map_err(|e| format!("{}: {e}", target.authority))?;
-    let io = |e: io::Error| format!("{}: {e}", target.authority);
-    conn.set_read_timeout(Some(target.timeout)).map_err(io)?;
-    conn.set_write_timeout(Some(target.timeout)).map_err(io)?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: intentgate/{}\r\n\r\n",
-        target.authority,
-        body.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    conn.write_all(head.as_bytes()).map_err(io)?;
-    conn.write_all(body).map_err(io)?;
-    // The status line (at most 1 KiB of it) is all that is read of the answer.
-    let mut status = String::new();
-    BufReader::new(&conn)
-        .take(1024)
-        .read_line(&mut status)
-        .map_err(io)?;
-    let code = status.split_whitespace().nth(1).unwrap_or("");
-    if code.starts_with('2') {
-        Ok(())
-    } else {
-        Err(format!(
-            "{path}: the collector answered '{}'",
-            status.trim()
-        ))
-    }
 }

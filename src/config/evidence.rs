@@ -29,6 +29,19 @@ pub struct OtlpConfig {
     pub queue: usize,
     /// How long one export request may take.
     pub timeout_ms: u64,
+    /// The bodies' encoding: protobuf (OTLP/HTTP's default) or JSON.
+    pub encoding: OtlpEncoding,
+}
+
+/// `telemetry.otlp.encoding`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpEncoding {
+    /// `application/x-protobuf`.
+    #[default]
+    Protobuf,
+    /// `application/json`.
+    Json,
 }
 
 impl Default for OtlpConfig {
@@ -39,6 +52,7 @@ impl Default for OtlpConfig {
             batch: 512,
             queue: 4096,
             timeout_ms: 5000,
+            encoding: OtlpEncoding::Protobuf,
         }
     }
 }

@@ -56,6 +56,51 @@ impl Receiver {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+
+    /// The spans and log records received once there are at least `n` of each (any refused
+    /// export fails the test).
+    fn exported(&self, n: usize) -> (Vec<Value>, Vec<Value>) {
+        eventually(
+            &format!("{n} spans and {n} log records"),
+            Duration::from_secs(20),
+            || {
+                let got = self.received();
+                if let Some(e) = got.iter().find(|g| g.get("error").is_some()) {
+                    panic!("the receiver refused an export: {e}");
+                }
+                let of = |path: &str, outer: &str, scope: &str, items: &str| -> Vec<Value> {
+                    got.iter()
+                        .filter(|g| g["path"] == path)
+                        .flat_map(|g| g["msg"][outer].as_array().cloned().unwrap_or_default())
+                        .flat_map(|r| r[scope].as_array().cloned().unwrap_or_default())
+                        .flat_map(|s| s[items].as_array().cloned().unwrap_or_default())
+                        .collect()
+                };
+                let spans = of("/v1/traces", "resourceSpans", "scopeSpans", "spans");
+                let logs = of("/v1/logs", "resourceLogs", "scopeLogs", "logRecords");
+                (spans.len() >= n && logs.len() >= n).then_some((spans, logs))
+            },
+        )
+    }
+}
+
+/// A proxy exporting to `rx` with `extra` keys in `telemetry.otlp`, and an upstream it may call.
+fn exporting(rx: &Receiver, extra: &str) -> (ProxyProc, Upstream) {
+    let up = Upstream::start();
+    let proxy = ProxyProc::start(&format!(
+        "agent: {{id: bot, owner: team}}\naudit: {{path: \"off\"}}\n\
+         telemetry: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"{extra}}}}}\n\
+         intents:\n  read:\n    allow: [{{hosts: [localhost], ports: [{}]}}]\n",
+        rx.port,
+        up.addr.port()
+    ));
+    (proxy, up)
+}
+
+fn call(proxy: &ProxyProc, up: &Upstream) {
+    let url = format!("http://localhost:{}/x", up.addr.port());
+    let r = curl(&["-x", &proxy.url(), "-H", "intentgate-intent: read", &url]);
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 impl Drop for Receiver {
@@ -131,28 +176,11 @@ fn calls_are_exported_as_spans_in_the_agents_trace_and_as_log_records() {
     );
     assert_ne!(parts[2], agent_span, "{upstream_tp}");
 
-    let (spans, logs) = eventually(
-        "two spans and two log records",
-        Duration::from_secs(20),
-        || {
-            let got = rx.received();
-            if let Some(e) = got.iter().find(|g| g.get("error").is_some()) {
-                panic!("the receiver refused an export: {e}");
-            }
-            let of = |path: &str, outer: &str, scope: &str, items: &str| -> Vec<Value> {
-                got.iter()
-                    .filter(|g| g["path"] == path)
-                    .flat_map(|g| g["msg"][outer].as_array().cloned().unwrap_or_default())
-                    .flat_map(|r| r[scope].as_array().cloned().unwrap_or_default())
-                    .flat_map(|s| s[items].as_array().cloned().unwrap_or_default())
-                    .collect()
-            };
-            let spans = of("/v1/traces", "resourceSpans", "scopeSpans", "spans");
-            let logs = of("/v1/logs", "resourceLogs", "scopeLogs", "logRecords");
-            (spans.len() >= 2 && logs.len() >= 2).then_some((spans, logs))
-        },
-    );
-    let resource = &rx.received()[0]["msg"]["resourceSpans"][0]["resource"];
+    let (spans, logs) = rx.exported(2);
+    let got = rx.received();
+    // Protobuf, OTLP/HTTP's default encoding (the receiver parsed it with the definitions).
+    assert!(got.iter().all(|g| g["encoding"] == "protobuf"), "{got:?}");
+    let resource = &got[0]["msg"]["resourceSpans"][0]["resource"];
     assert!(resource.to_string().contains("sidecar"), "{resource}");
 
     let (allowed, refused) = (&spans[0], &spans[1]);
@@ -193,6 +221,7 @@ fn calls_are_exported_as_spans_in_the_agents_trace_and_as_log_records() {
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(logs[1]["traceId"], refused["traceId"]);
     assert_eq!(logs[1]["severityText"], "WARN");
+    assert_eq!(attrs(&logs[1]), r, "{}", logs[1]);
     assert_eq!(record["trace"]["span_id"], refused["spanId"], "{record}");
     assert!(proxy.metric("intentgate_otlp_calls_total{result=\"exported\"}") >= 2.0);
 }
@@ -212,4 +241,32 @@ fn an_otlp_endpoint_that_is_not_http_is_refused_naming_the_field() {
         err.contains("telemetry.otlp.endpoint") && err.contains("c.yaml"),
         "{err}"
     );
+}
+
+#[test]
+fn the_json_encoding_is_kept_as_an_option() {
+    let rx = Receiver::start();
+    let (proxy, up) = exporting(&rx, ", encoding: json");
+    call(&proxy, &up);
+    let (spans, logs) = rx.exported(1);
+    let got = rx.received();
+    assert!(got.iter().all(|g| g["encoding"] == "json"), "{got:?}");
+    assert_eq!(attrs(&spans[0])["intentgate.intent"], "read");
+    assert_eq!(logs[0]["traceId"], spans[0]["traceId"]);
+}
+
+#[test]
+fn batches_are_posted_over_one_kept_connection() {
+    let rx = Receiver::start();
+    // A batch per call: three calls, six posts.
+    let (proxy, up) = exporting(&rx, ", batch: 1");
+    for _ in 0..3 {
+        call(&proxy, &up);
+    }
+    rx.exported(3);
+    let got = rx.received();
+    let ports: std::collections::BTreeSet<_> =
+        got.iter().map(|g| g["peer_port"].as_u64()).collect();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(ports.len(), 1, "{got:?}");
 }

@@ -1,4 +1,4 @@
-//! OTLP/HTTP JSON bodies (the OTLP specification's JSON encoding: ids as lowercase hex, 64-bit
+//! OTLP/HTTP JSON bodies (`telemetry.otlp.encoding: json`, the OTLP specification's JSON encoding: ids as lowercase hex, 64-bit
 //! integers as strings) of a batch of calls: an `ExportTraceServiceRequest` with one span per
 //! call and an `ExportLogsServiceRequest` with one log record per call (its audit line as body).
 
@@ -40,7 +40,7 @@ fn escape_quotes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `SPAN_KIND_SERVER`: the call as intentgate served it.
 const KIND_SERVER: u8 = 2;
 
-fn nanos(t: SystemTime) -> u64 {
+pub(super) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
@@ -179,7 +179,7 @@ fn id_field(out: &mut Vec<u8>, key: &[u8], hex: &[u8]) {
 }
 
 /// Whether the call failed or was refused (span status ERROR, log severity WARN).
-fn refused(rec: &AuditRecord) -> bool {
+pub(super) fn refused(rec: &AuditRecord) -> bool {
     matches!(rec.decision, Some(Verdict::Deny | Verdict::Error)) || rec.status >= 500
 }
 

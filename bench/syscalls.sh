@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# System calls per proxied request, counted by `strace -c -f` on the running proxy (all its
+# threads): the kernel side that bench/instructions.sh does not see.
+#   bench/syscalls.sh BIN [N]
+# The proxy (audit off, policy off as in bench/instructions.sh) forwards N (default 20000)
+# keep-alive GETs from oha (4 connections) to a local nginx after 2,000 warm-up requests; strace
+# attaches after the warm-up and stays SETTLE seconds (default 3) after the last request, so work
+# done later (an OTLP batch) counts too. EXTRA_YAML is appended to the config, e.g. with
+# bench/otlp_sink.py listening on PORT:
+#   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:PORT"}}' bench/syscalls.sh BIN
+# Prints strace's table and each call's count per request. (strace slows the proxy; the counts,
+# not the times, are the result.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/upstream.sh
+bin=$1 n=${2:-20000}
+tmp=$(mktemp -d)
+trap 'kill $nginx_pid ${ig:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
+up=$(free_port) p=$(free_port)
+start_nginx "$tmp" "$up"
+cat >"$tmp/c.yaml" <<YAML
+listen: {proxy: "127.0.0.1:$p", admin: null}
+audit: {path: "off"}
+agent: {id: bench-agent, owner: bench}
+egress: {allow_cidrs: ["127.0.0.0/8"]}
+policy: {builtin: false, paths: ["$PWD/bench/variants/allow-all.rego"]}
+${EXTRA_YAML:-}
+YAML
+"$bin" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
+ig=$!
+until curl -sf -o /dev/null -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/small"; do sleep 0.1; done
+oha --no-tui -c 4 -n 2000 -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/small" >/dev/null
+sleep "${SETTLE:-3}"
+strace -c -f -p "$ig" -o "$tmp/strace.out" &
+st=$!
+sleep 1
+oha --no-tui -c 4 -n "$n" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up/small" >"$tmp/oha.out"
+grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
+sleep "${SETTLE:-3}"
+kill -INT $st; wait $st 2>/dev/null || true
+cat "$tmp/strace.out"
+awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ {printf "%s %.3f per request\n", $NF, $4 / n}' "$tmp/strace.out"
