@@ -15,6 +15,8 @@
 # The requests are GETs of /x unless: METHOD (e.g. POST), BODY_FILE (the body sent), CT (its
 # Content-Type), URL_PATH (e.g. /files/sse.txt: nginx serves files put in $FILES_DIR there, also
 # to a POST). bench/mcp_cpu.sh and bench/llm_usage_cpu.sh use these.
+# PIN=1 runs the proxy on CPU 1 and nginx and oha on CPU 0, so the proxy's time is not mixed with
+# theirs on one core (less spread between reps; both sides of the A/B run the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/upstream.sh
@@ -23,6 +25,11 @@ tmp=$(mktemp -d)
 trap 'kill $nginx_pid ${ig:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
 up=$(free_port)
 start_nginx "$tmp" "$up"
+pin_proxy=() pin_load=()
+if [[ ${PIN:-0} == 1 ]]; then
+    pin_proxy=(taskset -c 1) pin_load=(taskset -c 0)
+    for p in $nginx_pid $(pgrep -P "$nginx_pid"); do taskset -pc 0 "$p" >/dev/null; done
+fi
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 feature() { # on|off -> the config line(s) of the feature measured
@@ -53,14 +60,14 @@ intent: bench
 YAML
     local b=$bin
     if [[ $on == false ]]; then b=${OFF_BIN:-$bin}; fi
-    "$b" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
+    "${pin_proxy[@]}" "$b" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
     ig=$!
     until curl -s "http://127.0.0.1:$a/readyz" >/dev/null; do sleep 0.05; done
     # Warm up (connections, caches), then measure.
-    oha -n 2000 -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >/dev/null
+    "${pin_load[@]}" oha -n 2000 -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >/dev/null
     local before after
     before=$(cpu $ig)
-    oha -n "$n" -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >"$tmp/oha.out"
+    "${pin_load[@]}" oha -n "$n" -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >"$tmp/oha.out"
     grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     after=$(cpu $ig)
     kill $ig; wait $ig 2>/dev/null || true
