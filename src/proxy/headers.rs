@@ -5,20 +5,44 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{Ambiguity, ProxyError};
 
-/// Headers that describe one hop and never travel further.
-/// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
-/// A const (its compares inline), bound once per call: every use of a const array builds (and
-/// drops) one.
+/// Headers that describe one hop and never travel further (`hop_index` tells them apart).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
     header::TE,
     header::TRAILER,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
 ];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// `k`'s index in `HOP_BY_HOP`, compared name by name: no array is built (and dropped) for
+/// each of the headers of every request and response.
+fn hop_index(k: &HeaderName) -> Option<usize> {
+    let i = if *k == header::CONNECTION {
+        0
+    } else if *k == PROXY_CONNECTION {
+        1
+    } else if *k == KEEP_ALIVE {
+        2
+    } else if *k == header::TE {
+        3
+    } else if *k == header::TRAILER {
+        4
+    } else if *k == header::UPGRADE {
+        5
+    } else if *k == header::PROXY_AUTHORIZATION {
+        6
+    } else if *k == header::PROXY_AUTHENTICATE {
+        7
+    } else {
+        return None;
+    };
+    Some(i)
+}
 
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
 pub const OWN_PREFIX: &str = "intentgate-";
@@ -44,17 +68,21 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
     // none or only `connection`, so one name is looked up and removed instead of eight.
-    let hop = HOP_BY_HOP;
     let mut present = 0u8;
     for k in headers.keys() {
-        if let Some(i) = hop.iter().position(|h| h == k) {
+        if let Some(i) = hop_index(k) {
             present |= 1 << i;
         }
     }
-    // Every header `Connection` names goes too. Names in HOP_BY_HOP (`keep-alive`, the usual
-    // token) are removed below anyway, so a list of only those allocates nothing here.
-    let other = |t: &&str| !hop.iter().any(|h| h.as_str().eq_ignore_ascii_case(t));
-    if present & 1 != 0 && list_tokens(headers, header::CONNECTION).any(|t| other(&t)) {
+    // Every header `Connection` names goes too. Names in HOP_BY_HOP are removed below anyway:
+    // a `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only
+    // such names allocates nothing here.
+    if present & 1 != 0 && !only_keep_alive(headers) {
+        let other = |t: &&str| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(t))
+        };
         let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(other)
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
@@ -63,11 +91,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in hop.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
+    if present & 1 != 0 {
+        headers.remove(header::CONNECTION);
+    }
+    // The rest only when one is there (the array is built only then).
+    if present > 1 {
+        for (i, name) in HOP_BY_HOP.into_iter().enumerate().skip(1) {
+            if present & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
     }
+}
+
+/// Whether every `Connection` value is `keep-alive` alone.
+fn only_keep_alive(headers: &HeaderMap) -> bool {
+    (headers.get_all(header::CONNECTION).iter()).all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"keep-alive")
+    })
 }
 
 /// Appends this hop to `Via`.
@@ -205,7 +248,7 @@ pub fn malformed_body() -> ProxyError {
 }
 
 /// Headers that ask a server to run another method than the request line's (bound once per
-/// call, as `HOP_BY_HOP`).
+/// call: a const array is built wherever it is used).
 const OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-method-override"),
