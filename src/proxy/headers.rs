@@ -50,6 +50,10 @@ pub const OWN_PREFIX: &str = "intentgate-";
 /// W3C trace context (continued, with OpenTelemetry export on; else passed through as is).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// The decision id on our responses: a const, so that the name is neither parsed nor copied
+/// for each response (a `&str` name is).
+pub const DECISION_ID: HeaderName = HeaderName::from_static("intentgate-decision-id");
+
 /// The value added to `Via` by this proxy.
 pub const VIA: &str = "1.1 intentgate";
 

@@ -68,7 +68,7 @@ impl Proxy {
                     resp = resp.map(|b| f.wrap(b));
                 }
                 if let Some(v) = id {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
+                    resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
                 return resp;
             }
@@ -81,7 +81,7 @@ impl Proxy {
                 // the byte counts and how it ended.
                 rec.status = resp.status().as_u16();
                 if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
+                    resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
                 tokio::spawn(audited::audit_when_relayed(
                     rec, slot, relayed, started, what,
