@@ -49,8 +49,16 @@ impl Proxy {
             h.insert(headers::TRACEPARENT, v);
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        if let Some(host) = tag(&authority.host_header(default_port)) {
-            h.insert(HOST, host);
+        // Usually the agent's one `Host` is the canonical one already: then it stays.
+        let canonical = {
+            let mut hosts = h.get_all(HOST).iter();
+            (hosts.next()).is_some_and(|v| authority.is_host_header(v.as_bytes(), default_port))
+                && hosts.next().is_none()
+        };
+        if !canonical {
+            if let Some(host) = tag(&authority.host_header(default_port)) {
+                h.insert(HOST, host);
+            }
         }
     }
 }
