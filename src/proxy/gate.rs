@@ -33,6 +33,8 @@ pub struct LivePolicy {
     pub default_intent: Option<(String, Option<String>)>,
     /// `policy.shadow`: decided beside `policy`, never enforced.
     pub shadow: Option<PolicySet>,
+    /// The agent's id as the upstream tag's value, made once (src/proxy/tags.rs).
+    agent_tag: Option<http::HeaderValue>,
 }
 
 impl LivePolicy {
@@ -52,6 +54,7 @@ impl LivePolicy {
                     .expires
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
+            agent_tag: http::HeaderValue::from_str(&agent.id).ok(),
             policy,
             agent,
             default_intent,
@@ -67,6 +70,11 @@ impl LivePolicy {
     /// The agent as audit records carry it.
     pub(crate) fn audit_agent(&self) -> &Arc<AuditAgent> {
         &self.audit_agent
+    }
+
+    /// The agent's id as a header value (none when it cannot be one).
+    pub(super) fn agent_tag(&self) -> Option<&http::HeaderValue> {
+        self.agent_tag.as_ref()
     }
 }
 

@@ -28,8 +28,8 @@ impl Proxy {
     ) {
         headers::add_via(h);
         let tag = |v: &str| HeaderValue::from_str(v).ok();
-        if let Some(v) = tag(&live.agent.id) {
-            h.insert(self.tag_agent.clone(), v);
+        if let Some(v) = live.agent_tag() {
+            h.insert(self.tag_agent.clone(), v.clone());
         }
         if let Some(v) = intent.name.as_deref().and_then(tag) {
             h.insert(self.tag_intent.clone(), v);
