@@ -119,6 +119,11 @@ fn only_keep_alive(headers: &HeaderMap) -> bool {
 
 /// Appends this hop to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
+    // Usually there is none: looked for among the names first (compared, not hashed).
+    if !headers.keys().any(|k| k == header::VIA) {
+        headers.insert(header::VIA, HeaderValue::from_static(VIA));
+        return;
+    }
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA}")).ok(),
         None => Some(HeaderValue::from_static(VIA)),
