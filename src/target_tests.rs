@@ -181,7 +181,7 @@ fn host_header_compared_without_building_it() {
             format!("{built}:"),
             built.to_uppercase(),
             format!("{}:0{}", authority.host, authority.port),
-            format!("{}:{}", authority.host, authority.port + 1),
+            format!("{}:{}", authority.host, authority.port.wrapping_add(1)),
             format!("x{built}"),
             built[..built.len() - 1].to_string(),
             String::new(),
