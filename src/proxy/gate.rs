@@ -89,6 +89,25 @@ pub fn header_intent<'a>(
     Ok(name.map(|n| (n, task)))
 }
 
+impl Proxy {
+    /// The intent a request's headers declare (`header_intent`) and the intent token they carry.
+    /// The names are looked for in one pass first: a request usually carries none of the three.
+    pub(super) fn declared<'a>(&self, h: &'a HeaderMap) -> Result<Declared<'a>, ProxyError> {
+        let token = self.intent_tokens.header();
+        let (intent, task) = (&self.tag_intent, &self.task_header);
+        if !h.keys().any(|k| k == intent || k == task || k == token) {
+            return Ok((None, None));
+        }
+        Ok((
+            header_intent(h, intent, task)?,
+            headers::single_value(h, token)?,
+        ))
+    }
+}
+
+/// A request's declared intent (and task), and its intent token.
+pub(super) type Declared<'a> = (Option<(&'a str, Option<&'a str>)>, Option<&'a str>);
+
 /// The record takes where a call goes and how it arrived, before anything can refuse it.
 pub(super) fn note(
     rec: &mut AuditRecord,

@@ -277,8 +277,7 @@ impl Proxy {
         //    (never from the request), intent from the headers (two different values refused) >
         //    session > default, the policy; enforce blocks; then the name of what may go is
         //    resolved and vetted (the connection later dials only vetted addresses of it).
-        let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
-        let intent_token = headers::single_value(req.headers(), self.intent_tokens.header())?;
+        let (declared, intent_token) = self.declared(req.headers())?;
         let facts = RequestFacts {
             id: "",
             protocol: req.version().into(),
