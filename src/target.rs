@@ -44,9 +44,7 @@ impl Authority {
             self.to_host_port()
         }
     }
-}
 
-impl Authority {
     /// Whether `value` is exactly `host_header(default_port)` (compared without building it: an
     /// agent's `Host` usually is, and then it is kept as it is).
     pub fn is_host_header(&self, value: &[u8], default_port: u16) -> bool {
