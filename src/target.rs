@@ -44,6 +44,36 @@ impl Authority {
             self.to_host_port()
         }
     }
+
+    /// Whether `value` is exactly `host_header(default_port)` (compared without building it: an
+    /// agent's `Host` usually is, and then it is kept as it is).
+    pub fn is_host_header(&self, value: &[u8], default_port: u16) -> bool {
+        let host = self.host.as_bytes();
+        // An IPv6 literal (the only host with a `:`) is in brackets.
+        let rest = match value.strip_prefix(b"[") {
+            Some(v) => (v.strip_prefix(host)).and_then(|v| v.strip_prefix(b"]")),
+            None => value.strip_prefix(host),
+        };
+        let Some(rest) = rest else {
+            return false;
+        };
+        if (value.len() - rest.len() == host.len()) == host.contains(&b':') {
+            return false;
+        }
+        if self.port == default_port {
+            return rest.is_empty();
+        }
+        // `:` and the port in decimal, with no leading zero.
+        match rest {
+            [b':', b'1'..=b'9', digits @ ..] if digits.len() < 5 => {
+                let n = rest[1..].iter().try_fold(0u32, |n, &d| {
+                    d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+                });
+                n == Some(u32::from(self.port))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Appends `n` in decimal, without the formatting machinery.

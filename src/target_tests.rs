@@ -154,3 +154,42 @@ fn paths_that_upstreams_read_differently_are_ambiguous() {
         assert_eq!(canonical_path(ok).unwrap(), canonical, "{ok}");
     }
 }
+
+#[test]
+fn host_header_compared_without_building_it() {
+    let a = |host: &str, port| Authority {
+        host: host.into(),
+        port,
+    };
+    for (authority, default_port) in [
+        (a("api.example.com", 80), 80),
+        (a("api.example.com", 8080), 80),
+        (a("api.example.com", 443), 443),
+        (a("api.example.com", 443), 80),
+        (a("127.0.0.1", 7), 80),
+        (a("127.0.0.1", 65535), 443),
+        (a("::1", 80), 80),
+        (a("::1", 8443), 443),
+    ] {
+        let built = authority.host_header(default_port);
+        assert!(
+            authority.is_host_header(built.as_bytes(), default_port),
+            "{built}"
+        );
+        for other in [
+            format!("{built}0"),
+            format!("{built}:"),
+            built.to_uppercase(),
+            format!("{}:0{}", authority.host, authority.port),
+            format!("{}:{}", authority.host, authority.port.wrapping_add(1)),
+            format!("x{built}"),
+            built[..built.len() - 1].to_string(),
+            String::new(),
+        ] {
+            assert!(
+                other == built || !authority.is_host_header(other.as_bytes(), default_port),
+                "{other} is not {built}"
+            );
+        }
+    }
+}

@@ -105,10 +105,15 @@ impl<S> Guard<S> {
     }
 }
 
-/// If `buf` is a whole head hyper wrote for its own error answer: its status. Cheap (no
-/// allocation): it runs on every response head.
+/// If `buf` is a whole head hyper wrote for its own error answer: its status (400, 414 or 431,
+/// the only ones hyper answers with itself). Cheap (no allocation, the status looked at first):
+/// it runs on every response head.
 fn bare_error_status(buf: &[u8]) -> Option<StatusCode> {
     let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
+    let code = rest.get(..3)?;
+    if !matches!(code, b"400" | b"414" | b"431") {
+        return None;
+    }
     let head = buf.strip_suffix(b"\r\n\r\n")?;
     let starts = |l: &[u8], p: &[u8]| l.len() >= p.len() && l[..p.len()].eq_ignore_ascii_case(p);
     let only_bare = head.split(|&b| b == b'\n').skip(1).all(|l| {
@@ -120,7 +125,7 @@ fn bare_error_status(buf: &[u8]) -> Option<StatusCode> {
     if !only_bare {
         return None;
     }
-    StatusCode::from_bytes(rest.get(..3)?).ok()
+    StatusCode::from_bytes(code).ok()
 }
 
 /// If `buf` is hyper's own error head, the JSON answer that replaces it.

@@ -78,7 +78,7 @@ pub struct Audited<B: HttpBody> {
 impl<B: HttpBody> Audited<B> {
     pub fn new(
         inner: B,
-        record: AuditRecord,
+        record: Box<AuditRecord>,
         slot: Option<Slot>,
         bytes_in: Arc<AtomicU64>,
         started: Instant,
@@ -89,7 +89,7 @@ impl<B: HttpBody> Audited<B> {
             out: 0,
             bytes_in,
             started,
-            pending: Some((Box::new(record), slot)),
+            pending: Some((record, slot)),
             unclean,
         }
     }

@@ -201,7 +201,7 @@ impl Proxy {
         resp.headers_mut()
             .insert(http::header::VIA, HeaderValue::from_static(VIA));
         if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert("intentgate-decision-id", v);
+            resp.headers_mut().insert(super::headers::DECISION_ID, v);
         }
         Ok(match relayed {
             Some(relayed) => Outcome::Upgraded(resp, relayed, "tunnel"),

@@ -33,6 +33,8 @@ pub struct LivePolicy {
     pub default_intent: Option<(String, Option<String>)>,
     /// `policy.shadow`: decided beside `policy`, never enforced.
     pub shadow: Option<PolicySet>,
+    /// The agent's id as the upstream tag's value, made once (src/proxy/tags.rs).
+    agent_tag: Option<http::HeaderValue>,
 }
 
 impl LivePolicy {
@@ -52,6 +54,7 @@ impl LivePolicy {
                     .expires
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
+            agent_tag: http::HeaderValue::from_str(&agent.id).ok(),
             policy,
             agent,
             default_intent,
@@ -68,6 +71,11 @@ impl LivePolicy {
     pub(crate) fn audit_agent(&self) -> &Arc<AuditAgent> {
         &self.audit_agent
     }
+
+    /// The agent's id as a header value (none when it cannot be one).
+    pub(super) fn agent_tag(&self) -> Option<&http::HeaderValue> {
+        self.agent_tag.as_ref()
+    }
 }
 
 /// The intent the agent declared in headers (both values checked for duplicates).
@@ -80,6 +88,25 @@ pub fn header_intent<'a>(
     let task = headers::single_value(h, task)?;
     Ok(name.map(|n| (n, task)))
 }
+
+impl Proxy {
+    /// The intent a request's headers declare (`header_intent`) and the intent token they carry.
+    /// The names are looked for in one pass first: a request usually carries none of the three.
+    pub(super) fn declared<'a>(&self, h: &'a HeaderMap) -> Result<Declared<'a>, ProxyError> {
+        let token = self.intent_tokens.header();
+        let (intent, task) = (&self.tag_intent, &self.task_header);
+        if !h.keys().any(|k| k == intent || k == task || k == token) {
+            return Ok((None, None));
+        }
+        Ok((
+            header_intent(h, intent, task)?,
+            headers::single_value(h, token)?,
+        ))
+    }
+}
+
+/// A request's declared intent (and task), and its intent token.
+pub(super) type Declared<'a> = (Option<(&'a str, Option<&'a str>)>, Option<&'a str>);
 
 /// The record takes where a call goes and how it arrived, before anything can refuse it.
 pub(super) fn note(

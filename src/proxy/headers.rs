@@ -5,26 +5,54 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{Ambiguity, ProxyError};
 
-/// Headers that describe one hop and never travel further.
-/// `Connection` must stay first: `remove_hop_by_hop` tests its bit (`1 << 0`).
-/// A const (its compares inline), bound once per call: every use of a const array builds (and
-/// drops) one.
+/// Headers that describe one hop and never travel further (`hop_index` tells them apart).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
     header::TE,
     header::TRAILER,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
 ];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// `k`'s index in `HOP_BY_HOP`, compared name by name: no array is built (and dropped) for
+/// each of the headers of every request and response.
+fn hop_index(k: &HeaderName) -> Option<usize> {
+    let i = if *k == header::CONNECTION {
+        0
+    } else if *k == PROXY_CONNECTION {
+        1
+    } else if *k == KEEP_ALIVE {
+        2
+    } else if *k == header::TE {
+        3
+    } else if *k == header::TRAILER {
+        4
+    } else if *k == header::UPGRADE {
+        5
+    } else if *k == header::PROXY_AUTHORIZATION {
+        6
+    } else if *k == header::PROXY_AUTHENTICATE {
+        7
+    } else {
+        return None;
+    };
+    Some(i)
+}
 
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
 pub const OWN_PREFIX: &str = "intentgate-";
 
 /// W3C trace context (continued, with OpenTelemetry export on; else passed through as is).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The decision id on our responses: a const, so that the name is neither parsed nor copied
+/// for each response (a `&str` name is).
+pub const DECISION_ID: HeaderName = HeaderName::from_static("intentgate-decision-id");
 
 /// The value added to `Via` by this proxy.
 pub const VIA: &str = "1.1 intentgate";
@@ -44,17 +72,21 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
     // none or only `connection`, so one name is looked up and removed instead of eight.
-    let hop = HOP_BY_HOP;
     let mut present = 0u8;
     for k in headers.keys() {
-        if let Some(i) = hop.iter().position(|h| h == k) {
+        if let Some(i) = hop_index(k) {
             present |= 1 << i;
         }
     }
-    // Every header `Connection` names goes too. Names in HOP_BY_HOP (`keep-alive`, the usual
-    // token) are removed below anyway, so a list of only those allocates nothing here.
-    let other = |t: &&str| !hop.iter().any(|h| h.as_str().eq_ignore_ascii_case(t));
-    if present & 1 != 0 && list_tokens(headers, header::CONNECTION).any(|t| other(&t)) {
+    // Every header `Connection` names goes too. Names in HOP_BY_HOP are removed below anyway:
+    // a `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only
+    // such names allocates nothing here.
+    if present & 1 != 0 && !only_keep_alive(headers) {
+        let other = |t: &&str| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(t))
+        };
         let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(other)
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
@@ -63,15 +95,35 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in hop.iter().enumerate() {
-        if present & (1 << i) != 0 {
-            headers.remove(name);
+    if present & 1 != 0 {
+        headers.remove(header::CONNECTION);
+    }
+    // The rest only when one is there (the array is built only then).
+    if present > 1 {
+        for (i, name) in HOP_BY_HOP.into_iter().enumerate().skip(1) {
+            if present & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
     }
 }
 
+/// Whether every `Connection` value is `keep-alive` alone.
+fn only_keep_alive(headers: &HeaderMap) -> bool {
+    (headers.get_all(header::CONNECTION).iter()).all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
 /// Appends this hop to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
+    // Usually there is none: looked for among the names first (compared, not hashed).
+    if !headers.keys().any(|k| k == header::VIA) {
+        headers.insert(header::VIA, HeaderValue::from_static(VIA));
+        return;
+    }
     let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA}")).ok(),
         None => Some(HeaderValue::from_static(VIA)),
@@ -205,7 +257,7 @@ pub fn malformed_body() -> ProxyError {
 }
 
 /// Headers that ask a server to run another method than the request line's (bound once per
-/// call, as `HOP_BY_HOP`).
+/// call: a const array is built wherever it is used).
 const OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-method-override"),
@@ -305,119 +357,5 @@ pub fn single_value<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(
-            header::PROXY_AUTHORIZATION,
-            HeaderValue::from_static("Basic x"),
-        );
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        add_via(&mut h);
-        add_via(&mut h);
-        assert_eq!(h[header::VIA], "1.1 intentgate, 1.1 intentgate");
-    }
-
-    #[test]
-    fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("TE, X-Foo, Keep-Alive"),
-        );
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x-foo", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert(header::HOST, HeaderValue::from_static("a.example"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
-        // Without `Connection` the others still go.
-        let mut h = HeaderMap::new();
-        h.insert(header::TRAILER, HeaderValue::from_static("x"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
-    }
-
-    #[test]
-    fn agent_claims_are_stripped() {
-        let mut h = HeaderMap::new();
-        h.insert("intentgate-agent", HeaderValue::from_static("root"));
-        h.insert("intentgate-decision-id", HeaderValue::from_static("forged"));
-        h.insert("x-agent-id", HeaderValue::from_static("admin"));
-        h.insert("accept", HeaderValue::from_static("*/*"));
-        strip_agent_claims(&mut h, &[HeaderName::from_static("x-agent-id")]);
-        assert_eq!(h.len(), 1);
-    }
-
-    #[test]
-    fn method_overrides_naming_another_method_are_ambiguous() {
-        let post = http::Method::POST;
-        let refused = |h: &[(&'static str, &'static str)], q: Option<&str>| {
-            let mut m = HeaderMap::new();
-            for (k, v) in h {
-                m.append(*k, HeaderValue::from_static(v));
-            }
-            check_method_override(&post, &m, q)
-                .err()
-                .map(|e| e.code().as_str())
-        };
-        for name in [
-            "X-HTTP-Method-Override",
-            "x-method-override",
-            "X-HTTP-Method",
-        ] {
-            assert_eq!(
-                refused(&[(name, "DELETE")], None),
-                Some("ambiguous_request")
-            );
-            assert_eq!(refused(&[(name, " post ")], None), None, "{name}");
-        }
-        for q in [
-            "_method=DELETE",
-            "a=1&_method=put",
-            "a=1;%5Fmethod=GET",
-            "_METHOD=PATCH",
-        ] {
-            assert_eq!(refused(&[], Some(q)), Some("ambiguous_request"), "{q}");
-        }
-        for q in [
-            "_method=POST",
-            "my_method=DELETE",
-            "method=DELETE",
-            "a=_method",
-        ] {
-            assert_eq!(refused(&[], Some(q)), None, "{q}");
-        }
-    }
-
-    #[test]
-    fn duplicate_intent_headers() {
-        let mut h = HeaderMap::new();
-        h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(
-            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
-            Some("a")
-        );
-        h.append("intentgate-intent", HeaderValue::from_static("a"));
-        assert_eq!(
-            single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
-            Some("a")
-        );
-        h.append("intentgate-intent", HeaderValue::from_static("b"));
-        assert!(single_value(&h, &HeaderName::from_static("intentgate-intent")).is_err());
-    }
-}
+#[path = "headers_tests.rs"]
+mod tests;

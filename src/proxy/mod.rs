@@ -121,12 +121,14 @@ impl Proxy {
         } else {
             self.audit.reserve().await
         };
-        let mut rec = AuditRecord {
+        // Boxed from the start: a forwarded response's body keeps it until the body ends, and the
+        // record is large (moved as a pointer, not copied, into the body).
+        let mut rec = Box::new(AuditRecord {
             decision_id: crate::ids::decision_id(),
             at: Some(SystemTime::now()),
-            method: req.method().to_string(),
+            method: req.method().as_str().to_owned(),
             ..AuditRecord::default()
-        };
+        });
         let live = self.live.load_full();
         // Every record names the agent, also one refused before its decision.
         rec.agent = Arc::clone(live.audit_agent());
@@ -275,8 +277,7 @@ impl Proxy {
         //    (never from the request), intent from the headers (two different values refused) >
         //    session > default, the policy; enforce blocks; then the name of what may go is
         //    resolved and vetted (the connection later dials only vetted addresses of it).
-        let declared = gate::header_intent(req.headers(), &self.tag_intent, &self.task_header)?;
-        let intent_token = headers::single_value(req.headers(), self.intent_tokens.header())?;
+        let (declared, intent_token) = self.declared(req.headers())?;
         let facts = RequestFacts {
             id: "",
             protocol: req.version().into(),

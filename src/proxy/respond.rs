@@ -38,7 +38,7 @@ impl Proxy {
     pub(super) fn respond(
         &self,
         outcome: Result<Outcome, crate::error::ProxyError>,
-        mut rec: AuditRecord,
+        mut rec: Box<AuditRecord>,
         slot: Option<Slot>,
         span: &Span,
         started: Instant,
@@ -68,7 +68,7 @@ impl Proxy {
                     resp = resp.map(|b| f.wrap(b));
                 }
                 if let Some(v) = id {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
+                    resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
                 return resp;
             }
@@ -81,10 +81,10 @@ impl Proxy {
                 // the byte counts and how it ended.
                 rec.status = resp.status().as_u16();
                 if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
-                    resp.headers_mut().insert("intentgate-decision-id", v);
+                    resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
                 tokio::spawn(audited::audit_when_relayed(
-                    rec, slot, relayed, started, what,
+                    *rec, slot, relayed, started, what,
                 ));
                 return resp;
             }
@@ -98,7 +98,7 @@ impl Proxy {
         };
         rec.durations.total_ms = crate::audit::millis(started.elapsed());
         if let Some(slot) = slot {
-            slot.send(rec);
+            slot.send(*rec);
         }
         resp
     }

@@ -28,8 +28,8 @@ impl Proxy {
     ) {
         headers::add_via(h);
         let tag = |v: &str| HeaderValue::from_str(v).ok();
-        if let Some(v) = tag(&live.agent.id) {
-            h.insert(self.tag_agent.clone(), v);
+        if let Some(v) = live.agent_tag() {
+            h.insert(self.tag_agent.clone(), v.clone());
         }
         if let Some(v) = intent.name.as_deref().and_then(tag) {
             h.insert(self.tag_intent.clone(), v);
@@ -49,8 +49,16 @@ impl Proxy {
             h.insert(headers::TRACEPARENT, v);
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        if let Some(host) = tag(&authority.host_header(default_port)) {
-            h.insert(HOST, host);
+        // Usually the agent's one `Host` is the canonical one already: then it stays.
+        let canonical = {
+            let mut hosts = h.get_all(HOST).iter();
+            (hosts.next()).is_some_and(|v| authority.is_host_header(v.as_bytes(), default_port))
+                && hosts.next().is_none()
+        };
+        if !canonical {
+            if let Some(host) = tag(&authority.host_header(default_port)) {
+                h.insert(HOST, host);
+            }
         }
     }
 }

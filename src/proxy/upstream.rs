@@ -53,6 +53,16 @@ impl From<DialError> for ProxyError {
     }
 }
 
+/// The refusal of `host` at the address `f` names.
+fn forbidden(host: &str, f: crate::egress::Forbidden) -> DialError {
+    DialError::Forbidden {
+        host: host.to_string(),
+        ip: f.ip,
+        class: f.class.as_str(),
+        why: f.why,
+    }
+}
+
 /// What is known of a destination's address when its decision is made (the vetting is split in
 /// two around the decision, so that nothing denied is ever looked up in DNS).
 pub(crate) enum Early {
@@ -125,9 +135,9 @@ impl Dialer {
         // An IP literal is its own (one) address: parsed once, vetted without a lookup.
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addr = SocketAddr::new(ip, port);
-            return Ok(Early::Vetted(
-                self.allowed(host, &[addr])?.into_iter().next(),
-            ));
+            // One address: vetted without the list `allowed` builds.
+            let class = self.egress.check(addr).map_err(|f| forbidden(host, f))?;
+            return Ok(Early::Vetted(Some((addr, class))));
         }
         if reads_destination {
             return Ok(Early::Vetted(self.vet(host, port).await?));
@@ -174,12 +184,7 @@ impl Dialer {
             }
         }
         match first_refusal {
-            Some(f) if ok.is_empty() => Err(DialError::Forbidden {
-                host: host.to_string(),
-                ip: f.ip,
-                class: f.class.as_str(),
-                why: f.why,
-            }),
+            Some(f) if ok.is_empty() => Err(forbidden(host, f)),
             _ => Ok(ok),
         }
     }

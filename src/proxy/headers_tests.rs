@@ -1,0 +1,117 @@
+//! Tests of header rewriting: hop-by-hop removal, Via, the agent claims stripped, method
+//! overrides, single-valued headers.
+
+use super::*;
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_are_removed() {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, x-secret-hop"),
+    );
+    h.insert("x-secret-hop", HeaderValue::from_static("1"));
+    h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    h.insert(
+        header::PROXY_AUTHORIZATION,
+        HeaderValue::from_static("Basic x"),
+    );
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    remove_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1);
+    add_via(&mut h);
+    add_via(&mut h);
+    assert_eq!(h[header::VIA], "1.1 intentgate, 1.1 intentgate");
+}
+
+#[test]
+fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("TE, X-Foo, Keep-Alive"),
+    );
+    h.insert(header::TE, HeaderValue::from_static("trailers"));
+    h.insert("x-foo", HeaderValue::from_static("1"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+    h.insert(header::HOST, HeaderValue::from_static("a.example"));
+    remove_hop_by_hop(&mut h);
+    assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
+    // Without `Connection` the others still go.
+    let mut h = HeaderMap::new();
+    h.insert(header::TRAILER, HeaderValue::from_static("x"));
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    remove_hop_by_hop(&mut h);
+    assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+}
+
+#[test]
+fn agent_claims_are_stripped() {
+    let mut h = HeaderMap::new();
+    h.insert("intentgate-agent", HeaderValue::from_static("root"));
+    h.insert("intentgate-decision-id", HeaderValue::from_static("forged"));
+    h.insert("x-agent-id", HeaderValue::from_static("admin"));
+    h.insert("accept", HeaderValue::from_static("*/*"));
+    strip_agent_claims(&mut h, &[HeaderName::from_static("x-agent-id")]);
+    assert_eq!(h.len(), 1);
+}
+
+#[test]
+fn method_overrides_naming_another_method_are_ambiguous() {
+    let post = http::Method::POST;
+    let refused = |h: &[(&'static str, &'static str)], q: Option<&str>| {
+        let mut m = HeaderMap::new();
+        for (k, v) in h {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        check_method_override(&post, &m, q)
+            .err()
+            .map(|e| e.code().as_str())
+    };
+    for name in [
+        "X-HTTP-Method-Override",
+        "x-method-override",
+        "X-HTTP-Method",
+    ] {
+        assert_eq!(
+            refused(&[(name, "DELETE")], None),
+            Some("ambiguous_request")
+        );
+        assert_eq!(refused(&[(name, " post ")], None), None, "{name}");
+    }
+    for q in [
+        "_method=DELETE",
+        "a=1&_method=put",
+        "a=1;%5Fmethod=GET",
+        "_METHOD=PATCH",
+    ] {
+        assert_eq!(refused(&[], Some(q)), Some("ambiguous_request"), "{q}");
+    }
+    for q in [
+        "_method=POST",
+        "my_method=DELETE",
+        "method=DELETE",
+        "a=_method",
+    ] {
+        assert_eq!(refused(&[], Some(q)), None, "{q}");
+    }
+}
+
+#[test]
+fn duplicate_intent_headers() {
+    let mut h = HeaderMap::new();
+    h.append("intentgate-intent", HeaderValue::from_static("a"));
+    assert_eq!(
+        single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+        Some("a")
+    );
+    h.append("intentgate-intent", HeaderValue::from_static("a"));
+    assert_eq!(
+        single_value(&h, &HeaderName::from_static("intentgate-intent")).unwrap(),
+        Some("a")
+    );
+    h.append("intentgate-intent", HeaderValue::from_static("b"));
+    assert!(single_value(&h, &HeaderName::from_static("intentgate-intent")).is_err());
+}
