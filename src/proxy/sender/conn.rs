@@ -97,10 +97,11 @@ impl Idle {
         !self.conn.is_closed() && self.since.elapsed() <= max_idle
     }
 
-    /// To be closed: closed already, or idle for longer than `max_idle` (not one still
-    /// streaming a response).
-    pub fn expired(&self, max_idle: Duration) -> bool {
-        self.conn.is_closed() || (self.since.elapsed() > max_idle && self.conn.is_idle())
+    /// To be closed at `now`: closed already, or idle for longer than `max_idle` (not one
+    /// still streaming a response). `now` is read once per list, not per connection.
+    pub fn expired(&self, now: Instant, max_idle: Duration) -> bool {
+        self.conn.is_closed()
+            || (now.saturating_duration_since(self.since) > max_idle && self.conn.is_idle())
     }
 }
 

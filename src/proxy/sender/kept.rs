@@ -40,7 +40,7 @@ impl Slot {
     /// A kept connection to `authority`. `sequential` (an HTTP/1 client: its next request
     /// comes after the last response) takes the newest HTTP/1 one even if the last response is
     /// still finishing, and the caller waits for it; otherwise only one that is ready now. An
-    /// HTTP/2 one is shared (it stays listed). Expired ones are closed on the way.
+    /// HTTP/2 one is shared (it stays listed). An expired one chosen is closed on the way.
     pub fn take(
         &self,
         authority: &Authority,
@@ -49,15 +49,23 @@ impl Slot {
         sequential: bool,
     ) -> Option<Idle> {
         let mut held = self.0.lock().ok()?;
-        held.list.retain(|i| !i.expired(max_idle));
-        let at = held.list.iter().rposition(|i| {
-            i.key.is(authority, tls)
-                && match &i.conn {
-                    Conn::H1(s, _) => sequential || s.is_ready(),
-                    Conn::H2(_) => true,
-                }
-        })?;
-        share_or_remove(&mut held.list, at)
+        let now = Instant::now();
+        loop {
+            let at = held.list.iter().rposition(|i| {
+                i.key.is(authority, tls)
+                    && match &i.conn {
+                        Conn::H1(s, _) => sequential || s.is_ready(),
+                        Conn::H2(_) => true,
+                    }
+            })?;
+            // Only the one chosen is looked at: the reaper closes the others in time, and a
+            // client connection that talked to many hosts keeps a long list.
+            if held.list[at].expired(now, max_idle) {
+                drop(held.list.remove(at));
+                continue;
+            }
+            return share_or_remove(&mut held.list, at);
+        }
     }
 
     /// Takes a connection to `authority` only if it is idle and fresh; never waits for the
@@ -105,7 +113,8 @@ impl Slot {
     /// slot).
     pub fn expire(&self, max_idle: Duration) {
         if let Ok(mut held) = self.0.try_lock() {
-            held.list.retain(|i| !i.expired(max_idle));
+            let now = Instant::now();
+            held.list.retain(|i| !i.expired(now, max_idle));
         }
     }
 }
