@@ -2,6 +2,7 @@
 //! (exact name, then `*.parent` walking up the labels), then ports, methods and path patterns.
 //! Cost per request does not grow with the number of intents.
 
+mod compact;
 mod compile;
 mod llm;
 mod mcp;
@@ -13,6 +14,7 @@ use std::fmt::Write as _;
 use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
+use compact::{HostIndex, Methods};
 
 /// The catalog's answer for one request: the matched rule, or why nothing matched.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -99,64 +101,6 @@ struct Rule {
     inject: Option<std::sync::Arc<crate::config::Binding>>,
 }
 
-/// A rule's methods: the standard ones as bits, others (extension methods) by name, uppercase.
-/// Bits, not names: a 10,000-intent catalog holds hundreds of thousands of rules.
-#[derive(Debug)]
-struct Methods {
-    bits: u16,
-    other: Box<[Box<str>]>,
-}
-
-/// The standard methods, in the order of `Methods::bits` and of messages.
-const STANDARD: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
-impl Methods {
-    /// `names` uppercase.
-    fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let (mut bits, mut other) = (0, Vec::<Box<str>>::new());
-        for m in names {
-            match STANDARD.iter().position(|s| *s == m) {
-                Some(i) => bits |= 1 << i,
-                None if !other.iter().any(|o| &**o == m) => other.push(m.into()),
-                None => {}
-            }
-        }
-        Methods {
-            bits,
-            other: other.into(),
-        }
-    }
-
-    fn contains(&self, method: &str) -> bool {
-        let bit = match method {
-            "GET" => 0,
-            "HEAD" => 1,
-            "POST" => 2,
-            "PUT" => 3,
-            "DELETE" => 4,
-            "CONNECT" => 5,
-            "OPTIONS" => 6,
-            "TRACE" => 7,
-            "PATCH" => 8,
-            m => return self.other.iter().any(|o| &**o == m),
-        };
-        self.bits & (1 << bit) != 0
-    }
-
-    /// For messages: "GET, POST".
-    fn names(&self) -> String {
-        let standard = STANDARD
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.bits & (1 << i) != 0)
-            .map(|(_, m)| *m);
-        let all: Vec<&str> = standard.chain(self.other.iter().map(|m| &**m)).collect();
-        all.join(", ")
-    }
-}
-
 /// Methods whose requests carry no body, unless a rule's `body_methods` allows one.
 pub const BODYLESS: [http::Method; 4] = [
     http::Method::GET,
@@ -171,32 +115,6 @@ fn bodyless_bit(method: &str) -> Option<u8> {
         .iter()
         .position(|m| m.as_str() == method)
         .map(|i| 1 << i)
-}
-
-/// Host name → the rules that name it: (name, rule) pairs sorted by name, found by binary
-/// search. No table and no vector per name: a 10,000-intent catalog names 200,000 hosts.
-#[derive(Debug, Default)]
-struct HostIndex(Box<[(Box<str>, usize)]>);
-
-impl HostIndex {
-    fn new(mut pairs: Vec<(Box<str>, usize)>) -> Self {
-        pairs.sort_unstable();
-        pairs.dedup();
-        HostIndex(pairs.into())
-    }
-
-    /// The rules that name `host`, in rule order.
-    fn get<'a>(&'a self, host: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let start = self.0.partition_point(|(h, _)| &**h < host);
-        self.0[start..]
-            .iter()
-            .take_while(move |(h, _)| &**h == host)
-            .map(|&(_, i)| i)
-    }
-
-    fn contains(&self, host: &str) -> bool {
-        self.get(host).next().is_some()
-    }
 }
 
 #[derive(Debug)]

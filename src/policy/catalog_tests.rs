@@ -230,14 +230,6 @@ fn a_pattern_longer_than_the_stack_buffer_matches_the_same() {
 }
 
 #[test]
-fn methods_are_kept_as_bits_and_names() {
-    let m = Methods::new(["GET", "PURGE", "POST", "GET"]);
-    assert!(m.contains("GET") && m.contains("POST") && m.contains("PURGE"));
-    assert!(!m.contains("PUT") && !m.contains("get") && !m.contains("PURG"));
-    assert_eq!(m.names(), "GET, POST, PURGE");
-}
-
-#[test]
 fn claimable_by_each_list_present_must_match() {
     let both = ClaimableBy {
         agents: Some(vec!["bot".into()]),
@@ -438,20 +430,4 @@ fn ipv6_hosts_are_bracketed_in_reasons() {
     assert!(v.why.contains("permit PUT [::1]:18080/x: the"), "{}", v.why);
     let v = check(&c, "CONNECT", "::2", 443, "");
     assert!(v.why.contains("permit CONNECT [::2]:443: the"), "{}", v.why);
-}
-
-#[test]
-fn the_host_index_lists_a_hosts_rules_once_in_rule_order() {
-    let pair = |h: &str, i| (Box::<str>::from(h), i);
-    let index = HostIndex::new(vec![
-        pair("b.example", 3),
-        pair("a.example", 0),
-        pair("b.example", 1),
-        pair("b.example", 3),
-        pair("c.example", 2),
-    ]);
-    assert_eq!(index.get("b.example").collect::<Vec<_>>(), [1, 3]);
-    assert_eq!(index.get("a.example").collect::<Vec<_>>(), [0]);
-    assert!(index.contains("c.example"));
-    assert!(!index.contains("example") && !index.contains("d.example"));
 }
