@@ -157,13 +157,7 @@ fn inject_mounts_the_namespace_key_and_serves_its_jwks() {
     let url = format!("http://localhost:{}/x", up.addr.port());
     let out = curl(&["-x", &proxy.url(), "-H", "intentgate-intent: t", &url]);
     assert_eq!(out.status, 200, "{out:?}");
-    let token = up
-        .seen()
-        .pop()
-        .unwrap()
-        .header("txn-token")
-        .unwrap()
-        .to_string();
+    let token = up.last_header("txn-token").unwrap();
     let jwks_file = keys.path().join("served.json");
     std::fs::write(&jwks_file, served.to_string()).unwrap();
     let authority = format!("localhost:{}", up.addr.port());

@@ -104,6 +104,12 @@ impl Upstream {
         self.state.seen.lock().expect("lock").clone()
     }
 
+    /// Header `name` of the last request it received (`None`: no request, or no such header).
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let seen = self.state.seen.lock().expect("lock");
+        Some(seen.last()?.header(name)?.to_string())
+    }
+
     pub fn requests(&self) -> usize {
         self.state.seen.lock().expect("lock").len()
     }

@@ -163,7 +163,8 @@ fn attestation_is_per_intent_when_off_globally() {
         &["intentgate-intent: read-issues".into()],
     );
     assert_eq!(out.status, 200, "{out:?}");
-    assert_eq!(env.up.seen().pop().unwrap().header("txn-token"), None);
+    assert_eq!(env.up.requests(), 1);
+    assert_eq!(env.up.last_header("txn-token"), None);
 }
 
 #[test]
@@ -194,13 +195,7 @@ fn an_intercepted_request_carries_an_attestation_bound_to_it() {
         &url,
     ]);
     assert_eq!(out.status, 200, "{out:?}");
-    let token = up
-        .seen()
-        .pop()
-        .unwrap()
-        .header("txn-token")
-        .unwrap()
-        .to_string();
+    let token = up.last_header("txn-token").unwrap();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(
         &jwks,

@@ -123,25 +123,6 @@ fn key(dir: &Path, name: &str) -> Key {
     Key { pem, jwks }
 }
 
-fn mint(k: &Key) -> String {
-    let (code, out, err) = run_cli(&[
-        "token",
-        "mint",
-        "--key",
-        p(&k.pem),
-        "--intent",
-        "read-issues",
-        "--agent",
-        AGENT,
-        "--ttl",
-        "5m",
-        "--issuer",
-        ISS,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.trim().to_string()
-}
-
 /// A proxy whose issuer `ISS` has its keys at the server's `/jwks`.
 struct World {
     _dir: tempfile::TempDir,
@@ -187,7 +168,7 @@ impl World {
     /// A fresh token (never cached by the proxy) signed with key `i`: its call's status and
     /// JSON body.
     fn call(&mut self, i: usize) -> (u16, Value) {
-        let t = mint(&self.keys[i]);
+        let t = mint_with(&self.keys[i].pem, "read-issues", &[]);
         let url = format!("http://localhost:{}/issues/1", self.up.addr.port());
         let out = curl(&["-x", &self.proxy.url(), "-H", &tok(&t), &url]);
         assert!(!out.body.contains(&t), "the answer echoes the token");

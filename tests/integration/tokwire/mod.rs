@@ -26,6 +26,28 @@ pub fn now() -> u64 {
     crate::issuer::now()
 }
 
+/// `intentgate token mint` for `intent` as our issuer and agent, signed with `key`.
+pub fn mint_with(key: &Path, intent: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "token",
+        "mint",
+        "--key",
+        p(key),
+        "--intent",
+        intent,
+        "--agent",
+        AGENT,
+        "--ttl",
+        "5m",
+        "--issuer",
+        ISS,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_string()
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -99,24 +121,7 @@ impl Env {
 
     /// `intentgate token mint` with our issuer's key.
     pub fn mint(&self, intent: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "token",
-            "mint",
-            "--key",
-            p(&self.key),
-            "--intent",
-            intent,
-            "--agent",
-            AGENT,
-            "--ttl",
-            "5m",
-            "--issuer",
-            ISS,
-        ];
-        args.extend_from_slice(extra);
-        let (code, out, err) = run_cli(&args);
-        assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
+        mint_with(&self.key, intent, extra)
     }
 
     /// A token PyJWT signs with the unknown `py/` RS256 key (claims as given).
