@@ -8,6 +8,9 @@
 //! middle of a quoted string, an alias to an anchor in another piece, a name in two pieces),
 //! reads the whole document at once, as small documents always are: a configuration means the
 //! same, and is refused with the same message, whichever way it was read.
+//!
+//! The pieces are read on up to `MAX_THREADS` threads at once (the machine's cores), each taking
+//! a run of consecutive pieces: start-up time, not work, falls with the cores a large catalog gets.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -18,6 +21,8 @@ use super::{Config, IntentSpec};
 const MIN_LEN: usize = 256 * 1024;
 /// Roughly how much text one piece holds.
 const PIECE_LEN: usize = 64 * 1024;
+/// At most this many threads read pieces at once.
+const MAX_THREADS: usize = 4;
 
 /// The configuration in `text` (`None` for a document with no content).
 pub(super) fn from_str(text: &str) -> Result<Option<Config>, serde_yaml::Error> {
@@ -35,7 +40,8 @@ fn in_pieces(text: &str) -> Option<Config> {
     // The rest keeps its line numbers: the catalog's lines become empty ones.
     let mut rest = String::with_capacity(text.len() - block.len());
     rest.push_str(&text[..block.start]);
-    rest.extend(text[block.clone()].matches('\n'));
+    let newlines = memchr::memchr_iter(b'\n', text[block.clone()].as_bytes()).count();
+    rest.extend(std::iter::repeat_n('\n', newlines));
     rest.push_str(&text[block.end..]);
     let mut config: Config = serde_yaml::from_str::<Option<Config>>(&rest).ok()??;
     drop(rest);
@@ -49,9 +55,8 @@ fn in_pieces(text: &str) -> Option<Config> {
         }
     }
     cuts.push(block.end);
-    for piece in cuts.windows(2) {
-        let piece: BTreeMap<String, IntentSpec> =
-            serde_yaml::from_str(&text[piece[0]..piece[1]]).ok()?;
+    let pieces: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+    for piece in read_all(&pieces)? {
         for (name, spec) in piece {
             if config.intents.insert(name, spec).is_some() {
                 return None;
@@ -59,6 +64,39 @@ fn in_pieces(text: &str) -> Option<Config> {
         }
     }
     Some(config)
+}
+
+type Piece = BTreeMap<String, IntentSpec>;
+
+/// Every piece read, in order, on up to `MAX_THREADS` threads (each a run of consecutive
+/// pieces); `None` if any piece does not read. A thread that cannot be started leaves its run to
+/// this one.
+fn read_all(pieces: &[&str]) -> Option<Vec<Piece>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run = pieces.len().div_ceil(threads.clamp(1, MAX_THREADS)).max(1);
+    let read_run = |run: &[&str]| -> Option<Vec<Piece>> {
+        run.iter().map(|p| serde_yaml::from_str(p).ok()).collect()
+    };
+    std::thread::scope(|scope| {
+        let mut runs = pieces.chunks(run);
+        let first = runs.next().unwrap_or_default();
+        let others: Vec<_> = runs
+            .map(|r| {
+                std::thread::Builder::new()
+                    .name("config-read".into())
+                    .spawn_scoped(scope, move || read_run(r))
+                    .map_err(|_| r)
+            })
+            .collect();
+        let mut all = read_run(first)?;
+        for other in others {
+            all.extend(match other {
+                Ok(handle) => handle.join().ok()??,
+                Err(r) => read_run(r)?,
+            });
+        }
+        Some(all)
+    })
 }
 
 /// The byte range of the `intents:` line and its block, and where each entry of the block

@@ -93,3 +93,25 @@ fn small_documents_and_other_layouts_are_read_whole() {
     assert!(!is_key("intents: {}", "intents"));
     assert!(!is_key("  intents:", "intents"));
 }
+
+#[test]
+fn pieces_read_on_several_threads_come_back_in_order() {
+    let texts: Vec<String> = (0..9).map(|i| format!("p{i}: {{}}\n")).collect();
+    let pieces: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let read = read_all(&pieces).expect("all read");
+    let names: Vec<&str> = read
+        .iter()
+        .flat_map(|p| p.keys())
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        names,
+        ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"]
+    );
+    let mut broken = pieces.clone();
+    broken[7] = "p7: {allow: [{hostz: []}]}\n";
+    assert!(
+        read_all(&broken).is_none(),
+        "one bad piece: read the whole document"
+    );
+}
