@@ -6,9 +6,10 @@
 #   bench/order.sh --check [BIN]  how many of its names BIN still defines (nothing written)
 #
 # BIN defaults to target/release/intentgate. The functions that start-up, an idle sidecar and its
-# probes run come first, then those that serve plain HTTP, then intercepted HTTPS: packed, the kernel
-# maps ~2 MiB of code instead of ~7 MiB spread over the whole 11 MB `.text` (it maps 64 KiB around
-# every page touched), which is most of the idle RSS (docs/performance.md). The names are the
+# probes run come first, then those that serve plain HTTP, then intercepted HTTPS, then loading a
+# 1,000-intent catalog: packed, the kernel maps ~2 MiB of code instead of ~7 MiB spread over the
+# whole 11 MB `.text` (it maps 64 KiB around every page touched), which is most of the idle RSS
+# (docs/performance.md). The names are the
 # mangled symbols of this toolchain and Cargo.lock, the same for a checkout at any path (the
 # release profile has no debug info, whose paths would change ThinLTO's `.llvm.<hash>` suffixes)
 # and for the dist profile; stale names are skipped by the linker, so a stale file costs memory,
@@ -94,13 +95,19 @@ sed "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$up_
 echo "tls: {ca_cert: \"$tmp/tls/ig/ca.pem\", ca_key: \"$tmp/tls/ig/ca-key.pem\", upstream_ca: \"$tmp/tls/up-ca.pem\", intercept: all}" \
     >>"$tmp/tls.yaml"
 run https --config "$tmp/tls.yaml" >"$tmp/https.names"
+# 4. A 1,000-intent catalog (bench/catalog.py): the large-document reader and the catalog's
+#    compiler, so a platform team's catalog does not spread start-up over the whole `.text`.
+python3 "$here/catalog.py" 1000 | sed "s/@UPSTREAM_PORT@/$up/" >"$tmp/catalog.yaml"
+run catalog --config "$tmp/catalog.yaml" >"$tmp/catalog.names"
 
 defined >"$tmp/defined"
 comm -12 "$tmp/idle.names" "$tmp/defined" >"$tmp/first"
 comm -12 "$tmp/serving.names" "$tmp/defined" | comm -23 - "$tmp/first" >"$tmp/second"
 sort -u "$tmp/first" "$tmp/second" | comm -13 - "$tmp/https.names" | comm -12 - "$tmp/defined" >"$tmp/third"
+sort -u "$tmp/first" "$tmp/second" "$tmp/third" | comm -13 - "$tmp/catalog.names" |
+    comm -12 - "$tmp/defined" >"$tmp/fourth"
 {
     echo "# Function layout for the intentgate binary: written by bench/order.sh, read by build.rs."
-    cat "$tmp/first" "$tmp/second" "$tmp/third"
+    cat "$tmp/first" "$tmp/second" "$tmp/third" "$tmp/fourth"
 } >"$out"
 echo "order.sh: wrote $(grep -cv '^#' "$out") names to layout/link.order"
