@@ -115,3 +115,11 @@ fn pieces_read_on_several_threads_come_back_in_order() {
         "one bad piece: read the whole document"
     );
 }
+
+#[test]
+fn lines_are_cut_at_each_newline_with_their_offsets() {
+    let got: Vec<_> = lines("a\r\n\nbc\nd").collect();
+    assert_eq!(got, [(0, "a"), (3, ""), (4, "bc"), (7, "d")]);
+    assert_eq!(lines("x\n").collect::<Vec<_>>(), [(0, "x")]);
+    assert_eq!(lines("").count(), 0);
+}
