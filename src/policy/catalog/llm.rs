@@ -24,8 +24,27 @@ impl LlmHosts {
         } else {
             &mut self.exact
         };
+        Self::join(index, host.to_string(), provider);
+    }
+
+    /// Adds the hosts of another run of intents (src/policy/catalog/compile.rs): the same
+    /// outcome as adding its rules one by one (a host named with two providers has none).
+    pub(super) fn merge(&mut self, other: LlmHosts) {
+        for (host, provider) in other.exact {
+            Self::join(&mut self.exact, host, provider);
+        }
+        for (host, provider) in other.wildcard {
+            Self::join(&mut self.wildcard, host, provider);
+        }
+    }
+
+    fn join(
+        index: &mut HashMap<String, Option<LlmProvider>>,
+        host: String,
+        provider: Option<LlmProvider>,
+    ) {
         index
-            .entry(host.to_string())
+            .entry(host)
             .and_modify(|p| {
                 if *p != provider {
                     *p = None;

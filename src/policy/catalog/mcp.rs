@@ -18,6 +18,12 @@ pub(super) struct McpHosts {
 }
 
 impl McpHosts {
+    /// Adds the hosts of another run of intents (src/policy/catalog/compile.rs).
+    pub(super) fn merge(&mut self, other: McpHosts) {
+        self.exact.extend(other.exact);
+        self.wildcard.extend(other.wildcard);
+    }
+
     /// Whether `host` (canonical) is one of them; free when no rule says `protocol: mcp`.
     fn contains(&self, host: &str) -> bool {
         if self.exact.is_empty() && self.wildcard.is_empty() {
