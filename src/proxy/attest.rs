@@ -183,9 +183,9 @@ impl super::Proxy {
         let signed = a
             .attester
             .load()
-            .header_value(&statement, now)
+            .header_bytes(&statement, now)
             .ok()
-            .and_then(|v| HeaderValue::try_from(v).ok());
+            .and_then(|v| HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok());
         let Some(value) = signed else {
             return Err(ProxyError::Denied {
                 code: ErrorCode::AttestationFailed,

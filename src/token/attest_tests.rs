@@ -132,3 +132,58 @@ fn the_jwk_thumbprint_matches_rfc_7638() {
         Some("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k")
     );
 }
+
+#[test]
+fn the_claims_written_by_hand_are_json_for_any_text() {
+    let a = Attester::new(
+        SigningKey::generate_ed25519().unwrap().0,
+        "iss \"quoted\"".into(),
+        30,
+    )
+    .unwrap();
+    let task = "line 1\nline 2\t\"quoted\" back\\slash \u{1}\u{1f} é — ✓";
+    let s = Statement {
+        task: Some(task),
+        token_sub: None,
+        ..statement()
+    };
+    let now = SystemTime::now();
+    let value = a.header_value(&s, now).unwrap();
+    let keys = Jwks::parse(a.jwks().to_string().as_bytes()).unwrap();
+    let c = verify_token(&keys, &value, &Expected::default(), now, 0).unwrap();
+    assert_eq!(c["task"], task);
+    assert_eq!(c["iss"], "iss \"quoted\"");
+    let mut names: Vec<&str> = c.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "aud",
+            "decision_id",
+            "exp",
+            "iat",
+            "intent",
+            "iss",
+            "policy_revision",
+            "req",
+            "sub",
+            "task"
+        ]
+    );
+    // The bytes are what a JSON serialiser writes: compact, in the documented order.
+    let claims = URL_SAFE_NO_PAD
+        .decode(value.split('.').nth(1).unwrap())
+        .unwrap();
+    let expected = format!(
+        "{{\"iss\":{},\"sub\":\"{}\",\"aud\":\"api.example.com\",\"intent\":\"read-issues\",\
+         \"task\":{},\"decision_id\":\"0123abcd0000000000000001\",\"policy_revision\":\"r7\",\
+         \"iat\":{},\"exp\":{},\"req\":\"{}\"}}",
+        serde_json::to_string("iss \"quoted\"").unwrap(),
+        s.sub,
+        serde_json::to_string(task).unwrap(),
+        c["iat"],
+        c["exp"],
+        request_binding("GET", "api.example.com", "/v1/issues?state=open"),
+    );
+    assert_eq!(String::from_utf8(claims).unwrap(), expected);
+}

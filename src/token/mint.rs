@@ -12,7 +12,6 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::claims::unix;
@@ -152,11 +151,16 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with header `{alg, kid, typ}`.
     pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, String> {
-        self.sign_under(&self.encoded_header(typ), claims)
+        let claims = serde_json::to_vec(claims).map_err(|e| e.to_string())?;
+        let mut out = self.encoded_header(typ).into_bytes();
+        out.push(b'.');
+        b64_append(&mut out, &claims)?;
+        self.append_signature(&mut out)?;
+        String::from_utf8(out).map_err(|e| e.to_string())
     }
 
     /// The first part of every compact JWS this key signs with `typ`: base64url of the header
-    /// `{alg, kid, typ}`. A signer of many tokens makes it once ([`Self::sign_under`]).
+    /// `{alg, kid, typ}`. A signer of many tokens makes it once.
     pub fn encoded_header(&self, typ: &str) -> String {
         let mut header = Map::new();
         header.insert("alg".into(), self.alg().as_str().into());
@@ -167,37 +171,37 @@ impl SigningKey {
         URL_SAFE_NO_PAD.encode(Value::Object(header).to_string())
     }
 
-    /// Signs `claims`, serialised as they are, under `header` (from [`Self::encoded_header`]).
-    pub fn sign_under(&self, header: &str, claims: &impl Serialize) -> Result<String, String> {
-        let claims = serde_json::to_vec(claims).map_err(|e| e.to_string())?;
-        // header . claims . signature (at most 512 bytes, RS256 with a 4096-bit key), base64url.
-        let mut out = String::with_capacity(header.len() + (claims.len() + 512) * 4 / 3 + 4);
-        out.push_str(header);
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&claims, &mut out);
-        let signature = self.sign_bytes(out.as_bytes())?;
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut out);
-        Ok(out)
-    }
-
-    fn sign_bytes(&self, input: &[u8]) -> Result<Vec<u8>, String> {
+    /// Signs `out` (the JWS signing input: `header.claims`, base64url) and appends `.` and the
+    /// signature, base64url: the compact JWS. An Ed25519 signature goes straight from aws-lc-rs
+    /// into `out` (no copy of it is made).
+    pub(crate) fn append_signature(&self, out: &mut Vec<u8>) -> Result<(), String> {
         let failed = |_| "signing failed".to_string();
-        Ok(match &self.pair {
-            Pair::Ed25519(k) => k.sign(input).as_ref().to_vec(),
-            Pair::Es256(k) => k
-                .sign(&SystemRandom::new(), input)
-                .map_err(failed)?
-                .as_ref()
-                .to_vec(),
+        let signature = match &self.pair {
+            Pair::Ed25519(k) => k.try_sign(out).map_err(failed)?,
+            Pair::Es256(k) => k.sign(&SystemRandom::new(), out).map_err(failed)?,
             Pair::Rs256(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig)
+                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), out, &mut sig)
                     .map_err(failed)?;
-                sig
+                out.push(b'.');
+                return b64_append(out, &sig);
             }
-        })
+        };
+        out.push(b'.');
+        b64_append(out, signature.as_ref())
     }
+}
+
+/// Appends `data` to `out` as base64url without padding (written in place, no String between).
+pub(crate) fn b64_append(out: &mut Vec<u8>, data: &[u8]) -> Result<(), String> {
+    let at = out.len();
+    let len = base64::encoded_len(data.len(), false).ok_or("too long to encode")?;
+    out.resize(at + len, 0);
+    let tail = out.get_mut(at..).ok_or("too long to encode")?;
+    URL_SAFE_NO_PAD
+        .encode_slice(data, tail)
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Reads a DER `RSAPublicKey ::= SEQUENCE { n INTEGER, e INTEGER }` (RFC 8017): n and e as
