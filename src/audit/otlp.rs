@@ -135,7 +135,6 @@ fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metr
 struct Bodies {
     traces: Vec<u8>,
     logs: Vec<u8>,
-    line: Vec<u8>,
     /// Where each span's attributes are in `traces` (the log records copy them).
     attrs: Vec<std::ops::Range<usize>>,
 }
@@ -154,10 +153,7 @@ fn export(
         OtlpEncoding::Protobuf => {
             let t = proto::traces(&mut b.traces, batch, service, &mut b.attrs);
             let spans = (&b.traces[..], &b.attrs[..]);
-            (
-                t,
-                proto::logs(&mut b.logs, batch, service, &mut b.line, spans),
-            )
+            (t, proto::logs(&mut b.logs, batch, service, spans))
         }
         OtlpEncoding::Json => {
             let prepared = json::prepare(batch);

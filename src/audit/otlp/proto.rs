@@ -89,9 +89,33 @@ fn message(out: &mut Vec<u8>, field: u8, width: usize, body: impl FnOnce(&mut Ve
     out[at..at + n].copy_from_slice(&head[..n]);
 }
 
+/// A `KeyValue`'s key as it is written: the key field's tag, its length and its bytes, built at
+/// compile time (`key!`), so a call measures and copies only its values.
+const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+    let k = key.as_bytes();
+    assert!(k.len() + 2 == N && k.len() < 0x80);
+    let mut out = [0u8; N];
+    out[0] = 1 << 3 | LEN;
+    out[1] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        out[i + 2] = k[i];
+        i += 1;
+    }
+    out
+}
+
+macro_rules! key {
+    ($k:literal) => {{
+        const K: [u8; $k.len() + 2] = key_field($k);
+        &K
+    }};
+}
+
 /// One `KeyValue` in field `field` of its message, with a string value (none when empty): its
 /// lengths are known, so it is written in one pass.
-fn text(out: &mut Vec<u8>, field: u8, key: &str, value: Option<&str>) {
+#[inline]
+fn text(out: &mut Vec<u8>, field: u8, key: &[u8], value: Option<&str>) {
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return;
     };
@@ -102,18 +126,21 @@ fn text(out: &mut Vec<u8>, field: u8, key: &str, value: Option<&str>) {
 }
 
 /// One `KeyValue` with an integer value (`AnyValue.int_value`).
-fn int(out: &mut Vec<u8>, field: u8, key: &str, v: u64) {
+#[inline]
+fn int(out: &mut Vec<u8>, field: u8, key: &[u8], v: u64) {
     key_value(out, field, key, 1 + varint_len(v));
     uint(out, 3, v);
 }
 
-/// A `KeyValue` up to its value's (`AnyValue`'s) content, which is `any` bytes long.
-fn key_value(out: &mut Vec<u8>, field: u8, key: &str, any: usize) {
-    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+/// A `KeyValue` up to its value's (`AnyValue`'s) content, which is `any` bytes long; `key` is
+/// the key field as `key!` writes it.
+#[inline]
+fn key_value(out: &mut Vec<u8>, field: u8, key: &[u8], any: usize) {
+    let kv = key.len() + 1 + varint_len(any as u64) + any;
     out.reserve(1 + varint_len(kv as u64) + kv);
     tag(out, field, LEN);
     varint(out, kv as u64);
-    bytes(out, 1, key.as_bytes());
+    out.extend_from_slice(key);
     tag(out, 2, LEN);
     varint(out, any as u64);
 }
@@ -122,13 +149,18 @@ fn key_value(out: &mut Vec<u8>, field: u8, key: &str, any: usize) {
 /// (field 1 of `ScopeSpans` and `ScopeLogs`) are written by the callers around these.
 fn resource(out: &mut Vec<u8>, service: &str, first: &AuditRecord) {
     message(out, 1, 2, |out| {
-        text(out, 1, "service.name", Some(service));
-        text(out, 1, "service.version", Some(env!("CARGO_PKG_VERSION")));
-        text(out, 1, "service.instance.id", Some(&first.boot_id));
+        text(out, 1, key!("service.name"), Some(service));
         text(
             out,
             1,
-            "k8s.namespace.name",
+            key!("service.version"),
+            Some(env!("CARGO_PKG_VERSION")),
+        );
+        text(out, 1, key!("service.instance.id"), Some(&first.boot_id));
+        text(
+            out,
+            1,
+            key!("k8s.namespace.name"),
             first.agent.namespace.as_deref(),
         );
     });
@@ -143,44 +175,59 @@ fn scope(out: &mut Vec<u8>) {
 
 /// What a span (field 9) or log record (field 6) says of its call.
 fn call_attributes(out: &mut Vec<u8>, field: u8, rec: &AuditRecord) {
-    text(out, field, "http.request.method", Some(&rec.method));
-    text(out, field, "url.scheme", rec.scheme.map(|s| s.as_str()));
-    text(out, field, "server.address", Some(&rec.host));
-    int(out, field, "server.port", u64::from(rec.port));
-    text(out, field, "url.path", Some(&rec.path));
+    text(out, field, key!("http.request.method"), Some(&rec.method));
+    text(
+        out,
+        field,
+        key!("url.scheme"),
+        rec.scheme.map(|s| s.as_str()),
+    );
+    text(out, field, key!("server.address"), Some(&rec.host));
+    int(out, field, key!("server.port"), u64::from(rec.port));
+    text(out, field, key!("url.path"), Some(&rec.path));
     if rec.status != 0 {
         int(
             out,
             field,
-            "http.response.status_code",
+            key!("http.response.status_code"),
             u64::from(rec.status),
         );
     }
-    text(out, field, "intentgate.agent", Some(&rec.agent.id));
+    text(out, field, key!("intentgate.agent"), Some(&rec.agent.id));
     text(
         out,
         field,
-        "intentgate.namespace",
+        key!("intentgate.namespace"),
         rec.agent.namespace.as_deref(),
     );
-    text(out, field, "intentgate.intent", rec.intent.name.as_deref());
     text(
         out,
         field,
-        "intentgate.decision",
+        key!("intentgate.intent"),
+        rec.intent.name.as_deref(),
+    );
+    text(
+        out,
+        field,
+        key!("intentgate.decision"),
         rec.decision.map(|d| d.as_str()),
     );
     let code = rec.code.or(rec.error).map(|c| c.as_str());
-    text(out, field, "intentgate.code", code);
-    text(out, field, "intentgate.decision_id", Some(&rec.decision_id));
+    text(out, field, key!("intentgate.code"), code);
     text(
         out,
         field,
-        "intentgate.policy_revision",
+        key!("intentgate.decision_id"),
+        Some(&rec.decision_id),
+    );
+    text(
+        out,
+        field,
+        key!("intentgate.policy_revision"),
         Some(&rec.policy_revision),
     );
     let connection = rec.connection.map(|c| c.as_str());
-    text(out, field, "intentgate.connection", connection);
+    text(out, field, key!("intentgate.connection"), connection);
 }
 
 /// One `Span` (field 2 of `ScopeSpans`); where its attributes are in `out` goes into `attrs`.
@@ -241,17 +288,9 @@ fn retagged(out: &mut Vec<u8>, span_attrs: &[u8]) {
     }
 }
 
-/// One `LogRecord` (field 2 of `ScopeLogs`): the audit line, written into `line_buf` first
-/// (its length leads it), and the attributes of its span (`span_attrs`), or its own.
-fn log_record(
-    out: &mut Vec<u8>,
-    rec: &AuditRecord,
-    now: u64,
-    line_buf: &mut Vec<u8>,
-    span_attrs: Option<&[u8]>,
-) {
-    line_buf.clear();
-    line::write(rec, line_buf);
+/// One `LogRecord` (field 2 of `ScopeLogs`): the audit line as its body, written where it
+/// stays, and the attributes of its span (`span_attrs`), or its own.
+fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, now: u64, span_attrs: Option<&[u8]>) {
     message(out, 2, 2, |out| {
         fixed64(out, 1, rec.at.map_or(0, nanos));
         let (n, text) = if refused(rec) {
@@ -262,12 +301,9 @@ fn log_record(
         uint(out, 2, n);
         bytes(out, 3, text.as_bytes());
         // AnyValue.string_value
-        tag(out, 5, LEN);
-        varint(
-            out,
-            (1 + varint_len(line_buf.len() as u64) + line_buf.len()) as u64,
-        );
-        bytes(out, 1, line_buf);
+        message(out, 5, 2, |out| {
+            message(out, 1, 2, |out| line::write(rec, out))
+        });
         match span_attrs {
             Some(a) => retagged(out, a),
             None => call_attributes(out, 6, rec),
@@ -344,7 +380,6 @@ pub(super) fn logs(
     out: &mut Vec<u8>,
     batch: &[Box<AuditRecord>],
     service: &str,
-    line_buf: &mut Vec<u8>,
     (spans, attrs): (&[u8], &[Range<usize>]),
 ) -> usize {
     out.clear();
@@ -356,7 +391,7 @@ pub(super) fn logs(
                 .get(i)
                 .filter(|r| !r.is_empty())
                 .map(|r| &spans[r.clone()]);
-            log_record(out, rec, now, line_buf, span_attrs);
+            log_record(out, rec, now, span_attrs);
         }
     })
 }
@@ -378,6 +413,55 @@ mod tests {
                 assert_eq!(out, want, "{len} in {width}");
             }
         }
+    }
+
+    #[test]
+    fn an_attribute_is_a_key_value_with_its_key_prebuilt() {
+        let mut out = vec![];
+        text(&mut out, 9, key!("url.path"), Some("/x"));
+        let mut want = vec![9 << 3 | 2, 16, 1 << 3 | 2, 8];
+        want.extend_from_slice(b"url.path");
+        want.extend_from_slice(&[2 << 3 | 2, 4, 1 << 3 | 2, 2, b'/', b'x']);
+        assert_eq!(out, want);
+        // Lengths past one varint byte, an integer value, and nothing for an empty value.
+        let long = "p".repeat(200);
+        out.clear();
+        text(&mut out, 6, key!("url.path"), Some(&long));
+        text(&mut out, 6, key!("url.scheme"), Some(""));
+        int(&mut out, 6, key!("server.port"), 8080);
+        let mut want = vec![6 << 3 | 2];
+        varint(&mut want, 10 + 3 + 203);
+        want.extend_from_slice(&[1 << 3 | 2, 8]);
+        want.extend_from_slice(b"url.path");
+        want.extend_from_slice(&[2 << 3 | 2, 203, 1, 1 << 3 | 2, 200, 1]);
+        want.extend_from_slice(long.as_bytes());
+        want.extend_from_slice(&[6 << 3 | 2, 13 + 2 + 3, 1 << 3 | 2, 11]);
+        want.extend_from_slice(b"server.port");
+        want.extend_from_slice(&[2 << 3 | 2, 3, 3 << 3, 0x90, 0x3f]);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_log_records_body_is_its_audit_line() {
+        let rec = AuditRecord {
+            decision_id: "d1".into(),
+            path: "/\"quoted\"".into(),
+            ..AuditRecord::default()
+        };
+        let mut line = vec![];
+        line::write(&rec, &mut line);
+        let mut out = vec![];
+        log_record(&mut out, &rec, 7, None);
+        let mut body = vec![5 << 3 | 2];
+        varint(
+            &mut body,
+            (1 + varint_len(line.len() as u64) + line.len()) as u64,
+        );
+        bytes(&mut body, 1, &line);
+        assert!(
+            out.windows(body.len()).any(|w| w == body.as_slice()),
+            "{out:?}"
+        );
     }
 
     #[test]
