@@ -93,7 +93,8 @@ fn message(out: &mut Vec<u8>, field: u8, width: usize, body: impl FnOnce(&mut Ve
 /// compile time (`key!`), so a call measures and copies only its values.
 const fn key_field<const N: usize>(key: &str) -> [u8; N] {
     let k = key.as_bytes();
-    assert!(k.len() + 2 == N && k.len() < 0x80);
+    // Short enough for `int`'s lengths to fit one varint byte.
+    assert!(k.len() + 2 == N && k.len() < 0x60);
     let mut out = [0u8; N];
     out[0] = 1 << 3 | LEN;
     out[1] = k.len() as u8;
@@ -113,29 +114,31 @@ macro_rules! key {
 }
 
 /// One `KeyValue` in field `field` of its message, with a string value (none when empty): its
-/// lengths are known, so it is written in one pass.
-#[inline]
+/// lengths are known, so it is written in one pass; when they all fit one varint byte (a value
+/// under ~90 bytes), as four copies (inlined where `key` is a constant).
+#[inline(always)]
 fn text(out: &mut Vec<u8>, field: u8, key: &[u8], value: Option<&str>) {
-    let Some(v) = value.filter(|v| !v.is_empty()) else {
+    let Some(v) = value.filter(|v| !v.is_empty()).map(str::as_bytes) else {
         return;
     };
     // AnyValue.string_value
+    let any = 2 + v.len();
+    let kv = key.len() + 2 + any;
+    if kv < 0x80 {
+        out.reserve(2 + kv);
+        out.extend_from_slice(&[field << 3 | LEN, kv as u8]);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&[2 << 3 | LEN, any as u8, 1 << 3 | LEN, v.len() as u8]);
+        out.extend_from_slice(v);
+    } else {
+        long_text(out, field, key, v);
+    }
+}
+
+/// `text` for a value whose lengths need more than one varint byte.
+#[inline(never)]
+fn long_text(out: &mut Vec<u8>, field: u8, key: &[u8], v: &[u8]) {
     let any = 1 + varint_len(v.len() as u64) + v.len();
-    key_value(out, field, key, any);
-    bytes(out, 1, v.as_bytes());
-}
-
-/// One `KeyValue` with an integer value (`AnyValue.int_value`).
-#[inline]
-fn int(out: &mut Vec<u8>, field: u8, key: &[u8], v: u64) {
-    key_value(out, field, key, 1 + varint_len(v));
-    uint(out, 3, v);
-}
-
-/// A `KeyValue` up to its value's (`AnyValue`'s) content, which is `any` bytes long; `key` is
-/// the key field as `key!` writes it.
-#[inline]
-fn key_value(out: &mut Vec<u8>, field: u8, key: &[u8], any: usize) {
     let kv = key.len() + 1 + varint_len(any as u64) + any;
     out.reserve(1 + varint_len(kv as u64) + kv);
     tag(out, field, LEN);
@@ -143,6 +146,20 @@ fn key_value(out: &mut Vec<u8>, field: u8, key: &[u8], any: usize) {
     out.extend_from_slice(key);
     tag(out, 2, LEN);
     varint(out, any as u64);
+    bytes(out, 1, v);
+}
+
+/// One `KeyValue` with an integer value (`AnyValue.int_value`): its key is short, so its
+/// lengths fit one varint byte.
+#[inline(always)]
+fn int(out: &mut Vec<u8>, field: u8, key: &[u8], v: u64) {
+    let any = 1 + varint_len(v);
+    let kv = key.len() + 2 + any;
+    out.reserve(2 + kv);
+    out.extend_from_slice(&[field << 3 | LEN, kv as u8]);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&[2 << 3 | LEN, any as u8, 3 << 3 | VARINT]);
+    varint(out, v);
 }
 
 /// `Resource` (field 1 of `ResourceSpans` and `ResourceLogs`) and the `InstrumentationScope`
@@ -439,6 +456,34 @@ mod tests {
         want.extend_from_slice(b"server.port");
         want.extend_from_slice(&[2 << 3 | 2, 3, 3 << 3, 0x90, 0x3f]);
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn an_attribute_of_any_length_is_the_nested_messages_it_stands_for() {
+        let (key, value) = (b"url.path", "v".repeat(300));
+        for len in 0..300 {
+            let v = &value[..len];
+            let mut want = vec![];
+            if len > 0 {
+                message(&mut want, 6, 1, |kv| {
+                    bytes(kv, 1, key);
+                    message(kv, 2, 1, |any| bytes(any, 1, v.as_bytes()));
+                });
+            }
+            let mut out = vec![];
+            text(&mut out, 6, key!("url.path"), Some(v));
+            assert_eq!(out, want, "{len}");
+        }
+        for n in [0, 1, 127, 128, u64::from(u16::MAX), u64::MAX] {
+            let mut want = vec![];
+            message(&mut want, 9, 1, |kv| {
+                bytes(kv, 1, b"server.port");
+                message(kv, 2, 1, |any| uint(any, 3, n));
+            });
+            let mut out = vec![];
+            int(&mut out, 9, key!("server.port"), n);
+            assert_eq!(out, want, "{n}");
+        }
     }
 
     #[test]
