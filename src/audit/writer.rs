@@ -136,8 +136,7 @@ impl Writer {
         self.seq += 1;
         rec.seq = self.seq;
         rec.boot_id.clone_from(&self.boot_id);
-        rec.time =
-            humantime::format_rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now)).to_string();
+        rec.time = super::stamp::rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now));
         // With `audit.path: off` the writer runs for the export alone: nothing to serialise.
         if !self.sink.is_off() {
             match self.shared.format {
