@@ -2,9 +2,9 @@
 //! traced call to this exporter's bounded queue (never waiting: a full queue drops and counts,
 //! the audit log stays the lossless record); its own thread batches them and posts one OTLP/HTTP
 //! request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as the
-//! body: the one the writer rendered, when it wrote the default format, else rendered here) per
-//! batch, protobuf by default (JSON with `encoding: json`), over one kept connection. Nothing
-//! here runs on the request path.
+//! body: in protobuf the one the writer rendered when it wrote the default format, else rendered
+//! here) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
+//! Nothing here runs on the request path.
 //!
 //! The queue is a `Vec` behind a mutex that the thread swaps for an empty one: a call is one
 //! uncontended lock and a push, and the thread is woken only by a batch's first call (which
