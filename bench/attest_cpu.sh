@@ -81,3 +81,7 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mo=$(median "${off[@]}") mn=$(median "${on[@]}")
 echo "median: off $mo µs, on $mn µs, added $(awk -v a="$mn" -v b="$mo" 'BEGIN {printf "%.1f", a - b}') µs per request"
+# Each rep's on minus its off (run back to back, so a slow stretch of the host weighs on both):
+# their median, and the middle half of them.
+diffs=$(for i in "${!off[@]}"; do awk -v a="${on[$i]}" -v b="${off[$i]}" 'BEGIN {printf "%.1f\n", a - b}'; done | sort -n)
+echo "paired: median $(median $diffs) µs, middle half $(echo "$diffs" | awk '{a[NR]=$1} END {q=int((NR+3)/4); print a[q] " to " a[NR-q+1]}') µs (all: $(echo $diffs))"

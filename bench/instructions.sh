@@ -15,7 +15,8 @@
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
 # POLICY_YAML (optional) replaces the `policy:` line (policy off: allow-all.rego, no builtin).
 # SETTLE=SECONDS (optional) waits that long after the last request before counting stops, so work
-# done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post).
+# done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post),
+# and as long after the warm-up before counting starts, so the warm-up's work done later does not.
 # In both, @UP@ stands for the nginx upstream's port (for intents that name it).
 # METHOD, BODY_FILE, CT, URL_PATH (optional, plain HTTP only): the requests' method, body (a
 # file), Content-Type and path instead of GETs of /small (see bench/attest_cpu.sh, FILES_DIR).
@@ -117,10 +118,12 @@ EOF
     if [[ -n "$dns_miss" ]]; then
         tag=$RANDOM$RANDOM
         python3 "$here/dns_mix.py" "$port" "$up" 200 "w$tag"
+        sleep "${SETTLE:-0}"
         callgrind_control -z "$vg" >/dev/null
         python3 "$here/dns_mix.py" "$port" "$up" "$n" "r$tag" "${MISS_EVERY:-10}" || echo "$bin: not all $n answered 200" >&2
     else
         oha --no-tui -c 4 -n 200 "${req[@]}" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >/dev/null
+        sleep "${SETTLE:-0}"
         callgrind_control -z "$vg" >/dev/null
         oha --no-tui -c 4 -n "$n" "${req[@]}" "${trust[@]}" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
         grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "$bin: not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }

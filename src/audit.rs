@@ -29,6 +29,7 @@ mod otlp;
 mod read;
 mod record;
 mod shadow;
+mod stamp;
 mod trace;
 mod writer;
 

@@ -32,17 +32,17 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"task\":");
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
-    string(out, rec.intent.source.map_or("", |s| s.as_str()));
+    vocab(out, rec.intent.source.map_or("", |s| s.as_str()));
     out.extend_from_slice(if rec.intent.verified {
         b",\"verified\":true},\"connection\":"
     } else {
         b",\"verified\":false},\"connection\":"
     });
-    string(out, rec.connection.map_or("", |c| c.as_str()));
+    vocab(out, rec.connection.map_or("", |c| c.as_str()));
     out.extend_from_slice(b",\"method\":");
     string(out, &rec.method);
     out.extend_from_slice(b",\"scheme\":");
-    string(out, rec.scheme.map_or("", |s| s.as_str()));
+    vocab(out, rec.scheme.map_or("", |s| s.as_str()));
     out.extend_from_slice(b",\"host\":");
     string(out, &rec.host);
     out.extend_from_slice(b",\"port\":");
@@ -50,9 +50,9 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"path\":");
     string(out, &rec.path);
     out.extend_from_slice(b",\"decision\":");
-    string(out, rec.decision.map_or("", |d| d.as_str()));
+    vocab(out, rec.decision.map_or("", |d| d.as_str()));
     out.extend_from_slice(b",\"mode\":");
-    string(out, rec.mode.map_or("", |m| m.as_str()));
+    vocab(out, rec.mode.map_or("", |m| m.as_str()));
     out.extend_from_slice(b",\"reasons\":[");
     for (i, r) in rec.reasons.iter().enumerate() {
         if i > 0 {
@@ -63,11 +63,11 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.push(b']');
     if let Some(e) = rec.error {
         out.extend_from_slice(b",\"error\":");
-        string(out, e.as_str());
+        vocab(out, e.as_str());
     }
     if let Some(c) = rec.code {
         out.extend_from_slice(b",\"code\":");
-        string(out, c.as_str());
+        vocab(out, c.as_str());
     }
     if let Some(c) = &rec.credential {
         out.extend_from_slice(b",\"credential\":{\"name\":");
@@ -90,7 +90,7 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     uint(out, rec.bytes_out);
     if let Some(e) = rec.ended {
         out.extend_from_slice(b",\"ended\":");
-        string(out, e.as_str());
+        vocab(out, e.as_str());
     }
     out.extend_from_slice(b",\"durations\":{\"policy_us\":");
     uint(out, rec.durations.policy_us);
@@ -101,10 +101,10 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.push(b'}');
     if let Some(sh) = &rec.shadow {
         out.extend_from_slice(b",\"shadow\":{\"decision\":");
-        string(out, sh.decision.as_str());
+        vocab(out, sh.decision.as_str());
         if let Some(c) = sh.code {
             out.extend_from_slice(b",\"code\":");
-            string(out, c.as_str());
+            vocab(out, c.as_str());
         }
         out.extend_from_slice(b",\"reasons\":[");
         for (i, r) in sh.reasons.iter().enumerate() {
@@ -149,6 +149,15 @@ pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// A vocabulary word (an enum's name: nothing in it to escape) as a JSON string.
+fn vocab(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(to_escape(s.as_bytes()).is_none(), "{s}");
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => string(out, s),
@@ -179,22 +188,28 @@ pub(super) fn escaped(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Where the first byte JSON must escape (`"`, `\`, a control character) is, tested eight bytes
-/// at a time (most strings hold none: ids, names, paths).
+/// at a time (most strings hold none: ids, names, paths); a string's last bytes are tested as
+/// its last eight (overlapping those before) rather than one by one.
 fn to_escape(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Whether a byte of `x` is below `n` (exact for n <= 128, as an any-byte test).
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
+    let clean = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            .map(u64::from_le_bytes)
+            .is_some_and(|x| {
+                !(below(x, 0x20) || below(x ^ (ONES * 0x22), 1) || below(x ^ (ONES * 0x5c), 1))
+            })
+    };
     let mut at = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let Ok(c) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        let x = u64::from_le_bytes(c);
-        if below(x, 0x20) || below(x ^ (ONES * 0x22), 1) || below(x ^ (ONES * 0x5c), 1) {
-            break;
-        }
+    while at + 8 <= bytes.len() && clean(at) {
         at += 8;
+    }
+    if at == bytes.len() || (at + 8 > bytes.len() && bytes.len() >= 8 && clean(bytes.len() - 8)) {
+        return None;
     }
     bytes[at..]
         .iter()

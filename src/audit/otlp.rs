@@ -2,7 +2,8 @@
 //! traced call to this exporter's bounded queue (never waiting: a full queue drops and counts,
 //! the audit log stays the lossless record); its own thread batches them and posts one OTLP/HTTP
 //! request of spans (`/v1/traces`) and one of log records (`/v1/logs`, the audit line as the
-//! body) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
+//! body: in protobuf the one the writer rendered when it wrote the default format, else rendered
+//! here) per batch, protobuf by default (JSON with `encoding: json`), over one kept connection.
 //! Nothing here runs on the request path.
 //!
 //! The queue is a `Vec` behind a mutex that the thread swaps for an empty one: a call is one
@@ -14,6 +15,7 @@ mod json;
 mod proto;
 
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,8 @@ struct State {
     /// Boxed as the writer hands them over: a push moves a pointer, not the record.
     #[allow(clippy::vec_box)]
     calls: Vec<Box<AuditRecord>>,
+    /// The audit lines the writer already rendered for them (the log records' bodies).
+    lines: Lines,
     /// The writer is gone: export what is left, then stop.
     closed: bool,
 }
@@ -59,6 +63,7 @@ impl Exporter {
         let queue = Arc::new(Queue {
             state: Mutex::new(State {
                 calls: Vec::with_capacity(cfg.batch.min(cfg.queue)),
+                lines: Lines::default(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -72,8 +77,10 @@ impl Exporter {
         Ok(Exporter { queue, metrics })
     }
 
-    /// Queues a written record for export; drops and counts it when the queue is full.
-    pub(super) fn offer(&self, rec: Box<AuditRecord>) {
+    /// Queues a written record for export, with its audit line if the writer rendered one
+    /// (copied: the log record's body, not rendered again); drops and counts it when the queue is
+    /// full.
+    pub(super) fn offer(&self, rec: Box<AuditRecord>, line: Option<&[u8]>) {
         let mut s = self.queue.lock();
         if s.calls.len() >= self.queue.cap {
             drop(s);
@@ -81,6 +88,7 @@ impl Exporter {
             return;
         }
         s.calls.push(rec);
+        s.lines.push(line.unwrap_or_default());
         let n = s.calls.len();
         drop(s);
         if n == 1 || n == self.queue.batch {
@@ -100,6 +108,7 @@ impl Drop for Exporter {
 /// queue whole and exports it, a batch per request.
 fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metrics) {
     let mut taken = Vec::with_capacity(queue.batch.min(queue.cap));
+    let mut lines = Lines::default();
     let mut bodies = Bodies::default();
     loop {
         let mut s = queue.lock();
@@ -122,11 +131,34 @@ fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metr
                 .0;
         }
         std::mem::swap(&mut s.calls, &mut taken);
+        std::mem::swap(&mut s.lines, &mut lines);
         drop(s);
-        for batch in taken.chunks(queue.batch) {
-            export(batch, &mut target, encoding, &mut bodies, metrics);
+        for (batch, at) in taken.chunks(queue.batch).zip(lines.at.chunks(queue.batch)) {
+            let lines = (&lines.text[..], at);
+            export(batch, lines, &mut target, encoding, &mut bodies, metrics);
         }
         taken.clear();
+        lines.clear();
+    }
+}
+
+/// Audit lines, one range of `text` per queued call (empty: none, the exporter renders it).
+#[derive(Default)]
+struct Lines {
+    text: Vec<u8>,
+    at: Vec<Range<usize>>,
+}
+
+impl Lines {
+    fn push(&mut self, line: &[u8]) {
+        let start = self.text.len();
+        self.text.extend_from_slice(line);
+        self.at.push(start..self.text.len());
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.at.clear();
     }
 }
 
@@ -135,14 +167,14 @@ fn run(queue: &Queue, mut target: Target, encoding: OtlpEncoding, metrics: &Metr
 struct Bodies {
     traces: Vec<u8>,
     logs: Vec<u8>,
-    line: Vec<u8>,
     /// Where each span's attributes are in `traces` (the log records copy them).
-    attrs: Vec<std::ops::Range<usize>>,
+    attrs: Vec<Range<usize>>,
 }
 
 /// Posts one batch as spans, then as log records; counts the calls once.
 fn export(
     batch: &[Box<AuditRecord>],
+    lines: (&[u8], &[Range<usize>]),
     target: &mut Target,
     encoding: OtlpEncoding,
     b: &mut Bodies,
@@ -154,10 +186,7 @@ fn export(
         OtlpEncoding::Protobuf => {
             let t = proto::traces(&mut b.traces, batch, service, &mut b.attrs);
             let spans = (&b.traces[..], &b.attrs[..]);
-            (
-                t,
-                proto::logs(&mut b.logs, batch, service, &mut b.line, spans),
-            )
+            (t, proto::logs(&mut b.logs, batch, service, spans, lines))
         }
         OtlpEncoding::Json => {
             let prepared = json::prepare(batch);

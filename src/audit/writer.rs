@@ -136,18 +136,23 @@ impl Writer {
         self.seq += 1;
         rec.seq = self.seq;
         rec.boot_id.clone_from(&self.boot_id);
-        rec.time =
-            humantime::format_rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now)).to_string();
+        rec.time = super::stamp::rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now));
         // With `audit.path: off` the writer runs for the export alone: nothing to serialise.
+        // Where the line it wrote is, in the default format: the exporter's log body.
+        let mut line = None;
         if !self.sink.is_off() {
+            let at = self.pending.len();
             match self.shared.format {
-                AuditFormat::Intentgate => super::line::write(&rec, &mut self.pending),
+                AuditFormat::Intentgate => {
+                    super::line::write(&rec, &mut self.pending);
+                    line = Some(at..self.pending.len());
+                }
                 AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
             }
             self.pending.push(b'\n');
         }
         if let Some(e) = self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
-            e.offer(rec);
+            e.offer(rec, line.map(|l| &self.pending[l]));
         }
     }
 

@@ -2,7 +2,8 @@
 //! per call to an OTLP/HTTP receiver built on the official protobuf definitions
 //! (tests/clients/otlp_receiver.py refuses anything they do not define). The agent's
 //! `traceparent` is honoured (the span's trace and parent) and propagated (the upstream's parent
-//! is the span); a call without one starts a trace. The audit log is off: the export needs none.
+//! is the span); a call without one starts a trace. The audit log is off (the export needs none)
+//! but in the test that the log records' bodies are the lines written to it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -269,4 +270,33 @@ fn batches_are_posted_over_one_kept_connection() {
         got.iter().map(|g| g["peer_port"].as_u64()).collect();
     assert_eq!(got.len(), 6, "{got:?}");
     assert_eq!(ports.len(), 1, "{got:?}");
+}
+
+#[test]
+fn with_the_audit_log_on_each_log_body_is_the_line_written_to_it() {
+    let rx = Receiver::start();
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let proxy = ProxyProc::start(&format!(
+        "agent: {{id: bot, owner: team}}\naudit: {{path: \"{}\"}}\n\
+         telemetry: {{otlp: {{endpoint: \"http://127.0.0.1:{}\"}}}}\n\
+         intents:\n  read:\n    allow: [{{hosts: [localhost], ports: [{}]}}]\n",
+        log.display(),
+        rx.port,
+        up.addr.port()
+    ));
+    for _ in 0..3 {
+        call(&proxy, &up);
+    }
+    let (_, logs) = rx.exported(3);
+    let written = eventually("3 audit lines", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        (lines.len() >= 3).then_some(lines)
+    });
+    for l in &logs {
+        let body = l["body"]["stringValue"].as_str().unwrap();
+        assert!(written.iter().any(|w| w == body), "{body}\n{written:?}");
+    }
 }

@@ -89,46 +89,95 @@ fn message(out: &mut Vec<u8>, field: u8, width: usize, body: impl FnOnce(&mut Ve
     out[at..at + n].copy_from_slice(&head[..n]);
 }
 
+/// A `KeyValue`'s key as it is written: the key field's tag, its length and its bytes, built at
+/// compile time (`key!`), so a call measures and copies only its values.
+const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+    let k = key.as_bytes();
+    // Short enough for `int`'s lengths to fit one varint byte.
+    assert!(k.len() + 2 == N && k.len() < 0x60);
+    let mut out = [0u8; N];
+    out[0] = 1 << 3 | LEN;
+    out[1] = k.len() as u8;
+    let mut i = 0;
+    while i < k.len() {
+        out[i + 2] = k[i];
+        i += 1;
+    }
+    out
+}
+
+macro_rules! key {
+    ($k:literal) => {{
+        const K: [u8; $k.len() + 2] = key_field($k);
+        &K
+    }};
+}
+
 /// One `KeyValue` in field `field` of its message, with a string value (none when empty): its
-/// lengths are known, so it is written in one pass.
-fn text(out: &mut Vec<u8>, field: u8, key: &str, value: Option<&str>) {
-    let Some(v) = value.filter(|v| !v.is_empty()) else {
+/// lengths are known, so it is written in one pass; when they all fit one varint byte (a value
+/// under ~90 bytes), as four copies (inlined where `key` is a constant).
+#[inline(always)]
+fn text(out: &mut Vec<u8>, field: u8, key: &[u8], value: Option<&str>) {
+    let Some(v) = value.filter(|v| !v.is_empty()).map(str::as_bytes) else {
         return;
     };
     // AnyValue.string_value
+    let any = 2 + v.len();
+    let kv = key.len() + 2 + any;
+    if kv < 0x80 {
+        out.reserve(2 + kv);
+        out.extend_from_slice(&[field << 3 | LEN, kv as u8]);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&[2 << 3 | LEN, any as u8, 1 << 3 | LEN, v.len() as u8]);
+        out.extend_from_slice(v);
+    } else {
+        long_text(out, field, key, v);
+    }
+}
+
+/// `text` for a value whose lengths need more than one varint byte.
+#[inline(never)]
+fn long_text(out: &mut Vec<u8>, field: u8, key: &[u8], v: &[u8]) {
     let any = 1 + varint_len(v.len() as u64) + v.len();
-    key_value(out, field, key, any);
-    bytes(out, 1, v.as_bytes());
-}
-
-/// One `KeyValue` with an integer value (`AnyValue.int_value`).
-fn int(out: &mut Vec<u8>, field: u8, key: &str, v: u64) {
-    key_value(out, field, key, 1 + varint_len(v));
-    uint(out, 3, v);
-}
-
-/// A `KeyValue` up to its value's (`AnyValue`'s) content, which is `any` bytes long.
-fn key_value(out: &mut Vec<u8>, field: u8, key: &str, any: usize) {
-    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
+    let kv = key.len() + 1 + varint_len(any as u64) + any;
     out.reserve(1 + varint_len(kv as u64) + kv);
     tag(out, field, LEN);
     varint(out, kv as u64);
-    bytes(out, 1, key.as_bytes());
+    out.extend_from_slice(key);
     tag(out, 2, LEN);
     varint(out, any as u64);
+    bytes(out, 1, v);
+}
+
+/// One `KeyValue` with an integer value (`AnyValue.int_value`): its key is short, so its
+/// lengths fit one varint byte.
+#[inline(always)]
+fn int(out: &mut Vec<u8>, field: u8, key: &[u8], v: u64) {
+    let any = 1 + varint_len(v);
+    let kv = key.len() + 2 + any;
+    out.reserve(2 + kv);
+    out.extend_from_slice(&[field << 3 | LEN, kv as u8]);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&[2 << 3 | LEN, any as u8, 3 << 3 | VARINT]);
+    varint(out, v);
 }
 
 /// `Resource` (field 1 of `ResourceSpans` and `ResourceLogs`) and the `InstrumentationScope`
 /// (field 1 of `ScopeSpans` and `ScopeLogs`) are written by the callers around these.
 fn resource(out: &mut Vec<u8>, service: &str, first: &AuditRecord) {
     message(out, 1, 2, |out| {
-        text(out, 1, "service.name", Some(service));
-        text(out, 1, "service.version", Some(env!("CARGO_PKG_VERSION")));
-        text(out, 1, "service.instance.id", Some(&first.boot_id));
+        text(out, 1, key!("service.name"), Some(service));
         text(
             out,
             1,
-            "k8s.namespace.name",
+            key!("service.version"),
+            Some(env!("CARGO_PKG_VERSION")),
+        );
+        text(out, 1, key!("service.instance.id"), Some(&first.boot_id));
+        text(
+            out,
+            1,
+            key!("k8s.namespace.name"),
             first.agent.namespace.as_deref(),
         );
     });
@@ -143,44 +192,59 @@ fn scope(out: &mut Vec<u8>) {
 
 /// What a span (field 9) or log record (field 6) says of its call.
 fn call_attributes(out: &mut Vec<u8>, field: u8, rec: &AuditRecord) {
-    text(out, field, "http.request.method", Some(&rec.method));
-    text(out, field, "url.scheme", rec.scheme.map(|s| s.as_str()));
-    text(out, field, "server.address", Some(&rec.host));
-    int(out, field, "server.port", u64::from(rec.port));
-    text(out, field, "url.path", Some(&rec.path));
+    text(out, field, key!("http.request.method"), Some(&rec.method));
+    text(
+        out,
+        field,
+        key!("url.scheme"),
+        rec.scheme.map(|s| s.as_str()),
+    );
+    text(out, field, key!("server.address"), Some(&rec.host));
+    int(out, field, key!("server.port"), u64::from(rec.port));
+    text(out, field, key!("url.path"), Some(&rec.path));
     if rec.status != 0 {
         int(
             out,
             field,
-            "http.response.status_code",
+            key!("http.response.status_code"),
             u64::from(rec.status),
         );
     }
-    text(out, field, "intentgate.agent", Some(&rec.agent.id));
+    text(out, field, key!("intentgate.agent"), Some(&rec.agent.id));
     text(
         out,
         field,
-        "intentgate.namespace",
+        key!("intentgate.namespace"),
         rec.agent.namespace.as_deref(),
     );
-    text(out, field, "intentgate.intent", rec.intent.name.as_deref());
     text(
         out,
         field,
-        "intentgate.decision",
+        key!("intentgate.intent"),
+        rec.intent.name.as_deref(),
+    );
+    text(
+        out,
+        field,
+        key!("intentgate.decision"),
         rec.decision.map(|d| d.as_str()),
     );
     let code = rec.code.or(rec.error).map(|c| c.as_str());
-    text(out, field, "intentgate.code", code);
-    text(out, field, "intentgate.decision_id", Some(&rec.decision_id));
+    text(out, field, key!("intentgate.code"), code);
     text(
         out,
         field,
-        "intentgate.policy_revision",
+        key!("intentgate.decision_id"),
+        Some(&rec.decision_id),
+    );
+    text(
+        out,
+        field,
+        key!("intentgate.policy_revision"),
         Some(&rec.policy_revision),
     );
     let connection = rec.connection.map(|c| c.as_str());
-    text(out, field, "intentgate.connection", connection);
+    text(out, field, key!("intentgate.connection"), connection);
 }
 
 /// One `Span` (field 2 of `ScopeSpans`); where its attributes are in `out` goes into `attrs`.
@@ -241,17 +305,15 @@ fn retagged(out: &mut Vec<u8>, span_attrs: &[u8]) {
     }
 }
 
-/// One `LogRecord` (field 2 of `ScopeLogs`): the audit line, written into `line_buf` first
-/// (its length leads it), and the attributes of its span (`span_attrs`), or its own.
+/// One `LogRecord` (field 2 of `ScopeLogs`): the audit line as its body (`line`, the one the
+/// writer rendered, or written here where it stays), and the attributes of its span
+/// (`span_attrs`), or its own.
 fn log_record(
     out: &mut Vec<u8>,
-    rec: &AuditRecord,
+    (rec, line): (&AuditRecord, Option<&[u8]>),
     now: u64,
-    line_buf: &mut Vec<u8>,
     span_attrs: Option<&[u8]>,
 ) {
-    line_buf.clear();
-    line::write(rec, line_buf);
     message(out, 2, 2, |out| {
         fixed64(out, 1, rec.at.map_or(0, nanos));
         let (n, text) = if refused(rec) {
@@ -262,12 +324,12 @@ fn log_record(
         uint(out, 2, n);
         bytes(out, 3, text.as_bytes());
         // AnyValue.string_value
-        tag(out, 5, LEN);
-        varint(
-            out,
-            (1 + varint_len(line_buf.len() as u64) + line_buf.len()) as u64,
-        );
-        bytes(out, 1, line_buf);
+        message(out, 5, 2, |out| {
+            message(out, 1, 2, |out| match line {
+                Some(l) => out.extend_from_slice(l),
+                None => line::write(rec, out),
+            })
+        });
         match span_attrs {
             Some(a) => retagged(out, a),
             None => call_attributes(out, 6, rec),
@@ -339,13 +401,14 @@ pub(super) fn traces(
 }
 
 /// `ExportLogsServiceRequest` of the batch, into `out`; returns where it starts in `out`.
-/// Each call's attributes are copied from its span in `spans` (`traces`' `out` and `attrs`).
+/// Each call's attributes are copied from its span in `spans` (`traces`' `out` and `attrs`);
+/// its body is its range of `lines` when not empty (the line the writer rendered).
 pub(super) fn logs(
     out: &mut Vec<u8>,
     batch: &[Box<AuditRecord>],
     service: &str,
-    line_buf: &mut Vec<u8>,
     (spans, attrs): (&[u8], &[Range<usize>]),
+    (lines, at): (&[u8], &[Range<usize>]),
 ) -> usize {
     out.clear();
     let Some(first) = batch.first() else { return 0 };
@@ -356,49 +419,14 @@ pub(super) fn logs(
                 .get(i)
                 .filter(|r| !r.is_empty())
                 .map(|r| &spans[r.clone()]);
-            log_record(out, rec, now, line_buf, span_attrs);
+            let line = at
+                .get(i)
+                .filter(|r| !r.is_empty())
+                .map(|r| &lines[r.clone()]);
+            log_record(out, (rec, line), now, span_attrs);
         }
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_nested_message_carries_its_minimal_length_whatever_room_was_kept() {
-        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
-            let mut want = vec![9, 2 << 3 | 2];
-            varint(&mut want, len as u64);
-            assert_eq!(want.len() - 2, varint_len(len as u64), "{len}");
-            want.resize(want.len() + len, 7);
-            for width in 1..=3 {
-                let mut out = vec![9];
-                message(&mut out, 2, width, |out| out.resize(out.len() + len, 7));
-                assert_eq!(out, want, "{len} in {width}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_envelope_is_the_nested_messages_written_in_place() {
-        let rec = AuditRecord {
-            boot_id: "b00t".into(),
-            ..AuditRecord::default()
-        };
-        for len in [0usize, 100, 200, 20_000, 3_000_000] {
-            let items = |out: &mut Vec<u8>| out.resize(out.len() + len, 7);
-            let mut want = Vec::new();
-            message(&mut want, 1, 1, |out| {
-                resource(out, "svc", &rec);
-                message(out, 2, 1, |out| {
-                    scope(out);
-                    items(out);
-                });
-            });
-            let mut out = vec![1, 2, 3];
-            let at = envelope(&mut out, "svc", &rec, items);
-            assert!(out[at..] == want[..], "{len}");
-        }
-    }
-}
+mod tests;
