@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use memchr::memmem;
 use prometheus::IntCounter;
-use serde::Deserialize;
 
 use super::{AuditLlm, Usage};
 
@@ -97,32 +96,29 @@ impl Scanner {
     }
 
     /// The counts of the first (or, `last`, the last) whole `data:` line of `text` with a usage
-    /// object: found by searching for the key from that end, so the rest is never read.
+    /// object: its lines are read from that end, so the rest is never read.
     fn counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
-        let mut at = if last { text.len() } else { 0 };
+        // Only lines ended by a newline are whole.
+        let mut rest = &text[..memchr::memrchr(b'\n', text)?];
         loop {
-            let i = if last {
-                USAGE_KEY_REV.rfind(&text[..at])?
+            let (line, more) = if last {
+                match memchr::memrchr(b'\n', rest) {
+                    Some(n) => (&rest[n + 1..], Some(&rest[..n])),
+                    None => (rest, None),
+                }
             } else {
-                at + USAGE_KEY.find(&text[at..])?
+                match memchr::memchr(b'\n', rest) {
+                    Some(n) => (&rest[..n], Some(&rest[n + 1..])),
+                    None => (rest, None),
+                }
             };
-            let start = memchr::memrchr(b'\n', &text[..i]).map_or(0, |n| n + 1);
-            // A line the kept bytes end inside is not whole.
-            let end = memchr::memchr(b'\n', &text[i..]).map(|n| i + n);
-            let found = (text[start..end?].strip_prefix(b"data:"))
-                .and_then(|data| usage_object(data, false))
-                .and_then(|obj| serde_json::from_slice::<Counts>(obj).ok());
-            if let Some(c) = found {
-                return Some(c.pair());
+            if let Some(c) = line
+                .strip_prefix(b"data:")
+                .and_then(|data| usage_counts(data, false))
+            {
+                return Some(c);
             }
-            at = if last { start } else { end? + 1 };
-        }
-    }
-
-    fn report(&self, obj: &[u8]) {
-        if let Ok(c) = serde_json::from_slice::<Counts>(obj) {
-            let (input, output) = c.pair();
-            self.usage.report(input, output);
+            rest = more?;
         }
     }
 
@@ -167,8 +163,8 @@ impl Scanner {
             for f in tail.iter() {
                 joined.extend_from_slice(f);
             }
-            if let Some(obj) = usage_object(&joined, true) {
-                self.report(obj);
+            if let Some((input, output)) = usage_counts(&joined, true) {
+                self.usage.report(input, output);
             }
         }
         self.tail = VecDeque::new();
@@ -185,37 +181,10 @@ impl Scanner {
     }
 }
 
-/// The counts of the three providers' usage objects.
-#[derive(Deserialize)]
-struct Counts {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    #[serde(rename = "promptTokenCount")]
-    prompt_token_count: Option<u64>,
-    #[serde(rename = "candidatesTokenCount")]
-    candidates_token_count: Option<u64>,
-}
-
-impl Counts {
-    /// (input, output), whichever provider's names they came under.
-    fn pair(&self) -> (Option<u64>, Option<u64>) {
-        (
-            self.prompt_tokens
-                .or(self.input_tokens)
-                .or(self.prompt_token_count),
-            self.completion_tokens
-                .or(self.output_tokens)
-                .or(self.candidates_token_count),
-        )
-    }
-}
-
-/// The object value of a `"usage"` or `"usageMetadata"` key in `text` (the first, or with
-/// `last` the last one whose object is whole), found without parsing the rest. A key inside
-/// a string is escaped (`\"usage\"`) and so never taken.
-fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
+/// The (input, output) counts of the first (or, `last`, the last) whole usage object in `text`:
+/// the value of a `"usage"` or `"usageMetadata"` key, read without parsing the rest. A key
+/// inside a string is escaped (`\"usage\"`) and so never taken.
+fn usage_counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
     const KEY: &[u8] = b"\"usage";
     let mut found = None;
     let mut from = 0;
@@ -230,11 +199,8 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
             .or_else(|| rest.strip_prefix(b"Metadata\""));
         let Some(rest) = rest else { continue };
         let rest = trim(rest).strip_prefix(b":").map(trim);
-        let Some(rest) = rest.filter(|r| r.first() == Some(&b'{')) else {
-            continue;
-        };
-        if let Some(obj) = balanced(rest) {
-            found = Some(obj);
+        if let Some(c) = rest.and_then(read_counts) {
+            found = Some(c);
             if !last {
                 break;
             }
@@ -243,13 +209,125 @@ fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
     found
 }
 
+/// The top-level keys of a usage object that carry its counts, under each provider's names:
+/// OpenAI chat completions, then OpenAI responses and Anthropic, then Gemini; input first.
+const COUNT_KEYS: [&[u8]; 6] = [
+    b"prompt_tokens",
+    b"input_tokens",
+    b"promptTokenCount",
+    b"completion_tokens",
+    b"output_tokens",
+    b"candidatesTokenCount",
+];
+
+/// (input, output) of the usage object `s` starts with, read in one pass over it (no parse
+/// into a value): its `COUNT_KEYS`, each an unsigned integer or null, every other member
+/// skipped. `None` when `s` starts with no whole object or a count is not such a number.
+fn read_counts(s: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
+    if s.first() != Some(&b'{') {
+        return None;
+    }
+    let mut counts = [None; COUNT_KEYS.len()];
+    let mut i = 1;
+    loop {
+        i = skip_ws(s, i);
+        match *s.get(i)? {
+            b'}' => break,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = string_end(s, i)?;
+        let key = &s[i + 1..key_end - 1];
+        i = skip_ws(s, key_end);
+        if s.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(s, i + 1);
+        let end = value_end(s, i)?;
+        if let Some(k) = COUNT_KEYS.iter().position(|k| *k == key) {
+            counts[k] = match &s[i..end] {
+                b"null" => None,
+                n => Some(unsigned(n)?),
+            };
+        }
+        i = end;
+    }
+    let first = |c: &[Option<u64>]| c.iter().find_map(|n| *n);
+    Some((first(&counts[..3]), first(&counts[3..])))
+}
+
+/// A JSON number that is an unsigned integer fitting `u64` (as serde would read it).
+fn unsigned(n: &[u8]) -> Option<u64> {
+    if n.is_empty() || (n.len() > 1 && n[0] == b'0') {
+        return None;
+    }
+    n.iter().try_fold(0u64, |acc, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while s.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the string whose opening quote is at `s[i]`.
+fn string_end(s: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', s.get(j..)?)?;
+        if s[k] == b'"' {
+            return Some(k + 1);
+        }
+        j = k + 2;
+    }
+}
+
+/// Just past the JSON value at `s[i]`: a string, an object or array (balanced, strings
+/// skipped), or a scalar (up to the next delimiter).
+fn value_end(s: &[u8], i: usize) -> Option<usize> {
+    match *s.get(i)? {
+        b'"' => string_end(s, i),
+        b'{' | b'[' => {
+            let (mut depth, mut j) = (0usize, i);
+            loop {
+                match *s.get(j)? {
+                    b'"' => {
+                        j = string_end(s, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let n = s[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())?;
+            Some(i + n)
+        }
+    }
+}
+
 /// The searcher for `"usage`, made once: `memmem::find` builds one per call, which cost more
 /// than the search itself on every line of a stream.
 static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage"));
-static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
-    LazyLock::new(|| memmem::FinderRev::new(b"\"usage"));
-
 /// `text` from its first whole line: after its first newline when `partial`.
 fn lines(text: &[u8], partial: bool) -> &[u8] {
     match partial {
@@ -264,34 +342,6 @@ fn trim(s: &[u8]) -> &[u8] {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(s.len());
     &s[n..]
-}
-
-/// The JSON object `s` starts with, up to its closing brace (strings skipped).
-fn balanced(s: &[u8]) -> Option<&[u8]> {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for (i, &b) in s.iter().enumerate() {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&s[..=i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
