@@ -27,7 +27,8 @@ const EDGE: usize = 16 * 1024;
 /// A response body, watched for token usage when it answers an LLM call.
 pub struct Scanned<B> {
     inner: B,
-    scan: Option<Box<Scanner>>,
+    /// Inline: the wrapped body is boxed once, whole, by the pipeline.
+    scan: Option<Scanner>,
 }
 
 struct Scanner {
@@ -54,11 +55,15 @@ pub(crate) fn scan<B>(
     counters: impl FnOnce(&AuditLlm) -> [IntCounter; 2],
 ) -> Scanned<B> {
     let scan = llm.and_then(|l| {
-        let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-        let ct = ct.split(';').next().unwrap_or("").trim();
-        let sse = ct.eq_ignore_ascii_case("text/event-stream");
-        let json = ct.eq_ignore_ascii_case("application/json");
-        (sse || json).then(|| Box::new(Scanner::new(Arc::clone(l.usage()), sse, counters(l))))
+        let ct = content_type.map_or(&b""[..], |v| v.as_bytes());
+        let ct = ct
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let sse = ct.eq_ignore_ascii_case(b"text/event-stream");
+        let json = ct.eq_ignore_ascii_case(b"application/json");
+        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, counters(l)))
     });
     Scanned { inner: body, scan }
 }
