@@ -11,14 +11,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use memchr::memmem;
 use prometheus::IntCounter;
 
+use super::counts::usage_counts;
 use super::{AuditLlm, Usage};
 
 /// How much of each end of a response is kept to find its usage in.
@@ -73,9 +73,10 @@ impl Scanner {
         Scanner {
             usage,
             sse,
-            head: Vec::new(),
+            // Room for a few frames from the start: each regrowth cost more than a frame.
+            head: Vec::with_capacity(if sse { 4 } else { 0 }),
             head_len: 0,
-            tail: VecDeque::new(),
+            tail: VecDeque::with_capacity(8),
             tail_len: 0,
             cut: false,
             counters,
@@ -104,10 +105,10 @@ impl Scanner {
     /// object: its lines are read from that end, so the rest is never read.
     fn counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
         // Only lines ended by a newline are whole.
-        let mut rest = &text[..memchr::memrchr(b'\n', text)?];
+        let mut rest = &text[..last_newline(text)?];
         loop {
             let (line, more) = if last {
-                match memchr::memrchr(b'\n', rest) {
+                match last_newline(rest) {
                     Some(n) => (&rest[n + 1..], Some(&rest[..n])),
                     None => (rest, None),
                 }
@@ -117,8 +118,9 @@ impl Scanner {
                     None => (rest, None),
                 }
             };
-            if let Some(c) = line
-                .strip_prefix(b"data:")
+            // Only a JSON object (`{…}`) can hold one: `[DONE]` and the like are not searched.
+            if let Some(c) = (line.strip_prefix(b"data:"))
+                .filter(|data| data.trim_ascii_end().ends_with(b"}"))
                 .and_then(|data| usage_counts(data, false))
             {
                 return Some(c);
@@ -186,167 +188,21 @@ impl Scanner {
     }
 }
 
-/// The (input, output) counts of the first (or, `last`, the last) whole usage object in `text`:
-/// the value of a `"usage"` or `"usageMetadata"` key, read without parsing the rest. A key
-/// inside a string is escaped (`\"usage\"`) and so never taken.
-fn usage_counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
-    const KEY: &[u8] = b"\"usage";
-    let mut found = None;
-    let mut from = 0;
-    while let Some(i) = USAGE_KEY.find(&text[from..]).map(|i| i + from) {
-        from = i + KEY.len();
-        if i > 0 && text[i - 1] == b'\\' {
-            continue;
-        }
-        let rest = &text[from..];
-        let rest = rest
-            .strip_prefix(b"\"")
-            .or_else(|| rest.strip_prefix(b"Metadata\""));
-        let Some(rest) = rest else { continue };
-        let rest = trim(rest).strip_prefix(b":").map(trim);
-        if let Some(c) = rest.and_then(read_counts) {
-            found = Some(c);
-            if !last {
-                break;
-            }
-        }
-    }
-    found
-}
-
-/// The top-level keys of a usage object that carry its counts, under each provider's names:
-/// OpenAI chat completions, then OpenAI responses and Anthropic, then Gemini; input first.
-const COUNT_KEYS: [&[u8]; 6] = [
-    b"prompt_tokens",
-    b"input_tokens",
-    b"promptTokenCount",
-    b"completion_tokens",
-    b"output_tokens",
-    b"candidatesTokenCount",
-];
-
-/// (input, output) of the usage object `s` starts with, read in one pass over it (no parse
-/// into a value): its `COUNT_KEYS`, each an unsigned integer or null, every other member
-/// skipped. `None` when `s` starts with no whole object or a count is not such a number.
-fn read_counts(s: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
-    if s.first() != Some(&b'{') {
-        return None;
-    }
-    let mut counts = [None; COUNT_KEYS.len()];
-    let mut i = 1;
-    loop {
-        i = skip_ws(s, i);
-        match *s.get(i)? {
-            b'}' => break,
-            b',' => {
-                i += 1;
-                continue;
-            }
-            b'"' => {}
-            _ => return None,
-        }
-        let key_end = string_end(s, i)?;
-        let key = &s[i + 1..key_end - 1];
-        i = skip_ws(s, key_end);
-        if s.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(s, i + 1);
-        let end = value_end(s, i)?;
-        if let Some(k) = COUNT_KEYS.iter().position(|k| *k == key) {
-            counts[k] = match &s[i..end] {
-                b"null" => None,
-                n => Some(unsigned(n)?),
-            };
-        }
-        i = end;
-    }
-    let first = |c: &[Option<u64>]| c.iter().find_map(|n| *n);
-    Some((first(&counts[..3]), first(&counts[3..])))
-}
-
-/// A JSON number that is an unsigned integer fitting `u64` (as serde would read it).
-fn unsigned(n: &[u8]) -> Option<u64> {
-    if n.is_empty() || (n.len() > 1 && n[0] == b'0') {
-        return None;
-    }
-    n.iter().try_fold(0u64, |acc, &b| {
-        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
-
-fn skip_ws(s: &[u8], mut i: usize) -> usize {
-    while s.get(i).is_some_and(u8::is_ascii_whitespace) {
-        i += 1;
-    }
-    i
-}
-
-/// Just past the string whose opening quote is at `s[i]`.
-fn string_end(s: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        let k = j + memchr::memchr2(b'"', b'\\', s.get(j..)?)?;
-        if s[k] == b'"' {
-            return Some(k + 1);
-        }
-        j = k + 2;
+/// Where `text`'s last newline is: without a search when it ends with one, as an event (its
+/// blank line) does.
+fn last_newline(text: &[u8]) -> Option<usize> {
+    match text.last() {
+        Some(b'\n') => Some(text.len() - 1),
+        _ => memchr::memrchr(b'\n', text),
     }
 }
 
-/// Just past the JSON value at `s[i]`: a string, an object or array (balanced, strings
-/// skipped), or a scalar (up to the next delimiter).
-fn value_end(s: &[u8], i: usize) -> Option<usize> {
-    match *s.get(i)? {
-        b'"' => string_end(s, i),
-        b'{' | b'[' => {
-            let (mut depth, mut j) = (0usize, i);
-            loop {
-                match *s.get(j)? {
-                    b'"' => {
-                        j = string_end(s, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let n = s[i..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())?;
-            Some(i + n)
-        }
-    }
-}
-
-/// The searcher for `"usage`, made once: `memmem::find` builds one per call, which cost more
-/// than the search itself on every line of a stream.
-static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"usage"));
 /// `text` from its first whole line: after its first newline when `partial`.
 fn lines(text: &[u8], partial: bool) -> &[u8] {
     match partial {
         true => memchr::memchr(b'\n', text).map_or(&[], |n| &text[n + 1..]),
         false => text,
     }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let n = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    &s[n..]
 }
 
 impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
