@@ -4,6 +4,7 @@
 //! can read `input.llm`; its response's token usage is read as it streams by (`usage`) for the
 //! audit record and `intentgate_llm_tokens_total`.
 
+mod counts;
 mod record;
 mod rule;
 mod usage;

@@ -1,11 +1,14 @@
 //! What an audit record says about an LLM call: the provider, the model asked for, whether it
 //! streamed, and the tokens its response reports, counted while the response passes (`Usage`).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
-use prometheus::{IntCounter, IntCounterVec};
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
 
 /// The token counts of one call's response, filled in as its body streams by and final when it
 /// ends (before the audit record is written). Whoever wants to charge them (a budget) takes the
@@ -110,8 +113,10 @@ impl AuditLlm {
     }
 
     /// This call's input and output series of `intentgate_llm_tokens_total` (the model label
-    /// cut to 64 bytes).
-    pub fn counters(&self, tokens: &IntCounterVec, agent: &str) -> [IntCounter; 2] {
+    /// cut to 64 bytes), from the worker thread's kept ones when it has them: prometheus hashes
+    /// the four labels and takes a lock per series looked up, which cost more than the rest of
+    /// counting a response; a worker's LLM calls mostly repeat a few (agent, intent, model).
+    pub fn counters(&self, metrics: &Arc<Metrics>, agent: &str) -> [IntCounter; 2] {
         let mut model = self.model.as_deref().unwrap_or("unknown");
         if model.len() > 64 {
             let mut end = 64;
@@ -120,14 +125,52 @@ impl AuditLlm {
             }
             model = &model[..end];
         }
-        ["input", "output"]
-            .map(|kind| tokens.with_label_values(&[agent, &self.intent_label, model, kind]))
+        let key = [agent, &*self.intent_label, model];
+        SERIES.with_borrow_mut(|kept| {
+            let same = |s: &&Series| {
+                Weak::as_ptr(&s.metrics) == Arc::as_ptr(metrics)
+                    && s.key.iter().map(|k| &**k).eq(key)
+            };
+            if let Some(s) = kept.iter().rev().find(same) {
+                return s.counters.clone();
+            }
+            let counters = ["input", "output"].map(|kind| {
+                (metrics.llm_tokens).with_label_values(&[agent, &self.intent_label, model, kind])
+            });
+            if kept.len() == SERIES_KEPT {
+                kept.remove(0);
+            }
+            kept.push(Series {
+                metrics: Arc::downgrade(metrics),
+                key: key.map(Box::from),
+                counters: counters.clone(),
+            });
+            counters
+        })
     }
 
     /// The response's token counts, as they are counted.
     pub fn usage(&self) -> &Arc<Usage> {
         &self.usage
     }
+}
+
+/// How many (agent, intent, model) series of `intentgate_llm_tokens_total` a worker thread
+/// keeps resolved (the oldest is let go for a new one).
+const SERIES_KEPT: usize = 16;
+
+/// One (agent, intent, model)'s input and output series.
+struct Series {
+    /// Whose metrics they are (a thread can serve several proxies in turn, in tests); the `Weak`
+    /// keeps the address from being reused while the entry lives.
+    metrics: Weak<Metrics>,
+    key: [Box<str>; 3],
+    counters: [IntCounter; 2],
+}
+
+thread_local! {
+    /// This worker's series, the latest used last.
+    static SERIES: RefCell<Vec<Series>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `AuditLlm` as written: the counts as they stand.

@@ -131,3 +131,39 @@ fn an_unreadable_body_is_refused_only_where_bounds_apply() {
         "models: gpt-4o-mini; max_tokens at most 100"
     );
 }
+
+#[test]
+fn token_series_are_kept_per_metrics_and_labels() {
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
+    let body = br#"{"model":"gpt-4o"}"#;
+    let call = LlmCall::parse(LlmProvider::Openai, Api::ChatCompletions, "/", body, false);
+    let a = AuditLlm::new(&call, "triage");
+    let (m1, m2) = (
+        Arc::new(Metrics::new().unwrap()),
+        Arc::new(Metrics::new().unwrap()),
+    );
+    let get = |m: &Metrics, agent: &str, kind: &str| {
+        (m.llm_tokens)
+            .with_label_values(&[agent, "triage", "gpt-4o", kind])
+            .get()
+    };
+    a.counters(&m1, "bot")[0].inc_by(3);
+    a.counters(&m1, "bot")[0].inc_by(4);
+    a.counters(&m1, "bot")[1].inc_by(1);
+    a.counters(&m1, "other")[0].inc_by(10);
+    // Another proxy's metrics on the same thread get their own series.
+    a.counters(&m2, "bot")[0].inc_by(5);
+    assert_eq!(get(&m1, "bot", "input"), 7);
+    assert_eq!(get(&m1, "bot", "output"), 1);
+    assert_eq!(get(&m1, "other", "input"), 10);
+    assert_eq!(get(&m2, "bot", "input"), 5);
+    // More series than a thread keeps: each still counts into its own.
+    for _ in 0..2 {
+        for i in 0..40 {
+            a.counters(&m1, &format!("a{i}"))[1].inc();
+        }
+    }
+    assert!((0..40).all(|i| get(&m1, &format!("a{i}"), "output") == 2));
+    assert_eq!(get(&m1, "bot", "input"), 7);
+}

@@ -11,15 +11,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use memchr::memmem;
 use prometheus::IntCounter;
-use serde::Deserialize;
 
+use super::counts::usage_counts;
 use super::{AuditLlm, Usage};
 
 /// How much of each end of a response is kept to find its usage in.
@@ -28,7 +27,8 @@ const EDGE: usize = 16 * 1024;
 /// A response body, watched for token usage when it answers an LLM call.
 pub struct Scanned<B> {
     inner: B,
-    scan: Option<Box<Scanner>>,
+    /// Inline: the wrapped body is boxed once, whole, by the pipeline.
+    scan: Option<Scanner>,
 }
 
 struct Scanner {
@@ -55,11 +55,15 @@ pub(crate) fn scan<B>(
     counters: impl FnOnce(&AuditLlm) -> [IntCounter; 2],
 ) -> Scanned<B> {
     let scan = llm.and_then(|l| {
-        let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-        let ct = ct.split(';').next().unwrap_or("").trim();
-        let sse = ct.eq_ignore_ascii_case("text/event-stream");
-        let json = ct.eq_ignore_ascii_case("application/json");
-        (sse || json).then(|| Box::new(Scanner::new(Arc::clone(l.usage()), sse, counters(l))))
+        let ct = content_type.map_or(&b""[..], |v| v.as_bytes());
+        let ct = ct
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let sse = ct.eq_ignore_ascii_case(b"text/event-stream");
+        let json = ct.eq_ignore_ascii_case(b"application/json");
+        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, counters(l)))
     });
     Scanned { inner: body, scan }
 }
@@ -69,9 +73,10 @@ impl Scanner {
         Scanner {
             usage,
             sse,
-            head: Vec::new(),
+            // Room for a few frames from the start: each regrowth cost more than a frame.
+            head: Vec::with_capacity(if sse { 4 } else { 0 }),
             head_len: 0,
-            tail: VecDeque::new(),
+            tail: VecDeque::with_capacity(8),
             tail_len: 0,
             cut: false,
             counters,
@@ -97,32 +102,30 @@ impl Scanner {
     }
 
     /// The counts of the first (or, `last`, the last) whole `data:` line of `text` with a usage
-    /// object: found by searching for the key from that end, so the rest is never read.
+    /// object: its lines are read from that end, so the rest is never read.
     fn counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
-        let mut at = if last { text.len() } else { 0 };
+        // Only lines ended by a newline are whole.
+        let mut rest = &text[..last_newline(text)?];
         loop {
-            let i = if last {
-                USAGE_KEY_REV.rfind(&text[..at])?
+            let (line, more) = if last {
+                match last_newline(rest) {
+                    Some(n) => (&rest[n + 1..], Some(&rest[..n])),
+                    None => (rest, None),
+                }
             } else {
-                at + USAGE_KEY.find(&text[at..])?
+                match memchr::memchr(b'\n', rest) {
+                    Some(n) => (&rest[..n], Some(&rest[n + 1..])),
+                    None => (rest, None),
+                }
             };
-            let start = memchr::memrchr(b'\n', &text[..i]).map_or(0, |n| n + 1);
-            // A line the kept bytes end inside is not whole.
-            let end = memchr::memchr(b'\n', &text[i..]).map(|n| i + n);
-            let found = (text[start..end?].strip_prefix(b"data:"))
-                .and_then(|data| usage_object(data, false))
-                .and_then(|obj| serde_json::from_slice::<Counts>(obj).ok());
-            if let Some(c) = found {
-                return Some(c.pair());
+            // Only a JSON object (`{…}`) can hold one: `[DONE]` and the like are not searched.
+            if let Some(c) = (line.strip_prefix(b"data:"))
+                .filter(|data| data.trim_ascii_end().ends_with(b"}"))
+                .and_then(|data| usage_counts(data, false))
+            {
+                return Some(c);
             }
-            at = if last { start } else { end? + 1 };
-        }
-    }
-
-    fn report(&self, obj: &[u8]) {
-        if let Ok(c) = serde_json::from_slice::<Counts>(obj) {
-            let (input, output) = c.pair();
-            self.usage.report(input, output);
+            rest = more?;
         }
     }
 
@@ -167,8 +170,8 @@ impl Scanner {
             for f in tail.iter() {
                 joined.extend_from_slice(f);
             }
-            if let Some(obj) = usage_object(&joined, true) {
-                self.report(obj);
+            if let Some((input, output)) = usage_counts(&joined, true) {
+                self.usage.report(input, output);
             }
         }
         self.tail = VecDeque::new();
@@ -185,70 +188,14 @@ impl Scanner {
     }
 }
 
-/// The counts of the three providers' usage objects.
-#[derive(Deserialize)]
-struct Counts {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    #[serde(rename = "promptTokenCount")]
-    prompt_token_count: Option<u64>,
-    #[serde(rename = "candidatesTokenCount")]
-    candidates_token_count: Option<u64>,
-}
-
-impl Counts {
-    /// (input, output), whichever provider's names they came under.
-    fn pair(&self) -> (Option<u64>, Option<u64>) {
-        (
-            self.prompt_tokens
-                .or(self.input_tokens)
-                .or(self.prompt_token_count),
-            self.completion_tokens
-                .or(self.output_tokens)
-                .or(self.candidates_token_count),
-        )
+/// Where `text`'s last newline is: without a search when it ends with one, as an event (its
+/// blank line) does.
+fn last_newline(text: &[u8]) -> Option<usize> {
+    match text.last() {
+        Some(b'\n') => Some(text.len() - 1),
+        _ => memchr::memrchr(b'\n', text),
     }
 }
-
-/// The object value of a `"usage"` or `"usageMetadata"` key in `text` (the first, or with
-/// `last` the last one whose object is whole), found without parsing the rest. A key inside
-/// a string is escaped (`\"usage\"`) and so never taken.
-fn usage_object(text: &[u8], last: bool) -> Option<&[u8]> {
-    const KEY: &[u8] = b"\"usage";
-    let mut found = None;
-    let mut from = 0;
-    while let Some(i) = USAGE_KEY.find(&text[from..]).map(|i| i + from) {
-        from = i + KEY.len();
-        if i > 0 && text[i - 1] == b'\\' {
-            continue;
-        }
-        let rest = &text[from..];
-        let rest = rest
-            .strip_prefix(b"\"")
-            .or_else(|| rest.strip_prefix(b"Metadata\""));
-        let Some(rest) = rest else { continue };
-        let rest = trim(rest).strip_prefix(b":").map(trim);
-        let Some(rest) = rest.filter(|r| r.first() == Some(&b'{')) else {
-            continue;
-        };
-        if let Some(obj) = balanced(rest) {
-            found = Some(obj);
-            if !last {
-                break;
-            }
-        }
-    }
-    found
-}
-
-/// The searcher for `"usage`, made once: `memmem::find` builds one per call, which cost more
-/// than the search itself on every line of a stream.
-static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"usage"));
-static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
-    LazyLock::new(|| memmem::FinderRev::new(b"\"usage"));
 
 /// `text` from its first whole line: after its first newline when `partial`.
 fn lines(text: &[u8], partial: bool) -> &[u8] {
@@ -256,42 +203,6 @@ fn lines(text: &[u8], partial: bool) -> &[u8] {
         true => memchr::memchr(b'\n', text).map_or(&[], |n| &text[n + 1..]),
         false => text,
     }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let n = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    &s[n..]
-}
-
-/// The JSON object `s` starts with, up to its closing brace (strings skipped).
-fn balanced(s: &[u8]) -> Option<&[u8]> {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for (i, &b) in s.iter().enumerate() {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&s[..=i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {

@@ -60,7 +60,7 @@ impl Proxy {
                         return Audited::new(b, rec, slot, bytes_in, started, unclean).boxed();
                     }
                     let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
-                        l.counters(&self.metrics.llm_tokens, &rec.agent.id)
+                        l.counters(&self.metrics, &rec.agent.id)
                     });
                     Audited::new(b, rec, slot, bytes_in, started, unclean).boxed()
                 });
