@@ -10,7 +10,9 @@ to its hard limit for this process and both children. Then:
 1. one warm-up connection sends 200 requests; the proxy's VmRSS is read;
 2. CONNS connections are opened to the proxy, each sends one request (so each is a real
    keep-alive connection, served once) and stays open; 3 s later VmRSS is read again:
-   (after - before) / CONNS is the proxy's memory per idle connection;
+   (after - before) / CONNS is the proxy's memory per idle connection; the upstream
+   connections the proxy then keeps open to nginx are counted (`ss`); `--hold S` waits S
+   seconds here, e.g. to read the allocator's statistics (bench/jemalloc_stats.sh);
 3. RATE requests per second for SECONDS, open loop, round-robin over the CONNS connections
    (through the proxy), and the same rate over 100 connections straight to nginx (the reference,
    same run, same client): p50 / p90 / p99 of each and the differences (the added latency).
@@ -66,7 +68,6 @@ async def steady(conns, rate, seconds):
     t0, n, i = loop.time(), int(rate * seconds), 0
 
     async def one(c):
-        busy.add(c)
         s = time.perf_counter_ns()
         try:
             await c.get()
@@ -81,6 +82,7 @@ async def steady(conns, rate, seconds):
             await asyncio.sleep(delay)
         while conns[i % len(conns)] in busy:  # never two requests in flight on one connection
             i += 1
+        busy.add(conns[i % len(conns)])  # here, not in the task: it may start only later
         tasks.append(asyncio.create_task(one(conns[i % len(conns)])))
         i += 1
     await asyncio.gather(*tasks)
@@ -88,6 +90,13 @@ async def steady(conns, rate, seconds):
         print(f"{len(errors)} of {n} requests failed; the first: {errors[0]!r}")
     lat.sort()
     return lat
+
+
+def upstream_conns(port):
+    """Established TCP connections to the upstream's port (the proxy's side of them)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
 
 
 def pct(lat, q):
@@ -118,6 +127,10 @@ async def run(a, proxy_port, up_port, pid):
     after = rss_mib(pid)
     print(f"{a.conns} idle keep-alive connections (opened in {opened:.1f} s): proxy VmRSS "
           f"{before:.1f} -> {after:.1f} MiB, {(after - before) * 1024 * 1024 / a.conns / 1024:.2f} KiB per connection")
+    print(f"upstream connections the proxy holds open to nginx: {upstream_conns(up_port)}")
+    if a.hold:
+        print(f"holding for {a.hold} s: proxy pid {pid}, port {proxy_port}, nginx port {up_port}", flush=True)
+        await asyncio.sleep(a.hold)
     refs = [await Conn.open(up_port, direct) for _ in range(100)]
     for c in refs:
         await c.get()
@@ -140,6 +153,8 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--hold", type=int, default=0,
+                    help="seconds to wait with the idle connections open (to attach gdb, ss), before the load")
     a = ap.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < a.conns + 512:

@@ -70,6 +70,11 @@ impl Scan {
         self.state != State::Done
     }
 
+    /// Between requests, with nothing of a next one read.
+    pub(crate) fn at_rest(&self) -> bool {
+        self.state == State::Start && self.carried == 0
+    }
+
     /// Follows the bytes just read from the client. True when the stream turned ambiguous: a
     /// head with both `Content-Length` and `Transfer-Encoding`, or a stream the scan can no
     /// longer follow (failing closed: the connection's chunked requests are then refused).

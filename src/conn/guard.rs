@@ -14,11 +14,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::framing::Scan;
+use super::park::Pending;
 use crate::error::{Blame, ErrorReply};
 use crate::vocab::ErrorCode;
 
@@ -28,12 +31,16 @@ use crate::vocab::ErrorCode;
 pub struct InFlight(Arc<Shared>);
 
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     tunnels: AtomicUsize,
     /// The raw request stream turned ambiguous (src/conn/framing.rs).
     ambiguous: AtomicBool,
     /// The client's address, on the proxy listener (the admin door judges it, src/proxy/door.rs).
     peer: Option<std::net::IpAddr>,
+    /// Requests whose responses have not ended (src/conn/park.rs).
+    pub(super) requests: AtomicUsize,
+    /// The guard ended hyper's connection to park it (src/conn/park.rs).
+    parked: AtomicBool,
 }
 
 impl InFlight {
@@ -43,6 +50,18 @@ impl InFlight {
             peer: Some(peer),
             ..Shared::default()
         }))
+    }
+
+    /// A request starts: the connection does not park until the token (held by its response
+    /// body) is dropped.
+    pub(crate) fn request(&self) -> Pending {
+        self.0.requests.fetch_add(1, Ordering::AcqRel);
+        Pending(self.0.clone())
+    }
+
+    /// Whether the guard ended the last hyper connection to park it (and clears that).
+    pub(crate) fn take_parked(&self) -> bool {
+        self.0.parked.swap(false, Ordering::AcqRel)
     }
 
     /// The client's address, when known.
@@ -92,6 +111,13 @@ pub struct Guard<S> {
     in_flight: InFlight,
     state: State,
     scan: Scan,
+    /// Ends hyper's connection once it has been idle this long, to park it (src/conn/park.rs).
+    parks: Option<Duration>,
+    /// Armed when the connection falls idle (reused from one idle spell to the next).
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    idle_armed: bool,
+    /// The last write or flush could not finish: bytes may wait in hyper's buffer.
+    write_blocked: bool,
 }
 
 impl<S> Guard<S> {
@@ -101,7 +127,57 @@ impl<S> Guard<S> {
             in_flight,
             state: State::Normal,
             scan: Scan::default(),
+            parks: None,
+            idle_timer: None,
+            idle_armed: false,
+            write_blocked: false,
         }
+    }
+
+    /// A guard that ends hyper's connection (an end of stream on reading, a shutdown that leaves
+    /// the socket open) once nothing has been left to do on it for `after`: every response ended
+    /// and written, no tunnel open, and not a byte of a next request read (src/conn/park.rs).
+    /// A busy keep-alive connection, its next request read within `after`, never parks.
+    pub(crate) fn parking(inner: S, in_flight: InFlight, after: Duration) -> Self {
+        Self {
+            parks: Some(after),
+            ..Self::new(inner, in_flight)
+        }
+    }
+
+    /// Whether to park now, the read having found nothing: idle for long enough (else the
+    /// idle timer is armed, and wakes the connection to ask again).
+    fn park_now(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(after) = self.parks.filter(|_| self.may_park()) else {
+            return false;
+        };
+        if after.is_zero() {
+            return true;
+        }
+        if !self.idle_armed {
+            let deadline = Instant::now() + after;
+            match &mut self.idle_timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.idle_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.idle_armed = true;
+        }
+        self.idle_timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+
+    fn may_park(&self) -> bool {
+        !self.write_blocked
+            && matches!(self.state, State::Normal)
+            && self.scan.at_rest()
+            && self.in_flight.idle()
+            && self.in_flight.0.requests.load(Ordering::Acquire) == 0
+    }
+
+    fn wrote<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.write_blocked = r.is_pending();
+        r
     }
 }
 
@@ -195,7 +271,10 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
             }
         }
         match self.state {
-            State::Normal => Pin::new(&mut self.inner).poll_write(cx, buf),
+            State::Normal => {
+                let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+                self.wrote(r)
+            }
             _ => {
                 std::task::ready!(self.drive_replacement(cx))?;
                 Poll::Ready(Ok(total))
@@ -222,7 +301,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending if this.park_now(cx) => {
+                // Nothing read: hyper takes it for the client's end and closes its side.
+                this.in_flight.0.parked.store(true, Ordering::Release);
+                return Poll::Ready(Ok(()));
+            }
+            r => std::task::ready!(r)?,
+        }
+        this.idle_armed = false;
         if this.scan.watching() && this.scan.feed(&buf.filled()[before..]) {
             this.in_flight.0.ambiguous.store(true, Ordering::Release);
         }
@@ -256,7 +343,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         if matches!(this.state, State::Normal)
             && !(this.in_flight.idle() && bare_error_status(first).is_some())
         {
-            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            return this.wrote(r);
         }
         this.write_inner(cx, first, total)
     }
@@ -268,11 +356,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         std::task::ready!(this.drive_replacement(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.in_flight.0.parked.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(())); // parked: the socket stays open
+        }
         std::task::ready!(this.drive_replacement(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }

@@ -3,3 +3,4 @@
 
 mod framing;
 pub mod guard;
+pub(crate) mod park;

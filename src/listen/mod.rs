@@ -20,6 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::audit::Audit;
 use crate::config::Limits;
 use crate::conn::guard::{Guard, InFlight};
+use crate::conn::park::Dock;
 use crate::error::{Blame, ErrorReply};
 use crate::proxy::{ClientConn, Proxy};
 use crate::vocab::ErrorCode;
@@ -141,6 +142,70 @@ where
     }
 }
 
+/// How long a client connection stays idle before it is parked (src/conn/park.rs): a client
+/// sending its requests back to back keeps its hyper connection (a new one costs ~6,000
+/// instructions, a seventh of a request).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Serves one client connection of the proxy listener: a hyper connection until it has been
+/// idle for `PARK_AFTER` (its guard then ends it), the socket parked until the client sends again, for at most `idle`
+/// (`limits.header_read_timeout_ms`, which bounds idle keep-alive connections), then a new hyper
+/// connection, and so on (src/conn/park.rs).
+async fn serve_client(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &http1::Builder,
+    mut shutdown: watch::Receiver<bool>,
+    idle: Duration,
+) {
+    let in_flight = InFlight::from_peer(peer.ip());
+    let client = Arc::new(ClientConn::new(in_flight.clone()));
+    let dock = Arc::new(Dock::default());
+    loop {
+        let lent = dock.lend(stream);
+        let io = TokioIo::new(Guard::parking(lent, in_flight.clone(), PARK_AFTER));
+        let (own, client, requests) = (proxy.clone(), client.clone(), in_flight.clone());
+        let service = service_fn(move |req| {
+            let pending = requests.request();
+            let handled = own.clone().handle(req, client.clone());
+            async move {
+                handled
+                    .await
+                    .map(|resp| resp.map(|body| pending.hold(body)))
+            }
+        });
+        // Boxed: a parked connection's task keeps only the socket.
+        let mut conn = Box::pin(builder.serve_connection(io, service).with_upgrades());
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                finish_or_close(conn.as_mut(), &proxy.audit).await
+            }
+        };
+        drop(conn); // the socket goes back to the dock
+        if let Err(e) = result {
+            debug!(error = %e, "connection ended with an error");
+            return;
+        }
+        let Some(parked) = dock.take().filter(|_| in_flight.take_parked()) else {
+            return;
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        let woke = tokio::select! {
+            r = tokio::time::timeout(idle, parked.readable()) => matches!(r, Ok(Ok(()))),
+            _ = shutdown.changed() => false,
+        };
+        if !woke {
+            return;
+        }
+        stream = parked;
+    }
+}
+
 /// Accepts connections until `shutdown` flips, serving each with the proxy.
 pub async fn serve_proxy(
     listener: TcpListener,
@@ -164,28 +229,13 @@ pub async fn serve_proxy(
         };
         let proxy = proxy.clone();
         let builder = builder.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         let span = info_span!("conn", %peer);
+        let idle = Duration::from_millis(limits.header_read_timeout_ms);
         tokio::spawn(
             async move {
                 let _live = live;
-                let in_flight = InFlight::from_peer(peer.ip());
-                let io = TokioIo::new(Guard::new(stream, in_flight.clone()));
-                let client = Arc::new(ClientConn::new(in_flight));
-                let own = proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req, client.clone()));
-                let conn = builder.serve_connection(io, service).with_upgrades();
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        finish_or_close(conn, &own.audit).await
-                    }
-                };
-                if let Err(e) = result {
-                    debug!(error = %e, "connection ended with an error");
-                }
+                serve_client(stream, peer, proxy, &builder, shutdown, idle).await;
             }
             .instrument(span),
         );

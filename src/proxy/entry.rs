@@ -1,9 +1,16 @@
 //! Where a request came from (`Entry`: the proxy listener's client connection, an intercepted
 //! tunnel, a transparent connection) and where it goes (`Target`, its canonical destination).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use http::Response;
+
 use super::sender::Affinity;
 use super::{intercept, transparent};
 use crate::conn::guard::InFlight;
+use crate::error::Body;
 use crate::target::Authority;
 use crate::vocab::{ConnectionMode, Scheme};
 
@@ -23,6 +30,11 @@ impl ClientConn {
         }
     }
 }
+
+/// One request's handling, boxed. hyper allocates room for its service's future once per
+/// connection and keeps it while the connection is open, idle or not; the whole handling is
+/// several KiB, a box is one pointer (the handling then lives only as long as its request).
+pub type Handled = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
 /// tunnel (origin-form, its destination fixed by the CONNECT).
@@ -53,4 +65,34 @@ pub(super) struct Target {
     pub(super) scheme: Scheme,
     pub(super) mode: ConnectionMode,
     pub(super) sni: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Proxy;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned<F: FnOnce(A, B, C) -> R, A, B, C, R>(_: F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn every_service_future_is_a_pointer() {
+        for size in [
+            returned(Proxy::handle),
+            returned(Proxy::handle_inner),
+            returned(Proxy::handle_transparent),
+        ] {
+            assert!(size <= 16, "a service future of {size} bytes");
+        }
+    }
+
+    /// What is boxed and copied for every request: rare steps (dialling, a key set fetch) are
+    /// boxed where they are awaited, so they do not swell it (14,208 bytes before, in a debug
+    /// build; 6,224 after).
+    #[test]
+    fn a_request_s_future_stays_small() {
+        let size = returned(Proxy::run);
+        assert!(size <= 8 * 1024, "a request's future of {size} bytes");
+    }
 }

@@ -208,7 +208,8 @@ impl Proxy {
             self.intent_tokens
                 .resolve(live, &self.session, declared, intent_token, &facts);
         // A token naming a key its issuer's fetched set lacks: the set is fetched again.
-        if intent.is_err() && self.intent_tokens.refetch_keys().await {
+        // Boxed: the key fetch (rare) would otherwise be most of every request's future.
+        if intent.is_err() && Box::pin(self.intent_tokens.refetch_keys()).await {
             intent =
                 self.intent_tokens
                     .resolve(live, &self.session, declared, intent_token, &facts);

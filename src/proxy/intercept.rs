@@ -2,11 +2,10 @@
 //! terminated with a leaf certificate for the tunnel's host (the SNI must name it), HTTP/1.1 or
 //! HTTP/2 is served, and every inner request goes through the full pipeline on its own headers.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,9 +15,9 @@ use tracing::{debug, warn};
 
 use super::gate::Refused;
 use super::sender::Affinity;
-use super::{Proxy, Target};
+use super::{Handled, Proxy, Target};
 use crate::conn::guard::{Guard, InFlight};
-use crate::error::{Body, ProxyError};
+use crate::error::ProxyError;
 use crate::target::{self, Authority};
 use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
@@ -207,11 +206,12 @@ impl Proxy {
         }
     }
 
-    async fn handle_inner(
+    /// Boxed for the reason `Proxy::handle` is.
+    pub(super) fn handle_inner(
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
-    ) -> Result<Response<Body>, Infallible> {
-        self.run(req, super::Entry::Tunnel(&info)).await
+    ) -> Handled {
+        Box::pin(async move { self.run(req, super::Entry::Tunnel(&info)).await })
     }
 }

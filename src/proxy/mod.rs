@@ -50,6 +50,7 @@ use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 use audited::Counted;
 pub use entry::ClientConn;
+pub use entry::Handled;
 use entry::{Entry, Target};
 use gate::LivePolicy;
 use respond::Outcome;
@@ -98,13 +99,10 @@ pub struct Proxy {
 
 impl Proxy {
     /// The service entry point: never fails; errors become JSON responses (in `error`), and every
-    /// request leaves exactly one audit record.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        client: Arc<ClientConn>,
-    ) -> Result<Response<Body>, Infallible> {
-        self.run(req, Entry::Listener(&client)).await
+    /// request leaves exactly one audit record. Boxed (`Handled`): hyper keeps room for its
+    /// service's future for as long as the client connection lives, idle or not.
+    pub fn handle(self: Arc<Self>, req: Request<Incoming>, client: Arc<ClientConn>) -> Handled {
+        Box::pin(async move { self.run(req, Entry::Listener(&client)).await })
     }
 
     async fn run(

@@ -6,13 +6,12 @@
 //! spliced. Every one goes through the decision step (src/proxy/gate.rs). A name is always dialled at intentgate's own vetted resolution, never at the IP the
 //! client chose, so a Host or SNI cannot carry a decision for one host onto another.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -21,9 +20,9 @@ use tracing::{Instrument, debug, info_span};
 use super::audited::{Relayed, write_relayed};
 use super::connect::TunnelCount;
 use super::gate::{self, LivePolicy};
-use super::{Entry, Proxy, Target, tunnel};
+use super::{Entry, Handled, Proxy, Target, tunnel};
 use crate::audit::{AuditRecord, Slot};
-use crate::error::{Body, ProxyError};
+use crate::error::ProxyError;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::target::{self, Authority};
 use crate::tls::sni::ClientHello;
@@ -132,12 +131,12 @@ impl Redirected {
 
 impl Proxy {
     /// One plain-HTTP request on a transparent connection (the service the listener runs).
-    pub async fn handle_transparent(
+    pub fn handle_transparent(
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<Redirected>,
-    ) -> Result<Response<Body>, Infallible> {
-        self.run(req, Entry::Transparent(&info)).await
+    ) -> Handled {
+        Box::pin(async move { self.run(req, Entry::Transparent(&info)).await })
     }
 
     /// A transparent connection that is not plain HTTP, to its end: TLS with a usable SNI is

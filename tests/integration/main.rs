@@ -32,6 +32,7 @@ mod failed_calls;
 mod forward;
 mod fuzz_corpus;
 mod grafana;
+mod idle_conns;
 mod intercept;
 mod intercept_close;
 mod intercept_reuse;

@@ -100,7 +100,7 @@ impl Upstreams {
             Ok(resp) => return Ok(resp),
             Err(unsent) => unsent,
         };
-        let idle = self.dial(slot, authority, tls).await?;
+        let idle = Box::pin(self.dial(slot, authority, tls)).await?;
         self.try_send(slot, idle, unsent, authority, false)
             .await?
             .map_err(|_| closed_before_sent(authority))
@@ -126,7 +126,7 @@ impl Upstreams {
         if let Some(idle) = reused {
             return Ok(Acquired { idle, reused: true });
         }
-        let idle = self.dial(slot, authority, tls).await?;
+        let idle = Box::pin(self.dial(slot, authority, tls)).await?;
         Ok(Acquired {
             idle,
             reused: false,
@@ -138,7 +138,8 @@ impl Upstreams {
         from.0.put(acquired.idle, &self.registry);
     }
 
-    /// A new connection to `authority`, which `slot` then holds.
+    /// A new connection to `authority`, which `slot` then holds. Callers box it: dialling (TLS
+    /// handshake included) is most of a request's future, and rare on kept connections.
     async fn dial(
         &self,
         slot: &Arc<Slot>,

@@ -148,6 +148,18 @@ impl ProxyProc {
             .unwrap_or(0)
     }
 
+    /// The proxy's resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The audit records written so far (the default audit file of the harness).
     pub fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("audit.log"))
