@@ -159,10 +159,12 @@ impl ProxyProc {
     }
 
     /// The audit records written so far (the default audit file of the harness).
+    /// A line still being written (no newline yet) is left for the next read.
     pub fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("audit.log"))
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
             .map(|l| {
                 serde_json::from_str(l)
                     .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
