@@ -45,6 +45,7 @@ mod reload;
 mod replay;
 mod report;
 mod run;
+mod runs;
 mod target;
 mod telemetry;
 mod tls;

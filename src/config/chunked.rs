@@ -69,34 +69,15 @@ fn in_pieces(text: &str) -> Option<Config> {
 type Piece = BTreeMap<String, IntentSpec>;
 
 /// Every piece read, in order, on up to `MAX_THREADS` threads (each a run of consecutive
-/// pieces); `None` if any piece does not read. A thread that cannot be started leaves its run to
-/// this one.
+/// pieces); `None` if any piece does not read.
 fn read_all(pieces: &[&str]) -> Option<Vec<Piece>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let run = pieces.len().div_ceil(threads.clamp(1, MAX_THREADS)).max(1);
-    let read_run = |run: &[&str]| -> Option<Vec<Piece>> {
-        run.iter().map(|p| serde_yaml::from_str(p).ok()).collect()
-    };
-    std::thread::scope(|scope| {
-        let mut runs = pieces.chunks(run);
-        let first = runs.next().unwrap_or_default();
-        let others: Vec<_> = runs
-            .map(|r| {
-                std::thread::Builder::new()
-                    .name("config-read".into())
-                    .spawn_scoped(scope, move || read_run(r))
-                    .map_err(|_| r)
-            })
-            .collect();
-        let mut all = read_run(first)?;
-        for other in others {
-            all.extend(match other {
-                Ok(handle) => handle.join().ok()??,
-                Err(r) => read_run(r)?,
-            });
-        }
-        Some(all)
-    })
+    let runs = crate::runs::in_runs(pieces, MAX_THREADS, "config-read", |run| {
+        run.iter()
+            .map(|p| serde_yaml::from_str(p).ok())
+            .collect::<Option<Vec<Piece>>>()
+            .ok_or(())
+    });
+    runs.ok().map(|runs| runs.into_iter().flatten().collect())
 }
 
 /// The byte range of the `intents:` line and its block, and where each entry of the block

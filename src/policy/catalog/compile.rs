@@ -74,34 +74,14 @@ impl Catalog {
 }
 
 /// `entries` compiled in runs of consecutive intents, on up to `MAX_THREADS` threads when there
-/// are many (a thread that cannot be started leaves its run to this one); the first fault in
-/// catalog order.
+/// are many; the first fault in catalog order.
 fn compile_parts(entries: &[Entry]) -> Result<Vec<Part>, CatalogError> {
-    let threads = match entries.len() {
-        n if n < PARALLEL_MIN => 1,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+    let threads = if entries.len() < PARALLEL_MIN {
+        1
+    } else {
+        MAX_THREADS
     };
-    let run = entries.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let mut runs = entries.chunks(run);
-        let first = runs.next().unwrap_or_default();
-        let others: Vec<_> = runs
-            .map(|r| {
-                let thread = std::thread::Builder::new()
-                    .name("catalog-compile".into())
-                    .spawn_scoped(scope, move || compile_run(r));
-                (r, thread.ok())
-            })
-            .collect();
-        let mut parts = vec![compile_run(first)?];
-        for (r, thread) in others {
-            parts.push(match thread.map(|t| t.join()) {
-                Some(Ok(part)) => part,
-                _ => compile_run(r),
-            }?);
-        }
-        Ok(parts)
-    })
+    crate::runs::in_runs(entries, threads, "catalog-compile", compile_run)
 }
 
 /// One run of intents compiled in order, stopping at the first fault.
