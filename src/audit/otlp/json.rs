@@ -2,6 +2,7 @@
 //! integers as strings) of a batch of calls: an `ExportTraceServiceRequest` with one span per
 //! call and an `ExportLogsServiceRequest` with one log record per call (its audit line as body).
 
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::super::line::{self, escaped, string, uint};
@@ -251,40 +252,41 @@ fn log_record(out: &mut Vec<u8>, rec: &AuditRecord, p: &Prepared, line_buf: &mut
 
 /// `ExportTraceServiceRequest` of the batch.
 pub(super) fn traces(batch: &[Box<AuditRecord>], prepared: &[Prepared], service: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024 * batch.len());
-    out.extend_from_slice(b"{\"resourceSpans\":[");
-    if let Some(first) = batch.first() {
-        resource(&mut out, service, first);
-        out.extend_from_slice(b",\"scopeSpans\":[{");
-        scope(&mut out);
-        out.extend_from_slice(b",\"spans\":[");
-        for (i, (rec, p)) in batch.iter().zip(prepared).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            span(&mut out, rec, p);
-        }
-        out.extend_from_slice(b"]}]}");
-    }
-    out.extend_from_slice(b"]}");
-    out
+    let wrap = ("resourceSpans", "scopeSpans", "spans");
+    request(wrap, 1024, batch, prepared, service, span)
 }
 
 /// `ExportLogsServiceRequest` of the batch.
 pub(super) fn logs(batch: &[Box<AuditRecord>], prepared: &[Prepared], service: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048 * batch.len());
     let mut line_buf = Vec::with_capacity(1024);
-    out.extend_from_slice(b"{\"resourceLogs\":[");
+    let wrap = ("resourceLogs", "scopeLogs", "logRecords");
+    request(wrap, 2048, batch, prepared, service, |out, rec, p| {
+        log_record(out, rec, p, &mut line_buf)
+    })
+}
+
+/// One export request: the resource of the batch's first record, our scope, and `item` written
+/// for each record, under the signal's three list names.
+fn request(
+    (resources, scopes, items): (&str, &str, &str),
+    per_record: usize,
+    batch: &[Box<AuditRecord>],
+    prepared: &[Prepared],
+    service: &str,
+    mut item: impl FnMut(&mut Vec<u8>, &AuditRecord, &Prepared),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(per_record * batch.len());
+    let _ = write!(out, "{{\"{resources}\":[");
     if let Some(first) = batch.first() {
         resource(&mut out, service, first);
-        out.extend_from_slice(b",\"scopeLogs\":[{");
+        let _ = write!(out, ",\"{scopes}\":[{{");
         scope(&mut out);
-        out.extend_from_slice(b",\"logRecords\":[");
+        let _ = write!(out, ",\"{items}\":[");
         for (i, (rec, p)) in batch.iter().zip(prepared).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            log_record(&mut out, rec, p, &mut line_buf);
+            item(&mut out, rec, p);
         }
         out.extend_from_slice(b"]}]}");
     }
