@@ -97,9 +97,10 @@ impl Proxy {
         })
     }
 
-    /// The CA that signs interception certificates.
-    pub fn ca(&self) -> &crate::tls::ca::CertificateAuthority {
-        &self.tls.ca
+    /// The CA that signs interception certificates (an ephemeral one is made now if it was
+    /// not yet).
+    pub fn ca(&self) -> Result<&crate::tls::ca::CertificateAuthority, String> {
+        self.tls.ca.get()
     }
 
     /// Leaf certificate minting and cache counts.

@@ -132,7 +132,11 @@ pub fn run(req: RunRequest) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(format!("{e:#}"), 2),
         };
-        let trust = match env::write_trust(running.proxy.ca(), &work) {
+        let trust = match running
+            .proxy
+            .ca()
+            .and_then(|ca| env::write_trust(ca, &work))
+        {
             Ok(t) => t,
             Err(e) => {
                 running.shutdown().await;

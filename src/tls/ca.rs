@@ -23,10 +23,10 @@ pub trait SignLeaf: Send + Sync + fmt::Debug {
         &self,
         params: CertificateParams,
         leaf_key: &KeyPair,
-    ) -> Result<Vec<CertificateDer<'static>>, rcgen::Error>;
+    ) -> Result<Vec<CertificateDer<'static>>, String>;
 
     /// No leaf outlives this (Unix seconds).
-    fn not_after(&self) -> i64;
+    fn not_after(&self) -> Result<i64, String>;
 }
 
 impl SignLeaf for CertificateAuthority {
@@ -34,13 +34,15 @@ impl SignLeaf for CertificateAuthority {
         &self,
         params: CertificateParams,
         leaf_key: &KeyPair,
-    ) -> Result<Vec<CertificateDer<'static>>, rcgen::Error> {
-        let leaf = params.signed_by(leaf_key, &self.issuer)?;
+    ) -> Result<Vec<CertificateDer<'static>>, String> {
+        let leaf = params
+            .signed_by(leaf_key, &self.issuer)
+            .map_err(|e| e.to_string())?;
         Ok(vec![leaf.der().clone(), self.cert_der.clone()])
     }
 
-    fn not_after(&self) -> i64 {
-        self.not_after_unix
+    fn not_after(&self) -> Result<i64, String> {
+        Ok(self.not_after_unix)
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -148,10 +148,8 @@ type Flight = watch::Receiver<Option<Result<Arc<CertifiedKey>, LeafError>>>;
 pub struct LeafMinter {
     /// The local CA in production.
     ca: Arc<dyn SignLeaf>,
-    /// The one leaf key pair: rcgen signs certificates for its public key …
-    leaf_key: KeyPair,
-    /// … and rustls signs handshakes with it.
-    signing_key: Arc<dyn rustls::sign::SigningKey>,
+    /// The one leaf key pair, made at the first mint (on the blocking pool, like the mint).
+    key: OnceLock<LeafKey>,
     settings: LeafSettings,
     cache: Mutex<LruCache<LeafName, Entry>>,
     /// Mints under way, by name: a second handshake for the name waits for the first's.
@@ -178,7 +176,7 @@ impl fmt::Debug for LeafMinter {
 }
 
 impl LeafMinter {
-    /// Generates the process's leaf key pair (ECDSA P-256).
+    /// A minter with an empty cache; the leaf key pair (ECDSA P-256) is made at the first mint.
     pub fn new(ca: Arc<dyn SignLeaf>, settings: LeafSettings) -> Result<Self, LeafError> {
         if settings.cache_ttl >= settings.lifetime {
             return Err(LeafError::Settings(
@@ -187,16 +185,9 @@ impl LeafMinter {
         }
         let cap = NonZeroUsize::new(settings.cache_entries)
             .ok_or_else(|| LeafError::Settings("the cache needs at least one entry".into()))?;
-        let settings_err = |e: String| LeafError::Settings(format!("leaf key: {e}"));
-        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| settings_err(e.to_string()))?;
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let signing_key = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&der)
-            .map_err(|e| settings_err(e.to_string()))?;
         Ok(Self {
             ca,
-            leaf_key,
-            signing_key,
+            key: OnceLock::new(),
             settings,
             cache: Mutex::new(LruCache::new(cap)),
             inflight: Mutex::new(HashMap::new()),
@@ -356,15 +347,23 @@ impl LeafMinter {
         // Unique serials: clients reject two certificates with the same issuer and serial.
         params.serial_number = Some(random_serial().map_err(|e| mint_err(e.to_string()))?);
         let now = unix_now();
-        let not_after = (now + self.settings.lifetime.as_secs() as i64).min(self.ca.not_after());
+        let not_after = (now + self.settings.lifetime.as_secs() as i64)
+            .min(self.ca.not_after().map_err(mint_err)?);
         params.not_before = datetime(now - self.settings.backdate.as_secs() as i64)
             .map_err(|e| mint_err(e.to_string()))?;
         params.not_after = datetime(not_after).map_err(|e| mint_err(e.to_string()))?;
-        let chain = self
-            .ca
-            .sign(params, &self.leaf_key)
-            .map_err(|e| mint_err(e.to_string()))?;
-        Ok(CertifiedKey::new(chain, self.signing_key.clone()))
+        let key = self.key().map_err(mint_err)?;
+        let chain = self.ca.sign(params, &key.pair).map_err(mint_err)?;
+        Ok(CertifiedKey::new(chain, key.signing.clone()))
+    }
+
+    /// The leaf key pair, made now if it was not yet (a failure is not kept).
+    fn key(&self) -> Result<&LeafKey, String> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let made = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
+        Ok(self.key.get_or_init(|| made))
     }
 
     pub fn stats(&self) -> LeafStats {
@@ -380,6 +379,23 @@ impl LeafMinter {
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<LeafName, Entry>> {
         // A panic while holding the lock cannot leave the cache inconsistent: recover it.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The key pair every leaf certificate is made for: rcgen signs certificates for its public
+/// key, and rustls signs handshakes with it.
+struct LeafKey {
+    pair: KeyPair,
+    signing: Arc<dyn rustls::sign::SigningKey>,
+}
+
+impl LeafKey {
+    fn generate() -> Result<Self, String> {
+        let pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
+        let signing =
+            rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&der).map_err(|e| e.to_string())?;
+        Ok(Self { pair, signing })
     }
 }
 

@@ -348,14 +348,16 @@ impl SignLeaf for TestCa {
         &self,
         params: CertificateParams,
         leaf_key: &KeyPair,
-    ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, rcgen::Error> {
+    ) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
         self.signed.fetch_add(1, Ordering::Relaxed);
-        let leaf = params.signed_by(leaf_key, &self.issuer)?;
+        let leaf = params
+            .signed_by(leaf_key, &self.issuer)
+            .map_err(|e| e.to_string())?;
         Ok(vec![leaf.der().clone(), self.der.clone()])
     }
 
-    fn not_after(&self) -> i64 {
-        self.not_after
+    fn not_after(&self) -> Result<i64, String> {
+        Ok(self.not_after)
     }
 }
 
@@ -376,8 +378,13 @@ fn a_leaf_is_minted_by_the_ca_the_minter_is_given() {
         signed: AtomicU64::new(0),
     });
     let m = LeafMinter::new(test_ca.clone(), settings(10)).unwrap();
+    // The leaf key pair is made by the first mint, not by `new`, and then kept.
+    assert!(m.key.get().is_none());
     let leaf = m.mint(&dns("api.example.com")).unwrap();
     assert_eq!(test_ca.signed.load(Ordering::Relaxed), 1);
+    let public = m.key.get().unwrap().pair.public_key_raw().to_vec();
+    m.mint(&dns("b.example.com")).unwrap();
+    assert_eq!(m.key.get().unwrap().pair.public_key_raw(), public);
     assert_eq!(leaf.cert[1], test_ca.der);
     // A client trusting the test CA accepts it for its name only; one trusting another CA not.
     verify_with(&test_ca.der, &leaf, "api.example.com").unwrap();

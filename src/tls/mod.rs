@@ -12,6 +12,7 @@ use rustls::crypto::CryptoProvider;
 pub mod ca;
 pub mod client;
 pub mod fetch;
+pub mod lazy_ca;
 pub mod leaf;
 pub mod rewind;
 pub mod server;
@@ -66,7 +67,7 @@ pub enum TlsSetupError {
 /// Everything TLS that `serve` needs, built once from the `tls` section.
 #[derive(Debug)]
 pub struct Tls {
-    pub ca: Arc<ca::CertificateAuthority>,
+    pub ca: Arc<lazy_ca::LazyCa>,
     /// Whether the CA came from `tls.ca_cert`/`tls.ca_key` (`intercept: auto` then intercepts).
     pub ca_configured: bool,
     pub interceptor: Arc<server::Interceptor>,
@@ -74,12 +75,16 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Loads the configured CA (or makes an ephemeral one), the leaf minter and cache, the
-    /// interception config and the upstream trust roots. Errors name the file at fault.
+    /// Loads the configured CA (an ephemeral one is made on first use), the leaf minter and
+    /// cache, the interception config and the upstream trust roots. Errors name the file at
+    /// fault.
     pub fn from_config(cfg: &crate::config::TlsConfig) -> Result<Self, TlsSetupError> {
         let (ca, ca_configured) = match (&cfg.ca_cert, &cfg.ca_key) {
-            (Some(cert), Some(key)) => (ca::CertificateAuthority::load(cert, key)?, true),
-            _ => (ca::CertificateAuthority::ephemeral()?, false),
+            (Some(cert), Some(key)) => (
+                lazy_ca::LazyCa::given(ca::CertificateAuthority::load(cert, key)?),
+                true,
+            ),
+            _ => (lazy_ca::LazyCa::ephemeral(), false),
         };
         let ca = Arc::new(ca);
         let settings = leaf::LeafSettings {
@@ -106,6 +111,20 @@ mod tests {
         let t = Tls::from_config(&TlsConfig::default()).unwrap();
         assert!(!t.ca_configured);
         assert!(t.upstream.root_count() > 100);
+        // No key is made at start: the ephemeral CA is made by the first mint, then kept.
+        assert!(!t.ca.is_made());
+        let minter = t.interceptor.minter();
+        let leaf = minter
+            .mint(&leaf::LeafName::parse("a.example").unwrap())
+            .unwrap();
+        assert!(t.ca.is_made());
+        let made = t.ca.get().unwrap();
+        assert_eq!(&leaf.cert[1], made.cert_der());
+        assert_eq!(t.ca.get().unwrap().fingerprint(), made.fingerprint());
+        let again = minter
+            .mint(&leaf::LeafName::parse("b.example").unwrap())
+            .unwrap();
+        assert_eq!(&again.cert[1], made.cert_der());
 
         let dir = tempfile::tempdir().unwrap();
         let files = ca::init(dir.path()).unwrap();
@@ -117,7 +136,8 @@ mod tests {
         };
         let t = Tls::from_config(&cfg).unwrap();
         assert!(t.ca_configured);
-        assert_eq!(t.ca.fingerprint(), files.fingerprint);
+        assert!(t.ca.is_made());
+        assert_eq!(t.ca.get().unwrap().fingerprint(), files.fingerprint);
         assert_eq!(t.interceptor.minter().settings().cache_entries, 5);
 
         let missing = dir.path().join("nope.pem");
