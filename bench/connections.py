@@ -82,6 +82,8 @@ async def steady(conns, rate, seconds):
             await asyncio.sleep(delay)
         while conns[i % len(conns)] in busy:  # never two requests in flight on one connection
             i += 1
+            if i % len(conns) == 0:
+                await asyncio.sleep(0)  # all of them busy: let one finish (spinning would hang)
         busy.add(conns[i % len(conns)])  # here, not in the task: it may start only later
         tasks.append(asyncio.create_task(one(conns[i % len(conns)])))
         i += 1
@@ -131,7 +133,7 @@ async def run(a, proxy_port, up_port, pid):
     if a.hold:
         print(f"holding for {a.hold} s: proxy pid {pid}, port {proxy_port}, nginx port {up_port}", flush=True)
         await asyncio.sleep(a.hold)
-    refs = [await Conn.open(up_port, direct) for _ in range(100)]
+    refs = [await Conn.open(up_port, direct) for _ in range(a.ref_conns)]
     for c in refs:
         await c.get()
     ref = await steady(refs, a.rate, a.seconds)
@@ -140,7 +142,7 @@ async def run(a, proxy_port, up_port, pid):
     print(f"{a.rate} req/s for {a.seconds} s ({len(got)} requests each), latency µs:")
     print("| path | p50 | p90 | p99 |")
     print("|---|---|---|---|")
-    for name, lat in [("direct to nginx (100 conns)", ref), (f"through intentgate ({a.conns} conns)", got)]:
+    for name, lat in [(f"direct to nginx ({a.ref_conns} conns)", ref), (f"through intentgate ({a.conns} conns)", got)]:
         print(f"| {name} | {pct(lat, .5):.0f} | {pct(lat, .9):.0f} | {pct(lat, .99):.0f} |")
     print(f"| added | {pct(got, .5) - pct(ref, .5):.0f} | {pct(got, .9) - pct(ref, .9):.0f} | "
           f"{pct(got, .99) - pct(ref, .99):.0f} |")
@@ -153,6 +155,8 @@ def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--ref-conns", type=int, default=100,
+                    help="connections of the direct reference (CONNS: the client rotates over as many sockets on both sides)")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to wait with the idle connections open (to attach gdb, ss), before the load")
     a = ap.parse_args()
