@@ -3,14 +3,18 @@
 //! destination, so a new one takes an idle connection instead of dialling (as a pool would),
 //! keeps the connections of ended ones for the next, and a reaper closes those idle for longer
 //! than `limits.pool_idle_timeout_ms`. It is touched when a connection is dialled or changes
-//! hands, not on every request.
+//! hands, not on every request. A slot is listed while it keeps a connection to the
+//! destination, oldest first, and unlisted when one is taken from it and it has no other: a
+//! search looks at the slots that may have one to lend, not at every client connection that ever
+//! had one (10,000 idle keep-alive clients, each request on another of them: each search went
+//! through all 10,000).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::conn::{Idle, Key};
-use super::kept::Slot;
+use super::kept::{Lent, Slot};
 use crate::target::Authority;
 
 /// The slots that hold an upstream connection, by its destination, and the connections of
@@ -23,7 +27,8 @@ pub(super) struct Registry {
 
 #[derive(Default)]
 struct Inner {
-    holders: HashMap<Arc<Key>, Vec<Weak<Slot>>>,
+    /// Oldest first.
+    holders: HashMap<Arc<Key>, VecDeque<Weak<Slot>>>,
     orphans: HashMap<Arc<Key>, Vec<Idle>>,
     reaping: bool,
 }
@@ -71,44 +76,76 @@ impl Registry {
     }
 
     /// An idle connection to `authority`: one whose slot ended, else one that another slot
-    /// holds and is not using.
+    /// keeps and is not using (the slots asked oldest first; those with none to lend any more
+    /// are unlisted on the way).
     pub fn take(&self, authority: &Authority, tls: bool, me: &Arc<Slot>) -> Option<Idle> {
-        // The holders are upgraded under the lock but used (and released) after it: releasing
-        // the last reference to a slot hands its connections back here (`Slot::drop`).
-        let holders: Vec<Arc<Slot>> = {
-            let mut inner = self.inner.lock().ok()?;
-            let key = Key::new(authority, tls);
-            if let Some(list) = inner.orphans.get_mut(&key) {
-                while let Some(idle) = list.pop() {
-                    if idle.fresh(self.max_idle) {
-                        return Some(idle);
-                    }
+        // The slots asked are released only after the lock: releasing the last reference to a
+        // slot hands its connections back here (`Slot::drop`).
+        let mut asked: Vec<Arc<Slot>> = Vec::new();
+        let mut inner = self.inner.lock().ok()?;
+        let key = Key::new(authority, tls);
+        if let Some(list) = inner.orphans.get_mut(&key) {
+            while let Some(idle) = list.pop() {
+                if idle.fresh(self.max_idle) {
+                    return Some(idle);
                 }
             }
-            let list = inner.holders.get_mut(&key)?;
-            list.retain(|w| w.strong_count() > 0);
-            list.iter().rev().filter_map(Weak::upgrade).collect()
+        }
+        let list = inner.holders.get_mut(&key)?;
+        let mut at = 0;
+        let found = loop {
+            let Some(slot) = list.get(at).map(Weak::upgrade) else {
+                break None;
+            };
+            let Some(slot) = slot else {
+                list.remove(at);
+                continue;
+            };
+            let lent = if Arc::ptr_eq(&slot, me) {
+                Lent {
+                    idle: None,
+                    listed: true,
+                }
+            } else {
+                slot.lend(&key, self.max_idle)
+            };
+            asked.push(slot);
+            if lent.listed {
+                at += 1;
+            } else {
+                list.remove(at);
+            }
+            if lent.idle.is_some() {
+                break lent.idle;
+            }
         };
-        holders
-            .iter()
-            .filter(|s| !Arc::ptr_eq(s, me))
-            .find_map(|s| s.take_idle(authority, tls, self.max_idle))
+        drop(inner);
+        drop(asked);
+        found
     }
 
-    /// Records that `slot` now holds a connection for `key`.
-    pub fn holds(self: &Arc<Self>, key: &Arc<Key>, slot: &Arc<Slot>) {
+    /// Lists `slot` as one that keeps a connection to `key`'s destination (once).
+    pub fn list(self: &Arc<Self>, key: &Arc<Key>, slot: &Arc<Slot>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        let list = inner.holders.entry(key.clone()).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        if !list
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(slot)))
-        {
-            list.push(Arc::downgrade(slot));
+        // Under the registry's lock, so that the slot's note and this list agree.
+        if slot.listed_for(key) {
+            inner
+                .holders
+                .entry(key.clone())
+                .or_default()
+                .push_back(Arc::downgrade(slot));
+            self.reap_soon(&mut inner);
         }
-        self.reap_soon(&mut inner);
+    }
+
+    /// How many slots are listed, for every destination.
+    #[cfg(test)]
+    fn listed(&self) -> usize {
+        self.inner
+            .lock()
+            .map_or(0, |inner| inner.holders.values().map(VecDeque::len).sum())
     }
 
     fn reap_soon(self: &Arc<Self>, inner: &mut Inner) {
@@ -156,7 +193,7 @@ impl Registry {
     }
 }
 
-/// Sweeps every half idle timeout while any connection is held, then ends (`holds` and `adopt`
+/// Sweeps every half idle timeout while any connection is held, then ends (`list` and `adopt`
 /// restart it).
 async fn reap(registry: Arc<Registry>) {
     let every = (registry.max_idle / 2).max(Duration::from_millis(50));
@@ -167,3 +204,7 @@ async fn reap(registry: Arc<Registry>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "idle_tests.rs"]
+mod tests;

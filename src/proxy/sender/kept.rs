@@ -1,12 +1,13 @@
 //! The upstream connections one client connection (or one intercepted tunnel) keeps between its
 //! requests: its next request to the same destination reuses one with no pool checkout, no
-//! idle-list bookkeeping and no extra task. When it ends they go to the shared registry
-//! (src/proxy/sender/idle.rs) for whoever needs them next.
+//! idle-list bookkeeping and no extra task. Another one may borrow an idle one meanwhile
+//! (`Slot::lend`); when it ends they go to the shared registry (src/proxy/sender/idle.rs) for
+//! whoever needs them next.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Idle};
+use super::conn::{Conn, Idle, Key};
 use super::idle::Registry;
 use crate::target::Authority;
 
@@ -24,6 +25,15 @@ struct Held {
     list: Vec<Idle>,
     /// Where they go when the slot ends: set with the first one kept.
     home: Option<Arc<Registry>>,
+    /// The destinations the registry lists this slot for (as one that may lend a connection).
+    listed: Vec<Arc<Key>>,
+}
+
+/// What a slot asked by the registry for an idle connection answers (`Slot::lend`).
+pub(super) struct Lent {
+    pub idle: Option<Idle>,
+    /// It still keeps a connection to the destination; else it is no longer listed for it.
+    pub listed: bool,
 }
 
 impl Drop for Slot {
@@ -68,21 +78,35 @@ impl Slot {
         }
     }
 
-    /// Takes a connection to `authority` only if it is idle and fresh; never waits for the
-    /// slot's own client connection (another one asks).
-    pub fn take_idle(&self, authority: &Authority, tls: bool, max_idle: Duration) -> Option<Idle> {
-        let mut held = self.0.try_lock().ok()?;
-        let at = held
+    /// Lends the registry an idle, fresh connection to `key`'s destination for another client
+    /// connection; never waits for the slot's own one. A slot left with none to lend there is
+    /// unlisted (its own request may have its connection out: `put` lists it again).
+    pub fn lend(&self, key: &Key, max_idle: Duration) -> Lent {
+        let Ok(mut held) = self.0.try_lock() else {
+            return Lent {
+                idle: None,
+                listed: true,
+            };
+        };
+        let idle = held
             .list
             .iter()
-            .rposition(|i| i.key.is(authority, tls) && i.conn.is_idle() && i.fresh(max_idle))?;
-        share_or_remove(&mut held.list, at)
+            .rposition(|i| *i.key == *key && i.conn.is_idle() && i.fresh(max_idle))
+            .and_then(|at| share_or_remove(&mut held.list, at));
+        let listed = held
+            .list
+            .iter()
+            .any(|i| *i.key == *key && !i.conn.is_closed());
+        if !listed {
+            held.listed.retain(|k| **k != *key);
+        }
+        Lent { idle, listed }
     }
 
     /// Keeps `idle` for the next request, its idle time starting now. An open HTTP/2
     /// connection already listed for its destination stays the one listed (a closed one is
     /// replaced); over the limit, the oldest goes to the registry.
-    pub fn put(&self, mut idle: Idle, home: &Arc<Registry>) {
+    pub fn put(self: &Arc<Self>, mut idle: Idle, home: &Arc<Registry>) {
         let Ok(mut held) = self.0.lock() else {
             return;
         };
@@ -102,11 +126,29 @@ impl Slot {
             held.home = Some(home.clone());
         }
         let evicted = (held.list.len() >= home.max_per_host().max(1)).then(|| held.list.remove(0));
+        // Listed already, nearly always: the one destination this client talks to, the same `Arc`.
+        let unlisted = !held.listed.contains(&idle.key);
+        let key = unlisted.then(|| idle.key.clone());
         held.list.push(idle);
         drop(held);
         if let Some(old) = evicted {
             home.adopt([old]);
         }
+        if let Some(key) = key {
+            home.list(&key, self);
+        }
+    }
+
+    /// Records that the registry lists this slot for `key`; false if it did already.
+    pub fn listed_for(&self, key: &Arc<Key>) -> bool {
+        let Ok(mut held) = self.0.lock() else {
+            return false;
+        };
+        if held.listed.contains(key) {
+            return false;
+        }
+        held.listed.push(key.clone());
+        true
     }
 
     /// Closes the expired connections (the reaper calls it; skipped while a request holds the

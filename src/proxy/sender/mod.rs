@@ -100,7 +100,7 @@ impl Upstreams {
             Ok(resp) => return Ok(resp),
             Err(unsent) => unsent,
         };
-        let idle = Box::pin(self.dial(slot, authority, tls)).await?;
+        let idle = Box::pin(self.dial(authority, tls)).await?;
         self.try_send(slot, idle, unsent, authority, false)
             .await?
             .map_err(|_| closed_before_sent(authority))
@@ -118,15 +118,13 @@ impl Upstreams {
     ) -> Result<Acquired, ProxyError> {
         let slot = &from.0;
         let max_idle = self.registry.max_idle();
-        let reused = slot.take(authority, tls, max_idle, sequential).or_else(|| {
-            let other = self.registry.take(authority, tls, slot)?;
-            self.registry.holds(&other.key, slot);
-            Some(other)
-        });
+        let reused = slot
+            .take(authority, tls, max_idle, sequential)
+            .or_else(|| self.registry.take(authority, tls, slot));
         if let Some(idle) = reused {
             return Ok(Acquired { idle, reused: true });
         }
-        let idle = Box::pin(self.dial(slot, authority, tls)).await?;
+        let idle = Box::pin(self.dial(authority, tls)).await?;
         Ok(Acquired {
             idle,
             reused: false,
@@ -138,26 +136,20 @@ impl Upstreams {
         from.0.put(acquired.idle, &self.registry);
     }
 
-    /// A new connection to `authority`, which `slot` then holds. Callers box it: dialling (TLS
-    /// handshake included) is most of a request's future, and rare on kept connections.
-    async fn dial(
-        &self,
-        slot: &Arc<Slot>,
-        authority: &Authority,
-        tls: bool,
-    ) -> Result<Idle, ProxyError> {
+    /// A new connection to `authority` (kept by the slot it is sent for, `try_send`). Callers
+    /// box it: dialling (TLS handshake included) is most of a request's future, and rare on kept
+    /// connections.
+    async fn dial(&self, authority: &Authority, tls: bool) -> Result<Idle, ProxyError> {
         let handshake = tls.then(|| (&self.tls.upstream, self.handshake_timeout));
         let conn = conn::dial(&self.dialer, handshake, authority).await?;
-        let idle = Idle::new(Key::new(authority, tls), conn);
-        self.registry.holds(&idle.key, slot);
-        Ok(idle)
+        Ok(Idle::new(Key::new(authority, tls), conn))
     }
 
     /// Sends on `idle`'s connection and keeps it in `slot`. `Ok(Err(req))`: a `reused`
     /// connection closed before the request left, so it can go on a new one.
     async fn try_send(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         mut idle: Idle,
         mut req: Outgoing,
         authority: &Authority,
