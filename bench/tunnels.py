@@ -26,12 +26,14 @@ handshaken at that first request, or taken from its pool).
 
 1. A probe process sends a plain keep-alive GET through the proxy every millisecond for the
    whole run and records each one's latency (a stalled runtime thread shows up as its maximum).
-2. Warm-up: one tunnel to each host, all at once: the proxy mints HOSTS leaf certificates
+2. Warm-up: one tunnel to each host, all at once, a handshake each (no GET, so no upstream
+   connection either): the proxy mints HOSTS leaf certificates
    (shown by its `intentgate_tls_leaf_certificates_total` counter), and the CPU time of each of
    its threads over the warm-up is printed (the mints run on the blocking pool's threads, not
    on the runtime thread). Then the same again, its leaves now cached ("re-warm"): the probe's
-   latency in the two phases tells what the mints add to the runtime's stalls. One direct
-   connection to each host warms nginx.
+   latency in the two phases tells what the mints add to the runtime's stalls. Then one tunnel
+   to each host with a GET warms the proxy's side to nginx (a pooled connection, a TLS session
+   to resume), and one direct connection to each host warms nginx.
 3. REPS repetitions of: "steady" (TUNNELS tunnels opened at an even rate over SPREAD seconds)
    and "burst" (TUNNELS opened at once), each through the proxy and direct (the order alternates
    per repetition), TUNNELS/HOSTS per host. Every connection of a run stays open until the last
@@ -122,13 +124,15 @@ class Client:
         self.ca = {"proxy": f"{tmp}/ig/ca.pem", "direct": f"{tmp}/up-ca.pem"}
         self.cpu = {"proxy": [], "direct": []}  # the client's CPU µs per connection, per run
 
-    def run(self, via, hosts, per_host, spread):
+    def run(self, via, hosts, per_host, spread, handshake_only=False):
         """len(hosts) * per_host connections opened at an even rate over `spread` s (0: at once);
         [(handshake ms, answer ms, CONNECT answered or TCP connected ms)]."""
         cmd = [self.bin, "--port", str(self.tls_port), "--ca", self.ca[via], "--hosts", ",".join(hosts),
                "--per-host", str(per_host), "--spread", str(spread)]
         if via == "proxy":
             cmd += ["--proxy", str(self.proxy_port)]
+        if handshake_only:
+            cmd.append("--handshake-only")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -191,9 +195,22 @@ def times_table(runs, reps):
             cn = [t[2] for rep in runs[arrival][via] for t in rep]
             print(f"| {arrival} | {what} | {via} | " + " | ".join(f"{pct(cn, q):.2f}" for _, q in QS) + " |")
     for arrival in ("steady", "burst"):
-        added = [pct([t[0] for t in p], .99) - pct([t[0] for t in d], .99)
-                 for d, p in zip(runs[arrival]["direct"], runs[arrival]["proxy"])]
-        print(f"{arrival}: p99 handshake added per repetition (ms): " + ", ".join(f"{x:+.2f}" for x in added))
+        slow = {via: sum(t[2] >= 1000 for rep in runs[arrival][via] for t in rep) for via in ("direct", "proxy")}
+        print(f"{arrival}: connections whose TCP connect (direct) or CONNECT answer (proxy) took 1 s or more "
+              f"(a dropped SYN is sent again after 1 s): direct {slow['direct']}, proxy {slow['proxy']}")
+        p99 = [(pct([t[0] for t in d], .99), pct([t[0] for t in p], .99))
+               for d, p in zip(runs[arrival]["direct"], runs[arrival]["proxy"])]
+        print(f"{arrival}: p99 handshake per repetition, direct / proxy / added (ms): " +
+              ", ".join(f"{d:.2f} / {p:.2f} / {p - d:+.2f}" for d, p in p99))
+
+
+def settle(admin):
+    """Waits for the last run's tunnels to be gone from the proxy, and half a second more."""
+    for _ in range(500):
+        if metric(admin, "intentgate_tunnels_active") == 0:
+            break
+        time.sleep(0.02)
+    time.sleep(0.5)
 
 
 def bench(a, client, hosts, ports, ig_pid):
@@ -202,34 +219,32 @@ def bench(a, client, hosts, ports, ig_pid):
     phases = []
     time.sleep(1)
     phases.append(("idle, before the warm-up", time.monotonic() - 1, time.monotonic()))
-    cpu0 = thread_cpu(ig_pid)
-    t0 = time.monotonic()
-    warm = client.run("proxy", hosts, 1, 0)
-    phases.append((f"warm-up: {len(hosts)} tunnels to new hosts at once", t0, time.monotonic()))
-    cpu1 = thread_cpu(ig_pid)
-    mints = metric(admin, 'intentgate_tls_leaf_certificates_total{result="mint"}')
-    print(f"warm-up: {len(warm)} tunnels, {mints:.0f} leaf certificates minted; handshake ms "
-          f"p50 {pct([t[0] for t in warm], .5):.2f}, max {pct([t[0] for t in warm], 1):.2f}")
-    print("proxy threads' CPU during the warm-up (ms; threads that did not run are left out):")
-    for tid, (name, cpu) in sorted(cpu1.items(), key=lambda kv: int(kv[0])):
-        spent = cpu - cpu0.get(tid, (name, 0.0))[1]
-        if spent > 0:
-            role = "runtime (main)" if tid == str(ig_pid) else ("new" if tid not in cpu0 else "")
-            print(f"  {tid} {name} {role}: {spent * 1000:.1f}")
-    t0 = time.monotonic()
-    client.run("proxy", hosts, 1, 0)
-    phases.append((f"re-warm: {len(hosts)} tunnels to the same hosts at once (cached)", t0, time.monotonic()))
+    mints = 0.0
+    for name in (f"warm-up: {len(hosts)} tunnels to new hosts at once",
+                 f"re-warm: {len(hosts)} tunnels to the same hosts at once (cached)"):
+        settle(admin)
+        cpu0, t0 = thread_cpu(ig_pid), time.monotonic()
+        warm = client.run("proxy", hosts, 1, 0, handshake_only=True)
+        phases.append((name, t0, time.monotonic()))
+        cpu1 = thread_cpu(ig_pid)
+        minted = metric(admin, 'intentgate_tls_leaf_certificates_total{result="mint"}') - mints
+        mints += minted
+        print(f"{name}: {len(warm)} handshakes, {minted:.0f} leaf certificates minted; handshake ms "
+              f"p50 {pct([t[0] for t in warm], .5):.2f}, max {pct([t[0] for t in warm], 1):.2f}; "
+              "the proxy's threads' CPU ms (those that ran):")
+        for tid, (thread, cpu) in sorted(cpu1.items(), key=lambda kv: int(kv[0])):
+            spent = cpu - cpu0.get(tid, (thread, 0.0))[1]
+            if spent > 0:
+                role = " (runtime)" if tid == str(ig_pid) else (" (new)" if tid not in cpu0 else "")
+                print(f"  {tid} {thread}{role}: {spent * 1000:.1f}")
+    client.run("proxy", hosts, 1, 0)  # its connections to nginx (pooled, TLS sessions to resume)
     client.run("direct", hosts, 1, 0)
     runs = {arrival: {"direct": [], "proxy": []} for arrival in ("steady", "burst")}
     for rep in range(a.reps):
         order = ("direct", "proxy") if rep % 2 == 0 else ("proxy", "direct")
         for arrival, spread in (("steady", a.spread), ("burst", 0)):
             for via in order:
-                time.sleep(0.5)
-                for _ in range(500):  # the last run's tunnels gone from the proxy
-                    if metric(admin, "intentgate_tunnels_active") == 0:
-                        break
-                    time.sleep(0.02)
+                settle(admin)
                 t0 = time.monotonic()
                 runs[arrival][via].append(client.run(via, hosts, per_host, spread))
                 phases.append((f"rep {rep + 1} {arrival} {via}", t0, time.monotonic()))

@@ -40,6 +40,9 @@ struct Args {
     /// Seconds over which the connections are opened at an even rate (0: all at once).
     #[arg(long, default_value_t = 0.0)]
     spread: f64,
+    /// No GET: each connection ends with its handshake (its answer time is the handshake's).
+    #[arg(long)]
+    handshake_only: bool,
 }
 
 /// Microseconds from the start to: the CONNECT's answer (direct: the TCP connect), the end of the
@@ -75,6 +78,9 @@ async fn one(
     let t_connect = t0.elapsed().as_micros();
     let mut tls = tls.connect(ServerName::from(host), tcp).await?;
     let t_hs = t0.elapsed().as_micros();
+    if args.handshake_only {
+        return Ok(([t_connect, t_hs, t_hs], tls));
+    }
     let req = format!("GET / HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     tls.write_all(req.as_bytes()).await?;
     let head = read_head(&mut tls).await?;
