@@ -36,6 +36,21 @@ pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runti
     }
 }
 
+/// A client listener whose accept queue holds `backlog` connections (`limits.max_connections`;
+/// the kernel caps it at `net.core.somaxconn`). tokio's `bind` asks for 128: a burst of new
+/// tunnels while the runtime thread was busy with handshakes overflowed it, and every connection
+/// the kernel dropped cost its client a 1 s SYN retransmit (bench/tunnels.py).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// A started proxy: its bound addresses and the handle to stop it.
 pub struct Running {
     pub proxy_addr: SocketAddr,
@@ -70,8 +85,8 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let proxy_listener = TcpListener::bind(cfg.listen.proxy)
-        .await
+    let backlog = u32::try_from(cfg.limits.max_connections).unwrap_or(u32::MAX);
+    let proxy_listener = bind(cfg.listen.proxy, backlog)
         .with_context(|| format!("cannot listen on {} (listen.proxy)", cfg.listen.proxy))?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_listener = match cfg.listen.admin {
@@ -88,8 +103,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         .transpose()?;
     let transparent_listener = match cfg.listen.transparent {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            bind(addr, backlog)
                 .with_context(|| format!("cannot listen on {addr} (listen.transparent)"))?,
         ),
         None => None,
