@@ -47,6 +47,7 @@ be negative: the proxy's own p99 is then the bound on what it adds.
 """
 import argparse
 import ipaddress
+import json
 import multiprocessing
 import os
 import re
@@ -171,6 +172,19 @@ def thread_cpu(pid):
     return out
 
 
+def proxy_cpu(pid):
+    """Seconds on a CPU of the proxy's runtime thread (its main thread) and of its other threads,
+    the runtime thread's user and system time (clock ticks), and the proxy's VmRSS (MiB)."""
+    threads = thread_cpu(pid)
+    main = threads.get(str(pid), ("", 0.0))[1]
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:"))
+    return main, sum(cpu for _, cpu in threads.values()) - main, int(fields[11]) / tick, int(fields[12]) / tick, rss
+
+
 def probe_table(samples, phases):
     print("probe (a plain keep-alive GET through the proxy every ms), latency µs:")
     print("| phase | requests | p50 | p99 | max |")
@@ -213,6 +227,13 @@ def settle(admin):
     time.sleep(0.5)
 
 
+def upstream_conns(port):
+    """Established TCP connections to nginx's TLS port (after a proxy run: the proxy's, pooled)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
 def bench(a, client, hosts, ports, ig_pid):
     proxy_port, admin, _ = ports
     per_host = a.tunnels // len(hosts)
@@ -245,9 +266,19 @@ def bench(a, client, hosts, ports, ig_pid):
         for arrival, spread in (("steady", a.spread), ("burst", 0)):
             for via in order:
                 settle(admin)
-                t0 = time.monotonic()
+                t0, cpu0, pooled = time.monotonic(), proxy_cpu(ig_pid), upstream_conns(client.tls_port)
                 runs[arrival][via].append(client.run(via, hosts, per_host, spread))
+                if a.dump:
+                    with open(os.path.join(a.dump, f"rep{rep + 1}-{arrival}-{via}.json"), "w") as f:
+                        json.dump(runs[arrival][via][-1], f)
                 phases.append((f"rep {rep + 1} {arrival} {via}", t0, time.monotonic()))
+                if via == "proxy":
+                    cpu1 = proxy_cpu(ig_pid)
+                    used = [(y - x) * 1e6 / a.tunnels for x, y in zip(cpu0[:4], cpu1[:4])]
+                    print(f"rep {rep + 1} {arrival}: the proxy's CPU per tunnel, µs: runtime thread "
+                          f"{used[0]:.0f} (user {used[2]:.0f}, system {used[3]:.0f}), other threads "
+                          f"{used[1]:.0f}; VmRSS {cpu0[4]:.1f} -> {cpu1[4]:.1f} MiB; its connections to nginx "
+                          f"{pooled} -> {upstream_conns(client.tls_port)}")
     after = metric(admin, 'intentgate_tls_leaf_certificates_total{result="mint"}')
     print(f"leaf certificates minted after the warm-up: {after - mints:.0f}")
     return runs, phases
@@ -263,6 +294,7 @@ def main():
     ap.add_argument("--spread", type=float, default=2.0,
                     help="steady arrival: seconds over which the tunnels are opened (default 2)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each run (default 3)")
+    ap.add_argument("--dump", help="a directory to write each run's times to (JSON, in the order they completed)")
     ap.add_argument("--workers", type=int, default=None, help="the proxy's limits.workers (default: its own, 1)")
     a = ap.parse_args()
     if not os.path.exists(a.client):
@@ -313,7 +345,7 @@ tls: {{ca_cert: "{tmp}/ig/ca.pem", ca_key: "{tmp}/ig/ca-key.pem", upstream_ca: "
                 time.sleep(0.05)
             else:
                 sys.exit("intentgate never became ready")
-            prober = multiprocessing.Process(target=probe, args=(proxy_port, plain, stop, sent))
+            prober = multiprocessing.Process(target=probe, args=(proxy_port, plain, stop, sent), daemon=True)
             prober.start()
             print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
             client = Client(a.client, proxy_port, tls_port, tmp)
