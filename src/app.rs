@@ -51,6 +51,23 @@ fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+/// Grows the file-descriptor table, once, on a blocking thread, to a descriptor per allowed
+/// connection and one for its upstream (at most RLIMIT_NOFILE). The kernel doubles the table as
+/// descriptors are opened (256, 512, 1,024, …), and in a process with several threads each
+/// doubling waits for an RCU grace period: the runtime thread, accepting, stalled ~10 ms at the
+/// 512th and the 1,024th open descriptor (bench/tunnels.py). The table is kernel memory (8 bytes
+/// a descriptor), not the process's RSS. Best effort: a failure leaves the kernel's growth.
+fn presize_fd_table(listener: &TcpListener, max_connections: usize) {
+    use std::os::fd::AsFd;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let want = max_connections.saturating_mul(2).saturating_add(64) as u64;
+    let top = want.min(limit.unwrap_or(u64::MAX).saturating_sub(1));
+    let (Ok(fd), Ok(top)) = (listener.as_fd().try_clone_to_owned(), i32::try_from(top)) else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || drop(rustix::io::fcntl_dupfd_cloexec(&fd, top)));
+}
+
 /// A started proxy: its bound addresses and the handle to stop it.
 pub struct Running {
     pub proxy_addr: SocketAddr,
@@ -89,6 +106,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
     let proxy_listener = bind(cfg.listen.proxy, backlog)
         .with_context(|| format!("cannot listen on {} (listen.proxy)", cfg.listen.proxy))?;
     let proxy_addr = proxy_listener.local_addr()?;
+    presize_fd_table(&proxy_listener, cfg.limits.max_connections);
     let admin_listener = match cfg.listen.admin {
         Some(addr) => Some(
             TcpListener::bind(addr)

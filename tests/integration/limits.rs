@@ -225,3 +225,31 @@ fn the_proxy_listener_queues_a_burst_up_to_the_connection_cap() {
         .unwrap();
     assert_eq!(backlog, 1000.min(somaxconn), "{line}");
 }
+
+/// The proxy grows its descriptor table at start to a descriptor per allowed connection and one
+/// for its upstream (at most its RLIMIT_NOFILE): grown later, in a process with several threads,
+/// each doubling stalled the thread opening the descriptor for an RCU grace period (~10 ms at the
+/// 512th and the 1,024th; bench/tunnels.py). `FDSize` in /proc/PID/status is the table's size.
+#[test]
+fn the_proxy_sizes_its_descriptor_table_for_its_connections_at_start() {
+    let proxy = ProxyProc::start("limits: {max_connections: 1000}\n");
+    let field = |file: &str, name: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", proxy.pid())).unwrap();
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let top = (2 * 1000 + 64).min(field("limits", "Max open files") - 1);
+    eventually(
+        "the descriptor table grown",
+        std::time::Duration::from_secs(30),
+        || {
+            let size = field("status", "FDSize:");
+            (size > top).then_some(())
+        },
+    );
+}
