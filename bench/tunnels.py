@@ -38,7 +38,10 @@ handshaken at that first request, or taken from its pool).
    and "burst" (TUNNELS opened at once), each through the proxy and direct (the order alternates
    per repetition), TUNNELS/HOSTS per host. Every connection of a run stays open until the last
    one has its answer. Printed: p50/p90/p99/max of each measure, proxy - direct per percentile
-   (the added time), the probe's latency during each phase, and the mints (none after warm-up).
+   (the added time), the p99s per repetition, the connections that waited a SYN retransmit (1 s),
+   the proxy's CPU per tunnel (runtime thread: user, system; other threads), VmRSS and pooled
+   connections to nginx per run, the probe's latency during each phase, and the mints (none
+   after warm-up). --dump DIR keeps each run's times.
 In "burst" the TUNNELS handshakes queue in the client's single thread and in the proxy's (and
 nginx's) one, so its percentiles are mostly those queues' length; "steady" is the figure for the
 target (p99 handshake added after warm-up): tunnels arriving while the earlier ones stay open.
