@@ -36,6 +36,42 @@ pub fn runtime(limits: &config::Limits) -> std::io::Result<tokio::runtime::Runti
     }
 }
 
+/// A client listener whose accept queue holds `backlog` connections (`limits.max_connections`;
+/// the kernel caps it at `net.core.somaxconn`). tokio's `bind` asks for 128: a burst of new
+/// tunnels while the runtime thread was busy with handshakes overflowed it, and every connection
+/// the kernel dropped cost its client a 1 s SYN retransmit (bench/tunnels.py).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Grows the file-descriptor table, once, on a thread of its own, to a descriptor per allowed
+/// connection and one for its upstream (at most RLIMIT_NOFILE). The kernel doubles the table as
+/// descriptors are opened (256, 512, 1,024, …), and in a process with several threads each
+/// doubling waits for an RCU grace period: the runtime thread, accepting, stalled ~10 ms at the
+/// 512th and the 1,024th open descriptor (bench/tunnels.py). The table is kernel memory (8 bytes
+/// a descriptor), not the process's RSS. Best effort: a failure leaves the kernel's growth.
+fn presize_fd_table(listener: &TcpListener, max_connections: usize) {
+    use std::os::fd::AsFd;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let want = max_connections.saturating_mul(2).saturating_add(64) as u64;
+    let top = want.min(limit.unwrap_or(u64::MAX).saturating_sub(1));
+    let (Ok(fd), Ok(top)) = (listener.as_fd().try_clone_to_owned(), i32::try_from(top)) else {
+        return;
+    };
+    // Not tokio's blocking pool: its thread would stay parked (with its stack and allocator
+    // cache) for the pool's keep-alive; this one ends when the descriptor is closed.
+    let _ = std::thread::Builder::new()
+        .name("fd-table".into())
+        .spawn(move || drop(rustix::io::fcntl_dupfd_cloexec(&fd, top)));
+}
+
 /// A started proxy: its bound addresses and the handle to stop it.
 pub struct Running {
     pub proxy_addr: SocketAddr,
@@ -70,10 +106,11 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         Some(p) => Some(config::parent_proxy(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let proxy_listener = TcpListener::bind(cfg.listen.proxy)
-        .await
+    let backlog = u32::try_from(cfg.limits.max_connections).unwrap_or(u32::MAX);
+    let proxy_listener = bind(cfg.listen.proxy, backlog)
         .with_context(|| format!("cannot listen on {} (listen.proxy)", cfg.listen.proxy))?;
     let proxy_addr = proxy_listener.local_addr()?;
+    presize_fd_table(&proxy_listener, cfg.limits.max_connections);
     let admin_listener = match cfg.listen.admin {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -88,8 +125,7 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
         .transpose()?;
     let transparent_listener = match cfg.listen.transparent {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
+            bind(addr, backlog)
                 .with_context(|| format!("cannot listen on {addr} (listen.transparent)"))?,
         ),
         None => None,

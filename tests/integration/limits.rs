@@ -204,3 +204,52 @@ fn a_policy_reading_the_body_sees_its_start_and_the_upstream_gets_it_whole() {
         assert_eq!(out.json()["body_fnv"], fnv(&big), "{framing}");
     }
 }
+
+/// The proxy listener's accept queue holds `limits.max_connections` connections (the kernel caps
+/// it at `net.core.somaxconn`), not tokio's 128: a burst of new tunnels arriving while the one
+/// runtime thread is busy with handshakes waits there instead of being dropped, each drop a 1 s
+/// SYN retransmit for its client (bench/tunnels.py). `ss` shows a listener's queue as Send-Q.
+#[test]
+fn the_proxy_listener_queues_a_burst_up_to_the_connection_cap() {
+    let proxy = ProxyProc::start("limits: {max_connections: 1000}\n");
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", proxy.addr.port())])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let backlog: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, 1000.min(somaxconn), "{line}");
+}
+
+/// The proxy grows its descriptor table at start to a descriptor per allowed connection and one
+/// for its upstream (at most its RLIMIT_NOFILE): grown later, in a process with several threads,
+/// each doubling stalled the thread opening the descriptor for an RCU grace period (~10 ms at the
+/// 512th and the 1,024th; bench/tunnels.py). `FDSize` in /proc/PID/status is the table's size.
+#[test]
+fn the_proxy_sizes_its_descriptor_table_for_its_connections_at_start() {
+    let proxy = ProxyProc::start("limits: {max_connections: 1000}\n");
+    let field = |file: &str, name: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", proxy.pid())).unwrap();
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let top = (2 * 1000 + 64).min(field("limits", "Max open files") - 1);
+    eventually(
+        "the descriptor table grown",
+        std::time::Duration::from_secs(30),
+        || {
+            let size = field("status", "FDSize:");
+            (size > top).then_some(())
+        },
+    );
+}
