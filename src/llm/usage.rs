@@ -121,7 +121,7 @@ impl Scanner {
             // Only a JSON object (`{…}`) can hold one: `[DONE]` and the like are not searched.
             if let Some(c) = (line.strip_prefix(b"data:"))
                 .filter(|data| data.trim_ascii_end().ends_with(b"}"))
-                .and_then(|data| usage_counts(data, false))
+                .and_then(usage_counts)
             {
                 return Some(c);
             }
@@ -170,7 +170,7 @@ impl Scanner {
             for f in tail.iter() {
                 joined.extend_from_slice(f);
             }
-            if let Some((input, output)) = usage_counts(&joined, true) {
+            if let Some((input, output)) = usage_counts(&joined) {
                 self.usage.report(input, output);
             }
         }
