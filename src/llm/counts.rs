@@ -135,11 +135,11 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
 fn string_end(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        match *s.get(j)? {
-            b'"' => return Some(j + 1),
-            b'\\' => j += 2,
-            _ => j += 1,
+        j += s.get(j..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if s[j] == b'"' {
+            return Some(j + 1);
         }
+        j += 2;
     }
 }
 
