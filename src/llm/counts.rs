@@ -42,19 +42,24 @@ const COUNT_KEYS: [&[u8]; 6] = [
     b"candidatesTokenCount",
 ];
 
-/// Which of `COUNT_KEYS` `key` (a key's raw bytes, between its quotes) is: told apart by length
-/// and first byte, so only a key that may be one is compared whole.
-fn count_key(key: &[u8]) -> Option<usize> {
-    let k = match (key.len(), *key.first()?) {
-        (13, b'p') => 0,
-        (12, b'i') => 1,
-        (16, b'p') => 2,
-        (17, b'c') => 3,
-        (13, b'o') => 4,
-        (20, b'c') => 5,
-        _ => return None,
+/// The key whose opening quote is at `s[i]`: which of `COUNT_KEYS` it is, and just past it. One
+/// of ours is compared in place, picked by its first letter (no pass over it to find its end);
+/// any other key is passed over.
+fn key_at(s: &[u8], i: usize) -> Option<(Option<usize>, usize)> {
+    let candidates: &[usize] = match s.get(i + 1) {
+        Some(b'p') => &[0, 2],
+        Some(b'i') => &[1],
+        Some(b'c') => &[3, 5],
+        Some(b'o') => &[4],
+        _ => &[],
     };
-    (COUNT_KEYS[k] == key).then_some(k)
+    for &k in candidates {
+        let end = i + 1 + COUNT_KEYS[k].len();
+        if s.get(end) == Some(&b'"') && s[i + 1..end] == *COUNT_KEYS[k] {
+            return Some((Some(k), end + 1));
+        }
+    }
+    Some((None, string_end(s, i)?))
 }
 
 /// (input, output) of the usage object `s` starts with, read in one pass over it (no parse
@@ -78,8 +83,7 @@ fn read_counts(s: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
             b'"' => {}
             _ => return None,
         }
-        let key_end = string_end(s, i)?;
-        let key = count_key(&s[i + 1..key_end - 1]);
+        let (key, key_end) = key_at(s, i)?;
         i = skip_ws(s, key_end);
         if s.get(i) != Some(&b':') {
             return None;
@@ -135,11 +139,11 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
 fn string_end(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        j += s.get(j..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
-        if s[j] == b'"' {
-            return Some(j + 1);
+        match *s.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
         }
-        j += 2;
     }
 }
 
