@@ -288,9 +288,8 @@ mod tests {
         assert_eq!(read(gemini), Some((Some(4), Some(10))));
         let responses = r#"{"type":"response.completed","response":{"tools":[{"type":"function","parameters":{"properties":{"usage":{"type":"string"}}}}],"usage":{"input_tokens":9,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":0}},"user":null}}"#;
         assert_eq!(read(responses), Some((Some(9), Some(3))));
-        // After the real one: a key inside a string or with a quote in it (escaped), `usage` as a
-        // value, a longer
-        // key, a usage that is null or no object; before it, an earlier usage.
+        // After the real one: a key inside a string or with a quote in it (escaped), `usage` as
+        // a value, a longer key, a usage that is null or no object; before it, an earlier usage.
         let odd = r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":3},"s":"\"usage\":{\"prompt_tokens\":9}","\"usage":{"prompt_tokens":7},"kind":"usage","usage_x":{"prompt_tokens":8},"usage":null,"usageMetadata":"u"}"#;
         assert_eq!(read(odd), Some((Some(2), Some(3))));
         // At the very start and the very end of the text, and nowhere.

@@ -174,3 +174,11 @@ fn frames_of_any_length_keep_the_last_usage_line_whole() {
         assert_eq!(run_head(true, false, &chunks), (None, None), "{first}");
     }
 }
+
+#[test]
+fn a_responses_stream_is_counted_past_a_tool_schema_with_a_usage_property() {
+    // OpenAI's `response.completed` repeats the request's tools: a schema's `usage` property
+    // comes before the response's own usage in the same line.
+    let text = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"tools\":[{\"type\":\"function\",\"name\":\"t\",\"parameters\":{\"type\":\"object\",\"properties\":{\"usage\":{\"type\":\"string\"}}}}],\"usage\":{\"input_tokens\":12,\"output_tokens\":34,\"total_tokens\":46}}}\n\n";
+    every_split(true, text, (Some(12), Some(34)));
+}
