@@ -1,37 +1,34 @@
 //! The token counts of a usage object, read in one pass over its bytes where a response holds
 //! it (src/llm/usage.rs): no parse of the event or of the object into a value.
 
-use std::sync::LazyLock;
-
-use memchr::memmem;
-
-/// The (input, output) counts of the first (or, `last`, the last) whole usage object in `text`:
-/// the value of a `"usage"` or `"usageMetadata"` key, read without parsing the rest. A key
-/// inside a string is escaped (`\"usage\"`) and so never taken.
-pub(super) fn usage_counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
-    const KEY: &[u8] = b"\"usage";
-    let mut found = None;
-    let mut from = 0;
-    while let Some(i) = USAGE_KEY.find(&text[from..]).map(|i| i + from) {
-        from = i + KEY.len();
-        if i > 0 && text[i - 1] == b'\\' {
+/// The (input, output) counts of the last whole usage object in `text`: the value of a
+/// `"usage"` or `"usageMetadata"` key, looked for from the end (where every provider puts it,
+/// after anything else that may carry such a key, as a tool's schema in OpenAI's
+/// `response.completed`), read without parsing the rest. A key inside a string is escaped
+/// (`\"usage\"`) and so never taken.
+pub(super) fn usage_counts(text: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
+    let mut end = text.len();
+    // The key's `u`: rare in what follows a usage object (numbers, short keys).
+    while let Some(u) = memchr::memrchr(b'u', &text[..end]) {
+        end = u;
+        if u == 0 || text[u - 1] != b'"' || (u > 1 && text[u - 2] == b'\\') {
             continue;
         }
-        let rest = &text[from..];
-        let rest = rest
-            .strip_prefix(b"\"")
-            .or_else(|| rest.strip_prefix(b"Metadata\""));
-        let Some(rest) = rest else { continue };
-        let rest = rest.trim_ascii_start().strip_prefix(b":");
-        let rest = rest.map(<[u8]>::trim_ascii_start);
-        if let Some(c) = rest.and_then(read_counts) {
-            found = Some(c);
-            if !last {
-                break;
-            }
+        let rest = &text[u + 1..];
+        let Some(rest) =
+            (rest.strip_prefix(b"sage\"")).or_else(|| rest.strip_prefix(b"sageMetadata\""))
+        else {
+            continue;
+        };
+        let i = skip_ws(rest, 0);
+        if rest.get(i) != Some(&b':') {
+            continue;
+        }
+        if let Some(c) = read_counts(&rest[skip_ws(rest, i + 1)..]) {
+            return Some(c);
         }
     }
-    found
+    None
 }
 
 /// The top-level keys of a usage object that carry its counts, under each provider's names:
@@ -45,9 +42,30 @@ const COUNT_KEYS: [&[u8]; 6] = [
     b"candidatesTokenCount",
 ];
 
+/// The key whose opening quote is at `s[i]`: which of `COUNT_KEYS` it is, and just past it. One
+/// of ours is compared in place, picked by its first letter (no pass over it to find its end);
+/// any other key is passed over.
+fn key_at(s: &[u8], i: usize) -> Option<(Option<usize>, usize)> {
+    let candidates: &[usize] = match s.get(i + 1) {
+        Some(b'p') => &[0, 2],
+        Some(b'i') => &[1],
+        Some(b'c') => &[3, 5],
+        Some(b'o') => &[4],
+        _ => &[],
+    };
+    for &k in candidates {
+        let end = i + 1 + COUNT_KEYS[k].len();
+        if s.get(end) == Some(&b'"') && s[i + 1..end] == *COUNT_KEYS[k] {
+            return Some((Some(k), end + 1));
+        }
+    }
+    Some((None, string_end(s, i)?))
+}
+
 /// (input, output) of the usage object `s` starts with, read in one pass over it (no parse
-/// into a value): its `COUNT_KEYS`, each an unsigned integer or null, every other member
-/// skipped. `None` when `s` starts with no whole object or a count is not such a number.
+/// into a value): its `COUNT_KEYS`, each an unsigned integer or null (its digits read as they
+/// are passed), every other member skipped. `None` when `s` starts with no whole object or a
+/// count is not such a number.
 fn read_counts(s: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
     if s.first() != Some(&b'{') {
         return None;
@@ -65,35 +83,48 @@ fn read_counts(s: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
             b'"' => {}
             _ => return None,
         }
-        let key_end = string_end(s, i)?;
-        let key = &s[i + 1..key_end - 1];
+        let (key, key_end) = key_at(s, i)?;
         i = skip_ws(s, key_end);
         if s.get(i) != Some(&b':') {
             return None;
         }
         i = skip_ws(s, i + 1);
-        let end = value_end(s, i)?;
-        if let Some(k) = COUNT_KEYS.iter().position(|k| *k == key) {
-            counts[k] = match &s[i..end] {
-                b"null" => None,
-                n => Some(unsigned(n)?),
-            };
-        }
-        i = end;
+        i = match key {
+            Some(k) => {
+                let (n, end) = count(s, i)?;
+                counts[k] = n;
+                end
+            }
+            None => value_end(s, i)?,
+        };
     }
     let first = |c: &[Option<u64>]| c.iter().find_map(|n| *n);
     Some((first(&counts[..3]), first(&counts[3..])))
 }
 
-/// A JSON number that is an unsigned integer fitting `u64` (as serde would read it).
-fn unsigned(n: &[u8]) -> Option<u64> {
-    if n.is_empty() || (n.len() > 1 && n[0] == b'0') {
-        return None;
+/// The count at `s[i]` and just past it: `null`, or an unsigned integer fitting `u64` (as serde
+/// would read it: no sign, fraction, exponent or leading zero), read in the pass that finds its
+/// end. `None` for anything else; what follows (`.5`, `e3`, the `x` of `nullx`) is the object
+/// reader's to refuse, as it is no member's start.
+fn count(s: &[u8], i: usize) -> Option<(Option<u64>, usize)> {
+    if s[i..].starts_with(b"null") {
+        Some((None, i + 4))
+    } else {
+        let mut n = u64::from(s.get(i)?.checked_sub(b'0').filter(|d| *d <= 9)?);
+        let mut j = i + 1;
+        while let Some(d) = s
+            .get(j)
+            .and_then(|b| b.checked_sub(b'0'))
+            .filter(|d| *d <= 9)
+        {
+            if n == 0 {
+                return None; // a leading zero
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+            j += 1;
+        }
+        Some((Some(n), j))
     }
-    n.iter().try_fold(0u64, |acc, &b| {
-        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {
@@ -103,15 +134,16 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Just past the string whose opening quote is at `s[i]`.
+/// Just past the string whose opening quote is at `s[i]` (a byte loop: a usage object's strings
+/// are short, shorter than a search's set-up).
 fn string_end(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
     loop {
-        let k = j + memchr::memchr2(b'"', b'\\', s.get(j..)?)?;
-        if s[k] == b'"' {
-            return Some(k + 1);
+        match *s.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
         }
-        j = k + 2;
     }
 }
 
@@ -141,18 +173,17 @@ fn value_end(s: &[u8], i: usize) -> Option<usize> {
             }
         }
         _ => {
-            let n = s[i..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())?;
-            Some(i + n)
+            let mut j = i;
+            while !matches!(
+                *s.get(j)?,
+                b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+            ) {
+                j += 1;
+            }
+            Some(j)
         }
     }
 }
-
-/// The searcher for `"usage`, made once: `memmem::find` builds one per call, which cost more
-/// than the search itself on every line of a stream.
-static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"usage"));
 
 #[cfg(test)]
 mod tests {
@@ -188,5 +219,87 @@ mod tests {
         ] {
             assert_eq!(read(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_count_is_an_unsigned_integer_or_null_read_in_the_same_pass() {
+        let read = |n: &str| read_counts(format!(r#"{{"prompt_tokens":{n}}}"#).as_bytes());
+        for (n, want) in [
+            ("0", Some(0)),
+            ("7", Some(7)),
+            ("1200 ", Some(1200)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("null", None),
+            (" null\n", None),
+        ] {
+            assert_eq!(read(n), Some((want, None)), "{n}");
+        }
+        for bad in [
+            "00",
+            "012",
+            "1e3",
+            "1E3",
+            "1.0",
+            "-0",
+            "+1",
+            "nul",
+            "nullx",
+            "null1",
+            "1x",
+            "",
+            "18446744073709551616",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(read(bad), None, "{bad:?}");
+        }
+        // A count closing the input (no delimiter after it) is not whole.
+        assert_eq!(read_counts(br#"{"output_tokens":15"#), None);
+    }
+
+    #[test]
+    fn a_key_is_one_of_ours_only_when_it_is_spelled_the_same() {
+        let read = |s: &str| read_counts(s.as_bytes());
+        // The same length and first letter, or an escape in it: another member, skipped whole.
+        assert_eq!(
+            read(r#"{"prompt_tokenz":3,"candidatesTokenCounT":4,"output_tokens":5}"#),
+            Some((None, Some(5)))
+        );
+        assert_eq!(
+            read(r#"{"prompt\"tokens":{"a":"}"},"prompt\u005ftokens":8,"input_tokens":2}"#),
+            Some((Some(2), None))
+        );
+        assert_eq!(
+            read(r#"{"":1,"p":2,"output_tokens":null}"#),
+            Some((None, None))
+        );
+    }
+
+    #[test]
+    fn the_last_usage_object_is_taken_looking_from_the_end() {
+        let read = |s: &str| usage_counts(s.as_bytes());
+        // OpenAI's final chunk, Anthropic's `message_delta`, Gemini's last chunk, OpenAI's
+        // `response.completed` (a tool's schema with a `usage` property before the real one).
+        let openai = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":42,"completion_tokens":200,"total_tokens":242}}"#;
+        assert_eq!(read(openai), Some((Some(42), Some(200))));
+        let anthropic = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#;
+        assert_eq!(read(anthropic), Some((None, Some(15))));
+        let gemini = r#"{"candidates":[{"content":{"parts":[{"text":"use up"}]}}],"usageMetadata" : {"promptTokenCount": 4, "candidatesTokenCount": 10, "totalTokenCount": 14},"modelVersion":"gemini-flash","responseId":"u"}"#;
+        assert_eq!(read(gemini), Some((Some(4), Some(10))));
+        let responses = r#"{"type":"response.completed","response":{"tools":[{"type":"function","parameters":{"properties":{"usage":{"type":"string"}}}}],"usage":{"input_tokens":9,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":0}},"user":null}}"#;
+        assert_eq!(read(responses), Some((Some(9), Some(3))));
+        // After the real one: a key inside a string or with a quote in it (escaped), `usage` as
+        // a value, a longer key, a usage that is null or no object; before it, an earlier usage.
+        let odd = r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":3},"s":"\"usage\":{\"prompt_tokens\":9}","\"usage":{"prompt_tokens":7},"kind":"usage","usage_x":{"prompt_tokens":8},"usage":null,"usageMetadata":"u"}"#;
+        assert_eq!(read(odd), Some((Some(2), Some(3))));
+        // At the very start and the very end of the text, and nowhere.
+        assert_eq!(
+            read(r#""usage":{"output_tokens":6}"#),
+            Some((None, Some(6)))
+        );
+        assert_eq!(read(r#"{"x":1,"usage"#), None);
+        assert_eq!(read(r#"{"usage":{"output_tokens":6"#), None);
+        assert_eq!(read("usage"), None);
+        assert_eq!(read(""), None);
     }
 }

@@ -102,6 +102,8 @@ pub struct AuditLlm {
 }
 
 impl AuditLlm {
+    /// Only for an LLM call: kept out of the pipeline's plain path.
+    #[cold]
     pub fn new(call: &super::LlmCall, intent_label: &str) -> Self {
         AuditLlm {
             provider: call.provider,

@@ -3,11 +3,11 @@
 //! providers put their counts at the ends of a response: OpenAI's final chunk
 //! (`stream_options.include_usage`) and `response.completed`, Anthropic's `message_start` (first)
 //! and `message_delta` (last), Gemini's `usageMetadata` (cumulative, the last one final), a JSON
-//! response's `usage`. So the frames holding an event stream's first and last `EDGE` bytes are
-//! kept (reference-counted, not copied), and when the body ends the whole `data:` lines among
-//! them that carry a usage object update the counts: looked for in the end frame alone first
-//! (nothing copied when it holds the line whole, as it nearly always does), then in the kept
-//! frames joined.
+//! response's `usage`. So the frames holding a response's last `EDGE` bytes (and an Anthropic
+//! stream's first) are kept (reference-counted, not copied), and when the body ends the whole
+//! `data:` lines among them that carry a usage object update the counts: looked for in the end
+//! frame alone first (nothing copied when it holds the line whole, as it nearly always does),
+//! then in the kept frames joined. A frame of `EDGE` bytes or more is kept alone, with no list.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -34,13 +34,17 @@ pub struct Scanned<B> {
 struct Scanner {
     usage: Arc<Usage>,
     sse: bool,
-    /// SSE: the frames of the stream's first `EDGE` bytes (read only when the last usage line
-    /// lacks the input count, as Anthropic's does).
+    /// An Anthropic stream's frames of its first `EDGE` bytes (its last usage line lacks the
+    /// input count, which is in the first: `message_start`); no other response's.
     head: Vec<Bytes>,
+    /// `EDGE` from the start when no head is kept.
     head_len: usize,
-    /// The last frames, at least `EDGE` bytes of them when there were that many.
+    /// The frames before `last`, oldest first, while they and `last` are under `EDGE` bytes
+    /// without the oldest (so at least `EDGE` bytes together when there were that many).
     tail: VecDeque<Bytes>,
     tail_len: usize,
+    /// The last frame (empty before the first).
+    last: Bytes,
     /// Frames were dropped from the front of `tail`: its first line may be partial.
     cut: bool,
     /// `intentgate_llm_tokens_total` for input and output, counted when the body ends.
@@ -63,21 +67,24 @@ pub(crate) fn scan<B>(
             .trim_ascii();
         let sse = ct.eq_ignore_ascii_case(b"text/event-stream");
         let json = ct.eq_ignore_ascii_case(b"application/json");
-        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, counters(l)))
+        let head = sse && l.provider == super::LlmProvider::Anthropic;
+        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
     });
     Scanned { inner: body, scan }
 }
 
 impl Scanner {
-    fn new(usage: Arc<Usage>, sse: bool, counters: [IntCounter; 2]) -> Self {
+    /// Nothing allocated: the lists grow only when a response comes in frames shorter than
+    /// `EDGE` (or, `head`, it is an Anthropic stream).
+    fn new(usage: Arc<Usage>, sse: bool, head: bool, counters: [IntCounter; 2]) -> Self {
         Scanner {
             usage,
             sse,
-            // Room for a few frames from the start: each regrowth cost more than a frame.
-            head: Vec::with_capacity(if sse { 4 } else { 0 }),
-            head_len: 0,
-            tail: VecDeque::with_capacity(8),
+            head: Vec::new(),
+            head_len: if head { 0 } else { EDGE },
+            tail: VecDeque::new(),
             tail_len: 0,
+            last: Bytes::new(),
             cut: false,
             counters,
         }
@@ -85,14 +92,24 @@ impl Scanner {
 
     /// A frame passes: a reference count for the head while it is short, one for the tail.
     fn data(&mut self, d: &Bytes) {
-        if self.sse && self.head_len < EDGE {
+        if self.head_len < EDGE {
             self.head.push(d.clone());
             self.head_len += d.len();
         }
-        self.tail.push_back(d.clone());
-        self.tail_len += d.len();
+        let prev = std::mem::replace(&mut self.last, d.clone());
+        if d.len() >= EDGE {
+            // The frame alone is the tail: a length check, no list.
+            self.cut |= !prev.is_empty() || !self.tail.is_empty();
+            self.tail.clear();
+            self.tail_len = 0;
+            return;
+        }
+        if !prev.is_empty() {
+            self.tail_len += prev.len();
+            self.tail.push_back(prev);
+        }
         while let Some(front) = self.tail.front() {
-            if self.tail_len - front.len() < EDGE {
+            if self.tail_len + d.len() - front.len() < EDGE {
                 break;
             }
             self.tail_len -= front.len();
@@ -121,7 +138,7 @@ impl Scanner {
             // Only a JSON object (`{…}`) can hold one: `[DONE]` and the like are not searched.
             if let Some(c) = (line.strip_prefix(b"data:"))
                 .filter(|data| data.trim_ascii_end().ends_with(b"}"))
-                .and_then(|data| usage_counts(data, false))
+                .and_then(usage_counts)
             {
                 return Some(c);
             }
@@ -154,8 +171,14 @@ impl Scanner {
     }
 
     /// The body ended (or was dropped): the usage in its ends is read, the metric counted.
-    fn finish(&mut self) {
-        let tail = self.tail.make_contiguous();
+    fn finish(mut self) {
+        let tail = match self.tail.is_empty() {
+            true => std::slice::from_ref(&self.last),
+            false => {
+                self.tail.push_back(std::mem::take(&mut self.last));
+                self.tail.make_contiguous()
+            }
+        };
         if self.sse {
             // The last counts are final; a count they lack (Anthropic's input tokens, in
             // `message_start`) is the first line's.
@@ -163,18 +186,16 @@ impl Scanner {
             if input.is_none() {
                 input = Self::counts_in(&self.head, false, false).and_then(|c| c.0);
             }
-            self.head = Vec::new();
             self.usage.report(input, output);
         } else {
-            let mut joined = Vec::with_capacity(self.tail_len);
+            let mut joined = Vec::with_capacity(tail.iter().map(Bytes::len).sum());
             for f in tail.iter() {
                 joined.extend_from_slice(f);
             }
-            if let Some((input, output)) = usage_counts(&joined, true) {
+            if let Some((input, output)) = usage_counts(&joined) {
                 self.usage.report(input, output);
             }
         }
-        self.tail = VecDeque::new();
         self.usage.settle();
         for (c, n) in self
             .counters
@@ -224,8 +245,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
             // A body of known length ends with its last frame: hyper polls no further and
             // drops it, so the usage must be read before the audit record is written.
             if matches!(r, Poll::Ready(None)) || this.inner.is_end_stream() {
-                s.finish();
-                this.scan = None;
+                if let Some(s) = this.scan.take() {
+                    s.finish();
+                }
             }
         }
         r
@@ -242,7 +264,7 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
 
 impl<B> Drop for Scanned<B> {
     fn drop(&mut self) {
-        if let Some(s) = &mut self.scan {
+        if let Some(s) = self.scan.take() {
             s.finish();
         }
     }

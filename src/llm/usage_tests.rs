@@ -2,10 +2,15 @@
 
 use super::*;
 
+/// An event stream keeps its head here (as an Anthropic one does).
 fn run(sse: bool, chunks: &[&[u8]]) -> (Option<u64>, Option<u64>) {
+    run_head(sse, sse, chunks)
+}
+
+fn run_head(sse: bool, head: bool, chunks: &[&[u8]]) -> (Option<u64>, Option<u64>) {
     let usage = Arc::new(Usage::default());
     let c = IntCounter::new("t", "t").unwrap();
-    let mut s = Scanner::new(Arc::clone(&usage), sse, [c.clone(), c]);
+    let mut s = Scanner::new(Arc::clone(&usage), sse, head, [c.clone(), c]);
     for ch in chunks {
         s.data(&Bytes::copy_from_slice(ch));
     }
@@ -63,7 +68,7 @@ fn the_settled_callback_gets_the_final_counts_once() {
         .ok()
         .unwrap();
     let c = IntCounter::new("t", "t").unwrap();
-    let mut s = Scanner::new(Arc::clone(&usage), true, [c.clone(), c]);
+    let mut s = Scanner::new(Arc::clone(&usage), true, true, [c.clone(), c]);
     s.data(&Bytes::from_static(
         b"data: {\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}\n",
     ));
@@ -97,4 +102,83 @@ fn a_line_cut_by_a_frame_is_never_read_from_its_middle() {
 data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
     let chunks: Vec<&[u8]> = text.chunks(7).collect();
     assert_eq!(run(true, &chunks), (Some(25), Some(15)));
+}
+
+#[test]
+fn only_a_stream_whose_head_is_kept_reads_its_input_count_there() {
+    let text =
+        b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25}}}\n\n\
+data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+    for (i, _) in text.iter().enumerate() {
+        let chunks = [&text[..i], &text[i..]];
+        assert_eq!(
+            run_head(true, true, &chunks),
+            (Some(25), Some(15)),
+            "split at {i}"
+        );
+        assert_eq!(
+            run_head(true, false, &chunks),
+            (None, Some(15)),
+            "split at {i}"
+        );
+    }
+}
+
+#[test]
+fn frames_of_any_length_keep_the_last_usage_line_whole() {
+    // Frames of EDGE bytes or more (kept alone) and shorter ones (kept in a list), mixed, with
+    // the usage line across the last two, within the last, or before a short last frame.
+    let mut text = b"data: {\"x\":\"".to_vec();
+    text.extend(std::iter::repeat_n(b'a', 3 * EDGE));
+    text.extend_from_slice(b"\"}\n\n");
+    let usage =
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}\n\n";
+    let at = text.len();
+    text.extend_from_slice(usage);
+    text.extend_from_slice(b"data: [DONE]\n\n");
+    let want = (Some(5), Some(6));
+    for big in [EDGE, EDGE + 1, 2 * EDGE] {
+        for split in [at - 3, at, at + 20, at + usage.len(), text.len() - 4] {
+            let mut chunks: Vec<&[u8]> = text[..split].chunks(big).collect();
+            chunks.push(&text[split..]);
+            assert_eq!(run_head(true, false, &chunks), want, "{big} {split}");
+            // A short frame between big ones, and big frames after short ones.
+            let (a, b) = text[..split].split_at(split - 100);
+            let mut chunks: Vec<&[u8]> = a.chunks(big).collect();
+            chunks.extend(b.chunks(7));
+            chunks.push(&text[split..]);
+            assert_eq!(run_head(true, false, &chunks), want, "{big} {split} short");
+            let (a, b) = text[..split].split_at(300);
+            let mut chunks: Vec<&[u8]> = a.chunks(7).collect();
+            chunks.extend(b.chunks(big));
+            chunks.push(&text[split..]);
+            assert_eq!(
+                run_head(true, false, &chunks),
+                want,
+                "{big} {split} short first"
+            );
+        }
+    }
+    // A long last frame that starts inside a line (here an SSE comment that looks like a usage
+    // line from there on) is read from its second line: nothing whole holds a usage here.
+    let mut text = b"data: {\"x\":\"".to_vec();
+    text.extend(std::iter::repeat_n(b'a', EDGE));
+    text.extend_from_slice(b"\"}\n\ndata: {\"usage\":{\"prompt_tokens\":1}}\n: ");
+    let at = text.len();
+    text.extend_from_slice(b"data: {\"usage\":{\"completion_tokens\":99}}\n\ndata: {\"x\":\"");
+    text.extend(std::iter::repeat_n(b'a', EDGE));
+    text.extend_from_slice(b"\"}\n\ndata: [DONE]\n\n");
+    for first in [7, EDGE, at] {
+        let mut chunks: Vec<&[u8]> = text[..at].chunks(first).collect();
+        chunks.push(&text[at..]);
+        assert_eq!(run_head(true, false, &chunks), (None, None), "{first}");
+    }
+}
+
+#[test]
+fn a_responses_stream_is_counted_past_a_tool_schema_with_a_usage_property() {
+    // OpenAI's `response.completed` repeats the request's tools: a schema's `usage` property
+    // comes before the response's own usage in the same line.
+    let text = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"tools\":[{\"type\":\"function\",\"name\":\"t\",\"parameters\":{\"type\":\"object\",\"properties\":{\"usage\":{\"type\":\"string\"}}}}],\"usage\":{\"input_tokens\":12,\"output_tokens\":34,\"total_tokens\":46}}}\n\n";
+    every_split(true, text, (Some(12), Some(34)));
 }

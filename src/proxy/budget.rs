@@ -155,6 +155,7 @@ pub(super) fn charge_bytes(rec: &mut AuditRecord) {
 /// Charges an LLM call's tokens (input + output, as its response's usage reports them) to the
 /// budget counter that admitted it, once the response ends (src/llm/usage.rs). A stream in
 /// flight is never cut: the next call is refused.
+#[cold]
 pub(super) fn charge_llm_tokens(rec: &AuditRecord) {
     let (Some(l), Some(c)) = (&rec.llm, &rec.charge) else {
         return;

@@ -34,7 +34,9 @@ pub(super) fn refusal(read: &Option<Read>, err: ProxyError) -> ProxyError {
 
 impl Proxy {
     /// Whether the request is read as MCP: one that may carry a body to a host a `protocol: mcp`
-    /// rule names, or (`mcp.detect: auto`) one that says it is MCP.
+    /// rule names, or (`mcp.detect: auto`) one that says it is MCP. Not inlined, like the other
+    /// MCP/LLM hooks of the pipeline: a plain request's code stays what it was without them.
+    #[inline(never)]
     pub(super) fn speaks_mcp<B>(&self, req: &Request<B>, live: &LivePolicy, host: &str) -> bool {
         (live.policy.catalog().speaks_mcp(host) && !BODYLESS.contains(req.method()))
             || (self.cfg.mcp.detect == McpDetect::Auto
@@ -47,6 +49,7 @@ impl Proxy {
 
     /// Reads the MCP message(s) from the inspected body (filled by `inspect_body`): the whole
     /// body is needed, so one over the inspection limit is refused. The record notes the call.
+    #[cold]
     pub(super) fn read_mcp(
         &self,
         req: &Request<Replay>,
@@ -91,6 +94,7 @@ impl Proxy {
     /// The filter for the answers of an allowed MCP call, when `mcp.filter_tools_list` is on,
     /// the call asks `tools/list` and the matched rule names tools. The request then asks for
     /// an unencoded answer (a compressed one could not be read).
+    #[inline(never)]
     pub(super) fn tools_filter(
         &self,
         live: &LivePolicy,

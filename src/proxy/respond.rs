@@ -53,17 +53,18 @@ impl Proxy {
                 let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
                 // An LLM call's usage is read as its response passes (src/llm/usage.rs); any
                 // other response's body is not wrapped for it.
-                let ct = (rec.llm.as_ref())
-                    .and_then(|_| resp.headers().get(http::header::CONTENT_TYPE).cloned());
-                let mut resp = resp.map(|b| {
-                    if rec.llm.is_none() {
-                        return Audited::new(b, rec, slot, bytes_in, started, unclean).boxed();
-                    }
-                    let b = crate::llm::scan(b, rec.llm.as_deref(), ct.as_ref(), |l| {
+                let mut resp = if rec.llm.is_none() {
+                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed())
+                } else {
+                    // In parts: the content type is read where it is, not copied.
+                    let (parts, b) = resp.into_parts();
+                    let ct = parts.headers.get(http::header::CONTENT_TYPE);
+                    let b = crate::llm::scan(b, rec.llm.as_deref(), ct, |l| {
                         l.counters(&self.metrics, &rec.agent.id)
                     });
-                    Audited::new(b, rec, slot, bytes_in, started, unclean).boxed()
-                });
+                    let b = Audited::new(b, rec, slot, bytes_in, started, unclean).boxed();
+                    Response::from_parts(parts, b)
+                };
                 if let Some(f) = tools {
                     resp = resp.map(|b| f.wrap(b));
                 }

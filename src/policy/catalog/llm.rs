@@ -71,6 +71,7 @@ impl LlmHosts {
 impl Catalog {
     /// The provider and API of a request to `host` at `path` when it is an LLM API call that a
     /// `protocol: llm` rule may cover (so its body is read before the decision).
+    #[inline(never)]
     pub fn llm_api(&self, host: &str, path: &str) -> Option<(LlmProvider, Api)> {
         if self.llm_hosts.exact.is_empty() && self.llm_hosts.wildcard.is_empty() {
             return None;
