@@ -51,25 +51,23 @@ fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Grows the file-descriptor table, once, on a thread of its own, to a descriptor per allowed
-/// connection and one for its upstream (at most RLIMIT_NOFILE). The kernel doubles the table as
-/// descriptors are opened (256, 512, 1,024, …), and in a process with several threads each
-/// doubling waits for an RCU grace period: the runtime thread, accepting, stalled ~10 ms at the
-/// 512th and the 1,024th open descriptor (bench/tunnels.py). The table is kernel memory (8 bytes
-/// a descriptor), not the process's RSS. Best effort: a failure leaves the kernel's growth.
-fn presize_fd_table(listener: &TcpListener, max_connections: usize) {
-    use std::os::fd::AsFd;
+/// Grows the file-descriptor table, once, to a descriptor per allowed connection and one for
+/// its upstream (at most RLIMIT_NOFILE). The kernel doubles the table as descriptors are opened
+/// (256, 512, 1,024, …), and in a process with several threads each doubling waits for an RCU
+/// grace period: the runtime thread, accepting, stalled ~10 ms at the 512th and the 1,024th open
+/// descriptor (bench/tunnels.py). `serve` calls this on the main thread once the proxy is ready
+/// (the main thread then only waits for a signal), so the one grace period (~10–15 ms) is waited
+/// for there, and no thread is started for it (a new thread costs an allocator arena, ~0.4 MiB
+/// of idle memory). The table is kernel memory (8 bytes a descriptor), not the process's RSS.
+/// Best effort: a failure leaves the kernel's growth.
+pub(crate) fn presize_fd_table(max_connections: usize) {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
     let want = max_connections.saturating_mul(2).saturating_add(64) as u64;
     let top = want.min(limit.unwrap_or(u64::MAX).saturating_sub(1));
-    let (Ok(fd), Ok(top)) = (listener.as_fd().try_clone_to_owned(), i32::try_from(top)) else {
+    let (Ok(null), Ok(top)) = (std::fs::File::open("/dev/null"), i32::try_from(top)) else {
         return;
     };
-    // Not tokio's blocking pool: its thread would stay parked (with its stack and allocator
-    // cache) for the pool's keep-alive; this one ends when the descriptor is closed.
-    let _ = std::thread::Builder::new()
-        .name("fd-table".into())
-        .spawn(move || drop(rustix::io::fcntl_dupfd_cloexec(&fd, top)));
+    drop(rustix::io::fcntl_dupfd_cloexec(&null, top));
 }
 
 /// A started proxy: its bound addresses and the handle to stop it.
@@ -110,7 +108,6 @@ pub async fn start_with(loaded: Loaded, reload: LoadFn, trust_ca: bool) -> anyho
     let proxy_listener = bind(cfg.listen.proxy, backlog)
         .with_context(|| format!("cannot listen on {} (listen.proxy)", cfg.listen.proxy))?;
     let proxy_addr = proxy_listener.local_addr()?;
-    presize_fd_table(&proxy_listener, cfg.limits.max_connections);
     let admin_listener = match cfg.listen.admin {
         Some(addr) => Some(
             TcpListener::bind(addr)

@@ -367,6 +367,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(l)
         });
         let audit_path = loaded.config.audit.path.clone();
+        let max_connections = loaded.config.limits.max_connections;
         let running = match crate::app::start(loaded, reload).await {
             Ok(r) => r,
             Err(e) => {
@@ -380,6 +381,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        crate::app::presize_fd_table(max_connections);
         crate::app::shutdown_signal().await;
         running.shutdown().await;
         if let Some(out) = &args.learn {
