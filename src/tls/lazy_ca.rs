@@ -26,14 +26,11 @@ impl LazyCa {
         Self(OnceLock::new())
     }
 
-    /// The CA, made now if it was not yet. A failure is not kept: the next call tries again.
-    /// Two first calls at once may both make one; one is kept and both get it.
+    /// The CA, made now if it was not yet (`get_or_make`).
     pub fn get(&self) -> Result<&CertificateAuthority, String> {
-        if let Some(ca) = self.0.get() {
-            return Ok(ca);
-        }
-        let made = CertificateAuthority::ephemeral().map_err(|e| format!("ephemeral CA: {e}"))?;
-        Ok(self.0.get_or_init(|| made))
+        get_or_make(&self.0, || {
+            CertificateAuthority::ephemeral().map_err(|e| format!("ephemeral CA: {e}"))
+        })
     }
 
     /// Whether the CA exists yet (tests: start-up does not make it).
@@ -55,4 +52,17 @@ impl SignLeaf for LazyCa {
     fn not_after(&self) -> Result<i64, String> {
         self.get()?.not_after()
     }
+}
+
+/// What `cell` holds, made by `make` if it holds nothing yet. A failure is not kept: the next
+/// call tries again. Two first calls at once may both make one; one is kept and both get it.
+pub(crate) fn get_or_make<T>(
+    cell: &OnceLock<T>,
+    make: impl FnOnce() -> Result<T, String>,
+) -> Result<&T, String> {
+    if let Some(made) = cell.get() {
+        return Ok(made);
+    }
+    let made = make()?;
+    Ok(cell.get_or_init(|| made))
 }

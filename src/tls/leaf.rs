@@ -359,11 +359,9 @@ impl LeafMinter {
 
     /// The leaf key pair, made now if it was not yet (a failure is not kept).
     fn key(&self) -> Result<&LeafKey, String> {
-        if let Some(key) = self.key.get() {
-            return Ok(key);
-        }
-        let made = LeafKey::generate().map_err(|e| format!("leaf key: {e}"))?;
-        Ok(self.key.get_or_init(|| made))
+        super::lazy_ca::get_or_make(&self.key, || {
+            LeafKey::generate().map_err(|e| format!("leaf key: {e}"))
+        })
     }
 
     pub fn stats(&self) -> LeafStats {
