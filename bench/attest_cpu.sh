@@ -8,7 +8,9 @@
 # "on" runs instead of `attestation.enabled`, e.g.
 #   ON_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/attest_cpu.sh BIN
 # ON_RULE (optional) adds keys to the allow rule in the "on" runs (the "off" runs keep the plain
-# rule), e.g. ON_RULE='protocol: mcp, mcp: {tools: [read_ticket]}'.
+# rule), e.g. ON_RULE='protocol: mcp, mcp: {tools: [read_ticket]}'; ON_INTENT adds keys to the
+# intent itself, e.g. ON_INTENT='budget: {calls: 1000000000}'.
+# ON_HEADER (optional) is a request header the client sends in the "on" runs ("name: value").
 # OFF_BIN, OFF_YAML, OFF_RULE (optional) make the "off" runs another binary (a variant built
 # without the feature), with these config lines and rule keys: a same-run A/B of two builds
 # (bench/llm_usage_cpu.sh with VARIANT_BIN uses them).
@@ -42,6 +44,9 @@ rule() { # on|off -> the keys ON_RULE adds to the allow rule
     if [[ $1 == true && -n "${ON_RULE:-}" ]]; then echo ", ${ON_RULE}"; fi
     if [[ $1 == false && -n "${OFF_RULE:-}" ]]; then echo ", ${OFF_RULE}"; fi
 }
+intent_keys() { # on|off -> the keys ON_INTENT adds to the intent
+    if [[ $1 == true && -n "${ON_INTENT:-}" ]]; then echo ", ${ON_INTENT}"; fi
+}
 req=(-m "${METHOD:-GET}")
 if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE"); fi
 if [[ -n "${CT:-}" ]]; then req+=(-T "$CT"); fi
@@ -55,19 +60,20 @@ agent: {id: bench, owner: bench}
 audit: {path: off}
 egress: {allow_cidrs: [127.0.0.0/8]}
 $(feature "$on")
-intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]$(rule "$on")}]}}
+intents: {bench: {allow: [{hosts: [127.0.0.1], ports: [$up]$(rule "$on")}]$(intent_keys "$on")}}
 intent: bench
 YAML
-    local b=$bin
+    local b=$bin r=("${req[@]}")
     if [[ $on == false ]]; then b=${OFF_BIN:-$bin}; fi
+    if [[ $on == true && -n "${ON_HEADER:-}" ]]; then r+=(-H "$ON_HEADER"); fi
     "${pin_proxy[@]}" "$b" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &
     ig=$!
     until curl -s "http://127.0.0.1:$a/readyz" >/dev/null; do sleep 0.05; done
     # Warm up (connections, caches), then measure.
-    "${pin_load[@]}" oha -n 2000 -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >/dev/null
+    "${pin_load[@]}" oha -n 2000 -c "$c" --no-tui "${r[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >/dev/null
     local before after
     before=$(cpu $ig)
-    "${pin_load[@]}" oha -n "$n" -c "$c" --no-tui "${req[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >"$tmp/oha.out"
+    "${pin_load[@]}" oha -n "$n" -c "$c" --no-tui "${r[@]}" -x "http://127.0.0.1:$p" "http://127.0.0.1:$up$url_path" >"$tmp/oha.out"
     grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
     after=$(cpu $ig)
     kill $ig; wait $ig 2>/dev/null || true

@@ -20,6 +20,7 @@
 # In both, @UP@ stands for the nginx upstream's port (for intents that name it).
 # METHOD, BODY_FILE, CT, URL_PATH (optional, plain HTTP only): the requests' method, body (a
 # file), Content-Type and path instead of GETs of /small (see bench/attest_cpu.sh, FILES_DIR).
+# HEADER (optional): a request header every request carries ("name: value").
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
@@ -45,7 +46,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -94,6 +95,7 @@ EOF
     req=(-m "${METHOD:-GET}") creq=(-X "${METHOD:-GET}")
     if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE") creq+=(--data-binary "@$BODY_FILE"); fi
     if [[ -n "${CT:-}" ]]; then req+=(-T "$CT") creq+=(-H "content-type: $CT"); fi
+    if [[ -n "${HEADER:-}" ]]; then req+=(-H "$HEADER") creq+=(-H "$HEADER"); fi
     if [[ -n "$https" ]]; then
         cat >>"$tmp/proxy.yaml" <<EOF
 tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: all}
