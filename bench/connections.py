@@ -110,23 +110,26 @@ async def run(a, proxy_port, up_port, pid):
         c.w.close()
 
 
-def proxy_cpu_s(pid):
-    """Seconds on a CPU of all the proxy's threads (schedstat, ns)."""
-    total = 0
+def proxy_cpu(pid):
+    """Seconds on a CPU of all the proxy's threads (schedstat, ns), and their voluntary context
+    switches (each a sleep in epoll_wait or on a lock: the wake-ups)."""
+    cpu = switches = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                cpu += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                switches += next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches"))
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total / 1e9
+    return cpu / 1e9, switches
 
 
 class Client:
     """One bench/connections_client.rs process: its connections open, a run per `run` line."""
 
-    def __init__(self, binary, name, conns, up_port, proxy_port=None):
-        cmd = [binary, "--port", str(up_port), "--conns", str(conns)]
+    def __init__(self, binary, name, conns, up_port, proxy_port=None, rt=()):
+        cmd = [*rt, binary, "--port", str(up_port), "--conns", str(conns)]
         if proxy_port:
             cmd += ["--proxy", str(proxy_port)]
         self.name = name
@@ -157,11 +160,16 @@ class Client:
 QS = ["p50", "p90", "p99", "p99_9"]
 
 
+def rt(a):
+    """The command prefix that runs a process at real-time priority `--rt`, if given."""
+    return ["chrt", "-f", str(a.rt)] if a.rt else []
+
+
 def latency(a, proxy_port, up_port, pid):
     """Phase 3: interleaved repetitions, direct CONNS / proxied CONNS / direct REF_CONNS."""
-    clients = [Client(a.client, f"direct ({a.conns})", a.conns, up_port),
-               Client(a.client, f"intentgate ({a.conns})", a.conns, up_port, proxy_port),
-               Client(a.client, f"direct ({a.ref_conns})", a.ref_conns, up_port)]
+    clients = [Client(a.client, f"direct ({a.conns})", a.conns, up_port, rt=rt(a)),
+               Client(a.client, f"intentgate ({a.conns})", a.conns, up_port, proxy_port, rt(a)),
+               Client(a.client, f"direct ({a.ref_conns})", a.ref_conns, up_port, rt=rt(a))]
     time.sleep(3)  # the proxied connections parked (after 1 s idle)
     direct, proxied, ref = clients
     added = {}  # (measure, reference name) -> per rep {q: µs}
@@ -169,33 +177,35 @@ def latency(a, proxy_port, up_port, pid):
         for rep in range(1, a.reps + 1):
             runs = {}
             for c in clients:
-                cpu = proxy_cpu_s(pid)
+                cpu, switches = proxy_cpu(pid)
                 runs[c] = c.run(a.rate, a.seconds)
-                runs[c]["proxy_cpu"] = (proxy_cpu_s(pid) - cpu) * 1e6 / max(1, runs[c]["answered"])
+                cpu2, switches2 = proxy_cpu(pid)
+                n = max(1, runs[c]["answered"])
+                runs[c]["proxy_cpu"], runs[c]["proxy_wakes"] = (cpu2 - cpu) * 1e6 / n, (switches2 - switches) / n
             print(f"rep {rep}: {a.rate} req/s for {a.seconds} s, latency µs from the scheduled send"
                   f" (load average {os.getloadavg()[0]:.1f})")
             print("| path | p50 | p90 | p99 | p99.9 | max | client late p50 / p99 | client CPU µs/req"
-                  " | proxy CPU µs/req | busy skips |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+                  " | proxy CPU µs/req | proxy sleeps/req | busy skips |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             for c in clients:
                 r, s = runs[c], runs[c]["from_scheduled"]
                 print(f"| {c.name} | " + " | ".join(f"{s[q]:.0f}" for q in QS) + f" | {s['max']:.0f} | "
                       f"{r['late']['p50']:.1f} / {r['late']['p99']:.1f} | {r['client_cpu_us_per_request']:.1f} | "
-                      f"{r['proxy_cpu']:.0f} | {r['skipped_busy']} |")
+                      f"{r['proxy_cpu']:.0f} | {r['proxy_wakes']:.2f} | {r['skipped_busy']} |")
             for measure in ["from_scheduled", "from_sent"]:
                 for base in [direct, ref]:
                     d = {q: runs[proxied][measure][q] - runs[base][measure][q] for q in QS}
-                    added.setdefault((measure, base.name), []).append(d)
+                    added.setdefault((measure, base), []).append(d)
                     print(f"| added vs {base.name}, {measure.replace('_', ' ')} | "
-                          + " | ".join(f"{d[q]:+.0f}" for q in QS) + " | | | | | |")
+                          + " | ".join(f"{d[q]:+.0f}" for q in QS) + " | | | | | | |")
             print(flush=True)
     finally:
         for c in clients:
             c.close()
     print(f"added latency µs, median of {a.reps} reps (per rep p99 in brackets):")
-    for (measure, name), reps in added.items():
+    for (measure, base), reps in added.items():
         med = {q: statistics.median(d[q] for d in reps) for q in QS}
-        print(f"  vs {name}, {measure.replace('_', ' ')}: " + ", ".join(f"{q} {med[q]:+.0f}" for q in QS)
+        print(f"  vs {base.name}, {measure.replace('_', ' ')}: " + ", ".join(f"{q} {med[q]:+.0f}" for q in QS)
               + " (" + " / ".join(f"{d['p99']:+.0f}" for d in reps) + ")")
     print(f"proxy VmRSS after the load: {rss_mib(pid):.1f} MiB")
 
@@ -213,6 +223,9 @@ def main():
                     help="the latency phase's client (default: cargo build --release --example connections-client)")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to wait with the idle connections open (to attach gdb, ss), before the load")
+    ap.add_argument("--rt", type=int, default=0,
+                    help="run nginx, the proxy and the clients at this SCHED_FIFO priority (chrt): on a host "
+                         "busy with other work, they then preempt it; the machine's RT throttling stays on")
     a = ap.parse_args()
     if not os.path.exists(a.client):
         ap.error(f"{a.client} is missing: cargo build --release --example connections-client")
@@ -240,9 +253,9 @@ egress: {{allow_cidrs: ["127.0.0.0/8"]}}
 policy: {{builtin: false, paths: ["{HERE}/variants/allow-all.rego"]}}
 limits: {{max_connections: {a.conns + 1000}, header_read_timeout_ms: 600000}}
 """)
-        nginx = subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf"])
+        nginx = subprocess.Popen([*rt(a), "nginx", "-c", f"{tmp}/nginx.conf"])
         ready = f"{tmp}/ready"
-        ig = subprocess.Popen([a.bin, "serve", "--config", f"{tmp}/ig.yaml", "--listen", f"127.0.0.1:{port}",
+        ig = subprocess.Popen([*rt(a), a.bin, "serve", "--config", f"{tmp}/ig.yaml", "--listen", f"127.0.0.1:{port}",
                                "--admin", "127.0.0.1:0", "--ready-file", ready],
                               env=dict(os.environ, RUST_BACKTRACE="0", RUST_LOG="warn"))
         try:
