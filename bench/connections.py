@@ -23,8 +23,9 @@ to its hard limit for this process and both children. Then:
    arrives on a parked connection, as it does at 1,000 req/s over 10,000 in any case. Printed:
    each run's p50 / p90 / p99 / p99.9 from the scheduled send time (coordinated-omission correct),
    the added latency per repetition (proxied minus each reference) and its median over the
-   repetitions, the client's own lateness and CPU per request, and the proxy's CPU per request.
-   The Rust client replaced a Python asyncio one, whose own scheduling put ms of noise into the
+   repetitions, the client's own lateness and CPU per request, and the proxy's CPU and sleeps
+   (voluntary context switches) per request. `--rt PRIO` runs nginx, the proxy and the clients at
+   SCHED_FIFO (`chrt`), so that on a host busy with other work they preempt it. The Rust client replaced a Python asyncio one, whose own scheduling put ms of noise into the
    reference (its p99 over 100 connections to nginx was above the proxied p99).
 Needs nginx; everything stays on 127.0.0.1.
 """
@@ -172,7 +173,7 @@ def latency(a, proxy_port, up_port, pid):
                Client(a.client, f"direct ({a.ref_conns})", a.ref_conns, up_port, rt=rt(a))]
     time.sleep(3)  # the proxied connections parked (after 1 s idle)
     direct, proxied, ref = clients
-    added = {}  # (measure, reference name) -> per rep {q: µs}
+    added = {}  # (measure, reference client) -> per rep {q: µs}
     try:
         for rep in range(1, a.reps + 1):
             runs = {}
@@ -230,7 +231,7 @@ def main():
     if not os.path.exists(a.client):
         ap.error(f"{a.client} is missing: cargo build --release --example connections-client")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = a.conns + 512
+    need = a.conns + a.ref_conns + 512  # nginx: the two direct clients' and the proxy's
     if hard != resource.RLIM_INFINITY and hard < need:
         try:  # root may raise it (not in every container)
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))

@@ -145,9 +145,8 @@ fn answer_end(data: &[u8]) -> anyhow::Result<Option<usize>> {
 
 /// Opens one connection and has it answer one request (a served keep-alive connection).
 async fn open(args: &Args, request: &[u8]) -> anyhow::Result<(Conn, Vec<u8>, usize)> {
-    let stream = TcpStream::connect(("127.0.0.1", args.proxy.unwrap_or(args.port))).await?;
+    let mut stream = TcpStream::connect(("127.0.0.1", args.proxy.unwrap_or(args.port))).await?;
     stream.set_nodelay(true)?;
-    let mut stream = stream;
     stream.write_all(request).await?;
     let (mut buf, mut filled) = (vec![0u8; 2048], 0);
     read_answer(&stream, &mut buf, &mut filled).await?;
@@ -173,31 +172,26 @@ async fn reader(
     loop {
         let result = read_answer(&conn.stream, &mut buf, &mut filled).await;
         let answered = clock.now();
-        let mut r = rec.borrow_mut();
-        match result {
-            Ok(()) if conn.busy.load(SeqCst) => {
-                let times = [
-                    conn.scheduled.load(SeqCst),
-                    conn.sent.load(SeqCst),
-                    answered,
-                ];
+        let ok = result.is_ok() && conn.busy.load(SeqCst);
+        {
+            let mut r = rec.borrow_mut();
+            if ok {
+                let (scheduled, sent) = (conn.scheduled.load(SeqCst), conn.sent.load(SeqCst));
                 conn.busy.store(false, SeqCst);
-                r.times.push(times);
-            }
-            outcome => {
+                r.times.push([scheduled, sent, answered]);
+            } else {
                 conn.dead.store(true, SeqCst);
                 r.errors += 1;
-                let e = outcome
+                let e = result
                     .err()
                     .map_or("an answer to no request".into(), |e| format!("{e:#}"));
                 r.first_error.get_or_insert(e);
-                drop(r);
-                done.notify_one();
-                return;
             }
         }
-        drop(r);
         done.notify_one();
+        if !ok {
+            return;
+        }
     }
 }
 
@@ -260,8 +254,9 @@ fn send(
     out
 }
 
-/// p50 … max of microseconds (sorted in place), as JSON.
-fn percentiles(us: &mut [f64]) -> serde_json::Value {
+/// p50 … max, in µs, of durations in ns, as JSON.
+fn percentiles(ns: impl Iterator<Item = u64>) -> serde_json::Value {
+    let mut us: Vec<f64> = ns.map(|n| n as f64 / 1000.0).collect();
     us.sort_by(f64::total_cmp);
     let at = |q: f64| {
         us.get(((us.len() as f64 * q) as usize).min(us.len().saturating_sub(1)))
@@ -272,17 +267,11 @@ fn percentiles(us: &mut [f64]) -> serde_json::Value {
 
 /// Nanoseconds this process's threads have run (/proc/self/task/*/schedstat).
 fn cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+    let ran = |t: std::fs::DirEntry| -> Option<u64> {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        stat.split_whitespace().next()?.parse().ok()
     };
-    let ran = |t: std::fs::DirEntry| {
-        std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse::<u64>()
-            .ok()
-    };
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
     tasks.filter_map(|t| ran(t.ok()?)).sum()
 }
 
@@ -368,12 +357,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ["quit"] | [] => break,
             _ => bail!("unknown command {line:?}: run [RATE SECONDS] | quit"),
         };
-        {
-            let mut r = rec.borrow_mut();
-            r.times = Vec::with_capacity((rate * seconds) as usize);
-            r.errors = 0;
-            r.first_error = None;
-        }
+        *rec.borrow_mut() = Record {
+            times: Vec::with_capacity((rate * seconds) as usize),
+            ..Record::default()
+        };
         let start_cpu = cpu_ns();
         let (reply, sent) = oneshot::channel();
         to_sender.send((rate, seconds, reply))?;
@@ -391,12 +378,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await;
         let cpu = cpu_ns().saturating_sub(start_cpu);
         let r = rec.borrow();
-        let us = |f: fn(&[u64; 3]) -> u64| {
-            r.times
-                .iter()
-                .map(|t| f(t) as f64 / 1000.0)
-                .collect::<Vec<_>>()
-        };
         let n = r.times.len().max(1) as f64;
         println!(
             "{}",
@@ -404,9 +385,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "event": "run", "conns": conns.len(), "rate": rate, "seconds": seconds,
                 "answered": r.times.len(), "sent": sent.requests, "errors": r.errors + sent.write_errors,
                 "first_error": r.first_error, "skipped_busy": sent.skipped, "all_busy": sent.all_busy,
-                "from_scheduled": percentiles(&mut us(|t| t[2].saturating_sub(t[0]))),
-                "from_sent": percentiles(&mut us(|t| t[2].saturating_sub(t[1]))),
-                "late": percentiles(&mut us(|t| t[1].saturating_sub(t[0]))),
+                "from_scheduled": percentiles(r.times.iter().map(|t| t[2].saturating_sub(t[0]))),
+                "from_sent": percentiles(r.times.iter().map(|t| t[2].saturating_sub(t[1]))),
+                "late": percentiles(r.times.iter().map(|t| t[1].saturating_sub(t[0]))),
                 "client_cpu_us_per_request": (cpu as f64 / n / 100.0).round() / 10.0,
             })
         );
