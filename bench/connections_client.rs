@@ -6,9 +6,9 @@
 //! Two threads. The sender sleeps to each request's scheduled time (`nanosleep` with a timer
 //! slack of 1 ns, to `--spin-us` before it, then a spin: tokio's timer ticks in whole
 //! milliseconds, which would put 0–1 ms of the client's own lateness into every figure) and
-//! writes the request on the next free connection (never two in flight on one). The runtime thread (tokio, current-thread) only reads: one task
-//! per connection, waiting in epoll, that reads its answer (Content-Length), stamps the time and
-//! frees the connection. Latency is measured from the scheduled time (coordinated-omission
+//! writes the request on the next free connection (never two in flight on one). The runtime
+//! thread (tokio, current-thread) only reads: one task per connection, waiting in epoll, that
+//! reads its answer (Content-Length), stamps the time and frees the connection. Latency is measured from the scheduled time (coordinated-omission
 //! correct: a late send counts) and from the actual send; `late` is the difference (the client's).
 //!
 //! cargo build --release --example connections-client; see bench/connections.py for its use.
