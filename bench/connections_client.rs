@@ -8,8 +8,9 @@
 //! milliseconds, which would put 0–1 ms of the client's own lateness into every figure) and
 //! writes the request on the next free connection (never two in flight on one). The runtime
 //! thread (tokio, current-thread) only reads: one task per connection, waiting in epoll, that
-//! reads its answer (Content-Length), stamps the time and frees the connection. Latency is measured from the scheduled time (coordinated-omission
-//! correct: a late send counts) and from the actual send; `late` is the difference (the client's).
+//! reads its answer (Content-Length), stamps the time and frees the connection. Latency is
+//! measured from the scheduled time (coordinated-omission correct: a late send counts) and from
+//! the actual send; `late` is the difference (the client's own).
 //!
 //! cargo build --release --example connections-client; see bench/connections.py for its use.
 
@@ -383,8 +384,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "{}",
             json!({
                 "event": "run", "conns": conns.len(), "rate": rate, "seconds": seconds,
-                "answered": r.times.len(), "sent": sent.requests, "errors": r.errors + sent.write_errors,
-                "first_error": r.first_error, "skipped_busy": sent.skipped, "all_busy": sent.all_busy,
+                "answered": r.times.len(), "sent": sent.requests,
+                "errors": r.errors + sent.write_errors, "first_error": r.first_error,
+                "skipped_busy": sent.skipped, "all_busy": sent.all_busy,
                 "from_scheduled": percentiles(r.times.iter().map(|t| t[2].saturating_sub(t[0]))),
                 "from_sent": percentiles(r.times.iter().map(|t| t[2].saturating_sub(t[1]))),
                 "late": percentiles(r.times.iter().map(|t| t[1].saturating_sub(t[0]))),
