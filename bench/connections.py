@@ -13,18 +13,28 @@ to its hard limit for this process and both children. Then:
    (after - before) / CONNS is the proxy's memory per idle connection; the upstream
    connections the proxy then keeps open to nginx are counted (`ss`); `--hold S` waits S
    seconds here, e.g. to read the allocator's statistics (bench/jemalloc_stats.sh);
-3. RATE requests per second for SECONDS, open loop, round-robin over the CONNS connections
-   (through the proxy), and the same rate over 100 connections straight to nginx (the reference,
-   same run, same client; `--ref-conns N` for N of them: 9,000 gave the same p50 as 100, the
-   client is not slower with many sockets): p50 / p90 / p99 of each and the differences (the
-   added latency).
-The client is Python asyncio, whose own scheduling adds tens of µs of noise to both sides.
+3. the latency phase, with bench/connections_client.rs (`cargo build --release --example
+   connections-client`; `--client PATH`): the Python connections are closed, and three clients
+   each open their own connections (each served once, so a real keep-alive connection): CONNS
+   through the proxy, CONNS straight to nginx (the reference over as many sockets), and
+   `--ref-conns` (100) straight to nginx. Per repetition (`--reps`, 3), alternating: RATE requests
+   per second for SECONDS, open loop, round-robin, on the direct CONNS, then the proxied CONNS,
+   then the direct 100. The proxied connections idle between their runs, so every request
+   arrives on a parked connection, as it does at 1,000 req/s over 10,000 in any case. Printed:
+   each run's p50 / p90 / p99 / p99.9 from the scheduled send time (coordinated-omission correct),
+   the added latency per repetition (proxied minus each reference) and its median over the
+   repetitions, the client's own lateness and CPU per request, and the proxy's CPU and sleeps
+   (voluntary context switches) per request. `--rt PRIO` runs nginx, the proxy and the clients at
+   SCHED_FIFO (`chrt`), so that on a host busy with other work they preempt it. The Rust client replaced a Python asyncio one, whose own scheduling put ms of noise into the
+   reference (its p99 over 100 connections to nginx was above the proxied p99).
 Needs nginx; everything stays on 127.0.0.1.
 """
 import argparse
 import asyncio
+import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,39 +73,6 @@ class Conn:
             raise RuntimeError((head + body).decode(errors="replace"))
 
 
-async def steady(conns, rate, seconds):
-    """Open-loop load: a request every 1/rate s on the next connection; latencies in µs."""
-    lat, tasks, busy, errors = [], [], set(), []
-    loop = asyncio.get_running_loop()
-    t0, n, i = loop.time(), int(rate * seconds), 0
-
-    async def one(c):
-        s = time.perf_counter_ns()
-        try:
-            await c.get()
-            lat.append((time.perf_counter_ns() - s) / 1000)
-            busy.discard(c)
-        except (RuntimeError, OSError, asyncio.IncompleteReadError) as e:
-            errors.append(str(e))  # the connection is left out (busy) from then on
-
-    for k in range(n):
-        delay = t0 + k / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        while conns[i % len(conns)] in busy:  # never two requests in flight on one connection
-            i += 1
-            if i % len(conns) == 0:
-                await asyncio.sleep(0)  # all of them busy: let one finish (spinning would hang)
-        busy.add(conns[i % len(conns)])  # here, not in the task: it may start only later
-        tasks.append(asyncio.create_task(one(conns[i % len(conns)])))
-        i += 1
-    await asyncio.gather(*tasks)
-    if errors:
-        print(f"{len(errors)} of {n} requests failed; the first: {errors[0]!r}")
-    lat.sort()
-    return lat
-
-
 def upstream_conns(port):
     """Established TCP connections to the upstream's port (the proxy's side of them)."""
     out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
@@ -103,14 +80,9 @@ def upstream_conns(port):
     return len(out.splitlines())
 
 
-def pct(lat, q):
-    return lat[min(len(lat) - 1, int(len(lat) * q))]
-
-
 async def run(a, proxy_port, up_port, pid):
     target = f"http://127.0.0.1:{up_port}/small"
     via = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{up_port}\r\n\r\n".encode()
-    direct = f"GET /small HTTP/1.1\r\nHost: 127.0.0.1:{up_port}\r\n\r\n".encode()
     warm = await Conn.open(proxy_port, via)
     for _ in range(200):
         await warm.get()
@@ -135,20 +107,108 @@ async def run(a, proxy_port, up_port, pid):
     if a.hold:
         print(f"holding for {a.hold} s: proxy pid {pid}, port {proxy_port}, nginx port {up_port}", flush=True)
         await asyncio.sleep(a.hold)
-    refs = [await Conn.open(up_port, direct) for _ in range(a.ref_conns)]
-    for c in refs:
-        await c.get()
-    ref = await steady(refs, a.rate, a.seconds)
-    got = await steady(conns, a.rate, a.seconds)
-    after_load = rss_mib(pid)
-    print(f"{a.rate} req/s for {a.seconds} s ({len(got)} requests each), latency µs:")
-    print("| path | p50 | p90 | p99 |")
-    print("|---|---|---|---|")
-    for name, lat in [(f"direct to nginx ({a.ref_conns} conns)", ref), (f"through intentgate ({a.conns} conns)", got)]:
-        print(f"| {name} | {pct(lat, .5):.0f} | {pct(lat, .9):.0f} | {pct(lat, .99):.0f} |")
-    print(f"| added | {pct(got, .5) - pct(ref, .5):.0f} | {pct(got, .9) - pct(ref, .9):.0f} | "
-          f"{pct(got, .99) - pct(ref, .99):.0f} |")
-    print(f"proxy VmRSS after the load: {after_load:.1f} MiB")
+    for c in conns + [warm]:  # the clients open their own (this process keeps fewer descriptors)
+        c.w.close()
+
+
+def proxy_cpu(pid):
+    """Seconds on a CPU of all the proxy's threads (schedstat, ns), and their voluntary context
+    switches (each a sleep in epoll_wait or on a lock: the wake-ups)."""
+    cpu = switches = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                switches += next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches"))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return cpu / 1e9, switches
+
+
+class Client:
+    """One bench/connections_client.rs process: its connections open, a run per `run` line."""
+
+    def __init__(self, binary, name, conns, up_port, proxy_port=None, rt=()):
+        cmd = [*rt, binary, "--port", str(up_port), "--conns", str(conns)]
+        if proxy_port:
+            cmd += ["--proxy", str(proxy_port)]
+        self.name = name
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.read()
+        print(f"{name}: {ready['conns']} connections open in {ready['open_s']:.1f} s", flush=True)
+
+    def read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            sys.exit(f"{self.name}: the client exited ({self.p.wait()})")
+        return json.loads(line)
+
+    def run(self, rate, seconds):
+        self.p.stdin.write(f"run {rate} {seconds}\n")
+        self.p.stdin.flush()
+        r = self.read()
+        if r["errors"] or r["answered"] != r["sent"]:
+            print(f"  {self.name}: {r['errors']} errors, {r['answered']} of {r['sent']} answered; "
+                  f"the first error: {r['first_error']}")
+        return r
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+QS = ["p50", "p90", "p99", "p99_9"]
+
+
+def rt(a):
+    """The command prefix that runs a process at real-time priority `--rt`, if given."""
+    return ["chrt", "-f", str(a.rt)] if a.rt else []
+
+
+def latency(a, proxy_port, up_port, pid):
+    """Phase 3: interleaved repetitions, direct CONNS / proxied CONNS / direct REF_CONNS."""
+    clients = [Client(a.client, f"direct ({a.conns})", a.conns, up_port, rt=rt(a)),
+               Client(a.client, f"intentgate ({a.conns})", a.conns, up_port, proxy_port, rt(a)),
+               Client(a.client, f"direct ({a.ref_conns})", a.ref_conns, up_port, rt=rt(a))]
+    time.sleep(3)  # the proxied connections parked (after 1 s idle)
+    direct, proxied, ref = clients
+    added = {}  # (measure, reference client) -> per rep {q: µs}
+    try:
+        for rep in range(1, a.reps + 1):
+            runs = {}
+            for c in clients:
+                cpu, switches = proxy_cpu(pid)
+                runs[c] = c.run(a.rate, a.seconds)
+                cpu2, switches2 = proxy_cpu(pid)
+                n = max(1, runs[c]["answered"])
+                runs[c]["proxy_cpu"], runs[c]["proxy_wakes"] = (cpu2 - cpu) * 1e6 / n, (switches2 - switches) / n
+            print(f"rep {rep}: {a.rate} req/s for {a.seconds} s, latency µs from the scheduled send"
+                  f" (load average {os.getloadavg()[0]:.1f})")
+            print("| path | p50 | p90 | p99 | p99.9 | max | client late p50 / p99 | client CPU µs/req"
+                  " | proxy CPU µs/req | proxy sleeps/req | busy skips |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            for c in clients:
+                r, s = runs[c], runs[c]["from_scheduled"]
+                print(f"| {c.name} | " + " | ".join(f"{s[q]:.0f}" for q in QS) + f" | {s['max']:.0f} | "
+                      f"{r['late']['p50']:.1f} / {r['late']['p99']:.1f} | {r['client_cpu_us_per_request']:.1f} | "
+                      f"{r['proxy_cpu']:.0f} | {r['proxy_wakes']:.2f} | {r['skipped_busy']} |")
+            for measure in ["from_scheduled", "from_sent"]:
+                for base in [direct, ref]:
+                    d = {q: runs[proxied][measure][q] - runs[base][measure][q] for q in QS}
+                    added.setdefault((measure, base), []).append(d)
+                    print(f"| added vs {base.name}, {measure.replace('_', ' ')} | "
+                          + " | ".join(f"{d[q]:+.0f}" for q in QS) + " | | | | | | |")
+            print(flush=True)
+    finally:
+        for c in clients:
+            c.close()
+    print(f"added latency µs, median of {a.reps} reps (per rep p99 in brackets):")
+    for (measure, base), reps in added.items():
+        med = {q: statistics.median(d[q] for d in reps) for q in QS}
+        print(f"  vs {base.name}, {measure.replace('_', ' ')}: " + ", ".join(f"{q} {med[q]:+.0f}" for q in QS)
+              + " (" + " / ".join(f"{d['p99']:+.0f}" for d in reps) + ")")
+    print(f"proxy VmRSS after the load: {rss_mib(pid):.1f} MiB")
 
 
 def main():
@@ -158,12 +218,20 @@ def main():
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--ref-conns", type=int, default=100,
-                    help="connections of the direct reference (CONNS: the client rotates over as many sockets on both sides)")
+                    help="connections of the second direct reference (the first has CONNS)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of direct / proxied / direct REF_CONNS")
+    ap.add_argument("--client", default=os.path.join(HERE, "..", "target", "release", "examples", "connections-client"),
+                    help="the latency phase's client (default: cargo build --release --example connections-client)")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to wait with the idle connections open (to attach gdb, ss), before the load")
+    ap.add_argument("--rt", type=int, default=0,
+                    help="run nginx, the proxy and the clients at this SCHED_FIFO priority (chrt): on a host "
+                         "busy with other work, they then preempt it; the machine's RT throttling stays on")
     a = ap.parse_args()
+    if not os.path.exists(a.client):
+        ap.error(f"{a.client} is missing: cargo build --release --example connections-client")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = a.conns + a.ref_conns + 512
+    need = a.conns + a.ref_conns + 512  # nginx: the two direct clients' and the proxy's
     if hard != resource.RLIM_INFINITY and hard < need:
         try:  # root may raise it (not in every container)
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
@@ -176,7 +244,7 @@ def main():
         with open(f"{tmp}/nginx.conf", "w") as f:
             f.write(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;
 events {{ worker_connections 16384; }}
-http {{ access_log off; client_body_temp_path {tmp}; keepalive_requests 1000000;
+http {{ access_log off; keepalive_timeout 3600s; client_body_temp_path {tmp}; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{up}; location / {{ return 200 '{{"ok":true}}'; }} }} }}
 """)
         with open(f"{tmp}/ig.yaml", "w") as f:
@@ -186,9 +254,9 @@ egress: {{allow_cidrs: ["127.0.0.0/8"]}}
 policy: {{builtin: false, paths: ["{HERE}/variants/allow-all.rego"]}}
 limits: {{max_connections: {a.conns + 1000}, header_read_timeout_ms: 600000}}
 """)
-        nginx = subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf"])
+        nginx = subprocess.Popen([*rt(a), "nginx", "-c", f"{tmp}/nginx.conf"])
         ready = f"{tmp}/ready"
-        ig = subprocess.Popen([a.bin, "serve", "--config", f"{tmp}/ig.yaml", "--listen", f"127.0.0.1:{port}",
+        ig = subprocess.Popen([*rt(a), a.bin, "serve", "--config", f"{tmp}/ig.yaml", "--listen", f"127.0.0.1:{port}",
                                "--admin", "127.0.0.1:0", "--ready-file", ready],
                               env=dict(os.environ, RUST_BACKTRACE="0", RUST_LOG="warn"))
         try:
@@ -199,6 +267,7 @@ limits: {{max_connections: {a.conns + 1000}, header_read_timeout_ms: 600000}}
             else:
                 sys.exit("intentgate never became ready")
             asyncio.run(run(a, port, up, ig.pid))
+            latency(a, port, up, ig.pid)
         finally:
             ig.terminate()
             nginx.terminate()
