@@ -59,18 +59,33 @@ pub(crate) fn scan<B>(
     counters: impl FnOnce(&AuditLlm) -> [IntCounter; 2],
 ) -> Scanned<B> {
     let scan = llm.and_then(|l| {
-        let ct = content_type.map_or(&b""[..], |v| v.as_bytes());
-        let ct = ct
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        let sse = ct.eq_ignore_ascii_case(b"text/event-stream");
-        let json = ct.eq_ignore_ascii_case(b"application/json");
+        let sse = event_stream(content_type.map_or(&b""[..], |v| v.as_bytes()))?;
         let head = sse && l.provider == super::LlmProvider::Anthropic;
-        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
+        Some(Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
     });
     Scanned { inner: body, scan }
+}
+
+/// Whether a response of Content-Type `ct` is an event stream (`Some(true)`) or JSON
+/// (`Some(false)`); `None` for anything else. The two exact spellings are compared first (what
+/// the providers send), then the type without its parameters, case-blind.
+fn event_stream(ct: &[u8]) -> Option<bool> {
+    match ct {
+        b"text/event-stream" => return Some(true),
+        b"application/json" => return Some(false),
+        _ => {}
+    }
+    let ct = ct
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if ct.eq_ignore_ascii_case(b"text/event-stream") {
+        Some(true)
+    } else {
+        ct.eq_ignore_ascii_case(b"application/json")
+            .then_some(false)
+    }
 }
 
 impl Scanner {
