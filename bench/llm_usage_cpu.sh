@@ -14,9 +14,11 @@
 # BIN2, "on" = BIN); the counting's share is printed as % of BIN2's instructions per response.
 # EVENTS (or the 5th argument) sets the stream's length; SKIP_CPU=1 skips the CPU-time runs and
 # counts instructions only; INSN_N (default 1000) is how many responses callgrind counts.
+# For the CPU (kernel included) with a confidence interval, and a stream in one frame per event:
+# bench/llm_usage_ab.py (paired A/B of BIN and BIN2 run side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ $# -ge 1 ]] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 ]] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 bin=$1 events=${5:-${EVENTS:-200}} variant=${VARIANT_BIN:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -8,25 +8,59 @@
 /// (`\"usage\"`) and so never taken.
 pub(super) fn usage_counts(text: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
     let mut end = text.len();
-    // The key's `u`: rare in what follows a usage object (numbers, short keys).
+    while let Some((u, value)) = key_before(text, end) {
+        end = u;
+        if let Some(c) = read_counts(&text[value..]) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// The counts of the last usage object on a whole `data:` line of `text` (event-stream bytes
+/// from a line's start): ONE walk back over the whole text for the key, not line by line; a key
+/// found is taken only on a `data:` line that a newline ends, and read no further than that
+/// line. A line with no such object leaves the walk to go on before it.
+pub(super) fn last_line_counts(text: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
+    let mut end = text.len();
+    while let Some((u, value)) = key_before(text, end) {
+        let start = memchr::memrchr(b'\n', &text[..u]).map_or(0, |n| n + 1);
+        let line_end = memchr::memchr(b'\n', &text[value..]).map(|n| value + n);
+        match line_end {
+            Some(e) if text[start..].starts_with(b"data:") => {
+                if let Some(c) = read_counts(&text[value..e]) {
+                    return Some(c);
+                }
+                end = u; // an earlier key on the same line may hold it
+            }
+            // A line not whole, or not data: none of its keys is taken.
+            _ => end = start,
+        }
+    }
+    None
+}
+
+/// The last `"usage"`/`"usageMetadata"` key in `text[..end]` followed by a colon: where its `u`
+/// is, and where its value starts. Found by walking back over the `u`s (rare in what follows a
+/// usage object: numbers, short keys).
+fn key_before(text: &[u8], mut end: usize) -> Option<(usize, usize)> {
     while let Some(u) = memchr::memrchr(b'u', &text[..end]) {
         end = u;
         if u == 0 || text[u - 1] != b'"' || (u > 1 && text[u - 2] == b'\\') {
             continue;
         }
         let rest = &text[u + 1..];
-        let Some(rest) =
+        let Some(after) =
             (rest.strip_prefix(b"sage\"")).or_else(|| rest.strip_prefix(b"sageMetadata\""))
         else {
             continue;
         };
-        let i = skip_ws(rest, 0);
-        if rest.get(i) != Some(&b':') {
+        let i = skip_ws(after, 0);
+        if after.get(i) != Some(&b':') {
             continue;
         }
-        if let Some(c) = read_counts(&rest[skip_ws(rest, i + 1)..]) {
-            return Some(c);
-        }
+        let value = u + 1 + (rest.len() - after.len()) + skip_ws(after, i + 1);
+        return Some((u, value));
     }
     None
 }
@@ -301,5 +335,52 @@ mod tests {
         assert_eq!(read(r#"{"usage":{"output_tokens":6"#), None);
         assert_eq!(read("usage"), None);
         assert_eq!(read(""), None);
+    }
+
+    #[test]
+    fn the_last_usage_line_is_found_by_one_walk_back_over_whole_data_lines() {
+        let read = |s: &str| last_line_counts(s.as_bytes());
+        let line = |n: u64| {
+            format!(
+                r#"data: {{"choices":[],"usage":{{"prompt_tokens":{n},"completion_tokens":1}}}}"#
+            )
+        };
+        let (l1, l2) = (line(1), line(2));
+        // The last whole data line with one, past `[DONE]` and blank lines.
+        assert_eq!(
+            read(&format!("{l1}\n\n{l2}\n\ndata: [DONE]\n\n")),
+            Some((Some(2), Some(1)))
+        );
+        // CRLF line ends.
+        assert_eq!(read(&format!("{l2}\r\n\r\n")), Some((Some(2), Some(1))));
+        // A last line no newline ends is not whole: the one before it is read.
+        assert_eq!(read(&format!("{l1}\n\n{l2}")), Some((Some(1), Some(1))));
+        // Keys on lines that are no data (a comment, an event name) are never taken.
+        let odd = format!("{l1}\n: {l2}\nevent: \"usage\":{{\"prompt_tokens\":5}}\n");
+        assert_eq!(read(&odd), Some((Some(1), Some(1))));
+        // A usage that reads as no counts: an earlier key of that line, then the lines before.
+        assert_eq!(
+            read(&format!(
+                "{l1}\ndata: {{\"usage\":{{\"prompt_tokens\":8}},\"x\":{{\"usage\":null}}}}\n"
+            )),
+            Some((Some(8), None))
+        );
+        assert_eq!(
+            read(&format!("{l1}\ndata: {{\"usage\":null}}\n")),
+            Some((Some(1), Some(1)))
+        );
+        // An object is never read past its line's end into the next line.
+        assert_eq!(
+            read("data: {\"usage\":{\"prompt_tokens\":1\n,\"completion_tokens\":2}}\n"),
+            None
+        );
+        for none in [
+            "",
+            "\n\n",
+            "data: [DONE]\n",
+            "\"usage\":{\"output_tokens\":6}\n",
+        ] {
+            assert_eq!(read(none), None, "{none:?}");
+        }
     }
 }

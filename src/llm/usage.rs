@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus::IntCounter;
 
-use super::counts::usage_counts;
+use super::counts::{last_line_counts, usage_counts};
 use super::{AuditLlm, Usage};
 
 /// How much of each end of a response is kept to find its usage in.
@@ -59,18 +59,33 @@ pub(crate) fn scan<B>(
     counters: impl FnOnce(&AuditLlm) -> [IntCounter; 2],
 ) -> Scanned<B> {
     let scan = llm.and_then(|l| {
-        let ct = content_type.map_or(&b""[..], |v| v.as_bytes());
-        let ct = ct
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        let sse = ct.eq_ignore_ascii_case(b"text/event-stream");
-        let json = ct.eq_ignore_ascii_case(b"application/json");
+        let sse = event_stream(content_type.map_or(&b""[..], |v| v.as_bytes()))?;
         let head = sse && l.provider == super::LlmProvider::Anthropic;
-        (sse || json).then(|| Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
+        Some(Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
     });
     Scanned { inner: body, scan }
+}
+
+/// Whether a response of Content-Type `ct` is an event stream (`Some(true)`) or JSON
+/// (`Some(false)`); `None` for anything else. The two exact spellings are compared first (what
+/// the providers send), then the type without its parameters, case-blind.
+fn event_stream(ct: &[u8]) -> Option<bool> {
+    match ct {
+        b"text/event-stream" => return Some(true),
+        b"application/json" => return Some(false),
+        _ => {}
+    }
+    let ct = ct
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if ct.eq_ignore_ascii_case(b"text/event-stream") {
+        Some(true)
+    } else {
+        ct.eq_ignore_ascii_case(b"application/json")
+            .then_some(false)
+    }
 }
 
 impl Scanner {
@@ -118,22 +133,15 @@ impl Scanner {
         }
     }
 
-    /// The counts of the first (or, `last`, the last) whole `data:` line of `text` with a usage
-    /// object: its lines are read from that end, so the rest is never read.
-    fn counts(text: &[u8], last: bool) -> Option<(Option<u64>, Option<u64>)> {
+    /// The counts of the first whole `data:` line of `text` with a usage object (an Anthropic
+    /// stream's head): its lines are read from the start, so the rest is never read.
+    fn first_counts(text: &[u8]) -> Option<(Option<u64>, Option<u64>)> {
         // Only lines ended by a newline are whole.
         let mut rest = &text[..last_newline(text)?];
         loop {
-            let (line, more) = if last {
-                match last_newline(rest) {
-                    Some(n) => (&rest[n + 1..], Some(&rest[..n])),
-                    None => (rest, None),
-                }
-            } else {
-                match memchr::memchr(b'\n', rest) {
-                    Some(n) => (&rest[..n], Some(&rest[n + 1..])),
-                    None => (rest, None),
-                }
+            let (line, more) = match memchr::memchr(b'\n', rest) {
+                Some(n) => (&rest[..n], Some(&rest[n + 1..])),
+                None => (rest, None),
             };
             // Only a JSON object (`{…}`) can hold one: `[DONE]` and the like are not searched.
             if let Some(c) = (line.strip_prefix(b"data:"))
@@ -157,7 +165,11 @@ impl Scanner {
             n if last => frames[n - 2].ends_with(b"\n"),
             _ => !cut,
         };
-        if let Some(c) = Self::counts(lines(end, !whole_start), last) {
+        let read = match last {
+            true => last_line_counts,
+            false => Self::first_counts,
+        };
+        if let Some(c) = read(lines(end, !whole_start)) {
             return Some(c);
         }
         if frames.len() == 1 {
@@ -167,7 +179,7 @@ impl Scanner {
         for f in frames {
             joined.extend_from_slice(f);
         }
-        Self::counts(lines(&joined, cut), last)
+        read(lines(&joined, cut))
     }
 
     /// The body ended (or was dropped): the usage in its ends is read, the metric counted.

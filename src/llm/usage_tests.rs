@@ -182,3 +182,19 @@ fn a_responses_stream_is_counted_past_a_tool_schema_with_a_usage_property() {
     let text = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"tools\":[{\"type\":\"function\",\"name\":\"t\",\"parameters\":{\"type\":\"object\",\"properties\":{\"usage\":{\"type\":\"string\"}}}}],\"usage\":{\"input_tokens\":12,\"output_tokens\":34,\"total_tokens\":46}}}\n\n";
     every_split(true, text, (Some(12), Some(34)));
 }
+
+#[test]
+fn the_content_type_is_compared_exactly_first_then_without_parameters_case_blind() {
+    for (ct, want) in [
+        ("text/event-stream", Some(true)),
+        ("application/json", Some(false)),
+        ("Text/Event-Stream; charset=utf-8", Some(true)),
+        (" application/JSON ;x=y", Some(false)),
+        ("text/event-streams", None),
+        ("application/jsonl", None),
+        ("text/plain", None),
+        ("", None),
+    ] {
+        assert_eq!(event_stream(ct.as_bytes()), want, "{ct}");
+    }
+}
