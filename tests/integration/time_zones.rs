@@ -1,6 +1,6 @@
 //! Rego's `time` builtins with a zone (`time.clock([ns, zone])`…), decided by the real proxy, match
-//! Python's `zoneinfo` (the system's tzdata) on both sides of DST changes; an unknown zone is a
-//! `policy_error` that names it.
+//! Python's `zoneinfo` (the system's tzdata) on both sides of DST changes and after 2099; an
+//! unknown zone is a `policy_error` that names it.
 
 use std::process::Command;
 
@@ -33,6 +33,9 @@ const CASES: &[(i64, &str)] = &[
     (1_700_000_000, "Asia/Kolkata"),
     (1_451_606_399, "Asia/Kolkata"),
     (1_451_634_000, "America/Los_Angeles"),
+    // Past chrono-tz 0.10's tables (they end in 2099): New York's rule (unchanged since 2007)
+    // still gives EDT on 2100-07-01.
+    (4_118_083_200, "America/New_York"),
     // London springs forward 2019-03-31 01:00 UTC.
     (1_553_993_999, "Europe/London"),
     (1_553_994_000, "Europe/London"),
