@@ -34,7 +34,7 @@ const CASES: &[(i64, &str)] = &[
     (1_451_606_399, "Asia/Kolkata"),
     (1_451_634_000, "America/Los_Angeles"),
     // Past chrono-tz 0.10's tables (they end in 2099): New York's rule (unchanged since 2007)
-    // still gives EDT on 2100-07-01.
+    // still gives EDT at 2100-07-01 00:00 UTC.
     (4_118_083_200, "America/New_York"),
     // London springs forward 2019-03-31 01:00 UTC.
     (1_553_993_999, "Europe/London"),
