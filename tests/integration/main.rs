@@ -62,6 +62,7 @@ mod runtimes;
 mod sdks;
 mod selfaddr;
 mod shadow;
+mod time_zones;
 mod token;
 mod tokwire;
 mod transparent;
