@@ -25,9 +25,13 @@ to its hard limit for this process and both children. Then:
    the added latency per repetition (proxied minus each reference) and its median over the
    repetitions, the client's own lateness and CPU per request, and the proxy's CPU and sleeps
    (voluntary context switches) per request. `--rt PRIO` runs nginx, the proxy and the clients at
-   SCHED_FIFO (`chrt`), so that on a host busy with other work they preempt it. The Rust client replaced a Python asyncio one, whose own scheduling put ms of noise into the
-   reference (its p99 over 100 connections to nginx was above the proxied p99).
-Needs nginx; everything stays on 127.0.0.1.
+   SCHED_FIFO (`chrt`), so that on a host busy with other work they preempt it. `--haproxy` adds
+   a fourth client, CONNS connections through haproxy (at most half the descriptor limit: haproxy
+   counts two per connection; 9,900 in a container limited to 20,000; one thread, kept upstream connections,
+   addressed as the origin, as bench/load.py's reference): what any proxy adds on this machine,
+   printed the same way. The Rust client replaced a Python asyncio one, whose own scheduling put
+   ms of noise into the reference (its p99 over 100 connections to nginx was above the proxied p99).
+Needs nginx (and haproxy for `--haproxy`); everything stays on 127.0.0.1.
 """
 import argparse
 import asyncio
@@ -129,11 +133,11 @@ def proxy_cpu(pid):
 class Client:
     """One bench/connections_client.rs process: its connections open, a run per `run` line."""
 
-    def __init__(self, binary, name, conns, up_port, proxy_port=None, rt=()):
+    def __init__(self, binary, name, conns, up_port, proxy_port=None, rt=(), cpu_pid=None):
         cmd = [*rt, binary, "--port", str(up_port), "--conns", str(conns)]
         if proxy_port:
             cmd += ["--proxy", str(proxy_port)]
-        self.name = name
+        self.name, self.cpu_pid = name, cpu_pid  # whose CPU its rows show (default: intentgate's)
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.read()
         print(f"{name}: {ready['conns']} connections open in {ready['open_s']:.1f} s", flush=True)
@@ -166,21 +170,26 @@ def rt(a):
     return ["chrt", "-f", str(a.rt)] if a.rt else []
 
 
-def latency(a, proxy_port, up_port, pid):
-    """Phase 3: interleaved repetitions, direct CONNS / proxied CONNS / direct REF_CONNS."""
+def latency(a, proxy_port, up_port, pid, haproxy=None):
+    """Phase 3: interleaved repetitions, direct CONNS / proxied CONNS / direct REF_CONNS (and
+    haproxy's: `haproxy` is (its port, its pid, its connections))."""
     clients = [Client(a.client, f"direct ({a.conns})", a.conns, up_port, rt=rt(a)),
                Client(a.client, f"intentgate ({a.conns})", a.conns, up_port, proxy_port, rt(a)),
                Client(a.client, f"direct ({a.ref_conns})", a.ref_conns, up_port, rt=rt(a))]
+    if haproxy:  # addressed as the origin (a reverse proxy), as bench/load.py's reference
+        port, hpid, n = haproxy
+        clients.append(Client(a.client, f"haproxy ({n})", n, port, rt=rt(a), cpu_pid=hpid))
     time.sleep(3)  # the proxied connections parked (after 1 s idle)
-    direct, proxied, ref = clients
+    direct, proxied, ref = clients[:3]
+    throughs = [proxied] + clients[3:]
     added = {}  # (measure, reference client) -> per rep {q: µs}
     try:
         for rep in range(1, a.reps + 1):
             runs = {}
             for c in clients:
-                cpu, switches = proxy_cpu(pid)
+                cpu, switches = proxy_cpu(c.cpu_pid or pid)
                 runs[c] = c.run(a.rate, a.seconds)
-                cpu2, switches2 = proxy_cpu(pid)
+                cpu2, switches2 = proxy_cpu(c.cpu_pid or pid)
                 n = max(1, runs[c]["answered"])
                 runs[c]["proxy_cpu"], runs[c]["proxy_wakes"] = (cpu2 - cpu) * 1e6 / n, (switches2 - switches) / n
             print(f"rep {rep}: {a.rate} req/s for {a.seconds} s, latency µs from the scheduled send"
@@ -193,20 +202,21 @@ def latency(a, proxy_port, up_port, pid):
                 print(f"| {c.name} | " + " | ".join(f"{s[q]:.0f}" for q in QS) + f" | {s['max']:.0f} | "
                       f"{r['late']['p50']:.1f} / {r['late']['p99']:.1f} | {r['client_cpu_us_per_request']:.1f} | "
                       f"{r['proxy_cpu']:.0f} | {r['proxy_wakes']:.2f} | {r['skipped_busy']} |")
-            for measure in ["from_scheduled", "from_sent"]:
-                for base in [direct, ref]:
-                    d = {q: runs[proxied][measure][q] - runs[base][measure][q] for q in QS}
-                    added.setdefault((measure, base), []).append(d)
-                    print(f"| added vs {base.name}, {measure.replace('_', ' ')} | "
-                          + " | ".join(f"{d[q]:+.0f}" for q in QS) + " | | | | | | |")
+            for through in throughs:
+                for measure in ["from_scheduled", "from_sent"]:
+                    for base in [direct, ref]:
+                        d = {q: runs[through][measure][q] - runs[base][measure][q] for q in QS}
+                        added.setdefault((through, measure, base), []).append(d)
+                        print(f"| {through.name.split()[0]} added vs {base.name}, {measure.replace('_', ' ')} | "
+                              + " | ".join(f"{d[q]:+.0f}" for q in QS) + " | | | | | | |")
             print(flush=True)
     finally:
         for c in clients:
             c.close()
     print(f"added latency µs, median of {a.reps} reps (per rep p99 in brackets):")
-    for (measure, base), reps in added.items():
+    for (through, measure, base), reps in added.items():
         med = {q: statistics.median(d[q] for d in reps) for q in QS}
-        print(f"  vs {base.name}, {measure.replace('_', ' ')}: " + ", ".join(f"{q} {med[q]:+.0f}" for q in QS)
+        print(f"  {through.name.split()[0]} vs {base.name}, {measure.replace('_', ' ')}: " + ", ".join(f"{q} {med[q]:+.0f}" for q in QS)
               + " (" + " / ".join(f"{d['p99']:+.0f}" for d in reps) + ")")
     print(f"proxy VmRSS after the load: {rss_mib(pid):.1f} MiB")
 
@@ -224,6 +234,9 @@ def main():
                     help="the latency phase's client (default: cargo build --release --example connections-client)")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to wait with the idle connections open (to attach gdb, ss), before the load")
+    ap.add_argument("--haproxy", action="store_true",
+                    help="also CONNS connections through haproxy (one thread, kept upstream connections, "
+                         "addressed as the origin): the reference for what any proxy adds on this machine")
     ap.add_argument("--rt", type=int, default=0,
                     help="run nginx, the proxy and the clients at this SCHED_FIFO priority (chrt): on a host "
                          "busy with other work, they then preempt it; the machine's RT throttling stays on")
@@ -255,6 +268,30 @@ policy: {{builtin: false, paths: ["{HERE}/variants/allow-all.rego"]}}
 limits: {{max_connections: {a.conns + 1000}, header_read_timeout_ms: 600000}}
 """)
         nginx = subprocess.Popen([*rt(a), "nginx", "-c", f"{tmp}/nginx.conf"])
+        hap = None
+        if a.haproxy:
+            hport = free_port()
+            # haproxy wants two descriptors per connection it may hold (client and server side,
+            # though it keeps a few to nginx): at most half the descriptor limit.
+            hconns = min(a.conns, hard // 2 - 100)
+            with open(f"{tmp}/haproxy.cfg", "w") as f:
+                f.write(f"""global
+    nbthread 1
+    maxconn {hconns + 50}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 3600s
+    timeout server 3600s
+    timeout http-keep-alive 3600s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{hport}
+    default_backend nginx
+backend nginx
+    server nginx 127.0.0.1:{up}
+""")
+            hap = subprocess.Popen([*rt(a), "haproxy", "-db", "-f", f"{tmp}/haproxy.cfg"])
         ready = f"{tmp}/ready"
         ig = subprocess.Popen([*rt(a), a.bin, "serve", "--config", f"{tmp}/ig.yaml", "--listen", f"127.0.0.1:{port}",
                                "--admin", "127.0.0.1:0", "--ready-file", ready],
@@ -267,8 +304,11 @@ limits: {{max_connections: {a.conns + 1000}, header_read_timeout_ms: 600000}}
             else:
                 sys.exit("intentgate never became ready")
             asyncio.run(run(a, port, up, ig.pid))
-            latency(a, port, up, ig.pid)
+            latency(a, port, up, ig.pid, (hport, hap.pid, hconns) if hap else None)
         finally:
+            if hap:
+                hap.terminate()
+                hap.wait()
             ig.terminate()
             nginx.terminate()
             ig.wait()
