@@ -38,6 +38,8 @@ import tempfile
 import time
 import urllib.request
 
+from loadlib.systems import free_port
+
 
 def events(n):
     """The response's SSE events (bench/llm_usage_cpu.sh's stream)."""
@@ -113,14 +115,6 @@ def cpu_ns(pid):
     if libc.clock_gettime(clock.value, ctypes.byref(ts)) != 0:
         raise OSError(ctypes.get_errno(), "clock_gettime")
     return ts.sec * 1_000_000_000 + ts.nsec
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def t95(df):
