@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 
+from loadlib.procs import terminate_all, wait_ready
 from loadlib.systems import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -297,22 +298,11 @@ backend nginx
                                "--admin", "127.0.0.1:0", "--ready-file", ready],
                               env=dict(os.environ, RUST_BACKTRACE="0", RUST_LOG="warn"))
         try:
-            for _ in range(600):
-                if os.path.exists(ready) and os.path.getsize(ready) > 0:
-                    break
-                time.sleep(0.05)
-            else:
-                sys.exit("intentgate never became ready")
+            wait_ready(ready, ig)
             asyncio.run(run(a, port, up, ig.pid))
             latency(a, port, up, ig.pid, (hport, hap.pid, hconns) if hap else None)
         finally:
-            if hap:
-                hap.terminate()
-                hap.wait()
-            ig.terminate()
-            nginx.terminate()
-            ig.wait()
-            nginx.wait()
+            terminate_all(hap, ig, nginx)
 
 
 if __name__ == "__main__":

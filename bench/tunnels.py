@@ -62,6 +62,7 @@ import tempfile
 import time
 import urllib.request
 
+from loadlib.procs import terminate_all, wait_ready
 from loadlib.systems import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -342,12 +343,7 @@ tls: {{ca_cert: "{tmp}/ig/ca.pem", ca_key: "{tmp}/ig/ca-key.pem", upstream_ca: "
         stop, (got, sent) = multiprocessing.Event(), multiprocessing.Pipe(duplex=False)
         prober = None
         try:
-            for _ in range(600):
-                if os.path.exists(ready) and os.path.getsize(ready) > 0:
-                    break
-                time.sleep(0.05)
-            else:
-                sys.exit("intentgate never became ready")
+            wait_ready(ready, ig)
             prober = multiprocessing.Process(target=probe, args=(proxy_port, plain, stop, sent), daemon=True)
             prober.start()
             print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
@@ -364,10 +360,7 @@ tls: {{ca_cert: "{tmp}/ig/ca.pem", ca_key: "{tmp}/ig/ca-key.pem", upstream_ca: "
             stop.set()
             if prober is not None:
                 prober.join(10)
-            ig.terminate()
-            nginx.terminate()
-            ig.wait()
-            nginx.wait()
+            terminate_all(ig, nginx)
 
 
 if __name__ == "__main__":

@@ -168,3 +168,22 @@ class RssSampler(threading.Thread):
         self.join(5)
         self.peak = max(self.peak, status_kb(tree(self.pid), "VmRSS"))
         return self.peak
+
+
+def wait_ready(path, proc, seconds=30):
+    """Wait until intentgate (`proc`, started with `serve --ready-file PATH`) has written its ready
+    file; exit the bench if it exits first or never does."""
+    deadline = time.monotonic() + seconds
+    while not (os.path.exists(path) and os.path.getsize(path) > 0):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("intentgate never became ready")
+        time.sleep(0.05)
+
+
+def terminate_all(*procs):
+    """Terminate the processes (None is skipped), then wait for each."""
+    procs = [p for p in procs if p is not None]
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait()
