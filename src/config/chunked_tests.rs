@@ -1,3 +1,5 @@
+//! Tests of the chunked catalog reader (src/config/chunked.rs).
+
 use super::*;
 use crate::config::Mode;
 

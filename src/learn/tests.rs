@@ -1,3 +1,5 @@
+//! Tests of learn mode: the catalog proposed from observed calls.
+
 use std::collections::BTreeMap;
 
 use serde_json::json;

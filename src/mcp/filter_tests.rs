@@ -1,3 +1,5 @@
+//! Tests of `tools/list` filtering (JSON and SSE).
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 

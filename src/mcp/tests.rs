@@ -1,3 +1,5 @@
+//! Tests of the JSON-RPC (MCP) message parser.
+
 use serde_json::json;
 
 use super::scope::glob;

@@ -1,3 +1,5 @@
+//! Tests of `intentgate replay`: audit records decided again under another policy.
+
 use std::path::PathBuf;
 
 use super::*;

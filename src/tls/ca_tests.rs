@@ -1,3 +1,5 @@
+//! Tests of the local CA: generation, loading and its errors.
+
 use super::*;
 
 use rcgen::{CertificateParams, KeyPair};

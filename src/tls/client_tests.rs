@@ -1,3 +1,5 @@
+//! Tests of the upstream TLS client configuration.
+
 use super::*;
 
 use rustls::ServerConfig;

@@ -1,3 +1,5 @@
+//! Tests of leaf certificate minting and its cache.
+
 use super::*;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

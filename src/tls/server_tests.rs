@@ -1,3 +1,5 @@
+//! Tests of the intercepting TLS server configuration.
+
 use super::*;
 
 use rustls_pki_types::ServerName;

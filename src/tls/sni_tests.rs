@@ -1,3 +1,5 @@
+//! Tests of reading the SNI from a ClientHello.
+
 use super::*;
 
 use crate::tls::test_support::client_hello;

@@ -1,3 +1,5 @@
+//! Tests of the catalog's MCP rules (tools, resources, methods).
+
 use std::collections::BTreeMap;
 
 use super::super::{Catalog, ScopeCode, ScopeQuery, ScopeVerdict};

@@ -1,3 +1,5 @@
+//! Tests of the stub resolver's CNAME chase.
+
 use super::*;
 use hickory_proto::rr::rdata::{A, AAAA};
 
