@@ -223,9 +223,19 @@ fn dockerfile_dependency_layer_stub_is_a_valid_crate() {
     let run = run.expect("a RUN with cargo build");
     let build_cmd = "cargo build --profile dist --locked --bin intentgate";
     assert!(run.contains(build_cmd), "{run}");
+    // Offline, and only the host's packages: the ones a build here has fetched. Without the
+    // filter cargo wants every platform's packages (android_system_properties, …), which only a
+    // warm crate cache holds: the test failed on a fresh machine.
+    let host = String::from_utf8(Command::new("rustc").arg("-vV").output().unwrap().stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
     let script = run.trim_start_matches("RUN ").replace(
         build_cmd,
-        "cargo metadata --locked --offline --format-version 1 >metadata.json",
+        &format!(
+            "cargo metadata --locked --offline --filter-platform {host} --format-version 1 >metadata.json"
+        ),
     );
     let out = Command::new("bash")
         .args(["-ec", &script])
