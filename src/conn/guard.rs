@@ -113,9 +113,13 @@ pub struct Guard<S> {
     scan: Scan,
     /// Ends hyper's connection once it has been idle this long, to park it (src/conn/park.rs).
     parks: Option<Duration>,
-    /// Armed when the connection falls idle (reused from one idle spell to the next).
+    /// Wakes the connection to ask whether it has been idle long enough. Set lazily: it keeps
+    /// the deadline of an earlier idle spell until it fires, and is moved only then, so a busy
+    /// keep-alive connection does not take its timer out of tokio's wheel and put it back on
+    /// every request (once per `parks` at most).
     idle_timer: Option<Pin<Box<Sleep>>>,
-    idle_armed: bool,
+    /// When the current idle spell began (none while busy).
+    idle_since: Option<Instant>,
     /// The last write or flush could not finish: bytes may wait in hyper's buffer.
     write_blocked: bool,
 }
@@ -129,7 +133,7 @@ impl<S> Guard<S> {
             scan: Scan::default(),
             parks: None,
             idle_timer: None,
-            idle_armed: false,
+            idle_since: None,
             write_blocked: false,
         }
     }
@@ -146,7 +150,7 @@ impl<S> Guard<S> {
     }
 
     /// Whether to park now, the read having found nothing: idle for long enough (else the
-    /// idle timer is armed, and wakes the connection to ask again).
+    /// idle timer is left or set to wake the connection no later than that, to ask again).
     fn park_now(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(after) = self.parks.filter(|_| self.may_park()) else {
             return false;
@@ -154,14 +158,25 @@ impl<S> Guard<S> {
         if after.is_zero() {
             return true;
         }
-        if !self.idle_armed {
-            let deadline = Instant::now() + after;
-            match &mut self.idle_timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.idle_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.idle_armed = true;
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        let due = since + after;
+        let Some(timer) = self.idle_timer.as_mut() else {
+            self.idle_timer = Some(Box::pin(tokio::time::sleep_until(due)));
+            return self.idle_timer_fired(cx);
+        };
+        // A deadline from an earlier spell that has not come yet wakes the connection early,
+        // which then moves it here; one that has passed is moved now, or the spell is over.
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
         }
+        if Instant::now() >= due {
+            return true;
+        }
+        timer.as_mut().reset(due);
+        self.idle_timer_fired(cx)
+    }
+
+    fn idle_timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
         self.idle_timer
             .as_mut()
             .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
@@ -309,7 +324,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
             }
             r => std::task::ready!(r)?,
         }
-        this.idle_armed = false;
+        this.idle_since = None;
         if this.scan.watching() && this.scan.feed(&buf.filled()[before..]) {
             this.in_flight.0.ambiguous.store(true, Ordering::Release);
         }
