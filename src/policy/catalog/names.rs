@@ -83,7 +83,7 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(m.get(n.as_str()), Some(&i));
         }
-        assert!(m.get("svc-2000").is_none() && m.get("benc").is_none());
+        assert!(!m.contains_key("svc-2000") && !m.contains_key("benc"));
         let hash = |s: &str| {
             let mut h = FxHasher::default();
             std::hash::Hash::hash(s, &mut h);
