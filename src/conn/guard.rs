@@ -113,12 +113,9 @@ pub struct Guard<S> {
     scan: Scan,
     /// Ends hyper's connection once it has been idle this long, to park it (src/conn/park.rs).
     parks: Option<Duration>,
-    /// Wakes the connection to ask whether it has been idle long enough. Set lazily: it keeps
-    /// the deadline of an earlier idle spell until it fires, and is moved only then, so a busy
-    /// keep-alive connection does not take its timer out of tokio's wheel and put it back on
-    /// every request (once per `parks` at most).
+    /// Wakes the connection to ask whether it has been idle long enough. Lazy: it keeps an
+    /// earlier idle spell's deadline until that fires (not moved in tokio's wheel per request).
     idle_timer: Option<Pin<Box<Sleep>>>,
-    /// When the current idle spell began (none while busy).
     idle_since: Option<Instant>,
     /// The last write or flush could not finish: bytes may wait in hyper's buffer.
     write_blocked: bool,
@@ -164,8 +161,7 @@ impl<S> Guard<S> {
             self.idle_timer = Some(Box::pin(tokio::time::sleep_until(due)));
             return self.idle_timer_fired(cx);
         };
-        // A deadline from an earlier spell that has not come yet wakes the connection early,
-        // which then moves it here; one that has passed is moved now, or the spell is over.
+        // An earlier spell's deadline wakes the connection early; it is moved then (or now).
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
