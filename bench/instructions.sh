@@ -14,6 +14,9 @@
 # EXTRA_YAML (optional) is appended to the proxy's config, e.g. a feature to measure on and off:
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
 # POLICY_YAML (optional) replaces the `policy:` line (policy off: allow-all.rego, no builtin).
+# POLICY_FILE (optional) does the same with a file's text, for one too large for the environment:
+#   python3 bench/catalog.py 1000 | sed 's/@UPSTREAM_PORT@/@UP@/' >/tmp/t1.yaml
+#   POLICY_FILE=/tmp/t1.yaml bench/instructions.sh --audit BIN   # issue 26's target 1 config
 # SETTLE=SECONDS (optional) waits that long after the last request before counting stops, so work
 # done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post),
 # and as long after the warm-up before counting starts, so the warm-up's work done later does not.
@@ -46,7 +49,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -76,6 +79,7 @@ if [[ -n "$dns_miss" ]]; then
 fi
 trap 'kill $nginx_pid $dns_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
 
+if [[ -n "${POLICY_FILE:-}" ]]; then POLICY_YAML=$(sed "s/@UP@/$up/g" "$POLICY_FILE"); fi
 policy_yaml=${POLICY_YAML:-"policy: {builtin: false, paths: [\"$here/variants/allow-all.rego\"]}"}
 for bin in "$@"; do
     port=$(free_port)

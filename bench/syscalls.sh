@@ -8,6 +8,8 @@
 # done later (an OTLP batch) counts too. EXTRA_YAML is appended to the config, e.g. with
 # bench/otlp_sink.py listening on PORT:
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:PORT"}}' bench/syscalls.sh BIN
+# POLICY_FILE replaces the `policy:` line with a file's text (@UP@ stands for nginx's port), and
+# AUDIT=1 writes audit records to a file: issue 26's target 1 config (bench/instructions.sh).
 # Prints strace's table and each call's count per request. (strace slows the proxy; the counts,
 # not the times, are the result.)
 set -euo pipefail
@@ -18,12 +20,14 @@ tmp=$(mktemp -d)
 trap 'kill $nginx_pid ${ig:-} 2>/dev/null || true; rm -rf "$tmp"' EXIT
 up=$(free_port) p=$(free_port)
 start_nginx "$tmp" "$up"
+policy="policy: {builtin: false, paths: [\"$PWD/bench/variants/allow-all.rego\"]}"
+if [[ -n "${POLICY_FILE:-}" ]]; then policy=$(sed "s/@UP@/$up/g" "$POLICY_FILE"); fi
 cat >"$tmp/c.yaml" <<YAML
 listen: {proxy: "127.0.0.1:$p", admin: null}
-audit: {path: "off"}
+audit: {path: "$([[ -n "${AUDIT:-}" ]] && echo "$tmp/audit.log" || echo off)"}
 agent: {id: bench-agent, owner: bench}
 egress: {allow_cidrs: ["127.0.0.0/8"]}
-policy: {builtin: false, paths: ["$PWD/bench/variants/allow-all.rego"]}
+$policy
 ${EXTRA_YAML:-}
 YAML
 "$bin" serve --config "$tmp/c.yaml" >"$tmp/ig.log" 2>&1 &

@@ -113,9 +113,10 @@ pub struct Guard<S> {
     scan: Scan,
     /// Ends hyper's connection once it has been idle this long, to park it (src/conn/park.rs).
     parks: Option<Duration>,
-    /// Armed when the connection falls idle (reused from one idle spell to the next).
+    /// Wakes the connection to ask whether it has been idle long enough. Lazy: it keeps an
+    /// earlier idle spell's deadline until that fires (not moved in tokio's wheel per request).
     idle_timer: Option<Pin<Box<Sleep>>>,
-    idle_armed: bool,
+    idle_since: Option<Instant>,
     /// The last write or flush could not finish: bytes may wait in hyper's buffer.
     write_blocked: bool,
 }
@@ -129,7 +130,7 @@ impl<S> Guard<S> {
             scan: Scan::default(),
             parks: None,
             idle_timer: None,
-            idle_armed: false,
+            idle_since: None,
             write_blocked: false,
         }
     }
@@ -146,7 +147,7 @@ impl<S> Guard<S> {
     }
 
     /// Whether to park now, the read having found nothing: idle for long enough (else the
-    /// idle timer is armed, and wakes the connection to ask again).
+    /// idle timer is left or set to wake the connection no later than that, to ask again).
     fn park_now(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(after) = self.parks.filter(|_| self.may_park()) else {
             return false;
@@ -154,14 +155,24 @@ impl<S> Guard<S> {
         if after.is_zero() {
             return true;
         }
-        if !self.idle_armed {
-            let deadline = Instant::now() + after;
-            match &mut self.idle_timer {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => self.idle_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.idle_armed = true;
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        let due = since + after;
+        let Some(timer) = self.idle_timer.as_mut() else {
+            self.idle_timer = Some(Box::pin(tokio::time::sleep_until(due)));
+            return self.idle_timer_fired(cx);
+        };
+        // An earlier spell's deadline wakes the connection early; it is moved then (or now).
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
         }
+        if Instant::now() >= due {
+            return true;
+        }
+        timer.as_mut().reset(due);
+        self.idle_timer_fired(cx)
+    }
+
+    fn idle_timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
         self.idle_timer
             .as_mut()
             .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
@@ -309,7 +320,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
             }
             r => std::task::ready!(r)?,
         }
-        this.idle_armed = false;
+        this.idle_since = None;
         if this.scan.watching() && this.scan.feed(&buf.filled()[before..]) {
             this.in_flight.0.ambiguous.store(true, Ordering::Release);
         }

@@ -87,3 +87,33 @@ async fn parks_only_after_being_idle_for_the_delay() {
     parked.await.unwrap();
     assert!(in_flight.take_parked());
 }
+
+/// The idle timer keeps the deadline of an earlier idle spell (it is not moved on every
+/// request): when it fires during a later, shorter spell, the connection does not park, and
+/// it parks once that spell has lasted the whole delay. (Real time, with margins of 250 ms.)
+#[tokio::test]
+async fn an_earlier_spell_s_deadline_does_not_park_a_later_spell_early() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    let in_flight = InFlight::default();
+    let mut guard = Guard::parking(server, in_flight.clone(), Duration::from_millis(400));
+    // A first spell of 300 ms (the timer set for 400 ms), then a request, then idle again.
+    assert_eq!(read(&mut guard), None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.write_all(HEAD).await.unwrap();
+    assert_eq!(read(&mut guard), Some(HEAD.len()));
+    assert_eq!(read(&mut guard), None);
+    let second = std::time::Instant::now();
+    // The first spell's deadline passes ~100 ms into the second: not parked then.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(read(&mut guard), None);
+    assert!(!in_flight.take_parked());
+    // The second spell's own deadline wakes and parks it.
+    let parked = std::future::poll_fn(|cx| {
+        let mut space = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut space);
+        Pin::new(&mut guard).poll_read(cx, &mut buf)
+    });
+    parked.await.unwrap();
+    assert!(in_flight.take_parked());
+    assert!(second.elapsed() >= Duration::from_millis(400));
+}

@@ -6,9 +6,9 @@ mod compact;
 mod compile;
 mod llm;
 mod mcp;
+mod names;
 mod narrow;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::pattern::text_matches;
@@ -136,7 +136,7 @@ struct Compiled {
 /// The compiled catalog.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    intents: HashMap<String, Compiled>,
+    intents: names::NameMap<Compiled>,
     default_mode: Mode,
     /// The hosts `protocol: mcp` rules name: requests to them are read as MCP.
     mcp_hosts: mcp::McpHosts,

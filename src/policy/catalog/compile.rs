@@ -59,7 +59,10 @@ impl Catalog {
             return Err(fault);
         }
         let mut catalog = Catalog {
-            intents: HashMap::with_capacity(entries.len()),
+            intents: super::names::NameMap::with_capacity_and_hasher(
+                entries.len(),
+                Default::default(),
+            ),
             default_mode,
             mcp_hosts: Default::default(),
             llm_hosts: Default::default(),
