@@ -3,11 +3,10 @@
 //! method, authority, path and query (`req`), valid for at most 60 seconds. Upstreams verify it
 //! against our JWKS (`intentgate token verify` or any JOSE library).
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aws_lc_rs::digest::{Context, Digest, SHA256};
+use aws_lc_rs::digest::{Digest, SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -25,18 +24,24 @@ pub const TYP: &str = "txntoken+jwt";
 
 /// The request binding: base64url(SHA-256(method "\n" authority "\n" path-and-query)).
 pub fn request_binding(method: &str, authority: &str, path_and_query: &str) -> String {
-    URL_SAFE_NO_PAD.encode(binding_digest(method, authority, path_and_query))
+    let mut input = Vec::with_capacity(method.len() + authority.len() + path_and_query.len() + 2);
+    let digest = binding_digest(&mut input, method, authority, path_and_query);
+    URL_SAFE_NO_PAD.encode(digest)
 }
 
-fn binding_digest(method: &str, authority: &str, path_and_query: &str) -> Digest {
-    let mut ctx = Context::new(&SHA256);
-    for (i, part) in [method, authority, path_and_query].into_iter().enumerate() {
+/// The binding's SHA-256, its input written at the end of `buf` and taken off again: a one-shot
+/// hash, without the digest context (and its allocation) of an incremental one.
+fn binding_digest(buf: &mut Vec<u8>, method: &str, authority: &str, pq: &str) -> Digest {
+    let at = buf.len();
+    for (i, part) in [method, authority, pq].into_iter().enumerate() {
         if i > 0 {
-            ctx.update(b"\n");
+            buf.push(b'\n');
         }
-        ctx.update(part.as_bytes());
+        buf.extend_from_slice(part.as_bytes());
     }
-    ctx.finish()
+    let d = digest(&SHA256, buf.get(at..).unwrap_or_default());
+    buf.truncate(at);
+    d
 }
 
 /// What one attestation states.
@@ -131,8 +136,10 @@ impl Attester {
             Some(s.policy_revision),
         ];
         let len: usize = texts.iter().flatten().map(|t| t.len()).sum();
+        // The binding's input is hashed from the buffer's end (then taken off).
+        let req = s.method.len() + s.authority.len() + s.path_and_query.len() + 2;
         // The names, quotes, two numbers and the 43-character binding: under 200 bytes.
-        let mut out = Vec::with_capacity(self.claims_head.len() + len + 200);
+        let mut out = Vec::with_capacity(self.claims_head.len() + len + 200 + req);
         out.extend_from_slice(&self.claims_head);
         for (name, value) in names.into_iter().zip(texts) {
             if let Some(v) = value {
@@ -140,9 +147,12 @@ impl Attester {
                 json_string(&mut out, v)?;
             }
         }
-        let exp = iat.saturating_add(self.ttl);
-        write!(out, ",\"iat\":{iat},\"exp\":{exp},\"req\":\"").map_err(|e| e.to_string())?;
-        let binding = binding_digest(s.method, s.authority, s.path_and_query);
+        out.extend_from_slice(b",\"iat\":");
+        decimal(&mut out, iat);
+        out.extend_from_slice(b",\"exp\":");
+        decimal(&mut out, iat.saturating_add(self.ttl));
+        out.extend_from_slice(b",\"req\":\"");
+        let binding = binding_digest(&mut out, s.method, s.authority, s.path_and_query);
         b64_append(&mut out, binding.as_ref())?;
         out.extend_from_slice(b"\"}");
         Ok(out)
@@ -169,6 +179,21 @@ fn field(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+/// `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    while at > 0 {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(at..).unwrap_or_default());
 }
 
 /// `s` as a JSON string: copied as is when it holds nothing to escape (ids, names, hosts: the

@@ -187,3 +187,17 @@ fn the_claims_written_by_hand_are_json_for_any_text() {
     );
     assert_eq!(String::from_utf8(claims).unwrap(), expected);
 }
+
+#[test]
+fn the_binding_and_the_numbers_are_the_known_values() {
+    // base64url(SHA-256("GET\napi.example.com\n/v1/issues?state=open")), by Python's hashlib.
+    assert_eq!(
+        request_binding("GET", "api.example.com", "/v1/issues?state=open"),
+        "HNG7TKi5EXYT8_oX8mG2-jlm-hKg16jxiWkuXxY3zMs"
+    );
+    for n in [0, 7, 10, 59, 1_765_000_000, 9_999_999_999, u64::MAX] {
+        let mut out = b"x".to_vec();
+        decimal(&mut out, n);
+        assert_eq!(out, format!("x{n}").into_bytes());
+    }
+}
