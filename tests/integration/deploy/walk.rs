@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
@@ -265,10 +266,15 @@ fn docs_install_walk_every_command_is_checked() {
                 "logs",
                 "deployment/intentgate-inject",
             ] => {
-                // The base's control container, as installed so far: what the docs quote.
-                let log = Installation::start(base.clone()).log();
+                // The base's control container, as installed so far: what the docs quote. The
+                // version line comes when the API server has answered, after start-up.
+                let c = Installation::start(base.clone());
+                let what = format!("the control container to log {CONTROL_LOG:?}");
+                let log = eventually(&what, Duration::from_secs(30), || {
+                    let log = c.log();
+                    CONTROL_LOG.iter().all(|l| log.contains(l)).then_some(log)
+                });
                 for line in CONTROL_LOG {
-                    assert!(log.contains(line), "the log says {line}: {log}");
                     assert!(doc.contains(&format!("`{line}`")), "the docs quote {line}");
                 }
             }
