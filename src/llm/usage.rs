@@ -197,11 +197,18 @@ impl Scanner {
             }
             self.usage.report(input, output);
         } else {
-            let mut joined = Vec::with_capacity(tail.iter().map(Bytes::len).sum());
-            for f in tail.iter() {
-                joined.extend_from_slice(f);
-            }
-            if let Some((input, output)) = usage_counts(&joined) {
+            // A JSON body: its tail read in place when it is one frame, else joined (a copy).
+            let counts = match tail {
+                [one] => usage_counts(one),
+                _ => {
+                    let mut joined = Vec::with_capacity(tail.iter().map(Bytes::len).sum());
+                    for f in tail.iter() {
+                        joined.extend_from_slice(f);
+                    }
+                    usage_counts(&joined)
+                }
+            };
+            if let Some((input, output)) = counts {
                 self.usage.report(input, output);
             }
         }
