@@ -77,23 +77,29 @@ const COUNT_KEYS: [&[u8]; 6] = [
 ];
 
 /// The key whose opening quote is at `s[i]`: which of `COUNT_KEYS` it is, and just past it. One
-/// of ours is compared in place, picked by its first letter (no pass over it to find its end);
-/// any other key is passed over.
+/// of ours is compared in place, picked by its first letter (no pass over it to find its end),
+/// each against its constant spelling (a few loads, no call); any other key is passed over.
 fn key_at(s: &[u8], i: usize) -> Option<(Option<usize>, usize)> {
-    let candidates: &[usize] = match s.get(i + 1) {
-        Some(b'p') => &[0, 2],
-        Some(b'i') => &[1],
-        Some(b'c') => &[3, 5],
-        Some(b'o') => &[4],
-        _ => &[],
+    let rest = s.get(i + 1..)?;
+    let k = match rest.first() {
+        Some(b'p') => ours(rest, 0).or_else(|| ours(rest, 2)),
+        Some(b'i') => ours(rest, 1),
+        Some(b'c') => ours(rest, 3).or_else(|| ours(rest, 5)),
+        Some(b'o') => ours(rest, 4),
+        _ => None,
     };
-    for &k in candidates {
-        let end = i + 1 + COUNT_KEYS[k].len();
-        if s.get(end) == Some(&b'"') && s[i + 1..end] == *COUNT_KEYS[k] {
-            return Some((Some(k), end + 1));
-        }
+    match k {
+        Some(k) => Some((Some(k), i + COUNT_KEYS[k].len() + 2)),
+        None => Some((None, string_end(s, i)?)),
     }
-    Some((None, string_end(s, i)?))
+}
+
+/// `k` when `rest` starts with `COUNT_KEYS[k]` and its closing quote. Inlined where `k` is a
+/// constant, so the compare is of a known length.
+#[inline(always)]
+fn ours(rest: &[u8], k: usize) -> Option<usize> {
+    let key = COUNT_KEYS[k];
+    (rest.get(key.len()) == Some(&b'"') && rest.starts_with(key)).then_some(k)
 }
 
 /// (input, output) of the usage object `s` starts with, read in one pass over it (no parse

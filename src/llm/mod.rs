@@ -15,7 +15,7 @@ use serde::Deserialize;
 pub use crate::config::LlmProvider;
 pub use record::{AuditLlm, Usage};
 pub use rule::LlmRule;
-pub(crate) use usage::scan;
+pub(crate) use usage::{Scanner, scan};
 
 /// Which call of a provider's API a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

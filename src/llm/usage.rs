@@ -8,14 +8,13 @@
 //! `data:` lines among them that carry a usage object update the counts: looked for in the end
 //! frame alone first (nothing copied when it holds the line whole, as it nearly always does),
 //! then in the kept frames joined. A frame of `EDGE` bytes or more is kept alone, with no list.
+//! The response body that writes the audit record (src/proxy/audited.rs) holds the `Scanner`:
+//! one body type for every response, an LLM call's or not.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus::IntCounter;
 
 use super::counts::{last_line_counts, usage_counts};
@@ -24,14 +23,9 @@ use super::{AuditLlm, Usage};
 /// How much of each end of a response is kept to find its usage in.
 const EDGE: usize = 16 * 1024;
 
-/// A response body, watched for token usage when it answers an LLM call.
-pub struct Scanned<B> {
-    inner: B,
-    /// Inline: the wrapped body is boxed once, whole, by the pipeline.
-    scan: Option<Scanner>,
-}
-
-struct Scanner {
+/// What an LLM call's response body is watched with as it passes: its frames go to `data`, and
+/// `finish` reads the usage when the body ends or is dropped, before the audit record is written.
+pub(crate) struct Scanner {
     usage: Arc<Usage>,
     sse: bool,
     /// An Anthropic stream's frames of its first `EDGE` bytes (its last usage line lacks the
@@ -51,19 +45,22 @@ struct Scanner {
     counters: [IntCounter; 2],
 }
 
-/// Wraps `body`: watched when `llm` is set and the response is an event stream or JSON.
-pub(crate) fn scan<B>(
-    body: B,
-    llm: Option<&AuditLlm>,
+/// The scanner of an LLM call's (`llm`) response when it is an event stream or JSON; `None` for
+/// any other. Boxed: the body that holds it stays one pointer larger for every other response.
+#[cold]
+pub(crate) fn scan(
+    llm: &AuditLlm,
     content_type: Option<&http::HeaderValue>,
     counters: impl FnOnce(&AuditLlm) -> [IntCounter; 2],
-) -> Scanned<B> {
-    let scan = llm.and_then(|l| {
-        let sse = event_stream(content_type.map_or(&b""[..], |v| v.as_bytes()))?;
-        let head = sse && l.provider == super::LlmProvider::Anthropic;
-        Some(Scanner::new(Arc::clone(l.usage()), sse, head, counters(l)))
-    });
-    Scanned { inner: body, scan }
+) -> Option<Box<Scanner>> {
+    let sse = event_stream(content_type.map_or(&b""[..], |v| v.as_bytes()))?;
+    let head = sse && llm.provider == super::LlmProvider::Anthropic;
+    Some(Box::new(Scanner::new(
+        Arc::clone(llm.usage()),
+        sse,
+        head,
+        counters(llm),
+    )))
 }
 
 /// Whether a response of Content-Type `ct` is an event stream (`Some(true)`) or JSON
@@ -106,7 +103,7 @@ impl Scanner {
     }
 
     /// A frame passes: a reference count for the head while it is short, one for the tail.
-    fn data(&mut self, d: &Bytes) {
+    pub(crate) fn data(&mut self, d: &Bytes) {
         if self.head_len < EDGE {
             self.head.push(d.clone());
             self.head_len += d.len();
@@ -183,7 +180,7 @@ impl Scanner {
     }
 
     /// The body ended (or was dropped): the usage in its ends is read, the metric counted.
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let tail = match self.tail.is_empty() {
             true => std::slice::from_ref(&self.last),
             false => {
@@ -200,11 +197,18 @@ impl Scanner {
             }
             self.usage.report(input, output);
         } else {
-            let mut joined = Vec::with_capacity(tail.iter().map(Bytes::len).sum());
-            for f in tail.iter() {
-                joined.extend_from_slice(f);
-            }
-            if let Some((input, output)) = usage_counts(&joined) {
+            // A JSON body: its tail read in place when it is one frame, else joined (a copy).
+            let counts = match tail {
+                [one] => usage_counts(one),
+                _ => {
+                    let mut joined = Vec::with_capacity(tail.iter().map(Bytes::len).sum());
+                    for f in tail.iter() {
+                        joined.extend_from_slice(f);
+                    }
+                    usage_counts(&joined)
+                }
+            };
+            if let Some((input, output)) = counts {
                 self.usage.report(input, output);
             }
         }
@@ -235,50 +239,6 @@ fn lines(text: &[u8], partial: bool) -> &[u8] {
     match partial {
         true => memchr::memchr(b'\n', text).map_or(&[], |n| &text[n + 1..]),
         false => text,
-    }
-}
-
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Scanned<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some(s) = &mut this.scan {
-            if let Poll::Ready(Some(Ok(f))) = &r {
-                if let Some(d) = f.data_ref() {
-                    s.data(d);
-                }
-            }
-            // A body of known length ends with its last frame: hyper polls no further and
-            // drops it, so the usage must be read before the audit record is written.
-            if matches!(r, Poll::Ready(None)) || this.inner.is_end_stream() {
-                if let Some(s) = this.scan.take() {
-                    s.finish();
-                }
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for Scanned<B> {
-    fn drop(&mut self) {
-        if let Some(s) = self.scan.take() {
-            s.finish();
-        }
     }
 }
 

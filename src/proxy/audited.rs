@@ -1,7 +1,7 @@
 //! Body wrappers that count bytes as they stream and write the request's audit record when the
 //! response body ends (or the client goes away, or shutdown closes it: `ended: "shutdown"`),
-//! with the final byte counts and duration; and the record of a relay (WebSocket, spliced
-//! tunnel), written when it ends.
+//! with the final byte counts, duration and an LLM call's token usage; and the record of a relay
+//! (WebSocket, spliced tunnel), written when it ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::sender::UncleanClose;
 use super::tunnel::Spliced;
 use crate::audit::{AuditRecord, Ended, Slot};
+use crate::llm::Scanner;
 
 /// A request body that counts the bytes passing through it.
 /// Set in a request's byte count when reading the client's body failed (a malformed chunk): the
@@ -64,7 +65,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
     }
 }
 
-/// A response body that writes the audit record once it is finished or dropped.
+/// A response body that writes the audit record once it is finished or dropped; an LLM call's
+/// is watched for its token usage on the way (`usage`, src/llm/usage.rs). One type for both, so
+/// hyper's write path and this body's code exist once.
 pub struct Audited<B: HttpBody> {
     inner: B,
     out: u64,
@@ -73,6 +76,9 @@ pub struct Audited<B: HttpBody> {
     pending: Option<(Box<AuditRecord>, Option<Slot>)>,
     /// Set when the upstream ended the body by closing without TLS `close_notify`.
     unclean: Option<UncleanClose>,
+    /// An LLM call's usage scanner (`None` for any other response): read before the record is
+    /// written.
+    usage: Option<Box<Scanner>>,
 }
 
 impl<B: HttpBody> Audited<B> {
@@ -83,6 +89,7 @@ impl<B: HttpBody> Audited<B> {
         bytes_in: Arc<AtomicU64>,
         started: Instant,
         unclean: Option<UncleanClose>,
+        usage: Option<Box<Scanner>>,
     ) -> Self {
         Self {
             inner,
@@ -91,12 +98,18 @@ impl<B: HttpBody> Audited<B> {
             started,
             pending: Some((record, slot)),
             unclean,
+            usage,
         }
     }
 
     /// Writes the record; `complete` when the body ended, else it was dropped (the client went
     /// away, or shutdown closed the stream).
     fn finish(&mut self, complete: bool) {
+        // The usage first: the record (and a budget's `on_settled`) get the final counts. A body
+        // of known length ends with its last frame, and hyper then drops it unpolled: here too.
+        if let Some(s) = self.usage.take() {
+            s.finish();
+        }
         if let Some((mut rec, slot)) = self.pending.take() {
             rec.bytes_out = self.out;
             rec.bytes_in = self.bytes_in.load(Ordering::Relaxed) & !CLIENT_BODY_FAILED;
@@ -131,6 +144,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Audited<B> {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     this.out += d.len() as u64;
+                    if let Some(s) = &mut this.usage {
+                        s.data(d);
+                    }
                 }
             }
             Poll::Ready(None) => this.finish(true),

@@ -51,20 +51,15 @@ impl Proxy {
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
                 // A `tools/list` answer cut down to the permitted tools (src/proxy/mcp.rs).
                 let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
-                // An LLM call's usage is read as its response passes (src/llm/usage.rs); any
-                // other response's body is not wrapped for it.
-                let mut resp = if rec.llm.is_none() {
-                    resp.map(|b| Audited::new(b, rec, slot, bytes_in, started, unclean).boxed())
-                } else {
-                    // In parts: the content type is read where it is, not copied.
-                    let (parts, b) = resp.into_parts();
+                // An LLM call's usage is read as its response passes (src/llm/usage.rs), by the
+                // same body type as any other response's.
+                let (parts, b) = resp.into_parts();
+                let usage = rec.llm.as_deref().and_then(|l| {
                     let ct = parts.headers.get(http::header::CONTENT_TYPE);
-                    let b = crate::llm::scan(b, rec.llm.as_deref(), ct, |l| {
-                        l.counters(&self.metrics, &rec.agent.id)
-                    });
-                    let b = Audited::new(b, rec, slot, bytes_in, started, unclean).boxed();
-                    Response::from_parts(parts, b)
-                };
+                    crate::llm::scan(l, ct, |l| l.counters(&self.metrics, &rec.agent.id))
+                });
+                let b = Audited::new(b, rec, slot, bytes_in, started, unclean, usage).boxed();
+                let mut resp = Response::from_parts(parts, b);
                 if let Some(f) = tools {
                     resp = resp.map(|b| f.wrap(b));
                 }
