@@ -224,7 +224,10 @@ fn calls_are_exported_as_spans_in_the_agents_trace_and_as_log_records() {
     assert_eq!(logs[1]["severityText"], "WARN");
     assert_eq!(attrs(&logs[1]), r, "{}", logs[1]);
     assert_eq!(record["trace"]["span_id"], refused["spanId"], "{record}");
-    assert!(proxy.metric("intentgate_otlp_calls_total{result=\"exported\"}") >= 2.0);
+    // The exporter counts an export once the receiver has answered: after we saw it arrive.
+    eventually("two exports counted", Duration::from_secs(10), || {
+        (proxy.metric("intentgate_otlp_calls_total{result=\"exported\"}") >= 2.0).then_some(())
+    });
 }
 
 #[test]
