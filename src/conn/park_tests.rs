@@ -18,6 +18,17 @@ fn read(guard: &mut Guard<DuplexStream>) -> Option<usize> {
     }
 }
 
+/// A read that waits to be woken (by the idle timer) and then ends: the connection parked.
+async fn woken_read(guard: &mut Guard<DuplexStream>) {
+    std::future::poll_fn(|cx| {
+        let mut space = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut space);
+        Pin::new(&mut *guard).poll_read(cx, &mut buf)
+    })
+    .await
+    .unwrap();
+}
+
 const HEAD: &[u8] = b"GET http://a.example/ HTTP/1.1\r\nhost: a.example\r\n\r\n";
 
 #[tokio::test]
@@ -79,12 +90,7 @@ async fn parks_only_after_being_idle_for_the_delay() {
     assert_eq!(read(&mut guard), None);
     assert!(!in_flight.take_parked());
     // The idle timer wakes the connection; hyper then reads again.
-    let parked = std::future::poll_fn(|cx| {
-        let mut space = [0u8; 16];
-        let mut buf = ReadBuf::new(&mut space);
-        Pin::new(&mut guard).poll_read(cx, &mut buf)
-    });
-    parked.await.unwrap();
+    woken_read(&mut guard).await;
     assert!(in_flight.take_parked());
 }
 
@@ -108,12 +114,7 @@ async fn an_earlier_spell_s_deadline_does_not_park_a_later_spell_early() {
     assert_eq!(read(&mut guard), None);
     assert!(!in_flight.take_parked());
     // The second spell's own deadline wakes and parks it.
-    let parked = std::future::poll_fn(|cx| {
-        let mut space = [0u8; 16];
-        let mut buf = ReadBuf::new(&mut space);
-        Pin::new(&mut guard).poll_read(cx, &mut buf)
-    });
-    parked.await.unwrap();
+    woken_read(&mut guard).await;
     assert!(in_flight.take_parked());
     assert!(second.elapsed() >= Duration::from_millis(400));
 }
