@@ -29,9 +29,9 @@ pub(crate) struct Scanner {
     /// An Anthropic stream's first frames, copied while under `EDGE` bytes (its last usage line
     /// lacks the input count, which is in the first: `message_start`); no other response's.
     head: Option<Vec<u8>>,
-    /// The response's last bytes, copied from its short frames: at least `EDGE` once that many
-    /// passed, at most twice that (then the oldest are dropped).
-    tail: Vec<u8>,
+    /// The response's last `EDGE` bytes (or all, while fewer passed), copied from its short
+    /// frames into a ring.
+    tail: Ring,
     /// The last frame when it was `EDGE` bytes or more: kept by reference, alone.
     long: Bytes,
     /// Bytes were dropped before what is kept: its first line may be partial.
@@ -88,14 +88,14 @@ impl Scanner {
             usage,
             sse,
             head: head.then(Vec::new),
-            tail: Vec::new(),
+            tail: Ring::default(),
             long: Bytes::new(),
             cut: false,
             counters,
         }
     }
 
-    /// A frame passes. A short one is copied (the tail is bytes of our own): a reference to
+    /// A frame passes. A short one is copied into the ring (bytes of our own): a reference to
     /// hyper's frame would pin the connection's read buffer, and hyper would allocate a new one
     /// for its next read (+5.7 % of a response streamed in one frame per event). A long one is
     /// kept by reference, alone.
@@ -104,7 +104,7 @@ impl Scanner {
             head.extend_from_slice(d);
         }
         if d.len() >= EDGE {
-            self.cut |= !self.long.is_empty() || !self.tail.is_empty();
+            self.cut |= !self.long.is_empty() || !self.tail.bytes.is_empty();
             self.tail.clear();
             self.long = d.clone();
             return;
@@ -113,13 +113,9 @@ impl Scanner {
             // The long frame before this one: its last `EDGE` bytes start the tail.
             let long = std::mem::take(&mut self.long);
             self.cut |= long.len() > EDGE;
-            self.tail.extend_from_slice(&long[long.len() - EDGE..]);
+            self.tail.push(&long[long.len() - EDGE..], false);
         }
-        self.tail.extend_from_slice(d);
-        if self.tail.len() > 2 * EDGE {
-            self.tail.drain(..self.tail.len() - EDGE);
-            self.cut = true;
-        }
+        self.cut |= self.tail.push(d, self.sse);
     }
 
     /// The counts of the first whole `data:` line of `text` with a usage object (an Anthropic
@@ -143,16 +139,26 @@ impl Scanner {
         }
     }
 
+    /// An event stream's last usage line: looked for among the ring's newest bytes first (from
+    /// their second line: the first may have begun before them), where it nearly always is, so
+    /// the ring is put in order only when it is not.
+    fn last_line_counts(&mut self) -> Option<(Option<u64>, Option<u64>)> {
+        if !self.long.is_empty() {
+            return last_line_counts(lines(&self.long, self.cut));
+        }
+        let newest = self.tail.newest();
+        (newest.len() < self.tail.bytes.len())
+            .then(|| last_line_counts(lines(newest, true)))
+            .flatten()
+            .or_else(|| last_line_counts(lines(self.tail.in_order(), self.cut)))
+    }
+
     /// The body ended (or was dropped): the usage in its ends is read, the metric counted.
-    pub(crate) fn finish(self) {
-        let text = match self.long.is_empty() {
-            true => &self.tail[..],
-            false => &self.long[..],
-        };
+    pub(crate) fn finish(mut self) {
         if self.sse {
             // The last counts are final; a count they lack (Anthropic's input tokens, in
             // `message_start`) is the first line's.
-            let (mut input, output) = last_line_counts(lines(text, self.cut)).unwrap_or_default();
+            let (mut input, output) = self.last_line_counts().unwrap_or_default();
             if input.is_none() {
                 input = self
                     .head
@@ -161,7 +167,10 @@ impl Scanner {
                     .and_then(|c| c.0);
             }
             self.usage.report(input, output);
-        } else if let Some((input, output)) = usage_counts(text) {
+        } else if let Some((input, output)) = usage_counts(match self.long.is_empty() {
+            true => self.tail.in_order(),
+            false => &self.long[..],
+        }) {
             // A JSON body: its usage object is near its end.
             self.usage.report(input, output);
         }
@@ -175,6 +184,77 @@ impl Scanner {
                 c.inc_by(n);
             }
         }
+    }
+}
+
+/// The last `EDGE` bytes pushed (or all, while fewer were), in one buffer of at most `EDGE`
+/// bytes: filled from its start, then overwritten from its oldest byte on, so no byte is moved
+/// while frames pass (a buffer of twice that from which the older half was cut, moved 16 KiB
+/// every 16 KiB); put in order once, when the body ends.
+#[derive(Default)]
+struct Ring {
+    bytes: Vec<u8>,
+    /// Where the oldest byte is once the buffer is full (where the next one goes).
+    at: usize,
+}
+
+impl Ring {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.at = 0;
+    }
+
+    /// `d` (`EDGE` bytes at most) goes in; whether older bytes were overwritten. Once full
+    /// (most of a stream's frames), one copy over the oldest bytes, two where it wraps.
+    #[inline]
+    fn push(&mut self, d: &[u8], whole: bool) -> bool {
+        if self.bytes.len() < EDGE {
+            return self.fill(d, whole);
+        }
+        let end = self.at + d.len();
+        match self.bytes.get_mut(self.at..end) {
+            Some(over) => over.copy_from_slice(d),
+            None => {
+                let (first, wrapped) = d.split_at(EDGE - self.at);
+                self.bytes[self.at..].copy_from_slice(first);
+                self.bytes[..wrapped.len()].copy_from_slice(wrapped);
+            }
+        }
+        self.at = end % EDGE;
+        true
+    }
+
+    /// `d` goes in while the buffer is not yet full: appended, the rest (if it fills it) into
+    /// the ring. The buffer grows by doubling, never past `EDGE`; a stream's (`whole`) is
+    /// allocated at that size at once, no growth copies.
+    #[cold]
+    fn fill(&mut self, d: &[u8], whole: bool) -> bool {
+        let len = self.bytes.len();
+        let (now, rest) = d.split_at(d.len().min(EDGE - len));
+        if self.bytes.capacity() < len + now.len() {
+            let cap = match whole {
+                true => EDGE,
+                false => (2 * self.bytes.capacity()).clamp(len + now.len(), EDGE),
+            };
+            self.bytes.reserve_exact(cap - len);
+        }
+        self.bytes.extend_from_slice(now);
+        !rest.is_empty() && self.push(rest, whole)
+    }
+
+    /// The newest bytes, in order: those after the wrap point (all of them when it has none).
+    fn newest(&self) -> &[u8] {
+        match self.at {
+            0 => &self.bytes,
+            at => &self.bytes[..at],
+        }
+    }
+
+    /// The bytes, oldest first.
+    fn in_order(&mut self) -> &[u8] {
+        self.bytes.rotate_left(self.at);
+        self.at = 0;
+        &self.bytes
     }
 }
 

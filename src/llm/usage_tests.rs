@@ -198,3 +198,55 @@ fn the_content_type_is_compared_exactly_first_then_without_parameters_case_blind
         assert_eq!(event_stream(ct.as_bytes()), want, "{ct}");
     }
 }
+
+#[test]
+fn the_ring_keeps_the_last_edge_bytes_in_order_whatever_the_frames() {
+    let all: Vec<u8> = (0..3 * EDGE + 17).map(|i| (i % 251) as u8).collect();
+    for size in [1, 3, 250, 1000, EDGE - 1, EDGE] {
+        for total in [10, EDGE - 1, EDGE, EDGE + 1, 2 * EDGE + 5, all.len()] {
+            for whole in [false, true] {
+                let mut ring = Ring::default();
+                let mut cut = false;
+                for d in all[..total].chunks(size) {
+                    cut |= ring.push(d, whole);
+                }
+                assert_eq!(cut, total > EDGE, "{size} {total}");
+                assert!(ring.bytes.capacity() <= EDGE, "{size} {total}");
+                let want = &all[total.saturating_sub(EDGE)..total];
+                assert_eq!(ring.in_order(), want, "{size} {total} {whole}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_long_stream_of_short_events_is_counted_wherever_the_ring_wraps() {
+    // One frame per event, as a stream arrives, after a comment of `pad` bytes: the pads are
+    // chosen so that the ring's end falls at every offset of the usage line and of the comment
+    // after it, which looks like a usage line from its third byte on (it must not be read from
+    // there when the ring's newest bytes start there), and just before and after them.
+    let event = b"data: {\"choices\":[{\"delta\":{\"content\":\" word\"}}],\"usage\":null}\n\n";
+    let usage =
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":42,\"completion_tokens\":200}}\n\n";
+    let comment = b": data: {\"usage\":{\"completion_tokens\":99}}\n";
+    let events = 3 * EDGE / event.len();
+    // Bytes before the usage line: the pad's comment (`: `, the pad, a newline), the events.
+    let before = 3 + events * event.len();
+    let last = usage.len() + comment.len();
+    let first = (2 * EDGE - last - before % EDGE - 2) % EDGE;
+    for pad in first..first + last + 4 {
+        let mut frames: Vec<Vec<u8>> = vec![format!(": {}\n", "p".repeat(pad)).into_bytes()];
+        frames.extend(std::iter::repeat_n(event.to_vec(), events));
+        frames.extend([
+            usage.to_vec(),
+            comment.to_vec(),
+            b"data: [DONE]\n\n".to_vec(),
+        ]);
+        let chunks: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        assert_eq!(
+            run_head(true, false, &chunks),
+            (Some(42), Some(200)),
+            "{pad}"
+        );
+    }
+}
