@@ -189,32 +189,50 @@ pub(super) fn escaped(out: &mut Vec<u8>, s: &str) {
 
 /// Where the first byte JSON must escape (`"`, `\`, a control character) is, tested eight bytes
 /// at a time (most strings hold none: ids, names, paths); a string's last bytes are tested as
-/// its last eight (overlapping those before) rather than one by one.
+/// its last eight (overlapping those before), or, in a string shorter than eight, padded.
 fn to_escape(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether a byte of `x` is below `n` (exact for n <= 128, as an any-byte test).
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
-    let clean = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .and_then(|c| <[u8; 8]>::try_from(c).ok())
-            .map(u64::from_le_bytes)
-            .is_some_and(|x| {
-                !(below(x, 0x20) || below(x ^ (ONES * 0x22), 1) || below(x ^ (ONES * 0x5c), 1))
-            })
-    };
     let mut at = 0;
-    while at + 8 <= bytes.len() && clean(at) {
+    while let Some(word) = bytes.get(at..at + 8) {
+        let m = dirty(word);
+        if m != 0 {
+            return Some(at + first(m));
+        }
         at += 8;
     }
-    if at == bytes.len() || (at + 8 > bytes.len() && bytes.len() >= 8 && clean(bytes.len() - 8)) {
+    if at == bytes.len() {
         return None;
     }
-    bytes[at..]
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|n| at + n)
+    let (from, m) = match bytes.len().checked_sub(8) {
+        // The bytes before `at` are clean, so the first one found is at `at` or after.
+        Some(from) => (from, dirty(&bytes[from..])),
+        None => {
+            let mut padded = [b'a'; 8];
+            padded[..bytes.len()].copy_from_slice(bytes);
+            (0, dirty(&padded))
+        }
+    };
+    (m != 0).then(|| from + first(m))
+}
+
+/// The bytes of `word` (eight) JSON must escape, as their high bits. Exact as a whole (zero when
+/// none is); of the bits set, the lowest is the first such byte (a borrow only moves up).
+fn dirty(word: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut w = [0; 8];
+    w.copy_from_slice(word);
+    let x = u64::from_le_bytes(w);
+    // A byte below 0x20, or equal to '"' or '\' (zero once xored with it), with its high bit
+    // clear (`!x`: the xors keep the high bit).
+    let low = x.wrapping_sub(ONES * 0x20);
+    let quote = (x ^ (ONES * 0x22)).wrapping_sub(ONES);
+    let backslash = (x ^ (ONES * 0x5c)).wrapping_sub(ONES);
+    (low | quote | backslash) & !x & HIGH
+}
+
+/// The position in its word of the lowest byte `dirty` found.
+fn first(m: u64) -> usize {
+    (m.trailing_zeros() / 8) as usize
 }
 
 fn escape(out: &mut Vec<u8>, b: u8) {
@@ -238,16 +256,35 @@ fn escape(out: &mut Vec<u8>, b: u8) {
     out.push(short);
 }
 
+/// The two-digit numbers 00 to 99, written.
+const PAIRS: [u8; 200] = {
+    let mut t = [0; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `n` in decimal, two digits a step.
 pub(super) fn uint(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut at = buf.len();
-    loop {
+    while n >= 100 {
+        let i = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
+    }
+    if n >= 10 {
+        let i = n as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[at] = b'0' + n as u8;
     }
     out.extend_from_slice(&buf[at..]);
 }
@@ -260,157 +297,5 @@ fn float(out: &mut Vec<u8>, f: f64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::{AuditAgent, AuditIntent, Durations, Ended};
-    use crate::config::Mode;
-    use crate::intent::IntentSource;
-    use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
-
-    fn record(text: &str, n: u64) -> AuditRecord {
-        AuditRecord {
-            time: "2026-12-06T01:40:10.421491Z".into(),
-            seq: n,
-            boot_id: format!("{n:016x}"),
-            decision_id: text.into(),
-            agent: std::sync::Arc::new(AuditAgent {
-                id: text.into(),
-                namespace: (n % 2 == 0).then(|| text.to_string()),
-                spiffe_id: (n % 3 == 0).then(|| format!("spiffe://x/{text}")),
-                service_account: (n % 4 == 1).then(|| text.to_string()),
-                owner: (n % 2 == 1).then(|| format!("team-{text}")),
-                expires: (n % 3 == 2).then(|| text.to_string()),
-            }),
-            intent: AuditIntent {
-                name: (n % 2 == 1).then(|| text.to_string()),
-                task: (n % 5 == 0).then(|| text.to_string()),
-                source: [None, Some(IntentSource::Header), Some(IntentSource::None)]
-                    [(n % 3) as usize],
-                verified: n % 2 == 0,
-            },
-            connection: [
-                None,
-                Some(ConnectionMode::Forward),
-                Some(ConnectionMode::Transparent),
-            ][(n % 3) as usize],
-            method: "GET".into(),
-            scheme: (n % 2 == 0).then_some(Scheme::Https),
-            host: text.into(),
-            port: u16::try_from(n % 65536).unwrap(),
-            path: format!("/{text}"),
-            decision: [None, Some(Verdict::Deny), Some(Verdict::WouldDeny)][(n % 3) as usize],
-            mode: (n % 2 == 1).then_some(Mode::Monitor),
-            reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
-            error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
-            code: (n % 4 == 2).then_some(ErrorCode::IntentViolation),
-            credential: (n % 3 != 0).then(|| {
-                std::sync::Arc::new(crate::audit::AuditCredential {
-                    name: text.into(),
-                    version: n,
-                    expires: (n % 2 == 0).then(|| text.to_string()),
-                })
-            }),
-            policy_revision: text.into(),
-            status: 403,
-            bytes_in: n * 1_000_003,
-            bytes_out: u64::MAX - n,
-            ended: [
-                None,
-                Some(Ended::Closed),
-                Some(Ended::Idle),
-                Some(Ended::Error),
-                Some(Ended::Shutdown),
-            ][(n % 5) as usize],
-            durations: Durations {
-                policy_us: n,
-                upstream_ms: n as f64 / 7.0,
-                total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
-            },
-            shadow: (n % 4 == 3).then(|| {
-                Box::new(crate::audit::Shadow {
-                    decision: Verdict::Allow,
-                    code: (n % 8 == 7).then_some(ErrorCode::IntentViolation),
-                    reasons: (0..n % 3).map(|i| format!("{text}{i}")).collect(),
-                })
-            }),
-            trace: (n % 3 != 0).then(|| crate::audit::Trace {
-                trace_id: [n as u8; 16],
-                span_id: [0xab; 8],
-                parent: (n % 2 == 0).then_some([0x0f; 8]),
-                flags: 1,
-            }),
-            mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
-                method: text.into(),
-                tool: (n % 2 == 0).then(|| text.to_string()),
-            }),
-            llm: (n % 3 == 1).then(|| {
-                let model = serde_json::to_string(text).unwrap();
-                let l = format!(
-                    r#"{{"provider":"openai","model":{model},"stream":true,"input_tokens":{n},"output_tokens":null}}"#
-                );
-                serde_json::from_str(&l).unwrap()
-            }),
-            at: None,
-            budget: None,
-            charge: None,
-        }
-    }
-
-    #[test]
-    fn writes_what_serde_json_writes() {
-        let mut texts: Vec<String> = vec![
-            String::new(),
-            "plain".into(),
-            "quote \" backslash \\ slash /".into(),
-            "é ü 日本 🚀".into(),
-            "\u{7f} del, \u{2028} line separator".into(),
-        ];
-        // Every ASCII byte, alone and between others, control characters included.
-        texts.extend((0u8..0x80).map(|b| format!("a{}b", char::from(b))));
-        texts.push((0u8..0x80).map(char::from).collect());
-        // And at every place of a longer text (the scan tests eight bytes at a time).
-        for b in [0u8, 0x08, 0x1f, b' ', b'"', b'\\', b'~', 0x7f] {
-            for at in 0..20 {
-                let mut t: Vec<char> = "abcdefghijklmnopqrst".chars().collect();
-                t[at] = char::from(b);
-                texts.push(t.into_iter().collect());
-            }
-        }
-        let mut line = Vec::new();
-        for (n, text) in texts.iter().enumerate() {
-            let rec = record(text, n as u64);
-            line.clear();
-            write(&rec, &mut line);
-            let want = serde_json::to_vec(&rec).unwrap();
-            assert_eq!(
-                String::from_utf8_lossy(&line),
-                String::from_utf8_lossy(&want),
-                "text {text:?}"
-            );
-        }
-        line.clear();
-        write(&AuditRecord::default(), &mut line);
-        assert_eq!(line, serde_json::to_vec(&AuditRecord::default()).unwrap());
-    }
-
-    #[test]
-    fn a_written_line_reads_back_as_the_record_it_was() {
-        let mut line = Vec::new();
-        let mut again = Vec::new();
-        for n in 0..30 {
-            let rec = record("a \" b \u{1} é", n);
-            if !rec.durations.total_ms.is_finite() {
-                continue; // written as null, which no f64 reads back (never a real duration)
-            }
-            line.clear();
-            write(&rec, &mut line);
-            let back: AuditRecord = serde_json::from_slice(&line).unwrap();
-            again.clear();
-            write(&back, &mut again);
-            assert_eq!(
-                String::from_utf8_lossy(&again),
-                String::from_utf8_lossy(&line)
-            );
-        }
-    }
-}
+#[path = "line_tests.rs"]
+mod tests;

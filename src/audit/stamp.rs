@@ -9,26 +9,50 @@ const MAX_MICROS: u64 = 253_402_300_800_000_000 - 1;
 
 /// `at` in RFC 3339 with microseconds; a time before 1970 as the epoch, one past year 9999 as
 /// its last microsecond (humantime would panic on both).
+#[cfg(test)]
 pub(super) fn rfc3339_micros(at: SystemTime) -> String {
-    let micros = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| {
-            d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
-        })
-        .min(MAX_MICROS);
-    let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
-    let (y, m, d) = civil(secs / 86_400);
-    let s = secs % 86_400;
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    digits(&mut out[0..4], y);
-    digits(&mut out[5..7], m);
-    digits(&mut out[8..10], d);
-    digits(&mut out[11..13], s / 3600);
-    digits(&mut out[14..16], s / 60 % 60);
-    digits(&mut out[17..19], s % 60);
-    digits(&mut out[20..26], frac);
-    // ASCII digits and separators: always UTF-8.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+    let mut out = String::new();
+    Stamper::default().stamp(at, &mut out);
+    out
+}
+
+/// Writes stamps (`rfc3339_micros`), keeping the date and time of day of the last one: the
+/// records of one second share them, and only the microseconds are written anew.
+#[derive(Default)]
+pub(super) struct Stamper {
+    /// The second `text` holds, and the stamp (its microseconds those of the last call).
+    secs: Option<u64>,
+    text: [u8; 27],
+}
+
+impl Stamper {
+    /// `at` in RFC 3339 with microseconds into `out` (its text replaced).
+    pub(super) fn stamp(&mut self, at: SystemTime, out: &mut String) {
+        let micros = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| {
+                d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+            })
+            .min(MAX_MICROS);
+        let (secs, frac) = (micros / 1_000_000, micros % 1_000_000);
+        let t = &mut self.text;
+        if self.secs != Some(secs) {
+            self.secs = Some(secs);
+            let (y, m, d) = civil(secs / 86_400);
+            let s = secs % 86_400;
+            *t = *b"0000-00-00T00:00:00.000000Z";
+            digits(&mut t[0..4], y);
+            digits(&mut t[5..7], m);
+            digits(&mut t[8..10], d);
+            digits(&mut t[11..13], s / 3600);
+            digits(&mut t[14..16], s / 60 % 60);
+            digits(&mut t[17..19], s % 60);
+        }
+        digits(&mut t[20..26], frac);
+        out.clear();
+        // ASCII digits and separators: always UTF-8.
+        out.push_str(std::str::from_utf8(t).unwrap_or_default());
+    }
 }
 
 /// `n`'s last `out.len()` decimal digits, zero-padded.
@@ -86,6 +110,26 @@ mod tests {
             secs += 7_777_777;
         }
         check(253_402_300_799, 999_999);
+        // One stamper over times in and across seconds, backwards too: what each alone writes.
+        let mut stamper = Stamper::default();
+        let mut out = String::from("left over");
+        for (s, us) in [
+            (5, 1),
+            (5, 999_999),
+            (6, 0),
+            (5, 7),
+            (86_399, 3),
+            (86_400, 3),
+            (6, 0),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(s, us * 1000);
+            stamper.stamp(t, &mut out);
+            assert_eq!(
+                out,
+                humantime::format_rfc3339_micros(t).to_string(),
+                "{s}.{us}"
+            );
+        }
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(rfc3339_micros(before), "1970-01-01T00:00:00.000000Z");
         let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);

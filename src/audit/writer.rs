@@ -38,7 +38,11 @@ struct Writer {
     /// Flushes answered once everything pending is written (while blocked).
     waiting: Vec<oneshot::Sender<()>>,
     seq: u64,
+    /// Lent to each record while it is written (no copy per record), as is `time`.
     boot_id: String,
+    /// The last record's `time` (its allocation reused), and what writes it.
+    time: String,
+    stamper: super::stamp::Stamper,
     /// `telemetry.otlp`: written records of traced calls go on to the exporter.
     exporter: Option<super::otlp::Exporter>,
 }
@@ -62,6 +66,8 @@ pub(super) fn run(
         waiting: Vec::new(),
         seq: 0,
         boot_id: format!("{:016x}", crate::ids::boot_id()),
+        time: String::new(),
+        stamper: super::stamp::Stamper::default(),
         exporter,
     };
     let mut retry = RETRY_FIRST;
@@ -135,8 +141,10 @@ impl Writer {
         }
         self.seq += 1;
         rec.seq = self.seq;
-        rec.boot_id.clone_from(&self.boot_id);
-        rec.time = super::stamp::rfc3339_micros(rec.at.unwrap_or_else(SystemTime::now));
+        rec.boot_id = std::mem::take(&mut self.boot_id);
+        rec.time = std::mem::take(&mut self.time);
+        self.stamper
+            .stamp(rec.at.unwrap_or_else(SystemTime::now), &mut rec.time);
         // With `audit.path: off` the writer runs for the export alone: nothing to serialise.
         // Where the line it wrote is, in the default format: the exporter's log body.
         let mut line = None;
@@ -152,7 +160,12 @@ impl Writer {
             self.pending.push(b'\n');
         }
         if let Some(e) = self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
+            // The record goes on with its own copies.
+            self.boot_id.clone_from(&rec.boot_id);
             e.offer(rec, line.map(|l| &self.pending[l]));
+        } else {
+            self.boot_id = std::mem::take(&mut rec.boot_id);
+            self.time = std::mem::take(&mut rec.time);
         }
     }
 

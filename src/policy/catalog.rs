@@ -8,13 +8,15 @@ mod llm;
 mod mcp;
 mod names;
 mod narrow;
+mod why;
 
 use std::fmt::Write as _;
 
 use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
-use compact::{HostIndex, Methods};
+use compact::{HostIndex, Methods, Tried};
+use why::req_text;
 
 /// The catalog's answer for one request: the matched rule, or why nothing matched.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -217,6 +219,18 @@ impl Catalog {
 
     /// Matches one request of `agent` under the intent named `intent`.
     pub fn verdict(&self, agent: &Agent, intent: Option<&str>, q: &ScopeQuery<'_>) -> ScopeVerdict {
+        self.verdict_with(agent, intent, q, true)
+    }
+
+    /// `verdict`; without `sentence`, the `why` of a match is left empty (a decision that needs
+    /// it writes it then, `matched_why`): an allowed request's decision rarely reads it.
+    pub(crate) fn verdict_with(
+        &self,
+        agent: &Agent,
+        intent: Option<&str>,
+        q: &ScopeQuery<'_>,
+        sentence: bool,
+    ) -> ScopeVerdict {
         let mut v = ScopeVerdict {
             matched: false,
             intent: intent.map(str::to_string),
@@ -227,7 +241,7 @@ impl Catalog {
             llm_allows: None,
         };
         let Some(name) = intent else {
-            v.why = req_text("no intent declared for ", q);
+            v.why = req_text("no intent declared for ", q, 0);
             return v;
         };
         let Some(c) = self.intents.get(name) else {
@@ -261,14 +275,16 @@ impl Catalog {
         }
         // Candidate rules: exact host, then `*.parent` for every parent. `closest`: the furthest
         // stage any rule got (1 host, 2 port, 3 method, 4 path) and the first rule that got there.
+        // `tried`: rules already checked (one can be listed under the exact name and a parent),
+        // not checked twice. On the stack: checking a rule again changes nothing (it reaches
+        // the same stage, and it did not match), so past its size it only costs time.
         let mut closest = (0u8, 0usize);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut check = |index: &HostIndex, host: &str, tried: &mut Vec<usize>| -> Option<usize> {
+        let mut tried = Tried::default();
+        let mut check = |index: &HostIndex, host: &str, tried: &mut Tried| -> Option<usize> {
             for i in index.get(host) {
-                if tried.contains(&i) {
+                if !tried.first(i) {
                     continue;
                 }
-                tried.push(i);
                 let r = &c.rules[i];
                 let mut reached = |stage: u8| {
                     if stage > closest.0 {
@@ -324,28 +340,21 @@ impl Catalog {
             v.matched = true;
             v.rule = Some(i + 1);
             v.code = ScopeCode::Matched;
-            v.why = if q.destination_only {
-                let mut w = req_text("", q);
+            if q.destination_only {
+                let mut w = req_text("", q, 120);
                 let _ = write!(
                     w,
                     " matches the destination of rule {} of intent '{name}' \
                      (methods and paths are not visible in a tunnel that is not intercepted)",
                     i + 1
                 );
-                w
-            } else {
-                // By hand, not `format!`: this runs for every allowed request.
-                let mut w = req_text("", q);
-                w.push_str(" matches rule ");
-                push_num(&mut w, i + 1);
-                w.push_str(" of intent '");
-                w.push_str(name);
-                w.push('\'');
-                w
-            };
+                v.why = w;
+            } else if sentence {
+                self.matched_why(&mut v, q);
+            }
             return v;
         }
-        let mut why = req_text(&format!("intent '{name}' does not permit "), q);
+        let mut why = req_text(&format!("intent '{name}' does not permit "), q, 64);
         why.push_str(": the ");
         // What the rule that came closest allows, named as decisions number rules.
         let (stage, i) = closest;
@@ -393,40 +402,6 @@ impl Catalog {
         v.why = why;
         v
     }
-}
-
-/// `prefix` followed by the request: `GET api.zendesk.com/api/v2/tickets`, with the port when it
-/// is not 80/443 (`GET [::1]:8080/x`), or `CONNECT host:port` on a tunnel that is not intercepted.
-/// Built without the formatting machinery (it runs on every request).
-fn req_text(prefix: &str, q: &ScopeQuery<'_>) -> String {
-    let mut s =
-        String::with_capacity(prefix.len() + q.method.len() + q.host.len() + q.path.len() + 8);
-    s.push_str(prefix);
-    s.push_str(q.method);
-    s.push(' ');
-    // An IPv6 literal in brackets, so its port cannot be read as part of it.
-    if q.host.contains(':') {
-        s.push('[');
-        s.push_str(q.host);
-        s.push(']');
-    } else {
-        s.push_str(q.host);
-    }
-    if q.destination_only || (q.port != 80 && q.port != 443) {
-        s.push(':');
-        push_num(&mut s, q.port.into());
-    }
-    if !q.destination_only {
-        s.push_str(q.path);
-    }
-    s
-}
-
-fn push_num(s: &mut String, n: usize) {
-    if n >= 10 {
-        push_num(s, n / 10);
-    }
-    s.push(char::from(b'0' + (n % 10) as u8));
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use super::*;
 use std::collections::BTreeMap;
 
 use super::super::pattern::{path_pattern, text_matches};
+use super::why::push_num;
 use crate::config::{ClaimableBy, IntentSpec, ScopeRule};
 
 fn agent(id: &str, ns: Option<&str>) -> Agent {
@@ -348,7 +349,7 @@ fn the_request_is_written_with_its_port_when_not_80_or_443() {
             mcp: None,
             llm: None,
         };
-        assert_eq!(req_text("x ", &q), want);
+        assert_eq!(req_text("x ", &q, 0), want);
     }
     let mut s = String::new();
     push_num(&mut s, 1207);

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use regorus::{Engine, Value};
 
 use super::catalog::{ScopeCode, ScopeQuery};
-use super::decision::{self, Decision, Parsed};
+use super::decision::{self, Decision, Parsed, Reason};
 use super::{PolicySet, RequestFacts, cache, engine, input};
 use crate::config::{Mode, OnError};
 use crate::identity::Agent;
@@ -36,6 +36,8 @@ struct Slot {
     engine: Engine,
     /// Decisions already read from their documents, by cache key.
     cache: HashMap<Vec<u8>, Rc<Parsed>>,
+    /// Where a request's key is written (kept: no allocation for a key that is found).
+    key: Vec<u8>,
 }
 
 thread_local! {
@@ -45,12 +47,15 @@ thread_local! {
 
 impl PolicySet {
     /// Decides; returns the input too when `want_input` (never served from the cache then).
+    /// Without `sentence`, the catalog's sentence of a match (`scope.why`) is written only when
+    /// the decision uses it (a module reads it, a reason is it): the proxy's calls.
     pub(super) fn run(
         &self,
         agent: &Agent,
         intent: &Intent,
         req: &RequestFacts<'_>,
         want_input: bool,
+        sentence: bool,
     ) -> (Decision, Option<Value>) {
         if req.opens_tunnel() {
             return (self.decide_tunnel(intent, req), None);
@@ -64,19 +69,35 @@ impl PolicySet {
         } else {
             req.host
         };
-        let segments = input::segments(req.path.unwrap_or(""));
+        // The path's segments, on the stack unless there are many.
+        let (mut on_stack, spilled);
+        let segments: &[&str] = {
+            let path = req.path.unwrap_or("");
+            on_stack = [""; 16];
+            match input::segments_into(path, &mut on_stack) {
+                Some(n) => &on_stack[..n],
+                None => {
+                    spilled = input::segments(path);
+                    &spilled
+                }
+            }
+        };
         let q = ScopeQuery {
             method: req.method,
             host,
             port: req.port,
             path: req.path.unwrap_or(""),
-            segments: &segments,
+            segments,
             destination_only: req.path.is_none()
                 || (req.method.eq_ignore_ascii_case("CONNECT") && !req.connection.intercepted),
             mcp: req.mcp,
             llm: req.llm,
         };
-        let scope = self.catalog.verdict(agent, intent.name.as_deref(), &q);
+        const WHY: u64 = input::bit("scope.why");
+        let sentence = sentence || want_input || self.reads & WHY != 0;
+        let mut scope = self
+            .catalog
+            .verdict_with(agent, intent.name.as_deref(), &q, sentence);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
         let build = |reads: u64| {
@@ -92,7 +113,7 @@ impl PolicySet {
                 &agent_value,
                 intent,
                 &req,
-                &segments,
+                segments,
                 &scope,
                 &self.strip,
                 now_unix,
@@ -122,6 +143,7 @@ impl PolicySet {
         // question: refused in every mode (`--mode monitor` too) before any Rego, which cannot
         // overrule it. Monitor only softens scope decisions of an intent the agent may hold.
         if scope.code == ScopeCode::NotClaimable {
+            // (Not a match: its sentence is written.)
             let d = Decision {
                 allow: false,
                 mode: Mode::Enforce,
@@ -142,22 +164,29 @@ impl PolicySet {
                 self.namespace, agent.namespace
             ))
         } else {
-            let mut key = Vec::new();
             // The agent is constant in the key: another agent's call (replay) is cached only
             // when no module reads `input.agent`.
             const AGENT: u64 = input::bit("agent");
-            let cacheable = !want_input
-                && (self.reads & AGENT == 0 || *agent == self.agent)
-                && match &self.cache_plan {
-                    cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, &mut key),
-                    cache::Plan::Disabled(_) => false,
-                };
-            let key = cacheable.then_some(key.as_slice());
+            let key = |buf: &mut Vec<u8>| {
+                !want_input
+                    && (self.reads & AGENT == 0 || *agent == self.agent)
+                    && match &self.cache_plan {
+                        cache::Plan::Key(leaves) => cache::key(leaves, intent, &req, &scope, buf),
+                        cache::Plan::Disabled(_) => false,
+                    }
+            };
             self.eval(key, || match &doc {
                 Some(d) => d.clone(),
                 None => build(self.reads),
             })
         };
+        // The sentence of a match, where the decision's reasons use it after all.
+        if let Ok((p, _)) = &result {
+            let scope_reason = p.reasons.iter().any(|r| matches!(r, Reason::Scope));
+            if !sentence && (scope_reason || (!p.allow && p.reasons.is_empty())) {
+                self.catalog.matched_why(&mut scope, &q);
+            }
+        }
         let mut d = Decision {
             allow: false,
             mode,
@@ -208,11 +237,11 @@ impl PolicySet {
     }
 
     /// Evaluates the query on this thread's engine and reads the decision document, or answers
-    /// from its cache of read decisions when `key` is given and known.
+    /// from its cache of read decisions when `key` writes a key (returns true) that is known.
     /// The flag says whether the answer came from the cache.
     fn eval(
         &self,
-        key: Option<&[u8]>,
+        key: impl FnOnce(&mut Vec<u8>) -> bool,
         input: impl FnOnce() -> Value,
     ) -> Result<(Rc<Parsed>, bool), String> {
         ENGINE.with(|cell| {
@@ -244,29 +273,35 @@ impl PolicySet {
                         alive: Arc::downgrade(&self.alive),
                         engine,
                         cache: HashMap::new(),
+                        key: Vec::new(),
                     });
                     slots.len() - 1
                 }
             };
-            let s = &mut slots[at];
-            if let Some(k) = key {
-                if let Some(p) = s.cache.get(k) {
+            let Slot {
+                engine,
+                cache,
+                key: buf,
+                ..
+            } = &mut slots[at];
+            let keyed = key(buf);
+            if keyed {
+                if let Some(p) = cache.get(buf.as_slice()) {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok((Rc::clone(p), true));
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
             }
-            s.engine.set_input(input());
-            let v = s
-                .engine
+            engine.set_input(input());
+            let v = engine
                 .eval_rule(self.query.clone())
                 .map_err(|e| e.to_string())?;
             let p = Rc::new(decision::parse(&v)?);
-            if let Some(k) = key {
-                if s.cache.len() >= CACHE_ENTRIES {
-                    s.cache.clear();
+            if keyed {
+                if cache.len() >= CACHE_ENTRIES {
+                    cache.clear();
                 }
-                s.cache.insert(k.to_vec(), Rc::clone(&p));
+                cache.insert(buf.clone(), Rc::clone(&p));
             }
             Ok((p, false))
         })

@@ -317,6 +317,16 @@ pub fn segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
+/// `segments` into `buf`: how many, or `None` when there are more than it holds.
+pub(crate) fn segments_into<'a>(path: &'a str, buf: &mut [&'a str]) -> Option<usize> {
+    let mut n = 0;
+    for s in path.split('/').filter(|s| !s.is_empty()) {
+        *buf.get_mut(n)? = s;
+        n += 1;
+    }
+    Some(n)
+}
+
 /// The inspected body: the parsed document for whole JSON, else the text (lossy UTF-8).
 fn body_value(b: BodyFacts<'_>) -> Value {
     if b.json && !b.truncated {

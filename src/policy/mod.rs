@@ -422,7 +422,14 @@ impl PolicySet {
 
     /// Decides one request.
     pub fn decide(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
-        self.run(agent, intent, req, false).0
+        self.run(agent, intent, req, false, true).0
+    }
+
+    /// `decide` for a call the proxy forwards or refuses: the catalog's sentence of a match
+    /// (`scope.why`) is left empty unless the decision uses it (a module reads it, a reason
+    /// is it). The proxy shows a decision only through its reasons and code.
+    pub fn decide_call(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
+        self.run(agent, intent, req, false, false).0
     }
 
     /// Decides one request and returns the input it evaluated, as JSON.
@@ -432,7 +439,7 @@ impl PolicySet {
         intent: &Intent,
         req: &RequestFacts<'_>,
     ) -> (Decision, serde_json::Value) {
-        let (d, input) = self.run(agent, intent, req, true);
+        let (d, input) = self.run(agent, intent, req, true, true);
         (
             d,
             input.map_or(serde_json::Value::Null, |i| input::to_json(&i)),

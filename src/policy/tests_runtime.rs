@@ -339,3 +339,55 @@ fn only_policies_that_read_the_destination_make_names_resolve_before_deciding() 
     let p = PolicySet::load(&config(&[]), &a).unwrap();
     assert!(!p.reads_destination());
 }
+
+#[test]
+fn a_call_s_decision_writes_the_match_sentence_only_where_it_is_used() {
+    let a = agent(None);
+    let p = PolicySet::load(&config(&[]), &a).unwrap();
+    let same = |mut call: Decision, full: &Decision| {
+        (call.policy_micros, call.cached) = (full.policy_micros, full.cached);
+        call.scope.why.clone_from(&full.scope.why);
+        assert_eq!(&call, full);
+    };
+    // Allowed by the builtin policy: nothing reads the sentence, so a call's decision has none.
+    let r = req("GET", "api.zendesk.com", "/x");
+    let full = decide(&p, &a, &intent("triage"), &r);
+    let call = p.decide_call(&a, &intent("triage"), &r.facts());
+    assert!(full.allow && full.scope.why.contains("matches rule 1 of intent 'triage'"));
+    assert_eq!(call.scope.why, "");
+    same(call, &full);
+    // Not matched: the sentence is the reason, written either way.
+    let r = req("POST", "api.zendesk.com", "/x");
+    let full = decide(&p, &a, &intent("triage"), &r);
+    let call = p.decide_call(&a, &intent("triage"), &r.facts());
+    assert!(!call.scope.why.is_empty() && call.scope.why == full.scope.why);
+    same(call, &full);
+    // A match whose decision uses the sentence: as a reason, as a denial without one, and as
+    // input a module reads.
+    for rule in [
+        "decision := {\"allow\": true, \"reasons\": [\"scope\"]} if input.request.method == \"GET\"",
+        "decision := {\"allow\": false} if input.request.method == \"GET\"",
+        "decision := {\"allow\": contains(input.scope.why, \"x\")} if input.request.method == \"GET\"",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "custom.rego",
+            &format!("package custom\n\nimport rego.v1\n\n{rule}\n"),
+        );
+        let mut c = config(&[dir.path()]);
+        c.policy.builtin = false;
+        c.policy.query = "data.custom.decision".into();
+        let p = PolicySet::load(&c, &a).unwrap();
+        let r = req("GET", "api.zendesk.com", "/x");
+        let full = decide(&p, &a, &intent("triage"), &r);
+        let call = p.decide_call(&a, &intent("triage"), &r.facts());
+        assert!(full.scope.matched && !full.scope.why.is_empty(), "{rule}");
+        assert_eq!(call.scope.why, full.scope.why, "{rule}");
+        assert_eq!(
+            (call.allow, &call.reasons),
+            (full.allow, &full.reasons),
+            "{rule}"
+        );
+    }
+}

@@ -277,7 +277,7 @@ fn settle(
 
     // The policy set also enforces the lifecycle (an ownerless or expired agent gets no egress,
     // in any mode: `Decision::blocks`).
-    let d = live.policy.decide(agent, &intent, facts);
+    let d = live.policy.decide_call(agent, &intent, facts);
     rec.durations.policy_us = d.policy_micros;
     if let Some(shadow) = &live.shadow {
         super::shadow::compare(shadow, live, metrics, &intent, facts, &d, rec);

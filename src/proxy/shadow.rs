@@ -19,7 +19,7 @@ pub(super) fn compare(
     live_d: &Decision,
     rec: &mut AuditRecord,
 ) {
-    let s = shadow.decide(&live.agent, intent, facts);
+    let s = shadow.decide_call(&live.agent, intent, facts);
     let (lv, sv) = (live_d.verdict(), s.verdict());
     let code = |d: &Decision| d.code.filter(|_| !d.allow);
     if lv == sv && code(live_d) == code(&s) {

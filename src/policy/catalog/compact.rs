@@ -86,6 +86,27 @@ impl HostIndex {
     }
 }
 
+/// The rules a verdict has checked (see `verdict_with`): the first ones, on the stack.
+#[derive(Default)]
+pub(super) struct Tried {
+    rules: [usize; 8],
+    n: usize,
+}
+
+impl Tried {
+    /// Whether rule `i` is not known to be checked yet; notes it (while there is room).
+    pub(super) fn first(&mut self, i: usize) -> bool {
+        if self.rules[..self.n].contains(&i) {
+            return false;
+        }
+        if let Some(slot) = self.rules.get_mut(self.n) {
+            *slot = i;
+            self.n += 1;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

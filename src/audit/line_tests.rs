@@ -1,0 +1,200 @@
+//! Tests of the audit line writer: the same bytes as serde_json for every kind of record.
+
+use super::*;
+use crate::audit::{AuditAgent, AuditIntent, Durations, Ended};
+use crate::config::Mode;
+use crate::intent::IntentSource;
+use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
+
+fn record(text: &str, n: u64) -> AuditRecord {
+    AuditRecord {
+        time: "2026-12-06T01:40:10.421491Z".into(),
+        seq: n,
+        boot_id: format!("{n:016x}"),
+        decision_id: text.into(),
+        agent: std::sync::Arc::new(AuditAgent {
+            id: text.into(),
+            namespace: (n % 2 == 0).then(|| text.to_string()),
+            spiffe_id: (n % 3 == 0).then(|| format!("spiffe://x/{text}")),
+            service_account: (n % 4 == 1).then(|| text.to_string()),
+            owner: (n % 2 == 1).then(|| format!("team-{text}")),
+            expires: (n % 3 == 2).then(|| text.to_string()),
+        }),
+        intent: AuditIntent {
+            name: (n % 2 == 1).then(|| text.to_string()),
+            task: (n % 5 == 0).then(|| text.to_string()),
+            source: [None, Some(IntentSource::Header), Some(IntentSource::None)]
+                [(n % 3) as usize],
+            verified: n % 2 == 0,
+        },
+        connection: [
+            None,
+            Some(ConnectionMode::Forward),
+            Some(ConnectionMode::Transparent),
+        ][(n % 3) as usize],
+        method: "GET".into(),
+        scheme: (n % 2 == 0).then_some(Scheme::Https),
+        host: text.into(),
+        port: u16::try_from(n % 65536).unwrap(),
+        path: format!("/{text}"),
+        decision: [None, Some(Verdict::Deny), Some(Verdict::WouldDeny)][(n % 3) as usize],
+        mode: (n % 2 == 1).then_some(Mode::Monitor),
+        reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
+        error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
+        code: (n % 4 == 2).then_some(ErrorCode::IntentViolation),
+        credential: (n % 3 != 0).then(|| {
+            std::sync::Arc::new(crate::audit::AuditCredential {
+                name: text.into(),
+                version: n,
+                expires: (n % 2 == 0).then(|| text.to_string()),
+            })
+        }),
+        policy_revision: text.into(),
+        status: 403,
+        bytes_in: n * 1_000_003,
+        bytes_out: u64::MAX - n,
+        ended: [
+            None,
+            Some(Ended::Closed),
+            Some(Ended::Idle),
+            Some(Ended::Error),
+            Some(Ended::Shutdown),
+        ][(n % 5) as usize],
+        durations: Durations {
+            policy_us: n,
+            upstream_ms: n as f64 / 7.0,
+            total_ms: [0.0, 0.318_764, 1e-7, 1e21, f64::NAN, 123.456][(n % 6) as usize],
+        },
+        shadow: (n % 4 == 3).then(|| {
+            Box::new(crate::audit::Shadow {
+                decision: Verdict::Allow,
+                code: (n % 8 == 7).then_some(ErrorCode::IntentViolation),
+                reasons: (0..n % 3).map(|i| format!("{text}{i}")).collect(),
+            })
+        }),
+        trace: (n % 3 != 0).then(|| crate::audit::Trace {
+            trace_id: [n as u8; 16],
+            span_id: [0xab; 8],
+            parent: (n % 2 == 0).then_some([0x0f; 8]),
+            flags: 1,
+        }),
+        mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
+            method: text.into(),
+            tool: (n % 2 == 0).then(|| text.to_string()),
+        }),
+        llm: (n % 3 == 1).then(|| {
+            let model = serde_json::to_string(text).unwrap();
+            let l = format!(
+                r#"{{"provider":"openai","model":{model},"stream":true,"input_tokens":{n},"output_tokens":null}}"#
+            );
+            serde_json::from_str(&l).unwrap()
+        }),
+        at: None,
+        budget: None,
+        charge: None,
+    }
+}
+
+#[test]
+fn writes_what_serde_json_writes() {
+    let mut texts: Vec<String> = vec![
+        String::new(),
+        "plain".into(),
+        "quote \" backslash \\ slash /".into(),
+        "é ü 日本 🚀".into(),
+        "\u{7f} del, \u{2028} line separator".into(),
+    ];
+    // Every ASCII byte, alone and between others, control characters included.
+    texts.extend((0u8..0x80).map(|b| format!("a{}b", char::from(b))));
+    texts.push((0u8..0x80).map(char::from).collect());
+    // And at every place of a longer text (the scan tests eight bytes at a time).
+    for b in [0u8, 0x08, 0x1f, b' ', b'"', b'\\', b'~', 0x7f] {
+        for at in 0..20 {
+            let mut t: Vec<char> = "abcdefghijklmnopqrst".chars().collect();
+            t[at] = char::from(b);
+            texts.push(t.into_iter().collect());
+        }
+    }
+    let mut line = Vec::new();
+    for (n, text) in texts.iter().enumerate() {
+        let rec = record(text, n as u64);
+        line.clear();
+        write(&rec, &mut line);
+        let want = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&want),
+            "text {text:?}"
+        );
+    }
+    line.clear();
+    write(&AuditRecord::default(), &mut line);
+    assert_eq!(line, serde_json::to_vec(&AuditRecord::default()).unwrap());
+}
+
+#[test]
+fn numbers_and_escapes_are_written_as_serde_json_writes_them() {
+    let mut out = Vec::new();
+    let mut n = 1u64;
+    for k in 0..64 {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            n - 1,
+            n,
+            n.saturating_add(1),
+            u64::MAX >> k,
+            u64::MAX,
+        ] {
+            out.clear();
+            uint(&mut out, v);
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
+        }
+        n = n.saturating_mul(10);
+    }
+    // Every length up to 40 with one byte to escape (or none) at every place, and two.
+    for len in 0..40 {
+        for at in 0..=len {
+            for b in [b'"', b'\\', 0, 0x1f, 0x7f, b'a'] {
+                let mut t = vec![b'x'; len];
+                if at < len {
+                    t[at] = b;
+                    if at + 3 < len {
+                        t[at + 3] = b'\n';
+                    }
+                }
+                let t = String::from_utf8(t).unwrap();
+                out.clear();
+                string(&mut out, &t);
+                assert_eq!(out, serde_json::to_vec(&t).unwrap(), "{t:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_written_line_reads_back_as_the_record_it_was() {
+    let mut line = Vec::new();
+    let mut again = Vec::new();
+    for n in 0..30 {
+        let rec = record("a \" b \u{1} é", n);
+        if !rec.durations.total_ms.is_finite() {
+            continue; // written as null, which no f64 reads back (never a real duration)
+        }
+        line.clear();
+        write(&rec, &mut line);
+        let back: AuditRecord = serde_json::from_slice(&line).unwrap();
+        again.clear();
+        write(&back, &mut again);
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&line)
+        );
+    }
+}
