@@ -387,25 +387,27 @@ impl Proxy {
             tls: scheme == Scheme::Https,
             path_and_query: pq,
         };
+        //    The timeout's timer is the one this client connection or tunnel's earlier requests
+        //    used (src/proxy/sender/deadline.rs).
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
-        //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
+        let deadline = tokio::time::Instant::from_std(sent) + Duration::from_millis(limit_ms);
+        //    Pinned where it lies: the bound holds a reference instead of a copy of its state.
         let sending = std::pin::pin!(self.upstreams.send(kept, to, req, acquired));
-        let sender::Sent { resp, unclean } =
-            match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
-                // A send that failed on the client's body is the client's error (400), not a 502.
-                Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
-                    return Err(headers::malformed_body());
-                }
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        target: authority.to_host_port(),
-                        stage: "response headers",
-                        after_ms: limit_ms,
-                    });
-                }
-            };
+        let sender::Sent { resp, unclean } = match kept.1.bound(deadline, sending).await {
+            // A send that failed on the client's body is the client's error (400), not a 502.
+            Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
+                return Err(headers::malformed_body());
+            }
+            Ok(r) => r?,
+            Err(sender::Elapsed) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    target: authority.to_host_port(),
+                    stage: "response headers",
+                    after_ms: limit_ms,
+                });
+            }
+        };
         let upstream = sent.elapsed();
         self.metrics
             .upstream_seconds
