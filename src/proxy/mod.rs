@@ -22,6 +22,7 @@ mod setup;
 mod shadow;
 mod stub;
 mod tags;
+mod tally;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
