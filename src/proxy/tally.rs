@@ -52,3 +52,44 @@ impl Tally {
         cell.get_or_init(resolve).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::IntentSpec;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn counts_land_under_the_labels_with_label_values_gave_and_appear_on_first_use() {
+        let names = ["a", "b", "c"].map(|n| (n.to_string(), IntentSpec::default()));
+        let sources = [("t.yaml".to_string(), BTreeMap::from(names))];
+        let catalog = Catalog::compile(&sources, Mode::Enforce).unwrap();
+        let mut seen: Vec<usize> = ["a", "b", "c"]
+            .iter()
+            .map(|n| catalog.index_of(n).unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(catalog.index_of("d"), None);
+
+        let m = Metrics::new().unwrap();
+        let tally = Tally::new(&catalog);
+        let count = |intent, d, mode| tally.count(&m.requests, &catalog, intent, d, mode);
+        count(Some("b"), Verdict::Allow, Mode::Enforce);
+        count(Some("b"), Verdict::Allow, Mode::Enforce);
+        count(Some("b"), Verdict::WouldDeny, Mode::Monitor);
+        count(Some("zzz"), Verdict::Deny, Mode::Enforce);
+        count(None, Verdict::Error, Mode::Enforce);
+        let v = |d: &str, mode: &str, i: &str| m.requests.with_label_values(&[d, mode, i]).get();
+        assert_eq!(v("allow", "enforce", "b"), 2);
+        assert_eq!(v("would_deny", "monitor", "b"), 1);
+        assert_eq!(v("deny", "enforce", "unknown"), 1);
+        assert_eq!(v("error", "enforce", "none"), 1);
+        // Only what was counted is a series (`v` above made none new that were not).
+        let text = m.render();
+        assert!(!text.contains("intent=\"a\""));
+        assert!(!text.contains("decision=\"deny\",intent=\"b\""));
+    }
+}
