@@ -267,8 +267,9 @@ impl Proxy {
         //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
         //    5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
         let mcp = self.speaks_mcp(&req, live, &authority.host);
-        let (mut req, json, llm) = self
-            .inspect_body(req, live, mcp, &authority.host, &path)
+        let mut req = req.map(inspect::Replay::new);
+        let (json, llm) = self
+            .inspect_body(&mut req, live, mcp, &authority.host, &path)
             .await?;
         let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
 
@@ -305,7 +306,7 @@ impl Proxy {
         };
         //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
         //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
-        let decided = self.decide_pending(live, rec, call).await;
+        //    (Matched, not `map_err`: the decision is large, and `map_err` copies it once more.)
         let (
             gate::Allowed {
                 decision,
@@ -313,7 +314,10 @@ impl Proxy {
                 presented,
             },
             spending,
-        ) = decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        ) = match self.decide_pending(live, rec, call).await {
+            Ok(decided) => decided,
+            Err(e) => return Err(mcp::refusal(&mcp, e)),
+        };
         // 6b. A budget check sent to Redis is answered while the upstream connection is acquired
         //     (the round trip overlaps DNS, TCP and TLS): over budget, nothing is sent and the
         //     connection stays idle (src/proxy/budget.rs). In process it was answered above.
