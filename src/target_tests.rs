@@ -193,3 +193,61 @@ fn host_header_compared_without_building_it() {
         }
     }
 }
+
+/// `dotted_quad` and `ip_literal` accept exactly what std's parsers accept: every string of up to
+/// six characters over digits, dots and a few others, and longer cases by hand.
+#[test]
+fn the_literal_parsers_agree_with_std() {
+    use std::net::{IpAddr, Ipv4Addr};
+    let check = |s: &str| {
+        assert_eq!(dotted_quad(s), s.parse::<Ipv4Addr>().ok(), "{s:?}");
+        assert_eq!(ip_literal(s), s.parse::<IpAddr>().ok(), "{s:?}");
+    };
+    let alphabet = ['0', '1', '2', '5', '9', '.', 'a', ':'];
+    let mut words = vec![String::new()];
+    for _ in 0..6 {
+        let longer: Vec<String> = words
+            .iter()
+            .filter(|w| w.len() == words.last().map_or(0, String::len))
+            .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+            .collect();
+        words.extend(longer);
+    }
+    for w in &words {
+        check(w);
+    }
+    for s in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.0.0.1",
+        "1.2.3.256",
+        "01.2.3.4",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.4.",
+        ".1.2.3.4",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1..2.3",
+        "1234.1.1.1",
+        "1.1.1.1234",
+        "+1.2.3.4",
+        "1.2.3.-4",
+        "0x7f.0.0.1",
+        "127.1",
+        "2130706433",
+        "192.168.000.1",
+        "10.0.0.255",
+        "::1",
+        "::ffff:127.0.0.1",
+        "2001:db8::1",
+        "fe80::1%eth0",
+        "[::1]",
+        "api.example.com",
+        "1.2.3.4:80",
+        "",
+    ] {
+        check(s);
+    }
+}
