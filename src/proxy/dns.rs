@@ -87,7 +87,7 @@ impl Resolver {
 
     /// The addresses of `host` (an IP literal resolves to itself), with `port`.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
-        if let Some(ip) = crate::target::ip_literal(host) {
+        if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let now = Instant::now();

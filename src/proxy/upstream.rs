@@ -116,7 +116,7 @@ impl Dialer {
     /// it resolves to is forbidden. With a parent proxy only IP literals can be vetted here (the
     /// parent resolves names), so names yield `None`.
     async fn vet(&self, host: &str, port: u16) -> Result<Option<(SocketAddr, Class)>, DialError> {
-        if self.parent.is_some() && crate::target::ip_literal(host).is_none() {
+        if self.parent.is_some() && host.parse::<std::net::IpAddr>().is_err() {
             return Ok(None);
         }
         let addrs = self.resolver.resolve(host, port).await?;
@@ -133,7 +133,7 @@ impl Dialer {
         reads_destination: bool,
     ) -> Result<Early, DialError> {
         // An IP literal is its own (one) address: parsed once, vetted without a lookup.
-        if let Some(ip) = crate::target::ip_literal(host) {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addr = SocketAddr::new(ip, port);
             // One address: vetted without the list `allowed` builds.
             let class = self.egress.check(addr).map_err(|f| forbidden(host, f))?;
