@@ -133,6 +133,8 @@ struct Compiled {
     attest: bool,
     /// `budget:` (src/budget/).
     budget: Option<std::sync::Arc<crate::budget::Limits>>,
+    /// Its place among the catalog's intents (`Catalog::index_of`).
+    index: usize,
 }
 
 /// The compiled catalog.
@@ -168,6 +170,12 @@ impl Catalog {
     /// Whether the catalog defines `intent`.
     pub fn contains(&self, intent: &str) -> bool {
         self.intents.contains_key(intent)
+    }
+
+    /// Where `intent` is among the catalog's intents (0 to `len() - 1`, each its own), for
+    /// tables kept beside the catalog (src/proxy/tally.rs); `None` if it does not define it.
+    pub fn index_of(&self, intent: &str) -> Option<usize> {
+        self.intents.get(intent).map(|c| c.index)
     }
 
     /// The budget of `intent`, if it has one.

@@ -35,6 +35,8 @@ pub struct LivePolicy {
     pub shadow: Option<PolicySet>,
     /// The agent's id as the upstream tag's value, made once (src/proxy/tags.rs).
     agent_tag: Option<http::HeaderValue>,
+    /// `intentgate_requests_total`'s counters for `policy`'s intents (src/proxy/tally.rs).
+    tally: super::tally::Tally,
 }
 
 impl LivePolicy {
@@ -55,6 +57,7 @@ impl LivePolicy {
                     .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             }),
             agent_tag: http::HeaderValue::from_str(&agent.id).ok(),
+            tally: super::tally::Tally::new(policy.catalog()),
             policy,
             agent,
             default_intent,
@@ -326,11 +329,10 @@ pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
 fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    let label = intent_label(live, intent);
-    metrics
-        .requests
-        .with_label_values(&[decision.as_str(), mode.as_str(), label])
-        .inc();
+    let catalog = live.policy.catalog();
+    let name = intent.name.as_deref();
+    live.tally
+        .count(&metrics.requests, catalog, name, decision, mode);
 }
 
 /// A refusal decided at an intercepted tunnel's CONNECT (`port_not_in_scope`,

@@ -19,18 +19,18 @@ use crate::llm::LlmCall;
 use crate::policy::BodyFacts;
 
 impl Proxy {
-    /// Reads the body's start when a loaded module reads it, the request is `mcp`, or it is an
-    /// LLM API call to a host of a `protocol: llm` rule; returns the request to forward (the
-    /// bytes read replayed in front), whether its `Content-Type` is JSON, and the LLM call.
+    /// Reads the body's start into `req`'s body (to be replayed in front of the rest) when a
+    /// loaded module reads it, the request is `mcp`, or it is an LLM API call to a host of a
+    /// `protocol: llm` rule; returns whether its `Content-Type` is JSON, and the LLM call. The
+    /// request is borrowed, not moved in and out: it is large, and this runs on every request.
     pub(super) async fn inspect_body(
         &self,
-        req: http::Request<Incoming>,
+        req: &mut http::Request<Replay>,
         live: &LivePolicy,
         mcp: bool,
         host: &str,
         path: &str,
-    ) -> Result<(http::Request<Replay>, bool, Option<LlmCall>), ProxyError> {
-        let mut req = req.map(Replay::new);
+    ) -> Result<(bool, Option<LlmCall>), ProxyError> {
         let llm_api = live.policy.catalog().llm_api(host, path);
         let inspected = mcp || live.policy.reads_body() || llm_api.is_some();
         if inspected {
@@ -53,7 +53,7 @@ impl Proxy {
             let b = req.body().facts(json);
             LlmCall::parse(provider, api, path, b.bytes, b.truncated)
         });
-        Ok((req, json, llm))
+        Ok((json, llm))
     }
 }
 

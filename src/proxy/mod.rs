@@ -22,6 +22,7 @@ mod setup;
 mod shadow;
 mod stub;
 mod tags;
+mod tally;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
@@ -266,8 +267,9 @@ impl Proxy {
         //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
         //    5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
         let mcp = self.speaks_mcp(&req, live, &authority.host);
-        let (mut req, json, llm) = self
-            .inspect_body(req, live, mcp, &authority.host, &path)
+        let mut req = req.map(inspect::Replay::new);
+        let (json, llm) = self
+            .inspect_body(&mut req, live, mcp, &authority.host, &path)
             .await?;
         let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
 
@@ -304,7 +306,7 @@ impl Proxy {
         };
         //    A refused MCP call is answered in-band, as JSON-RPC the model reads; an allowed
         //    `tools/list` may have its answer cut down (src/proxy/mcp.rs).
-        let decided = self.decide_pending(live, rec, call).await;
+        //    (Matched, not `map_err`: the decision is large, and `map_err` copies it once more.)
         let (
             gate::Allowed {
                 decision,
@@ -312,7 +314,10 @@ impl Proxy {
                 presented,
             },
             spending,
-        ) = decided.map_err(|e| mcp::refusal(&mcp, e))?;
+        ) = match self.decide_pending(live, rec, call).await {
+            Ok(decided) => decided,
+            Err(e) => return Err(mcp::refusal(&mcp, e)),
+        };
         // 6b. A budget check sent to Redis is answered while the upstream connection is acquired
         //     (the round trip overlaps DNS, TCP and TLS): over budget, nothing is sent and the
         //     connection stays idle (src/proxy/budget.rs). In process it was answered above.
@@ -387,25 +392,27 @@ impl Proxy {
             tls: scheme == Scheme::Https,
             path_and_query: pq,
         };
+        //    The timeout's timer is the one this client connection or tunnel's earlier requests
+        //    used (src/proxy/sender/deadline.rs).
         let limit_ms = self.cfg.limits.upstream_response_timeout_ms;
         let sent = Instant::now();
-        //    Pinned where it lies: the timeout holds a reference instead of a copy of its state.
+        let deadline = tokio::time::Instant::from_std(sent) + Duration::from_millis(limit_ms);
+        //    Pinned where it lies: the bound holds a reference instead of a copy of its state.
         let sending = std::pin::pin!(self.upstreams.send(kept, to, req, acquired));
-        let sender::Sent { resp, unclean } =
-            match tokio::time::timeout(Duration::from_millis(limit_ms), sending).await {
-                // A send that failed on the client's body is the client's error (400), not a 502.
-                Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
-                    return Err(headers::malformed_body());
-                }
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(ProxyError::UpstreamTimeout {
-                        target: authority.to_host_port(),
-                        stage: "response headers",
-                        after_ms: limit_ms,
-                    });
-                }
-            };
+        let sender::Sent { resp, unclean } = match kept.1.bound(deadline, sending).await {
+            // A send that failed on the client's body is the client's error (400), not a 502.
+            Ok(Err(_)) if bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
+                return Err(headers::malformed_body());
+            }
+            Ok(r) => r?,
+            Err(sender::Elapsed) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    target: authority.to_host_port(),
+                    stage: "response headers",
+                    after_ms: limit_ms,
+                });
+            }
+        };
         let upstream = sent.elapsed();
         self.metrics
             .upstream_seconds

@@ -72,6 +72,9 @@ impl Catalog {
             catalog.mcp_hosts.merge(part.mcp);
             catalog.llm_hosts.merge(part.llm);
         }
+        for (i, c) in catalog.intents.values_mut().enumerate() {
+            c.index = i;
+        }
         Ok(catalog)
     }
 }
@@ -120,6 +123,7 @@ fn compile_intent(
         rules: Vec::with_capacity(spec.allow.len()),
         requires_token: spec.requires_token,
         attest: spec.attest,
+        index: 0, // numbered once the catalog is whole
         budget: match &spec.budget {
             None => None,
             Some(b) => Some(std::sync::Arc::new(

@@ -12,9 +12,10 @@ use super::idle::Registry;
 use crate::target::Authority;
 
 /// What a client connection or an intercepted tunnel hands to `Upstreams::send` so that its
-/// requests go over the connections its earlier ones used.
+/// requests go over the connections its earlier ones used, each bounded by the upstream response
+/// timeout with the timer the earlier ones used (src/proxy/sender/deadline.rs).
 #[derive(Default)]
-pub(crate) struct Affinity(pub(super) Arc<Slot>);
+pub(crate) struct Affinity(pub(super) Arc<Slot>, pub(crate) super::ResponseTimer);
 
 #[derive(Default)]
 pub(super) struct Slot(Mutex<Held>);

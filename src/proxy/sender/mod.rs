@@ -12,6 +12,7 @@
 //! (`Upstreams::acquire`, then `send` with it, or `release` when the request is not sent).
 
 mod conn;
+mod deadline;
 mod eof;
 mod idle;
 mod kept;
@@ -29,6 +30,7 @@ use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::target::Authority;
 use crate::tls::Tls;
+pub(crate) use deadline::{Elapsed, ResponseTimer};
 pub(crate) use eof::UncleanClose;
 pub(crate) use kept::Affinity;
 
