@@ -344,8 +344,7 @@ impl Proxy {
         //    (the intent token kept aside first, by reference, for step 7b).
         let subject = intent_token::subject(presented, req.headers(), self.intent_tokens.header());
         let h = req.headers_mut();
-        headers::remove_hop_by_hop(h);
-        headers::strip_agent_claims(h, &self.strip);
+        headers::remove_hop_by_hop_and_claims(h, &self.strip);
 
         // 7b. The credential the matched rule binds, or the decision picks (src/cred/): what the
         //     agent sent in its place removed (or refused), the value added on an allowed call
@@ -421,8 +420,7 @@ impl Proxy {
 
         // 10. The response: hop-by-hop removed, Via added, the body streamed as it arrives.
         let (mut parts, body) = resp.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::add_via(&mut parts.headers);
+        headers::remove_hop_by_hop_add_via(&mut parts.headers);
         if let Some(f) = tools {
             self.filter_answer(&mut parts, f, &authority.to_host_port())?;
         }
