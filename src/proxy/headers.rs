@@ -1,7 +1,7 @@
 //! Header rewriting: hop-by-hop removal (RFC 9110 §7.6.1), `Via`, the agent's own intentgate and
 //! identity headers stripped, and intentgate's tags added.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 
 use crate::error::{Ambiguity, ProxyError};
 

@@ -2,6 +2,7 @@
 //! overrides, single-valued headers.
 
 use super::*;
+use http::header::HeaderValue;
 
 #[test]
 fn hop_by_hop_and_connection_named_headers_are_removed() {
