@@ -26,6 +26,8 @@ use crate::target::Authority;
 use crate::vocab::{ConnectionMode, Scheme};
 
 /// What steps 5 to 8c end in.
+// The large variant is the common one: boxing it would allocate for every request.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Prepared {
     /// The request, ready to go upstream (steps 9 and 10).
     Send(Ready),
