@@ -3,6 +3,8 @@
 
 mod path;
 
+use std::borrow::Cow;
+
 use http::Uri;
 
 use crate::error::ProxyError;
@@ -95,13 +97,26 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
             HINT_TARGET,
         ));
     }
-    if raw.contains('@') {
+    // One pass over the bytes (this runs on every request): any `@`, the first and the last `:`.
+    let (mut at, mut first_colon, mut last_colon) = (false, None, None);
+    for (i, &b) in raw.as_bytes().iter().enumerate() {
+        match b {
+            b'@' => at = true,
+            b':' => {
+                first_colon = first_colon.or(Some(i));
+                last_colon = Some(i);
+            }
+            _ => {}
+        }
+    }
+    if at {
         return Err(ProxyError::bad_request(
             "credentials (userinfo) in the request target are refused",
             "remove 'user@' from the URL; send credentials in headers",
         ));
     }
-    let (host_raw, port_raw) = if let Some(rest) = raw.strip_prefix('[') {
+    // The host as written (borrowed), or an IPv6 literal's canonical text.
+    let (host_raw, port_raw): (Cow<'_, str>, _) = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']').ok_or_else(|| {
             ProxyError::bad_request(
                 "unterminated IPv6 literal in the request target",
@@ -126,23 +141,22 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
         // the policy and the dialler. (The deprecated IPv4-compatible `[::a.b.c.d]` reaches no
         // IPv4 host on Linux; it stays IPv6, and egress compares it as `a.b.c.d` all the same.)
         match ip.to_ipv4_mapped() {
-            Some(v4) => (v4.to_string(), port),
-            None => (ip.to_string(), port),
+            Some(v4) => (Cow::Owned(v4.to_string()), port),
+            None => (Cow::Owned(ip.to_string()), port),
         }
     } else {
-        let (h, p) = match raw.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (raw, None),
-        };
         // A colon left in the host means an unbracketed IPv6 literal or garbage: both refused
         // (found by fuzzing: `x:ffff:127.0.0.1]:443` must never pass as a host).
-        if h.contains(':') {
+        if first_colon != last_colon {
             return Err(ProxyError::bad_request(
                 "IPv6 addresses in a request target must be in brackets, e.g. [2001:db8::1]:443",
                 HINT_TARGET,
             ));
         }
-        (h.to_string(), p)
+        match last_colon {
+            Some(i) => (Cow::Borrowed(&raw[..i]), Some(&raw[i + 1..])),
+            None => (Cow::Borrowed(raw), None),
+        }
     };
     let port = match port_raw {
         Some(p) => parse_port(p)?,
@@ -150,10 +164,9 @@ pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority
             ProxyError::bad_request("the target needs an explicit port (host:port)", HINT_TARGET)
         })?,
     };
-    let host = if host_raw.contains(':') {
-        host_raw // already a canonical IPv6 literal
-    } else {
-        canonical_host(&host_raw)?
+    let host = match host_raw {
+        Cow::Owned(ipv6) if ipv6.contains(':') => ipv6, // already a canonical IPv6 literal
+        host_raw => canonical_host(&host_raw)?,
     };
     Ok(Authority { host, port })
 }
@@ -168,7 +181,9 @@ fn parse_port(p: &str) -> Result<u16, ProxyError> {
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    match p.parse::<u16>() {
+    // At most five decimal digits: no overflow in a u32.
+    let n = (p.bytes()).fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    match u16::try_from(n) {
         Ok(0) | Err(_) => Err(bad()),
         Ok(n) => Ok(n),
     }

@@ -1,48 +1,16 @@
 //! Header rewriting: hop-by-hop removal (RFC 9110 §7.6.1), `Via`, the agent's own intentgate and
 //! identity headers stripped, and intentgate's tags added.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 
 use crate::error::{Ambiguity, ProxyError};
 
-/// Headers that describe one hop and never travel further (`hop_index` tells them apart).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    PROXY_CONNECTION,
-    KEEP_ALIVE,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+mod hop;
 
-/// `k`'s index in `HOP_BY_HOP`, compared name by name: no array is built (and dropped) for
-/// each of the headers of every request and response.
-fn hop_index(k: &HeaderName) -> Option<usize> {
-    let i = if *k == header::CONNECTION {
-        0
-    } else if *k == PROXY_CONNECTION {
-        1
-    } else if *k == KEEP_ALIVE {
-        2
-    } else if *k == header::TE {
-        3
-    } else if *k == header::TRAILER {
-        4
-    } else if *k == header::UPGRADE {
-        5
-    } else if *k == header::PROXY_AUTHORIZATION {
-        6
-    } else if *k == header::PROXY_AUTHENTICATE {
-        7
-    } else {
-        return None;
-    };
-    Some(i)
-}
+pub use hop::{
+    add_via, remove_hop_by_hop, remove_hop_by_hop_add_via, remove_hop_by_hop_and_claims,
+    strip_agent_claims,
+};
 
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
 pub const OWN_PREFIX: &str = "intentgate-";
@@ -66,86 +34,6 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop headers, including every header named in `Connection`.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Which of HOP_BY_HOP are present, in one pass over the names (compared, not hashed): usually
-    // none or only `connection`, so one name is looked up and removed instead of eight.
-    let mut present = 0u8;
-    for k in headers.keys() {
-        if let Some(i) = hop_index(k) {
-            present |= 1 << i;
-        }
-    }
-    // Every header `Connection` names goes too. Names in HOP_BY_HOP are removed below anyway:
-    // a `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only
-    // such names allocates nothing here.
-    if present & 1 != 0 && !only_keep_alive(headers) {
-        let other = |t: &&str| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(t))
-        };
-        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
-            .filter(other)
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    if present & 1 != 0 {
-        headers.remove(header::CONNECTION);
-    }
-    // The rest only when one is there (the array is built only then).
-    if present > 1 {
-        for (i, name) in HOP_BY_HOP.into_iter().enumerate().skip(1) {
-            if present & (1 << i) != 0 {
-                headers.remove(name);
-            }
-        }
-    }
-}
-
-/// Whether every `Connection` value is `keep-alive` alone.
-fn only_keep_alive(headers: &HeaderMap) -> bool {
-    (headers.get_all(header::CONNECTION).iter()).all(|v| {
-        v.as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"keep-alive")
-    })
-}
-
-/// Appends this hop to `Via`.
-pub fn add_via(headers: &mut HeaderMap) {
-    // Usually there is none: looked for among the names first (compared, not hashed).
-    if !headers.keys().any(|k| k == header::VIA) {
-        headers.insert(header::VIA, HeaderValue::from_static(VIA));
-        return;
-    }
-    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {VIA}")).ok(),
-        None => Some(HeaderValue::from_static(VIA)),
-    };
-    if let Some(v) = value {
-        headers.insert(header::VIA, v);
-    }
-}
-
-/// Removes every `intentgate-*` header and every configured identity header the agent sent:
-/// they are never trusted and never forwarded.
-pub fn strip_agent_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
-    // One pass over the names (compared, not hashed): usually none of them is there, and then
-    // nothing is looked up, removed or allocated.
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with(OWN_PREFIX) || extra.contains(k))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
-    }
 }
 
 /// Enforces our header limits before anything else reads the headers, so an oversized head gets

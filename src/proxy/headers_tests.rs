@@ -2,6 +2,7 @@
 //! overrides, single-valued headers.
 
 use super::*;
+use http::header::HeaderValue;
 
 #[test]
 fn hop_by_hop_and_connection_named_headers_are_removed() {
@@ -45,6 +46,55 @@ fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
     h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
     remove_hop_by_hop(&mut h);
     assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
+}
+
+#[test]
+fn one_pass_removals_do_what_the_steps_do_one_after_the_other() {
+    let claims = [HeaderName::from_static("x-agent-id")];
+    let heads: [&[(&str, &str)]; 6] = [
+        &[("accept", "*/*"), ("host", "a.example")],
+        &[
+            ("connection", "keep-alive"),
+            ("via", "1.0 other"),
+            ("server", "x"),
+        ],
+        &[("connection", "close, via"), ("via", "1.0 other")],
+        &[
+            ("Connection", "Keep-Alive"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+        ],
+        &[
+            ("intentgate-agent", "root"),
+            ("x-agent-id", "admin"),
+            ("te", "trailers"),
+        ],
+        &[
+            ("connection", "x-agent-id"),
+            ("x-agent-id", "a"),
+            ("keep-alive", "5"),
+            ("upgrade", "w"),
+        ],
+    ];
+    for head in heads {
+        let mut h = HeaderMap::new();
+        for &(k, v) in head {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        let (mut one, mut other) = (h.clone(), h.clone());
+        remove_hop_by_hop_add_via(&mut one);
+        remove_hop_by_hop(&mut other);
+        add_via(&mut other);
+        assert_eq!(one, other, "{head:?}");
+        let (mut one, mut other) = (h.clone(), h);
+        remove_hop_by_hop_and_claims(&mut one, &claims);
+        remove_hop_by_hop(&mut other);
+        strip_agent_claims(&mut other, &claims);
+        assert_eq!(one, other, "{head:?}");
+    }
 }
 
 #[test]

@@ -161,8 +161,7 @@ impl Proxy {
             metric("declined");
             drop(count);
             let (mut parts, body) = resp.into_parts();
-            headers::remove_hop_by_hop(&mut parts.headers);
-            headers::add_via(&mut parts.headers);
+            headers::remove_hop_by_hop_add_via(&mut parts.headers);
             let bytes_in = Arc::new(AtomicU64::new(0));
             return Ok(Outcome::Forwarded(
                 Response::from_parts(parts, body),
@@ -207,8 +206,7 @@ impl Proxy {
             .instrument(span),
         );
         let (mut parts, _) = resp.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        headers::add_via(&mut parts.headers);
+        headers::remove_hop_by_hop_add_via(&mut parts.headers);
         mark_upgrade(&mut parts.headers);
         let body = Empty::new().map_err(|never| match never {}).boxed();
         Ok(Outcome::Upgraded(

@@ -76,12 +76,14 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` to `to` over `acquired` (see `acquire`), or acquires one now.
+    /// Sends the request `req` holds to `to` over `acquired` (see `acquire`), or acquires one
+    /// now. The request is taken out of `req` as it goes: lent, not moved into this future and
+    /// the next (a request is ~450 bytes, and each copy would be room in every request's future).
     pub(crate) async fn send(
         &self,
         from: &Affinity,
         to: Destination<'_>,
-        mut req: Outgoing,
+        req: &mut Option<Outgoing>,
         acquired: Option<Acquired>,
     ) -> Result<Sent, ProxyError> {
         let Destination {
@@ -89,23 +91,24 @@ impl Upstreams {
             tls,
             path_and_query,
         } = to;
-        let sequential = is_sequential(&req);
-        *req.version_mut() = Version::HTTP_11;
-        *req.uri_mut() = Uri::try_from(path_and_query).map_err(|_| unbuildable())?;
+        let Some(r) = req.as_mut() else {
+            return Err(closed_before_sent(authority));
+        };
+        let sequential = is_sequential(r);
+        *r.version_mut() = Version::HTTP_11;
+        *r.uri_mut() = Uri::try_from(path_and_query).map_err(|_| unbuildable())?;
         let slot = &from.0;
         let Acquired { idle, reused } = match acquired {
             Some(a) => a,
             None => self.acquire(from, authority, tls, sequential).await?,
         };
         // Only a reused connection gives the request back (it closed before it left).
-        let unsent = match self.try_send(slot, idle, req, authority, reused).await? {
-            Ok(resp) => return Ok(resp),
-            Err(unsent) => unsent,
-        };
+        if let Some(sent) = self.try_send(slot, idle, req, authority, reused).await? {
+            return Ok(sent);
+        }
         let idle = Box::pin(self.dial(authority, tls)).await?;
-        self.try_send(slot, idle, unsent, authority, false)
-            .await?
-            .map_err(|_| closed_before_sent(authority))
+        (self.try_send(slot, idle, req, authority, false).await?)
+            .ok_or_else(|| closed_before_sent(authority))
     }
 
     /// A connection for a request to `authority` (`sequential`: see `is_sequential`), not yet
@@ -147,18 +150,19 @@ impl Upstreams {
         Ok(Idle::new(Key::new(authority, tls), conn))
     }
 
-    /// Sends on `idle`'s connection and keeps it in `slot`. `Ok(Err(req))`: a `reused`
-    /// connection closed before the request left, so it can go on a new one.
+    /// Sends the request `req` holds on `idle`'s connection and keeps it in `slot`. `Ok(None)`:
+    /// a `reused` connection closed before the request left; it is back in `req`, to go on a new
+    /// one.
     async fn try_send(
         &self,
         slot: &Arc<Slot>,
         mut idle: Idle,
-        mut req: Outgoing,
+        req: &mut Option<Outgoing>,
         authority: &Authority,
         reused: bool,
-    ) -> Result<Result<Sent, Outgoing>, ProxyError> {
+    ) -> Result<Option<Sent>, ProxyError> {
         if idle.conn.ready().await.is_err() && reused {
-            return Ok(Err(req));
+            return Ok(None);
         }
         // Origin-form, except to a parent proxy (plain HTTP) and over HTTP/2, where the scheme
         // and authority travel with the target (`:scheme`, `:authority`).
@@ -167,11 +171,12 @@ impl Upstreams {
             Conn::H1(..) if !idle.key.tls && !self.dialer.is_direct() => Some("http"),
             Conn::H1(..) => None,
         };
-        aim(&mut req, absolute, authority)?;
+        let r = req.as_mut().ok_or_else(|| closed_before_sent(authority))?;
+        aim(r, absolute, authority)?;
         let sent = match &mut idle.conn {
             Conn::H1(s, unclean) => {
                 let unclean = unclean.clone();
-                let sent = s.try_send_request(req).await;
+                let sent = s.try_send_request(taken(req, authority)?).await;
                 if sent.is_ok() {
                     slot.put(idle, &self.registry);
                 }
@@ -180,20 +185,30 @@ impl Upstreams {
             Conn::H2(s) => {
                 let mut s = s.clone();
                 slot.put(idle, &self.registry);
-                s.try_send_request(req).await.map(|resp| Sent {
+                let sent = s.try_send_request(taken(req, authority)?).await;
+                sent.map(|resp| Sent {
                     resp,
                     unclean: None,
                 })
             }
         };
         match sent {
-            Ok(resp) => Ok(Ok(resp)),
+            Ok(resp) => Ok(Some(resp)),
             Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => Ok(Err(unsent)),
+                Some(unsent) if reused => {
+                    *req = Some(unsent);
+                    Ok(None)
+                }
                 _ => Err(conn::protocol_error(authority, &e.into_error())),
             },
         }
     }
+}
+
+/// The request `req` holds, taken to be sent (moved straight into the send, never borrowed: a
+/// borrowed local would keep its room in the future across the send's await).
+fn taken(req: &mut Option<Outgoing>, authority: &Authority) -> Result<Outgoing, ProxyError> {
+    req.take().ok_or_else(|| closed_before_sent(authority))
 }
 
 /// An upstream connection acquired for a request before it is sent (`Upstreams::acquire`).
