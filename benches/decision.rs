@@ -92,6 +92,7 @@ impl Case {
                 verified: false,
                 claims: Default::default(),
                 token: None,
+                known: None,
             },
             headers,
             host: format!("api7.svc{mid}.example.com"),

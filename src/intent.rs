@@ -46,6 +46,10 @@ pub struct Intent {
     /// The verified claims of the intent token it was declared with (`input.intent.token`).
     #[serde(skip)]
     pub token: Option<Arc<IntentClaims>>,
+    /// Where the catalog the request is decided by has it, once found (`Catalog::know`): the
+    /// catalog's later questions about it go straight there.
+    #[serde(skip)]
+    pub known: Option<crate::policy::catalog::Known>,
 }
 
 impl Intent {
@@ -62,6 +66,7 @@ impl Intent {
             verified: false,
             claims: serde_json::Map::new(),
             token: None,
+            known: None,
         }
     }
 
@@ -74,6 +79,7 @@ impl Intent {
             verified: true,
             claims: serde_json::Map::new(),
             token: Some(claims),
+            known: None,
         }
     }
 }

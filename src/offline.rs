@@ -213,6 +213,7 @@ fn explain_with(
             verified: false,
             claims: Default::default(),
             token: None,
+            known: None,
         },
         None => intent::resolve(
             None,

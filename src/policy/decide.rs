@@ -97,7 +97,7 @@ impl PolicySet {
         let sentence = sentence || want_input || self.reads & WHY != 0;
         let mut scope = self
             .catalog
-            .verdict_with(agent, intent.name.as_deref(), &q, sentence);
+            .verdict_with(agent, intent, &q, sentence);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
         let build = |reads: u64| {

@@ -322,17 +322,15 @@ fn settle(
 pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str {
     match intent.name.as_deref() {
         None => "none",
-        Some(n) if live.policy.catalog().contains(n) => n,
+        Some(n) if live.policy.catalog().index_of_intent(intent).is_some() => n,
         Some(_) => "unknown",
     }
 }
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
 fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    let catalog = live.policy.catalog();
-    let name = intent.name.as_deref();
     live.tally
-        .count(&metrics.requests, catalog, name, decision, mode);
+        .count(&metrics.requests, live.policy.catalog(), intent, decision, mode);
 }
 
 /// A refusal decided at an intercepted tunnel's CONNECT (`port_not_in_scope`,

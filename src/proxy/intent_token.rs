@@ -175,8 +175,11 @@ impl IntentTokens {
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_deref()));
         // A tunnel to be intercepted is decided on its destination: its requests bring their own.
+        let catalog = live.policy.catalog();
         if facts.opens_tunnel() {
-            return Ok((intent::resolve(declared, session, default), None));
+            let mut intent = intent::resolve(declared, session, default);
+            catalog.know(&mut intent);
+            return Ok((intent, None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
         let current = session.get_shared(Instant::now());
@@ -186,9 +189,11 @@ impl IntentTokens {
             (Some(t), _) => (t, Presented::Header),
             (None, Some(t)) => (&**t, Presented::Held(t.clone())),
             (None, None) => {
-                let intent = intent::resolve_with(declared, current.as_deref(), default);
+                // Found in the catalog once: its later questions about it go straight to it.
+                let mut intent = intent::resolve_with(declared, current.as_deref(), default);
+                catalog.know(&mut intent);
                 return match intent.name.as_deref() {
-                    Some(n) if self.required || live.policy.catalog().requires_token(n) => {
+                    Some(_) if self.required || catalog.intent_requires_token(&intent) => {
                         Err(self.required(&intent))
                     }
                     None if self.required => Err(self.required(&intent)),
@@ -210,7 +215,9 @@ impl IntentTokens {
             return Err(self.mismatch(bare, &claims.intent));
         }
         narrow(&claims, facts)?;
-        Ok((Intent::from_token(claims), Some(presented)))
+        let mut intent = Intent::from_token(claims);
+        catalog.know(&mut intent);
+        Ok((intent, Some(presented)))
     }
 
     /// A bare name `bare` beside a token that declares `intent`.
