@@ -86,7 +86,7 @@ impl Case {
             policy,
             agent,
             intent: Intent {
-                name: Some(format!("intent-{mid}")),
+                name: Some(format!("intent-{mid}").into()),
                 task: Some("INC-4711".into()),
                 source: IntentSource::Header,
                 verified: false,

@@ -36,7 +36,9 @@ impl IntentSource {
 /// The intent a request is made under.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Intent {
-    pub name: Option<String>,
+    /// Shared: a catalog intent's is the catalog's own (`Catalog::know`), and the verdict and
+    /// the audit record take it without a copy.
+    pub name: Option<Arc<str>>,
     pub task: Option<String>,
     pub source: IntentSource,
     /// True only for a verified signed token.
@@ -58,7 +60,7 @@ impl Intent {
         Self::declared(None, None, IntentSource::None)
     }
 
-    fn declared(name: Option<String>, task: Option<String>, source: IntentSource) -> Self {
+    fn declared(name: Option<Arc<str>>, task: Option<String>, source: IntentSource) -> Self {
         Intent {
             name,
             task,
@@ -73,7 +75,7 @@ impl Intent {
     /// The intent a verified token declares.
     pub fn from_token(claims: Arc<IntentClaims>) -> Self {
         Intent {
-            name: Some(claims.intent.clone()),
+            name: Some(Arc::from(claims.intent.as_str())),
             task: claims.task.clone(),
             source: IntentSource::Token,
             verified: true,
@@ -212,14 +214,46 @@ pub fn resolve_with(
     session: Option<&SessionIntent>,
     default: Option<(&str, Option<&str>)>,
 ) -> Intent {
-    let pick = |(name, task): (&str, Option<&str>), source| {
-        present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
+    resolve_by(header, session, default, |n| (Arc::from(n), None))
+}
+
+/// `resolve_with`, a name the catalog defines found there once (`Catalog::know`) and its own
+/// name taken (shared: no copy a request).
+pub fn resolve_in(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+    catalog: &crate::policy::Catalog,
+) -> Intent {
+    resolve_by(header, session, default, |n| match catalog.shared(n) {
+        Some((name, known)) => (name, Some(known)),
+        None => (Arc::from(n), None),
+    })
+}
+
+/// `resolve_with`, names made by `name`.
+fn resolve_by(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+    name: impl Fn(&str) -> (Arc<str>, Option<crate::policy::catalog::Known>),
+) -> Intent {
+    let declared = |n: &str, task, source| {
+        let (n, known) = name(n);
+        Intent {
+            known,
+            ..Intent::declared(Some(n), task, source)
+        }
+    };
+    let pick = |(n, task): (&str, Option<&str>), source| {
+        let n = n.trim();
+        (!n.is_empty()).then(|| declared(n, task.and_then(present), source))
     };
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
         return i;
     }
     if let Some(s) = session {
-        return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
+        return declared(&s.name, s.task.clone(), IntentSource::Session);
     }
     default
         .and_then(|d| pick(d, IntentSource::Default))

@@ -25,7 +25,7 @@ use why::req_text;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScopeVerdict {
     pub matched: bool,
-    pub intent: Option<String>,
+    pub intent: Option<std::sync::Arc<str>>,
     /// The matched rule: 1-based position in the intent's `allow` list (as in `why`).
     pub rule: Option<usize>,
     pub why: String,
@@ -127,6 +127,11 @@ fn bodyless_bit(method: &str) -> Option<u8> {
 
 #[derive(Debug)]
 struct Compiled {
+    /// The intent's name, lent to each request's intent (`Catalog::know`): no copy a request.
+    name: std::sync::Arc<str>,
+    /// The name as the upstream tag's value (`headers.intent`), made once (none when it cannot
+    /// be one).
+    tag: Option<http::HeaderValue>,
     agents: Option<Vec<String>>,
     namespaces: Option<Vec<String>>,
     mode: Option<Mode>,
@@ -176,7 +181,7 @@ impl Catalog {
     /// Matches one request of `agent` under the intent named `intent`.
     pub fn verdict(&self, agent: &Agent, intent: Option<&str>, q: &ScopeQuery<'_>) -> ScopeVerdict {
         let intent = Intent {
-            name: intent.map(str::to_string),
+            name: intent.map(std::sync::Arc::from),
             ..Intent::none()
         };
         self.verdict_with(agent, &intent, q, true)

@@ -193,7 +193,7 @@ impl super::Proxy {
                     .into(),
                 hint: "retry; if it persists, check attestation.key_file".into(),
                 agent: agent.id.clone(),
-                intent: intent.name.clone(),
+                intent: intent.name.as_deref().map(str::to_string),
             });
         };
         req.headers_mut().insert(a.header.clone(), value);

@@ -312,7 +312,7 @@ fn settle(
             reason: d.reason(),
             hint: d.hint.clone(),
             agent: agent.id.clone(),
-            intent: intent.name.clone(),
+            intent: intent.name.as_deref().map(str::to_string),
         });
     }
     Ok((d, intent))

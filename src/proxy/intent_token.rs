@@ -177,8 +177,8 @@ impl IntentTokens {
         // A tunnel to be intercepted is decided on its destination: its requests bring their own.
         let catalog = live.policy.catalog();
         if facts.opens_tunnel() {
-            let mut intent = intent::resolve(declared, session, default);
-            catalog.know(&mut intent);
+            let current = session.get_shared(Instant::now());
+            let intent = intent::resolve_in(declared, current.as_deref(), default, catalog);
             return Ok((intent, None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
@@ -190,8 +190,7 @@ impl IntentTokens {
             (None, Some(t)) => (&**t, Presented::Held(t.clone())),
             (None, None) => {
                 // Found in the catalog once: its later questions about it go straight to it.
-                let mut intent = intent::resolve_with(declared, current.as_deref(), default);
-                catalog.know(&mut intent);
+                let intent = intent::resolve_in(declared, current.as_deref(), default, catalog);
                 return match intent.name.as_deref() {
                     Some(_) if self.required || catalog.intent_requires_token(&intent) => {
                         Err(self.required(&intent))
@@ -237,7 +236,7 @@ impl IntentTokens {
     pub(crate) fn bare_session(&self, live: &LivePolicy, name: &str) -> Option<Refusal> {
         (self.required || live.policy.catalog().requires_token(name)).then(|| {
             self.required(&Intent {
-                name: Some(name.to_string()),
+                name: Some(name.into()),
                 ..Intent::none()
             })
         })
@@ -260,7 +259,7 @@ impl IntentTokens {
                 },
                 self.header
             ),
-            intent: intent.name.clone(),
+            intent: intent.name.as_deref().map(str::to_string),
             source: intent.source,
         }
     }
@@ -368,7 +367,7 @@ impl Refusal {
     ) -> ProxyError {
         rec.policy_revision = live.policy.shared_revision();
         rec.intent = AuditIntent {
-            name: self.intent.clone(),
+            name: self.intent.as_deref().map(Arc::from),
             task: None,
             source: Some(self.source),
             verified: false,

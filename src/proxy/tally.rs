@@ -79,7 +79,7 @@ mod tests {
         let tally = Tally::new(&catalog);
         let count = |name: Option<&str>, d, mode| {
             let mut intent = Intent {
-                name: name.map(str::to_string),
+                name: name.map(Into::into),
                 ..Intent::none()
             };
             tally.count(&m.requests, &catalog, &intent, d, mode);

@@ -117,6 +117,8 @@ fn compile_intent(
     };
     let (mut exact, mut wildcard) = (Vec::new(), Vec::new());
     let mut c = Compiled {
+        name: std::sync::Arc::from(name),
+        tag: http::HeaderValue::from_str(name).ok(),
         agents: spec.claimable_by.agents.clone(),
         namespaces: spec.claimable_by.namespaces.clone(),
         mode: spec.mode,

@@ -2,6 +2,7 @@
 //! (`Catalog::know`), then reached by its place (`Known`) for every later question — the
 //! verdict, the token check, the counters, the budget, the credential, the attestation.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Catalog, Compiled, ScopeVerdict, bodyless_bit};
@@ -56,13 +57,25 @@ impl Catalog {
     }
 
     /// Finds `intent` in the catalog once, for the questions asked about it later
-    /// (`Intent::known`); an intent it does not define is left as it is.
+    /// (`Intent::known`), and gives it the catalog's own name (shared, not copied); an intent
+    /// it does not define is left as it is.
     pub fn know(&self, intent: &mut Intent) {
-        intent.known = intent
-            .name
-            .as_deref()
-            .and_then(|n| self.entry(n, None))
-            .map(|(k, _)| k);
+        intent.known = None;
+        if let Some((name, known)) = intent.name.as_deref().and_then(|n| self.shared(n)) {
+            intent.name = Some(name);
+            intent.known = Some(known);
+        }
+    }
+
+    /// The catalog's own name `name` (shared) and its place, if it defines it.
+    pub fn shared(&self, name: &str) -> Option<(Arc<str>, Known)> {
+        let (known, c) = self.entry(name, None)?;
+        Some((Arc::clone(&c.name), known))
+    }
+
+    /// A request's intent as the upstream tag's value, if the catalog defines it (made once).
+    pub fn intent_tag(&self, intent: &Intent) -> Option<&http::HeaderValue> {
+        self.entry_of(intent)?.tag.as_ref()
     }
 
     /// The top-level mode (for intents that set none).
@@ -179,6 +192,8 @@ mod tests {
             let mut i = named(name);
             c.know(&mut i);
             assert!(i.known.is_some());
+            let (shared, _) = c.shared(name).unwrap();
+            assert!(Arc::ptr_eq(i.name.as_ref().unwrap(), &shared), "the catalog's own name");
             assert_eq!(c.index_of_intent(&i), c.index_of(name));
             assert_eq!(c.intent_requires_token(&i), c.requires_token(name));
             assert_eq!(c.intent_attests(&i), c.attests(name));
