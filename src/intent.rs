@@ -33,6 +33,17 @@ impl IntentSource {
     }
 }
 
+/// An intent found in one catalog (`Catalog::know`, src/policy/catalog/known.rs): a request
+/// asks the catalog about its intent ~6 times (the token check, the verdict, the counters, the
+/// budget, the credential, the attestation), and each question goes straight to the entry
+/// instead of hashing the name again. Another catalog (a reload's, the shadow policy's) does
+/// not take it: it looks the name up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub(crate) catalog: u64,
+    pub(crate) index: u32,
+}
+
 /// The intent a request is made under.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Intent {
@@ -51,7 +62,7 @@ pub struct Intent {
     /// Where the catalog the request is decided by has it, once found (`Catalog::know`): the
     /// catalog's later questions about it go straight there.
     #[serde(skip)]
-    pub known: Option<crate::policy::catalog::Known>,
+    pub known: Option<Known>,
 }
 
 impl Intent {
@@ -217,18 +228,15 @@ pub fn resolve_with(
     resolve_by(header, session, default, |n| (Arc::from(n), None))
 }
 
-/// `resolve_with`, a name the catalog defines found there once (`Catalog::know`) and its own
-/// name taken (shared: no copy a request).
+/// `resolve_with`, names made by `name`: a catalog's (`Catalog::share`), found there once and
+/// shared (no copy a request).
 pub fn resolve_in(
     header: Option<(&str, Option<&str>)>,
     session: Option<&SessionIntent>,
     default: Option<(&str, Option<&str>)>,
-    catalog: &crate::policy::Catalog,
+    name: impl Fn(&str) -> (Arc<str>, Option<Known>),
 ) -> Intent {
-    resolve_by(header, session, default, |n| match catalog.shared(n) {
-        Some((name, known)) => (name, Some(known)),
-        None => (Arc::from(n), None),
-    })
+    resolve_by(header, session, default, name)
 }
 
 /// `resolve_with`, names made by `name`.
@@ -236,7 +244,7 @@ fn resolve_by(
     header: Option<(&str, Option<&str>)>,
     session: Option<&SessionIntent>,
     default: Option<(&str, Option<&str>)>,
-    name: impl Fn(&str) -> (Arc<str>, Option<crate::policy::catalog::Known>),
+    name: impl Fn(&str) -> (Arc<str>, Option<Known>),
 ) -> Intent {
     let declared = |n: &str, task, source| {
         let (n, known) = name(n);

@@ -11,7 +11,9 @@ use super::{AuditAgent, AuditIntent, AuditRecord, Durations};
 /// At most this many records wait to be reused (more in flight are freed as before).
 const SPARE: usize = 64;
 
-/// The records waiting to be reused.
+/// The records waiting to be reused. Boxed: each is taken and queued as the box it is (a record
+/// is large and moves as a pointer).
+#[allow(clippy::vec_box)]
 pub(super) struct Spare {
     records: Mutex<Vec<Box<AuditRecord>>>,
     /// The agent of a blank record (shared: no allocation a record).
@@ -35,6 +37,7 @@ impl Spare {
     }
 
     /// Blanks `written` and keeps what there is room for (the rest is freed).
+    #[allow(clippy::vec_box)]
     pub(super) fn give(&self, written: &mut Vec<Box<AuditRecord>>) {
         if written.is_empty() {
             return;
@@ -162,7 +165,10 @@ mod tests {
         super::super::line::write(&fresh, &mut b);
         assert_eq!(a, b, "the same line as a new record's");
         // None left: a new one.
-        assert_eq!(format!("{:?}", spare.take()), format!("{:?}", AuditRecord::default()));
+        assert_eq!(
+            format!("{:?}", spare.take()),
+            format!("{:?}", AuditRecord::default())
+        );
     }
 
     #[test]

@@ -45,7 +45,9 @@ struct Writer {
     stamper: super::stamp::Stamper,
     /// `telemetry.otlp`: written records of traced calls go on to the exporter.
     exporter: Option<super::otlp::Exporter>,
-    /// Records written since the last batch, given back for reuse after it (src/audit/spare.rs).
+    /// Records written since the last batch, given back for reuse after it (src/audit/spare.rs),
+    /// as the boxes they came in.
+    #[allow(clippy::vec_box)]
     written: Vec<Box<AuditRecord>>,
 }
 

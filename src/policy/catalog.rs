@@ -17,8 +17,8 @@ use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
 use crate::intent::Intent;
+pub use crate::intent::Known;
 use compact::{HostIndex, Methods, Tried};
-pub use known::Known;
 use why::req_text;
 
 /// The catalog's answer for one request: the matched rule, or why nothing matched.

@@ -329,8 +329,13 @@ pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
 fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    live.tally
-        .count(&metrics.requests, live.policy.catalog(), intent, decision, mode);
+    live.tally.count(
+        &metrics.requests,
+        live.policy.catalog(),
+        intent,
+        decision,
+        mode,
+    );
 }
 
 /// A refusal decided at an intercepted tunnel's CONNECT (`port_not_in_scope`,

@@ -178,7 +178,8 @@ impl IntentTokens {
         let catalog = live.policy.catalog();
         if facts.opens_tunnel() {
             let current = session.get_shared(Instant::now());
-            let intent = intent::resolve_in(declared, current.as_deref(), default, catalog);
+            let intent =
+                intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
             return Ok((intent, None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
@@ -190,7 +191,8 @@ impl IntentTokens {
             (None, Some(t)) => (&**t, Presented::Held(t.clone())),
             (None, None) => {
                 // Found in the catalog once: its later questions about it go straight to it.
-                let intent = intent::resolve_in(declared, current.as_deref(), default, catalog);
+                let intent =
+                    intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
                 return match intent.name.as_deref() {
                     Some(_) if self.required || catalog.intent_requires_token(&intent) => {
                         Err(self.required(&intent))

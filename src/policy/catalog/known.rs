@@ -7,18 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Catalog, Compiled, ScopeVerdict, bodyless_bit};
 use crate::config::Mode;
-use crate::intent::Intent;
-
-/// An intent found in one catalog (`Catalog::know`): a request asks the catalog about its
-/// intent ~6 times (the token check, the verdict, the counters, the budget, the credential, the
-/// attestation), and each question goes straight to the entry instead of hashing the name
-/// again. Another catalog (a reload's, the shadow policy's) does not take it: it looks the
-/// name up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
-    catalog: u64,
-    index: u32,
-}
+use crate::intent::{Intent, Known};
 
 /// Numbers catalogs, for `Known` (0: an empty default catalog).
 static CATALOGS: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +53,15 @@ impl Catalog {
         if let Some((name, known)) = intent.name.as_deref().and_then(|n| self.shared(n)) {
             intent.name = Some(name);
             intent.known = Some(known);
+        }
+    }
+
+    /// `name` as a request's intent carries it: the catalog's own (shared) and its place when it
+    /// defines it, else a new one (`intent::resolve_in`).
+    pub fn share(&self, name: &str) -> (Arc<str>, Option<Known>) {
+        match self.shared(name) {
+            Some((name, known)) => (name, Some(known)),
+            None => (Arc::from(name), None),
         }
     }
 
@@ -193,7 +191,10 @@ mod tests {
             c.know(&mut i);
             assert!(i.known.is_some());
             let (shared, _) = c.shared(name).unwrap();
-            assert!(Arc::ptr_eq(i.name.as_ref().unwrap(), &shared), "the catalog's own name");
+            assert!(
+                Arc::ptr_eq(i.name.as_ref().unwrap(), &shared),
+                "the catalog's own name"
+            );
             assert_eq!(c.index_of_intent(&i), c.index_of(name));
             assert_eq!(c.intent_requires_token(&i), c.requires_token(name));
             assert_eq!(c.intent_attests(&i), c.attests(name));
