@@ -49,6 +49,7 @@ fn decision(rule: usize) -> Decision {
             code: ScopeCode::Matched,
             mode: Mode::Enforce,
             llm_allows: None,
+            known: None,
         },
         policy_micros: 0,
         cached: false,

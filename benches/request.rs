@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
         verified: false,
         claims: Default::default(),
         token: None,
+        known: None,
     };
     let request_headers = agent_headers();
     let facts = RequestFacts {
@@ -91,6 +92,7 @@ fn bench(c: &mut Criterion) {
         code: ScopeCode::Matched,
         mode: Mode::Enforce,
         llm_allows: None,
+        known: None,
     };
     let strip = vec!["authorization".to_string()];
     c.bench_function("input/build, every field", |b| {

@@ -29,6 +29,7 @@ mod otlp;
 mod read;
 mod record;
 mod shadow;
+mod spare;
 mod stamp;
 mod trace;
 mod writer;
@@ -58,6 +59,8 @@ struct Shared {
     closing: watch::Sender<bool>,
     /// The same, for a cheap look (a dropped response body asks).
     closed: AtomicBool,
+    /// Written records given back for new requests (src/audit/spare.rs).
+    spare: spare::Spare,
 }
 
 impl Shared {
@@ -71,6 +74,7 @@ impl Shared {
             unwritten: AtomicUsize::new(0),
             closing: watch::Sender::new(false),
             closed: AtomicBool::new(false),
+            spare: spare::Spare::default(),
         })
     }
 }
@@ -89,9 +93,10 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn send(self, record: AuditRecord) {
+    /// Queues the record (a boxed one as it is: no copy).
+    pub fn send(self, record: impl Into<Box<AuditRecord>>) {
         self.shared.metrics.audit_queue_depth.inc();
-        self.permit.send(Msg::Record(Box::new(record)));
+        self.permit.send(Msg::Record(record.into()));
     }
 
     /// Whether streams are being closed for shutdown (a record written now says so).
@@ -169,6 +174,15 @@ impl Audit {
             tx: Some(tx),
             shared,
         })
+    }
+
+    /// A blank record for a request: one the writer has written and given back (its
+    /// allocations reused), else a new one.
+    pub fn record(&self) -> Box<AuditRecord> {
+        if self.tx.is_none() {
+            return Box::default();
+        }
+        self.shared.spare.take()
     }
 
     /// Reserves a place for one record, waiting while the queue is full. `None` when auditing is

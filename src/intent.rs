@@ -33,10 +33,23 @@ impl IntentSource {
     }
 }
 
+/// An intent found in one catalog (`Catalog::know`, src/policy/catalog/known.rs): a request
+/// asks the catalog about its intent ~6 times (the token check, the verdict, the counters, the
+/// budget, the credential, the attestation), and each question goes straight to the entry
+/// instead of hashing the name again. Another catalog (a reload's, the shadow policy's) does
+/// not take it: it looks the name up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub(crate) catalog: u64,
+    pub(crate) index: u32,
+}
+
 /// The intent a request is made under.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Intent {
-    pub name: Option<String>,
+    /// Shared: a catalog intent's is the catalog's own (`Catalog::know`), and the verdict and
+    /// the audit record take it without a copy.
+    pub name: Option<Arc<str>>,
     pub task: Option<String>,
     pub source: IntentSource,
     /// True only for a verified signed token.
@@ -46,6 +59,10 @@ pub struct Intent {
     /// The verified claims of the intent token it was declared with (`input.intent.token`).
     #[serde(skip)]
     pub token: Option<Arc<IntentClaims>>,
+    /// Where the catalog the request is decided by has it, once found (`Catalog::know`): the
+    /// catalog's later questions about it go straight there.
+    #[serde(skip)]
+    pub known: Option<Known>,
 }
 
 impl Intent {
@@ -54,7 +71,7 @@ impl Intent {
         Self::declared(None, None, IntentSource::None)
     }
 
-    fn declared(name: Option<String>, task: Option<String>, source: IntentSource) -> Self {
+    fn declared(name: Option<Arc<str>>, task: Option<String>, source: IntentSource) -> Self {
         Intent {
             name,
             task,
@@ -62,18 +79,20 @@ impl Intent {
             verified: false,
             claims: serde_json::Map::new(),
             token: None,
+            known: None,
         }
     }
 
     /// The intent a verified token declares.
     pub fn from_token(claims: Arc<IntentClaims>) -> Self {
         Intent {
-            name: Some(claims.intent.clone()),
+            name: Some(Arc::from(claims.intent.as_str())),
             task: claims.task.clone(),
             source: IntentSource::Token,
             verified: true,
             claims: serde_json::Map::new(),
             token: Some(claims),
+            known: None,
         }
     }
 }
@@ -206,14 +225,43 @@ pub fn resolve_with(
     session: Option<&SessionIntent>,
     default: Option<(&str, Option<&str>)>,
 ) -> Intent {
-    let pick = |(name, task): (&str, Option<&str>), source| {
-        present(name).map(|n| Intent::declared(Some(n), task.and_then(present), source))
+    resolve_by(header, session, default, |n| (Arc::from(n), None))
+}
+
+/// `resolve_with`, names made by `name`: a catalog's (`Catalog::share`), found there once and
+/// shared (no copy a request).
+pub fn resolve_in(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+    name: impl Fn(&str) -> (Arc<str>, Option<Known>),
+) -> Intent {
+    resolve_by(header, session, default, name)
+}
+
+/// `resolve_with`, names made by `name`.
+fn resolve_by(
+    header: Option<(&str, Option<&str>)>,
+    session: Option<&SessionIntent>,
+    default: Option<(&str, Option<&str>)>,
+    name: impl Fn(&str) -> (Arc<str>, Option<Known>),
+) -> Intent {
+    let declared = |n: &str, task, source| {
+        let (n, known) = name(n);
+        Intent {
+            known,
+            ..Intent::declared(Some(n), task, source)
+        }
+    };
+    let pick = |(n, task): (&str, Option<&str>), source| {
+        let n = n.trim();
+        (!n.is_empty()).then(|| declared(n, task.and_then(present), source))
     };
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
         return i;
     }
     if let Some(s) = session {
-        return Intent::declared(Some(s.name.clone()), s.task.clone(), IntentSource::Session);
+        return declared(&s.name, s.task.clone(), IntentSource::Session);
     }
     default
         .and_then(|d| pick(d, IntentSource::Default))

@@ -207,12 +207,13 @@ fn explain_with(
     let vetted = dest.as_ref().and_then(Destination::vetted);
     let intent = match req.intent {
         Some(name) => Intent {
-            name: Some(name.to_string()),
+            name: Some(name.into()),
             task: req.task.map(str::to_string),
             source: IntentSource::Header,
             verified: false,
             claims: Default::default(),
             token: None,
+            known: None,
         },
         None => intent::resolve(
             None,

@@ -183,6 +183,7 @@ impl<'a> Recorded<'a> {
             verified: rec.intent.verified,
             claims: serde_json::Map::new(),
             token: None,
+            known: None,
         };
         Some(Recorded {
             rec,

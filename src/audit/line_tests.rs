@@ -21,7 +21,7 @@ fn record(text: &str, n: u64) -> AuditRecord {
             expires: (n % 3 == 2).then(|| text.to_string()),
         }),
         intent: AuditIntent {
-            name: (n % 2 == 1).then(|| text.to_string()),
+            name: (n % 2 == 1).then(|| text.into()),
             task: (n % 5 == 0).then(|| text.to_string()),
             source: [None, Some(IntentSource::Header), Some(IntentSource::None)]
                 [(n % 3) as usize],

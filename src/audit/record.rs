@@ -172,7 +172,8 @@ pub struct AuditAgent {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuditIntent {
-    pub name: Option<String>,
+    /// The request's intent's own (shared: no copy a record).
+    pub name: Option<Arc<str>>,
     pub task: Option<String>,
     #[serde(with = "blank")]
     pub source: Option<IntentSource>,

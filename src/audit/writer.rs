@@ -45,6 +45,10 @@ struct Writer {
     stamper: super::stamp::Stamper,
     /// `telemetry.otlp`: written records of traced calls go on to the exporter.
     exporter: Option<super::otlp::Exporter>,
+    /// Records written since the last batch, given back for reuse after it (src/audit/spare.rs),
+    /// as the boxes they came in.
+    #[allow(clippy::vec_box)]
+    written: Vec<Box<AuditRecord>>,
 }
 
 /// Runs the writer until every sender is gone: takes a record, then the rest of the batch
@@ -69,6 +73,7 @@ pub(super) fn run(
         time: String::new(),
         stamper: super::stamp::Stamper::default(),
         exporter,
+        written: Vec::new(),
     };
     let mut retry = RETRY_FIRST;
     loop {
@@ -166,12 +171,14 @@ impl Writer {
         } else {
             self.boot_id = std::mem::take(&mut rec.boot_id);
             self.time = std::mem::take(&mut rec.time);
+            self.written.push(rec);
         }
     }
 
     /// Writes everything pending, from the first byte the sink has not taken. Returns whether
     /// all of it is written.
     fn write_pending(&mut self) -> bool {
+        self.shared.spare.give(&mut self.written);
         let mut taken = 0;
         let result = loop {
             if taken == self.pending.len() {

@@ -171,7 +171,7 @@ pub(crate) fn refuse_spliced(
                must not be in tls.splice nor outside tls.intercept"
             .into(),
         agent: agent.to_string(),
-        intent: decision.scope.intent.clone(),
+        intent: decision.scope.intent.as_deref().map(str::to_string),
     })
 }
 

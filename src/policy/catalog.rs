@@ -4,6 +4,7 @@
 
 mod compact;
 mod compile;
+mod known;
 mod llm;
 mod mcp;
 mod names;
@@ -15,6 +16,8 @@ use std::fmt::Write as _;
 use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
+use crate::intent::Intent;
+pub use crate::intent::Known;
 use compact::{HostIndex, Methods, Tried};
 use why::req_text;
 
@@ -22,7 +25,7 @@ use why::req_text;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScopeVerdict {
     pub matched: bool,
-    pub intent: Option<String>,
+    pub intent: Option<std::sync::Arc<str>>,
     /// The matched rule: 1-based position in the intent's `allow` list (as in `why`).
     pub rule: Option<usize>,
     pub why: String,
@@ -32,6 +35,9 @@ pub struct ScopeVerdict {
     /// `llm_not_in_scope`: what the rule allows (models, token bound), for the hint.
     #[serde(skip)]
     pub llm_allows: Option<String>,
+    /// The intent's place in the catalog that made the verdict (`Catalog::know`).
+    #[serde(skip)]
+    pub known: Option<Known>,
 }
 
 crate::vocab::words! {
@@ -121,6 +127,11 @@ fn bodyless_bit(method: &str) -> Option<u8> {
 
 #[derive(Debug)]
 struct Compiled {
+    /// The intent's name, lent to each request's intent (`Catalog::know`): no copy a request.
+    name: std::sync::Arc<str>,
+    /// The name as the upstream tag's value (`headers.intent`), made once (none when it cannot
+    /// be one).
+    tag: Option<http::HeaderValue>,
     agents: Option<Vec<String>>,
     namespaces: Option<Vec<String>>,
     mode: Option<Mode>,
@@ -133,14 +144,17 @@ struct Compiled {
     attest: bool,
     /// `budget:` (src/budget/).
     budget: Option<std::sync::Arc<crate::budget::Limits>>,
-    /// Its place among the catalog's intents (`Catalog::index_of`).
-    index: usize,
 }
 
 /// The compiled catalog.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    intents: names::NameMap<Compiled>,
+    /// The intents; their place here is `Catalog::index_of`'s (and `Known`'s) number.
+    entries: Vec<Compiled>,
+    /// Each intent's place in `entries`, by name.
+    intents: names::NameMap<usize>,
+    /// This catalog's number among those compiled (`Known`).
+    id: u64,
     default_mode: Mode,
     /// The hosts `protocol: mcp` rules name: requests to them are read as MCP.
     mcp_hosts: mcp::McpHosts,
@@ -150,72 +164,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn len(&self) -> usize {
-        self.intents.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.intents.is_empty()
-    }
-
-    /// The top-level mode (for intents that set none).
-    pub fn default_mode(&self) -> Mode {
-        self.default_mode
-    }
-
-    /// The mode an intent sets for itself, if it does.
-    pub fn mode_of(&self, intent: &str) -> Option<Mode> {
-        self.intents.get(intent).and_then(|c| c.mode)
-    }
-
-    /// Whether the catalog defines `intent`.
-    pub fn contains(&self, intent: &str) -> bool {
-        self.intents.contains_key(intent)
-    }
-
-    /// Where `intent` is among the catalog's intents (0 to `len() - 1`, each its own), for
-    /// tables kept beside the catalog (src/proxy/tally.rs); `None` if it does not define it.
-    pub fn index_of(&self, intent: &str) -> Option<usize> {
-        self.intents.get(intent).map(|c| c.index)
-    }
-
-    /// The budget of `intent`, if it has one.
-    pub fn budget(&self, intent: &str) -> Option<&std::sync::Arc<crate::budget::Limits>> {
-        self.intents.get(intent)?.budget.as_ref()
-    }
-
-    /// Whether any rule of any intent allows `port` (a rule without `ports` allows 80 and 443).
-    pub fn names_port(&self, port: u16) -> bool {
-        self.intents
-            .values()
-            .flat_map(|c| &c.rules)
-            .any(|r| match &r.ports {
-                None => port == 80 || port == 443,
-                Some(ps) => ps.contains(&port),
-            })
-    }
-
-    /// Whether the rule `scope` matched lets `method` (one of `BODYLESS`) carry a request body.
-    pub fn allows_body(&self, scope: &ScopeVerdict, method: &http::Method) -> bool {
-        let (Some(intent), Some(rule), Some(bit)) = (
-            scope.intent.as_deref(),
-            scope.rule,
-            bodyless_bit(method.as_str()),
-        ) else {
-            return false;
-        };
-        scope.matched
-            && self
-                .intents
-                .get(intent)
-                .and_then(|c| c.rules.get(rule.wrapping_sub(1)))
-                .is_some_and(|r| r.body_methods & bit != 0)
-    }
-
-    /// The credential binding of the rule `scope` matched, if it has one.
-    pub fn binding(&self, scope: &ScopeVerdict) -> Option<&std::sync::Arc<crate::config::Binding>> {
-        let (intent, rule) = (scope.intent.as_deref()?, scope.rule?);
-        let c = self.intents.get(intent).filter(|_| scope.matched)?;
-        c.rules.get(rule.wrapping_sub(1))?.inject.as_ref()
+        self.entries.is_empty()
     }
 
     /// The intent names, sorted.
@@ -227,7 +180,11 @@ impl Catalog {
 
     /// Matches one request of `agent` under the intent named `intent`.
     pub fn verdict(&self, agent: &Agent, intent: Option<&str>, q: &ScopeQuery<'_>) -> ScopeVerdict {
-        self.verdict_with(agent, intent, q, true)
+        let intent = Intent {
+            name: intent.map(std::sync::Arc::from),
+            ..Intent::none()
+        };
+        self.verdict_with(agent, &intent, q, true)
     }
 
     /// `verdict`; without `sentence`, the `why` of a match is left empty (a decision that needs
@@ -235,29 +192,31 @@ impl Catalog {
     pub(crate) fn verdict_with(
         &self,
         agent: &Agent,
-        intent: Option<&str>,
+        intent: &Intent,
         q: &ScopeQuery<'_>,
         sentence: bool,
     ) -> ScopeVerdict {
         let mut v = ScopeVerdict {
             matched: false,
-            intent: intent.map(str::to_string),
+            intent: intent.name.clone(),
             rule: None,
             why: String::new(),
             code: ScopeCode::NoIntent,
             mode: self.default_mode,
             llm_allows: None,
+            known: None,
         };
-        let Some(name) = intent else {
+        let Some(name) = intent.name.as_deref() else {
             v.why = req_text("no intent declared for ", q, 0);
             return v;
         };
-        let Some(c) = self.intents.get(name) else {
+        let Some((known, c)) = self.entry(name, intent.known) else {
             v.code = ScopeCode::UnknownIntent;
             v.why = format!("intent '{name}' is not in the catalog");
             return v;
         };
         v.mode = c.mode.unwrap_or(self.default_mode);
+        v.known = Some(known);
         let agent_ok = c.agents.as_ref().is_none_or(|a| a.contains(&agent.id));
         let ns_ok = c.namespaces.as_ref().is_none_or(|ns| {
             agent

@@ -95,9 +95,7 @@ impl PolicySet {
         };
         const WHY: u64 = input::bit("scope.why");
         let sentence = sentence || want_input || self.reads & WHY != 0;
-        let mut scope = self
-            .catalog
-            .verdict_with(agent, intent.name.as_deref(), &q, sentence);
+        let mut scope = self.catalog.verdict_with(agent, intent, &q, sentence);
         let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
         let build = |reads: u64| {

@@ -28,6 +28,7 @@ pub(super) fn intent(name: &str) -> Intent {
         verified: false,
         claims: Default::default(),
         token: None,
+        known: None,
     }
 }
 

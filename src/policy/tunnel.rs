@@ -68,6 +68,7 @@ impl PolicySet {
                 },
                 mode,
                 llm_allows: None,
+                known: intent.known,
             },
             policy_micros: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             cached: false,

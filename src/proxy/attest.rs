@@ -156,8 +156,7 @@ impl super::Proxy {
         pq: &str,
     ) -> Result<(), ProxyError> {
         let a = &self.attestation;
-        let attests = |n: &str| live.policy.catalog().attests(n);
-        if !(a.all || intent.name.as_deref().is_some_and(attests)) {
+        if !(a.all || live.policy.catalog().intent_attests(intent)) {
             return Ok(());
         }
         let agent = &live.agent;
@@ -194,7 +193,7 @@ impl super::Proxy {
                     .into(),
                 hint: "retry; if it persists, check attestation.key_file".into(),
                 agent: agent.id.clone(),
-                intent: intent.name.clone(),
+                intent: intent.name.as_deref().map(str::to_string),
             });
         };
         req.headers_mut().insert(a.header.clone(), value);

@@ -124,7 +124,7 @@ impl<B: HttpBody> Audited<B> {
                 if !complete && !self.inner.is_end_stream() && slot.closing() {
                     rec.ended = Some(Ended::Shutdown);
                 }
-                slot.send(*rec);
+                slot.send(rec);
             }
         }
     }

@@ -42,7 +42,7 @@ impl Proxy {
             return Ok(None);
         };
         let token = TokenBudget::of(intent);
-        let limits = match (live.policy.catalog().budget(name), token.narrows()) {
+        let limits = match (live.policy.catalog().budget_of(intent), token.narrows()) {
             (None, false) => return Ok(None),
             (Some(l), false) => Cow::Borrowed(l),
             (l, true) => Cow::Owned(Arc::new(token.narrow(l.map(|l| &**l)))),
@@ -233,6 +233,7 @@ mod tests {
             verified,
             claims: serde_json::Map::new(),
             token: Some(std::sync::Arc::new(serde_json::from_value(c).unwrap())),
+            known: None,
         }
     }
 

@@ -312,7 +312,7 @@ fn settle(
             reason: d.reason(),
             hint: d.hint.clone(),
             agent: agent.id.clone(),
-            intent: intent.name.clone(),
+            intent: intent.name.as_deref().map(str::to_string),
         });
     }
     Ok((d, intent))
@@ -322,17 +322,20 @@ fn settle(
 pub(super) fn intent_label<'a>(live: &LivePolicy, intent: &'a Intent) -> &'a str {
     match intent.name.as_deref() {
         None => "none",
-        Some(n) if live.policy.catalog().contains(n) => n,
+        Some(n) if live.policy.catalog().index_of_intent(intent).is_some() => n,
         Some(_) => "unknown",
     }
 }
 
 /// `intentgate_requests_total`, with the intent label bounded to catalog names.
 fn count(metrics: &Metrics, live: &LivePolicy, decision: Verdict, mode: Mode, intent: &Intent) {
-    let catalog = live.policy.catalog();
-    let name = intent.name.as_deref();
-    live.tally
-        .count(&metrics.requests, catalog, name, decision, mode);
+    live.tally.count(
+        &metrics.requests,
+        live.policy.catalog(),
+        intent,
+        decision,
+        mode,
+    );
 }
 
 /// A refusal decided at an intercepted tunnel's CONNECT (`port_not_in_scope`,

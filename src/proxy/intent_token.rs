@@ -175,8 +175,12 @@ impl IntentTokens {
             .as_ref()
             .map(|(n, t)| (n.as_str(), t.as_deref()));
         // A tunnel to be intercepted is decided on its destination: its requests bring their own.
+        let catalog = live.policy.catalog();
         if facts.opens_tunnel() {
-            return Ok((intent::resolve(declared, session, default), None));
+            let current = session.get_shared(Instant::now());
+            let intent =
+                intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
+            return Ok((intent, None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
         let current = session.get_shared(Instant::now());
@@ -186,9 +190,11 @@ impl IntentTokens {
             (Some(t), _) => (t, Presented::Header),
             (None, Some(t)) => (&**t, Presented::Held(t.clone())),
             (None, None) => {
-                let intent = intent::resolve_with(declared, current.as_deref(), default);
+                // Found in the catalog once: its later questions about it go straight to it.
+                let intent =
+                    intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
                 return match intent.name.as_deref() {
-                    Some(n) if self.required || live.policy.catalog().requires_token(n) => {
+                    Some(_) if self.required || catalog.intent_requires_token(&intent) => {
                         Err(self.required(&intent))
                     }
                     None if self.required => Err(self.required(&intent)),
@@ -210,7 +216,9 @@ impl IntentTokens {
             return Err(self.mismatch(bare, &claims.intent));
         }
         narrow(&claims, facts)?;
-        Ok((Intent::from_token(claims), Some(presented)))
+        let mut intent = Intent::from_token(claims);
+        catalog.know(&mut intent);
+        Ok((intent, Some(presented)))
     }
 
     /// A bare name `bare` beside a token that declares `intent`.
@@ -230,7 +238,7 @@ impl IntentTokens {
     pub(crate) fn bare_session(&self, live: &LivePolicy, name: &str) -> Option<Refusal> {
         (self.required || live.policy.catalog().requires_token(name)).then(|| {
             self.required(&Intent {
-                name: Some(name.to_string()),
+                name: Some(name.into()),
                 ..Intent::none()
             })
         })
@@ -253,7 +261,7 @@ impl IntentTokens {
                 },
                 self.header
             ),
-            intent: intent.name.clone(),
+            intent: intent.name.as_deref().map(str::to_string),
             source: intent.source,
         }
     }
@@ -361,7 +369,7 @@ impl Refusal {
     ) -> ProxyError {
         rec.policy_revision = live.policy.shared_revision();
         rec.intent = AuditIntent {
-            name: self.intent.clone(),
+            name: self.intent.as_deref().map(Arc::from),
             task: None,
             source: Some(self.source),
             verified: false,

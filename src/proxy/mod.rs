@@ -121,13 +121,12 @@ impl Proxy {
             self.audit.reserve().await
         };
         // Boxed from the start: a forwarded response's body keeps it until the body ends, and the
-        // record is large (moved as a pointer, not copied, into the body).
-        let mut rec = Box::new(AuditRecord {
-            decision_id: crate::ids::decision_id(),
-            at: Some(SystemTime::now()),
-            method: req.method().as_str().to_owned(),
-            ..AuditRecord::default()
-        });
+        // record is large (moved as a pointer, not copied, into the body). One the writer gave
+        // back when it can: its box and strings are reused (src/audit/spare.rs).
+        let mut rec = self.audit.record();
+        crate::ids::decision_id_into(&mut rec.decision_id);
+        rec.at = Some(SystemTime::now());
+        rec.method.push_str(req.method().as_str());
         let live = self.live.load_full();
         // Every record names the agent, also one refused before its decision.
         rec.agent = Arc::clone(live.audit_agent());

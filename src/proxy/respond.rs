@@ -94,7 +94,7 @@ impl Proxy {
         };
         rec.durations.total_ms = crate::audit::millis(started.elapsed());
         if let Some(slot) = slot {
-            slot.send(*rec);
+            slot.send(rec);
         }
         resp
     }

@@ -31,7 +31,10 @@ impl Proxy {
         if let Some(v) = live.agent_tag() {
             h.insert(self.tag_agent.clone(), v.clone());
         }
-        if let Some(v) = intent.name.as_deref().and_then(tag) {
+        // A catalog intent's value is the catalog's, made once; another name's is made here.
+        let catalog = live.policy.catalog();
+        let made = || intent.name.as_deref().and_then(tag);
+        if let Some(v) = catalog.intent_tag(intent).cloned().or_else(made) {
             h.insert(self.tag_intent.clone(), v);
         }
         if let Some(v) = tag(&rec.decision_id) {

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use prometheus::{IntCounter, IntCounterVec};
 
 use crate::config::Mode;
+use crate::intent::Intent;
 use crate::policy::Catalog;
 use crate::vocab::Verdict;
 
@@ -26,18 +27,18 @@ impl Tally {
         Tally((0..catalog.len() + 2).map(|_| OnceLock::new()).collect())
     }
 
-    /// Counts one request of `intent` (its name) under the catalog the tally was made for.
+    /// Counts one request of `intent` under the catalog the tally was made for.
     pub(crate) fn count(
         &self,
         metric: &IntCounterVec,
         catalog: &Catalog,
-        intent: Option<&str>,
+        intent: &Intent,
         decision: Verdict,
         mode: Mode,
     ) {
-        let (at, label) = match intent {
+        let (at, label) = match intent.name.as_deref() {
             None => (catalog.len(), "none"),
-            Some(n) => match catalog.index_of(n) {
+            Some(n) => match catalog.index_of_intent(intent) {
                 Some(i) => (i, n),
                 None => (catalog.len() + 1, "unknown"),
             },
@@ -76,17 +77,25 @@ mod tests {
 
         let m = Metrics::new().unwrap();
         let tally = Tally::new(&catalog);
-        let count = |intent, d, mode| tally.count(&m.requests, &catalog, intent, d, mode);
-        count(Some("b"), Verdict::Allow, Mode::Enforce);
+        let count = |name: Option<&str>, d, mode| {
+            let mut intent = Intent {
+                name: name.map(Into::into),
+                ..Intent::none()
+            };
+            tally.count(&m.requests, &catalog, &intent, d, mode);
+            // Found in the catalog first, as the proxy's requests are: the same counters.
+            catalog.know(&mut intent);
+            tally.count(&m.requests, &catalog, &intent, d, mode);
+        };
         count(Some("b"), Verdict::Allow, Mode::Enforce);
         count(Some("b"), Verdict::WouldDeny, Mode::Monitor);
         count(Some("zzz"), Verdict::Deny, Mode::Enforce);
         count(None, Verdict::Error, Mode::Enforce);
         let v = |d: &str, mode: &str, i: &str| m.requests.with_label_values(&[d, mode, i]).get();
         assert_eq!(v("allow", "enforce", "b"), 2);
-        assert_eq!(v("would_deny", "monitor", "b"), 1);
-        assert_eq!(v("deny", "enforce", "unknown"), 1);
-        assert_eq!(v("error", "enforce", "none"), 1);
+        assert_eq!(v("would_deny", "monitor", "b"), 2);
+        assert_eq!(v("deny", "enforce", "unknown"), 2);
+        assert_eq!(v("error", "enforce", "none"), 2);
         // Only what was counted is a series (`v` above made none new that were not).
         let text = m.render();
         assert!(!text.contains("intent=\"a\""));

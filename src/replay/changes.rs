@@ -67,7 +67,7 @@ pub(super) enum Change {
 struct Key {
     change: Change,
     agent: String,
-    intent: Option<String>,
+    intent: Option<std::sync::Arc<str>>,
     host: String,
     port: u16,
     before: Answer,

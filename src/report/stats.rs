@@ -337,7 +337,7 @@ impl Stats {
                 ..AuditAgent::default()
             }),
             intent: AuditIntent {
-                name: r.intent.name.as_deref().map(str::to_string),
+                name: r.intent.name.as_deref().map(Into::into),
                 ..AuditIntent::default()
             },
             connection,

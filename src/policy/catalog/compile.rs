@@ -59,21 +59,23 @@ impl Catalog {
             return Err(fault);
         }
         let mut catalog = Catalog {
+            entries: Vec::with_capacity(entries.len()),
             intents: super::names::NameMap::with_capacity_and_hasher(
                 entries.len(),
                 Default::default(),
             ),
+            id: super::known::next_id(),
             default_mode,
             mcp_hosts: Default::default(),
             llm_hosts: Default::default(),
         };
         for part in parts {
-            catalog.intents.extend(part.intents);
+            for (name, c) in part.intents {
+                catalog.intents.insert(name, catalog.entries.len());
+                catalog.entries.push(c);
+            }
             catalog.mcp_hosts.merge(part.mcp);
             catalog.llm_hosts.merge(part.llm);
-        }
-        for (i, c) in catalog.intents.values_mut().enumerate() {
-            c.index = i;
         }
         Ok(catalog)
     }
@@ -115,6 +117,8 @@ fn compile_intent(
     };
     let (mut exact, mut wildcard) = (Vec::new(), Vec::new());
     let mut c = Compiled {
+        name: std::sync::Arc::from(name),
+        tag: http::HeaderValue::from_str(name).ok(),
         agents: spec.claimable_by.agents.clone(),
         namespaces: spec.claimable_by.namespaces.clone(),
         mode: spec.mode,
@@ -123,7 +127,6 @@ fn compile_intent(
         rules: Vec::with_capacity(spec.allow.len()),
         requires_token: spec.requires_token,
         attest: spec.attest,
-        index: 0, // numbered once the catalog is whole
         budget: match &spec.budget {
             None => None,
             Some(b) => Some(std::sync::Arc::new(

@@ -104,8 +104,8 @@ impl Catalog {
             return None;
         }
         let rule = self
-            .intents
-            .get(scope.intent.as_deref()?)?
+            .entry(scope.intent.as_deref()?, scope.known)?
+            .1
             .rules
             .get(scope.rule?.checked_sub(1)?)?;
         rule.mcp.as_deref()

@@ -4,16 +4,27 @@
 
 use super::super::pattern::{Seg, host_pattern, path_pattern};
 use super::{Catalog, Compiled};
+use crate::intent::Intent;
 
 impl Catalog {
     /// Whether `intent` may only be declared by a verified token.
     pub fn requires_token(&self, intent: &str) -> bool {
-        self.intents.get(intent).is_some_and(|c| c.requires_token)
+        self.get(intent).is_some_and(|c| c.requires_token)
+    }
+
+    /// `requires_token` for a request's intent (found once: `Catalog::know`).
+    pub fn intent_requires_token(&self, intent: &Intent) -> bool {
+        self.entry_of(intent).is_some_and(|c| c.requires_token)
     }
 
     /// Whether requests under `intent` carry an attestation.
     pub fn attests(&self, intent: &str) -> bool {
-        self.intents.get(intent).is_some_and(|c| c.attest)
+        self.get(intent).is_some_and(|c| c.attest)
+    }
+
+    /// `attests` for a request's intent (found once: `Catalog::know`).
+    pub fn intent_attests(&self, intent: &Intent) -> bool {
+        self.entry_of(intent).is_some_and(|c| c.attest)
     }
 
     /// The first narrowing claim of a token for `intent` that names something no rule of the
@@ -26,7 +37,7 @@ impl Catalog {
         methods: Option<&[String]>,
         paths: Option<&[String]>,
     ) -> Option<String> {
-        let c = self.intents.get(intent)?;
+        let c = self.get(intent)?;
         for h in hosts.unwrap_or_default() {
             let covered = host_pattern(h).is_ok_and(|(wild, name)| covers_host(c, wild, &name));
             if !covered {

@@ -1,0 +1,184 @@
+//! Records the writer has written, given back for new requests: a request's record then costs
+//! no allocation (its box, and the strings `decision_id`, `method`, `host` and `path` keep
+//! theirs), and the writer frees none. A record is blanked before it goes back: every field as
+//! `AuditRecord::default()` has it (written out field by field, so a new field must be added
+//! here too), the strings emptied.
+
+use std::sync::{Arc, Mutex};
+
+use super::{AuditAgent, AuditIntent, AuditRecord, Durations};
+
+/// At most this many records wait to be reused (more in flight are freed as before).
+const SPARE: usize = 64;
+
+/// The records waiting to be reused. Boxed: each is taken and queued as the box it is (a record
+/// is large and moves as a pointer).
+#[allow(clippy::vec_box)]
+pub(super) struct Spare {
+    records: Mutex<Vec<Box<AuditRecord>>>,
+    /// The agent of a blank record (shared: no allocation a record).
+    agent: Arc<AuditAgent>,
+}
+
+impl Default for Spare {
+    fn default() -> Self {
+        Spare {
+            records: Mutex::new(Vec::with_capacity(SPARE)),
+            agent: Arc::default(),
+        }
+    }
+}
+
+impl Spare {
+    /// A blank record: one given back, else a new one.
+    pub(super) fn take(&self) -> Box<AuditRecord> {
+        let reused = self.records.lock().ok().and_then(|mut r| r.pop());
+        reused.unwrap_or_default()
+    }
+
+    /// Blanks `written` and keeps what there is room for (the rest is freed).
+    #[allow(clippy::vec_box)]
+    pub(super) fn give(&self, written: &mut Vec<Box<AuditRecord>>) {
+        if written.is_empty() {
+            return;
+        }
+        for rec in written.iter_mut() {
+            blank(rec, &self.agent);
+        }
+        if let Ok(mut records) = self.records.lock() {
+            let room = SPARE.saturating_sub(records.len()).min(written.len());
+            records.extend(written.drain(..room));
+        }
+        written.clear();
+    }
+}
+
+/// `rec` as `AuditRecord::default()` with `agent`, its strings' allocations kept.
+fn blank(rec: &mut AuditRecord, agent: &Arc<AuditAgent>) {
+    let keep = |s: &mut String| {
+        let mut s = std::mem::take(s);
+        s.clear();
+        s
+    };
+    *rec = AuditRecord {
+        time: keep(&mut rec.time),
+        seq: 0,
+        boot_id: keep(&mut rec.boot_id),
+        decision_id: keep(&mut rec.decision_id),
+        agent: Arc::clone(agent),
+        intent: AuditIntent::default(),
+        connection: None,
+        method: keep(&mut rec.method),
+        scheme: None,
+        host: keep(&mut rec.host),
+        port: 0,
+        path: keep(&mut rec.path),
+        decision: None,
+        mode: None,
+        reasons: Vec::new(),
+        error: None,
+        code: None,
+        credential: None,
+        policy_revision: Arc::default(),
+        status: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        ended: None,
+        durations: Durations::default(),
+        shadow: None,
+        trace: None,
+        mcp: None,
+        llm: None,
+        at: None,
+        budget: None,
+        charge: None,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::config::Mode;
+    use crate::intent::IntentSource;
+    use crate::vocab::{ConnectionMode, ErrorCode, Scheme, Verdict};
+
+    fn full() -> Box<AuditRecord> {
+        Box::new(AuditRecord {
+            time: "2026-12-07T09:00:00.000001Z".into(),
+            seq: 7,
+            boot_id: "00112233445566778899".into(),
+            decision_id: "0011223300000000000000ff".into(),
+            agent: Arc::new(AuditAgent {
+                id: "a".into(),
+                ..AuditAgent::default()
+            }),
+            intent: AuditIntent {
+                name: Some("bench".into()),
+                task: Some("T-1".into()),
+                source: Some(IntentSource::Header),
+                verified: true,
+            },
+            connection: Some(ConnectionMode::Forward),
+            method: "GET".into(),
+            scheme: Some(Scheme::Http),
+            host: "example.com".into(),
+            port: 8080,
+            path: "/a/b".into(),
+            decision: Some(Verdict::Deny),
+            mode: Some(Mode::Monitor),
+            reasons: vec!["because".into()],
+            error: Some(ErrorCode::PolicyError),
+            code: Some(ErrorCode::IntentViolation),
+            credential: Some(Arc::default()),
+            policy_revision: Arc::from("rev"),
+            status: 403,
+            bytes_in: 1,
+            bytes_out: 2,
+            ended: Some(super::super::Ended::Idle),
+            durations: Durations {
+                policy_us: 3,
+                upstream_ms: 4.5,
+                total_ms: 6.5,
+            },
+            at: Some(SystemTime::now()),
+            ..AuditRecord::default()
+        })
+    }
+
+    #[test]
+    fn a_record_given_back_is_blank_and_keeps_its_strings_allocations() {
+        let spare = Spare::default();
+        let rec = full();
+        let host = rec.host.as_ptr();
+        spare.give(&mut vec![rec]);
+        let reused = spare.take();
+        assert_eq!(reused.host.as_ptr(), host, "the host's allocation is kept");
+        let fresh = AuditRecord {
+            agent: Arc::clone(&spare.agent),
+            ..AuditRecord::default()
+        };
+        assert_eq!(format!("{reused:?}"), format!("{fresh:?}"));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        super::super::line::write(&reused, &mut a);
+        super::super::line::write(&fresh, &mut b);
+        assert_eq!(a, b, "the same line as a new record's");
+        // None left: a new one.
+        assert_eq!(
+            format!("{:?}", spare.take()),
+            format!("{:?}", AuditRecord::default())
+        );
+    }
+
+    #[test]
+    fn at_most_spare_records_are_kept() {
+        let spare = Spare::default();
+        let mut written: Vec<_> = (0..SPARE + 5).map(|_| full()).collect();
+        spare.give(&mut written);
+        assert!(written.is_empty());
+        assert_eq!(spare.records.lock().unwrap().len(), SPARE);
+        spare.give(&mut vec![full()]);
+        assert_eq!(spare.records.lock().unwrap().len(), SPARE);
+    }
+}
