@@ -241,7 +241,8 @@ fn the_upstream_is_dialled_while_the_store_answers_and_a_refused_call_sends_noth
     assert_eq!(out.status, 429, "{}", out.body);
     assert_eq!(error_code(&out.json()), "budget_exhausted");
     assert_eq!(up.requests(), 1);
-    let recs = p.audit();
+    // The writer thread appends the refusal's record after the answer: wait for both records.
+    let recs = p.audit_n(2);
     assert!(
         recs.iter()
             .any(|r| r["status"] == 429 && r["code"] == "budget_exhausted"),

@@ -3,6 +3,8 @@
 //! and however the call arrives (forward, spliced CONNECT); the session API refuses such an intent
 //! and one not in the catalog up front.
 
+use std::time::Duration;
+
 use crate::common::*;
 
 /// Monitor-mode intents under a top-level `mode` (`TOP`): `watch` only billing-bot may claim,
@@ -131,7 +133,12 @@ fn the_session_api_refuses_unclaimable_and_unknown_intents_and_requests_recheck_
     let out = curl(&["-x", &proxy.url(), &url]);
     assert_not_claimable(&out, "mine");
     assert_eq!(up.requests(), 1);
-    let rec = proxy.audit().pop().unwrap();
+    // The writer thread appends the refusal's record after the answer: wait for it (by the
+    // decision id the answer carries).
+    let id = out.json()["decision_id"].clone();
+    let rec = eventually("the refusal's record", Duration::from_secs(10), || {
+        proxy.audit().into_iter().find(|r| r["decision_id"] == id)
+    });
     assert_eq!(rec["intent"]["source"], "session", "{rec}");
 }
 

@@ -56,7 +56,11 @@ fn detect_auto_reads_an_mcp_server_under_a_plain_rule_and_rego_decides_its_tool_
         "{seen}"
     );
     // Recognised as MCP by its headers: the records name method and tool.
-    let recs = s.proxy.audit();
+    // The writer thread appends the refusal's record after the answer: wait for it.
+    let recs = eventually("the refusal's record", Duration::from_secs(10), || {
+        let recs = s.proxy.audit();
+        recs.iter().any(|r| r["decision"] == "deny").then_some(recs)
+    });
     let refusal = recs.iter().find(|r| r["decision"] == "deny");
     let refusal = refusal.unwrap_or_else(|| panic!("a deny record: {recs:?}"));
     assert_eq!(
