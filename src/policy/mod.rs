@@ -10,6 +10,7 @@ pub mod catalog;
 mod decide;
 mod decision;
 pub mod engine;
+mod facts;
 pub mod input;
 mod pattern;
 pub mod rego_test;
@@ -23,12 +24,13 @@ use regorus::{Engine, Value};
 
 pub use catalog::{Catalog, CatalogError, ScopeCode, ScopeQuery, ScopeVerdict};
 pub use decision::{CredentialChoice, Decision};
+pub use facts::{BodyFacts, ConnectionFacts, RequestFacts};
 
 use crate::bundle::Bundle;
 use crate::config::{Config, Mode, OnError};
 use crate::identity::Agent;
 use crate::intent::Intent;
-use crate::vocab::{ConnectionMode, ErrorCode, Protocol, Scheme};
+use crate::vocab::ErrorCode;
 
 /// Policies that cannot be loaded. Every variant names the file; Rego errors carry the line.
 #[derive(Debug, thiserror::Error)]
@@ -59,51 +61,6 @@ pub enum PolicyError {
     Catalog(#[from] CatalogError),
     #[error("policy query `{query}`: {msg}")]
     Query { query: String, msg: String },
-}
-
-/// How the request reached intentgate.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionFacts<'a> {
-    pub mode: ConnectionMode,
-    pub sni: Option<&'a str>,
-    pub intercepted: bool,
-}
-
-/// What the proxy knows about one call, of any kind: a request, a CONNECT (which has method
-/// `CONNECT` and only host and port), or a transparent connection decided on its destination.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    pub id: &'a str,
-    pub protocol: Protocol,
-    pub method: &'a str,
-    pub scheme: Scheme,
-    /// Lowercase, no trailing dot, punycode.
-    pub host: &'a str,
-    pub port: u16,
-    /// Canonical path, without the query; `None` on a tunnel that is not intercepted.
-    pub path: Option<&'a str>,
-    pub query: Option<&'a str>,
-    /// The request's headers (a CONNECT's own headers for a spliced tunnel).
-    pub headers: Option<&'a http::HeaderMap>,
-    pub connection: ConnectionFacts<'a>,
-    /// The vetted address and its class (`public`, `private`, ...), once resolved.
-    pub destination: Option<(std::net::IpAddr, &'a str)>,
-    /// The first `limits.inspect_body_bytes` of the body, read only when a module reads it.
-    pub body: Option<BodyFacts<'a>>,
-    /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/): `input.mcp`.
-    pub mcp: Option<&'a crate::mcp::Call>,
-    /// An LLM API call under a `protocol: llm` rule, read from the body (`input.llm`).
-    pub llm: Option<&'a crate::llm::LlmCall>,
-}
-
-/// The inspected start of a request body.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyFacts<'a> {
-    pub bytes: &'a [u8],
-    /// The body is longer than `bytes`.
-    pub truncated: bool,
-    /// `Content-Type` is JSON: `input.request.body` is the parsed document when it is whole.
-    pub json: bool,
 }
 
 /// Why an agent may not hold an intent (the session API refuses it up front; a request declaring

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{IntentSpec, ScopeRule};
 use crate::intent::IntentSource;
+use crate::vocab::{ConnectionMode, Protocol, Scheme};
 
 pub(super) fn agent(ns: Option<&str>) -> Agent {
     Agent {
