@@ -12,25 +12,47 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::Proxy;
 use super::gate::LivePolicy;
+use super::{Proxy, mcp};
+use crate::audit::AuditRecord;
+use crate::config::McpDetect;
 use crate::error::ProxyError;
 use crate::llm::LlmCall;
 use crate::policy::BodyFacts;
 
+/// What step 5 read of a request: whether its body is JSON, its MCP message(s), its LLM API
+/// call.
+#[derive(Default)]
+pub(super) struct Inspected {
+    pub json: bool,
+    pub mcp: Option<mcp::Read>,
+    pub llm: Option<LlmCall>,
+}
+
 impl Proxy {
+    /// Whether step 5 may read anything of a request: a loaded module reads bodies, some rule
+    /// says `protocol: mcp` or `protocol: llm`, or `mcp.detect: auto`. Otherwise this test is
+    /// all that MCP and LLM awareness costs a request.
+    #[inline]
+    pub(super) fn may_inspect(&self, live: &LivePolicy) -> bool {
+        live.policy.reads_body()
+            || live.policy.catalog().speaks_protocols()
+            || self.cfg.mcp.detect == McpDetect::Auto
+    }
+
     /// Reads the body's start into `req`'s body (to be replayed in front of the rest) when a
-    /// loaded module reads it, the request is `mcp`, or it is an LLM API call to a host of a
-    /// `protocol: llm` rule; returns whether its `Content-Type` is JSON, and the LLM call. The
-    /// request is borrowed, not moved in and out: it is large, and this runs on every request.
-    pub(super) async fn inspect_body(
+    /// loaded module reads it, the request is MCP (src/proxy/mcp.rs), or it is an LLM API call
+    /// to a host of a `protocol: llm` rule; then its MCP message(s) (read whole; the record
+    /// notes the call) and its LLM API call. The request is borrowed, not moved in and out.
+    pub(super) async fn inspect(
         &self,
         req: &mut http::Request<Replay>,
         live: &LivePolicy,
-        mcp: bool,
+        rec: &mut AuditRecord,
         host: &str,
         path: &str,
-    ) -> Result<(bool, Option<LlmCall>), ProxyError> {
+    ) -> Result<Inspected, ProxyError> {
+        let mcp = self.speaks_mcp(req, live, host);
         let llm_api = live.policy.catalog().llm_api(host, path);
         let inspected = mcp || live.policy.reads_body() || llm_api.is_some();
         if inspected {
@@ -53,7 +75,8 @@ impl Proxy {
             let b = req.body().facts(json);
             LlmCall::parse(provider, api, path, b.bytes, b.truncated)
         });
-        Ok((json, llm))
+        let mcp = mcp.then(|| self.read_mcp(req, json, rec)).transpose()?;
+        Ok(Inspected { json, mcp, llm })
     }
 }
 

@@ -34,9 +34,7 @@ pub(super) fn refusal(read: &Option<Read>, err: ProxyError) -> ProxyError {
 
 impl Proxy {
     /// Whether the request is read as MCP: one that may carry a body to a host a `protocol: mcp`
-    /// rule names, or (`mcp.detect: auto`) one that says it is MCP. Not inlined, like the other
-    /// MCP/LLM hooks of the pipeline: a plain request's code stays what it was without them.
-    #[inline(never)]
+    /// rule names, or (`mcp.detect: auto`) one that says it is MCP.
     pub(super) fn speaks_mcp<B>(&self, req: &Request<B>, live: &LivePolicy, host: &str) -> bool {
         (live.policy.catalog().speaks_mcp(host) && !BODYLESS.contains(req.method()))
             || (self.cfg.mcp.detect == McpDetect::Auto
@@ -47,7 +45,7 @@ impl Proxy {
                 ))
     }
 
-    /// Reads the MCP message(s) from the inspected body (filled by `inspect_body`): the whole
+    /// Reads the MCP message(s) from the inspected body (filled by `Proxy::inspect`): the whole
     /// body is needed, so one over the inspection limit is refused. The record notes the call.
     #[cold]
     pub(super) fn read_mcp(
@@ -98,7 +96,7 @@ impl Proxy {
     pub(super) fn tools_filter(
         &self,
         live: &LivePolicy,
-        mcp: Option<&Read>,
+        mcp: &Read,
         decision: &Decision,
         headers: &mut http::HeaderMap,
     ) -> Option<ToolsFilter> {
@@ -106,7 +104,7 @@ impl Proxy {
             return None;
         }
         let scope = live.policy.catalog().mcp_scope(&decision.scope)?;
-        let f = ToolsFilter::of(&mcp?.call, scope)?;
+        let f = ToolsFilter::of(&mcp.call, scope)?;
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         Some(f)
     }

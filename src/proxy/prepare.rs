@@ -77,12 +77,13 @@ impl Proxy {
         //    MCP, or it is an LLM API call to a host of a `protocol: llm` rule (src/llm/): at most
         //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
         //    5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
-        let mcp = self.speaks_mcp(&req, live, &authority.host);
         let mut req = req.map(inspect::Replay::new);
-        let (json, llm) = self
-            .inspect_body(&mut req, live, mcp, &authority.host, &path)
-            .await?;
-        let mcp = mcp.then(|| self.read_mcp(&req, json, rec)).transpose()?;
+        let inspect::Inspected { json, mcp, llm } = if self.may_inspect(live) {
+            self.inspect(&mut req, live, rec, &authority.host, &path)
+                .await?
+        } else {
+            Default::default()
+        };
 
         // 6. The decision step (src/proxy/gate.rs): destination safety, identity from config
         //    (never from the request), intent from the headers (two different values refused) >
@@ -144,7 +145,8 @@ impl Proxy {
                 acquired.transpose()?
             }
         };
-        let tools = self.tools_filter(live, mcp.as_ref(), &decision, req.headers_mut());
+        let tools =
+            (mcp.as_ref()).and_then(|m| self.tools_filter(live, m, &decision, req.headers_mut()));
         //    An LLM call's record names its model; its usage is read from the response (step 10).
         if let Some(c) = &llm {
             let label = gate::intent_label(live, &intent);

@@ -44,25 +44,21 @@ impl Proxy {
         started: Instant,
     ) -> Response<Body> {
         let resp = match outcome {
-            Ok(Outcome::Forwarded(mut resp, bytes_in, unclean)) => {
+            Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
                 rec.status = resp.status().as_u16();
                 // The header is made before the record moves into the body (no copy of the id).
                 let id = HeaderValue::from_str(&rec.decision_id).ok();
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
-                // A `tools/list` answer cut down to the permitted tools (src/proxy/mcp.rs).
-                let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
-                // An LLM call's usage is read as its response passes (src/llm/usage.rs), by the
-                // same body type as any other response's.
-                let (parts, b) = resp.into_parts();
-                let usage = rec.llm.as_deref().and_then(|l| {
-                    let ct = parts.headers.get(http::header::CONTENT_TYPE);
-                    crate::llm::scan(l, ct, |l| l.counters(&self.metrics, &rec.agent.id))
-                });
-                let b = Audited::new(b, rec, slot, bytes_in, started, unclean, usage).boxed();
-                let mut resp = Response::from_parts(parts, b);
-                if let Some(f) = tools {
-                    resp = resp.map(|b| f.wrap(b));
-                }
+                // An MCP call's `tools/list` answer cut down to the permitted tools
+                // (src/proxy/mcp.rs); an LLM call's usage read as its response passes
+                // (src/llm/usage.rs), by the same body type as any other response's.
+                let mut resp = if rec.mcp.is_none() && rec.llm.is_none() {
+                    resp.map(|b| {
+                        Audited::new(b, rec, slot, bytes_in, started, unclean, None).boxed()
+                    })
+                } else {
+                    self.protocol_response(resp, rec, slot, bytes_in, started, unclean)
+                };
                 if let Some(v) = id {
                     resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
@@ -97,5 +93,31 @@ impl Proxy {
             slot.send(rec);
         }
         resp
+    }
+
+    /// `respond`'s forwarded response of an MCP or LLM API call: a `tools/list` answer filtered,
+    /// an LLM call's usage counted.
+    #[cold]
+    fn protocol_response(
+        &self,
+        mut resp: Response<Incoming>,
+        rec: Box<AuditRecord>,
+        slot: Option<Slot>,
+        bytes_in: Arc<AtomicU64>,
+        started: Instant,
+        unclean: Option<UncleanClose>,
+    ) -> Response<Body> {
+        let tools = resp.extensions_mut().remove::<super::mcp::FilterTools>();
+        let (parts, b) = resp.into_parts();
+        let usage = rec.llm.as_deref().and_then(|l| {
+            let ct = parts.headers.get(http::header::CONTENT_TYPE);
+            crate::llm::scan(l, ct, |l| l.counters(&self.metrics, &rec.agent.id))
+        });
+        let b = Audited::new(b, rec, slot, bytes_in, started, unclean, usage).boxed();
+        let resp = Response::from_parts(parts, b);
+        match tools {
+            Some(f) => resp.map(|b| f.wrap(b)),
+            None => resp,
+        }
     }
 }

@@ -17,6 +17,10 @@ pub(super) struct LlmHosts {
 }
 
 impl LlmHosts {
+    pub(super) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
     /// Adds a host pattern of a rule naming `provider`.
     pub(super) fn add(&mut self, wild: bool, host: &str, provider: Option<LlmProvider>) {
         let index = if wild {
@@ -73,7 +77,7 @@ impl Catalog {
     /// `protocol: llm` rule may cover (so its body is read before the decision).
     #[inline(never)]
     pub fn llm_api(&self, host: &str, path: &str) -> Option<(LlmProvider, Api)> {
-        if self.llm_hosts.exact.is_empty() && self.llm_hosts.wildcard.is_empty() {
+        if self.llm_hosts.is_empty() {
             return None;
         }
         let provider = self.llm_hosts.provider_of(host)?;

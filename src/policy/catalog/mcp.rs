@@ -24,11 +24,12 @@ impl McpHosts {
         self.wildcard.extend(other.wildcard);
     }
 
-    /// Whether `host` (canonical) is one of them; free when no rule says `protocol: mcp`.
+    pub(super) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// Whether `host` (canonical) is one of them.
     fn contains(&self, host: &str) -> bool {
-        if self.exact.is_empty() && self.wildcard.is_empty() {
-            return false;
-        }
         if self.exact.contains(host) {
             return true;
         }
@@ -94,7 +95,14 @@ pub(super) fn why_not(why: &mut String, r: &Rule, q: &ScopeQuery<'_>, n: usize) 
 impl Catalog {
     /// Whether requests to `host` (canonical) are read as MCP: a `protocol: mcp` rule names it.
     pub fn speaks_mcp(&self, host: &str) -> bool {
-        self.mcp_hosts.contains(host)
+        !self.mcp_hosts.is_empty() && self.mcp_hosts.contains(host)
+    }
+
+    /// Whether some rule says `protocol: mcp` or `protocol: llm`: when none does, no request is
+    /// read as an MCP or LLM API call by its host (`speaks_mcp`, `llm_api`).
+    #[inline]
+    pub fn speaks_protocols(&self) -> bool {
+        self.protocols
     }
 
     /// The `mcp:` scope of the rule a verdict matched (`mcp.filter_tools_list`); `None` when
