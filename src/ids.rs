@@ -1,7 +1,11 @@
 //! Decision ids: unique per process run (a random boot id) and cheap (an atomic counter).
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use http::HeaderValue;
 
 static BOOT: OnceLock<u64> = OnceLock::new();
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -45,6 +49,30 @@ pub fn decision_id_into(id: &mut String) {
     id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
+/// Bytes a thread's slab holds: room for 64 ids before it is reclaimed (or, while some of
+/// them are still in use, replaced).
+const SLAB: usize = 64 * 24;
+
+thread_local! {
+    /// Where this thread writes decision ids as header values: each value a counted slice of
+    /// one shared allocation, so making one costs no allocation and cloning it none either.
+    static IDS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// `id` as a header value, made once for a request: the upstream's tag and the response's
+/// header share it (a clone is a reference count).
+pub(crate) fn header(id: &str) -> Option<HeaderValue> {
+    IDS.with(|slab| {
+        let mut slab = slab.try_borrow_mut().ok()?;
+        if slab.capacity() < id.len() {
+            // Reclaimed in place when every value cut from it is gone, else a new one.
+            slab.reserve(SLAB.max(id.len()));
+        }
+        slab.extend_from_slice(id.as_bytes());
+        HeaderValue::from_maybe_shared(slab.split().freeze()).ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +95,29 @@ mod tests {
         decision_id_into(&mut c);
         assert_eq!((c.len(), &c[..8]), (24, &a[..8]));
         assert!(seq(&c) > seq(&b), "{b} then {c}");
+    }
+
+    #[test]
+    fn header_values_are_the_ids_across_slab_refills() {
+        // More than a slab's worth, some kept (the slab is replaced), some dropped (reclaimed).
+        let mut kept = Vec::new();
+        for i in 0..SLAB / 24 * 3 + 7 {
+            let id = decision_id();
+            let v = header(&id).unwrap();
+            assert_eq!(v.as_bytes(), id.as_bytes());
+            assert_eq!(v.clone(), v);
+            if i % 5 == 0 {
+                kept.push((id, v));
+            }
+        }
+        for (id, v) in &kept {
+            assert_eq!(v.to_str().unwrap(), id);
+        }
+        // Not only decision ids: any visible ASCII, any length; a control byte is refused.
+        let long = "x".repeat(SLAB + 3);
+        assert_eq!(header(&long).unwrap().as_bytes(), long.as_bytes());
+        assert_eq!(header("").unwrap().as_bytes(), b"");
+        assert!(header("a\nb").is_none());
+        assert_eq!(header("after").unwrap().as_bytes(), b"after");
     }
 }

@@ -92,6 +92,7 @@ fn blank(rec: &mut AuditRecord, agent: &Arc<AuditAgent>) {
         at: None,
         budget: None,
         charge: None,
+        decision_header: None,
     };
 }
 
