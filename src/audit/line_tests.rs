@@ -92,6 +92,7 @@ fn record(text: &str, n: u64) -> AuditRecord {
         at: None,
         budget: None,
         charge: None,
+        decision_header: (n % 2 == 0).then(|| http::HeaderValue::from_static("not written")),
     }
 }
 

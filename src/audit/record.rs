@@ -95,6 +95,10 @@ pub struct AuditRecord {
     /// Where the call's bytes are charged when the record is written (src/proxy/budget.rs).
     #[serde(skip)]
     pub charge: Option<crate::budget::Charge>,
+    /// `decision_id` as a header value, made once (`ids::header`): the upstream's tag and the
+    /// response's header share it. Taken when the response is made.
+    #[serde(skip)]
+    pub decision_header: Option<http::HeaderValue>,
 }
 
 /// What became of a call, read from its record (the `run` summary, `learn`).

@@ -1,6 +1,6 @@
 //! Records the writer has written, given back for new requests: a request's record then costs
-//! no allocation (its box, and the strings `decision_id`, `method`, `host` and `path` keep
-//! theirs), and the writer frees none. A record is blanked before it goes back: every field as
+//! no allocation (its box, and the strings `decision_id`, `method`, `host` and `path` and the
+//! `reasons` vector keep theirs), and the writer frees none. A record is blanked before it goes back: every field as
 //! `AuditRecord::default()` has it (written out field by field, so a new field must be added
 //! here too), the strings emptied.
 
@@ -75,7 +75,11 @@ fn blank(rec: &mut AuditRecord, agent: &Arc<AuditAgent>) {
         path: keep(&mut rec.path),
         decision: None,
         mode: None,
-        reasons: Vec::new(),
+        reasons: {
+            let mut r = std::mem::take(&mut rec.reasons);
+            r.clear();
+            r
+        },
         error: None,
         code: None,
         credential: None,
@@ -92,6 +96,7 @@ fn blank(rec: &mut AuditRecord, agent: &Arc<AuditAgent>) {
         at: None,
         budget: None,
         charge: None,
+        decision_header: None,
     };
 }
 
@@ -152,9 +157,11 @@ mod tests {
         let spare = Spare::default();
         let rec = full();
         let host = rec.host.as_ptr();
+        let reasons = rec.reasons.as_ptr();
         spare.give(&mut vec![rec]);
         let reused = spare.take();
         assert_eq!(reused.host.as_ptr(), host, "the host's allocation is kept");
+        assert_eq!(reused.reasons.as_ptr(), reasons, "and the reasons' vector");
         let fresh = AuditRecord {
             agent: Arc::clone(&spare.agent),
             ..AuditRecord::default()

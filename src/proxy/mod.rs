@@ -125,6 +125,7 @@ impl Proxy {
         // back when it can: its box and strings are reused (src/audit/spare.rs).
         let mut rec = self.audit.record();
         crate::ids::decision_id_into(&mut rec.decision_id);
+        rec.decision_header = crate::ids::header(&rec.decision_id);
         rec.at = Some(SystemTime::now());
         rec.method.push_str(req.method().as_str());
         let live = self.live.load_full();

@@ -46,8 +46,8 @@ impl Proxy {
         let resp = match outcome {
             Ok(Outcome::Forwarded(resp, bytes_in, unclean)) => {
                 rec.status = resp.status().as_u16();
-                // The header is made before the record moves into the body (no copy of the id).
-                let id = HeaderValue::from_str(&rec.decision_id).ok();
+                // Taken before the record moves into the body (made once: src/ids.rs).
+                let id = id_header(&mut rec);
                 span.in_scope(|| debug!(status = rec.status, "forwarded"));
                 // An MCP call's `tools/list` answer cut down to the permitted tools
                 // (src/proxy/mcp.rs); an LLM call's usage read as its response passes
@@ -72,7 +72,7 @@ impl Proxy {
                 // One record per WebSocket or spliced tunnel, written when its relay ends, with
                 // the byte counts and how it ended.
                 rec.status = resp.status().as_u16();
-                if let Ok(v) = HeaderValue::from_str(&rec.decision_id) {
+                if let Some(v) = id_header(&mut rec) {
                     resp.headers_mut().insert(super::headers::DECISION_ID, v);
                 }
                 tokio::spawn(audited::audit_when_relayed(
@@ -88,6 +88,7 @@ impl Proxy {
                 error::into_response(&err, &rec.decision_id)
             }
         };
+        rec.decision_header = None;
         rec.durations.total_ms = crate::audit::millis(started.elapsed());
         if let Some(slot) = slot {
             slot.send(rec);
@@ -120,4 +121,10 @@ impl Proxy {
             None => resp,
         }
     }
+}
+
+/// The decision id's header value: the one made for the request (and already given to the
+/// upstream), else made now.
+fn id_header(rec: &mut AuditRecord) -> Option<HeaderValue> {
+    (rec.decision_header.take()).or_else(|| HeaderValue::from_str(&rec.decision_id).ok())
 }

@@ -3,7 +3,7 @@
 //! span as its `traceparent` parent, and `Host` from the canonical authority.
 
 use http::HeaderMap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue, VIA};
 
 use super::gate::LivePolicy;
 use super::{Proxy, headers};
@@ -26,7 +26,19 @@ impl Proxy {
         authority: &Authority,
         scheme: Scheme,
     ) {
-        headers::add_via(h);
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+        // One pass over the head (compared, not hashed): whether there is a `Via`, and whether
+        // the agent's `Host` is one and the canonical one already (usually: then it stays).
+        let (mut via, mut hosts, mut canonical) = (false, false, false);
+        for (k, v) in h.iter() {
+            if k == HOST {
+                canonical = !hosts && authority.is_host_header(v.as_bytes(), default_port);
+                hosts = true;
+            } else if k == VIA {
+                via = true;
+            }
+        }
+        headers::add_via_after(h, via);
         let tag = |v: &str| HeaderValue::from_str(v).ok();
         if let Some(v) = live.agent_tag() {
             h.insert(self.tag_agent.clone(), v.clone());
@@ -37,7 +49,9 @@ impl Proxy {
         if let Some(v) = catalog.intent_tag(intent).cloned().or_else(made) {
             h.insert(self.tag_intent.clone(), v);
         }
-        if let Some(v) = tag(&rec.decision_id) {
+        // Made once for the request (src/ids.rs): the response's header is the same value.
+        let id = rec.decision_header.clone();
+        if let Some(v) = id.or_else(|| tag(&rec.decision_id)) {
             h.insert(self.tag_decision.clone(), v);
         }
         for (k, v) in &decision.headers {
@@ -51,13 +65,6 @@ impl Proxy {
         {
             h.insert(headers::TRACEPARENT, v);
         }
-        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        // Usually the agent's one `Host` is the canonical one already: then it stays.
-        let canonical = {
-            let mut hosts = h.get_all(HOST).iter();
-            (hosts.next()).is_some_and(|v| authority.is_host_header(v.as_bytes(), default_port))
-                && hosts.next().is_none()
-        };
         if !canonical {
             if let Some(host) = tag(&authority.host_header(default_port)) {
                 h.insert(HOST, host);

@@ -24,12 +24,19 @@ impl Catalog {
     }
 
     /// The entry of an intent and its place: straight from its `Known` place when that is in
-    /// this catalog, else by its name.
+    /// this catalog (inlined: a request asks six times), else by its name (`entry_by_name`).
+    #[inline]
     pub(super) fn entry(&self, name: &str, known: Option<Known>) -> Option<(Known, &Compiled)> {
-        let index = match known {
-            Some(k) if k.catalog == self.id => k.index,
-            _ => u32::try_from(*self.intents.get(name)?).ok()?,
-        };
+        match known {
+            Some(k) if k.catalog == self.id => Some((k, self.entries.get(k.index as usize)?)),
+            _ => self.entry_by_name(name),
+        }
+    }
+
+    /// `entry` of an intent without its place (or with another catalog's).
+    #[inline(never)]
+    fn entry_by_name(&self, name: &str) -> Option<(Known, &Compiled)> {
+        let index = u32::try_from(*self.intents.get(name)?).ok()?;
         let c = self.entries.get(index as usize)?;
         Some((
             Known {

@@ -150,7 +150,7 @@ pub fn add_via(headers: &mut HeaderMap) {
 }
 
 /// `add_via`, once the names were looked through (`via`: whether one of them is `Via`).
-fn add_via_after(headers: &mut HeaderMap, via: bool) {
+pub(crate) fn add_via_after(headers: &mut HeaderMap, via: bool) {
     if !via {
         headers.insert(header::VIA, HeaderValue::from_static(VIA));
         return;
