@@ -197,6 +197,37 @@ mod tests {
         assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
     }
 
+    /// `ip_literal` is std's parse, asked only where it can succeed: every string of up to five
+    /// characters of digits, dots, colons, hex and other letters, and some longer ones.
+    #[test]
+    fn an_ip_literal_is_what_std_parses() {
+        use super::super::upstream::ip_literal;
+        let alphabet = b"019.:afgx-";
+        let mut all = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = (all.iter())
+                .filter(|s| s.len() == all.last().map_or(0, String::len))
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
+                .collect();
+            all.extend(longer);
+        }
+        let more = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "::1",
+            "fe80::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.4.5",
+        ];
+        let more = more
+            .into_iter()
+            .chain(["api.openai.com", "a1.b", "0127.0.0.1", "1::"]);
+        for s in all.iter().map(String::as_str).chain(more) {
+            assert_eq!(ip_literal(s), s.parse().ok(), "{s:?}");
+        }
+        assert!(ip_literal("fe80::1").is_some() && ip_literal("127.0.0.1").is_some());
+    }
+
     /// The vetting without an await answers as the awaited one wherever it needs no lookup
     /// (a literal, a name the policy does not read, a cached name), and defers to it otherwise.
     #[tokio::test]
