@@ -122,6 +122,11 @@ impl Resolver {
         Ok(addrs)
     }
 
+    /// The addresses of `host` (a name) if the cache holds a fresh resolution of it.
+    pub(super) fn cached_now(&self, host: &str) -> Option<Arc<[IpAddr]>> {
+        self.cached(host, Instant::now())
+    }
+
     fn cached(&self, host: &str, now: Instant) -> Option<Arc<[IpAddr]>> {
         let cache = self.cache.lock().ok()?;
         let (until, ips) = cache.get(host)?;
@@ -190,5 +195,92 @@ mod tests {
         // The same table's public answer passes: the refusals are the addresses' classes.
         let public = dialer.vet_early("public.test", 80, true).await;
         assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
+    }
+
+    /// `ip_literal` is std's parse, asked only where it can succeed: every string of up to five
+    /// characters of digits, dots, colons, hex and other letters, and some longer ones.
+    #[test]
+    fn an_ip_literal_is_what_std_parses() {
+        use super::super::upstream::ip_literal;
+        let alphabet = b"019.:afgx-";
+        let mut all = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = (all.iter())
+                .filter(|s| s.len() == all.last().map_or(0, String::len))
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
+                .collect();
+            all.extend(longer);
+        }
+        let more = [
+            "127.0.0.1",
+            "10.1.2.3",
+            "::1",
+            "fe80::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.4.5",
+        ];
+        let more = more
+            .into_iter()
+            .chain(["api.openai.com", "a1.b", "0127.0.0.1", "1::"]);
+        for s in all.iter().map(String::as_str).chain(more) {
+            assert_eq!(ip_literal(s), s.parse().ok(), "{s:?}");
+        }
+        assert!(ip_literal("fe80::1").is_some() && ip_literal("127.0.0.1").is_some());
+    }
+
+    /// The vetting without an await answers as the awaited one wherever it needs no lookup
+    /// (a literal, a name the policy does not read, a cached name), and defers to it otherwise.
+    #[tokio::test]
+    async fn the_vetting_without_an_await_answers_as_the_awaited_one_or_defers() {
+        use super::super::upstream::{Dialer, Early};
+        let table = Table(&[
+            ("metadata.test", "169.254.169.254"),
+            ("public.test", "192.0.43.10"),
+        ]);
+        let resolver = Resolver::new(Duration::from_secs(5), 16, Box::new(table));
+        let egress = crate::egress::EgressPolicy::new(&[], &[]).unwrap();
+        let dialer = Dialer::new(
+            Duration::from_secs(1),
+            None,
+            Arc::new(resolver),
+            Arc::new(egress),
+        );
+        let mut rec = crate::audit::AuditRecord::default();
+        let literal = dialer.vet_early_now("192.0.43.10", 80, true);
+        assert!(matches!(literal, Some(Ok(Early::Vetted(Some((a, _))))) if a.port() == 80));
+        let meta = dialer.vet_early_now("169.254.169.254", 80, false);
+        assert!(matches!(meta, Some(Err(DialError::Forbidden { .. }))));
+        // A name the policy does not read stays pending; read, it needs a lookup first.
+        for host in ["public.test", "metadata.test"] {
+            assert!(matches!(
+                dialer.vet_early_now(host, 80, false),
+                Some(Ok(Early::Pending))
+            ));
+            assert!(dialer.vet_early_now(host, 80, true).is_none(), "{host}");
+            assert!(
+                dialer
+                    .vet_pending_now(&Early::Pending, host, 80, &mut rec)
+                    .is_none()
+            );
+        }
+        // Once looked up (cached), answered at once, as the awaited vetting answers.
+        let public = dialer.vet_early("public.test", 80, true).await;
+        assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
+        let now = dialer.vet_early_now("public.test", 443, true);
+        assert!(matches!(now, Some(Ok(Early::Vetted(Some((a, _))))) if a.port() == 443));
+        let now = dialer.vet_pending_now(&Early::Pending, "public.test", 80, &mut rec);
+        assert!(matches!(now, Some(Ok(()))));
+        assert!(rec.error.is_none());
+        let pending = dialer
+            .vet_pending(&Early::Pending, "metadata.test", 80, &mut rec)
+            .await;
+        let code = pending.map(drop).map_err(|e| e.code());
+        let now = dialer.vet_early_now("metadata.test", 80, true);
+        assert!(matches!(now, Some(Err(DialError::Forbidden { .. }))));
+        let mut late = crate::audit::AuditRecord::default();
+        let now = dialer.vet_pending_now(&Early::Pending, "metadata.test", 80, &mut late);
+        assert_eq!(now.map(|r| r.map_err(|e| e.code())), Some(code));
+        assert_eq!((late.decision, late.error), (rec.decision, rec.error));
+        assert!(late.error.is_some());
     }
 }

@@ -200,7 +200,13 @@ impl Proxy {
         // resolves its own, once its decision lets it go).
         let tunnel = facts.opens_tunnel();
         let reads_destination = !tunnel && live.policy.reads_destination();
-        let early = self.dialer.vet_early(host, port, reads_destination).await?;
+        // Without an await where none is needed (an IP literal, a name the policy does not read
+        // the address of or the resolver's cache holds); a lookup is boxed: rare, its state
+        // would be room in every request's future.
+        let early = match self.dialer.vet_early_now(host, port, reads_destination) {
+            Some(early) => early?,
+            None => Box::pin(self.dialer.vet_early(host, port, reads_destination)).await?,
+        };
         facts.destination = early.destination();
         // The id is lent to the facts for the decision (not copied: this runs on every request).
         let id = std::mem::take(&mut rec.decision_id);
@@ -246,7 +252,10 @@ impl Proxy {
         // The name's own resolution, vetted; the connection later dials only vetted addresses
         // of it (a tunnel to be intercepted dials nothing: its requests do).
         if !tunnel {
-            self.dialer.vet_pending(&early, host, port, rec).await?;
+            match self.dialer.vet_pending_now(&early, host, port, rec) {
+                Some(vetted) => vetted?,
+                None => Box::pin(self.dialer.vet_pending(&early, host, port, rec)).await?,
+            }
         }
         Ok((
             Allowed {

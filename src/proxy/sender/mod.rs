@@ -96,7 +96,7 @@ impl Upstreams {
         };
         let sequential = is_sequential(r);
         *r.version_mut() = Version::HTTP_11;
-        *r.uri_mut() = Uri::try_from(path_and_query).map_err(|_| unbuildable())?;
+        *r.uri_mut() = origin_form(r.uri(), path_and_query)?;
         let slot = &from.0;
         let Acquired { idle, reused } = match acquired {
             Some(a) => a,
@@ -257,6 +257,46 @@ fn aim(
     Ok(())
 }
 
+/// `pq` as an origin-form target: the request's own path and query where they are the same
+/// text (nearly always: shared, not parsed again), else `pq` parsed.
+fn origin_form(uri: &Uri, pq: String) -> Result<Uri, ProxyError> {
+    if let Some(own) = uri.path_and_query().filter(|own| own.as_str() == pq) {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(own.clone());
+        if let Ok(uri) = Uri::from_parts(parts) {
+            return Ok(uri);
+        }
+    }
+    Uri::try_from(pq).map_err(|_| unbuildable())
+}
+
 fn unbuildable() -> ProxyError {
     ProxyError::bad_request("the request target could not be rebuilt", "check the URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request's own path and query, shared, is the target `pq` parsed would be; another
+    /// text is parsed.
+    #[test]
+    fn the_origin_form_target_is_pq_whether_shared_or_parsed() {
+        for (own, pq) in [
+            ("http://h:8080/small", "/small"),
+            ("http://h/a/b?q=1&r", "/a/b?q=1&r"),
+            ("http://h", "/"),
+            ("/x?y", "/x?y"),
+            ("http://h/a/../b", "/b"),
+            ("http://h/%7euser", "/~user"),
+        ] {
+            let uri: Uri = own.parse().unwrap();
+            let aimed = origin_form(&uri, pq.to_string()).unwrap();
+            let parsed = Uri::try_from(pq).unwrap();
+            assert_eq!(aimed, parsed, "{own} as {pq}");
+            assert_eq!(aimed.to_string(), parsed.to_string(), "{own} as {pq}");
+            assert!(aimed.scheme().is_none() && aimed.authority().is_none());
+        }
+        assert!(origin_form(&"/a".parse().unwrap(), "/a b".into()).is_err());
+    }
 }
