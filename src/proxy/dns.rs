@@ -164,23 +164,28 @@ mod tests {
         }
     }
 
+    /// A dialer that resolves names from `table`, with the default egress rules.
+    fn dialer(table: Table) -> super::super::upstream::Dialer {
+        let resolver = Resolver::new(Duration::from_secs(5), 16, Box::new(table));
+        let egress = crate::egress::EgressPolicy::new(&[], &[]).unwrap();
+        super::super::upstream::Dialer::new(
+            Duration::from_secs(1),
+            None,
+            Arc::new(resolver),
+            Arc::new(egress),
+        )
+    }
+
     #[tokio::test]
     async fn a_name_answered_with_a_private_or_metadata_address_is_refused_by_the_vetting() {
-        use super::super::upstream::{Dialer, Early};
+        use super::super::upstream::Early;
         let table = Table(&[
             ("metadata.test", "169.254.169.254"),
             ("metadata6.test", "fd00:ec2::254"),
             ("internal.test", "10.1.2.3"),
             ("public.test", "192.0.43.10"),
         ]);
-        let resolver = Resolver::new(Duration::from_secs(5), 16, Box::new(table));
-        let egress = crate::egress::EgressPolicy::new(&[], &[]).unwrap();
-        let dialer = Dialer::new(
-            Duration::from_secs(1),
-            None,
-            Arc::new(resolver),
-            Arc::new(egress),
-        );
+        let dialer = dialer(table);
         for (host, want) in [
             ("metadata.test", "link_local"),
             ("metadata6.test", "unique_local"),
@@ -232,19 +237,12 @@ mod tests {
     /// (a literal, a name the policy does not read, a cached name), and defers to it otherwise.
     #[tokio::test]
     async fn the_vetting_without_an_await_answers_as_the_awaited_one_or_defers() {
-        use super::super::upstream::{Dialer, Early};
+        use super::super::upstream::Early;
         let table = Table(&[
             ("metadata.test", "169.254.169.254"),
             ("public.test", "192.0.43.10"),
         ]);
-        let resolver = Resolver::new(Duration::from_secs(5), 16, Box::new(table));
-        let egress = crate::egress::EgressPolicy::new(&[], &[]).unwrap();
-        let dialer = Dialer::new(
-            Duration::from_secs(1),
-            None,
-            Arc::new(resolver),
-            Arc::new(egress),
-        );
+        let dialer = dialer(table);
         let mut rec = crate::audit::AuditRecord::default();
         let literal = dialer.vet_early_now("192.0.43.10", 80, true);
         assert!(matches!(literal, Some(Ok(Early::Vetted(Some((a, _))))) if a.port() == 80));
