@@ -1,8 +1,8 @@
 //! Records the writer has written, given back for new requests: a request's record then costs
-//! no allocation (its box, and the strings `decision_id`, `method`, `host` and `path` and the
-//! `reasons` vector keep theirs), and the writer frees none. A record is blanked before it goes back: every field as
-//! `AuditRecord::default()` has it (written out field by field, so a new field must be added
-//! here too), the strings emptied.
+//! no allocation (its box, the strings `decision_id`, `method`, `host` and `path`, and the
+//! `reasons` vector keep theirs), and the writer frees none. A record is blanked before it goes
+//! back: every field as `AuditRecord::default()` has it (written out field by field, so a new
+//! field must be added here too), the strings and the vector emptied.
 
 use std::sync::{Arc, Mutex};
 
