@@ -142,6 +142,10 @@ chat:
     #[test]
     fn only_llm_hosts_and_paths_are_read() {
         let c = catalog(CHAT).unwrap();
+        assert!(
+            c.speaks_protocols(),
+            "a protocol: llm rule makes hosts worth a look"
+        );
         let chat = Some((LlmProvider::Openai, Api::ChatCompletions));
         assert_eq!(c.llm_api("api.openai.com", "/v1/chat/completions"), chat);
         assert_eq!(c.llm_api("api.openai.com", "/v1/files"), None);
@@ -155,12 +159,9 @@ chat:
             c.llm_api("eu.api.anthropic.com", "/v1/chat/completions"),
             None
         );
-        assert_eq!(
-            catalog("{}")
-                .unwrap()
-                .llm_api("api.openai.com", "/v1/messages"),
-            None
-        );
+        let plain = catalog("{}").unwrap();
+        assert!(!plain.speaks_protocols());
+        assert_eq!(plain.llm_api("api.openai.com", "/v1/messages"), None);
     }
 
     #[test]

@@ -103,8 +103,13 @@ fn hosts_of_mcp_rules_are_read_as_mcp_and_others_are_not() {
     assert!(c.speaks_mcp("a.b.tools.example.net"));
     assert!(!c.speaks_mcp("tools.example.net"));
     assert!(!c.speaks_mcp("api.example.com"));
+    assert!(c.speaks_protocols());
     let plain = catalog(vec![]).unwrap();
     assert!(!plain.speaks_mcp("mcp.example.com"));
+    assert!(
+        !plain.speaks_protocols(),
+        "a catalog of plain rules: no request is read as MCP"
+    );
 }
 
 #[test]
