@@ -160,6 +160,9 @@ pub struct Catalog {
     mcp_hosts: mcp::McpHosts,
     /// The hosts of `protocol: llm` rules (src/policy/catalog/llm.rs).
     llm_hosts: llm::LlmHosts,
+    /// Some rule says `protocol: mcp` or `protocol: llm`: only then can a request's host make it
+    /// an MCP or LLM API call (the one test a plain request pays for them).
+    protocols: bool,
 }
 
 impl Catalog {

@@ -68,6 +68,7 @@ impl Catalog {
             default_mode,
             mcp_hosts: Default::default(),
             llm_hosts: Default::default(),
+            protocols: false,
         };
         for part in parts {
             for (name, c) in part.intents {
@@ -77,6 +78,7 @@ impl Catalog {
             catalog.mcp_hosts.merge(part.mcp);
             catalog.llm_hosts.merge(part.llm);
         }
+        catalog.protocols = !(catalog.mcp_hosts.is_empty() && catalog.llm_hosts.is_empty());
         Ok(catalog)
     }
 }

@@ -102,7 +102,7 @@ impl Catalog {
     /// read as an MCP or LLM API call by its host (`speaks_mcp`, `llm_api`).
     #[inline]
     pub fn speaks_protocols(&self) -> bool {
-        !(self.mcp_hosts.is_empty() && self.llm_hosts.is_empty())
+        self.protocols
     }
 
     /// The `mcp:` scope of the rule a verdict matched (`mcp.filter_tools_list`); `None` when
