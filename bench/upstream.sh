@@ -4,8 +4,9 @@
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# upstream_tls DIR BIN: a throwaway upstream CA (DIR/up-ca.pem) and a leaf for 127.0.0.1
-# (DIR/up.pem, DIR/up-key.pem) made with openssl, and intentgate's interception CA (DIR/ig/).
+# upstream_tls DIR [BIN]: a throwaway upstream CA (DIR/up-ca.pem) and a leaf for 127.0.0.1
+# (DIR/up.pem, DIR/up-key.pem, both in DIR/up-with-key.pem for haproxy) made with openssl, and
+# with BIN intentgate's interception CA (DIR/ig/).
 upstream_tls() {
     local t=$1
     mkdir -p "$t"
@@ -19,7 +20,8 @@ upstream_tls() {
             -keyout "$t/up-key.pem" -out "$t/up.csr"
         openssl x509 -req -in "$t/up.csr" -CA "$t/up-ca.pem" -CAkey "$t/up-ca-key.pem" \
             -CAcreateserial -days 2 -extfile "$t/leaf.ext" -out "$t/up.pem"
-        "$2" ca init --out "$t/ig"
+        cat "$t/up.pem" "$t/up-key.pem" >"$t/up-with-key.pem"
+        [[ -z "${2:-}" ]] || "$2" ca init --out "$t/ig"
     } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; return 1; }
 }
 
