@@ -25,7 +25,9 @@ upstream_tls() {
     } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; return 1; }
 }
 
-# start_nginx TMP PORT [TLS_PORT TLS_DIR]: nginx in the background; sets nginx_pid.
+# start_nginx TMP PORT [TLS_PORT TLS_DIR]: nginx in the background; sets nginx_pid. Its connections
+# stay open as bench/load.py's nginx keeps them (nginx's default closes one after 1,000 requests,
+# so long counts included new upstream connections and, with TLS, their handshakes).
 start_nginx() {
     local tmp=$1 port=$2 tls_server=""
     if [[ -n "${3:-}" ]]; then
@@ -41,6 +43,8 @@ error_log $tmp/nginx.err;
 events { worker_connections 1024; }
 http {
   access_log off;
+  keepalive_timeout 300s;
+  keepalive_requests 100000000;
   client_body_temp_path $tmp;
   server { listen 127.0.0.1:$port; location / { return 200 '{"ok":true}'; }
     location /files/ { alias ${FILES_DIR:-$tmp}/; default_type text/event-stream; error_page 405 =200 \$uri; } }
