@@ -23,6 +23,7 @@ use crate::tls::leaf::LeafName;
 use crate::tls::rewind;
 use crate::tls::server::InterceptError;
 use crate::tls::sni::Peek;
+use crate::tls::woken::WokenReads;
 use crate::vocab::{ConnectionMode, ErrorCode, Scheme};
 
 /// What every request inside one intercepted tunnel shares.
@@ -153,7 +154,8 @@ impl Proxy {
                 match tokio::time::timeout(wait, handshake).await {
                     Ok(Ok(tls)) => {
                         let info = TunnelInfo::new(authority, true, hello.sni, mode, refused);
-                        self.serve_tunnel(TokioIo::new(tls.stream), info).await;
+                        let tls = WokenReads::new(tls.stream);
+                        self.serve_tunnel(TokioIo::new(tls), info).await;
                     }
                     Ok(Err(InterceptError::Sni(r))) => {
                         self.metrics.refused(r.code());

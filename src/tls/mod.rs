@@ -1,7 +1,8 @@
 //! TLS: the local CA (`ca`), leaf certificates minted per intercepted host (`leaf`), the
 //! client-facing interception config (`server`), the ClientHello peeker that tells TLS from
 //! plain HTTP and reads SNI/ALPN (`sni`) with its read-and-replay stream (`rewind`), the
-//! verifying upstream client (`client`) and one-shot HTTPS reads for the control plane (`fetch`).
+//! verifying upstream client (`client`), one-shot HTTPS reads for the control plane (`fetch`) and
+//! the reads of a TLS stream polled again only once woken (`woken`).
 //!
 //! Everything runs on rustls with the aws-lc-rs provider, passed explicitly to every config.
 
@@ -19,6 +20,7 @@ pub mod server;
 pub mod sni;
 #[cfg(test)]
 mod test_support;
+pub(crate) mod woken;
 
 /// The crypto provider every intentgate TLS config is built with (aws-lc-rs), preferring the
 /// AES-128-GCM/SHA-256 suites. The stock order puts AES-256-GCM/SHA-384 first, and a TLS 1.3

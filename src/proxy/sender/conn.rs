@@ -18,6 +18,7 @@ use super::eof::{EndAtClose, UncleanClose};
 use crate::error::ProxyError;
 use crate::target::Authority;
 use crate::tls::client::{UpstreamAlpn, UpstreamTls};
+use crate::tls::woken::WokenReads;
 
 /// A request sender on an upstream connection.
 pub(super) enum Conn {
@@ -119,6 +120,7 @@ pub(super) async fn dial(
     };
     let tcp = dialer.tunnel(authority).await?;
     let (stream, h2) = tls_handshake(tls, tcp, authority, handshake_timeout).await?;
+    let stream = WokenReads::new(stream);
     if !h2 {
         let (stream, unclean) = EndAtClose::new(stream);
         return h1(TokioIo::new(stream), authority, Some(unclean)).await;
