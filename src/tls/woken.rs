@@ -134,10 +134,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WokenReads<IO> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
-    /// No: hyper then puts a response's head and body in one buffer, and rustls seals one slice
-    /// (a vectored write of several makes it collect them into a `Vec` first).
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
