@@ -21,7 +21,7 @@
 # done later counts too (with OTLP export on, SETTLE=2: a batch gathers for 1 s before its post),
 # and as long after the warm-up before counting starts, so the warm-up's work done later does not.
 # In both, @UP@ stands for the nginx upstream's port (for intents that name it).
-# METHOD, BODY_FILE, CT, URL_PATH (optional, plain HTTP only): the requests' method, body (a
+# METHOD, BODY_FILE, CT, URL_PATH (optional; with --https URL_PATH too): the requests' method, body (a
 # file), Content-Type and path instead of GETs of /small (see bench/attest_cpu.sh, FILES_DIR).
 # HEADER (optional): a request header every request carries ("name: value").
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
@@ -105,7 +105,7 @@ EOF
 tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: all}
 EOF
         sed -i "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$tls_up]}|" "$tmp/proxy.yaml"
-        url=https://127.0.0.1:$tls_up/small
+        url=https://127.0.0.1:$tls_up${URL_PATH:-/small}
         trust=(--cacert "$t/ig/ca.pem")
     fi
     start_vg() {

@@ -33,7 +33,8 @@ start_nginx() {
     if [[ -n "${3:-}" ]]; then
         tls_server="server { listen 127.0.0.1:$3 ssl; ssl_certificate $4/up.pem;
     ssl_certificate_key $4/up-key.pem; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { return 200 '{\"ok\":true}'; } }"
+    location / { return 200 '{\"ok\":true}'; }
+    location /files/ { alias ${FILES_DIR:-$tmp}/; default_type text/event-stream; error_page 405 =200 \$uri; } }"
     fi
     cat >"$tmp/nginx.conf" <<NGINX
 worker_processes 1;
