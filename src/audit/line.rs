@@ -368,10 +368,9 @@ pub(super) fn uint(out: &mut Vec<u8>, mut n: u64) {
 /// 15 digits or fewer share one) and it is the shortest round-trip form; under 10^12 serde_json
 /// writes it without an exponent. Any other value goes through serde_json.
 fn float(out: &mut Vec<u8>, f: f64) {
-    let n = (f * 1000.0).round();
-    if f.is_sign_positive() && n < 1e15 && n / 1000.0 == f {
-        // An integer below 10^15: exact as a u64.
-        let n = n as u64;
+    // Rounded half up by truncation (no libm call); the check below is what makes it right.
+    let n = (f * 1000.0 + 0.5) as u64;
+    if f.is_sign_positive() && n < 1_000_000_000_000_000 && n as f64 / 1000.0 == f {
         uint(out, n / 1000);
         let frac = n % 1000;
         let digits = [
