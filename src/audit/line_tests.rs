@@ -180,6 +180,69 @@ fn numbers_and_escapes_are_written_as_serde_json_writes_them() {
 }
 
 #[test]
+fn durations_are_written_as_serde_json_writes_them() {
+    let mut out = Vec::new();
+    let mut check = |f: f64| {
+        out.clear();
+        float(&mut out, f);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            serde_json::to_string(&f).unwrap(),
+            "{f:e}"
+        );
+    };
+    // Every microsecond of the first two seconds, as `millis` makes them.
+    for us in 0..2_000_000u64 {
+        check(us as f64 / 1e3);
+    }
+    // Larger ones up to and past the fast form's bound (10^15 µs), at every scale.
+    let mut us = 1u64;
+    while us < 1u64 << 58 {
+        for v in [us - 1, us, us + 1, us * 3 + 7, us / 7 * 999] {
+            check(v as f64 / 1e3);
+        }
+        us = us * 10 + 1;
+    }
+    for f in [
+        -0.0,
+        -1.5,
+        1e-7,
+        0.000_5,
+        0.001,
+        1e21,
+        f64::NAN,
+        f64::INFINITY,
+        0.1 + 0.2,
+    ] {
+        check(f);
+    }
+    check(crate::audit::millis(std::time::Duration::from_secs(
+        86_400 * 365,
+    )));
+}
+
+#[test]
+fn a_record_s_shared_pieces_are_written_as_they_are_now() {
+    // The writer keeps the agent, intent name and revision of the last record written; a
+    // record with other ones (or the same values in new `Arc`s) is written with its own.
+    let mut repeats = Repeats::default();
+    let (mut kept, mut plain) = (Vec::new(), Vec::new());
+    for n in 0..40u64 {
+        let rec = record(&format!("r{}", n / 3), n);
+        for _ in 0..2 {
+            kept.clear();
+            repeats.write(&rec, &mut kept);
+            plain.clear();
+            write(&rec, &mut plain);
+            assert_eq!(
+                String::from_utf8_lossy(&kept),
+                String::from_utf8_lossy(&plain)
+            );
+        }
+    }
+}
+
+#[test]
 fn a_written_line_reads_back_as_the_record_it_was() {
     let mut line = Vec::new();
     let mut again = Vec::new();

@@ -43,6 +43,8 @@ struct Writer {
     /// The last record's `time` (its allocation reused), and what writes it.
     time: String,
     stamper: super::stamp::Stamper,
+    /// The pieces of a line the last record shared with the next (its agent, intent, revision).
+    repeats: super::line::Repeats,
     /// `telemetry.otlp`: written records of traced calls go on to the exporter.
     exporter: Option<super::otlp::Exporter>,
     /// Records written since the last batch, given back for reuse after it (src/audit/spare.rs),
@@ -72,6 +74,7 @@ pub(super) fn run(
         boot_id: format!("{:016x}", crate::ids::boot_id()),
         time: String::new(),
         stamper: super::stamp::Stamper::default(),
+        repeats: super::line::Repeats::default(),
         exporter,
         written: Vec::new(),
     };
@@ -157,7 +160,7 @@ impl Writer {
             let at = self.pending.len();
             match self.shared.format {
                 AuditFormat::Intentgate => {
-                    super::line::write(&rec, &mut self.pending);
+                    self.repeats.write(&rec, &mut self.pending);
                     line = Some(at..self.pending.len());
                 }
                 AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
