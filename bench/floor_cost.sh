@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The floor's cost per plain keep-alive request: bench/floor (hyper-floor, a bare hyper/tokio
+# forward proxy with intentgate's stack and server setup, no policy) counted exactly as
+# bench/haproxy_cost.sh counts haproxy's and bench/instructions.sh intentgate's: the least this
+# stack can cost, issue 26's target 1 bound (docs/performance-log.md).
+#
+#   bench/floor_cost.sh [-n REQUESTS] [--no-header-timer] [--strace N]
+#
+# Under callgrind: 200 warm-up GETs of /small through the proxy (oha -x, 4 connections) to a
+# local nginx, the counters zeroed, REQUESTS more (default 2000): user-space instructions per
+# request. Then, without valgrind, `strace -c -f` over N (default 20000; 0 skips it) requests
+# after 2,000 warm-up ones. Builds bench/floor (cargo --offline) when its binary is missing;
+# FLOOR_BIN overrides the binary. KEEP_CALLGRIND=PREFIX keeps the profile as PREFIX.floor.
+# --no-header-timer: the floor without hyper's header read timer (TokioTimer).
+set -euo pipefail
+n=2000 sn=20000 flags=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -n) n=$2; shift 2 ;;
+        --strace) sn=$2; shift 2 ;;
+        --no-header-timer) flags+=(--no-header-timer); shift ;;
+        *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    esac
+done
+for tool in valgrind callgrind_control strace nginx oha curl; do
+    command -v "$tool" >/dev/null || { echo "floor_cost.sh: $tool is missing" >&2; exit 2; }
+done
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${FLOOR_BIN:-$here/floor/target/release/hyper-floor}
+if [[ ! -x "$bin" ]]; then
+    cargo build --release --offline --manifest-path "$here/floor/Cargo.toml" >&2
+fi
+tmp=$(mktemp -d)
+source "$here/upstream.sh"
+up=$(free_port) port=$(free_port)
+start_nginx "$tmp" "$up"
+pid=
+trap 'kill $nginx_pid $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+url=http://127.0.0.1:$up/small
+ready() {
+    for _ in $(seq 300); do curl -sf -o /dev/null -x "http://127.0.0.1:$port" "$url" && return 0; sleep 0.2; done
+    echo "floor_cost.sh: hyper-floor did not answer" >&2; exit 1
+}
+
+valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
+    "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >"$tmp/floor.out" 2>"$tmp/valgrind.err" &
+pid=$!
+ready
+oha --no-tui -c 4 -n 200 -x "http://127.0.0.1:$port" "$url" >/dev/null
+callgrind_control -z "$pid" >/dev/null
+oha --no-tui -c 4 -n "$n" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
+grep -q "\\[200\\] $n responses" "$tmp/oha.out" || { echo "not all $n answered 200" >&2; cat "$tmp/oha.out" >&2; }
+callgrind_control -d "$pid" >/dev/null
+dump=$(ls -S "$tmp"/cg.* | head -1)
+ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.floor"; fi
+kill "$pid"; wait "$pid" 2>/dev/null || true
+pid=
+echo "hyper-floor${flags[*]:+ ${flags[*]}}: $((ir / n)) user-space instructions per request ($n requests)"
+
+[[ "$sn" -gt 0 ]] || exit 0
+"$bin" --listen "127.0.0.1:$port" "${flags[@]}" >"$tmp/floor.out" 2>&1 &
+pid=$!
+ready
+oha --no-tui -c 4 -n 2000 -x "http://127.0.0.1:$port" "$url" >/dev/null
+strace -c -f -p "$pid" -o "$tmp/strace.out" &
+st=$!
+sleep 1
+oha --no-tui -c 4 -n "$sn" -x "http://127.0.0.1:$port" "$url" >"$tmp/oha.out"
+grep -q "\\[200\\] $sn responses" "$tmp/oha.out" || { echo "not all $sn answered 200" >&2; cat "$tmp/oha.out" >&2; }
+sleep 1
+kill -INT $st; wait $st 2>/dev/null || true
+cat "$tmp/strace.out"
+awk -v n="$sn" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ {printf "%s %.3f per request\n", $NF, $4 / n}' "$tmp/strace.out"
