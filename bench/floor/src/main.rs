@@ -204,35 +204,62 @@ async fn dial(authority: Authority) -> std::io::Result<Upstream> {
     Ok(Upstream { authority, sender })
 }
 
-/// Drops the hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names and the fixed
-/// ones. One pass over the names first: a request without any pays no removals.
+/// The hop-by-hop headers (RFC 9110 §7.6.1), dropped both ways with those `Connection` names;
+/// `strip_hop_by_hop` matches them in this order.
+static HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
+];
+
+/// Drops the hop-by-hop headers: one pass over the names notes those present, and only they are
+/// removed (a `Connection` token naming one of them adds nothing: it is removed anyway).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    const FIXED: [&str; 7] = [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-    ];
-    let hop = |n: &HeaderName| n == header::CONNECTION || FIXED.contains(&n.as_str());
-    if !h.keys().any(hop) {
+    let mut present = 0u8;
+    for name in h.keys() {
+        // A match on the name (length, then bytes): cheaper than comparing against each of HOP.
+        present |= match name.as_str() {
+            "connection" => 1,
+            "keep-alive" => 1 << 1,
+            "proxy-connection" => 1 << 2,
+            "proxy-authorization" => 1 << 3,
+            "te" => 1 << 4,
+            "trailer" => 1 << 5,
+            "upgrade" => 1 << 6,
+            "transfer-encoding" => 1 << 7,
+            _ => 0,
+        };
+    }
+    if present == 0 {
         return;
     }
-    // Clones share the read buffer (no copy); a second `Connection` line is rare (the Vec then).
-    let mut lines = h.get_all(header::CONNECTION).iter();
-    let first = lines.next().cloned();
-    let rest: Vec<HeaderValue> = lines.cloned().collect();
-    h.remove(header::CONNECTION);
-    for value in first.iter().chain(&rest) {
-        let Ok(list) = value.to_str() else { continue };
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let only_own = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close")
+    };
+    if present & 1 != 0 && !h.get_all(header::CONNECTION).iter().all(only_own) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !HOP.iter().any(|hop| t.eq_ignore_ascii_case(hop.as_str())))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in &named {
             h.remove(name);
         }
     }
-    for name in FIXED {
-        h.remove(name);
+    for (i, name) in HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(name);
+        }
     }
 }
 
