@@ -48,7 +48,7 @@ from loadlib.common import HERE, ROOT, log
 from loadlib.procs import PIN, STARTED, on_signal, status_kb, tree, wait_quiet
 from loadlib.report import git_rev, machine_facts, report, version_of
 from loadlib.runs import describe, measure, perf_profile, write_mix
-from loadlib.systems import (PEER_BIN, PEERS, http_check, https_check, make_tls_material, start_intentgate,
+from loadlib.systems import (BUILT, PEER_BIN, PEERS, http_check, https_check, make_tls_material, start_intentgate,
                              start_nginx, start_peer)
 
 
@@ -75,7 +75,8 @@ def main():
     ap.add_argument("--peers", default="", help="comma list of peers to include: squid,tinyproxy,privoxy (apt), "
                     "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting), haproxy (apt; a reverse "
                     "proxy, as a reference: oha addresses it as the origin; with --https also haproxy-tls, "
-                    "terminating and re-originating TLS)")
+                    "terminating and re-originating TLS), hyper-floor (bench/floor, built on demand: a bare "
+                    "hyper/tokio forward proxy with intentgate's stack, the floor of its cost)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -142,7 +143,12 @@ def main():
     for p in peers:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r} (known: {', '.join(PEERS)})")
-        if not shutil.which(PEER_BIN.get(p, p)):
+        if p in BUILT:
+            try:
+                BUILT[p]()
+            except RuntimeError as e:
+                ap.error(str(e))
+        elif not shutil.which(PEER_BIN.get(p, p)):
             ap.error(f"peer {p} is not installed ({'pip install mitmproxy' if p == 'mitmproxy' else 'apt-get install ' + p};"
                      " bench/load.sh installs it)")
     variants = [] if a.no_default_variant else [("intentgate", "")]
