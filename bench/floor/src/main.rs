@@ -137,6 +137,18 @@ async fn serve(a: Args) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("{bound}");
     let builder = Arc::new(http1_builder(a.header_timer));
+    if a.header_timer {
+        // tokio's time driver wakes its own thread (an eventfd write) whenever a timer becomes
+        // the earliest one; with hyper's header-read sleep the only timer, that is every request
+        // (0.5-1 write a request). intentgate always has an earlier one (its guard's 1 s idle
+        // timer): so does the floor, a 1 s tick.
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+            }
+        });
+    }
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
