@@ -76,7 +76,8 @@ def main():
                     "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting), haproxy (apt; a reverse "
                     "proxy, as a reference: oha addresses it as the origin; with --https also haproxy-tls, "
                     "terminating and re-originating TLS), hyper-floor (bench/floor, built on demand: a bare "
-                    "hyper/tokio forward proxy with intentgate's stack, the floor of its cost)")
+                    "hyper/tokio forward proxy with intentgate's stack, the floor of its cost; with --https also "
+                    "hyper-floor-tls, intercepting as intentgate-tls does)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -225,6 +226,12 @@ def main():
                 # bench CA) and re-originating it to nginx's TLS listener
                 s = start_peer(p, run, label="haproxy-tls", up=dict(tls=tls, tls_upstream=tls_upstream))
                 s.update(peer=True, tls=True, tls_upstream=s["target"], cacert=tls["upstream_ca"])
+                systems.append(s)
+            if p == "hyper-floor" and tls:
+                # the interception floor: CONNECT tunnels terminated with a leaf from intentgate's CA
+                # (oha trusts it as for intentgate-tls), the upstream over rustls
+                s = start_peer(p, run, label="hyper-floor-tls", up=dict(tls=tls))
+                s.update(peer=True, tls=True, tls_upstream=tls_upstream, cacert=tls["ig_ca"])
                 systems.append(s)
             if p == "mitmproxy" and tls:
                 # The HTTPS peer: mitmproxy intercepting the tunnels as intentgate-tls does (oha trusts

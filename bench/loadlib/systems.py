@@ -299,8 +299,14 @@ backend nginx
     # hyper-floor (bench/floor, built on demand): a bare hyper/tokio forward proxy with intentgate's
     # stack, versions and server setup, and nothing of its work (no policy, audit or limits): the
     # least this stack costs per request, the floor of issue 26's targets 1-2. No config file.
-    "hyper-floor": lambda run, port, up: ([floor_bin(), "--listen", f"127.0.0.1:{port}"], "hyper-floor.txt",
-                                          "hyper-floor: no config file, flags only\n"),
+    # `hyper-floor-tls` (--https): --tls, intercepting the CONNECT tunnels as intentgate-tls does, with
+    # a leaf for 127.0.0.1 signed at start by the same CA (intentgate's `ca init`), upstream TLS
+    # verified against the bench's upstream CA.
+    "hyper-floor": lambda run, port, up: (
+        [floor_bin(), "--listen", f"127.0.0.1:{port}"]
+        + (["--tls", "--ca-cert", up["tls"]["ig_ca"], "--ca-key", up["tls"]["ig_ca_key"],
+            "--upstream-ca", up["tls"]["upstream_ca"]] if up.get("tls") else []),
+        f"hyper-floor-{port}.txt", "hyper-floor: no config file, flags only\n"),
     # Without default-server-timeout privoxy does not reuse its upstream connections (nginx
     # announces no keep-alive timeout): a new connection per request (as ../shared/bench sets it).
     "privoxy": lambda run, port, up: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
