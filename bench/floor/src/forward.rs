@@ -79,7 +79,10 @@ pub(crate) async fn handle(
         (Some(tunnel), _) => tunnel.clone(),
         (None, Some(a)) => a.clone(),
         (None, None) => {
-            return Ok(reply(StatusCode::BAD_REQUEST, "absolute-form target expected\n"));
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                "absolute-form target expected\n",
+            ));
         }
     };
     if req.uri().authority().is_some() {
@@ -87,10 +90,10 @@ pub(crate) async fn handle(
         *req.uri_mut() = Uri::from(pq.unwrap_or_else(|| PathAndQuery::from_static("/")));
     }
     strip_hop_by_hop(req.headers_mut());
-    if !req.headers().contains_key(header::HOST) {
-        if let Ok(host) = authority.as_str().parse() {
-            req.headers_mut().insert(header::HOST, host);
-        }
+    if !req.headers().contains_key(header::HOST)
+        && let Ok(host) = authority.as_str().parse()
+    {
+        req.headers_mut().insert(header::HOST, host);
     }
     let kept = match conn.take() {
         Some(mut up) if up.authority == authority => up.sender.ready().await.ok().map(|()| up),
@@ -118,7 +121,9 @@ pub(crate) async fn handle(
 /// A new upstream connection (TCP_NODELAY; TLS inside a tunnel), its hyper connection driven
 /// by a task of its own.
 async fn dial(authority: Authority, tls: Option<&Option<Arc<Tls>>>) -> std::io::Result<Upstream> {
-    let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let tcp = TcpStream::connect((authority.host(), port)).await?;
     tcp.set_nodelay(true)?;
     let sender = match tls {

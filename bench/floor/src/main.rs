@@ -127,7 +127,11 @@ async fn serve(a: Args) -> Result<(), String> {
     let tls = if a.tls {
         let need = |p: Option<PathBuf>, flag: &str| p.ok_or(format!("--tls needs {flag}"));
         let (cert, key) = (need(a.ca_cert, "--ca-cert")?, need(a.ca_key, "--ca-key")?);
-        Some(Arc::new(tls::Tls::new(&cert, &key, &need(a.upstream_ca, "--upstream-ca")?)?))
+        Some(Arc::new(tls::Tls::new(
+            &cert,
+            &key,
+            &need(a.upstream_ca, "--upstream-ca")?,
+        )?))
     } else {
         None
     };

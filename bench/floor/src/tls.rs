@@ -51,18 +51,22 @@ fn provider() -> Arc<CryptoProvider> {
 
 impl Tls {
     pub(crate) fn new(ca_cert: &Path, ca_key: &Path, upstream_ca: &Path) -> Result<Self, String> {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
         let err = |what: &'static str| move |e: rcgen::Error| format!("{what}: {e}");
         let issuer_key = KeyPair::from_pem(&read(ca_key)?).map_err(err("CA key"))?;
         let issuer = Issuer::from_ca_cert_pem(&read(ca_cert)?, issuer_key).map_err(err("CA"))?;
         let ca_der = CertificateDer::from_pem_file(ca_cert).map_err(|e| format!("CA: {e}"))?;
         // As intentgate's leaves (src/tls/leaf.rs `mint`): P-256, server auth, chain leaf + CA.
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err("leaf key"))?;
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(err("leaf"))?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string()]).map_err(err("leaf"))?;
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -129,6 +133,8 @@ pub(crate) fn intercept(
         };
         let conn = Arc::new(Conn::new(Some(target), Some(tls), builder.clone()));
         let service = service_fn(move |req| forward::handle(conn.clone(), req));
-        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        let _ = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     })
 }
