@@ -32,7 +32,9 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${FLOOR_BIN:-$here/floor/target/release/hyper-floor}
 if [[ ! -x "$bin" ]]; then
-    cargo build --release --offline --manifest-path "$here/floor/Cargo.toml" >&2
+    # From inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
+    # settings) applies by the working directory, not by the manifest's.
+    (cd "$here/floor" && cargo build --release --offline >&2)
 fi
 tmp=$(mktemp -d)
 source "$here/upstream.sh"
