@@ -34,7 +34,7 @@ bin=${FLOOR_BIN:-$here/floor/target/release/hyper-floor}
 if [[ ! -x "$bin" ]]; then
     # From inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
     # settings) applies by the working directory, not by the manifest's.
-    (cd "$here/floor" && cargo build --release --offline >&2)
+    (cd "$here/floor" && cargo build --release --offline --locked >&2)
 fi
 tmp=$(mktemp -d)
 source "$here/upstream.sh"

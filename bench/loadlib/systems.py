@@ -339,7 +339,7 @@ def floor_bin():
         log("building bench/floor (hyper-floor)")
         # cwd inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
         # settings) applies by the working directory, not by the manifest's.
-        r = subprocess.run(["cargo", "build", "--release", "--offline", "--manifest-path", manifest],
+        r = subprocess.run(["cargo", "build", "--release", "--offline", "--locked", "--manifest-path", manifest],
                            capture_output=True, text=True, timeout=1800, cwd=os.path.dirname(manifest))
         if r.returncode != 0 or not os.access(path, os.X_OK):
             raise RuntimeError(f"cannot build bench/floor: {(r.stderr or r.stdout)[-1000:]}")
