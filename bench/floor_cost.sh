@@ -10,7 +10,8 @@
 # local nginx, the counters zeroed, REQUESTS more (default 2000): user-space instructions per
 # request. Then, without valgrind, `strace -c -f` over N (default 20000; 0 skips it) requests
 # after 2,000 warm-up ones. Builds bench/floor (cargo --offline) when its binary is missing;
-# FLOOR_BIN overrides the binary. KEEP_CALLGRIND=PREFIX keeps the profile as PREFIX.floor.
+# FLOOR_BIN overrides the binary, FLOOR_ARGS adds flags (e.g. "--max-headers 100").
+# KEEP_CALLGRIND=PREFIX keeps the profile as PREFIX.floor.
 # --no-header-timer: the floor without hyper's header read timer (TokioTimer).
 # --https: intercepted HTTPS as bench/instructions.sh --https drives intentgate: nginx also on
 # TLS (the same openssl-made upstream CA and leaf), the floor with --tls (its CA made by openssl
@@ -23,7 +24,7 @@ while [[ $# -gt 0 ]]; do
         --strace) sn=$2; shift 2 ;;
         --no-header-timer) flags+=(--no-header-timer); shift ;;
         --https) https=1; shift ;;
-        *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 for tool in valgrind callgrind_control strace nginx oha curl openssl; do
@@ -36,6 +37,8 @@ if [[ ! -x "$bin" ]]; then
     # settings) applies by the working directory, not by the manifest's.
     (cd "$here/floor" && cargo build --release --offline --locked >&2)
 fi
+read -r -a extra <<<"${FLOOR_ARGS:-}"
+flags+=("${extra[@]}")
 tmp=$(mktemp -d)
 source "$here/upstream.sh"
 up=$(free_port) port=$(free_port) tls_up=$(free_port)
@@ -79,7 +82,7 @@ ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
 if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.floor"; fi
 kill "$pid"; wait "$pid" 2>/dev/null || true
 pid=
-echo "hyper-floor${https:+ --tls}$([[ " ${flags[*]} " == *" --no-header-timer "* ]] && echo " --no-header-timer"): $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request ($n requests)"
+echo "hyper-floor${https:+ --tls}$([[ " ${flags[*]} " == *" --no-header-timer "* ]] && echo " --no-header-timer")${FLOOR_ARGS:+ $FLOOR_ARGS}: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request ($n requests)"
 
 [[ "$sn" -gt 0 ]] || exit 0
 "$bin" --listen "127.0.0.1:$port" "${flags[@]}" >"$tmp/floor.out" 2>&1 &

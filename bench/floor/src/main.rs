@@ -4,7 +4,7 @@
 //! (src/listen/mod.rs `http1_builder`, src/app.rs `runtime`), and none of its work: no policy,
 //! no audit, no headers added, no limits beyond hyper's.
 //!
-//!   hyper-floor --listen 127.0.0.1:PORT [--no-header-timer] [--workers N]
+//!   hyper-floor --listen 127.0.0.1:PORT [--no-header-timer] [--max-headers N] [--workers N]
 //!               [--tls --ca-cert PEM --ca-key PEM --upstream-ca PEM]
 //!
 //! Prints the bound address on stdout. Each client connection gets one kept upstream connection
@@ -31,13 +31,14 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const USAGE: &str = "usage: hyper-floor --listen ADDR [--no-header-timer] [--workers N] \
+const USAGE: &str = "usage: hyper-floor --listen ADDR [--no-header-timer] [--max-headers N] [--workers N] \
                      [--tls --ca-cert PEM --ca-key PEM --upstream-ca PEM]";
 
 /// The command line.
 struct Args {
     listen: SocketAddr,
     header_timer: bool,
+    max_headers: usize,
     workers: usize,
     tls: bool,
     ca_cert: Option<PathBuf>,
@@ -49,6 +50,7 @@ fn args() -> Result<Args, String> {
     let mut a = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         header_timer: true,
+        max_headers: 100 + 16,
         workers: 1,
         tls: false,
         ca_cert: None,
@@ -64,6 +66,10 @@ fn args() -> Result<Args, String> {
                 a.listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
             }
             "--no-header-timer" => a.header_timer = false,
+            "--max-headers" => {
+                let v = value()?;
+                a.max_headers = v.parse().map_err(|e| format!("--max-headers {v}: {e}"))?;
+            }
             "--workers" => {
                 let v = value()?;
                 a.workers = v.parse().map_err(|e| format!("--workers {v}: {e}"))?;
@@ -109,15 +115,18 @@ fn main() -> std::process::ExitCode {
 }
 
 /// intentgate's server settings (src/listen/mod.rs `http1_builder`, default limits): header
-/// read timeout 30 s on tokio's timer (unless `--no-header-timer`), 40 KiB buffer, 116 headers.
-fn http1_builder(header_timer: bool) -> server::Builder {
+/// read timeout 30 s on tokio's timer (unless `--no-header-timer`), 40 KiB buffer, 116 headers
+/// (`--max-headers N`; 0 leaves hyper's default, 100 on the stack).
+fn http1_builder(header_timer: bool, max_headers: usize) -> server::Builder {
     let mut b = server::Builder::new();
     if header_timer {
         b.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(30_000));
     }
+    if max_headers > 0 {
+        b.max_headers(max_headers);
+    }
     b.max_buf_size(32 * 1024 + 8192)
-        .max_headers(100 + 16)
         .keep_alive(true)
         .half_close(false);
     b
@@ -140,7 +149,7 @@ async fn serve(a: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("{bound}");
-    let builder = Arc::new(http1_builder(a.header_timer));
+    let builder = Arc::new(http1_builder(a.header_timer, a.max_headers));
     if a.header_timer {
         // tokio's time driver wakes its own thread (an eventfd write) whenever a timer becomes
         // the earliest one; with hyper's header-read sleep the only timer, that is every request
