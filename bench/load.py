@@ -2,7 +2,8 @@
 """End-to-end load benchmark for intentgate (normally started through bench/load.sh).
 
 In one run it starts a fast local upstream (nginx, `return 200` with a ~100 B JSON body), one
-intentgate per variant (and optionally peer proxies from apt), then drives load with oha:
+intentgate per variant (and optionally peer proxies from apt, or `hyper-floor`, the stack's floor
+built from bench/floor), then drives load with oha:
 
   max   - maximum throughput at --conns connections for --dur seconds
   rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction); also reported for
