@@ -2,7 +2,7 @@
 # The floor's cost per plain keep-alive request: bench/floor (hyper-floor, a bare hyper/tokio
 # forward proxy with intentgate's stack and server setup, no policy) counted exactly as
 # bench/haproxy_cost.sh counts haproxy's and bench/instructions.sh intentgate's: the least this
-# stack can cost, issue 26's target 1 bound (docs/performance-log.md).
+# stack can cost, issue 26's targets 1-2 bound (docs/performance-log.md).
 #
 #   bench/floor_cost.sh [-n REQUESTS] [--no-header-timer] [--https] [--strace N]
 #
@@ -24,7 +24,7 @@ while [[ $# -gt 0 ]]; do
         --strace) sn=$2; shift 2 ;;
         --no-header-timer) flags+=(--no-header-timer); shift ;;
         --https) https=1; shift ;;
-        *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 for tool in valgrind callgrind_control strace nginx oha curl openssl; do
