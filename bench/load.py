@@ -2,7 +2,8 @@
 """End-to-end load benchmark for intentgate (normally started through bench/load.sh).
 
 In one run it starts a fast local upstream (nginx, `return 200` with a ~100 B JSON body), one
-intentgate per variant (and optionally peer proxies from apt), then drives load with oha:
+intentgate per variant (and optionally peer proxies from apt, or `hyper-floor`, the stack's floor
+built from bench/floor), then drives load with oha:
 
   max   - maximum throughput at --conns connections for --dur seconds
   rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction); also reported for
@@ -48,7 +49,7 @@ from loadlib.common import HERE, ROOT, log
 from loadlib.procs import PIN, STARTED, on_signal, status_kb, tree, wait_quiet
 from loadlib.report import git_rev, machine_facts, report, version_of
 from loadlib.runs import describe, measure, perf_profile, write_mix
-from loadlib.systems import (PEER_BIN, PEERS, http_check, https_check, make_tls_material, start_intentgate,
+from loadlib.systems import (BUILT, PEER_BIN, PEERS, http_check, https_check, make_tls_material, start_intentgate,
                              start_nginx, start_peer)
 
 
@@ -75,7 +76,9 @@ def main():
     ap.add_argument("--peers", default="", help="comma list of peers to include: squid,tinyproxy,privoxy (apt), "
                     "mitmproxy (PyPI; with --https also mitmproxy-tls, intercepting), haproxy (apt; a reverse "
                     "proxy, as a reference: oha addresses it as the origin; with --https also haproxy-tls, "
-                    "terminating and re-originating TLS)")
+                    "terminating and re-originating TLS), hyper-floor (bench/floor, built on demand: a bare "
+                    "hyper/tokio forward proxy with intentgate's stack, the floor of its cost; with --https also "
+                    "hyper-floor-tls, intercepting as intentgate-tls does)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -142,7 +145,12 @@ def main():
     for p in peers:
         if p not in PEERS:
             ap.error(f"unknown peer {p!r} (known: {', '.join(PEERS)})")
-        if not shutil.which(PEER_BIN.get(p, p)):
+        if p in BUILT:
+            try:
+                BUILT[p]()
+            except RuntimeError as e:
+                ap.error(str(e))
+        elif not shutil.which(PEER_BIN.get(p, p)):
             ap.error(f"peer {p} is not installed ({'pip install mitmproxy' if p == 'mitmproxy' else 'apt-get install ' + p};"
                      " bench/load.sh installs it)")
     variants = [] if a.no_default_variant else [("intentgate", "")]
@@ -219,6 +227,12 @@ def main():
                 # bench CA) and re-originating it to nginx's TLS listener
                 s = start_peer(p, run, label="haproxy-tls", up=dict(tls=tls, tls_upstream=tls_upstream))
                 s.update(peer=True, tls=True, tls_upstream=s["target"], cacert=tls["upstream_ca"])
+                systems.append(s)
+            if p == "hyper-floor" and tls:
+                # the interception floor: CONNECT tunnels terminated with a leaf from intentgate's CA
+                # (oha trusts it as for intentgate-tls), the upstream over rustls
+                s = start_peer(p, run, label="hyper-floor-tls", up=dict(tls=tls))
+                s.update(peer=True, tls=True, tls_upstream=tls_upstream, cacert=tls["ig_ca"])
                 systems.append(s)
             if p == "mitmproxy" and tls:
                 # The HTTPS peer: mitmproxy intercepting the tunnels as intentgate-tls does (oha trusts

@@ -6,6 +6,7 @@
 #   bench/load.sh --variant policy=FILE.yaml        # + intentgate with FILE's sections added to the config
 #   bench/load.sh --https                           # + direct-tls and intercepted intentgate-tls (needs openssl)
 #   bench/load.sh --https --peers haproxy           # + haproxy as a reverse-proxy reference, plain and TLS
+#   bench/load.sh --https --peers hyper-floor       # + the stack's floor (bench/floor, built here), plain and TLS
 #   bench/load.sh --help                            # every option
 #
 # Installs what is missing (apt: nginx-light and the requested peers; mitmproxy in a venv under
@@ -48,6 +49,8 @@ for p in "${peer_list[@]}"; do
     fi
     continue
   fi
+  # hyper-floor is built from bench/floor (by load.py, when its binary is missing), not installed.
+  [ "$p" = hyper-floor ] && continue
   [ -n "$p" ] && ! command -v "$p" >/dev/null && need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -152,6 +152,12 @@ def report(raw):
                  "to haproxy's listener (no CONNECT), one thread, kept upstream connections, no policy; "
                  "`haproxy-tls` terminates TLS with nginx's bench leaf and re-originates TLS to nginx's TLS "
                  "listener (the crypto work of interception, without CONNECT, leaf minting or policy)")
+    if any(s["name"].startswith("hyper-floor") for s in raw["systems"]):
+        L.append("- `hyper-floor` is a reference too (bench/floor): a bare hyper/tokio forward proxy with intentgate's "
+                 "stack, versions and server setup (one thread, hyper's header-read timer, a kept upstream "
+                 "connection per client connection) and none of its work: the least this stack costs; "
+                 "`hyper-floor-tls` intercepts the CONNECT tunnels (one leaf from intentgate's CA, made at start) "
+                 "and re-originates TLS to nginx, verified")
     L.append("- CPU % is of ONE core. proxy CPU µs/req = (utime+stime of the proxy's process tree over the run)"
              " / completed requests. foreign = CPU used meanwhile by other processes on this shared host.")
     L.append("")
@@ -256,7 +262,7 @@ def report(raw):
         dt = m("max", "direct-tls", "rps")
         for s in tls_names:
             plain = {"direct-tls": "direct", "direct-tls-new": "direct", "mitmproxy-tls": "mitmproxy",
-                     "haproxy-tls": "haproxy"}.get(s, "intentgate")
+                     "haproxy-tls": "haproxy", "hyper-floor-tls": "hyper-floor"}.get(s, "intentgate")
             e = errs("max", s)
             pk = m("max", s, "rss_peak_kb")
             L.append("| " + " | ".join([

@@ -296,6 +296,17 @@ frontend bench
 backend nginx
     server nginx """ + (f"{up['tls_upstream']} ssl verify required ca-file {up['tls']['upstream_ca']} sni str(127.0.0.1)"
                         if up.get("tls") else up["upstream"]) + "\n"),
+    # hyper-floor (bench/floor, built on demand): a bare hyper/tokio forward proxy with intentgate's
+    # stack, versions and server setup, and nothing of its work (no policy, audit or limits): the
+    # least this stack costs per request, the floor of issue 26's targets 1-2. No config file.
+    # `hyper-floor-tls` (--https): --tls, intercepting the CONNECT tunnels as intentgate-tls does, with
+    # a leaf for 127.0.0.1 signed at start by the same CA (intentgate's `ca init`), upstream TLS
+    # verified against the bench's upstream CA.
+    "hyper-floor": lambda run, port, up: (
+        [floor_bin(), "--listen", f"127.0.0.1:{port}"]
+        + (["--tls", "--ca-cert", up["tls"]["ig_ca"], "--ca-key", up["tls"]["ig_ca_key"],
+            "--upstream-ca", up["tls"]["upstream_ca"]] if up.get("tls") else []),
+        f"hyper-floor-{port}.txt", "hyper-floor: no config file, flags only\n"),
     # Without default-server-timeout privoxy does not reuse its upstream connections (nginx
     # announces no keep-alive timeout): a new connection per request (as ../shared/bench sets it).
     "privoxy": lambda run, port, up: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
@@ -316,6 +327,23 @@ NO_KEEPALIVE = {"tinyproxy"}
 
 
 PEER_BIN = {"mitmproxy": "mitmdump"}
+# Peers built from this tree rather than installed: name -> a function returning the binary.
+BUILT = {"hyper-floor": lambda: floor_bin()}
+
+
+def floor_bin():
+    """bench/floor's release binary, built (cargo --offline, its own workspace) when missing."""
+    manifest = os.path.join(HERE, "floor", "Cargo.toml")
+    path = os.path.join(HERE, "floor", "target", "release", "hyper-floor")
+    if not os.access(path, os.X_OK):
+        log("building bench/floor (hyper-floor)")
+        # cwd inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
+        # settings) applies by the working directory, not by the manifest's.
+        r = subprocess.run(["cargo", "build", "--release", "--offline", "--locked", "--manifest-path", manifest],
+                           capture_output=True, text=True, timeout=1800, cwd=os.path.dirname(manifest))
+        if r.returncode != 0 or not os.access(path, os.X_OK):
+            raise RuntimeError(f"cannot build bench/floor: {(r.stderr or r.stdout)[-1000:]}")
+    return path
 # Reverse proxies: oha addresses them as the origin (their `target`), not through -x.
 REVERSE = {"haproxy"}
 
