@@ -211,7 +211,7 @@ fn bench(c: &mut Criterion) {
                         );
                         // The cached path never waits: the step is ready on its first poll.
                         let mut step = std::pin::pin!(step);
-                        assert!(matches!(step.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+                        assert!(matches!(step.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
                     }
                     (h, rec)
                 },

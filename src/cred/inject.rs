@@ -32,20 +32,19 @@ pub struct Injection<'a> {
 
 impl Store {
     /// Applies the step to one request; the record names the credential injected. An `Err` is
-    /// the refusal to answer (nothing is sent upstream). `Ok(false)`: the request's rule binds
-    /// no credential, and its headers were not looked at (`true`: they may have changed).
+    /// the refusal to answer (nothing is sent upstream).
     pub async fn inject(
         &self,
         call: Injection<'_>,
         rec: &mut AuditRecord,
-    ) -> Result<bool, ProxyError> {
+    ) -> Result<(), ProxyError> {
         let d = call.decision;
         let bound = call.catalog.binding(&d.scope);
         let (binding, name): (Cow<'_, Binding>, Option<&str>) = match (&d.credential, bound) {
-            (None, None) => return Ok(false),
+            (None, None) => return Ok(()),
             (None, Some(b)) => (Cow::Borrowed(&**b), Some(&*b.credential)),
             (Some(CredentialChoice::Veto), Some(b)) => (Cow::Borrowed(&**b), None),
-            (Some(CredentialChoice::Veto), None) => return Ok(false),
+            (Some(CredentialChoice::Veto), None) => return Ok(()),
             (Some(CredentialChoice::Use(n)), Some(b)) => (Cow::Borrowed(&**b), Some(&**n)),
             (Some(CredentialChoice::Use(n)), None) => (Cow::Owned(Binding::bearer(n)), Some(&**n)),
         };
@@ -67,7 +66,7 @@ impl Store {
         // Only a call the decision allows (never a monitor-mode would-deny), and not one the
         // policy vetoed.
         let Some(name) = name.filter(|_| d.allow) else {
-            return Ok(true);
+            return Ok(());
         };
         if call.scheme != Scheme::Https && !binding.allow_plaintext {
             return Err(refuse(
@@ -136,7 +135,7 @@ impl Store {
             }
         }
         rec.credential = Some(secret.audit.clone());
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::{Ambiguity, ProxyError};
 
 mod hop;
 
-pub(crate) use hop::{Seen, add_via_after};
+pub(crate) use hop::add_via_after;
 pub use hop::{
     add_via, remove_hop_by_hop, remove_hop_by_hop_add_via, remove_hop_by_hop_and_claims,
     strip_agent_claims,

@@ -51,11 +51,8 @@ fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
 #[test]
 fn one_pass_removals_do_what_the_steps_do_one_after_the_other() {
     let claims = [HeaderName::from_static("x-agent-id")];
-    let heads: [&[(&str, &str)]; 9] = [
+    let heads: [&[(&str, &str)]; 6] = [
         &[("accept", "*/*"), ("host", "a.example")],
-        &[("host", "a.example"), ("via", "1.0 other"), ("host", "b")],
-        &[("host", "b.example"), ("accept", "*/*")],
-        &[("connection", "close, host"), ("host", "a.example")],
         &[
             ("connection", "keep-alive"),
             ("via", "1.0 other"),
@@ -93,17 +90,10 @@ fn one_pass_removals_do_what_the_steps_do_one_after_the_other() {
         add_via(&mut other);
         assert_eq!(one, other, "{head:?}");
         let (mut one, mut other) = (h.clone(), h);
-        // Its pass also sees what step 8 needs: what it saw (when it removed nothing) is what a
-        // pass over the result sees.
-        let canonical = |v: &[u8]| v == b"a.example";
-        let seen = remove_hop_by_hop_and_claims(&mut one, &claims, canonical);
+        remove_hop_by_hop_and_claims(&mut one, &claims);
         remove_hop_by_hop(&mut other);
         strip_agent_claims(&mut other, &claims);
         assert_eq!(one, other, "{head:?}");
-        if let Some(seen) = seen {
-            assert_eq!(seen, Seen::of(&one, canonical), "{head:?}");
-        }
-        assert_eq!(seen.is_none(), one.len() != head.len(), "{head:?}");
     }
 }
 

@@ -157,10 +157,8 @@ impl Proxy {
         // 7. Headers the agent may not send upstream: hop-by-hop, its own intentgate/identity claims
         //    (the intent token kept aside first, by reference, for step 7b).
         let subject = intent_token::subject(presented, req.headers(), self.intent_tokens.header());
-        //    The same pass sees what step 8 needs (`Via`, whether `Host` is canonical).
         let h = req.headers_mut();
-        let canonical = super::tags::canonical_host(&authority, scheme);
-        let seen = headers::remove_hop_by_hop_and_claims(h, &self.strip, canonical);
+        headers::remove_hop_by_hop_and_claims(h, &self.strip);
 
         // 7b. The credential the matched rule binds, or the decision picks (src/cred/): what the
         //     agent sent in its place removed (or refused), the value added on an allowed call
@@ -175,13 +173,12 @@ impl Proxy {
             intent: intent.name.as_deref(),
             intent_token: intent_token::for_credential(subject.as_ref(), &intent),
         };
-        let injected = self.creds.inject(injection, rec).await?;
-        let seen = seen.filter(|_| !injected);
+        self.creds.inject(injection, rec).await?;
         let h = req.headers_mut();
 
         // 8. Tags for the upstream (agent, intent, decision id, and any the decision adds), Via,
         //    the trace parent, and Host from the canonical authority (src/proxy/tags.rs).
-        self.tag_upstream(h, live, &intent, &decision, rec, &authority, scheme, seen);
+        self.tag_upstream(h, live, &intent, &decision, rec, &authority, scheme);
 
         // 8b. A WebSocket upgrade (decided above like any GET) goes on its own connection and,
         //     upgraded, is relayed as a tunnel (src/proxy/websocket.rs). Boxed: a tunnel's state

@@ -3,27 +3,18 @@
 //! span as its `traceparent` parent, and `Host` from the canonical authority.
 
 use http::HeaderMap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue, VIA};
 
 use super::gate::LivePolicy;
-use super::headers::{self, Seen};
+use super::{Proxy, headers};
 use crate::audit::AuditRecord;
 use crate::intent::Intent;
 use crate::policy::Decision;
 use crate::target::Authority;
 use crate::vocab::Scheme;
 
-use super::Proxy;
-
-/// Whether a `Host` value is `authority`'s canonical one for `scheme` (its default port left out).
-pub(super) fn canonical_host(authority: &Authority, scheme: Scheme) -> impl Fn(&[u8]) -> bool {
-    let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-    move |v| authority.is_host_header(v, default_port)
-}
-
 impl Proxy {
-    /// Tags the upstream request's headers `h` for the call of `rec`. `seen`: what step 7's pass
-    /// over the head found (`None`: something was removed or added since, looked at again).
+    /// Tags the upstream request's headers `h` for the call of `rec`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tag_upstream(
         &self,
@@ -34,15 +25,19 @@ impl Proxy {
         rec: &AuditRecord,
         authority: &Authority,
         scheme: Scheme,
-        seen: Option<Seen>,
     ) {
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
-        // Whether there is a `Via`, and whether the agent's `Host` is one and the canonical one
-        // already (usually: then it stays).
-        let Seen {
-            via,
-            canonical_host: canonical,
-        } = seen.unwrap_or_else(|| Seen::of(h, canonical_host(authority, scheme)));
+        // One pass over the head (compared, not hashed): whether there is a `Via`, and whether
+        // the agent's `Host` is one and the canonical one already (usually: then it stays).
+        let (mut via, mut hosts, mut canonical) = (false, false, false);
+        for (k, v) in h.iter() {
+            if k == HOST {
+                canonical = !hosts && authority.is_host_header(v.as_bytes(), default_port);
+                hosts = true;
+            } else if k == VIA {
+                via = true;
+            }
+        }
         headers::add_via_after(h, via);
         let tag = |v: &str| HeaderValue::from_str(v).ok();
         if let Some(v) = live.agent_tag() {

@@ -47,8 +47,8 @@ fn hop_index(k: &HeaderName) -> Option<usize> {
 }
 
 /// What one pass over a head's names found: which of `HOP_BY_HOP` are there, whether the agent
-/// claims something (`strip_agent_claims`'s names; a request's pass), and whether there is a
-/// `Via`.
+/// claims something (`strip_agent_claims`'s names, when `extra` is given), and whether there
+/// is a `Via`.
 #[derive(Default)]
 struct Found {
     hops: u8,
@@ -57,12 +57,15 @@ struct Found {
 }
 
 /// One pass over the names (compared, not hashed; the values are not visited).
-fn scan(headers: &HeaderMap) -> Found {
+fn scan(headers: &HeaderMap, claims: Option<&[HeaderName]>) -> Found {
     let mut f = Found::default();
     for k in headers.keys() {
         match hop_index(k) {
             Some(i) => f.hops |= 1 << i,
-            None => f.via |= k == header::VIA,
+            None => {
+                f.via |= k == header::VIA;
+                f.claims |= claims.is_some_and(|extra| claimed(k, extra));
+            }
         }
     }
     f
@@ -84,79 +87,25 @@ fn claimed(k: &HeaderName, extra: &[HeaderName]) -> bool {
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let found = scan(headers);
+    let found = scan(headers, None);
     remove_found(headers, &found);
 }
 
 /// `remove_hop_by_hop` and then `add_via`, with one pass over the names (a response's).
 pub fn remove_hop_by_hop_add_via(headers: &mut HeaderMap) {
-    let found = scan(headers);
+    let found = scan(headers, None);
     remove_found(headers, &found);
     // A `Via` that `Connection` named is gone: `add_via_after` then finds none and adds one.
     add_via_after(headers, found.via);
 }
 
-/// What step 8 (src/proxy/tags.rs) needs from a request's head: whether there is a `Via`, and
-/// whether the agent's `Host` is one and the canonical one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Seen {
-    pub(crate) via: bool,
-    pub(crate) canonical_host: bool,
-}
-
-impl Seen {
-    /// One pass over the head (compared, not hashed); `canonical` judges a `Host` value.
-    pub(crate) fn of(headers: &HeaderMap, canonical: impl Fn(&[u8]) -> bool) -> Seen {
-        let (mut via, mut hosts, mut canonical_host) = (false, false, false);
-        for (k, v) in headers.iter() {
-            if k == header::HOST {
-                canonical_host = !hosts && canonical(v.as_bytes());
-                hosts = true;
-            } else if k == header::VIA {
-                via = true;
-            }
-        }
-        Seen {
-            via,
-            canonical_host,
-        }
-    }
-}
-
-/// `remove_hop_by_hop` and then `strip_agent_claims`, with one pass over a request's head that
-/// also sees what step 8 needs (`Seen::of`; `canonical` judges a `Host`). `None` when it removed
-/// anything: a removed name may have been one of those.
-pub fn remove_hop_by_hop_and_claims(
-    headers: &mut HeaderMap,
-    extra: &[HeaderName],
-    canonical: impl Fn(&[u8]) -> bool,
-) -> Option<Seen> {
-    let mut f = Found::default();
-    let (mut hosts, mut canonical_host) = (false, false);
-    for (k, v) in headers.iter() {
-        match hop_index(k) {
-            Some(i) => f.hops |= 1 << i,
-            None => {
-                if k == header::HOST {
-                    canonical_host = !hosts && canonical(v.as_bytes());
-                    hosts = true;
-                }
-                f.via |= k == header::VIA;
-                f.claims |= claimed(k, extra);
-            }
-        }
-    }
-    if f.hops == 0 && !f.claims {
-        return Some(Seen {
-            via: f.via,
-            canonical_host,
-        });
-    }
-    remove_found(headers, &f);
-    if f.claims {
+/// `remove_hop_by_hop` and then `strip_agent_claims`, with one pass over the names (a request's).
+pub fn remove_hop_by_hop_and_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
+    let found = scan(headers, Some(extra));
+    remove_found(headers, &found);
+    if found.claims {
         strip_agent_claims(headers, extra);
     }
-    None
 }
 
 /// Removes what `scan` found: usually nothing, or only `connection`, so one name is looked up
