@@ -168,8 +168,6 @@ impl<S> Guard<S> {
 
     fn wrote<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.write_blocked = r.is_pending();
-        // A response went out: the wait for the next head starts after it.
-        self.clock.restart();
         r
     }
 }
@@ -198,6 +196,9 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
         buf: &[u8],
         total: usize,
     ) -> Poll<io::Result<usize>> {
+        // A response is written: the wait for the next head starts after it (not at a flush:
+        // hyper flushes on every turn of its loop, written or not).
+        self.clock.restart();
         self.response_starts(buf);
         if matches!(self.state, State::Normal) && self.in_flight.idle() {
             if let Some(bytes) = replacement(buf) {
@@ -305,6 +306,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.clock.restart(); // as in `write_inner`
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let first = bufs
             .iter()

@@ -4,20 +4,21 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 use crate::conn::guard::{Guard, InFlight};
 
 const HEAD: &[u8] = b"GET http://a.example/ HTTP/1.1\r\nhost: a.example\r\n\r\n";
 
-/// Reads as hyper does, waiting to be woken, until something is read or the read fails.
+/// Reads as hyper does, waiting to be woken, until something is read or the read fails: each
+/// turn a read and then a flush (hyper flushes on every turn of its loop, written or not).
 async fn read(guard: &mut Guard<DuplexStream>) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| {
         let mut space = [0u8; 256];
         let mut buf = ReadBuf::new(&mut space);
-        Pin::new(&mut *guard)
-            .poll_read(cx, &mut buf)
-            .map(|r| r.map(|()| buf.filled().len()))
+        let read = Pin::new(&mut *guard).poll_read(cx, &mut buf);
+        let _ = Pin::new(&mut *guard).poll_flush(cx);
+        read.map(|r| r.map(|()| buf.filled().len()))
     })
     .await
 }
