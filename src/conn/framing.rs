@@ -75,6 +75,11 @@ impl Scan {
         self.state == State::Start && self.carried == 0
     }
 
+    /// In the middle of a request head: its request line or header lines begun, not ended.
+    pub(crate) fn in_head(&self) -> bool {
+        matches!(self.state, State::Head(_)) || (self.state == State::Start && self.carried > 0)
+    }
+
     /// Follows the bytes just read from the client. True when the stream turned ambiguous: a
     /// head with both `Content-Length` and `Transfer-Encoding`, or a stream the scan can no
     /// longer follow (failing closed: the connection's chunked requests are then refused).

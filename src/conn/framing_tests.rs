@@ -101,3 +101,23 @@ fn tunnels_and_upgrades_end_the_scan_only_when_answered_so() {
     assert!(!s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
     assert!(!s.watching());
 }
+
+#[test]
+fn a_head_is_in_progress_from_its_first_byte_to_its_empty_line() {
+    let head = b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n";
+    for at in 1..head.len() {
+        let mut s = Scan::default();
+        s.feed(&head[..at]);
+        assert!(s.in_head(), "after {at} bytes");
+        assert!(!s.at_rest(), "after {at} bytes");
+        s.feed(&head[at..]);
+        assert!(!s.in_head() && s.at_rest(), "split at {at}");
+    }
+    // Empty lines before a request are skipped, as hyper does: not a head yet.
+    let mut s = Scan::default();
+    s.feed(b"\r\n");
+    assert!(!s.in_head() && s.at_rest());
+    // A body is not a head.
+    s.feed(b"POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nab");
+    assert!(!s.in_head() && !s.at_rest());
+}

@@ -1,13 +1,12 @@
 //! A client-connection wrapper that makes hyper's automatic error answers speak our JSON.
 //!
-//! hyper answers a request head it cannot parse (bad request line, oversized head, URI too long)
-//! itself, with an empty body, before our service ever runs. The guard recognises such an answer —
-//! a whole write that is exactly a 400/414/431 head carrying nothing but `content-length: 0`,
-//! `date` and `connection`, which no response of ours looks like (ours always carry `via` or
-//! `intentgate-*`) — and writes our JSON refusal in its place, so every answer a client gets from
+//! hyper answers a request head it cannot parse itself, with an empty body; the guard writes our
+//! JSON refusal in its place (src/conn/answers.rs), so every answer a client gets from
 //! intentgate has the one error shape (src/error.rs). While a tunnel is open the guard is
 //! off: tunnelled bytes are never inspected. It also follows the request heads as they are read
-//! (src/conn/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding).
+//! (src/conn/framing.rs), to flag what hyper would hide (Content-Length with Transfer-Encoding),
+//! and, on the proxy listener, parks an idle connection and bounds the time a head may take
+//! (src/conn/wait.rs).
 
 use std::io;
 use std::pin::Pin;
@@ -16,14 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
+use super::answers::{bare_error_status, replacement, timed_out_reply};
 use super::framing::Scan;
 use super::park::Pending;
-use crate::error::{Blame, ErrorReply};
-use crate::vocab::ErrorCode;
+use super::wait::{Clock, Stand, Wait};
 
 /// What one client connection's requests share with its guard: its open tunnels (the guard
 /// stays out of their bytes) and whether its request stream turned ambiguous.
@@ -111,12 +108,10 @@ pub struct Guard<S> {
     in_flight: InFlight,
     state: State,
     scan: Scan,
-    /// Ends hyper's connection once it has been idle this long, to park it (src/conn/park.rs).
-    parks: Option<Duration>,
-    /// Wakes the connection to ask whether it has been idle long enough. Lazy: it keeps an
-    /// earlier idle spell's deadline until that fires (not moved in tokio's wheel per request).
-    idle_timer: Option<Pin<Box<Sleep>>>,
-    idle_since: Option<Instant>,
+    /// How long the connection may wait idle or in a head (src/conn/wait.rs).
+    clock: Clock,
+    /// A head was not read in time: its 408 is being written, then hyper's read fails.
+    timed_out: bool,
     /// The last write or flush could not finish: bytes may wait in hyper's buffer.
     write_blocked: bool,
 }
@@ -128,9 +123,8 @@ impl<S> Guard<S> {
             in_flight,
             state: State::Normal,
             scan: Scan::default(),
-            parks: None,
-            idle_timer: None,
-            idle_since: None,
+            clock: Clock::default(),
+            timed_out: false,
             write_blocked: false,
         }
     }
@@ -140,115 +134,42 @@ impl<S> Guard<S> {
     /// and written, no tunnel open, and not a byte of a next request read (src/conn/park.rs).
     /// A busy keep-alive connection, its next request read within `after`, never parks.
     pub(crate) fn parking(inner: S, in_flight: InFlight, after: Duration) -> Self {
-        Self {
-            parks: Some(after),
-            ..Self::new(inner, in_flight)
-        }
+        let mut guard = Self::new(inner, in_flight);
+        guard.clock.park_after = Some(after);
+        guard
     }
 
-    /// Whether to park now, the read having found nothing: idle for long enough (else the
-    /// idle timer is left or set to wake the connection no later than that, to ask again).
-    fn park_now(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(after) = self.parks.filter(|_| self.may_park()) else {
-            return false;
-        };
-        if after.is_zero() {
-            return true;
-        }
-        let since = *self.idle_since.get_or_insert_with(Instant::now);
-        let due = since + after;
-        let Some(timer) = self.idle_timer.as_mut() else {
-            self.idle_timer = Some(Box::pin(tokio::time::sleep_until(due)));
-            return self.idle_timer_fired(cx);
-        };
-        // An earlier spell's deadline wakes the connection early; it is moved then (or now).
-        if timer.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        if Instant::now() >= due {
-            return true;
-        }
-        timer.as_mut().reset(due);
-        self.idle_timer_fired(cx)
+    /// The guard bounds the request heads in hyper's place (whose header-read timeout is then
+    /// off): a head not read within `limit` of the connection being ready for it is answered
+    /// 408 `header_timeout` and the connection closed; idle that long, it is closed. Only for a
+    /// connection whose requests are counted (`InFlight::request`): a request in flight does not
+    /// count as waiting.
+    pub(crate) fn bounding_heads(mut self, limit: Duration) -> Self {
+        self.clock.head = Some(limit);
+        self
     }
 
-    fn idle_timer_fired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.idle_timer
-            .as_mut()
-            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
-    }
-
-    fn may_park(&self) -> bool {
-        !self.write_blocked
-            && matches!(self.state, State::Normal)
-            && self.scan.at_rest()
-            && self.in_flight.idle()
-            && self.in_flight.0.requests.load(Ordering::Acquire) == 0
+    /// Where the connection stands, a read having found nothing.
+    fn stand(&self) -> Stand {
+        if self.write_blocked
+            || !matches!(self.state, State::Normal)
+            || !self.in_flight.idle()
+            || self.in_flight.0.requests.load(Ordering::Acquire) != 0
+        {
+            Stand::Busy
+        } else if self.scan.at_rest() {
+            Stand::Idle
+        } else if self.scan.in_head() {
+            Stand::InHead
+        } else {
+            Stand::Busy
+        }
     }
 
     fn wrote<T>(&mut self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.write_blocked = r.is_pending();
         r
     }
-}
-
-/// If `buf` is a whole head hyper wrote for its own error answer: its status (400, 414 or 431,
-/// the only ones hyper answers with itself). Cheap (no allocation, the status looked at first):
-/// it runs on every response head.
-fn bare_error_status(buf: &[u8]) -> Option<StatusCode> {
-    let rest = buf.strip_prefix(b"HTTP/1.1 ")?;
-    let code = rest.get(..3)?;
-    if !matches!(code, b"400" | b"414" | b"431") {
-        return None;
-    }
-    let head = buf.strip_suffix(b"\r\n\r\n")?;
-    let starts = |l: &[u8], p: &[u8]| l.len() >= p.len() && l[..p.len()].eq_ignore_ascii_case(p);
-    let only_bare = head.split(|&b| b == b'\n').skip(1).all(|l| {
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        l.eq_ignore_ascii_case(b"content-length: 0")
-            || starts(l, b"date: ")
-            || starts(l, b"connection: ")
-    });
-    if !only_bare {
-        return None;
-    }
-    StatusCode::from_bytes(code).ok()
-}
-
-/// If `buf` is hyper's own error head, the JSON answer that replaces it.
-fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
-    let status = bare_error_status(buf)?;
-    let (code, reason, hint) = match status {
-        StatusCode::BAD_REQUEST => (
-            ErrorCode::MalformedRequest,
-            "the request line or headers could not be parsed as HTTP/1.1",
-            "send a well-formed HTTP/1.1 request with an absolute URL (http://host/path) or CONNECT host:port",
-        ),
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-            ErrorCode::HeadersTooLarge,
-            "the request head exceeds the proxy's size or count limit",
-            "send fewer or smaller headers",
-        ),
-        StatusCode::URI_TOO_LONG => (
-            ErrorCode::UriTooLong,
-            "the request target is too long",
-            "shorten the URL",
-        ),
-        _ => return None,
-    };
-    Some(
-        ErrorReply {
-            status,
-            blame: Blame::Client,
-            code,
-            reason,
-            hint,
-            decision_id: &crate::ids::decision_id(),
-            agent: None,
-            intent: None,
-        }
-        .raw(),
-    )
 }
 
 impl<S: AsyncWrite + Unpin> Guard<S> {
@@ -275,6 +196,9 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
         buf: &[u8],
         total: usize,
     ) -> Poll<io::Result<usize>> {
+        // A response is written: the wait for the next head starts after it (not at a flush:
+        // hyper flushes on every turn of its loop, written or not).
+        self.clock.restart();
         self.response_starts(buf);
         if matches!(self.state, State::Normal) && self.in_flight.idle() {
             if let Some(bytes) = replacement(buf) {
@@ -304,25 +228,64 @@ impl<S> Guard<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
+impl<S: AsyncWrite + Unpin> Guard<S> {
+    /// A read found nothing: waits, or parks, closes or times the head out (src/conn/wait.rs).
+    fn read_nothing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.clock.runs() {
+            return Poll::Pending;
+        }
+        match self.clock.on_pending(cx, self.stand()) {
+            Wait::On => Poll::Pending,
+            Wait::Park => {
+                // Nothing read: hyper takes it for the client's end and closes its side.
+                self.in_flight.0.parked.store(true, Ordering::Release);
+                Poll::Ready(Ok(()))
+            }
+            // Idle: an end of stream, and hyper closes the connection without a word.
+            Wait::Close => Poll::Ready(Ok(())),
+            Wait::TimedOut => {
+                self.state = State::Replacing {
+                    bytes: timed_out_reply(),
+                    written: 0,
+                };
+                self.timed_out = true;
+                self.time_out(cx)
+            }
+        }
+    }
+
+    /// Writes the 408, then fails hyper's read: it drops the connection (hyper answers no
+    /// read error itself, and whatever it writes now is swallowed).
+    fn time_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drive_replacement(cx))?;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not read within the header-read timeout",
+        )))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guard<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.timed_out {
+            return this.time_out(cx);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending if this.park_now(cx) => {
-                // Nothing read: hyper takes it for the client's end and closes its side.
-                this.in_flight.0.parked.store(true, Ordering::Release);
-                return Poll::Ready(Ok(()));
-            }
+            Poll::Pending => return this.read_nothing(cx),
             r => std::task::ready!(r)?,
         }
-        this.idle_since = None;
         if this.scan.watching() && this.scan.feed(&buf.filled()[before..]) {
             this.in_flight.0.ambiguous.store(true, Ordering::Release);
+        }
+        // A head begun and not ended keeps the wait's start; anything else ends the wait.
+        if !this.scan.in_head() {
+            this.clock.restart();
         }
         Poll::Ready(Ok(()))
     }
@@ -343,6 +306,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.clock.restart(); // as in `write_inner`
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let first = bufs
             .iter()
@@ -378,29 +342,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         }
         std::task::ready!(this.drive_replacement(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_hyper_error_heads_are_replaced() {
-        let r = replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").unwrap();
-        let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"));
-        let body: serde_json::Value =
-            serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
-        assert_eq!(body["error"]["code"], "malformed_request");
-        assert_eq!(body["error"]["type"], "invalid_request");
-        assert!(replacement(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n").is_some());
-        // Ours always carry via or intentgate-* headers, and bodies never end a head exactly.
-        assert!(replacement(b"HTTP/1.1 400 Bad Request\r\nvia: 1.1 intentgate\r\n\r\n").is_none());
-        assert!(
-            replacement(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore").is_none()
-        );
-        assert!(replacement(b"HTTP/1.1 200 OK\r\n\r\n").is_none());
-        assert!(replacement(b"hello").is_none());
     }
 }

@@ -73,11 +73,21 @@ impl Drop for LiveConn {
 }
 
 /// The HTTP/1 server settings every client connection gets: limits and timeouts set explicitly,
-/// hyper's own head limits slightly above ours so our JSON answers come first.
+/// hyper's own head limits slightly above ours so our JSON answers come first. hyper bounds the
+/// time a request head takes (`limits.header_read_timeout_ms`).
 pub(crate) fn http1_builder(limits: &Limits) -> http1::Builder {
-    let mut b = http1::Builder::new();
+    let mut b = guarded_http1_builder(limits);
     b.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    b
+}
+
+/// `http1_builder` without hyper's header-read timeout (nor a timer: hyper's HTTP/1 server
+/// uses one for nothing else), for connections whose guard bounds the heads in its place
+/// (`Guard::bounding_heads`): hyper's timeout armed a boxed timer for every head.
+pub(crate) fn guarded_http1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.header_read_timeout(None)
         .max_buf_size((limits.max_header_bytes + 8192).max(8192))
         .max_headers(limits.max_headers + 16)
         .keep_alive(true)
@@ -148,9 +158,10 @@ where
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves one client connection of the proxy listener: a hyper connection until it has been
-/// idle for `PARK_AFTER` (its guard then ends it), the socket parked until the client sends again, for at most `idle`
-/// (`limits.header_read_timeout_ms`, which bounds idle keep-alive connections), then a new hyper
-/// connection, and so on (src/conn/park.rs).
+/// idle for `PARK_AFTER` (its guard then ends it), the socket parked until the client sends
+/// again, for at most `idle` (`limits.header_read_timeout_ms`, which bounds idle keep-alive
+/// connections), then a new hyper connection, and so on (src/conn/park.rs). The guard bounds
+/// each head by `idle` too, in hyper's place (src/conn/wait.rs).
 async fn serve_client(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -164,7 +175,8 @@ async fn serve_client(
     let dock = Arc::new(Dock::default());
     loop {
         let lent = dock.lend(stream);
-        let io = TokioIo::new(Guard::parking(lent, in_flight.clone(), PARK_AFTER));
+        let guard = Guard::parking(lent, in_flight.clone(), PARK_AFTER).bounding_heads(idle);
+        let io = TokioIo::new(guard);
         let (own, client, requests) = (proxy.clone(), client.clone(), in_flight.clone());
         let service = service_fn(move |req| {
             let pending = requests.request();
@@ -214,7 +226,7 @@ pub async fn serve_proxy(
     tracker: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(http1_builder(&limits));
+    let builder = Arc::new(guarded_http1_builder(&limits));
     loop {
         let Some((stream, peer)) = accept(&listener, &mut shutdown, "proxy").await else {
             break;

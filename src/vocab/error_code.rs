@@ -19,6 +19,9 @@ super::words! {
         UriTooLong = "uri_too_long",
         /// A request in a tunnel names another host than the tunnel's.
         MisdirectedRequest = "misdirected_request",
+        /// The request head did not arrive within `limits.header_read_timeout_ms` (408); the
+        /// connection is closed.
+        HeaderTimeout = "header_timeout",
         /// Where the request ends is ambiguous (Content-Length with Transfer-Encoding, a
         /// malformed chunk): the connection is closed.
         AmbiguousFraming = "ambiguous_framing",

@@ -79,3 +79,26 @@ fn slow_request_heads_are_cut_off() {
         "expected the proxy to close the connection, got {r:?}"
     );
 }
+
+#[test]
+fn a_slow_request_head_is_answered_408_json_and_an_idle_connection_closed_without_one() {
+    let proxy = ProxyProc::start("limits: {header_read_timeout_ms: 300}\n");
+    let read_all = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .expect("the proxy closes the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    slow.write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    let idle = TcpStream::connect(proxy.addr).unwrap();
+    let resp = read_all(&mut slow);
+    assert!(
+        resp.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{resp}"
+    );
+    assert_eq!(raw_error_code(&resp), "header_timeout");
+    assert_eq!(read_all(&mut { idle }), "");
+}
