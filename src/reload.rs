@@ -335,10 +335,20 @@ impl Reloader {
                 () = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
-            if fingerprint(watched.clone()).await != seen {
+            let now = fingerprint(watched.clone()).await;
+            if now != seen {
+                // Seen as it was before the reload read the files: a file still being written
+                // then (created empty, its bytes not yet in) changes the fingerprint again and
+                // is reloaded whole at the next tick. Taken after the reload, that last change
+                // went unseen: the half-written file stayed in force.
                 self.reload("file change").await;
-                watched = self.watched();
-                seen = fingerprint(watched.clone()).await;
+                let next = self.watched();
+                seen = if next.paths == watched.paths {
+                    now
+                } else {
+                    fingerprint(next.clone()).await
+                };
+                watched = next;
             }
         }
     }
