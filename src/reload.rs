@@ -323,33 +323,42 @@ impl Reloader {
     }
 
     /// Polls the watched files every `interval`; reloads when their fingerprint changes.
-    pub async fn watch_loop(
-        self: Arc<Self>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut watched = self.watched();
-        let mut seen = fingerprint(watched.clone()).await;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-            let now = fingerprint(watched.clone()).await;
-            if now != seen {
-                // Seen as it was before the reload read the files: a file still being written
-                // then (created empty, its bytes not yet in) changes the fingerprint again and
-                // is reloaded whole at the next tick. Taken after the reload, that last change
-                // went unseen: the half-written file stayed in force.
-                self.reload("file change").await;
-                let next = self.watched();
-                seen = if next.paths == watched.paths {
-                    now
-                } else {
-                    fingerprint(next.clone()).await
-                };
-                watched = next;
-            }
+    pub async fn watch_loop(self: Arc<Self>, interval: Duration, shutdown: watch::Receiver<bool>) {
+        let this = &self;
+        let print = move || fingerprint(this.watched());
+        let reload = move || async move {
+            this.reload("file change").await;
+        };
+        follow(interval, shutdown, print, reload).await;
+    }
+}
+
+/// Takes `print` every `interval` until shutdown, and `reload`s when it moved. The print is
+/// taken before the reload reads the files: a file still being written then (created empty, its
+/// bytes not yet in) moves it again, and is reloaded whole at the next tick; taken after the
+/// reload, that last change went unseen and the half-written file stayed in force. (When a
+/// reload changes which files are watched, the next print differs too: one more reload.)
+async fn follow<P, PF, R, RF>(
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut print: P,
+    mut reload: R,
+) where
+    P: FnMut() -> PF,
+    PF: std::future::Future<Output = u64>,
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = ()>,
+{
+    let mut seen = print().await;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = print().await;
+        if now != seen {
+            reload().await;
+            seen = now;
         }
     }
 }
@@ -402,3 +411,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod tests;
