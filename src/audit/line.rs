@@ -92,8 +92,12 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, mut repeats: Option<&mut Repeats>)
     out.extend_from_slice(b",\"decision_id\":");
     string(out, &rec.decision_id);
     out.extend_from_slice(b",\"agent\":");
-    let agent_kept = repeats.as_mut().map(|r| &mut r.agent);
-    shared(out, &rec.agent, agent_kept, agent);
+    shared(
+        out,
+        &rec.agent,
+        repeats.as_mut().map(|r| &mut r.agent),
+        agent,
+    );
     out.extend_from_slice(b",\"intent\":{\"name\":");
     match &rec.intent.name {
         Some(name) => shared(out, name, repeats.as_mut().map(|r| &mut r.intent), string),
@@ -151,8 +155,12 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, mut repeats: Option<&mut Repeats>)
         out.push(b'}');
     }
     out.extend_from_slice(b",\"policy_revision\":");
-    let revision_kept = repeats.map(|r| &mut r.revision);
-    shared(out, &rec.policy_revision, revision_kept, string);
+    shared(
+        out,
+        &rec.policy_revision,
+        repeats.map(|r| &mut r.revision),
+        string,
+    );
     out.extend_from_slice(b",\"status\":");
     uint(out, u64::from(rec.status));
     out.extend_from_slice(b",\"bytes_in\":");
@@ -379,10 +387,12 @@ fn float(out: &mut Vec<u8>, f: f64) {
             b'0' + (frac / 10 % 10) as u8,
             b'0' + (frac % 10) as u8,
         ];
-        let keep = match frac {
-            _ if frac % 100 == 0 => 2,
-            _ if frac % 10 == 0 => 3,
-            _ => 4,
+        let keep = if frac % 100 == 0 {
+            2
+        } else if frac % 10 == 0 {
+            3
+        } else {
+            4
         };
         out.extend_from_slice(&digits[..keep]);
     } else if serde_json::to_writer(&mut *out, &f).is_err() {

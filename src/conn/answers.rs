@@ -55,29 +55,28 @@ pub(super) fn replacement(buf: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    Some(
-        ErrorReply {
-            status,
-            blame: Blame::Client,
-            code,
-            reason,
-            hint,
-            decision_id: &crate::ids::decision_id(),
-            agent: None,
-            intent: None,
-        }
-        .raw(),
-    )
+    Some(client_reply(status, code, reason, hint))
 }
 
 /// The answer to a head not read in time.
 pub(super) fn timed_out_reply() -> Vec<u8> {
+    client_reply(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::HeaderTimeout,
+        "the request head did not arrive within the proxy's header-read timeout",
+        "send the whole request head at once; the connection is closed",
+    )
+}
+
+/// A refusal the guard writes itself (no request reached the service): the client's fault, a
+/// fresh decision id, no agent or intent named.
+fn client_reply(status: StatusCode, code: ErrorCode, reason: &str, hint: &str) -> Vec<u8> {
     ErrorReply {
-        status: StatusCode::REQUEST_TIMEOUT,
+        status,
         blame: Blame::Client,
-        code: ErrorCode::HeaderTimeout,
-        reason: "the request head did not arrive within the proxy's header-read timeout",
-        hint: "send the whole request head at once; the connection is closed",
+        code,
+        reason,
+        hint,
         decision_id: &crate::ids::decision_id(),
         agent: None,
         intent: None,

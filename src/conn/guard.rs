@@ -196,9 +196,6 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
         buf: &[u8],
         total: usize,
     ) -> Poll<io::Result<usize>> {
-        // A response is written: the wait for the next head starts after it (not at a flush:
-        // hyper flushes on every turn of its loop, written or not).
-        self.clock.restart();
         self.response_starts(buf);
         if matches!(self.state, State::Normal) && self.in_flight.idle() {
             if let Some(bytes) = replacement(buf) {
@@ -220,8 +217,10 @@ impl<S: AsyncWrite + Unpin> Guard<S> {
 
 impl<S> Guard<S> {
     /// Shows the start of a write to the scan (which looks only while a CONNECT or an upgrade
-    /// awaits its answer).
+    /// awaits its answer), and to the clock: the wait for the next head starts after it (not at
+    /// a flush: hyper flushes on every turn of its loop, written or not).
     fn response_starts(&mut self, buf: &[u8]) {
+        self.clock.restart();
         if self.scan.on_response(buf) {
             self.in_flight.0.ambiguous.store(true, Ordering::Release);
         }
@@ -306,7 +305,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.clock.restart(); // as in `write_inner`
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let first = bufs
             .iter()
