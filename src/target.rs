@@ -201,7 +201,7 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
     }
     // A dotted-quad literal is already canonical (std parses only four decimal numbers without
     // leading zeros): the usual case of a pod calling a cluster IP, checked first.
-    if trimmed.parse::<std::net::Ipv4Addr>().is_ok() {
+    if ipv4_literal(trimmed.as_bytes()).is_some() {
         return Ok(trimmed.to_string());
     }
     let ascii = if trimmed.is_ascii() {
@@ -229,13 +229,42 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
     let last = ascii.rsplit('.').next().unwrap_or("");
     let numeric_like = last.bytes().all(|b| b.is_ascii_digit())
         || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
-    if numeric_like && ascii.parse::<std::net::Ipv4Addr>().is_err() {
+    if numeric_like && ipv4_literal(ascii.as_bytes()).is_none() {
         return Err(ProxyError::bad_request(
             format!("non-canonical IP address literal '{raw}' is refused"),
             "write IPv4 addresses as four decimal numbers, e.g. 192.0.2.1",
         ));
     }
     Ok(ascii)
+}
+
+/// `s` as std parses an `Ipv4Addr` (four decimal numbers up to 255 joined by dots, none with a
+/// leading zero), in one pass: std's parser costs ~170 instructions for `127.0.0.1`, and a
+/// request's literal host is read twice (here and when its address is vetted).
+pub(crate) fn ipv4_literal(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    // `addr`: the numbers done; `n`: the one being read, `digits` long; `dots` seen.
+    let (mut addr, mut n, mut digits, mut dots) = (0u32, 0u32, 0u8, 0u8);
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || dots == 3 {
+                return None;
+            }
+            (addr, n, digits, dots) = (addr << 8 | n, 0, 0, dots + 1);
+        } else if b.is_ascii_digit() {
+            // A leading zero only as the number `0` itself; over 255 (so also four digits) refused.
+            if digits == 1 && n == 0 {
+                return None;
+            }
+            n = n * 10 + u32::from(b - b'0');
+            digits += 1;
+            if n > 255 {
+                return None;
+            }
+        } else {
+            return None;
+        }
+    }
+    (digits != 0 && dots == 3).then(|| std::net::Ipv4Addr::from(addr << 8 | n))
 }
 
 /// The canonical authority, path and raw query of an absolute-form request target.

@@ -193,3 +193,59 @@ fn host_header_compared_without_building_it() {
         }
     }
 }
+
+/// `ipv4_literal` is std's `Ipv4Addr` parse: every join of one to four numbers (of every length,
+/// with and without leading zeros, at and over 255, signs, spaces, empty), every string of up to
+/// six of digits, dots and other bytes, and some longer ones.
+#[test]
+fn an_ipv4_literal_is_what_std_parses() {
+    let std = |s: &str| s.parse::<std::net::Ipv4Addr>().ok();
+    let parts = [
+        "0", "00", "01", "000", "1", "9", "10", "09", "99", "100", "199", "200", "249", "250",
+        "255", "256", "260", "299", "300", "999", "0255", "1000", "", "a", "+1", "-1", " 1", "1 ",
+        "٣",
+    ];
+    let mut joined = 0;
+    for n in 1..=4 {
+        let mut idx = vec![0usize; n];
+        loop {
+            let s = (idx.iter().map(|&i| parts[i]))
+                .collect::<Vec<_>>()
+                .join(".");
+            assert_eq!(ipv4_literal(s.as_bytes()), std(&s), "{s:?}");
+            joined += 1;
+            let Some(i) = (0..n).rev().find(|&i| idx[i] + 1 < parts.len()) else {
+                break;
+            };
+            idx[i] += 1;
+            idx[i + 1..].iter_mut().for_each(|x| *x = 0);
+        }
+    }
+    let p = parts.len();
+    assert_eq!(joined, p + p * p + p.pow(3) + p.pow(4));
+    let alphabet = b"0125.x";
+    let mut all = vec![String::new()];
+    for len in 0..6 {
+        let longer: Vec<String> = (all.iter().filter(|s| s.len() == len))
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
+            .collect();
+        all.extend(longer);
+    }
+    let more = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "255.255.255.255",
+        "1.2.3.4.",
+        ".1.2.3.4",
+        "1..2.3",
+        "1.2.3.4.5",
+        "0.0.0.0.0",
+        "255.255.255.255.255",
+        "1.2.3.04",
+    ];
+    for s in all.iter().map(String::as_str).chain(more) {
+        assert_eq!(ipv4_literal(s.as_bytes()), std(s), "{s:?}");
+    }
+    assert_eq!(ipv4_literal(b"127.0.0.1"), Some([127, 0, 0, 1].into()));
+    assert_eq!(ipv4_literal(b"1.2.3.4\xff"), None);
+}
