@@ -33,7 +33,19 @@ pub struct ProxyParts {
     pub clients_trust_ca: bool,
 }
 
+/// The default names of the tags (`config::HeaderNames`), as consts: a tag's name is cloned
+/// into every request sent upstream, and a const's clone and drop count no references.
+const DEFAULT_NAMES: [HeaderName; 4] = [
+    HeaderName::from_static("intentgate-agent"),
+    HeaderName::from_static("intentgate-intent"),
+    super::headers::DECISION_ID,
+    HeaderName::from_static("intentgate-task"),
+];
+
 fn header_name(name: &str) -> HeaderName {
+    if let Some(known) = DEFAULT_NAMES.iter().find(|k| k.as_str() == name) {
+        return known.clone();
+    }
     // Names are validated at config load; fall back to the default spelling if one slipped by.
     HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("intentgate-unnamed"))
 }
@@ -116,5 +128,34 @@ impl Proxy {
     /// Number of open CONNECT tunnels.
     pub fn tunnels_active(&self) -> usize {
         self.tunnels.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults' consts are the names as parsed (equal, found in a map either way), and
+    /// every other name is parsed.
+    #[test]
+    fn default_tag_names_are_the_parsed_names() {
+        let d = crate::config::HeaderNames::default();
+        for name in [
+            &d.agent,
+            &d.intent,
+            &d.decision_id,
+            &d.task,
+            "x-agent",
+            "intentgate-x",
+        ] {
+            let parsed = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            let made = header_name(name);
+            assert_eq!(made, parsed);
+            let mut h = http::HeaderMap::new();
+            h.insert(parsed.clone(), http::HeaderValue::from_static("1"));
+            assert!(h.contains_key(&made));
+            h.insert(made, http::HeaderValue::from_static("2"));
+            assert_eq!((h.len(), &h[&parsed]), (1, "2"));
+        }
     }
 }
