@@ -321,7 +321,9 @@ pub fn check_host_header_of(
     authority: &Authority,
 ) -> Result<(), ProxyError> {
     let raw = uri.authority().map(|a| a.as_str().as_bytes());
-    match headers.get(http::header::HOST) {
+    // The first `Host` (`get`'s), found among the few names of a head (compared, not hashed).
+    let host = (headers.iter()).find_map(|(k, v)| (k == http::header::HOST).then_some(v));
+    match host {
         Some(v) if Some(v.as_bytes()) == raw => Ok(()),
         _ => check_host_header(headers, authority),
     }
