@@ -2,9 +2,9 @@
 //! header `Connection` names; the agent's own intentgate and identity headers stripped; this hop
 //! added to `Via`. One pass over the names finds what is there (usually nothing to remove).
 
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::{OWN_PREFIX, VIA};
+use super::{OWN_PREFIX, VIA, list_tokens};
 
 /// Headers that describe one hop and never travel further (`hop_index` tells them apart).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -71,6 +71,15 @@ fn scan(headers: &HeaderMap, claims: Option<&[HeaderName]>) -> Found {
     f
 }
 
+/// Whether every `Connection` value is `keep-alive` alone (the usual one: it names no header).
+fn only_keep_alive(headers: &HeaderMap) -> bool {
+    (headers.get_all(header::CONNECTION).iter()).all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
 /// Whether `k` is one of the agent's claims `strip_agent_claims` removes.
 fn claimed(k: &HeaderName, extra: &[HeaderName]) -> bool {
     k.as_str().starts_with(OWN_PREFIX) || extra.contains(k)
@@ -103,8 +112,25 @@ pub fn remove_hop_by_hop_and_claims(headers: &mut HeaderMap, extra: &[HeaderName
 /// and removed instead of eight.
 fn remove_found(headers: &mut HeaderMap, found: &Found) {
     let present = found.hops;
+    // Every header `Connection` names goes too. Names in HOP_BY_HOP are removed below anyway:
+    // a `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only
+    // such names allocates nothing here.
+    if present & 1 != 0 && !only_keep_alive(headers) {
+        let other = |t: &&str| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(t))
+        };
+        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
+            .filter(other)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
     if present & 1 != 0 {
-        remove_connection(headers);
+        headers.remove(header::CONNECTION);
     }
     // The rest only when one is there (the array is built only then).
     if present > 1 {
@@ -113,40 +139,6 @@ fn remove_found(headers: &mut HeaderMap, found: &Found) {
                 headers.remove(name);
             }
         }
-    }
-}
-
-/// Removes `Connection` and every header it names, looked up once: its values are taken out
-/// and read as they go. Names in HOP_BY_HOP are removed by `remove_found` anyway: a
-/// `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only such
-/// names allocates nothing here.
-fn remove_connection(headers: &mut HeaderMap) {
-    let Entry::Occupied(connection) = headers.entry(header::CONNECTION) else {
-        return;
-    };
-    let mut named: Vec<HeaderName> = Vec::new();
-    for v in connection.remove_entry_mult().1 {
-        // A value that is not visible ASCII names nothing (as `list_tokens` reads a list).
-        let Ok(v) = v.to_str() else {
-            continue;
-        };
-        if v.trim().eq_ignore_ascii_case("keep-alive") {
-            continue;
-        }
-        let tokens = v.split(',').map(str::trim).filter(|t| !t.is_empty());
-        let other = |t: &&str| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(t))
-        };
-        named.extend(
-            tokens
-                .filter(other)
-                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
-        );
-    }
-    for name in named {
-        headers.remove(name);
     }
 }
 
