@@ -239,32 +239,34 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
 }
 
 /// `s` as std parses an `Ipv4Addr` (four decimal numbers up to 255 joined by dots, none with a
-/// leading zero), in one pass: std's parser costs ~170 instructions for `127.0.0.1`, and a
+/// leading zero), number by number: std's parser costs ~170 instructions for `127.0.0.1`, and a
 /// request's literal host is read twice (here and when its address is vetted).
 pub(crate) fn ipv4_literal(s: &[u8]) -> Option<std::net::Ipv4Addr> {
-    // `addr`: the numbers done; `n`: the one being read, `digits` long; `dots` seen.
-    let (mut addr, mut n, mut digits, mut dots) = (0u32, 0u32, 0u8, 0u8);
-    for &b in s {
-        if b == b'.' {
-            if digits == 0 || dots == 3 {
-                return None;
-            }
-            (addr, n, digits, dots) = (addr << 8 | n, 0, 0, dots + 1);
-        } else if b.is_ascii_digit() {
-            // A leading zero only as the number `0` itself; over 255 (so also four digits) refused.
-            if digits == 1 && n == 0 {
-                return None;
-            }
-            n = n * 10 + u32::from(b - b'0');
-            digits += 1;
-            if n > 255 {
-                return None;
-            }
-        } else {
-            return None;
-        }
+    let (a, s) = octet(s)?;
+    let (b, s) = octet(s.strip_prefix(b".")?)?;
+    let (c, s) = octet(s.strip_prefix(b".")?)?;
+    let (d, s) = octet(s.strip_prefix(b".")?)?;
+    s.is_empty().then(|| std::net::Ipv4Addr::new(a, b, c, d))
+}
+
+/// The decimal number of one to three digits at the start of `s` (no leading zero, at most
+/// 255), and the bytes after it.
+#[inline(always)]
+fn octet(s: &[u8]) -> Option<(u8, &[u8])> {
+    let digit = |i: usize| (s.get(i)).and_then(|b| Some(b.wrapping_sub(b'0')).filter(|d| *d < 10));
+    let a = digit(0)?;
+    let Some(b) = digit(1) else {
+        return Some((a, &s[1..]));
+    };
+    if a == 0 {
+        return None;
     }
-    (digits != 0 && dots == 3).then(|| std::net::Ipv4Addr::from(addr << 8 | n))
+    let Some(c) = digit(2) else {
+        return Some((a * 10 + b, &s[2..]));
+    };
+    // A fourth digit is left to the caller, which wants a dot or the end there.
+    let n = u16::from(a) * 100 + u16::from(b) * 10 + u16::from(c);
+    Some((u8::try_from(n).ok()?, &s[3..]))
 }
 
 /// The canonical authority, path and raw query of an absolute-form request target.
