@@ -48,6 +48,43 @@ fn hop_by_hop_names_listed_in_connection_in_any_case_are_removed() {
     assert_eq!(h.keys().collect::<Vec<_>>(), [header::ACCEPT]);
 }
 
+/// `Connection`'s values are read as they are taken out (one lookup): a `keep-alive` one names
+/// nothing, every other one's tokens go, whichever value they are in; a value that is not
+/// visible ASCII names nothing (as before: a list's tokens are read with `to_str`).
+#[test]
+fn every_connection_value_names_headers_once_taken_out() {
+    let mut h = HeaderMap::new();
+    for v in [
+        &b" Keep-Alive "[..],
+        b"x-a, ,keep-alive",
+        b"keep-alive",
+        b"x-b \xc3\xa9, x-c",
+        b"X-D,x-e",
+    ] {
+        h.append(header::CONNECTION, HeaderValue::from_bytes(v).unwrap());
+    }
+    for k in ["x-a", "x-b", "x-c", "x-d", "x-e", "x-f", "accept"] {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static("1"));
+    }
+    h.append(
+        HeaderName::from_static("x-a"),
+        HeaderValue::from_static("2"),
+    );
+    remove_hop_by_hop(&mut h);
+    let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["accept", "x-b", "x-c", "x-f"]);
+    // Only `keep-alive`s: `Connection` alone goes.
+    let mut h = HeaderMap::new();
+    h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+    h.append(header::SERVER, HeaderValue::from_static("x"));
+    remove_hop_by_hop_add_via(&mut h);
+    let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["server", "via"]);
+}
+
 #[test]
 fn one_pass_removals_do_what_the_steps_do_one_after_the_other() {
     let claims = [HeaderName::from_static("x-agent-id")];
