@@ -2,7 +2,7 @@
 //! header `Connection` names; the agent's own intentgate and identity headers stripped; this hop
 //! added to `Via`. One pass over the names finds what is there (usually nothing to remove).
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use super::{OWN_PREFIX, VIA, list_tokens};
 
@@ -71,13 +71,11 @@ fn scan(headers: &HeaderMap, claims: Option<&[HeaderName]>) -> Found {
     f
 }
 
-/// Whether every `Connection` value is `keep-alive` alone (the usual one: it names no header).
-fn only_keep_alive(headers: &HeaderMap) -> bool {
-    (headers.get_all(header::CONNECTION).iter()).all(|v| {
-        v.as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"keep-alive")
-    })
+/// Whether a `Connection` value is `keep-alive` alone (the usual one: it names no header).
+fn keep_alive(v: &HeaderValue) -> bool {
+    v.as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"keep-alive")
 }
 
 /// Whether `k` is one of the agent's claims `strip_agent_claims` removes.
@@ -112,25 +110,8 @@ pub fn remove_hop_by_hop_and_claims(headers: &mut HeaderMap, extra: &[HeaderName
 /// and removed instead of eight.
 fn remove_found(headers: &mut HeaderMap, found: &Found) {
     let present = found.hops;
-    // Every header `Connection` names goes too. Names in HOP_BY_HOP are removed below anyway:
-    // a `Connection: keep-alive` (the usual value) is not split into tokens, and a list of only
-    // such names allocates nothing here.
-    if present & 1 != 0 && !only_keep_alive(headers) {
-        let other = |t: &&str| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(t))
-        };
-        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
-            .filter(other)
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
     if present & 1 != 0 {
-        headers.remove(header::CONNECTION);
+        remove_connection(headers);
     }
     // The rest only when one is there (the array is built only then).
     if present > 1 {
@@ -140,6 +121,34 @@ fn remove_found(headers: &mut HeaderMap, found: &Found) {
             }
         }
     }
+}
+
+/// Removes `Connection` and every header it names. Usually its only value is `keep-alive`: then
+/// it is looked up once, its values read and removed through the one entry (not `get_all` and
+/// `remove`, two lookups).
+fn remove_connection(headers: &mut HeaderMap) {
+    let Entry::Occupied(connection) = headers.entry(header::CONNECTION) else {
+        return;
+    };
+    if connection.iter().all(keep_alive) {
+        connection.remove();
+        return;
+    }
+    // Names in HOP_BY_HOP are removed by `remove_found` anyway: a list of only such names
+    // allocates nothing here.
+    let other = |t: &&str| {
+        !HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().eq_ignore_ascii_case(t))
+    };
+    let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
+        .filter(other)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(header::CONNECTION);
 }
 
 /// Appends this hop to `Via`.
