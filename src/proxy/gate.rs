@@ -263,28 +263,22 @@ impl Proxy {
         } else {
             self.spend(live, &intent, decision.mode, rec)?
         };
-        let allowed = Allowed {
-            decision,
-            intent,
-            presented,
-        };
         // The name's own resolution, vetted; the connection later dials only vetted addresses
         // of it (a tunnel to be intercepted dials nothing: its requests do).
         if !tunnel {
             match self.dialer.vet_pending_now(&early, host, port, rec) {
                 Some(vetted) => vetted?,
-                // The answer waits in the lookup's box, not in every request's future.
-                None => {
-                    let dialer = &self.dialer;
-                    return Box::pin(async move {
-                        dialer.vet_pending(&early, host, port, rec).await?;
-                        Ok((allowed, spending))
-                    })
-                    .await;
-                }
+                None => Box::pin(self.dialer.vet_pending(&early, host, port, rec)).await?,
             }
         }
-        Ok((allowed, spending))
+        Ok((
+            Allowed {
+                decision,
+                intent,
+                presented,
+            },
+            spending,
+        ))
     }
 }
 
