@@ -171,14 +171,15 @@ impl SessionStore {
 
     /// The session intent in force at `now`, if any (an expired one is treated as absent).
     pub fn get(&self, now: Instant) -> Option<SessionIntent> {
-        self.get_shared(now).map(|s| (*s).clone())
+        self.get_shared(|| now).map(|s| (*s).clone())
     }
 
-    /// The session intent in force at `now`, shared.
-    pub(crate) fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
+    /// The session intent in force at `now`, shared. The clock is read only for one that
+    /// expires.
+    pub(crate) fn get_shared(&self, now: impl FnOnce() -> Instant) -> Option<Arc<SessionIntent>> {
         let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(s) if s.deadline.is_none_or(|d| now < d) => Some(Arc::clone(s)),
+            Some(s) if s.deadline.is_none_or(|d| now() < d) => Some(Arc::clone(s)),
             _ => None,
         }
     }
@@ -216,7 +217,7 @@ pub fn resolve_at(
     default: Option<(&str, Option<&str>)>,
     now: Instant,
 ) -> Intent {
-    resolve_with(header, session.get_shared(now).as_deref(), default)
+    resolve_with(header, session.get_shared(|| now).as_deref(), default)
 }
 
 /// `resolve` with the session intent in force already read.

@@ -65,7 +65,6 @@ impl PolicySet {
             return (self.decide_tunnel(intent, req), None);
         }
         let start = Instant::now();
-        let now = SystemTime::now();
         let host_owned;
         let host = if req.host.bytes().any(|b| b.is_ascii_uppercase()) || req.host.ends_with('.') {
             host_owned = req.host.trim_end_matches('.').to_ascii_lowercase();
@@ -100,9 +99,12 @@ impl PolicySet {
         const WHY: u64 = input::bit("scope.why");
         let sentence = sentence || want_input || self.reads & WHY != 0;
         let mut scope = self.catalog.verdict_with(agent, intent, &q, sentence);
-        let now_unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let req = RequestFacts { host, ..*req };
+        // The clock is read for an input that is built (not for a cached decision).
         let build = |reads: u64| {
+            let now_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             const AGENT: u64 = input::bit("agent");
             let agent_value = if reads & AGENT == 0 {
                 Value::Null
@@ -125,7 +127,7 @@ impl PolicySet {
         let doc = want_input.then(|| build(u64::MAX));
         let mode = self.mode_override.unwrap_or(scope.mode);
         if self.enforce_lifecycle {
-            if let Some(why) = agent.lifecycle_violation(now) {
+            if let Some(why) = agent.lifecycle_violation(SystemTime::now) {
                 let d = Decision {
                     allow: false,
                     mode: Mode::Enforce,
