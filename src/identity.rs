@@ -166,8 +166,9 @@ impl Agent {
     }
 
     /// Why this agent must be refused all egress, if it must: it has no owner, or it is past
-    /// `expires`. Callers consult `AgentConfig::enforce_lifecycle`.
-    pub fn lifecycle_violation(&self, now: SystemTime) -> Option<String> {
+    /// `expires`. Callers consult `AgentConfig::enforce_lifecycle`. The clock is read only for
+    /// an agent that expires.
+    pub fn lifecycle_violation(&self, now: impl FnOnce() -> SystemTime) -> Option<String> {
         if self.owner.is_none() {
             return Some(format!(
                 "agent '{}' has no owner: every agent needs someone who answers for it \
@@ -176,7 +177,7 @@ impl Agent {
             ));
         }
         match self.expires {
-            Some(at) if now >= at => Some(format!(
+            Some(at) if now() >= at => Some(format!(
                 "agent '{}' expired at {}: its owner must renew it (agent.expires)",
                 self.id,
                 humantime::format_rfc3339_seconds(at)
@@ -225,7 +226,7 @@ mod tests {
         // In Kubernetes $USER is not an owner.
         assert_eq!(a.owner, None);
         assert!(
-            a.lifecycle_violation(SystemTime::now())
+            a.lifecycle_violation(SystemTime::now)
                 .unwrap()
                 .contains("no owner")
         );
@@ -303,8 +304,10 @@ mod tests {
         };
         let a = Agent::from_config(&cfg, &env_of(&[])).unwrap();
         let at = a.expires.unwrap();
-        assert_eq!(a.lifecycle_violation(at - Duration::from_secs(1)), None);
-        let why = a.lifecycle_violation(at + Duration::from_secs(1)).unwrap();
+        assert_eq!(a.lifecycle_violation(|| at - Duration::from_secs(1)), None);
+        let why = a
+            .lifecycle_violation(|| at + Duration::from_secs(1))
+            .unwrap();
         assert!(why.contains("expired at 2027-06-30T00:00:00Z"), "{why}");
         let bad = AgentConfig {
             expires: Some("next tuesday".into()),

@@ -171,14 +171,15 @@ impl SessionStore {
 
     /// The session intent in force at `now`, if any (an expired one is treated as absent).
     pub fn get(&self, now: Instant) -> Option<SessionIntent> {
-        self.get_shared(now).map(|s| (*s).clone())
+        self.get_shared(|| now).map(|s| (*s).clone())
     }
 
-    /// The session intent in force at `now`, shared.
-    pub(crate) fn get_shared(&self, now: Instant) -> Option<Arc<SessionIntent>> {
+    /// The session intent in force at `now`, shared. The clock is read only for one that
+    /// expires.
+    pub(crate) fn get_shared(&self, now: impl FnOnce() -> Instant) -> Option<Arc<SessionIntent>> {
         let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(s) if s.deadline.is_none_or(|d| now < d) => Some(Arc::clone(s)),
+            Some(s) if s.deadline.is_none_or(|d| now() < d) => Some(Arc::clone(s)),
             _ => None,
         }
     }
@@ -216,7 +217,7 @@ pub fn resolve_at(
     default: Option<(&str, Option<&str>)>,
     now: Instant,
 ) -> Intent {
-    resolve_with(header, session.get_shared(now).as_deref(), default)
+    resolve_with(header, session.get_shared(|| now).as_deref(), default)
 }
 
 /// `resolve` with the session intent in force already read.
@@ -254,7 +255,7 @@ fn resolve_by(
         }
     };
     let pick = |(n, task): (&str, Option<&str>), source| {
-        let n = n.trim();
+        let n = trimmed(n);
         (!n.is_empty()).then(|| declared(n, task.and_then(present), source))
     };
     if let Some(i) = header.and_then(|h| pick(h, IntentSource::Header)) {
@@ -268,9 +269,44 @@ fn resolve_by(
         .unwrap_or_else(Intent::none)
 }
 
+/// `n.trim()`, without its scan where `n` plainly has nothing to trim: begins and ends with a
+/// visible ASCII character (a name like `bench`).
+fn trimmed(n: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if visible(n.as_bytes().first()) && visible(n.as_bytes().last()) {
+        n
+    } else {
+        n.trim()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimmed_is_trim() {
+        let parts = [
+            "",
+            " ",
+            "\t",
+            "\u{a0}",
+            "\u{3000}",
+            "a",
+            "b-c",
+            "é",
+            "\u{1f600}",
+            "\n",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let n = format!("{a}{b}{c}");
+                    assert_eq!(trimmed(&n), n.trim(), "{n:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn header_beats_session_beats_default() {

@@ -257,7 +257,7 @@ fn explain_with(
     });
     let tunnel_refusal = tunnel.as_ref().filter(|t| t.blocks());
     let lifecycle = if cfg.agent.enforce_lifecycle {
-        agent.lifecycle_violation(std::time::SystemTime::now())
+        agent.lifecycle_violation(std::time::SystemTime::now)
     } else {
         None
     };

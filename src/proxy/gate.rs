@@ -31,6 +31,9 @@ pub struct LivePolicy {
     audit_agent: Arc<AuditAgent>,
     /// The default intent and task (config / `--intent`).
     pub default_intent: Option<(String, Option<String>)>,
+    /// The default intent's name as `policy`'s catalog shares it (`Catalog::share`), found once:
+    /// most requests are made under it.
+    default_shared: Option<(Arc<str>, Option<crate::intent::Known>)>,
     /// `policy.shadow`: decided beside `policy`, never enforced.
     pub shadow: Option<PolicySet>,
     /// The agent's id as the upstream tag's value, made once (src/proxy/tags.rs).
@@ -58,6 +61,9 @@ impl LivePolicy {
             }),
             agent_tag: http::HeaderValue::from_str(&agent.id).ok(),
             tally: super::tally::Tally::new(policy.catalog()),
+            default_shared: default_intent
+                .as_ref()
+                .map(|(n, _)| policy.catalog().share(n.trim())),
             policy,
             agent,
             default_intent,
@@ -73,6 +79,14 @@ impl LivePolicy {
     /// The agent as audit records carry it.
     pub(crate) fn audit_agent(&self) -> &Arc<AuditAgent> {
         &self.audit_agent
+    }
+
+    /// `policy`'s catalog's `share` of an intent name, the default's found without a lookup.
+    pub(super) fn share(&self, name: &str) -> (Arc<str>, Option<crate::intent::Known>) {
+        match &self.default_shared {
+            Some((d, known)) if **d == *name => (Arc::clone(d), *known),
+            _ => self.policy.catalog().share(name),
+        }
     }
 
     /// The agent's id as a header value (none when it cannot be one).
@@ -371,3 +385,7 @@ impl Refused {
         self.err.clone()
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

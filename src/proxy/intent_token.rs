@@ -177,13 +177,13 @@ impl IntentTokens {
         // A tunnel to be intercepted is decided on its destination: its requests bring their own.
         let catalog = live.policy.catalog();
         if facts.opens_tunnel() {
-            let current = session.get_shared(Instant::now());
+            let current = session.get_shared(Instant::now);
             let intent =
-                intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
+                intent::resolve_in(declared, current.as_deref(), default, |n| live.share(n));
             return Ok((intent, None));
         }
         // The session is read once (a shared lock), for its token and for its bare name.
-        let current = session.get_shared(Instant::now());
+        let current = session.get_shared(Instant::now);
         let session_token = current.as_ref().and_then(|s| s.token.as_ref());
         let held = session_token.or(self.presented.as_ref());
         let (token, presented) = match (token, held) {
@@ -192,7 +192,7 @@ impl IntentTokens {
             (None, None) => {
                 // Found in the catalog once: its later questions about it go straight to it.
                 let intent =
-                    intent::resolve_in(declared, current.as_deref(), default, |n| catalog.share(n));
+                    intent::resolve_in(declared, current.as_deref(), default, |n| live.share(n));
                 return match intent.name.as_deref() {
                     Some(_) if self.required || catalog.intent_requires_token(&intent) => {
                         Err(self.required(&intent))
