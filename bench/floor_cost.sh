@@ -62,7 +62,7 @@ else
     url=http://127.0.0.1:$up/small
 fi
 pid=
-trap 'kill $nginx_pid $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $nginx_pid $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 ready() {
     for _ in $(seq 300); do curl -sf -o /dev/null "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && return 0; sleep 0.2; done
     echo "floor_cost.sh: hyper-floor did not answer" >&2; exit 1
