@@ -34,8 +34,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${FLOOR_BIN:-$here/floor/target/release/hyper-floor}
 if [[ ! -x "$bin" ]]; then
     # From inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
-    # settings) applies by the working directory, not by the manifest's.
-    (cd "$here/floor" && cargo build --release --offline --locked >&2)
+    # settings) applies by the working directory, not by the manifest's. Without intentgate's
+    # profile (layout/pgo.profdata is intentgate's, not the floor's): the floor as measured.
+    (cd "$here/floor" && INTENTGATE_NO_PGO=1 cargo build --release --offline --locked >&2)
 fi
 read -r -a extra <<<"${FLOOR_ARGS:-}"
 flags+=("${extra[@]}")
