@@ -34,8 +34,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 bin=${FLOOR_BIN:-$here/floor/target/release/hyper-floor}
 if [[ ! -x "$bin" ]]; then
     # From inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
-    # settings) applies by the working directory, not by the manifest's.
-    (cd "$here/floor" && cargo build --release --offline --locked >&2)
+    # settings) applies by the working directory, not by the manifest's. Without intentgate's
+    # profile (layout/pgo.profdata is intentgate's, not the floor's): the floor as measured.
+    (cd "$here/floor" && INTENTGATE_NO_PGO=1 cargo build --release --offline --locked >&2)
 fi
 read -r -a extra <<<"${FLOOR_ARGS:-}"
 flags+=("${extra[@]}")
@@ -62,7 +63,7 @@ else
     url=http://127.0.0.1:$up/small
 fi
 pid=
-trap 'kill $nginx_pid $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $nginx_pid $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 ready() {
     for _ in $(seq 300); do curl -sf -o /dev/null "${trust[@]}" -x "http://127.0.0.1:$port" "$url" && return 0; sleep 0.2; done
     echo "floor_cost.sh: hyper-floor did not answer" >&2; exit 1

@@ -44,7 +44,7 @@ else
     start_nginx "$tmp" "$up"
 fi
 pid=
-trap 'kill $nginx_pid $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $nginx_pid $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cat >"$tmp/haproxy.cfg" <<CFG
 global
     nbthread 1

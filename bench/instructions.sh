@@ -77,7 +77,7 @@ if [[ -n "$dns_miss" ]]; then
     dns_pid=$!
     for _ in $(seq 100); do [[ -s "$tmp/dns.port" ]] && break; sleep 0.1; done
 fi
-trap 'kill $nginx_pid $dns_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $nginx_pid $dns_pid 2>/dev/null || true; pkill -f "$tmp/proxy.yaml" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 if [[ -n "${POLICY_FILE:-}" ]]; then POLICY_YAML=$(sed "s/@UP@/$up/g" "$POLICY_FILE"); fi
 policy_yaml=${POLICY_YAML:-"policy: {builtin: false, paths: [\"$here/variants/allow-all.rego\"]}"}

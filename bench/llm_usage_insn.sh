@@ -20,7 +20,7 @@ source "$here/upstream.sh"
 up=$(free_port)
 python3 "$here/llm_usage_ab.py" --upstream "$up" event 200 "${GAP_US:-1000}" &
 up_pid=$!
-trap 'kill $up_pid 2>/dev/null; pkill -f "$tmp/proxy.yaml" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $up_pid 2>/dev/null || true; pkill -f "$tmp/proxy.yaml" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 printf '%s' '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_tokens":400,"messages":[{"role":"user","content":"Summarise the ticket."}]}' >"$tmp/req.json"
 url=http://127.0.0.1:$up/v1/chat/completions
 load() { oha --no-tui -c 4 -n "$1" -m POST -D "$tmp/req.json" -T application/json -x "http://127.0.0.1:$port" "$url"; }

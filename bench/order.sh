@@ -47,7 +47,7 @@ up=$(free_port) up_tls=$(free_port)
 # The TLS upstream (a throwaway CA, a leaf for 127.0.0.1) and intentgate's interception CA.
 upstream_tls "$tmp/tls" "$bin" || exit 1
 start_nginx "$tmp" "$up" "$up_tls" "$tmp/tls"
-trap 'kill $nginx_pid 2>/dev/null; pkill -f "$tmp/" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $nginx_pid 2>/dev/null || true; pkill -f "$tmp/" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 # run NAME ARGS...: BIN under callgrind until ready; probes, requests, SIGTERM; its function names.
 run() {

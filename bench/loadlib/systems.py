@@ -338,9 +338,11 @@ def floor_bin():
     if not os.access(path, os.X_OK):
         log("building bench/floor (hyper-floor)")
         # cwd inside the tree: the repository's .cargo/config.toml (jemalloc's and aws-lc's build
-        # settings) applies by the working directory, not by the manifest's.
+        # settings) applies by the working directory, not by the manifest's. Without intentgate's
+        # profile (layout/pgo.profdata is intentgate's, not the floor's): the floor as measured.
         r = subprocess.run(["cargo", "build", "--release", "--offline", "--locked", "--manifest-path", manifest],
-                           capture_output=True, text=True, timeout=1800, cwd=os.path.dirname(manifest))
+                           capture_output=True, text=True, timeout=1800, cwd=os.path.dirname(manifest),
+                           env=dict(os.environ, INTENTGATE_NO_PGO="1"))
         if r.returncode != 0 or not os.access(path, os.X_OK):
             raise RuntimeError(f"cannot build bench/floor: {(r.stderr or r.stdout)[-1000:]}")
     return path

@@ -1,8 +1,10 @@
 //! deploy/Dockerfile and .dockerignore, statically (no container engine here): digest-pinned
 //! bases, a distroless sidecar image separate from the init image that carries iptables, a
 //! dependency layer that builds before the sources arrive (its stub step run here against the
-//! files it copies), a context that leaves target/ out, and the stripped `dist` profile.
+//! files it copies), a context that leaves target/ out, the stripped `dist` profile, and the
+//! rustc wrapper that compiles optimized builds with the committed PGO profile.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -305,4 +307,64 @@ fn cargo_dist_profile_strips_the_release_build() {
         profiles["release"]["strip"], true,
         "release keeps its symbols"
     );
+}
+
+/// layout/rustc-pgo (Cargo's rustc wrapper, .cargo/config.toml) adds the committed profile to
+/// optimized x86_64 Linux builds only, and the profile is an indexed LLVM profile (not a stub or
+/// a Git LFS pointer). Run with a stand-in rustc that prints its arguments.
+#[test]
+fn rustc_wrapper_adds_the_profile_to_optimized_host_builds_only() {
+    let config = std::fs::read_to_string(repo().join(".cargo/config.toml")).unwrap();
+    assert!(
+        config.contains("rustc-wrapper = \"layout/rustc-pgo\""),
+        "{config}"
+    );
+    let profile = repo().join("layout/pgo.profdata");
+    let magic = std::fs::read(&profile).unwrap();
+    assert_eq!(
+        magic.get(..8),
+        Some(&0x8169_666f_7270_6cff_u64.to_le_bytes()[..]),
+        "an indexed LLVM profile"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("rustc");
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args_seen = |args: &[&str], no_pgo: bool| {
+        let mut cmd = Command::new(repo().join("layout/rustc-pgo"));
+        cmd.arg(&fake).args(args).env_remove("INTENTGATE_NO_PGO");
+        if no_pgo {
+            cmd.env("INTENTGATE_NO_PGO", "1");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let host = std::env::consts::OS == "linux" && std::env::consts::ARCH == "x86_64";
+    let used = format!(
+        "-Cprofile-use={}",
+        profile.canonicalize().unwrap().display()
+    );
+    let release = ["--crate-name", "hyper", "-C", "opt-level=3", "-C", "lto"];
+    let seen = args_seen(&release, false);
+    let mut expected = release.join("\n") + "\n";
+    if host {
+        expected += &format!("{used}\n");
+    }
+    assert_eq!(seen, expected, "an optimized build");
+    let x86 = ["--target", "x86_64-unknown-linux-gnu", "-C", "opt-level=3"];
+    assert_eq!(args_seen(&x86, false).contains(&used), host);
+    // Passed through unchanged: a debug build, cargo's questions, the instrumented build, a
+    // cross build, and any build with INTENTGATE_NO_PGO set.
+    for args in [
+        &["--crate-name", "intentgate", "-C", "opt-level=0"][..],
+        &["--crate-name", "hyper", "-C", "opt-level=1"],
+        &["-vV"],
+        &["-Cprofile-generate=target/pgo-gen/raw", "-C", "opt-level=3"],
+        &["--target", "aarch64-unknown-linux-gnu", "-C", "opt-level=3"],
+        &["--target=aarch64-unknown-linux-gnu", "-C", "opt-level=3"],
+    ] {
+        assert_eq!(args_seen(args, false), args.join("\n") + "\n", "{args:?}");
+    }
+    assert_eq!(args_seen(&release, true), release.join("\n") + "\n");
 }
