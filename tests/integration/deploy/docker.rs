@@ -277,6 +277,7 @@ fn copy_tree(from: &Path, to: &Path) {
             copy_tree(&e.path(), &to.join(e.file_name()));
         }
     } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, to).unwrap();
     }
 }
