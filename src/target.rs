@@ -333,4 +333,4 @@ pub fn check_host_header_of(
 
 #[cfg(test)]
 #[path = "target_tests.rs"]
-mod tests;
+pub(crate) mod tests;

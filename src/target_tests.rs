@@ -223,14 +223,7 @@ fn an_ipv4_literal_is_what_std_parses() {
     }
     let p = parts.len();
     assert_eq!(joined, p + p * p + p.pow(3) + p.pow(4));
-    let alphabet = b"0125.x";
-    let mut all = vec![String::new()];
-    for len in 0..6 {
-        let longer: Vec<String> = (all.iter().filter(|s| s.len() == len))
-            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
-            .collect();
-        all.extend(longer);
-    }
+    let all = strings_over(b"0125.x", 6);
     let more = [
         "127.0.0.1",
         "10.1.2.3",
@@ -248,4 +241,17 @@ fn an_ipv4_literal_is_what_std_parses() {
     }
     assert_eq!(ipv4_literal(b"127.0.0.1"), Some([127, 0, 0, 1].into()));
     assert_eq!(ipv4_literal(b"1.2.3.4\xff"), None);
+}
+
+/// Every string of up to `max_len` characters of `alphabet` (ASCII), the empty one included: the
+/// inputs of a parser checked against std's.
+pub(crate) fn strings_over(alphabet: &[u8], max_len: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    for len in 0..max_len {
+        let longer: Vec<String> = (all.iter().filter(|s| s.len() == len))
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
+            .collect();
+        all.extend(longer);
+    }
+    all
 }

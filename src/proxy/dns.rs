@@ -207,15 +207,7 @@ mod tests {
     #[test]
     fn an_ip_literal_is_what_std_parses() {
         use super::super::upstream::ip_literal;
-        let alphabet = b"019.:afgx-";
-        let mut all = vec![String::new()];
-        for _ in 0..5 {
-            let longer: Vec<String> = (all.iter())
-                .filter(|s| s.len() == all.last().map_or(0, String::len))
-                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{}", *c as char)))
-                .collect();
-            all.extend(longer);
-        }
+        let all = crate::target::tests::strings_over(b"019.:afgx-", 5);
         let more = [
             "127.0.0.1",
             "10.1.2.3",

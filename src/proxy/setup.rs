@@ -140,6 +140,11 @@ mod tests {
     #[test]
     fn default_tag_names_are_the_parsed_names() {
         let d = crate::config::HeaderNames::default();
+        // The consts are the configuration's defaults (else every request would parse its tags).
+        let names = DEFAULT_NAMES;
+        let consts: Vec<&str> = names.iter().map(HeaderName::as_str).collect();
+        let defaults = [&d.agent, &d.intent, &d.decision_id, &d.task].map(String::as_str);
+        assert_eq!(consts, defaults);
         for name in [
             &d.agent,
             &d.intent,
