@@ -3,7 +3,7 @@
 # small changes that the CPU-time benchmark (bench/load.sh) cannot see on a busy host. Kernel
 # time (the socket syscalls, about half of the real cost) is not included.
 #
-#   bench/instructions.sh [-n REQUESTS] [--https] [--audit] [--dns-miss] BIN [BIN...]
+#   bench/instructions.sh [-n REQUESTS] [--https | --splice] [--audit] [--dns-miss] BIN [BIN...]
 #
 # Each BIN (an `intentgate` binary) serves the "policy off" bench config under valgrind; after 200
 # warm-up requests the counters are zeroed, oha sends REQUESTS (default 2000) keep-alive GETs over
@@ -27,6 +27,11 @@
 # --https: intercepted HTTPS instead (as bench/load.py's `intentgate-tls`): nginx also listens with
 # TLS (P-256 leaf from a throwaway openssl CA, trusted through tls.upstream_ca), the interception CA
 # comes from the first BIN's `ca init`, oha sends CONNECT and keeps its 4 tunnels alive.
+# --splice: CONNECT tunnels spliced instead (`tls.intercept: none`): oha's TLS goes through to
+# nginx, whose throwaway CA it trusts (4 kept tunnels carry the requests: the relay's cost).
+# NEW_CONNS=1 (optional): a new client connection for every request (oha --disable-keepalive), so
+# a connection's set-up counts too; with --https or --splice that is a tunnel per request (its
+# CONNECT, decision and TLS handshake, or the splice's set-up with the handshake passing through).
 # --audit: audit records written to a file (as a deployment keeps them) instead of `audit: off`;
 # the writer thread's instructions are counted too.
 # --dns-miss: the DNS-miss mix instead (bench/dns_mix.py drives it, Python over 4 keep-alive
@@ -37,19 +42,21 @@ set -euo pipefail
 
 n=2000
 https=
+splice=
 audit=off
 dns_miss=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -n) n=$2; shift 2 ;;
         --https) https=1; shift ;;
+        --splice) https=1 splice=1; shift ;;
         --audit) audit=1; shift ;;
         --dns-miss) dns_miss=1; shift ;;
         *) break ;;
     esac
 done
 if [[ $# -eq 0 || "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 need=(valgrind callgrind_control nginx curl openssl)
@@ -100,13 +107,15 @@ EOF
     if [[ -n "${BODY_FILE:-}" ]]; then req+=(-D "$BODY_FILE") creq+=(--data-binary "@$BODY_FILE"); fi
     if [[ -n "${CT:-}" ]]; then req+=(-T "$CT") creq+=(-H "content-type: $CT"); fi
     if [[ -n "${HEADER:-}" ]]; then req+=(-H "$HEADER") creq+=(-H "$HEADER"); fi
+    if [[ -n "${NEW_CONNS:-}" ]]; then req+=(--disable-keepalive); fi
     if [[ -n "$https" ]]; then
         cat >>"$tmp/proxy.yaml" <<EOF
-tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: all}
+tls: {ca_cert: "$t/ig/ca.pem", ca_key: "$t/ig/ca-key.pem", upstream_ca: "$t/up-ca.pem", intercept: $([[ -n $splice ]] && echo none || echo all)}
 EOF
         sed -i "s|^egress: .*|egress: {allow_cidrs: [\"127.0.0.0/8\"], connect_ports: [$tls_up]}|" "$tmp/proxy.yaml"
         url=https://127.0.0.1:$tls_up${URL_PATH:-/small}
         trust=(--cacert "$t/ig/ca.pem")
+        if [[ -n "$splice" ]]; then trust=(--cacert "$t/up-ca.pem"); fi
     fi
     start_vg() {
         INTENTGATE_LOG="${INTENTGATE_LOG:-info}" valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
@@ -141,5 +150,5 @@ EOF
     kill "$vg"; wait "$vg" 2>/dev/null || true
     if [[ -n "${KEEP_CALLGRIND:-}" ]]; then cp "$dump" "$KEEP_CALLGRIND.$(basename "$bin")"; fi
     rm -f "$tmp"/cg.*
-    echo "$bin: $((ir / n)) user-space instructions per ${https:+intercepted HTTPS }request$([[ $audit == off ]] || echo ", audited to a file")${dns_miss:+, DNS-miss mix (1 in ${MISS_EVERY:-10} a new name)} ($n requests)"
+    echo "$bin: $((ir / n)) user-space instructions per ${https:+$([[ -n $splice ]] && echo spliced || echo intercepted) HTTPS }request${NEW_CONNS:+ on a new connection}$([[ $audit == off ]] || echo ", audited to a file")${dns_miss:+, DNS-miss mix (1 in ${MISS_EVERY:-10} a new name)} ($n requests)"
 done

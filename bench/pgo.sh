@@ -8,10 +8,11 @@
 # The instrumented build (RUSTFLAGS=-Cprofile-generate, in target/pgo-gen, without the current
 # profile) serves the benchmarks' own workloads, each counted as bench/instructions.sh runs it:
 # target 1's configuration (a 1,000-intent catalog, audit to a file), plain requests with the
-# policy off, POSTs with a 16 KiB body, intercepted HTTPS, the DNS-miss mix, every request-path
+# policy off, POSTs with a 16 KiB body, intercepted HTTPS, spliced HTTPS (kept tunnels, and a
+# tunnel a request), plain requests on a new connection each, the DNS-miss mix, every request-path
 # feature on and off (bench/features.py's instruction runs: token, credential, budget, MCP,
-# attestation, OTLP), decisions without the cache, and a streamed LLM response with its usage
-# counted. Code the training never runs is compiled as cold (less inlined): a path that matters
+# attestation, OTLP), decisions without the cache, a streamed LLM response with its usage
+# counted, and budgets kept in Redis (when redis-server is installed). Code the training never runs is compiled as cold (less inlined): a path that matters
 # gets a run here. The counts are merged (only the functions that ran: `--sparse`) into
 # layout/pgo.profdata. Regenerate it as a release step, with layout/link.order after it (the
 # function layout is read from the optimized build), whenever the request path changed: a
@@ -24,7 +25,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
@@ -77,11 +78,19 @@ run "$weight" "target 1 (1,000 intents, audit to a file)" env POLICY_FILE="$cata
 run "$weight" "policy off" "$here/instructions.sh" -n 2000 "$bin"
 run "$weight" "POST, 16 KiB" env METHOD=POST BODY_FILE="$body" CT=application/json "$here/instructions.sh" -n 1000 "$bin"
 run "$weight" "intercepted HTTPS" "$here/instructions.sh" -n 2000 --https "$bin"
+run "$weight" "spliced HTTPS, kept tunnels" "$here/instructions.sh" -n 1000 --splice "$bin"
+run "$weight" "spliced HTTPS, a tunnel a request" env NEW_CONNS=1 "$here/instructions.sh" -n 300 --splice "$bin"
+run "$weight" "plain, a connection a request" env NEW_CONNS=1 "$here/instructions.sh" -n 500 "$bin"
 run "$weight" "the DNS-miss mix" "$here/instructions.sh" -n 1000 --dns-miss "$bin"
 run "$weight" "the request-path features, off and on" python3 "$here/features.py" "$bin" --no-cpu --insn-n 500
 python3 "$here/catalog.py" 1000 --no-cache | sed 's/@UPSTREAM_PORT@/@UP@/' >"$catalog"
 run 1 "decisions without the cache" env POLICY_FILE="$catalog" "$here/instructions.sh" -n 1000 "$bin"
 run 1 "a streamed LLM response, usage counted" env N=50 "$here/llm_usage_insn.sh" "$bin"
+if command -v redis-server >/dev/null; then
+    run 1 "budgets: none, in process, in Redis" env INSN_N=500 "$here/budget_redis.sh" "$bin"
+else
+    echo "pgo.sh: no redis-server: budgets kept in Redis left out of the training" >&2
+fi
 
 "$profdata" merge --sparse -o "$root/layout/pgo.profdata" "${inputs[@]}"
 "$profdata" show "$root/layout/pgo.profdata" | sed -n 's/^Total functions: /pgo.sh: functions profiled: /p' >&2

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info_span, warn};
 
 use super::audited::Relayed;
 use super::gate::{self, LivePolicy, Refused};
@@ -161,46 +161,68 @@ impl Proxy {
         let count = TunnelCount(self.clone());
         let id = rec.decision_id.clone();
         let proxy = self.clone();
-        let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
-        let (done, relayed) = match upstream {
-            Some(_) => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        let span = info_span!("tunnel", target = %authority.to_host_port(), decision_id = %id);
-        tokio::spawn(
-            async move {
-                // The token lives as long as the tunnel: the connection guard stays out of its bytes.
-                let _token = token;
-                let _count = count;
-                match (hyper::upgrade::on(req).await, upstream) {
-                    (Ok(upgraded), Some(upstream)) => {
-                        let closing = proxy.audit.closing();
-                        let s =
-                            tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing).await;
-                        debug!(end = ?s.end, "tunnel ended");
-                        if let Some(done) = done {
-                            let _ = done.send(Relayed::from(&s));
+        let target = authority.to_host_port();
+        let id_header = HeaderValue::from_str(&id).ok();
+        let upgrade = hyper::upgrade::on(req);
+        // One task type each: a spliced tunnel's future would otherwise be as large as an
+        // intercepted one's (TLS and an HTTP server), and be copied at that size when spawned.
+        let relayed = match upstream {
+            Some(upstream) => {
+                let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
+                let (done, relayed) = oneshot::channel();
+                // At debug: a span at info costs ~10k instructions a tunnel (its fields
+                // formatted), and the one line at info or above names them itself.
+                let span = debug_span!("tunnel", %target, decision_id = %id);
+                tokio::spawn(
+                    async move {
+                        // The token lives as long as the tunnel: the connection guard stays out
+                        // of its bytes.
+                        let _token = token;
+                        let _count = count;
+                        match upgrade.await {
+                            Ok(upgraded) => {
+                                let closing = proxy.audit.closing();
+                                let s =
+                                    tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing)
+                                        .await;
+                                debug!(end = ?s.end, "tunnel ended");
+                                let _ = done.send(Relayed::from(&s));
+                            }
+                            Err(e) => {
+                                warn!(%target, decision_id = %id, error = %e, "CONNECT upgrade failed")
+                            }
                         }
                     }
-                    (Ok(upgraded), None) => {
-                        let mode = ConnectionMode::Intercepted;
-                        proxy
-                            .intercept(TokioIo::new(upgraded), authority, mode, refused)
-                            .await
-                    }
-                    (Err(e), _) => warn!(error = %e, "CONNECT upgrade failed"),
-                }
+                    .instrument(span),
+                );
+                Some(relayed)
             }
-            .instrument(span),
-        );
+            None => {
+                let span = info_span!("tunnel", %target, decision_id = %id);
+                tokio::spawn(
+                    async move {
+                        let _token = token;
+                        let _count = count;
+                        match upgrade.await {
+                            Ok(upgraded) => {
+                                let mode = ConnectionMode::Intercepted;
+                                proxy
+                                    .intercept(TokioIo::new(upgraded), authority, mode, refused)
+                                    .await
+                            }
+                            Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
+                        }
+                    }
+                    .instrument(span),
+                );
+                None
+            }
+        };
         let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
         *resp.status_mut() = StatusCode::OK;
         resp.headers_mut()
             .insert(http::header::VIA, HeaderValue::from_static(VIA));
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        if let Some(v) = id_header {
             resp.headers_mut().insert(super::headers::DECISION_ID, v);
         }
         Ok(match relayed {

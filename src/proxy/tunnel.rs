@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::audit::Ended;
 
+mod relay;
+
 /// Milliseconds since the first call: a cheap monotonic clock for activity stamps.
 fn now_ms() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -137,7 +139,7 @@ where
         }
     };
     let end = tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut a, &mut b) => match r {
+        r = relay::copy_both(&mut a, &mut b) => match r {
             Ok(_) => TunnelEnd::Closed,
             Err(_) => TunnelEnd::Error,
         },
