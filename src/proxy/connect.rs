@@ -205,10 +205,12 @@ impl Proxy {
                         let _count = count;
                         match upgrade.await {
                             Ok(upgraded) => {
+                                // Boxed once here: the task (moved when spawned, and again into
+                                // tokio's cell) stays small, though TLS and an HTTP server inside
+                                // make this future tens of KB.
                                 let mode = ConnectionMode::Intercepted;
-                                proxy
-                                    .intercept(TokioIo::new(upgraded), authority, mode, refused)
-                                    .await
+                                let io = TokioIo::new(upgraded);
+                                Box::pin(proxy.intercept(io, authority, mode, refused)).await
                             }
                             Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
                         }
