@@ -208,16 +208,12 @@ impl Proxy {
         }
     }
 
-    /// Boxed for the reason `Proxy::handle` is, and as it is (made in its box).
+    /// Boxed for the reason `Proxy::handle` is.
     pub(super) fn handle_inner(
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
     ) -> Handled {
-        let slot = Box::new_uninit();
-        let handled = Box::write(slot, async move {
-            self.run(req, super::Entry::Tunnel(&info)).await
-        });
-        Box::into_pin(handled)
+        Box::pin(async move { self.run(req, super::Entry::Tunnel(&info)).await })
     }
 }
