@@ -195,9 +195,10 @@ impl Proxy {
             let relayed = Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
             return relayed.map(Prepared::Relayed);
         }
-        // The body counted as it goes (step 9); the request taken out as it is sent.
+        // The body counted as it goes (step 9), boxed (`Outgoing`); the request taken out as it
+        // is sent.
         let bytes_in = Arc::new(AtomicU64::new(0));
-        let req = Some(req.map(|body| Counted::new(body, bytes_in.clone())));
+        let req = Some(req.map(|body| Box::new(Counted::new(body, bytes_in.clone()))));
         Ok(Prepared::Send(Ready {
             req,
             bytes_in,

@@ -11,9 +11,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tracing::debug;
 
-use super::super::audited::Counted;
-use super::super::inspect::Replay;
 use super::super::upstream::{DialError, Dialer};
+use super::OutBody;
 use super::eof::{EndAtClose, UncleanClose};
 use crate::error::ProxyError;
 use crate::target::Authority;
@@ -23,9 +22,9 @@ use crate::tls::woken::WokenReads;
 /// A request sender on an upstream connection.
 pub(super) enum Conn {
     /// With its TLS stream's close note, when it is HTTPS (src/proxy/sender/eof.rs).
-    H1(http1::SendRequest<Counted<Replay>>, Option<UncleanClose>),
+    H1(http1::SendRequest<OutBody>, Option<UncleanClose>),
     /// Shared: every request to its destination may use it at once.
-    H2(http2::SendRequest<Counted<Replay>>),
+    H2(http2::SendRequest<OutBody>),
 }
 
 impl Conn {

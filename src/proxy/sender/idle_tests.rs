@@ -9,8 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
 
 use super::Registry;
-use crate::proxy::audited::Counted;
-use crate::proxy::inspect::Replay;
+use crate::proxy::sender::OutBody;
 use crate::proxy::sender::conn::{Conn, Idle, Key};
 use crate::proxy::sender::kept::Slot;
 use crate::target::Authority;
@@ -25,7 +24,7 @@ fn authority() -> Authority {
 /// An HTTP/1.1 connection to `authority()`, ready for a request; its far end is returned too.
 async fn connection() -> (Idle, DuplexStream) {
     let (near, far) = tokio::io::duplex(1024);
-    let (mut sender, conn) = http1::handshake::<_, Counted<Replay>>(TokioIo::new(near))
+    let (mut sender, conn) = http1::handshake::<_, OutBody>(TokioIo::new(near))
         .await
         .unwrap();
     tokio::spawn(conn);

@@ -38,7 +38,15 @@ use conn::{Conn, Idle, Key};
 use idle::Registry;
 use kept::Slot;
 
-pub(crate) type Outgoing = Request<Counted<Replay>>;
+/// A request as it goes upstream. Its body boxed: hyper moves a request (and every `Result`
+/// that can carry one back for a retry) through its channel to the connection's task byte by
+/// byte, ~10 times a request; the request's head is 224 bytes, the body ~190 (the inspected
+/// prefix's room, its trailers, hyper's `Incoming`). Boxed, a request is 232 bytes, and a copy
+/// of up to 256 bytes costs a third of one of 416 (the size where glibc's `memcpy` turns to
+/// its loop).
+pub(crate) type Outgoing = Request<OutBody>;
+/// The body of an `Outgoing` request.
+pub(crate) type OutBody = Box<Counted<Replay>>;
 
 /// An upstream's response, and for HTTPS over HTTP/1.1 its connection's close note.
 pub(crate) struct Sent {
