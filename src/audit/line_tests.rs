@@ -232,7 +232,10 @@ fn a_record_s_shared_pieces_are_written_as_they_are_now() {
         let rec = record(&format!("r{}", n / 3), n);
         // The writer's stamp: the record's own time and boot id left as they are.
         let mut blank = rec.clone();
-        let (time, boot_id) = (std::mem::take(&mut blank.time), std::mem::take(&mut blank.boot_id));
+        let (time, boot_id) = (
+            std::mem::take(&mut blank.time),
+            std::mem::take(&mut blank.boot_id),
+        );
         let stamp = Stamp {
             time: time.as_bytes().try_into().unwrap(),
             boot_id: boot_id.as_bytes().try_into().unwrap(),

@@ -163,11 +163,9 @@ async fn a_line_carries_the_writer_s_time_and_boot_id_in_both_formats() {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 let (time, id, seq) = match format {
                     AuditFormat::Intentgate => (&v["time"], &v["boot_id"], &v["seq"]),
-                    AuditFormat::Opa => (
-                        &v["timestamp"],
-                        &v["labels"]["id"],
-                        &v["intentgate"]["seq"],
-                    ),
+                    AuditFormat::Opa => {
+                        (&v["timestamp"], &v["labels"]["id"], &v["intentgate"]["seq"])
+                    }
                 };
                 let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
                 (text(time), text(id), seq.as_u64().unwrap())
