@@ -224,14 +224,25 @@ fn durations_are_written_as_serde_json_writes_them() {
 #[test]
 fn a_record_s_shared_pieces_are_written_as_they_are_now() {
     // The writer keeps the agent, intent name and revision of the last record written; a
-    // record with other ones (or the same values in new `Arc`s) is written with its own.
+    // record with other ones (or the same values in new `Arc`s) is written with its own. Its
+    // time and boot id are the stamp's: the line is that of the record holding them.
     let mut repeats = Repeats::default();
     let (mut kept, mut plain) = (Vec::new(), Vec::new());
     for n in 0..40u64 {
         let rec = record(&format!("r{}", n / 3), n);
+        // The writer's stamp: the record's own time and boot id left as they are.
+        let mut blank = rec.clone();
+        let (time, boot_id) = (
+            std::mem::take(&mut blank.time),
+            std::mem::take(&mut blank.boot_id),
+        );
+        let stamp = Stamp {
+            time: time.as_bytes().try_into().unwrap(),
+            boot_id: boot_id.as_bytes().try_into().unwrap(),
+        };
         for _ in 0..2 {
             kept.clear();
-            repeats.write(&rec, &mut kept);
+            repeats.write(&blank, stamp, &mut kept);
             plain.clear();
             write(&rec, &mut plain);
             assert_eq!(

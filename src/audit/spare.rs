@@ -53,51 +53,75 @@ impl Spare {
     }
 }
 
-/// `rec` as `AuditRecord::default()` with `agent`, its strings' allocations kept.
+/// `rec` as `AuditRecord::default()` with `agent`, its strings' allocations kept. Each field is
+/// set in place (no new record built and moved over the old one); the pattern names every field,
+/// so a field added to the record does not compile until it is blanked here too.
 fn blank(rec: &mut AuditRecord, agent: &Arc<AuditAgent>) {
-    let keep = |s: &mut String| {
-        let mut s = std::mem::take(s);
+    let AuditRecord {
+        time,
+        seq,
+        boot_id,
+        decision_id,
+        agent: rec_agent,
+        intent,
+        connection,
+        method,
+        scheme,
+        host,
+        port,
+        path,
+        decision,
+        mode,
+        reasons,
+        error,
+        code,
+        credential,
+        policy_revision,
+        status,
+        bytes_in,
+        bytes_out,
+        ended,
+        durations,
+        shadow,
+        trace,
+        mcp,
+        llm,
+        at,
+        budget,
+        charge,
+        decision_header,
+    } = rec;
+    for s in [time, boot_id, decision_id, method, host, path] {
         s.clear();
-        s
-    };
-    *rec = AuditRecord {
-        time: keep(&mut rec.time),
-        seq: 0,
-        boot_id: keep(&mut rec.boot_id),
-        decision_id: keep(&mut rec.decision_id),
-        agent: Arc::clone(agent),
-        intent: AuditIntent::default(),
-        connection: None,
-        method: keep(&mut rec.method),
-        scheme: None,
-        host: keep(&mut rec.host),
-        port: 0,
-        path: keep(&mut rec.path),
-        decision: None,
-        mode: None,
-        reasons: {
-            let mut r = std::mem::take(&mut rec.reasons);
-            r.clear();
-            r
-        },
-        error: None,
-        code: None,
-        credential: None,
-        policy_revision: Arc::default(),
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        ended: None,
-        durations: Durations::default(),
-        shadow: None,
-        trace: None,
-        mcp: None,
-        llm: None,
-        at: None,
-        budget: None,
-        charge: None,
-        decision_header: None,
-    };
+    }
+    reasons.clear();
+    *seq = 0;
+    if !Arc::ptr_eq(rec_agent, agent) {
+        *rec_agent = Arc::clone(agent);
+    }
+    *intent = AuditIntent::default();
+    *connection = None;
+    *scheme = None;
+    *port = 0;
+    *decision = None;
+    *mode = None;
+    *error = None;
+    *code = None;
+    *credential = None;
+    *policy_revision = Arc::default();
+    *status = 0;
+    *bytes_in = 0;
+    *bytes_out = 0;
+    *ended = None;
+    *durations = Durations::default();
+    *shadow = None;
+    *trace = None;
+    *mcp = None;
+    *llm = None;
+    *at = None;
+    *budget = None;
+    *charge = None;
+    *decision_header = None;
 }
 
 #[cfg(test)]
@@ -147,7 +171,27 @@ mod tests {
                 upstream_ms: 4.5,
                 total_ms: 6.5,
             },
+            shadow: Some(Box::new(crate::audit::Shadow {
+                decision: Verdict::Allow,
+                code: None,
+                reasons: vec!["r".into()],
+            })),
+            trace: Some(crate::audit::Trace {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                parent: None,
+                flags: 1,
+            }),
+            mcp: Some(crate::mcp::Noted {
+                method: "tools/call".into(),
+                tool: None,
+            }),
+            llm: Some(
+                serde_json::from_str(r#"{"provider":"openai","model":"m","stream":true,"input_tokens":1,"output_tokens":null}"#)
+                    .unwrap(),
+            ),
             at: Some(SystemTime::now()),
+            decision_header: Some(http::HeaderValue::from_static("d")),
             ..AuditRecord::default()
         })
     }

@@ -11,9 +11,8 @@ const MAX_MICROS: u64 = 253_402_300_800_000_000 - 1;
 /// its last microsecond (humantime would panic on both).
 #[cfg(test)]
 pub(super) fn rfc3339_micros(at: SystemTime) -> String {
-    let mut out = String::new();
-    Stamper::default().stamp(at, &mut out);
-    out
+    let mut stamper = Stamper::default();
+    String::from_utf8_lossy(stamper.stamp(at)).into_owned()
 }
 
 /// Writes stamps (`rfc3339_micros`), keeping the date and time of day of the last one: the
@@ -26,8 +25,8 @@ pub(super) struct Stamper {
 }
 
 impl Stamper {
-    /// `at` in RFC 3339 with microseconds into `out` (its text replaced).
-    pub(super) fn stamp(&mut self, at: SystemTime, out: &mut String) {
+    /// `at` in RFC 3339 with microseconds: ASCII digits and separators, nothing JSON escapes.
+    pub(super) fn stamp(&mut self, at: SystemTime) -> &[u8; 27] {
         let micros = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| {
@@ -49,9 +48,7 @@ impl Stamper {
             digits(&mut t[17..19], s % 60);
         }
         digits(&mut t[20..26], frac);
-        out.clear();
-        // ASCII digits and separators: always UTF-8.
-        out.push_str(std::str::from_utf8(t).unwrap_or_default());
+        t
     }
 }
 
@@ -112,7 +109,6 @@ mod tests {
         check(253_402_300_799, 999_999);
         // One stamper over times in and across seconds, backwards too: what each alone writes.
         let mut stamper = Stamper::default();
-        let mut out = String::from("left over");
         for (s, us) in [
             (5, 1),
             (5, 999_999),
@@ -123,9 +119,8 @@ mod tests {
             (6, 0),
         ] {
             let t = UNIX_EPOCH + Duration::new(s, us * 1000);
-            stamper.stamp(t, &mut out);
             assert_eq!(
-                out,
+                String::from_utf8_lossy(stamper.stamp(t)),
                 humantime::format_rfc3339_micros(t).to_string(),
                 "{s}.{us}"
             );

@@ -1,4 +1,5 @@
-//! The audit handle and its writer, end to end: numbering, reopening, and writes cut short.
+//! The audit handle and its writer, end to end: numbering, stamping, reopening, and writes cut
+//! short.
 
 use super::*;
 
@@ -127,6 +128,54 @@ async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
                 assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
                 assert_eq!(seqs.len() as u64 + lost, 12, "{seqs:?}");
             }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_carries_the_writer_s_time_and_boot_id_in_both_formats() {
+    // The writer writes its stamp into the line itself (the record's own fields are filled
+    // only for the OPA format and the exporter): each line says when its call was and who
+    // wrote it, records reused from the spares included.
+    let boot = format!("{:016x}", crate::ids::boot_id());
+    for format in [AuditFormat::Intentgate, AuditFormat::Opa] {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let disk = Disk::default();
+        disk.room.store(usize::MAX / 2, Ordering::SeqCst);
+        let shared = Shared::new(metrics, AuditOnFailure::Block, format);
+        let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 4, None).unwrap();
+        let mut want = Vec::new();
+        for round in 0..3u64 {
+            for i in 0..4u64 {
+                let at = std::time::UNIX_EPOCH
+                    + Duration::new(1_765_000_000 + round * 86_399 + i, (i * 7919) as u32 * 1000);
+                want.push(stamp::rfc3339_micros(at));
+                let mut rec = audit.record();
+                rec.at = Some(at);
+                audit.reserve().await.unwrap().send(rec);
+            }
+            audit.flush().await;
+        }
+        let data = String::from_utf8(disk.data.lock().unwrap().clone()).unwrap();
+        let got: Vec<(String, String, u64)> = data
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let (time, id, seq) = match format {
+                    AuditFormat::Intentgate => (&v["time"], &v["boot_id"], &v["seq"]),
+                    AuditFormat::Opa => {
+                        (&v["timestamp"], &v["labels"]["id"], &v["intentgate"]["seq"])
+                    }
+                };
+                let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+                (text(time), text(id), seq.as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "{format:?}");
+        for (n, ((time, id, seq), want)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(time, want, "{format:?}");
+            assert_eq!(id, &boot, "{format:?}");
+            assert_eq!(*seq, n as u64 + 1, "{format:?}");
         }
     }
 }

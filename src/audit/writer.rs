@@ -38,10 +38,9 @@ struct Writer {
     /// Flushes answered once everything pending is written (while blocked).
     waiting: Vec<oneshot::Sender<()>>,
     seq: u64,
-    /// Lent to each record while it is written (no copy per record), as is `time`.
-    boot_id: String,
-    /// The last record's `time` (its allocation reused), and what writes it.
-    time: String,
+    /// The process's boot id in hex, written into each line (`line::Stamp`), and copied into a
+    /// record only when it goes on after its line (`stamped`), as is its time.
+    boot_id: [u8; 16],
     stamper: super::stamp::Stamper,
     /// The pieces of a line the last record shared with the next (its agent, intent, revision).
     repeats: super::line::Repeats,
@@ -62,6 +61,8 @@ pub(super) fn run(
     shared: Arc<Shared>,
     exporter: Option<super::otlp::Exporter>,
 ) {
+    let mut boot_id = [0; 16];
+    boot_id.copy_from_slice(format!("{:016x}", crate::ids::boot_id()).as_bytes());
     let mut w = Writer {
         sink,
         out,
@@ -71,8 +72,7 @@ pub(super) fn run(
         failing: false,
         waiting: Vec::new(),
         seq: 0,
-        boot_id: format!("{:016x}", crate::ids::boot_id()),
-        time: String::new(),
+        boot_id,
         stamper: super::stamp::Stamper::default(),
         repeats: super::line::Repeats::default(),
         exporter,
@@ -109,6 +109,14 @@ pub(super) fn run(
         }
     }
     w.write_pending();
+}
+
+/// Fills `rec`'s `time` and `boot_id` (their allocations kept) with what its line says.
+fn stamped(rec: &mut AuditRecord, time: &[u8; 27], boot_id: &[u8; 16]) {
+    for (field, text) in [(&mut rec.time, &time[..]), (&mut rec.boot_id, &boot_id[..])] {
+        field.clear();
+        field.push_str(&String::from_utf8_lossy(text));
+    }
 }
 
 impl Writer {
@@ -149,10 +157,7 @@ impl Writer {
         }
         self.seq += 1;
         rec.seq = self.seq;
-        rec.boot_id = std::mem::take(&mut self.boot_id);
-        rec.time = std::mem::take(&mut self.time);
-        self.stamper
-            .stamp(rec.at.unwrap_or_else(SystemTime::now), &mut rec.time);
+        let time = *self.stamper.stamp(rec.at.unwrap_or_else(SystemTime::now));
         // With `audit.path: off` the writer runs for the export alone: nothing to serialise.
         // Where the line it wrote is, in the default format: the exporter's log body.
         let mut line = None;
@@ -160,21 +165,27 @@ impl Writer {
             let at = self.pending.len();
             match self.shared.format {
                 AuditFormat::Intentgate => {
-                    self.repeats.write(&rec, &mut self.pending);
+                    let stamp = super::line::Stamp {
+                        time: &time,
+                        boot_id: &self.boot_id,
+                    };
+                    self.repeats.write(&rec, stamp, &mut self.pending);
                     line = Some(at..self.pending.len());
                 }
-                AuditFormat::Opa => super::opa::write(&rec, &mut self.pending),
+                AuditFormat::Opa => {
+                    stamped(&mut rec, &time, &self.boot_id);
+                    super::opa::write(&rec, &mut self.pending);
+                }
             }
             self.pending.push(b'\n');
         }
-        if let Some(e) = self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
-            // The record goes on with its own copies.
-            self.boot_id.clone_from(&rec.boot_id);
-            e.offer(rec, line.map(|l| &self.pending[l]));
-        } else {
-            self.boot_id = std::mem::take(&mut rec.boot_id);
-            self.time = std::mem::take(&mut rec.time);
-            self.written.push(rec);
+        match self.exporter.as_ref().filter(|_| rec.trace.is_some()) {
+            Some(e) => {
+                // The record goes on with its time and boot id.
+                stamped(&mut rec, &time, &self.boot_id);
+                e.offer(rec, line.map(|l| &self.pending[l]));
+            }
+            None => self.written.push(rec),
         }
     }
 
