@@ -293,34 +293,43 @@ impl PolicySet {
                 ..
             } = &mut slots[at];
             let keyed = key(buf);
-            if keyed {
-                if let Some(p) = last.as_ref().filter(|_| *last_key == *buf) {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((Rc::clone(p), true));
-                }
-                if let Some(p) = cache.get(buf.as_slice()) {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    let p = Rc::clone(p);
-                    std::mem::swap(buf, last_key);
-                    *last = Some(Rc::clone(&p));
-                    return Ok((p, true));
-                }
-                self.misses.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = last.as_ref().filter(|_| keyed && *last_key == *buf) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((Rc::clone(p), true));
             }
-            engine.set_input(input());
-            let v = engine
-                .eval_rule(self.query.clone())
-                .map_err(|e| e.to_string())?;
-            let p = Rc::new(decision::parse(&v)?);
-            if keyed {
-                if cache.len() >= CACHE_ENTRIES {
-                    cache.clear();
+            let found = keyed
+                .then(|| cache.get(buf.as_slice()).map(Rc::clone))
+                .flatten();
+            let hit = found.is_some();
+            let p = match found {
+                Some(p) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    p
                 }
-                cache.insert(buf.clone(), Rc::clone(&p));
+                None => {
+                    if keyed {
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    engine.set_input(input());
+                    let v = engine
+                        .eval_rule(self.query.clone())
+                        .map_err(|e| e.to_string())?;
+                    let p = Rc::new(decision::parse(&v)?);
+                    if keyed {
+                        if cache.len() >= CACHE_ENTRIES {
+                            cache.clear();
+                        }
+                        cache.insert(buf.clone(), Rc::clone(&p));
+                    }
+                    p
+                }
+            };
+            // The only place the last key is kept: the map's answer or the one just inserted.
+            if keyed {
                 std::mem::swap(buf, last_key);
                 *last = Some(Rc::clone(&p));
             }
-            Ok((p, false))
+            Ok((p, hit))
         })
     }
 }
