@@ -50,19 +50,21 @@ thread_local! {
 }
 
 impl PolicySet {
-    /// Decides; returns the input too when `want_input` (never served from the cache then).
-    /// Without `sentence`, the catalog's sentence of a match (`scope.why`) is written only when
-    /// the decision uses it (a module reads it, a reason is it): the proxy's calls.
+    /// Decides; writes the input into `doc` too when `want_input` (never served from the cache
+    /// then). Without `sentence`, the catalog's sentence of a match (`scope.why`) is written
+    /// only when the decision uses it (a module reads it, a reason is it): the proxy's calls.
+    /// The decision alone is returned, so that it is built where the caller keeps it (not in a
+    /// pair with the input, then copied out of it).
     pub(super) fn run(
         &self,
         agent: &Agent,
         intent: &Intent,
         req: &RequestFacts<'_>,
-        want_input: bool,
+        (want_input, doc): (bool, &mut Option<Value>),
         sentence: bool,
-    ) -> (Decision, Option<Value>) {
+    ) -> Decision {
         if req.opens_tunnel() {
-            return (self.decide_tunnel(intent, req), None);
+            return self.decide_tunnel(intent, req);
         }
         let start = Instant::now();
         let host_owned;
@@ -124,7 +126,7 @@ impl PolicySet {
                 reads,
             )
         };
-        let doc = want_input.then(|| build(u64::MAX));
+        *doc = want_input.then(|| build(u64::MAX));
         let mode = self.mode_override.unwrap_or(scope.mode);
         if self.enforce_lifecycle {
             if let Some(why) = agent.lifecycle_violation(SystemTime::now) {
@@ -140,7 +142,7 @@ impl PolicySet {
                     cached: false,
                     credential: None,
                 };
-                return (d, doc);
+                return d;
             }
         }
         // Claiming an intent the agent may not claim is an identity failure, not a scope
@@ -160,7 +162,7 @@ impl PolicySet {
                 cached: false,
                 credential: None,
             };
-            return (d, doc);
+            return d;
         }
         let result = if agent.namespace != self.namespace {
             Err(format!(
@@ -179,7 +181,7 @@ impl PolicySet {
                         cache::Plan::Disabled(_) => false,
                     }
             };
-            self.eval(key, || match &doc {
+            self.eval(key, || match &*doc {
                 Some(d) => d.clone(),
                 None => build(self.reads),
             })
@@ -237,7 +239,7 @@ impl PolicySet {
             }
         }
         d.policy_micros = micros(start);
-        (d, doc)
+        d
     }
 
     /// Evaluates the query on this thread's engine and reads the decision document, or answers
