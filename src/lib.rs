@@ -25,6 +25,7 @@ mod error;
 pub mod exposed;
 #[doc(hidden)]
 pub mod fuzzing;
+mod head;
 mod hostport;
 mod identity;
 mod ids;

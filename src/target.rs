@@ -323,9 +323,8 @@ pub fn check_host_header_of(
     authority: &Authority,
 ) -> Result<(), ProxyError> {
     let raw = uri.authority().map(|a| a.as_str().as_bytes());
-    // The first `Host` (`get`'s), found among the few names of a head (compared, not hashed).
-    let host = (headers.iter()).find_map(|(k, v)| (k == http::header::HOST).then_some(v));
-    match host {
+    // The first `Host` (`get`'s), found among the few names of a head.
+    match crate::head::first(headers, &http::header::HOST) {
         Some(v) if Some(v.as_bytes()) == raw => Ok(()),
         _ => check_host_header(headers, authority),
     }

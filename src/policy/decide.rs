@@ -50,19 +50,21 @@ thread_local! {
 }
 
 impl PolicySet {
-    /// Decides; returns the input too when `want_input` (never served from the cache then).
-    /// Without `sentence`, the catalog's sentence of a match (`scope.why`) is written only when
-    /// the decision uses it (a module reads it, a reason is it): the proxy's calls.
+    /// Decides; writes the input into `doc` too when `want_input` (never served from the cache
+    /// then). Without `sentence`, the catalog's sentence of a match (`scope.why`) is written
+    /// only when the decision uses it (a module reads it, a reason is it): the proxy's calls.
+    /// The decision alone is returned, so that it is built where the caller keeps it (not in a
+    /// pair with the input, then copied out of it).
     pub(super) fn run(
         &self,
         agent: &Agent,
         intent: &Intent,
         req: &RequestFacts<'_>,
-        want_input: bool,
+        (want_input, doc): (bool, &mut Option<Value>),
         sentence: bool,
-    ) -> (Decision, Option<Value>) {
+    ) -> Decision {
         if req.opens_tunnel() {
-            return (self.decide_tunnel(intent, req), None);
+            return self.decide_tunnel(intent, req);
         }
         let start = Instant::now();
         let host_owned;
@@ -124,7 +126,7 @@ impl PolicySet {
                 reads,
             )
         };
-        let doc = want_input.then(|| build(u64::MAX));
+        *doc = want_input.then(|| build(u64::MAX));
         let mode = self.mode_override.unwrap_or(scope.mode);
         if self.enforce_lifecycle {
             if let Some(why) = agent.lifecycle_violation(SystemTime::now) {
@@ -140,7 +142,7 @@ impl PolicySet {
                     cached: false,
                     credential: None,
                 };
-                return (d, doc);
+                return d;
             }
         }
         // Claiming an intent the agent may not claim is an identity failure, not a scope
@@ -160,7 +162,7 @@ impl PolicySet {
                 cached: false,
                 credential: None,
             };
-            return (d, doc);
+            return d;
         }
         let result = if agent.namespace != self.namespace {
             Err(format!(
@@ -179,7 +181,7 @@ impl PolicySet {
                         cache::Plan::Disabled(_) => false,
                     }
             };
-            self.eval(key, || match &doc {
+            self.eval(key, || match &*doc {
                 Some(d) => d.clone(),
                 None => build(self.reads),
             })
@@ -237,7 +239,7 @@ impl PolicySet {
             }
         }
         d.policy_micros = micros(start);
-        (d, doc)
+        d
     }
 
     /// Evaluates the query on this thread's engine and reads the decision document, or answers
@@ -293,34 +295,43 @@ impl PolicySet {
                 ..
             } = &mut slots[at];
             let keyed = key(buf);
-            if keyed {
-                if let Some(p) = last.as_ref().filter(|_| *last_key == *buf) {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok((Rc::clone(p), true));
-                }
-                if let Some(p) = cache.get(buf.as_slice()) {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    let p = Rc::clone(p);
-                    std::mem::swap(buf, last_key);
-                    *last = Some(Rc::clone(&p));
-                    return Ok((p, true));
-                }
-                self.misses.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = last.as_ref().filter(|_| keyed && *last_key == *buf) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((Rc::clone(p), true));
             }
-            engine.set_input(input());
-            let v = engine
-                .eval_rule(self.query.clone())
-                .map_err(|e| e.to_string())?;
-            let p = Rc::new(decision::parse(&v)?);
-            if keyed {
-                if cache.len() >= CACHE_ENTRIES {
-                    cache.clear();
+            let found = keyed
+                .then(|| cache.get(buf.as_slice()).map(Rc::clone))
+                .flatten();
+            let hit = found.is_some();
+            let p = match found {
+                Some(p) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    p
                 }
-                cache.insert(buf.clone(), Rc::clone(&p));
+                None => {
+                    if keyed {
+                        self.misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    engine.set_input(input());
+                    let v = engine
+                        .eval_rule(self.query.clone())
+                        .map_err(|e| e.to_string())?;
+                    let p = Rc::new(decision::parse(&v)?);
+                    if keyed {
+                        if cache.len() >= CACHE_ENTRIES {
+                            cache.clear();
+                        }
+                        cache.insert(buf.clone(), Rc::clone(&p));
+                    }
+                    p
+                }
+            };
+            // The only place the last key is kept: the map's answer or the one just inserted.
+            if keyed {
                 std::mem::swap(buf, last_key);
                 *last = Some(Rc::clone(&p));
             }
-            Ok((p, false))
+            Ok((p, hit))
         })
     }
 }

@@ -379,14 +379,14 @@ impl PolicySet {
 
     /// Decides one request.
     pub fn decide(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
-        self.run(agent, intent, req, false, true).0
+        self.run(agent, intent, req, (false, &mut None), true)
     }
 
     /// `decide` for a call the proxy forwards or refuses: the catalog's sentence of a match
     /// (`scope.why`) is left empty unless the decision uses it (a module reads it, a reason
     /// is it). The proxy shows a decision only through its reasons and code.
     pub fn decide_call(&self, agent: &Agent, intent: &Intent, req: &RequestFacts<'_>) -> Decision {
-        self.run(agent, intent, req, false, false).0
+        self.run(agent, intent, req, (false, &mut None), false)
     }
 
     /// Decides one request and returns the input it evaluated, as JSON.
@@ -396,7 +396,8 @@ impl PolicySet {
         intent: &Intent,
         req: &RequestFacts<'_>,
     ) -> (Decision, serde_json::Value) {
-        let (d, input) = self.run(agent, intent, req, true, true);
+        let mut input = None;
+        let d = self.run(agent, intent, req, (true, &mut input), true);
         (
             d,
             input.map_or(serde_json::Value::Null, |i| input::to_json(&i)),

@@ -112,7 +112,7 @@ impl Proxy {
     pub(super) fn declared<'a>(&self, h: &'a HeaderMap) -> Result<Declared<'a>, ProxyError> {
         let token = self.intent_tokens.header();
         let (intent, task) = (&self.tag_intent, &self.task_header);
-        if !h.keys().any(|k| k == intent || k == task || k == token) {
+        if !crate::head::any(h, [intent, task, token]) {
             return Ok((None, None));
         }
         Ok((

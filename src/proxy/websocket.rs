@@ -49,9 +49,8 @@ const HINT: &str =
 /// any other upgrade is refused with 400.
 pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgrading>, ProxyError> {
     // Runs on every request: no allocation unless `Connection` names `upgrade`. Usually there
-    // is no `Connection` (HTTP/1.1 keeps alive without one): looked for among the names first
-    // (compared, not hashed).
-    let connection = h.keys().any(|k| k == header::CONNECTION);
+    // is no `Connection` (HTTP/1.1 keeps alive without one): looked for among the names first.
+    let connection = crate::head::any(h, [&header::CONNECTION]);
     let upgrade =
         || headers::list_tokens(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"));
     if !(connection && upgrade()) {

@@ -153,8 +153,8 @@ fn remove_connection(headers: &mut HeaderMap) {
 
 /// Appends this hop to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
-    // Usually there is none: looked for among the names first (compared, not hashed).
-    let via = headers.keys().any(|k| k == header::VIA);
+    // Usually there is none: looked for among the names first.
+    let via = crate::head::any(headers, [&header::VIA]);
     add_via_after(headers, via);
 }
 
