@@ -208,12 +208,16 @@ impl Proxy {
         }
     }
 
-    /// Boxed for the reason `Proxy::handle` is.
+    /// Boxed for the reason `Proxy::handle` is, and as it is (made in its box).
     pub(super) fn handle_inner(
         self: Arc<Self>,
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
     ) -> Handled {
-        Box::pin(async move { self.run(req, super::Entry::Tunnel(&info)).await })
+        let slot = Box::new_uninit();
+        let handled = Box::write(slot, async move {
+            self.run(req, super::Entry::Tunnel(&info)).await
+        });
+        Box::into_pin(handled)
     }
 }

@@ -101,9 +101,15 @@ pub struct Proxy {
 impl Proxy {
     /// The service entry point: never fails; errors become JSON responses (in `error`), and every
     /// request leaves exactly one audit record. Boxed (`Handled`): hyper keeps room for its
-    /// service's future for as long as the client connection lives, idle or not.
+    /// service's future for as long as the client connection lives, idle or not. The box is
+    /// allocated first and the future made in it: `Box::pin(future)` makes the future (~5 KiB,
+    /// its room for every step) on the stack and copies it whole into the box.
     pub fn handle(self: Arc<Self>, req: Request<Incoming>, client: Arc<ClientConn>) -> Handled {
-        Box::pin(async move { self.run(req, Entry::Listener(&client)).await })
+        let slot = Box::new_uninit();
+        let handled = Box::write(slot, async move {
+            self.run(req, Entry::Listener(&client)).await
+        });
+        Box::into_pin(handled)
     }
 
     async fn run(

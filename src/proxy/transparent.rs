@@ -136,7 +136,12 @@ impl Proxy {
         req: Request<Incoming>,
         info: Arc<Redirected>,
     ) -> Handled {
-        Box::pin(async move { self.run(req, Entry::Transparent(&info)).await })
+        // Made in its box, as `Proxy::handle`'s is.
+        let slot = Box::new_uninit();
+        let handled = Box::write(slot, async move {
+            self.run(req, Entry::Transparent(&info)).await
+        });
+        Box::into_pin(handled)
     }
 
     /// A transparent connection that is not plain HTTP, to its end: TLS with a usable SNI is
