@@ -14,18 +14,18 @@ fn record(text: &str, n: u64) -> AuditRecord {
         decision_id: text.into(),
         agent: std::sync::Arc::new(AuditAgent {
             id: text.into(),
-            namespace: (n % 2 == 0).then(|| text.to_string()),
-            spiffe_id: (n % 3 == 0).then(|| format!("spiffe://x/{text}")),
+            namespace: (n.is_multiple_of(2)).then(|| text.to_string()),
+            spiffe_id: (n.is_multiple_of(3)).then(|| format!("spiffe://x/{text}")),
             service_account: (n % 4 == 1).then(|| text.to_string()),
             owner: (n % 2 == 1).then(|| format!("team-{text}")),
             expires: (n % 3 == 2).then(|| text.to_string()),
         }),
         intent: AuditIntent {
             name: (n % 2 == 1).then(|| text.into()),
-            task: (n % 5 == 0).then(|| text.to_string()),
+            task: (n.is_multiple_of(5)).then(|| text.to_string()),
             source: [None, Some(IntentSource::Header), Some(IntentSource::None)]
                 [(n % 3) as usize],
-            verified: n % 2 == 0,
+            verified: n.is_multiple_of(2),
         },
         connection: [
             None,
@@ -33,7 +33,7 @@ fn record(text: &str, n: u64) -> AuditRecord {
             Some(ConnectionMode::Transparent),
         ][(n % 3) as usize],
         method: "GET".into(),
-        scheme: (n % 2 == 0).then_some(Scheme::Https),
+        scheme: (n.is_multiple_of(2)).then_some(Scheme::Https),
         host: text.into(),
         port: u16::try_from(n % 65536).unwrap(),
         path: format!("/{text}"),
@@ -42,11 +42,11 @@ fn record(text: &str, n: u64) -> AuditRecord {
         reasons: (0..n % 4).map(|i| format!("{text}{i}")).collect(),
         error: (n % 3 == 1).then_some(ErrorCode::PolicyError),
         code: (n % 4 == 2).then_some(ErrorCode::IntentViolation),
-        credential: (n % 3 != 0).then(|| {
+        credential: (!n.is_multiple_of(3)).then(|| {
             std::sync::Arc::new(crate::audit::AuditCredential {
                 name: text.into(),
                 version: n,
-                expires: (n % 2 == 0).then(|| text.to_string()),
+                expires: (n.is_multiple_of(2)).then(|| text.to_string()),
             })
         }),
         policy_revision: text.into(),
@@ -72,15 +72,15 @@ fn record(text: &str, n: u64) -> AuditRecord {
                 reasons: (0..n % 3).map(|i| format!("{text}{i}")).collect(),
             })
         }),
-        trace: (n % 3 != 0).then(|| crate::audit::Trace {
+        trace: (!n.is_multiple_of(3)).then(|| crate::audit::Trace {
             trace_id: [n as u8; 16],
             span_id: [0xab; 8],
-            parent: (n % 2 == 0).then_some([0x0f; 8]),
+            parent: (n.is_multiple_of(2)).then_some([0x0f; 8]),
             flags: 1,
         }),
-        mcp: (n % 3 == 0).then(|| crate::mcp::Noted {
+        mcp: (n.is_multiple_of(3)).then(|| crate::mcp::Noted {
             method: text.into(),
-            tool: (n % 2 == 0).then(|| text.to_string()),
+            tool: (n.is_multiple_of(2)).then(|| text.to_string()),
         }),
         llm: (n % 3 == 1).then(|| {
             let model = serde_json::to_string(text).unwrap();
@@ -92,7 +92,7 @@ fn record(text: &str, n: u64) -> AuditRecord {
         at: None,
         budget: None,
         charge: None,
-        decision_header: (n % 2 == 0).then(|| http::HeaderValue::from_static("not written")),
+        decision_header: (n.is_multiple_of(2)).then(|| http::HeaderValue::from_static("not written")),
     }
 }
 

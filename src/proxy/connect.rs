@@ -205,12 +205,13 @@ impl Proxy {
                         let _count = count;
                         match upgrade.await {
                             Ok(upgraded) => {
-                                // Boxed once here: the task (moved when spawned, and again into
-                                // tokio's cell) stays small, though TLS and an HTTP server inside
-                                // make this future tens of KB.
+                                // Boxed here, made in its box: the task (moved when spawned,
+                                // and again into tokio's cell) stays small, though TLS and an
+                                // HTTP server inside make this future tens of KB.
                                 let mode = ConnectionMode::Intercepted;
                                 let io = TokioIo::new(upgraded);
-                                Box::pin(proxy.intercept(io, authority, mode, refused)).await
+                                super::pinned_in_box!(proxy.intercept(io, authority, mode, refused))
+                                    .await
                             }
                             Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
                         }

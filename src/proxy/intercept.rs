@@ -214,10 +214,6 @@ impl Proxy {
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
     ) -> Handled {
-        let slot = Box::new_uninit();
-        let handled = Box::write(slot, async move {
-            self.run(req, super::Entry::Tunnel(&info)).await
-        });
-        Box::into_pin(handled)
+        super::pinned_in_box!(async move { self.run(req, super::Entry::Tunnel(&info)).await })
     }
 }

@@ -2,6 +2,19 @@
 //! order written down in `pipeline`, `prepare` (src/proxy/prepare.rs) and `forward` (one comment
 //! per step, so a reader finds the path in few places).
 
+/// `Box::pin(future)` with the future made in its box (the box allocated first, then written):
+/// `Box::pin` makes the future on the stack (its room for every step: ~5 KiB for a request, tens
+/// of KB for an intercepted tunnel) and copies it whole into the box. A macro, so the future is
+/// made where it is written rather than passed to a function by value.
+macro_rules! pinned_in_box {
+    ($future:expr) => {{
+        // Bound first, so the box's type is the future's own (not a `dyn` the caller expects).
+        let made = ::std::boxed::Box::write(::std::boxed::Box::new_uninit(), $future);
+        ::std::boxed::Box::into_pin(made)
+    }};
+}
+use pinned_in_box;
+
 mod attest;
 mod audited;
 mod budget;
@@ -102,14 +115,9 @@ impl Proxy {
     /// The service entry point: never fails; errors become JSON responses (in `error`), and every
     /// request leaves exactly one audit record. Boxed (`Handled`): hyper keeps room for its
     /// service's future for as long as the client connection lives, idle or not. The box is
-    /// allocated first and the future made in it: `Box::pin(future)` makes the future (~5 KiB,
-    /// its room for every step) on the stack and copies it whole into the box.
+    /// made in place (`pinned_in_box!`).
     pub fn handle(self: Arc<Self>, req: Request<Incoming>, client: Arc<ClientConn>) -> Handled {
-        let slot = Box::new_uninit();
-        let handled = Box::write(slot, async move {
-            self.run(req, Entry::Listener(&client)).await
-        });
-        Box::into_pin(handled)
+        pinned_in_box!(async move { self.run(req, Entry::Listener(&client)).await })
     }
 
     async fn run(
@@ -221,7 +229,7 @@ impl Proxy {
                 //    request's future.
                 if req.method() == Method::CONNECT {
                     let start = client.in_flight.start();
-                    return Box::pin(self.connect(req, live, rec, start)).await;
+                    return pinned_in_box!(self.connect(req, live, rec, start)).await;
                 }
                 // 4. The canonical target: absolute-form only (origin-form means someone mistook
                 //    us for the origin), host and path canonicalised ONCE and used for the

@@ -137,11 +137,7 @@ impl Proxy {
         info: Arc<Redirected>,
     ) -> Handled {
         // Made in its box, as `Proxy::handle`'s is.
-        let slot = Box::new_uninit();
-        let handled = Box::write(slot, async move {
-            self.run(req, Entry::Transparent(&info)).await
-        });
-        Box::into_pin(handled)
+        super::pinned_in_box!(async move { self.run(req, Entry::Transparent(&info)).await })
     }
 
     /// A transparent connection that is not plain HTTP, to its end: TLS with a usable SNI is

@@ -34,7 +34,7 @@ impl Progress {
     pub(crate) fn advance(&mut self, bytes: u64) {
         self.done += bytes;
         self.lines += 1;
-        if !self.on || self.lines % EVERY != 0 {
+        if !self.on || !self.lines.is_multiple_of(EVERY) {
             return;
         }
         let now = Instant::now();
