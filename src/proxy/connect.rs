@@ -4,6 +4,7 @@
 //! with the bytes it moved. Intercepted: decided by the tunnel rule alone, its record written at
 //! the 200 (each inner request has its own); a refusal is answered inside the tunnel.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
-use tracing::{Instrument, debug, debug_span, info_span, warn};
+use tracing::{Instrument, Span, debug, debug_span, info_span, warn};
 
 use super::audited::Relayed;
 use super::gate::{self, LivePolicy, Refused};
@@ -164,8 +166,6 @@ impl Proxy {
         let target = authority.to_host_port();
         let id_header = HeaderValue::from_str(&id).ok();
         let upgrade = hyper::upgrade::on(req);
-        // One task type each: a spliced tunnel's future would otherwise be as large as an
-        // intercepted one's (TLS and an HTTP server), and be copied at that size when spawned.
         let relayed = match upstream {
             Some(upstream) => {
                 let idle = Duration::from_millis(self.cfg.limits.tunnel_idle_timeout_ms);
@@ -173,50 +173,38 @@ impl Proxy {
                 // At debug: a span at info costs ~10k instructions a tunnel (its fields
                 // formatted), and the one line at info or above names them itself.
                 let span = debug_span!("tunnel", %target, decision_id = %id);
-                tokio::spawn(
-                    async move {
-                        // The token lives as long as the tunnel: the connection guard stays out
-                        // of its bytes.
-                        let _token = token;
-                        let _count = count;
-                        match upgrade.await {
-                            Ok(upgraded) => {
-                                let closing = proxy.audit.closing();
-                                let s =
-                                    tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing)
-                                        .await;
-                                debug!(end = ?s.end, "tunnel ended");
-                                let _ = done.send(Relayed::from(&s));
-                            }
-                            Err(e) => {
-                                warn!(%target, decision_id = %id, error = %e, "CONNECT upgrade failed")
-                            }
-                        }
-                    }
-                    .instrument(span),
+                spawn_tunnel(
+                    token,
+                    count,
+                    upgrade,
+                    (target, id),
+                    span,
+                    move |upgraded| async move {
+                        let closing = proxy.audit.closing();
+                        let s =
+                            tunnel::splice(TokioIo::new(upgraded), upstream, idle, closing).await;
+                        debug!(end = ?s.end, "tunnel ended");
+                        let _ = done.send(Relayed::from(&s));
+                    },
                 );
                 Some(relayed)
             }
             None => {
                 let span = info_span!("tunnel", %target, decision_id = %id);
-                tokio::spawn(
-                    async move {
-                        let _token = token;
-                        let _count = count;
-                        match upgrade.await {
-                            Ok(upgraded) => {
-                                // Boxed here, made in its box: the task (moved when spawned,
-                                // and again into tokio's cell) stays small, though TLS and an
-                                // HTTP server inside make this future tens of KB.
-                                let mode = ConnectionMode::Intercepted;
-                                let io = TokioIo::new(upgraded);
-                                super::pinned_in_box!(proxy.intercept(io, authority, mode, refused))
-                                    .await
-                            }
-                            Err(e) => warn!(error = %e, "CONNECT upgrade failed"),
-                        }
-                    }
-                    .instrument(span),
+                spawn_tunnel(
+                    token,
+                    count,
+                    upgrade,
+                    (target, id),
+                    span,
+                    move |upgraded| async move {
+                        // Boxed here, made in its box: the task (moved when spawned, and again into
+                        // tokio's cell) stays small, though TLS and an HTTP server inside make this
+                        // future tens of KB.
+                        let mode = ConnectionMode::Intercepted;
+                        let io = TokioIo::new(upgraded);
+                        super::pinned_in_box!(proxy.intercept(io, authority, mode, refused)).await
+                    },
                 );
                 None
             }
@@ -233,4 +221,33 @@ impl Proxy {
             None => Outcome::Done(resp),
         })
     }
+}
+
+/// Runs a tunnel once its CONNECT is upgraded: `run` gets the client's stream. The in-flight token
+/// lives as long as the tunnel (the connection guard stays out of its bytes), and so does the
+/// tunnel count. Each caller's `run` makes a task type of its own: a spliced tunnel's future
+/// would otherwise be as large as an intercepted one's (TLS and an HTTP server) and be copied at
+/// that size when spawned.
+fn spawn_tunnel<F, R>(
+    token: InFlightToken,
+    count: TunnelCount,
+    upgrade: OnUpgrade,
+    (target, id): (String, String),
+    span: Span,
+    run: F,
+) where
+    F: FnOnce(Upgraded) -> R + Send + 'static,
+    R: Future<Output = ()> + Send,
+{
+    tokio::spawn(
+        async move {
+            let _token = token;
+            let _count = count;
+            match upgrade.await {
+                Ok(upgraded) => run(upgraded).await,
+                Err(e) => warn!(%target, decision_id = %id, error = %e, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
 }
