@@ -10,6 +10,7 @@
 # 4 connections to a local nginx, and the instructions are divided by REQUESTS. Needs valgrind,
 # nginx and oha (bench/load.sh installs the last two). Everything runs on 127.0.0.1.
 # KEEP_CALLGRIND=PREFIX keeps each profile as PREFIX.<basename of BIN> (for callgrind_annotate).
+# VALGRIND_EXTRA (optional) adds callgrind options, e.g. "--dump-instr=yes" for call sites.
 # The proxy logs at INTENTGATE_LOG (default info, as a deployment does).
 # EXTRA_YAML (optional) is appended to the proxy's config, e.g. a feature to measure on and off:
 #   EXTRA_YAML='telemetry: {otlp: {endpoint: "http://127.0.0.1:4318"}}' bench/instructions.sh BIN
@@ -119,7 +120,7 @@ EOF
     fi
     start_vg() {
         INTENTGATE_LOG="${INTENTGATE_LOG:-info}" valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$tmp/cg.%p" \
-            "$bin" serve --config "$tmp/proxy.yaml" 2>"$tmp/valgrind.err" &
+            ${VALGRIND_EXTRA:-} "$bin" serve --config "$tmp/proxy.yaml" 2>"$tmp/valgrind.err" &
         vg=$!
     }
     start_vg
