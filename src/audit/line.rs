@@ -8,6 +8,11 @@ use std::sync::Arc;
 
 use super::{AuditAgent, AuditRecord};
 
+#[path = "line_text.rs"]
+mod text;
+use text::{float, opt_string, put, to_escape, vocab};
+pub(super) use text::{escaped, string, uint};
+
 /// Appends `rec` as one JSON object (no newline) to `out`.
 pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
     line(rec, out, None);
@@ -75,7 +80,7 @@ fn shared<T: ?Sized>(
         render(&mut k.bytes, piece);
         k.of = Some(Arc::clone(piece));
     }
-    out.extend_from_slice(&k.bytes);
+    put(out, &k.bytes);
 }
 
 /// The agent as a JSON object.
@@ -255,178 +260,6 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
         let _ = serde_json::to_writer(&mut *out, b);
     }
     out.push(b'}');
-}
-
-/// A vocabulary word (an enum's name: nothing in it to escape) as a JSON string.
-fn vocab(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(to_escape(s.as_bytes()).is_none(), "{s}");
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-}
-
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
-/// (as serde_json writes them); everything else, UTF-8 included, as is.
-pub(super) fn string(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    escaped(out, s);
-    out.push(b'"');
-}
-
-/// `string` without its quotes.
-pub(super) fn escaped(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    while let Some(n) = to_escape(&bytes[start..]) {
-        let i = start + n;
-        out.extend_from_slice(&bytes[start..i]);
-        escape(out, bytes[i]);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Where the first byte JSON must escape (`"`, `\`, a control character) is, tested eight bytes
-/// at a time (most strings hold none: ids, names, paths); a string's last bytes are tested as
-/// its last eight (overlapping those before), or, in a string shorter than eight, padded.
-fn to_escape(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while let Some(word) = bytes.get(at..at + 8) {
-        let m = dirty(word);
-        if m != 0 {
-            return Some(at + first(m));
-        }
-        at += 8;
-    }
-    if at == bytes.len() {
-        return None;
-    }
-    let (from, m) = match bytes.len().checked_sub(8) {
-        // The bytes before `at` are clean, so the first one found is at `at` or after.
-        Some(from) => (from, dirty(&bytes[from..])),
-        None => {
-            let mut padded = [b'a'; 8];
-            padded[..bytes.len()].copy_from_slice(bytes);
-            (0, dirty(&padded))
-        }
-    };
-    (m != 0).then(|| from + first(m))
-}
-
-/// The bytes of `word` (eight) JSON must escape, as their high bits. Exact as a whole (zero when
-/// none is); of the bits set, the lowest is the first such byte (a borrow only moves up).
-fn dirty(word: &[u8]) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut w = [0; 8];
-    w.copy_from_slice(word);
-    let x = u64::from_le_bytes(w);
-    // A byte below 0x20, or equal to '"' or '\' (zero once xored with it), with its high bit
-    // clear (`!x`: the xors keep the high bit).
-    let low = x.wrapping_sub(ONES * 0x20);
-    let quote = (x ^ (ONES * 0x22)).wrapping_sub(ONES);
-    let backslash = (x ^ (ONES * 0x5c)).wrapping_sub(ONES);
-    (low | quote | backslash) & !x & HIGH
-}
-
-/// The position in its word of the lowest byte `dirty` found.
-fn first(m: u64) -> usize {
-    (m.trailing_zeros() / 8) as usize
-}
-
-fn escape(out: &mut Vec<u8>, b: u8) {
-    let short = match b {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        b'\n' => b'n',
-        b'\r' => b'r',
-        b'\t' => b't',
-        0x08 => b'b',
-        0x0c => b'f',
-        _ => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-            return;
-        }
-    };
-    out.push(b'\\');
-    out.push(short);
-}
-
-/// The two-digit numbers 00 to 99, written.
-const PAIRS: [u8; 200] = {
-    let mut t = [0; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// `n` in decimal, two digits a step.
-pub(super) fn uint(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    while n >= 100 {
-        let i = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
-    }
-    if n >= 10 {
-        let i = n as usize * 2;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
-    } else {
-        at -= 1;
-        buf[at] = b'0' + n as u8;
-    }
-    out.extend_from_slice(&buf[at..]);
-}
-
-/// As serde_json writes an `f64` (shortest round-trip form; `null` if not finite).
-///
-/// A duration is whole microseconds in milliseconds (`millis`): `n / 1000`. Below 10^15 its
-/// decimal form (trailing zeros trimmed, at least one fraction digit) has at most 15
-/// significant digits, so no shorter decimal reads back as the same `f64` (no two decimals of
-/// 15 digits or fewer share one) and it is the shortest round-trip form; under 10^12 serde_json
-/// writes it without an exponent. Any other value goes through serde_json.
-fn float(out: &mut Vec<u8>, f: f64) {
-    // Rounded half up by truncation (no libm call); the check below is what makes it right.
-    let n = (f * 1000.0 + 0.5) as u64;
-    if f.is_sign_positive() && n < 1_000_000_000_000_000 && n as f64 / 1000.0 == f {
-        uint(out, n / 1000);
-        let frac = n % 1000;
-        let digits = [
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        let keep = if frac.is_multiple_of(100) {
-            2
-        } else if frac.is_multiple_of(10) {
-            3
-        } else {
-            4
-        };
-        out.extend_from_slice(&digits[..keep]);
-    } else if serde_json::to_writer(&mut *out, &f).is_err() {
-        out.extend_from_slice(b"null");
-    }
 }
 
 #[cfg(test)]
