@@ -7,10 +7,13 @@
 use std::sync::Arc;
 
 use super::{AuditAgent, AuditRecord};
+use crate::config::Mode;
+use crate::intent::IntentSource;
+use crate::vocab::{ConnectionMode, Scheme, Verdict};
 
 #[path = "line_text.rs"]
 mod text;
-use text::{float, opt_string, put, to_escape, vocab};
+use text::{Word, float, opt_string, put, to_escape, vocab, words_of};
 pub(super) use text::{escaped, string, uint};
 
 /// Appends `rec` as one JSON object (no newline) to `out`.
@@ -100,6 +103,34 @@ fn agent(out: &mut Vec<u8>, a: &AuditAgent) {
     out.push(b'}');
 }
 
+/// `source` as a word (the enum's own spelling: a test checks each).
+fn source(s: Option<IntentSource>) -> &'static Word {
+    const HEADER: Word = Word::of("header");
+    const SESSION: Word = Word::of("session");
+    const TOKEN: Word = Word::of("token");
+    const DEFAULT: Word = Word::of("default");
+    const NONE: Word = Word::of("none");
+    match s {
+        None => &Word::BLANK,
+        Some(IntentSource::Header) => &HEADER,
+        Some(IntentSource::Session) => &SESSION,
+        Some(IntentSource::Token) => &TOKEN,
+        Some(IntentSource::Default) => &DEFAULT,
+        Some(IntentSource::None) => &NONE,
+    }
+}
+
+/// `mode` as a word (the enum's own spelling: a test checks each).
+fn mode(m: Option<Mode>) -> &'static Word {
+    const ENFORCE: Word = Word::of("enforce");
+    const MONITOR: Word = Word::of("monitor");
+    match m {
+        None => &Word::BLANK,
+        Some(Mode::Enforce) => &ENFORCE,
+        Some(Mode::Monitor) => &MONITOR,
+    }
+}
+
 fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<'_>)>) {
     out.reserve(1024);
     let (mut repeats, stamp) = kept.unzip();
@@ -140,17 +171,21 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     out.extend_from_slice(b",\"task\":");
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
-    vocab(out, rec.intent.source.map_or("", |s| s.as_str()));
+    source(rec.intent.source).put(out);
     out.extend_from_slice(if rec.intent.verified {
         b",\"verified\":true},\"connection\":"
     } else {
         b",\"verified\":false},\"connection\":"
     });
-    vocab(out, rec.connection.map_or("", |c| c.as_str()));
+    rec.connection
+        .map_or(&Word::BLANK, |c| &words_of!(ConnectionMode)[c as usize])
+        .put(out);
     out.extend_from_slice(b",\"method\":");
     string(out, &rec.method);
     out.extend_from_slice(b",\"scheme\":");
-    vocab(out, rec.scheme.map_or("", |s| s.as_str()));
+    rec.scheme
+        .map_or(&Word::BLANK, |s| &words_of!(Scheme)[s as usize])
+        .put(out);
     out.extend_from_slice(b",\"host\":");
     string(out, &rec.host);
     out.extend_from_slice(b",\"port\":");
@@ -158,9 +193,11 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     out.extend_from_slice(b",\"path\":");
     string(out, &rec.path);
     out.extend_from_slice(b",\"decision\":");
-    vocab(out, rec.decision.map_or("", |d| d.as_str()));
+    rec.decision
+        .map_or(&Word::BLANK, |d| &words_of!(Verdict)[d as usize])
+        .put(out);
     out.extend_from_slice(b",\"mode\":");
-    vocab(out, rec.mode.map_or("", |m| m.as_str()));
+    mode(rec.mode).put(out);
     out.extend_from_slice(b",\"reasons\":[");
     for (i, r) in rec.reasons.iter().enumerate() {
         if i > 0 {
@@ -214,7 +251,7 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     out.push(b'}');
     if let Some(sh) = &rec.shadow {
         out.extend_from_slice(b",\"shadow\":{\"decision\":");
-        vocab(out, sh.decision.as_str());
+        words_of!(Verdict)[sh.decision as usize].put(out);
         if let Some(c) = sh.code {
             out.extend_from_slice(b",\"code\":");
             vocab(out, c.as_str());

@@ -381,3 +381,36 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
     }
 }
 
+#[test]
+fn each_word_is_its_value_s_spelling_quoted() {
+    let word = |w: &Word| {
+        let mut out = b"x".to_vec();
+        w.put(&mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let quoted = |s: &str| format!("x\"{s}\"");
+    for c in ConnectionMode::ALL {
+        assert_eq!(word(&words_of!(ConnectionMode)[*c as usize]), quoted(c.as_str()));
+    }
+    for s in Scheme::ALL {
+        assert_eq!(word(&words_of!(Scheme)[*s as usize]), quoted(s.as_str()));
+    }
+    for v in Verdict::ALL {
+        assert_eq!(word(&words_of!(Verdict)[*v as usize]), quoted(v.as_str()));
+    }
+    for s in [
+        IntentSource::Header,
+        IntentSource::Session,
+        IntentSource::Token,
+        IntentSource::Default,
+        IntentSource::None,
+    ] {
+        assert_eq!(word(source(Some(s))), quoted(s.as_str()));
+    }
+    for m in [Mode::Enforce, Mode::Monitor] {
+        assert_eq!(word(mode(Some(m))), quoted(m.as_str()));
+    }
+    assert_eq!(word(source(None)), quoted(""));
+    assert_eq!(word(mode(None)), quoted(""));
+    assert_eq!(word(&Word::BLANK), quoted(""));
+}

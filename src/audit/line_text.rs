@@ -254,6 +254,60 @@ pub(super) fn float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// A vocabulary word as a JSON string, its quotes included, in a block of 16 bytes.
+#[derive(Clone, Copy)]
+pub(super) struct Word {
+    text: [u8; 16],
+    len: usize,
+}
+
+impl Word {
+    /// `""`: an optional word not known yet.
+    pub(super) const BLANK: Word = Word::of("");
+
+    /// `s` quoted (at most 14 bytes, nothing to escape: checked when the constant is made).
+    pub(super) const fn of(s: &str) -> Word {
+        let b = s.as_bytes();
+        assert!(b.len() + 2 <= 16, "a word too long for its block");
+        let mut text = [0; 16];
+        text[0] = b'"';
+        let mut i = 0;
+        while i < b.len() {
+            assert!(b[i] >= 0x20 && b[i] != b'"' && b[i] != b'\\' && b[i] < 0x80);
+            text[i + 1] = b[i];
+            i += 1;
+        }
+        text[b.len() + 1] = b'"';
+        Word {
+            text,
+            len: b.len() + 2,
+        }
+    }
+
+    pub(super) fn put(&self, out: &mut Vec<u8>) {
+        block(out, &self.text, self.len);
+    }
+}
+
+/// The `Word`s of a `words!` enum (`crate::vocab`), indexed by the value (`as usize`: its place
+/// in `ALL`, checked when the table is made).
+macro_rules! words_of {
+    ($t:ty) => {{
+        const TABLE: [Word; <$t>::ALL.len()] = {
+            let mut t = [Word::BLANK; <$t>::ALL.len()];
+            let mut i = 0;
+            while i < t.len() {
+                assert!(<$t>::ALL[i] as usize == i);
+                t[i] = Word::of(<$t>::ALL[i].as_str());
+                i += 1;
+            }
+            t
+        };
+        &TABLE
+    }};
+}
+pub(super) use words_of;
+
 /// A vocabulary word (an enum's name: nothing in it to escape) as a JSON string.
 pub(super) fn vocab(out: &mut Vec<u8>, s: &str) {
     debug_assert!(to_escape(s.as_bytes()).is_none(), "{s}");
