@@ -34,14 +34,49 @@ pub(super) struct Stamp<'a> {
 }
 
 /// The pieces of a line the records of one configuration share, kept written: the agent (one
-/// per configuration), the intent's name and the policy revision (each shared by the records
-/// that carry it). A piece is known by its `Arc`, held here, so a new one is never mistaken for
-/// it.
+/// per configuration) with the intent's name after it, and the policy revision (each shared by
+/// the records that carry it). A piece is known by its `Arc`s, held here, so a new one is never
+/// mistaken for it.
 #[derive(Default)]
 pub(super) struct Repeats {
-    agent: Kept<AuditAgent>,
-    intent: Kept<str>,
+    head: Head,
     revision: Kept<str>,
+}
+
+/// The agent and the intent's name, adjacent in a line, kept as one piece (one copy a line):
+/// from `,"agent":` to `,"task":`.
+#[derive(Default)]
+struct Head {
+    of: Option<(Arc<AuditAgent>, Option<Arc<str>>)>,
+    bytes: Vec<u8>,
+}
+
+impl Head {
+    fn write(&mut self, out: &mut Vec<u8>, agent: &Arc<AuditAgent>, name: Option<&Arc<str>>) {
+        let same = self.of.as_ref().is_some_and(|(a, n)| {
+            Arc::ptr_eq(a, agent)
+                && match (n, name) {
+                    (None, None) => true,
+                    (Some(n), Some(name)) => Arc::ptr_eq(n, name),
+                    _ => false,
+                }
+        });
+        if !same {
+            self.bytes.clear();
+            head(&mut self.bytes, agent, name.map(|n| &**n));
+            self.of = Some((Arc::clone(agent), name.cloned()));
+        }
+        out.extend_from_slice(&self.bytes);
+    }
+}
+
+/// The agent and the intent's name: `,"agent":{…},"intent":{"name":…,"task":`.
+fn head(out: &mut Vec<u8>, a: &AuditAgent, name: Option<&str>) {
+    out.extend_from_slice(b",\"agent\":");
+    agent(out, a);
+    out.extend_from_slice(b",\"intent\":{\"name\":");
+    opt_string(out, name);
+    out.extend_from_slice(b",\"task\":");
 }
 
 impl Repeats {
@@ -156,19 +191,10 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
         }
     }
     string(out, &rec.decision_id);
-    out.extend_from_slice(b",\"agent\":");
-    shared(
-        out,
-        &rec.agent,
-        repeats.as_mut().map(|r| &mut r.agent),
-        agent,
-    );
-    out.extend_from_slice(b",\"intent\":{\"name\":");
-    match &rec.intent.name {
-        Some(name) => shared(out, name, repeats.as_mut().map(|r| &mut r.intent), string),
-        None => out.extend_from_slice(b"null"),
+    match repeats.as_mut() {
+        Some(r) => r.head.write(out, &rec.agent, rec.intent.name.as_ref()),
+        None => head(out, &rec.agent, rec.intent.name.as_deref()),
     }
-    out.extend_from_slice(b",\"task\":");
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
     source(rec.intent.source).put(out);
