@@ -337,7 +337,11 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
         let (mut a, mut b) = (b"{\"k\":".to_vec(), b"{\"k\":".to_vec());
         write(&mut a);
         old(&mut b);
-        assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b), "{what}");
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b),
+            "{what}"
+        );
     };
     let mut nums = vec![0, 1, 9, 10, 99, 100, u64::MAX, u64::MAX - 1, u64::MAX / 10];
     let mut p = 1u64;
@@ -352,20 +356,46 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
     for whole in [0u64, 1, 12, 999, 1_000_000, 999_999_999_999] {
         for frac in 0..1000u64 {
             let us = whole * 1000 + frac;
-            for f in [us as f64 / 1e3, (us as f64 + 0.4) / 1e3, (us as f64 - 0.4) / 1e3] {
-                both(&|o| float(o, f), &|o| before::float(o, f), &format!("{f:e}"));
+            for f in [
+                us as f64 / 1e3,
+                (us as f64 + 0.4) / 1e3,
+                (us as f64 - 0.4) / 1e3,
+            ] {
+                both(
+                    &|o| float(o, f),
+                    &|o| before::float(o, f),
+                    &format!("{f:e}"),
+                );
             }
         }
     }
-    for f in [1e-7, 5e-4, 4.9999e-4, 1e15, 1e21, -0.0, -1.0, f64::MAX, f64::MIN_POSITIVE] {
-        both(&|o| float(o, f), &|o| before::float(o, f), &format!("{f:e}"));
+    for f in [
+        1e-7,
+        5e-4,
+        4.9999e-4,
+        1e15,
+        1e21,
+        -0.0,
+        -1.0,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+    ] {
+        both(
+            &|o| float(o, f),
+            &|o| before::float(o, f),
+            &format!("{f:e}"),
+        );
     }
     // Every control byte, quote and backslash, and non-ASCII, at every place of every length
     // to 40 (one padded word, one to four words, the copies of 8 and 16 bytes, the long copy).
     let mut odd: Vec<String> = (0u8..0x20).map(|b| char::from(b).to_string()).collect();
     odd.extend(["\"", "\\", "\u{7f}", "é", "日本", "🚀", "\u{2028}"].map(String::from));
     for len in 0..40 {
-        both(&|o| escaped(o, &"x".repeat(len)), &|o| before::escaped(o, &"x".repeat(len)), "");
+        both(
+            &|o| escaped(o, &"x".repeat(len)),
+            &|o| before::escaped(o, &"x".repeat(len)),
+            "",
+        );
         for at in 0..=len {
             for c in &odd {
                 let s = format!("{}{c}{}", "y".repeat(at), "z".repeat(len - at));
@@ -377,7 +407,11 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
     // `put`: every length, as `extend_from_slice`.
     let bytes: Vec<u8> = (0..80u8).collect();
     for len in 0..80 {
-        both(&|o| put(o, &bytes[..len]), &|o| o.extend_from_slice(&bytes[..len]), "put");
+        both(
+            &|o| put(o, &bytes[..len]),
+            &|o| o.extend_from_slice(&bytes[..len]),
+            "put",
+        );
     }
 }
 
@@ -390,7 +424,10 @@ fn each_word_is_its_value_s_spelling_quoted() {
     };
     let quoted = |s: &str| format!("x\"{s}\"");
     for c in ConnectionMode::ALL {
-        assert_eq!(word(&words_of!(ConnectionMode)[*c as usize]), quoted(c.as_str()));
+        assert_eq!(
+            word(&words_of!(ConnectionMode)[*c as usize]),
+            quoted(c.as_str())
+        );
     }
     for s in Scheme::ALL {
         assert_eq!(word(&words_of!(Scheme)[*s as usize]), quoted(s.as_str()));

@@ -144,10 +144,7 @@ impl Writer {
     /// Takes the messages taken from the queue, in order. All of them: while blocked the
     /// records are held in `pending` (and counted in `unwritten`) as the queue would hold them.
     fn take_all(&mut self, taken: &mut Vec<Msg>) {
-        let records = taken
-            .iter()
-            .filter(|m| matches!(m, Msg::Record(_)))
-            .count();
+        let records = taken.iter().filter(|m| matches!(m, Msg::Record(_))).count();
         self.shared.metrics.audit_queue_depth.sub(records as i64);
         for msg in taken.drain(..) {
             self.take(msg);
