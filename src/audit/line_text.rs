@@ -316,3 +316,7 @@ pub(super) fn vocab(out: &mut Vec<u8>, s: &str) {
     put(out, s.as_bytes());
     out.push(b'"');
 }
+
+#[cfg(test)]
+#[path = "line_text_tests.rs"]
+mod tests;
