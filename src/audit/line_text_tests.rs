@@ -47,9 +47,9 @@ mod before {
                 b'0' + (frac / 10 % 10) as u8,
                 b'0' + (frac % 10) as u8,
             ];
-            let keep = if frac % 100 == 0 {
+            let keep = if frac.is_multiple_of(100) {
                 2
-            } else if frac % 10 == 0 {
+            } else if frac.is_multiple_of(10) {
                 3
             } else {
                 4
