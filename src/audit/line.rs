@@ -7,6 +7,14 @@
 use std::sync::Arc;
 
 use super::{AuditAgent, AuditRecord};
+use crate::config::Mode;
+use crate::intent::IntentSource;
+use crate::vocab::{ConnectionMode, Scheme, Verdict};
+
+#[path = "line_text.rs"]
+mod text;
+use text::{Word, float, opt_string, put, to_escape, vocab, words_of};
+pub(super) use text::{escaped, string, uint};
 
 /// Appends `rec` as one JSON object (no newline) to `out`.
 pub fn write(rec: &AuditRecord, out: &mut Vec<u8>) {
@@ -26,14 +34,49 @@ pub(super) struct Stamp<'a> {
 }
 
 /// The pieces of a line the records of one configuration share, kept written: the agent (one
-/// per configuration), the intent's name and the policy revision (each shared by the records
-/// that carry it). A piece is known by its `Arc`, held here, so a new one is never mistaken for
-/// it.
+/// per configuration) with the intent's name after it, and the policy revision (each shared by
+/// the records that carry it). A piece is known by its `Arc`s, held here, so a new one is never
+/// mistaken for it.
 #[derive(Default)]
 pub(super) struct Repeats {
-    agent: Kept<AuditAgent>,
-    intent: Kept<str>,
+    head: Head,
     revision: Kept<str>,
+}
+
+/// The agent and the intent's name, adjacent in a line, kept as one piece (one copy a line):
+/// from `,"agent":` to `,"task":`.
+#[derive(Default)]
+struct Head {
+    of: Option<(Arc<AuditAgent>, Option<Arc<str>>)>,
+    bytes: Vec<u8>,
+}
+
+impl Head {
+    fn write(&mut self, out: &mut Vec<u8>, agent: &Arc<AuditAgent>, name: Option<&Arc<str>>) {
+        let same = self.of.as_ref().is_some_and(|(a, n)| {
+            Arc::ptr_eq(a, agent)
+                && match (n, name) {
+                    (None, None) => true,
+                    (Some(n), Some(name)) => Arc::ptr_eq(n, name),
+                    _ => false,
+                }
+        });
+        if !same {
+            self.bytes.clear();
+            head(&mut self.bytes, agent, name.map(|n| &**n));
+            self.of = Some((Arc::clone(agent), name.cloned()));
+        }
+        out.extend_from_slice(&self.bytes);
+    }
+}
+
+/// The agent and the intent's name: `,"agent":{…},"intent":{"name":…,"task":`.
+fn head(out: &mut Vec<u8>, a: &AuditAgent, name: Option<&str>) {
+    out.extend_from_slice(b",\"agent\":");
+    agent(out, a);
+    out.extend_from_slice(b",\"intent\":{\"name\":");
+    opt_string(out, name);
+    out.extend_from_slice(b",\"task\":");
 }
 
 impl Repeats {
@@ -75,7 +118,7 @@ fn shared<T: ?Sized>(
         render(&mut k.bytes, piece);
         k.of = Some(Arc::clone(piece));
     }
-    out.extend_from_slice(&k.bytes);
+    put(out, &k.bytes);
 }
 
 /// The agent as a JSON object.
@@ -93,6 +136,34 @@ fn agent(out: &mut Vec<u8>, a: &AuditAgent) {
     out.extend_from_slice(b",\"expires\":");
     opt_string(out, a.expires.as_deref());
     out.push(b'}');
+}
+
+/// `source` as a word (the enum's own spelling: a test checks each).
+fn source(s: Option<IntentSource>) -> &'static Word {
+    const HEADER: Word = Word::of("header");
+    const SESSION: Word = Word::of("session");
+    const TOKEN: Word = Word::of("token");
+    const DEFAULT: Word = Word::of("default");
+    const NONE: Word = Word::of("none");
+    match s {
+        None => &Word::BLANK,
+        Some(IntentSource::Header) => &HEADER,
+        Some(IntentSource::Session) => &SESSION,
+        Some(IntentSource::Token) => &TOKEN,
+        Some(IntentSource::Default) => &DEFAULT,
+        Some(IntentSource::None) => &NONE,
+    }
+}
+
+/// `mode` as a word (the enum's own spelling: a test checks each).
+fn mode(m: Option<Mode>) -> &'static Word {
+    const ENFORCE: Word = Word::of("enforce");
+    const MONITOR: Word = Word::of("monitor");
+    match m {
+        None => &Word::BLANK,
+        Some(Mode::Enforce) => &ENFORCE,
+        Some(Mode::Monitor) => &MONITOR,
+    }
 }
 
 fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<'_>)>) {
@@ -120,32 +191,27 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
         }
     }
     string(out, &rec.decision_id);
-    out.extend_from_slice(b",\"agent\":");
-    shared(
-        out,
-        &rec.agent,
-        repeats.as_mut().map(|r| &mut r.agent),
-        agent,
-    );
-    out.extend_from_slice(b",\"intent\":{\"name\":");
-    match &rec.intent.name {
-        Some(name) => shared(out, name, repeats.as_mut().map(|r| &mut r.intent), string),
-        None => out.extend_from_slice(b"null"),
+    match repeats.as_mut() {
+        Some(r) => r.head.write(out, &rec.agent, rec.intent.name.as_ref()),
+        None => head(out, &rec.agent, rec.intent.name.as_deref()),
     }
-    out.extend_from_slice(b",\"task\":");
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
-    vocab(out, rec.intent.source.map_or("", |s| s.as_str()));
+    source(rec.intent.source).put(out);
     out.extend_from_slice(if rec.intent.verified {
         b",\"verified\":true},\"connection\":"
     } else {
         b",\"verified\":false},\"connection\":"
     });
-    vocab(out, rec.connection.map_or("", |c| c.as_str()));
+    rec.connection
+        .map_or(&Word::BLANK, |c| &words_of!(ConnectionMode)[c as usize])
+        .put(out);
     out.extend_from_slice(b",\"method\":");
     string(out, &rec.method);
     out.extend_from_slice(b",\"scheme\":");
-    vocab(out, rec.scheme.map_or("", |s| s.as_str()));
+    rec.scheme
+        .map_or(&Word::BLANK, |s| &words_of!(Scheme)[s as usize])
+        .put(out);
     out.extend_from_slice(b",\"host\":");
     string(out, &rec.host);
     out.extend_from_slice(b",\"port\":");
@@ -153,9 +219,11 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     out.extend_from_slice(b",\"path\":");
     string(out, &rec.path);
     out.extend_from_slice(b",\"decision\":");
-    vocab(out, rec.decision.map_or("", |d| d.as_str()));
+    rec.decision
+        .map_or(&Word::BLANK, |d| &words_of!(Verdict)[d as usize])
+        .put(out);
     out.extend_from_slice(b",\"mode\":");
-    vocab(out, rec.mode.map_or("", |m| m.as_str()));
+    mode(rec.mode).put(out);
     out.extend_from_slice(b",\"reasons\":[");
     for (i, r) in rec.reasons.iter().enumerate() {
         if i > 0 {
@@ -209,7 +277,7 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     out.push(b'}');
     if let Some(sh) = &rec.shadow {
         out.extend_from_slice(b",\"shadow\":{\"decision\":");
-        vocab(out, sh.decision.as_str());
+        words_of!(Verdict)[sh.decision as usize].put(out);
         if let Some(c) = sh.code {
             out.extend_from_slice(b",\"code\":");
             vocab(out, c.as_str());
@@ -255,178 +323,6 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
         let _ = serde_json::to_writer(&mut *out, b);
     }
     out.push(b'}');
-}
-
-/// A vocabulary word (an enum's name: nothing in it to escape) as a JSON string.
-fn vocab(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(to_escape(s.as_bytes()).is_none(), "{s}");
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-}
-
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
-/// (as serde_json writes them); everything else, UTF-8 included, as is.
-pub(super) fn string(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    escaped(out, s);
-    out.push(b'"');
-}
-
-/// `string` without its quotes.
-pub(super) fn escaped(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    while let Some(n) = to_escape(&bytes[start..]) {
-        let i = start + n;
-        out.extend_from_slice(&bytes[start..i]);
-        escape(out, bytes[i]);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Where the first byte JSON must escape (`"`, `\`, a control character) is, tested eight bytes
-/// at a time (most strings hold none: ids, names, paths); a string's last bytes are tested as
-/// its last eight (overlapping those before), or, in a string shorter than eight, padded.
-fn to_escape(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while let Some(word) = bytes.get(at..at + 8) {
-        let m = dirty(word);
-        if m != 0 {
-            return Some(at + first(m));
-        }
-        at += 8;
-    }
-    if at == bytes.len() {
-        return None;
-    }
-    let (from, m) = match bytes.len().checked_sub(8) {
-        // The bytes before `at` are clean, so the first one found is at `at` or after.
-        Some(from) => (from, dirty(&bytes[from..])),
-        None => {
-            let mut padded = [b'a'; 8];
-            padded[..bytes.len()].copy_from_slice(bytes);
-            (0, dirty(&padded))
-        }
-    };
-    (m != 0).then(|| from + first(m))
-}
-
-/// The bytes of `word` (eight) JSON must escape, as their high bits. Exact as a whole (zero when
-/// none is); of the bits set, the lowest is the first such byte (a borrow only moves up).
-fn dirty(word: &[u8]) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut w = [0; 8];
-    w.copy_from_slice(word);
-    let x = u64::from_le_bytes(w);
-    // A byte below 0x20, or equal to '"' or '\' (zero once xored with it), with its high bit
-    // clear (`!x`: the xors keep the high bit).
-    let low = x.wrapping_sub(ONES * 0x20);
-    let quote = (x ^ (ONES * 0x22)).wrapping_sub(ONES);
-    let backslash = (x ^ (ONES * 0x5c)).wrapping_sub(ONES);
-    (low | quote | backslash) & !x & HIGH
-}
-
-/// The position in its word of the lowest byte `dirty` found.
-fn first(m: u64) -> usize {
-    (m.trailing_zeros() / 8) as usize
-}
-
-fn escape(out: &mut Vec<u8>, b: u8) {
-    let short = match b {
-        b'"' => b'"',
-        b'\\' => b'\\',
-        b'\n' => b'n',
-        b'\r' => b'r',
-        b'\t' => b't',
-        0x08 => b'b',
-        0x0c => b'f',
-        _ => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-            return;
-        }
-    };
-    out.push(b'\\');
-    out.push(short);
-}
-
-/// The two-digit numbers 00 to 99, written.
-const PAIRS: [u8; 200] = {
-    let mut t = [0; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// `n` in decimal, two digits a step.
-pub(super) fn uint(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    while n >= 100 {
-        let i = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
-    }
-    if n >= 10 {
-        let i = n as usize * 2;
-        at -= 2;
-        buf[at..at + 2].copy_from_slice(&PAIRS[i..i + 2]);
-    } else {
-        at -= 1;
-        buf[at] = b'0' + n as u8;
-    }
-    out.extend_from_slice(&buf[at..]);
-}
-
-/// As serde_json writes an `f64` (shortest round-trip form; `null` if not finite).
-///
-/// A duration is whole microseconds in milliseconds (`millis`): `n / 1000`. Below 10^15 its
-/// decimal form (trailing zeros trimmed, at least one fraction digit) has at most 15
-/// significant digits, so no shorter decimal reads back as the same `f64` (no two decimals of
-/// 15 digits or fewer share one) and it is the shortest round-trip form; under 10^12 serde_json
-/// writes it without an exponent. Any other value goes through serde_json.
-fn float(out: &mut Vec<u8>, f: f64) {
-    // Rounded half up by truncation (no libm call); the check below is what makes it right.
-    let n = (f * 1000.0 + 0.5) as u64;
-    if f.is_sign_positive() && n < 1_000_000_000_000_000 && n as f64 / 1000.0 == f {
-        uint(out, n / 1000);
-        let frac = n % 1000;
-        let digits = [
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
-        let keep = if frac.is_multiple_of(100) {
-            2
-        } else if frac.is_multiple_of(10) {
-            3
-        } else {
-            4
-        };
-        out.extend_from_slice(&digits[..keep]);
-    } else if serde_json::to_writer(&mut *out, &f).is_err() {
-        out.extend_from_slice(b"null");
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +22,9 @@ use crate::config::{AuditFormat, AuditOnFailure};
 const GATHER: Duration = Duration::from_millis(5);
 /// A batch is written once it holds this many bytes, or when the queue runs empty.
 const BATCH: usize = 64 * 1024;
+/// At most this many messages are taken from the queue at once: their places in it are given
+/// back together (one release of the queue's semaphore for the lot, not one a record).
+const TAKE: usize = 64;
 /// The first and the longest wait between two tries of a blocked write.
 const RETRY_FIRST: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_millis(500);
@@ -79,6 +83,7 @@ pub(super) fn run(
         written: Vec::new(),
     };
     let mut retry = RETRY_FIRST;
+    let mut taken = Vec::with_capacity(TAKE);
     loop {
         // Blocked: the queue is held (requests get 503) until the sink takes what is pending.
         if w.holds() {
@@ -88,27 +93,38 @@ pub(super) fn run(
             continue;
         }
         retry = RETRY_FIRST;
-        let Some(msg) = rx.blocking_recv() else { break };
-        w.take(msg);
+        if rx.blocking_recv_many(&mut taken, TAKE) == 0 {
+            break;
+        }
+        w.take_all(&mut taken);
         while !w.holds() {
-            match rx.try_recv() {
-                Ok(next) => w.take(next),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
+            match queued(&mut rx, &mut taken) {
+                Some(0) => break, // every sender gone
+                Some(_) => w.take_all(&mut taken),
+                None => {
                     // A failed write: `block` retries above; `continue` waits for the next record.
                     if !w.write_pending() {
                         break;
                     }
                     std::thread::sleep(GATHER);
-                    match rx.try_recv() {
-                        Ok(next) => w.take(next),
-                        Err(_) => break,
+                    match queued(&mut rx, &mut taken) {
+                        Some(1..) => w.take_all(&mut taken),
+                        _ => break,
                     }
                 }
             }
         }
     }
     w.write_pending();
+}
+
+/// Moves what is queued (up to `TAKE` messages) into `taken` without waiting: `None` if nothing
+/// is, `Some(0)` once every sender is gone and the queue is empty.
+fn queued(rx: &mut mpsc::Receiver<Msg>, taken: &mut Vec<Msg>) -> Option<usize> {
+    match rx.poll_recv_many(&mut Context::from_waker(Waker::noop()), taken, TAKE) {
+        Poll::Ready(n) => Some(n),
+        Poll::Pending => None,
+    }
 }
 
 /// Fills `rec`'s `time` and `boot_id` (their allocations kept) with what its line says.
@@ -125,10 +141,23 @@ impl Writer {
         self.failing && self.shared.on_failure == AuditOnFailure::Block
     }
 
+    /// Takes the messages taken from the queue, in order. All of them: while blocked the
+    /// records are held in `pending` (and counted in `unwritten`) as the queue would hold them.
+    fn take_all(&mut self, taken: &mut Vec<Msg>) {
+        let records = taken.iter().filter(|m| matches!(m, Msg::Record(_))).count();
+        self.shared.metrics.audit_queue_depth.sub(records as i64);
+        for msg in taken.drain(..) {
+            self.take(msg);
+        }
+        if self.holds() {
+            let lines = self.pending.iter().filter(|&&b| b == b'\n').count();
+            self.shared.unwritten.store(lines, Ordering::Relaxed);
+        }
+    }
+
     fn take(&mut self, msg: Msg) {
         match msg {
             Msg::Record(rec) => {
-                self.shared.metrics.audit_queue_depth.dec();
                 self.push(rec);
                 if self.pending.len() >= BATCH {
                     self.write_pending();
