@@ -65,7 +65,7 @@ use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 pub use entry::ClientConn;
 pub use entry::Handled;
-use entry::{Entry, Target};
+use entry::{Entry, Source, Target};
 use gate::LivePolicy;
 use respond::Outcome;
 use sender::{Affinity, Destination, Upstreams};
@@ -117,14 +117,15 @@ impl Proxy {
     /// service's future for as long as the client connection lives, idle or not. The box is
     /// made in place (`pinned_in_box!`).
     pub fn handle(self: Arc<Self>, req: Request<Incoming>, client: Arc<ClientConn>) -> Handled {
-        pinned_in_box!(async move { self.run(req, Entry::Listener(&client)).await })
+        pinned_in_box!(self.run(req, Source::Listener(client)))
     }
 
     async fn run(
         self: Arc<Self>,
         req: Request<Incoming>,
-        entry: Entry<'_>,
+        from: Source,
     ) -> Result<Response<Body>, Infallible> {
+        let entry = from.entry();
         let started = Instant::now();
         // Back-pressure: the audit record's place is reserved before any work is done. While
         // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
