@@ -263,8 +263,11 @@ impl Proxy {
         };
         // 5.–8c. The decision and what follows from it, up to the request ready to go
         //     (src/proxy/prepare.rs); then 9.–10. (`forward`). Two futures, one after the other:
-        //     the request's future has room for the larger, not for both.
-        let ready = match self.prepare(req, live, rec, target, ws, kept).await? {
+        //     the request's future has room for the larger, not for both. The request ready to
+        //     go stays in `slot`, here: the send borrows it rather than carrying a copy.
+        let mut slot = None;
+        let prepared = self.prepare(req, live, rec, target, ws, kept, &mut slot);
+        let ready = match prepared.await? {
             prepare::Prepared::Send(ready) => ready,
             prepare::Prepared::Relayed(outcome) => return Ok(outcome),
         };
@@ -274,7 +277,7 @@ impl Proxy {
     /// Steps 9 and 10: a request `prepare`d sent upstream, and its response.
     async fn forward(
         &self,
-        mut ready: prepare::Ready,
+        ready: &mut prepare::Ready,
         rec: &mut AuditRecord,
         kept: &Affinity,
     ) -> Result<Outcome, ProxyError> {
@@ -324,7 +327,7 @@ impl Proxy {
         }
         Ok(Outcome::Forwarded(
             Response::from_parts(parts, body),
-            ready.bytes_in,
+            Arc::clone(&ready.bytes_in),
             unclean,
         ))
     }

@@ -26,11 +26,10 @@ use crate::target::Authority;
 use crate::vocab::{ConnectionMode, Scheme};
 
 /// What steps 5 to 8c end in.
-// The large variant is the common one: boxing it would allocate for every request.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Prepared {
-    /// The request, ready to go upstream (steps 9 and 10).
-    Send(Ready),
+pub(super) enum Prepared<'s> {
+    /// The request, ready to go upstream (steps 9 and 10): in the caller's slot, so neither this
+    /// answer nor the send's future carries it (each would be a copy of it).
+    Send(&'s mut Ready),
     /// A WebSocket upgrade, relayed (8b).
     Relayed(Outcome),
 }
@@ -52,8 +51,10 @@ pub(super) struct Ready {
 }
 
 impl Proxy {
-    /// Steps 5 to 8c for `req` to `target` (see the module documentation).
-    pub(super) async fn prepare(
+    /// Steps 5 to 8c for `req` to `target` (see the module documentation); a request ready to
+    /// go is put in `slot`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn prepare<'s>(
         self: &Arc<Self>,
         req: Request<Incoming>,
         live: &LivePolicy,
@@ -61,7 +62,8 @@ impl Proxy {
         target: Target,
         ws: Option<websocket::Upgrading>,
         kept: &Affinity,
-    ) -> Result<Prepared, ProxyError> {
+        slot: &'s mut Option<Ready>,
+    ) -> Result<Prepared<'s>, ProxyError> {
         target.note(rec);
         let Target {
             authority,
@@ -199,7 +201,7 @@ impl Proxy {
         // is sent.
         let bytes_in = Arc::new(AtomicU64::new(0));
         let req = Some(req.map(|body| Box::new(Counted::new(body, bytes_in.clone()))));
-        Ok(Prepared::Send(Ready {
+        Ok(Prepared::Send(slot.insert(Ready {
             req,
             bytes_in,
             authority,
@@ -207,6 +209,6 @@ impl Proxy {
             pq,
             acquired,
             tools,
-        }))
+        })))
     }
 }
