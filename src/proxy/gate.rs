@@ -186,7 +186,7 @@ impl Proxy {
         rec: &mut AuditRecord,
         call: Call<'_>,
     ) -> Result<Allowed, ProxyError> {
-        let (allowed, spending) = self.decide_pending(live, rec, &call).await?;
+        let (allowed, spending) = self.decide_pending(live, rec, call).await?;
         if let Some(s) = spending {
             self.spent(live, s, rec).await?;
         }
@@ -194,22 +194,19 @@ impl Proxy {
     }
 
     /// `decide`, except that a budget check sent to the Redis store is returned unanswered: the
-    /// caller awaits it (`Proxy::spent`) before anything goes upstream. The call is lent, not
-    /// moved: it is large, and a future copies what it is given into its room, and again into
-    /// the locals it is taken apart into.
+    /// caller awaits it (`Proxy::spent`) before anything goes upstream.
     pub(super) async fn decide_pending(
         &self,
         live: &LivePolicy,
         rec: &mut AuditRecord,
-        call: &Call<'_>,
+        call: Call<'_>,
     ) -> Result<(Allowed, Option<Spending<'_>>), ProxyError> {
         let Call {
-            facts,
+            mut facts,
             declared,
             intent_token,
             bodyless_with_body,
         } = call;
-        let (declared, intent_token) = (*declared, *intent_token);
         let (host, port) = (facts.host, facts.port);
         // Destination safety, the part that needs no lookup: an IP literal's address classes. A
         // name is resolved before the decision only when a loaded module reads
@@ -224,13 +221,10 @@ impl Proxy {
             Some(early) => early?,
             None => Box::pin(self.dialer.vet_early(host, port, reads_destination)).await?,
         };
+        facts.destination = early.destination();
         // The id is lent to the facts for the decision (not copied: this runs on every request).
         let id = std::mem::take(&mut rec.decision_id);
-        let facts = RequestFacts {
-            id: &id,
-            destination: early.destination(),
-            ..*facts
-        };
+        let facts = RequestFacts { id: &id, ..facts };
         // The intent, with intent tokens (src/proxy/intent_token.rs): verified, and their
         // narrowing claims applied, before the policy.
         let mut intent =
@@ -253,7 +247,7 @@ impl Proxy {
         };
         rec.decision_id = id;
         let (decision, intent) = decided?;
-        if let Some(method) = *bodyless_with_body {
+        if let Some(method) = bodyless_with_body {
             if !live.policy.catalog().allows_body(&decision.scope, method) {
                 rec.decision = Some(Verdict::Error);
                 rec.error = Some(ErrorCode::AmbiguousRequest);

@@ -128,7 +128,7 @@ impl Proxy {
                 presented,
             },
             spending,
-        ) = match self.decide_pending(live, rec, &call).await {
+        ) = match self.decide_pending(live, rec, call).await {
             Ok(decided) => decided,
             Err(e) => return Err(mcp::refusal(&mcp, e)),
         };
