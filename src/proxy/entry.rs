@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use http::Response;
 
@@ -43,6 +44,25 @@ pub(super) enum Entry<'a> {
     Tunnel(&'a intercept::TunnelInfo),
     /// Plain HTTP on a connection redirected to the transparent listener.
     Transparent(&'a transparent::Redirected),
+}
+
+/// Where a request came from, held by its boxed future: `Proxy::run` lends it to the pipeline
+/// as an `Entry`. (Held by `run`'s own future rather than by an `async` block around it: each
+/// level of future copies the request into its room once more.)
+pub(super) enum Source {
+    Listener(Arc<ClientConn>),
+    Tunnel(Arc<intercept::TunnelInfo>),
+    Transparent(Arc<transparent::Redirected>),
+}
+
+impl Source {
+    pub(super) fn entry(&self) -> Entry<'_> {
+        match self {
+            Source::Listener(c) => Entry::Listener(c),
+            Source::Tunnel(t) => Entry::Tunnel(t),
+            Source::Transparent(r) => Entry::Transparent(r),
+        }
+    }
 }
 
 impl Entry<'_> {

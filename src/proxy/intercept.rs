@@ -214,6 +214,6 @@ impl Proxy {
         req: Request<Incoming>,
         info: Arc<TunnelInfo>,
     ) -> Handled {
-        super::pinned_in_box!(async move { self.run(req, super::Entry::Tunnel(&info)).await })
+        super::pinned_in_box!(self.run(req, super::Source::Tunnel(info)))
     }
 }

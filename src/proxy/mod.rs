@@ -65,7 +65,7 @@ use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 pub use entry::ClientConn;
 pub use entry::Handled;
-use entry::{Entry, Target};
+use entry::{Entry, Source, Target};
 use gate::LivePolicy;
 use respond::Outcome;
 use sender::{Affinity, Destination, Upstreams};
@@ -117,163 +117,178 @@ impl Proxy {
     /// service's future for as long as the client connection lives, idle or not. The box is
     /// made in place (`pinned_in_box!`).
     pub fn handle(self: Arc<Self>, req: Request<Incoming>, client: Arc<ClientConn>) -> Handled {
-        pinned_in_box!(async move { self.run(req, Entry::Listener(&client)).await })
+        pinned_in_box!(self.run(req, Source::Listener(client)))
     }
 
-    async fn run(
+    // Not an `async fn`: one moves its arguments into locals of its future first (a copy of
+    // the 264-byte request at every level); an `async move` block uses them where they lie.
+    #[allow(clippy::manual_async_fn)]
+    fn run(
         self: Arc<Self>,
         req: Request<Incoming>,
-        entry: Entry<'_>,
-    ) -> Result<Response<Body>, Infallible> {
-        let started = Instant::now();
-        // Back-pressure: the audit record's place is reserved before any work is done. While
-        // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
-        let blocked = self.audit.blocked();
-        let mut slot = if blocked {
-            self.audit.try_reserve()
-        } else {
-            self.audit.reserve().await
-        };
-        // Boxed from the start: a forwarded response's body keeps it until the body ends, and the
-        // record is large (moved as a pointer, not copied, into the body). One the writer gave
-        // back when it can: its box and strings are reused (src/audit/spare.rs).
-        let mut rec = self.audit.record();
-        crate::ids::decision_id_into(&mut rec.decision_id);
-        rec.decision_header = crate::ids::header(&rec.decision_id);
-        rec.at = Some(SystemTime::now());
-        rec.method.push_str(req.method().as_str());
-        let live = self.live.load_full();
-        // Every record names the agent, also one refused before its decision.
-        rec.agent = Arc::clone(live.audit_agent());
-        // With OpenTelemetry export on, the call's span in the agent's trace (its traceparent).
-        if self.cfg.telemetry.otlp.is_some() {
-            let parent = req
-                .headers()
-                .get(headers::TRACEPARENT)
-                .map(|v| v.as_bytes());
-            rec.trace = Some(crate::audit::Trace::continue_from(parent));
-        }
-        // At debug level: recording a span costs ~12k instructions a request (a quarter of the
-        // path) at the default `info`, where nothing inside a request logs; the few warnings that
-        // can name their decision_id do so themselves.
-        let span = debug_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
-        // Pinned where it lies, so the span wraps a reference rather than a copy of the state.
-        let outcome = if blocked {
-            Err(ProxyError::AuditUnavailable)
-        } else {
-            // Armed while the pipeline runs: if the request is dropped there (the client went
-            // away, or shutdown closed its connection), the record is still written.
-            let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
-            let outcome = {
-                let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), entry));
-                pipeline.instrument(span.clone()).await
+        from: Source,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> {
+        async move {
+            let entry = from.entry();
+            let started = Instant::now();
+            // Back-pressure: the audit record's place is reserved before any work is done. While
+            // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
+            let blocked = self.audit.blocked();
+            let mut slot = if blocked {
+                self.audit.try_reserve()
+            } else {
+                self.audit.reserve().await
             };
-            armed.disarm();
-            outcome
-        };
-        Ok(self.respond(outcome, rec, slot, &span, started))
+            // Boxed from the start: a forwarded response's body keeps it until the body ends, and the
+            // record is large (moved as a pointer, not copied, into the body). One the writer gave
+            // back when it can: its box and strings are reused (src/audit/spare.rs).
+            let mut rec = self.audit.record();
+            crate::ids::decision_id_into(&mut rec.decision_id);
+            rec.decision_header = crate::ids::header(&rec.decision_id);
+            rec.at = Some(SystemTime::now());
+            rec.method.push_str(req.method().as_str());
+            let live = self.live.load_full();
+            // Every record names the agent, also one refused before its decision.
+            rec.agent = Arc::clone(live.audit_agent());
+            // With OpenTelemetry export on, the call's span in the agent's trace (its traceparent).
+            if self.cfg.telemetry.otlp.is_some() {
+                let parent = req
+                    .headers()
+                    .get(headers::TRACEPARENT)
+                    .map(|v| v.as_bytes());
+                rec.trace = Some(crate::audit::Trace::continue_from(parent));
+            }
+            // At debug level: recording a span costs ~12k instructions a request (a quarter of the
+            // path) at the default `info`, where nothing inside a request logs; the few warnings that
+            // can name their decision_id do so themselves.
+            let span = debug_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
+            // Pinned where it lies, so the span wraps a reference rather than a copy of the state.
+            let outcome = if blocked {
+                Err(ProxyError::AuditUnavailable)
+            } else {
+                // Armed while the pipeline runs: if the request is dropped there (the client went
+                // away, or shutdown closed its connection), the record is still written.
+                let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
+                let outcome = {
+                    let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), entry));
+                    pipeline.instrument(span.clone()).await
+                };
+                armed.disarm();
+                outcome
+            };
+            Ok(self.respond(outcome, rec, slot, &span, started))
+        }
     }
 
-    async fn pipeline(
+    // Not an `async fn`: one moves its arguments into locals of its future first (a copy of
+    // the 264-byte request at every level); an `async move` block uses them where they lie.
+    #[allow(clippy::manual_async_fn)]
+    fn pipeline(
         self: &Arc<Self>,
         req: Request<Incoming>,
         live: &LivePolicy,
         rec: &mut AuditRecord,
         entry: Entry<'_>,
-    ) -> Result<Outcome, ProxyError> {
-        // 1. Limits and framing first: nothing reads a head over our limits, or one two parsers
-        //    could read differently (smuggling forms).
-        let limits = &self.cfg.limits;
-        headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
-        headers::check_framing(req.method(), req.headers())?;
-        //    hyper hands on Content-Length + Transfer-Encoding as chunked alone: the raw head
-        //    told the connection's guard (400 ambiguous_framing, the connection closed).
-        if entry.ambiguous_framing() && req.headers().contains_key(http::header::TRANSFER_ENCODING)
-        {
-            return Err(headers::ambiguous_framing());
+    ) -> impl Future<Output = Result<Outcome, ProxyError>> {
+        async move {
+            // 1. Limits and framing first: nothing reads a head over our limits, or one two parsers
+            //    could read differently (smuggling forms).
+            let limits = &self.cfg.limits;
+            headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
+            headers::check_framing(req.method(), req.headers())?;
+            //    hyper hands on Content-Length + Transfer-Encoding as chunked alone: the raw head
+            //    told the connection's guard (400 ambiguous_framing, the connection closed).
+            if entry.ambiguous_framing()
+                && req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            {
+                return Err(headers::ambiguous_framing());
+            }
+            //    A method override naming another method: the upstream might run either (400).
+            headers::check_method_override(req.method(), req.headers(), req.uri().query())?;
+            //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
+            let ws = websocket::requested(req.method(), req.headers())?;
+            // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
+            if let Err(wait) = self.rate.take(&live.agent.id, limits) {
+                return Err(ProxyError::RateLimited {
+                    agent: live.agent.id.clone(),
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+            let (target, ws, kept) = match entry {
+                // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
+                //    name the same authority (else 421), and its origin-form path is canonicalised.
+                //    A tunnel refused at its CONNECT answers each request with that refusal.
+                Entry::Tunnel(t) => {
+                    let target = t.target_of(&req)?;
+                    if let Some(refused) = &t.refused {
+                        target.note(rec);
+                        return Err(refused.answer(rec));
+                    }
+                    (target, ws, &t.kept)
+                }
+                // 2b. On a transparent connection the destination is the host the request names
+                //     (Host) at the port the client dialled, never the IP it chose
+                //     (src/proxy/transparent.rs).
+                //     A WebSocket is decided the same way and relayed as on the proxy listener.
+                Entry::Transparent(r) => {
+                    let target = r.target_of(&req)?;
+                    (target, ws.map(|w| w.held_by(&r.in_flight)), &r.kept)
+                }
+                Entry::Listener(client) => {
+                    // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is
+                    //    forwarded. Boxed: a tunnel's state is large and would otherwise size every
+                    //    request's future.
+                    if req.method() == Method::CONNECT {
+                        let start = client.in_flight.start();
+                        return pinned_in_box!(self.connect(req, live, rec, start)).await;
+                    }
+                    // 4. The canonical target: absolute-form only (origin-form means someone mistook
+                    //    us for the origin), host and path canonicalised ONCE and used for the
+                    //    decision and forwarding.
+                    let (authority, path, query) = target::absolute_target(req.uri())?;
+                    target::check_host_header_of(req.uri(), req.headers(), &authority)?;
+                    // 4b. The one door to intentgate itself: plain HTTP to the admin listener's own
+                    //     address is answered in-process by the agent-facing admin endpoints, never
+                    //     forwarded (src/proxy/door.rs); every other way to our listeners is refused
+                    //     at step 5.
+                    let written = req.uri().authority().map(|a| a.as_str());
+                    if let Some(door) = self.door_at(&authority, written) {
+                        let peer = client.in_flight.peer();
+                        return self.through_door(door, req, rec, &path, peer).await;
+                    }
+                    let target = Target {
+                        authority,
+                        path,
+                        query,
+                        scheme: Scheme::Http,
+                        mode: ConnectionMode::Forward,
+                        sni: None,
+                    };
+                    (
+                        target,
+                        ws.map(|w| w.held_by(&client.in_flight)),
+                        &client.kept,
+                    )
+                }
+            };
+            // 5.–8c. The decision and what follows from it, up to the request ready to go
+            //     (src/proxy/prepare.rs); then 9.–10. (`forward`). Two futures, one after the other:
+            //     the request's future has room for the larger, not for both. The request ready to
+            //     go stays in `slot`, here: the send borrows it rather than carrying a copy.
+            let mut slot = None;
+            let prepared = self.prepare(req, live, rec, target, ws, kept, &mut slot);
+            let ready = match prepared.await? {
+                prepare::Prepared::Send(ready) => ready,
+                prepare::Prepared::Relayed(outcome) => return Ok(outcome),
+            };
+            self.forward(ready, rec, kept).await
         }
-        //    A method override naming another method: the upstream might run either (400).
-        headers::check_method_override(req.method(), req.headers(), req.uri().query())?;
-        //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
-        let ws = websocket::requested(req.method(), req.headers())?;
-        // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
-        if let Err(wait) = self.rate.take(&live.agent.id, limits) {
-            return Err(ProxyError::RateLimited {
-                agent: live.agent.id.clone(),
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
-        let (target, ws, kept) = match entry {
-            // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
-            //    name the same authority (else 421), and its origin-form path is canonicalised.
-            //    A tunnel refused at its CONNECT answers each request with that refusal.
-            Entry::Tunnel(t) => {
-                let target = t.target_of(&req)?;
-                if let Some(refused) = &t.refused {
-                    target.note(rec);
-                    return Err(refused.answer(rec));
-                }
-                (target, ws, &t.kept)
-            }
-            // 2b. On a transparent connection the destination is the host the request names
-            //     (Host) at the port the client dialled, never the IP it chose
-            //     (src/proxy/transparent.rs).
-            //     A WebSocket is decided the same way and relayed as on the proxy listener.
-            Entry::Transparent(r) => {
-                let target = r.target_of(&req)?;
-                (target, ws.map(|w| w.held_by(&r.in_flight)), &r.kept)
-            }
-            Entry::Listener(client) => {
-                // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is
-                //    forwarded. Boxed: a tunnel's state is large and would otherwise size every
-                //    request's future.
-                if req.method() == Method::CONNECT {
-                    let start = client.in_flight.start();
-                    return pinned_in_box!(self.connect(req, live, rec, start)).await;
-                }
-                // 4. The canonical target: absolute-form only (origin-form means someone mistook
-                //    us for the origin), host and path canonicalised ONCE and used for the
-                //    decision and forwarding.
-                let (authority, path, query) = target::absolute_target(req.uri())?;
-                target::check_host_header_of(req.uri(), req.headers(), &authority)?;
-                // 4b. The one door to intentgate itself: plain HTTP to the admin listener's own
-                //     address is answered in-process by the agent-facing admin endpoints, never
-                //     forwarded (src/proxy/door.rs); every other way to our listeners is refused
-                //     at step 5.
-                let written = req.uri().authority().map(|a| a.as_str());
-                if let Some(door) = self.door_at(&authority, written) {
-                    let peer = client.in_flight.peer();
-                    return self.through_door(door, req, rec, &path, peer).await;
-                }
-                let target = Target {
-                    authority,
-                    path,
-                    query,
-                    scheme: Scheme::Http,
-                    mode: ConnectionMode::Forward,
-                    sni: None,
-                };
-                (
-                    target,
-                    ws.map(|w| w.held_by(&client.in_flight)),
-                    &client.kept,
-                )
-            }
-        };
-        // 5.–8c. The decision and what follows from it, up to the request ready to go
-        //     (src/proxy/prepare.rs); then 9.–10. (`forward`). Two futures, one after the other:
-        //     the request's future has room for the larger, not for both.
-        let ready = match self.prepare(req, live, rec, target, ws, kept).await? {
-            prepare::Prepared::Send(ready) => ready,
-            prepare::Prepared::Relayed(outcome) => return Ok(outcome),
-        };
-        self.forward(ready, rec, kept).await
     }
 
     /// Steps 9 and 10: a request `prepare`d sent upstream, and its response.
     async fn forward(
         &self,
-        mut ready: prepare::Ready,
+        ready: &mut prepare::Ready,
         rec: &mut AuditRecord,
         kept: &Affinity,
     ) -> Result<Outcome, ProxyError> {
@@ -323,7 +338,7 @@ impl Proxy {
         }
         Ok(Outcome::Forwarded(
             Response::from_parts(parts, body),
-            ready.bytes_in,
+            Arc::clone(&ready.bytes_in),
             unclean,
         ))
     }

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span};
 use super::audited::{Relayed, write_relayed};
 use super::connect::TunnelCount;
 use super::gate::{self, LivePolicy};
-use super::{Entry, Handled, Proxy, Target, tunnel};
+use super::{Handled, Proxy, Target, tunnel};
 use crate::audit::{AuditRecord, Slot};
 use crate::error::ProxyError;
 use crate::policy::{ConnectionFacts, RequestFacts};
@@ -137,7 +137,7 @@ impl Proxy {
         info: Arc<Redirected>,
     ) -> Handled {
         // Made in its box, as `Proxy::handle`'s is.
-        super::pinned_in_box!(async move { self.run(req, Entry::Transparent(&info)).await })
+        super::pinned_in_box!(self.run(req, super::Source::Transparent(info)))
     }
 
     /// A transparent connection that is not plain HTTP, to its end: TLS with a usable SNI is
