@@ -121,3 +121,52 @@ fn a_head_is_in_progress_from_its_first_byte_to_its_empty_line() {
     s.feed(b"POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nab");
     assert!(!s.in_head() && !s.at_rest());
 }
+
+/// `newline` finds what `memchr` finds: a `\n` at every place of every length up to 40, with
+/// and without another after it, beside the bytes a borrow could confuse (`\x0b`, `\x8a`, 0).
+#[test]
+fn line_ends_are_found_as_memchr_finds_them() {
+    for len in 0..=40 {
+        for fill in [b'a', b'\x0b', b'\x09', b'\x8a', 0, 0xff] {
+            let mut bytes = vec![fill; len];
+            assert_eq!(newline(&bytes), None, "{bytes:?}");
+            for at in 0..len {
+                bytes[at] = b'\n';
+                assert_eq!(newline(&bytes), memchr::memchr(b'\n', &bytes), "{bytes:?}");
+                for next in at + 1..len {
+                    bytes[next] = b'\n';
+                    assert_eq!(newline(&bytes), Some(at), "{bytes:?}");
+                    bytes[next] = fill;
+                }
+                bytes[at] = fill;
+            }
+        }
+    }
+}
+
+/// Header lines are told apart by their first byte before their names are compared: every
+/// name the scan reads, in any case, is still read; names that start alike are not.
+#[test]
+fn header_names_are_read_in_any_case() {
+    for (te, cl, flagged) in [
+        ("Transfer-Encoding", "Content-Length", true),
+        ("TRANSFER-ENCODING", "content-length", true),
+        ("transfer-encoding", "CONTENT-LENGTH", true),
+        ("transfer-encodings", "content-length", false),
+        ("Transfer-Encoding", "Content-Lengthx", false),
+        ("te", "content-length", false),
+        ("x-transfer-encoding", "content-length", false),
+    ] {
+        let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{te}: chunked\r\n{cl}: 4\r\n\r\n");
+        assert_eq!(scan(head.as_bytes()), flagged, "{head:?}");
+    }
+    for upgrade in ["Upgrade", "UPGRADE", "upgrade"] {
+        let mut s = Scan::default();
+        let head = format!("GET / HTTP/1.1\r\n{upgrade}: websocket\r\n\r\n");
+        assert!(!s.feed(head.as_bytes()));
+        assert!(
+            matches!(s.state, State::Paused { connect: false, .. }),
+            "{head:?}"
+        );
+    }
+}
