@@ -6,7 +6,7 @@
 //! The scan follows the message framing as hyper reads it (a `Content-Length` body is skipped by
 //! count, a chunked one chunk by chunk), pauses at a CONNECT or an upgrade until the response says
 //! whether a tunnel follows, and stops for good in a tunnel or at HTTP/2. It allocates nothing:
-//! line ends are searched eight bytes at a time (`Newlines`), and only a line split between two
+//! line ends are searched eight bytes at a time (`newline`), and only a line split between two
 //! reads is carried, its first `CARRY` bytes (all the scan needs).
 
 /// How much of a line split between reads is kept.
@@ -64,16 +64,6 @@ impl Default for Scan {
     }
 }
 
-impl State {
-    /// Whether the stream is read line by line here (not skipped by count, paused or done).
-    fn in_lines(&self) -> bool {
-        matches!(
-            self,
-            State::Start | State::Head(_) | State::ChunkSize | State::ChunkEnd | State::Trailers
-        )
-    }
-}
-
 impl Scan {
     /// Whether there is anything left to watch (false in a tunnel).
     pub(crate) fn watching(&self) -> bool {
@@ -115,33 +105,24 @@ impl Scan {
                     }
                 }
                 _ => {
-                    // This read's lines, their ends found in one pass over its bytes.
-                    let mut ends = Newlines::new(bytes);
-                    let mut start = 0;
-                    loop {
-                        let Some(end) = ends.next() else {
-                            self.keep(&bytes[start..]);
-                            return false;
-                        };
-                        let line = if self.carried == 0 {
-                            &bytes[start..end]
-                        } else {
-                            self.keep(&bytes[start..end]);
-                            &self.carry[..self.carried]
-                        };
-                        let cut = std::mem::take(&mut self.cut);
-                        let flagged = line_ends(&mut self.state, line, cut);
-                        self.carried = 0;
-                        if flagged {
-                            self.state = State::Done;
-                            return true;
-                        }
-                        start = end + 1;
-                        if !self.state.in_lines() {
-                            break;
-                        }
+                    let Some(end) = newline(bytes) else {
+                        self.keep(bytes);
+                        return false;
+                    };
+                    let line = if self.carried == 0 {
+                        &bytes[..end]
+                    } else {
+                        self.keep(&bytes[..end]);
+                        &self.carry[..self.carried]
+                    };
+                    let cut = std::mem::take(&mut self.cut);
+                    let flagged = line_ends(&mut self.state, line, cut);
+                    self.carried = 0;
+                    bytes = &bytes[end + 1..];
+                    if flagged {
+                        self.state = State::Done;
+                        return true;
                     }
-                    bytes = &bytes[start..];
                 }
             }
         }
@@ -263,57 +244,27 @@ fn line_ends(state: &mut State, line: &[u8], cut: bool) -> bool {
     false
 }
 
-/// The places of the `\n`s in a read, in order, found eight bytes at a time: a head's lines are
-/// short, and `memchr` called for each of them cost more in its dispatch and set-up than this.
-struct Newlines<'a> {
-    bytes: &'a [u8],
-    /// Where the next word starts.
-    next: usize,
-    /// Where the current word starts, and its `\n`s not yet given (a byte's high bit each).
-    word: usize,
-    found: u64,
-}
-
-impl<'a> Newlines<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Newlines {
-            bytes,
-            next: 0,
-            word: 0,
-            found: 0,
-        }
-    }
-}
-
-impl Iterator for Newlines<'_> {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        while self.found == 0 {
-            let at = self.next;
-            let word = (self.bytes.get(at..at + 8)).and_then(|w| <[u8; 8]>::try_from(w).ok());
-            let Some(word) = word else {
-                // Fewer than eight bytes left: one by one.
-                let i = self.bytes.get(at..)?.iter().position(|&b| b == b'\n')?;
-                self.next = at + i + 1;
-                return Some(at + i);
-            };
-            (self.word, self.next) = (at, at + 8);
-            self.found = newlines_in(word);
-        }
-        let i = self.word + (self.found.trailing_zeros() / 8) as usize;
-        self.found &= self.found - 1;
-        Some(i)
-    }
-}
-
-/// A word's `\n` bytes, each marked by its high bit (exactly: no borrow crosses a byte).
-fn newlines_in(word: [u8; 8]) -> u64 {
-    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+/// Where the first `\n` in `bytes` is, read eight bytes at a time: a head's lines are short,
+/// and `memchr`'s dispatch and set-up cost more than this loop for each of them.
+fn newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let x = u64::from_le_bytes(word) ^ LF;
-    // A byte's high bit: set when any of its bits is; then flipped, so set only for a zero.
-    !(((x & LOW7) + LOW7) | x | LOW7)
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ LF;
+        // The lowest byte that is zero (a `\n` in the word) has its high bit set here; a byte
+        // above it may be marked wrongly (a borrow), never one below.
+        let zero = x.wrapping_sub(ONES) & !x & HIGH;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    (words.remainder().iter())
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
 }
 
 /// The value of a header line whose name is `name` (lowercase, any case in the line). A name
