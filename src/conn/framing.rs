@@ -6,8 +6,8 @@
 //! The scan follows the message framing as hyper reads it (a `Content-Length` body is skipped by
 //! count, a chunked one chunk by chunk), pauses at a CONNECT or an upgrade until the response says
 //! whether a tunnel follows, and stops for good in a tunnel or at HTTP/2. It allocates nothing:
-//! line ends are searched eight bytes at a time (`newline`), and only a line split between two
-//! reads is carried, its first `CARRY` bytes (all the scan needs).
+//! lines are searched with `memchr`, and only a line split between two reads is carried, its
+//! first `CARRY` bytes (all the scan needs).
 
 /// How much of a line split between reads is kept.
 const CARRY: usize = 64;
@@ -105,7 +105,7 @@ impl Scan {
                     }
                 }
                 _ => {
-                    let Some(end) = newline(bytes) else {
+                    let Some(end) = memchr::memchr(b'\n', bytes) else {
                         self.keep(bytes);
                         return false;
                     };
@@ -201,9 +201,6 @@ fn line_ends(state: &mut State, line: &[u8], cut: bool) -> bool {
                 }
             };
         }
-        // A header line that can be none of the three names below (most are not): told by its
-        // first byte (`| 0x20`: only `C`/`c`, `T`/`t`, `U`/`u` give these).
-        State::Head(_) if !matches!(line[0] | 0x20, b'c' | b't' | b'u') => {}
         State::Head(head) => {
             if let Some(value) = field(line, b"content-length") {
                 // A value that is not a number: hyper refuses the request and closes. One cut
@@ -242,29 +239,6 @@ fn line_ends(state: &mut State, line: &[u8], cut: bool) -> bool {
         State::Body(_) | State::ChunkData(_) | State::Paused { .. } | State::Done => {}
     }
     false
-}
-
-/// Where the first `\n` in `bytes` is, read eight bytes at a time: a head's lines are short,
-/// and `memchr`'s dispatch and set-up cost more than this loop for each of them.
-fn newline(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ LF;
-        // The lowest byte that is zero (a `\n` in the word) has its high bit set here; a byte
-        // above it may be marked wrongly (a borrow), never one below.
-        let zero = x.wrapping_sub(ONES) & !x & HIGH;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    (words.remainder().iter())
-        .position(|&b| b == b'\n')
-        .map(|i| at + i)
 }
 
 /// The value of a header line whose name is `name` (lowercase, any case in the line). A name
