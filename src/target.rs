@@ -91,6 +91,76 @@ const HINT_TARGET: &str =
 
 /// Parses `host[:port]` (as in an absolute URI or a CONNECT target).
 pub fn parse_authority(raw: &str, default_port: Option<u16>) -> Result<Authority, ProxyError> {
+    match plain_authority(raw, default_port) {
+        Some(authority) => Ok(authority),
+        None => any_authority(raw, default_port),
+    }
+}
+
+/// The usual authority, already canonical: a dotted-quad IPv4 literal or a lower-case DNS name,
+/// and a port (or none, for the default), read in one pass and copied once. `None` for any
+/// other (upper case, IDNA, a trailing dot, brackets, userinfo, a bad port, …): `any_authority`
+/// then reads it, and for the ones answered here it answers the same.
+fn plain_authority(raw: &str, default_port: Option<u16>) -> Option<Authority> {
+    let b = raw.as_bytes();
+    let end = match ipv4_prefix(b) {
+        Some((_, rest)) if matches!(rest.first(), None | Some(b':')) => b.len() - rest.len(),
+        _ => plain_name(b)?,
+    };
+    let port = match b.get(end + 1..) {
+        None => default_port?,
+        Some(p) => port_number(p)?,
+    };
+    Some(Authority {
+        host: raw[..end].to_owned(),
+        port,
+    })
+}
+
+/// Where a canonical DNS name at the start of `b` ends (at a `:` or the end): labels of 1 to 63
+/// of `a-z`, `0-9`, `-`, `_`, none starting with `-`, at most 253 bytes, and a last label that
+/// does not look numeric (`canonical_host`'s rules, for a name they leave as it is).
+fn plain_name(b: &[u8]) -> Option<usize> {
+    let (mut label, mut end) = (0, b.len());
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' => {}
+            b'-' if i > label => {}
+            b'.' if i > label && i - label <= 63 => label = i + 1,
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    let last = &b[label..end];
+    if last.is_empty() || last.len() > 63 || end > 253 || numeric_like(last) {
+        return None;
+    }
+    Some(end)
+}
+
+/// Whether a host's last label looks like a number (decimal, or hex with `0x`): such a host must
+/// be a canonical dotted quad.
+fn numeric_like(last: &[u8]) -> bool {
+    last.iter().all(u8::is_ascii_digit)
+        || (last.strip_prefix(b"0x")).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// A port as `parse_port` reads one: one to five digits, 1 to 65535.
+fn port_number(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 {
+        return None;
+    }
+    let n = p.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })?;
+    u16::try_from(n).ok().filter(|&n| n != 0)
+}
+
+/// `parse_authority` for any authority: userinfo refused, IPv6 literals, IDNA, upper case.
+fn any_authority(raw: &str, default_port: Option<u16>) -> Result<Authority, ProxyError> {
     if raw.is_empty() {
         return Err(ProxyError::bad_request(
             "the request target has no host",
@@ -227,9 +297,7 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
     // Anything that looks numeric must be a canonical dotted quad: `2130706433`, `0x7f.1`,
     // `0177.0.0.1` and `127.1` are all ways to hide an address from a name-based rule.
     let last = ascii.rsplit('.').next().unwrap_or("");
-    let numeric_like = last.bytes().all(|b| b.is_ascii_digit())
-        || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
-    if numeric_like && ipv4_literal(ascii.as_bytes()).is_none() {
+    if numeric_like(last.as_bytes()) && ipv4_literal(ascii.as_bytes()).is_none() {
         return Err(ProxyError::bad_request(
             format!("non-canonical IP address literal '{raw}' is refused"),
             "write IPv4 addresses as four decimal numbers, e.g. 192.0.2.1",
@@ -242,11 +310,18 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
 /// leading zero), number by number: std's parser costs ~170 instructions for `127.0.0.1`, and a
 /// request's literal host is read twice (here and when its address is vetted).
 pub(crate) fn ipv4_literal(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    ipv4_prefix(s).and_then(|(ip, rest)| rest.is_empty().then_some(ip))
+}
+
+/// The dotted-quad literal at the start of `s` (as `ipv4_literal` reads one), and the bytes
+/// after it (which may go on with a digit or a dot: the caller looks).
+#[inline(always)]
+fn ipv4_prefix(s: &[u8]) -> Option<(std::net::Ipv4Addr, &[u8])> {
     let (a, s) = octet(s)?;
     let (b, s) = octet(s.strip_prefix(b".")?)?;
     let (c, s) = octet(s.strip_prefix(b".")?)?;
     let (d, s) = octet(s.strip_prefix(b".")?)?;
-    s.is_empty().then(|| std::net::Ipv4Addr::new(a, b, c, d))
+    Some((std::net::Ipv4Addr::new(a, b, c, d), s))
 }
 
 /// The decimal number of one to three digits at the start of `s` (no leading zero, at most

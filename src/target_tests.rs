@@ -79,7 +79,9 @@ fn path_canonicalisation() {
 /// path built from the characters that matter, up to four characters long.
 #[test]
 fn shortcut_agrees_with_the_full_canonicalisation() {
-    let alphabet = ["/", ".", "a", "%", "\\", " ", "~", "\u{e9}", "2e", "%2e"];
+    let alphabet = [
+        "/", ".", ";", "a", "%", "\\", " ", "~", "\u{e9}", "2e", "%2e",
+    ];
     let mut paths = vec![String::new()];
     for _ in 0..4 {
         let longer: Vec<String> = paths
@@ -241,6 +243,87 @@ fn an_ipv4_literal_is_what_std_parses() {
     }
     assert_eq!(ipv4_literal(b"127.0.0.1"), Some([127, 0, 0, 1].into()));
     assert_eq!(ipv4_literal(b"1.2.3.4\xff"), None);
+}
+
+/// The one-pass reading of a plain authority answers as the full parser does, on every string
+/// of up to six of the bytes that matter and on the edges (label and name lengths, ports,
+/// numeric-looking labels); and it is the one that reads the usual authorities.
+#[test]
+fn plain_authorities_are_read_as_the_full_parser_reads_them() {
+    let mut plain = 0;
+    let mut check = |s: &str| {
+        for default in [Some(80), None] {
+            let full = any_authority(s, default).ok();
+            if let Some(a) = plain_authority(s, default) {
+                plain += 1;
+                assert_eq!(Some(&a), full.as_ref(), "{s:?} {default:?}");
+            }
+            assert_eq!(parse_authority(s, default).ok(), full, "{s:?} {default:?}");
+        }
+    };
+    for s in strings_over(b"a0-._:9x", 6) {
+        check(&s);
+    }
+    let label = |n: usize| "a".repeat(n);
+    let name = |n: usize| format!("{}.{}.{}.{}", label(63), label(63), label(63), label(n));
+    let mut edges = vec![
+        label(63),
+        label(64),
+        format!("{}.b", label(63)),
+        format!("{}.b", label(64)),
+        name(61),
+        name(62),
+    ];
+    assert_eq!((name(61).len(), name(62).len()), (253, 254));
+    edges.extend(
+        [
+            "0x",
+            "0x1f",
+            "a.0x1f",
+            "a.0xg",
+            "a.0X1f",
+            "1.2.3.4",
+            "1.2.3.04",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4a",
+            "1.2.3.1234",
+            "a-.b",
+            "-a.b",
+            "a.-b",
+            "_a.b",
+            "a..b",
+            ".a",
+            "a.",
+            "A.b",
+            "a.B",
+            "xn--bcher-kva.example",
+            "bücher.example",
+            "[::1]",
+            "u@a",
+            "",
+        ]
+        .map(String::from),
+    );
+    let ports = [
+        "", ":", ":0", ":1", ":80", ":00080", ":65535", ":65536", ":123456", ":8o", ":1:2",
+    ];
+    for host in &edges {
+        for port in ports {
+            check(&format!("{host}{port}"));
+        }
+    }
+    assert!(plain > 50_000, "only {plain} read in one pass");
+    for usual in [
+        "127.0.0.1:8080",
+        "10.1.2.3",
+        "api.example.com",
+        "svc_a.ns:8443",
+    ] {
+        assert!(plain_authority(usual, Some(80)).is_some(), "{usual}");
+    }
 }
 
 /// Every string of up to `max_len` characters of `alphabet` (ASCII), the empty one included: the

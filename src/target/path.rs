@@ -160,32 +160,55 @@ fn check_utf8(decoded: &str) -> Result<(), ProxyError> {
 
 /// True when the full canonicalisation above would return `raw` unchanged (most requests): it
 /// starts with `/`, is printable ASCII without `%` or `\\`, and has no `.` or `..` segment
-/// (with or without `;` parameters).
+/// (with or without `;` parameters). One pass, a byte's class looked up (`CLASS`).
 pub(super) fn already_canonical(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    if b.first() != Some(&b'/') {
+    let Some((b'/', rest)) = raw.as_bytes().split_first() else {
         return false;
-    }
-    let mut segment = 1;
-    for i in 1..=b.len() {
-        match b.get(i) {
-            None | Some(b'/') => {
-                // A dot segment, also one with `;` parameters (refused by the full path).
-                let name = b[segment..i]
-                    .split(|&c| c == b';')
-                    .next()
-                    .unwrap_or_default();
-                if matches!(name, b"." | b"..") {
-                    return false;
-                }
-                segment = i + 1;
-            }
-            Some(&c) if c <= 0x20 || c >= 0x7f || c == b'%' || c == b'\\' => return false,
-            Some(_) => {}
+    };
+    // The current segment's name (up to a `;`) so far: `EMPTY`, `DOT`, `DOTS` or `OTHER`.
+    let mut name = EMPTY;
+    for &c in rest {
+        match CLASS[usize::from(c)] {
+            PLAIN => name = OTHER,
+            // A dot segment ends (also one with `;` parameters, refused by the full path).
+            SLASH | SEMI if matches!(name, DOT | DOTS) => return false,
+            SLASH => name = EMPTY,
+            SEMI => name = OTHER,
+            // `...` is a name like any other.
+            PERIOD => name = name.saturating_add(1).min(OTHER),
+            _ => return false,
         }
     }
-    true
+    !matches!(name, DOT | DOTS)
 }
+
+const EMPTY: u8 = 0;
+const DOT: u8 = 1;
+const DOTS: u8 = 2;
+const OTHER: u8 = 3;
+
+/// A path byte's class for `already_canonical`.
+const PLAIN: u8 = 0;
+const SLASH: u8 = 1;
+const PERIOD: u8 = 2;
+const SEMI: u8 = 3;
+/// Never in a canonical path: controls, space, DEL, bytes beyond ASCII, `%` and `\\`.
+const OUT: u8 = 4;
+const CLASS: [u8; 256] = {
+    let mut t = [OUT; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = match c as u8 {
+            b'/' => SLASH,
+            b'.' => PERIOD,
+            b';' => SEMI,
+            b'%' | b'\\' => OUT,
+            _ => PLAIN,
+        };
+        c += 1;
+    }
+    t
+};
 
 /// RFC 3986 §5.2.4 on an absolute path.
 fn remove_dot_segments(path: &str) -> String {
