@@ -13,15 +13,16 @@
 # counts are merged (--sparse) into bench/floor/target-pgo/floor.profdata, and the floor is built
 # again with it (-Cprofile-use, -no-pgo-warn-mismatch: layout/rustc-pgo's flags, here for every
 # crate of the build) into bench/floor/target-pgo/release/hyper-floor, from scratch (Cargo cannot
-# see the profile). Neither is committed: this script makes both (~5 min on two cores). Run it
-# again after a change to bench/floor or its Cargo.lock. Needs llvm-profdata of rustc's LLVM major
-# version (Debian: llvm-N), nginx, oha, curl, openssl.
+# see the profile). Neither is committed: this script makes both (two clean builds of the floor
+# and ~1 min of training: 16 min on a busy two-core host). Run it again after a change to
+# bench/floor or its Cargo.lock. Needs llvm-profdata of rustc's LLVM major version (Debian:
+# llvm-N), nginx, oha, curl, openssl.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 floor=$here/floor
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')

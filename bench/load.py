@@ -80,7 +80,7 @@ def main():
                     "terminating and re-originating TLS), hyper-floor (bench/floor, built on demand: a bare "
                     "hyper/tokio forward proxy with intentgate's stack, the floor of its cost; with --https also "
                     "hyper-floor-tls, intercepting as intentgate-tls does), hyper-floor-pgo (the same built with "
-                    "its own profile as intentgate's release is: bench/floor_pgo.sh, run on demand, ~5 min; "
+                    "its own profile as intentgate's release is: bench/floor_pgo.sh, run on demand, two floor builds; "
                     "with --https also hyper-floor-pgo-tls)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")

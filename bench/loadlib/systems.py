@@ -357,7 +357,7 @@ def floor_bin():
 
 def floor_pgo_bin():
     """bench/floor built with its own profile (bench/floor_pgo.sh: an instrumented build, its
-    training, the optimized build; ~5 min on two cores), when missing."""
+    training, then the optimized build: two builds of the floor), when missing."""
     path = os.path.join(HERE, "floor", "target-pgo", "release", "hyper-floor")
     if not os.access(path, os.X_OK):
         log("building bench/floor with its profile (bench/floor_pgo.sh)")
