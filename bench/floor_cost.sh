@@ -10,7 +10,8 @@
 # local nginx, the counters zeroed, REQUESTS more (default 2000): user-space instructions per
 # request. Then, without valgrind, `strace -c -f` over N (default 20000; 0 skips it) requests
 # after 2,000 warm-up ones. Builds bench/floor (cargo --offline) when its binary is missing;
-# FLOOR_BIN overrides the binary, FLOOR_ARGS adds flags (e.g. "--max-headers 100").
+# FLOOR_BIN overrides the binary (bench/floor/target-pgo/release/hyper-floor: the floor built
+# with its own profile, bench/floor_pgo.sh), FLOOR_ARGS adds flags (e.g. "--max-headers 100").
 # KEEP_CALLGRIND=PREFIX keeps the profile as PREFIX.floor.
 # --no-header-timer: the floor without hyper's header read timer (TokioTimer).
 # --https: intercepted HTTPS as bench/instructions.sh --https drives intentgate: nginx also on
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
         --strace) sn=$2; shift 2 ;;
         --no-header-timer) flags+=(--no-header-timer); shift ;;
         --https) https=1; shift ;;
-        *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 done
 for tool in valgrind callgrind_control strace nginx oha curl openssl; do

@@ -3,7 +3,8 @@
 
 In one run it starts a fast local upstream (nginx, `return 200` with a ~100 B JSON body), one
 intentgate per variant (and optionally peer proxies from apt, or `hyper-floor`, the stack's floor
-built from bench/floor), then drives load with oha:
+built from bench/floor, and `hyper-floor-pgo`, the same built with its own profile by
+bench/floor_pgo.sh), then drives load with oha:
 
   max   - maximum throughput at --conns connections for --dur seconds
   rate  - latency at a fixed --rate req/s (oha -q RATE --latency-correction); also reported for
@@ -78,7 +79,9 @@ def main():
                     "proxy, as a reference: oha addresses it as the origin; with --https also haproxy-tls, "
                     "terminating and re-originating TLS), hyper-floor (bench/floor, built on demand: a bare "
                     "hyper/tokio forward proxy with intentgate's stack, the floor of its cost; with --https also "
-                    "hyper-floor-tls, intercepting as intentgate-tls does)")
+                    "hyper-floor-tls, intercepting as intentgate-tls does), hyper-floor-pgo (the same built with "
+                    "its own profile as intentgate's release is: bench/floor_pgo.sh, run on demand, two floor builds; "
+                    "with --https also hyper-floor-pgo-tls)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FILE",
                     help="an extra intentgate run: base config + FILE's top-level YAML sections (repeatable)")
     ap.add_argument("--variant-bin", action="append", default=[], metavar="NAME=BIN",
@@ -228,10 +231,10 @@ def main():
                 s = start_peer(p, run, label="haproxy-tls", up=dict(tls=tls, tls_upstream=tls_upstream))
                 s.update(peer=True, tls=True, tls_upstream=s["target"], cacert=tls["upstream_ca"])
                 systems.append(s)
-            if p == "hyper-floor" and tls:
+            if p in ("hyper-floor", "hyper-floor-pgo") and tls:
                 # the interception floor: CONNECT tunnels terminated with a leaf from intentgate's CA
                 # (oha trusts it as for intentgate-tls), the upstream over rustls
-                s = start_peer(p, run, label="hyper-floor-tls", up=dict(tls=tls))
+                s = start_peer(p, run, label=f"{p}-tls", up=dict(tls=tls))
                 s.update(peer=True, tls=True, tls_upstream=tls_upstream, cacert=tls["ig_ca"])
                 systems.append(s)
             if p == "mitmproxy" and tls:

@@ -49,8 +49,8 @@ for p in "${peer_list[@]}"; do
     fi
     continue
   fi
-  # hyper-floor is built from bench/floor (by load.py, when its binary is missing), not installed.
-  [ "$p" = hyper-floor ] && continue
+  # hyper-floor(-pgo) is built from bench/floor (by load.py, when its binary is missing), not installed.
+  case "$p" in hyper-floor | hyper-floor-pgo) continue ;; esac
   [ -n "$p" ] && ! command -v "$p" >/dev/null && need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -157,7 +157,8 @@ def report(raw):
                  "stack, versions and server setup (one thread, hyper's header-read timer, a kept upstream "
                  "connection per client connection) and none of its work: the least this stack costs; "
                  "`hyper-floor-tls` intercepts the CONNECT tunnels (one leaf from intentgate's CA, made at start) "
-                 "and re-originates TLS to nginx, verified")
+                 "and re-originates TLS to nginx, verified; `hyper-floor-pgo(-tls)` is the same built with its own "
+                 "profile (bench/floor_pgo.sh), as intentgate's release build is with its own")
     L.append("- CPU % is of ONE core. proxy CPU µs/req = (utime+stime of the proxy's process tree over the run)"
              " / completed requests. foreign = CPU used meanwhile by other processes on this shared host.")
     L.append("")
@@ -262,7 +263,7 @@ def report(raw):
         dt = m("max", "direct-tls", "rps")
         for s in tls_names:
             plain = {"direct-tls": "direct", "direct-tls-new": "direct", "mitmproxy-tls": "mitmproxy",
-                     "haproxy-tls": "haproxy", "hyper-floor-tls": "hyper-floor"}.get(s, "intentgate")
+                     "haproxy-tls": "haproxy", "hyper-floor-tls": "hyper-floor", "hyper-floor-pgo-tls": "hyper-floor-pgo"}.get(s, "intentgate")
             e = errs("max", s)
             pk = m("max", s, "rss_peak_kb")
             L.append("| " + " | ".join([

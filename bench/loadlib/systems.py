@@ -302,11 +302,10 @@ backend nginx
     # `hyper-floor-tls` (--https): --tls, intercepting the CONNECT tunnels as intentgate-tls does, with
     # a leaf for 127.0.0.1 signed at start by the same CA (intentgate's `ca init`), upstream TLS
     # verified against the bench's upstream CA.
-    "hyper-floor": lambda run, port, up: (
-        [floor_bin(), "--listen", f"127.0.0.1:{port}"]
-        + (["--tls", "--ca-cert", up["tls"]["ig_ca"], "--ca-key", up["tls"]["ig_ca_key"],
-            "--upstream-ca", up["tls"]["upstream_ca"]] if up.get("tls") else []),
-        f"hyper-floor-{port}.txt", "hyper-floor: no config file, flags only\n"),
+    "hyper-floor": lambda run, port, up: floor_cmd(floor_bin(), port, up),
+    # hyper-floor-pgo (and -tls): the same built as intentgate's release is, with a profile of how it
+    # runs (bench/floor_pgo.sh: its own training, -Cprofile-use), so both compare in one build mode.
+    "hyper-floor-pgo": lambda run, port, up: floor_cmd(floor_pgo_bin(), port, up),
     # Without default-server-timeout privoxy does not reuse its upstream connections (nginx
     # announces no keep-alive timeout): a new connection per request (as ../shared/bench sets it).
     "privoxy": lambda run, port, up: (["privoxy", "--no-daemon", f"{run}/privoxy.conf"], "privoxy.conf", f"""
@@ -328,7 +327,15 @@ NO_KEEPALIVE = {"tinyproxy"}
 
 PEER_BIN = {"mitmproxy": "mitmdump"}
 # Peers built from this tree rather than installed: name -> a function returning the binary.
-BUILT = {"hyper-floor": lambda: floor_bin()}
+BUILT = {"hyper-floor": lambda: floor_bin(), "hyper-floor-pgo": lambda: floor_pgo_bin()}
+
+
+def floor_cmd(path, port, up):
+    """A hyper-floor command line (--tls with the bench's CAs when `up` has TLS material)."""
+    return ([path, "--listen", f"127.0.0.1:{port}"]
+            + (["--tls", "--ca-cert", up["tls"]["ig_ca"], "--ca-key", up["tls"]["ig_ca_key"],
+                "--upstream-ca", up["tls"]["upstream_ca"]] if up.get("tls") else []),
+            f"hyper-floor-{port}.txt", "hyper-floor: no config file, flags only\n")
 
 
 def floor_bin():
@@ -345,6 +352,18 @@ def floor_bin():
                            env=dict(os.environ, INTENTGATE_NO_PGO="1"))
         if r.returncode != 0 or not os.access(path, os.X_OK):
             raise RuntimeError(f"cannot build bench/floor: {(r.stderr or r.stdout)[-1000:]}")
+    return path
+
+
+def floor_pgo_bin():
+    """bench/floor built with its own profile (bench/floor_pgo.sh: an instrumented build, its
+    training, then the optimized build: two builds of the floor), when missing."""
+    path = os.path.join(HERE, "floor", "target-pgo", "release", "hyper-floor")
+    if not os.access(path, os.X_OK):
+        log("building bench/floor with its profile (bench/floor_pgo.sh)")
+        r = subprocess.run([os.path.join(HERE, "floor_pgo.sh")], capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0 or not os.access(path, os.X_OK):
+            raise RuntimeError(f"bench/floor_pgo.sh failed: {(r.stderr or r.stdout)[-1000:]}")
     return path
 # Reverse proxies: oha addresses them as the origin (their `target`), not through -x.
 REVERSE = {"haproxy"}

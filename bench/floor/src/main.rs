@@ -150,6 +150,21 @@ async fn serve(a: Args) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     println!("{bound}");
     let builder = Arc::new(http1_builder(a.header_timer, a.max_headers));
+    // SIGTERM and SIGINT end the process through exit() (intentgate shuts down on them too,
+    // src/app.rs), so that a build instrumented for a profile (bench/floor_pgo.sh) writes its counts.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            std::process::exit(0);
+        }
+    });
     if a.header_timer {
         // tokio's time driver wakes its own thread (an eventfd write) whenever a timer becomes
         // the earliest one; with hyper's header-read sleep the only timer, that is every request
