@@ -46,13 +46,6 @@ source "$here/upstream.sh"
 up=$(free_port) port=$(free_port) tls_up=$(free_port)
 trust=()
 if [[ -n "$https" ]]; then
-    # upstream_tls's `BIN ca init --out DIR`, for a tree without an intentgate build: a P-256 CA.
-    floor_ca() {
-        mkdir -p "$4"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-            -keyout "$4/ca-key.pem" -out "$4/ca.pem" -subj "/CN=hyper-floor bench CA" \
-            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    }
     t=$tmp/tls
     upstream_tls "$t" floor_ca || exit 1
     start_nginx "$tmp" "$up" "$tls_up" "$t"

@@ -25,18 +25,7 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-profdata=
-for p in "llvm-profdata-$major" "/usr/lib/llvm-$major/bin/llvm-profdata" llvm-profdata; do
-    if command -v "$p" >/dev/null && "$p" --version 2>/dev/null | grep -q "LLVM version $major\."; then
-        profdata=$p
-        break
-    fi
-done
-[[ -n "$profdata" ]] || {
-    echo "floor_pgo.sh: no llvm-profdata of LLVM $major (rustc's): apt-get install llvm-$major" >&2
-    exit 2
-}
+source "$here/llvm_profdata.sh"
 for tool in nginx oha curl openssl; do
     command -v "$tool" >/dev/null || { echo "floor_pgo.sh: $tool is missing" >&2; exit 2; }
 done
@@ -61,13 +50,6 @@ export RUST_BACKTRACE=0
 raw=$(mktemp -d)
 source "$here/upstream.sh"
 up=$(free_port) tls_up=$(free_port) port=$(free_port)
-# upstream_tls's `BIN ca init --out DIR` without an intentgate build: a P-256 CA (as floor_cost.sh).
-floor_ca() {
-    mkdir -p "$4"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout "$4/ca-key.pem" -out "$4/ca.pem" -subj "/CN=hyper-floor bench CA" \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-}
 t=$raw/tls
 upstream_tls "$t" floor_ca || exit 1
 start_nginx "$raw" "$up" "$tls_up" "$t"

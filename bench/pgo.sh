@@ -28,18 +28,7 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-profdata=
-for p in "llvm-profdata-$major" "/usr/lib/llvm-$major/bin/llvm-profdata" llvm-profdata; do
-    if command -v "$p" >/dev/null && "$p" --version 2>/dev/null | grep -q "LLVM version $major\."; then
-        profdata=$p
-        break
-    fi
-done
-[[ -n "$profdata" ]] || {
-    echo "pgo.sh: no llvm-profdata of LLVM $major (rustc's): apt-get install llvm-$major" >&2
-    exit 2
-}
+source "$here/llvm_profdata.sh"
 
 raw=$(mktemp -d)
 trap 'rm -rf "$raw"' EXIT

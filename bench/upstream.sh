@@ -1,4 +1,4 @@
-# Shared by bench/instructions.sh and bench/order.sh (sourced): a free loopback port, and a local
+# Shared by the bench scripts (sourced: instructions.sh, order.sh, floor_cost.sh, floor_pgo.sh, ...): a free loopback port, and a local
 # nginx upstream answering `{"ok":true}` on HTTP and, when TLS material is made, also on TLS.
 # Files in $FILES_DIR (if set) are served under /files/, to a POST too (its body ignored).
 
@@ -23,6 +23,15 @@ upstream_tls() {
         cat "$t/up.pem" "$t/up-key.pem" >"$t/up-with-key.pem"
         [[ -z "${2:-}" ]] || "$2" ca init --out "$t/ig"
     } >"$t/setup.log" 2>&1 || { cat "$t/setup.log" >&2; return 1; }
+}
+
+# floor_ca _ _ _ DIR: upstream_tls's `BIN ca init --out DIR` for a tree without an intentgate
+# build (bench/floor's scripts): a P-256 CA, as `intentgate ca init` makes (DIR/ca.pem, ca-key.pem).
+floor_ca() {
+    mkdir -p "$4"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$4/ca-key.pem" -out "$4/ca.pem" -subj "/CN=hyper-floor bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
 }
 
 # start_nginx TMP PORT [TLS_PORT TLS_DIR]: nginx in the background; sets nginx_pid. Its connections
