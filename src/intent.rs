@@ -22,7 +22,7 @@ pub enum IntentSource {
 }
 
 impl IntentSource {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             IntentSource::Header => "header",
             IntentSource::Session => "session",

@@ -138,13 +138,13 @@ fn agent(out: &mut Vec<u8>, a: &AuditAgent) {
     out.push(b'}');
 }
 
-/// `source` as a word (the enum's own spelling: a test checks each).
+/// `source` as a word (the enum's own spelling).
 fn source(s: Option<IntentSource>) -> &'static Word {
-    const HEADER: Word = Word::of("header");
-    const SESSION: Word = Word::of("session");
-    const TOKEN: Word = Word::of("token");
-    const DEFAULT: Word = Word::of("default");
-    const NONE: Word = Word::of("none");
+    const HEADER: Word = Word::of(IntentSource::Header.as_str());
+    const SESSION: Word = Word::of(IntentSource::Session.as_str());
+    const TOKEN: Word = Word::of(IntentSource::Token.as_str());
+    const DEFAULT: Word = Word::of(IntentSource::Default.as_str());
+    const NONE: Word = Word::of(IntentSource::None.as_str());
     match s {
         None => &Word::BLANK,
         Some(IntentSource::Header) => &HEADER,
@@ -155,10 +155,10 @@ fn source(s: Option<IntentSource>) -> &'static Word {
     }
 }
 
-/// `mode` as a word (the enum's own spelling: a test checks each).
+/// `mode` as a word (the enum's own spelling).
 fn mode(m: Option<Mode>) -> &'static Word {
-    const ENFORCE: Word = Word::of("enforce");
-    const MONITOR: Word = Word::of("monitor");
+    const ENFORCE: Word = Word::of(Mode::Enforce.as_str());
+    const MONITOR: Word = Word::of(Mode::Monitor.as_str());
     match m {
         None => &Word::BLANK,
         Some(Mode::Enforce) => &ENFORCE,

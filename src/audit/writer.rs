@@ -150,9 +150,15 @@ impl Writer {
             self.take(msg);
         }
         if self.holds() {
-            let lines = self.pending.iter().filter(|&&b| b == b'\n').count();
-            self.shared.unwritten.store(lines, Ordering::Relaxed);
+            self.shared
+                .unwritten
+                .store(self.pending_lines(), Ordering::Relaxed);
         }
+    }
+
+    /// How many lines (whole or cut) are waiting in `pending`.
+    fn pending_lines(&self) -> usize {
+        self.pending.iter().filter(|&&b| b == b'\n').count()
     }
 
     fn take(&mut self, msg: Msg) {
@@ -260,7 +266,7 @@ impl Writer {
                 tracing::error!(error = %e, "audit: the log cannot be written; records are dropped and counted until it can (audit.on_failure: continue)");
             }
         }
-        let lines = self.pending.iter().filter(|&&b| b == b'\n').count();
+        let lines = self.pending_lines();
         if block {
             self.shared.blocked.store(true, Ordering::Relaxed);
             self.shared.metrics.audit_blocked.set(1);

@@ -119,7 +119,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Monitor => "monitor",
