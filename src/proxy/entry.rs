@@ -1,4 +1,4 @@
-//! Where a request came from (`Entry`: the proxy listener's client connection, an intercepted
+//! Where a request came from (`Source`: the proxy listener's client connection, an intercepted
 //! tunnel, a transparent connection) and where it goes (`Target`, its canonical destination).
 
 use std::convert::Infallible;
@@ -37,42 +37,25 @@ impl ClientConn {
 /// several KiB, a box is one pointer (the handling then lives only as long as its request).
 pub type Handled = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-/// Where a request came from: the proxy listener (absolute-form or CONNECT), or an intercepted
-/// tunnel (origin-form, its destination fixed by the CONNECT).
-pub(super) enum Entry<'a> {
-    Listener(&'a ClientConn),
-    Tunnel(&'a intercept::TunnelInfo),
-    /// Plain HTTP on a connection redirected to the transparent listener.
-    Transparent(&'a transparent::Redirected),
-}
-
-/// Where a request came from, held by its boxed future: `Proxy::run` lends it to the pipeline
-/// as an `Entry`. (Held by `run`'s own future rather than by an `async` block around it: each
-/// level of future copies the request into its room once more.)
+/// Where a request came from: the proxy listener (absolute-form or CONNECT), an intercepted
+/// tunnel (origin-form, its destination fixed by the CONNECT), or the transparent listener. Held
+/// by the request's boxed future (`Proxy::run`, no `async` block around it: each level of future
+/// copies the request into its room once more) and lent to the pipeline.
 pub(super) enum Source {
     Listener(Arc<ClientConn>),
     Tunnel(Arc<intercept::TunnelInfo>),
+    /// Plain HTTP on a connection redirected to the transparent listener.
     Transparent(Arc<transparent::Redirected>),
 }
 
 impl Source {
-    pub(super) fn entry(&self) -> Entry<'_> {
-        match self {
-            Source::Listener(c) => Entry::Listener(c),
-            Source::Tunnel(t) => Entry::Tunnel(t),
-            Source::Transparent(r) => Entry::Transparent(r),
-        }
-    }
-}
-
-impl Entry<'_> {
     /// Whether the raw request stream of the client connection turned ambiguous (a head with
     /// Content-Length and Transfer-Encoding, src/conn/framing.rs).
     pub(super) fn ambiguous_framing(&self) -> bool {
         match self {
-            Entry::Listener(c) => c.in_flight.ambiguous_framing(),
-            Entry::Tunnel(t) => t.in_flight.ambiguous_framing(),
-            Entry::Transparent(r) => r.in_flight.ambiguous_framing(),
+            Source::Listener(c) => c.in_flight.ambiguous_framing(),
+            Source::Tunnel(t) => t.in_flight.ambiguous_framing(),
+            Source::Transparent(r) => r.in_flight.ambiguous_framing(),
         }
     }
 }

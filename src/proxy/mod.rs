@@ -65,7 +65,7 @@ use crate::tls::Tls;
 use crate::vocab::{ConnectionMode, Scheme};
 pub use entry::ClientConn;
 pub use entry::Handled;
-use entry::{Entry, Source, Target};
+use entry::{Source, Target};
 use gate::LivePolicy;
 use respond::Outcome;
 use sender::{Affinity, Destination, Upstreams};
@@ -129,7 +129,6 @@ impl Proxy {
         from: Source,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> {
         async move {
-            let entry = from.entry();
             let started = Instant::now();
             // Back-pressure: the audit record's place is reserved before any work is done. While
             // the log cannot be written (`audit.on_failure: block`) nothing is forwarded: 503.
@@ -170,7 +169,7 @@ impl Proxy {
                 // away, or shutdown closed its connection), the record is still written.
                 let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
                 let outcome = {
-                    let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), entry));
+                    let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), &from));
                     pipeline.instrument(span.clone()).await
                 };
                 armed.disarm();
@@ -188,7 +187,7 @@ impl Proxy {
         req: Request<Incoming>,
         live: &LivePolicy,
         rec: &mut AuditRecord,
-        entry: Entry<'_>,
+        entry: &Source,
     ) -> impl Future<Output = Result<Outcome, ProxyError>> {
         async move {
             // 1. Limits and framing first: nothing reads a head over our limits, or one two parsers
@@ -218,7 +217,7 @@ impl Proxy {
                 // 2. Inside an intercepted tunnel the destination is the tunnel's: the request must
                 //    name the same authority (else 421), and its origin-form path is canonicalised.
                 //    A tunnel refused at its CONNECT answers each request with that refusal.
-                Entry::Tunnel(t) => {
+                Source::Tunnel(t) => {
                     let target = t.target_of(&req)?;
                     if let Some(refused) = &t.refused {
                         target.note(rec);
@@ -230,11 +229,11 @@ impl Proxy {
                 //     (Host) at the port the client dialled, never the IP it chose
                 //     (src/proxy/transparent.rs).
                 //     A WebSocket is decided the same way and relayed as on the proxy listener.
-                Entry::Transparent(r) => {
+                Source::Transparent(r) => {
                     let target = r.target_of(&req)?;
                     (target, ws.map(|w| w.held_by(&r.in_flight)), &r.kept)
                 }
-                Entry::Listener(client) => {
+                Source::Listener(client) => {
                     // 3. CONNECT goes to the tunnel path (src/proxy/connect.rs); everything else is
                     //    forwarded. Boxed: a tunnel's state is large and would otherwise size every
                     //    request's future.
