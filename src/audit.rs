@@ -187,9 +187,19 @@ impl Audit {
 
     /// Reserves a place for one record, waiting while the queue is full. `None` when auditing is
     /// off (or the writer has stopped, which only happens at exit).
+    ///
+    /// A free place is taken without a future (`try_reserve_owned`: one compare-and-swap on the
+    /// queue's semaphore); only a full queue waits in `reserve_owned`, in line behind the
+    /// requests already waiting (a place given back goes to them first, so none is free while
+    /// any waits: the order is the same as before).
     pub async fn reserve(&self) -> Option<Slot> {
         let tx = self.tx.clone()?;
-        tx.reserve_owned().await.ok().map(|permit| Slot {
+        let permit = match tx.try_reserve_owned() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(tx)) => tx.reserve_owned().await.ok()?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+        };
+        Some(Slot {
             permit,
             shared: self.shared.clone(),
         })

@@ -83,6 +83,67 @@ fn lines(disk: &Disk) -> Vec<u64> {
         .collect()
 }
 
+/// A full queue makes `reserve` wait (back-pressure); requests waiting get the places given
+/// back in the order they asked, and a free place is taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_reserve_wait_and_waiters_go_first() {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let disk = Disk::default();
+    // No room: the first record's write fails and the writer holds the queue (`block`).
+    let shared = Shared::new(
+        metrics,
+        AuditOnFailure::Block,
+        crate::config::AuditFormat::Intentgate,
+    );
+    let audit = Audit::spawn(shared, Sink::Stdout, Box::new(disk.clone()), 2, None).unwrap();
+    send(&audit, 1).await;
+    for _ in 0..500 {
+        if audit.blocked() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(audit.blocked());
+    // Two places, both taken (the writer holds the first record, not a place).
+    let held: Vec<Slot> = vec![
+        audit.reserve().await.unwrap(),
+        audit.reserve().await.unwrap(),
+    ];
+    assert!(audit.try_reserve().is_none(), "the queue is full");
+    // Two requests wait, in this order.
+    let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiting = Vec::new();
+    for i in 0..2u64 {
+        let (audit, tx) = (audit.clone(), tx.clone());
+        waiting.push(tokio::spawn(async move {
+            let slot = audit.reserve().await.unwrap();
+            tx.send(i).unwrap();
+            slot.send(AuditRecord {
+                status: 600 + i as u16,
+                ..Default::default()
+            });
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(order.try_recv().is_err(), "nobody got a place while full");
+    // Room: the writer takes the queue, the waiters get their places in order.
+    disk.room.store(usize::MAX / 2, Ordering::SeqCst);
+    for slot in held {
+        slot.send(AuditRecord::default());
+    }
+    for w in waiting {
+        w.await.unwrap();
+    }
+    assert_eq!(order.recv().await, Some(0));
+    assert_eq!(order.recv().await, Some(1));
+    assert_eq!(audit.settle(Duration::from_secs(10)).await, 0);
+    assert_eq!(lines(&disk), (1..=5).collect::<Vec<_>>());
+    // A free place now: taken without waiting.
+    let now = tokio::time::timeout(Duration::from_millis(1), audit.reserve()).await;
+    assert!(now.is_ok_and(|s| s.is_some()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_cut_short_is_resumed_never_repeated_in_both_modes() {
     for on_failure in [AuditOnFailure::Block, AuditOnFailure::Continue] {
