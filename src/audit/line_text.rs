@@ -69,7 +69,66 @@ pub(super) fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes
 /// (as serde_json writes them); everything else, UTF-8 included, as is.
+///
+/// Most strings of a line hold nothing to escape and are short (the decision id, the method,
+/// the host, the path): up to 32 bytes, one with nothing to escape is written where it is used,
+/// quotes included, as one block (of 16 bytes under 8, else 48: one capacity check, no call);
+/// any other goes through `quoted`, the general path.
+#[inline(always)]
 pub(in crate::audit) fn string(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    let n = b.len();
+    if n < 8 {
+        let w = short_word(b);
+        if dirty(w) == 0 {
+            // The quote, the word's `n` bytes (its padding cut off), the quote.
+            let end = (n + 1) * 8;
+            let text = (u128::from(w) << 8 & ((1 << end) - 1)) | 0x22 | 0x22 << end;
+            return block(out, &text.to_le_bytes(), n + 2);
+        }
+    } else if let Some(text) = clean_quoted(b) {
+        return block(out, &text, n + 2);
+    }
+    quoted(out, s);
+}
+
+/// `b` (8 to 32 bytes) quoted in a block of 48, if nothing in it is to be escaped: its bytes
+/// tested as two or four words (the last ones overlapping those before) and copied as two
+/// overlapping halves.
+#[inline(always)]
+fn clean_quoted(b: &[u8]) -> Option<[u8; 48]> {
+    let n = b.len();
+    let word = |w: Option<&[u8; 8]>| w.map_or(HIGH, |w| dirty(u64::from_le_bytes(*w)));
+    let mut text = [0; 48];
+    if n < 16 {
+        let (a, z) = (b.first_chunk::<8>()?, b.last_chunk::<8>()?);
+        if word(Some(a)) | word(Some(z)) != 0 {
+            return None;
+        }
+        text[1..9].copy_from_slice(a);
+        text[n - 7..n + 1].copy_from_slice(z);
+    } else if n <= 32 {
+        let (a, z) = (b.first_chunk::<16>()?, b.last_chunk::<16>()?);
+        let m = word(a.first_chunk::<8>())
+            | word(a.last_chunk::<8>())
+            | word(z.first_chunk::<8>())
+            | word(z.last_chunk::<8>());
+        if m != 0 {
+            return None;
+        }
+        text[1..17].copy_from_slice(a);
+        text[n - 15..n + 1].copy_from_slice(z);
+    } else {
+        return None;
+    }
+    text[0] = b'"';
+    text[n + 1] = b'"';
+    Some(text)
+}
+
+/// `string`'s general path: any length, escapes written.
+#[inline(never)]
+fn quoted(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     escaped(out, s);
@@ -123,7 +182,6 @@ pub(super) fn to_escape(bytes: &[u8]) -> Option<usize> {
 /// moves up).
 fn dirty(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte below 0x20, or equal to '"' or '\' (zero once xored with it), with its high bit
     // clear (`!x`: the xors keep the high bit).
     let low = x.wrapping_sub(ONES * 0x20);
@@ -131,6 +189,9 @@ fn dirty(x: u64) -> u64 {
     let backslash = (x ^ (ONES * 0x5c)).wrapping_sub(ONES);
     (low | quote | backslash) & !x & HIGH
 }
+
+/// The high bit of each of a word's eight bytes.
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// The position in its word of the lowest byte `dirty` found.
 fn first(m: u64) -> usize {

@@ -127,6 +127,18 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
             &|o| before::escaped(o, &"x".repeat(len)),
             "",
         );
+        // Clean strings of every length, quoted (the blocks of 16 and 48 bytes, and the rest).
+        let clean: String = (0..len)
+            .map(|i| match b' ' + (i * 7 % 95) as u8 {
+                b'"' | b'\\' => 'q',
+                c => char::from(c),
+            })
+            .collect();
+        both(
+            &|o| string(o, &clean),
+            &|o| before::string(o, &clean),
+            &clean,
+        );
         for at in 0..=len {
             for c in &odd {
                 let s = format!("{}{c}{}", "y".repeat(at), "z".repeat(len - at));
