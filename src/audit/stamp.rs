@@ -47,8 +47,29 @@ impl Stamper {
             digits(&mut t[14..16], s / 60 % 60);
             digits(&mut t[17..19], s % 60);
         }
-        digits(&mut t[20..26], frac);
+        micros6(&mut t[20..26], frac);
         t
+    }
+}
+
+/// The two-digit numbers 00 to 99, written.
+const PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// `n` (below 10^6: a second's microseconds) as six digits, two a step.
+fn micros6(out: &mut [u8], n: u64) {
+    let (hi, lo) = ((n / 10_000) as usize % 100, n % 10_000);
+    let (mid, lo) = ((lo / 100) as usize, (lo % 100) as usize);
+    if let Some(out) = out.first_chunk_mut::<6>() {
+        let ([a, b], [c, d], [e, f]) = (PAIRS[hi], PAIRS[mid], PAIRS[lo]);
+        *out = [a, b, c, d, e, f];
     }
 }
 
@@ -124,6 +145,12 @@ mod tests {
                 humantime::format_rfc3339_micros(t).to_string(),
                 "{s}.{us}"
             );
+        }
+        // Every microsecond of a second, as six digits.
+        let mut six = [0; 6];
+        for us in 0..1_000_000u64 {
+            micros6(&mut six, us);
+            assert_eq!(six, *format!("{us:06}").as_bytes(), "{us}");
         }
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(rfc3339_micros(before), "1970-01-01T00:00:00.000000Z");
