@@ -198,11 +198,12 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     opt_string(out, rec.intent.task.as_deref());
     out.extend_from_slice(b",\"source\":");
     source(rec.intent.source).put(out);
-    out.extend_from_slice(if rec.intent.verified {
-        b",\"verified\":true},\"connection\":"
+    // Each a constant of its own length (one choosing between them is copied by a call).
+    if rec.intent.verified {
+        out.extend_from_slice(b",\"verified\":true},\"connection\":");
     } else {
-        b",\"verified\":false},\"connection\":"
-    });
+        out.extend_from_slice(b",\"verified\":false},\"connection\":");
+    }
     rec.connection
         .map_or(&Word::BLANK, |c| &words_of!(ConnectionMode)[c as usize])
         .put(out);

@@ -60,6 +60,7 @@ fn short_word(s: &[u8]) -> u64 {
 }
 
 /// A JSON string, or `null`.
+#[inline(always)]
 pub(super) fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => string(out, s),
@@ -253,7 +254,9 @@ fn digits<const N: usize>(buf: &mut [u8; N], mut n: u64) -> usize {
     at
 }
 
-/// `n` in decimal: its digits copied as one block of 20 bytes.
+/// `n` in decimal: its digits copied as one block of 20 bytes. Inlined where it is used (six
+/// times a line: the call cost a fifth of it).
+#[inline(always)]
 pub(in crate::audit) fn uint(out: &mut Vec<u8>, n: u64) {
     let mut buf = [0u8; 40];
     let at = digits(&mut buf, n);
