@@ -13,7 +13,7 @@ use crate::vocab::{ConnectionMode, Scheme, Verdict};
 
 #[path = "line_text.rs"]
 mod text;
-use text::{Word, float, opt_string, put, same, to_escape, vocab, words_of};
+use text::{Word, float, opt_string, put, to_escape, vocab, words_of};
 pub(super) use text::{escaped, string, uint};
 
 /// Appends `rec` as one JSON object (no newline) to `out`.
@@ -40,62 +40,7 @@ pub(super) struct Stamp<'a> {
 #[derive(Default)]
 pub(super) struct Repeats {
     head: Head,
-    target: Target,
     revision: Kept<str>,
-}
-
-/// The call's target, adjacent in a line, kept as one piece: from `,"connection":` to
-/// `,"path":` (its connection mode, method, scheme, host and port), known by those values: a
-/// sidecar's calls mostly go to a few hosts, one after another. Unlike the pieces known by an
-/// `Arc`, these are compared (a short method or host as one or two words).
-#[derive(Default)]
-struct Target {
-    of: Option<(Option<ConnectionMode>, Option<Scheme>, u16)>,
-    method: String,
-    host: String,
-    bytes: Vec<u8>,
-}
-
-impl Target {
-    #[inline(always)]
-    fn write(&mut self, out: &mut Vec<u8>, rec: &AuditRecord) {
-        let same = self.of == Some((rec.connection, rec.scheme, rec.port))
-            && same(&self.method, &rec.method)
-            && same(&self.host, &rec.host);
-        if !same {
-            self.render(rec);
-        }
-        out.extend_from_slice(&self.bytes);
-    }
-
-    #[inline(never)]
-    fn render(&mut self, rec: &AuditRecord) {
-        self.bytes.clear();
-        target(&mut self.bytes, rec);
-        self.of = Some((rec.connection, rec.scheme, rec.port));
-        self.method.clone_from(&rec.method);
-        self.host.clone_from(&rec.host);
-    }
-}
-
-/// The call's target: `,"connection":…,"method":…,"scheme":…,"host":…,"port":…,"path":`.
-#[inline(always)]
-fn target(out: &mut Vec<u8>, rec: &AuditRecord) {
-    out.extend_from_slice(b",\"connection\":");
-    rec.connection
-        .map_or(&Word::BLANK, |c| &words_of!(ConnectionMode)[c as usize])
-        .put(out);
-    out.extend_from_slice(b",\"method\":");
-    string(out, &rec.method);
-    out.extend_from_slice(b",\"scheme\":");
-    rec.scheme
-        .map_or(&Word::BLANK, |s| &words_of!(Scheme)[s as usize])
-        .put(out);
-    out.extend_from_slice(b",\"host\":");
-    string(out, &rec.host);
-    out.extend_from_slice(b",\"port\":");
-    uint(out, u64::from(rec.port));
-    out.extend_from_slice(b",\"path\":");
 }
 
 /// The agent and the intent's name, adjacent in a line, kept as one piece (one copy a line):
@@ -255,14 +200,24 @@ fn line(rec: &AuditRecord, out: &mut Vec<u8>, kept: Option<(&mut Repeats, Stamp<
     source(rec.intent.source).put(out);
     // Each a constant of its own length (one choosing between them is copied by a call).
     if rec.intent.verified {
-        out.extend_from_slice(b",\"verified\":true}");
+        out.extend_from_slice(b",\"verified\":true},\"connection\":");
     } else {
-        out.extend_from_slice(b",\"verified\":false}");
+        out.extend_from_slice(b",\"verified\":false},\"connection\":");
     }
-    match repeats.as_mut() {
-        Some(r) => r.target.write(out, rec),
-        None => target(out, rec),
-    }
+    rec.connection
+        .map_or(&Word::BLANK, |c| &words_of!(ConnectionMode)[c as usize])
+        .put(out);
+    out.extend_from_slice(b",\"method\":");
+    string(out, &rec.method);
+    out.extend_from_slice(b",\"scheme\":");
+    rec.scheme
+        .map_or(&Word::BLANK, |s| &words_of!(Scheme)[s as usize])
+        .put(out);
+    out.extend_from_slice(b",\"host\":");
+    string(out, &rec.host);
+    out.extend_from_slice(b",\"port\":");
+    uint(out, u64::from(rec.port));
+    out.extend_from_slice(b",\"path\":");
     string(out, &rec.path);
     out.extend_from_slice(b",\"decision\":");
     rec.decision

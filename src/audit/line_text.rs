@@ -59,23 +59,6 @@ fn short_word(s: &[u8]) -> u64 {
     data | PAD << (n * 8)
 }
 
-/// Whether `a` and `b` are the same string: one shorter than 8 bytes compared as one padded
-/// word, up to 16 as two (overlapping) words, a longer one as bytes.
-#[inline(always)]
-pub(super) fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let word = |w: Option<&[u8; 8]>| w.map(|w| u64::from_le_bytes(*w));
-    match a.len() {
-        n if n != b.len() => false,
-        0..8 => short_word(a) == short_word(b),
-        8..=16 => {
-            word(a.first_chunk()) == word(b.first_chunk())
-                && word(a.last_chunk()) == word(b.last_chunk())
-        }
-        _ => a == b,
-    }
-}
-
 /// A JSON string, or `null`.
 #[inline(always)]
 pub(super) fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {

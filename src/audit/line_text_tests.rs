@@ -159,21 +159,6 @@ fn the_block_writers_write_what_the_writers_before_them_wrote() {
 }
 
 #[test]
-fn same_is_equality() {
-    for len in 0..40 {
-        let a: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"[..len].into();
-        assert!(same(&a, &a.clone()), "{a}");
-        assert!(!same(&a, &format!("{a}x")), "{a}");
-        for at in 0..len {
-            let mut b = a.clone().into_bytes();
-            b[at] = b'_';
-            let b = String::from_utf8(b).unwrap();
-            assert!(!same(&a, &b), "{a} {b}");
-        }
-    }
-}
-
-#[test]
 fn each_word_is_its_value_s_spelling_quoted() {
     use super::super::{mode, source};
     let word = |w: &Word| {
