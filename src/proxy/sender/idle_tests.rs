@@ -15,10 +15,7 @@ use crate::proxy::sender::kept::Slot;
 use crate::target::Authority;
 
 fn authority() -> Authority {
-    Authority {
-        host: "up.example".into(),
-        port: 80,
-    }
+    Authority::new("up.example".into(), 80)
 }
 
 /// An HTTP/1.1 connection to `authority()`, ready for a request; its far end is returned too.
