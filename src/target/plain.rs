@@ -7,6 +7,7 @@ use super::{Authority, Literal, ipv4_prefix, numeric_like};
 /// and a port (or none, for the default), read in one pass and copied once. `None` for any
 /// other (upper case, IDNA, a trailing dot, brackets, userinfo, a bad port, …): `any_authority`
 /// then reads it, and for the ones answered here it answers the same.
+#[inline(always)]
 pub(super) fn plain_authority(raw: &str, default_port: Option<u16>) -> Option<Authority> {
     let b = raw.as_bytes();
     let (end, literal) = match ipv4_prefix(b) {
