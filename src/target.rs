@@ -1,14 +1,18 @@
 //! The canonical request target: one parser for the authority and one for the path, used for
 //! BOTH the policy decision and the forwarded request, so what is decided is what is sent.
 
+mod literal;
 mod path;
 mod plain;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use http::Uri;
 
 use crate::error::ProxyError;
+pub(crate) use literal::ipv4_literal;
+use literal::{Literal, ipv4_prefix};
 pub use path::canonical_path;
 use plain::plain_authority;
 
@@ -17,9 +21,31 @@ use plain::plain_authority;
 pub struct Authority {
     pub host: String,
     pub port: u16,
+    /// What the host is as an IP literal, read where the host was (the vetting reads no literal
+    /// twice). A function of `host`: equal hosts, equal literals.
+    literal: Literal,
 }
 
 impl Authority {
+    /// The authority of a canonical host (as `canonical_host` answers, or an address's text).
+    pub fn new(host: String, port: u16) -> Self {
+        let literal = Literal::of(&host);
+        Authority {
+            host,
+            port,
+            literal,
+        }
+    }
+
+    /// The host's address when it is an IP literal: std's parse of `host`, without reading it.
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
+        match self.literal {
+            Literal::V4(ip) => Some(IpAddr::V4(ip)),
+            Literal::V6 => self.host.parse().ok(),
+            Literal::Name => None,
+        }
+    }
+
     /// `host:port`, with IPv6 literals in brackets.
     pub fn to_host_port(&self) -> String {
         // Built by hand: this runs on every request, and `format!` costs several times more.
@@ -181,11 +207,15 @@ fn any_authority(raw: &str, default_port: Option<u16>) -> Result<Authority, Prox
             ProxyError::bad_request("the target needs an explicit port (host:port)", HINT_TARGET)
         })?,
     };
-    let host = match host_raw {
-        Cow::Owned(ipv6) if ipv6.contains(':') => ipv6, // already a canonical IPv6 literal
-        host_raw => canonical_host(&host_raw)?,
+    let (host, literal) = match host_raw {
+        Cow::Owned(ipv6) if ipv6.contains(':') => (ipv6, Literal::V6), // already canonical
+        host_raw => canonical(&host_raw)?,
     };
-    Ok(Authority { host, port })
+    Ok(Authority {
+        host,
+        port,
+        literal,
+    })
 }
 
 fn parse_port(p: &str) -> Result<u16, ProxyError> {
@@ -209,6 +239,11 @@ fn parse_port(p: &str) -> Result<u16, ProxyError> {
 /// Lowercases, removes one trailing dot, converts IDNA to punycode and refuses anything that is not
 /// a plain DNS name or a canonical dotted-quad IPv4 literal.
 pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
+    canonical(raw).map(|(host, _)| host)
+}
+
+/// `canonical_host`, and what the host is as an IP literal (an IPv6 one is refused here).
+fn canonical(raw: &str) -> Result<(String, Literal), ProxyError> {
     let trimmed = raw.strip_suffix('.').unwrap_or(raw);
     if trimmed.is_empty() || trimmed.len() > 253 {
         return Err(ProxyError::bad_request(
@@ -218,8 +253,8 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
     }
     // A dotted-quad literal is already canonical (std parses only four decimal numbers without
     // leading zeros): the usual case of a pod calling a cluster IP, checked first.
-    if ipv4_literal(trimmed.as_bytes()).is_some() {
-        return Ok(trimmed.to_string());
+    if let Some(ip) = ipv4_literal(trimmed.as_bytes()) {
+        return Ok((trimmed.to_string(), Literal::V4(ip)));
     }
     let ascii = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
@@ -244,51 +279,16 @@ pub fn canonical_host(raw: &str) -> Result<String, ProxyError> {
     // Anything that looks numeric must be a canonical dotted quad: `2130706433`, `0x7f.1`,
     // `0177.0.0.1` and `127.1` are all ways to hide an address from a name-based rule.
     let last = ascii.rsplit('.').next().unwrap_or("");
-    if numeric_like(last.as_bytes()) && ipv4_literal(ascii.as_bytes()).is_none() {
-        return Err(ProxyError::bad_request(
+    if !numeric_like(last.as_bytes()) {
+        return Ok((ascii, Literal::Name));
+    }
+    match ipv4_literal(ascii.as_bytes()) {
+        Some(ip) => Ok((ascii, Literal::V4(ip))),
+        None => Err(ProxyError::bad_request(
             format!("non-canonical IP address literal '{raw}' is refused"),
             "write IPv4 addresses as four decimal numbers, e.g. 192.0.2.1",
-        ));
+        )),
     }
-    Ok(ascii)
-}
-
-/// `s` as std parses an `Ipv4Addr` (four decimal numbers up to 255 joined by dots, none with a
-/// leading zero), number by number: std's parser costs ~170 instructions for `127.0.0.1`, and a
-/// request's literal host is read twice (here and when its address is vetted).
-pub(crate) fn ipv4_literal(s: &[u8]) -> Option<std::net::Ipv4Addr> {
-    ipv4_prefix(s).and_then(|(ip, rest)| rest.is_empty().then_some(ip))
-}
-
-/// The dotted-quad literal at the start of `s` (as `ipv4_literal` reads one), and the bytes
-/// after it (which may go on with a digit or a dot: the caller looks).
-#[inline(always)]
-fn ipv4_prefix(s: &[u8]) -> Option<(std::net::Ipv4Addr, &[u8])> {
-    let (a, s) = octet(s)?;
-    let (b, s) = octet(s.strip_prefix(b".")?)?;
-    let (c, s) = octet(s.strip_prefix(b".")?)?;
-    let (d, s) = octet(s.strip_prefix(b".")?)?;
-    Some((std::net::Ipv4Addr::new(a, b, c, d), s))
-}
-
-/// The decimal number of one to three digits at the start of `s` (no leading zero, at most
-/// 255), and the bytes after it.
-#[inline(always)]
-fn octet(s: &[u8]) -> Option<(u8, &[u8])> {
-    let digit = |i: usize| (s.get(i)).and_then(|b| Some(b.wrapping_sub(b'0')).filter(|d| *d < 10));
-    let a = digit(0)?;
-    let Some(b) = digit(1) else {
-        return Some((a, &s[1..]));
-    };
-    if a == 0 {
-        return None;
-    }
-    let Some(c) = digit(2) else {
-        return Some((a * 10 + b, &s[2..]));
-    };
-    // A fourth digit is left to the caller, which wants a dot or the end there.
-    let n = u16::from(a) * 100 + u16::from(b) * 10 + u16::from(c);
-    Some((u8::try_from(n).ok()?, &s[3..]))
 }
 
 /// The canonical authority, path and raw query of an absolute-form request target.

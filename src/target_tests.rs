@@ -106,6 +106,46 @@ fn shortcut_agrees_with_the_full_canonicalisation() {
     assert!(shortcut > 100, "only {shortcut} paths took the shortcut");
 }
 
+/// The IP literal an authority carries is std's parse of its host, in every form: plain and
+/// full reader, IPv6 (mapped, compatible, plain), IDNA digits, names, and `Authority::new`.
+#[test]
+fn the_carried_ip_is_what_std_parses_of_the_host() {
+    let forms = [
+        "127.0.0.1:8080",
+        "10.1.2.3",
+        "api.example.com",
+        "API.Example.COM.",
+        "1.2.3.4.",
+        "[::1]:8443",
+        "[::ffff:127.0.0.1]:8080",
+        "[::FFFF:7f00:1]:8080",
+        "[::127.0.0.1]:80",
+        "[::]:80",
+        "[fe80::1]",
+        "\u{ff11}.\u{ff12}.\u{ff13}.\u{ff14}",
+        "bücher.example",
+        "svc_a.ns:8443",
+    ];
+    for raw in forms {
+        let a = parse_authority(raw, Some(80)).unwrap();
+        assert_eq!(a.ip(), a.host.parse().ok(), "{raw}");
+        assert_eq!(a, Authority::new(a.host.clone(), a.port), "{raw}");
+    }
+    let ip = |raw: &str| parse_authority(raw, Some(80)).unwrap().ip();
+    assert_eq!(ip("10.1.2.3"), Some([10, 1, 2, 3].into()));
+    assert_eq!(ip("[::ffff:127.0.0.1]"), Some([127, 0, 0, 1].into()));
+    assert_eq!(
+        ip("\u{ff11}.\u{ff12}.\u{ff13}.\u{ff14}"),
+        Some([1, 2, 3, 4].into())
+    );
+    assert!(ip("[::1]").is_some_and(|ip| ip.is_ipv6()));
+    assert_eq!(ip("api.example.com"), None);
+    for addr in ["192.0.2.1", "::1", "::ffff:1.2.3.4", "fe80::1"] {
+        let a = Authority::new(addr.parse::<std::net::IpAddr>().unwrap().to_string(), 1);
+        assert_eq!(a.ip(), addr.parse().ok(), "{addr}");
+    }
+}
+
 #[test]
 fn ipv4_in_ipv6_spelling() {
     // Mapped: the same destination, spelled canonically.
@@ -159,10 +199,7 @@ fn paths_that_upstreams_read_differently_are_ambiguous() {
 
 #[test]
 fn host_header_compared_without_building_it() {
-    let a = |host: &str, port| Authority {
-        host: host.into(),
-        port,
-    };
+    let a = |host: &str, port| Authority::new(host.into(), port);
     for (authority, default_port) in [
         (a("api.example.com", 80), 80),
         (a("api.example.com", 8080), 80),
@@ -254,6 +291,9 @@ fn plain_authorities_are_read_as_the_full_parser_reads_them() {
     let mut check = |s: &str| {
         for default in [Some(80), None] {
             let full = any_authority(s, default).ok();
+            if let Some(a) = &full {
+                assert_eq!(a.ip(), a.host.parse().ok(), "{s:?} {default:?}");
+            }
             if let Some(a) = plain_authority(s, default) {
                 plain += 1;
                 assert_eq!(Some(&a), full.as_ref(), "{s:?} {default:?}");

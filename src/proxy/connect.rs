@@ -88,6 +88,7 @@ impl Proxy {
         };
         let call = gate::Call {
             facts,
+            to: &authority,
             declared,
             intent_token,
             bodyless_with_body: None,

@@ -137,6 +137,7 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::Authority;
 
     #[tokio::test]
     async fn literals_and_localhost() {
@@ -202,11 +203,12 @@ mod tests {
         assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
     }
 
-    /// `ip_literal` is std's parse, asked only where it can succeed: every string of up to five
-    /// characters of digits, dots, colons, hex and other letters, and some longer ones.
+    /// The IP literal an authority carries (what the vetting reads) is std's parse of its host:
+    /// every string of up to five characters of digits, dots, colons, hex and other letters, and
+    /// some longer ones.
     #[test]
     fn an_ip_literal_is_what_std_parses() {
-        use super::super::upstream::ip_literal;
+        let ip_literal = |s: &str| Authority::new(s.to_string(), 80).ip();
         let all = crate::target::tests::strings_over(b"019.:afgx-", 5);
         let more = [
             "127.0.0.1",
@@ -235,18 +237,22 @@ mod tests {
             ("public.test", "192.0.43.10"),
         ]);
         let dialer = dialer(table);
+        let at = |host: &str, port| Authority::new(host.to_string(), port);
         let mut rec = crate::audit::AuditRecord::default();
-        let literal = dialer.vet_early_now("192.0.43.10", 80, true);
+        let literal = dialer.vet_early_now(&at("192.0.43.10", 80), true);
         assert!(matches!(literal, Some(Ok(Early::Vetted(Some((a, _))))) if a.port() == 80));
-        let meta = dialer.vet_early_now("169.254.169.254", 80, false);
+        let meta = dialer.vet_early_now(&at("169.254.169.254", 80), false);
         assert!(matches!(meta, Some(Err(DialError::Forbidden { .. }))));
         // A name the policy does not read stays pending; read, it needs a lookup first.
         for host in ["public.test", "metadata.test"] {
             assert!(matches!(
-                dialer.vet_early_now(host, 80, false),
+                dialer.vet_early_now(&at(host, 80), false),
                 Some(Ok(Early::Pending))
             ));
-            assert!(dialer.vet_early_now(host, 80, true).is_none(), "{host}");
+            assert!(
+                dialer.vet_early_now(&at(host, 80), true).is_none(),
+                "{host}"
+            );
             assert!(
                 dialer
                     .vet_pending_now(&Early::Pending, host, 80, &mut rec)
@@ -256,7 +262,7 @@ mod tests {
         // Once looked up (cached), answered at once, as the awaited vetting answers.
         let public = dialer.vet_early("public.test", 80, true).await;
         assert!(matches!(public, Ok(Early::Vetted(Some(_)))));
-        let now = dialer.vet_early_now("public.test", 443, true);
+        let now = dialer.vet_early_now(&at("public.test", 443), true);
         assert!(matches!(now, Some(Ok(Early::Vetted(Some((a, _))))) if a.port() == 443));
         let now = dialer.vet_pending_now(&Early::Pending, "public.test", 80, &mut rec);
         assert!(matches!(now, Some(Ok(()))));
@@ -265,7 +271,7 @@ mod tests {
             .vet_pending(&Early::Pending, "metadata.test", 80, &mut rec)
             .await;
         let code = pending.map(drop).map_err(|e| e.code());
-        let now = dialer.vet_early_now("metadata.test", 80, true);
+        let now = dialer.vet_early_now(&at("metadata.test", 80), true);
         assert!(matches!(now, Some(Err(DialError::Forbidden { .. }))));
         let mut late = crate::audit::AuditRecord::default();
         let now = dialer.vet_pending_now(&Early::Pending, "metadata.test", 80, &mut late);

@@ -159,6 +159,9 @@ impl super::Target {
 pub(super) struct Call<'a> {
     /// What the policy sees. `id` and `destination` are the step's to fill in.
     pub facts: RequestFacts<'a>,
+    /// The destination (`facts.host` and `facts.port` are its): an IP literal is vetted as the
+    /// target's parser read it.
+    pub to: &'a Authority,
     /// The intent the call's own headers declare.
     pub declared: Option<(&'a str, Option<&'a str>)>,
     /// The intent token the call's own headers carry (`intent_tokens.header`).
@@ -203,6 +206,7 @@ impl Proxy {
     ) -> Result<(Allowed, Option<Spending<'_>>), ProxyError> {
         let Call {
             mut facts,
+            to,
             declared,
             intent_token,
             bodyless_with_body,
@@ -217,7 +221,7 @@ impl Proxy {
         // Without an await where none is needed (an IP literal, a name the policy does not read
         // the address of or the resolver's cache holds); a lookup is boxed: rare, its state
         // would be room in every request's future.
-        let early = match self.dialer.vet_early_now(host, port, reads_destination) {
+        let early = match self.dialer.vet_early_now(to, reads_destination) {
             Some(early) => early?,
             None => Box::pin(self.dialer.vet_early(host, port, reads_destination)).await?,
         };

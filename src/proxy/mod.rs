@@ -308,8 +308,11 @@ impl Proxy {
         let deadline = tokio::time::Instant::from_std(sent) + Duration::from_millis(limit_ms);
         //    Pinned where it lies: the bound holds a reference instead of a copy of its state.
         let acquired = ready.acquired.take();
-        let sending = std::pin::pin!(self.upstreams.send(kept, to, &mut ready.req, acquired));
-        let sender::Sent { resp, unclean } = match kept.1.bound(deadline, sending).await {
+        let sending = std::pin::pin!(
+            self.upstreams
+                .send(kept, to, &mut ready.req, acquired, sent)
+        );
+        let sender::Sent { resp, unclean, at } = match kept.1.bound(deadline, sending).await {
             // A send that failed on the client's body is the client's error (400), not a 502.
             Ok(Err(_)) if ready.bytes_in.load(Relaxed) & audited::CLIENT_BODY_FAILED != 0 => {
                 return Err(headers::malformed_body());
@@ -323,7 +326,8 @@ impl Proxy {
                 });
             }
         };
-        let upstream = sent.elapsed();
+        //    (The response's moment is the sender's clock read as it kept the connection.)
+        let upstream = at.saturating_duration_since(sent);
         self.metrics
             .upstream_seconds
             .observe(upstream.as_secs_f64());

@@ -117,6 +117,7 @@ impl Proxy {
             };
             let call = gate::Call {
                 facts,
+                to: &authority,
                 declared,
                 intent_token,
                 bodyless_with_body: bodyless_with_body.then(|| req.method()),

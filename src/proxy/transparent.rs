@@ -95,10 +95,7 @@ impl Redirected {
         };
         let authority = match named {
             Some(raw) => target::parse_authority(raw, Some(port))?,
-            None => Authority {
-                host: self.original.ip().to_string(),
-                port,
-            },
+            None => Authority::new(self.original.ip().to_string(), port),
         };
         // An absolute-form target and its Host must agree, as in forward mode.
         if let (Some(_), Some(h)) = (req.uri().authority(), host) {
@@ -161,14 +158,11 @@ impl Proxy {
         let named = sni
             .as_deref()
             .and_then(|n| target::canonical_host(n).ok())
-            .map(|host| Authority { host, port });
+            .map(|host| Authority::new(host, port));
         let (authority, protocol) = match named {
             Some(a) => (a, Protocol::Tls),
             None => (
-                Authority {
-                    host: original.ip().to_string(),
-                    port,
-                },
+                Authority::new(original.ip().to_string(), port),
                 Protocol::Tcp,
             ),
         };
@@ -300,6 +294,7 @@ impl Proxy {
         };
         let call = gate::Call {
             facts,
+            to: authority,
             declared: None,
             intent_token: None,
             bodyless_with_body: None,

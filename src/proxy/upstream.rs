@@ -63,18 +63,6 @@ fn forbidden(host: &str, f: crate::egress::Forbidden) -> DialError {
     }
 }
 
-/// `host` as an IP literal, as std parses it: an IPv4 one by `target::ipv4_literal` (one pass,
-/// std's parser costs several times more), an IPv6 one (kept without brackets, the only host
-/// with a `:`) by std. std's parser would spend ~200 instructions refusing a name (the IPv6
-/// attempt reads its first hex letters).
-pub(crate) fn ip_literal(host: &str) -> Option<std::net::IpAddr> {
-    let b = host.as_bytes();
-    if let Some(v4) = crate::target::ipv4_literal(b) {
-        return Some(v4.into());
-    }
-    b.contains(&b':').then(|| host.parse().ok()).flatten()
-}
-
 /// A pending name's vetting refused after the decision: the refusal replaces the decision in
 /// the audit record, as it would have come before it (`error` with its code).
 fn refused_late(e: DialError, rec: &mut AuditRecord) -> ProxyError {
@@ -188,13 +176,14 @@ impl Dialer {
     /// `vet_early` without an await where none is needed (an IP literal, a name the policy does
     /// not read the address of, a name the resolver's cache holds): `None` where a name must be
     /// looked up first.
+    /// An IP literal is the one `to` carries: its host is not read again.
     pub(crate) fn vet_early_now(
         &self,
-        host: &str,
-        port: u16,
+        to: &Authority,
         reads_destination: bool,
     ) -> Option<Result<Early, DialError>> {
-        if let Some(ip) = ip_literal(host) {
+        let (host, port) = (to.host.as_str(), to.port);
+        if let Some(ip) = to.ip() {
             let addr = SocketAddr::new(ip, port);
             let class = self.egress.check(addr).map_err(|f| forbidden(host, f));
             return Some(class.map(|c| Early::Vetted(Some((addr, c)))));

@@ -1,17 +1,20 @@
 //! The usual authority read in one pass: a dotted quad or a lower-case DNS name, and a port,
 //! already canonical (`parse_authority`'s fast path; anything else goes to its full reader).
 
-use super::{Authority, ipv4_prefix, numeric_like};
+use super::{Authority, Literal, ipv4_prefix, numeric_like};
 
 /// The usual authority, already canonical: a dotted-quad IPv4 literal or a lower-case DNS name,
 /// and a port (or none, for the default), read in one pass and copied once. `None` for any
 /// other (upper case, IDNA, a trailing dot, brackets, userinfo, a bad port, …): `any_authority`
 /// then reads it, and for the ones answered here it answers the same.
+#[inline(always)]
 pub(super) fn plain_authority(raw: &str, default_port: Option<u16>) -> Option<Authority> {
     let b = raw.as_bytes();
-    let end = match ipv4_prefix(b) {
-        Some((_, rest)) if matches!(rest.first(), None | Some(b':')) => b.len() - rest.len(),
-        _ => plain_name(b)?,
+    let (end, literal) = match ipv4_prefix(b) {
+        Some((ip, rest)) if matches!(rest.first(), None | Some(b':')) => {
+            (b.len() - rest.len(), Literal::V4(ip))
+        }
+        _ => (plain_name(b)?, Literal::Name),
     };
     let port = match b.get(end + 1..) {
         None => default_port?,
@@ -20,6 +23,7 @@ pub(super) fn plain_authority(raw: &str, default_port: Option<u16>) -> Option<Au
     Some(Authority {
         host: raw[..end].to_owned(),
         port,
+        literal,
     })
 }
 

@@ -2,7 +2,7 @@
 //! looks at those, not at every client connection that once had one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -15,10 +15,7 @@ use crate::proxy::sender::kept::Slot;
 use crate::target::Authority;
 
 fn authority() -> Authority {
-    Authority {
-        host: "up.example".into(),
-        port: 80,
-    }
+    Authority::new("up.example".into(), 80)
 }
 
 /// An HTTP/1.1 connection to `authority()`, ready for a request; its far end is returned too.
@@ -42,11 +39,11 @@ async fn a_connection_lent_from_slot_to_slot_leaves_only_its_holder_listed() {
     let registry = registry();
     let (idle, _far) = connection().await;
     let slots: Vec<Arc<Slot>> = (0..500).map(|_| Arc::default()).collect();
-    slots[0].put(idle, &registry);
+    slots[0].put(idle, &registry, Instant::now());
     // As 500 idle keep-alive clients sending in turn: each borrows the one connection.
     for pair in slots.windows(2) {
         let idle = registry.take(&authority(), false, &pair[1]).unwrap();
-        pair[1].put(idle, &registry);
+        pair[1].put(idle, &registry, Instant::now());
     }
     assert_eq!(registry.listed(), 1, "the slot that holds it, not all 500");
 }
@@ -56,15 +53,21 @@ async fn a_slot_unlisted_while_its_own_request_has_its_connection_lends_it_again
     let registry = registry();
     let (idle, _far) = connection().await;
     let [a, b, c]: [Arc<Slot>; 3] = Default::default();
-    a.put(idle, &registry);
+    a.put(idle, &registry, Instant::now());
     // a's own request has it out: b finds none to borrow, and a is unlisted.
     let out = a
-        .take(&authority(), false, registry.max_idle(), true)
+        .take(
+            &authority(),
+            false,
+            registry.max_idle(),
+            true,
+            Instant::now(),
+        )
         .unwrap();
     assert!(registry.take(&authority(), false, &b).is_none());
     assert_eq!(registry.listed(), 0);
     // Kept again after that request: listed again, and lent to the next who asks.
-    a.put(out, &registry);
+    a.put(out, &registry, Instant::now());
     assert_eq!(registry.listed(), 1);
     assert!(registry.take(&authority(), false, &c).is_some());
 }

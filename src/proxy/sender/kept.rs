@@ -51,16 +51,17 @@ impl Slot {
     /// A kept connection to `authority`. `sequential` (an HTTP/1 client: its next request
     /// comes after the last response) takes the newest HTTP/1 one even if the last response is
     /// still finishing, and the caller waits for it; otherwise only one that is ready now. An
-    /// HTTP/2 one is shared (it stays listed). An expired one chosen is closed on the way.
+    /// HTTP/2 one is shared (it stays listed). An expired one chosen is closed on the way
+    /// (idle since before `now - max_idle`; `now`: the caller's clock read, not another).
     pub fn take(
         &self,
         authority: &Authority,
         tls: bool,
         max_idle: Duration,
         sequential: bool,
+        now: Instant,
     ) -> Option<Idle> {
         let mut held = self.0.lock().ok()?;
-        let now = Instant::now();
         loop {
             let at = held.list.iter().rposition(|i| {
                 i.key.is(authority, tls)
@@ -104,10 +105,10 @@ impl Slot {
         Lent { idle, listed }
     }
 
-    /// Keeps `idle` for the next request, its idle time starting now. An open HTTP/2
-    /// connection already listed for its destination stays the one listed (a closed one is
-    /// replaced); over the limit, the oldest goes to the registry.
-    pub fn put(self: &Arc<Self>, mut idle: Idle, home: &Arc<Registry>) {
+    /// Keeps `idle` for the next request, its idle time starting `now` (the caller's clock
+    /// read). An open HTTP/2 connection already listed for its destination stays the one listed
+    /// (a closed one is replaced); over the limit, the oldest goes to the registry.
+    pub fn put(self: &Arc<Self>, mut idle: Idle, home: &Arc<Registry>, now: Instant) {
         let Ok(mut held) = self.0.lock() else {
             return;
         };
@@ -122,7 +123,7 @@ impl Slot {
                 None => {}
             }
         }
-        idle.since = Instant::now();
+        idle.since = now;
         if held.home.is_none() {
             held.home = Some(home.clone());
         }

@@ -18,7 +18,7 @@ mod idle;
 mod kept;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -52,6 +52,8 @@ pub(crate) type OutBody = Box<Counted<Replay>>;
 pub(crate) struct Sent {
     pub resp: Response<Incoming>,
     pub unclean: Option<UncleanClose>,
+    /// When the response head came (the clock read that starts the connection's idle time).
+    pub at: Instant,
 }
 
 /// Where a request goes upstream.
@@ -85,14 +87,16 @@ impl Upstreams {
     }
 
     /// Sends the request `req` holds to `to` over `acquired` (see `acquire`), or acquires one
-    /// now. The request is taken out of `req` as it goes: lent, not moved into this future and
-    /// the next (a request is ~450 bytes, and each copy would be room in every request's future).
+    /// now (`now`: the caller's clock read as it sends). The request is taken out of `req` as it
+    /// goes: lent, not moved into this future and the next (a request is ~450 bytes, and each
+    /// copy would be room in every request's future).
     pub(crate) async fn send(
         &self,
         from: &Affinity,
         to: Destination<'_>,
         req: &mut Option<Outgoing>,
         acquired: Option<Acquired>,
+        now: Instant,
     ) -> Result<Sent, ProxyError> {
         let Destination {
             authority,
@@ -108,7 +112,10 @@ impl Upstreams {
         let slot = &from.0;
         let Acquired { idle, reused } = match acquired {
             Some(a) => a,
-            None => self.acquire(from, authority, tls, sequential).await?,
+            None => {
+                self.acquire_at(from, authority, tls, sequential, now)
+                    .await?
+            }
         };
         // Only a reused connection gives the request back (it closed before it left).
         if let Some(sent) = self.try_send(slot, idle, req, authority, reused).await? {
@@ -129,10 +136,22 @@ impl Upstreams {
         tls: bool,
         sequential: bool,
     ) -> Result<Acquired, ProxyError> {
+        (self.acquire_at(from, authority, tls, sequential, Instant::now())).await
+    }
+
+    /// `acquire`, `now` being the caller's clock read (no await since).
+    async fn acquire_at(
+        &self,
+        from: &Affinity,
+        authority: &Authority,
+        tls: bool,
+        sequential: bool,
+        now: Instant,
+    ) -> Result<Acquired, ProxyError> {
         let slot = &from.0;
         let max_idle = self.registry.max_idle();
         let reused = slot
-            .take(authority, tls, max_idle, sequential)
+            .take(authority, tls, max_idle, sequential, now)
             .or_else(|| self.registry.take(authority, tls, slot));
         if let Some(idle) = reused {
             return Ok(Acquired { idle, reused: true });
@@ -146,7 +165,7 @@ impl Upstreams {
 
     /// Gives back a connection acquired for a request that is not sent: `from` keeps it idle.
     pub(crate) fn release(&self, from: &Affinity, acquired: Acquired) {
-        from.0.put(acquired.idle, &self.registry);
+        from.0.put(acquired.idle, &self.registry, Instant::now());
     }
 
     /// A new connection to `authority` (kept by the slot it is sent for, `try_send`). Callers
@@ -185,18 +204,21 @@ impl Upstreams {
             Conn::H1(s, unclean) => {
                 let unclean = unclean.clone();
                 let sent = s.try_send_request(taken(req, authority)?).await;
-                if sent.is_ok() {
-                    slot.put(idle, &self.registry);
-                }
-                sent.map(|resp| Sent { resp, unclean })
+                // One clock read: the connection's idle time starts when its response came.
+                sent.map(|resp| {
+                    let at = Instant::now();
+                    slot.put(idle, &self.registry, at);
+                    Sent { resp, unclean, at }
+                })
             }
             Conn::H2(s) => {
                 let mut s = s.clone();
-                slot.put(idle, &self.registry);
+                slot.put(idle, &self.registry, Instant::now());
                 let sent = s.try_send_request(taken(req, authority)?).await;
                 sent.map(|resp| Sent {
                     resp,
                     unclean: None,
+                    at: Instant::now(),
                 })
             }
         };
