@@ -83,22 +83,6 @@ fn kind(n: &[u8]) -> u16 {
     }
 }
 
-/// The lengths `kind` answers something other than 0 for, as bits: those of its names (2 to
-/// 22) and every length from `OWN_PREFIX`'s on (a name of 63 or more is counted as 63).
-const LENGTHS: u64 = 1 << 2
-    | 1 << 3
-    | 1 << 4
-    | 1 << 7
-    | 1 << 10
-    | 1 << 13
-    | 1 << 14
-    | 1 << 16
-    | 1 << 17
-    | 1 << 18
-    | 1 << 19
-    | 1 << 22
-    | !((1 << OWN_PREFIX.len()) - 1);
-
 /// One pass over a request head: its size, its first `Host`, and which kinds of names it has;
 /// `named` (usually empty) are further names to note as `Seen::NAMED`.
 pub(crate) fn summary<'a>(headers: &'a HeaderMap, named: &[HeaderName]) -> Summary<'a> {
@@ -106,16 +90,11 @@ pub(crate) fn summary<'a>(headers: &'a HeaderMap, named: &[HeaderName]) -> Summa
     for (k, v) in headers {
         let n = k.as_str().as_bytes();
         bytes += n.len() + v.len();
-        // Most names are of a length none of ours has: not compared.
-        if LENGTHS >> n.len().min(63) & 1 != 0 {
-            seen |= match n {
-                b"host" => {
-                    host = host.or(Some(v));
-                    Seen::HOST
-                }
-                _ => kind(n),
-            };
+        let kind = kind(n);
+        if kind & Seen::HOST != 0 && host.is_none() {
+            host = Some(v);
         }
+        seen |= kind;
         if !named.is_empty() && named.contains(k) {
             seen |= Seen::NAMED;
         }
@@ -310,14 +289,5 @@ mod tests {
             }
         }
         assert!(Seen::ALL.any(Seen::NAMED) && !Seen::default().any(u16::MAX));
-        // No name `kind` knows is of a length `LENGTHS` leaves out.
-        for (_, names) in kinds() {
-            for n in names {
-                assert!(super::LENGTHS >> n.as_str().len() & 1 != 0, "{n}");
-            }
-        }
-        for l in OWN_PREFIX.len()..100 {
-            assert!(super::LENGTHS >> l.min(63) & 1 != 0, "{l}");
-        }
     }
 }
