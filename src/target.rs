@@ -337,16 +337,17 @@ pub fn check_host_header(
     Ok(())
 }
 
-/// `check_host_header` for an absolute-form request: a `Host` spelled exactly like the target's
+/// `check_host_header` for an absolute-form request, given the head's first `Host` (the one
+/// `get` answers; `head::summary` found it): a `Host` spelled exactly like the target's
 /// authority (the usual case) names the same destination, without parsing it a second time.
-pub fn check_host_header_of(
+pub(crate) fn check_host_of(
     uri: &Uri,
+    host: Option<&http::HeaderValue>,
     headers: &http::HeaderMap,
     authority: &Authority,
 ) -> Result<(), ProxyError> {
     let raw = uri.authority().map(|a| a.as_str().as_bytes());
-    // The first `Host` (`get`'s), found among the few names of a head.
-    match crate::head::first(headers, &http::header::HOST) {
+    match host {
         Some(v) if Some(v.as_bytes()) == raw => Ok(()),
         _ => check_host_header(headers, authority),
     }

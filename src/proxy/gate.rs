@@ -108,11 +108,17 @@ pub fn header_intent<'a>(
 
 impl Proxy {
     /// The intent a request's headers declare (`header_intent`) and the intent token they carry.
-    /// The names are looked for in one pass first: a request usually carries none of the three.
-    pub(super) fn declared<'a>(&self, h: &'a HeaderMap) -> Result<Declared<'a>, ProxyError> {
+    /// A request usually carries none of the three: `seen` (step 1's summary) tells when it has
+    /// none of their kinds, else the names are looked for in one pass first.
+    pub(super) fn declared<'a>(
+        &self,
+        h: &'a HeaderMap,
+        seen: crate::head::Seen,
+    ) -> Result<Declared<'a>, ProxyError> {
+        use crate::head::Seen;
         let token = self.intent_tokens.header();
         let (intent, task) = (&self.tag_intent, &self.task_header);
-        if !crate::head::any(h, [intent, task, token]) {
+        if !seen.any(Seen::OWN | Seen::NAMED) || !crate::head::any(h, [intent, task, token]) {
             return Ok((None, None));
         }
         Ok((

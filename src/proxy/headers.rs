@@ -4,6 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::error::{Ambiguity, ProxyError};
+pub(crate) use crate::head::Seen;
 
 mod hop;
 
@@ -14,7 +15,7 @@ pub use hop::{
 };
 
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
-pub const OWN_PREFIX: &str = "intentgate-";
+pub const OWN_PREFIX: &str = crate::head::OWN_PREFIX;
 
 /// W3C trace context (continued, with OpenTelemetry export on; else passed through as is).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -38,22 +39,19 @@ pub fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item 
 }
 
 /// Enforces our header limits before anything else reads the headers, so an oversized head gets
-/// our JSON 431 rather than hyper's bare one (hyper's own limit sits above ours as a backstop).
-pub fn check_limits(
-    headers: &HeaderMap,
+/// our JSON 431 rather than hyper's bare one (hyper's own limit sits above ours as a backstop):
+/// a head of `count` headers and `total` bytes (`head::summary`'s).
+pub(crate) fn check_limits(
+    count: usize,
+    total: usize,
     max_bytes: usize,
     max_count: usize,
 ) -> Result<(), ProxyError> {
-    if headers.len() > max_count {
+    if count > max_count {
         return Err(ProxyError::HeadersTooLarge(format!(
-            "{} headers, at most {max_count} allowed",
-            headers.len()
+            "{count} headers, at most {max_count} allowed"
         )));
     }
-    let total: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
     if total > max_bytes {
         return Err(ProxyError::HeadersTooLarge(format!(
             "{total} bytes of headers, at most {max_bytes} allowed"
@@ -73,23 +71,22 @@ const HINT_SMUGGLE: &str =
 
 /// Refuses request forms that let two parsers disagree about where a request ends or what it
 /// is (request smuggling): Content-Length with Transfer-Encoding, a Transfer-Encoding other than
-/// chunked, unknown or lowercase methods, and `Upgrade: h2c`.
-pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), ProxyError> {
+/// chunked, unknown or lowercase methods, and `Upgrade: h2c`. `seen`: the head's names, from
+/// `head::summary` (usually neither framing header nor `Upgrade` is there: then none is looked
+/// up).
+pub fn check_framing(
+    method: &http::Method,
+    headers: &HeaderMap,
+    seen: Seen,
+) -> Result<(), ProxyError> {
     if !METHODS.contains(&method.as_str()) {
         return Err(ProxyError::bad_request(
             format!("method '{method}' is not supported"),
             "use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS (upper case)",
         ));
     }
-    // One pass over the names (compared, not hashed): usually neither header is there, and
-    // then none is looked up.
-    let (mut te, mut cl, mut upgrade) = (false, false, false);
-    for k in headers.keys() {
-        te |= k == header::TRANSFER_ENCODING;
-        cl |= k == header::CONTENT_LENGTH;
-        upgrade |= k == header::UPGRADE;
-    }
-    if te && cl {
+    let te = seen.any(Seen::TRANSFER_ENCODING);
+    if te && seen.any(Seen::CONTENT_LENGTH) {
         return Err(ambiguous_framing());
     }
     if te {
@@ -108,7 +105,7 @@ pub fn check_framing(method: &http::Method, headers: &HeaderMap) -> Result<(), P
             }
         }
     }
-    let h2c = upgrade
+    let h2c = seen.any(Seen::UPGRADE)
         && headers.get_all(header::UPGRADE).iter().any(|v| {
             v.to_str()
                 .map_or(true, |s| s.to_ascii_lowercase().contains("h2c"))
@@ -159,25 +156,30 @@ const HINT_OVERRIDE: &str = "send the method you mean in the request line; inten
 /// Refuses a method override (`X-HTTP-Method-Override`, `X-Method-Override`, `X-HTTP-Method`, or
 /// a `_method` query parameter) that names another method than the request's own: the upstream
 /// may run either, and the policy decided one. An override naming the request's own method is
-/// harmless and passes.
+/// harmless and passes. `seen`: the head's names (`head::summary`; usually none of them).
 pub fn check_method_override(
     method: &http::Method,
     headers: &HeaderMap,
     query: Option<&str>,
+    seen: Seen,
 ) -> Result<(), ProxyError> {
     let other = |v: &[u8]| {
         !v.trim_ascii()
             .eq_ignore_ascii_case(method.as_str().as_bytes())
     };
-    // One pass over the names (compared, not hashed): usually none of them is there.
-    let overrides = OVERRIDES;
-    for name in headers.keys().filter(|k| overrides.contains(k)) {
-        if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
-            return Err(ProxyError::ambiguous(
-                Ambiguity::Request,
-                format!("the method override header '{name}' names another method than {method}"),
-                HINT_OVERRIDE,
-            ));
+    // The names walked only when the summary saw one of them (usually none is there).
+    if seen.any(Seen::OVERRIDE) {
+        let overrides = OVERRIDES;
+        for name in headers.keys().filter(|k| overrides.contains(k)) {
+            if headers.get_all(name).iter().any(|v| other(v.as_bytes())) {
+                return Err(ProxyError::ambiguous(
+                    Ambiguity::Request,
+                    format!(
+                        "the method override header '{name}' names another method than {method}"
+                    ),
+                    HINT_OVERRIDE,
+                ));
+            }
         }
     }
     // `_method=`, also with `_` encoded, in any case; parameters split at `&` or `;`.

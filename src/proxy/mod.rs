@@ -86,6 +86,10 @@ pub struct Proxy {
     /// `tls.intercept: auto` intercepts only then.
     clients_trust_ca: bool,
     strip: Vec<HeaderName>,
+    /// The names step 1's summary notes as `Seen::NAMED` (`head::summary`): those of `strip`
+    /// and of the intent, task and intent token headers that are not `intentgate-*` (usually
+    /// none).
+    named: Vec<HeaderName>,
     tag_agent: HeaderName,
     tag_intent: HeaderName,
     tag_decision: HeaderName,
@@ -191,21 +195,25 @@ impl Proxy {
     ) -> impl Future<Output = Result<Outcome, ProxyError>> {
         async move {
             // 1. Limits and framing first: nothing reads a head over our limits, or one two parsers
-            //    could read differently (smuggling forms).
+            //    could read differently (smuggling forms). One pass over the head's names finds
+            //    what the checks below and steps 4–7 look for (`head::summary`): they consult it
+            //    rather than walk the names again.
             let limits = &self.cfg.limits;
-            headers::check_limits(req.headers(), limits.max_header_bytes, limits.max_headers)?;
-            headers::check_framing(req.method(), req.headers())?;
+            let head = crate::head::summary(req.headers(), &self.named);
+            let seen = head.seen;
+            let (count, max) = (req.headers().len(), limits.max_header_bytes);
+            headers::check_limits(count, head.bytes, max, limits.max_headers)?;
+            headers::check_framing(req.method(), req.headers(), seen)?;
             //    hyper hands on Content-Length + Transfer-Encoding as chunked alone: the raw head
             //    told the connection's guard (400 ambiguous_framing, the connection closed).
-            if entry.ambiguous_framing()
-                && req.headers().contains_key(http::header::TRANSFER_ENCODING)
-            {
+            if entry.ambiguous_framing() && seen.any(headers::Seen::TRANSFER_ENCODING) {
                 return Err(headers::ambiguous_framing());
             }
             //    A method override naming another method: the upstream might run either (400).
-            headers::check_method_override(req.method(), req.headers(), req.uri().query())?;
+            let query = req.uri().query();
+            headers::check_method_override(req.method(), req.headers(), query, seen)?;
             //    An upgrade must be a WebSocket one (else 400); it is decided like any GET below.
-            let ws = websocket::requested(req.method(), req.headers())?;
+            let ws = websocket::requested(req.method(), req.headers(), seen)?;
             // 1b. The agent's request rate (off unless limits.requests_per_second is set): 429.
             if let Err(wait) = self.rate.take(&live.agent.id, limits) {
                 return Err(ProxyError::RateLimited {
@@ -245,7 +253,7 @@ impl Proxy {
                     //    us for the origin), host and path canonicalised ONCE and used for the
                     //    decision and forwarding.
                     let (authority, path, query) = target::absolute_target(req.uri())?;
-                    target::check_host_header_of(req.uri(), req.headers(), &authority)?;
+                    target::check_host_of(req.uri(), head.host, req.headers(), &authority)?;
                     // 4b. The one door to intentgate itself: plain HTTP to the admin listener's own
                     //     address is answered in-process by the agent-facing admin endpoints, never
                     //     forwarded (src/proxy/door.rs); every other way to our listeners is refused
@@ -275,7 +283,7 @@ impl Proxy {
             //     the request's future has room for the larger, not for both. The request ready to
             //     go stays in `slot`, here: the send borrows it rather than carrying a copy.
             let mut slot = None;
-            let prepared = self.prepare(req, live, rec, target, ws, kept, &mut slot);
+            let prepared = self.prepare(req, live, rec, target, ws, seen, kept, &mut slot);
             let ready = match prepared.await? {
                 prepare::Prepared::Send(ready) => ready,
                 prepare::Prepared::Relayed(outcome) => return Ok(outcome),

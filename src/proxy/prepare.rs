@@ -20,6 +20,7 @@ use super::sender::{Acquired, Affinity, Outgoing};
 use super::{Proxy, budget, headers, inspect, intent_token, mcp, websocket};
 use crate::audit::AuditRecord;
 use crate::error::ProxyError;
+use crate::head::Seen;
 use crate::mcp::filter::ToolsFilter;
 use crate::policy::{ConnectionFacts, RequestFacts};
 use crate::target::Authority;
@@ -52,7 +53,7 @@ pub(super) struct Ready {
 
 impl Proxy {
     /// Steps 5 to 8c for `req` to `target` (see the module documentation); a request ready to
-    /// go is put in `slot`.
+    /// go is put in `slot`. `seen`: what step 1's pass over the head's names found.
     // Not an `async fn`, as `Proxy::run` and `pipeline` are not (the request is not moved into a
     // local of the future).
     #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
@@ -63,6 +64,7 @@ impl Proxy {
         rec: &mut AuditRecord,
         target: Target,
         ws: Option<websocket::Upgrading>,
+        seen: Seen,
         kept: &Affinity,
         slot: &'s mut Option<Ready>,
     ) -> impl Future<Output = Result<Prepared<'s>, ProxyError>> {
@@ -94,7 +96,7 @@ impl Proxy {
             //    (never from the request), intent from the headers (two different values refused) >
             //    session > default, the policy; enforce blocks; then the name of what may go is
             //    resolved and vetted (the connection later dials only vetted addresses of it).
-            let (declared, intent_token) = self.declared(req.headers())?;
+            let (declared, intent_token) = self.declared(req.headers(), seen)?;
             let facts = RequestFacts {
                 id: "",
                 protocol: req.version().into(),
@@ -165,8 +167,10 @@ impl Proxy {
             //    (the intent token kept aside first, by reference, for step 7b).
             let subject =
                 intent_token::subject(presented, req.headers(), self.intent_tokens.header());
+            //    (An MCP call's head may have been changed at 6: then its names are walked again.)
+            let seen = if mcp.is_some() { Seen::ALL } else { seen };
             let h = req.headers_mut();
-            headers::remove_hop_by_hop_and_claims(h, &self.strip);
+            headers::remove_hop_by_hop_and_claims(h, &self.strip, seen);
 
             // 7b. The credential the matched rule binds, or the decision picks (src/cred/): what the
             //     agent sent in its place removed (or refused), the value added on an allowed call

@@ -50,6 +50,22 @@ fn header_name(name: &str) -> HeaderName {
     HeaderName::from_bytes(name.as_bytes()).unwrap_or(HeaderName::from_static("intentgate-unnamed"))
 }
 
+/// The names step 1's summary must note (`head::summary`'s `named`): those the agent's claims
+/// are stripped by (step 7) and an intent is declared in (step 6) that `Seen::OWN` does not
+/// cover, once each.
+fn summary_names<const N: usize>(
+    strip: &[HeaderName],
+    declared: [&HeaderName; N],
+) -> Vec<HeaderName> {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for n in strip.iter().chain(declared) {
+        if !n.as_str().starts_with(crate::head::OWN_PREFIX) && !named.contains(n) {
+            named.push(n.clone());
+        }
+    }
+    named
+}
+
 impl Proxy {
     /// Fails when a credential source cannot be read (the message names its field).
     pub fn new(p: ProxyParts) -> Result<Self, String> {
@@ -84,16 +100,22 @@ impl Proxy {
         let attestation = super::attest::Attestation::new(&cfg.attestation, &p.live.agent)?;
         strip.push(attestation.header().clone());
         let creds = crate::cred::Store::new(&cfg.credentials, &p.tls, &p.metrics)?;
+        let (tag_intent, task_header) = (
+            header_name(&cfg.headers.intent),
+            header_name(&cfg.headers.task),
+        );
+        let named = summary_names(&strip, [&tag_intent, &task_header, intent_tokens.header()]);
         Ok(Self {
             upstreams,
             dialer,
             tls: p.tls,
             clients_trust_ca: p.clients_trust_ca,
             strip,
+            named,
             tag_agent: header_name(&cfg.headers.agent),
-            tag_intent: header_name(&cfg.headers.intent),
+            tag_intent,
             tag_decision: header_name(&cfg.headers.decision_id),
-            task_header: header_name(&cfg.headers.task),
+            task_header,
             tunnels: AtomicUsize::new(0),
             rate: rate::RateLimiter::default(),
             live: ArcSwap::from_pointee(p.live),

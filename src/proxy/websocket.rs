@@ -23,6 +23,7 @@ use super::{Outcome, Proxy, headers, tunnel};
 use crate::audit::Ended;
 use crate::conn::guard::{InFlight, InFlightToken};
 use crate::error::ProxyError;
+use crate::head::Seen;
 use crate::target::Authority;
 use crate::tls::client::UpstreamAlpn;
 use crate::vocab::Scheme;
@@ -46,11 +47,15 @@ const HINT: &str =
 
 /// Whether the request asks for an upgrade: `None` when `Connection` does not name `upgrade` (a
 /// stray `Upgrade` header is then removed as hop-by-hop); a WebSocket upgrade on a bodiless GET;
-/// any other upgrade is refused with 400.
-pub(super) fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgrading>, ProxyError> {
+/// any other upgrade is refused with 400. `seen`: the head's names (`head::summary`).
+pub(super) fn requested(
+    method: &Method,
+    h: &HeaderMap,
+    seen: Seen,
+) -> Result<Option<Upgrading>, ProxyError> {
     // Runs on every request: no allocation unless `Connection` names `upgrade`. Usually there
-    // is no `Connection` (HTTP/1.1 keeps alive without one): looked for among the names first.
-    let connection = crate::head::any(h, [&header::CONNECTION]);
+    // is no `Connection` (HTTP/1.1 keeps alive without one): the summary tells.
+    let connection = seen.any(Seen::CONNECTION);
     let upgrade =
         || headers::list_tokens(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"));
     if !(connection && upgrade()) {
@@ -224,6 +229,10 @@ impl Proxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn requested(method: &Method, h: &HeaderMap) -> Result<Option<Upgrading>, ProxyError> {
+        super::requested(method, h, crate::head::summary(h, &[]).seen)
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

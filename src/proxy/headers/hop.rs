@@ -4,7 +4,7 @@
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
-use super::{OWN_PREFIX, VIA, list_tokens};
+use super::{OWN_PREFIX, Seen, VIA, list_tokens};
 
 /// Headers that describe one hop and never travel further (`hop_index` tells them apart).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -98,7 +98,13 @@ pub fn remove_hop_by_hop_add_via(headers: &mut HeaderMap) {
 }
 
 /// `remove_hop_by_hop` and then `strip_agent_claims`, with one pass over the names (a request's).
-pub fn remove_hop_by_hop_and_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
+/// `seen`: the head's names as `head::summary` found them, given `extra` among its `named`
+/// (`Seen::ALL` if unknown): usually neither a hop-by-hop name nor a claim is there, and then the
+/// names are not walked again.
+pub fn remove_hop_by_hop_and_claims(headers: &mut HeaderMap, extra: &[HeaderName], seen: Seen) {
+    if !seen.any(Seen::HOP | Seen::OWN | Seen::NAMED) {
+        return;
+    }
     let found = scan(headers, Some(extra));
     remove_found(headers, &found);
     if found.claims {
