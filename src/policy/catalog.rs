@@ -79,6 +79,7 @@ pub struct ScopeQuery<'a> {
     pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
+    /// `path`'s segments (`input::segments`).
     pub segments: &'a [&'a str],
     /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
     pub destination_only: bool,
@@ -86,6 +87,14 @@ pub struct ScopeQuery<'a> {
     pub mcp: Option<&'a crate::mcp::Call>,
     /// The LLM API call the request is, read under a `protocol: llm` rule (src/llm/).
     pub llm: Option<&'a crate::llm::LlmCall>,
+}
+
+/// Whether the path of `q` matches the path pattern written `raw`. A pattern written as the
+/// path itself matches it whatever its wildcards (each segment matches its own text: a literal
+/// itself, `*` one segment, `**` one or more): the text compared first, the segments read only
+/// when it differs.
+fn matches_path(raw: &str, q: &ScopeQuery<'_>) -> bool {
+    raw == q.path || text_matches(raw, q.segments)
 }
 
 #[derive(Debug)]
@@ -280,7 +289,7 @@ impl Catalog {
                 if !r
                     .paths
                     .as_ref()
-                    .is_none_or(|ps| ps.iter().any(|p| text_matches(p, q.segments)))
+                    .is_none_or(|ps| ps.iter().any(|p| matches_path(p, q)))
                 {
                     continue;
                 }

@@ -210,9 +210,17 @@ impl PolicySet {
                 d.cached = hit;
                 d.allow = p.allow;
                 d.mode = self.mode_override.or(p.mode).unwrap_or(d.scope.mode);
-                d.headers.clone_from(&p.headers);
-                d.credential.clone_from(&p.credential);
-                d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
+                // Most decisions add no header and give no reason: nothing to copy then
+                // (`clone_from` and `collect` cost ~0.1k a request even for none).
+                if !p.headers.is_empty() {
+                    d.headers.clone_from(&p.headers);
+                }
+                if p.credential.is_some() {
+                    d.credential.clone_from(&p.credential);
+                }
+                if !p.reasons.is_empty() {
+                    d.reasons = p.reasons.iter().map(|r| r.render(&d.scope)).collect();
+                }
                 if p.allow {
                     d.code = None;
                 } else {
