@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::gate::LivePolicy;
+use super::sender::Outgoing;
 use super::{Proxy, mcp};
 use crate::audit::AuditRecord;
 use crate::config::McpDetect;
@@ -46,7 +47,7 @@ impl Proxy {
     /// notes the call) and its LLM API call. The request is borrowed, not moved in and out.
     pub(super) async fn inspect(
         &self,
-        req: &mut http::Request<Replay>,
+        req: &mut Outgoing,
         live: &LivePolicy,
         rec: &mut AuditRecord,
         host: &str,
@@ -57,9 +58,10 @@ impl Proxy {
         let inspected = mcp || live.policy.reads_body() || llm_api.is_some();
         if inspected {
             req.body_mut()
+                .inner_mut()
                 .fill(self.cfg.limits.inspect_body_bytes)
                 .await?;
-            let truncated = if req.body().truncated {
+            let truncated = if req.body().inner().truncated {
                 "true"
             } else {
                 "false"
@@ -72,7 +74,7 @@ impl Proxy {
         // Read only with the body (MCP, a module that reads it, an LLM call).
         let json = inspected && is_json(req.headers());
         let llm = llm_api.map(|(provider, api)| {
-            let b = req.body().facts(json);
+            let b = req.body().inner().facts(json);
             LlmCall::parse(provider, api, path, b.bytes, b.truncated)
         });
         let mcp = mcp.then(|| self.read_mcp(req, json, rec)).transpose()?;

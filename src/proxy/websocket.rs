@@ -107,7 +107,7 @@ impl Proxy {
     /// `authority`, origin-form `pq`, and relays the upgraded connections when it answers 101.
     pub(super) async fn websocket(
         self: &Arc<Self>,
-        mut req: Request<super::inspect::Replay>,
+        mut req: super::sender::Outgoing,
         ws: Upgrading,
         authority: &Authority,
         scheme: Scheme,
