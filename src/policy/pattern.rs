@@ -117,6 +117,39 @@ impl<'a> Iterator for Segments<'a> {
     }
 }
 
+/// A path's segments, on the stack unless there are many (`input::segments_into`, else
+/// `input::segments`).
+pub(crate) struct PathSegments<'a> {
+    on_stack: [&'a str; 16],
+    n: usize,
+    spilled: Vec<&'a str>,
+}
+
+impl<'a> PathSegments<'a> {
+    pub(crate) fn of(path: &'a str) -> Self {
+        let mut on_stack = [""; 16];
+        match super::input::segments_into(path, &mut on_stack) {
+            Some(n) => PathSegments {
+                on_stack,
+                n,
+                spilled: Vec::new(),
+            },
+            None => PathSegments {
+                on_stack,
+                n: 0,
+                spilled: super::input::segments(path),
+            },
+        }
+    }
+
+    pub(crate) fn get(&self) -> &[&'a str] {
+        match self.on_stack.get(..self.n) {
+            Some(s) if self.spilled.is_empty() => s,
+            _ => &self.spilled,
+        }
+    }
+}
+
 /// Segment glob: `*` exactly one segment, `**` zero or more. Greedy with one backtrack point.
 pub(super) fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
     let (mut p, mut s) = (0, 0);
@@ -151,6 +184,26 @@ pub(super) fn path_matches(pat: &[Seg], segs: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On the stack or spilled, the segments are `segments`'s.
+    #[test]
+    fn path_segments_are_segments_s() {
+        for n in [0, 1, 3, 15, 16, 17, 40] {
+            for path in [
+                "/a".repeat(n),
+                "/a/".repeat(n),
+                "x//".repeat(n),
+                format!("{}/", "/é".repeat(n)),
+            ] {
+                let s = PathSegments::of(&path);
+                assert_eq!(
+                    s.get(),
+                    super::super::input::segments(&path).as_slice(),
+                    "{path:?}"
+                );
+            }
+        }
+    }
 
     /// Every string of up to six of `/`, `a`, `b`, `*` and `é`: the byte scan's segments are
     /// `split`'s; and a pattern accepted at load matches its own text as a path (what the
