@@ -32,15 +32,6 @@ impl<B> Counted<B> {
     pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
         Self { inner, count }
     }
-
-    /// The body counted.
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
-
-    pub fn inner_mut(&mut self) -> &mut B {
-        &mut self.inner
-    }
 }
 
 impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {

@@ -13,7 +13,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::gate::LivePolicy;
-use super::sender::Outgoing;
 use super::{Proxy, mcp};
 use crate::audit::AuditRecord;
 use crate::config::McpDetect;
@@ -47,7 +46,7 @@ impl Proxy {
     /// notes the call) and its LLM API call. The request is borrowed, not moved in and out.
     pub(super) async fn inspect(
         &self,
-        req: &mut Outgoing,
+        req: &mut http::Request<Replay>,
         live: &LivePolicy,
         rec: &mut AuditRecord,
         host: &str,
@@ -58,10 +57,9 @@ impl Proxy {
         let inspected = mcp || live.policy.reads_body() || llm_api.is_some();
         if inspected {
             req.body_mut()
-                .inner_mut()
                 .fill(self.cfg.limits.inspect_body_bytes)
                 .await?;
-            let truncated = if req.body().inner().truncated {
+            let truncated = if req.body().truncated {
                 "true"
             } else {
                 "false"
@@ -74,7 +72,7 @@ impl Proxy {
         // Read only with the body (MCP, a module that reads it, an LLM call).
         let json = inspected && is_json(req.headers());
         let llm = llm_api.map(|(provider, api)| {
-            let b = req.body().inner().facts(json);
+            let b = req.body().facts(json);
             LlmCall::parse(provider, api, path, b.bytes, b.truncated)
         });
         let mcp = mcp.then(|| self.read_mcp(req, json, rec)).transpose()?;

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 
 use super::Proxy;
 use super::gate::LivePolicy;
-use super::sender::Outgoing;
+use super::inspect::Replay;
 use crate::audit::AuditRecord;
 use crate::config::McpDetect;
 use crate::error::{Body, ProxyError};
@@ -50,11 +50,11 @@ impl Proxy {
     #[cold]
     pub(super) fn read_mcp(
         &self,
-        req: &Outgoing,
+        req: &Request<Replay>,
         json: bool,
         rec: &mut AuditRecord,
     ) -> Result<Read, ProxyError> {
-        let body = req.body().inner().facts(json);
+        let body = req.body().facts(json);
         if body.truncated {
             return Err(ProxyError::McpUnreadable(Unreadable::TooLarge(
                 self.cfg.limits.inspect_body_bytes,

@@ -82,14 +82,7 @@ impl Proxy {
             //    MCP, or it is an LLM API call to a host of a `protocol: llm` rule (src/llm/): at most
             //    limits.inspect_body_bytes, replayed in front of the rest when forwarded.
             //    5b. An MCP call's JSON-RPC message(s), read whole (src/proxy/mcp.rs).
-            //    The body is wrapped here once, for good: its inspected start replayed in front
-            //    of the rest, counted as it goes (step 9), boxed (`Outgoing`: hyper's client
-            //    moves the request through its channel, ~17 copies). Wrapped when it was sent
-            //    instead, the request (408 bytes) was moved once more, its body into the counter
-            //    and the counter into its box.
-            let bytes_in = Arc::new(AtomicU64::new(0));
-            let mut req: Outgoing = req
-                .map(|body| Box::new(Counted::new(inspect::Replay::new(body), bytes_in.clone())));
+            let mut req = req.map(inspect::Replay::new);
             let inspect::Inspected { json, mcp, llm } = if self.may_inspect(live) {
                 self.inspect(&mut req, live, rec, &authority.host, &path)
                     .await?
@@ -118,7 +111,7 @@ impl Proxy {
                     intercepted: mode == ConnectionMode::Intercepted || scheme == Scheme::Https,
                 },
                 destination: None,
-                body: (live.policy.reads_body()).then(|| req.body().inner().facts(json)),
+                body: live.policy.reads_body().then(|| req.body().facts(json)),
                 mcp: mcp.as_ref().map(|m| &m.call),
                 llm: llm.as_ref(),
             };
@@ -209,9 +202,12 @@ impl Proxy {
                 let relayed = Box::pin(self.websocket(req, ws, &authority, scheme, &pq)).await;
                 return relayed.map(Prepared::Relayed);
             }
-            // The request taken out as it is sent.
+            // The body counted as it goes (step 9), boxed (`Outgoing`); the request taken out as it
+            // is sent.
+            let bytes_in = Arc::new(AtomicU64::new(0));
+            let req = Some(req.map(|body| Box::new(Counted::new(body, bytes_in.clone()))));
             Ok(Prepared::Send(slot.insert(Ready {
-                req: Some(req),
+                req,
                 bytes_in,
                 authority,
                 scheme,

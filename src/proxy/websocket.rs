@@ -107,7 +107,7 @@ impl Proxy {
     /// `authority`, origin-form `pq`, and relays the upgraded connections when it answers 101.
     pub(super) async fn websocket(
         self: &Arc<Self>,
-        mut req: super::sender::Outgoing,
+        mut req: Request<super::inspect::Replay>,
         ws: Upgrading,
         authority: &Authority,
         scheme: Scheme,
