@@ -13,6 +13,7 @@ mod why;
 
 use std::fmt::Write as _;
 
+use super::pattern::PathSegments;
 use super::pattern::text_matches;
 use crate::config::Mode;
 use crate::identity::Agent;
@@ -78,14 +79,32 @@ pub struct ScopeQuery<'a> {
     /// Lowercase, no trailing dot, punycode.
     pub host: &'a str,
     pub port: u16,
+    /// Its segments are read when a rule's path pattern needs them (`matches_path`).
     pub path: &'a str,
-    pub segments: &'a [&'a str],
     /// A tunnel that is not intercepted: only the destination (host, port) can be matched.
     pub destination_only: bool,
     /// The JSON-RPC message(s) of a call to an MCP server (src/mcp/).
     pub mcp: Option<&'a crate::mcp::Call>,
     /// The LLM API call the request is, read under a `protocol: llm` rule (src/llm/).
     pub llm: Option<&'a crate::llm::LlmCall>,
+}
+
+/// Whether the path of `q` matches the path pattern written `raw`. A pattern written as the
+/// path itself matches it whatever its wildcards (each segment matches its own text: a literal
+/// itself, `*` one segment, `**` one or more): the text compared first, the path's segments read
+/// (into `segments`, once for all the patterns of a request) only when it differs.
+fn matches_path<'a>(
+    raw: &str,
+    q: &ScopeQuery<'a>,
+    segments: &mut Option<PathSegments<'a>>,
+) -> bool {
+    raw == q.path
+        || text_matches(
+            raw,
+            segments
+                .get_or_insert_with(|| PathSegments::of(q.path))
+                .get(),
+        )
 }
 
 #[derive(Debug)]
@@ -250,6 +269,7 @@ impl Catalog {
         // the same stage, and it did not match), so past its size it only costs time.
         let mut closest = (0u8, 0usize);
         let mut tried = Tried::default();
+        let mut segments = None;
         let mut check = |index: &HostIndex, host: &str, tried: &mut Tried| -> Option<usize> {
             for i in index.get(host) {
                 if !tried.first(i) {
@@ -280,7 +300,7 @@ impl Catalog {
                 if !r
                     .paths
                     .as_ref()
-                    .is_none_or(|ps| ps.iter().any(|p| text_matches(p, q.segments)))
+                    .is_none_or(|ps| ps.iter().any(|p| matches_path(p, q, &mut segments)))
                 {
                     continue;
                 }

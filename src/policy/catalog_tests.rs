@@ -52,13 +52,11 @@ fn catalog(rules: Vec<ScopeRule>, claim: ClaimableBy) -> Result<Catalog, Catalog
 }
 
 fn check(c: &Catalog, method: &str, host: &str, port: u16, path: &str) -> ScopeVerdict {
-    let segs = super::super::input::segments(path);
     let q = ScopeQuery {
         method,
         host,
         port,
         path,
-        segments: &segs,
         destination_only: method == "CONNECT",
         mcp: None,
         llm: None,
@@ -237,13 +235,11 @@ fn claimable_by_each_list_present_must_match() {
         namespaces: Some(vec!["support".into()]),
     };
     let c = catalog(vec![rule(&["a.com"], None, None, None)], both).unwrap();
-    let segs = [];
     let q = ScopeQuery {
         method: "GET",
         host: "a.com",
         port: 443,
         path: "/",
-        segments: &segs,
         destination_only: false,
         mcp: None,
         llm: None,
@@ -344,7 +340,6 @@ fn the_request_is_written_with_its_port_when_not_80_or_443() {
             host: "api.example.com",
             port,
             path: "/a/b?c",
-            segments: &[],
             destination_only,
             mcp: None,
             llm: None,
@@ -370,7 +365,6 @@ fn body_methods_name_bodyless_methods_of_the_rule() {
         host: "api.example.com",
         port: 443,
         path: "/x",
-        segments: &["x"],
         destination_only: false,
         mcp: None,
         llm: None,

@@ -314,13 +314,13 @@ pub fn to_json(input: &Value) -> serde_json::Value {
 
 /// Splits a path into its non-empty segments.
 pub fn segments(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty()).collect()
+    super::pattern::Segments::of(path).collect()
 }
 
 /// `segments` into `buf`: how many, or `None` when there are more than it holds.
 pub(crate) fn segments_into<'a>(path: &'a str, buf: &mut [&'a str]) -> Option<usize> {
     let mut n = 0;
-    for s in path.split('/').filter(|s| !s.is_empty()) {
+    for s in super::pattern::Segments::of(path) {
         *buf.get_mut(n)? = s;
         n += 1;
     }

@@ -356,7 +356,6 @@ impl PolicySet {
             host: "",
             port: 0,
             path: "",
-            segments: &[],
             destination_only: true,
             mcp: None,
             llm: None,

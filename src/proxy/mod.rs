@@ -165,20 +165,23 @@ impl Proxy {
             // path) at the default `info`, where nothing inside a request logs; the few warnings that
             // can name their decision_id do so themselves.
             let span = debug_span!("request", decision_id = %rec.decision_id, method = %req.method(), target = %req.uri());
-            // Pinned where it lies, so the span wraps a reference rather than a copy of the state.
-            let outcome = if blocked {
-                Err(ProxyError::AuditUnavailable)
-            } else {
-                // Armed while the pipeline runs: if the request is dropped there (the client went
-                // away, or shutdown closed its connection), the record is still written.
-                let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
-                let outcome = {
-                    let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), &from));
-                    pipeline.instrument(span.clone()).await
-                };
-                armed.disarm();
-                outcome
+            if blocked {
+                let refused = Err(ProxyError::AuditUnavailable);
+                return Ok(self.respond(refused, rec, slot, &span, started));
+            }
+            // Armed while the pipeline runs: if the request is dropped there (the client went
+            // away, or shutdown closed its connection), the record is still written.
+            let mut armed = audited::Armed::new(&mut rec, &mut slot, started);
+            let outcome = {
+                // Pinned where it lies, so the span wraps a reference rather than a copy of the
+                // state.
+                let pipeline = std::pin::pin!(self.pipeline(req, &live, armed.rec(), &from));
+                pipeline.instrument(span.clone()).await
             };
+            armed.disarm();
+            drop(armed);
+            // The outcome (152 bytes) goes to `respond` as it came: not through the locals of
+            // an `if` and a block first (a copy each).
             Ok(self.respond(outcome, rec, slot, &span, started))
         }
     }

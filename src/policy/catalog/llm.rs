@@ -114,13 +114,11 @@ chat:
 "#;
 
     fn verdict(c: &Catalog, host: &str, path: &str, call: Option<&LlmCall>) -> (ScopeCode, String) {
-        let segs = crate::policy::input::segments(path);
         let q = ScopeQuery {
             method: "POST",
             host,
             port: 443,
             path,
-            segments: &segs,
             destination_only: false,
             mcp: None,
             llm: call,

@@ -37,7 +37,6 @@ fn check(c: &Catalog, host: &str, method: &str, mcp: Option<&Call>) -> ScopeVerd
         host,
         port: 443,
         path: "/mcp",
-        segments: &["mcp"],
         destination_only: false,
         mcp,
         llm: None,
