@@ -13,7 +13,8 @@ pub(crate) fn any<const N: usize>(headers: &HeaderMap, names: [&HeaderName; N]) 
     headers.keys().any(|k| names.contains(&k))
 }
 
-/// The prefix of every header that speaks for intentgate (`proxy::headers::OWN_PREFIX`).
+/// The prefix of every header that speaks for intentgate: agents may not send them upstream
+/// (step 7 strips them; step 1's summary notes them as `Seen::OWN`).
 pub(crate) const OWN_PREFIX: &str = "intentgate-";
 
 /// Which kinds of names one pass over a head found (`summary`): a set of the consts below.

@@ -15,7 +15,7 @@ pub use hop::{
 };
 
 /// The prefix of every header that speaks for intentgate; agents may not send them upstream.
-pub const OWN_PREFIX: &str = crate::head::OWN_PREFIX;
+pub(crate) use crate::head::OWN_PREFIX;
 
 /// W3C trace context (continued, with OpenTelemetry export on; else passed through as is).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

@@ -203,3 +203,18 @@ fn duplicate_intent_headers() {
     h.append("intentgate-intent", HeaderValue::from_static("b"));
     assert!(single_value(&h, &HeaderName::from_static("intentgate-intent")).is_err());
 }
+
+/// The override check walks the names only when step 1's summary saw `Seen::OVERRIDE`: each
+/// name it refuses must be one the summary notes, and an override naming another method is
+/// refused through it.
+#[test]
+fn every_override_name_is_seen_by_the_summary_and_checked() {
+    for name in OVERRIDES {
+        let mut h = HeaderMap::new();
+        h.insert(name.clone(), HeaderValue::from_static("DELETE"));
+        let seen = crate::head::summary(&h, &[]).seen;
+        assert!(seen.any(Seen::OVERRIDE), "{name}");
+        let refused = check_method_override(&http::Method::GET, &h, None, seen);
+        assert!(refused.is_err(), "{name}");
+    }
+}

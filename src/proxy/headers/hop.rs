@@ -193,3 +193,28 @@ pub fn strip_agent_claims(headers: &mut HeaderMap, extra: &[HeaderName]) {
         headers.remove(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::header::{HeaderMap, HeaderValue};
+
+    use super::{HOP_BY_HOP, remove_hop_by_hop_and_claims};
+    use crate::head::{Seen, summary};
+
+    /// Step 7 is skipped when step 1's summary saw no hop-by-hop name: every name this list
+    /// removes must be one the summary notes as `Seen::HOP` (a name added here and not there
+    /// would travel upstream), and with that summary it is removed.
+    #[test]
+    fn every_hop_by_hop_name_is_seen_by_the_summary_and_removed() {
+        for name in HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            h.insert("accept", HeaderValue::from_static("*/*"));
+            let seen = summary(&h, &[]).seen;
+            assert!(seen.any(Seen::HOP), "{name}");
+            remove_hop_by_hop_and_claims(&mut h, &[], seen);
+            assert!(!h.contains_key(&name), "{name} kept");
+            assert!(h.contains_key("accept"));
+        }
+    }
+}

@@ -136,7 +136,8 @@ impl Upstreams {
         tls: bool,
         sequential: bool,
     ) -> Result<Acquired, ProxyError> {
-        (self.acquire_at(from, authority, tls, sequential, Instant::now())).await
+        self.acquire_at(from, authority, tls, sequential, Instant::now())
+            .await
     }
 
     /// `acquire`, `now` being the caller's clock read (no await since).
